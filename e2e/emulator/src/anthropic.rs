@@ -1,0 +1,181 @@
+//! Anthropic Messages bodies as Bedrock's InvokeModel takes and returns them.
+
+use crate::frames;
+use crate::model::{self, Block, Conversation, Reply};
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
+    let object = body.as_object().ok_or("Malformed input request: expected a JSON object")?;
+    for extraneous in ["model", "stream"] {
+        if object.contains_key(extraneous) {
+            return Err(format!("Malformed input request: #: extraneous key [{extraneous}] is not permitted, please reformat your input and try again."));
+        }
+    }
+    match object.get("anthropic_version").and_then(Value::as_str) {
+        Some(version) if version.starts_with("bedrock-") => {}
+        _ => return Err("Malformed input request: #: required key [anthropic_version] not found".into()),
+    }
+    let max_tokens = object
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .ok_or("Malformed input request: #: required key [max_tokens] not found")?;
+    let messages = object
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+        .ok_or("Malformed input request: #: required key [messages] not found")?;
+    let mut conversation = Conversation { max_tokens: Some(max_tokens), ..Default::default() };
+    for (index, message) in messages.iter().enumerate() {
+        let role = message.get("role").and_then(Value::as_str);
+        if !matches!(role, Some("user") | Some("assistant")) {
+            return Err(format!("messages.{index}.role: Input should be 'user' or 'assistant'"));
+        }
+        let is_last = index + 1 == messages.len();
+        let mut user_text = String::new();
+        match message.get("content") {
+            Some(Value::String(text)) => {
+                conversation.input_words += model::word_count(text);
+                if role == Some("user") {
+                    user_text.push_str(text);
+                }
+            }
+            Some(Value::Array(blocks)) => {
+                for block in blocks {
+                    match block.get("type").and_then(Value::as_str) {
+                        Some("text") => {
+                            let text = block.get("text").and_then(Value::as_str).unwrap_or_default();
+                            conversation.input_words += model::word_count(text);
+                            if role == Some("user") {
+                                user_text.push_str(text);
+                            }
+                        }
+                        Some("tool_result") => {
+                            let text = match block.get("content") {
+                                Some(Value::String(text)) => text.clone(),
+                                Some(Value::Array(parts)) => parts
+                                    .iter()
+                                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                                    .collect::<Vec<_>>()
+                                    .join("\n"),
+                                _ => String::new(),
+                            };
+                            conversation.input_words += model::word_count(&text);
+                            if is_last {
+                                conversation.last_tool_result = Some(text);
+                            }
+                        }
+                        Some(_) => conversation.input_words += 1,
+                        None => return Err(format!("messages.{index}.content: each block needs a type")),
+                    }
+                }
+            }
+            _ => return Err(format!("messages.{index}.content: Field required")),
+        }
+        if role == Some("user") && !user_text.is_empty() {
+            conversation.last_user_text = user_text;
+        }
+        conversation.last_role_is_user = role == Some("user");
+    }
+    match object.get("system") {
+        Some(Value::String(text)) => conversation.input_words += model::word_count(text),
+        Some(Value::Array(blocks)) => {
+            for text in blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)) {
+                conversation.input_words += model::word_count(text);
+            }
+        }
+        _ => {}
+    }
+    conversation.stop_sequences = object
+        .get("stop_sequences")
+        .and_then(Value::as_array)
+        .map(|s| s.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
+    for tool in object.get("tools").and_then(Value::as_array).into_iter().flatten() {
+        let Some(name) = tool.get("name").and_then(Value::as_str) else { continue };
+        conversation.tools.push((name.to_owned(), tool.get("input_schema").cloned().unwrap_or(json!({}))));
+    }
+    if let Some(choice) = object.get("tool_choice") {
+        match choice.get("type").and_then(Value::as_str) {
+            Some("any") => conversation.forced_tool = Some(None),
+            Some("tool") => {
+                conversation.forced_tool = choice.get("name").and_then(Value::as_str).map(|n| Some(n.to_owned()))
+            }
+            Some("none") => conversation.tools_disabled = true,
+            _ => {}
+        }
+    }
+    Ok(conversation)
+}
+
+fn content_json(block: &Block) -> Value {
+    match block {
+        Block::Text(text) => json!({ "type": "text", "text": text }),
+        Block::ToolUse { id, name, input } => json!({ "type": "tool_use", "id": id, "name": name, "input": input }),
+    }
+}
+
+pub fn response(reply: &Reply, message_id: &str, model: &str) -> Value {
+    json!({
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": reply.blocks.iter().map(content_json).collect::<Vec<_>>(),
+        "stop_reason": reply.stop_reason,
+        "stop_sequence": null,
+        "usage": { "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens },
+    })
+}
+
+fn chunk(event: Value, seed: usize) -> Bytes {
+    let bytes = base64::engine::general_purpose::STANDARD.encode(event.to_string());
+    frames::event("chunk", json!({ "bytes": bytes }), seed)
+}
+
+/// InvokeModelWithResponseStream frames: each `chunk` carries one Anthropic stream event.
+pub fn stream_frames(reply: &Reply, message_id: &str, model: &str) -> Vec<(Bytes, bool)> {
+    let mut events = vec![(
+        json!({
+            "type": "message_start",
+            "message": {
+                "id": message_id, "type": "message", "role": "assistant", "model": model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": { "input_tokens": reply.input_tokens, "output_tokens": 1 },
+            },
+        }),
+        false,
+    )];
+    for (index, block) in reply.blocks.iter().enumerate() {
+        match block {
+            Block::Text(text) => {
+                events.push((json!({ "type": "content_block_start", "index": index, "content_block": { "type": "text", "text": "" } }), false));
+                for delta in model::split_into_deltas(text) {
+                    events.push((json!({ "type": "content_block_delta", "index": index, "delta": { "type": "text_delta", "text": delta } }), true));
+                }
+            }
+            Block::ToolUse { id, name, input } => {
+                events.push((json!({ "type": "content_block_start", "index": index, "content_block": { "type": "tool_use", "id": id, "name": name, "input": {} } }), false));
+                let input = input.to_string();
+                let middle = (input.len() / 2..=input.len()).find(|i| input.is_char_boundary(*i)).unwrap_or(input.len());
+                for fragment in [&input[..middle], &input[middle..]] {
+                    events.push((json!({ "type": "content_block_delta", "index": index, "delta": { "type": "input_json_delta", "partial_json": fragment } }), true));
+                }
+            }
+        }
+        events.push((json!({ "type": "content_block_stop", "index": index }), false));
+    }
+    events.push((json!({ "type": "message_delta", "delta": { "stop_reason": reply.stop_reason, "stop_sequence": null }, "usage": { "output_tokens": reply.output_tokens } }), false));
+    events.push((
+        json!({
+            "type": "message_stop",
+            "amazon-bedrock-invocationMetrics": {
+                "inputTokenCount": reply.input_tokens, "outputTokenCount": reply.output_tokens,
+                "invocationLatency": 42, "firstByteLatency": 7,
+            },
+        }),
+        false,
+    ));
+    events.into_iter().enumerate().map(|(seed, (event, is_delta))| (chunk(event, seed), is_delta)).collect()
+}

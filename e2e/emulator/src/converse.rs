@@ -1,0 +1,165 @@
+//! Bedrock Converse / ConverseStream bodies.
+
+use crate::frames;
+use crate::model::{self, Block, Conversation, Reply};
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+        .ok_or("The model returned the following errors: messages: must contain at least one message")?;
+    let mut conversation = Conversation::default();
+    for (index, message) in messages.iter().enumerate() {
+        let role = message.get("role").and_then(Value::as_str);
+        if !matches!(role, Some("user") | Some("assistant")) {
+            return Err(format!("messages.{index}.role: must be user or assistant"));
+        }
+        if index == 0 && role != Some("user") {
+            return Err("A conversation must start with a user message. Try again with a conversation that starts with a user message.".into());
+        }
+        let content = message
+            .get("content")
+            .and_then(Value::as_array)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| format!("messages.{index}.content: must contain at least one content block"))?;
+        let is_last = index + 1 == messages.len();
+        let mut user_text = String::new();
+        for block in content {
+            if let Some(text) = block.get("text") {
+                let text = text.as_str().ok_or_else(|| format!("messages.{index}: text must be a string"))?;
+                if text.trim().is_empty() {
+                    return Err(format!("messages.{index}: text content blocks must be non-empty"));
+                }
+                conversation.input_words += model::word_count(text);
+                if role == Some("user") {
+                    user_text.push_str(text);
+                }
+            } else if let Some(result) = block.get("toolResult") {
+                let text = tool_result_text(result.get("content"));
+                conversation.input_words += model::word_count(&text);
+                if is_last {
+                    conversation.last_tool_result = Some(text);
+                }
+            } else if block.get("toolUse").is_some() || block.get("image").is_some() || block.get("cachePoint").is_some()
+                || block.get("reasoningContent").is_some() || block.get("document").is_some()
+            {
+                conversation.input_words += 1;
+            } else {
+                return Err(format!("messages.{index}: unknown content block {block}"));
+            }
+        }
+        if role == Some("user") && !user_text.is_empty() {
+            conversation.last_user_text = user_text;
+        }
+        conversation.last_role_is_user = role == Some("user");
+    }
+    for block in body.get("system").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(text) = block.get("text").and_then(Value::as_str) {
+            conversation.input_words += model::word_count(text);
+        }
+    }
+    if let Some(config) = body.get("inferenceConfig") {
+        conversation.max_tokens = config.get("maxTokens").and_then(Value::as_u64);
+        if conversation.max_tokens == Some(0) {
+            return Err("inferenceConfig.maxTokens: must be at least 1".into());
+        }
+        conversation.stop_sequences = config
+            .get("stopSequences")
+            .and_then(Value::as_array)
+            .map(|s| s.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+    }
+    if let Some(tool_config) = body.get("toolConfig") {
+        for tool in tool_config.get("tools").and_then(Value::as_array).into_iter().flatten() {
+            let Some(spec) = tool.get("toolSpec") else { continue };
+            let name = spec.get("name").and_then(Value::as_str).ok_or("toolSpec.name is required")?;
+            let schema = spec.pointer("/inputSchema/json").cloned().unwrap_or(json!({}));
+            conversation.tools.push((name.to_owned(), schema));
+        }
+        if let Some(choice) = tool_config.get("toolChoice") {
+            if choice.get("any").is_some() {
+                conversation.forced_tool = Some(None);
+            } else if let Some(name) = choice.pointer("/tool/name").and_then(Value::as_str) {
+                conversation.forced_tool = Some(Some(name.to_owned()));
+            }
+        }
+    }
+    Ok(conversation)
+}
+
+fn tool_result_text(content: Option<&Value>) -> String {
+    content
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|block| match (block.get("text"), block.get("json")) {
+            (Some(Value::String(text)), _) => text.clone(),
+            (_, Some(json)) => json.to_string(),
+            _ => String::new(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn usage(reply: &Reply) -> Value {
+    json!({
+        "inputTokens": reply.input_tokens,
+        "outputTokens": reply.output_tokens,
+        "totalTokens": reply.input_tokens + reply.output_tokens,
+    })
+}
+
+pub fn response(reply: &Reply) -> Value {
+    let content: Vec<Value> = reply
+        .blocks
+        .iter()
+        .map(|block| match block {
+            Block::Text(text) => json!({ "text": text }),
+            Block::ToolUse { id, name, input } => json!({ "toolUse": { "toolUseId": id, "name": name, "input": input } }),
+        })
+        .collect();
+    json!({
+        "output": { "message": { "role": "assistant", "content": content } },
+        "stopReason": reply.stop_reason,
+        "usage": usage(reply),
+        "metrics": { "latencyMs": 42 },
+    })
+}
+
+/// The ConverseStream frames of a reply, in Bedrock's order. The second element of each
+/// pair says whether the frame is a content delta (faults are injected after the first).
+pub fn stream_frames(reply: &Reply) -> Vec<(Bytes, bool)> {
+    let mut frames = vec![(frames::event("messageStart", json!({ "role": "assistant" }), 0), false)];
+    let mut seed = 1;
+    for (index, block) in reply.blocks.iter().enumerate() {
+        match block {
+            Block::Text(text) => {
+                for delta in model::split_into_deltas(text) {
+                    seed += 1;
+                    let payload = json!({ "contentBlockIndex": index, "delta": { "text": delta } });
+                    frames.push((frames::event("contentBlockDelta", payload, seed), true));
+                }
+            }
+            Block::ToolUse { id, name, input } => {
+                let start = json!({ "contentBlockIndex": index, "start": { "toolUse": { "toolUseId": id, "name": name } } });
+                frames.push((frames::event("contentBlockStart", start, seed), false));
+                let input = input.to_string();
+                let middle = input.len() / 2;
+                let middle = (middle..=input.len()).find(|i| input.is_char_boundary(*i)).unwrap_or(input.len());
+                for fragment in [&input[..middle], &input[middle..]] {
+                    seed += 1;
+                    let payload = json!({ "contentBlockIndex": index, "delta": { "toolUse": { "input": fragment } } });
+                    frames.push((frames::event("contentBlockDelta", payload, seed), true));
+                }
+            }
+        }
+        frames.push((frames::event("contentBlockStop", json!({ "contentBlockIndex": index }), seed), false));
+    }
+    frames.push((frames::event("messageStop", json!({ "stopReason": reply.stop_reason }), seed + 1), false));
+    let metadata = json!({ "usage": usage(reply), "metrics": { "latencyMs": 42 } });
+    frames.push((frames::event("metadata", metadata, seed + 2), false));
+    frames
+}

@@ -1,0 +1,302 @@
+//! A local Bedrock Runtime: `converse`, `converse-stream`, `invoke` and
+//! `invoke-with-response-stream`, with SigV4 checked by `aws-sigv4` and streams framed
+//! by `aws-smithy-eventstream`. See the README for fault injection.
+
+mod anthropic;
+mod auth;
+mod converse;
+mod frames;
+mod model;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Which API a model speaks through InvokeModel, besides Converse which all accept.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Anthropic,
+    ConverseOnly,
+}
+
+const MODELS: &[(&str, Family)] = &[
+    ("us.meta.llama3-2-1b-instruct-v1:0", Family::ConverseOnly),
+    ("meta.llama3-2-1b-instruct-v1:0", Family::ConverseOnly),
+    ("us.amazon.nova-micro-v1:0", Family::ConverseOnly),
+    ("anthropic.claude-3-5-sonnet-20241022-v2:0", Family::Anthropic),
+    ("us.anthropic.claude-3-5-sonnet-20241022-v2:0", Family::Anthropic),
+    ("anthropic.claude-3-haiku-20240307-v1:0", Family::Anthropic),
+    ("us.anthropic.claude-sonnet-4-20250514-v1:0", Family::Anthropic),
+];
+
+fn find_model(id: &str) -> Option<(&'static str, Family)> {
+    // Inference-profile and foundation-model ARNs name the model after the last '/'.
+    let bare = if id.starts_with("arn:") { id.rsplit('/').next().unwrap_or(id) } else { id };
+    MODELS.iter().find(|(name, _)| *name == bare).copied()
+}
+
+struct State {
+    credentials: Vec<auth::Credential>,
+    request_counter: AtomicU64,
+    last_request: Mutex<Value>,
+}
+
+type ResponseBody = Pin<Box<dyn Body<Data = Bytes, Error = std::io::Error> + Send>>;
+
+/// A streamed body fed by a channel; an `Err` item cuts the connection.
+struct ChannelBody(mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|item| item.map(|result| result.map(Frame::data)))
+    }
+}
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>, request_id: &str) -> Response<ResponseBody> {
+    let body: ResponseBody = Box::pin(Full::new(body.into()).map_err(|never: Infallible| match never {}));
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert("content-type", content_type.parse().expect("static content type"));
+    headers.insert("x-amzn-requestid", request_id.parse().expect("request ids are ascii"));
+    response
+}
+
+fn bedrock_error(status: u16, error_type: &str, message: &str, request_id: &str) -> Response<ResponseBody> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = full(status, "application/json", json!({ "message": message }).to_string(), request_id);
+    let header = format!("{error_type}:http://internal.amazon.com/coral/com.amazon.bedrock/");
+    response.headers_mut().insert("x-amzn-errortype", header.parse().expect("error types are ascii"));
+    response
+}
+
+fn validation(message: &str, request_id: &str) -> Response<ResponseBody> {
+    bedrock_error(400, "ValidationException", message, request_id)
+}
+
+/// Injected before a reply starts, by the `x-emulator-fault` request header.
+fn upfront_fault(fault: &str, request_id: &str) -> Option<Response<ResponseBody>> {
+    Some(match fault {
+        "throttle" => {
+            let mut response = bedrock_error(429, "ThrottlingException", "Too many requests, please wait before trying again.", request_id);
+            response.headers_mut().insert("retry-after", "2".parse().expect("static"));
+            response
+        }
+        "access-denied" => bedrock_error(403, "AccessDeniedException", "You don't have access to the model with the specified model ID.", request_id),
+        "validation" => validation("Malformed input request, please reformat your input and try again.", request_id),
+        "internal" => bedrock_error(500, "InternalServerException", "The server encountered an internal error.", request_id),
+        "unavailable" => bedrock_error(503, "ServiceUnavailableException", "The service is temporarily unavailable.", request_id),
+        _ => return None,
+    })
+}
+
+fn stream_response(frames: Vec<(Bytes, bool)>, fault: Option<String>, delay: Duration, request_id: &str) -> Response<ResponseBody> {
+    let (sender, receiver) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut deltas_sent = 0;
+        for (frame, is_delta) in frames {
+            if is_delta && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if deltas_sent == 1 {
+                match fault.as_deref() {
+                    Some("stream-exception") => {
+                        let _ = sender.send(Ok(frames::exception("modelStreamErrorException", "The model stream failed mid-response."))).await;
+                        return;
+                    }
+                    Some("stream-throttle") => {
+                        let _ = sender.send(Ok(frames::exception("throttlingException", "Too many tokens, please wait before trying again."))).await;
+                        return;
+                    }
+                    Some("corrupt-frame") => {
+                        let _ = sender.send(Ok(frames::corrupt(&frame))).await;
+                        return;
+                    }
+                    Some("reset") => {
+                        let _ = sender.send(Err(std::io::Error::other("connection reset by the emulator"))).await;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            if sender.send(Ok(frame)).await.is_err() {
+                return;
+            }
+            if is_delta {
+                deltas_sent += 1;
+            }
+        }
+    });
+    let body: ResponseBody = Box::pin(ChannelBody(receiver));
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert("content-type", "application/vnd.amazon.eventstream".parse().expect("static"));
+    headers.insert("x-amzn-requestid", request_id.parse().expect("request ids are ascii"));
+    headers.insert("x-amzn-bedrock-content-type", "application/json".parse().expect("static"));
+    response
+}
+
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+    let n = state.request_counter.fetch_add(1, Ordering::Relaxed);
+    let request_id = format!("e2e00000-0000-4000-8000-{n:012x}");
+    let method = request.method().as_str().to_owned();
+    let path_and_query = request.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .collect();
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+
+    if method == "GET" && path_and_query == "/_emulator/health" {
+        return Ok(full(StatusCode::OK, "application/json", r#"{"status":"ok"}"#, &request_id));
+    }
+    if method == "GET" && path_and_query == "/_emulator/last-request" {
+        let last = state.last_request.lock().map(|l| l.clone()).unwrap_or(Value::Null);
+        return Ok(full(StatusCode::OK, "application/json", last.to_string(), &request_id));
+    }
+
+    let body = match http_body_util::Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Ok(validation("The request body is too large or could not be read.", &request_id)),
+    };
+    if let Ok(mut last) = state.last_request.lock() {
+        *last = json!({
+            "method": method,
+            "path": path_and_query,
+            "headers": headers.iter().map(|(n, v)| (n.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+            "body": serde_json::from_slice::<Value>(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned())),
+        });
+    }
+
+    if let Err(error) = auth::verify(&method, &path_and_query, &headers, &body, &state.credentials, "bedrock") {
+        return Ok(bedrock_error(error.status, error.error_type, &error.message, &request_id));
+    }
+
+    let segments: Vec<&str> = path_and_query.split('?').next().unwrap_or_default().split('/').collect();
+    let (encoded_model, operation) = match segments.as_slice() {
+        ["", "model", model, operation] if method == "POST" => (*model, *operation),
+        _ => return Ok(bedrock_error(404, "UnknownOperationException", "Unknown operation.", &request_id)),
+    };
+    let fault = header("x-emulator-fault");
+    if let Some(response) = fault.as_deref().and_then(|f| upfront_fault(f, &request_id)) {
+        return Ok(response);
+    }
+    let Some(model_id) = percent_decode(encoded_model) else {
+        return Ok(validation("The provided model identifier is invalid.", &request_id));
+    };
+    let Some((model_name, family)) = find_model(&model_id) else {
+        return Ok(validation("The provided model identifier is invalid.", &request_id));
+    };
+    let json_body: Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(_) => return Ok(validation("Malformed input request: the body is not valid JSON.", &request_id)),
+    };
+    let delay = Duration::from_millis(header("x-emulator-delay-ms").and_then(|d| d.parse().ok()).unwrap_or(0));
+    let tool_use_id = format!("tooluse_e2e{n:06}");
+
+    match operation {
+        "converse" | "converse-stream" => {
+            let conversation = match converse::read_conversation(&json_body) {
+                Ok(conversation) => conversation,
+                Err(message) => return Ok(validation(&message, &request_id)),
+            };
+            let reply = model::reply(&conversation, &tool_use_id);
+            if operation == "converse" {
+                return Ok(full(StatusCode::OK, "application/json", converse::response(&reply).to_string(), &request_id));
+            }
+            Ok(stream_response(converse::stream_frames(&reply), fault, delay, &request_id))
+        }
+        "invoke" | "invoke-with-response-stream" => {
+            if family != Family::Anthropic {
+                return Ok(validation("Malformed input request: this emulator speaks InvokeModel for Anthropic models only.", &request_id));
+            }
+            let conversation = match anthropic::read_conversation(&json_body) {
+                Ok(conversation) => conversation,
+                Err(message) => return Ok(validation(&message, &request_id)),
+            };
+            let reply = model::reply(&conversation, &tool_use_id.replace("tooluse_", "toolu_"));
+            let message_id = format!("msg_bdrk_e2e{n:06}");
+            let short_model = model_name.trim_start_matches("us.").trim_start_matches("anthropic.");
+            if operation == "invoke" {
+                let body = anthropic::response(&reply, &message_id, short_model).to_string();
+                return Ok(full(StatusCode::OK, "application/json", body, &request_id));
+            }
+            Ok(stream_response(anthropic::stream_frames(&reply, &message_id, short_model), fault, delay, &request_id))
+        }
+        _ => Ok(bedrock_error(404, "UnknownOperationException", "Unknown operation.", &request_id)),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let listen = std::env::args()
+        .skip_while(|a| a != "--listen")
+        .nth(1)
+        .or_else(|| std::env::var("EMULATOR_LISTEN").ok())
+        .unwrap_or_else(|| "127.0.0.1:4566".into());
+    let state = Arc::new(State {
+        credentials: vec![auth::Credential {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+        }],
+        request_counter: AtomicU64::new(1),
+        last_request: Mutex::new(Value::Null),
+    });
+    let listener = match TcpListener::bind(&listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("bedrock emulator: cannot listen on {listen}: {error}");
+            std::process::exit(1);
+        }
+    };
+    eprintln!("bedrock emulator: listening on http://{listen}");
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => { eprintln!("bedrock emulator: accept failed: {error}"); continue; }
+            },
+            _ = tokio::signal::ctrl_c() => return,
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| handle(Arc::clone(&state), request));
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}

@@ -1,0 +1,173 @@
+//! The emulator's deterministic model: it reads a conversation (from a Converse or an
+//! Anthropic body) and answers predictably, so tests can assert exact content.
+//!
+//! - The reply contains the last user message's text verbatim.
+//! - With tools offered and a user turn last, it calls the first tool (or the forced one)
+//!   with every required property of the input schema filled.
+//! - After a tool result, the reply contains the result's text.
+
+use serde_json::{json, Map, Value};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Block {
+    Text(String),
+    ToolUse { id: String, name: String, input: Value },
+}
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub blocks: Vec<Block>,
+    pub stop_reason: &'static str,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Conversation {
+    pub last_role_is_user: bool,
+    pub last_user_text: String,
+    pub last_tool_result: Option<String>,
+    pub tools: Vec<(String, Value)>,
+    /// `Some(None)`: any tool; `Some(Some(name))`: that tool; `None`: the model decides.
+    pub forced_tool: Option<Option<String>>,
+    pub tools_disabled: bool,
+    pub input_words: u64,
+    pub max_tokens: Option<u64>,
+    pub stop_sequences: Vec<String>,
+}
+
+pub fn word_count(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
+}
+
+/// A value for every required property of a JSON schema.
+pub fn fill_schema(schema: &Value) -> Value {
+    match schema.get("type").and_then(Value::as_str) {
+        Some("object") | None if schema.get("properties").is_some() => {
+            let mut object = Map::new();
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let required = schema.get("required").and_then(Value::as_array);
+            for name in required.into_iter().flatten().filter_map(Value::as_str) {
+                let property = properties.and_then(|p| p.get(name)).cloned().unwrap_or(json!({}));
+                object.insert(name.to_owned(), fill_schema(&property));
+            }
+            Value::Object(object)
+        }
+        Some("object") => json!({}),
+        Some("string") => match schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+            Some(first) => first.clone(),
+            None => json!("example"),
+        },
+        Some("integer") => json!(1),
+        Some("number") => json!(1.5),
+        Some("boolean") => json!(true),
+        Some("array") => json!([]),
+        _ => json!("example"),
+    }
+}
+
+pub fn reply(conversation: &Conversation, tool_use_id: &str) -> Reply {
+    let mut blocks = Vec::new();
+    let mut stop_reason = "end_turn";
+    if let Some(result) = &conversation.last_tool_result {
+        blocks.push(Block::Text(format!("The tool returned: {result}")));
+    } else if conversation.last_role_is_user && !conversation.tools.is_empty() && !conversation.tools_disabled {
+        let chosen = match &conversation.forced_tool {
+            Some(Some(name)) => conversation.tools.iter().find(|(n, _)| n == name),
+            _ => conversation.tools.first(),
+        };
+        if let Some((name, schema)) = chosen {
+            blocks.push(Block::Text(format!("I will call {name}.")));
+            blocks.push(Block::ToolUse { id: tool_use_id.to_owned(), name: name.clone(), input: fill_schema(schema) });
+            stop_reason = "tool_use";
+        }
+    }
+    if blocks.is_empty() {
+        blocks.push(Block::Text(format!("You said: {}", conversation.last_user_text)));
+    }
+
+    // Stop sequences and max_tokens cut the text like a real model would.
+    for block in &mut blocks {
+        if let Block::Text(text) = block {
+            if let Some(at) = conversation.stop_sequences.iter().filter_map(|s| text.find(s.as_str())).min() {
+                text.truncate(at);
+                stop_reason = "stop_sequence";
+            }
+        }
+    }
+    let mut output_tokens = 0u64;
+    if let Some(limit) = conversation.max_tokens {
+        for block in &mut blocks {
+            if let Block::Text(text) = block {
+                let words: Vec<&str> = text.split_inclusive(char::is_whitespace).collect();
+                let remaining = limit.saturating_sub(output_tokens) as usize;
+                if words.iter().filter(|w| !w.trim().is_empty()).count() > remaining {
+                    *text = words.into_iter().take(remaining).collect::<String>().trim_end().to_owned();
+                    stop_reason = "max_tokens";
+                }
+            }
+            output_tokens += block_tokens(block);
+        }
+        if stop_reason == "max_tokens" {
+            blocks.retain(|b| !matches!(b, Block::ToolUse { .. }));
+        }
+    }
+    let output_tokens = blocks.iter().map(block_tokens).sum::<u64>().max(1);
+    Reply { blocks, stop_reason, input_tokens: conversation.input_words.max(1), output_tokens }
+}
+
+fn block_tokens(block: &Block) -> u64 {
+    match block {
+        Block::Text(text) => word_count(text),
+        Block::ToolUse { input, .. } => 5 + word_count(&input.to_string()),
+    }
+}
+
+/// Splits text into stream deltas of a few words each (at least two deltas for any text with a space).
+pub fn split_into_deltas(text: &str) -> Vec<String> {
+    let mut deltas = Vec::new();
+    let mut current = String::new();
+    for (i, piece) in text.split_inclusive(' ').enumerate() {
+        current.push_str(piece);
+        if i % 2 == 1 {
+            deltas.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        deltas.push(current);
+    }
+    deltas
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_required_properties_by_type() {
+        let schema = json!({"type":"object","properties":{"city":{"type":"string"},"days":{"type":"integer"},"unit":{"type":"string","enum":["c","f"]}},"required":["city","days","unit"]});
+        assert_eq!(fill_schema(&schema), json!({"city":"example","days":1,"unit":"c"}));
+    }
+
+    #[test]
+    fn deltas_rebuild_the_text() {
+        let text = "You said: hello there general kenobi";
+        let deltas = split_into_deltas(text);
+        assert!(deltas.len() >= 3);
+        assert_eq!(deltas.concat(), text);
+    }
+
+    #[test]
+    fn max_tokens_truncates_and_reports() {
+        let conversation = Conversation {
+            last_role_is_user: true,
+            last_user_text: "one two three four five".into(),
+            max_tokens: Some(3),
+            ..Default::default()
+        };
+        let reply = reply(&conversation, "t");
+        assert_eq!(reply.stop_reason, "max_tokens");
+        assert_eq!(reply.blocks, vec![Block::Text("You said: one two".into())]);
+        assert_eq!(reply.output_tokens, 3);
+    }
+}

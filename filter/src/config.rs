@@ -1,0 +1,176 @@
+//! Plugin configuration: the backends Envoy's routes can pick, keyed by cluster name.
+//!
+//! ```json
+//! {
+//!   "backends": {
+//!     "bedrock-us-east-1": {
+//!       "schema": "converse",
+//!       "region": "us-east-1",
+//!       "endpoint": "127.0.0.1:4566",
+//!       "credentials": { "source": "environment" },
+//!       "model_name_override": "us.meta.llama3-2-1b-instruct-v1:0"
+//!     }
+//!   }
+//! }
+//! ```
+
+use crate::sigv4::Credentials;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::fmt;
+
+/// How the gateway talks to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schema {
+    /// Bedrock Converse / ConverseStream, for any model.
+    #[serde(alias = "aws-bedrock", alias = "aws-bedrock-converse")]
+    Converse,
+    /// Bedrock InvokeModel with Anthropic's native Messages body.
+    #[serde(alias = "aws-anthropic")]
+    Anthropic,
+}
+
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CredentialSource {
+    /// Keys written in the plugin configuration.
+    Inline {
+        access_key_id: String,
+        secret_access_key: String,
+        #[serde(default)]
+        session_token: Option<String>,
+    },
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, handed to the VM
+    /// through `vm_config.environment_variables`.
+    Environment,
+}
+
+impl fmt::Debug for CredentialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredentialSource::Inline { access_key_id, .. } => {
+                write!(f, "Inline {{ access_key_id: {access_key_id:?}, .. }}")
+            }
+            CredentialSource::Environment => f.write_str("Environment"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    schema: Schema,
+    region: String,
+    #[serde(default)]
+    endpoint: Option<String>,
+    credentials: CredentialSource,
+    #[serde(default)]
+    model_name_override: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    backends: HashMap<String, RawBackend>,
+    #[serde(default)]
+    max_stream_frame_bytes: Option<usize>,
+}
+
+/// A backend ready to serve: credentials resolved, host computed.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub name: String,
+    pub schema: Schema,
+    pub region: String,
+    /// The `Host` / `:authority` sent and signed.
+    pub host: String,
+    pub credentials: Credentials,
+    pub model_name_override: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    backends: HashMap<String, Backend>,
+    pub max_stream_frame_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Config {
+    /// Parses the plugin configuration. `env` looks up environment variables, so the
+    /// caller decides where they come from (the VM's environment, or a test's map).
+    pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_json::from_slice(json)
+            .map_err(|e| ConfigError(format!("invalid plugin configuration: {e}")))?;
+        if raw.backends.is_empty() {
+            return Err(ConfigError("plugin configuration lists no backends".into()));
+        }
+        let mut backends = HashMap::with_capacity(raw.backends.len());
+        for (name, backend) in raw.backends {
+            let resolved = resolve_backend(&name, backend, env)?;
+            backends.insert(name, resolved);
+        }
+        Ok(Config {
+            backends,
+            max_stream_frame_bytes: raw
+                .max_stream_frame_bytes
+                .unwrap_or(crate::eventstream::DEFAULT_MAX_FRAME_LEN),
+        })
+    }
+
+    /// The backend for the cluster Envoy's route picked.
+    pub fn backend(&self, cluster_name: &str) -> Option<&Backend> {
+        self.backends.get(cluster_name)
+    }
+}
+
+fn resolve_backend(
+    name: &str,
+    raw: RawBackend,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Backend, ConfigError> {
+    let fail = |what: &str| ConfigError(format!("backend {name:?}: {what}"));
+    if raw.region.is_empty() || !raw.region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(fail("region must be a plain AWS region name such as us-east-1"));
+    }
+    let credentials = match raw.credentials {
+        CredentialSource::Inline { access_key_id, secret_access_key, session_token } => {
+            Credentials { access_key_id, secret_access_key, session_token }
+        }
+        CredentialSource::Environment => {
+            let non_empty = |key: &str| env(key).filter(|v| !v.is_empty());
+            Credentials {
+                access_key_id: non_empty("AWS_ACCESS_KEY_ID")
+                    .ok_or_else(|| fail("AWS_ACCESS_KEY_ID is not set in the VM's environment"))?,
+                secret_access_key: non_empty("AWS_SECRET_ACCESS_KEY")
+                    .ok_or_else(|| fail("AWS_SECRET_ACCESS_KEY is not set in the VM's environment"))?,
+                session_token: non_empty("AWS_SESSION_TOKEN"),
+            }
+        }
+    };
+    if credentials.access_key_id.is_empty() || credentials.secret_access_key.is_empty() {
+        return Err(fail("credentials need a non-empty access key id and secret"));
+    }
+    if let Some(model) = &raw.model_name_override {
+        crate::bedrock::validate_model_id(model).map_err(|e| fail(&e))?;
+    }
+    let host = raw
+        .endpoint
+        .unwrap_or_else(|| format!("bedrock-runtime.{}.amazonaws.com", raw.region));
+    Ok(Backend {
+        name: name.to_owned(),
+        schema: raw.schema,
+        region: raw.region,
+        host,
+        credentials,
+        model_name_override: raw.model_name_override,
+    })
+}

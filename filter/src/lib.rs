@@ -1,0 +1,21 @@
+//! An Envoy proxy-wasm filter that serves OpenAI-compatible APIs from AWS Bedrock.
+//!
+//! Everything but the `wasm` module is host-free: translation, SigV4, event-stream
+//! decoding and configuration are plain functions over bytes and structs, tested natively.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
+pub mod bedrock;
+pub mod config;
+pub mod errors;
+pub mod eventstream;
+pub mod gateway;
+pub mod openai;
+pub mod sigv4;
+pub mod time;
+
+#[cfg(target_arch = "wasm32")]
+mod wasm;

@@ -1,0 +1,269 @@
+//! The proxy-wasm glue: reads headers and bodies from Envoy, hands them to
+//! [`crate::gateway`], and writes back what it returns.
+//!
+//! Host calls go through `proxy_wasm::hostcalls` directly: the SDK's trait helpers
+//! `unwrap()` host errors, and a panic would kill this worker's VM.
+
+use crate::config::Config;
+use crate::errors::GatewayError;
+use crate::gateway::{self, Endpoint, ResponsePlan, ResponseTranslation};
+use crate::sigv4::Signer;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+/// The header Envoy's routes match to pick a backend cluster.
+const MODEL_HEADER: &str = "x-ai-eg-model";
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(GatewayRoot::default()) });
+}}
+
+#[derive(Default)]
+struct GatewayRoot {
+    config: Option<Rc<Config>>,
+    signer: Rc<RefCell<Signer>>,
+}
+
+impl Context for GatewayRoot {}
+
+impl RootContext for GatewayRoot {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, plugin_configuration_size) {
+            Ok(Some(bytes)) => bytes,
+            _ => {
+                log::error!("bedrock gateway: the plugin configuration is missing");
+                return false;
+            }
+        };
+        match Config::parse(&bytes, &|key| std::env::var(key).ok()) {
+            Ok(config) => {
+                self.config = Some(Rc::new(config));
+                true
+            }
+            Err(error) => {
+                log::error!("bedrock gateway: {error}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(GatewayStream {
+            config: self.config.clone(),
+            signer: Rc::clone(&self.signer),
+            endpoint: None,
+            plan: None,
+            translation: None,
+            answered_locally: false,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct GatewayStream {
+    config: Option<Rc<Config>>,
+    signer: Rc<RefCell<Signer>>,
+    endpoint: Option<Endpoint>,
+    plan: Option<ResponsePlan>,
+    translation: Option<ResponseTranslation>,
+    answered_locally: bool,
+}
+
+impl Context for GatewayStream {}
+
+impl HttpContext for GatewayStream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let method = request_header(":method").unwrap_or_default();
+        let path = request_header(":path").unwrap_or_default();
+        let endpoint = match Endpoint::classify(&method, &path) {
+            None => return Action::Continue,
+            Some(Ok(endpoint)) => endpoint,
+            Some(Err(error)) => return self.reply_with_error(&error),
+        };
+        self.endpoint = Some(endpoint);
+        strip_caller_credentials();
+        if end_of_stream {
+            return self.handle_request_body(&[]);
+        }
+        // Wait for the body: the model that picks the route is inside it.
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.endpoint.is_none() || self.answered_locally {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
+            Ok(body) => body.unwrap_or_default(),
+            Err(status) => {
+                log::warn!("bedrock gateway: could not read the request body: {status:?}");
+                return self.reply_with_error(&GatewayError::invalid_request("The request body could not be read."));
+            }
+        };
+        self.handle_request_body(&body)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(plan) = self.plan.as_ref().filter(|_| !self.answered_locally) else {
+            return Action::Continue;
+        };
+        let status = response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(502);
+        let error_type = response_header("x-amzn-errortype");
+        let request_id = response_header("x-amzn-requestid")
+            .or_else(|| request_header("x-request-id"))
+            .unwrap_or_else(|| "gateway".to_owned());
+        let max_frame = self.config.as_ref().map_or(crate::eventstream::DEFAULT_MAX_FRAME_LEN, |c| c.max_stream_frame_bytes);
+        let translation = ResponseTranslation::for_response(plan, status, error_type.as_deref(), &request_id, max_frame);
+        set_response_header("content-type", Some(translation.content_type()));
+        set_response_header("content-length", None);
+        let streaming = translation.is_streaming();
+        self.translation = Some(translation);
+        if streaming {
+            set_response_header("cache-control", Some("no-cache"));
+            Action::Continue
+        } else {
+            // Hold the headers: the status may change once the whole body is translated.
+            Action::Pause
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(translation) = self.translation.as_mut() else {
+            return Action::Continue;
+        };
+        if let ResponseTranslation::ChatCompletionStream(stream) = translation {
+            let chunk = read_buffer(BufferType::HttpResponseBody, body_size);
+            let sse = stream.push(&chunk, end_of_stream);
+            replace_buffer(BufferType::HttpResponseBody, body_size, &sse);
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = read_buffer(BufferType::HttpResponseBody, body_size);
+        let (status, translated) = translation.translate_body(&body);
+        set_response_header(":status", Some(&status.to_string()));
+        replace_buffer(BufferType::HttpResponseBody, body_size, &translated);
+        Action::Continue
+    }
+}
+
+impl GatewayStream {
+    fn handle_request_body(&mut self, body: &[u8]) -> Action {
+        let Some(config) = self.config.clone() else {
+            return self.reply_with_error(&GatewayError::new(
+                500,
+                crate::errors::ErrorKind::Upstream,
+                "The gateway has no valid configuration.",
+            ));
+        };
+        let now = hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let mut route = |model: &str| {
+            set_request_header(MODEL_HEADER, Some(model));
+            // The route was chosen before the header existed: make Envoy choose again.
+            if let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None) {
+                log::warn!("bedrock gateway: clear_route_cache failed: {status:?}");
+            }
+            let cluster = hostcalls::get_property(vec!["xds", "cluster_name"]).ok().flatten()?;
+            let cluster = std::str::from_utf8(&cluster).ok()?;
+            config.backend(cluster)
+        };
+        let prepared = match self.endpoint {
+            Some(Endpoint::ChatCompletions) | None => {
+                gateway::prepare_chat_completion(body, &mut route, &mut self.signer.borrow_mut(), now)
+            }
+        };
+        let upstream = match prepared {
+            Ok(upstream) => upstream,
+            Err(error) => return self.reply_with_error(&error),
+        };
+        set_request_header(":path", Some(&upstream.path));
+        set_request_header(":authority", Some(&upstream.host));
+        set_request_header("authorization", Some(&upstream.authorization));
+        set_request_header("x-amz-date", Some(&upstream.amz_date));
+        set_request_header("x-amz-security-token", upstream.security_token.as_deref());
+        set_request_header("content-type", Some("application/json"));
+        set_request_header("accept", Some(upstream.accept));
+        // The response is translated, so it must come back uncompressed.
+        set_request_header("accept-encoding", None);
+        set_request_header("content-length", Some(&upstream.body.len().to_string()));
+        replace_buffer(BufferType::HttpRequestBody, body.len(), &upstream.body);
+        self.plan = Some(upstream.plan);
+        Action::Continue
+    }
+
+    fn reply_with_error(&mut self, error: &GatewayError) -> Action {
+        self.answered_locally = true;
+        let body = error.to_openai_json();
+        if let Err(status) = hostcalls::send_http_response(
+            u32::from(error.status),
+            vec![("content-type", "application/json")],
+            Some(&body),
+        ) {
+            log::error!("bedrock gateway: could not send a local reply: {status:?}");
+        }
+        Action::Pause
+    }
+}
+
+/// Callers' own credentials must never reach AWS.
+fn strip_caller_credentials() {
+    let Ok(headers) = hostcalls::get_map(MapType::HttpRequestHeaders) else {
+        return;
+    };
+    for (name, _) in headers {
+        let lower = name.to_ascii_lowercase();
+        if lower == "authorization"
+            || lower == "proxy-authorization"
+            || lower == "x-api-key"
+            || lower.starts_with("x-amz-")
+            || lower.starts_with("x-ai-eg-")
+        {
+            set_request_header(&lower, None);
+        }
+    }
+}
+
+fn request_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+}
+
+fn response_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value(MapType::HttpResponseHeaders, name).ok().flatten()
+}
+
+fn set_request_header(name: &str, value: Option<&str>) {
+    if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value) {
+        log::warn!("bedrock gateway: could not set request header {name}: {status:?}");
+    }
+}
+
+fn set_response_header(name: &str, value: Option<&str>) {
+    if let Err(status) = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value) {
+        log::warn!("bedrock gateway: could not set response header {name}: {status:?}");
+    }
+}
+
+fn read_buffer(buffer: BufferType, size: usize) -> Vec<u8> {
+    hostcalls::get_buffer(buffer, 0, size).ok().flatten().unwrap_or_default()
+}
+
+fn replace_buffer(buffer: BufferType, size: usize, value: &[u8]) {
+    if let Err(status) = hostcalls::set_buffer(buffer, 0, size, value) {
+        log::warn!("bedrock gateway: could not replace the {buffer:?} buffer: {status:?}");
+    }
+}
