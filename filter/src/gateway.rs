@@ -9,6 +9,8 @@ use crate::errors::GatewayError;
 use crate::openai::{self, ChatStreamTranslator, ResponseContext};
 use crate::sigv4::{RequestToSign, Signer};
 use crate::time::UtcDateTime;
+use serde::Deserialize;
+use std::borrow::Cow;
 
 /// The caller-facing endpoints the filter translates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,20 +59,37 @@ pub struct ResponsePlan {
     pub include_usage: bool,
 }
 
-/// Routes a model to the backend Envoy picked for it (`None`: no route matches).
-pub type Router<'c> = dyn FnMut(&str) -> Option<&'c Backend> + 'c;
+#[derive(Deserialize)]
+struct ModelOnly<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+}
 
-/// Turns an OpenAI chat completion request into a signed Converse request.
-pub fn prepare_chat_completion<'c>(
+/// The routing stage's view of a request body: just the `model` that picks the route.
+/// The other fields are skipped without being built, and checked later by the backend stage.
+pub fn requested_model(body: &[u8]) -> Result<Cow<'_, str>, GatewayError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(GatewayError::invalid_request("The request body is empty; expected a JSON object."));
+    }
+    let parsed: ModelOnly<'_> = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::invalid_request(format!("The request body is not a valid JSON object: {e}")))?;
+    let model = parsed
+        .model
+        .ok_or_else(|| GatewayError::invalid_request("The request body has no `model` field."))?;
+    bedrock::validate_model_id(&model).map_err(|why| GatewayError::invalid_request(format!("Invalid `model`: {why}")))?;
+    Ok(model)
+}
+
+/// Turns an OpenAI chat completion request into a signed Converse request for `backend`.
+pub fn prepare_chat_completion(
     body: &[u8],
-    route: &mut Router<'c>,
+    backend: &Backend,
     signer: &mut Signer,
     now_unix_seconds: u64,
 ) -> Result<UpstreamRequest, GatewayError> {
     let request = openai::parse_request(body)?;
     bedrock::validate_model_id(&request.model)
         .map_err(|why| GatewayError::invalid_request(format!("Invalid `model`: {why}")))?;
-    let backend = route(&request.model).ok_or_else(|| GatewayError::model_not_found(&request.model))?;
     let converse = openai::to_converse(&request)?;
     let upstream_body = serde_json::to_vec(&converse)
         .map_err(|e| GatewayError::invalid_request(format!("could not encode the Converse request: {e}")))?;

@@ -1,11 +1,18 @@
-//! The proxy-wasm glue: reads headers and bodies from Envoy, hands them to
-//! [`crate::gateway`], and writes back what it returns.
+//! The proxy-wasm glue. One module, two stages, chosen by the plugin's `root_id`:
+//!
+//! - `ai_gateway` (downstream HTTP filter): reads the body's `model`, puts it in
+//!   `x-ai-eg-model` and clears the route cache so Envoy's routes pick the backend cluster.
+//!   Envoy re-picks the route lazily, when the router runs, so this stage cannot know the
+//!   backend itself; it also turns "no route for this model" into an API error.
+//! - `ai_gateway_backend` (upstream HTTP filter on each Bedrock cluster): knows its cluster,
+//!   so it applies that backend's settings: translation, model override, host, SigV4,
+//!   and translates the response back.
 //!
 //! Host calls go through `proxy_wasm::hostcalls` directly: the SDK's trait helpers
 //! `unwrap()` host errors, and a panic would kill this worker's VM.
 
-use crate::config::Config;
-use crate::errors::GatewayError;
+use crate::config::{Backend, Config};
+use crate::errors::{ErrorKind, GatewayError};
 use crate::gateway::{self, Endpoint, ResponsePlan, ResponseTranslation};
 use crate::sigv4::Signer;
 use proxy_wasm::hostcalls;
@@ -17,6 +24,7 @@ use std::time::UNIX_EPOCH;
 
 /// The header Envoy's routes match to pick a backend cluster.
 const MODEL_HEADER: &str = "x-ai-eg-model";
+const BACKEND_ROOT_ID: &str = "ai_gateway_backend";
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -26,6 +34,7 @@ proxy_wasm::main! {{
 #[derive(Default)]
 struct GatewayRoot {
     config: Option<Rc<Config>>,
+    is_backend_stage: bool,
     signer: Rc<RefCell<Signer>>,
 }
 
@@ -33,10 +42,12 @@ impl Context for GatewayRoot {}
 
 impl RootContext for GatewayRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let root_id = hostcalls::get_property(vec!["plugin_root_id"]).ok().flatten().unwrap_or_default();
+        self.is_backend_stage = root_id == BACKEND_ROOT_ID.as_bytes();
         let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, plugin_configuration_size) {
             Ok(Some(bytes)) => bytes,
             _ => {
-                log::error!("bedrock gateway: the plugin configuration is missing");
+                log::error!("ai gateway: the plugin configuration is missing");
                 return false;
             }
         };
@@ -46,21 +57,26 @@ impl RootContext for GatewayRoot {
                 true
             }
             Err(error) => {
-                log::error!("bedrock gateway: {error}");
+                log::error!("ai gateway: {error}");
                 false
             }
         }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(GatewayStream {
-            config: self.config.clone(),
-            signer: Rc::clone(&self.signer),
-            endpoint: None,
-            plan: None,
-            translation: None,
-            answered_locally: false,
-        }))
+        if self.is_backend_stage {
+            Some(Box::new(BackendStream {
+                config: self.config.clone(),
+                signer: Rc::clone(&self.signer),
+                endpoint: None,
+                backend: None,
+                plan: None,
+                translation: None,
+                answered_locally: false,
+            }))
+        } else {
+            Some(Box::new(RoutingStream { endpoint: None, requested_model: None, rewrite_not_found: false }))
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -68,32 +84,122 @@ impl RootContext for GatewayRoot {
     }
 }
 
-struct GatewayStream {
+// ---- Downstream: pick the route ----------------------------------------------------------
+
+struct RoutingStream {
+    endpoint: Option<Endpoint>,
+    requested_model: Option<String>,
+    rewrite_not_found: bool,
+}
+
+impl Context for RoutingStream {}
+
+impl HttpContext for RoutingStream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let method = request_header(":method").unwrap_or_default();
+        let path = request_header(":path").unwrap_or_default();
+        match Endpoint::classify(&method, &path) {
+            None => return Action::Continue,
+            Some(Ok(endpoint)) => self.endpoint = Some(endpoint),
+            Some(Err(error)) => return reply_with_error(&error),
+        }
+        strip_caller_credentials();
+        if end_of_stream {
+            return reply_with_error(&GatewayError::invalid_request(
+                "The request body is empty; expected a JSON object.",
+            ));
+        }
+        // Hold the headers until the body shows which model, and so which route, it is for.
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.endpoint.is_none() {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = read_buffer(BufferType::HttpRequestBody, body_size);
+        let model = match gateway::requested_model(&body) {
+            Ok(model) => model,
+            Err(error) => return reply_with_error(&error),
+        };
+        set_request_header(MODEL_HEADER, Some(&model));
+        if let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None) {
+            log::warn!("ai gateway: clear_route_cache failed: {status:?}");
+        }
+        self.requested_model = Some(model.into_owned());
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.requested_model.is_none() {
+            return Action::Continue;
+        }
+        // The catch-all route answers models no route matches with a direct response.
+        let details = hostcalls::get_property(vec!["response", "code_details"]).ok().flatten();
+        if details.as_deref() == Some(b"direct_response".as_slice()) {
+            self.rewrite_not_found = true;
+            set_response_header("content-type", Some("application/json"));
+            set_response_header("content-length", None);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.rewrite_not_found {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let model = self.requested_model.as_deref().unwrap_or_default();
+        replace_buffer(BufferType::HttpResponseBody, body_size, &GatewayError::model_not_found(model).to_openai_json());
+        Action::Continue
+    }
+}
+
+// ---- Upstream: translate and sign for this cluster's backend -----------------------------
+
+struct BackendStream {
     config: Option<Rc<Config>>,
     signer: Rc<RefCell<Signer>>,
     endpoint: Option<Endpoint>,
+    backend: Option<Backend>,
     plan: Option<ResponsePlan>,
     translation: Option<ResponseTranslation>,
     answered_locally: bool,
 }
 
-impl Context for GatewayStream {}
+impl Context for BackendStream {}
 
-impl HttpContext for GatewayStream {
+impl HttpContext for BackendStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let method = request_header(":method").unwrap_or_default();
         let path = request_header(":path").unwrap_or_default();
-        let endpoint = match Endpoint::classify(&method, &path) {
-            None => return Action::Continue,
-            Some(Ok(endpoint)) => endpoint,
-            Some(Err(error)) => return self.reply_with_error(&error),
+        let Some(Ok(endpoint)) = Endpoint::classify(&method, &path) else {
+            return Action::Continue;
         };
+        // In an upstream filter the cluster is known: Envoy exposes it as `xds.cluster_name`.
+        let cluster = hostcalls::get_property(vec!["xds", "cluster_name"]).ok().flatten().unwrap_or_default();
+        let cluster = String::from_utf8_lossy(&cluster);
+        let Some(backend) = self.config.as_ref().and_then(|c| c.backend(&cluster)) else {
+            log::error!("ai gateway: cluster {cluster:?} has no backend in the plugin configuration");
+            return self.reply_with_error(&GatewayError::new(
+                500,
+                ErrorKind::Upstream,
+                "The gateway has no backend configured for the route this model took.",
+            ));
+        };
+        self.backend = Some(backend.clone());
         self.endpoint = Some(endpoint);
+        // Internal routing headers and callers' credentials never reach AWS.
+        set_request_header(MODEL_HEADER, None);
         strip_caller_credentials();
         if end_of_stream {
             return self.handle_request_body(&[]);
         }
-        // Wait for the body: the model that picks the route is inside it.
         Action::Pause
     }
 
@@ -104,13 +210,7 @@ impl HttpContext for GatewayStream {
         if !end_of_stream {
             return Action::Pause;
         }
-        let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
-            Ok(body) => body.unwrap_or_default(),
-            Err(status) => {
-                log::warn!("bedrock gateway: could not read the request body: {status:?}");
-                return self.reply_with_error(&GatewayError::invalid_request("The request body could not be read."));
-            }
-        };
+        let body = read_buffer(BufferType::HttpRequestBody, body_size);
         self.handle_request_body(&body)
     }
 
@@ -123,8 +223,12 @@ impl HttpContext for GatewayStream {
         let request_id = response_header("x-amzn-requestid")
             .or_else(|| request_header("x-request-id"))
             .unwrap_or_else(|| "gateway".to_owned());
-        let max_frame = self.config.as_ref().map_or(crate::eventstream::DEFAULT_MAX_FRAME_LEN, |c| c.max_stream_frame_bytes);
-        let translation = ResponseTranslation::for_response(plan, status, error_type.as_deref(), &request_id, max_frame);
+        let max_frame = self
+            .config
+            .as_ref()
+            .map_or(crate::eventstream::DEFAULT_MAX_FRAME_LEN, |c| c.max_stream_frame_bytes);
+        let translation =
+            ResponseTranslation::for_response(plan, status, error_type.as_deref(), &request_id, max_frame);
         set_response_header("content-type", Some(translation.content_type()));
         set_response_header("content-length", None);
         let streaming = translation.is_streaming();
@@ -159,32 +263,18 @@ impl HttpContext for GatewayStream {
     }
 }
 
-impl GatewayStream {
+impl BackendStream {
     fn handle_request_body(&mut self, body: &[u8]) -> Action {
-        let Some(config) = self.config.clone() else {
-            return self.reply_with_error(&GatewayError::new(
-                500,
-                crate::errors::ErrorKind::Upstream,
-                "The gateway has no valid configuration.",
-            ));
+        let Some(backend) = self.backend.as_ref() else {
+            return Action::Continue;
         };
         let now = hostcalls::get_current_time()
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
-        let mut route = |model: &str| {
-            set_request_header(MODEL_HEADER, Some(model));
-            // The route was chosen before the header existed: make Envoy choose again.
-            if let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None) {
-                log::warn!("bedrock gateway: clear_route_cache failed: {status:?}");
-            }
-            let cluster = hostcalls::get_property(vec!["xds", "cluster_name"]).ok().flatten()?;
-            let cluster = std::str::from_utf8(&cluster).ok()?;
-            config.backend(cluster)
-        };
         let prepared = match self.endpoint {
             Some(Endpoint::ChatCompletions) | None => {
-                gateway::prepare_chat_completion(body, &mut route, &mut self.signer.borrow_mut(), now)
+                gateway::prepare_chat_completion(body, backend, &mut self.signer.borrow_mut(), now)
             }
         };
         let upstream = match prepared {
@@ -208,16 +298,20 @@ impl GatewayStream {
 
     fn reply_with_error(&mut self, error: &GatewayError) -> Action {
         self.answered_locally = true;
-        let body = error.to_openai_json();
-        if let Err(status) = hostcalls::send_http_response(
-            u32::from(error.status),
-            vec![("content-type", "application/json")],
-            Some(&body),
-        ) {
-            log::error!("bedrock gateway: could not send a local reply: {status:?}");
-        }
-        Action::Pause
+        reply_with_error(error)
     }
+}
+
+// ---- Host helpers ------------------------------------------------------------------------
+
+fn reply_with_error(error: &GatewayError) -> Action {
+    let body = error.to_openai_json();
+    if let Err(status) =
+        hostcalls::send_http_response(u32::from(error.status), vec![("content-type", "application/json")], Some(&body))
+    {
+        log::error!("ai gateway: could not send a local reply: {status:?}");
+    }
+    Action::Pause
 }
 
 /// Callers' own credentials must never reach AWS.
@@ -231,7 +325,7 @@ fn strip_caller_credentials() {
             || lower == "proxy-authorization"
             || lower == "x-api-key"
             || lower.starts_with("x-amz-")
-            || lower.starts_with("x-ai-eg-")
+            || (lower.starts_with("x-ai-eg-") && lower != MODEL_HEADER)
         {
             set_request_header(&lower, None);
         }
@@ -248,13 +342,13 @@ fn response_header(name: &str) -> Option<String> {
 
 fn set_request_header(name: &str, value: Option<&str>) {
     if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value) {
-        log::warn!("bedrock gateway: could not set request header {name}: {status:?}");
+        log::warn!("ai gateway: could not set request header {name}: {status:?}");
     }
 }
 
 fn set_response_header(name: &str, value: Option<&str>) {
     if let Err(status) = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value) {
-        log::warn!("bedrock gateway: could not set response header {name}: {status:?}");
+        log::warn!("ai gateway: could not set response header {name}: {status:?}");
     }
 }
 
@@ -264,6 +358,6 @@ fn read_buffer(buffer: BufferType, size: usize) -> Vec<u8> {
 
 fn replace_buffer(buffer: BufferType, size: usize, value: &[u8]) {
     if let Err(status) = hostcalls::set_buffer(buffer, 0, size, value) {
-        log::warn!("bedrock gateway: could not replace the {buffer:?} buffer: {status:?}");
+        log::warn!("ai gateway: could not replace the {buffer:?} buffer: {status:?}");
     }
 }
