@@ -174,3 +174,63 @@ fn resolve_backend(
         model_name_override: raw.model_name_override,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn parses_inline_and_environment_credentials() {
+        let json = br#"{"backends":{
+            "a":{"schema":"converse","region":"us-east-1","credentials":{"source":"inline","access_key_id":"AK","secret_access_key":"SK"}},
+            "b":{"schema":"aws-anthropic","region":"eu-west-1","endpoint":"vpce.example:443","credentials":{"source":"environment"},"model_name_override":"m:0"}
+        }}"#;
+        let env = |key: &str| match key {
+            "AWS_ACCESS_KEY_ID" => Some("ENVAK".to_owned()),
+            "AWS_SECRET_ACCESS_KEY" => Some("ENVSK".to_owned()),
+            "AWS_SESSION_TOKEN" => Some(String::new()),
+            _ => None,
+        };
+        let config = Config::parse(json, &env).unwrap();
+        let a = config.backend("a").unwrap();
+        assert_eq!(a.host, "bedrock-runtime.us-east-1.amazonaws.com");
+        assert_eq!(a.credentials.access_key_id, "AK");
+        let b = config.backend("b").unwrap();
+        assert_eq!(b.schema, Schema::Anthropic);
+        assert_eq!(b.host, "vpce.example:443");
+        assert_eq!(b.credentials.secret_access_key, "ENVSK");
+        assert_eq!(b.credentials.session_token, None, "an empty token means none");
+        assert_eq!(b.model_name_override.as_deref(), Some("m:0"));
+        assert!(config.backend("c").is_none());
+    }
+
+    #[test]
+    fn rejects_bad_configurations_with_reasons() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"{", "invalid plugin configuration"),
+            (br#"{"backends":{}}"#, "no backends"),
+            (br#"{"backends":{"a":{"schema":"converse","region":"us-east-1","credentials":{"source":"environment"}}}}"#, "AWS_ACCESS_KEY_ID is not set"),
+            (br#"{"backends":{"a":{"schema":"converse","region":"us east","credentials":{"source":"inline","access_key_id":"a","secret_access_key":"b"}}}}"#, "region"),
+            (br#"{"backends":{"a":{"schema":"soap","region":"us-east-1","credentials":{"source":"environment"}}}}"#, "unknown variant"),
+            (br#"{"backends":{"a":{"schema":"converse","region":"us-east-1","regoin":"x","credentials":{"source":"environment"}}}}"#, "unknown field"),
+            (br#"{"backends":{"a":{"schema":"converse","region":"us-east-1","credentials":{"source":"inline","access_key_id":"a","secret_access_key":"b"},"model_name_override":"a b"}}}"#, "model id contains"),
+        ];
+        for (json, expected) in cases {
+            let error = Config::parse(json, &no_env).unwrap_err();
+            assert!(error.0.contains(expected), "{}: {}", String::from_utf8_lossy(json), error.0);
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let json = br#"{"backends":{"a":{"schema":"converse","region":"us-east-1","credentials":{"source":"inline","access_key_id":"AKID","secret_access_key":"TOPSECRET","session_token":"TOKENVALUE"}}}}"#;
+        let config = Config::parse(json, &no_env).unwrap();
+        let text = format!("{config:?}");
+        assert!(text.contains("AKID"));
+        assert!(!text.contains("TOPSECRET") && !text.contains("TOKENVALUE"), "{text}");
+    }
+}

@@ -247,16 +247,19 @@ pub fn uri_encode(bytes: &[u8]) -> String {
 }
 
 fn uri_encode_into(bytes: &[u8], out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &byte in bytes {
         if is_unreserved(byte) {
             out.push(char::from(byte));
         } else {
             out.push('%');
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+            out.push(upper_hex_digit(byte >> 4));
+            out.push(upper_hex_digit(byte & 0x0f));
         }
     }
+}
+
+fn upper_hex_digit(nibble: u8) -> char {
+    char::from_digit(u32::from(nibble), 16).map_or('0', |c| c.to_ascii_uppercase())
 }
 
 fn percent_decode(text: &str) -> Vec<u8> {

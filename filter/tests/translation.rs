@@ -1,0 +1,288 @@
+//! Golden fixtures for the OpenAI <-> Converse translations, plus error cases.
+//! Streams are framed by AWS's `aws-smithy-eventstream` and fed to the translator split
+//! at many offsets: the SSE output must not depend on where chunks break.
+
+use aws_smithy_eventstream::frame::write_message_to;
+use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+use bedrock_gateway_filter::config::{Backend, Schema};
+use bedrock_gateway_filter::gateway::{self, ResponsePlan, ResponseTranslation};
+use bedrock_gateway_filter::openai::{self, ChatStreamTranslator, ResponseContext};
+use bedrock_gateway_filter::sigv4::{Credentials, Signer};
+use serde_json::{json, Value};
+use std::path::Path;
+
+fn fixtures(kind: &str) -> Vec<(String, Value)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(kind);
+    let mut cases: Vec<(String, Value)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            (path.file_name().unwrap().to_string_lossy().into_owned(), serde_json::from_str(&text).unwrap())
+        })
+        .collect();
+    cases.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(!cases.is_empty(), "no fixtures in {dir:?}");
+    cases
+}
+
+fn context(value: &Value) -> ResponseContext {
+    ResponseContext {
+        id: value["id"].as_str().unwrap().into(),
+        model: value["model"].as_str().unwrap().into(),
+        created: value["created"].as_u64().unwrap(),
+    }
+}
+
+#[test]
+fn chat_requests_translate_to_converse() {
+    for (name, case) in fixtures("chat_request") {
+        let body = serde_json::to_vec(&case["openai"]).unwrap();
+        let request = openai::parse_request(&body).unwrap();
+        let converse = openai::to_converse(&request).unwrap();
+        let produced: Value = serde_json::from_slice(&serde_json::to_vec(&converse).unwrap()).unwrap();
+        assert_eq!(produced, case["converse"], "fixture {name}");
+    }
+}
+
+#[test]
+fn converse_responses_translate_to_chat_completions() {
+    for (name, case) in fixtures("chat_response") {
+        let body = serde_json::to_vec(&case["converse"]).unwrap();
+        let produced = openai::from_converse_response(&body, &context(&case["context"])).unwrap();
+        let produced: Value = serde_json::from_slice(&produced).unwrap();
+        assert_eq!(produced, case["openai"], "fixture {name}");
+    }
+}
+
+fn frame_bytes(frame: &Value) -> Vec<u8> {
+    let payload = frame["payload"].to_string();
+    let message = match (frame.get("event"), frame.get("exception")) {
+        (Some(event), _) => Message::new(payload.into_bytes())
+            .add_header(Header::new(":event-type", HeaderValue::String(event.as_str().unwrap().to_owned().into())))
+            .add_header(Header::new(":content-type", HeaderValue::String("application/json".into())))
+            .add_header(Header::new(":message-type", HeaderValue::String("event".into()))),
+        (None, Some(exception)) => Message::new(payload.into_bytes())
+            .add_header(Header::new(":exception-type", HeaderValue::String(exception.as_str().unwrap().to_owned().into())))
+            .add_header(Header::new(":content-type", HeaderValue::String("application/json".into())))
+            .add_header(Header::new(":message-type", HeaderValue::String("exception".into()))),
+        _ => panic!("frame needs event or exception: {frame}"),
+    };
+    let mut out = Vec::new();
+    write_message_to(&message, &mut out).unwrap();
+    out
+}
+
+fn parse_sse(bytes: &[u8]) -> Vec<Value> {
+    let text = std::str::from_utf8(bytes).unwrap();
+    assert!(text.is_empty() || text.ends_with("\n\n"), "SSE must end with a blank line: {text:?}");
+    text.split("\n\n")
+        .filter(|event| !event.is_empty())
+        .map(|event| {
+            let data = event.strip_prefix("data: ").unwrap_or_else(|| panic!("not an SSE data line: {event:?}"));
+            if data == "[DONE]" {
+                Value::String("[DONE]".into())
+            } else {
+                serde_json::from_str(data).unwrap()
+            }
+        })
+        .collect()
+}
+
+fn translate_stream(case: &Value, cuts: &[usize]) -> Vec<Value> {
+    let bytes: Vec<u8> = case["frames"].as_array().unwrap().iter().flat_map(frame_bytes).collect();
+    let mut translator =
+        ChatStreamTranslator::new(&context(&case["context"]), case["include_usage"].as_bool().unwrap(), 1 << 20);
+    let mut sse = Vec::new();
+    let mut start = 0;
+    for &cut in cuts.iter().filter(|c| **c <= bytes.len()) {
+        sse.extend(translator.push(&bytes[start..cut], false));
+        start = cut;
+    }
+    sse.extend(translator.push(&bytes[start..], true));
+    assert!(translator.is_finished());
+    parse_sse(&sse)
+}
+
+#[test]
+fn converse_streams_translate_to_sse_chunks_however_split() {
+    for (name, case) in fixtures("chat_stream") {
+        let expected = case["sse"].as_array().unwrap().clone();
+        assert_eq!(translate_stream(&case, &[]), expected, "fixture {name} in one chunk");
+        let total: usize = case["frames"].as_array().unwrap().iter().map(|f| frame_bytes(f).len()).sum();
+        for cut in (0..total).step_by(3) {
+            assert_eq!(translate_stream(&case, &[cut]), expected, "fixture {name} split at {cut}");
+        }
+        let every_byte: Vec<usize> = (1..total).collect();
+        assert_eq!(translate_stream(&case, &every_byte), expected, "fixture {name} byte by byte");
+    }
+}
+
+#[test]
+fn deltas_are_emitted_as_soon_as_their_frame_completes() {
+    let case = &fixtures("chat_stream").into_iter().find(|(n, _)| n == "text_with_usage.json").unwrap().1;
+    let frames: Vec<Vec<u8>> = case["frames"].as_array().unwrap().iter().map(frame_bytes).collect();
+    let mut translator = ChatStreamTranslator::new(&context(&case["context"]), true, 1 << 20);
+    // messageStart alone yields the role chunk; half of the next frame yields nothing yet.
+    assert_eq!(parse_sse(&translator.push(&frames[0], false)).len(), 1);
+    let (head, tail) = frames[1].split_at(frames[1].len() / 2);
+    assert!(translator.push(head, false).is_empty());
+    let delta = parse_sse(&translator.push(tail, false));
+    assert_eq!(delta[0]["choices"][0]["delta"]["content"], "Hel");
+}
+
+#[test]
+fn corrupt_frames_end_the_stream_with_an_error_event() {
+    let mut frame = frame_bytes(&json!({"event": "messageStart", "payload": {"role": "assistant"}}));
+    let last = frame.len() - 1;
+    frame[last] ^= 0xff;
+    let mut translator = ChatStreamTranslator::new(&ResponseContext { id: "x".into(), model: "m".into(), created: 0 }, false, 1 << 20);
+    let events = parse_sse(&translator.push(&frame, false));
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["error"]["type"], "server_error");
+    assert!(events[0]["error"]["message"].as_str().unwrap().contains("CRC"));
+    // Nothing more after the error, not even [DONE].
+    assert!(translator.push(b"more bytes", true).is_empty());
+}
+
+#[test]
+fn invalid_requests_are_rejected_with_clear_messages() {
+    let cases: &[(&str, &str)] = &[
+        ("", "empty"),
+        ("[1,2]", "Invalid chat completion request"),
+        ("{\"model\":\"m\"}", "missing field `messages`"),
+        ("{\"model\":\"m\",\"messages\":[]}", "at least one message"),
+        ("{\"model\":\"m\",\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", "unknown variant `wizard`"),
+        ("{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"x\"}]}", "at least one user or assistant"),
+        ("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_audio\"}]}]}", "`input_audio` are not supported"),
+        ("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":3}", "`temperature` must be between"),
+        ("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":\"many\"}", "invalid type"),
+    ];
+    for (body, expected) in cases {
+        let error = openai::parse_request(body.as_bytes()).and_then(|r| openai::to_converse(&r).map(|_| ())).unwrap_err();
+        assert_eq!(error.status, 400, "{body}");
+        assert!(error.message.contains(expected), "{body}: {}", error.message);
+        let rendered: Value = serde_json::from_slice(&error.to_openai_json()).unwrap();
+        assert_eq!(rendered["error"]["type"], "invalid_request_error");
+    }
+}
+
+#[test]
+fn the_routing_stage_reads_only_a_valid_model() {
+    assert_eq!(gateway::requested_model(br#"{"messages":[1,2],"model":"a.b-v1:0"}"#).unwrap(), "a.b-v1:0");
+    for (body, expected) in [
+        (&b"not json"[..], "not a valid JSON object"),
+        (b"{}", "no `model`"),
+        (br#"{"model":""}"#, "must not be empty"),
+        (br#"{"model":".."}"#, "relative path"),
+        (br#"{"model":"a b"}"#, "character"),
+        (br#"{"model":"a%2Fb"}"#, "character"),
+        (b"{\"model\":\"a\\u0000b\"}", "character"),
+        (br#"{"model":7}"#, "invalid type"),
+    ] {
+        let error = gateway::requested_model(body).unwrap_err();
+        assert_eq!(error.status, 400);
+        assert!(error.message.contains(expected), "{:?}: {}", String::from_utf8_lossy(body), error.message);
+    }
+}
+
+fn backend(model_name_override: Option<&str>, session_token: Option<&str>) -> Backend {
+    Backend {
+        name: "bedrock".into(),
+        schema: Schema::Converse,
+        region: "eu-west-1".into(),
+        host: "bedrock-runtime.eu-west-1.amazonaws.com".into(),
+        credentials: Credentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "secret".into(),
+            session_token: session_token.map(str::to_owned),
+        },
+        model_name_override: model_name_override.map(str::to_owned),
+    }
+}
+
+#[test]
+fn prepared_requests_target_the_backend_and_its_override() {
+    let body = br#"{"model":"alias","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#;
+    let upstream = gateway::prepare_chat_completion(
+        body,
+        &backend(Some("arn:aws:bedrock:eu-west-1:1:inference-profile/eu.x-v1:0"), Some("tok")),
+        &mut Signer::new(),
+        1_795_000_000,
+    )
+    .unwrap();
+    assert_eq!(upstream.path, "/model/arn%3Aaws%3Abedrock%3Aeu-west-1%3A1%3Ainference-profile%2Feu.x-v1%3A0/converse-stream");
+    assert_eq!(upstream.host, "bedrock-runtime.eu-west-1.amazonaws.com");
+    assert_eq!(upstream.accept, "application/vnd.amazon.eventstream");
+    assert_eq!(upstream.security_token.as_deref(), Some("tok"));
+    assert!(upstream.authorization.contains("/eu-west-1/bedrock/aws4_request, SignedHeaders=host;x-amz-date;x-amz-security-token,"));
+    assert_eq!(upstream.amz_date, "20261118T110640Z");
+    assert_eq!(upstream.plan.requested_model, "alias");
+    assert!(upstream.plan.stream && upstream.plan.include_usage);
+    let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
+    assert_eq!(sent, json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}]}));
+
+    let plain = gateway::prepare_chat_completion(
+        br#"{"model":"us.meta.llama3-2-1b-instruct-v1:0","messages":[{"role":"user","content":"hi"}]}"#,
+        &backend(None, None),
+        &mut Signer::new(),
+        1_795_000_000,
+    )
+    .unwrap();
+    assert_eq!(plain.path, "/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse");
+    assert_eq!(plain.accept, "application/json");
+    assert!(plain.security_token.is_none());
+}
+
+fn plan(stream: bool) -> ResponsePlan {
+    ResponsePlan { requested_model: "m".into(), created: 1, stream, include_usage: false }
+}
+
+#[test]
+fn bedrock_errors_become_openai_errors_with_the_right_status() {
+    // (Bedrock status, x-amzn-errortype, body, expected status, expected OpenAI error type)
+    type Case<'a> = (u16, Option<&'a str>, &'a [u8], u16, &'a str);
+    let cases: &[Case<'_>] = &[
+        (429, Some("ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"), br#"{"message":"Too many requests"}"#, 429, "rate_limit_error"),
+        (403, Some("AccessDeniedException"), br#"{"message":"no access"}"#, 403, "permission_error"),
+        (403, Some("UnrecognizedClientException"), br#"{"Message":"bad token"}"#, 403, "authentication_error"),
+        (400, Some("ValidationException"), br#"{"message":"The provided model identifier is invalid."}"#, 400, "invalid_request_error"),
+        (404, Some("ResourceNotFoundException"), br#"{"message":"gone"}"#, 404, "not_found_error"),
+        (500, Some("InternalServerException"), b"<html>oops</html>", 500, "server_error"),
+        (503, None, b"", 503, "server_error"),
+    ];
+    for (status, error_type, body, expected_status, expected_type) in cases {
+        let translation = ResponseTranslation::for_response(&plan(true), *status, *error_type, "rid", 1 << 20);
+        assert!(!translation.is_streaming(), "errors are never streamed");
+        let (out_status, out) = translation.translate_body(body);
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out_status, *expected_status);
+        assert_eq!(out["error"]["type"], *expected_type, "{status} {error_type:?}");
+        assert!(!out["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let (status, out) = ResponseTranslation::for_response(&plan(false), 429, Some("ThrottlingException"), "r", 1)
+        .translate_body(br#"{"message":"Too many requests"}"#);
+    let out: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(status, 429);
+    assert_eq!(out["error"]["message"], "Bedrock ThrottlingException: Too many requests");
+    assert_eq!(out["error"]["code"], "ThrottlingException");
+}
+
+#[test]
+fn unusable_success_bodies_become_502() {
+    for body in [&b"{}"[..], b"not json", br#"{"output":{}}"#] {
+        let (status, out) = ResponseTranslation::for_response(&plan(false), 200, None, "r", 1).translate_body(body);
+        assert_eq!(status, 502, "{}", String::from_utf8_lossy(body));
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out["error"]["type"], "server_error");
+    }
+}
+
+#[test]
+fn json_strings_are_escaped_like_serde_json() {
+    for text in ["plain", "quote \" backslash \\ newline \n tab \t", "\u{0}\u{1f}\u{7f} ✓ 😀", ""] {
+        let mut ours = String::new();
+        openai::push_json_string(&mut ours, text);
+        assert_eq!(serde_json::from_str::<String>(&ours).unwrap(), text);
+    }
+}
