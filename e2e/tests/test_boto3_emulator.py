@@ -1,0 +1,117 @@
+"""AWS's own client, boto3 `bedrock-runtime`, against the emulator: proves the emulator speaks
+Bedrock's wire formats (SigV4 checks, JSON shapes, event-stream framing with CRCs)."""
+
+import json
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import pytest
+
+from conftest import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
+
+LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
+CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+
+
+def bedrock(emulator_url, secret=DEMO_SECRET_KEY, token=None):
+    return boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=emulator_url,
+        aws_access_key_id=DEMO_ACCESS_KEY,
+        aws_secret_access_key=secret,
+        aws_session_token=token,
+        config=botocore.config.Config(retries={"max_attempts": 1}),
+    )
+
+
+def test_converse(emulator_url):
+    response = bedrock(emulator_url).converse(
+        modelId=LLAMA,
+        messages=[{"role": "user", "content": [{"text": "hello boto"}]}],
+        system=[{"text": "be kind"}],
+        inferenceConfig={"maxTokens": 100},
+    )
+    assert response["output"]["message"]["content"] == [{"text": "You said: hello boto"}]
+    assert response["stopReason"] == "end_turn"
+    usage = response["usage"]
+    assert usage["totalTokens"] == usage["inputTokens"] + usage["outputTokens"] > 0
+
+
+def test_converse_stream_events_in_bedrock_order(emulator_url):
+    response = bedrock(emulator_url).converse_stream(
+        modelId=LLAMA, messages=[{"role": "user", "content": [{"text": "stream it to boto"}]}]
+    )
+    events = list(response["stream"])
+    kinds = [next(iter(event)) for event in events]
+    assert kinds[0] == "messageStart" and kinds[-2:] == ["messageStop", "metadata"]
+    assert kinds.count("contentBlockDelta") >= 3
+    text = "".join(e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e)
+    assert text == "You said: stream it to boto"
+    assert events[-1]["metadata"]["usage"]["outputTokens"] == 6
+
+
+def test_converse_tool_use(emulator_url):
+    response = bedrock(emulator_url).converse(
+        modelId=CLAUDE,
+        messages=[{"role": "user", "content": [{"text": "weather in Paris?"}]}],
+        toolConfig={"tools": [{"toolSpec": {"name": "get_weather", "inputSchema": {"json": {
+            "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+            "required": ["city", "days"]}}}}]},
+    )
+    assert response["stopReason"] == "tool_use"
+    tool_use = response["output"]["message"]["content"][1]["toolUse"]
+    assert tool_use["name"] == "get_weather"
+    assert tool_use["input"] == {"city": "example", "days": 1}
+
+
+def test_invoke_anthropic(emulator_url):
+    body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 50, "messages": [{"role": "user", "content": "hi claude"}]}
+    response = bedrock(emulator_url).invoke_model(modelId=CLAUDE, body=json.dumps(body))
+    message = json.loads(response["body"].read())
+    assert message["type"] == "message"
+    assert message["content"] == [{"type": "text", "text": "You said: hi claude"}]
+    assert message["usage"]["input_tokens"] > 0
+
+
+def test_invoke_with_response_stream_anthropic(emulator_url):
+    body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 50, "messages": [{"role": "user", "content": "stream claude"}]}
+    response = bedrock(emulator_url).invoke_model_with_response_stream(modelId=CLAUDE, body=json.dumps(body))
+    events = [json.loads(event["chunk"]["bytes"]) for event in response["body"]]
+    types = [e["type"] for e in events]
+    assert types[0] == "message_start" and types[-2:] == ["message_delta", "message_stop"]
+    text = "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta")
+    assert text == "You said: stream claude"
+    assert events[-1]["amazon-bedrock-invocationMetrics"]["outputTokenCount"] == 4
+
+
+def test_wrong_secret_is_an_invalid_signature(emulator_url):
+    client = bedrock(emulator_url, secret="not-the-secret")
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        client.converse(modelId=LLAMA, messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    error = raised.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert error["Error"]["Code"] == "InvalidSignatureException"
+
+
+def test_unknown_model_is_a_validation_error(emulator_url):
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        bedrock(emulator_url).converse(modelId="no.such-model-v1:0", messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    assert raised.value.response["Error"]["Code"] == "ValidationException"
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_throttling_fault(emulator_url):
+    client = bedrock(emulator_url)
+    client.meta.events.register("before-send.*.*", lambda request, **_: request.headers.__setitem__("x-emulator-fault", "throttle"))
+    with pytest.raises(client.exceptions.ThrottlingException):
+        client.converse(modelId=LLAMA, messages=[{"role": "user", "content": [{"text": "hi"}]}])
+
+
+def test_corrupt_frame_fails_botos_crc_check(emulator_url):
+    client = bedrock(emulator_url)
+    client.meta.events.register("before-send.*.*", lambda request, **_: request.headers.__setitem__("x-emulator-fault", "corrupt-frame"))
+    response = client.converse_stream(modelId=LLAMA, messages=[{"role": "user", "content": [{"text": "a b c d e f"}]}])
+    with pytest.raises(Exception, match="(?i)checksum|crc"):
+        list(response["stream"])
