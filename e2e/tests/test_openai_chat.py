@@ -3,6 +3,7 @@
 import concurrent.futures
 import json
 import subprocess
+from pathlib import Path
 
 import openai
 import pytest
@@ -199,11 +200,34 @@ def test_two_hundred_concurrent_requests_all_correct(client):
         assert text == f"You said: request number {i}"
 
 
-def test_curl_example_from_the_readme(gateway):
-    output = subprocess.run(
-        ["curl", "-sS", "-H", "Content-Type: application/json",
-         "-d", '{"model": "us.meta.llama3-2-1b-instruct-v1:0", "messages": [{"role": "user", "content": "Hi."}]}',
-         f"{gateway.url}/v1/chat/completions"],
-        check=True, capture_output=True, timeout=30,
-    ).stdout
-    assert json.loads(output)["choices"][0]["message"]["content"] == "You said: Hi."
+def readme_curl_examples() -> list:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("## Try it", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    commands, current = [], []
+    for line in block.splitlines():
+        if line.startswith("#") or not line.strip():
+            if current:
+                commands.append("\n".join(current))
+                current = []
+            continue
+        current.append(line)
+    if current:
+        commands.append("\n".join(current))
+    return commands
+
+
+def test_readme_curl_examples(gateway):
+    commands = readme_curl_examples()
+    assert len(commands) == 4
+    outputs = []
+    for command in commands:
+        command = command.replace("http://127.0.0.1:1975", gateway.url)
+        outputs.append(subprocess.run(["bash", "-c", command], check=True, capture_output=True, text=True, timeout=30).stdout)
+    plain, streamed, alias, unknown = outputs
+    assert json.loads(plain)["choices"][0]["message"]["content"] == "You said: Hi."
+    events = [line[len("data: "):] for line in streamed.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["usage"]["total_tokens"] > 0
+    assert "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-2]) == "You said: Hi."
+    assert json.loads(alias)["model"] == "llama-small"
+    assert json.loads(unknown)["error"]["code"] == "model_not_found"

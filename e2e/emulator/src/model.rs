@@ -167,7 +167,7 @@ mod tests {
         };
         let reply = reply(&conversation, "t");
         assert_eq!(reply.stop_reason, "max_tokens");
-        assert_eq!(reply.blocks, vec![Block::Text("You said: one two".into())]);
+        assert_eq!(reply.blocks, vec![Block::Text("You said: one".into())]);
         assert_eq!(reply.output_tokens, 3);
     }
 }
