@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,3 +144,23 @@ def gateway(workdir, emulator_url):
         yield gateway
     finally:
         stop_process(process)
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def raw_post(url: str, body: bytes, headers: dict | None = None, timeout: float = 30.0) -> RawResponse:
+    """A POST without any SDK in between, for asserting exact bytes and error bodies."""
+    request = urllib.request.Request(url, data=body, method="POST", headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return RawResponse(response.status, {k.lower(): v for k, v in response.headers.items()}, response.read())
+    except urllib.error.HTTPError as error:
+        return RawResponse(error.code, {k.lower(): v for k, v in error.headers.items()}, error.read())

@@ -12,6 +12,7 @@ pub enum Operation {
     ConverseStream,
     Invoke,
     InvokeWithResponseStream,
+    CountTokens,
 }
 
 impl Operation {
@@ -21,6 +22,7 @@ impl Operation {
             Operation::ConverseStream => "converse-stream",
             Operation::Invoke => "invoke",
             Operation::InvokeWithResponseStream => "invoke-with-response-stream",
+            Operation::CountTokens => "count-tokens",
         }
     }
 }

@@ -2,6 +2,13 @@
 
 use std::fmt;
 
+/// The API the caller speaks, and so the shape its errors must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiFormat {
+    OpenAi,
+    Anthropic,
+}
+
 /// What went wrong, independent of the caller's API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -73,9 +80,12 @@ impl GatewayError {
             Some(t) if t.starts_with("serviceunavailable") || t.starts_with("modelnotready") => ErrorKind::Unavailable,
             _ => kind_for_status(status),
         };
+        // Stream exceptions arrive with no HTTP status of their own (0) or inside a 200.
         let status = match (status, kind) {
-            (200..=399, ErrorKind::RateLimited) => 429,
-            (200..=399, _) => 502,
+            (100..=399 | 0, ErrorKind::RateLimited) => 429,
+            (100..=399 | 0, ErrorKind::InvalidRequest) => 400,
+            (100..=399 | 0, ErrorKind::Unavailable) => 503,
+            (100..=399 | 0, _) => 502,
             (status, _) => status,
         };
         let message = match error_type {
@@ -83,6 +93,22 @@ impl GatewayError {
             None => format!("Bedrock returned HTTP {status}: {message}"),
         };
         GatewayError { status, kind, message, code: error_type.map(str::to_owned) }
+    }
+
+    pub fn to_json(&self, format: ApiFormat) -> Vec<u8> {
+        match format {
+            ApiFormat::OpenAi => self.to_openai_json(),
+            ApiFormat::Anthropic => self.to_anthropic_json(),
+        }
+    }
+
+    /// Anthropic's error object: `{"type": "error", "error": {"type", "message"}}`.
+    pub fn to_anthropic_json(&self) -> Vec<u8> {
+        let body = serde_json::json!({
+            "type": "error",
+            "error": { "type": anthropic_type(self.kind), "message": self.message },
+        });
+        body.to_string().into_bytes()
     }
 
     /// The OpenAI error object: `{"error": {"message", "type", "param", "code"}}`.
@@ -109,6 +135,19 @@ fn kind_for_status(status: u16) -> ErrorKind {
         429 => ErrorKind::RateLimited,
         503 => ErrorKind::Unavailable,
         _ => ErrorKind::Upstream,
+    }
+}
+
+fn anthropic_type(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidRequest => "invalid_request_error",
+        ErrorKind::Authentication => "authentication_error",
+        ErrorKind::PermissionDenied => "permission_error",
+        ErrorKind::NotFound => "not_found_error",
+        ErrorKind::RequestTooLarge => "request_too_large",
+        ErrorKind::RateLimited => "rate_limit_error",
+        ErrorKind::Upstream => "api_error",
+        ErrorKind::Unavailable => "overloaded_error",
     }
 }
 

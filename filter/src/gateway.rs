@@ -3,9 +3,10 @@
 //! The proxy-wasm glue feeds it headers and bodies and applies what it returns;
 //! everything here is plain Rust, tested natively.
 
+use crate::anthropic::{self, AnthropicStreamTranslator};
 use crate::bedrock::{self, Operation};
-use crate::config::Backend;
-use crate::errors::GatewayError;
+use crate::config::{Backend, Schema};
+use crate::errors::{ApiFormat, ErrorKind, GatewayError};
 use crate::openai::{self, ChatStreamTranslator, ResponseContext};
 use crate::sigv4::{RequestToSign, Signer};
 use crate::time::UtcDateTime;
@@ -16,6 +17,8 @@ use std::borrow::Cow;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     ChatCompletions,
+    AnthropicMessages,
+    AnthropicCountTokens,
 }
 
 impl Endpoint {
@@ -24,16 +27,25 @@ impl Endpoint {
         let path = path.split_once('?').map_or(path, |(p, _)| p);
         let endpoint = match path.trim_end_matches('/') {
             "/v1/chat/completions" => Endpoint::ChatCompletions,
+            "/anthropic/v1/messages" => Endpoint::AnthropicMessages,
+            "/anthropic/v1/messages/count_tokens" => Endpoint::AnthropicCountTokens,
             _ => return None,
         };
         if method != "POST" {
             return Some(Err(GatewayError::new(
                 405,
-                crate::errors::ErrorKind::InvalidRequest,
+                ErrorKind::InvalidRequest,
                 format!("{path} accepts POST only, not {method}."),
             )));
         }
         Some(Ok(endpoint))
+    }
+
+    pub fn format(self) -> ApiFormat {
+        match self {
+            Endpoint::ChatCompletions => ApiFormat::OpenAi,
+            Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens => ApiFormat::Anthropic,
+        }
     }
 }
 
@@ -50,13 +62,26 @@ pub struct UpstreamRequest {
     pub plan: ResponsePlan,
 }
 
-/// How the upstream response will be translated.
+/// What the response translation needs to know about the request.
 #[derive(Debug, Clone)]
 pub struct ResponsePlan {
+    pub format: ApiFormat,
+    pub kind: ResponseKind,
     pub requested_model: String,
     pub created: u64,
-    pub stream: bool,
-    pub include_usage: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseKind {
+    OpenAiChat { stream: bool, include_usage: bool },
+    AnthropicMessage { stream: bool },
+    AnthropicCountTokens,
+}
+
+impl ResponseKind {
+    fn is_stream(self) -> bool {
+        matches!(self, ResponseKind::OpenAiChat { stream: true, .. } | ResponseKind::AnthropicMessage { stream: true })
+    }
 }
 
 #[derive(Deserialize)]
@@ -80,28 +105,54 @@ pub fn requested_model(body: &[u8]) -> Result<Cow<'_, str>, GatewayError> {
     Ok(model)
 }
 
-/// Turns an OpenAI chat completion request into a signed Converse request for `backend`.
-pub fn prepare_chat_completion(
+/// Request headers the translation uses.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CallerHeaders<'a> {
+    pub anthropic_beta: Option<&'a str>,
+}
+
+/// Translates a caller's request for `backend` and signs it.
+pub fn prepare(
+    endpoint: Endpoint,
     body: &[u8],
+    headers: CallerHeaders<'_>,
     backend: &Backend,
     signer: &mut Signer,
     now_unix_seconds: u64,
 ) -> Result<UpstreamRequest, GatewayError> {
-    let request = openai::parse_request(body)?;
-    bedrock::validate_model_id(&request.model)
-        .map_err(|why| GatewayError::invalid_request(format!("Invalid `model`: {why}")))?;
-    let converse = openai::to_converse(&request)?;
-    let upstream_body = serde_json::to_vec(&converse)
-        .map_err(|e| GatewayError::invalid_request(format!("could not encode the Converse request: {e}")))?;
+    let (upstream_body, model, operation, kind) = match (endpoint, backend.schema) {
+        (Endpoint::ChatCompletions, _) => {
+            let request = openai::parse_request(body)?;
+            bedrock::validate_model_id(&request.model)
+                .map_err(|why| GatewayError::invalid_request(format!("Invalid `model`: {why}")))?;
+            let converse = openai::to_converse(&request)?;
+            let upstream_body = serde_json::to_vec(&converse)
+                .map_err(|e| GatewayError::invalid_request(format!("could not encode the Converse request: {e}")))?;
+            let stream = request.is_stream();
+            let operation = if stream { Operation::ConverseStream } else { Operation::Converse };
+            let kind = ResponseKind::OpenAiChat { stream, include_usage: request.include_usage() };
+            (upstream_body, request.model.into_owned(), operation, kind)
+        }
+        (Endpoint::AnthropicMessages, Schema::Anthropic) => {
+            let invoke = anthropic::prepare_invoke(body, headers.anthropic_beta)?;
+            let operation = if invoke.stream { Operation::InvokeWithResponseStream } else { Operation::Invoke };
+            (invoke.body, invoke.model, operation, ResponseKind::AnthropicMessage { stream: invoke.stream })
+        }
+        (Endpoint::AnthropicCountTokens, Schema::Anthropic) => {
+            let (count_body, model) = anthropic::prepare_count_tokens(body, headers.anthropic_beta)?;
+            (count_body, model, Operation::CountTokens, ResponseKind::AnthropicCountTokens)
+        }
+        (Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens, Schema::Converse) => {
+            return Err(GatewayError::invalid_request(format!(
+                "The backend `{}` speaks Bedrock Converse; the Anthropic Messages API is served by backends of schema \"anthropic\".",
+                backend.name
+            )))
+        }
+    };
 
-    let stream = request.is_stream();
-    let include_usage = request.include_usage();
-    let operation = if stream { Operation::ConverseStream } else { Operation::Converse };
-    let model_id = backend.model_name_override.as_deref().unwrap_or(&request.model);
+    let model_id = backend.model_name_override.as_deref().unwrap_or(&model);
     let path = bedrock::model_path(model_id, operation);
-    let accept = if stream { "application/vnd.amazon.eventstream" } else { "application/json" };
-
-    let now = UtcDateTime::from_unix_seconds(now_unix_seconds);
+    let accept = if kind.is_stream() { "application/vnd.amazon.eventstream" } else { "application/json" };
     let to_sign = RequestToSign {
         method: "POST",
         encoded_path: &path,
@@ -110,6 +161,7 @@ pub fn prepare_chat_completion(
         extra_headers: &[],
         payload: &upstream_body,
     };
+    let now = UtcDateTime::from_unix_seconds(now_unix_seconds);
     let signed = signer.sign(&to_sign, &backend.credentials, &backend.region, "bedrock", now);
     Ok(UpstreamRequest {
         path,
@@ -119,12 +171,7 @@ pub fn prepare_chat_completion(
         amz_date: signed.amz_date,
         security_token: backend.credentials.session_token.clone(),
         accept,
-        plan: ResponsePlan {
-            requested_model: request.model.into_owned(),
-            created: now_unix_seconds,
-            stream,
-            include_usage,
-        },
+        plan: ResponsePlan { format: endpoint.format(), kind, requested_model: model, created: now_unix_seconds },
     })
 }
 
@@ -132,10 +179,15 @@ pub fn prepare_chat_completion(
 pub enum ResponseTranslation {
     /// A whole Converse JSON body becomes one `chat.completion`.
     ChatCompletion(ResponseContext),
-    /// Event-stream frames become SSE chunks as they arrive.
+    /// Event-stream frames become OpenAI SSE chunks as they arrive.
     ChatCompletionStream(Box<ChatStreamTranslator>),
+    /// An Anthropic message passes through with the caller's model name.
+    AnthropicMessage { requested_model: String },
+    /// `chunk` frames become Anthropic SSE events as they arrive.
+    AnthropicStream(Box<AnthropicStreamTranslator>),
+    AnthropicCountTokens,
     /// A Bedrock error body becomes an error in the caller's format.
-    Error { status: u16, error_type: Option<String> },
+    Error { status: u16, error_type: Option<String>, format: ApiFormat },
 }
 
 impl ResponseTranslation {
@@ -150,27 +202,39 @@ impl ResponseTranslation {
             return ResponseTranslation::Error {
                 status,
                 error_type: error_type_header.map(|h| bedrock::error_type_name(h).to_owned()),
+                format: plan.format,
             };
         }
-        let context = ResponseContext {
-            id: request_id.to_owned(),
-            model: plan.requested_model.clone(),
-            created: plan.created,
-        };
-        if plan.stream {
-            ResponseTranslation::ChatCompletionStream(Box::new(ChatStreamTranslator::new(
-                &context,
-                plan.include_usage,
-                max_frame_len,
-            )))
-        } else {
-            ResponseTranslation::ChatCompletion(context)
+        match plan.kind {
+            ResponseKind::OpenAiChat { stream, include_usage } => {
+                let context = ResponseContext {
+                    id: request_id.to_owned(),
+                    model: plan.requested_model.clone(),
+                    created: plan.created,
+                };
+                if stream {
+                    ResponseTranslation::ChatCompletionStream(Box::new(ChatStreamTranslator::new(
+                        &context,
+                        include_usage,
+                        max_frame_len,
+                    )))
+                } else {
+                    ResponseTranslation::ChatCompletion(context)
+                }
+            }
+            ResponseKind::AnthropicMessage { stream: true } => ResponseTranslation::AnthropicStream(Box::new(
+                AnthropicStreamTranslator::new(&plan.requested_model, max_frame_len),
+            )),
+            ResponseKind::AnthropicMessage { stream: false } => {
+                ResponseTranslation::AnthropicMessage { requested_model: plan.requested_model.clone() }
+            }
+            ResponseKind::AnthropicCountTokens => ResponseTranslation::AnthropicCountTokens,
         }
     }
 
     /// Streams translate chunk by chunk; everything else needs the whole body.
     pub fn is_streaming(&self) -> bool {
-        matches!(self, ResponseTranslation::ChatCompletionStream(_))
+        matches!(self, ResponseTranslation::ChatCompletionStream(_) | ResponseTranslation::AnthropicStream(_))
     }
 
     pub fn content_type(&self) -> &'static str {
@@ -181,19 +245,36 @@ impl ResponseTranslation {
         }
     }
 
+    /// Translates one chunk of a streamed body; empty for non-streaming translations.
+    pub fn push_stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
+        match self {
+            ResponseTranslation::ChatCompletionStream(stream) => stream.push(chunk, end_of_stream),
+            ResponseTranslation::AnthropicStream(stream) => stream.push(chunk, end_of_stream),
+            _ => Vec::new(),
+        }
+    }
+
     /// Translates a whole buffered body. Returns the status to answer with and the new body.
     pub fn translate_body(&self, body: &[u8]) -> (u16, Vec<u8>) {
-        match self {
-            ResponseTranslation::ChatCompletion(context) => match openai::from_converse_response(body, context) {
-                Ok(translated) => (200, translated),
-                Err(error) => (error.status, error.to_openai_json()),
-            },
-            ResponseTranslation::Error { status, error_type } => {
-                let message = bedrock::error_message(body);
-                let error = GatewayError::from_bedrock(*status, error_type.as_deref(), &message);
-                (error.status, error.to_openai_json())
+        let (result, format) = match self {
+            ResponseTranslation::ChatCompletion(context) => {
+                (openai::from_converse_response(body, context), ApiFormat::OpenAi)
             }
-            ResponseTranslation::ChatCompletionStream(_) => (200, Vec::new()),
+            ResponseTranslation::AnthropicMessage { requested_model } => {
+                (anthropic::rewrite_message_model(body, requested_model), ApiFormat::Anthropic)
+            }
+            ResponseTranslation::AnthropicCountTokens => (anthropic::count_tokens_response(body), ApiFormat::Anthropic),
+            ResponseTranslation::Error { status, error_type, format } => {
+                let message = bedrock::error_message(body);
+                (Err(GatewayError::from_bedrock(*status, error_type.as_deref(), &message)), *format)
+            }
+            ResponseTranslation::ChatCompletionStream(_) | ResponseTranslation::AnthropicStream(_) => {
+                return (200, Vec::new())
+            }
+        };
+        match result {
+            Ok(translated) => (200, translated),
+            Err(error) => (error.status, error.to_json(format)),
         }
     }
 }

@@ -8,12 +8,14 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
 )]
 
+pub mod anthropic;
 pub mod bedrock;
 pub mod config;
 pub mod errors;
 pub mod eventstream;
 pub mod gateway;
 pub mod openai;
+pub mod rawjson;
 pub mod sigv4;
 pub mod time;
 

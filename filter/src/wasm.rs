@@ -12,8 +12,8 @@
 //! `unwrap()` host errors, and a panic would kill this worker's VM.
 
 use crate::config::{Backend, Config};
-use crate::errors::{ErrorKind, GatewayError};
-use crate::gateway::{self, Endpoint, ResponsePlan, ResponseTranslation};
+use crate::errors::{ApiFormat, ErrorKind, GatewayError};
+use crate::gateway::{self, CallerHeaders, Endpoint, ResponsePlan, ResponseTranslation};
 use crate::sigv4::Signer;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -70,6 +70,7 @@ impl RootContext for GatewayRoot {
                 signer: Rc::clone(&self.signer),
                 endpoint: None,
                 backend: None,
+                anthropic_beta: None,
                 plan: None,
                 translation: None,
                 answered_locally: false,
@@ -98,32 +99,32 @@ impl HttpContext for RoutingStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let method = request_header(":method").unwrap_or_default();
         let path = request_header(":path").unwrap_or_default();
-        match Endpoint::classify(&method, &path) {
+        let endpoint = match Endpoint::classify(&method, &path) {
             None => return Action::Continue,
-            Some(Ok(endpoint)) => self.endpoint = Some(endpoint),
-            Some(Err(error)) => return reply_with_error(&error),
-        }
+            Some(Ok(endpoint)) => endpoint,
+            Some(Err(error)) => return reply_with_error(&error, format_for_path(&path)),
+        };
+        self.endpoint = Some(endpoint);
         strip_caller_credentials();
         if end_of_stream {
-            return reply_with_error(&GatewayError::invalid_request(
-                "The request body is empty; expected a JSON object.",
-            ));
+            let error = GatewayError::invalid_request("The request body is empty; expected a JSON object.");
+            return reply_with_error(&error, endpoint.format());
         }
         // Hold the headers until the body shows which model, and so which route, it is for.
         Action::Pause
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.endpoint.is_none() {
+        let Some(endpoint) = self.endpoint else {
             return Action::Continue;
-        }
+        };
         if !end_of_stream {
             return Action::Pause;
         }
         let body = read_buffer(BufferType::HttpRequestBody, body_size);
         let model = match gateway::requested_model(&body) {
             Ok(model) => model,
-            Err(error) => return reply_with_error(&error),
+            Err(error) => return reply_with_error(&error, endpoint.format()),
         };
         set_request_header(MODEL_HEADER, Some(&model));
         if let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None) {
@@ -155,7 +156,8 @@ impl HttpContext for RoutingStream {
             return Action::Pause;
         }
         let model = self.requested_model.as_deref().unwrap_or_default();
-        replace_buffer(BufferType::HttpResponseBody, body_size, &GatewayError::model_not_found(model).to_openai_json());
+        let format = self.endpoint.map_or(ApiFormat::OpenAi, Endpoint::format);
+        replace_buffer(BufferType::HttpResponseBody, body_size, &GatewayError::model_not_found(model).to_json(format));
         Action::Continue
     }
 }
@@ -167,6 +169,7 @@ struct BackendStream {
     signer: Rc<RefCell<Signer>>,
     endpoint: Option<Endpoint>,
     backend: Option<Backend>,
+    anthropic_beta: Option<String>,
     plan: Option<ResponsePlan>,
     translation: Option<ResponseTranslation>,
     answered_locally: bool,
@@ -186,6 +189,7 @@ impl HttpContext for BackendStream {
         let cluster = String::from_utf8_lossy(&cluster);
         let Some(backend) = self.config.as_ref().and_then(|c| c.backend(&cluster)) else {
             log::error!("ai gateway: cluster {cluster:?} has no backend in the plugin configuration");
+            self.endpoint = Some(endpoint);
             return self.reply_with_error(&GatewayError::new(
                 500,
                 ErrorKind::Upstream,
@@ -194,6 +198,11 @@ impl HttpContext for BackendStream {
         };
         self.backend = Some(backend.clone());
         self.endpoint = Some(endpoint);
+        self.anthropic_beta = request_header("anthropic-beta");
+        // Anthropic's own headers mean nothing to Bedrock: the beta flags travel in the body.
+        for header in ["anthropic-beta", "anthropic-version"] {
+            set_request_header(header, None);
+        }
         // Internal routing headers and callers' credentials never reach AWS.
         set_request_header(MODEL_HEADER, None);
         strip_caller_credentials();
@@ -246,9 +255,9 @@ impl HttpContext for BackendStream {
         let Some(translation) = self.translation.as_mut() else {
             return Action::Continue;
         };
-        if let ResponseTranslation::ChatCompletionStream(stream) = translation {
+        if translation.is_streaming() {
             let chunk = read_buffer(BufferType::HttpResponseBody, body_size);
-            let sse = stream.push(&chunk, end_of_stream);
+            let sse = translation.push_stream_chunk(&chunk, end_of_stream);
             replace_buffer(BufferType::HttpResponseBody, body_size, &sse);
             return Action::Continue;
         }
@@ -272,11 +281,11 @@ impl BackendStream {
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
-        let prepared = match self.endpoint {
-            Some(Endpoint::ChatCompletions) | None => {
-                gateway::prepare_chat_completion(body, backend, &mut self.signer.borrow_mut(), now)
-            }
+        let Some(endpoint) = self.endpoint else {
+            return Action::Continue;
         };
+        let headers = CallerHeaders { anthropic_beta: self.anthropic_beta.as_deref() };
+        let prepared = gateway::prepare(endpoint, body, headers, backend, &mut self.signer.borrow_mut(), now);
         let upstream = match prepared {
             Ok(upstream) => upstream,
             Err(error) => return self.reply_with_error(&error),
@@ -298,14 +307,23 @@ impl BackendStream {
 
     fn reply_with_error(&mut self, error: &GatewayError) -> Action {
         self.answered_locally = true;
-        reply_with_error(error)
+        reply_with_error(error, self.endpoint.map_or(ApiFormat::OpenAi, Endpoint::format))
     }
 }
 
 // ---- Host helpers ------------------------------------------------------------------------
 
-fn reply_with_error(error: &GatewayError) -> Action {
-    let body = error.to_openai_json();
+/// Errors for paths the filter does not serve take the format their prefix suggests.
+fn format_for_path(path: &str) -> ApiFormat {
+    if path.starts_with("/anthropic/") {
+        ApiFormat::Anthropic
+    } else {
+        ApiFormat::OpenAi
+    }
+}
+
+fn reply_with_error(error: &GatewayError, format: ApiFormat) -> Action {
+    let body = error.to_json(format);
     if let Err(status) =
         hostcalls::send_http_response(u32::from(error.status), vec![("content-type", "application/json")], Some(&body))
     {

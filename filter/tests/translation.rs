@@ -5,7 +5,8 @@
 use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use bedrock_gateway_filter::config::{Backend, Schema};
-use bedrock_gateway_filter::gateway::{self, ResponsePlan, ResponseTranslation};
+use bedrock_gateway_filter::errors::ApiFormat;
+use bedrock_gateway_filter::gateway::{self, CallerHeaders, Endpoint, ResponseKind, ResponsePlan, ResponseTranslation};
 use bedrock_gateway_filter::openai::{self, ChatStreamTranslator, ResponseContext};
 use bedrock_gateway_filter::sigv4::{Credentials, Signer};
 use serde_json::{json, Value};
@@ -204,8 +205,10 @@ fn backend(model_name_override: Option<&str>, session_token: Option<&str>) -> Ba
 #[test]
 fn prepared_requests_target_the_backend_and_its_override() {
     let body = br#"{"model":"alias","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#;
-    let upstream = gateway::prepare_chat_completion(
+    let upstream = gateway::prepare(
+        Endpoint::ChatCompletions,
         body,
+        CallerHeaders::default(),
         &backend(Some("arn:aws:bedrock:eu-west-1:1:inference-profile/eu.x-v1:0"), Some("tok")),
         &mut Signer::new(),
         1_795_000_000,
@@ -218,12 +221,14 @@ fn prepared_requests_target_the_backend_and_its_override() {
     assert!(upstream.authorization.contains("/eu-west-1/bedrock/aws4_request, SignedHeaders=host;x-amz-date;x-amz-security-token,"));
     assert_eq!(upstream.amz_date, "20261118T110640Z");
     assert_eq!(upstream.plan.requested_model, "alias");
-    assert!(upstream.plan.stream && upstream.plan.include_usage);
+    assert_eq!(upstream.plan.kind, ResponseKind::OpenAiChat { stream: true, include_usage: true });
     let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
     assert_eq!(sent, json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}]}));
 
-    let plain = gateway::prepare_chat_completion(
+    let plain = gateway::prepare(
+        Endpoint::ChatCompletions,
         br#"{"model":"us.meta.llama3-2-1b-instruct-v1:0","messages":[{"role":"user","content":"hi"}]}"#,
+        CallerHeaders::default(),
         &backend(None, None),
         &mut Signer::new(),
         1_795_000_000,
@@ -235,7 +240,12 @@ fn prepared_requests_target_the_backend_and_its_override() {
 }
 
 fn plan(stream: bool) -> ResponsePlan {
-    ResponsePlan { requested_model: "m".into(), created: 1, stream, include_usage: false }
+    ResponsePlan {
+        format: ApiFormat::OpenAi,
+        kind: ResponseKind::OpenAiChat { stream, include_usage: false },
+        requested_model: "m".into(),
+        created: 1,
+    }
 }
 
 #[test]

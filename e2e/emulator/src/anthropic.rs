@@ -1,7 +1,7 @@
 //! Anthropic Messages bodies as Bedrock's InvokeModel takes and returns them.
 
 use crate::frames;
-use crate::model::{self, Block, Conversation, Reply};
+use crate::model::{self, Block, CacheUsage, Conversation, Reply};
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -87,6 +87,25 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
         }
         _ => {}
     }
+    if let Some(thinking) = object.get("thinking") {
+        if thinking.get("type").and_then(Value::as_str) == Some("enabled") {
+            let budget = thinking.get("budget_tokens").and_then(Value::as_u64).ok_or("thinking.enabled.budget_tokens: Field required")?;
+            if budget < 1024 {
+                return Err("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024".into());
+            }
+            if budget >= max_tokens {
+                return Err("`max_tokens` must be greater than `thinking.budget_tokens`".into());
+            }
+            conversation.thinking = true;
+        }
+    }
+    conversation.cache_prefix = cache_prefix(object);
+    if let Some(betas) = object.get("anthropic_beta") {
+        let valid = betas.as_array().is_some_and(|list| list.iter().all(Value::is_string));
+        if !valid {
+            return Err("anthropic_beta: Input should be a valid list of strings".into());
+        }
+    }
     conversation.stop_sequences = object
         .get("stop_sequences")
         .and_then(Value::as_array)
@@ -109,14 +128,42 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
     Ok(conversation)
 }
 
+/// Words up to and including the last block marked `cache_control`, keyed by those blocks.
+fn cache_prefix(object: &serde_json::Map<String, Value>) -> Option<(u64, String)> {
+    let mut blocks: Vec<&Value> = Vec::new();
+    blocks.extend(object.get("tools").and_then(Value::as_array).into_iter().flatten());
+    if let Some(Value::Array(system)) = object.get("system") {
+        blocks.extend(system);
+    }
+    for message in object.get("messages").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(Value::Array(content)) = message.get("content") {
+            blocks.extend(content);
+        }
+    }
+    let last = blocks.iter().rposition(|b| b.get("cache_control").is_some())?;
+    let prefix = &blocks[..=last];
+    let words = prefix.iter().map(|b| model::word_count(&b.to_string())).sum();
+    Some((words, prefix.iter().map(|b| b.to_string()).collect::<Vec<_>>().join("\n")))
+}
+
+fn usage(reply: &Reply, cache: CacheUsage, output_tokens: u64) -> Value {
+    json!({
+        "input_tokens": reply.input_tokens.saturating_sub(cache.read + cache.written).max(1),
+        "output_tokens": output_tokens,
+        "cache_creation_input_tokens": cache.written,
+        "cache_read_input_tokens": cache.read,
+    })
+}
+
 fn content_json(block: &Block) -> Value {
     match block {
+        Block::Thinking { text, signature } => json!({ "type": "thinking", "thinking": text, "signature": signature }),
         Block::Text(text) => json!({ "type": "text", "text": text }),
         Block::ToolUse { id, name, input } => json!({ "type": "tool_use", "id": id, "name": name, "input": input }),
     }
 }
 
-pub fn response(reply: &Reply, message_id: &str, model: &str) -> Value {
+pub fn response(reply: &Reply, cache: CacheUsage, message_id: &str, model: &str) -> Value {
     json!({
         "id": message_id,
         "type": "message",
@@ -125,7 +172,7 @@ pub fn response(reply: &Reply, message_id: &str, model: &str) -> Value {
         "content": reply.blocks.iter().map(content_json).collect::<Vec<_>>(),
         "stop_reason": reply.stop_reason,
         "stop_sequence": null,
-        "usage": { "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens },
+        "usage": usage(reply, cache, reply.output_tokens),
     })
 }
 
@@ -135,20 +182,27 @@ fn chunk(event: Value, seed: usize) -> Bytes {
 }
 
 /// InvokeModelWithResponseStream frames: each `chunk` carries one Anthropic stream event.
-pub fn stream_frames(reply: &Reply, message_id: &str, model: &str) -> Vec<(Bytes, bool)> {
+pub fn stream_frames(reply: &Reply, cache: CacheUsage, message_id: &str, model: &str) -> Vec<(Bytes, bool)> {
     let mut events = vec![(
         json!({
             "type": "message_start",
             "message": {
                 "id": message_id, "type": "message", "role": "assistant", "model": model,
                 "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": { "input_tokens": reply.input_tokens, "output_tokens": 1 },
+                "usage": usage(reply, cache, 1),
             },
         }),
         false,
     )];
     for (index, block) in reply.blocks.iter().enumerate() {
         match block {
+            Block::Thinking { text, signature } => {
+                events.push((json!({ "type": "content_block_start", "index": index, "content_block": { "type": "thinking", "thinking": "", "signature": "" } }), false));
+                for delta in model::split_into_deltas(text) {
+                    events.push((json!({ "type": "content_block_delta", "index": index, "delta": { "type": "thinking_delta", "thinking": delta } }), true));
+                }
+                events.push((json!({ "type": "content_block_delta", "index": index, "delta": { "type": "signature_delta", "signature": signature } }), false));
+            }
             Block::Text(text) => {
                 events.push((json!({ "type": "content_block_start", "index": index, "content_block": { "type": "text", "text": "" } }), false));
                 for delta in model::split_into_deltas(text) {

@@ -1,7 +1,7 @@
 //! Bedrock Converse / ConverseStream bodies.
 
 use crate::frames;
-use crate::model::{self, Block, Conversation, Reply};
+use crate::model::{self, Block, CacheUsage, Conversation, Reply};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
@@ -43,7 +43,9 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
                 if is_last {
                     conversation.last_tool_result = Some(text);
                 }
-            } else if block.get("toolUse").is_some() || block.get("image").is_some() || block.get("cachePoint").is_some()
+            } else if block.get("cachePoint").is_some() {
+                // A cache breakpoint, not content.
+            } else if block.get("toolUse").is_some() || block.get("image").is_some()
                 || block.get("reasoningContent").is_some() || block.get("document").is_some()
             {
                 conversation.input_words += 1;
@@ -72,6 +74,10 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
             .map(|s| s.iter().filter_map(Value::as_str).map(str::to_owned).collect())
             .unwrap_or_default();
     }
+    if let Some(thinking) = body.pointer("/additionalModelRequestFields/thinking") {
+        conversation.thinking = thinking.get("type").and_then(Value::as_str) == Some("enabled");
+    }
+    conversation.cache_prefix = cache_prefix(body);
     if let Some(tool_config) = body.get("toolConfig") {
         for tool in tool_config.get("tools").and_then(Value::as_array).into_iter().flatten() {
             let Some(spec) = tool.get("toolSpec") else { continue };
@@ -90,6 +96,20 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
     Ok(conversation)
 }
 
+/// Words before the last `cachePoint` block, keyed by the blocks before it.
+fn cache_prefix(body: &Value) -> Option<(u64, String)> {
+    let mut blocks: Vec<&Value> = Vec::new();
+    blocks.extend(body.pointer("/toolConfig/tools").and_then(Value::as_array).into_iter().flatten());
+    blocks.extend(body.get("system").and_then(Value::as_array).into_iter().flatten());
+    for message in body.get("messages").and_then(Value::as_array).into_iter().flatten() {
+        blocks.extend(message.get("content").and_then(Value::as_array).into_iter().flatten());
+    }
+    let last = blocks.iter().rposition(|b| b.get("cachePoint").is_some())?;
+    let prefix = &blocks[..last];
+    let words = prefix.iter().map(|b| model::word_count(&b.to_string())).sum();
+    Some((words, prefix.iter().map(|b| b.to_string()).collect::<Vec<_>>().join("\n")))
+}
+
 fn tool_result_text(content: Option<&Value>) -> String {
     content
         .and_then(Value::as_array)
@@ -104,19 +124,27 @@ fn tool_result_text(content: Option<&Value>) -> String {
         .join("\n")
 }
 
-fn usage(reply: &Reply) -> Value {
-    json!({
+fn usage(reply: &Reply, cache: CacheUsage) -> Value {
+    let mut usage = json!({
         "inputTokens": reply.input_tokens,
         "outputTokens": reply.output_tokens,
         "totalTokens": reply.input_tokens + reply.output_tokens,
-    })
+    });
+    if cache != CacheUsage::default() {
+        usage["cacheReadInputTokens"] = json!(cache.read);
+        usage["cacheWriteInputTokens"] = json!(cache.written);
+    }
+    usage
 }
 
-pub fn response(reply: &Reply) -> Value {
+pub fn response(reply: &Reply, cache: CacheUsage) -> Value {
     let content: Vec<Value> = reply
         .blocks
         .iter()
         .map(|block| match block {
+            Block::Thinking { text, signature } => {
+                json!({ "reasoningContent": { "reasoningText": { "text": text, "signature": signature } } })
+            }
             Block::Text(text) => json!({ "text": text }),
             Block::ToolUse { id, name, input } => json!({ "toolUse": { "toolUseId": id, "name": name, "input": input } }),
         })
@@ -124,18 +152,27 @@ pub fn response(reply: &Reply) -> Value {
     json!({
         "output": { "message": { "role": "assistant", "content": content } },
         "stopReason": reply.stop_reason,
-        "usage": usage(reply),
+        "usage": usage(reply, cache),
         "metrics": { "latencyMs": 42 },
     })
 }
 
 /// The ConverseStream frames of a reply, in Bedrock's order. The second element of each
 /// pair says whether the frame is a content delta (faults are injected after the first).
-pub fn stream_frames(reply: &Reply) -> Vec<(Bytes, bool)> {
+pub fn stream_frames(reply: &Reply, cache: CacheUsage) -> Vec<(Bytes, bool)> {
     let mut frames = vec![(frames::event("messageStart", json!({ "role": "assistant" }), 0), false)];
     let mut seed = 1;
     for (index, block) in reply.blocks.iter().enumerate() {
         match block {
+            Block::Thinking { text, signature } => {
+                for delta in model::split_into_deltas(text) {
+                    seed += 1;
+                    let payload = json!({ "contentBlockIndex": index, "delta": { "reasoningContent": { "text": delta } } });
+                    frames.push((frames::event("contentBlockDelta", payload, seed), true));
+                }
+                let payload = json!({ "contentBlockIndex": index, "delta": { "reasoningContent": { "signature": signature } } });
+                frames.push((frames::event("contentBlockDelta", payload, seed), false));
+            }
             Block::Text(text) => {
                 for delta in model::split_into_deltas(text) {
                     seed += 1;
@@ -159,7 +196,7 @@ pub fn stream_frames(reply: &Reply) -> Vec<(Bytes, bool)> {
         frames.push((frames::event("contentBlockStop", json!({ "contentBlockIndex": index }), seed), false));
     }
     frames.push((frames::event("messageStop", json!({ "stopReason": reply.stop_reason }), seed + 1), false));
-    let metadata = json!({ "usage": usage(reply), "metrics": { "latencyMs": 42 } });
+    let metadata = json!({ "usage": usage(reply, cache), "metrics": { "latencyMs": 42 } });
     frames.push((frames::event("metadata", metadata, seed + 2), false));
     frames
 }

@@ -15,10 +15,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use base64::Engine as _;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -54,6 +56,23 @@ struct State {
     credentials: Vec<auth::Credential>,
     request_counter: AtomicU64,
     last_request: Mutex<Value>,
+    /// Prompt prefixes written to the emulated prompt cache.
+    prompt_cache: Mutex<HashSet<String>>,
+}
+
+impl State {
+    /// The first request with a cached prefix writes it; later ones read it.
+    fn cache_usage(&self, conversation: &model::Conversation) -> model::CacheUsage {
+        let Some((tokens, key)) = &conversation.cache_prefix else {
+            return model::CacheUsage::default();
+        };
+        let newly_written = self.prompt_cache.lock().map(|mut cache| cache.insert(key.clone())).unwrap_or(false);
+        if newly_written {
+            model::CacheUsage { read: 0, written: *tokens }
+        } else {
+            model::CacheUsage { read: *tokens, written: 0 }
+        }
+    }
 }
 
 type ResponseBody = Pin<Box<dyn Body<Data = Bytes, Error = std::io::Error> + Send>>;
@@ -236,10 +255,11 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
                 Err(message) => return Ok(validation(&message, &request_id)),
             };
             let reply = model::reply(&conversation, &tool_use_id);
+            let cache = state.cache_usage(&conversation);
             if operation == "converse" {
-                return Ok(full(StatusCode::OK, "application/json", converse::response(&reply).to_string(), &request_id));
+                return Ok(full(StatusCode::OK, "application/json", converse::response(&reply, cache).to_string(), &request_id));
             }
-            Ok(stream_response(converse::stream_frames(&reply), fault, delay, &request_id))
+            Ok(stream_response(converse::stream_frames(&reply, cache), fault, delay, &request_id))
         }
         "invoke" | "invoke-with-response-stream" => {
             if family != Family::Anthropic {
@@ -250,13 +270,34 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
                 Err(message) => return Ok(validation(&message, &request_id)),
             };
             let reply = model::reply(&conversation, &tool_use_id.replace("tooluse_", "toolu_"));
+            let cache = state.cache_usage(&conversation);
             let message_id = format!("msg_bdrk_e2e{n:06}");
             let short_model = model_name.trim_start_matches("us.").trim_start_matches("anthropic.");
             if operation == "invoke" {
-                let body = anthropic::response(&reply, &message_id, short_model).to_string();
+                let body = anthropic::response(&reply, cache, &message_id, short_model).to_string();
                 return Ok(full(StatusCode::OK, "application/json", body, &request_id));
             }
-            Ok(stream_response(anthropic::stream_frames(&reply, &message_id, short_model), fault, delay, &request_id))
+            Ok(stream_response(anthropic::stream_frames(&reply, cache, &message_id, short_model), fault, delay, &request_id))
+        }
+        "count-tokens" => {
+            let conversation = match (json_body.pointer("/input/invokeModel/body"), json_body.pointer("/input/converse")) {
+                (Some(Value::String(encoded)), _) if family == Family::Anthropic => {
+                    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok();
+                    let Some(invoke_body) = decoded.and_then(|d| serde_json::from_slice::<Value>(&d).ok()) else {
+                        return Ok(validation("input.invokeModel.body must be base64 of a JSON InvokeModel body.", &request_id));
+                    };
+                    anthropic::read_conversation(&invoke_body)
+                }
+                (_, Some(converse_input)) => converse::read_conversation(converse_input),
+                _ => return Ok(validation("input must hold invokeModel or converse.", &request_id)),
+            };
+            match conversation {
+                Ok(conversation) => {
+                    let body = json!({ "inputTokens": conversation.input_words.max(1) }).to_string();
+                    Ok(full(StatusCode::OK, "application/json", body, &request_id))
+                }
+                Err(message) => Ok(validation(&message, &request_id)),
+            }
         }
         _ => Ok(bedrock_error(404, "UnknownOperationException", "Unknown operation.", &request_id)),
     }
@@ -276,6 +317,7 @@ async fn main() {
         }],
         request_counter: AtomicU64::new(1),
         last_request: Mutex::new(Value::Null),
+        prompt_cache: Mutex::new(HashSet::new()),
     });
     let listener = match TcpListener::bind(&listen).await {
         Ok(listener) => listener,

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Block {
+    Thinking { text: String, signature: String },
     Text(String),
     ToolUse { id: String, name: String, input: Value },
 }
@@ -34,6 +35,26 @@ pub struct Conversation {
     pub input_words: u64,
     pub max_tokens: Option<u64>,
     pub stop_sequences: Vec<String>,
+    /// Extended thinking was requested: the reply starts with a signed thinking block.
+    pub thinking: bool,
+    /// Input tokens up to the last cache breakpoint, and the key of that prefix.
+    pub cache_prefix: Option<(u64, String)>,
+}
+
+/// Usage of the prompt cache for one request.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CacheUsage {
+    pub read: u64,
+    pub written: u64,
+}
+
+/// A stand-in signature: deterministic, tied to the thinking text, opaque to callers.
+pub fn signature_for(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("EmulatorSig{hash:016x}")
 }
 
 pub fn word_count(text: &str) -> u64 {
@@ -69,6 +90,10 @@ pub fn fill_schema(schema: &Value) -> Value {
 pub fn reply(conversation: &Conversation, tool_use_id: &str) -> Reply {
     let mut blocks = Vec::new();
     let mut stop_reason = "end_turn";
+    if conversation.thinking {
+        let text = format!("The user wrote: {}", conversation.last_user_text);
+        blocks.push(Block::Thinking { signature: signature_for(&text), text });
+    }
     if let Some(result) = &conversation.last_tool_result {
         blocks.push(Block::Text(format!("The tool returned: {result}")));
     } else if conversation.last_role_is_user && !conversation.tools.is_empty() && !conversation.tools_disabled {
@@ -82,7 +107,7 @@ pub fn reply(conversation: &Conversation, tool_use_id: &str) -> Reply {
             stop_reason = "tool_use";
         }
     }
-    if blocks.is_empty() {
+    if !blocks.iter().any(|b| matches!(b, Block::Text(_) | Block::ToolUse { .. })) {
         blocks.push(Block::Text(format!("You said: {}", conversation.last_user_text)));
     }
 
@@ -118,7 +143,7 @@ pub fn reply(conversation: &Conversation, tool_use_id: &str) -> Reply {
 
 fn block_tokens(block: &Block) -> u64 {
     match block {
-        Block::Text(text) => word_count(text),
+        Block::Thinking { text, .. } | Block::Text(text) => word_count(text),
         Block::ToolUse { input, .. } => 5 + word_count(&input.to_string()),
     }
 }

@@ -1,0 +1,234 @@
+"""The official Anthropic Python SDK through the gateway's /anthropic prefix, against the
+emulator's Bedrock InvokeModel: plain, streamed, tools, thinking, caching, betas, errors."""
+
+import json
+
+import anthropic
+import pytest
+
+from conftest import raw_post
+
+CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Current weather for a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["city", "unit"],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def client(gateway):
+    return anthropic.Anthropic(base_url=f"{gateway.url}/anthropic", api_key="sk-ant-caller", max_retries=0, timeout=30)
+
+
+def test_messages_create(client, gateway):
+    message = client.messages.create(
+        model=CLAUDE, max_tokens=100, system="Be kind.", messages=[{"role": "user", "content": "Hello Claude"}],
+        metadata={"user_id": "u-1"}, extra_body={"temperature": 0.3, "future_field": {"nested": [1, "x"]}},
+    )
+    assert message.type == "message" and message.role == "assistant"
+    assert message.model == CLAUDE
+    assert [block.type for block in message.content] == ["text"]
+    assert message.content[0].text == "You said: Hello Claude"
+    assert message.stop_reason == "end_turn"
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens == 4
+
+    upstream = gateway.last_upstream_request()
+    assert upstream["path"] == "/model/anthropic.claude-3-5-sonnet-20241022-v2%3A0/invoke"
+    body = upstream["body"]
+    assert body["anthropic_version"] == "bedrock-2023-05-31"
+    assert "model" not in body and "stream" not in body
+    # Everything else passes through untouched.
+    assert body["system"] == "Be kind." and body["metadata"] == {"user_id": "u-1"} and body["temperature"] == 0.3
+    assert body["future_field"] == {"nested": [1, "x"]}
+    assert "x-api-key" not in upstream["headers"] and "anthropic-version" not in upstream["headers"]
+
+
+def test_messages_stream_helpers(client, gateway):
+    with client.messages.stream(
+        model=CLAUDE, max_tokens=100, messages=[{"role": "user", "content": "stream to the sdk please"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "You said: stream to the sdk please"
+    assert final.content[0].text == text
+    assert final.model == CLAUDE
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == 7
+    assert gateway.last_upstream_request()["path"].endswith("/invoke-with-response-stream")
+
+
+def test_raw_stream_event_order(gateway):
+    body = {"model": CLAUDE, "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "raw events"}]}
+    response = raw_post(f"{gateway.url}/anthropic/v1/messages", json.dumps(body).encode())
+    assert response.status == 200
+    assert response.headers["content-type"] == "text/event-stream"
+    raw = response.body.decode()
+    events = []
+    for block in raw.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.split("\n"))
+        data = json.loads(lines["data"])
+        assert data["type"] == lines["event"], "the SSE event name matches the data's type"
+        events.append(data)
+    types = [e["type"] for e in events]
+    assert types[:2] == ["message_start", "content_block_start"]
+    assert types[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert set(types[2:-3]) == {"content_block_delta"} and len(types[2:-3]) >= 2
+    assert events[0]["message"]["model"] == CLAUDE
+    # Bedrock's invocation metrics are removed: callers see Anthropic's own message_stop.
+    assert events[-1] == {"type": "message_stop"}
+
+
+def test_tool_use_round_trip_plain(client, gateway):
+    question = {"role": "user", "content": "What is the weather in Paris?"}
+    first = client.messages.create(model=CLAUDE, max_tokens=200, tools=[WEATHER_TOOL], messages=[question])
+    assert first.stop_reason == "tool_use"
+    assert [b.type for b in first.content] == ["text", "tool_use"]
+    tool_use = first.content[1]
+    assert tool_use.name == "get_weather"
+    assert tool_use.input == {"city": "example", "unit": "celsius"}
+    assert tool_use.id.startswith("toolu_")
+
+    second = client.messages.create(
+        model=CLAUDE, max_tokens=200, tools=[WEATHER_TOOL],
+        messages=[
+            question,
+            {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use.id, "content": "18 degrees and sunny"}]},
+        ],
+    )
+    assert second.stop_reason == "end_turn"
+    assert second.content[0].text == "The tool returned: 18 degrees and sunny"
+    sent = gateway.last_upstream_request()["body"]
+    assert sent["messages"][2]["content"][0]["tool_use_id"] == tool_use.id
+
+
+def test_tool_use_streamed(client):
+    with client.messages.stream(
+        model=CLAUDE, max_tokens=200, tools=[WEATHER_TOOL], tool_choice={"type": "tool", "name": "get_weather"},
+        messages=[{"role": "user", "content": "weather?"}],
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    assert any(e.type == "input_json" for e in events), "input_json_delta fragments arrive as they stream"
+    tool_use = [b for b in final.content if b.type == "tool_use"][0]
+    assert tool_use.input == {"city": "example", "unit": "celsius"}
+    assert final.stop_reason == "tool_use"
+
+
+def test_extended_thinking_plain_and_streamed(client):
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    message = client.messages.create(
+        model=CLAUDE, max_tokens=2048, thinking=thinking, messages=[{"role": "user", "content": "think first"}]
+    )
+    assert [b.type for b in message.content] == ["thinking", "text"]
+    assert message.content[0].thinking == "The user wrote: think first"
+    assert message.content[0].signature.startswith("EmulatorSig")
+
+    with client.messages.stream(
+        model=CLAUDE, max_tokens=2048, thinking=thinking, messages=[{"role": "user", "content": "think first"}]
+    ) as stream:
+        kinds = {e.type for e in stream}
+        final = stream.get_final_message()
+    assert {"thinking", "signature"} <= kinds
+    assert final.content[0].thinking == message.content[0].thinking
+    assert final.content[0].signature == message.content[0].signature
+
+    # The signed thinking block goes back in the next turn unchanged.
+    follow_up = client.messages.create(
+        model=CLAUDE, max_tokens=2048, thinking=thinking,
+        messages=[
+            {"role": "user", "content": "think first"},
+            {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in message.content]},
+            {"role": "user", "content": "and then?"},
+        ],
+    )
+    assert follow_up.content[-1].text == "You said: and then?"
+
+
+def test_thinking_budget_above_max_tokens_is_a_bad_request(client):
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        client.messages.create(
+            model=CLAUDE, max_tokens=1000, thinking={"type": "enabled", "budget_tokens": 2000},
+            messages=[{"role": "user", "content": "x"}],
+        )
+    assert raised.value.body["error"]["type"] == "invalid_request_error"
+    assert "budget_tokens" in raised.value.body["error"]["message"]
+
+
+def test_prompt_caching_writes_then_reads(client, gateway):
+    long_system = [{"type": "text", "text": "cached context " * 40, "cache_control": {"type": "ephemeral"}}]
+    kwargs = dict(model=CLAUDE, max_tokens=50, system=long_system, messages=[{"role": "user", "content": "cache test"}])
+    first = client.messages.create(**kwargs)
+    second = client.messages.create(**kwargs)
+    assert first.usage.cache_creation_input_tokens > 0 and first.usage.cache_read_input_tokens == 0
+    assert second.usage.cache_read_input_tokens == first.usage.cache_creation_input_tokens
+    assert second.usage.cache_creation_input_tokens == 0
+    assert gateway.last_upstream_request()["body"]["system"][0]["cache_control"] == {"type": "ephemeral"}
+
+
+def test_beta_header_becomes_body_array(client, gateway):
+    client.messages.create(
+        model=CLAUDE, max_tokens=50, messages=[{"role": "user", "content": "beta"}],
+        extra_headers={"anthropic-beta": "token-efficient-tools-2025-02-19, interleaved-thinking-2025-05-14"},
+    )
+    upstream = gateway.last_upstream_request()
+    assert upstream["body"]["anthropic_beta"] == ["token-efficient-tools-2025-02-19", "interleaved-thinking-2025-05-14"]
+    assert "anthropic-beta" not in upstream["headers"]
+
+
+def test_count_tokens(client, gateway):
+    result = client.messages.count_tokens(model=CLAUDE, messages=[{"role": "user", "content": "one two three four"}])
+    assert result.input_tokens == 4
+    upstream = gateway.last_upstream_request()
+    assert upstream["path"] == "/model/anthropic.claude-3-5-sonnet-20241022-v2%3A0/count-tokens"
+    assert set(upstream["body"]["input"]) == {"invokeModel"}
+
+
+def test_unknown_model_is_not_found(client):
+    with pytest.raises(anthropic.NotFoundError) as raised:
+        client.messages.create(model="claude-nope", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    assert raised.value.body == {
+        "type": "error",
+        "error": {"type": "not_found_error", "message": "The model `claude-nope` does not exist or is not served by this gateway."},
+    }
+
+
+def test_throttling_is_a_rate_limit_error(client):
+    with pytest.raises(anthropic.RateLimitError) as raised:
+        client.messages.create(
+            model=CLAUDE, max_tokens=10, messages=[{"role": "user", "content": "x"}], extra_headers={"x-emulator-fault": "throttle"}
+        )
+    assert raised.value.body["error"]["type"] == "rate_limit_error"
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (b"{not json", "not a valid JSON object"),
+        (json.dumps({"model": CLAUDE, "messages": [{"role": "user", "content": "x"}]}).encode(), "max_tokens: Field required"),
+        (json.dumps({"model": CLAUDE, "max_tokens": 5}).encode(), "messages: Field required"),
+    ],
+)
+def test_bad_requests_get_anthropic_errors(gateway, body, expected):
+    response = raw_post(f"{gateway.url}/anthropic/v1/messages", body)
+    assert response.status == 400
+    assert response.json()["type"] == "error"
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert expected in response.json()["error"]["message"]
+
+
+def test_exception_mid_stream_becomes_an_error_event(client):
+    with pytest.raises(anthropic.APIStatusError) as raised:
+        with client.messages.stream(
+            model=CLAUDE, max_tokens=100, messages=[{"role": "user", "content": "fail after a few words"}],
+            extra_headers={"x-emulator-fault": "stream-exception"},
+        ) as stream:
+            for _ in stream:
+                pass
+    assert raised.value.body["error"]["type"] == "api_error"
+    assert "modelStreamErrorException" in raised.value.body["error"]["message"]

@@ -1,0 +1,278 @@
+//! Anthropic's Messages API on Bedrock InvokeModel: the body passes through with the few
+//! changes Bedrock needs, and streams come back as Anthropic's own SSE events.
+//!
+//! Bedrock wants `anthropic_version: "bedrock-2023-05-31"`, no `model` (it is in the path)
+//! and no `stream` (it is the operation); the `anthropic-beta` header becomes the body array
+//! `anthropic_beta`. Every other member is copied byte for byte, so new Anthropic features
+//! work without a gateway release.
+
+use crate::bedrock;
+use crate::errors::{ApiFormat, GatewayError};
+use crate::eventstream::{DecodeError, Decoder, Frame};
+use crate::openai::push_json_string;
+use crate::rawjson::RawObject;
+use base64::Engine as _;
+use serde::Deserialize;
+use std::borrow::Cow;
+
+pub const BEDROCK_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
+
+/// The InvokeModel body and what the response needs to know.
+#[derive(Debug)]
+pub struct InvokeRequest {
+    pub body: Vec<u8>,
+    pub model: String,
+    pub stream: bool,
+}
+
+fn invalid(message: impl Into<String>) -> GatewayError {
+    GatewayError::invalid_request(message)
+}
+
+fn parse_object(body: &[u8]) -> Result<RawObject<'_>, GatewayError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(invalid("The request body is empty; expected a JSON object."));
+    }
+    RawObject::parse(body).map_err(|e| invalid(format!("The request body is not a valid JSON object: {e}")))
+}
+
+fn field<'a, T: Deserialize<'a>>(object: &RawObject<'a>, name: &str, expected: &str) -> Result<Option<T>, GatewayError> {
+    object.get_as(name).map_err(|_| invalid(format!("{name}: Input should be {expected}")))
+}
+
+fn required_model(object: &RawObject<'_>) -> Result<String, GatewayError> {
+    let model: Cow<'_, str> = field(object, "model", "a valid string")?.ok_or_else(|| invalid("model: Field required"))?;
+    bedrock::validate_model_id(&model).map_err(|why| invalid(format!("model: {why}")))?;
+    Ok(model.into_owned())
+}
+
+/// `anthropic-beta: a, b` joined with any `anthropic_beta` already in the body.
+fn beta_flags(object: &RawObject<'_>, beta_header: Option<&str>) -> Result<Option<String>, GatewayError> {
+    let mut flags: Vec<String> = field::<Vec<String>>(object, "anthropic_beta", "a list of strings")?.unwrap_or_default();
+    for flag in beta_header.unwrap_or_default().split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        if !flags.iter().any(|f| f == flag) {
+            flags.push(flag.to_owned());
+        }
+    }
+    if flags.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(&flags).map(Some).map_err(|e| invalid(e.to_string()))
+}
+
+/// Rewrites a Messages request into the InvokeModel body Bedrock expects.
+pub fn prepare_invoke(body: &[u8], beta_header: Option<&str>) -> Result<InvokeRequest, GatewayError> {
+    let mut object = parse_object(body)?;
+    let model = required_model(&object)?;
+    let stream = field::<Option<bool>>(&object, "stream", "a valid boolean")?.flatten().unwrap_or(false);
+    match field::<i64>(&object, "max_tokens", "a valid integer")? {
+        None => return Err(invalid("max_tokens: Field required")),
+        Some(n) if n < 1 => return Err(invalid("max_tokens: Input should be greater than or equal to 1")),
+        Some(_) => {}
+    }
+    match object.get("messages").map(|raw| raw.get().trim_start().starts_with('[')) {
+        None => return Err(invalid("messages: Field required")),
+        Some(false) => return Err(invalid("messages: Input should be a valid list")),
+        Some(true) => {}
+    }
+    let beta = beta_flags(&object, beta_header)?;
+    object.remove("model");
+    object.remove("stream");
+    object.remove("anthropic_beta");
+    let mut extra: Vec<(&str, &str)> = Vec::with_capacity(2);
+    let version = format!("\"{BEDROCK_ANTHROPIC_VERSION}\"");
+    if !object.contains("anthropic_version") {
+        extra.push(("anthropic_version", &version));
+    }
+    if let Some(beta) = beta.as_deref() {
+        extra.push(("anthropic_beta", beta));
+    }
+    Ok(InvokeRequest { body: object.write_with(&extra, &[]), model, stream })
+}
+
+/// Wraps a count_tokens request as Bedrock CountTokens input (`invokeModel.body` is a base64 blob).
+pub fn prepare_count_tokens(body: &[u8], beta_header: Option<&str>) -> Result<(Vec<u8>, String), GatewayError> {
+    let mut object = parse_object(body)?;
+    let model = required_model(&object)?;
+    if object.get("messages").is_none() {
+        return Err(invalid("messages: Field required"));
+    }
+    let beta = beta_flags(&object, beta_header)?;
+    object.remove("model");
+    object.remove("stream");
+    object.remove("anthropic_beta");
+    let version = format!("\"{BEDROCK_ANTHROPIC_VERSION}\"");
+    let mut extra: Vec<(&str, &str)> = Vec::with_capacity(3);
+    if !object.contains("anthropic_version") {
+        extra.push(("anthropic_version", &version));
+    }
+    // InvokeModel bodies need max_tokens; counting input tokens does not depend on it.
+    if !object.contains("max_tokens") {
+        extra.push(("max_tokens", "1"));
+    }
+    if let Some(beta) = beta.as_deref() {
+        extra.push(("anthropic_beta", beta));
+    }
+    let invoke_body = object.write_with(&extra, &[]);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(invoke_body);
+    let wrapped = format!(r#"{{"input":{{"invokeModel":{{"body":"{encoded}"}}}}}}"#);
+    Ok((wrapped.into_bytes(), model))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CountTokensResponse {
+    input_tokens: u64,
+}
+
+pub fn count_tokens_response(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
+    let parsed: CountTokensResponse = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::upstream(format!("Bedrock returned an unreadable CountTokens response: {e}")))?;
+    Ok(format!(r#"{{"input_tokens":{}}}"#, parsed.input_tokens).into_bytes())
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    push_json_string(&mut out, text);
+    out
+}
+
+/// A Messages response passes through; its `model` reports what the caller asked for.
+pub fn rewrite_message_model(body: &[u8], requested_model: &str) -> Result<Vec<u8>, GatewayError> {
+    let object = RawObject::parse(body)
+        .map_err(|e| GatewayError::upstream(format!("Bedrock returned an unreadable Messages response: {e}")))?;
+    if !object.contains("content") {
+        return Err(GatewayError::upstream("Bedrock's Messages response has no content."));
+    }
+    Ok(object.write_with(&[], &[("model", &json_string(requested_model))]))
+}
+
+// ---- Streaming --------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct ChunkPayload<'a> {
+    #[serde(borrow)]
+    bytes: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct EventType<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+}
+
+/// Turns InvokeModelWithResponseStream `chunk` frames into Anthropic SSE events.
+///
+/// Bedrock's `amazon-bedrock-invocationMetrics` member of `message_stop` is removed, so
+/// callers see exactly Anthropic's events; usage is in `message_start` and `message_delta`.
+pub struct AnthropicStreamTranslator {
+    decoder: Decoder,
+    model_json: String,
+    saw_message_stop: bool,
+    finished: bool,
+}
+
+impl AnthropicStreamTranslator {
+    pub fn new(requested_model: &str, max_frame_len: usize) -> Self {
+        AnthropicStreamTranslator {
+            decoder: Decoder::new(max_frame_len),
+            model_json: json_string(requested_model),
+            saw_message_stop: false,
+            finished: false,
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    pub fn push(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(chunk.len() + 64);
+        if !self.finished {
+            let mut decoder = std::mem::take(&mut self.decoder);
+            let result = decoder.decode(chunk, &mut |frame| self.on_frame(frame, &mut out));
+            self.decoder = decoder;
+            if let Err(error) = result {
+                self.fail(&mut out, &decode_error(&error));
+            }
+        }
+        if end_of_stream && !self.finished {
+            if self.saw_message_stop {
+                self.finished = true;
+            } else {
+                self.fail(&mut out, &GatewayError::upstream("Bedrock's stream ended before the message was complete."));
+            }
+        }
+        out
+    }
+
+    fn on_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
+        if self.finished {
+            return;
+        }
+        if frame.is_exception() {
+            let message = bedrock::error_message(frame.payload);
+            self.fail(out, &GatewayError::from_bedrock(0, frame.headers.exception_type, &message));
+            return;
+        }
+        if frame.headers.event_type != Some("chunk") {
+            return;
+        }
+        let event = match serde_json::from_slice::<ChunkPayload<'_>>(frame.payload)
+            .map_err(|e| e.to_string())
+            .and_then(|chunk| base64::engine::general_purpose::STANDARD.decode(chunk.bytes.as_bytes()).map_err(|e| e.to_string()))
+        {
+            Ok(event) => event,
+            Err(why) => return self.fail(out, &GatewayError::upstream(format!("Bedrock sent an unreadable chunk: {why}"))),
+        };
+        let kind = match serde_json::from_slice::<EventType<'_>>(&event) {
+            Ok(parsed) => parsed.kind.into_owned(),
+            Err(e) => return self.fail(out, &GatewayError::upstream(format!("Bedrock sent an event without a type: {e}"))),
+        };
+        match kind.as_str() {
+            "message_start" => match self.with_model(&event) {
+                Ok(rewritten) => write_event(out, "message_start", &rewritten),
+                Err(error) => self.fail(out, &error),
+            },
+            "message_stop" => {
+                self.saw_message_stop = true;
+                write_event(out, "message_stop", br#"{"type":"message_stop"}"#);
+            }
+            "error" => {
+                write_event(out, "error", &event);
+                self.finished = true;
+            }
+            other => write_event(out, other, &event),
+        }
+    }
+
+    /// `message_start.message.model` names the model the caller asked for.
+    fn with_model(&self, event: &[u8]) -> Result<Vec<u8>, GatewayError> {
+        let unreadable = |e: serde_json::Error| GatewayError::upstream(format!("Bedrock sent an unreadable message_start: {e}"));
+        let object = RawObject::parse(event).map_err(unreadable)?;
+        let Some(message) = object.get("message") else {
+            return Ok(event.to_vec());
+        };
+        let message = RawObject::parse(message.get().as_bytes()).map_err(unreadable)?;
+        let message = String::from_utf8(message.write_with(&[], &[("model", &self.model_json)]))
+            .map_err(|e| GatewayError::upstream(e.to_string()))?;
+        Ok(object.write_with(&[], &[("message", &message)]))
+    }
+
+    fn fail(&mut self, out: &mut Vec<u8>, error: &GatewayError) {
+        write_event(out, "error", &error.to_json(ApiFormat::Anthropic));
+        self.finished = true;
+    }
+}
+
+fn write_event(out: &mut Vec<u8>, kind: &str, data: &[u8]) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+}
+
+fn decode_error(error: &DecodeError) -> GatewayError {
+    GatewayError::upstream(format!("Bedrock's event stream is corrupt: {error}"))
+}

@@ -1,0 +1,181 @@
+//! Anthropic Messages on InvokeModel: body rewriting, CountTokens wrapping, and the stream
+//! translator fed frames written by AWS's `aws-smithy-eventstream`, split anywhere.
+
+use aws_smithy_eventstream::frame::write_message_to;
+use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+use base64::Engine as _;
+use bedrock_gateway_filter::anthropic::{self, AnthropicStreamTranslator};
+use serde_json::{json, Value};
+
+#[test]
+fn invoke_body_keeps_every_other_member_byte_for_byte() {
+    let body = br#"{"model":"anthropic.claude-3-5-sonnet-20241022-v2:0","max_tokens":1024,"stream":true,
+  "messages":[{"role":"user","content":"h\u00e9llo"}],  "temperature" : 0.50,"tools":[{"name":"t","input_schema":{"type":"object"}}],"new_feature":{"x":[1,2.0e3]}}"#;
+    let invoke = anthropic::prepare_invoke(body, None).unwrap();
+    assert_eq!(invoke.model, "anthropic.claude-3-5-sonnet-20241022-v2:0");
+    assert!(invoke.stream);
+    assert_eq!(
+        String::from_utf8(invoke.body).unwrap(),
+        r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":1024,"messages":[{"role":"user","content":"h\u00e9llo"}],"temperature":0.50,"tools":[{"name":"t","input_schema":{"type":"object"}}],"new_feature":{"x":[1,2.0e3]}}"#
+    );
+}
+
+#[test]
+fn beta_header_and_body_flags_merge_and_a_callers_version_is_kept() {
+    let body = br#"{"model":"m","max_tokens":1,"messages":[],"anthropic_version":"bedrock-2023-05-31","anthropic_beta":["a"]}"#;
+    let invoke = anthropic::prepare_invoke(body, Some(" b , a,,c ")).unwrap();
+    let sent: Value = serde_json::from_slice(&invoke.body).unwrap();
+    assert_eq!(sent["anthropic_beta"], json!(["a", "b", "c"]));
+    assert_eq!(sent["anthropic_version"], "bedrock-2023-05-31");
+    assert!(!invoke.stream);
+}
+
+#[test]
+fn invalid_messages_requests_are_explained() {
+    for (body, expected) in [
+        (&br#"{"max_tokens":1,"messages":[]}"#[..], "model: Field required"),
+        (br#"{"model":"m","messages":[]}"#, "max_tokens: Field required"),
+        (br#"{"model":"m","max_tokens":0,"messages":[]}"#, "greater than or equal to 1"),
+        (br#"{"model":"m","max_tokens":"9","messages":[]}"#, "max_tokens: Input should be a valid integer"),
+        (br#"{"model":"m","max_tokens":9}"#, "messages: Field required"),
+        (br#"{"model":"m","max_tokens":9,"messages":{}}"#, "messages: Input should be a valid list"),
+        (br#"{"model":"m","max_tokens":9,"messages":[],"stream":"yes"}"#, "stream: Input should be a valid boolean"),
+        (br#"{"model":"m","max_tokens":9,"messages":[],"anthropic_beta":"x"}"#, "anthropic_beta"),
+        (br#"{"model":"m","model":"n","max_tokens":9,"messages":[]}"#, "duplicate field"),
+        (b"[]", "not a valid JSON object"),
+        (b"  ", "empty"),
+    ] {
+        let error = anthropic::prepare_invoke(body, None).unwrap_err();
+        assert_eq!(error.status, 400);
+        assert!(error.message.contains(expected), "{}: {}", String::from_utf8_lossy(body), error.message);
+        let rendered: Value = serde_json::from_slice(&error.to_anthropic_json()).unwrap();
+        assert_eq!(rendered["type"], "error");
+        assert_eq!(rendered["error"]["type"], "invalid_request_error");
+    }
+}
+
+#[test]
+fn count_tokens_wraps_an_invoke_body_as_base64() {
+    let (wrapped, model) =
+        anthropic::prepare_count_tokens(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#, Some("beta-1")).unwrap();
+    assert_eq!(model, "m");
+    let wrapped: Value = serde_json::from_slice(&wrapped).unwrap();
+    let encoded = wrapped["input"]["invokeModel"]["body"].as_str().unwrap();
+    let inner: Value = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(encoded).unwrap()).unwrap();
+    assert_eq!(
+        inner,
+        json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 1, "anthropic_beta": ["beta-1"], "messages": [{"role": "user", "content": "hi"}]})
+    );
+    assert_eq!(anthropic::count_tokens_response(br#"{"inputTokens":42}"#).unwrap(), br#"{"input_tokens":42}"#);
+    assert_eq!(anthropic::count_tokens_response(b"{}").unwrap_err().status, 502);
+}
+
+#[test]
+fn plain_responses_report_the_requested_model() {
+    let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-3-5-sonnet-20241022","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}"#;
+    let rewritten: Value = serde_json::from_slice(&anthropic::rewrite_message_model(body, "my-alias").unwrap()).unwrap();
+    assert_eq!(rewritten["model"], "my-alias");
+    assert_eq!(rewritten["content"][0]["text"], "hi");
+    assert_eq!(anthropic::rewrite_message_model(b"oops", "m").unwrap_err().status, 502);
+}
+
+fn chunk_frame(event: &Value) -> Vec<u8> {
+    let payload = json!({"bytes": base64::engine::general_purpose::STANDARD.encode(event.to_string()), "p": "abcd"});
+    let message = Message::new(payload.to_string().into_bytes())
+        .add_header(Header::new(":event-type", HeaderValue::String("chunk".into())))
+        .add_header(Header::new(":content-type", HeaderValue::String("application/json".into())))
+        .add_header(Header::new(":message-type", HeaderValue::String("event".into())));
+    let mut out = Vec::new();
+    write_message_to(&message, &mut out).unwrap();
+    out
+}
+
+fn exception_frame(kind: &str, message: &str) -> Vec<u8> {
+    let message = Message::new(json!({ "message": message }).to_string().into_bytes())
+        .add_header(Header::new(":exception-type", HeaderValue::String(kind.to_owned().into())))
+        .add_header(Header::new(":message-type", HeaderValue::String("exception".into())));
+    let mut out = Vec::new();
+    write_message_to(&message, &mut out).unwrap();
+    out
+}
+
+fn bedrock_stream() -> Vec<Value> {
+    vec![
+        json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-3-5-sonnet-20241022","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":9,"output_tokens":1}}}),
+        json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hé \"there\"\n"}}),
+        json!({"type":"content_block_stop","index":0}),
+        json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":3}}),
+        json!({"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":9,"outputTokenCount":3,"invocationLatency":5,"firstByteLatency":2}}),
+    ]
+}
+
+fn parse_sse(bytes: &[u8]) -> Vec<(String, Value)> {
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    text.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|event| {
+            let (name, data) = event.split_once('\n').unwrap();
+            (name.strip_prefix("event: ").unwrap().to_owned(), serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap())
+        })
+        .collect()
+}
+
+fn translate(bytes: &[u8], cuts: &[usize]) -> Vec<(String, Value)> {
+    let mut translator = AnthropicStreamTranslator::new("alias-model", 1 << 20);
+    let mut out = Vec::new();
+    let mut start = 0;
+    for &cut in cuts {
+        out.extend(translator.push(&bytes[start..cut], false));
+        start = cut;
+    }
+    out.extend(translator.push(&bytes[start..], true));
+    assert!(translator.is_finished());
+    parse_sse(&out)
+}
+
+#[test]
+fn stream_chunks_become_anthropic_events_however_split() {
+    let events = bedrock_stream();
+    let bytes: Vec<u8> = events.iter().flat_map(chunk_frame).collect();
+    let mut expected: Vec<(String, Value)> =
+        events.iter().map(|e| (e["type"].as_str().unwrap().to_owned(), e.clone())).collect();
+    expected[0].1["message"]["model"] = json!("alias-model");
+    expected[5].1 = json!({"type": "message_stop"});
+    assert_eq!(translate(&bytes, &[]), expected);
+    for cut in 0..bytes.len() {
+        assert_eq!(translate(&bytes, &[cut]), expected, "split at {cut}");
+    }
+    let every_byte: Vec<usize> = (1..bytes.len()).collect();
+    assert_eq!(translate(&bytes, &every_byte), expected);
+}
+
+#[test]
+fn exceptions_and_truncation_end_the_stream_with_an_error_event() {
+    let events = bedrock_stream();
+    let mut bytes: Vec<u8> = events[..3].iter().flat_map(chunk_frame).collect();
+    bytes.extend(exception_frame("throttlingException", "Too many tokens"));
+    bytes.extend(chunk_frame(&events[3]));
+    let out = translate(&bytes, &[]);
+    assert_eq!(out.len(), 4, "nothing after the error");
+    assert_eq!(out[3].0, "error");
+    assert_eq!(out[3].1, json!({"type":"error","error":{"type":"rate_limit_error","message":"Bedrock throttlingException: Too many tokens"}}));
+
+    let truncated: Vec<u8> = events[..3].iter().flat_map(chunk_frame).collect();
+    let out = translate(&truncated, &[]);
+    assert_eq!(out.last().unwrap().1["error"]["type"], "api_error");
+    assert!(out.last().unwrap().1["error"]["message"].as_str().unwrap().contains("ended before"));
+}
+
+#[test]
+fn unreadable_chunks_end_the_stream_with_an_error_event() {
+    let message = Message::new(br#"{"bytes":"%%%not base64"}"#.to_vec())
+        .add_header(Header::new(":event-type", HeaderValue::String("chunk".into())))
+        .add_header(Header::new(":message-type", HeaderValue::String("event".into())));
+    let mut bytes = Vec::new();
+    write_message_to(&message, &mut bytes).unwrap();
+    let out = translate(&bytes, &[]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, "error");
+    assert!(out[0].1["error"]["message"].as_str().unwrap().contains("unreadable chunk"));
+}
