@@ -232,3 +232,13 @@ def test_exception_mid_stream_becomes_an_error_event(client):
                 pass
     assert raised.value.body["error"]["type"] == "api_error"
     assert "modelStreamErrorException" in raised.value.body["error"]["message"]
+
+
+def test_models_list(client):
+    page = client.models.list()
+    assert [m.id for m in page.data][:2] == ["us.meta.llama3-2-1b-instruct-v1:0", CLAUDE]
+    assert page.has_more is False
+    assert page.data[1].type == "model" and page.data[1].display_name == CLAUDE
+    assert client.models.retrieve(CLAUDE).id == CLAUDE
+    with pytest.raises(anthropic.NotFoundError):
+        client.models.retrieve("claude-nope")

@@ -231,3 +231,12 @@ def test_readme_curl_examples(gateway):
     assert "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-2]) == "You said: Hi."
     assert json.loads(alias)["model"] == "llama-small"
     assert json.loads(unknown)["error"]["code"] == "model_not_found"
+
+
+def test_models_list_and_retrieve(client):
+    ids = [model.id for model in client.models.list()]
+    assert ids == [LLAMA, CLAUDE, "us.anthropic.claude-3-5-sonnet-20241022-v2:0", "llama-small"]
+    model = client.models.retrieve("llama-small")
+    assert model.id == "llama-small" and model.object == "model" and model.owned_by == "aws-bedrock"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4o")

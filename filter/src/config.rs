@@ -74,7 +74,30 @@ struct RawBackend {
 struct RawConfig {
     backends: HashMap<String, RawBackend>,
     #[serde(default)]
+    models: Vec<ModelEntry>,
+    #[serde(default)]
     max_stream_frame_bytes: Option<usize>,
+}
+
+/// A model listed by `GET /v1/models` and `GET /anthropic/v1/models`: the names the routes serve.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+enum ModelEntry {
+    Name(String),
+    Detailed(ModelInfo),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelInfo {
+    pub id: String,
+    /// Unix seconds; listed as OpenAI's `created` and Anthropic's `created_at`.
+    #[serde(default)]
+    pub created: u64,
+    #[serde(default)]
+    pub owned_by: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
 }
 
 /// A backend ready to serve: credentials resolved, host computed.
@@ -92,6 +115,7 @@ pub struct Backend {
 #[derive(Debug, Clone)]
 pub struct Config {
     backends: HashMap<String, Backend>,
+    pub models: Vec<ModelInfo>,
     pub max_stream_frame_bytes: usize,
 }
 
@@ -118,8 +142,20 @@ impl Config {
             let resolved = resolve_backend(&name, backend, env)?;
             backends.insert(name, resolved);
         }
+        let mut models: Vec<ModelInfo> = Vec::with_capacity(raw.models.len());
+        for entry in raw.models {
+            let info = match entry {
+                ModelEntry::Name(id) => ModelInfo { id, created: 0, owned_by: None, display_name: None },
+                ModelEntry::Detailed(info) => info,
+            };
+            if info.id.is_empty() || models.iter().any(|m| m.id == info.id) {
+                return Err(ConfigError(format!("models: {:?} is empty or listed twice", info.id)));
+            }
+            models.push(info);
+        }
         Ok(Config {
             backends,
+            models,
             max_stream_frame_bytes: raw
                 .max_stream_frame_bytes
                 .unwrap_or(crate::eventstream::DEFAULT_MAX_FRAME_LEN),
@@ -223,6 +259,18 @@ mod tests {
             let error = Config::parse(json, &no_env).unwrap_err();
             assert!(error.0.contains(expected), "{}: {}", String::from_utf8_lossy(json), error.0);
         }
+    }
+
+    #[test]
+    fn lists_models_by_name_or_with_details() {
+        let json = br#"{"backends":{"a":{"schema":"converse","region":"us-east-1","credentials":{"source":"inline","access_key_id":"a","secret_access_key":"b"}}},
+            "models":["m1",{"id":"m2","created":1700000000,"owned_by":"meta","display_name":"M Two"}]}"#;
+        let config = Config::parse(json, &no_env).unwrap();
+        assert_eq!(config.models.len(), 2);
+        assert_eq!(config.models[0], ModelInfo { id: "m1".into(), created: 0, owned_by: None, display_name: None });
+        assert_eq!(config.models[1].display_name.as_deref(), Some("M Two"));
+        let twice = br#"{"backends":{"a":{"schema":"converse","region":"us-east-1","credentials":{"source":"inline","access_key_id":"a","secret_access_key":"b"}}},"models":["m","m"]}"#;
+        assert!(Config::parse(twice, &no_env).unwrap_err().0.contains("listed twice"));
     }
 
     #[test]

@@ -5,8 +5,9 @@
 
 use crate::anthropic::{self, AnthropicStreamTranslator};
 use crate::bedrock::{self, Operation};
-use crate::config::{Backend, Schema};
+use crate::config::{Backend, ModelInfo, Schema};
 use crate::errors::{ApiFormat, ErrorKind, GatewayError};
+use crate::models;
 use crate::openai::{self, ChatStreamTranslator, ResponseContext};
 use crate::sigv4::{RequestToSign, Signer};
 use crate::time::UtcDateTime;
@@ -47,6 +48,44 @@ impl Endpoint {
             Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens => ApiFormat::Anthropic,
         }
     }
+}
+
+/// A response the gateway gives itself, without calling a backend.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LocalAnswer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Answers `GET /v1/models[/{id}]` and `GET /anthropic/v1/models[/{id}]` from the configuration.
+pub fn answer_locally(method: &str, path: &str, models: &[ModelInfo]) -> Option<LocalAnswer> {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let (format, rest) = if let Some(rest) = path.strip_prefix("/anthropic/v1/models") {
+        (ApiFormat::Anthropic, rest)
+    } else {
+        (ApiFormat::OpenAi, path.strip_prefix("/v1/models")?)
+    };
+    let id = match rest.trim_end_matches('/') {
+        "" => None,
+        other => Some(other.strip_prefix('/')?),
+    };
+    let result = if method != "GET" {
+        Err(GatewayError::new(405, ErrorKind::InvalidRequest, format!("{path} accepts GET only, not {method}.")))
+    } else {
+        match (format, id) {
+            (ApiFormat::OpenAi, None) => Ok(models::openai_list(models)),
+            (ApiFormat::Anthropic, None) => Ok(models::anthropic_list(models)),
+            (format, Some(encoded)) => match models::decode_path_id(encoded) {
+                None => Err(GatewayError::invalid_request("The model id in the path is not valid percent-encoded UTF-8.")),
+                Some(id) if format == ApiFormat::OpenAi => models::openai_one(models, &id),
+                Some(id) => models::anthropic_one(models, &id),
+            },
+        }
+    };
+    Some(match result {
+        Ok(body) => LocalAnswer { status: 200, body },
+        Err(error) => LocalAnswer { status: error.status, body: error.to_json(format) },
+    })
 }
 
 /// Everything the glue must set on the upstream request.

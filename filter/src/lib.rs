@@ -14,6 +14,7 @@ pub mod config;
 pub mod errors;
 pub mod eventstream;
 pub mod gateway;
+pub mod models;
 pub mod openai;
 pub mod rawjson;
 pub mod sigv4;

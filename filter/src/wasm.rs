@@ -76,7 +76,12 @@ impl RootContext for GatewayRoot {
                 answered_locally: false,
             }))
         } else {
-            Some(Box::new(RoutingStream { endpoint: None, requested_model: None, rewrite_not_found: false }))
+            Some(Box::new(RoutingStream {
+                config: self.config.clone(),
+                endpoint: None,
+                requested_model: None,
+                rewrite_not_found: false,
+            }))
         }
     }
 
@@ -88,6 +93,7 @@ impl RootContext for GatewayRoot {
 // ---- Downstream: pick the route ----------------------------------------------------------
 
 struct RoutingStream {
+    config: Option<Rc<Config>>,
     endpoint: Option<Endpoint>,
     requested_model: Option<String>,
     rewrite_not_found: bool,
@@ -99,6 +105,10 @@ impl HttpContext for RoutingStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let method = request_header(":method").unwrap_or_default();
         let path = request_header(":path").unwrap_or_default();
+        let models = self.config.as_ref().map_or(&[][..], |c| c.models.as_slice());
+        if let Some(answer) = gateway::answer_locally(&method, &path, models) {
+            return send_json(answer.status, &answer.body);
+        }
         let endpoint = match Endpoint::classify(&method, &path) {
             None => return Action::Continue,
             Some(Ok(endpoint)) => endpoint,
@@ -323,10 +333,11 @@ fn format_for_path(path: &str) -> ApiFormat {
 }
 
 fn reply_with_error(error: &GatewayError, format: ApiFormat) -> Action {
-    let body = error.to_json(format);
-    if let Err(status) =
-        hostcalls::send_http_response(u32::from(error.status), vec![("content-type", "application/json")], Some(&body))
-    {
+    send_json(error.status, &error.to_json(format))
+}
+
+fn send_json(status: u16, body: &[u8]) -> Action {
+    if let Err(status) = hostcalls::send_http_response(u32::from(status), vec![("content-type", "application/json")], Some(body)) {
         log::error!("ai gateway: could not send a local reply: {status:?}");
     }
     Action::Pause

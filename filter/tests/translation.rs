@@ -296,3 +296,30 @@ fn json_strings_are_escaped_like_serde_json() {
         assert_eq!(serde_json::from_str::<String>(&ours).unwrap(), text);
     }
 }
+
+#[test]
+fn model_listing_is_answered_locally_in_both_formats() {
+    use bedrock_gateway_filter::config::ModelInfo;
+    let models = vec![
+        ModelInfo { id: "a:0".into(), created: 1_700_000_000, owned_by: None, display_name: None },
+        ModelInfo { id: "arn:aws:bedrock:us-east-1:1:inference-profile/b".into(), created: 0, owned_by: Some("me".into()), display_name: Some("B".into()) },
+    ];
+    let list = gateway::answer_locally("GET", "/v1/models", &models).unwrap();
+    let list: Value = serde_json::from_slice(&list.body).unwrap();
+    assert_eq!(list, json!({"object": "list", "data": [
+        {"id": "a:0", "object": "model", "created": 1_700_000_000, "owned_by": "aws-bedrock"},
+        {"id": "arn:aws:bedrock:us-east-1:1:inference-profile/b", "object": "model", "created": 0, "owned_by": "me"},
+    ]}));
+    let one = gateway::answer_locally("GET", "/v1/models/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fb", &models).unwrap();
+    assert_eq!(one.status, 200);
+    let anthropic_list = gateway::answer_locally("GET", "/anthropic/v1/models?limit=20", &models).unwrap();
+    let anthropic_list: Value = serde_json::from_slice(&anthropic_list.body).unwrap();
+    assert_eq!(anthropic_list["data"][0], json!({"type": "model", "id": "a:0", "display_name": "a:0", "created_at": "2023-11-14T22:13:20Z"}));
+    assert_eq!(anthropic_list["last_id"], "arn:aws:bedrock:us-east-1:1:inference-profile/b");
+    let missing = gateway::answer_locally("GET", "/anthropic/v1/models/nope", &models).unwrap();
+    assert_eq!(missing.status, 404);
+    assert_eq!(serde_json::from_slice::<Value>(&missing.body).unwrap()["error"]["type"], "not_found_error");
+    assert_eq!(gateway::answer_locally("POST", "/v1/models", &models).unwrap().status, 405);
+    assert!(gateway::answer_locally("GET", "/v1/modelsx", &models).is_none());
+    assert!(gateway::answer_locally("GET", "/v1/chat/completions", &models).is_none());
+}
