@@ -1,6 +1,8 @@
 //! Bedrock Runtime wire shapes: paths, Converse request/response, stream events, errors.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 
 /// The longest model identifier Bedrock accepts (ARNs of imported or provisioned models included).
 const MAX_MODEL_ID_LEN: usize = 2048;
@@ -64,6 +66,42 @@ pub struct ConverseRequest<'a> {
     pub system: Vec<SystemBlock<'a>>,
     #[serde(skip_serializing_if = "InferenceConfig::is_empty")]
     pub inference_config: InferenceConfig<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_config: Option<ToolConfig<'a>>,
+    /// Model-specific fields (`thinking`, `top_k`, `reasoning_config`, ...).
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub additional_model_request_fields: serde_json::Map<String, serde_json::Value>,
+    /// Structured output: the reply must follow a JSON schema.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_config: Option<OutputConfig>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputConfig {
+    pub text_format: OutputFormat,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct OutputFormat {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub structure: OutputFormatStructure,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputFormatStructure {
+    pub json_schema: JsonSchemaDefinition,
+}
+
+/// Bedrock takes the schema as a JSON string.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct JsonSchemaDefinition {
+    pub schema: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,13 +120,197 @@ pub struct Message<'a> {
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub enum ContentBlock<'a> {
-    Text(&'a str),
+    Text(Cow<'a, str>),
+    Image(Image<'a>),
+    ToolUse(ToolUse<'a>),
+    ToolResult(ToolResult<'a>),
+    ReasoningContent(ReasoningContent<'a>),
+    Document(Document<'a>),
+    CachePoint(CachePoint),
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Document<'a> {
+    pub format: &'static str,
+    pub name: String,
+    pub source: DocumentSource<'a>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct DocumentSource<'a> {
+    pub bytes: Cow<'a, str>,
+}
+
+/// Bedrock's document formats, from a MIME type.
+pub fn document_format(media_type: &str) -> Option<&'static str> {
+    match media_type.trim().to_ascii_lowercase().as_str() {
+        "application/pdf" => Some("pdf"),
+        "text/csv" => Some("csv"),
+        "application/msword" => Some("doc"),
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => Some("docx"),
+        "application/vnd.ms-excel" => Some("xls"),
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" => Some("xlsx"),
+        "text/html" => Some("html"),
+        "text/plain" => Some("txt"),
+        "text/markdown" => Some("md"),
+        _ => None,
+    }
+}
+
+/// Bedrock accepts document names of letters, digits, single spaces, hyphens, parentheses and
+/// square brackets (200 at most): anything else becomes a space.
+pub fn document_name(filename: &str) -> String {
+    let stem = filename.rsplit_once('.').map_or(filename, |(stem, _)| stem);
+    let mut name = String::with_capacity(stem.len());
+    for c in stem.chars() {
+        let allowed = c.is_ascii_alphanumeric() || matches!(c, '-' | '(' | ')' | '[' | ']');
+        let c = if allowed { c } else { ' ' };
+        if !(c == ' ' && (name.is_empty() || name.ends_with(' '))) {
+            name.push(c);
+        }
+    }
+    let name: String = name.trim_end().chars().take(200).collect();
+    if name.is_empty() { "document".to_owned() } else { name }
+}
+
+/// `{"format": "png", "source": {"bytes": "<base64>"}}`: the JSON protocol carries blobs as base64,
+/// so base64 from the caller goes through without being decoded.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Image<'a> {
+    pub format: &'static str,
+    pub source: ImageSource<'a>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ImageSource<'a> {
+    pub bytes: Cow<'a, str>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolUse<'a> {
+    pub tool_use_id: Cow<'a, str>,
+    pub name: Cow<'a, str>,
+    pub input: Box<RawValue>,
+}
+
+impl PartialEq for ToolUse<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.tool_use_id == other.tool_use_id && self.name == other.name && self.input.get() == other.input.get()
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolResult<'a> {
+    pub tool_use_id: Cow<'a, str>,
+    pub content: Vec<ToolResultContent<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ToolResultContent<'a> {
+    Text(Cow<'a, str>),
+    Json(Box<RawValue>),
+    Image(Image<'a>),
+}
+
+impl PartialEq for ToolResultContent<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ToolResultContent::Text(a), ToolResultContent::Text(b)) => a == b,
+            (ToolResultContent::Json(a), ToolResultContent::Json(b)) => a.get() == b.get(),
+            (ToolResultContent::Image(a), ToolResultContent::Image(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum ReasoningContent<'a> {
+    ReasoningText(ReasoningText<'a>),
+    RedactedContent(Cow<'a, str>),
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ReasoningText<'a> {
+    pub text: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct CachePoint {
+    #[serde(rename = "type")]
+    pub kind: CachePointType,
+}
+
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CachePointType {
+    #[default]
+    Default,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub enum SystemBlock<'a> {
-    Text(&'a str),
+    Text(Cow<'a, str>),
+    CachePoint(CachePoint),
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolConfig<'a> {
+    pub tools: Vec<Tool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice<'a>>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum Tool<'a> {
+    ToolSpec(ToolSpec<'a>),
+    CachePoint(CachePoint),
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolSpec<'a> {
+    pub name: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<Cow<'a, str>>,
+    pub input_schema: InputSchema,
+}
+
+impl PartialEq for ToolSpec<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.description == other.description && self.input_schema.json.get() == other.input_schema.json.get()
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct InputSchema {
+    pub json: Box<RawValue>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum ToolChoice<'a> {
+    Auto(Empty),
+    Any(Empty),
+    Tool(NamedTool<'a>),
+}
+
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Empty {}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct NamedTool<'a> {
+    pub name: Cow<'a, str>,
 }
 
 #[derive(Debug, Default, Serialize, PartialEq)]
@@ -110,6 +332,28 @@ impl InferenceConfig<'_> {
             && self.temperature.is_none()
             && self.top_p.is_none()
             && self.stop_sequences.is_empty()
+    }
+}
+
+/// Bedrock's image formats, from a MIME type such as `image/png`.
+pub fn image_format(media_type: &str) -> Option<&'static str> {
+    match media_type.trim().to_ascii_lowercase().as_str() {
+        "image/png" => Some("png"),
+        "image/jpeg" | "image/jpg" => Some("jpeg"),
+        "image/gif" => Some("gif"),
+        "image/webp" => Some("webp"),
+        _ => None,
+    }
+}
+
+/// Merges a turn into the conversation: Converse wants user and assistant turns to alternate.
+pub fn push_turn<'a>(messages: &mut Vec<Message<'a>>, role: Role, content: Vec<ContentBlock<'a>>) {
+    if content.is_empty() {
+        return;
+    }
+    match messages.last_mut() {
+        Some(previous) if previous.role == role => previous.content.extend(content),
+        _ => messages.push(Message { role, content }),
     }
 }
 
@@ -137,11 +381,44 @@ pub struct OutputMessage<'a> {
     pub content: Vec<OutputContentBlock<'a>>,
 }
 
-/// One block of the model's output; blocks the gateway does not translate are kept raw.
+/// One block of the model's output (a union: exactly one member is set).
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OutputContentBlock<'a> {
     #[serde(borrow, default)]
-    pub text: Option<std::borrow::Cow<'a, str>>,
+    pub text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub tool_use: Option<OutputToolUse<'a>>,
+    #[serde(borrow, default)]
+    pub reasoning_content: Option<OutputReasoning<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputToolUse<'a> {
+    #[serde(borrow)]
+    pub tool_use_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    #[serde(borrow)]
+    pub input: &'a RawValue,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputReasoning<'a> {
+    #[serde(borrow, default)]
+    pub reasoning_text: Option<OutputReasoningText<'a>>,
+    #[serde(borrow, default)]
+    pub redacted_content: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OutputReasoningText<'a> {
+    #[serde(borrow, default)]
+    pub text: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub signature: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -162,15 +439,72 @@ pub struct Usage {
 // ---- ConverseStream events --------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContentBlockStartEvent<'a> {
+    #[serde(default)]
+    pub content_block_index: usize,
+    #[serde(borrow, default)]
+    pub start: Option<BlockStart<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockStart<'a> {
+    #[serde(borrow, default)]
+    pub tool_use: Option<ToolUseStart<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolUseStart<'a> {
+    #[serde(borrow)]
+    pub tool_use_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ContentBlockDeltaEvent<'a> {
+    #[serde(default)]
+    pub content_block_index: usize,
     #[serde(borrow)]
     pub delta: Option<Delta<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Delta<'a> {
     #[serde(borrow, default)]
-    pub text: Option<std::borrow::Cow<'a, str>>,
+    pub text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub tool_use: Option<ToolUseDelta<'a>>,
+    #[serde(borrow, default)]
+    pub reasoning_content: Option<ReasoningDelta<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ToolUseDelta<'a> {
+    #[serde(borrow, default)]
+    pub input: Cow<'a, str>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReasoningDelta<'a> {
+    #[serde(borrow, default)]
+    pub text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub signature: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub redacted_content: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContentBlockStopEvent {
+    #[serde(default)]
+    pub content_block_index: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,7 +524,7 @@ pub struct MetadataEvent {
 #[derive(Debug, Deserialize)]
 pub struct ErrorBody<'a> {
     #[serde(borrow, alias = "Message")]
-    pub message: Option<std::borrow::Cow<'a, str>>,
+    pub message: Option<Cow<'a, str>>,
 }
 
 /// Extracts the message of a Bedrock error body, falling back to the raw text.
