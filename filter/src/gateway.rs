@@ -6,6 +6,7 @@
 use crate::anthropic::{self, AnthropicStreamTranslator};
 use crate::bedrock::{self, Operation};
 use crate::config::{Backend, ModelInfo, Schema};
+use crate::embeddings;
 use crate::errors::{ApiFormat, ErrorKind, GatewayError};
 use crate::models;
 use crate::openai::{self, ChatStreamTranslator, ResponseContext};
@@ -20,6 +21,7 @@ pub enum Endpoint {
     ChatCompletions,
     AnthropicMessages,
     AnthropicCountTokens,
+    Embeddings,
 }
 
 impl Endpoint {
@@ -28,6 +30,7 @@ impl Endpoint {
         let path = path.split_once('?').map_or(path, |(p, _)| p);
         let endpoint = match path.trim_end_matches('/') {
             "/v1/chat/completions" => Endpoint::ChatCompletions,
+            "/v1/embeddings" => Endpoint::Embeddings,
             "/anthropic/v1/messages" => Endpoint::AnthropicMessages,
             "/anthropic/v1/messages/count_tokens" => Endpoint::AnthropicCountTokens,
             _ => return None,
@@ -44,7 +47,7 @@ impl Endpoint {
 
     pub fn format(self) -> ApiFormat {
         match self {
-            Endpoint::ChatCompletions => ApiFormat::OpenAi,
+            Endpoint::ChatCompletions | Endpoint::Embeddings => ApiFormat::OpenAi,
             Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens => ApiFormat::Anthropic,
         }
     }
@@ -115,6 +118,7 @@ pub enum ResponseKind {
     OpenAiChat { stream: bool, include_usage: bool },
     AnthropicMessage { stream: bool },
     AnthropicCountTokens,
+    Embeddings { family: embeddings::Family, base64: bool },
 }
 
 impl ResponseKind {
@@ -181,6 +185,12 @@ pub fn prepare(
             let (count_body, model) = anthropic::prepare_count_tokens(body, headers.anthropic_beta)?;
             (count_body, model, Operation::CountTokens, ResponseKind::AnthropicCountTokens)
         }
+        (Endpoint::Embeddings, _) => {
+            let model_hint = requested_model(body).ok().map(|m| m.into_owned()).unwrap_or_default();
+            let model_id = backend.model_name_override.as_deref().unwrap_or(&model_hint);
+            let (invoke, family) = embeddings::prepare(body, model_id)?;
+            (invoke.body, invoke.model, Operation::Invoke, ResponseKind::Embeddings { family, base64: invoke.base64 })
+        }
         (Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens, Schema::Converse) => {
             return Err(GatewayError::invalid_request(format!(
                 "The backend `{}` speaks Bedrock Converse; the Anthropic Messages API is served by backends of schema \"anthropic\".",
@@ -225,18 +235,26 @@ pub enum ResponseTranslation {
     /// `chunk` frames become Anthropic SSE events as they arrive.
     AnthropicStream(Box<AnthropicStreamTranslator>),
     AnthropicCountTokens,
+    Embeddings { family: embeddings::Family, model: String, base64: bool, header_tokens: Option<u64> },
     /// A Bedrock error body becomes an error in the caller's format.
     Error { status: u16, error_type: Option<String>, format: ApiFormat },
 }
 
+/// What the glue reads from Bedrock's response headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpstreamHead<'a> {
+    pub status: u16,
+    /// `x-amzn-errortype`
+    pub error_type: Option<&'a str>,
+    /// `x-amzn-requestid`, or Envoy's request id
+    pub request_id: &'a str,
+    /// `x-amzn-bedrock-input-token-count`
+    pub input_tokens: Option<u64>,
+}
+
 impl ResponseTranslation {
-    pub fn for_response(
-        plan: &ResponsePlan,
-        status: u16,
-        error_type_header: Option<&str>,
-        request_id: &str,
-        max_frame_len: usize,
-    ) -> ResponseTranslation {
+    pub fn for_response(plan: &ResponsePlan, head: UpstreamHead<'_>, max_frame_len: usize) -> ResponseTranslation {
+        let UpstreamHead { status, error_type: error_type_header, request_id, input_tokens } = head;
         if status != 200 {
             return ResponseTranslation::Error {
                 status,
@@ -268,6 +286,12 @@ impl ResponseTranslation {
                 ResponseTranslation::AnthropicMessage { requested_model: plan.requested_model.clone() }
             }
             ResponseKind::AnthropicCountTokens => ResponseTranslation::AnthropicCountTokens,
+            ResponseKind::Embeddings { family, base64 } => ResponseTranslation::Embeddings {
+                family,
+                model: plan.requested_model.clone(),
+                base64,
+                header_tokens: input_tokens,
+            },
         }
     }
 
@@ -303,6 +327,9 @@ impl ResponseTranslation {
                 (anthropic::rewrite_message_model(body, requested_model), ApiFormat::Anthropic)
             }
             ResponseTranslation::AnthropicCountTokens => (anthropic::count_tokens_response(body), ApiFormat::Anthropic),
+            ResponseTranslation::Embeddings { family, model, base64, header_tokens } => {
+                (embeddings::response(body, *family, model, *base64, *header_tokens), ApiFormat::OpenAi)
+            }
             ResponseTranslation::Error { status, error_type, format } => {
                 let message = bedrock::error_message(body);
                 (Err(GatewayError::from_bedrock(*status, error_type.as_deref(), &message)), *format)

@@ -11,6 +11,7 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod config;
+pub mod embeddings;
 pub mod errors;
 pub mod eventstream;
 pub mod gateway;

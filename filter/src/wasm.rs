@@ -13,7 +13,7 @@
 
 use crate::config::{Backend, Config};
 use crate::errors::{ApiFormat, ErrorKind, GatewayError};
-use crate::gateway::{self, CallerHeaders, Endpoint, ResponsePlan, ResponseTranslation};
+use crate::gateway::{self, CallerHeaders, Endpoint, ResponsePlan, ResponseTranslation, UpstreamHead};
 use crate::sigv4::Signer;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -246,8 +246,9 @@ impl HttpContext for BackendStream {
             .config
             .as_ref()
             .map_or(crate::eventstream::DEFAULT_MAX_FRAME_LEN, |c| c.max_stream_frame_bytes);
-        let translation =
-            ResponseTranslation::for_response(plan, status, error_type.as_deref(), &request_id, max_frame);
+        let input_tokens = response_header("x-amzn-bedrock-input-token-count").and_then(|t| t.parse().ok());
+        let head = UpstreamHead { status, error_type: error_type.as_deref(), request_id: &request_id, input_tokens };
+        let translation = ResponseTranslation::for_response(plan, head, max_frame);
         set_response_header("content-type", Some(translation.content_type()));
         set_response_header("content-length", None);
         let streaming = translation.is_streaming();

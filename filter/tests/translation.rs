@@ -6,7 +6,9 @@ use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use bedrock_gateway_filter::config::{Backend, Schema};
 use bedrock_gateway_filter::errors::ApiFormat;
-use bedrock_gateway_filter::gateway::{self, CallerHeaders, Endpoint, ResponseKind, ResponsePlan, ResponseTranslation};
+use bedrock_gateway_filter::gateway::{
+    self, CallerHeaders, Endpoint, ResponseKind, ResponsePlan, ResponseTranslation, UpstreamHead,
+};
 use bedrock_gateway_filter::openai::{self, ChatStreamTranslator, ResponseContext};
 use bedrock_gateway_filter::sigv4::{Credentials, Signer};
 use serde_json::{json, Value};
@@ -256,6 +258,10 @@ fn prepared_requests_target_the_backend_and_its_override() {
     assert!(plain.security_token.is_none());
 }
 
+fn head(status: u16, error_type: Option<&str>) -> UpstreamHead<'_> {
+    UpstreamHead { status, error_type, request_id: "rid", input_tokens: None }
+}
+
 fn plan(stream: bool) -> ResponsePlan {
     ResponsePlan {
         format: ApiFormat::OpenAi,
@@ -279,7 +285,7 @@ fn bedrock_errors_become_openai_errors_with_the_right_status() {
         (503, None, b"", 503, "server_error"),
     ];
     for (status, error_type, body, expected_status, expected_type) in cases {
-        let translation = ResponseTranslation::for_response(&plan(true), *status, *error_type, "rid", 1 << 20);
+        let translation = ResponseTranslation::for_response(&plan(true), head(*status, *error_type), 1 << 20);
         assert!(!translation.is_streaming(), "errors are never streamed");
         let (out_status, out) = translation.translate_body(body);
         let out: Value = serde_json::from_slice(&out).unwrap();
@@ -287,7 +293,7 @@ fn bedrock_errors_become_openai_errors_with_the_right_status() {
         assert_eq!(out["error"]["type"], *expected_type, "{status} {error_type:?}");
         assert!(!out["error"]["message"].as_str().unwrap().is_empty());
     }
-    let (status, out) = ResponseTranslation::for_response(&plan(false), 429, Some("ThrottlingException"), "r", 1)
+    let (status, out) = ResponseTranslation::for_response(&plan(false), head(429, Some("ThrottlingException")), 1)
         .translate_body(br#"{"message":"Too many requests"}"#);
     let out: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(status, 429);
@@ -298,7 +304,7 @@ fn bedrock_errors_become_openai_errors_with_the_right_status() {
 #[test]
 fn unusable_success_bodies_become_502() {
     for body in [&b"{}"[..], b"not json", br#"{"output":{}}"#] {
-        let (status, out) = ResponseTranslation::for_response(&plan(false), 200, None, "r", 1).translate_body(body);
+        let (status, out) = ResponseTranslation::for_response(&plan(false), head(200, None), 1).translate_body(body);
         assert_eq!(status, 502, "{}", String::from_utf8_lossy(body));
         let out: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(out["error"]["type"], "server_error");
@@ -339,4 +345,47 @@ fn model_listing_is_answered_locally_in_both_formats() {
     assert_eq!(gateway::answer_locally("POST", "/v1/models", &models).unwrap().status, 405);
     assert!(gateway::answer_locally("GET", "/v1/modelsx", &models).is_none());
     assert!(gateway::answer_locally("GET", "/v1/chat/completions", &models).is_none());
+}
+
+#[test]
+fn embeddings_requests_and_responses() {
+    use bedrock_gateway_filter::embeddings::{self, Family};
+    let (titan, family) = embeddings::prepare(
+        br#"{"model":"alias","input":["only one"],"dimensions":256,"encoding_format":"base64"}"#,
+        "amazon.titan-embed-text-v2:0",
+    )
+    .unwrap();
+    assert_eq!(family, Family::Titan);
+    assert!(titan.base64);
+    assert_eq!(serde_json::from_slice::<Value>(&titan.body).unwrap(), json!({"inputText": "only one", "normalize": true, "dimensions": 256}));
+
+    let (cohere, family) =
+        embeddings::prepare(br#"{"model":"c","input":["a","b"]}"#, "cohere.embed-english-v3").unwrap();
+    assert_eq!(family, Family::Cohere);
+    assert_eq!(serde_json::from_slice::<Value>(&cohere.body).unwrap(), json!({"texts": ["a", "b"], "input_type": "search_document"}));
+
+    for (body, model, expected) in [
+        (&br#"{"model":"t","input":["a","b"]}"#[..], "amazon.titan-embed-text-v2:0", "one input per request"),
+        (br#"{"model":"t","input":"a","dimensions":300}"#, "amazon.titan-embed-text-v2:0", "256, 512 or 1024"),
+        (br#"{"model":"c","input":"a","dimensions":512}"#, "cohere.embed-english-v3", "cannot change"),
+        (br#"{"model":"t","input":[1,2,3]}"#, "amazon.titan-embed-text-v2:0", "token arrays"),
+        (br#"{"model":"t","input":""}"#, "amazon.titan-embed-text-v2:0", "non-empty"),
+        (br#"{"model":"t","input":"a","encoding_format":"int8"}"#, "amazon.titan-embed-text-v2:0", "float or base64"),
+        (br#"{"model":"m","input":"a"}"#, "us.meta.llama3-2-1b-instruct-v1:0", "not an embedding model"),
+    ] {
+        let error = embeddings::prepare(body, model).unwrap_err();
+        assert_eq!(error.status, 400);
+        assert!(error.message.contains(expected), "{}", error.message);
+    }
+
+    let floats = embeddings::response(br#"{"embedding":[0.5,-0.25],"inputTextTokenCount":3}"#, Family::Titan, "alias", false, None).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&floats).unwrap(),
+        json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, -0.25]}], "model": "alias", "usage": {"prompt_tokens": 3, "total_tokens": 3}})
+    );
+    let encoded = embeddings::response(br#"{"embeddings":{"float":[[1.0],[0.5]]}}"#, Family::Cohere, "c", true, Some(4)).unwrap();
+    let encoded: Value = serde_json::from_slice(&encoded).unwrap();
+    assert_eq!(encoded["data"][1]["embedding"], "AAAAPw==", "0.5f32 little-endian, base64");
+    assert_eq!(encoded["usage"]["prompt_tokens"], 4);
+    assert_eq!(embeddings::response(b"{}", Family::Titan, "t", false, None).unwrap_err().status, 502);
 }

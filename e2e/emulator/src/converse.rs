@@ -27,6 +27,7 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
             .ok_or_else(|| format!("messages.{index}.content: must contain at least one content block"))?;
         let is_last = index + 1 == messages.len();
         let mut user_text = String::new();
+        let mut attachments = Vec::new();
         for block in content {
             if let Some(text) = block.get("text") {
                 let text = text.as_str().ok_or_else(|| format!("messages.{index}: text must be a string"))?;
@@ -45,9 +46,25 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
                 }
             } else if block.get("cachePoint").is_some() {
                 // A cache breakpoint, not content.
-            } else if block.get("toolUse").is_some() || block.get("image").is_some()
-                || block.get("reasoningContent").is_some() || block.get("document").is_some()
-            {
+            } else if let Some(image) = block.get("image") {
+                let format = image.get("format").and_then(Value::as_str).unwrap_or_default();
+                if !matches!(format, "png" | "jpeg" | "gif" | "webp") {
+                    return Err(format!("messages.{index}: image format {format:?} is not one of png, jpeg, gif, webp"));
+                }
+                let size = decoded_len(image.pointer("/source/bytes")).map_err(|e| format!("messages.{index}: image bytes: {e}"))?;
+                conversation.input_words += 100;
+                attachments.push(format!("image/{format}, {size} bytes"));
+            } else if let Some(document) = block.get("document") {
+                let format = document.get("format").and_then(Value::as_str).unwrap_or_default();
+                let name = document.get("name").and_then(Value::as_str).unwrap_or_default();
+                let valid_name = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || " -()[]".contains(c)) && !name.contains("  ");
+                if !valid_name {
+                    return Err(format!("messages.{index}: document name {name:?} has characters Bedrock does not allow"));
+                }
+                let size = decoded_len(document.pointer("/source/bytes")).map_err(|e| format!("messages.{index}: document bytes: {e}"))?;
+                conversation.input_words += 50;
+                attachments.push(format!("document {format} \"{name}\", {size} bytes"));
+            } else if block.get("toolUse").is_some() || block.get("reasoningContent").is_some() {
                 conversation.input_words += 1;
             } else {
                 return Err(format!("messages.{index}: unknown content block {block}"));
@@ -55,6 +72,9 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
         }
         if role == Some("user") && !user_text.is_empty() {
             conversation.last_user_text = user_text;
+        }
+        if role == Some("user") {
+            conversation.last_user_attachments = attachments;
         }
         conversation.last_role_is_user = role == Some("user");
     }
@@ -78,6 +98,14 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
         conversation.thinking = thinking.get("type").and_then(Value::as_str) == Some("enabled");
     }
     conversation.cache_prefix = cache_prefix(body);
+    if let Some(format) = body.pointer("/outputConfig/textFormat") {
+        let schema = format
+            .pointer("/structure/jsonSchema/schema")
+            .and_then(Value::as_str)
+            .ok_or("outputConfig.textFormat.structure.jsonSchema.schema must be a JSON string")?;
+        let schema: Value = serde_json::from_str(schema).map_err(|e| format!("outputConfig: the schema is not valid JSON: {e}"))?;
+        conversation.output_schema = Some(schema);
+    }
     if let Some(tool_config) = body.get("toolConfig") {
         for tool in tool_config.get("tools").and_then(Value::as_array).into_iter().flatten() {
             let Some(spec) = tool.get("toolSpec") else { continue };
@@ -110,6 +138,13 @@ fn cache_prefix(body: &Value) -> Option<(u64, String)> {
     Some((words, prefix.iter().map(|b| b.to_string()).collect::<Vec<_>>().join("\n")))
 }
 
+/// The decoded size of a base64 blob, which must be valid base64.
+fn decoded_len(bytes: Option<&Value>) -> Result<usize, String> {
+    use base64::Engine as _;
+    let text = bytes.and_then(Value::as_str).ok_or("missing source.bytes")?;
+    base64::engine::general_purpose::STANDARD.decode(text).map(|d| d.len()).map_err(|e| format!("not valid base64: {e}"))
+}
+
 fn tool_result_text(content: Option<&Value>) -> String {
     content
         .and_then(Value::as_array)
@@ -124,11 +159,13 @@ fn tool_result_text(content: Option<&Value>) -> String {
         .join("\n")
 }
 
+/// Bedrock counts cached input apart: inputTokens excludes it, totalTokens includes it.
 fn usage(reply: &Reply, cache: CacheUsage) -> Value {
+    let uncached = reply.input_tokens.saturating_sub(cache.read + cache.written).max(1);
     let mut usage = json!({
-        "inputTokens": reply.input_tokens,
+        "inputTokens": uncached,
         "outputTokens": reply.output_tokens,
-        "totalTokens": reply.input_tokens + reply.output_tokens,
+        "totalTokens": uncached + cache.read + cache.written + reply.output_tokens,
     });
     if cache != CacheUsage::default() {
         usage["cacheReadInputTokens"] = json!(cache.read);

@@ -5,6 +5,7 @@
 mod anthropic;
 mod auth;
 mod converse;
+mod embeddings;
 mod frames;
 mod model;
 
@@ -34,6 +35,8 @@ const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 enum Family {
     Anthropic,
     ConverseOnly,
+    TitanEmbed,
+    CohereEmbed,
 }
 
 const MODELS: &[(&str, Family)] = &[
@@ -44,6 +47,9 @@ const MODELS: &[(&str, Family)] = &[
     ("us.anthropic.claude-3-5-sonnet-20241022-v2:0", Family::Anthropic),
     ("anthropic.claude-3-haiku-20240307-v1:0", Family::Anthropic),
     ("us.anthropic.claude-sonnet-4-20250514-v1:0", Family::Anthropic),
+    ("amazon.titan-embed-text-v2:0", Family::TitanEmbed),
+    ("cohere.embed-english-v3", Family::CohereEmbed),
+    ("cohere.embed-multilingual-v3", Family::CohereEmbed),
 ];
 
 fn find_model(id: &str) -> Option<(&'static str, Family)> {
@@ -249,6 +255,9 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
     let tool_use_id = format!("tooluse_e2e{n:06}");
 
     match operation {
+        "converse" | "converse-stream" if matches!(family, Family::TitanEmbed | Family::CohereEmbed) => {
+            Ok(validation("This model doesn't support the Converse API; it is an embedding model.", &request_id))
+        }
         "converse" | "converse-stream" => {
             let conversation = match converse::read_conversation(&json_body) {
                 Ok(conversation) => conversation,
@@ -260,6 +269,22 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
                 return Ok(full(StatusCode::OK, "application/json", converse::response(&reply, cache).to_string(), &request_id));
             }
             Ok(stream_response(converse::stream_frames(&reply, cache), fault, delay, &request_id))
+        }
+        "invoke" if matches!(family, Family::TitanEmbed | Family::CohereEmbed) => {
+            let result = if family == Family::TitanEmbed {
+                embeddings::titan(&json_body)
+            } else {
+                embeddings::cohere(&json_body, &request_id)
+            };
+            match result {
+                Ok((body, tokens)) => {
+                    let mut response = full(StatusCode::OK, "application/json", body.to_string(), &request_id);
+                    let count = tokens.to_string().parse().expect("digits are a valid header value");
+                    response.headers_mut().insert("x-amzn-bedrock-input-token-count", count);
+                    Ok(response)
+                }
+                Err(message) => Ok(validation(&message, &request_id)),
+            }
         }
         "invoke" | "invoke-with-response-stream" => {
             if family != Family::Anthropic {

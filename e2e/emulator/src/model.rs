@@ -39,6 +39,10 @@ pub struct Conversation {
     pub thinking: bool,
     /// Input tokens up to the last cache breakpoint, and the key of that prefix.
     pub cache_prefix: Option<(u64, String)>,
+    /// Attachments of the last user turn, described in the reply: `image/png, 8 bytes`.
+    pub last_user_attachments: Vec<String>,
+    /// The reply must be JSON following this schema (structured output).
+    pub output_schema: Option<Value>,
 }
 
 /// Usage of the prompt cache for one request.
@@ -108,7 +112,17 @@ pub fn reply(conversation: &Conversation, tool_use_id: &str) -> Reply {
         }
     }
     if !blocks.iter().any(|b| matches!(b, Block::Text(_) | Block::ToolUse { .. })) {
-        blocks.push(Block::Text(format!("You said: {}", conversation.last_user_text)));
+        let text = match &conversation.output_schema {
+            Some(schema) => fill_schema(schema).to_string(),
+            None => {
+                let mut text = format!("You said: {}", conversation.last_user_text);
+                for attachment in &conversation.last_user_attachments {
+                    text.push_str(&format!(" [{attachment}]"));
+                }
+                text
+            }
+        };
+        blocks.push(Block::Text(text));
     }
 
     // Stop sequences and max_tokens cut the text like a real model would.
