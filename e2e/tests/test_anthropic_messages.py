@@ -242,3 +242,80 @@ def test_models_list(client):
     assert client.models.retrieve(CLAUDE).id == CLAUDE
     with pytest.raises(anthropic.NotFoundError):
         client.models.retrieve("claude-nope")
+
+
+# ---- The same API on a model without Anthropic's native API (Llama via Bedrock Converse) ----
+
+LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
+
+
+def test_llama_via_converse_plain(client, gateway):
+    message = client.messages.create(
+        model=LLAMA, max_tokens=100, extra_body={"top_k": 5},
+        system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        messages=[{"role": "user", "content": "Hello Llama"}],
+    )
+    assert message.model == LLAMA and message.type == "message"
+    assert message.content[0].text == "You said: Hello Llama"
+    assert message.stop_reason == "end_turn"
+    assert message.usage.output_tokens == 4
+    upstream = gateway.last_upstream_request()
+    assert upstream["path"] == "/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"
+    assert upstream["body"]["system"] == [{"text": "Be brief."}, {"cachePoint": {"type": "default"}}]
+    assert upstream["body"]["additionalModelRequestFields"] == {"top_k": 5}
+    assert upstream["body"]["inferenceConfig"] == {"maxTokens": 100}
+
+
+def test_llama_via_converse_stream_event_sequence(gateway):
+    body = {"model": LLAMA, "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "raw llama events"}]}
+    response = raw_post(f"{gateway.url}/anthropic/v1/messages", json.dumps(body).encode())
+    assert response.status == 200
+    events = []
+    for block in response.body.decode().strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.split("\n"))
+        data = json.loads(lines["data"])
+        assert data["type"] == lines["event"]
+        events.append(data)
+    types = [e["type"] for e in events]
+    assert types[:2] == ["message_start", "content_block_start"]
+    assert types[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert set(types[2:-3]) == {"content_block_delta"}
+    assert "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta") == "You said: raw llama events"
+    assert events[-2]["delta"]["stop_reason"] == "end_turn"
+    assert events[-2]["usage"]["output_tokens"] == 5 and events[-2]["usage"]["input_tokens"] > 0
+
+
+def test_llama_via_converse_sdk_stream_and_tools(client, gateway):
+    with client.messages.stream(
+        model=LLAMA, max_tokens=200, tools=[WEATHER_TOOL], messages=[{"role": "user", "content": "weather?"}]
+    ) as stream:
+        final = stream.get_final_message()
+    assert [b.type for b in final.content] == ["text", "tool_use"]
+    assert final.content[1].input == {"city": "example", "unit": "celsius"}
+    assert final.stop_reason == "tool_use"
+
+    follow_up = client.messages.create(
+        model=LLAMA, max_tokens=200, tools=[WEATHER_TOOL],
+        messages=[
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in final.content]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": final.content[1].id, "content": "storm", "is_error": True}]},
+        ],
+    )
+    assert follow_up.content[0].text == "The tool returned: storm"
+    result = gateway.last_upstream_request()["body"]["messages"][2]["content"][0]["toolResult"]
+    assert result["status"] == "error" and result["content"] == [{"text": "storm"}]
+
+
+def test_llama_via_converse_count_tokens(client, gateway):
+    assert client.messages.count_tokens(model=LLAMA, messages=[{"role": "user", "content": "one two three"}]).input_tokens == 3
+    assert set(gateway.last_upstream_request()["body"]["input"]) == {"converse"}
+
+
+def test_server_tools_are_refused_on_converse_models(client):
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        client.messages.create(
+            model=LLAMA, max_tokens=10, messages=[{"role": "user", "content": "x"}],
+            tools=[{"type": "web_search_20250305", "name": "web_search"}],
+        )
+    assert "server tools" in raised.value.body["error"]["message"]

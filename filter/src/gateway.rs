@@ -4,6 +4,7 @@
 //! everything here is plain Rust, tested natively.
 
 use crate::anthropic::{self, AnthropicStreamTranslator};
+use crate::anthropic_converse::{self, ConverseToAnthropicStream};
 use crate::bedrock::{self, Operation};
 use crate::config::{Backend, ModelInfo, Schema};
 use crate::embeddings;
@@ -117,13 +118,20 @@ pub struct ResponsePlan {
 pub enum ResponseKind {
     OpenAiChat { stream: bool, include_usage: bool },
     AnthropicMessage { stream: bool },
+    /// Anthropic's API answered from Converse, for models without Anthropic's native API.
+    AnthropicViaConverse { stream: bool },
     AnthropicCountTokens,
     Embeddings { family: embeddings::Family, base64: bool },
 }
 
 impl ResponseKind {
     fn is_stream(self) -> bool {
-        matches!(self, ResponseKind::OpenAiChat { stream: true, .. } | ResponseKind::AnthropicMessage { stream: true })
+        matches!(
+            self,
+            ResponseKind::OpenAiChat { stream: true, .. }
+                | ResponseKind::AnthropicMessage { stream: true }
+                | ResponseKind::AnthropicViaConverse { stream: true }
+        )
     }
 }
 
@@ -191,11 +199,18 @@ pub fn prepare(
             let (invoke, family) = embeddings::prepare(body, model_id)?;
             (invoke.body, invoke.model, Operation::Invoke, ResponseKind::Embeddings { family, base64: invoke.base64 })
         }
-        (Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens, Schema::Converse) => {
-            return Err(GatewayError::invalid_request(format!(
-                "The backend `{}` speaks Bedrock Converse; the Anthropic Messages API is served by backends of schema \"anthropic\".",
-                backend.name
-            )))
+        (Endpoint::AnthropicMessages, Schema::Converse) => {
+            let request = anthropic_converse::parse(body)?;
+            let converse = anthropic_converse::to_converse(&request, true)?;
+            let upstream_body = serde_json::to_vec(&converse)
+                .map_err(|e| GatewayError::invalid_request(format!("could not encode the Converse request: {e}")))?;
+            let stream = request.stream.unwrap_or(false);
+            let operation = if stream { Operation::ConverseStream } else { Operation::Converse };
+            (upstream_body, request.model.into_owned(), operation, ResponseKind::AnthropicViaConverse { stream })
+        }
+        (Endpoint::AnthropicCountTokens, Schema::Converse) => {
+            let (count_body, model) = anthropic_converse::count_tokens_body(body)?;
+            (count_body, model, Operation::CountTokens, ResponseKind::AnthropicCountTokens)
         }
     };
 
@@ -234,6 +249,10 @@ pub enum ResponseTranslation {
     AnthropicMessage { requested_model: String },
     /// `chunk` frames become Anthropic SSE events as they arrive.
     AnthropicStream(Box<AnthropicStreamTranslator>),
+    /// A Converse reply becomes an Anthropic message.
+    AnthropicFromConverse { message_id: String, requested_model: String },
+    /// ConverseStream frames become Anthropic SSE events as they arrive.
+    AnthropicFromConverseStream(Box<ConverseToAnthropicStream>),
     AnthropicCountTokens,
     Embeddings { family: embeddings::Family, model: String, base64: bool, header_tokens: Option<u64> },
     /// A Bedrock error body becomes an error in the caller's format.
@@ -285,6 +304,13 @@ impl ResponseTranslation {
             ResponseKind::AnthropicMessage { stream: false } => {
                 ResponseTranslation::AnthropicMessage { requested_model: plan.requested_model.clone() }
             }
+            ResponseKind::AnthropicViaConverse { stream: true } => ResponseTranslation::AnthropicFromConverseStream(
+                Box::new(ConverseToAnthropicStream::new(request_id, &plan.requested_model, max_frame_len)),
+            ),
+            ResponseKind::AnthropicViaConverse { stream: false } => ResponseTranslation::AnthropicFromConverse {
+                message_id: request_id.to_owned(),
+                requested_model: plan.requested_model.clone(),
+            },
             ResponseKind::AnthropicCountTokens => ResponseTranslation::AnthropicCountTokens,
             ResponseKind::Embeddings { family, base64 } => ResponseTranslation::Embeddings {
                 family,
@@ -297,7 +323,12 @@ impl ResponseTranslation {
 
     /// Streams translate chunk by chunk; everything else needs the whole body.
     pub fn is_streaming(&self) -> bool {
-        matches!(self, ResponseTranslation::ChatCompletionStream(_) | ResponseTranslation::AnthropicStream(_))
+        matches!(
+            self,
+            ResponseTranslation::ChatCompletionStream(_)
+                | ResponseTranslation::AnthropicStream(_)
+                | ResponseTranslation::AnthropicFromConverseStream(_)
+        )
     }
 
     pub fn content_type(&self) -> &'static str {
@@ -313,6 +344,7 @@ impl ResponseTranslation {
         match self {
             ResponseTranslation::ChatCompletionStream(stream) => stream.push(chunk, end_of_stream),
             ResponseTranslation::AnthropicStream(stream) => stream.push(chunk, end_of_stream),
+            ResponseTranslation::AnthropicFromConverseStream(stream) => stream.push(chunk, end_of_stream),
             _ => Vec::new(),
         }
     }
@@ -327,6 +359,10 @@ impl ResponseTranslation {
                 (anthropic::rewrite_message_model(body, requested_model), ApiFormat::Anthropic)
             }
             ResponseTranslation::AnthropicCountTokens => (anthropic::count_tokens_response(body), ApiFormat::Anthropic),
+            ResponseTranslation::AnthropicFromConverse { message_id, requested_model } => (
+                anthropic_converse::from_converse_response(body, message_id, requested_model),
+                ApiFormat::Anthropic,
+            ),
             ResponseTranslation::Embeddings { family, model, base64, header_tokens } => {
                 (embeddings::response(body, *family, model, *base64, *header_tokens), ApiFormat::OpenAi)
             }
@@ -334,9 +370,9 @@ impl ResponseTranslation {
                 let message = bedrock::error_message(body);
                 (Err(GatewayError::from_bedrock(*status, error_type.as_deref(), &message)), *format)
             }
-            ResponseTranslation::ChatCompletionStream(_) | ResponseTranslation::AnthropicStream(_) => {
-                return (200, Vec::new())
-            }
+            ResponseTranslation::ChatCompletionStream(_)
+            | ResponseTranslation::AnthropicStream(_)
+            | ResponseTranslation::AnthropicFromConverseStream(_) => return (200, Vec::new()),
         };
         match result {
             Ok(translated) => (200, translated),

@@ -9,6 +9,7 @@
 )]
 
 pub mod anthropic;
+pub mod anthropic_converse;
 pub mod bedrock;
 pub mod config;
 pub mod embeddings;

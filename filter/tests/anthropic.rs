@@ -179,3 +179,163 @@ fn unreadable_chunks_end_the_stream_with_an_error_event() {
     assert_eq!(out[0].0, "error");
     assert!(out[0].1["error"]["message"].as_str().unwrap().contains("unreadable chunk"));
 }
+
+// ---- Anthropic Messages on Converse -------------------------------------------------------
+
+use bedrock_gateway_filter::anthropic_converse::{self, ConverseToAnthropicStream};
+
+#[test]
+fn messages_translate_to_converse() {
+    let body = br#"{
+      "model": "us.meta.llama3-2-1b-instruct-v1:0", "max_tokens": 300, "temperature": 0.2, "top_p": 0.8, "top_k": 40,
+      "stop_sequences": ["END"], "metadata": {"user_id": "u"},
+      "system": [{"type": "text", "text": "Sys A"}, {"type": "text", "text": "Sys B", "cache_control": {"type": "ephemeral"}}],
+      "thinking": {"type": "enabled", "budget_tokens": 1024},
+      "tools": [{"name": "t1", "description": "d", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}],
+      "tool_choice": {"type": "any"},
+      "messages": [
+        {"role": "user", "content": [
+          {"type": "text", "text": "look", "cache_control": {"type": "ephemeral"}},
+          {"type": "image", "source": {"type": "base64", "media_type": "image/webp", "data": "UklGRg=="}},
+          {"type": "document", "name": "spec.pdf", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}}
+        ]},
+        {"role": "assistant", "content": [
+          {"type": "thinking", "thinking": "hmm", "signature": "s1"},
+          {"type": "redacted_thinking", "data": "enc"},
+          {"type": "tool_use", "id": "toolu_1", "name": "t1", "input": {"a": [1, 2]}}
+        ]},
+        {"role": "user", "content": [
+          {"type": "tool_result", "tool_use_id": "toolu_1", "is_error": true, "content": [{"type": "text", "text": "boom"}]}
+        ]},
+        {"role": "user", "content": "and now?"}
+      ]
+    }"#;
+    let request = anthropic_converse::parse(body).unwrap();
+    let converse = anthropic_converse::to_converse(&request, true).unwrap();
+    let produced: Value = serde_json::from_slice(&serde_json::to_vec(&converse).unwrap()).unwrap();
+    assert_eq!(
+        produced,
+        json!({
+            "messages": [
+                {"role": "user", "content": [
+                    {"text": "look"}, {"cachePoint": {"type": "default"}},
+                    {"image": {"format": "webp", "source": {"bytes": "UklGRg=="}}},
+                    {"document": {"format": "pdf", "name": "spec", "source": {"bytes": "JVBE"}}}
+                ]},
+                {"role": "assistant", "content": [
+                    {"reasoningContent": {"reasoningText": {"text": "hmm", "signature": "s1"}}},
+                    {"reasoningContent": {"redactedContent": "enc"}},
+                    {"toolUse": {"toolUseId": "toolu_1", "name": "t1", "input": {"a": [1, 2]}}}
+                ]},
+                {"role": "user", "content": [
+                    {"toolResult": {"toolUseId": "toolu_1", "content": [{"text": "boom"}], "status": "error"}},
+                    {"text": "and now?"}
+                ]}
+            ],
+            "system": [{"text": "Sys A"}, {"text": "Sys B"}, {"cachePoint": {"type": "default"}}],
+            "inferenceConfig": {"maxTokens": 300, "temperature": 0.2, "topP": 0.8, "stopSequences": ["END"]},
+            "toolConfig": {
+                "tools": [{"toolSpec": {"name": "t1", "description": "d", "inputSchema": {"json": {"type": "object"}}}}, {"cachePoint": {"type": "default"}}],
+                "toolChoice": {"any": {}}
+            },
+            "additionalModelRequestFields": {"top_k": 40, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+        })
+    );
+}
+
+#[test]
+fn converse_replies_become_anthropic_messages() {
+    let body = br#"{"output":{"message":{"role":"assistant","content":[
+        {"reasoningContent":{"reasoningText":{"text":"think","signature":"sig"}}},
+        {"text":"Hi \"there\""},
+        {"toolUse":{"toolUseId":"tu1","name":"f","input":{"x":1}}}]}},
+      "stopReason":"tool_use","usage":{"inputTokens":7,"outputTokens":3,"totalTokens":20,"cacheReadInputTokens":10}}"#;
+    let message: Value = serde_json::from_slice(&anthropic_converse::from_converse_response(body, "req-1", "llama").unwrap()).unwrap();
+    assert_eq!(
+        message,
+        json!({
+            "id": "msg_req-1", "type": "message", "role": "assistant", "model": "llama",
+            "content": [
+                {"type": "thinking", "thinking": "think", "signature": "sig"},
+                {"type": "text", "text": "Hi \"there\""},
+                {"type": "tool_use", "id": "tu1", "name": "f", "input": {"x": 1}}
+            ],
+            "stop_reason": "tool_use", "stop_sequence": null,
+            "usage": {"input_tokens": 7, "output_tokens": 3, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 10}
+        })
+    );
+}
+
+fn converse_frame(event: &str, payload: Value) -> Vec<u8> {
+    let message = Message::new(payload.to_string().into_bytes())
+        .add_header(Header::new(":event-type", HeaderValue::String(event.to_owned().into())))
+        .add_header(Header::new(":message-type", HeaderValue::String("event".into())));
+    let mut out = Vec::new();
+    write_message_to(&message, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn converse_streams_become_the_anthropic_event_sequence_however_split() {
+    let frames = [
+        converse_frame("messageStart", json!({"role": "assistant"})),
+        converse_frame("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "hm"}}})),
+        converse_frame("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "sg"}}})),
+        converse_frame("contentBlockStop", json!({"contentBlockIndex": 0})),
+        converse_frame("contentBlockDelta", json!({"contentBlockIndex": 1, "delta": {"text": "Hi"}})),
+        converse_frame("contentBlockStop", json!({"contentBlockIndex": 1})),
+        converse_frame("contentBlockStart", json!({"contentBlockIndex": 2, "start": {"toolUse": {"toolUseId": "tu", "name": "f"}}})),
+        converse_frame("contentBlockDelta", json!({"contentBlockIndex": 2, "delta": {"toolUse": {"input": "{\"x\":"}}})),
+        converse_frame("contentBlockDelta", json!({"contentBlockIndex": 2, "delta": {"toolUse": {"input": "1}"}}})),
+        converse_frame("contentBlockStop", json!({"contentBlockIndex": 2})),
+        converse_frame("messageStop", json!({"stopReason": "tool_use"})),
+        converse_frame("metadata", json!({"usage": {"inputTokens": 4, "outputTokens": 6, "totalTokens": 10}})),
+    ];
+    let bytes: Vec<u8> = frames.concat();
+    let expected = vec![
+        ("message_start".to_owned(), json!({"type": "message_start", "message": {"id": "msg_r", "type": "message", "role": "assistant", "model": "m", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 0, "output_tokens": 0}}})),
+        ("content_block_start".to_owned(), json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}})),
+        ("content_block_delta".to_owned(), json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hm"}})),
+        ("content_block_delta".to_owned(), json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sg"}})),
+        ("content_block_stop".to_owned(), json!({"type": "content_block_stop", "index": 0})),
+        ("content_block_start".to_owned(), json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}})),
+        ("content_block_delta".to_owned(), json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Hi"}})),
+        ("content_block_stop".to_owned(), json!({"type": "content_block_stop", "index": 1})),
+        ("content_block_start".to_owned(), json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "tu", "name": "f", "input": {}}})),
+        ("content_block_delta".to_owned(), json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"x\":"}})),
+        ("content_block_delta".to_owned(), json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "1}"}})),
+        ("content_block_stop".to_owned(), json!({"type": "content_block_stop", "index": 2})),
+        ("message_delta".to_owned(), json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"input_tokens": 4, "output_tokens": 6, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}})),
+        ("message_stop".to_owned(), json!({"type": "message_stop"})),
+    ];
+    let run = |cuts: &[usize]| {
+        let mut translator = ConverseToAnthropicStream::new("r", "m", 1 << 20);
+        let mut out = Vec::new();
+        let mut start = 0;
+        for &cut in cuts {
+            out.extend(translator.push(&bytes[start..cut], false));
+            start = cut;
+        }
+        out.extend(translator.push(&bytes[start..], true));
+        assert!(translator.is_finished());
+        parse_sse(&out)
+    };
+    assert_eq!(run(&[]), expected);
+    for cut in (0..bytes.len()).step_by(5) {
+        assert_eq!(run(&[cut]), expected, "split at {cut}");
+    }
+    let every_byte: Vec<usize> = (1..bytes.len()).collect();
+    assert_eq!(run(&every_byte), expected);
+}
+
+#[test]
+fn converse_stream_exceptions_become_an_anthropic_error_event() {
+    let mut bytes = converse_frame("messageStart", json!({"role": "assistant"}));
+    bytes.extend(converse_frame("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": "x"}})));
+    bytes.extend(exception_frame("serviceUnavailableException", "busy"));
+    let mut translator = ConverseToAnthropicStream::new("r", "m", 1 << 20);
+    let events = parse_sse(&translator.push(&bytes, true));
+    let (name, error) = events.last().unwrap();
+    assert_eq!(name, "error");
+    assert_eq!(error["error"]["type"], "overloaded_error");
+}
