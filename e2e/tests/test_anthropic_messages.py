@@ -2,6 +2,8 @@
 emulator's Bedrock InvokeModel: plain, streamed, tools, thinking, caching, betas, errors."""
 
 import json
+import subprocess
+from pathlib import Path
 
 import anthropic
 import pytest
@@ -319,3 +321,42 @@ def test_server_tools_are_refused_on_converse_models(client):
             tools=[{"type": "web_search_20250305", "name": "web_search"}],
         )
     assert "server tools" in raised.value.body["error"]["message"]
+
+
+def readme_shell_block(heading: str) -> list:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split(heading, 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    commands = []
+    for line in block.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        if line.startswith("curl "):
+            commands.append(line)
+        else:
+            commands[-1] += "\n" + line
+    return commands
+
+
+def run_readme_command(command: str, gateway) -> str:
+    command = command.replace("http://127.0.0.1:1975", gateway.url)
+    return subprocess.run(["bash", "-c", command], check=True, capture_output=True, text=True, timeout=30).stdout
+
+
+def test_readme_anthropic_curl_examples(gateway):
+    commands = readme_shell_block("### Anthropic Messages API")
+    assert len(commands) == 4
+    plain = run_readme_command(commands[0], gateway)
+    assert json.loads(plain)["content"][0]["text"] == "You said: Hi."
+    streamed = run_readme_command(commands[1], gateway)
+    assert streamed.startswith("event: message_start\n") and streamed.rstrip().endswith('data: {"type":"message_stop"}')
+    tool_message = json.loads(run_readme_command(commands[2], gateway))
+    assert tool_message["stop_reason"] == "tool_use" and tool_message["content"][1]["input"] == {"city": "example"}
+    assert gateway.last_upstream_request()["body"]["anthropic_beta"] == ["token-efficient-tools-2025-02-19"]
+    assert json.loads(run_readme_command(commands[3], gateway))["model"] == "us.meta.llama3-2-1b-instruct-v1:0"
+
+
+def test_readme_models_and_embeddings_examples(gateway):
+    openai_models, anthropic_models, embeddings = (run_readme_command(c, gateway) for c in readme_shell_block("### Models and embeddings"))
+    assert json.loads(openai_models)["object"] == "list"
+    assert json.loads(anthropic_models)["data"][0]["type"] == "model"
+    assert [d["index"] for d in json.loads(embeddings)["data"]] == [0, 1]
