@@ -344,15 +344,38 @@ def run_readme_command(command: str, gateway) -> str:
 
 def test_readme_anthropic_curl_examples(gateway):
     commands = readme_shell_block("### Anthropic Messages API")
-    assert len(commands) == 4
-    plain = run_readme_command(commands[0], gateway)
-    assert json.loads(plain)["content"][0]["text"] == "You said: Hi."
+    assert len(commands) == 6
+    plain = json.loads(run_readme_command(commands[0], gateway))
+    assert plain["content"][0]["text"] == "You said: What is capital of France?"
+    assert plain["model"] == CLAUDE and plain["stop_reason"] == "end_turn"
+
     streamed = run_readme_command(commands[1], gateway)
     assert streamed.startswith("event: message_start\n") and streamed.rstrip().endswith('data: {"type":"message_stop"}')
-    tool_message = json.loads(run_readme_command(commands[2], gateway))
-    assert tool_message["stop_reason"] == "tool_use" and tool_message["content"][1]["input"] == {"city": "example"}
+
+    thinking = json.loads(run_readme_command(commands[2], gateway))
+    assert [b["type"] for b in thinking["content"]] == ["thinking", "text"] and thinking["content"][0]["signature"]
+
+    cached = json.loads(run_readme_command(commands[3], gateway))
+    usage = cached["usage"]
+    assert usage["cache_creation_input_tokens"] + usage["cache_read_input_tokens"] > 0
+
+    tool_message = json.loads(run_readme_command(commands[4], gateway))
+    assert tool_message["stop_reason"] == "tool_use"
+    assert tool_message["content"][1] | {"id": None} == {"type": "tool_use", "id": None, "name": "get_weather", "input": {"location": "example"}}
     assert gateway.last_upstream_request()["body"]["anthropic_beta"] == ["token-efficient-tools-2025-02-19"]
-    assert json.loads(run_readme_command(commands[3], gateway))["model"] == "us.meta.llama3-2-1b-instruct-v1:0"
+
+    assert json.loads(run_readme_command(commands[5], gateway))["model"] == "us.meta.llama3-2-1b-instruct-v1:0"
+
+
+def test_seed_thinking_example_with_budget_above_max_tokens_gets_a_clear_400(gateway):
+    """The upstream guide's example asks for budget_tokens 5000 with max_tokens 1000, which
+    Anthropic and Bedrock reject; the caller must get that reason in Anthropic's format."""
+    body = {"model": CLAUDE, "max_tokens": 1000, "thinking": {"type": "enabled", "budget_tokens": 5000},
+            "messages": [{"role": "user", "content": "Solve this puzzle"}]}
+    response = raw_post(f"{gateway.url}/anthropic/v1/messages", json.dumps(body).encode())
+    assert response.status == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert "budget_tokens" in response.json()["error"]["message"]
 
 
 def test_readme_models_and_embeddings_examples(gateway):
