@@ -14,6 +14,7 @@
 //! }
 //! ```
 
+use crate::credentials::Provider;
 use crate::sigv4::Credentials;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -44,6 +45,33 @@ pub enum CredentialSource {
     /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, handed to the VM
     /// through `vm_config.environment_variables`.
     Environment,
+    /// EKS Pod Identity agent, called through the Envoy cluster `cluster`, which injects the
+    /// rotating token as `Authorization` (`credential_injector` + file-based SDS).
+    PodIdentity {
+        cluster: String,
+        #[serde(default)]
+        authority: Option<String>,
+        #[serde(default)]
+        path: Option<String>,
+    },
+    /// IRSA: STS AssumeRoleWithWebIdentity through the Envoy cluster `cluster`, which injects
+    /// the rotating token (`credential_injector` + file-based SDS + the `ai_gateway_sts` stage).
+    WebIdentity {
+        cluster: String,
+        /// Defaults to `AWS_ROLE_ARN` from the VM's environment.
+        #[serde(default)]
+        role_arn: Option<String>,
+        #[serde(default)]
+        session_name: Option<String>,
+        #[serde(default)]
+        authority: Option<String>,
+    },
+    /// EC2 instance metadata (IMDSv2) through the Envoy cluster `cluster`.
+    Imds {
+        cluster: String,
+        #[serde(default)]
+        authority: Option<String>,
+    },
 }
 
 impl fmt::Debug for CredentialSource {
@@ -53,6 +81,11 @@ impl fmt::Debug for CredentialSource {
                 write!(f, "Inline {{ access_key_id: {access_key_id:?}, .. }}")
             }
             CredentialSource::Environment => f.write_str("Environment"),
+            CredentialSource::PodIdentity { cluster, .. } => write!(f, "PodIdentity {{ cluster: {cluster:?} }}"),
+            CredentialSource::WebIdentity { cluster, role_arn, .. } => {
+                write!(f, "WebIdentity {{ cluster: {cluster:?}, role_arn: {role_arn:?} }}")
+            }
+            CredentialSource::Imds { cluster, .. } => write!(f, "Imds {{ cluster: {cluster:?} }}"),
         }
     }
 }
@@ -108,8 +141,26 @@ pub struct Backend {
     pub region: String,
     /// The `Host` / `:authority` sent and signed.
     pub host: String,
-    pub credentials: Credentials,
+    pub credentials: BackendCredentials,
     pub model_name_override: Option<String>,
+}
+
+/// Static keys, or a provider of temporary credentials fetched at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendCredentials {
+    Static(Credentials),
+    Fetched(Provider),
+}
+
+impl BackendCredentials {
+    /// The shared-data key of a provider's credentials: backends using the same provider share one fetch.
+    pub fn cache_key(provider: &Provider) -> String {
+        match provider {
+            Provider::PodIdentity { cluster, path, .. } => format!("ai_gateway/credentials/pod_identity/{cluster}{path}"),
+            Provider::WebIdentity { cluster, role_arn, .. } => format!("ai_gateway/credentials/web_identity/{cluster}/{role_arn}"),
+            Provider::Imds { cluster, .. } => format!("ai_gateway/credentials/imds/{cluster}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -162,10 +213,32 @@ impl Config {
         })
     }
 
+    /// Every distinct fetched-credential provider, with its shared-data key.
+    pub fn fetched_providers(&self) -> Vec<(String, Provider)> {
+        let mut providers: Vec<(String, Provider)> = Vec::new();
+        for backend in self.backends.values() {
+            if let BackendCredentials::Fetched(provider) = &backend.credentials {
+                let key = BackendCredentials::cache_key(provider);
+                if !providers.iter().any(|(k, _)| *k == key) {
+                    providers.push((key, provider.clone()));
+                }
+            }
+        }
+        providers.sort_by(|a, b| a.0.cmp(&b.0));
+        providers
+    }
+
     /// The backend for the cluster Envoy's route picked.
     pub fn backend(&self, cluster_name: &str) -> Option<&Backend> {
         self.backends.get(cluster_name)
     }
+}
+
+fn non_empty_name(name: String, fail: &dyn Fn(&str) -> ConfigError) -> Result<String, ConfigError> {
+    if name.is_empty() {
+        return Err(fail("the credential cluster name must not be empty"));
+    }
+    Ok(name)
 }
 
 fn resolve_backend(
@@ -179,21 +252,46 @@ fn resolve_backend(
     }
     let credentials = match raw.credentials {
         CredentialSource::Inline { access_key_id, secret_access_key, session_token } => {
-            Credentials { access_key_id, secret_access_key, session_token }
+            BackendCredentials::Static(Credentials { access_key_id, secret_access_key, session_token })
         }
         CredentialSource::Environment => {
             let non_empty = |key: &str| env(key).filter(|v| !v.is_empty());
-            Credentials {
+            BackendCredentials::Static(Credentials {
                 access_key_id: non_empty("AWS_ACCESS_KEY_ID")
                     .ok_or_else(|| fail("AWS_ACCESS_KEY_ID is not set in the VM's environment"))?,
                 secret_access_key: non_empty("AWS_SECRET_ACCESS_KEY")
                     .ok_or_else(|| fail("AWS_SECRET_ACCESS_KEY is not set in the VM's environment"))?,
                 session_token: non_empty("AWS_SESSION_TOKEN"),
-            }
+            })
         }
+        CredentialSource::PodIdentity { cluster, authority, path } => BackendCredentials::Fetched(Provider::PodIdentity {
+            cluster: non_empty_name(cluster, &fail)?,
+            authority: authority.unwrap_or_else(|| "169.254.170.23".to_owned()),
+            path: path.unwrap_or_else(|| "/v1/credentials".to_owned()),
+        }),
+        CredentialSource::WebIdentity { cluster, role_arn, session_name, authority } => {
+            let role_arn = role_arn
+                .or_else(|| env("AWS_ROLE_ARN"))
+                .filter(|r| r.starts_with("arn:"))
+                .ok_or_else(|| fail("web_identity needs role_arn (or AWS_ROLE_ARN in the VM's environment)"))?;
+            BackendCredentials::Fetched(Provider::WebIdentity {
+                cluster: non_empty_name(cluster, &fail)?,
+                role_arn,
+                session_name: session_name
+                    .or_else(|| env("AWS_ROLE_SESSION_NAME"))
+                    .unwrap_or_else(|| "ai-gateway".to_owned()),
+                authority: authority.unwrap_or_else(|| format!("sts.{}.amazonaws.com", raw.region)),
+            })
+        }
+        CredentialSource::Imds { cluster, authority } => BackendCredentials::Fetched(Provider::Imds {
+            cluster: non_empty_name(cluster, &fail)?,
+            authority: authority.unwrap_or_else(|| "169.254.169.254".to_owned()),
+        }),
     };
-    if credentials.access_key_id.is_empty() || credentials.secret_access_key.is_empty() {
-        return Err(fail("credentials need a non-empty access key id and secret"));
+    if let BackendCredentials::Static(keys) = &credentials {
+        if keys.access_key_id.is_empty() || keys.secret_access_key.is_empty() {
+            return Err(fail("credentials need a non-empty access key id and secret"));
+        }
     }
     if let Some(model) = &raw.model_name_override {
         crate::bedrock::validate_model_id(model).map_err(|e| fail(&e))?;
@@ -234,12 +332,14 @@ mod tests {
         let config = Config::parse(json, &env).unwrap();
         let a = config.backend("a").unwrap();
         assert_eq!(a.host, "bedrock-runtime.us-east-1.amazonaws.com");
-        assert_eq!(a.credentials.access_key_id, "AK");
+        let BackendCredentials::Static(a_keys) = &a.credentials else { panic!("static") };
+        assert_eq!(a_keys.access_key_id, "AK");
         let b = config.backend("b").unwrap();
         assert_eq!(b.schema, Schema::Anthropic);
         assert_eq!(b.host, "vpce.example:443");
-        assert_eq!(b.credentials.secret_access_key, "ENVSK");
-        assert_eq!(b.credentials.session_token, None, "an empty token means none");
+        let BackendCredentials::Static(b_keys) = &b.credentials else { panic!("static") };
+        assert_eq!(b_keys.secret_access_key, "ENVSK");
+        assert_eq!(b_keys.session_token, None, "an empty token means none");
         assert_eq!(b.model_name_override.as_deref(), Some("m:0"));
         assert!(config.backend("c").is_none());
     }
@@ -259,6 +359,36 @@ mod tests {
             let error = Config::parse(json, &no_env).unwrap_err();
             assert!(error.0.contains(expected), "{}: {}", String::from_utf8_lossy(json), error.0);
         }
+    }
+
+    #[test]
+    fn resolves_fetched_credential_providers_with_defaults() {
+        let json = br#"{"backends":{
+            "p":{"schema":"converse","region":"eu-west-1","credentials":{"source":"pod_identity","cluster":"agent"}},
+            "w":{"schema":"converse","region":"eu-west-1","credentials":{"source":"web_identity","cluster":"sts"}},
+            "i":{"schema":"converse","region":"eu-west-1","credentials":{"source":"imds","cluster":"imds","authority":"[fd00:ec2::254]"}}
+        }}"#;
+        let env = |key: &str| (key == "AWS_ROLE_ARN").then(|| "arn:aws:iam::1:role/gw".to_owned());
+        let config = Config::parse(json, &env).unwrap();
+        assert_eq!(
+            config.backend("p").unwrap().credentials,
+            BackendCredentials::Fetched(Provider::PodIdentity { cluster: "agent".into(), authority: "169.254.170.23".into(), path: "/v1/credentials".into() })
+        );
+        assert_eq!(
+            config.backend("w").unwrap().credentials,
+            BackendCredentials::Fetched(Provider::WebIdentity {
+                cluster: "sts".into(),
+                role_arn: "arn:aws:iam::1:role/gw".into(),
+                session_name: "ai-gateway".into(),
+                authority: "sts.eu-west-1.amazonaws.com".into()
+            })
+        );
+        assert_eq!(
+            config.backend("i").unwrap().credentials,
+            BackendCredentials::Fetched(Provider::Imds { cluster: "imds".into(), authority: "[fd00:ec2::254]".into() })
+        );
+        let no_role = br#"{"backends":{"w":{"schema":"converse","region":"eu-west-1","credentials":{"source":"web_identity","cluster":"sts"}}}}"#;
+        assert!(Config::parse(no_role, &no_env).unwrap_err().0.contains("role_arn"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::embeddings;
 use crate::errors::{ApiFormat, ErrorKind, GatewayError};
 use crate::models;
 use crate::openai::{self, ChatStreamTranslator, ResponseContext};
-use crate::sigv4::{RequestToSign, Signer};
+use crate::sigv4::{Credentials, RequestToSign, Signer};
 use crate::time::UtcDateTime;
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -92,17 +92,39 @@ pub fn answer_locally(method: &str, path: &str, models: &[ModelInfo]) -> Option<
     })
 }
 
-/// Everything the glue must set on the upstream request.
+/// The upstream request, translated but not yet signed.
 #[derive(Debug)]
 pub struct UpstreamRequest {
     pub path: String,
     pub host: String,
     pub body: Vec<u8>,
+    pub accept: &'static str,
+    pub plan: ResponsePlan,
+}
+
+/// The headers that sign an upstream request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
     pub authorization: String,
     pub amz_date: String,
     pub security_token: Option<String>,
-    pub accept: &'static str,
-    pub plan: ResponsePlan,
+}
+
+impl UpstreamRequest {
+    /// Signs the request as it will go on the wire.
+    pub fn sign(&self, credentials: &Credentials, region: &str, signer: &mut Signer, now_unix_seconds: u64) -> Signature {
+        let to_sign = RequestToSign {
+            method: "POST",
+            encoded_path: &self.path,
+            query: "",
+            host: &self.host,
+            extra_headers: &[],
+            payload: &self.body,
+        };
+        let now = UtcDateTime::from_unix_seconds(now_unix_seconds);
+        let signed = signer.sign(&to_sign, credentials, region, "bedrock", now);
+        Signature { authorization: signed.authorization, amz_date: signed.amz_date, security_token: credentials.session_token.clone() }
+    }
 }
 
 /// What the response translation needs to know about the request.
@@ -162,13 +184,12 @@ pub struct CallerHeaders<'a> {
     pub anthropic_beta: Option<&'a str>,
 }
 
-/// Translates a caller's request for `backend` and signs it.
+/// Translates a caller's request for `backend`; it is signed separately, once credentials are at hand.
 pub fn prepare(
     endpoint: Endpoint,
     body: &[u8],
     headers: CallerHeaders<'_>,
     backend: &Backend,
-    signer: &mut Signer,
     now_unix_seconds: u64,
 ) -> Result<UpstreamRequest, GatewayError> {
     let (upstream_body, model, operation, kind) = match (endpoint, backend.schema) {
@@ -217,23 +238,10 @@ pub fn prepare(
     let model_id = backend.model_name_override.as_deref().unwrap_or(&model);
     let path = bedrock::model_path(model_id, operation);
     let accept = if kind.is_stream() { "application/vnd.amazon.eventstream" } else { "application/json" };
-    let to_sign = RequestToSign {
-        method: "POST",
-        encoded_path: &path,
-        query: "",
-        host: &backend.host,
-        extra_headers: &[],
-        payload: &upstream_body,
-    };
-    let now = UtcDateTime::from_unix_seconds(now_unix_seconds);
-    let signed = signer.sign(&to_sign, &backend.credentials, &backend.region, "bedrock", now);
     Ok(UpstreamRequest {
         path,
         host: backend.host.clone(),
         body: upstream_body,
-        authorization: signed.authorization,
-        amz_date: signed.amz_date,
-        security_token: backend.credentials.session_token.clone(),
         accept,
         plan: ResponsePlan { format: endpoint.format(), kind, requested_model: model, created: now_unix_seconds },
     })

@@ -12,6 +12,7 @@ pub mod anthropic;
 pub mod anthropic_converse;
 pub mod bedrock;
 pub mod config;
+pub mod credentials;
 pub mod embeddings;
 pub mod errors;
 pub mod eventstream;

@@ -11,39 +11,97 @@
 //! Host calls go through `proxy_wasm::hostcalls` directly: the SDK's trait helpers
 //! `unwrap()` host errors, and a panic would kill this worker's VM.
 
-use crate::config::{Backend, Config};
+use crate::config::{Backend, BackendCredentials, Config};
+use crate::credentials::{self, CachedCredentials, FetchOutcome, FetchStep, Freshness, Provider, RefreshLock};
 use crate::errors::{ApiFormat, ErrorKind, GatewayError};
-use crate::gateway::{self, CallerHeaders, Endpoint, ResponsePlan, ResponseTranslation, UpstreamHead};
+use crate::gateway::{self, CallerHeaders, Endpoint, ResponsePlan, ResponseTranslation, UpstreamHead, UpstreamRequest};
 use crate::sigv4::Signer;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 /// The header Envoy's routes match to pick a backend cluster.
 const MODEL_HEADER: &str = "x-ai-eg-model";
 const BACKEND_ROOT_ID: &str = "ai_gateway_backend";
+const STS_ROOT_ID: &str = "ai_gateway_sts";
+/// How often each worker checks the shared credentials and its waiting requests.
+const CREDENTIAL_TICK: Duration = Duration::from_millis(100);
+/// A request waits at most this long for credentials before it gets a 503.
+const MAX_CREDENTIAL_WAIT_MS: u64 = 10_000;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(GatewayRoot::default()) });
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(GatewayRoot { context_id, ..GatewayRoot::default() })
+    });
 }}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    #[default]
+    Routing,
+    Backend,
+    Sts,
+}
 
 #[derive(Default)]
 struct GatewayRoot {
+    context_id: u32,
     config: Option<Rc<Config>>,
-    is_backend_stage: bool,
+    stage: Stage,
     signer: Rc<RefCell<Signer>>,
+    broker: Rc<RefCell<CredentialBroker>>,
+    /// The fetched-credential providers of the configuration, with their shared-data keys.
+    providers: Vec<(String, Provider)>,
 }
 
-impl Context for GatewayRoot {}
+impl Context for GatewayRoot {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let Some((key, provider, step)) = self.broker.borrow_mut().fetches.remove(&token_id) else {
+            return;
+        };
+        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse().ok());
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+        let now_ms = now_millis();
+        match credentials::on_response(&provider, &step, status, &body) {
+            Ok(FetchOutcome::Done(fetched)) => {
+                log::info!(
+                    "ai gateway: fetched credentials from {} (expire in {} s)",
+                    provider.name(),
+                    fetched.expiration_unix.saturating_sub(now_ms / 1000)
+                );
+                store_shared(&key, &fetched.encode());
+                store_shared(&lock_key(&key), &RefreshLock::succeeded().encode());
+            }
+            Ok(FetchOutcome::Next(next)) => {
+                if let Err(error) = self.dispatch_fetch(&key, &provider, next) {
+                    record_fetch_failure(&key, now_ms, error);
+                }
+            }
+            Err(error) => {
+                log::warn!("ai gateway: credential refresh failed: {error}");
+                record_fetch_failure(&key, now_ms, error);
+            }
+        }
+        self.serve_waiting_requests(now_ms);
+    }
+}
 
 impl RootContext for GatewayRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
         let root_id = hostcalls::get_property(vec!["plugin_root_id"]).ok().flatten().unwrap_or_default();
-        self.is_backend_stage = root_id == BACKEND_ROOT_ID.as_bytes();
+        self.stage = match root_id.as_slice() {
+            id if id == BACKEND_ROOT_ID.as_bytes() => Stage::Backend,
+            id if id == STS_ROOT_ID.as_bytes() => Stage::Sts,
+            _ => Stage::Routing,
+        };
         let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, plugin_configuration_size) {
             Ok(Some(bytes)) => bytes,
             _ => {
@@ -53,6 +111,17 @@ impl RootContext for GatewayRoot {
         };
         match Config::parse(&bytes, &|key| std::env::var(key).ok()) {
             Ok(config) => {
+                if self.stage == Stage::Backend {
+                    self.providers = config.fetched_providers();
+                    if !self.providers.is_empty() {
+                        // Credentials are fetched before the first request needs them, and refreshed
+                        // ahead of expiry; the tick also serves requests that wait for them.
+                        if let Err(status) = hostcalls::set_tick_period(CREDENTIAL_TICK) {
+                            log::error!("ai gateway: cannot start the credential timer: {status:?}");
+                            return false;
+                        }
+                    }
+                }
                 self.config = Some(Rc::new(config));
                 true
             }
@@ -63,31 +132,198 @@ impl RootContext for GatewayRoot {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        if self.is_backend_stage {
-            Some(Box::new(BackendStream {
+    fn on_tick(&mut self) {
+        let now_ms = now_millis();
+        for (key, provider) in self.providers.clone() {
+            let freshness = read_credentials(&key).map_or(Freshness::Unusable, |c| c.freshness(now_ms / 1000));
+            if freshness != Freshness::Fresh {
+                self.try_start_fetch(&key, &provider, now_ms);
+            }
+        }
+        self.serve_waiting_requests(now_ms);
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        match self.stage {
+            Stage::Backend => Some(Box::new(BackendStream {
+                context_id,
                 config: self.config.clone(),
                 signer: Rc::clone(&self.signer),
+                broker: Rc::clone(&self.broker),
                 endpoint: None,
                 backend: None,
                 anthropic_beta: None,
                 plan: None,
                 translation: None,
                 answered_locally: false,
-            }))
-        } else {
-            Some(Box::new(RoutingStream {
+            })),
+            Stage::Sts => Some(Box::new(StsStream { token: None })),
+            Stage::Routing => Some(Box::new(RoutingStream {
                 config: self.config.clone(),
                 endpoint: None,
                 requested_model: None,
                 rewrite_not_found: false,
-            }))
+            })),
         }
     }
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+// ---- Credentials shared by the workers --------------------------------------------------
+
+/// A request translated for Bedrock, waiting for credentials to be signed.
+struct ParkedRequest {
+    key: String,
+    region: String,
+    upstream: UpstreamRequest,
+    format: ApiFormat,
+    since_ms: u64,
+}
+
+/// Per worker: requests waiting for credentials, and the fetches this worker has in flight.
+#[derive(Default)]
+struct CredentialBroker {
+    waiting: HashMap<u32, ParkedRequest>,
+    fetches: HashMap<u32, (String, Provider, FetchStep)>,
+}
+
+fn now_millis() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn lock_key(key: &str) -> String {
+    format!("{key}/lock")
+}
+
+fn read_credentials(key: &str) -> Option<CachedCredentials> {
+    let (bytes, _) = hostcalls::get_shared_data(key).ok()?;
+    CachedCredentials::decode(&bytes?)
+}
+
+fn store_shared(key: &str, value: &[u8]) {
+    if let Err(status) = hostcalls::set_shared_data(key, Some(value), None) {
+        log::error!("ai gateway: cannot write shared data {key}: {status:?}");
+    }
+}
+
+fn record_fetch_failure(key: &str, now_ms: u64, error: String) {
+    let lock = hostcalls::get_shared_data(&lock_key(key))
+        .ok()
+        .and_then(|(bytes, _)| bytes)
+        .map(|b| RefreshLock::decode(&b))
+        .unwrap_or_default();
+    store_shared(&lock_key(key), &lock.failed(now_ms, error).encode());
+}
+
+impl GatewayRoot {
+    /// Starts a fetch if no worker holds the refresh lock: one fetch serves all workers.
+    fn try_start_fetch(&mut self, key: &str, provider: &Provider, now_ms: u64) {
+        let (bytes, cas) = hostcalls::get_shared_data(&lock_key(key)).unwrap_or((None, None));
+        let lock = bytes.map(|b| RefreshLock::decode(&b)).unwrap_or_default();
+        if !lock.is_free(now_ms) {
+            return;
+        }
+        // Compare-and-swap: only the worker whose write lands starts the fetch.
+        if hostcalls::set_shared_data(&lock_key(key), Some(&lock.taken(now_ms).encode()), cas).is_err() {
+            return;
+        }
+        if let Err(error) = self.dispatch_fetch(key, provider, FetchStep::Start) {
+            record_fetch_failure(key, now_ms, error);
+        }
+    }
+
+    fn dispatch_fetch(&mut self, key: &str, provider: &Provider, step: FetchStep) -> Result<(), String> {
+        let call = credentials::call_for(provider, &step);
+        let headers: Vec<(&str, &str)> = call.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let timeout = Duration::from_millis(credentials::FETCH_TIMEOUT_MS);
+        // Calls must be attributed to the root context, whichever stream was active last.
+        let _ = hostcalls::set_effective_context(self.context_id);
+        match hostcalls::dispatch_http_call(&call.cluster, headers, call.body.as_deref(), vec![], timeout) {
+            Ok(token) => {
+                self.broker.borrow_mut().fetches.insert(token, (key.to_owned(), provider.clone(), step));
+                Ok(())
+            }
+            Err(status) => Err(format!("cannot call the {} cluster {:?} ({status:?})", provider.name(), call.cluster)),
+        }
+    }
+
+    /// Signs and resumes waiting requests whose credentials arrived; fails those that cannot get any.
+    fn serve_waiting_requests(&mut self, now_ms: u64) {
+        let ready: Vec<(u32, ParkedRequest, Result<CachedCredentials, String>)> = {
+            let Ok(mut broker) = self.broker.try_borrow_mut() else { return };
+            let decided: Vec<u32> = broker
+                .waiting
+                .iter()
+                .filter(|(_, parked)| {
+                    let usable = read_credentials(&parked.key).is_some_and(|c| c.freshness(now_ms / 1000) != Freshness::Unusable);
+                    usable || parked_has_failed(parked, now_ms)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            decided
+                .into_iter()
+                .filter_map(|id| broker.waiting.remove(&id).map(|parked| (id, parked)))
+                .map(|(id, parked)| {
+                    let credentials = read_credentials(&parked.key)
+                        .filter(|c| c.freshness(now_ms / 1000) != Freshness::Unusable)
+                        .ok_or_else(|| credential_failure_reason(&parked.key));
+                    (id, parked, credentials)
+                })
+                .collect()
+        };
+        for (context_id, parked, credentials) in ready {
+            // The stream may be gone (client disconnected): then there is nothing to resume.
+            if hostcalls::set_effective_context(context_id).is_err() {
+                continue;
+            }
+            match credentials {
+                Ok(credentials) => {
+                    let signature =
+                        parked.upstream.sign(&credentials.credentials(), &parked.region, &mut self.signer.borrow_mut(), now_ms / 1000);
+                    apply_signature(&signature);
+                    if let Err(status) = hostcalls::resume_http_request() {
+                        log::warn!("ai gateway: cannot resume a request: {status:?}");
+                    }
+                }
+                Err(reason) => {
+                    let error = GatewayError::new(503, ErrorKind::Unavailable, format!("AWS credentials are not available: {reason}"));
+                    reply_with_error(&error, parked.format);
+                }
+            }
+        }
+        let _ = hostcalls::set_effective_context(self.context_id);
+    }
+}
+
+/// A waiting request fails once its credentials' fetch has failed, or after the wait limit.
+fn parked_has_failed(parked: &ParkedRequest, now_ms: u64) -> bool {
+    if now_ms.saturating_sub(parked.since_ms) >= MAX_CREDENTIAL_WAIT_MS {
+        return true;
+    }
+    hostcalls::get_shared_data(&lock_key(&parked.key))
+        .ok()
+        .and_then(|(bytes, _)| bytes)
+        .is_some_and(|b| RefreshLock::decode(&b).failures > 0)
+}
+
+fn credential_failure_reason(key: &str) -> String {
+    hostcalls::get_shared_data(&lock_key(key))
+        .ok()
+        .and_then(|(bytes, _)| bytes)
+        .and_then(|b| RefreshLock::decode(&b).last_error)
+        .unwrap_or_else(|| "the credential endpoint did not answer in time".to_owned())
+}
+
+fn apply_signature(signature: &gateway::Signature) {
+    set_request_header("authorization", Some(&signature.authorization));
+    set_request_header("x-amz-date", Some(&signature.amz_date));
+    set_request_header("x-amz-security-token", signature.security_token.as_deref());
 }
 
 // ---- Downstream: pick the route ----------------------------------------------------------
@@ -175,8 +411,10 @@ impl HttpContext for RoutingStream {
 // ---- Upstream: translate and sign for this cluster's backend -----------------------------
 
 struct BackendStream {
+    context_id: u32,
     config: Option<Rc<Config>>,
     signer: Rc<RefCell<Signer>>,
+    broker: Rc<RefCell<CredentialBroker>>,
     endpoint: Option<Endpoint>,
     backend: Option<Backend>,
     anthropic_beta: Option<String>,
@@ -186,6 +424,15 @@ struct BackendStream {
 }
 
 impl Context for BackendStream {}
+
+impl Drop for BackendStream {
+    // A request that ends while waiting for credentials must not be resumed later.
+    fn drop(&mut self) {
+        if let Ok(mut broker) = self.broker.try_borrow_mut() {
+            broker.waiting.remove(&self.context_id);
+        }
+    }
+}
 
 impl HttpContext for BackendStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -288,37 +535,92 @@ impl BackendStream {
         let Some(backend) = self.backend.as_ref() else {
             return Action::Continue;
         };
-        let now = hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
         let Some(endpoint) = self.endpoint else {
             return Action::Continue;
         };
+        let now_ms = now_millis();
         let headers = CallerHeaders { anthropic_beta: self.anthropic_beta.as_deref() };
-        let prepared = gateway::prepare(endpoint, body, headers, backend, &mut self.signer.borrow_mut(), now);
-        let upstream = match prepared {
+        let upstream = match gateway::prepare(endpoint, body, headers, backend, now_ms / 1000) {
             Ok(upstream) => upstream,
             Err(error) => return self.reply_with_error(&error),
         };
         set_request_header(":path", Some(&upstream.path));
         set_request_header(":authority", Some(&upstream.host));
-        set_request_header("authorization", Some(&upstream.authorization));
-        set_request_header("x-amz-date", Some(&upstream.amz_date));
-        set_request_header("x-amz-security-token", upstream.security_token.as_deref());
         set_request_header("content-type", Some("application/json"));
         set_request_header("accept", Some(upstream.accept));
         // The response is translated, so it must come back uncompressed.
         set_request_header("accept-encoding", None);
         set_request_header("content-length", Some(&upstream.body.len().to_string()));
         replace_buffer(BufferType::HttpRequestBody, body.len(), &upstream.body);
-        self.plan = Some(upstream.plan);
-        Action::Continue
+        self.plan = Some(upstream.plan.clone());
+
+        let credentials = match &backend.credentials {
+            BackendCredentials::Static(keys) => Some(keys.clone()),
+            BackendCredentials::Fetched(provider) => read_credentials(&BackendCredentials::cache_key(provider))
+                .filter(|c| c.freshness(now_ms / 1000) != Freshness::Unusable)
+                .map(|c| c.credentials()),
+        };
+        if let Some(credentials) = credentials {
+            let signature = upstream.sign(&credentials, &backend.region, &mut self.signer.borrow_mut(), now_ms / 1000);
+            apply_signature(&signature);
+            return Action::Continue;
+        }
+        // No usable credentials yet: this worker's timer signs and resumes the request when they arrive.
+        if let BackendCredentials::Fetched(provider) = &backend.credentials {
+            let parked = ParkedRequest {
+                key: BackendCredentials::cache_key(provider),
+                region: backend.region.clone(),
+                format: upstream.plan.format,
+                upstream,
+                since_ms: now_ms,
+            };
+            if let Ok(mut broker) = self.broker.try_borrow_mut() {
+                broker.waiting.insert(self.context_id, parked);
+                return Action::Pause;
+            }
+        }
+        self.reply_with_error(&GatewayError::new(503, ErrorKind::Unavailable, "AWS credentials are not available."))
     }
 
     fn reply_with_error(&mut self, error: &GatewayError) -> Action {
         self.answered_locally = true;
         reply_with_error(error, self.endpoint.map_or(ApiFormat::OpenAi, Endpoint::format))
+    }
+}
+
+// ---- Upstream of STS: the IRSA token goes into the form body ------------------------------
+
+/// On the STS cluster, after `credential_injector` has put the current web identity token
+/// (read by Envoy from the projected token file) into a header: moves it into the
+/// AssumeRoleWithWebIdentity form, where STS expects it.
+struct StsStream {
+    token: Option<String>,
+}
+
+impl Context for StsStream {}
+
+impl HttpContext for StsStream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.token = request_header(credentials::WEB_IDENTITY_TOKEN_HEADER);
+        set_request_header(credentials::WEB_IDENTITY_TOKEN_HEADER, None);
+        if self.token.is_none() || end_of_stream {
+            return Action::Continue;
+        }
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(token) = self.token.as_deref() else {
+            return Action::Continue;
+        };
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let form = read_buffer(BufferType::HttpRequestBody, body_size);
+        let body = credentials::with_web_identity_token(&form, token);
+        set_request_header("content-length", Some(&body.len().to_string()));
+        replace_buffer(BufferType::HttpRequestBody, body_size, &body);
+        Action::Continue
     }
 }
 

@@ -4,7 +4,7 @@
 
 use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
-use bedrock_gateway_filter::config::{Backend, Schema};
+use bedrock_gateway_filter::config::{Backend, BackendCredentials, Schema};
 use bedrock_gateway_filter::errors::ApiFormat;
 use bedrock_gateway_filter::gateway::{
     self, CallerHeaders, Endpoint, ResponseKind, ResponsePlan, ResponseTranslation, UpstreamHead,
@@ -212,11 +212,11 @@ fn backend(model_name_override: Option<&str>, session_token: Option<&str>) -> Ba
         schema: Schema::Converse,
         region: "eu-west-1".into(),
         host: "bedrock-runtime.eu-west-1.amazonaws.com".into(),
-        credentials: Credentials {
+        credentials: BackendCredentials::Static(Credentials {
             access_key_id: "AKIDEXAMPLE".into(),
             secret_access_key: "secret".into(),
             session_token: session_token.map(str::to_owned),
-        },
+        }),
         model_name_override: model_name_override.map(str::to_owned),
     }
 }
@@ -224,21 +224,16 @@ fn backend(model_name_override: Option<&str>, session_token: Option<&str>) -> Ba
 #[test]
 fn prepared_requests_target_the_backend_and_its_override() {
     let body = br#"{"model":"alias","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#;
-    let upstream = gateway::prepare(
-        Endpoint::ChatCompletions,
-        body,
-        CallerHeaders::default(),
-        &backend(Some("arn:aws:bedrock:eu-west-1:1:inference-profile/eu.x-v1:0"), Some("tok")),
-        &mut Signer::new(),
-        1_795_000_000,
-    )
-    .unwrap();
+    let eu_backend = backend(Some("arn:aws:bedrock:eu-west-1:1:inference-profile/eu.x-v1:0"), Some("tok"));
+    let upstream = gateway::prepare(Endpoint::ChatCompletions, body, CallerHeaders::default(), &eu_backend, 1_795_000_000).unwrap();
+    let BackendCredentials::Static(keys) = &eu_backend.credentials else { panic!("static keys") };
+    let signature = upstream.sign(keys, &eu_backend.region, &mut Signer::new(), 1_795_000_000);
     assert_eq!(upstream.path, "/model/arn%3Aaws%3Abedrock%3Aeu-west-1%3A1%3Ainference-profile%2Feu.x-v1%3A0/converse-stream");
     assert_eq!(upstream.host, "bedrock-runtime.eu-west-1.amazonaws.com");
     assert_eq!(upstream.accept, "application/vnd.amazon.eventstream");
-    assert_eq!(upstream.security_token.as_deref(), Some("tok"));
-    assert!(upstream.authorization.contains("/eu-west-1/bedrock/aws4_request, SignedHeaders=host;x-amz-date;x-amz-security-token,"));
-    assert_eq!(upstream.amz_date, "20261118T110640Z");
+    assert_eq!(signature.security_token.as_deref(), Some("tok"));
+    assert!(signature.authorization.contains("/eu-west-1/bedrock/aws4_request, SignedHeaders=host;x-amz-date;x-amz-security-token,"));
+    assert_eq!(signature.amz_date, "20261118T110640Z");
     assert_eq!(upstream.plan.requested_model, "alias");
     assert_eq!(upstream.plan.kind, ResponseKind::OpenAiChat { stream: true, include_usage: true });
     let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
@@ -249,13 +244,13 @@ fn prepared_requests_target_the_backend_and_its_override() {
         br#"{"model":"us.meta.llama3-2-1b-instruct-v1:0","messages":[{"role":"user","content":"hi"}]}"#,
         CallerHeaders::default(),
         &backend(None, None),
-        &mut Signer::new(),
         1_795_000_000,
     )
     .unwrap();
     assert_eq!(plain.path, "/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse");
     assert_eq!(plain.accept, "application/json");
-    assert!(plain.security_token.is_none());
+    let BackendCredentials::Static(keys) = &backend(None, None).credentials else { panic!("static keys") };
+    assert!(plain.sign(keys, "eu-west-1", &mut Signer::new(), 1_795_000_000).security_token.is_none());
 }
 
 fn head(status: u16, error_type: Option<&str>) -> UpstreamHead<'_> {
