@@ -4,6 +4,7 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
+AUTH ?= static
 PYTHON ?= python3
 VENV := .venv
 VENV_PY := $(VENV)/bin/python
@@ -32,8 +33,9 @@ $(VENV)/.installed: e2e/requirements.txt
 	touch $@
 
 # The gateway on 127.0.0.1:1975 in front of the bundled emulator (127.0.0.1:4566); admin on 9901.
+# AUTH=static (default), pod-identity, irsa or imds picks how the gateway gets AWS credentials.
 run: build venv
-	ENVOY=$(ENVOY) EMULATOR=$(EMULATOR) e2e/run-local.sh
+	ENVOY=$(ENVOY) EMULATOR=$(EMULATOR) AUTH=$(AUTH) e2e/run-local.sh
 
 # The top-level envoy.yaml against real Bedrock, with AWS credentials from the environment.
 run-aws: wasm venv

@@ -67,8 +67,11 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
 
-def render_envoy_config(gateway_port: int, admin_port: int, emulator_port: int) -> str:
-    text = ENVOY_CONFIG.read_text()
+def render_envoy_config(gateway_port: int, admin_port: int, emulator_port: int,
+                        config: Path = ENVOY_CONFIG, auth_dir: Path | None = None) -> str:
+    text = config.read_text()
+    if auth_dir is not None:
+        text = text.replace(".run/auth", str(auth_dir))
     for old, new in (("port_value: 1975", gateway_port), ("port_value: 9901", admin_port), ("port_value: 4566", emulator_port)):
         assert old in text, f"{old} not found in {ENVOY_CONFIG}"
         text = text.replace(old, f"port_value: {new}")
@@ -97,30 +100,40 @@ def workdir():
         yield Path(directory)
 
 
-@pytest.fixture(scope="session")
-def emulator_url(workdir):
+def launch_emulator(workdir: Path, name: str, *extra_args: str) -> tuple:
     for artifact in (WASM, EMULATOR, ENVOY):
         assert artifact.exists(), f"{artifact} is missing: run `make build venv` (or `make test`)"
     port = free_port()
-    process = start_process([str(EMULATOR), "--listen", f"127.0.0.1:{port}"], workdir / "emulator.log")
+    process = start_process([str(EMULATOR), "--listen", f"127.0.0.1:{port}", *extra_args], workdir / f"{name}.log")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: http_get(f"{url}/_emulator/health") == b'{"status":"ok"}', "the emulator")
+    except Exception:
+        stop_process(process)
+        raise
+    return process, url
+
+
+@pytest.fixture(scope="session")
+def emulator_url(workdir):
+    process, url = launch_emulator(workdir, "emulator")
+    try:
         yield url
     finally:
         stop_process(process)
 
 
-def launch_gateway(workdir: Path, emulator_url: str, name: str, environment: dict) -> tuple:
+def launch_gateway(workdir: Path, emulator_url: str, name: str, environment: dict,
+                   config: Path = ENVOY_CONFIG, auth_dir: Path | None = None, log_level: str = "info") -> tuple:
     emulator_port = int(emulator_url.rsplit(":", 1)[1])
     gateway_port, admin_port = free_port(), free_port()
     config_path = workdir / f"{name}.yaml"
-    config_path.write_text(render_envoy_config(gateway_port, admin_port, emulator_port))
+    config_path.write_text(render_envoy_config(gateway_port, admin_port, emulator_port, config, auth_dir))
     log_path = workdir / f"{name}.log"
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     env.update(environment)
     process = start_process(
-        [str(ENVOY), "-c", str(config_path), "--log-level", "info", "--concurrency", "2",
+        [str(ENVOY), "-c", str(config_path), "--log-level", log_level, "--concurrency", "2",
          "--base-id", str(gateway_port)],
         log_path,
         env=env,

@@ -24,6 +24,14 @@ pub struct Credential {
     pub secret_access_key: String,
 }
 
+/// What the emulator knows of an access key id.
+pub enum Known {
+    Static(String),
+    /// Issued by the emulator's credential endpoints: valid only with its session token.
+    Temporary { secret: String, token: String },
+    Expired,
+}
+
 struct ParsedAuthorization<'a> {
     access_key_id: &'a str,
     date: &'a str,
@@ -83,7 +91,7 @@ pub fn verify(
     path_and_query: &str,
     headers: &[(String, String)],
     body: &[u8],
-    known: &[Credential],
+    known: &dyn Fn(&str) -> Option<Known>,
     expected_service: &str,
 ) -> Result<(), AuthError> {
     let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
@@ -95,10 +103,17 @@ pub fn verify(
             "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters.",
         )
     })?;
-    let credential = known
-        .iter()
-        .find(|c| c.access_key_id == parsed.access_key_id)
-        .ok_or_else(|| denied("UnrecognizedClientException", "The security token included in the request is invalid."))?;
+    let secret = match known(parsed.access_key_id) {
+        None => return Err(denied("UnrecognizedClientException", "The security token included in the request is invalid.")),
+        Some(Known::Expired) => return Err(denied("ExpiredTokenException", "The security token included in the request is expired")),
+        Some(Known::Static(secret)) => secret,
+        Some(Known::Temporary { secret, token }) => {
+            if header("x-amz-security-token") != Some(token.as_str()) {
+                return Err(denied("UnrecognizedClientException", "The security token included in the request is invalid."));
+            }
+            secret
+        }
+    };
     if parsed.service != expected_service {
         return Err(denied(
             "InvalidSignatureException",
@@ -129,8 +144,8 @@ pub fn verify(
         return Err(denied("InvalidSignatureException", "x-amz-security-token must be present and signed together."));
     }
     let identity = Credentials::new(
-        &credential.access_key_id,
-        &credential.secret_access_key,
+        parsed.access_key_id,
+        &secret,
         session_token,
         None,
         "emulator",

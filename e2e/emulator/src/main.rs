@@ -7,6 +7,7 @@ mod auth;
 mod converse;
 mod embeddings;
 mod frames;
+mod identity;
 mod model;
 
 use bytes::Bytes;
@@ -60,6 +61,7 @@ fn find_model(id: &str) -> Option<(&'static str, Family)> {
 
 struct State {
     credentials: Vec<auth::Credential>,
+    identity: identity::IdentityService,
     request_counter: AtomicU64,
     last_request: Mutex<Value>,
     /// Prompt prefixes written to the emulated prompt cache.
@@ -210,6 +212,20 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
     if method == "GET" && path_and_query == "/_emulator/health" {
         return Ok(full(StatusCode::OK, "application/json", r#"{"status":"ok"}"#, &request_id));
     }
+    if method == "GET" && path_and_query == "/_emulator/credential-stats" {
+        let stats = json!({
+            "pod_identity": state.identity.pod_identity_calls.load(Ordering::Relaxed),
+            "sts": state.identity.sts_calls.load(Ordering::Relaxed),
+            "imds": state.identity.imds_calls.load(Ordering::Relaxed),
+            "rejected_tokens": state.identity.rejected_tokens.load(Ordering::Relaxed),
+        });
+        return Ok(full(StatusCode::OK, "application/json", stats.to_string(), &request_id));
+    }
+    if method == "POST" && path_and_query.starts_with("/_emulator/credential-endpoints/") {
+        let down = path_and_query.ends_with("/down");
+        state.identity.down.store(down, Ordering::Relaxed);
+        return Ok(full(StatusCode::OK, "application/json", json!({ "down": down }).to_string(), &request_id));
+    }
     if method == "GET" && path_and_query == "/_emulator/last-request" {
         let last = state.last_request.lock().map(|l| l.clone()).unwrap_or(Value::Null);
         return Ok(full(StatusCode::OK, "application/json", last.to_string(), &request_id));
@@ -228,7 +244,26 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
         });
     }
 
-    if let Err(error) = auth::verify(&method, &path_and_query, &headers, &body, &state.credentials, "bedrock") {
+    if let Some(reply) = credential_endpoint(&state, &method, &path_and_query, &headers, &body) {
+        let mut response = full(
+            StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            reply.content_type,
+            reply.body,
+            &request_id,
+        );
+        response.headers_mut().remove("x-amzn-requestid");
+        return Ok(response);
+    }
+    let lookup = |access_key_id: &str| -> Option<auth::Known> {
+        if let Some(static_key) = state.credentials.iter().find(|c| c.access_key_id == access_key_id) {
+            return Some(auth::Known::Static(static_key.secret_access_key.clone()));
+        }
+        match state.identity.lookup(access_key_id)? {
+            Ok((secret, token)) => Some(auth::Known::Temporary { secret, token }),
+            Err(()) => Some(auth::Known::Expired),
+        }
+    };
+    if let Err(error) = auth::verify(&method, &path_and_query, &headers, &body, &lookup, "bedrock") {
         return Ok(bedrock_error(error.status, error.error_type, &error.message, &request_id));
     }
 
@@ -328,18 +363,41 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
     }
 }
 
+/// Pod Identity agent, STS and IMDS share the emulator's port; Bedrock paths start with /model/.
+fn credential_endpoint(state: &State, method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> Option<identity::Reply> {
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    if method == "GET" && path == "/v1/credentials" {
+        return Some(state.identity.pod_identity(header("authorization")));
+    }
+    if method == "POST" && path == "/" && header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded")) {
+        return Some(state.identity.sts(&String::from_utf8_lossy(body)));
+    }
+    if path.starts_with("/latest/") {
+        return Some(state.identity.imds(
+            method,
+            path,
+            header("x-aws-ec2-metadata-token-ttl-seconds"),
+            header("x-aws-ec2-metadata-token"),
+        ));
+    }
+    None
+}
+
+fn flag(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
+
 #[tokio::main]
 async fn main() {
-    let listen = std::env::args()
-        .skip_while(|a| a != "--listen")
-        .nth(1)
-        .or_else(|| std::env::var("EMULATOR_LISTEN").ok())
-        .unwrap_or_else(|| "127.0.0.1:4566".into());
+    let listen = flag("--listen").or_else(|| std::env::var("EMULATOR_LISTEN").ok()).unwrap_or_else(|| "127.0.0.1:4566".into());
+    let token_file = flag("--token-file").map(std::path::PathBuf::from);
+    let lifetime = flag("--credential-lifetime-secs").and_then(|s| s.parse().ok()).unwrap_or(3600);
     let state = Arc::new(State {
         credentials: vec![auth::Credential {
             access_key_id: "AKIDEXAMPLE".into(),
             secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
         }],
+        identity: identity::IdentityService::new(token_file, Duration::from_secs(lifetime)),
         request_counter: AtomicU64::new(1),
         last_request: Mutex::new(Value::Null),
         prompt_cache: Mutex::new(HashSet::new()),
