@@ -72,6 +72,18 @@ pub enum CredentialSource {
         #[serde(default)]
         authority: Option<String>,
     },
+    /// The AWS SDKs' order, decided from the VM's environment at start-up: static keys
+    /// (`AWS_ACCESS_KEY_ID`), then IRSA (`AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE`), then
+    /// Pod Identity (`AWS_CONTAINER_CREDENTIALS_FULL_URI`), then IMDS. Each fetched method
+    /// needs its Envoy cluster named here to be eligible.
+    DefaultChain {
+        #[serde(default)]
+        web_identity_cluster: Option<String>,
+        #[serde(default)]
+        pod_identity_cluster: Option<String>,
+        #[serde(default)]
+        imds_cluster: Option<String>,
+    },
 }
 
 impl fmt::Debug for CredentialSource {
@@ -86,6 +98,7 @@ impl fmt::Debug for CredentialSource {
                 write!(f, "WebIdentity {{ cluster: {cluster:?}, role_arn: {role_arn:?} }}")
             }
             CredentialSource::Imds { cluster, .. } => write!(f, "Imds {{ cluster: {cluster:?} }}"),
+            CredentialSource::DefaultChain { .. } => f.write_str("DefaultChain"),
         }
     }
 }
@@ -234,6 +247,36 @@ impl Config {
     }
 }
 
+/// Picks the first source of the AWS SDK default chain that the environment enables.
+fn default_chain_choice(
+    web_identity_cluster: Option<String>,
+    pod_identity_cluster: Option<String>,
+    imds_cluster: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<CredentialSource, String> {
+    let set = |key: &str| env(key).filter(|v| !v.is_empty());
+    if set("AWS_ACCESS_KEY_ID").is_some() && set("AWS_SECRET_ACCESS_KEY").is_some() {
+        return Ok(CredentialSource::Environment);
+    }
+    if let (Some(_), Some(_), Some(cluster)) = (set("AWS_ROLE_ARN"), set("AWS_WEB_IDENTITY_TOKEN_FILE"), web_identity_cluster) {
+        return Ok(CredentialSource::WebIdentity { cluster, role_arn: None, session_name: None, authority: None });
+    }
+    if let (Some(uri), Some(cluster)) = (set("AWS_CONTAINER_CREDENTIALS_FULL_URI"), pod_identity_cluster) {
+        // http://169.254.170.23/v1/credentials -> authority and path
+        let rest = uri.strip_prefix("http://").ok_or("AWS_CONTAINER_CREDENTIALS_FULL_URI must be an http:// URL")?;
+        let (authority, path) = rest.split_once('/').map_or((rest, "/"), |(a, p)| (a, p));
+        return Ok(CredentialSource::PodIdentity {
+            cluster,
+            authority: Some(authority.to_owned()),
+            path: Some(format!("/{}", path.trim_start_matches('/'))),
+        });
+    }
+    if let Some(cluster) = imds_cluster {
+        return Ok(CredentialSource::Imds { cluster, authority: None });
+    }
+    Err("default_chain found no credentials: no AWS_ACCESS_KEY_ID, no IRSA or Pod Identity variables with their cluster, and no imds_cluster".into())
+}
+
 fn non_empty_name(name: String, fail: &dyn Fn(&str) -> ConfigError) -> Result<String, ConfigError> {
     if name.is_empty() {
         return Err(fail("the credential cluster name must not be empty"));
@@ -250,7 +293,13 @@ fn resolve_backend(
     if raw.region.is_empty() || !raw.region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         return Err(fail("region must be a plain AWS region name such as us-east-1"));
     }
-    let credentials = match raw.credentials {
+    let source = match raw.credentials {
+        CredentialSource::DefaultChain { web_identity_cluster, pod_identity_cluster, imds_cluster } => {
+            default_chain_choice(web_identity_cluster, pod_identity_cluster, imds_cluster, env).map_err(|e| fail(&e))?
+        }
+        explicit => explicit,
+    };
+    let credentials = match source {
         CredentialSource::Inline { access_key_id, secret_access_key, session_token } => {
             BackendCredentials::Static(Credentials { access_key_id, secret_access_key, session_token })
         }
@@ -287,6 +336,7 @@ fn resolve_backend(
             cluster: non_empty_name(cluster, &fail)?,
             authority: authority.unwrap_or_else(|| "169.254.169.254".to_owned()),
         }),
+        CredentialSource::DefaultChain { .. } => return Err(fail("default_chain did not resolve to a source")),
     };
     if let BackendCredentials::Static(keys) = &credentials {
         if keys.access_key_id.is_empty() || keys.secret_access_key.is_empty() {
@@ -389,6 +439,35 @@ mod tests {
         );
         let no_role = br#"{"backends":{"w":{"schema":"converse","region":"eu-west-1","credentials":{"source":"web_identity","cluster":"sts"}}}}"#;
         assert!(Config::parse(no_role, &no_env).unwrap_err().0.contains("role_arn"));
+    }
+
+    #[test]
+    fn default_chain_follows_the_sdk_order() {
+        let json = br#"{"backends":{"d":{"schema":"converse","region":"us-west-2","credentials":{"source":"default_chain",
+            "web_identity_cluster":"sts","pod_identity_cluster":"agent","imds_cluster":"imds"}}}}"#;
+        let resolve = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            let env = move |key: &str| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+            Config::parse(json, &env).map(|c| c.backend("d").map(|b| b.credentials.clone()))
+        };
+        let irsa = [("AWS_ROLE_ARN", "arn:aws:iam::1:role/r"), ("AWS_WEB_IDENTITY_TOKEN_FILE", "/t")];
+        let pod = [("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://169.254.170.23/v1/credentials")];
+        let keys = [("AWS_ACCESS_KEY_ID", "AK"), ("AWS_SECRET_ACCESS_KEY", "SK")];
+        let both: Vec<(&str, &str)> = keys.iter().chain(irsa.iter()).chain(pod.iter()).copied().collect();
+        assert!(matches!(resolve(&both).unwrap(), Some(BackendCredentials::Static(_))));
+        let irsa_and_pod: Vec<(&str, &str)> = irsa.iter().chain(pod.iter()).copied().collect();
+        assert!(matches!(resolve(&irsa_and_pod).unwrap(), Some(BackendCredentials::Fetched(Provider::WebIdentity { .. }))));
+        assert_eq!(
+            resolve(&pod).unwrap(),
+            Some(BackendCredentials::Fetched(Provider::PodIdentity {
+                cluster: "agent".into(),
+                authority: "169.254.170.23".into(),
+                path: "/v1/credentials".into()
+            }))
+        );
+        assert!(matches!(resolve(&[]).unwrap(), Some(BackendCredentials::Fetched(Provider::Imds { .. }))));
+        let no_imds = br#"{"backends":{"d":{"schema":"converse","region":"us-west-2","credentials":{"source":"default_chain"}}}}"#;
+        assert!(Config::parse(no_imds, &no_env).unwrap_err().0.contains("default_chain found no credentials"));
     }
 
     #[test]
