@@ -22,10 +22,18 @@ def validate(config: Path, environment: dict) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
-def test_shipped_configs_validate(config):
-    result = validate(config, {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret"})
+def test_shipped_configs_validate(config, tmp_path):
+    # The credential examples read the token directory `make run` creates; give them their own.
+    auth_dir = tmp_path / "auth"
+    auth_dir.mkdir()
+    (auth_dir / "token").write_text("t")
+    (auth_dir / "sds-token.yaml").write_text(
+        (ROOT / "examples/auth/sds-token.yaml").read_text().replace(".run/auth", str(auth_dir)))
+    local = tmp_path / config.name
+    local.write_text(config.read_text().replace(".run/auth", str(auth_dir)))
+    result = validate(local, {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret"})
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"configuration '{config}' OK" in result.stdout + result.stderr
+    assert f"configuration '{local}' OK" in result.stdout + result.stderr
 
 
 KUBERNETES_CONFIGS = sorted((ROOT / "examples/kubernetes").glob("envoy-*.yaml"))
