@@ -58,6 +58,7 @@ class Gateway:
     admin_url: str
     emulator_url: str
     log_path: Path
+    pid: int = 0
 
     def last_upstream_request(self) -> dict:
         """What the emulator (standing in for Bedrock) last received."""
@@ -68,8 +69,10 @@ class Gateway:
 
 
 def render_envoy_config(gateway_port: int, admin_port: int, emulator_port: int,
-                        config: Path = ENVOY_CONFIG, auth_dir: Path | None = None) -> str:
+                        config: Path = ENVOY_CONFIG, auth_dir: Path | None = None, edit=None) -> str:
     text = config.read_text()
+    if edit is not None:
+        text = edit(text)
     if auth_dir is not None:
         text = text.replace(".run/auth", str(auth_dir))
     for old, new in (("port_value: 1975", gateway_port), ("port_value: 9901", admin_port), ("port_value: 4566", emulator_port)):
@@ -124,11 +127,15 @@ def emulator_url(workdir):
 
 
 def launch_gateway(workdir: Path, emulator_url: str, name: str, environment: dict,
-                   config: Path = ENVOY_CONFIG, auth_dir: Path | None = None, log_level: str = "info") -> tuple:
+                   config: Path = ENVOY_CONFIG, auth_dir: Path | None = None, log_level: str = "info",
+                   edit=None, wasm: Path | None = None) -> tuple:
     emulator_port = int(emulator_url.rsplit(":", 1)[1])
     gateway_port, admin_port = free_port(), free_port()
     config_path = workdir / f"{name}.yaml"
-    config_path.write_text(render_envoy_config(gateway_port, admin_port, emulator_port, config, auth_dir))
+    text = render_envoy_config(gateway_port, admin_port, emulator_port, config, auth_dir, edit)
+    if wasm is not None:
+        text = text.replace(str(WASM), str(wasm))
+    config_path.write_text(text)
     log_path = workdir / f"{name}.log"
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     env.update(environment)
@@ -138,7 +145,7 @@ def launch_gateway(workdir: Path, emulator_url: str, name: str, environment: dic
         log_path,
         env=env,
     )
-    gateway = Gateway(f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{admin_port}", emulator_url, log_path)
+    gateway = Gateway(f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{admin_port}", emulator_url, log_path, process.pid)
     try:
         wait_until(lambda: http_get(f"{gateway.admin_url}/ready") == b"LIVE\n", "Envoy")
     except Exception:
@@ -169,9 +176,9 @@ class RawResponse:
         return json.loads(self.body)
 
 
-def raw_post(url: str, body: bytes, headers: dict | None = None, timeout: float = 30.0) -> RawResponse:
-    """A POST without any SDK in between, for asserting exact bytes and error bodies."""
-    request = urllib.request.Request(url, data=body, method="POST", headers={"content-type": "application/json", **(headers or {})})
+def raw_post(url: str, body: bytes | None, headers: dict | None = None, timeout: float = 30.0, method: str = "POST") -> RawResponse:
+    """A request without any SDK in between, for asserting exact bytes and error bodies."""
+    request = urllib.request.Request(url, data=body, method=method, headers={"content-type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return RawResponse(response.status, {k.lower(): v for k, v in response.headers.items()}, response.read())

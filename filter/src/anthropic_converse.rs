@@ -120,7 +120,8 @@ pub fn parse(body: &[u8]) -> Result<MessagesRequest<'_>, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(invalid("The request body is empty; expected a JSON object."));
     }
-    let request: MessagesRequest<'_> = serde_json::from_slice(body).map_err(|e| invalid(format!("Invalid Messages request: {e}")))?;
+    let request: MessagesRequest<'_> =
+        crate::jsonpath::from_slice(body).map_err(|e| invalid(format!("Invalid Messages request: {e}")))?;
     bedrock::validate_model_id(&request.model).map_err(|why| invalid(format!("model: {why}")))?;
     Ok(request)
 }

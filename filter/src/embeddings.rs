@@ -69,7 +69,7 @@ pub fn prepare(body: &[u8], model_id: &str) -> Result<(EmbeddingsInvoke, Family)
         return Err(invalid("The request body is empty; expected a JSON object."));
     }
     let request: EmbeddingsRequest<'_> =
-        serde_json::from_slice(body).map_err(|e| invalid(format!("Invalid embeddings request: {e}")))?;
+        crate::jsonpath::from_slice(body).map_err(|e| invalid(format!("Invalid embeddings request: {e}")))?;
     let family = Family::of(model_id).ok_or_else(|| {
         invalid(format!("`{model_id}` is not an embedding model this gateway supports (Titan Text Embeddings v2, Cohere Embed v3)."))
     })?;

@@ -54,6 +54,49 @@ impl Endpoint {
     }
 }
 
+/// The gateway's endpoints take JSON; form posts and the like get a clear 415.
+pub fn check_content_type(content_type: &str) -> Result<(), GatewayError> {
+    let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let json = media_type == "application/json" || media_type == "text/json" || media_type.ends_with("+json");
+    if json || media_type.is_empty() {
+        return Ok(());
+    }
+    Err(GatewayError::new(
+        415,
+        ErrorKind::InvalidRequest,
+        format!("Unsupported content type {media_type:?}: send the request body as application/json."),
+    ))
+}
+
+/// The caller-format error replacing a reply Envoy made itself for one of the gateway's
+/// endpoints, from Envoy's response code details; `None` keeps the reply as it is.
+pub fn local_reply_error(details: &str, status: u16, is_json: bool, requested_model: Option<&str>) -> Option<GatewayError> {
+    if details == "via_upstream" || details.is_empty() {
+        return None;
+    }
+    if details == "direct_response" {
+        return Some(GatewayError::model_not_found(requested_model.unwrap_or_default()));
+    }
+    if is_json || status < 400 {
+        return None;
+    }
+    let error = match details {
+        "request_payload_too_large" => GatewayError::new(
+            413,
+            ErrorKind::RequestTooLarge,
+            "The request body is larger than the gateway's buffer limit.",
+        ),
+        "route_not_found" => GatewayError::model_not_found(requested_model.unwrap_or_default()),
+        "upstream_response_timeout" => GatewayError::new(504, ErrorKind::Upstream, "Bedrock did not answer within the route's timeout."),
+        "no_healthy_upstream" => GatewayError::new(503, ErrorKind::Unavailable, "No healthy Bedrock endpoint is available."),
+        other if other.starts_with("upstream_reset") => {
+            GatewayError::new(502, ErrorKind::Upstream, format!("The connection to Bedrock failed ({other})."))
+        }
+        other => GatewayError::new(status, ErrorKind::Upstream, format!("The gateway could not complete the request ({other}).")),
+    };
+    Some(error)
+}
+
 /// A response the gateway gives itself, without calling a backend.
 #[derive(Debug, PartialEq, Eq)]
 pub struct LocalAnswer {
@@ -169,7 +212,7 @@ pub fn requested_model(body: &[u8]) -> Result<Cow<'_, str>, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(GatewayError::invalid_request("The request body is empty; expected a JSON object."));
     }
-    let parsed: ModelOnly<'_> = serde_json::from_slice(body)
+    let parsed: ModelOnly<'_> = crate::jsonpath::from_slice(body)
         .map_err(|e| GatewayError::invalid_request(format!("The request body is not a valid JSON object: {e}")))?;
     let model = parsed
         .model

@@ -239,7 +239,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatCompletionRequest<'_>, GatewayEr
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(invalid("The request body is empty; expected a JSON object."));
     }
-    serde_json::from_slice(body).map_err(|e| invalid(format!("Invalid chat completion request: {e}")))
+    crate::jsonpath::from_slice(body).map_err(|e| invalid(format!("Invalid chat completion request: {e}")))
 }
 
 /// Rejects parameters whose effect Bedrock cannot reproduce, instead of silently ignoring them.

@@ -162,7 +162,7 @@ impl RootContext for GatewayRoot {
                 config: self.config.clone(),
                 endpoint: None,
                 requested_model: None,
-                rewrite_not_found: false,
+                replacement: None,
             })),
         }
     }
@@ -332,7 +332,8 @@ struct RoutingStream {
     config: Option<Rc<Config>>,
     endpoint: Option<Endpoint>,
     requested_model: Option<String>,
-    rewrite_not_found: bool,
+    /// The caller-format body replacing an Envoy local reply (no route, body too large, ...).
+    replacement: Option<Vec<u8>>,
 }
 
 impl Context for RoutingStream {}
@@ -346,11 +347,22 @@ impl HttpContext for RoutingStream {
             return send_json(answer.status, &answer.body);
         }
         let endpoint = match Endpoint::classify(&method, &path) {
-            None => return Action::Continue,
+            None => {
+                // Only the gateway's own endpoints may reach a Bedrock cluster: a caller's own
+                // routing header on any other path must not select one.
+                if request_header(MODEL_HEADER).is_some() {
+                    set_request_header(MODEL_HEADER, None);
+                    clear_route_cache();
+                }
+                return Action::Continue;
+            }
             Some(Ok(endpoint)) => endpoint,
             Some(Err(error)) => return reply_with_error(&error, format_for_path(&path)),
         };
         self.endpoint = Some(endpoint);
+        if let Some(error) = request_header("content-type").and_then(|c| gateway::check_content_type(&c).err()) {
+            return reply_with_error(&error, endpoint.format());
+        }
         strip_caller_credentials();
         if end_of_stream {
             let error = GatewayError::invalid_request("The request body is empty; expected a JSON object.");
@@ -373,37 +385,39 @@ impl HttpContext for RoutingStream {
             Err(error) => return reply_with_error(&error, endpoint.format()),
         };
         set_request_header(MODEL_HEADER, Some(&model));
-        if let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None) {
-            log::warn!("ai gateway: clear_route_cache failed: {status:?}");
-        }
+        clear_route_cache();
         self.requested_model = Some(model.into_owned());
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if self.requested_model.is_none() {
+        let Some(endpoint) = self.endpoint else {
             return Action::Continue;
-        }
-        // The catch-all route answers models no route matches with a direct response.
-        let details = hostcalls::get_property(vec!["response", "code_details"]).ok().flatten();
-        if details.as_deref() == Some(b"direct_response".as_slice()) {
-            self.rewrite_not_found = true;
-            set_response_header("content-type", Some("application/json"));
-            set_response_header("content-length", None);
-        }
+        };
+        // Replies Envoy makes itself (no route, body over the buffer limit, Bedrock unreachable)
+        // are plain text; callers of the gateway's endpoints get their API's error format.
+        let details = hostcalls::get_property(vec!["response", "code_details"]).ok().flatten().unwrap_or_default();
+        let details = String::from_utf8_lossy(&details);
+        let status = response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let is_json = response_header("content-type").is_some_and(|c| c.starts_with("application/json"));
+        let Some(error) = gateway::local_reply_error(&details, status, is_json, self.requested_model.as_deref()) else {
+            return Action::Continue;
+        };
+        set_response_header(":status", Some(&error.status.to_string()));
+        set_response_header("content-type", Some("application/json"));
+        set_response_header("content-length", None);
+        self.replacement = Some(error.to_json(endpoint.format()));
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if !self.rewrite_not_found {
+        let Some(replacement) = self.replacement.as_ref() else {
             return Action::Continue;
-        }
+        };
         if !end_of_stream {
             return Action::Pause;
         }
-        let model = self.requested_model.as_deref().unwrap_or_default();
-        let format = self.endpoint.map_or(ApiFormat::OpenAi, Endpoint::format);
-        replace_buffer(BufferType::HttpResponseBody, body_size, &GatewayError::model_not_found(model).to_json(format));
+        replace_buffer(BufferType::HttpResponseBody, body_size, replacement);
         Action::Continue
     }
 }
@@ -439,7 +453,10 @@ impl HttpContext for BackendStream {
         let method = request_header(":method").unwrap_or_default();
         let path = request_header(":path").unwrap_or_default();
         let Some(Ok(endpoint)) = Endpoint::classify(&method, &path) else {
-            return Action::Continue;
+            // The routing stage only sends its endpoints here; anything else is refused, never proxied unsigned.
+            self.answered_locally = true;
+            let error = GatewayError::new(404, ErrorKind::NotFound, format!("{path} is not served by this gateway."));
+            return reply_with_error(&error, format_for_path(&path));
         };
         // In an upstream filter the cluster is known: Envoy exposes it as `xds.cluster_name`.
         let cluster = hostcalls::get_property(vec!["xds", "cluster_name"]).ok().flatten().unwrap_or_default();
@@ -661,6 +678,13 @@ fn strip_caller_credentials() {
         {
             set_request_header(&lower, None);
         }
+    }
+}
+
+/// Makes Envoy pick the route again from the headers as they are now.
+fn clear_route_cache() {
+    if let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None) {
+        log::warn!("ai gateway: clear_route_cache failed: {status:?}");
     }
 }
 
