@@ -10,9 +10,11 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 ENVOY := $(VENV)/bin/envoy
 WASM := target/wasm32-wasip1/release/bedrock_gateway_filter.wasm
+# A test-only build that can be made to panic, to prove the VM failure policy (never shipped).
+FAULT_WASM_DIR := target/fault-injection
 EMULATOR := target/release/bedrock-emulator
 
-.PHONY: all build wasm emulator venv run run-aws test test-unit test-e2e lint clean
+.PHONY: all build wasm wasm-fault-injection emulator venv run run-aws test test-unit test-e2e lint clean
 
 all: build
 
@@ -51,7 +53,11 @@ lint:
 test-unit:
 	$(CARGO) test --workspace
 
-test-e2e: build venv
+wasm-fault-injection:
+	rustup target add wasm32-wasip1 >/dev/null
+	$(CARGO) build --release --target wasm32-wasip1 -p bedrock-gateway-filter --features fault-injection --target-dir $(FAULT_WASM_DIR)
+
+test-e2e: build wasm-fault-injection venv
 	$(VENV_PY) -m pytest e2e/tests -q
 
 test: lint test-unit test-e2e

@@ -340,6 +340,11 @@ impl Context for RoutingStream {}
 
 impl HttpContext for RoutingStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        #[cfg(feature = "fault-injection")]
+        #[allow(clippy::panic)]
+        if request_header("x-ai-eg-test-panic").is_some() {
+            panic!("fault injected by x-ai-eg-test-panic");
+        }
         let method = request_header(":method").unwrap_or_default();
         let path = request_header(":path").unwrap_or_default();
         let models = self.config.as_ref().map_or(&[][..], |c| c.models.as_slice());
