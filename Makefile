@@ -14,7 +14,7 @@ WASM := target/wasm32-wasip1/release/bedrock_gateway_filter.wasm
 FAULT_WASM_DIR := target/fault-injection
 EMULATOR := target/release/bedrock-emulator
 
-.PHONY: all build wasm wasm-fault-injection emulator venv run run-aws test test-unit test-e2e lint clean
+.PHONY: all build wasm wasm-fault-injection emulator venv run run-aws test test-unit test-e2e fuzz lint clean
 
 all: build
 
@@ -59,6 +59,11 @@ wasm-fault-injection:
 
 test-e2e: build wasm-fault-injection venv
 	$(VENV_PY) -m pytest e2e/tests -q
+
+# Long property-based fuzzing of the decoders, translators and config parser (CI runs 256 cases).
+FUZZ_CASES ?= 20000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p bedrock-gateway-filter --test fuzz
 
 test: lint test-unit test-e2e
 
