@@ -131,12 +131,14 @@ def test_callers_credentials_never_reach_aws(client, gateway):
     client.chat.completions.create(
         model=LLAMA,
         messages=[{"role": "user", "content": "who am i"}],
-        extra_headers={"x-api-key": "caller-key", "x-amz-security-token": "caller-token", "X-Amz-Date": "19990101T000000Z"},
+        extra_headers={"x-api-key": "caller-key", "x-amz-security-token": "caller-token", "X-Amz-Date": "19990101T000000Z",
+                       "x-ai-eg-backend": "spoofed", "proxy-authorization": "Basic c2VjcmV0"},
     )
     headers = gateway.last_upstream_request()["headers"]
     assert headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
     assert "sk-caller-secret" not in json.dumps(headers)
-    assert "x-api-key" not in headers and "x-amz-security-token" not in headers
+    for removed in ("x-api-key", "x-amz-security-token", "x-ai-eg-backend", "x-ai-eg-model", "proxy-authorization"):
+        assert removed not in headers, removed
     assert headers["x-amz-date"] != "19990101T000000Z"
 
 
