@@ -12,6 +12,7 @@ import pytest
 from conftest import free_port, launch_gateway, raw_post, stop_process
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
+CLAUDE_MODEL = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 OPENAI_PATH = "/v1/chat/completions"
 ANTHROPIC_PATH = "/anthropic/v1/messages"
 
@@ -186,3 +187,30 @@ def test_oversized_stream_frames_are_refused(workdir, emulator_url):
         assert "exceeds the 64-byte limit" in str(raised.value)
     finally:
         stop_process(process)
+
+
+def raw_request(gateway, path: str, headers: list, body: bytes) -> bytes:
+    """An HTTP/1.1 request with header bytes no client library would send."""
+    host, port = gateway.url.rsplit("//", 1)[1].split(":")
+    head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n" + head
+                  + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        response = b""
+        while chunk := s.recv(65536):
+            response += chunk
+    return response
+
+
+def test_header_values_that_are_not_utf8_never_crash_the_vm(gateway):
+    cases = [
+        (ANTHROPIC_PATH, [(b"content-type", b"application/json"), (b"anthropic-beta", b"beta-\xff\xfe")], anthropic_body(model=CLAUDE_MODEL)),
+        (OPENAI_PATH, [(b"content-type", b"application/json"), (b"x-amz-evil", b"\xc3\x28"), (b"x-ai-eg-model", b"\xff")], openai_body()),
+        (OPENAI_PATH, [(b"content-type", b"application/json; charset=\xff")], openai_body()),
+    ]
+    for path, headers, body in cases:
+        response = raw_request(gateway, path, headers, body)
+        status = int(response.split(b" ", 2)[1])
+        assert status in (200, 415), response[:300]
+    assert "panicked" not in gateway.envoy_log()
+    assert raw_post(gateway.url + OPENAI_PATH, openai_body()).status == 200, "the VM still serves"

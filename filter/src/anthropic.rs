@@ -170,6 +170,19 @@ pub struct AnthropicStreamTranslator {
     model_json: String,
     saw_message_stop: bool,
     finished: bool,
+    usage: Option<crate::gateway::TokenUsage>,
+    first_content_emitted: bool,
+}
+
+#[derive(Deserialize)]
+struct MessageStartUsage {
+    message: crate::gateway::AnthropicUsageHolder,
+}
+
+#[derive(Deserialize)]
+struct DeltaUsage {
+    #[serde(default)]
+    usage: Option<crate::gateway::AnthropicUsage>,
 }
 
 impl AnthropicStreamTranslator {
@@ -179,6 +192,23 @@ impl AnthropicStreamTranslator {
             model_json: json_string(requested_model),
             saw_message_stop: false,
             finished: false,
+            usage: None,
+            first_content_emitted: false,
+        }
+    }
+
+    /// Usage from `message_start` (input, cache) updated by `message_delta` (output).
+    pub fn usage(&self) -> Option<crate::gateway::TokenUsage> {
+        self.usage
+    }
+
+    pub fn first_content_emitted(&self) -> bool {
+        self.first_content_emitted
+    }
+
+    fn record_usage(&mut self, report: Option<crate::gateway::AnthropicUsage>) {
+        if let Some(report) = report {
+            report.merge_into(self.usage.get_or_insert_with(Default::default));
         }
     }
 
@@ -229,6 +259,14 @@ impl AnthropicStreamTranslator {
             Ok(parsed) => parsed.kind.into_owned(),
             Err(e) => return self.fail(out, &GatewayError::upstream(format!("Bedrock sent an event without a type: {e}"))),
         };
+        match kind.as_str() {
+            "message_start" => {
+                self.record_usage(serde_json::from_slice::<MessageStartUsage>(&event).ok().and_then(|m| m.message.usage));
+            }
+            "message_delta" => self.record_usage(serde_json::from_slice::<DeltaUsage>(&event).ok().and_then(|d| d.usage)),
+            "content_block_delta" | "content_block_start" => self.first_content_emitted = true,
+            _ => {}
+        }
         match kind.as_str() {
             "message_start" => match self.with_model(&event) {
                 Ok(rewritten) => write_event(out, "message_start", &rewritten),

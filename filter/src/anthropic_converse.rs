@@ -440,6 +440,8 @@ pub struct ConverseToAnthropicStream {
     next_index: usize,
     stop_reason: Option<&'static str>,
     finished: bool,
+    usage: Option<Usage>,
+    first_content_emitted: bool,
 }
 
 impl ConverseToAnthropicStream {
@@ -452,7 +454,17 @@ impl ConverseToAnthropicStream {
             next_index: 0,
             stop_reason: None,
             finished: false,
+            usage: None,
+            first_content_emitted: false,
         }
+    }
+
+    pub fn usage(&self) -> Option<crate::gateway::TokenUsage> {
+        self.usage.map(crate::gateway::TokenUsage::from)
+    }
+
+    pub fn first_content_emitted(&self) -> bool {
+        self.first_content_emitted
     }
 
     pub fn is_finished(&self) -> bool {
@@ -512,6 +524,7 @@ impl ConverseToAnthropicStream {
                 .map_err(|e| unreadable("messageStop", &e)),
             Some("metadata") => serde_json::from_slice::<bedrock::MetadataEvent>(frame.payload)
                 .map(|event| {
+                    self.usage = event.usage;
                     let reason = self.stop_reason.unwrap_or("end_turn");
                     self.finish(out, reason, event.usage.unwrap_or_default());
                 })
@@ -553,6 +566,7 @@ impl ConverseToAnthropicStream {
             push_json_string(&mut block, &tool_use.name);
             block.push_str(r#","input":{}}"#);
             self.open_block(event.content_block_index, OpenBlock::ToolUse, &block, out)?;
+            self.first_content_emitted = true;
         }
         Ok(())
     }
@@ -608,6 +622,7 @@ impl ConverseToAnthropicStream {
         }
         if !data.is_empty() {
             write_event(out, "content_block_delta", &data);
+            self.first_content_emitted = true;
         }
         Ok(())
     }

@@ -123,6 +123,44 @@ struct RawConfig {
     models: Vec<ModelEntry>,
     #[serde(default)]
     max_stream_frame_bytes: Option<usize>,
+    #[serde(default)]
+    cost: CostWeights,
+}
+
+/// The weighted token cost recorded for each request, for token-based rate limiting and
+/// access logs: `input * input + output * output + cache_read * cache_read + cache_write * cache_write`.
+/// The default weighs every token 1, so the cost is the total token count.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostWeights {
+    #[serde(default = "one")]
+    pub input: f64,
+    #[serde(default = "one")]
+    pub output: f64,
+    #[serde(default = "one")]
+    pub cache_read: f64,
+    #[serde(default = "one")]
+    pub cache_write: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Default for CostWeights {
+    fn default() -> Self {
+        CostWeights { input: 1.0, output: 1.0, cache_read: 1.0, cache_write: 1.0 }
+    }
+}
+
+impl CostWeights {
+    pub fn of(&self, usage: &crate::gateway::TokenUsage) -> u64 {
+        let cost = usage.input as f64 * self.input
+            + usage.output as f64 * self.output
+            + usage.cache_read as f64 * self.cache_read
+            + usage.cache_write as f64 * self.cache_write;
+        if cost.is_finite() && cost > 0.0 { cost.round() as u64 } else { 0 }
+    }
 }
 
 /// A model listed by `GET /v1/models` and `GET /anthropic/v1/models`: the names the routes serve.
@@ -180,6 +218,7 @@ impl BackendCredentials {
 pub struct Config {
     backends: HashMap<String, Backend>,
     pub models: Vec<ModelInfo>,
+    pub cost: CostWeights,
     pub max_stream_frame_bytes: usize,
 }
 
@@ -220,6 +259,7 @@ impl Config {
         Ok(Config {
             backends,
             models,
+            cost: raw.cost,
             max_stream_frame_bytes: raw
                 .max_stream_frame_bytes
                 .unwrap_or(crate::eventstream::DEFAULT_MAX_FRAME_LEN),

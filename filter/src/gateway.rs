@@ -54,6 +54,88 @@ impl Endpoint {
     }
 }
 
+/// Tokens one request consumed, as Bedrock counted them. Cached input is counted apart from `input`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TokenUsage {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+}
+
+impl TokenUsage {
+    pub fn total(&self) -> u64 {
+        self.input + self.output + self.cache_read + self.cache_write
+    }
+}
+
+impl From<bedrock::Usage> for TokenUsage {
+    fn from(u: bedrock::Usage) -> Self {
+        TokenUsage {
+            input: u.input_tokens,
+            output: u.output_tokens,
+            cache_read: u.cache_read_input_tokens,
+            cache_write: u.cache_write_input_tokens,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ConverseUsageOnly {
+    #[serde(default)]
+    usage: Option<bedrock::Usage>,
+}
+
+/// Anthropic's usage object (in messages, `message_start` and `message_delta`).
+#[derive(Debug, Default, Deserialize)]
+pub struct AnthropicUsage {
+    #[serde(default)]
+    pub input_tokens: Option<u64>,
+    #[serde(default)]
+    pub output_tokens: Option<u64>,
+    #[serde(default)]
+    pub cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    pub cache_read_input_tokens: Option<u64>,
+}
+
+impl AnthropicUsage {
+    /// Folds this report into `usage`: later reports (message_delta) update what they carry.
+    pub fn merge_into(&self, usage: &mut TokenUsage) {
+        if let Some(v) = self.input_tokens {
+            usage.input = v;
+        }
+        if let Some(v) = self.output_tokens {
+            usage.output = v;
+        }
+        if let Some(v) = self.cache_creation_input_tokens {
+            usage.cache_write = v;
+        }
+        if let Some(v) = self.cache_read_input_tokens {
+            usage.cache_read = v;
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AnthropicUsageHolder {
+    #[serde(default)]
+    pub usage: Option<AnthropicUsage>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicUsageOnly {
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TitanUsageOnly {
+    #[serde(default)]
+    input_text_token_count: Option<u64>,
+}
+
 /// The gateway's endpoints take JSON; form posts and the like get a clear 415.
 pub fn check_content_type(content_type: &str) -> Result<(), GatewayError> {
     let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
@@ -89,6 +171,7 @@ pub fn local_reply_error(details: &str, status: u16, is_json: bool, requested_mo
         "route_not_found" => GatewayError::model_not_found(requested_model.unwrap_or_default()),
         "upstream_response_timeout" => GatewayError::new(504, ErrorKind::Upstream, "Bedrock did not answer within the route's timeout."),
         "no_healthy_upstream" => GatewayError::new(503, ErrorKind::Unavailable, "No healthy Bedrock endpoint is available."),
+        "request_rate_limited" => GatewayError::new(429, ErrorKind::RateLimited, "Rate limit exceeded: this caller's token budget is spent."),
         other if other.starts_with("upstream_reset") => {
             GatewayError::new(502, ErrorKind::Upstream, format!("The connection to Bedrock failed ({other})."))
         }
@@ -397,6 +480,41 @@ impl ResponseTranslation {
             ResponseTranslation::AnthropicStream(stream) => stream.push(chunk, end_of_stream),
             ResponseTranslation::AnthropicFromConverseStream(stream) => stream.push(chunk, end_of_stream),
             _ => Vec::new(),
+        }
+    }
+
+    /// Token usage seen so far: from the stream's events, or read from a whole upstream body.
+    pub fn usage(&self, upstream_body: Option<&[u8]>) -> Option<TokenUsage> {
+        match (self, upstream_body) {
+            (ResponseTranslation::ChatCompletionStream(stream), _) => stream.usage(),
+            (ResponseTranslation::AnthropicStream(stream), _) => stream.usage(),
+            (ResponseTranslation::AnthropicFromConverseStream(stream), _) => stream.usage(),
+            (ResponseTranslation::ChatCompletion(_) | ResponseTranslation::AnthropicFromConverse { .. }, Some(body)) => {
+                serde_json::from_slice::<ConverseUsageOnly>(body).ok()?.usage.map(TokenUsage::from)
+            }
+            (ResponseTranslation::AnthropicMessage { .. }, Some(body)) => {
+                let mut usage = TokenUsage::default();
+                serde_json::from_slice::<AnthropicUsageOnly>(body).ok()?.usage?.merge_into(&mut usage);
+                Some(usage)
+            }
+            (ResponseTranslation::Embeddings { family, header_tokens, .. }, Some(body)) => {
+                let titan = match family {
+                    embeddings::Family::Titan => serde_json::from_slice::<TitanUsageOnly>(body).ok().and_then(|t| t.input_text_token_count),
+                    embeddings::Family::Cohere => None,
+                };
+                titan.or(*header_tokens).map(|input| TokenUsage { input, ..TokenUsage::default() })
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a stream has sent the caller its first generated content (for time to first token).
+    pub fn first_content_emitted(&self) -> bool {
+        match self {
+            ResponseTranslation::ChatCompletionStream(stream) => stream.first_content_emitted(),
+            ResponseTranslation::AnthropicStream(stream) => stream.first_content_emitted(),
+            ResponseTranslation::AnthropicFromConverseStream(stream) => stream.first_content_emitted(),
+            _ => false,
         }
     }
 

@@ -758,6 +758,8 @@ pub struct ChatStreamTranslator {
     tool_calls_seen: usize,
     saw_message_stop: bool,
     finished: bool,
+    usage: Option<Usage>,
+    first_content_emitted: bool,
 }
 
 impl ChatStreamTranslator {
@@ -776,7 +778,18 @@ impl ChatStreamTranslator {
             tool_calls_seen: 0,
             saw_message_stop: false,
             finished: false,
+            usage: None,
+            first_content_emitted: false,
         }
+    }
+
+    /// Bedrock's usage from the stream's `metadata` event, once it has arrived.
+    pub fn usage(&self) -> Option<crate::gateway::TokenUsage> {
+        self.usage.map(crate::gateway::TokenUsage::from)
+    }
+
+    pub fn first_content_emitted(&self) -> bool {
+        self.first_content_emitted
     }
 
     pub fn is_finished(&self) -> bool {
@@ -841,8 +854,12 @@ impl ChatStreamTranslator {
                     self.emit_delta(out, "{}", Some(finish_reason(event.stop_reason)));
                 })
                 .map_err(|e| unreadable_event("messageStop", &e)),
-            Some("metadata") if self.include_usage => serde_json::from_slice::<bedrock::MetadataEvent>(frame.payload)
+            Some("metadata") => serde_json::from_slice::<bedrock::MetadataEvent>(frame.payload)
                 .map(|event| {
+                    self.usage = event.usage;
+                    if !self.include_usage {
+                        return;
+                    }
                     let usage = UsageOut::from(event.usage.unwrap_or_default());
                     if let Ok(usage) = serde_json::to_string(&usage) {
                         out.extend_from_slice(b"data: ");
@@ -876,6 +893,7 @@ impl ChatStreamTranslator {
         push_json_string(&mut delta, &tool_use.name);
         delta.push_str(",\"arguments\":\"\"}}]}");
         self.emit_delta(out, &delta, None);
+        self.first_content_emitted = true;
         Ok(())
     }
 
@@ -920,6 +938,7 @@ impl ChatStreamTranslator {
         }
         if !json.is_empty() {
             self.emit_delta(out, &json, None);
+            self.first_content_emitted = true;
         }
         Ok(())
     }

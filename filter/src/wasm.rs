@@ -18,7 +18,7 @@ use crate::gateway::{self, CallerHeaders, Endpoint, ResponsePlan, ResponseTransl
 use crate::sigv4::Signer;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -55,6 +55,7 @@ struct GatewayRoot {
     stage: Stage,
     signer: Rc<RefCell<Signer>>,
     broker: Rc<RefCell<CredentialBroker>>,
+    metrics: Rc<RefCell<MetricIds>>,
     /// The fetched-credential providers of the configuration, with their shared-data keys.
     providers: Vec<(String, Provider)>,
 }
@@ -64,10 +65,7 @@ impl Context for GatewayRoot {
         let Some((key, provider, step)) = self.broker.borrow_mut().fetches.remove(&token_id) else {
             return;
         };
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .and_then(|s| s.parse().ok());
+        let status = header_value(MapType::HttpCallResponseHeaders, ":status").and_then(|s| s.parse().ok());
         let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
         let now_ms = now_millis();
         match credentials::on_response(&provider, &step, status, &body) {
@@ -150,6 +148,8 @@ impl RootContext for GatewayRoot {
                 config: self.config.clone(),
                 signer: Rc::clone(&self.signer),
                 broker: Rc::clone(&self.broker),
+                metrics: Rc::clone(&self.metrics),
+                measurement: None,
                 endpoint: None,
                 backend: None,
                 anthropic_beta: None,
@@ -170,6 +170,81 @@ impl RootContext for GatewayRoot {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+// ---- Metrics ------------------------------------------------------------------------------
+
+/// Envoy metric ids by name, per worker VM. Names carry their labels as `;key=value` pairs,
+/// which the Envoy config's `stats_tags` turn into Prometheus labels (model ids hold dots, so
+/// the usual dot-separated tags cannot delimit them).
+#[derive(Default)]
+struct MetricIds(HashMap<String, u32>);
+
+impl MetricIds {
+    fn id(&mut self, kind: MetricType, name: String) -> Option<u32> {
+        if let Some(id) = self.0.get(&name) {
+            return Some(*id);
+        }
+        let id = hostcalls::define_metric(kind, &name).ok()?;
+        self.0.insert(name, id);
+        Some(id)
+    }
+
+    fn add(&mut self, name: &str, labels: &str, value: u64) {
+        if value == 0 {
+            return;
+        }
+        if let Some(id) = self.id(MetricType::Counter, format!("ai_gateway.{name}{labels}")) {
+            let _ = hostcalls::increment_metric(id, i64::try_from(value).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn record(&mut self, name: &str, labels: &str, value: u64) {
+        if let Some(id) = self.id(MetricType::Histogram, format!("ai_gateway.{name}{labels}")) {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+}
+
+/// Usage summaries from the backend stage (upstream filter) to the routing stage (downstream),
+/// by request id. Both stages share this VM and worker thread, but not their filter state, and
+/// access logs read the downstream one.
+const MAX_PENDING_SUMMARIES: usize = 4096;
+
+thread_local! {
+    static USAGE_SUMMARIES: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
+}
+
+fn hand_over_summary(request_id: String, summary: String) {
+    USAGE_SUMMARIES.with(|summaries| {
+        if let Ok(mut summaries) = summaries.try_borrow_mut() {
+            // Streams cut before the routing stage sees their end never collect theirs.
+            if summaries.len() >= MAX_PENDING_SUMMARIES {
+                summaries.clear();
+            }
+            summaries.insert(request_id, summary);
+        }
+    });
+}
+
+fn take_summary(request_id: &str) -> Option<String> {
+    USAGE_SUMMARIES.with(|summaries| summaries.try_borrow_mut().ok()?.remove(request_id))
+}
+
+/// What one request measured, reported when its response ends.
+struct RequestMeasurement {
+    /// Envoy's `x-request-id`, read with the request: an upstream filter cannot read request
+    /// headers while the response flows.
+    request_id: Option<String>,
+    model: String,
+    labels: String,
+    started_ms: u64,
+    first_content_ms: Option<u64>,
+}
+
+/// Model names go into stat names: keep the characters a stat name and its tag regex can carry.
+fn label_value(value: &str) -> String {
+    value.chars().map(|c| if c.is_ascii_alphanumeric() || "._:/+-".contains(c) { c } else { '_' }).collect()
 }
 
 // ---- Credentials shared by the workers --------------------------------------------------
@@ -301,7 +376,11 @@ impl GatewayRoot {
     }
 }
 
-/// A waiting request fails once its credentials' fetch has failed, or after the wait limit.
+/// Consecutive failed fetches after which waiting requests are answered 503 rather than kept
+/// waiting: one failure (a start-up race, a lost call) is retried within a second.
+const FAILURES_BEFORE_GIVING_UP: u32 = 2;
+
+/// A waiting request fails once fetching its credentials has failed repeatedly, or after the wait limit.
 fn parked_has_failed(parked: &ParkedRequest, now_ms: u64) -> bool {
     if now_ms.saturating_sub(parked.since_ms) >= MAX_CREDENTIAL_WAIT_MS {
         return true;
@@ -309,7 +388,7 @@ fn parked_has_failed(parked: &ParkedRequest, now_ms: u64) -> bool {
     hostcalls::get_shared_data(&lock_key(&parked.key))
         .ok()
         .and_then(|(bytes, _)| bytes)
-        .is_some_and(|b| RefreshLock::decode(&b).failures > 0)
+        .is_some_and(|b| RefreshLock::decode(&b).failures >= FAILURES_BEFORE_GIVING_UP)
 }
 
 fn credential_failure_reason(key: &str) -> String {
@@ -416,6 +495,9 @@ impl HttpContext for RoutingStream {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if end_of_stream && self.endpoint.is_some() {
+            record_usage_for_access_log();
+        }
         let Some(replacement) = self.replacement.as_ref() else {
             return Action::Continue;
         };
@@ -427,6 +509,24 @@ impl HttpContext for RoutingStream {
     }
 }
 
+/// Puts the backend stage's usage summary into this (downstream) stream's filter state:
+/// `wasm.ai_gateway.usage` (JSON), `wasm.ai_gateway.total_tokens` and `wasm.ai_gateway.cost`,
+/// for access logs (`%FILTER_STATE(wasm.ai_gateway.usage:PLAIN)%`) and rate-limit costs.
+fn record_usage_for_access_log() {
+    let Some(summary) = request_header("x-request-id").and_then(|id| take_summary(&id)) else {
+        return;
+    };
+    let numbers: serde_json::Value = serde_json::from_str(&summary).unwrap_or_default();
+    let total = numbers.get("total_tokens").and_then(serde_json::Value::as_u64).unwrap_or(0).to_string();
+    let cost = numbers.get("cost").and_then(serde_json::Value::as_u64).unwrap_or(0).to_string();
+    // One path segment: the SDK joins segments with NUL, and the key must read `wasm.ai_gateway.usage`.
+    for (name, value) in [("ai_gateway.usage", summary.as_str()), ("ai_gateway.total_tokens", total.as_str()), ("ai_gateway.cost", cost.as_str())] {
+        if let Err(status) = hostcalls::set_property(vec![name], Some(value.as_bytes())) {
+            log::debug!("ai gateway: cannot record {name} in filter state: {status:?}");
+        }
+    }
+}
+
 // ---- Upstream: translate and sign for this cluster's backend -----------------------------
 
 struct BackendStream {
@@ -434,6 +534,8 @@ struct BackendStream {
     config: Option<Rc<Config>>,
     signer: Rc<RefCell<Signer>>,
     broker: Rc<RefCell<CredentialBroker>>,
+    metrics: Rc<RefCell<MetricIds>>,
+    measurement: Option<RequestMeasurement>,
     endpoint: Option<Endpoint>,
     backend: Option<Backend>,
     anthropic_beta: Option<String>,
@@ -478,6 +580,14 @@ impl HttpContext for BackendStream {
         self.backend = Some(backend.clone());
         self.endpoint = Some(endpoint);
         self.anthropic_beta = request_header("anthropic-beta");
+        let model = request_header(MODEL_HEADER).unwrap_or_default();
+        self.measurement = Some(RequestMeasurement {
+            request_id: request_header("x-request-id"),
+            labels: format!(";model={};backend={}", label_value(&model), label_value(&backend.name)),
+            model,
+            started_ms: now_millis(),
+            first_content_ms: None,
+        });
         // Anthropic's own headers mean nothing to Bedrock: the beta flags travel in the body.
         for header in ["anthropic-beta", "anthropic-version"] {
             set_request_header(header, None);
@@ -539,6 +649,15 @@ impl HttpContext for BackendStream {
             let chunk = read_buffer(BufferType::HttpResponseBody, body_size);
             let sse = translation.push_stream_chunk(&chunk, end_of_stream);
             replace_buffer(BufferType::HttpResponseBody, body_size, &sse);
+            if let Some(measurement) = self.measurement.as_mut().filter(|m| m.first_content_ms.is_none()) {
+                if translation.first_content_emitted() {
+                    measurement.first_content_ms = Some(now_millis());
+                }
+            }
+            if end_of_stream {
+                let usage = translation.usage(None);
+                self.report(200, usage);
+            }
             return Action::Continue;
         }
         if !end_of_stream {
@@ -546,13 +665,56 @@ impl HttpContext for BackendStream {
         }
         let body = read_buffer(BufferType::HttpResponseBody, body_size);
         let (status, translated) = translation.translate_body(&body);
+        let usage = if status == 200 { translation.usage(Some(&body)) } else { None };
         set_response_header(":status", Some(&status.to_string()));
         replace_buffer(BufferType::HttpResponseBody, body_size, &translated);
+        self.report(status, usage);
         Action::Continue
     }
 }
 
 impl BackendStream {
+    /// Counts the request's tokens, status and timings, and leaves a usage summary in filter
+    /// state (`wasm.ai_gateway.usage`) for access logs.
+    fn report(&mut self, status: u16, usage: Option<gateway::TokenUsage>) {
+        let Some(measurement) = self.measurement.take() else { return };
+        let now_ms = now_millis();
+        let labels = &measurement.labels;
+        let Ok(mut metrics) = self.metrics.try_borrow_mut() else { return };
+        metrics.add("requests", &format!("{labels};status={}xx", status / 100), 1);
+        metrics.record("request_duration_ms", labels, now_ms.saturating_sub(measurement.started_ms));
+        let usage = usage.unwrap_or_default();
+        metrics.add("input_tokens", labels, usage.input);
+        metrics.add("output_tokens", labels, usage.output);
+        metrics.add("cache_read_tokens", labels, usage.cache_read);
+        metrics.add("cache_write_tokens", labels, usage.cache_write);
+        metrics.add("total_tokens", labels, usage.total());
+        if let Some(first) = measurement.first_content_ms {
+            metrics.record("time_to_first_token_ms", labels, first.saturating_sub(measurement.started_ms));
+            if usage.output > 1 {
+                let per_token_us = now_ms.saturating_sub(first).saturating_mul(1000) / (usage.output - 1);
+                metrics.record("time_per_output_token_us", labels, per_token_us);
+            }
+        }
+        drop(metrics);
+        let backend = self.backend.as_ref().map(|b| b.name.clone()).unwrap_or_default();
+        let cost = self.config.as_ref().map_or(0, |c| c.cost.of(&usage));
+        let summary = serde_json::json!({
+            "model": measurement.model,
+            "backend": backend,
+            "status": status,
+            "input_tokens": usage.input,
+            "output_tokens": usage.output,
+            "cache_read_tokens": usage.cache_read,
+            "cache_write_tokens": usage.cache_write,
+            "total_tokens": usage.total(),
+            "cost": cost,
+        });
+        if let Some(request_id) = measurement.request_id {
+            hand_over_summary(request_id, summary.to_string());
+        }
+    }
+
     fn handle_request_body(&mut self, body: &[u8]) -> Action {
         let Some(backend) = self.backend.as_ref() else {
             return Action::Continue;
@@ -670,7 +832,8 @@ fn send_json(status: u16, body: &[u8]) -> Action {
 
 /// Callers' own credentials must never reach AWS.
 fn strip_caller_credentials() {
-    let Ok(headers) = hostcalls::get_map(MapType::HttpRequestHeaders) else {
+    // Values as bytes: `get_map` would unwrap them as UTF-8, and callers choose them.
+    let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
         return;
     };
     for (name, _) in headers {
@@ -693,12 +856,43 @@ fn clear_route_cache() {
     }
 }
 
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> Status;
+}
+
+/// One header value. The SDK's `get_map_value` panics when the host answers anything but Ok or
+/// NotFound (an upstream filter's request headers during its response, say) and unwraps UTF-8,
+/// which a caller controls: here both simply mean "no usable value", and bytes are decoded lossily.
+fn header_value(map: MapType, name: &str) -> Option<String> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host fills `data`/`size` with a buffer it allocated through this module's
+    // `proxy_on_memory_allocate` (exported by the SDK); we take ownership of it exactly once.
+    let status = unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
+    if status != Status::Ok {
+        return None;
+    }
+    if data.is_null() {
+        return Some(String::new());
+    }
+    // SAFETY: see above; the buffer is `size` bytes long and owned by us from here on.
+    let bytes = unsafe { Vec::from_raw_parts(data, size, size) };
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 fn request_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+    header_value(MapType::HttpRequestHeaders, name)
 }
 
 fn response_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpResponseHeaders, name).ok().flatten()
+    header_value(MapType::HttpResponseHeaders, name)
 }
 
 fn set_request_header(name: &str, value: Option<&str>) {

@@ -384,3 +384,41 @@ fn embeddings_requests_and_responses() {
     assert_eq!(encoded["usage"]["prompt_tokens"], 4);
     assert_eq!(embeddings::response(b"{}", Family::Titan, "t", false, None).unwrap_err().status, 502);
 }
+
+#[test]
+fn usage_is_read_from_every_kind_of_response_and_weighed() {
+    use bedrock_gateway_filter::config::CostWeights;
+    use bedrock_gateway_filter::gateway::TokenUsage;
+    let chat = ResponseTranslation::for_response(&plan(false), head(200, None), 1 << 20);
+    let converse = br#"{"output":{"message":{"content":[{"text":"x"}]}},"usage":{"inputTokens":3,"outputTokens":5,"totalTokens":20,"cacheReadInputTokens":10,"cacheWriteInputTokens":2}}"#;
+    let usage = chat.usage(Some(converse)).unwrap();
+    assert_eq!(usage, TokenUsage { input: 3, output: 5, cache_read: 10, cache_write: 2 });
+    assert_eq!(usage.total(), 20);
+    let weights = CostWeights { input: 1.0, output: 4.0, cache_read: 0.1, cache_write: 1.25 };
+    assert_eq!(weights.of(&usage), 3 + 20 + 1 + 3);
+    assert_eq!(CostWeights::default().of(&usage), 20);
+
+    let anthropic_plan = ResponsePlan {
+        format: ApiFormat::Anthropic,
+        kind: ResponseKind::AnthropicMessage { stream: false },
+        requested_model: "m".into(),
+        created: 1,
+    };
+    let message = br#"{"content":[],"usage":{"input_tokens":7,"output_tokens":2,"cache_read_input_tokens":4}}"#;
+    let usage = ResponseTranslation::for_response(&anthropic_plan, head(200, None), 1).usage(Some(message)).unwrap();
+    assert_eq!(usage, TokenUsage { input: 7, output: 2, cache_read: 4, cache_write: 0 });
+}
+
+#[test]
+fn envoys_local_replies_get_caller_format_errors() {
+    use bedrock_gateway_filter::gateway::local_reply_error;
+    assert_eq!(local_reply_error("direct_response", 404, true, Some("m")).unwrap().status, 404);
+    assert_eq!(local_reply_error("request_payload_too_large", 413, false, None).unwrap().status, 413);
+    assert_eq!(local_reply_error("request_rate_limited", 429, false, None).unwrap().kind, bedrock_gateway_filter::errors::ErrorKind::RateLimited);
+    assert_eq!(local_reply_error("upstream_reset_before_response_started{connection_failure}", 503, false, None).unwrap().status, 502);
+    assert!(local_reply_error("via_upstream", 500, false, None).is_none(), "Bedrock's own answers are translated by the backend stage");
+    assert!(local_reply_error("some_filter_reply", 403, true, None).is_none(), "JSON replies are already in shape");
+    for (content_type, ok) in [("application/json", true), ("application/json; charset=utf-8", true), ("text/plain", false), ("multipart/form-data; boundary=x", false), ("", true)] {
+        assert_eq!(bedrock_gateway_filter::gateway::check_content_type(content_type).is_ok(), ok, "{content_type}");
+    }
+}
