@@ -14,7 +14,7 @@ WASM := target/wasm32-wasip1/release/bedrock_gateway_filter.wasm
 FAULT_WASM_DIR := target/fault-injection
 EMULATOR := target/release/bedrock-emulator
 
-.PHONY: all build wasm wasm-fault-injection emulator venv run run-aws test test-unit test-e2e fuzz lint clean
+.PHONY: all build wasm wasm-fault-injection emulator venv run run-aws test test-unit test-e2e bench fuzz lint clean
 
 all: build
 
@@ -59,6 +59,14 @@ wasm-fault-injection:
 
 test-e2e: build wasm-fault-injection venv
 	$(VENV_PY) -m pytest e2e/tests -q
+
+# The benchmark (under 10 minutes): bench/results.json, bench/chart.svg and the README's table.
+# LiteLLM (configuration F) is installed into its own virtualenv, away from the project's.
+LITELLM_VENV ?= .bench-litellm
+bench: build venv
+	command -v wrk >/dev/null || apt-get install -y -q wrk
+	test -x $(LITELLM_VENV)/bin/litellm || { $(PYTHON) -m venv $(LITELLM_VENV) && $(LITELLM_VENV)/bin/pip install -q "litellm[proxy]==1.110.2"; }
+	LITELLM=$(LITELLM_VENV)/bin/litellm $(VENV_PY) bench/run.py
 
 # Long property-based fuzzing of the decoders, translators and config parser (CI runs 256 cases).
 FUZZ_CASES ?= 20000

@@ -211,11 +211,18 @@ impl MetricIds {
 /// access logs read the downstream one.
 const MAX_PENDING_SUMMARIES: usize = 4096;
 
-thread_local! {
-    static USAGE_SUMMARIES: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
+/// A request's usage, as the routing stage writes it into filter state.
+struct UsageSummary {
+    json: String,
+    total_tokens: u64,
+    cost: u64,
 }
 
-fn hand_over_summary(request_id: String, summary: String) {
+thread_local! {
+    static USAGE_SUMMARIES: RefCell<HashMap<String, UsageSummary>> = RefCell::new(HashMap::new());
+}
+
+fn hand_over_summary(request_id: String, summary: UsageSummary) {
     USAGE_SUMMARIES.with(|summaries| {
         if let Ok(mut summaries) = summaries.try_borrow_mut() {
             // Streams cut before the routing stage sees their end never collect theirs.
@@ -227,7 +234,7 @@ fn hand_over_summary(request_id: String, summary: String) {
     });
 }
 
-fn take_summary(request_id: &str) -> Option<String> {
+fn take_summary(request_id: &str) -> Option<UsageSummary> {
     USAGE_SUMMARIES.with(|summaries| summaries.try_borrow_mut().ok()?.remove(request_id))
 }
 
@@ -402,7 +409,10 @@ fn credential_failure_reason(key: &str) -> String {
 fn apply_signature(signature: &gateway::Signature) {
     set_request_header("authorization", Some(&signature.authorization));
     set_request_header("x-amz-date", Some(&signature.amz_date));
-    set_request_header("x-amz-security-token", signature.security_token.as_deref());
+    // Callers' x-amz-* headers were removed by the routing stage: only a token needs writing.
+    if let Some(token) = signature.security_token.as_deref() {
+        set_request_header("x-amz-security-token", Some(token));
+    }
 }
 
 // ---- Downstream: pick the route ----------------------------------------------------------
@@ -480,9 +490,13 @@ impl HttpContext for RoutingStream {
         };
         // Replies Envoy makes itself (no route, body over the buffer limit, Bedrock unreachable)
         // are plain text; callers of the gateway's endpoints get their API's error format.
+        let status = response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        if status < 400 {
+            // Successes were translated by the backend stage; the property lookup below costs.
+            return Action::Continue;
+        }
         let details = hostcalls::get_property(vec!["response", "code_details"]).ok().flatten().unwrap_or_default();
         let details = String::from_utf8_lossy(&details);
-        let status = response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let is_json = response_header("content-type").is_some_and(|c| c.starts_with("application/json"));
         let Some(error) = gateway::local_reply_error(&details, status, is_json, self.requested_model.as_deref()) else {
             return Action::Continue;
@@ -516,11 +530,10 @@ fn record_usage_for_access_log() {
     let Some(summary) = request_header("x-request-id").and_then(|id| take_summary(&id)) else {
         return;
     };
-    let numbers: serde_json::Value = serde_json::from_str(&summary).unwrap_or_default();
-    let total = numbers.get("total_tokens").and_then(serde_json::Value::as_u64).unwrap_or(0).to_string();
-    let cost = numbers.get("cost").and_then(serde_json::Value::as_u64).unwrap_or(0).to_string();
+    let total = summary.total_tokens.to_string();
+    let cost = summary.cost.to_string();
     // One path segment: the SDK joins segments with NUL, and the key must read `wasm.ai_gateway.usage`.
-    for (name, value) in [("ai_gateway.usage", summary.as_str()), ("ai_gateway.total_tokens", total.as_str()), ("ai_gateway.cost", cost.as_str())] {
+    for (name, value) in [("ai_gateway.usage", summary.json.as_str()), ("ai_gateway.total_tokens", total.as_str()), ("ai_gateway.cost", cost.as_str())] {
         if let Err(status) = hostcalls::set_property(vec![name], Some(value.as_bytes())) {
             log::debug!("ai gateway: cannot record {name} in filter state: {status:?}");
         }
@@ -579,7 +592,13 @@ impl HttpContext for BackendStream {
         };
         self.backend = Some(backend.clone());
         self.endpoint = Some(endpoint);
-        self.anthropic_beta = request_header("anthropic-beta");
+        if endpoint.format() == ApiFormat::Anthropic {
+            self.anthropic_beta = request_header("anthropic-beta");
+            // Anthropic's own headers mean nothing to Bedrock: the beta flags travel in the body.
+            for header in ["anthropic-beta", "anthropic-version"] {
+                set_request_header(header, None);
+            }
+        }
         let model = request_header(MODEL_HEADER).unwrap_or_default();
         self.measurement = Some(RequestMeasurement {
             request_id: request_header("x-request-id"),
@@ -588,13 +607,8 @@ impl HttpContext for BackendStream {
             started_ms: now_millis(),
             first_content_ms: None,
         });
-        // Anthropic's own headers mean nothing to Bedrock: the beta flags travel in the body.
-        for header in ["anthropic-beta", "anthropic-version"] {
-            set_request_header(header, None);
-        }
-        // Internal routing headers and callers' credentials never reach AWS.
+        // The internal routing header never reaches AWS (the routing stage removed callers' credentials).
         set_request_header(MODEL_HEADER, None);
-        strip_caller_credentials();
         if end_of_stream {
             return self.handle_request_body(&[]);
         }
@@ -711,7 +725,7 @@ impl BackendStream {
             "cost": cost,
         });
         if let Some(request_id) = measurement.request_id {
-            hand_over_summary(request_id, summary.to_string());
+            hand_over_summary(request_id, UsageSummary { json: summary.to_string(), total_tokens: usage.total(), cost });
         }
     }
 

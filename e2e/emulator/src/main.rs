@@ -60,6 +60,8 @@ fn find_model(id: &str) -> Option<(&'static str, Family)> {
 }
 
 struct State {
+    /// Benchmarks only (`--skip-sigv4`): unsigned baselines must be answered like signed traffic.
+    skip_sigv4: bool,
     credentials: Vec<auth::Credential>,
     identity: identity::IdentityService,
     request_counter: AtomicU64,
@@ -263,7 +265,9 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
             Err(()) => Some(auth::Known::Expired),
         }
     };
-    if let Err(error) = auth::verify(&method, &path_and_query, &headers, &body, &lookup, "bedrock") {
+    if state.skip_sigv4 {
+        // Benchmarks compare against unsigned baselines; every other use verifies.
+    } else if let Err(error) = auth::verify(&method, &path_and_query, &headers, &body, &lookup, "bedrock") {
         return Ok(bedrock_error(error.status, error.error_type, &error.message, &request_id));
     }
 
@@ -397,6 +401,7 @@ async fn main() {
             access_key_id: "AKIDEXAMPLE".into(),
             secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
         }],
+        skip_sigv4: std::env::args().any(|a| a == "--skip-sigv4"),
         identity: identity::IdentityService::new(token_file, Duration::from_secs(lifetime)),
         request_counter: AtomicU64::new(1),
         last_request: Mutex::new(Value::Null),
@@ -418,6 +423,9 @@ async fn main() {
             },
             _ = tokio::signal::ctrl_c() => return,
         };
+        // Stream frames go out as written, as Bedrock's do: without this, Nagle holds a small frame
+        // until the previous one is acknowledged, and delayed ACKs turn that into 40 ms stalls.
+        let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
         tokio::spawn(async move {
             let service = service_fn(move |request| handle(Arc::clone(&state), request));

@@ -1,0 +1,407 @@
+"""`make bench`: the gateway's cost against plain Envoy, Envoy's native SigV4 filter and LiteLLM.
+
+Every configuration runs on this machine, one after another, against the same emulator answering
+instantly (`--skip-sigv4`: the unsigned baselines must be answered like signed traffic). The gateway
+process is pinned to core 0; the emulator and the load generator (wrk) share core 1.
+
+Writes bench/results.json, bench/chart.svg and the table between the bench markers in README.md.
+"""
+
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out"
+ENVOY = ROOT / ".venv/bin/envoy"
+EMULATOR = ROOT / "target/release/bedrock-emulator"
+LITELLM = Path(os.environ.get("LITELLM", "/tmp/litellm-venv/bin/litellm"))
+KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
+EMULATOR_PORT, GATEWAY_PORT, ADMIN_PORT = 14566, 11975, 19901
+LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
+CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+DURATION = int(os.environ.get("BENCH_SECONDS", "8"))
+# BENCH_ONLY=D measures just this gateway (for before/after comparisons); nothing is written.
+ONLY = os.environ.get("BENCH_ONLY")
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def wait_for(url: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except Exception:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def pinned(core: int, args: list) -> list:
+    return ["taskset", "-c", str(core), *map(str, args)]
+
+
+def start(args, log: Path, env=None) -> subprocess.Popen:
+    return subprocess.Popen(args, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=ROOT)
+
+
+def stop(process: subprocess.Popen):
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def cpu_seconds(pids: list) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICK
+
+
+def rss_mb(pids: list, field: str = "VmHWM") -> float:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def descendants(pid: int) -> list:
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    found = [pid]
+    for child in children:
+        found += descendants(int(child))
+    return found
+
+
+UNITS = {"us": 1, "ms": 1000, "s": 1_000_000}
+
+
+def parse_latency(text: str) -> float:
+    number, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(number) * UNITS[unit]
+
+
+def wrk(url: str, body: bytes, headers: dict, connections: int, seconds: int) -> dict:
+    script = OUT / "request.lua"
+    header_lines = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    body_file = OUT / "body.json"
+    body_file.write_bytes(body)
+    script.write_text(f'wrk.method = "POST"\nlocal f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n{header_lines}')
+    output = subprocess.run(
+        pinned(1, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url]),
+        capture_output=True, text=True, check=True,
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if non_2xx:
+        raise RuntimeError(f"{non_2xx.group(1)} failed responses from {url}:\n{output}")
+    return {
+        "requests": requests,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50_us": parse_latency(re.search(r"^\s+50%\s+(\S+)\s*$", output, re.M).group(1)),
+        "p99_us": parse_latency(re.search(r"^\s+99%\s+(\S+)\s*$", output, re.M).group(1)),
+    }
+
+
+def openai_body(filler_bytes: int = 0) -> bytes:
+    messages = [{"role": "user", "content": "Hi."}]
+    if filler_bytes:
+        messages = [{"role": "user", "content": "x " * (filler_bytes // 2)}, {"role": "assistant", "content": "ok"}] + messages
+    return json.dumps({"model": LLAMA, "messages": messages}).encode()
+
+
+def converse_body(filler_bytes: int = 0) -> bytes:
+    messages = [{"role": "user", "content": [{"text": "Hi."}]}]
+    if filler_bytes:
+        messages = [{"role": "user", "content": [{"text": "x " * (filler_bytes // 2)}]},
+                    {"role": "assistant", "content": [{"text": "ok"}]}] + messages
+    return json.dumps({"messages": messages}).encode()
+
+
+ANTHROPIC_BODY = json.dumps({"model": CLAUDE, "max_tokens": 64, "messages": [{"role": "user", "content": "Hi."}]}).encode()
+CONVERSE_PATH = "/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"
+
+
+def proxy_config(signing: bool) -> str:
+    signer = """
+          - name: envoy.filters.http.aws_request_signing
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.aws_request_signing.v3.AwsRequestSigning
+              service_name: bedrock
+              region: us-east-1
+              host_rewrite: bedrock-runtime.us-east-1.amazonaws.com
+              use_unsigned_payload: false""" if signing else ""
+    return f"""
+admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {ADMIN_PORT} }} }} }}
+static_resources:
+  listeners:
+  - address: {{ socket_address: {{ address: 127.0.0.1, port_value: {GATEWAY_PORT} }} }}
+    per_connection_buffer_limit_bytes: 33554432
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts: [ {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, route: {{ cluster: emulator }} }} ] }} ]
+          http_filters:{signer}
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: emulator
+    type: STATIC
+    per_connection_buffer_limit_bytes: 33554432
+    load_assignment:
+      cluster_name: emulator
+      endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {EMULATOR_PORT} }} }} }} }} ] }} ]
+"""
+
+
+def gateway_config() -> str:
+    text = (ROOT / "examples/envoy-emulator.yaml").read_text()
+    for old, new in (("port_value: 1975", GATEWAY_PORT), ("port_value: 9901", ADMIN_PORT), ("port_value: 4566", EMULATOR_PORT)):
+        text = text.replace(old, f"port_value: {new}")
+    # Per-request access log lines would measure disk writes, not the gateway: drop that block.
+    lines, kept, skipping = text.splitlines(), [], False
+    for line in lines:
+        indent = len(line) - len(line.lstrip(" "))
+        if line.strip() == "access_log:":
+            skipping = True
+            if kept and kept[-1].strip().startswith("# One line per request"):
+                kept.pop()
+            continue
+        if skipping and (indent > 10 or line.lstrip().startswith("- ")) and line.strip():
+            continue
+        skipping = False
+        kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+def run_envoy(name: str, config: str) -> tuple:
+    path = OUT / f"{name}.yaml"
+    path.write_text(config)
+    process = start(pinned(0, [ENVOY, "-c", path, "--concurrency", "1", "--log-level", "warn", "--base-id", "77"]), OUT / f"{name}.log", env=KEYS)
+    wait_for(f"http://127.0.0.1:{ADMIN_PORT}/ready")
+    return process, [process.pid]
+
+
+def run_litellm() -> tuple:
+    config = OUT / "litellm.yaml"
+    config.write_text(f"""model_list:
+- model_name: {LLAMA}
+  litellm_params:
+    model: bedrock/converse/{LLAMA}
+    aws_access_key_id: {KEYS['AWS_ACCESS_KEY_ID']}
+    aws_secret_access_key: {KEYS['AWS_SECRET_ACCESS_KEY']}
+    aws_region_name: us-east-1
+    aws_bedrock_runtime_endpoint: http://127.0.0.1:{EMULATOR_PORT}
+""")
+    process = start(pinned(0, [LITELLM, "--config", config, "--port", str(GATEWAY_PORT), "--num_workers", "1"]), OUT / "litellm.log",
+                    env={"LITELLM_LOG": "ERROR", "DISABLE_SCHEMA_UPDATE": "true"})
+    wait_for(f"http://127.0.0.1:{GATEWAY_PORT}/health/liveliness", timeout=180)
+    return process, descendants(process.pid)
+
+
+def measure(name: str, description: str, pids: list, path: str, body: bytes, headers: dict) -> dict:
+    url = f"http://127.0.0.1:{GATEWAY_PORT if pids else EMULATOR_PORT}{path}"
+    wrk(url, body, headers, 8, 2)  # warm up
+    single = wrk(url, body, headers, 1, DURATION)
+    cpu_before = cpu_seconds(pids) if pids else 0
+    loaded = wrk(url, body, headers, 64, DURATION)
+    cpu = (cpu_seconds(pids) - cpu_before) if pids else 0
+    result = {
+        "name": name,
+        "description": description,
+        "rps": round(loaded["rps"]),
+        "p50_us": round(loaded["p50_us"]),
+        "p99_us": round(loaded["p99_us"]),
+        "c1_p50_us": round(single["p50_us"]),
+        "c1_p99_us": round(single["p99_us"]),
+        "cpu_us_per_req": round(cpu * 1_000_000 / loaded["requests"], 1) if pids else None,
+        "rss_mb": round(rss_mb(pids), 1) if pids else None,
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def stream_timings(port: int, path: str, body: bytes, first_marker: bytes, chunk_marker: bytes, streams: int = 40) -> dict:
+    """Time to the first content delta, and the gaps between deltas, over sequential streams."""
+    firsts, gaps = [], []
+    for _ in range(streams):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nx-emulator-delay-ms: 2\r\n"
+                      + b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+            started = time.perf_counter()
+            seen, stamps, buffer = 0, [], b""
+            while chunk := s.recv(65536):
+                now = time.perf_counter()
+                buffer += chunk
+                count = buffer.count(chunk_marker)
+                stamps += [now] * (count - seen)
+                seen = count
+            first = buffer.find(first_marker)
+            assert first >= 0 and stamps, buffer[:300]
+            firsts.append((stamps[0] - started) * 1e6)
+            gaps += [(b - a) * 1e6 for a, b in zip(stamps, stamps[1:])]
+    firsts.sort()
+    return {"ttft_p50_us": statistics.median(firsts), "ttft_p99_us": firsts[int(len(firsts) * 0.99) - 1], "gap_mean_us": statistics.mean(gaps), "deltas": len(gaps) // streams + 1}
+
+
+def rss_per_100_streams(pids: list) -> float:
+    body = json.dumps({"model": LLAMA, "stream": True, "messages": [{"role": "user", "content": "w " * 126}]}).encode()
+    idle = rss_mb(pids, "VmRSS")
+    sockets = []
+    for _ in range(100):
+        s = socket.create_connection(("127.0.0.1", GATEWAY_PORT))
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nx-emulator-delay-ms: 40\r\n"
+                  + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        sockets.append(s)
+    time.sleep(1.0)
+    busy = rss_mb(pids, "VmRSS")
+    for s in sockets:
+        s.close()
+    return round(busy - idle, 2)
+
+
+def update_readme(results: dict):
+    rows = ["| configuration | req/s (c=64) | p50 / p99 µs (c=64) | p50 / p99 µs (c=1) | gateway CPU µs/req | peak RSS MB |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in results["configurations"]:
+        cpu = "" if r["cpu_us_per_req"] is None else r["cpu_us_per_req"]
+        rss = "" if r["rss_mb"] is None else r["rss_mb"]
+        rows.append(f"| {r['name']}: {r['description']} | {r['rps']} | {r['p50_us']} / {r['p99_us']} | {r['c1_p50_us']} / {r['c1_p99_us']} | {cpu} | {rss} |")
+    s = results["streaming"]
+    rows += ["", f"Streams of {s['deltas']} deltas paced 2 ms apart: the gateway adds {s['added_ttft_p50_us']:.0f} µs (p50) / {s['added_ttft_p99_us']:.0f} µs (p99) "
+             f"to time to first token and {s['added_gap_us']:.1f} µs to the mean gap between chunks; 100 open streams add {s['rss_mb_per_100_streams']} MB of RSS.", "",
+             "| request body | req/s (c=16) | p99 µs | gateway CPU µs/req (ours) | native SigV4 CPU µs/req |", "| --- | --- | --- | --- | --- |"]
+    for b in results["body_sizes"]:
+        rows.append(f"| {b['size']} | {b['rps']} | {b['p99_us']} | {b['cpu_us_per_req']} | {b['native_cpu_us_per_req']} |")
+    rows += ["", f"Measured {results['date']} on {results['machine']}; Envoy {results['envoy']}."]
+    readme = (ROOT / "README.md").read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start in readme:
+        before, rest = readme.split(start, 1)
+        after = rest.split(end, 1)[1]
+        (ROOT / "README.md").write_text(before + start + "\n" + "\n".join(rows) + "\n" + end + after)
+
+
+def chart(results: dict):
+    configs = [r for r in results["configurations"] if r["cpu_us_per_req"] is not None]
+    width, bar, gap, left = 760, 26, 14, 260
+    height = 70 + len(configs) * (bar + gap) * 2
+    top_cpu = max(r["cpu_us_per_req"] for r in configs) or 1
+    top_rps = max(r["rps"] for r in configs) or 1
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+             '<text x="10" y="20" font-size="14" font-weight="bold">Gateway cost per request (CPU µs, lower is better) and throughput (req/s, one core)</text>']
+    y = 40
+    for r in configs:
+        w_cpu = (width - left - 120) * r["cpu_us_per_req"] / top_cpu
+        w_rps = (width - left - 120) * r["rps"] / top_rps
+        parts.append(f'<text x="10" y="{y + 17}">{r["name"]}: {r["description"][:32]}</text>')
+        parts.append(f'<rect x="{left}" y="{y}" width="{w_cpu:.1f}" height="{bar}" fill="#d95f02"/><text x="{left + w_cpu + 6:.1f}" y="{y + 17}">{r["cpu_us_per_req"]} µs</text>')
+        y += bar + 2
+        parts.append(f'<rect x="{left}" y="{y}" width="{w_rps:.1f}" height="{bar}" fill="#1b9e77"/><text x="{left + w_rps + 6:.1f}" y="{y + 17}">{r["rps"]} req/s</text>')
+        y += bar + gap
+    parts.append("</svg>")
+    (ROOT / "bench/chart.svg").write_text("\n".join(parts))
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    for tool in ("wrk", "taskset"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing (make bench installs wrk with apt-get)")
+    emulator = start(pinned(1, [EMULATOR, "--listen", f"127.0.0.1:{EMULATOR_PORT}", "--skip-sigv4"]), OUT / "emulator.log")
+    wait_for(f"http://127.0.0.1:{EMULATOR_PORT}/_emulator/health")
+    json_headers = {"Content-Type": "application/json"}
+    results = {"configurations": [], "body_sizes": []}
+    if ONLY == "D":
+        try:
+            process, pids = run_envoy("D", gateway_config())
+            try:
+                measure("D", "this gateway, OpenAI -> Converse", pids, "/v1/chat/completions", openai_body(), json_headers)
+                measure("E", "this gateway, Anthropic -> InvokeModel", pids, "/anthropic/v1/messages", ANTHROPIC_BODY, json_headers)
+            finally:
+                stop(process)
+        finally:
+            stop(emulator)
+        return
+    try:
+        results["configurations"].append(measure("A", "emulator directly", [], CONVERSE_PATH, converse_body(), json_headers))
+        for name, description, signing in (("B", "Envoy, plain proxy", False), ("C", "Envoy, native aws_request_signing", True)):
+            process, pids = run_envoy(name, proxy_config(signing))
+            try:
+                results["configurations"].append(measure(name, description, pids, CONVERSE_PATH, converse_body(), json_headers))
+                if signing:
+                    native = {}
+                    for size, filler in (("1 KiB", 1024), ("100 KiB", 100 * 1024), ("1 MiB", 1024 * 1024)):
+                        before = cpu_seconds(pids)
+                        run = wrk(f"http://127.0.0.1:{GATEWAY_PORT}{CONVERSE_PATH}", converse_body(filler), json_headers, 16, max(1, DURATION // 2))
+                        native[size] = round((cpu_seconds(pids) - before) * 1e6 / run["requests"], 1)
+            finally:
+                stop(process)
+        process, pids = run_envoy("D", gateway_config())
+        try:
+            results["configurations"].append(measure("D", "this gateway, OpenAI -> Converse", pids, "/v1/chat/completions", openai_body(), json_headers))
+            results["configurations"].append(measure("E", "this gateway, Anthropic -> InvokeModel", pids, "/anthropic/v1/messages", ANTHROPIC_BODY, json_headers))
+            for size, filler in (("1 KiB", 1024), ("100 KiB", 100 * 1024), ("1 MiB", 1024 * 1024)):
+                before = cpu_seconds(pids)
+                run = wrk(f"http://127.0.0.1:{GATEWAY_PORT}/v1/chat/completions", openai_body(filler), json_headers, 16, max(1, DURATION // 2))
+                results["body_sizes"].append({
+                    "size": size, "rps": round(run["rps"]), "p99_us": round(run["p99_us"]),
+                    "cpu_us_per_req": round((cpu_seconds(pids) - before) * 1e6 / run["requests"], 1),
+                    "native_cpu_us_per_req": native[size],
+                })
+            stream_body = json.dumps({"model": LLAMA, "stream": True, "messages": [{"role": "user", "content": "w " * 126}]}).encode()
+            converse_stream = json.dumps({"messages": [{"role": "user", "content": [{"text": "w " * 126}]}]}).encode()
+            direct = stream_timings(EMULATOR_PORT, CONVERSE_PATH.replace("converse", "converse-stream"), converse_stream, b"contentBlockDelta", b"contentBlockDelta")
+            through = stream_timings(GATEWAY_PORT, "/v1/chat/completions", stream_body, b'"content":"You', b'{"content":')
+            results["streaming"] = {
+                "deltas": through["deltas"],
+                "direct": direct, "gateway": through,
+                "added_ttft_p50_us": through["ttft_p50_us"] - direct["ttft_p50_us"],
+                "added_ttft_p99_us": through["ttft_p99_us"] - direct["ttft_p99_us"],
+                "added_gap_us": through["gap_mean_us"] - direct["gap_mean_us"],
+                "rss_mb_per_100_streams": rss_per_100_streams(pids),
+            }
+            print(json.dumps(results["streaming"]), flush=True)
+        finally:
+            stop(process)
+        if LITELLM.exists():
+            process, pids = run_litellm()
+            try:
+                results["configurations"].append(measure("F", "LiteLLM proxy, OpenAI -> Bedrock", pids, "/v1/chat/completions", openai_body(),
+                                                         {**json_headers, "Authorization": "Bearer unused"}))
+            finally:
+                stop(process)
+        else:
+            print(f"LiteLLM not found at {LITELLM}: configuration F skipped", flush=True)
+    finally:
+        stop(emulator)
+    envoy_version = subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout.split("/")[1]
+    results["date"] = time.strftime("%Y-%m-%d")
+    results["machine"] = f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB"
+    results["envoy"] = envoy_version
+    (ROOT / "bench/results.json").write_text(json.dumps(results, indent=2) + "\n")
+    chart(results)
+    update_readme(results)
+
+
+if __name__ == "__main__":
+    main()
