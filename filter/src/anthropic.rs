@@ -217,26 +217,10 @@ impl AnthropicStreamTranslator {
     }
 
     pub fn push(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
-        let mut out = Vec::with_capacity(chunk.len() + 64);
-        if !self.finished {
-            let mut decoder = std::mem::take(&mut self.decoder);
-            let result = decoder.decode(chunk, &mut |frame| self.on_frame(frame, &mut out));
-            self.decoder = decoder;
-            if let Err(error) = result {
-                self.fail(&mut out, &decode_error(&error));
-            }
-        }
-        if end_of_stream && !self.finished {
-            if self.saw_message_stop {
-                self.finished = true;
-            } else {
-                self.fail(&mut out, &GatewayError::upstream("Bedrock's stream ended before the message was complete."));
-            }
-        }
-        out
+        crate::eventstream::translate_chunk(self, chunk, end_of_stream)
     }
 
-    fn on_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
+    fn handle_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
         if self.finished {
             return;
         }
@@ -300,6 +284,32 @@ impl AnthropicStreamTranslator {
     fn fail(&mut self, out: &mut Vec<u8>, error: &GatewayError) {
         write_event(out, "error", &error.to_json(ApiFormat::Anthropic));
         self.finished = true;
+    }
+}
+
+impl crate::eventstream::FrameTranslator for AnthropicStreamTranslator {
+    fn decoder(&mut self) -> &mut Decoder {
+        &mut self.decoder
+    }
+
+    fn on_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
+        self.handle_frame(frame, out);
+    }
+
+    fn on_corrupt_stream(&mut self, error: &DecodeError, out: &mut Vec<u8>) {
+        self.fail(out, &decode_error(error));
+    }
+
+    fn on_end_of_stream(&mut self, out: &mut Vec<u8>) {
+        if self.saw_message_stop {
+            self.finished = true;
+        } else {
+            self.fail(out, &GatewayError::upstream("Bedrock's stream ended before the message was complete."));
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished
     }
 }
 

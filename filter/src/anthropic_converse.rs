@@ -472,26 +472,10 @@ impl ConverseToAnthropicStream {
     }
 
     pub fn push(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
-        let mut out = Vec::with_capacity(chunk.len() + 128);
-        if !self.finished {
-            let mut decoder = std::mem::take(&mut self.decoder);
-            let result = decoder.decode(chunk, &mut |frame| self.on_frame(frame, &mut out));
-            self.decoder = decoder;
-            if let Err(error) = result {
-                self.fail(&mut out, &GatewayError::upstream(format!("Bedrock's event stream is corrupt: {error}")));
-            }
-        }
-        if end_of_stream && !self.finished {
-            match self.stop_reason {
-                // Bedrock always sends metadata last; without it, end with what is known.
-                Some(reason) => self.finish(&mut out, reason, Usage::default()),
-                None => self.fail(&mut out, &GatewayError::upstream("Bedrock's stream ended before the message was complete.")),
-            }
-        }
-        out
+        crate::eventstream::translate_chunk(self, chunk, end_of_stream)
     }
 
-    fn on_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
+    fn handle_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
         if self.finished {
             return;
         }
@@ -654,6 +638,32 @@ impl ConverseToAnthropicStream {
         let body = String::from_utf8_lossy(&error.to_json(ApiFormat::Anthropic)).into_owned();
         write_event(out, "error", &body);
         self.finished = true;
+    }
+}
+
+impl crate::eventstream::FrameTranslator for ConverseToAnthropicStream {
+    fn decoder(&mut self) -> &mut Decoder {
+        &mut self.decoder
+    }
+
+    fn on_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
+        self.handle_frame(frame, out);
+    }
+
+    fn on_corrupt_stream(&mut self, error: &crate::eventstream::DecodeError, out: &mut Vec<u8>) {
+        self.fail(out, &GatewayError::upstream(format!("Bedrock's event stream is corrupt: {error}")));
+    }
+
+    fn on_end_of_stream(&mut self, out: &mut Vec<u8>) {
+        match self.stop_reason {
+            // Bedrock always sends metadata last; without it, end with what is known.
+            Some(reason) => self.finish(out, reason, Usage::default()),
+            None => self.fail(out, &GatewayError::upstream("Bedrock's stream ended before the message was complete.")),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished
     }
 }
 

@@ -229,6 +229,35 @@ fn parse_headers(mut bytes: &[u8]) -> Result<FrameHeaders<'_>, DecodeError> {
     Ok(headers)
 }
 
+/// A translation of an event stream into the caller's stream, one decoded frame at a time.
+pub trait FrameTranslator {
+    fn decoder(&mut self) -> &mut Decoder;
+    fn on_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>);
+    /// A corrupt or oversized frame: the stream cannot go on.
+    fn on_corrupt_stream(&mut self, error: &DecodeError, out: &mut Vec<u8>);
+    /// The upstream body ended (complete or not).
+    fn on_end_of_stream(&mut self, out: &mut Vec<u8>);
+    fn is_finished(&self) -> bool;
+}
+
+/// Feeds one body chunk through the translator's decoder; returns the bytes to send downstream.
+pub fn translate_chunk<T: FrameTranslator>(translator: &mut T, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(chunk.len() + 64);
+    if !translator.is_finished() {
+        // The decoder is lent out while frames borrow the translator.
+        let mut decoder = std::mem::take(translator.decoder());
+        let result = decoder.decode(chunk, &mut |frame| translator.on_frame(frame, &mut out));
+        *translator.decoder() = decoder;
+        if let Err(error) = result {
+            translator.on_corrupt_stream(&error, &mut out);
+        }
+    }
+    if end_of_stream && !translator.is_finished() {
+        translator.on_end_of_stream(&mut out);
+    }
+    out
+}
+
 /// Encodes one frame with string headers. The gateway only decodes; this exists
 /// for tests and benchmarks that need streams to feed the decoder.
 pub fn encode_frame(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {

@@ -798,25 +798,7 @@ impl ChatStreamTranslator {
 
     /// Translates one upstream body chunk into the SSE bytes to send downstream.
     pub fn push(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
-        let mut out = Vec::with_capacity(chunk.len() + 64);
-        if !self.finished {
-            let mut decoder = std::mem::take(&mut self.decoder);
-            let result = decoder.decode(chunk, &mut |frame| self.on_frame(frame, &mut out));
-            self.decoder = decoder;
-            if let Err(error) = result {
-                self.fail_stream(&mut out, &stream_decode_error(&error));
-            }
-        }
-        if end_of_stream && !self.finished {
-            if self.saw_message_stop {
-                out.extend_from_slice(b"data: [DONE]\n\n");
-                self.finished = true;
-            } else {
-                let error = GatewayError::upstream("Bedrock's stream ended before the message was complete.");
-                self.fail_stream(&mut out, &error);
-            }
-        }
-        out
+        crate::eventstream::translate_chunk(self, chunk, end_of_stream)
     }
 
     fn block(&mut self, index: usize) -> Option<&mut Option<StreamBlock>> {
@@ -830,7 +812,7 @@ impl ChatStreamTranslator {
         self.blocks.get_mut(index)
     }
 
-    fn on_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
+    fn handle_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
         if self.finished {
             return;
         }
@@ -985,6 +967,34 @@ impl ChatStreamTranslator {
         out.extend_from_slice(&error.to_openai_json());
         out.extend_from_slice(b"\n\n");
         self.finished = true;
+    }
+}
+
+impl crate::eventstream::FrameTranslator for ChatStreamTranslator {
+    fn decoder(&mut self) -> &mut Decoder {
+        &mut self.decoder
+    }
+
+    fn on_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
+        self.handle_frame(frame, out);
+    }
+
+    fn on_corrupt_stream(&mut self, error: &DecodeError, out: &mut Vec<u8>) {
+        self.fail_stream(out, &stream_decode_error(error));
+    }
+
+    fn on_end_of_stream(&mut self, out: &mut Vec<u8>) {
+        if self.saw_message_stop {
+            out.extend_from_slice(b"data: [DONE]\n\n");
+            self.finished = true;
+        } else {
+            let error = GatewayError::upstream("Bedrock's stream ended before the message was complete.");
+            self.fail_stream(out, &error);
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished
     }
 }
 
