@@ -197,27 +197,10 @@ impl AnthropicStreamTranslator {
         }
     }
 
-    /// Usage from `message_start` (input, cache) updated by `message_delta` (output).
-    pub fn usage(&self) -> Option<crate::gateway::TokenUsage> {
-        self.usage
-    }
-
-    pub fn first_content_emitted(&self) -> bool {
-        self.first_content_emitted
-    }
-
     fn record_usage(&mut self, report: Option<crate::gateway::AnthropicUsage>) {
         if let Some(report) = report {
             report.merge_into(self.usage.get_or_insert_with(Default::default));
         }
-    }
-
-    pub fn is_finished(&self) -> bool {
-        self.finished
-    }
-
-    pub fn push(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
-        crate::eventstream::translate_chunk(self, chunk, end_of_stream)
     }
 
     fn handle_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
@@ -290,6 +273,15 @@ impl AnthropicStreamTranslator {
 impl crate::eventstream::FrameTranslator for AnthropicStreamTranslator {
     fn decoder(&mut self) -> &mut Decoder {
         &mut self.decoder
+    }
+
+    /// Usage from `message_start` (input, cache) updated by `message_delta` (output).
+    fn usage(&self) -> Option<crate::gateway::TokenUsage> {
+        self.usage
+    }
+
+    fn first_content_emitted(&self) -> bool {
+        self.first_content_emitted
     }
 
     fn on_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {

@@ -459,22 +459,6 @@ impl ConverseToAnthropicStream {
         }
     }
 
-    pub fn usage(&self) -> Option<crate::gateway::TokenUsage> {
-        self.usage.map(crate::gateway::TokenUsage::from)
-    }
-
-    pub fn first_content_emitted(&self) -> bool {
-        self.first_content_emitted
-    }
-
-    pub fn is_finished(&self) -> bool {
-        self.finished
-    }
-
-    pub fn push(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
-        crate::eventstream::translate_chunk(self, chunk, end_of_stream)
-    }
-
     fn handle_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
         if self.finished {
             return;
@@ -644,6 +628,14 @@ impl ConverseToAnthropicStream {
 impl crate::eventstream::FrameTranslator for ConverseToAnthropicStream {
     fn decoder(&mut self) -> &mut Decoder {
         &mut self.decoder
+    }
+
+    fn usage(&self) -> Option<crate::gateway::TokenUsage> {
+        self.usage.map(crate::gateway::TokenUsage::from)
+    }
+
+    fn first_content_emitted(&self) -> bool {
+        self.first_content_emitted
     }
 
     fn on_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {

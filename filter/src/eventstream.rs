@@ -238,6 +238,18 @@ pub trait FrameTranslator {
     /// The upstream body ended (complete or not).
     fn on_end_of_stream(&mut self, out: &mut Vec<u8>);
     fn is_finished(&self) -> bool;
+    /// Token usage reported by the stream so far.
+    fn usage(&self) -> Option<crate::gateway::TokenUsage>;
+    /// Whether generated content has been sent to the caller yet (for time to first token).
+    fn first_content_emitted(&self) -> bool;
+
+    /// Translates one upstream body chunk into the bytes to send downstream.
+    fn push(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8>
+    where
+        Self: Sized,
+    {
+        translate_chunk(self, chunk, end_of_stream)
+    }
 }
 
 /// Feeds one body chunk through the translator's decoder; returns the bytes to send downstream.

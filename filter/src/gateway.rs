@@ -8,6 +8,7 @@ use crate::anthropic_converse::{self, ConverseToAnthropicStream};
 use crate::bedrock::{self, Operation};
 use crate::config::{Backend, ModelInfo, Schema};
 use crate::embeddings;
+use crate::eventstream::FrameTranslator;
 use crate::errors::{ApiFormat, ErrorKind, GatewayError};
 use crate::models;
 use crate::openai::{self, ChatStreamTranslator, ResponseContext};

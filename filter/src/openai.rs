@@ -783,24 +783,6 @@ impl ChatStreamTranslator {
         }
     }
 
-    /// Bedrock's usage from the stream's `metadata` event, once it has arrived.
-    pub fn usage(&self) -> Option<crate::gateway::TokenUsage> {
-        self.usage.map(crate::gateway::TokenUsage::from)
-    }
-
-    pub fn first_content_emitted(&self) -> bool {
-        self.first_content_emitted
-    }
-
-    pub fn is_finished(&self) -> bool {
-        self.finished
-    }
-
-    /// Translates one upstream body chunk into the SSE bytes to send downstream.
-    pub fn push(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
-        crate::eventstream::translate_chunk(self, chunk, end_of_stream)
-    }
-
     fn block(&mut self, index: usize) -> Option<&mut Option<StreamBlock>> {
         if index >= self.blocks.len() {
             // Block indexes are small and dense; refuse absurd ones rather than allocate.
@@ -973,6 +955,15 @@ impl ChatStreamTranslator {
 impl crate::eventstream::FrameTranslator for ChatStreamTranslator {
     fn decoder(&mut self) -> &mut Decoder {
         &mut self.decoder
+    }
+
+    /// Bedrock's usage from the stream's `metadata` event, once it has arrived.
+    fn usage(&self) -> Option<crate::gateway::TokenUsage> {
+        self.usage.map(crate::gateway::TokenUsage::from)
+    }
+
+    fn first_content_emitted(&self) -> bool {
+        self.first_content_emitted
     }
 
     fn on_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {

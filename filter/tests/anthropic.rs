@@ -5,6 +5,7 @@ use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use base64::Engine as _;
 use bedrock_gateway_filter::anthropic::{self, AnthropicStreamTranslator};
+use bedrock_gateway_filter::eventstream::FrameTranslator;
 use serde_json::{json, Value};
 
 #[test]

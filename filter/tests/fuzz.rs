@@ -11,6 +11,7 @@ use bedrock_gateway_filter::eventstream::{encode_frame, Decoder};
 use bedrock_gateway_filter::gateway;
 use bedrock_gateway_filter::openai::{self, ChatStreamTranslator, ResponseContext};
 use proptest::prelude::*;
+use bedrock_gateway_filter::eventstream::FrameTranslator;
 use serde_json::{json, Map, Value};
 
 const KEYS: &[&str] = &[

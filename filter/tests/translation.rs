@@ -11,6 +11,7 @@ use bedrock_gateway_filter::gateway::{
 };
 use bedrock_gateway_filter::openai::{self, ChatStreamTranslator, ResponseContext};
 use bedrock_gateway_filter::sigv4::{Credentials, Signer};
+use bedrock_gateway_filter::eventstream::FrameTranslator;
 use serde_json::{json, Value};
 use std::path::Path;
 
