@@ -7,6 +7,7 @@ process is pinned to core 0; the emulator and the load generator (wrk) share cor
 Writes bench/results.json, bench/chart.svg and the table between the bench markers in README.md.
 """
 
+import argparse
 import json
 import os
 import platform
@@ -419,8 +420,13 @@ def main():
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--render"]:
-        # Re-renders the chart and the README table from bench/results.json, without measuring.
+    parser = argparse.ArgumentParser(
+        description="Measures configurations A-F and writes bench/results.json, bench/chart.svg and the README table."
+    )
+    parser.add_argument(
+        "--render", action="store_true", help="re-render the chart and README table from bench/results.json, without measuring"
+    )
+    if parser.parse_args().render:
         stored = json.loads((ROOT / "bench/results.json").read_text())
         chart(stored)
         update_readme(stored)
