@@ -8,7 +8,7 @@
 
 use crate::bedrock;
 use crate::errors::{ApiFormat, GatewayError};
-use crate::eventstream::{DecodeError, Decoder, Frame};
+use crate::eventstream::{Decoder, Frame, FrameTranslator};
 use crate::openai::push_json_string;
 use crate::rawjson::RawObject;
 use base64::Engine as _;
@@ -203,15 +203,7 @@ impl AnthropicStreamTranslator {
         }
     }
 
-    fn handle_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
-        if self.finished {
-            return;
-        }
-        if frame.is_exception() {
-            let message = bedrock::error_message(frame.payload);
-            self.fail(out, &GatewayError::from_bedrock(0, frame.headers.exception_type, &message));
-            return;
-        }
+    fn handle_event(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
         if frame.headers.event_type != Some("chunk") {
             return;
         }
@@ -263,14 +255,9 @@ impl AnthropicStreamTranslator {
             .map_err(|e| GatewayError::upstream(e.to_string()))?;
         Ok(object.write_with(&[], &[("message", &message)]))
     }
-
-    fn fail(&mut self, out: &mut Vec<u8>, error: &GatewayError) {
-        write_event(out, "error", &error.to_json(ApiFormat::Anthropic));
-        self.finished = true;
-    }
 }
 
-impl crate::eventstream::FrameTranslator for AnthropicStreamTranslator {
+impl FrameTranslator for AnthropicStreamTranslator {
     fn decoder(&mut self) -> &mut Decoder {
         &mut self.decoder
     }
@@ -284,19 +271,20 @@ impl crate::eventstream::FrameTranslator for AnthropicStreamTranslator {
         self.first_content_emitted
     }
 
-    fn on_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
-        self.handle_frame(frame, out);
+    fn on_event(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
+        self.handle_event(frame, out);
     }
 
-    fn on_corrupt_stream(&mut self, error: &DecodeError, out: &mut Vec<u8>) {
-        self.fail(out, &decode_error(error));
+    fn fail(&mut self, out: &mut Vec<u8>, error: &GatewayError) {
+        write_event(out, "error", &error.to_json(ApiFormat::Anthropic));
+        self.finished = true;
     }
 
     fn on_end_of_stream(&mut self, out: &mut Vec<u8>) {
         if self.saw_message_stop {
             self.finished = true;
         } else {
-            self.fail(out, &GatewayError::upstream("Bedrock's stream ended before the message was complete."));
+            self.fail(out, &GatewayError::stream_ended_early());
         }
     }
 
@@ -311,8 +299,4 @@ fn write_event(out: &mut Vec<u8>, kind: &str, data: &[u8]) {
     out.extend_from_slice(b"\ndata: ");
     out.extend_from_slice(data);
     out.extend_from_slice(b"\n\n");
-}
-
-fn decode_error(error: &DecodeError) -> GatewayError {
-    GatewayError::upstream(format!("Bedrock's event stream is corrupt: {error}"))
 }

@@ -8,7 +8,7 @@ use crate::bedrock::{
     Tool, ToolChoice, ToolConfig, ToolResult, ToolResultContent, ToolSpec, ToolUse, Usage,
 };
 use crate::errors::{ApiFormat, GatewayError};
-use crate::eventstream::{Decoder, Frame};
+use crate::eventstream::{Decoder, Frame, FrameTranslator};
 use crate::openai::push_json_string;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -459,15 +459,7 @@ impl ConverseToAnthropicStream {
         }
     }
 
-    fn handle_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
-        if self.finished {
-            return;
-        }
-        if frame.is_exception() {
-            let message = bedrock::error_message(frame.payload);
-            self.fail(out, &GatewayError::from_bedrock(0, frame.headers.exception_type, &message));
-            return;
-        }
+    fn handle_event(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
         let result = match frame.headers.event_type {
             Some("messageStart") => {
                 let mut data = String::with_capacity(256);
@@ -617,15 +609,9 @@ impl ConverseToAnthropicStream {
         write_event(out, "message_stop", r#"{"type":"message_stop"}"#);
         self.finished = true;
     }
-
-    fn fail(&mut self, out: &mut Vec<u8>, error: &GatewayError) {
-        let body = String::from_utf8_lossy(&error.to_json(ApiFormat::Anthropic)).into_owned();
-        write_event(out, "error", &body);
-        self.finished = true;
-    }
 }
 
-impl crate::eventstream::FrameTranslator for ConverseToAnthropicStream {
+impl FrameTranslator for ConverseToAnthropicStream {
     fn decoder(&mut self) -> &mut Decoder {
         &mut self.decoder
     }
@@ -638,19 +624,21 @@ impl crate::eventstream::FrameTranslator for ConverseToAnthropicStream {
         self.first_content_emitted
     }
 
-    fn on_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
-        self.handle_frame(frame, out);
+    fn on_event(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
+        self.handle_event(frame, out);
     }
 
-    fn on_corrupt_stream(&mut self, error: &crate::eventstream::DecodeError, out: &mut Vec<u8>) {
-        self.fail(out, &GatewayError::upstream(format!("Bedrock's event stream is corrupt: {error}")));
+    fn fail(&mut self, out: &mut Vec<u8>, error: &GatewayError) {
+        let body = String::from_utf8_lossy(&error.to_json(ApiFormat::Anthropic)).into_owned();
+        write_event(out, "error", &body);
+        self.finished = true;
     }
 
     fn on_end_of_stream(&mut self, out: &mut Vec<u8>) {
         match self.stop_reason {
             // Bedrock always sends metadata last; without it, end with what is known.
             Some(reason) => self.finish(out, reason, Usage::default()),
-            None => self.fail(out, &GatewayError::upstream("Bedrock's stream ended before the message was complete.")),
+            None => self.fail(out, &GatewayError::stream_ended_early()),
         }
     }
 

@@ -61,6 +61,11 @@ impl GatewayError {
     }
 
     /// Maps a Bedrock error (HTTP status, `x-amzn-errortype` name, message).
+    /// Bedrock's stream ended before the message did.
+    pub fn stream_ended_early() -> Self {
+        Self::upstream("Bedrock's stream ended before the message was complete.")
+    }
+
     pub fn from_bedrock(status: u16, error_type: Option<&str>, message: &str) -> Self {
         let error_type = error_type.filter(|t| !t.is_empty());
         let kind = match error_type.map(|t| t.to_ascii_lowercase()) {

@@ -5,6 +5,7 @@
 //! at any byte across body chunks, so the decoder keeps only the incomplete tail of
 //! the previous chunk and decodes whole frames straight out of the new one.
 
+use crate::errors::GatewayError;
 use std::fmt;
 
 const PRELUDE_LEN: usize = 12;
@@ -230,11 +231,14 @@ fn parse_headers(mut bytes: &[u8]) -> Result<FrameHeaders<'_>, DecodeError> {
 }
 
 /// A translation of an event stream into the caller's stream, one decoded frame at a time.
+/// The steps every translation shares (stopping once finished, Bedrock exception frames,
+/// corrupt streams) are `translate_chunk`'s; a translator handles its events and its error format.
 pub trait FrameTranslator {
     fn decoder(&mut self) -> &mut Decoder;
-    fn on_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>);
-    /// A corrupt or oversized frame: the stream cannot go on.
-    fn on_corrupt_stream(&mut self, error: &DecodeError, out: &mut Vec<u8>);
+    /// One event frame (not an exception), while the stream is not finished.
+    fn on_event(&mut self, frame: Frame<'_>, out: &mut Vec<u8>);
+    /// Ends the caller's stream with an error event in its API's format; finishes the stream.
+    fn fail(&mut self, out: &mut Vec<u8>, error: &GatewayError);
     /// The upstream body ended (complete or not).
     fn on_end_of_stream(&mut self, out: &mut Vec<u8>);
     fn is_finished(&self) -> bool;
@@ -258,10 +262,21 @@ pub fn translate_chunk<T: FrameTranslator>(translator: &mut T, chunk: &[u8], end
     if !translator.is_finished() {
         // The decoder is lent out while frames borrow the translator.
         let mut decoder = std::mem::take(translator.decoder());
-        let result = decoder.decode(chunk, &mut |frame| translator.on_frame(frame, &mut out));
+        let result = decoder.decode(chunk, &mut |frame| {
+            if translator.is_finished() {
+                return;
+            }
+            if frame.is_exception() {
+                let message = crate::bedrock::error_message(frame.payload);
+                translator.fail(&mut out, &GatewayError::from_bedrock(0, frame.headers.exception_type, &message));
+            } else {
+                translator.on_event(frame, &mut out);
+            }
+        });
         *translator.decoder() = decoder;
         if let Err(error) = result {
-            translator.on_corrupt_stream(&error, &mut out);
+            // A corrupt or oversized frame: the stream cannot go on.
+            translator.fail(&mut out, &GatewayError::upstream(format!("Bedrock's event stream is corrupt: {error}")));
         }
     }
     if end_of_stream && !translator.is_finished() {

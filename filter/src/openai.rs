@@ -8,7 +8,7 @@ use crate::bedrock::{
 };
 use serde_json::value::RawValue;
 use crate::errors::GatewayError;
-use crate::eventstream::{DecodeError, Decoder, Frame};
+use crate::eventstream::{Decoder, Frame, FrameTranslator};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -794,16 +794,7 @@ impl ChatStreamTranslator {
         self.blocks.get_mut(index)
     }
 
-    fn handle_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
-        if self.finished {
-            return;
-        }
-        if frame.is_exception() {
-            let message = bedrock::error_message(frame.payload);
-            let error = GatewayError::from_bedrock(0, frame.headers.exception_type, &message);
-            self.fail_stream(out, &error);
-            return;
-        }
+    fn handle_event(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
         let result = match frame.headers.event_type {
             Some("messageStart") => {
                 self.emit_delta(out, "{\"role\":\"assistant\",\"content\":\"\"}", None);
@@ -837,7 +828,7 @@ impl ChatStreamTranslator {
             _ => Ok(()),
         };
         if let Err(error) = result {
-            self.fail_stream(out, &error);
+            self.fail(out, &error);
         }
     }
 
@@ -942,17 +933,9 @@ impl ChatStreamTranslator {
         }
         out.extend_from_slice(b"}]}\n\n");
     }
-
-    /// Ends the client's stream with an OpenAI error event; the SDK raises `APIError` on it.
-    fn fail_stream(&mut self, out: &mut Vec<u8>, error: &GatewayError) {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&error.to_openai_json());
-        out.extend_from_slice(b"\n\n");
-        self.finished = true;
-    }
 }
 
-impl crate::eventstream::FrameTranslator for ChatStreamTranslator {
+impl FrameTranslator for ChatStreamTranslator {
     fn decoder(&mut self) -> &mut Decoder {
         &mut self.decoder
     }
@@ -966,12 +949,16 @@ impl crate::eventstream::FrameTranslator for ChatStreamTranslator {
         self.first_content_emitted
     }
 
-    fn on_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
-        self.handle_frame(frame, out);
+    fn on_event(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
+        self.handle_event(frame, out);
     }
 
-    fn on_corrupt_stream(&mut self, error: &DecodeError, out: &mut Vec<u8>) {
-        self.fail_stream(out, &stream_decode_error(error));
+    /// Ends the client's stream with an OpenAI error event; the SDK raises `APIError` on it.
+    fn fail(&mut self, out: &mut Vec<u8>, error: &GatewayError) {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&error.to_openai_json());
+        out.extend_from_slice(b"\n\n");
+        self.finished = true;
     }
 
     fn on_end_of_stream(&mut self, out: &mut Vec<u8>) {
@@ -979,8 +966,7 @@ impl crate::eventstream::FrameTranslator for ChatStreamTranslator {
             out.extend_from_slice(b"data: [DONE]\n\n");
             self.finished = true;
         } else {
-            let error = GatewayError::upstream("Bedrock's stream ended before the message was complete.");
-            self.fail_stream(out, &error);
+            self.fail(out, &GatewayError::stream_ended_early());
         }
     }
 
@@ -991,10 +977,6 @@ impl crate::eventstream::FrameTranslator for ChatStreamTranslator {
 
 fn too_many_blocks() -> GatewayError {
     GatewayError::upstream("Bedrock streamed a content block index beyond 4096.")
-}
-
-fn stream_decode_error(error: &DecodeError) -> GatewayError {
-    GatewayError::upstream(format!("Bedrock's event stream is corrupt: {error}"))
 }
 
 fn unreadable_event(event: &str, error: &serde_json::Error) -> GatewayError {
