@@ -1,11 +1,14 @@
 //! Anthropic Messages on InvokeModel: body rewriting, CountTokens wrapping, and the stream
 //! translator fed frames written by AWS's `aws-smithy-eventstream`, split anywhere.
 
+mod common;
+
 use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use base64::Engine as _;
 use bedrock_gateway_filter::anthropic::{self, AnthropicStreamTranslator};
 use bedrock_gateway_filter::eventstream::FrameTranslator;
+use common::push_in_pieces;
 use serde_json::{json, Value};
 
 #[test]
@@ -124,13 +127,7 @@ fn parse_sse(bytes: &[u8]) -> Vec<(String, Value)> {
 
 fn translate(bytes: &[u8], cuts: &[usize]) -> Vec<(String, Value)> {
     let mut translator = AnthropicStreamTranslator::new("alias-model", 1 << 20);
-    let mut out = Vec::new();
-    let mut start = 0;
-    for &cut in cuts {
-        out.extend(translator.push(&bytes[start..cut], false));
-        start = cut;
-    }
-    out.extend(translator.push(&bytes[start..], true));
+    let out = push_in_pieces(bytes, cuts, |chunk, end| translator.push(chunk, end));
     assert!(translator.is_finished());
     parse_sse(&out)
 }
@@ -311,13 +308,7 @@ fn converse_streams_become_the_anthropic_event_sequence_however_split() {
     ];
     let run = |cuts: &[usize]| {
         let mut translator = ConverseToAnthropicStream::new("r", "m", 1 << 20);
-        let mut out = Vec::new();
-        let mut start = 0;
-        for &cut in cuts {
-            out.extend(translator.push(&bytes[start..cut], false));
-            start = cut;
-        }
-        out.extend(translator.push(&bytes[start..], true));
+        let out = push_in_pieces(&bytes, cuts, |chunk, end| translator.push(chunk, end));
         assert!(translator.is_finished());
         parse_sse(&out)
     };

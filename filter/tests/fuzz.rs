@@ -3,6 +3,8 @@
 //! translators and the configuration parser. Nothing may panic, request errors are always 4xx,
 //! and stream output is always well-formed SSE. `make fuzz` runs many more cases.
 
+mod common;
+
 use bedrock_gateway_filter::anthropic::{self, AnthropicStreamTranslator};
 use bedrock_gateway_filter::anthropic_converse::{self, ConverseToAnthropicStream};
 use bedrock_gateway_filter::config::Config;
@@ -12,6 +14,7 @@ use bedrock_gateway_filter::gateway;
 use bedrock_gateway_filter::openai::{self, ChatStreamTranslator, ResponseContext};
 use proptest::prelude::*;
 use bedrock_gateway_filter::eventstream::FrameTranslator;
+use common::push_in_pieces;
 use serde_json::{json, Map, Value};
 
 const KEYS: &[&str] = &[
@@ -94,27 +97,23 @@ fn assert_valid_sse(bytes: &[u8]) {
     }
 }
 
-fn feed(bytes: &[u8], cuts: &[usize], mut push: impl FnMut(&[u8], bool) -> Vec<u8>) -> Vec<u8> {
-    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+/// Arbitrary cut points made into ascending offsets within a body of `len` bytes.
+fn cuts_within(len: usize, cuts: &[usize]) -> Vec<usize> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (len + 1)).collect();
     cuts.sort_unstable();
-    let mut out = Vec::new();
-    let mut start = 0;
-    for cut in cuts {
-        out.extend(push(&bytes[start..cut], false));
-        start = cut;
-    }
-    out.extend(push(&bytes[start..], true));
-    out
+    cuts
+}
+
+fn feed(bytes: &[u8], cuts: &[usize], push: impl FnMut(&[u8], bool) -> Vec<u8>) -> Vec<u8> {
+    push_in_pieces(bytes, &cuts_within(bytes.len(), cuts), push)
 }
 
 proptest! {
     #[test]
     fn decoder_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..4096), cuts in prop::collection::vec(any::<usize>(), 0..6)) {
         let mut decoder = Decoder::new(1 << 16);
-        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
-        cuts.sort_unstable();
         let mut start = 0;
-        for cut in cuts.into_iter().chain(std::iter::once(bytes.len())) {
+        for cut in cuts_within(bytes.len(), &cuts).into_iter().chain(std::iter::once(bytes.len())) {
             if decoder.decode(&bytes[start..cut], &mut |_| {}).is_err() {
                 break;
             }

@@ -2,6 +2,8 @@
 //! Streams are framed by AWS's `aws-smithy-eventstream` and fed to the translator split
 //! at many offsets: the SSE output must not depend on where chunks break.
 
+mod common;
+
 use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use bedrock_gateway_filter::config::{Backend, BackendCredentials, Schema};
@@ -12,6 +14,7 @@ use bedrock_gateway_filter::gateway::{
 use bedrock_gateway_filter::openai::{self, ChatStreamTranslator, ResponseContext};
 use bedrock_gateway_filter::sigv4::{Credentials, Signer};
 use bedrock_gateway_filter::eventstream::FrameTranslator;
+use common::push_in_pieces;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -97,13 +100,7 @@ fn translate_stream(case: &Value, cuts: &[usize]) -> Vec<Value> {
     let bytes: Vec<u8> = case["frames"].as_array().unwrap().iter().flat_map(frame_bytes).collect();
     let mut translator =
         ChatStreamTranslator::new(&context(&case["context"]), case["include_usage"].as_bool().unwrap(), 1 << 20);
-    let mut sse = Vec::new();
-    let mut start = 0;
-    for &cut in cuts.iter().filter(|c| **c <= bytes.len()) {
-        sse.extend(translator.push(&bytes[start..cut], false));
-        start = cut;
-    }
-    sse.extend(translator.push(&bytes[start..], true));
+    let sse = push_in_pieces(&bytes, cuts, |chunk, end| translator.push(chunk, end));
     assert!(translator.is_finished());
     parse_sse(&sse)
 }
