@@ -8,6 +8,7 @@
 use crate::time::UtcDateTime;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::fmt;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -56,13 +57,16 @@ pub struct SigningHeaders {
     pub amz_date: String,
 }
 
+/// A derived signing key, kept with what was derived from it: the credential scope and the
+/// HMAC state after absorbing the key (two SHA-256 blocks a signature need not hash again).
 #[derive(Clone)]
 struct CachedSigningKey {
     secret_access_key: String,
     date_stamp: String,
     region: String,
     service: String,
-    key: [u8; 32],
+    scope: String,
+    keyed_mac: HmacSha256,
 }
 
 /// Signs requests, caching derived signing keys (they change once a day).
@@ -85,51 +89,72 @@ impl Signer {
         now: UtcDateTime,
     ) -> SigningHeaders {
         let amz_date = now.amz_timestamp();
-        let date_stamp = now.amz_date_stamp();
-        let scope = format!("{date_stamp}/{region}/{service}/aws4_request");
-
+        let date_stamp = amz_date.get(..8).unwrap_or_default();
         let (canonical_request, signed_headers) =
             canonical_request(request, &amz_date, credentials.session_token.as_deref());
-        let string_to_sign = format!(
-            "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-            hex::encode(Sha256::digest(canonical_request.as_bytes()))
-        );
-        let key = self.signing_key(&credentials.secret_access_key, &date_stamp, region, service);
-        let signature = hex::encode(hmac_sha256(&key, string_to_sign.as_bytes()));
+        let derived_now;
+        let key = match self.signing_key(&credentials.secret_access_key, date_stamp, region, service) {
+            Some(cached) => cached,
+            // Not reached (the key was just cached), but no request path may panic.
+            None => {
+                derived_now = CachedSigningKey::derive(&credentials.secret_access_key, date_stamp, region, service);
+                &derived_now
+            }
+        };
 
-        SigningHeaders {
-            authorization: format!(
-                "{ALGORITHM} Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
-                credentials.access_key_id
-            ),
-            amz_date,
+        // Built with push_str rather than format!: this runs once per request.
+        let mut string_to_sign = String::with_capacity(ALGORITHM.len() + amz_date.len() + key.scope.len() + 67);
+        for part in [ALGORITHM, "\n", &amz_date, "\n", &key.scope, "\n"] {
+            string_to_sign.push_str(part);
         }
+        push_hex(&mut string_to_sign, &Sha256::digest(canonical_request.as_bytes()));
+        let mut mac = key.keyed_mac.clone();
+        mac.update(string_to_sign.as_bytes());
+
+        let mut authorization = String::with_capacity(
+            ALGORITHM.len() + credentials.access_key_id.len() + key.scope.len() + signed_headers.len() + 110,
+        );
+        for part in [ALGORITHM, " Credential=", &credentials.access_key_id, "/", &key.scope, ", SignedHeaders=", &signed_headers, ", Signature="] {
+            authorization.push_str(part);
+        }
+        push_hex(&mut authorization, &mac.finalize().into_bytes());
+        SigningHeaders { authorization, amz_date }
     }
 
-    fn signing_key(&mut self, secret: &str, date_stamp: &str, region: &str, service: &str) -> [u8; 32] {
-        let hit = self.cached_keys.iter().find(|k| {
+    fn signing_key(&mut self, secret: &str, date_stamp: &str, region: &str, service: &str) -> Option<&CachedSigningKey> {
+        let hit = self.cached_keys.iter().position(|k| {
             k.date_stamp == date_stamp
                 && k.region == region
                 && k.service == service
                 && k.secret_access_key == secret
         });
-        if let Some(cached) = hit {
-            return cached.key;
-        }
+        let index = match hit {
+            Some(index) => index,
+            None => {
+                // Yesterday's keys are useless; drop them before the cache grows.
+                self.cached_keys.retain(|k| k.date_stamp == date_stamp);
+                if self.cached_keys.len() >= MAX_CACHED_SIGNING_KEYS {
+                    self.cached_keys.remove(0);
+                }
+                self.cached_keys.push(CachedSigningKey::derive(secret, date_stamp, region, service));
+                self.cached_keys.len() - 1
+            }
+        };
+        self.cached_keys.get(index)
+    }
+}
+
+impl CachedSigningKey {
+    fn derive(secret: &str, date_stamp: &str, region: &str, service: &str) -> Self {
         let key = derive_signing_key(secret, date_stamp, region, service);
-        // Yesterday's keys are useless; drop them before the cache grows.
-        self.cached_keys.retain(|k| k.date_stamp == date_stamp);
-        if self.cached_keys.len() >= MAX_CACHED_SIGNING_KEYS {
-            self.cached_keys.remove(0);
-        }
-        self.cached_keys.push(CachedSigningKey {
+        CachedSigningKey {
             secret_access_key: secret.to_owned(),
             date_stamp: date_stamp.to_owned(),
             region: region.to_owned(),
             service: service.to_owned(),
-            key,
-        });
-        key
+            scope: format!("{date_stamp}/{region}/{service}/aws4_request"),
+            keyed_mac: keyed_hmac(&key),
+        }
     }
 }
 
@@ -140,18 +165,32 @@ pub fn derive_signing_key(secret: &str, date_stamp: &str, region: &str, service:
     hmac_sha256(&k_service, b"aws4_request")
 }
 
+fn keyed_hmac(key: &[u8]) -> HmacSha256 {
+    // HMAC accepts keys of any length, so this never fails; the fallback keeps the request path
+    // free of panics all the same (a wrong key would only make AWS answer 403).
+    HmacSha256::new_from_slice(key).unwrap_or_else(|_| <HmacSha256 as hmac::digest::KeyInit>::new(&Default::default()))
+}
+
 fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    // HMAC accepts keys of any length, so this never fails; matching keeps the
-    // request path free of panics all the same (a zero result would only make AWS answer 403).
-    let Ok(mut mac) = HmacSha256::new_from_slice(key) else {
-        return [0; 32];
-    };
+    let mut mac = keyed_hmac(key);
     mac.update(data);
     mac.finalize().into_bytes().into()
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
+    let mut out = String::with_capacity(64);
+    push_hex(&mut out, &Sha256::digest(data));
+    out
+}
+
+/// Appends lower-case hex, without the temporary String `hex::encode` allocates.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &byte in bytes {
+        for nibble in [byte >> 4, byte & 0x0f] {
+            out.push(char::from(DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0')));
+        }
+    }
 }
 
 /// Builds the canonical request; returns it with the `SignedHeaders` list.
@@ -160,26 +199,37 @@ fn canonical_request(
     amz_date: &str,
     session_token: Option<&str>,
 ) -> (String, String) {
-    let mut headers: Vec<(String, String)> = Vec::with_capacity(request.extra_headers.len() + 3);
-    headers.push(("host".to_owned(), canonical_header_value(request.host)));
-    headers.push(("x-amz-date".to_owned(), amz_date.to_owned()));
+    let mut headers: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::with_capacity(request.extra_headers.len() + 3);
+    headers.push((Cow::Borrowed("host"), canonical_header_value(request.host)));
+    headers.push((Cow::Borrowed("x-amz-date"), Cow::Borrowed(amz_date)));
     if let Some(token) = session_token {
-        headers.push(("x-amz-security-token".to_owned(), canonical_header_value(token)));
+        headers.push((Cow::Borrowed("x-amz-security-token"), canonical_header_value(token)));
     }
     for (name, value) in request.extra_headers {
-        let name = name.to_ascii_lowercase();
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(name.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(*name)
+        };
         let value = canonical_header_value(value);
         match headers.iter_mut().find(|(existing, _)| *existing == name) {
             Some((_, existing_value)) => {
-                existing_value.push(',');
-                existing_value.push_str(&value);
+                let joined = existing_value.to_mut();
+                joined.push(',');
+                joined.push_str(&value);
             }
             None => headers.push((name, value)),
         }
     }
     headers.sort_by(|a, b| a.0.cmp(&b.0));
 
-    let signed_headers = headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(";");
+    let mut signed_headers = String::with_capacity(64);
+    for (i, (name, _)) in headers.iter().enumerate() {
+        if i > 0 {
+            signed_headers.push(';');
+        }
+        signed_headers.push_str(name);
+    }
     let mut canonical = String::with_capacity(256 + request.encoded_path.len() * 2);
     canonical.push_str(request.method);
     canonical.push('\n');
@@ -196,13 +246,21 @@ fn canonical_request(
     canonical.push('\n');
     canonical.push_str(&signed_headers);
     canonical.push('\n');
-    canonical.push_str(&sha256_hex(request.payload));
+    push_hex(&mut canonical, &Sha256::digest(request.payload));
     (canonical, signed_headers)
 }
 
 /// Trims the value and folds runs of whitespace into one space, as SigV4 requires.
-fn canonical_header_value(value: &str) -> String {
-    value.split_whitespace().collect::<Vec<_>>().join(" ")
+fn canonical_header_value(value: &str) -> Cow<'_, str> {
+    // Most values are already canonical (single spaces between words): no copy for those.
+    let canonical = !value.starts_with(char::is_whitespace)
+        && !value.ends_with(char::is_whitespace)
+        && !value.contains(|c: char| c.is_whitespace() && c != ' ')
+        && !value.contains("  ");
+    if canonical {
+        return Cow::Borrowed(value);
+    }
+    Cow::Owned(value.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// Each segment of the (already encoded) wire path is encoded again.
