@@ -183,7 +183,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
     out
 }
 
-/// Appends lower-case hex, without the temporary String `hex::encode` allocates.
+/// Appends lower-case hex digits, without a temporary String.
 fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for &byte in bytes {
