@@ -16,7 +16,7 @@ const CONVERSE_REPLY: &[u8] = br#"{"output":{"message":{"role":"assistant","cont
 
 fn backend() -> bedrock_gateway_filter::config::Backend {
     let json = br#"{"backends":{"b":{"schema":"converse","region":"us-east-1","credentials":{"source":"inline","access_key_id":"AKIDEXAMPLE","secret_access_key":"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}}}}"#;
-    Config::parse(json, &|_| None).unwrap().backend("b").unwrap().clone()
+    Config::parse(json, &|_| None).unwrap().backend("b").unwrap().as_ref().clone()
 }
 
 fn stream_bytes() -> Vec<u8> {

@@ -18,6 +18,7 @@ use crate::credentials::Provider;
 use crate::sigv4::Credentials;
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::fmt;
 
 /// How the gateway talks to a backend.
@@ -216,7 +217,8 @@ impl BackendCredentials {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    backends: HashMap<String, Backend>,
+    /// Shared, not cloned, by each request that uses one.
+    backends: HashMap<String, Rc<Backend>>,
     pub models: Vec<ModelInfo>,
     pub cost: CostWeights,
     pub max_stream_frame_bytes: usize,
@@ -243,7 +245,7 @@ impl Config {
         let mut backends = HashMap::with_capacity(raw.backends.len());
         for (name, backend) in raw.backends {
             let resolved = resolve_backend(&name, backend, env)?;
-            backends.insert(name, resolved);
+            backends.insert(name, Rc::new(resolved));
         }
         let mut models: Vec<ModelInfo> = Vec::with_capacity(raw.models.len());
         for entry in raw.models {
@@ -282,7 +284,7 @@ impl Config {
     }
 
     /// The backend for the cluster Envoy's route picked.
-    pub fn backend(&self, cluster_name: &str) -> Option<&Backend> {
+    pub fn backend(&self, cluster_name: &str) -> Option<&Rc<Backend>> {
         self.backends.get(cluster_name)
     }
 }

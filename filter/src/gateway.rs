@@ -137,6 +137,19 @@ struct TitanUsageOnly {
     input_text_token_count: Option<u64>,
 }
 
+/// The header Envoy's routes match to pick a backend cluster.
+pub const MODEL_HEADER: &str = "x-ai-eg-model";
+
+/// Headers through which callers present their own credentials (or steer the gateway), which
+/// must never reach AWS: `authorization`, `proxy-authorization`, `x-api-key`, any `x-amz-*`, and
+/// the gateway's own `x-ai-eg-*` but the routing header. Compared without copying the name.
+pub fn is_caller_credential_header(name: &[u8]) -> bool {
+    let starts_with = |prefix: &str| name.get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()));
+    ["authorization", "proxy-authorization", "x-api-key"].iter().any(|exact| name.eq_ignore_ascii_case(exact.as_bytes()))
+        || starts_with("x-amz-")
+        || (starts_with("x-ai-eg-") && !name.eq_ignore_ascii_case(MODEL_HEADER.as_bytes()))
+}
+
 /// The gateway's endpoints take JSON; form posts and the like get a clear 415.
 pub fn check_content_type(content_type: &str) -> Result<(), GatewayError> {
     let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
@@ -548,5 +561,21 @@ impl ResponseTranslation {
             Ok(translated) => (200, translated),
             Err(error) => (error.status, error.to_json(format)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_credential_headers_are_recognised_in_any_case() {
+        for name in ["authorization", "Authorization", "proxy-authorization", "X-Api-Key", "x-amz-date", "X-AMZ-Security-Token", "x-amz-", "x-ai-eg-backend"] {
+            assert!(is_caller_credential_header(name.as_bytes()), "{name}");
+        }
+        for name in ["x-ai-eg-model", "X-AI-EG-MODEL", "content-type", "x-amzn-trace-id", "x-am", "authorizations", "", "x-api-key2"] {
+            assert!(!is_caller_credential_header(name.as_bytes()), "{name}");
+        }
+        assert!(!is_caller_credential_header(b"\xff\xfe"));
     }
 }

@@ -17,6 +17,7 @@ pub mod embeddings;
 pub mod errors;
 pub mod eventstream;
 pub mod gateway;
+pub mod headers;
 mod jsonpath;
 pub mod models;
 pub mod openai;

@@ -14,18 +14,18 @@
 use crate::config::{Backend, BackendCredentials, Config};
 use crate::credentials::{self, CachedCredentials, FetchOutcome, FetchStep, Freshness, Provider, RefreshLock};
 use crate::errors::{ApiFormat, ErrorKind, GatewayError};
-use crate::gateway::{self, CallerHeaders, Endpoint, ResponsePlan, ResponseTranslation, UpstreamHead, UpstreamRequest};
+use crate::gateway::{self, CallerHeaders, Endpoint, MODEL_HEADER, ResponsePlan, ResponseTranslation, UpstreamHead, UpstreamRequest};
+use crate::headers::HeaderSnapshot;
 use crate::sigv4::Signer;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-/// The header Envoy's routes match to pick a backend cluster.
-const MODEL_HEADER: &str = "x-ai-eg-model";
 const BACKEND_ROOT_ID: &str = "ai_gateway_backend";
 const STS_ROOT_ID: &str = "ai_gateway_sts";
 /// How often each worker checks the shared credentials and its waiting requests.
@@ -153,7 +153,9 @@ impl RootContext for GatewayRoot {
                 endpoint: None,
                 backend: None,
                 anthropic_beta: None,
+                request_headers: HeaderSnapshot::default(),
                 plan: None,
+                upstream_status: None,
                 translation: None,
                 answered_locally: false,
             })),
@@ -162,6 +164,7 @@ impl RootContext for GatewayRoot {
                 config: self.config.clone(),
                 endpoint: None,
                 requested_model: None,
+                request_id: None,
                 replacement: None,
             })),
         }
@@ -177,39 +180,82 @@ impl RootContext for GatewayRoot {
 /// Envoy metric ids by name, per worker VM. Names carry their labels as `;key=value` pairs,
 /// which the Envoy config's `stats_tags` turn into Prometheus labels (model ids hold dots, so
 /// the usual dot-separated tags cannot delimit them).
+///
+/// Ids are kept per label set, then per (metric, suffix), so a request's report looks its label
+/// set up once and builds no names.
 #[derive(Default)]
-struct MetricIds(HashMap<String, u32>);
+struct MetricIds(HashMap<String, HashMap<(&'static str, &'static str), u32>>);
+
+/// A label set's metric ids.
+struct LabelledMetrics<'a> {
+    labels: &'a str,
+    ids: &'a mut HashMap<(&'static str, &'static str), u32>,
+}
 
 impl MetricIds {
-    fn id(&mut self, kind: MetricType, name: String) -> Option<u32> {
-        if let Some(id) = self.0.get(&name) {
+    fn labelled<'a>(&'a mut self, labels: &'a str) -> Option<LabelledMetrics<'a>> {
+        // Not `entry(labels.to_owned())`: that would copy the labels on every request.
+        if !self.0.contains_key(labels) {
+            self.0.insert(labels.to_owned(), HashMap::new());
+        }
+        self.0.get_mut(labels).map(|ids| LabelledMetrics { labels, ids })
+    }
+}
+
+impl LabelledMetrics<'_> {
+    fn id(&mut self, kind: MetricType, name: &'static str, suffix: &'static str) -> Option<u32> {
+        if let Some(id) = self.ids.get(&(name, suffix)) {
             return Some(*id);
         }
-        let id = hostcalls::define_metric(kind, &name).ok()?;
-        self.0.insert(name, id);
+        let id = hostcalls::define_metric(kind, &format!("ai_gateway.{name}{}{suffix}", self.labels)).ok()?;
+        self.ids.insert((name, suffix), id);
         Some(id)
     }
 
-    fn add(&mut self, name: &str, labels: &str, value: u64) {
+    fn add(&mut self, name: &'static str, suffix: &'static str, value: u64) {
         if value == 0 {
             return;
         }
-        if let Some(id) = self.id(MetricType::Counter, format!("ai_gateway.{name}{labels}")) {
+        if let Some(id) = self.id(MetricType::Counter, name, suffix) {
             let _ = hostcalls::increment_metric(id, i64::try_from(value).unwrap_or(i64::MAX));
         }
     }
 
-    fn record(&mut self, name: &str, labels: &str, value: u64) {
-        if let Some(id) = self.id(MetricType::Histogram, format!("ai_gateway.{name}{labels}")) {
+    fn record(&mut self, name: &'static str, value: u64) {
+        if let Some(id) = self.id(MetricType::Histogram, name, "") {
             let _ = hostcalls::record_metric(id, value);
         }
     }
+}
+
+/// The `status` label of the request counter, by the status's first digit.
+fn status_class_label(status: u16) -> &'static str {
+    const CLASSES: [&str; 10] = [
+        ";status=0xx", ";status=1xx", ";status=2xx", ";status=3xx", ";status=4xx",
+        ";status=5xx", ";status=6xx", ";status=7xx", ";status=8xx", ";status=9xx",
+    ];
+    CLASSES.get(usize::from(status / 100)).copied().unwrap_or(";status=other")
 }
 
 /// Usage summaries from the backend stage (upstream filter) to the routing stage (downstream),
 /// by request id. Both stages share this VM and worker thread, but not their filter state, and
 /// access logs read the downstream one.
 const MAX_PENDING_SUMMARIES: usize = 4096;
+
+/// The usage summary access logs print (`wasm.ai_gateway.usage`); a struct rather than
+/// `json!`, which builds a map first.
+#[derive(serde::Serialize)]
+struct UsageSummaryJson<'a> {
+    model: &'a str,
+    backend: &'a str,
+    status: u16,
+    input_tokens: u64,
+    output_tokens: u64,
+    cache_read_tokens: u64,
+    cache_write_tokens: u64,
+    total_tokens: u64,
+    cost: u64,
+}
 
 /// A request's usage, as the routing stage writes it into filter state.
 struct UsageSummary {
@@ -421,6 +467,8 @@ struct RoutingStream {
     config: Option<Rc<Config>>,
     endpoint: Option<Endpoint>,
     requested_model: Option<String>,
+    /// Envoy's `x-request-id`, under which the backend stage leaves the usage summary.
+    request_id: Option<String>,
     /// The caller-format body replacing an Envoy local reply (no route, body too large, ...).
     replacement: Option<Vec<u8>>,
 }
@@ -429,13 +477,14 @@ impl Context for RoutingStream {}
 
 impl HttpContext for RoutingStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let headers = header_snapshot(MapType::HttpRequestHeaders);
         #[cfg(feature = "fault-injection")]
         #[allow(clippy::panic)]
-        if request_header("x-ai-eg-test-panic").is_some() {
+        if headers.contains("x-ai-eg-test-panic") {
             panic!("fault injected by x-ai-eg-test-panic");
         }
-        let method = request_header(":method").unwrap_or_default();
-        let path = request_header(":path").unwrap_or_default();
+        let method = headers.get(":method").unwrap_or_default();
+        let path = headers.get(":path").unwrap_or_default();
         let models = self.config.as_ref().map_or(&[][..], |c| c.models.as_slice());
         if let Some(answer) = gateway::answer_locally(&method, &path, models) {
             return send_json(answer.status, &answer.body);
@@ -444,7 +493,7 @@ impl HttpContext for RoutingStream {
             None => {
                 // Only the gateway's own endpoints may reach a Bedrock cluster: a caller's own
                 // routing header on any other path must not select one.
-                if request_header(MODEL_HEADER).is_some() {
+                if headers.contains(MODEL_HEADER) {
                     set_request_header(MODEL_HEADER, None);
                     clear_route_cache();
                 }
@@ -454,10 +503,11 @@ impl HttpContext for RoutingStream {
             Some(Err(error)) => return reply_with_error(&error, format_for_path(&path)),
         };
         self.endpoint = Some(endpoint);
-        if let Some(error) = request_header("content-type").and_then(|c| gateway::check_content_type(&c).err()) {
+        if let Some(error) = headers.get("content-type").and_then(|c| gateway::check_content_type(&c).err()) {
             return reply_with_error(&error, endpoint.format());
         }
-        strip_caller_credentials();
+        strip_caller_credentials(&headers);
+        self.request_id = headers.get("x-request-id").map(Cow::into_owned);
         if end_of_stream {
             let error = GatewayError::invalid_request("The request body is empty; expected a JSON object.");
             return reply_with_error(&error, endpoint.format());
@@ -510,7 +560,9 @@ impl HttpContext for RoutingStream {
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if end_of_stream && self.endpoint.is_some() {
-            record_usage_for_access_log();
+            if let Some(request_id) = self.request_id.take() {
+                record_usage_for_access_log(&request_id);
+            }
         }
         let Some(replacement) = self.replacement.as_ref() else {
             return Action::Continue;
@@ -526,8 +578,8 @@ impl HttpContext for RoutingStream {
 /// Puts the backend stage's usage summary into this (downstream) stream's filter state:
 /// `wasm.ai_gateway.usage` (JSON), `wasm.ai_gateway.total_tokens` and `wasm.ai_gateway.cost`,
 /// for access logs (`%FILTER_STATE(wasm.ai_gateway.usage:PLAIN)%`) and rate-limit costs.
-fn record_usage_for_access_log() {
-    let Some(summary) = request_header("x-request-id").and_then(|id| take_summary(&id)) else {
+fn record_usage_for_access_log(request_id: &str) {
+    let Some(summary) = take_summary(request_id) else {
         return;
     };
     let total = summary.total_tokens.to_string();
@@ -550,9 +602,13 @@ struct BackendStream {
     metrics: Rc<RefCell<MetricIds>>,
     measurement: Option<RequestMeasurement>,
     endpoint: Option<Endpoint>,
-    backend: Option<Backend>,
+    backend: Option<Rc<Backend>>,
     anthropic_beta: Option<String>,
+    /// The request headers as they arrived, until the body phase has rewritten them.
+    request_headers: HeaderSnapshot,
     plan: Option<ResponsePlan>,
+    /// Bedrock's status, which the translated response keeps unless the translation fails.
+    upstream_status: Option<u16>,
     translation: Option<ResponseTranslation>,
     answered_locally: bool,
 }
@@ -570,8 +626,9 @@ impl Drop for BackendStream {
 
 impl HttpContext for BackendStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let method = request_header(":method").unwrap_or_default();
-        let path = request_header(":path").unwrap_or_default();
+        let headers = header_snapshot(MapType::HttpRequestHeaders);
+        let method = headers.get(":method").unwrap_or_default();
+        let path = headers.get(":path").unwrap_or_default();
         let Some(Ok(endpoint)) = Endpoint::classify(&method, &path) else {
             // The routing stage only sends its endpoints here; anything else is refused, never proxied unsigned.
             self.answered_locally = true;
@@ -590,18 +647,20 @@ impl HttpContext for BackendStream {
                 "The gateway has no backend configured for the route this model took.",
             ));
         };
-        self.backend = Some(backend.clone());
+        self.backend = Some(Rc::clone(backend));
         self.endpoint = Some(endpoint);
         if endpoint.format() == ApiFormat::Anthropic {
-            self.anthropic_beta = request_header("anthropic-beta");
+            self.anthropic_beta = headers.get("anthropic-beta").map(Cow::into_owned);
             // Anthropic's own headers mean nothing to Bedrock: the beta flags travel in the body.
             for header in ["anthropic-beta", "anthropic-version"] {
-                set_request_header(header, None);
+                if headers.contains(header) {
+                    set_request_header(header, None);
+                }
             }
         }
-        let model = request_header(MODEL_HEADER).unwrap_or_default();
+        let model = headers.get(MODEL_HEADER).map(Cow::into_owned).unwrap_or_default();
         self.measurement = Some(RequestMeasurement {
-            request_id: request_header("x-request-id"),
+            request_id: headers.get("x-request-id").map(Cow::into_owned),
             labels: format!(";model={};backend={}", label_value(&model), label_value(&backend.name)),
             model,
             started_ms: now_millis(),
@@ -609,6 +668,7 @@ impl HttpContext for BackendStream {
         });
         // The internal routing header never reaches AWS (the routing stage removed callers' credentials).
         set_request_header(MODEL_HEADER, None);
+        self.request_headers = headers;
         if end_of_stream {
             return self.handle_request_body(&[]);
         }
@@ -630,19 +690,24 @@ impl HttpContext for BackendStream {
         let Some(plan) = self.plan.as_ref().filter(|_| !self.answered_locally) else {
             return Action::Continue;
         };
-        let status = response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(502);
-        let error_type = response_header("x-amzn-errortype");
-        let request_id = response_header("x-amzn-requestid")
-            .or_else(|| request_header("x-request-id"))
-            .unwrap_or_else(|| "gateway".to_owned());
+        let headers = header_snapshot(MapType::HttpResponseHeaders);
+        self.upstream_status = headers.get(":status").and_then(|s| s.parse().ok());
+        let status = self.upstream_status.unwrap_or(502);
+        let error_type = headers.get("x-amzn-errortype");
+        let request_id = headers
+            .get("x-amzn-requestid")
+            .or_else(|| self.measurement.as_ref().and_then(|m| m.request_id.as_deref()).map(Cow::Borrowed))
+            .unwrap_or(Cow::Borrowed("gateway"));
         let max_frame = self
             .config
             .as_ref()
             .map_or(crate::eventstream::DEFAULT_MAX_FRAME_LEN, |c| c.max_stream_frame_bytes);
-        let input_tokens = response_header("x-amzn-bedrock-input-token-count").and_then(|t| t.parse().ok());
+        let input_tokens = headers.get("x-amzn-bedrock-input-token-count").and_then(|t| t.parse().ok());
         let head = UpstreamHead { status, error_type: error_type.as_deref(), request_id: &request_id, input_tokens };
         let translation = ResponseTranslation::for_response(plan, head, max_frame);
-        set_response_header("content-type", Some(translation.content_type()));
+        if headers.get("content-type").as_deref() != Some(translation.content_type()) {
+            set_response_header("content-type", Some(translation.content_type()));
+        }
         set_response_header("content-length", None);
         let streaming = translation.is_streaming();
         self.translation = Some(translation);
@@ -680,7 +745,9 @@ impl HttpContext for BackendStream {
         let body = read_buffer(BufferType::HttpResponseBody, body_size);
         let (status, translated) = translation.translate_body(&body);
         let usage = if status == 200 { translation.usage(Some(&body)) } else { None };
-        set_response_header(":status", Some(&status.to_string()));
+        if Some(status) != self.upstream_status {
+            set_response_header(":status", Some(&status.to_string()));
+        }
         replace_buffer(BufferType::HttpResponseBody, body_size, &translated);
         self.report(status, usage);
         Action::Continue
@@ -693,39 +760,39 @@ impl BackendStream {
     fn report(&mut self, status: u16, usage: Option<gateway::TokenUsage>) {
         let Some(measurement) = self.measurement.take() else { return };
         let now_ms = now_millis();
-        let labels = &measurement.labels;
-        let Ok(mut metrics) = self.metrics.try_borrow_mut() else { return };
-        metrics.add("requests", &format!("{labels};status={}xx", status / 100), 1);
-        metrics.record("request_duration_ms", labels, now_ms.saturating_sub(measurement.started_ms));
+        let Ok(mut all_metrics) = self.metrics.try_borrow_mut() else { return };
+        let Some(mut metrics) = all_metrics.labelled(&measurement.labels) else { return };
+        metrics.add("requests", status_class_label(status), 1);
+        metrics.record("request_duration_ms", now_ms.saturating_sub(measurement.started_ms));
         let usage = usage.unwrap_or_default();
-        metrics.add("input_tokens", labels, usage.input);
-        metrics.add("output_tokens", labels, usage.output);
-        metrics.add("cache_read_tokens", labels, usage.cache_read);
-        metrics.add("cache_write_tokens", labels, usage.cache_write);
-        metrics.add("total_tokens", labels, usage.total());
+        metrics.add("input_tokens", "", usage.input);
+        metrics.add("output_tokens", "", usage.output);
+        metrics.add("cache_read_tokens", "", usage.cache_read);
+        metrics.add("cache_write_tokens", "", usage.cache_write);
+        metrics.add("total_tokens", "", usage.total());
         if let Some(first) = measurement.first_content_ms {
-            metrics.record("time_to_first_token_ms", labels, first.saturating_sub(measurement.started_ms));
+            metrics.record("time_to_first_token_ms", first.saturating_sub(measurement.started_ms));
             if usage.output > 1 {
                 let per_token_us = now_ms.saturating_sub(first).saturating_mul(1000) / (usage.output - 1);
-                metrics.record("time_per_output_token_us", labels, per_token_us);
+                metrics.record("time_per_output_token_us", per_token_us);
             }
         }
-        drop(metrics);
-        let backend = self.backend.as_ref().map(|b| b.name.clone()).unwrap_or_default();
+        drop(all_metrics);
+        let backend = self.backend.as_ref().map_or("", |b| b.name.as_str());
         let cost = self.config.as_ref().map_or(0, |c| c.cost.of(&usage));
-        let summary = serde_json::json!({
-            "model": measurement.model,
-            "backend": backend,
-            "status": status,
-            "input_tokens": usage.input,
-            "output_tokens": usage.output,
-            "cache_read_tokens": usage.cache_read,
-            "cache_write_tokens": usage.cache_write,
-            "total_tokens": usage.total(),
-            "cost": cost,
-        });
-        if let Some(request_id) = measurement.request_id {
-            hand_over_summary(request_id, UsageSummary { json: summary.to_string(), total_tokens: usage.total(), cost });
+        let summary = UsageSummaryJson {
+            model: &measurement.model,
+            backend,
+            status,
+            input_tokens: usage.input,
+            output_tokens: usage.output,
+            cache_read_tokens: usage.cache_read,
+            cache_write_tokens: usage.cache_write,
+            total_tokens: usage.total(),
+            cost,
+        };
+        if let (Some(request_id), Ok(json)) = (measurement.request_id, serde_json::to_string(&summary)) {
+            hand_over_summary(request_id, UsageSummary { json, total_tokens: usage.total(), cost });
         }
     }
 
@@ -742,21 +809,29 @@ impl BackendStream {
             Ok(upstream) => upstream,
             Err(error) => return self.reply_with_error(&error),
         };
+        // Each header write is a host call: the ones that would change nothing are skipped.
+        let caller = std::mem::take(&mut self.request_headers);
         set_request_header(":path", Some(&upstream.path));
         set_request_header(":authority", Some(&upstream.host));
-        set_request_header("content-type", Some("application/json"));
-        set_request_header("accept", Some(upstream.accept));
+        if caller.get("content-type").as_deref() != Some("application/json") {
+            set_request_header("content-type", Some("application/json"));
+        }
+        if caller.get("accept").as_deref() != Some(upstream.accept) {
+            set_request_header("accept", Some(upstream.accept));
+        }
         // The response is translated, so it must come back uncompressed.
-        set_request_header("accept-encoding", None);
+        if caller.contains("accept-encoding") {
+            set_request_header("accept-encoding", None);
+        }
         set_request_header("content-length", Some(&upstream.body.len().to_string()));
         replace_buffer(BufferType::HttpRequestBody, body.len(), &upstream.body);
         self.plan = Some(upstream.plan.clone());
 
         let credentials = match &backend.credentials {
-            BackendCredentials::Static(keys) => Some(keys.clone()),
+            BackendCredentials::Static(keys) => Some(Cow::Borrowed(keys)),
             BackendCredentials::Fetched(provider) => read_credentials(&BackendCredentials::cache_key(provider))
                 .filter(|c| c.freshness(now_ms / 1000) != Freshness::Unusable)
-                .map(|c| c.credentials()),
+                .map(|c| Cow::Owned(c.credentials())),
         };
         if let Some(credentials) = credentials {
             let signature = upstream.sign(&credentials, &backend.region, &mut self.signer.borrow_mut(), now_ms / 1000);
@@ -845,20 +920,10 @@ fn send_json(status: u16, body: &[u8]) -> Action {
 }
 
 /// Callers' own credentials must never reach AWS.
-fn strip_caller_credentials() {
-    // Values as bytes: `get_map` would unwrap them as UTF-8, and callers choose them.
-    let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
-        return;
-    };
-    for (name, _) in headers {
-        let lower = name.to_ascii_lowercase();
-        if lower == "authorization"
-            || lower == "proxy-authorization"
-            || lower == "x-api-key"
-            || lower.starts_with("x-amz-")
-            || (lower.starts_with("x-ai-eg-") && lower != MODEL_HEADER)
-        {
-            set_request_header(&lower, None);
+fn strip_caller_credentials(headers: &HeaderSnapshot) {
+    for (name, _) in headers.iter() {
+        if gateway::is_caller_credential_header(name) {
+            set_request_header(&String::from_utf8_lossy(name).to_ascii_lowercase(), None);
         }
     }
 }
@@ -872,6 +937,7 @@ fn clear_route_cache() {
 
 #[link(wasm_import_module = "env")]
 extern "C" {
+    fn proxy_get_header_map_pairs(map_type: MapType, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> Status;
     fn proxy_get_header_map_value(
         map_type: MapType,
         key_data: *const u8,
@@ -899,6 +965,20 @@ fn header_value(map: MapType, name: &str) -> Option<String> {
     // SAFETY: see above; the buffer is `size` bytes long and owned by us from here on.
     let bytes = unsafe { Vec::from_raw_parts(data, size, size) };
     Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A whole header map in one host call (see `headers`). Like `header_value`, and unlike the
+/// SDK's `get_map_bytes`, any status but Ok means "no headers" rather than a panic.
+fn header_snapshot(map: MapType) -> HeaderSnapshot {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: as in `header_value`: the host allocated `data` through this module's allocator.
+    let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
+    if status != Status::Ok || data.is_null() {
+        return HeaderSnapshot::default();
+    }
+    // SAFETY: see above; the buffer is `size` bytes long and owned by us from here on.
+    HeaderSnapshot::parse(unsafe { Vec::from_raw_parts(data, size, size) })
 }
 
 fn request_header(name: &str) -> Option<String> {

@@ -70,7 +70,7 @@ fn request_body() -> impl Strategy<Value = Vec<u8>> {
 
 fn backend() -> bedrock_gateway_filter::config::Backend {
     let json = br#"{"backends":{"b":{"schema":"converse","region":"us-east-1","credentials":{"source":"inline","access_key_id":"a","secret_access_key":"s"}}}}"#;
-    Config::parse(json, &|_| None).unwrap().backend("b").unwrap().clone()
+    Config::parse(json, &|_| None).unwrap().backend("b").unwrap().as_ref().clone()
 }
 
 fn frames() -> impl Strategy<Value = Vec<u8>> {
