@@ -65,7 +65,7 @@ test-e2e: build wasm-fault-injection venv
 LITELLM_VENV ?= .bench-litellm
 bench: build venv
 	command -v wrk >/dev/null || apt-get install -y -q wrk
-	test -x $(LITELLM_VENV)/bin/litellm || { $(PYTHON) -m venv $(LITELLM_VENV) && $(LITELLM_VENV)/bin/pip install -q "litellm[proxy]==1.110.2"; }
+	test -x $(LITELLM_VENV)/bin/litellm || { $(PYTHON) -m venv $(LITELLM_VENV) && $(LITELLM_VENV)/bin/pip install -q "litellm[proxy]==1.108.7"; }
 	LITELLM=$(LITELLM_VENV)/bin/litellm $(VENV_PY) bench/run.py
 
 # Long property-based fuzzing of the decoders, translators and config parser (CI runs 256 cases).
