@@ -89,7 +89,8 @@ impl Signer {
         now: UtcDateTime,
     ) -> SigningHeaders {
         let amz_date = now.amz_timestamp();
-        let date_stamp = amz_date.get(..8).unwrap_or_default();
+        let date_stamp = now.amz_date_stamp();
+        let date_stamp = date_stamp.as_str();
         let (canonical_request, signed_headers) =
             canonical_request(request, &amz_date, credentials.session_token.as_deref());
         let derived_now;
@@ -175,12 +176,6 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut mac = keyed_hmac(key);
     mac.update(data);
     mac.finalize().into_bytes().into()
-}
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    let mut out = String::with_capacity(64);
-    push_hex(&mut out, &Sha256::digest(data));
-    out
 }
 
 /// Appends lower-case hex digits, without a temporary String.

@@ -58,19 +58,11 @@ impl UtcDateTime {
 }
 
 /// Appends `value` in decimal, zero-padded to at least `width` digits.
-fn push_padded(out: &mut String, value: u64, width: usize) {
-    let mut digits = [0u8; 20];
-    let mut len = 0;
-    let mut rest = value;
-    while len < digits.len() && (rest > 0 || len < width) {
-        if let Some(slot) = digits.get_mut(len) {
-            *slot = b'0' + (rest % 10) as u8;
-        }
-        rest /= 10;
-        len += 1;
-    }
-    for digit in digits.iter().take(len).rev() {
-        out.push(char::from(*digit));
+fn push_padded(out: &mut String, value: u64, width: u32) {
+    let digits = value.checked_ilog10().map_or(1, |log| log + 1).max(width);
+    for place in (0..digits).rev() {
+        let digit = value / 10u64.pow(place) % 10;
+        out.push(char::from(b'0' + digit as u8));
     }
 }
 
