@@ -34,11 +34,15 @@ impl HeaderSnapshot {
     /// The first value of a header; `name` in lower case, as Envoy keeps header names.
     /// Values that are not UTF-8 are decoded lossily.
     pub fn get(&self, name: &str) -> Option<Cow<'_, str>> {
-        self.iter().find(|(n, _)| *n == name.as_bytes()).map(|(_, value)| String::from_utf8_lossy(value))
+        self.raw_value(name).map(String::from_utf8_lossy)
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.iter().any(|(n, _)| n == name.as_bytes())
+        self.raw_value(name).is_some()
+    }
+
+    fn raw_value(&self, name: &str) -> Option<&[u8]> {
+        self.iter().find(|(n, _)| *n == name.as_bytes()).map(|(_, value)| value)
     }
 }
 
@@ -55,20 +59,21 @@ fn pair_ranges(bytes: &[u8]) -> Option<Vec<(Range<usize>, Range<usize>)>> {
     }
     let mut pairs = Vec::with_capacity(count);
     for index in 0..count {
-        let sizes_at = 4 + index * 8;
-        let name_len = read_u32(bytes, sizes_at)?;
-        let value_len = read_u32(bytes, sizes_at + 4)?;
-        let name = data..data.checked_add(name_len)?;
-        let value_start = name.end.checked_add(1)?;
-        let value = value_start..value_start.checked_add(value_len)?;
-        // Each value is followed by its NUL.
-        if value.end >= bytes.len() {
-            break;
-        }
-        data = value.end + 1;
-        pairs.push((name, value));
+        let Some(pair) = pair_at(bytes, index, data) else { break };
+        data = pair.1.end + 1;
+        pairs.push(pair);
     }
     Some(pairs)
+}
+
+/// The `index`th pair, whose name starts at `data`; None when it runs past the buffer.
+fn pair_at(bytes: &[u8], index: usize, data: usize) -> Option<(Range<usize>, Range<usize>)> {
+    let sizes_at = index.checked_mul(8)?.checked_add(4)?;
+    let name = data..data.checked_add(read_u32(bytes, sizes_at)?)?;
+    let value_start = name.end.checked_add(1)?;
+    let value = value_start..value_start.checked_add(read_u32(bytes, sizes_at + 4)?)?;
+    // Each value is followed by its NUL.
+    (value.end < bytes.len()).then_some((name, value))
 }
 
 #[cfg(test)]
@@ -124,8 +129,14 @@ mod tests {
         let mut lying = good.clone();
         lying[0] = 200;
         assert_eq!(HeaderSnapshot::parse(lying).iter().count(), 0);
-        let mut huge = good;
+        let mut huge = good.clone();
         huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(HeaderSnapshot::parse(huge).iter().count(), 0);
+        // A bad second pair keeps the first.
+        let mut bad_second = good;
+        bad_second[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        let headers = HeaderSnapshot::parse(bad_second);
+        assert_eq!(headers.iter().count(), 1);
+        assert_eq!(headers.get("a").as_deref(), Some("1"));
     }
 }

@@ -953,17 +953,13 @@ extern "C" {
 fn header_value(map: MapType, name: &str) -> Option<String> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
-    // SAFETY: the host fills `data`/`size` with a buffer it allocated through this module's
-    // `proxy_on_memory_allocate` (exported by the SDK); we take ownership of it exactly once.
+    // SAFETY: the host only writes the two out-parameters.
     let status = unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
     if status != Status::Ok {
         return None;
     }
-    if data.is_null() {
-        return Some(String::new());
-    }
-    // SAFETY: see above; the buffer is `size` bytes long and owned by us from here on.
-    let bytes = unsafe { Vec::from_raw_parts(data, size, size) };
+    // SAFETY: an Ok answer, taken once.
+    let bytes = unsafe { take_host_buffer(data, size) };
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -972,13 +968,27 @@ fn header_value(map: MapType, name: &str) -> Option<String> {
 fn header_snapshot(map: MapType) -> HeaderSnapshot {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
-    // SAFETY: as in `header_value`: the host allocated `data` through this module's allocator.
+    // SAFETY: the host only writes the two out-parameters.
     let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
-    if status != Status::Ok || data.is_null() {
+    if status != Status::Ok {
         return HeaderSnapshot::default();
     }
-    // SAFETY: see above; the buffer is `size` bytes long and owned by us from here on.
-    HeaderSnapshot::parse(unsafe { Vec::from_raw_parts(data, size, size) })
+    // SAFETY: an Ok answer, taken once.
+    HeaderSnapshot::parse(unsafe { take_host_buffer(data, size) })
+}
+
+/// Takes ownership of an answer the host wrote into memory it allocated through this module's
+/// `proxy_on_memory_allocate` (exported by the SDK); null means an empty answer.
+///
+/// # Safety
+/// `data`/`size` must be what a host call just returned with status Ok, taken only once.
+unsafe fn take_host_buffer(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: per this function's contract, `size` bytes at `data` were allocated by this
+    // module's allocator and handed over to us.
+    unsafe { Vec::from_raw_parts(data, size, size) }
 }
 
 fn request_header(name: &str) -> Option<String> {
