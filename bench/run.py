@@ -139,6 +139,9 @@ def converse_body(filler_bytes: int = 0) -> bytes:
     return json.dumps({"messages": messages}).encode()
 
 
+# Streams: the same prompt through the gateway (OpenAI) and straight to ConverseStream.
+OPENAI_STREAM_BODY = json.dumps({"model": LLAMA, "stream": True, "messages": [{"role": "user", "content": "w " * 126}]}).encode()
+CONVERSE_STREAM_BODY = json.dumps({"messages": [{"role": "user", "content": [{"text": "w " * 126}]}]}).encode()
 ANTHROPIC_BODY = json.dumps({"model": CLAUDE, "max_tokens": 64, "messages": [{"role": "user", "content": "Hi."}]}).encode()
 CONVERSE_PATH = "/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"
 
@@ -247,12 +250,17 @@ def measure(name: str, description: str, pids: list, path: str, body: bytes, hea
     return result
 
 
+def stream_request(path: str, body: bytes, delay_ms: str) -> bytes:
+    """A raw HTTP/1.1 request for a stream whose deltas the emulator paces `delay_ms` apart."""
+    return (b"POST " + path.encode() + b" HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
+            + b"x-emulator-delay-ms: " + delay_ms.encode() + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
 def stream_timings(port: int, path: str, body: bytes, chunk_marker: bytes, streams: int = 40) -> dict:
     """Time to the first content delta, and the gaps between deltas, over streams sent one after
     another on one keep-alive connection, as a client library would."""
     firsts, gaps = [], []
-    request = (b"POST " + path.encode() + b" HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
-               + b"x-emulator-delay-ms: " + STREAM_DELAY_MS.encode() + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    request = stream_request(path, body, STREAM_DELAY_MS)
     with socket.create_connection(("127.0.0.1", port)) as s:
         # As HTTP client libraries do: without it, Nagle and delayed ACKs add 40 ms stalls.
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -288,13 +296,11 @@ def added(through: dict, baseline: dict) -> dict:
 
 
 def rss_per_100_streams(pids: list) -> float:
-    body = json.dumps({"model": LLAMA, "stream": True, "messages": [{"role": "user", "content": "w " * 126}]}).encode()
     idle = rss_mb(pids, "VmRSS")
     sockets = []
     for _ in range(100):
         s = socket.create_connection(("127.0.0.1", GATEWAY_PORT))
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nx-emulator-delay-ms: 40\r\n"
-                  + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        s.sendall(stream_request("/v1/chat/completions", OPENAI_STREAM_BODY, "40"))
         sockets.append(s)
     time.sleep(1.0)
     busy = rss_mb(pids, "VmRSS")
@@ -376,20 +382,18 @@ def main():
         finally:
             stop(emulator)
         return
-    stream_body = json.dumps({"model": LLAMA, "stream": True, "messages": [{"role": "user", "content": "w " * 126}]}).encode()
-    converse_stream_body = json.dumps({"messages": [{"role": "user", "content": [{"text": "w " * 126}]}]}).encode()
     converse_stream_path = CONVERSE_PATH.replace("converse", "converse-stream")
     streams = {}
     try:
         results["configurations"].append(measure("A", "emulator directly", [], CONVERSE_PATH, converse_body(), json_headers))
-        streams["direct"] = stream_timings(EMULATOR_PORT, converse_stream_path, converse_stream_body, b"contentBlockDelta")
+        streams["direct"] = stream_timings(EMULATOR_PORT, converse_stream_path, CONVERSE_STREAM_BODY, b"contentBlockDelta")
         for name, description, signing in (("B", "Envoy, plain proxy", False), ("C", "Envoy, native aws_request_signing", True)):
             process, pids = run_envoy(name, proxy_config(signing))
             try:
                 results["configurations"].append(measure(name, description, pids, CONVERSE_PATH, converse_body(), json_headers))
                 if not signing:
-                    streams["plain_envoy"] = stream_timings(GATEWAY_PORT, converse_stream_path, converse_stream_body, b"contentBlockDelta")
-                if signing:
+                    streams["plain_envoy"] = stream_timings(GATEWAY_PORT, converse_stream_path, CONVERSE_STREAM_BODY, b"contentBlockDelta")
+                else:
                     native = {}
                     for size, filler in (("1 KiB", 1024), ("100 KiB", 100 * 1024), ("1 MiB", 1024 * 1024)):
                         before = cpu_seconds(pids)
@@ -409,7 +413,7 @@ def main():
                     "cpu_us_per_req": round((cpu_seconds(pids) - before) * 1e6 / run["requests"], 1),
                     "native_cpu_us_per_req": native[size],
                 })
-            streams["gateway"] = stream_timings(GATEWAY_PORT, "/v1/chat/completions", stream_body, b'{"content":')
+            streams["gateway"] = stream_timings(GATEWAY_PORT, "/v1/chat/completions", OPENAI_STREAM_BODY, b'{"content":')
             results["streaming"] = {
                 "deltas": streams["gateway"]["deltas"],
                 **streams,
