@@ -340,12 +340,14 @@ fn store_shared(key: &str, value: &[u8]) {
     }
 }
 
+/// The refresh lock of a credential key, with its failure count and last error.
+fn read_lock(key: &str) -> Option<RefreshLock> {
+    let (bytes, _) = hostcalls::get_shared_data(&lock_key(key)).ok()?;
+    Some(RefreshLock::decode(&bytes?))
+}
+
 fn record_fetch_failure(key: &str, now_ms: u64, error: String) {
-    let lock = hostcalls::get_shared_data(&lock_key(key))
-        .ok()
-        .and_then(|(bytes, _)| bytes)
-        .map(|b| RefreshLock::decode(&b))
-        .unwrap_or_default();
+    let lock = read_lock(key).unwrap_or_default();
     store_shared(&lock_key(key), &lock.failed(now_ms, error).encode());
 }
 
@@ -385,24 +387,21 @@ impl GatewayRoot {
     fn serve_waiting_requests(&mut self, now_ms: u64) {
         let ready: Vec<(u32, ParkedRequest, Result<CachedCredentials, String>)> = {
             let Ok(mut broker) = self.broker.try_borrow_mut() else { return };
-            let decided: Vec<u32> = broker
+            // Decided: usable credentials to sign with, or a reason to give up; others keep waiting.
+            let decided: Vec<(u32, Result<CachedCredentials, String>)> = broker
                 .waiting
                 .iter()
-                .filter(|(_, parked)| {
-                    let usable = read_credentials(&parked.key).is_some_and(|c| c.freshness(now_ms / 1000) != Freshness::Unusable);
-                    usable || parked_has_failed(parked, now_ms)
+                .filter_map(|(id, parked)| {
+                    match read_credentials(&parked.key).filter(|c| c.freshness(now_ms / 1000) != Freshness::Unusable) {
+                        Some(credentials) => Some((*id, Ok(credentials))),
+                        None if parked_has_failed(parked, now_ms) => Some((*id, Err(credential_failure_reason(&parked.key)))),
+                        None => None,
+                    }
                 })
-                .map(|(id, _)| *id)
                 .collect();
             decided
                 .into_iter()
-                .filter_map(|id| broker.waiting.remove(&id).map(|parked| (id, parked)))
-                .map(|(id, parked)| {
-                    let credentials = read_credentials(&parked.key)
-                        .filter(|c| c.freshness(now_ms / 1000) != Freshness::Unusable)
-                        .ok_or_else(|| credential_failure_reason(&parked.key));
-                    (id, parked, credentials)
-                })
+                .filter_map(|(id, credentials)| broker.waiting.remove(&id).map(|parked| (id, parked, credentials)))
                 .collect()
         };
         for (context_id, parked, credentials) in ready {
@@ -438,17 +437,12 @@ fn parked_has_failed(parked: &ParkedRequest, now_ms: u64) -> bool {
     if now_ms.saturating_sub(parked.since_ms) >= MAX_CREDENTIAL_WAIT_MS {
         return true;
     }
-    hostcalls::get_shared_data(&lock_key(&parked.key))
-        .ok()
-        .and_then(|(bytes, _)| bytes)
-        .is_some_and(|b| RefreshLock::decode(&b).failures >= FAILURES_BEFORE_GIVING_UP)
+    read_lock(&parked.key).is_some_and(|lock| lock.failures >= FAILURES_BEFORE_GIVING_UP)
 }
 
 fn credential_failure_reason(key: &str) -> String {
-    hostcalls::get_shared_data(&lock_key(key))
-        .ok()
-        .and_then(|(bytes, _)| bytes)
-        .and_then(|b| RefreshLock::decode(&b).last_error)
+    read_lock(key)
+        .and_then(|lock| lock.last_error)
         .unwrap_or_else(|| "the credential endpoint did not answer in time".to_owned())
 }
 
