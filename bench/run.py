@@ -34,7 +34,12 @@ LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 DURATION = int(os.environ.get("BENCH_SECONDS", "8"))
 # BENCH_ONLY=D measures just this gateway (for before/after comparisons); nothing is written.
+# With BENCH_WASMS=old.wasm,new.wasm it measures each build in turn, BENCH_ROUNDS times (default 1),
+# interleaved, so that a slow spell of the machine does not fall on one build only.
 ONLY = os.environ.get("BENCH_ONLY")
+WASM = "target/wasm32-wasip1/release/bedrock_gateway_filter.wasm"
+COMPARED_WASMS = [w for w in os.environ.get("BENCH_WASMS", WASM).split(",") if w]
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
 # Streams: deltas paced this far apart by the emulator; the first streams on a connection are not counted.
 STREAM_DELAY_MS = "2"
 WARM_UP_STREAMS = 3
@@ -182,8 +187,8 @@ static_resources:
 """
 
 
-def gateway_config() -> str:
-    text = (ROOT / "examples/envoy-emulator.yaml").read_text()
+def gateway_config(wasm: str = WASM) -> str:
+    text = (ROOT / "examples/envoy-emulator.yaml").read_text().replace(WASM, wasm)
     for old, new in (("port_value: 1975", GATEWAY_PORT), ("port_value: 9901", ADMIN_PORT), ("port_value: 4566", EMULATOR_PORT)):
         text = text.replace(old, f"port_value: {new}")
     # Per-request access log lines would measure disk writes, not the gateway: drop that block.
@@ -372,15 +377,20 @@ def main():
     json_headers = {"Content-Type": "application/json"}
     results = {"configurations": [], "body_sizes": []}
     if ONLY == "D":
+        cpu = {wasm: {"D": [], "E": []} for wasm in COMPARED_WASMS}
         try:
-            process, pids = run_envoy("D", gateway_config())
-            try:
-                measure("D", "this gateway, OpenAI -> Converse", pids, "/v1/chat/completions", openai_body(), json_headers)
-                measure("E", "this gateway, Anthropic -> InvokeModel", pids, "/anthropic/v1/messages", ANTHROPIC_BODY, json_headers)
-            finally:
-                stop(process)
+            for _ in range(ROUNDS):
+                for wasm in COMPARED_WASMS:
+                    process, pids = run_envoy("D", gateway_config(wasm))
+                    try:
+                        cpu[wasm]["D"].append(measure("D", "this gateway, OpenAI -> Converse", pids, "/v1/chat/completions", openai_body(), json_headers)["cpu_us_per_req"])
+                        cpu[wasm]["E"].append(measure("E", "this gateway, Anthropic -> InvokeModel", pids, "/anthropic/v1/messages", ANTHROPIC_BODY, json_headers)["cpu_us_per_req"])
+                    finally:
+                        stop(process)
         finally:
             stop(emulator)
+        for wasm, runs in cpu.items():
+            print(f"{wasm}: CPU us/request D {runs['D']} E {runs['E']}", flush=True)
         return
     converse_stream_path = CONVERSE_PATH.replace("converse", "converse-stream")
     streams = {}
