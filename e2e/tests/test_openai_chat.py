@@ -8,6 +8,8 @@ from pathlib import Path
 import openai
 import pytest
 
+from conftest import raw_post
+
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 
@@ -125,6 +127,33 @@ def test_model_override_sends_the_backend_model(client, gateway):
     upstream = gateway.last_upstream_request()
     assert upstream["path"] == "/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"
     assert "x-ai-eg-model" not in upstream["headers"]
+
+
+@pytest.mark.parametrize(
+    "caller_headers",
+    [
+        # What Bedrock wants already: the gateway leaves these as they are.
+        {"content-type": "application/json", "accept": "application/json"},
+        # Anything else is rewritten, and a compressed answer is never asked for.
+        {"content-type": "application/json; charset=utf-8", "accept": "text/html", "accept-encoding": "gzip, br"},
+    ],
+)
+def test_bedrock_gets_its_content_headers_whatever_the_caller_sent(gateway, caller_headers):
+    body = json.dumps({"model": LLAMA, "messages": [{"role": "user", "content": "headers"}]}).encode()
+    response = raw_post(f"{gateway.url}/v1/chat/completions", body, caller_headers)
+    assert response.status == 200, response.body
+    upstream = gateway.last_upstream_request()["headers"]
+    assert upstream["content-type"] == "application/json"
+    assert upstream["accept"] == "application/json"
+    assert "accept-encoding" not in upstream
+
+    stream_body = json.dumps({"model": LLAMA, "stream": True, "messages": [{"role": "user", "content": "headers"}]}).encode()
+    response = raw_post(f"{gateway.url}/v1/chat/completions", stream_body, caller_headers)
+    assert response.status == 200 and b"data: [DONE]" in response.body
+    upstream = gateway.last_upstream_request()["headers"]
+    assert upstream["accept"] == "application/vnd.amazon.eventstream"
+    assert upstream["content-type"] == "application/json"
+    assert "accept-encoding" not in upstream
 
 
 def test_callers_credentials_never_reach_aws(client, gateway):
