@@ -118,6 +118,13 @@ def test_bedrock_errors_in_both_formats(gateway, path, fault, status, openai_typ
     assert_error(raw_post(gateway.url + path, body, headers={"x-emulator-fault": fault}), status, path, openai_type, anthropic_type, "Bedrock")
 
 
+@pytest.mark.parametrize("path", [OPENAI_PATH, ANTHROPIC_PATH])
+def test_an_unreadable_bedrock_success_becomes_a_502(gateway, path):
+    body = anthropic_body(model=CLAUDE_MODEL) if path == ANTHROPIC_PATH else openai_body()
+    response = raw_post(gateway.url + path, body, headers={"x-emulator-fault": "unreadable-reply"})
+    assert_error(response, 502, path, "server_error", "api_error", "unreadable")
+
+
 def stream_events(gateway, path: str, fault: str) -> list:
     body = json.loads(anthropic_body() if path == ANTHROPIC_PATH else openai_body())
     body["stream"] = True

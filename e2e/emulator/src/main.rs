@@ -132,6 +132,8 @@ fn upfront_fault(fault: &str, request_id: &str) -> Option<Response<ResponseBody>
         "validation" => validation("Malformed input request, please reformat your input and try again.", request_id),
         "internal" => bedrock_error(500, "InternalServerException", "The server encountered an internal error.", request_id),
         "unavailable" => bedrock_error(503, "ServiceUnavailableException", "The service is temporarily unavailable.", request_id),
+        // A 200 whose body is not Bedrock's reply (cut short): the gateway must not pass it off as a success.
+        "unreadable-reply" => full(StatusCode::OK, "application/json", r#"{"output": {"message": "#, request_id),
         _ => return None,
     })
 }
