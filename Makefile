@@ -48,7 +48,7 @@ run-aws: wasm venv
 lint:
 	rustup target add wasm32-wasip1 >/dev/null
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --release --target wasm32-wasip1 -p bedrock-gateway-filter -- -D warnings
+	$(CARGO) clippy --release --target wasm32-wasip1 -p bedrock-gateway-filter -p noop-filter -- -D warnings
 
 test-unit:
 	$(CARGO) test --workspace
@@ -64,6 +64,7 @@ test-e2e: build wasm-fault-injection venv
 # LiteLLM (configuration F) is installed into its own virtualenv, away from the project's.
 LITELLM_VENV ?= .bench-litellm
 bench: build venv
+	$(CARGO) build --release --target wasm32-wasip1 -p noop-filter
 	command -v wrk >/dev/null || apt-get install -y -q wrk
 	test -x $(LITELLM_VENV)/bin/litellm || { $(PYTHON) -m venv $(LITELLM_VENV) && $(LITELLM_VENV)/bin/pip install -q "litellm[proxy]==1.108.7"; }
 	LITELLM=$(LITELLM_VENV)/bin/litellm $(VENV_PY) bench/run.py

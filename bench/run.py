@@ -38,8 +38,13 @@ DURATION = int(os.environ.get("BENCH_SECONDS", "8"))
 # interleaved, so that a slow spell of the machine does not fall on one build only.
 ONLY = os.environ.get("BENCH_ONLY")
 WASM = "target/wasm32-wasip1/release/bedrock_gateway_filter.wasm"
+NOOP_WASM = ROOT / "target/wasm32-wasip1/release/noop_filter.wasm"
 COMPARED_WASMS = [w for w in os.environ.get("BENCH_WASMS", WASM).split(",") if w]
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
+# The full run measures the CPU per request of B, C, W, D and E this many times, in turn within each
+# round, and reports the median: this machine's speed drifts by half over minutes, and one slow
+# spell must not fall on one configuration only.
+CPU_ROUNDS = int(os.environ.get("BENCH_CPU_ROUNDS", "3"))
 # Streams: deltas paced this far apart by the emulator; the first streams on a connection are not counted.
 STREAM_DELAY_MS = "2"
 WARM_UP_STREAMS = 3
@@ -187,6 +192,35 @@ static_resources:
 """
 
 
+def noop_wasm_filter(name: str, indent: str) -> str:
+    return f"""
+- name: envoy.filters.http.wasm
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+    config:
+      name: {name}
+      root_id: {name}
+      allow_on_headers_stop_iteration: true
+      vm_config: {{ vm_id: noop, runtime: envoy.wasm.runtime.v8, code: {{ local: {{ filename: {NOOP_WASM} }} }} }}""".replace("\n", "\n" + indent)
+
+
+def floor_config() -> str:
+    """The plain proxy with a do-nothing wasm filter where each of the gateway's stages sits: one
+    downstream, one upstream on the cluster (configuration W)."""
+    upstream_filters = f"""
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http_protocol_options: {{}} }}
+        http_filters:{noop_wasm_filter("noop_backend", "        ")}
+        - name: envoy.filters.http.upstream_codec
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec
+"""
+    text = proxy_config(False).replace("http_filters:", "http_filters:" + noop_wasm_filter("noop_routing", "          "), 1)
+    return text.replace("    load_assignment:", upstream_filters.lstrip("\n") + "    load_assignment:")
+
+
 def gateway_config(wasm: str = WASM) -> str:
     text = (ROOT / "examples/envoy-emulator.yaml").read_text().replace(WASM, wasm)
     for old, new in (("port_value: 1975", GATEWAY_PORT), ("port_value: 9901", ADMIN_PORT), ("port_value: 4566", EMULATOR_PORT)):
@@ -255,13 +289,22 @@ def measure(name: str, description: str, pids: list, path: str, body: bytes, hea
     return result
 
 
+def cpu_per_request(pids: list, path: str, body: bytes, headers: dict) -> float:
+    """One more CPU-per-request reading of a running configuration (after a short warm-up)."""
+    url = f"http://127.0.0.1:{GATEWAY_PORT}{path}"
+    wrk(url, body, headers, 64, 3)
+    before = cpu_seconds(pids)
+    loaded = wrk(url, body, headers, 64, DURATION)
+    return round((cpu_seconds(pids) - before) * 1_000_000 / loaded["requests"], 1)
+
+
 def stream_request(path: str, body: bytes, delay_ms: str) -> bytes:
     """A raw HTTP/1.1 request for a stream whose deltas the emulator paces `delay_ms` apart."""
     return (b"POST " + path.encode() + b" HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
             + b"x-emulator-delay-ms: " + delay_ms.encode() + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
-def stream_timings(port: int, path: str, body: bytes, chunk_marker: bytes, streams: int = 40) -> dict:
+def stream_timings(port: int, path: str, body: bytes, chunk_marker: bytes, streams: int = 100) -> dict:
     """Time to the first content delta, and the gaps between deltas, over streams sent one after
     another on one keep-alive connection, as a client library would."""
     firsts, gaps = [], []
@@ -320,6 +363,15 @@ def update_readme(results: dict):
         cpu = "" if r["cpu_us_per_req"] is None else r["cpu_us_per_req"]
         rss = "" if r["rss_mb"] is None else r["rss_mb"]
         rows.append(f"| {r['name']}: {r['description']} | {r['rps']} | {r['p50_us']} / {r['p99_us']} | {r['c1_p50_us']} / {r['c1_p99_us']} | {cpu} | {rss} |")
+    rounds = {r["name"]: r["cpu_us_per_req_rounds"] for r in results["configurations"] if r.get("cpu_us_per_req_rounds")}
+    if rounds:
+        # Rounds measure the configurations in turn, so a round's D - C compares readings minutes apart, not an hour.
+        over_native = [round(d - c, 1) for d, c in zip(rounds["D"], rounds["C"])]
+        over_floor = [round(d - w, 1) for d, w in zip(rounds["D"], rounds["W"])]
+        rows += ["", f"Gateway CPU is the median of {len(rounds['D'])} rounds, each measuring B, C, W, D and E in turn: "
+                 + "; ".join(f"{name} {' / '.join(str(v) for v in values)}" for name, values in rounds.items())
+                 + f" µs. D - C per round: {' / '.join(str(v) for v in over_native)} µs; D - W (the gateway's own work"
+                 + f" above the do-nothing filters): {' / '.join(str(v) for v in over_floor)} µs."]
     s = results["streaming"]
     direct, plain = s["added_vs_direct"], s["added_vs_plain_envoy"]
     rows += ["", f"Streams of {s['deltas']} deltas paced {STREAM_DELAY_MS} ms apart, one after another on a keep-alive connection: against Bedrock (the emulator) directly, "
@@ -367,6 +419,27 @@ def chart(results: dict):
     (ROOT / "bench/chart.svg").write_text("\n".join(parts))
 
 
+def extra_cpu_rounds(configurations: list, json_headers: dict):
+    """Rounds 2..CPU_ROUNDS of the CPU figures of B, C, W, D and E; each keeps the median of its rounds."""
+    by_name = {c["name"]: c for c in configurations}
+    rounds = {name: [by_name[name]["cpu_us_per_req"]] for name in "BCWDE"}
+    for _ in range(CPU_ROUNDS - 1):
+        for name, config in (("B", proxy_config(False)), ("C", proxy_config(True)), ("W", floor_config()), ("D", gateway_config())):
+            process, pids = run_envoy(name, config)
+            try:
+                if name == "D":
+                    rounds["D"].append(cpu_per_request(pids, "/v1/chat/completions", openai_body(), json_headers))
+                    rounds["E"].append(cpu_per_request(pids, "/anthropic/v1/messages", ANTHROPIC_BODY, json_headers))
+                else:
+                    rounds[name].append(cpu_per_request(pids, CONVERSE_PATH, converse_body(), json_headers))
+            finally:
+                stop(process)
+    for name, values in rounds.items():
+        by_name[name]["cpu_us_per_req_rounds"] = values
+        by_name[name]["cpu_us_per_req"] = round(statistics.median(values), 1)
+    print(json.dumps({name: values for name, values in rounds.items()}), flush=True)
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     for tool in ("wrk", "taskset"):
@@ -411,6 +484,11 @@ def main():
                         native[size] = round((cpu_seconds(pids) - before) * 1e6 / run["requests"], 1)
             finally:
                 stop(process)
+        process, pids = run_envoy("W", floor_config())
+        try:
+            results["configurations"].append(measure("W", "Envoy, two do-nothing wasm filters where the gateway's sit", pids, CONVERSE_PATH, converse_body(), json_headers))
+        finally:
+            stop(process)
         process, pids = run_envoy("D", gateway_config())
         try:
             results["configurations"].append(measure("D", "this gateway, OpenAI -> Converse", pids, "/v1/chat/completions", openai_body(), json_headers))
@@ -436,6 +514,7 @@ def main():
             print(json.dumps(results["streaming"]), flush=True)
         finally:
             stop(process)
+        extra_cpu_rounds(results["configurations"], json_headers)
         if LITELLM.exists():
             process, pids = run_litellm()
             try:
