@@ -9,6 +9,7 @@
 use crate::bedrock;
 use crate::errors::{ApiFormat, GatewayError};
 use crate::eventstream::{Decoder, Frame, FrameTranslator};
+use crate::gateway::{AnthropicUsage, TokenUsage, TranslatedBody};
 use crate::openai::push_json_string;
 use crate::rawjson::RawObject;
 use base64::Engine as _;
@@ -138,13 +139,19 @@ fn json_string(text: &str) -> String {
 }
 
 /// A Messages response passes through; its `model` reports what the caller asked for.
-pub fn rewrite_message_model(body: &[u8], requested_model: &str) -> Result<Vec<u8>, GatewayError> {
+pub fn rewrite_message_model(body: &[u8], requested_model: &str) -> Result<TranslatedBody, GatewayError> {
     let object = RawObject::parse(body)
         .map_err(|e| GatewayError::upstream(format!("Bedrock returned an unreadable Messages response: {e}")))?;
     if !object.contains("content") {
         return Err(GatewayError::upstream("Bedrock's Messages response has no content."));
     }
-    Ok(object.write_with(&[], &[("model", &json_string(requested_model))]))
+    // Only the `usage` member is parsed: the rest passes through as raw text.
+    let usage = object.get_as::<AnthropicUsage>("usage").ok().flatten().map(|reported| {
+        let mut usage = TokenUsage::default();
+        reported.merge_into(&mut usage);
+        usage
+    });
+    Ok(TranslatedBody { body: object.write_with(&[], &[("model", &json_string(requested_model))]), usage })
 }
 
 // ---- Streaming --------------------------------------------------------------------------

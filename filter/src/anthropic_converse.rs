@@ -9,6 +9,7 @@ use crate::bedrock::{
 };
 use crate::errors::{ApiFormat, GatewayError};
 use crate::eventstream::{Decoder, Frame, FrameTranslator};
+use crate::gateway::{TokenUsage, TranslatedBody};
 use crate::openai::push_json_string;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -364,7 +365,7 @@ fn usage_json(usage: Usage) -> String {
 }
 
 /// A Converse reply as an Anthropic `message`.
-pub fn from_converse_response(body: &[u8], message_id: &str, model: &str) -> Result<Vec<u8>, GatewayError> {
+pub fn from_converse_response(body: &[u8], message_id: &str, model: &str) -> Result<TranslatedBody, GatewayError> {
     let response: ConverseResponse<'_> = serde_json::from_slice(body)
         .map_err(|e| GatewayError::upstream(format!("Bedrock returned an unreadable Converse response: {e}")))?;
     let message = response
@@ -417,7 +418,7 @@ pub fn from_converse_response(body: &[u8], message_id: &str, model: &str) -> Res
         stop_reason(response.stop_reason),
         usage_json(response.usage.unwrap_or_default())
     );
-    Ok(out.into_bytes())
+    Ok(TranslatedBody { body: out.into_bytes(), usage: response.usage.map(TokenUsage::from) })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

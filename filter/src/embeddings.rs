@@ -3,6 +3,7 @@
 //! `encoding_format: "base64"` makes the gateway parse them (into little-endian f32 bytes).
 
 use crate::errors::GatewayError;
+use crate::gateway::{TokenUsage, TranslatedBody};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -146,7 +147,7 @@ fn unreadable(e: impl std::fmt::Display) -> GatewayError {
 
 /// Renders Bedrock's embeddings as OpenAI's list. `header_tokens` is Bedrock's
 /// `x-amzn-bedrock-input-token-count`, the only count Cohere responses carry.
-pub fn response(body: &[u8], family: Family, model: &str, base64: bool, header_tokens: Option<u64>) -> Result<Vec<u8>, GatewayError> {
+pub fn response(body: &[u8], family: Family, model: &str, base64: bool, header_tokens: Option<u64>) -> Result<TranslatedBody, GatewayError> {
     let (vectors, tokens): (Vec<&RawValue>, Option<u64>) = match family {
         Family::Titan => {
             let parsed: TitanResponse<'_> = serde_json::from_slice(body).map_err(unreadable)?;
@@ -163,7 +164,8 @@ pub fn response(body: &[u8], family: Family, model: &str, base64: bool, header_t
             (vectors, None)
         }
     };
-    let tokens = tokens.or(header_tokens).unwrap_or(0);
+    let reported = tokens.or(header_tokens);
+    let tokens = reported.unwrap_or(0);
     let mut out = String::with_capacity(body.len() + 128);
     out.push_str("{\"object\":\"list\",\"data\":[");
     for (index, vector) in vectors.iter().enumerate() {
@@ -185,5 +187,6 @@ pub fn response(body: &[u8], family: Family, model: &str, base64: bool, header_t
     out.push_str("],\"model\":");
     crate::openai::push_json_string(&mut out, model);
     out.push_str(&format!(",\"usage\":{{\"prompt_tokens\":{tokens},\"total_tokens\":{tokens}}}}}"));
-    Ok(out.into_bytes())
+    let usage = reported.map(|input| TokenUsage { input, ..TokenUsage::default() });
+    Ok(TranslatedBody { body: out.into_bytes(), usage })
 }

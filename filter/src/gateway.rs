@@ -81,12 +81,6 @@ impl From<bedrock::Usage> for TokenUsage {
     }
 }
 
-#[derive(Deserialize)]
-struct ConverseUsageOnly {
-    #[serde(default)]
-    usage: Option<bedrock::Usage>,
-}
-
 /// Anthropic's usage object (in messages, `message_start` and `message_delta`).
 #[derive(Debug, Default, Deserialize)]
 pub struct AnthropicUsage {
@@ -124,17 +118,19 @@ pub struct AnthropicUsageHolder {
     pub usage: Option<AnthropicUsage>,
 }
 
-#[derive(Deserialize)]
-struct AnthropicUsageOnly {
-    #[serde(default)]
-    usage: Option<AnthropicUsage>,
+/// A whole response body translated for the caller, with the tokens Bedrock reported in it,
+/// read in the same pass (the body is not parsed a second time for usage).
+#[derive(Debug)]
+pub struct TranslatedBody {
+    pub body: Vec<u8>,
+    pub usage: Option<TokenUsage>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TitanUsageOnly {
-    #[serde(default)]
-    input_text_token_count: Option<u64>,
+impl TranslatedBody {
+    /// A body that reports no usage (count-tokens answers, errors).
+    pub fn without_usage(body: Vec<u8>) -> Self {
+        TranslatedBody { body, usage: None }
+    }
 }
 
 /// The header Envoy's routes match to pick a backend cluster.
@@ -498,26 +494,12 @@ impl ResponseTranslation {
     }
 
     /// Token usage seen so far: from the stream's events, or read from a whole upstream body.
-    pub fn usage(&self, upstream_body: Option<&[u8]>) -> Option<TokenUsage> {
-        match (self, upstream_body) {
-            (ResponseTranslation::ChatCompletionStream(stream), _) => stream.usage(),
-            (ResponseTranslation::AnthropicStream(stream), _) => stream.usage(),
-            (ResponseTranslation::AnthropicFromConverseStream(stream), _) => stream.usage(),
-            (ResponseTranslation::ChatCompletion(_) | ResponseTranslation::AnthropicFromConverse { .. }, Some(body)) => {
-                serde_json::from_slice::<ConverseUsageOnly>(body).ok()?.usage.map(TokenUsage::from)
-            }
-            (ResponseTranslation::AnthropicMessage { .. }, Some(body)) => {
-                let mut usage = TokenUsage::default();
-                serde_json::from_slice::<AnthropicUsageOnly>(body).ok()?.usage?.merge_into(&mut usage);
-                Some(usage)
-            }
-            (ResponseTranslation::Embeddings { family, header_tokens, .. }, Some(body)) => {
-                let titan = match family {
-                    embeddings::Family::Titan => serde_json::from_slice::<TitanUsageOnly>(body).ok().and_then(|t| t.input_text_token_count),
-                    embeddings::Family::Cohere => None,
-                };
-                titan.or(*header_tokens).map(|input| TokenUsage { input, ..TokenUsage::default() })
-            }
+    /// The tokens a stream has reported so far (whole bodies report theirs from `translate_body`).
+    pub fn stream_usage(&self) -> Option<TokenUsage> {
+        match self {
+            ResponseTranslation::ChatCompletionStream(stream) => stream.usage(),
+            ResponseTranslation::AnthropicStream(stream) => stream.usage(),
+            ResponseTranslation::AnthropicFromConverseStream(stream) => stream.usage(),
             _ => None,
         }
     }
@@ -532,8 +514,9 @@ impl ResponseTranslation {
         }
     }
 
-    /// Translates a whole buffered body. Returns the status to answer with and the new body.
-    pub fn translate_body(&self, body: &[u8]) -> (u16, Vec<u8>) {
+    /// Translates a whole buffered body. Returns the status to answer with, the new body and,
+    /// for a success, the tokens it reported.
+    pub fn translate_body(&self, body: &[u8]) -> (u16, TranslatedBody) {
         let (result, format) = match self {
             ResponseTranslation::ChatCompletion(context) => {
                 (openai::from_converse_response(body, context), ApiFormat::OpenAi)
@@ -541,7 +524,9 @@ impl ResponseTranslation {
             ResponseTranslation::AnthropicMessage { requested_model } => {
                 (anthropic::rewrite_message_model(body, requested_model), ApiFormat::Anthropic)
             }
-            ResponseTranslation::AnthropicCountTokens => (anthropic::count_tokens_response(body), ApiFormat::Anthropic),
+            ResponseTranslation::AnthropicCountTokens => {
+                (anthropic::count_tokens_response(body).map(TranslatedBody::without_usage), ApiFormat::Anthropic)
+            }
             ResponseTranslation::AnthropicFromConverse { message_id, requested_model } => (
                 anthropic_converse::from_converse_response(body, message_id, requested_model),
                 ApiFormat::Anthropic,
@@ -555,11 +540,11 @@ impl ResponseTranslation {
             }
             ResponseTranslation::ChatCompletionStream(_)
             | ResponseTranslation::AnthropicStream(_)
-            | ResponseTranslation::AnthropicFromConverseStream(_) => return (200, Vec::new()),
+            | ResponseTranslation::AnthropicFromConverseStream(_) => return (200, TranslatedBody::without_usage(Vec::new())),
         };
         match result {
             Ok(translated) => (200, translated),
-            Err(error) => (error.status, error.to_json(format)),
+            Err(error) => (error.status, TranslatedBody::without_usage(error.to_json(format))),
         }
     }
 }

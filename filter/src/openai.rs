@@ -9,6 +9,7 @@ use crate::bedrock::{
 use serde_json::value::RawValue;
 use crate::errors::GatewayError;
 use crate::eventstream::{Decoder, Frame, FrameTranslator};
+use crate::gateway::{TokenUsage, TranslatedBody};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -675,7 +676,7 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
 }
 
 /// Renders a Converse response as a `chat.completion`: text, tool calls and reasoning, none lost.
-pub fn from_converse_response(body: &[u8], context: &ResponseContext) -> Result<Vec<u8>, GatewayError> {
+pub fn from_converse_response(body: &[u8], context: &ResponseContext) -> Result<TranslatedBody, GatewayError> {
     let response: ConverseResponse<'_> = serde_json::from_slice(body)
         .map_err(|e| GatewayError::upstream(format!("Bedrock returned an unreadable Converse response: {e}")))?;
     let message = response
@@ -731,8 +732,9 @@ pub fn from_converse_response(body: &[u8], context: &ResponseContext) -> Result<
         }],
         usage: response.usage.unwrap_or_default().into(),
     };
-    serde_json::to_vec(&completion)
-        .map_err(|e| GatewayError::upstream(format!("could not render the chat completion: {e}")))
+    let body = serde_json::to_vec(&completion)
+        .map_err(|e| GatewayError::upstream(format!("could not render the chat completion: {e}")))?;
+    Ok(TranslatedBody { body, usage: response.usage.map(TokenUsage::from) })
 }
 
 // ---- Streaming --------------------------------------------------------------------------

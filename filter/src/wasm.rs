@@ -728,7 +728,7 @@ impl HttpContext for BackendStream {
                 }
             }
             if end_of_stream {
-                let usage = translation.usage(None);
+                let usage = translation.stream_usage();
                 self.report(200, usage);
             }
             return Action::Continue;
@@ -738,12 +738,11 @@ impl HttpContext for BackendStream {
         }
         let body = read_buffer(BufferType::HttpResponseBody, body_size);
         let (status, translated) = translation.translate_body(&body);
-        let usage = if status == 200 { translation.usage(Some(&body)) } else { None };
         if Some(status) != self.upstream_status {
             set_response_header(":status", Some(&status.to_string()));
         }
-        replace_buffer(BufferType::HttpResponseBody, body_size, &translated);
-        self.report(status, usage);
+        replace_buffer(BufferType::HttpResponseBody, body_size, &translated.body);
+        self.report(status, translated.usage);
         Action::Continue
     }
 }

@@ -77,7 +77,7 @@ fn count_tokens_wraps_an_invoke_body_as_base64() {
 #[test]
 fn plain_responses_report_the_requested_model() {
     let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-3-5-sonnet-20241022","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}"#;
-    let rewritten: Value = serde_json::from_slice(&anthropic::rewrite_message_model(body, "my-alias").unwrap()).unwrap();
+    let rewritten: Value = serde_json::from_slice(&anthropic::rewrite_message_model(body, "my-alias").unwrap().body).unwrap();
     assert_eq!(rewritten["model"], "my-alias");
     assert_eq!(rewritten["content"][0]["text"], "hi");
     assert_eq!(anthropic::rewrite_message_model(b"oops", "m").unwrap_err().status, 502);
@@ -248,7 +248,10 @@ fn converse_replies_become_anthropic_messages() {
         {"text":"Hi \"there\""},
         {"toolUse":{"toolUseId":"tu1","name":"f","input":{"x":1}}}]}},
       "stopReason":"tool_use","usage":{"inputTokens":7,"outputTokens":3,"totalTokens":20,"cacheReadInputTokens":10}}"#;
-    let message: Value = serde_json::from_slice(&anthropic_converse::from_converse_response(body, "req-1", "llama").unwrap()).unwrap();
+    let translated = anthropic_converse::from_converse_response(body, "req-1", "llama").unwrap();
+    let usage = bedrock_gateway_filter::gateway::TokenUsage { input: 7, output: 3, cache_read: 10, cache_write: 0 };
+    assert_eq!(translated.usage, Some(usage), "the usage for metrics comes from the same parse");
+    let message: Value = serde_json::from_slice(&translated.body).unwrap();
     assert_eq!(
         message,
         json!({

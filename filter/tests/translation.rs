@@ -9,7 +9,7 @@ use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use bedrock_gateway_filter::config::{Backend, BackendCredentials, Schema};
 use bedrock_gateway_filter::errors::ApiFormat;
 use bedrock_gateway_filter::gateway::{
-    self, CallerHeaders, Endpoint, ResponseKind, ResponsePlan, ResponseTranslation, UpstreamHead,
+    self, CallerHeaders, Endpoint, ResponseKind, ResponsePlan, ResponseTranslation, TokenUsage, UpstreamHead,
 };
 use bedrock_gateway_filter::openai::{self, ChatStreamTranslator, ResponseContext};
 use bedrock_gateway_filter::sigv4::{Credentials, Signer};
@@ -57,7 +57,7 @@ fn converse_responses_translate_to_chat_completions() {
     for (name, case) in fixtures("chat_response") {
         let body = serde_json::to_vec(&case["converse"]).unwrap();
         let produced = openai::from_converse_response(&body, &context(&case["context"])).unwrap();
-        let produced: Value = serde_json::from_slice(&produced).unwrap();
+        let produced: Value = serde_json::from_slice(&produced.body).unwrap();
         assert_eq!(produced, case["openai"], "fixture {name}");
     }
 }
@@ -281,14 +281,15 @@ fn bedrock_errors_become_openai_errors_with_the_right_status() {
         let translation = ResponseTranslation::for_response(&plan(true), head(*status, *error_type), 1 << 20);
         assert!(!translation.is_streaming(), "errors are never streamed");
         let (out_status, out) = translation.translate_body(body);
-        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out.usage, None, "errors report no usage");
+        let out: Value = serde_json::from_slice(&out.body).unwrap();
         assert_eq!(out_status, *expected_status);
         assert_eq!(out["error"]["type"], *expected_type, "{status} {error_type:?}");
         assert!(!out["error"]["message"].as_str().unwrap().is_empty());
     }
     let (status, out) = ResponseTranslation::for_response(&plan(false), head(429, Some("ThrottlingException")), 1)
         .translate_body(br#"{"message":"Too many requests"}"#);
-    let out: Value = serde_json::from_slice(&out).unwrap();
+    let out: Value = serde_json::from_slice(&out.body).unwrap();
     assert_eq!(status, 429);
     assert_eq!(out["error"]["message"], "Bedrock ThrottlingException: Too many requests");
     assert_eq!(out["error"]["code"], "ThrottlingException");
@@ -299,7 +300,7 @@ fn unusable_success_bodies_become_502() {
     for body in [&b"{}"[..], b"not json", br#"{"output":{}}"#] {
         let (status, out) = ResponseTranslation::for_response(&plan(false), head(200, None), 1).translate_body(body);
         assert_eq!(status, 502, "{}", String::from_utf8_lossy(body));
-        let out: Value = serde_json::from_slice(&out).unwrap();
+        let out: Value = serde_json::from_slice(&out.body).unwrap();
         assert_eq!(out["error"]["type"], "server_error");
     }
 }
@@ -372,12 +373,14 @@ fn embeddings_requests_and_responses() {
     }
 
     let floats = embeddings::response(br#"{"embedding":[0.5,-0.25],"inputTextTokenCount":3}"#, Family::Titan, "alias", false, None).unwrap();
+    assert_eq!(floats.usage, Some(TokenUsage { input: 3, ..TokenUsage::default() }), "Titan reports its own count");
     assert_eq!(
-        serde_json::from_slice::<Value>(&floats).unwrap(),
+        serde_json::from_slice::<Value>(&floats.body).unwrap(),
         json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, -0.25]}], "model": "alias", "usage": {"prompt_tokens": 3, "total_tokens": 3}})
     );
     let encoded = embeddings::response(br#"{"embeddings":{"float":[[1.0],[0.5]]}}"#, Family::Cohere, "c", true, Some(4)).unwrap();
-    let encoded: Value = serde_json::from_slice(&encoded).unwrap();
+    assert_eq!(encoded.usage, Some(TokenUsage { input: 4, ..TokenUsage::default() }), "Cohere's count comes from the header");
+    let encoded: Value = serde_json::from_slice(&encoded.body).unwrap();
     assert_eq!(encoded["data"][1]["embedding"], "AAAAPw==", "0.5f32 little-endian, base64");
     assert_eq!(encoded["usage"]["prompt_tokens"], 4);
     assert_eq!(embeddings::response(b"{}", Family::Titan, "t", false, None).unwrap_err().status, 502);
@@ -386,10 +389,11 @@ fn embeddings_requests_and_responses() {
 #[test]
 fn usage_is_read_from_every_kind_of_response_and_weighed() {
     use bedrock_gateway_filter::config::CostWeights;
-    use bedrock_gateway_filter::gateway::TokenUsage;
     let chat = ResponseTranslation::for_response(&plan(false), head(200, None), 1 << 20);
     let converse = br#"{"output":{"message":{"content":[{"text":"x"}]}},"usage":{"inputTokens":3,"outputTokens":5,"totalTokens":20,"cacheReadInputTokens":10,"cacheWriteInputTokens":2}}"#;
-    let usage = chat.usage(Some(converse)).unwrap();
+    let (status, translated) = chat.translate_body(converse);
+    assert_eq!(status, 200);
+    let usage = translated.usage.unwrap();
     assert_eq!(usage, TokenUsage { input: 3, output: 5, cache_read: 10, cache_write: 2 });
     assert_eq!(usage.total(), 20);
     let weights = CostWeights { input: 1.0, output: 4.0, cache_read: 0.1, cache_write: 1.25 };
@@ -403,8 +407,11 @@ fn usage_is_read_from_every_kind_of_response_and_weighed() {
         created: 1,
     };
     let message = br#"{"content":[],"usage":{"input_tokens":7,"output_tokens":2,"cache_read_input_tokens":4}}"#;
-    let usage = ResponseTranslation::for_response(&anthropic_plan, head(200, None), 1).usage(Some(message)).unwrap();
-    assert_eq!(usage, TokenUsage { input: 7, output: 2, cache_read: 4, cache_write: 0 });
+    let (_, translated) = ResponseTranslation::for_response(&anthropic_plan, head(200, None), 1).translate_body(message);
+    assert_eq!(translated.usage, Some(TokenUsage { input: 7, output: 2, cache_read: 4, cache_write: 0 }));
+    let without_usage = br#"{"content":[]}"#;
+    let (_, translated) = ResponseTranslation::for_response(&anthropic_plan, head(200, None), 1).translate_body(without_usage);
+    assert_eq!(translated.usage, None);
 }
 
 #[test]
