@@ -5,6 +5,9 @@ instantly (`--skip-sigv4`: the unsigned baselines must be answered like signed t
 process is pinned to core 0; the emulator and the load generator (wrk) share core 1; the stream
 client runs on core 0 (see `stream_timings`).
 
+The CPU column comes from a second pass (see `interleaved_cpu`): B, C, W and the gateway run at
+once, and short windows of each are measured in turn.
+
 Writes bench/results.json, bench/chart.svg and the table between the bench markers in README.md.
 """
 
@@ -42,10 +45,12 @@ WASM = "target/wasm32-wasip1/release/bedrock_gateway_filter.wasm"
 NOOP_WASM = ROOT / "target/wasm32-wasip1/release/noop_filter.wasm"
 COMPARED_WASMS = [w for w in os.environ.get("BENCH_WASMS", WASM).split(",") if w]
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
-# The full run measures the CPU per request of B, C, W, D and E this many times, in turn within each
-# round, and reports the median: this machine's speed drifts by half over minutes, and one slow
-# spell must not fall on one configuration only.
-CPU_ROUNDS = int(os.environ.get("BENCH_CPU_ROUNDS", "3"))
+# The CPU column: B, C, W, D and E all run at once (each idle while another is measured), and are
+# measured in turn, in windows of CPU_WINDOW_SECONDS, CPU_CYCLES times; the table shows the median.
+# This machine's speed drifts by half over minutes: short windows in turn let a slow spell fall on
+# every configuration alike, which measuring each for minutes one after another did not.
+CPU_CYCLES = int(os.environ.get("BENCH_CPU_CYCLES", "8"))
+CPU_WINDOW_SECONDS = 4
 # Streams: deltas paced this far apart by the emulator; the first streams on a connection are not counted.
 STREAM_DELAY_MS = "2"
 WARM_UP_STREAMS = 3
@@ -242,11 +247,17 @@ def gateway_config(wasm: str = WASM) -> str:
     return "\n".join(kept) + "\n"
 
 
-def run_envoy(name: str, config: str) -> tuple:
+def run_envoy(name: str, config: str, offset: int = 0) -> tuple:
+    """Starts Envoy with `config`; a non-zero `offset` moves its listener and admin ports (and its
+    shared-memory id) by that much, so that several can run at once."""
+    if offset:
+        config = config.replace(f"port_value: {GATEWAY_PORT}", f"port_value: {GATEWAY_PORT + offset}")
+        config = config.replace(f"port_value: {ADMIN_PORT}", f"port_value: {ADMIN_PORT + offset}")
     path = OUT / f"{name}.yaml"
     path.write_text(config)
-    process = start(pinned(0, [ENVOY, "-c", path, "--concurrency", "1", "--log-level", "warn", "--base-id", "77"]), OUT / f"{name}.log", env=KEYS)
-    wait_for(f"http://127.0.0.1:{ADMIN_PORT}/ready")
+    command = [ENVOY, "-c", path, "--concurrency", "1", "--log-level", "warn", "--base-id", str(77 + offset)]
+    process = start(pinned(0, command), OUT / f"{name}.log", env=KEYS)
+    wait_for(f"http://127.0.0.1:{ADMIN_PORT + offset}/ready")
     return process, [process.pid]
 
 
@@ -290,12 +301,9 @@ def measure(name: str, description: str, pids: list, path: str, body: bytes, hea
     return result
 
 
-def cpu_per_request(pids: list, path: str, body: bytes, headers: dict) -> float:
-    """One more CPU-per-request reading of a running configuration (after a short warm-up)."""
-    url = f"http://127.0.0.1:{GATEWAY_PORT}{path}"
-    wrk(url, body, headers, 64, 3)
+def cpu_per_request(pids: list, url: str, body: bytes, headers: dict, seconds: int) -> float:
     before = cpu_seconds(pids)
-    loaded = wrk(url, body, headers, 64, DURATION)
+    loaded = wrk(url, body, headers, 64, seconds)
     return round((cpu_seconds(pids) - before) * 1_000_000 / loaded["requests"], 1)
 
 
@@ -377,15 +385,17 @@ def update_readme(results: dict):
         cpu = "" if r["cpu_us_per_req"] is None else r["cpu_us_per_req"]
         rss = "" if r["rss_mb"] is None else r["rss_mb"]
         rows.append(f"| {r['name']}: {r['description']} | {r['rps']} | {r['p50_us']} / {r['p99_us']} | {r['c1_p50_us']} / {r['c1_p99_us']} | {cpu} | {rss} |")
-    rounds = {r["name"]: r["cpu_us_per_req_rounds"] for r in results["configurations"] if r.get("cpu_us_per_req_rounds")}
-    if rounds:
-        # Rounds measure the configurations in turn, so a round's D - C compares readings minutes apart, not an hour.
-        over_native = [round(d - c, 1) for d, c in zip(rounds["D"], rounds["C"])]
-        over_floor = [round(d - w, 1) for d, w in zip(rounds["D"], rounds["W"])]
-        rows += ["", f"Gateway CPU is the median of {len(rounds['D'])} rounds, each measuring B, C, W, D and E in turn: "
-                 + "; ".join(f"{name} {' / '.join(str(v) for v in values)}" for name, values in rounds.items())
-                 + f" µs. D - C per round: {' / '.join(str(v) for v in over_native)} µs; D - W (the gateway's own work"
-                 + f" above the do-nothing filters): {' / '.join(str(v) for v in over_floor)} µs."]
+    windows = {r["name"]: r["cpu_us_per_req_windows"] for r in results["configurations"] if r.get("cpu_us_per_req_windows")}
+    if windows:
+        # A cycle measures every configuration within half a minute: its D - C compares like with like.
+        over_native = [round(d - c, 1) for d, c in zip(windows["D"], windows["C"])]
+        over_floor = [round(d - w, 1) for d, w in zip(windows["D"], windows["W"])]
+        rows += ["", f"Gateway CPU is the median of {len(windows['D'])} cycles; each cycle measures B, C, W, D and E in turn for"
+                 f" {CPU_WINDOW_SECONDS} s each, with all four Envoys running: "
+                 + "; ".join(f"{name} {' / '.join(str(v) for v in values)}" for name, values in windows.items())
+                 + f" µs. D - C per cycle: {' / '.join(str(v) for v in over_native)} µs (median {statistics.median(over_native):.1f});"
+                 + f" D - W, the gateway's own work above the do-nothing filters: {' / '.join(str(v) for v in over_floor)} µs"
+                 + f" (median {statistics.median(over_floor):.1f})."]
     s = results["streaming"]
     direct, plain = s["added_vs_direct"], s["added_vs_plain_envoy"]
     rows += ["", f"Streams of {s['deltas']} deltas paced {STREAM_DELAY_MS} ms apart, one after another on a keep-alive connection: against Bedrock (the emulator) directly, "
@@ -433,25 +443,32 @@ def chart(results: dict):
     (ROOT / "bench/chart.svg").write_text("\n".join(parts))
 
 
-def extra_cpu_rounds(configurations: list, json_headers: dict):
-    """Rounds 2..CPU_ROUNDS of the CPU figures of B, C, W, D and E; each keeps the median of its rounds."""
-    by_name = {c["name"]: c for c in configurations}
-    rounds = {name: [by_name[name]["cpu_us_per_req"]] for name in "BCWDE"}
-    for _ in range(CPU_ROUNDS - 1):
-        for name, config in (("B", proxy_config(False)), ("C", proxy_config(True)), ("W", floor_config()), ("D", gateway_config())):
-            process, pids = run_envoy(name, config)
-            try:
-                if name == "D":
-                    rounds["D"].append(cpu_per_request(pids, "/v1/chat/completions", openai_body(), json_headers))
-                    rounds["E"].append(cpu_per_request(pids, "/anthropic/v1/messages", ANTHROPIC_BODY, json_headers))
-                else:
-                    rounds[name].append(cpu_per_request(pids, CONVERSE_PATH, converse_body(), json_headers))
-            finally:
+def interleaved_cpu(configurations: list, json_headers: dict):
+    """The CPU column of B, C, W, D and E: the median of CPU_CYCLES windows each, taken in turn."""
+    setups = (("B", proxy_config(False)), ("C", proxy_config(True)), ("W", floor_config()), ("D", gateway_config()))
+    targets = [("B", CONVERSE_PATH, converse_body()), ("C", CONVERSE_PATH, converse_body()), ("W", CONVERSE_PATH, converse_body()),
+               ("D", "/v1/chat/completions", openai_body()), ("E", "/anthropic/v1/messages", ANTHROPIC_BODY)]
+    running = {}
+    try:
+        for offset, (name, config) in enumerate(setups, start=1):
+            running[name] = (offset, *run_envoy(f"{name}-interleaved", config, offset))
+        running["E"] = running["D"]
+        urls = {name: f"http://127.0.0.1:{GATEWAY_PORT + running[name][0]}{path}" for name, path, _ in targets}
+        for name, _, body in targets:
+            wrk(urls[name], body, json_headers, 64, 3)
+        windows = {name: [] for name, _, _ in targets}
+        for _ in range(CPU_CYCLES):
+            for name, _, body in targets:
+                windows[name].append(cpu_per_request(running[name][2], urls[name], body, json_headers, CPU_WINDOW_SECONDS))
+    finally:
+        for name, (_, process, _) in running.items():
+            if name != "E":  # E is measured on D's Envoy
                 stop(process)
-    for name, values in rounds.items():
-        by_name[name]["cpu_us_per_req_rounds"] = values
+    by_name = {c["name"]: c for c in configurations}
+    for name, values in windows.items():
+        by_name[name]["cpu_us_per_req_windows"] = values
         by_name[name]["cpu_us_per_req"] = round(statistics.median(values), 1)
-    print(json.dumps({name: values for name, values in rounds.items()}), flush=True)
+    print(json.dumps(windows), flush=True)
 
 
 def main():
@@ -528,7 +545,7 @@ def main():
             print(json.dumps(results["streaming"]), flush=True)
         finally:
             stop(process)
-        extra_cpu_rounds(results["configurations"], json_headers)
+        interleaved_cpu(results["configurations"], json_headers)
         if LITELLM.exists():
             process, pids = run_litellm()
             try:
