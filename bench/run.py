@@ -517,7 +517,7 @@ def main():
                 stop(process)
         process, pids = run_envoy("W", floor_config())
         try:
-            results["configurations"].append(measure("W", "Envoy, two do-nothing wasm filters where the gateway's sit", pids, CONVERSE_PATH, converse_body(), json_headers))
+            results["configurations"].append(measure("W", "Envoy, two do-nothing wasm filters", pids, CONVERSE_PATH, converse_body(), json_headers))
         finally:
             stop(process)
         process, pids = run_envoy("D", gateway_config())
