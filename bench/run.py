@@ -38,13 +38,12 @@ LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 DURATION = int(os.environ.get("BENCH_SECONDS", "8"))
 # BENCH_ONLY=D measures just this gateway (for before/after comparisons); nothing is written.
-# With BENCH_WASMS=old.wasm,new.wasm it measures each build in turn, BENCH_ROUNDS times (default 1),
-# interleaved, so that a slow spell of the machine does not fall on one build only.
+# With BENCH_WASMS=old.wasm,new.wasm it runs one Envoy per build and measures them in turn, in
+# windows, BENCH_CPU_CYCLES times, so that a slow spell of the machine does not fall on one build only.
 ONLY = os.environ.get("BENCH_ONLY")
 WASM = "target/wasm32-wasip1/release/bedrock_gateway_filter.wasm"
 NOOP_WASM = ROOT / "target/wasm32-wasip1/release/noop_filter.wasm"
 COMPARED_WASMS = [w for w in os.environ.get("BENCH_WASMS", WASM).split(",") if w]
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
 # The CPU column: B, C, W, D and E all run at once (each idle while another is measured), and are
 # measured in turn, in windows of CPU_WINDOW_SECONDS, CPU_CYCLES times; the table shows the median.
 # This machine's speed drifts by half over minutes: short windows in turn let a slow spell fall on
@@ -471,6 +470,30 @@ def interleaved_cpu(configurations: list, json_headers: dict):
     print(json.dumps(windows), flush=True)
 
 
+def compare_builds(json_headers: dict):
+    """BENCH_ONLY=D: CPU per request of D and E for each build in COMPARED_WASMS, all running at once,
+    in windows taken in turn, CPU_CYCLES times (as the CPU column of the full run)."""
+    requests = (("D", "/v1/chat/completions", openai_body()), ("E", "/anthropic/v1/messages", ANTHROPIC_BODY))
+    running = []
+    try:
+        for offset, wasm in enumerate(COMPARED_WASMS, start=1):
+            running.append((wasm, offset, *run_envoy(f"D-build-{offset}", gateway_config(wasm), offset)))
+        windows = {(wasm, name): [] for wasm, *_ in running for name, _, _ in requests}
+        for cycle in range(CPU_CYCLES + 1):
+            for wasm, offset, _, pids in running:
+                for name, path, body in requests:
+                    url = f"http://127.0.0.1:{GATEWAY_PORT + offset}{path}"
+                    if cycle == 0:
+                        wrk(url, body, json_headers, 64, 3)  # warm-up
+                    else:
+                        windows[(wasm, name)].append(cpu_per_request(pids, url, body, json_headers, CPU_WINDOW_SECONDS))
+    finally:
+        for _, _, process, _ in running:
+            stop(process)
+    for (wasm, name), values in windows.items():
+        print(f"{wasm} {name}: median {statistics.median(values):.1f} us/request; windows {values}", flush=True)
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     for tool in ("wrk", "taskset"):
@@ -481,20 +504,10 @@ def main():
     json_headers = {"Content-Type": "application/json"}
     results = {"configurations": [], "body_sizes": []}
     if ONLY == "D":
-        cpu = {wasm: {"D": [], "E": []} for wasm in COMPARED_WASMS}
         try:
-            for _ in range(ROUNDS):
-                for wasm in COMPARED_WASMS:
-                    process, pids = run_envoy("D", gateway_config(wasm))
-                    try:
-                        cpu[wasm]["D"].append(measure("D", "this gateway, OpenAI -> Converse", pids, "/v1/chat/completions", openai_body(), json_headers)["cpu_us_per_req"])
-                        cpu[wasm]["E"].append(measure("E", "this gateway, Anthropic -> InvokeModel", pids, "/anthropic/v1/messages", ANTHROPIC_BODY, json_headers)["cpu_us_per_req"])
-                    finally:
-                        stop(process)
+            compare_builds(json_headers)
         finally:
             stop(emulator)
-        for wasm, runs in cpu.items():
-            print(f"{wasm}: CPU us/request D {runs['D']} E {runs['E']}", flush=True)
         return
     converse_stream_path = CONVERSE_PATH.replace("converse", "converse-stream")
     streams = {}
