@@ -404,7 +404,9 @@ def update_readme(results: dict):
              "| request body | req/s (c=16) | p99 µs | gateway CPU µs/req (ours) | native SigV4 CPU µs/req |", "| --- | --- | --- | --- | --- |"]
     for b in results["body_sizes"]:
         rows.append(f"| {b['size']} | {b['rps']} | {b['p99_us']} | {b['cpu_us_per_req']} | {b['native_cpu_us_per_req']} |")
-    rows += ["", f"Measured {results['date']} on {results['machine']}; Envoy {results['envoy']}."]
+    tools = f"Envoy {results['envoy']}" + "".join(f", {name} {results[key]}" for name, key in (("wrk", "wrk"), ("LiteLLM", "litellm")) if results.get(key))
+    tools += f", Python {results['python']}" if results.get("python") else ""
+    rows += ["", f"Measured {results['date']} on {results['machine']}; {tools}."]
     readme = (ROOT / "README.md").read_text()
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
     if start in readme:
@@ -574,6 +576,11 @@ def main():
     results["date"] = time.strftime("%Y-%m-%d")
     results["machine"] = f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB"
     results["envoy"] = envoy_version
+    results["python"] = platform.python_version()
+    results["wrk"] = re.search(r"wrk (\S+)", subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout).group(1)
+    if LITELLM.exists():
+        results["litellm"] = subprocess.run([LITELLM.parent / "python", "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+                                            capture_output=True, text=True, check=True).stdout.strip()
     (ROOT / "bench/results.json").write_text(json.dumps(results, indent=2) + "\n")
     chart(results)
     update_readme(results)
