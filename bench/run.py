@@ -21,7 +21,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -444,27 +443,34 @@ def chart(results: dict):
     (ROOT / "bench/chart.svg").write_text("\n".join(parts))
 
 
-def interleaved_cpu(configurations: list, json_headers: dict):
-    """The CPU column of B, C, W, D and E: the median of CPU_CYCLES windows each, taken in turn."""
-    setups = (("B", proxy_config(False)), ("C", proxy_config(True)), ("W", floor_config()), ("D", gateway_config()))
-    targets = [("B", CONVERSE_PATH, converse_body()), ("C", CONVERSE_PATH, converse_body()), ("W", CONVERSE_PATH, converse_body()),
-               ("D", "/v1/chat/completions", openai_body()), ("E", "/anthropic/v1/messages", ANTHROPIC_BODY)]
+def cpu_in_windows(envoys: dict, targets: list, json_headers: dict) -> dict:
+    """Starts every Envoy of `envoys` (name -> config) at once, each on its own ports, warms up every
+    target (label, Envoy name, path, body), then measures the targets in turn in windows of
+    CPU_WINDOW_SECONDS, CPU_CYCLES times. Returns each target's CPU per request, window by window."""
     running = {}
     try:
-        for offset, (name, config) in enumerate(setups, start=1):
-            running[name] = (offset, *run_envoy(f"{name}-interleaved", config, offset))
-        running["E"] = running["D"]
-        urls = {name: f"http://127.0.0.1:{GATEWAY_PORT + running[name][0]}{path}" for name, path, _ in targets}
-        for name, _, body in targets:
-            wrk(urls[name], body, json_headers, 64, 3)
-        windows = {name: [] for name, _, _ in targets}
+        for offset, (name, config) in enumerate(envoys.items(), start=1):
+            running[name] = (offset, *run_envoy(f"{name}-windows", config, offset))
+        urls = {label: f"http://127.0.0.1:{GATEWAY_PORT + running[envoy][0]}{path}" for label, envoy, path, _ in targets}
+        for label, _, _, body in targets:
+            wrk(urls[label], body, json_headers, 64, 3)
+        windows = {label: [] for label, _, _, _ in targets}
         for _ in range(CPU_CYCLES):
-            for name, _, body in targets:
-                windows[name].append(cpu_per_request(running[name][2], urls[name], body, json_headers, CPU_WINDOW_SECONDS))
+            for label, envoy, _, body in targets:
+                windows[label].append(cpu_per_request(running[envoy][2], urls[label], body, json_headers, CPU_WINDOW_SECONDS))
+        return windows
     finally:
-        for name, (_, process, _) in running.items():
-            if name != "E":  # E is measured on D's Envoy
-                stop(process)
+        for _, process, _ in running.values():
+            stop(process)
+
+
+def interleaved_cpu(configurations: list, json_headers: dict):
+    """The CPU column of B, C, W, D and E: the median of CPU_CYCLES windows each, taken in turn."""
+    envoys = {"B": proxy_config(False), "C": proxy_config(True), "W": floor_config(), "D": gateway_config()}
+    targets = [("B", "B", CONVERSE_PATH, converse_body()), ("C", "C", CONVERSE_PATH, converse_body()),
+               ("W", "W", CONVERSE_PATH, converse_body()), ("D", "D", "/v1/chat/completions", openai_body()),
+               ("E", "D", "/anthropic/v1/messages", ANTHROPIC_BODY)]  # E is measured on D's Envoy
+    windows = cpu_in_windows(envoys, targets, json_headers)
     by_name = {c["name"]: c for c in configurations}
     for name, values in windows.items():
         by_name[name]["cpu_us_per_req_windows"] = values
@@ -475,25 +481,12 @@ def interleaved_cpu(configurations: list, json_headers: dict):
 def compare_builds(json_headers: dict):
     """BENCH_ONLY=D: CPU per request of D and E for each build in COMPARED_WASMS, all running at once,
     in windows taken in turn, CPU_CYCLES times (as the CPU column of the full run)."""
-    requests = (("D", "/v1/chat/completions", openai_body()), ("E", "/anthropic/v1/messages", ANTHROPIC_BODY))
-    running = []
-    try:
-        for offset, wasm in enumerate(COMPARED_WASMS, start=1):
-            running.append((wasm, offset, *run_envoy(f"D-build-{offset}", gateway_config(wasm), offset)))
-        windows = {(wasm, name): [] for wasm, *_ in running for name, _, _ in requests}
-        for cycle in range(CPU_CYCLES + 1):
-            for wasm, offset, _, pids in running:
-                for name, path, body in requests:
-                    url = f"http://127.0.0.1:{GATEWAY_PORT + offset}{path}"
-                    if cycle == 0:
-                        wrk(url, body, json_headers, 64, 3)  # warm-up
-                    else:
-                        windows[(wasm, name)].append(cpu_per_request(pids, url, body, json_headers, CPU_WINDOW_SECONDS))
-    finally:
-        for _, _, process, _ in running:
-            stop(process)
-    for (wasm, name), values in windows.items():
-        print(f"{wasm} {name}: median {statistics.median(values):.1f} us/request; windows {values}", flush=True)
+    envoys = {f"build-{index}": gateway_config(wasm) for index, wasm in enumerate(COMPARED_WASMS, start=1)}
+    targets = []
+    for (envoy, _), wasm in zip(envoys.items(), COMPARED_WASMS):
+        targets += [(f"{wasm} D", envoy, "/v1/chat/completions", openai_body()), (f"{wasm} E", envoy, "/anthropic/v1/messages", ANTHROPIC_BODY)]
+    for label, values in cpu_in_windows(envoys, targets, json_headers).items():
+        print(f"{label}: median {statistics.median(values):.1f} us/request; windows {values}", flush=True)
 
 
 def main():
