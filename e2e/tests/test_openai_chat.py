@@ -196,6 +196,25 @@ def test_bedrock_errors_map_to_openai_errors(client, fault, error_class, status)
     assert raised.value.body["message"].startswith("Bedrock ")
 
 
+@pytest.mark.parametrize(
+    "path, body, fault",
+    [
+        ("/v1/chat/completions", {"model": LLAMA, "messages": [{"role": "user", "content": "length"}]}, None),
+        ("/v1/chat/completions", {"model": LLAMA, "messages": [{"role": "user", "content": "length"}]}, "throttle"),
+        ("/anthropic/v1/messages", {"model": CLAUDE, "max_tokens": 16, "messages": [{"role": "user", "content": "length"}]}, None),
+    ],
+)
+def test_translated_replies_carry_their_length(gateway, path, body, fault):
+    """A reply translated whole (not streamed) goes out with the translated body's Content-Length
+    rather than chunked: the filter holds the headers until the body is translated."""
+    headers = {"x-emulator-fault": fault} if fault else {}
+    response = raw_post(f"{gateway.url}{path}", json.dumps(body).encode(), headers)
+    assert response.status == (429 if fault else 200)
+    assert "transfer-encoding" not in response.headers
+    assert int(response.headers["content-length"]) == len(response.body)
+    response.json()
+
+
 def test_exception_mid_stream_raises_api_error(client):
     stream = client.chat.completions.create(
         model=LLAMA,

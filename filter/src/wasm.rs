@@ -702,14 +702,14 @@ impl HttpContext for BackendStream {
         if headers.get("content-type").as_deref() != Some(translation.content_type()) {
             set_response_header("content-type", Some(translation.content_type()));
         }
-        set_response_header("content-length", None);
         let streaming = translation.is_streaming();
         self.translation = Some(translation);
         if streaming {
+            set_response_header("content-length", None);
             set_response_header("cache-control", Some("no-cache"));
             Action::Continue
         } else {
-            // Hold the headers: the status may change once the whole body is translated.
+            // Hold the headers: the status and the length change once the whole body is translated.
             Action::Pause
         }
     }
@@ -741,6 +741,8 @@ impl HttpContext for BackendStream {
         if Some(status) != self.upstream_status {
             set_response_header(":status", Some(&status.to_string()));
         }
+        // The headers were held for this: the caller gets a length rather than a chunked body.
+        set_response_header("content-length", Some(&translated.body.len().to_string()));
         replace_buffer(BufferType::HttpResponseBody, body_size, &translated.body);
         self.report(status, translated.usage);
         Action::Continue
