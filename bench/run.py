@@ -3,7 +3,7 @@
 Every configuration runs on this machine, one after another, against the same emulator answering
 instantly (`--skip-sigv4`: the unsigned baselines must be answered like signed traffic). The gateway
 process is pinned to core 0; the emulator and the load generator (wrk) share core 1; the stream
-client runs on core 0 (see `stream_timings`).
+client runs on core 0 (see `stream_samples`).
 
 The CPU column comes from a second pass (see `interleaved_cpu`): B, C, W and the gateway run at
 once, and short windows of each are measured in turn.
@@ -52,6 +52,10 @@ CPU_WINDOW_SECONDS = 4
 # Streams: deltas paced this far apart by the emulator; the first streams on a connection are not counted.
 STREAM_DELAY_MS = "2"
 WARM_UP_STREAMS = 3
+# TTFT percentiles pool STREAM_ROUNDS blocks of STREAMS_PER_BLOCK streams per path (see
+# `interleaved_streams`); the Envoys streamed through listen at this offset from the usual ports.
+STREAM_ROUNDS, STREAMS_PER_BLOCK = 4, 50
+STREAM_PORT_OFFSET = 20
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -311,9 +315,9 @@ def stream_request(path: str, body: bytes, delay_ms: str) -> bytes:
             + b"x-emulator-delay-ms: " + delay_ms.encode() + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
-def stream_timings(port: int, path: str, body: bytes, chunk_marker: bytes, streams: int = 100) -> dict:
-    """Time to the first content delta, and the gaps between deltas, over streams sent one after
-    another on one keep-alive connection, as a client library would."""
+def stream_samples(port: int, path: str, body: bytes, chunk_marker: bytes, streams: int) -> tuple:
+    """Times to the first content delta, and the gaps between deltas (µs), over `streams` streams
+    sent one after another on one keep-alive connection, as a client library would."""
     request = stream_request(path, body, STREAM_DELAY_MS)
     cores = os.sched_getaffinity(0)
     # The client shares the gateway's core, so that every path (direct, plain Envoy, gateway)
@@ -322,12 +326,12 @@ def stream_timings(port: int, path: str, body: bytes, chunk_marker: bytes, strea
     # wake-ups more than the direct one, which measures the VM rather than the proxy.
     os.sched_setaffinity(0, {0})
     try:
-        return stream_timings_on_this_core(port, request, chunk_marker, streams)
+        return stream_samples_on_this_core(port, request, chunk_marker, streams)
     finally:
         os.sched_setaffinity(0, cores)
 
 
-def stream_timings_on_this_core(port: int, request: bytes, chunk_marker: bytes, streams: int) -> dict:
+def stream_samples_on_this_core(port: int, request: bytes, chunk_marker: bytes, streams: int) -> tuple:
     firsts, gaps = [], []
     with socket.create_connection(("127.0.0.1", port)) as s:
         # As HTTP client libraries do: without it, Nagle and delayed ACKs add 40 ms stalls.
@@ -351,8 +355,50 @@ def stream_timings_on_this_core(port: int, request: bytes, chunk_marker: bytes, 
                 continue
             firsts.append((stamps[0] - started) * 1e6)
             gaps += [(b - a) * 1e6 for a, b in zip(stamps, stamps[1:])]
-    firsts.sort()
-    return {"ttft_p50_us": statistics.median(firsts), "ttft_p99_us": firsts[int(len(firsts) * 0.99) - 1], "gap_mean_us": statistics.mean(gaps), "deltas": len(gaps) // streams + 1}
+    return firsts, gaps
+
+
+def interleaved_streams() -> dict:
+    """TTFT and gaps of the three stream paths: the emulator directly, plain Envoy (B) and the
+    gateway (D), both Envoys running at once. STREAM_ROUNDS rounds each measure a block of
+    STREAMS_PER_BLOCK streams per path in turn, so that a slow spell of the machine falls on every
+    path alike (as the CPU windows do); the figures pool every block's streams."""
+    converse_stream_path = CONVERSE_PATH.replace("converse", "converse-stream")
+    paths = {
+        "direct": (None, converse_stream_path, CONVERSE_STREAM_BODY, b"contentBlockDelta"),
+        "plain_envoy": ("B", converse_stream_path, CONVERSE_STREAM_BODY, b"contentBlockDelta"),
+        "gateway": ("D", "/v1/chat/completions", OPENAI_STREAM_BODY, b'{"content":'),
+    }
+    envoys = {"B": proxy_config(False), "D": gateway_config()}
+    running = {}
+    try:
+        for offset, (name, config) in enumerate(envoys.items(), start=STREAM_PORT_OFFSET):
+            running[name] = (offset, run_envoy(f"{name}-streams", config, offset)[0])
+        # V8 runs the filter from its baseline compiler until the code is hot: warm both up alike.
+        json_headers = {"Content-Type": "application/json"}
+        wrk(f"http://127.0.0.1:{GATEWAY_PORT + running['B'][0]}{CONVERSE_PATH}", converse_body(), json_headers, 64, 3)
+        wrk(f"http://127.0.0.1:{GATEWAY_PORT + running['D'][0]}/v1/chat/completions", openai_body(), json_headers, 64, 3)
+        samples = {name: ([], []) for name in paths}
+        for _ in range(STREAM_ROUNDS):
+            for name, (envoy, path, body, marker) in paths.items():
+                port = EMULATOR_PORT if envoy is None else GATEWAY_PORT + running[envoy][0]
+                firsts, gaps = stream_samples(port, path, body, marker, STREAMS_PER_BLOCK)
+                samples[name][0].extend(firsts)
+                samples[name][1].extend(gaps)
+    finally:
+        for _, process in running.values():
+            stop(process)
+    figures = {}
+    for name, (firsts, gaps) in samples.items():
+        firsts.sort()
+        figures[name] = {
+            "streams": len(firsts),
+            "ttft_p50_us": statistics.median(firsts),
+            "ttft_p99_us": firsts[int(len(firsts) * 0.99) - 1],
+            "gap_mean_us": statistics.mean(gaps),
+            "deltas": len(gaps) // len(firsts) + 1,
+        }
+    return figures
 
 
 def added(through: dict, baseline: dict) -> dict:
@@ -504,18 +550,13 @@ def main():
         finally:
             stop(emulator)
         return
-    converse_stream_path = CONVERSE_PATH.replace("converse", "converse-stream")
-    streams = {}
     try:
         results["configurations"].append(measure("A", "emulator directly", [], CONVERSE_PATH, converse_body(), json_headers))
-        streams["direct"] = stream_timings(EMULATOR_PORT, converse_stream_path, CONVERSE_STREAM_BODY, b"contentBlockDelta")
         for name, description, signing in (("B", "Envoy, plain proxy", False), ("C", "Envoy, native aws_request_signing", True)):
             process, pids = run_envoy(name, proxy_config(signing))
             try:
                 results["configurations"].append(measure(name, description, pids, CONVERSE_PATH, converse_body(), json_headers))
-                if not signing:
-                    streams["plain_envoy"] = stream_timings(GATEWAY_PORT, converse_stream_path, CONVERSE_STREAM_BODY, b"contentBlockDelta")
-                else:
+                if signing:
                     native = {}
                     for size, filler in (("1 KiB", 1024), ("100 KiB", 100 * 1024), ("1 MiB", 1024 * 1024)):
                         before = cpu_seconds(pids)
@@ -540,19 +581,20 @@ def main():
                     "cpu_us_per_req": round((cpu_seconds(pids) - before) * 1e6 / run["requests"], 1),
                     "native_cpu_us_per_req": native[size],
                 })
-            streams["gateway"] = stream_timings(GATEWAY_PORT, "/v1/chat/completions", OPENAI_STREAM_BODY, b'{"content":')
-            results["streaming"] = {
-                "deltas": streams["gateway"]["deltas"],
-                **streams,
-                # What a caller sees (gateway against Bedrock directly), and what this filter adds
-                # to Envoy itself (gateway against a plain Envoy proxy, on the same machine).
-                "added_vs_direct": added(streams["gateway"], streams["direct"]),
-                "added_vs_plain_envoy": added(streams["gateway"], streams["plain_envoy"]),
-                "rss_mb_per_100_streams": rss_per_100_streams(pids),
-            }
-            print(json.dumps(results["streaming"]), flush=True)
+            rss_per_100 = rss_per_100_streams(pids)
         finally:
             stop(process)
+        streams = interleaved_streams()
+        results["streaming"] = {
+            "deltas": streams["gateway"]["deltas"],
+            **streams,
+            # What a caller sees (gateway against Bedrock directly), and what this filter adds
+            # to Envoy itself (gateway against a plain Envoy proxy, on the same machine).
+            "added_vs_direct": added(streams["gateway"], streams["direct"]),
+            "added_vs_plain_envoy": added(streams["gateway"], streams["plain_envoy"]),
+            "rss_mb_per_100_streams": rss_per_100,
+        }
+        print(json.dumps(results["streaming"]), flush=True)
         interleaved_cpu(results["configurations"], json_headers)
         if LITELLM.exists():
             process, pids = run_litellm()
