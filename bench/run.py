@@ -442,7 +442,9 @@ def update_readme(results: dict):
                  + f" (median {statistics.median(over_floor):.1f})."]
     s = results["streaming"]
     direct, plain = s["added_vs_direct"], s["added_vs_plain_envoy"]
-    rows += ["", f"Streams of {s['deltas']} deltas paced {STREAM_DELAY_MS} ms apart, one after another on a keep-alive connection: against Bedrock (the emulator) directly, "
+    streams = s.get("gateway", {}).get("streams")
+    counted = f", {streams} per path in blocks taken in turn" if streams else ""
+    rows += ["", f"Streams of {s['deltas']} deltas paced {STREAM_DELAY_MS} ms apart, one after another on a keep-alive connection{counted}: against Bedrock (the emulator) directly, "
              f"the gateway adds {direct['ttft_p50_us']} µs (p50) / {direct['ttft_p99_us']} µs (p99) to time to first token and {direct['gap_us']} µs to the mean gap between chunks; "
              f"against a plain Envoy proxy, {plain['ttft_p50_us']} µs (p50) / {plain['ttft_p99_us']} µs (p99) and {plain['gap_us']} µs. "
              f"100 open streams add {s['rss_mb_per_100_streams']} MB of RSS.", "",
