@@ -125,6 +125,22 @@ def test_an_unreadable_bedrock_success_becomes_a_502(gateway, path):
     assert_error(response, 502, path, "server_error", "api_error", "unreadable")
 
 
+@pytest.mark.parametrize("fault, status, openai_type, anthropic_type, text", [
+    ("empty-503", 503, "server_error", "overloaded_error", "Bedrock"),
+    ("empty-200", 502, "server_error", "api_error", ""),
+])
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("path", [OPENAI_PATH, ANTHROPIC_PATH])
+def test_a_bodiless_bedrock_answer_is_answered_at_once(gateway, path, stream, fault, status, openai_type, anthropic_type, text):
+    """A status with no body at all (as a load balancer may send) ends the response headers: the
+    gateway must still answer, in the caller's format, rather than wait for a body; a 200 with
+    nothing in it is no success."""
+    body = json.loads(anthropic_body() if path == ANTHROPIC_PATH else openai_body())
+    body["stream"] = stream
+    response = raw_post(gateway.url + path, json.dumps(body).encode(), headers={"x-emulator-fault": fault}, timeout=5)
+    assert_error(response, status, path, openai_type, anthropic_type, text)
+
+
 def stream_events(gateway, path: str, fault: str) -> list:
     body = json.loads(anthropic_body() if path == ANTHROPIC_PATH else openai_body())
     body["stream"] = True

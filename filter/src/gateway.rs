@@ -516,6 +516,19 @@ impl ResponseTranslation {
 
     /// Translates a whole buffered body. Returns the status to answer with, the new body and,
     /// for a success, the tokens it reported.
+    /// The caller's reply when Bedrock's answer ended with its headers (a bare status, as a
+    /// load balancer in front of the service may send): errors translate as with an empty body,
+    /// and a stream that never began is a 502 rather than an empty success.
+    pub fn translate_bodiless(&self) -> (u16, TranslatedBody) {
+        let stream_format = match self {
+            ResponseTranslation::ChatCompletionStream(_) => ApiFormat::OpenAi,
+            ResponseTranslation::AnthropicStream(_) | ResponseTranslation::AnthropicFromConverseStream(_) => ApiFormat::Anthropic,
+            _ => return self.translate_body(&[]),
+        };
+        let error = GatewayError::new(502, ErrorKind::Upstream, "Bedrock ended the stream before sending any event.");
+        (error.status, TranslatedBody::without_usage(error.to_json(stream_format)))
+    }
+
     pub fn translate_body(&self, body: &[u8]) -> (u16, TranslatedBody) {
         let (result, format) = match self {
             ResponseTranslation::ChatCompletion(context) => {

@@ -680,7 +680,7 @@ impl HttpContext for BackendStream {
         self.handle_request_body(&body)
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(plan) = self.plan.as_ref().filter(|_| !self.answered_locally) else {
             return Action::Continue;
         };
@@ -699,6 +699,13 @@ impl HttpContext for BackendStream {
         let input_tokens = headers.get("x-amzn-bedrock-input-token-count").and_then(|t| t.parse().ok());
         let head = UpstreamHead { status, error_type: error_type.as_deref(), request_id: &request_id, input_tokens };
         let translation = ResponseTranslation::for_response(plan, head, max_frame);
+        if end_of_stream {
+            // No body follows, so no body callback would translate it: answer from here.
+            let (status, translated) = translation.translate_bodiless();
+            self.report(status, translated.usage);
+            self.answered_locally = true;
+            return send_json(status, &translated.body);
+        }
         if headers.get("content-type").as_deref() != Some(translation.content_type()) {
             set_response_header("content-type", Some(translation.content_type()));
         }

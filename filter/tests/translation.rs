@@ -306,6 +306,35 @@ fn unusable_success_bodies_become_502() {
 }
 
 #[test]
+fn bodiless_answers_are_errors_in_the_callers_format() {
+    // A bare error status translates as an error with an empty body would.
+    let (status, out) = ResponseTranslation::for_response(&plan(false), head(503, None), 1).translate_bodiless();
+    let out: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(out["error"]["type"], "server_error");
+    // A 200 that ends with its headers is not a success: neither a reply nor a stream began.
+    let (status, out) = ResponseTranslation::for_response(&plan(false), head(200, None), 1).translate_bodiless();
+    assert_eq!(status, 502);
+    assert_eq!(serde_json::from_slice::<Value>(&out.body).unwrap()["error"]["type"], "server_error");
+    let (status, out) = ResponseTranslation::for_response(&plan(true), head(200, None), 1 << 20).translate_bodiless();
+    let out: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(status, 502);
+    assert_eq!(out["error"]["type"], "server_error");
+    assert!(out["error"]["message"].as_str().unwrap().contains("before sending any event"));
+    let anthropic_stream = ResponsePlan {
+        format: ApiFormat::Anthropic,
+        kind: ResponseKind::AnthropicMessage { stream: true },
+        requested_model: "m".into(),
+        created: 1,
+    };
+    let (status, out) = ResponseTranslation::for_response(&anthropic_stream, head(200, None), 1 << 20).translate_bodiless();
+    let out: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(status, 502);
+    assert_eq!(out["type"], "error");
+    assert_eq!(out["error"]["type"], "api_error");
+}
+
+#[test]
 fn json_strings_are_escaped_like_serde_json() {
     for text in ["plain", "quote \" backslash \\ newline \n tab \t", "\u{0}\u{1f}\u{7f} ✓ 😀", ""] {
         let mut ours = String::new();

@@ -134,6 +134,9 @@ fn upfront_fault(fault: &str, request_id: &str) -> Option<Response<ResponseBody>
         "unavailable" => bedrock_error(503, "ServiceUnavailableException", "The service is temporarily unavailable.", request_id),
         // A 200 whose body is not Bedrock's reply (cut short): the gateway must not pass it off as a success.
         "unreadable-reply" => full(StatusCode::OK, "application/json", r#"{"output": {"message": "#, request_id),
+        // What a load balancer in front of the service may send: a status and no body at all.
+        "empty-503" => full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "", request_id),
+        "empty-200" => full(StatusCode::OK, "application/json", "", request_id),
         _ => return None,
     })
 }
