@@ -2,6 +2,7 @@
 caller's API format, nothing reaches Bedrock that should not, and nothing hangs.
 Each case here is a row of the README's "Bad input and faults" table."""
 
+import gzip
 import json
 import socket
 import time
@@ -86,6 +87,16 @@ def test_wrong_method_is_405(gateway, path):
 def test_wrong_content_type_is_415(gateway, path):
     response = raw_post(gateway.url + path, b"model=x", headers={"content-type": "application/x-www-form-urlencoded"})
     assert_error(response, 415, path, "invalid_request_error", "invalid_request_error", "application/json")
+
+
+@pytest.mark.parametrize("path", [OPENAI_PATH, ANTHROPIC_PATH])
+def test_compressed_bodies_are_415_and_identity_never_reaches_bedrock(gateway, path):
+    body = anthropic_body() if path == ANTHROPIC_PATH else openai_body()
+    response = raw_post(gateway.url + path, gzip.compress(body), headers={"content-encoding": "gzip"})
+    assert_error(response, 415, path, "invalid_request_error", "invalid_request_error", "uncompressed")
+    response = raw_post(gateway.url + path, body, headers={"content-encoding": "identity"})
+    assert response.status == 200, response.body[:300]
+    assert "content-encoding" not in gateway.last_upstream_request()["headers"]
 
 
 def test_oversized_headers_are_refused_by_envoy(gateway):

@@ -160,6 +160,20 @@ pub fn check_content_type(content_type: &str) -> Result<(), GatewayError> {
     ))
 }
 
+/// The gateway reads and rewrites request bodies, so it takes them uncompressed: a compressed
+/// one gets a clear 415 rather than "not valid JSON" (and `identity` is no encoding at all).
+pub fn check_content_encoding(content_encoding: &str) -> Result<(), GatewayError> {
+    let encoding = content_encoding.trim().to_ascii_lowercase();
+    if encoding.is_empty() || encoding == "identity" {
+        return Ok(());
+    }
+    Err(GatewayError::new(
+        415,
+        ErrorKind::InvalidRequest,
+        format!("Unsupported content encoding {encoding:?}: send the request body uncompressed."),
+    ))
+}
+
 /// The caller-format error replacing a reply Envoy made itself for one of the gateway's
 /// endpoints, from Envoy's response code details; `None` keeps the reply as it is.
 pub fn local_reply_error(details: &str, status: u16, is_json: bool, requested_model: Option<&str>) -> Option<GatewayError> {

@@ -500,6 +500,13 @@ impl HttpContext for RoutingStream {
         if let Some(error) = headers.get("content-type").and_then(|c| gateway::check_content_type(&c).err()) {
             return reply_with_error(&error, endpoint.format());
         }
+        if let Some(encoding) = headers.get("content-encoding") {
+            if let Err(error) = gateway::check_content_encoding(&encoding) {
+                return reply_with_error(&error, endpoint.format());
+            }
+            // `identity`: the body the backend stage writes has no encoding header of its own.
+            set_request_header("content-encoding", None);
+        }
         strip_caller_credentials(&headers);
         self.request_id = headers.get("x-request-id").map(Cow::into_owned);
         if end_of_stream {

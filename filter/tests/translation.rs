@@ -455,4 +455,12 @@ fn envoys_local_replies_get_caller_format_errors() {
     for (content_type, ok) in [("application/json", true), ("application/json; charset=utf-8", true), ("text/plain", false), ("multipart/form-data; boundary=x", false), ("", true)] {
         assert_eq!(bedrock_gateway_filter::gateway::check_content_type(content_type).is_ok(), ok, "{content_type}");
     }
+    for (encoding, ok) in [("", true), ("identity", true), (" Identity ", true), ("gzip", false), ("br", false), ("gzip, identity", false)] {
+        let checked = bedrock_gateway_filter::gateway::check_content_encoding(encoding);
+        assert_eq!(checked.is_ok(), ok, "{encoding}");
+        if let Err(error) = checked {
+            assert_eq!(error.status, 415);
+            assert!(error.message.contains("uncompressed"), "{}", error.message);
+        }
+    }
 }
