@@ -528,8 +528,6 @@ impl ResponseTranslation {
         }
     }
 
-    /// Translates a whole buffered body. Returns the status to answer with, the new body and,
-    /// for a success, the tokens it reported.
     /// The caller's reply when Bedrock's answer ended with its headers (a bare status, as a
     /// load balancer in front of the service may send): errors translate as with an empty body,
     /// and a stream that never began is a 502 rather than an empty success.
@@ -543,6 +541,8 @@ impl ResponseTranslation {
         (error.status, TranslatedBody::without_usage(error.to_json(stream_format)))
     }
 
+    /// Translates a whole buffered body. Returns the status to answer with, the new body and,
+    /// for a success, the tokens it reported.
     pub fn translate_body(&self, body: &[u8]) -> (u16, TranslatedBody) {
         let (result, format) = match self {
             ResponseTranslation::ChatCompletion(context) => {
