@@ -500,12 +500,8 @@ impl HttpContext for RoutingStream {
         if let Some(error) = headers.get("content-type").and_then(|c| gateway::check_content_type(&c).err()) {
             return reply_with_error(&error, endpoint.format());
         }
-        if let Some(encoding) = headers.get("content-encoding") {
-            if let Err(error) = gateway::check_content_encoding(&encoding) {
-                return reply_with_error(&error, endpoint.format());
-            }
-            // `identity`: the body the backend stage writes has no encoding header of its own.
-            set_request_header("content-encoding", None);
+        if let Some(error) = headers.get("content-encoding").and_then(|e| gateway::check_content_encoding(&e).err()) {
+            return reply_with_error(&error, endpoint.format());
         }
         strip_caller_credentials(&headers);
         self.request_id = headers.get("x-request-id").map(Cow::into_owned);
@@ -828,9 +824,12 @@ impl BackendStream {
         if caller.get("accept").as_deref() != Some(upstream.accept) {
             set_request_header("accept", Some(upstream.accept));
         }
-        // The response is translated, so it must come back uncompressed.
-        if caller.contains("accept-encoding") {
-            set_request_header("accept-encoding", None);
+        // The response is translated, so it must come back uncompressed; the body written here
+        // has no encoding either (the routing stage let only `identity` through).
+        for header in ["accept-encoding", "content-encoding"] {
+            if caller.contains(header) {
+                set_request_header(header, None);
+            }
         }
         set_request_header("content-length", Some(&upstream.body.len().to_string()));
         replace_buffer(BufferType::HttpRequestBody, body.len(), &upstream.body);
