@@ -12,6 +12,7 @@ Writes bench/results.json, bench/chart.svg and the table between the bench marke
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -358,7 +359,7 @@ def stream_samples_on_this_core(port: int, request: bytes, chunk_marker: bytes, 
     return firsts, gaps
 
 
-def interleaved_streams() -> dict:
+def interleaved_streams(json_headers: dict) -> dict:
     """TTFT and gaps of the three stream paths: the emulator directly, plain Envoy (B) and the
     gateway (D), both Envoys running at once. STREAM_ROUNDS rounds each measure a block of
     STREAMS_PER_BLOCK streams per path in turn, so that a slow spell of the machine falls on every
@@ -370,24 +371,17 @@ def interleaved_streams() -> dict:
         "gateway": ("D", "/v1/chat/completions", OPENAI_STREAM_BODY, b'{"content":'),
     }
     envoys = {"B": proxy_config(False), "D": gateway_config()}
-    running = {}
-    try:
-        for offset, (name, config) in enumerate(envoys.items(), start=STREAM_PORT_OFFSET):
-            running[name] = (offset, run_envoy(f"{name}-streams", config, offset)[0])
+    samples = {name: ([], []) for name in paths}
+    with envoys_at_once(envoys, STREAM_PORT_OFFSET, "streams") as running:
         # V8 runs the filter from its baseline compiler until the code is hot: warm both up alike.
-        json_headers = {"Content-Type": "application/json"}
-        wrk(f"http://127.0.0.1:{GATEWAY_PORT + running['B'][0]}{CONVERSE_PATH}", converse_body(), json_headers, 64, 3)
-        wrk(f"http://127.0.0.1:{GATEWAY_PORT + running['D'][0]}/v1/chat/completions", openai_body(), json_headers, 64, 3)
-        samples = {name: ([], []) for name in paths}
+        wrk(f"http://127.0.0.1:{running['B'][0]}{CONVERSE_PATH}", converse_body(), json_headers, 64, 3)
+        wrk(f"http://127.0.0.1:{running['D'][0]}/v1/chat/completions", openai_body(), json_headers, 64, 3)
         for _ in range(STREAM_ROUNDS):
             for name, (envoy, path, body, marker) in paths.items():
-                port = EMULATOR_PORT if envoy is None else GATEWAY_PORT + running[envoy][0]
+                port = EMULATOR_PORT if envoy is None else running[envoy][0]
                 firsts, gaps = stream_samples(port, path, body, marker, STREAMS_PER_BLOCK)
                 samples[name][0].extend(firsts)
                 samples[name][1].extend(gaps)
-    finally:
-        for _, process in running.values():
-            stop(process)
     figures = {}
     for name, (firsts, gaps) in samples.items():
         firsts.sort()
@@ -491,25 +485,34 @@ def chart(results: dict):
     (ROOT / "bench/chart.svg").write_text("\n".join(parts))
 
 
-def cpu_in_windows(envoys: dict, targets: list, json_headers: dict) -> dict:
-    """Starts every Envoy of `envoys` (name -> config) at once, each on its own ports, warms up every
-    target (label, Envoy name, path, body), then measures the targets in turn in windows of
-    CPU_WINDOW_SECONDS, CPU_CYCLES times. Returns each target's CPU per request, window by window."""
+@contextlib.contextmanager
+def envoys_at_once(envoys: dict, first_offset: int, tag: str):
+    """Runs every Envoy of `envoys` (name -> config) at once, each at its own port offset from
+    `first_offset` on; yields name -> (listener port, pids) and stops them all afterwards."""
     running = {}
     try:
-        for offset, (name, config) in enumerate(envoys.items(), start=1):
-            running[name] = (offset, *run_envoy(f"{name}-windows", config, offset))
-        urls = {label: f"http://127.0.0.1:{GATEWAY_PORT + running[envoy][0]}{path}" for label, envoy, path, _ in targets}
+        for offset, (name, config) in enumerate(envoys.items(), start=first_offset):
+            process, pids = run_envoy(f"{name}-{tag}", config, offset)
+            running[name] = (GATEWAY_PORT + offset, process, pids)
+        yield {name: (port, pids) for name, (port, _, pids) in running.items()}
+    finally:
+        for _, process, _ in running.values():
+            stop(process)
+
+
+def cpu_in_windows(envoys: dict, targets: list, json_headers: dict) -> dict:
+    """Starts every Envoy of `envoys` (name -> config) at once, warms up every target (label, Envoy
+    name, path, body), then measures the targets in turn in windows of CPU_WINDOW_SECONDS,
+    CPU_CYCLES times. Returns each target's CPU per request, window by window."""
+    with envoys_at_once(envoys, 1, "windows") as running:
+        urls = {label: f"http://127.0.0.1:{running[envoy][0]}{path}" for label, envoy, path, _ in targets}
         for label, _, _, body in targets:
             wrk(urls[label], body, json_headers, 64, 3)
         windows = {label: [] for label, _, _, _ in targets}
         for _ in range(CPU_CYCLES):
             for label, envoy, _, body in targets:
-                windows[label].append(cpu_per_request(running[envoy][2], urls[label], body, json_headers, CPU_WINDOW_SECONDS))
+                windows[label].append(cpu_per_request(running[envoy][1], urls[label], body, json_headers, CPU_WINDOW_SECONDS))
         return windows
-    finally:
-        for _, process, _ in running.values():
-            stop(process)
 
 
 def interleaved_cpu(configurations: list, json_headers: dict):
@@ -586,7 +589,7 @@ def main():
             rss_per_100 = rss_per_100_streams(pids)
         finally:
             stop(process)
-        streams = interleaved_streams()
+        streams = interleaved_streams(json_headers)
         results["streaming"] = {
             "deltas": streams["gateway"]["deltas"],
             **streams,
