@@ -28,10 +28,20 @@ DEMO_ACCESS_KEY = "AKIDEXAMPLE"
 DEMO_SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 
 
+_ports_handed_out: set = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, and one this test session has not handed out before: the
+    kernel may offer a just-released port again, and a gateway's listener and admin ports, taken
+    one after the other, then clash (seen once in CI as "Address already in use")."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_handed_out:
+            _ports_handed_out.add(port)
+            return port
 
 
 def wait_until(check, what: str, timeout: float = 30.0):
