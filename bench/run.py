@@ -36,7 +36,7 @@ KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnF
 EMULATOR_PORT, GATEWAY_PORT, ADMIN_PORT = 14566, 11975, 19901
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
-DURATION = int(os.environ.get("BENCH_SECONDS", "8"))
+DURATION = int(os.environ.get("BENCH_SECONDS", "6"))
 # BENCH_ONLY=D measures just this gateway (for before/after comparisons); nothing is written.
 # With BENCH_WASMS=old.wasm,new.wasm it runs one Envoy per build and measures them in turn, in
 # windows, BENCH_CPU_CYCLES times, so that a slow spell of the machine does not fall on one build only.
@@ -283,8 +283,8 @@ def run_litellm() -> tuple:
 
 def measure(name: str, description: str, pids: list, path: str, body: bytes, headers: dict) -> dict:
     url = f"http://127.0.0.1:{GATEWAY_PORT if pids else EMULATOR_PORT}{path}"
-    # Warm up: V8 first runs wasm from its baseline compiler and optimizes hot code later.
-    wrk(url, body, headers, 64, 5)
+    # Warm up: connections, caches, and each worker's first-request work (metric ids, signing keys).
+    wrk(url, body, headers, 64, 3)
     single = wrk(url, body, headers, 1, DURATION)
     cpu_before = cpu_seconds(pids) if pids else 0
     loaded = wrk(url, body, headers, 64, DURATION)
