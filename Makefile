@@ -14,7 +14,7 @@ WASM := target/wasm32-wasip1/release/bedrock_gateway_filter.wasm
 FAULT_WASM_DIR := target/fault-injection
 EMULATOR := target/release/bedrock-emulator
 
-.PHONY: all build wasm wasm-fault-injection emulator venv run run-aws test test-unit test-e2e bench fuzz lint clean
+.PHONY: all build wasm wasm-fault-injection emulator venv run run-aws test test-unit test-e2e bench bench-instructions fuzz lint clean
 
 all: build
 
@@ -68,6 +68,13 @@ bench: build venv
 	command -v wrk >/dev/null || apt-get install -y -q wrk
 	test -x $(LITELLM_VENV)/bin/litellm || { $(PYTHON) -m venv $(LITELLM_VENV) && $(LITELLM_VENV)/bin/pip install -q "litellm[proxy]==1.108.7"; }
 	LITELLM=$(LITELLM_VENV)/bin/litellm $(VENV_PY) bench/run.py
+
+# Instructions per request under valgrind: deterministic where CPU time drifts, for comparing
+# builds (BENCH_WASMS=/abs/old.wasm,/abs/new.wasm); about 2 minutes per gateway configuration.
+bench-instructions: build venv
+	$(CARGO) build --release --target wasm32-wasip1 -p noop-filter
+	command -v valgrind >/dev/null || apt-get install -y -q valgrind
+	$(VENV_PY) bench/instructions.py
 
 # Long property-based fuzzing of the decoders, translators and config parser (CI runs 256 cases).
 FUZZ_CASES ?= 20000
