@@ -114,6 +114,20 @@ def test_openai_and_anthropic_requests_are_signed_with_fetched_credentials(auth,
     assert setup.calls() >= 1 and setup.stats()["rejected_tokens"] == 0
 
 
+def test_the_emulators_last_request_stays_bedrocks_when_credentials_are_fetched(auth):
+    # The gateway refreshes credentials in the background: a fetch landing between a test's
+    # request and its look at what Bedrock received must not take that request's place.
+    setup = auth("pod-identity")
+    assert setup.ask("to bedrock") == "You said: to bedrock"
+    bedrock_request = setup.gateway.last_upstream_request()
+    fetch = urllib.request.Request(f"{setup.emulator_url}/v1/credentials",
+                                   headers={"Authorization": (setup.auth_dir / "token").read_text()})
+    calls_before = setup.calls()
+    urllib.request.urlopen(fetch, timeout=5).read()
+    assert setup.calls() == calls_before + 1, "the fetch reached the credential endpoint"
+    assert setup.gateway.last_upstream_request() == bedrock_request
+
+
 def test_one_fetch_serves_every_worker_without_a_stampede(auth):
     setup = auth("pod-identity")
     with concurrent.futures.ThreadPoolExecutor(max_workers=40) as pool:

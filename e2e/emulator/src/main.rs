@@ -244,15 +244,6 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
         Ok(collected) => collected.to_bytes(),
         Err(_) => return Ok(validation("The request body is too large or could not be read.", &request_id)),
     };
-    if let Ok(mut last) = state.last_request.lock() {
-        *last = json!({
-            "method": method,
-            "path": path_and_query,
-            "headers": headers.iter().map(|(n, v)| (n.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
-            "body": serde_json::from_slice::<Value>(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned())),
-        });
-    }
-
     if let Some(reply) = credential_endpoint(&state, &method, &path_and_query, &headers, &body) {
         let mut response = full(
             StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -263,6 +254,17 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
         response.headers_mut().remove("x-amzn-requestid");
         return Ok(response);
     }
+    // Only what Bedrock would receive: a credential fetch (the gateway refreshes in the
+    // background) landing between a test's request and its look must not replace it.
+    if let Ok(mut last) = state.last_request.lock() {
+        *last = json!({
+            "method": method,
+            "path": path_and_query,
+            "headers": headers.iter().map(|(n, v)| (n.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+            "body": serde_json::from_slice::<Value>(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned())),
+        });
+    }
+
     let lookup = |access_key_id: &str| -> Option<auth::Known> {
         if let Some(static_key) = state.credentials.iter().find(|c| c.access_key_id == access_key_id) {
             return Some(auth::Known::Static(static_key.secret_access_key.clone()));
