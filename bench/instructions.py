@@ -69,8 +69,7 @@ def instructions_per_request(name: str, config: str, path: str, body: bytes, wor
     out = f"{workdir}/{name}.callgrind"
     command = ["valgrind", "--tool=callgrind", "--smc-check=all-non-file", f"--callgrind-out-file={out}.%p",
                str(ENVOY_BINARY), "-c", str(config_path), "--concurrency", "1", "--log-level", "error", "--base-id", "91"]
-    log = open(Path(workdir) / f"{name}.log", "w")
-    process = subprocess.Popen(bench.pinned(0, command), stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **bench.KEYS})
+    process = bench.start(bench.pinned(0, command), Path(workdir) / f"{name}.log", env=bench.KEYS)
     try:
         bench.wait_for(f"http://127.0.0.1:{bench.ADMIN_PORT}/ready", timeout=READY_TIMEOUT_SECONDS)
         send(bench.GATEWAY_PORT, path, body, WARM_UP_REQUESTS)
@@ -79,12 +78,8 @@ def instructions_per_request(name: str, config: str, path: str, body: bytes, wor
         subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True, capture_output=True)
         return counted_instructions(f"{out}.{process.pid}") / COUNTED_REQUESTS
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        # Under valgrind, Envoy takes a while to exit.
+        bench.stop(process, timeout=120)
 
 
 def main():

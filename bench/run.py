@@ -79,10 +79,10 @@ def start(args, log: Path, env=None) -> subprocess.Popen:
     return subprocess.Popen(args, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=ROOT)
 
 
-def stop(process: subprocess.Popen):
+def stop(process: subprocess.Popen, timeout: float = 15):
     process.terminate()
     try:
-        process.wait(timeout=15)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
