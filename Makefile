@@ -13,12 +13,15 @@ WASM := target/wasm32-wasip1/release/bedrock_gateway_filter.wasm
 # A test-only build that can be made to panic, to prove the VM failure policy (never shipped).
 FAULT_WASM_DIR := target/fault-injection
 EMULATOR := target/release/bedrock-emulator
+RENDER := target/release/ai-gateway-render
+# The AI Gateway resource file `make run` renders and serves.
+CONFIG ?= examples/emulator.yaml
 
-.PHONY: all build wasm wasm-fault-injection emulator venv run run-aws test test-unit test-e2e bench bench-instructions fuzz lint clean
+.PHONY: all build wasm wasm-fault-injection emulator render render-examples venv run run-aws test test-unit test-e2e bench bench-instructions fuzz lint clean
 
 all: build
 
-build: wasm emulator
+build: wasm emulator render
 
 wasm:
 	rustup target add wasm32-wasip1 >/dev/null
@@ -26,6 +29,16 @@ wasm:
 
 emulator:
 	$(CARGO) build --release -p bedrock-emulator
+
+render:
+	$(CARGO) build --release -p ai-gateway-render
+
+# The shipped configurations rendered from their resource files (a test checks they are current).
+render-examples: render
+	$(RENDER) examples/aws.yaml > envoy.yaml
+	$(RENDER) examples/kubernetes/gateway-resources.yaml --configmap ai-gateway-envoy \
+	  --credential-chain pod-identity,irsa,imds --wasm /etc/ai-gateway/wasm/bedrock_gateway_filter.wasm \
+	  > examples/kubernetes/envoy-configmap.yaml
 
 venv: $(VENV)/.installed
 
@@ -35,9 +48,10 @@ $(VENV)/.installed: e2e/requirements.txt
 	touch $@
 
 # The gateway on 127.0.0.1:1975 in front of the bundled emulator (127.0.0.1:4566); admin on 9901.
-# AUTH=static (default), pod-identity, irsa or imds picks how the gateway gets AWS credentials.
+# CONFIG= names the resource file to render (default examples/emulator.yaml); AUTH=static (default),
+# pod-identity, irsa or imds picks how the AWS default chain gets credentials.
 run: build venv
-	ENVOY=$(ENVOY) EMULATOR=$(EMULATOR) AUTH=$(AUTH) e2e/run-local.sh
+	ENVOY=$(ENVOY) EMULATOR=$(EMULATOR) RENDER=$(RENDER) AUTH=$(AUTH) CONFIG=$(CONFIG) e2e/run-local.sh
 
 # The top-level envoy.yaml against real Bedrock, with AWS credentials from the environment.
 run-aws: wasm venv

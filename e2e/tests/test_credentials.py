@@ -19,11 +19,19 @@ from conftest import ROOT, http_get, launch_emulator, launch_gateway, stop_proce
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
-CONFIGS = {
-    "pod-identity": ROOT / "examples/envoy-emulator-pod-identity.yaml",
-    "irsa": ROOT / "examples/envoy-emulator-irsa.yaml",
-    "imds": ROOT / "examples/envoy-emulator-imds.yaml",
-}
+ROLE_ARN = "arn:aws:iam::123456789012:role/AIGatewayBedrockRole"
+
+
+def chain_environment(method: str, auth_dir: Path) -> dict:
+    """What a pod's environment holds for each method; the AWS default chain of examples/emulator.yaml
+    picks its link from it at start-up, as an AWS SDK would."""
+    return {
+        "pod-identity": {"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.23/v1/credentials",
+                         "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(auth_dir / "token")},
+        "irsa": {"AWS_ROLE_ARN": ROLE_ARN, "AWS_WEB_IDENTITY_TOKEN_FILE": str(auth_dir / "token")},
+        "imds": {},
+    }[method]
+
 STATS_KEY = {"pod-identity": "pod_identity", "irsa": "sts", "imds": "imds"}
 
 
@@ -40,8 +48,6 @@ class AuthSetup:
         self.auth_dir = workdir / f"auth-{method}-{time.monotonic_ns()}"
         self.auth_dir.mkdir()
         write_token(self.auth_dir, "service-account-token-v1")
-        sds = (ROOT / "examples/auth/sds-token.yaml").read_text().replace(".run/auth", str(self.auth_dir))
-        (self.auth_dir / "sds-token.yaml").write_text(sds)
         self.emulator, self.emulator_url = launch_emulator(
             workdir, f"emulator-{self.auth_dir.name}",
             "--token-file", str(self.auth_dir / "token"), "--credential-lifetime-secs", str(lifetime),
@@ -50,8 +56,8 @@ class AuthSetup:
             self.set_endpoints(up=False)
         try:
             self.envoy, self.gateway = launch_gateway(
-                workdir, self.emulator_url, f"envoy-{self.auth_dir.name}", {},
-                config=CONFIGS[method], auth_dir=self.auth_dir, log_level=log_level,
+                workdir, self.emulator_url, f"envoy-{self.auth_dir.name}", chain_environment(method, self.auth_dir),
+                auth_dir=self.auth_dir, log_level=log_level,
             )
         except Exception:
             stop_process(self.emulator)

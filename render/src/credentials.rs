@@ -1,0 +1,220 @@
+//! The clusters through which the filter fetches temporary AWS credentials for the default chain,
+//! and the SDS files that hand them the pod's rotating service-account token.
+//!
+//! Which of them exist is a fact about where Envoy runs, not about the resources: a Pod Identity
+//! token directory exists only in a pod with a Pod Identity association, and Envoy refuses to start
+//! when a watched directory is missing. So the renderer is told (`--credential-chain`); static keys
+//! in the environment always come first, as in the AWS SDKs.
+
+use crate::envoy::quoted;
+use crate::plan::{CredentialsPlan, Plan};
+use crate::Options;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialService {
+    /// IRSA: STS AssumeRoleWithWebIdentity with the projected token.
+    WebIdentity,
+    /// The EKS Pod Identity agent.
+    PodIdentity,
+    /// The EC2 instance role through IMDSv2.
+    Imds,
+}
+
+impl CredentialService {
+    /// As `--credential-chain` names them.
+    pub fn parse(name: &str) -> Option<CredentialService> {
+        match name {
+            "irsa" => Some(CredentialService::WebIdentity),
+            "pod-identity" => Some(CredentialService::PodIdentity),
+            "imds" => Some(CredentialService::Imds),
+            _ => None,
+        }
+    }
+
+    pub fn cluster_name(self) -> &'static str {
+        match self {
+            CredentialService::WebIdentity => "sts",
+            CredentialService::PodIdentity => "eks-pod-identity-agent",
+            CredentialService::Imds => "imds",
+        }
+    }
+
+    fn sds_file_name(self) -> Option<&'static str> {
+        match self {
+            CredentialService::WebIdentity => Some("sds-web-identity-token.yaml"),
+            CredentialService::PodIdentity => Some("sds-pod-identity-token.yaml"),
+            CredentialService::Imds => None,
+        }
+    }
+
+    fn token_file(self, options: &Options) -> Option<&str> {
+        match self {
+            CredentialService::WebIdentity => Some(&options.web_identity_token_file),
+            CredentialService::PodIdentity => Some(&options.pod_identity_token_file),
+            CredentialService::Imds => None,
+        }
+    }
+}
+
+/// The SDS files of the token-based services in the chain: each names the token file Envoy reads.
+pub fn sds_files(options: &Options) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for service in &options.chain {
+        if let (Some(name), Some(token)) = (service.sds_file_name(), service.token_file(options)) {
+            let text = format!(
+                "# The projected service-account token as an SDS generic secret: Envoy reads the file it names and\n\
+                 # reads it again when kubelet rotates it (the cluster's sds_config watches its directory).\n\
+                 resources:\n\
+                 - \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n\
+                 \x20 name: service-account-token\n\
+                 \x20 generic_secret:\n\
+                 \x20   secret:\n\
+                 \x20     filename: {}\n",
+                quoted(token)
+            );
+            files.push((name.to_owned(), text));
+        }
+    }
+    files
+}
+
+fn parent_directory(file: &str) -> String {
+    match Path::new(file).parent().map(|p| p.to_string_lossy().into_owned()) {
+        Some(parent) if !parent.is_empty() => parent,
+        _ => ".".to_owned(),
+    }
+}
+
+fn line(out: &mut String, indent: usize, text: &str) {
+    for _ in 0..indent {
+        out.push_str("  ");
+    }
+    out.push_str(text);
+    out.push('\n');
+}
+
+/// The region whose STS endpoint IRSA uses: the first backend's on the default chain.
+fn sts_region(plan: &Plan) -> &str {
+    plan.clusters
+        .iter()
+        .find(|c| matches!(c.backend.credentials, CredentialsPlan::DefaultChain))
+        .map_or("us-east-1", |c| c.backend.region.as_str())
+}
+
+/// Injects the token read through SDS into `header` of every request on the cluster.
+fn token_injector(o: &mut String, header: &str, sds_path: &str, token_dir: &str) {
+    line(o, 4, "- name: envoy.filters.http.credential_injector");
+    line(o, 5, "typed_config:");
+    line(o, 6, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector");
+    line(o, 6, "overwrite: true");
+    line(o, 6, "credential:");
+    line(o, 7, "name: envoy.http.injected_credentials.generic");
+    line(o, 7, "typed_config:");
+    line(o, 8, "\"@type\": type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic");
+    line(o, 8, &format!("header: {header}"));
+    line(o, 8, "credential:");
+    line(o, 9, "name: service-account-token");
+    line(o, 9, "sds_config:");
+    line(o, 10, "path_config_source:");
+    line(o, 11, &format!("path: {}", quoted(sds_path)));
+    line(o, 11, &format!("watched_directory: {{ path: {} }}", quoted(token_dir)));
+}
+
+fn protocol_options_start(o: &mut String) {
+    line(o, 2, "typed_extension_protocol_options:");
+    line(o, 3, "envoy.extensions.upstreams.http.v3.HttpProtocolOptions:");
+    line(o, 4, "\"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
+    line(o, 4, "explicit_http_config: { http_protocol_options: {} }");
+    line(o, 4, "http_filters:");
+}
+
+fn upstream_codec(o: &mut String) {
+    line(o, 4, "- name: envoy.filters.http.upstream_codec");
+    line(o, 5, "typed_config:");
+    line(o, 6, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec");
+}
+
+fn endpoint(o: &mut String, name: &str, host: &str, port: u16) {
+    line(o, 2, "load_assignment:");
+    line(o, 3, &format!("cluster_name: {name}"));
+    line(o, 3, &format!(
+        "endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {port} }} }} }} }} ] }} ]",
+        quoted(host)
+    ));
+}
+
+/// Writes the cluster of one credential service.
+pub fn write_credential_cluster(o: &mut String, service: CredentialService, options: &Options, plan: &Plan) {
+    let name = service.cluster_name();
+    let local = options.credential_endpoint.as_ref();
+    let sds_path = |service: CredentialService| {
+        format!("{}/{}", options.sds_dir.trim_end_matches('/'), service.sds_file_name().unwrap_or_default())
+    };
+    line(o, 1, &format!("- name: {name}"));
+    match service {
+        CredentialService::Imds => {
+            line(o, 2, "# IMDSv2 (the instance role); in containers the instance's metadata hop limit must be 2.");
+            line(o, 2, "type: STATIC");
+            line(o, 2, "connect_timeout: 1s");
+            let (host, port) = local.map_or(("169.254.169.254", 80), |(h, p)| (h.as_str(), *p));
+            endpoint(o, name, host, port);
+        }
+        CredentialService::PodIdentity => {
+            line(o, 2, "# The EKS Pod Identity agent; it wants the pod's token as Authorization.");
+            line(o, 2, "type: STATIC");
+            line(o, 2, "connect_timeout: 2s");
+            protocol_options_start(o);
+            token_injector(o, "Authorization", &sds_path(service), &parent_directory(&options.pod_identity_token_file));
+            upstream_codec(o);
+            let (host, port) = local.map_or(("169.254.170.23", 80), |(h, p)| (h.as_str(), *p));
+            endpoint(o, name, host, port);
+        }
+        CredentialService::WebIdentity => {
+            line(o, 2, "# STS AssumeRoleWithWebIdentity (IRSA): the token goes into a header, and the ai_gateway_sts");
+            line(o, 2, "# stage moves it into the form STS reads.");
+            let sts_host = format!("sts.{}.amazonaws.com", sts_region(plan));
+            match local {
+                Some(_) => line(o, 2, "type: STATIC"),
+                None => {
+                    line(o, 2, "type: LOGICAL_DNS");
+                    line(o, 2, "dns_lookup_family: V4_PREFERRED");
+                }
+            }
+            line(o, 2, "connect_timeout: 5s");
+            protocol_options_start(o);
+            token_injector(o, "x-ai-eg-web-identity-token", &sds_path(service), &parent_directory(&options.web_identity_token_file));
+            line(o, 4, "- name: envoy.filters.http.wasm");
+            line(o, 5, "typed_config:");
+            line(o, 6, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm");
+            line(o, 6, "config:");
+            line(o, 7, "name: ai_gateway_sts");
+            line(o, 7, "root_id: ai_gateway_sts");
+            line(o, 7, "allow_on_headers_stop_iteration: true");
+            line(o, 7, "failure_policy: FAIL_RELOAD");
+            line(o, 7, "# Its own VM: Envoy creates this stage while the gateway's VM is inside the credential fetch.");
+            line(o, 7, "vm_config:");
+            line(o, 8, "vm_id: ai_gateway_sts");
+            line(o, 8, "runtime: envoy.wasm.runtime.v8");
+            line(o, 8, &format!("code: {{ local: {{ filename: {} }} }}", quoted(&options.wasm_path)));
+            line(o, 8, "environment_variables: { host_env_keys: [AWS_ROLE_ARN, AWS_ROLE_SESSION_NAME] }");
+            line(o, 7, "configuration: *gateway_config");
+            upstream_codec(o);
+            match local {
+                Some((host, port)) => endpoint(o, name, host, *port),
+                None => {
+                    endpoint(o, name, &sts_host, 443);
+                    line(o, 2, "transport_socket:");
+                    line(o, 3, "name: envoy.transport_sockets.tls");
+                    line(o, 3, "typed_config:");
+                    line(o, 4, "\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext");
+                    line(o, 4, &format!("sni: {}", quoted(&sts_host)));
+                    line(o, 4, "common_tls_context:");
+                    line(o, 5, "validation_context:");
+                    line(o, 6, "trusted_ca: { filename: /etc/ssl/certs/ca-certificates.crt }");
+                    line(o, 6, &format!("match_typed_subject_alt_names: [ {{ san_type: DNS, matcher: {{ exact: {} }} }} ]", quoted(&sts_host)));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! Writes a resolved [`Plan`] as Envoy's bootstrap configuration (YAML).
+//!
+//! The YAML is written line by line rather than serialized from a tree, so that the output keeps
+//! the comments and anchors a person reading `envoy.yaml` needs. Every value that comes from the
+//! resources is written with [`quoted`], as a JSON string, which YAML reads as a double-quoted scalar:
+//! no input can change the structure.
+
+use crate::credentials::{write_credential_cluster, CredentialService};
+use crate::plan::*;
+use crate::Options;
+use serde::ser::SerializeMap;
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt::Write;
+
+/// Request bodies are buffered to read `model`: prompts up to 32 MiB.
+const BUFFER_LIMIT_BYTES: u64 = 32 * 1024 * 1024;
+const WASM_FILTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+/// The variables the AWS default chain reads at start-up, handed to the VM.
+const CHAIN_ENV_KEYS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+];
+
+/// A YAML scalar that reads back as exactly `text`.
+pub fn quoted(text: &str) -> String {
+    Value::String(text.to_owned()).to_string()
+}
+
+/// Envoy's duration syntax: `300s`, `0.500s`.
+fn duration(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}.{:03}s", ms / 1000, ms % 1000)
+    }
+}
+
+/// The plugin configuration both stages read (the filter's `config.rs` documents it). Fields are
+/// written in the order the README documents them, backends in the order of their clusters.
+#[derive(Serialize)]
+pub struct PluginConfiguration<'a> {
+    models: Vec<PluginModel<'a>>,
+    backends: PluginBackends<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PluginModel<'a> {
+    Name(&'a str),
+    Detailed {
+        id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        created: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        owned_by: Option<&'a str>,
+    },
+}
+
+struct PluginBackends<'a>(Vec<(&'a str, PluginBackend<'a>)>);
+
+impl Serialize for PluginBackends<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, backend) in &self.0 {
+            map.serialize_entry(name, backend)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct PluginBackend<'a> {
+    schema: &'a str,
+    region: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<&'a str>,
+    credentials: PluginCredentials<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_name_override: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+enum PluginCredentials<'a> {
+    Inline {
+        access_key_id: &'a str,
+        secret_access_key: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_token: Option<&'a str>,
+    },
+    DefaultChain {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        web_identity_cluster: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pod_identity_cluster: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        imds_cluster: Option<&'static str>,
+    },
+}
+
+pub fn plugin_configuration<'a>(plan: &'a Plan, options: &Options) -> PluginConfiguration<'a> {
+    let chain_cluster = |service: CredentialService| options.chain.contains(&service).then(|| service.cluster_name());
+    let backends = plan
+        .clusters
+        .iter()
+        .map(|cluster| {
+            let backend = &cluster.backend;
+            let credentials = match &backend.credentials {
+                CredentialsPlan::Static(keys) => PluginCredentials::Inline {
+                    access_key_id: &keys.access_key_id,
+                    secret_access_key: &keys.secret_access_key,
+                    session_token: keys.session_token.as_deref(),
+                },
+                CredentialsPlan::DefaultChain => PluginCredentials::DefaultChain {
+                    web_identity_cluster: chain_cluster(CredentialService::WebIdentity),
+                    pod_identity_cluster: chain_cluster(CredentialService::PodIdentity),
+                    imds_cluster: chain_cluster(CredentialService::Imds),
+                },
+            };
+            let entry = PluginBackend {
+                schema: backend.schema,
+                region: &backend.region,
+                endpoint: backend.endpoint.as_deref(),
+                credentials,
+                model_name_override: backend.model_name_override.as_deref(),
+            };
+            (cluster.name.as_str(), entry)
+        })
+        .collect();
+    let models = plan
+        .models
+        .iter()
+        .map(|model| match (model.created, &model.owned_by) {
+            (None, None) => PluginModel::Name(&model.id),
+            (created, owned_by) => PluginModel::Detailed { id: &model.id, created, owned_by: owned_by.as_deref() },
+        })
+        .collect();
+    PluginConfiguration { models, backends: PluginBackends(backends) }
+}
+
+/// Whether any backend reads the AWS default chain (and so needs the credential clusters).
+pub fn uses_default_chain(plan: &Plan) -> bool {
+    plan.clusters.iter().any(|c| matches!(c.backend.credentials, CredentialsPlan::DefaultChain))
+}
+
+pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
+    let mut out = String::new();
+    header(&mut out, plan, options);
+    let o = &mut out;
+    line(o, 0, "node: { id: ai-gateway, cluster: ai-gateway }");
+    line(o, 0, "");
+    line(o, 0, "admin:");
+    line(o, 1, &format!("address: {}", socket_address(&options.admin_address, options.admin_port)));
+    line(o, 0, "");
+    line(o, 0, "# The filter's metrics carry their labels in the stat name (`;model=...;backend=...`, since model");
+    line(o, 0, "# ids contain dots); these tags turn them into Prometheus labels on /stats/prometheus.");
+    line(o, 0, "stats_config:");
+    line(o, 1, "stats_tags:");
+    line(o, 1, r#"- { tag_name: model, regex: "(;model=([^;]*))" }"#);
+    line(o, 1, r#"- { tag_name: backend, regex: "(;backend=([^;]*))" }"#);
+    line(o, 1, r#"- { tag_name: status_class, regex: "(;status=([^;]*))" }"#);
+    line(o, 0, "");
+    line(o, 0, "static_resources:");
+    line(o, 1, "listeners:");
+    for (i, listener) in plan.listeners.iter().enumerate() {
+        write_listener(o, plan, options, plugin_json, listener, i == 0);
+    }
+    line(o, 0, "");
+    line(o, 1, "clusters:");
+    for (i, cluster) in plan.clusters.iter().enumerate() {
+        write_cluster(o, cluster, i == 0);
+    }
+    if uses_default_chain(plan) {
+        for service in &options.chain {
+            write_credential_cluster(o, *service, options, plan);
+        }
+    }
+    out
+}
+
+fn line(out: &mut String, indent: usize, text: &str) {
+    if !text.is_empty() {
+        for _ in 0..indent {
+            out.push_str("  ");
+        }
+        out.push_str(text);
+    }
+    out.push('\n');
+}
+
+fn socket_address(address: &str, port: u16) -> String {
+    format!("{{ socket_address: {{ address: {}, port_value: {port} }} }}", quoted(address))
+}
+
+fn header(out: &mut String, plan: &Plan, options: &Options) {
+    let _ = writeln!(out, "# Envoy configuration of the Bedrock AI gateway, rendered by ai-gateway-render from");
+    let _ = writeln!(out, "# {}. Do not edit: change the resources and render again.", options.source_name);
+    let _ = writeln!(out, "#");
+    let _ = writeln!(out, "# Resources: {}.", plan.sources.join(", "));
+    if plan.clusters.iter().any(|c| matches!(c.backend.credentials, CredentialsPlan::Static(_))) {
+        let _ = writeln!(out, "# It holds AWS secret keys (from a BackendSecurityPolicy's credentialsFile): keep it private.");
+    }
+    let _ = writeln!(out, "#");
+    let _ = writeln!(out, "# One filter runs in two places:");
+    let _ = writeln!(out, "#   - the routing stage (root_id ai_gateway), downstream: copies the body's `model` into the");
+    let _ = writeln!(out, "#     x-ai-eg-model header, so that the routes (one per AIGatewayRoute rule) pick a cluster;");
+    let _ = writeln!(out, "#   - the backend stage (root_id ai_gateway_backend), an upstream filter on each cluster (one per");
+    let _ = writeln!(out, "#     AIServiceBackend and model override): applies that backend's entry of the plugin");
+    let _ = writeln!(out, "#     configuration, translates, signs with SigV4, and translates the response back.");
+    let _ = writeln!(out);
+}
+
+fn write_listener(o: &mut String, plan: &Plan, options: &Options, plugin_json: &str, listener: &ListenerPlan, first: bool) {
+    line(o, 1, &format!("- name: {}", quoted(&listener.name)));
+    line(o, 2, &format!("address: {}", socket_address(&listener.address, listener.port)));
+    line(o, 2, &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"));
+    line(o, 2, "filter_chains:");
+    line(o, 2, "- filters:");
+    line(o, 3, "- name: envoy.filters.network.http_connection_manager");
+    if !first {
+        line(o, 4, "typed_config: *gateway_connection_manager");
+        return;
+    }
+    line(o, 4, "typed_config: &gateway_connection_manager");
+    let t = 5;
+    line(o, t, "\"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager");
+    line(o, t, "stat_prefix: ai_gateway");
+    line(o, t, "# LLM responses can take minutes; streams must not be cut by the idle timer.");
+    line(o, t, "stream_idle_timeout: 600s");
+    line(o, t, "# One line per request: Bedrock's request id and the filter's usage summary.");
+    line(o, t, "access_log:");
+    line(o, t, "- name: envoy.access_loggers.file");
+    line(o, t + 1, "typed_config:");
+    line(o, t + 2, "\"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog");
+    line(o, t + 2, "path: /dev/stdout");
+    line(o, t + 2, "log_format:");
+    line(o, t + 3, "text_format_source:");
+    line(o, t + 4, "inline_string: \"[%START_TIME%] %REQ(:METHOD)% %RESPONSE_CODE% %DURATION%ms request_id=%REQ(X-REQUEST-ID)% bedrock_request_id=%RESP(X-AMZN-REQUESTID)% usage=%FILTER_STATE(wasm.ai_gateway.usage:PLAIN)%\\n\"");
+    line(o, t, "route_config:");
+    line(o, t + 1, "name: models");
+    line(o, t + 1, "virtual_hosts:");
+    line(o, t + 1, "- name: bedrock");
+    let domains = match &listener.hostname {
+        Some(host) => format!("[{}, {}]", quoted(host), quoted(&format!("{host}:*"))),
+        None => "[\"*\"]".to_owned(),
+    };
+    line(o, t + 2, &format!("domains: {domains}"));
+    line(o, t + 2, "routes:");
+    for route in &plan.routes {
+        write_route(o, t + 2, route);
+    }
+    line(o, t + 2, "# No route for the model: the filter rewrites this into the caller's API error format.");
+    line(o, t + 2, "- match: { prefix: \"/\" }");
+    line(o, t + 3, "direct_response:");
+    line(o, t + 4, "status: 404");
+    line(o, t + 4, "body: { inline_string: '{\"error\":{\"message\":\"No route serves this model.\",\"type\":\"not_found_error\",\"param\":null,\"code\":\"model_not_found\"}}' }");
+    line(o, t, "http_filters:");
+    line(o, t, "- name: envoy.filters.http.wasm");
+    line(o, t + 1, "typed_config:");
+    line(o, t + 2, &format!("\"@type\": {WASM_FILTER_TYPE}"));
+    line(o, t + 2, "config:");
+    let c = t + 3;
+    line(o, c, "name: ai_gateway");
+    line(o, c, "root_id: ai_gateway");
+    line(o, c, "# Lets the filter hold the headers while it reads the body (Envoy >= 1.35).");
+    line(o, c, "allow_on_headers_stop_iteration: true");
+    line(o, c, "# A crashed VM is reloaded for the next request instead of failing every request.");
+    line(o, c, "failure_policy: FAIL_RELOAD");
+    line(o, c, "vm_config: &gateway_vm");
+    line(o, c + 1, "vm_id: ai_gateway");
+    line(o, c + 1, "runtime: envoy.wasm.runtime.v8");
+    line(o, c + 1, &format!("code: {{ local: {{ filename: {} }} }}", quoted(&options.wasm_path)));
+    if uses_default_chain(plan) {
+        line(o, c + 1, "# The AWS default chain decides at start-up from these (static keys, IRSA, Pod Identity, else IMDS).");
+        line(o, c + 1, "environment_variables:");
+        line(o, c + 2, &format!("host_env_keys: [{}]", CHAIN_ENV_KEYS.join(", ")));
+    }
+    line(o, c, "configuration: &gateway_config");
+    line(o, c + 1, "\"@type\": type.googleapis.com/google.protobuf.StringValue");
+    line(o, c + 1, "value: |");
+    for json_line in plugin_json.lines() {
+        line(o, c + 2, json_line);
+    }
+    line(o, t, "- name: envoy.filters.http.router");
+    line(o, t + 1, "typed_config:");
+    line(o, t + 2, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router");
+}
+
+fn write_route(o: &mut String, indent: usize, route: &RoutePlan) {
+    line(o, indent, &format!("# {}", route.origin));
+    let headers: Vec<String> = route
+        .headers
+        .iter()
+        .map(|h| {
+            let matcher = if h.regex {
+                format!("safe_regex: {{ regex: {} }}", quoted(&h.value))
+            } else {
+                format!("exact: {}", quoted(&h.value))
+            };
+            format!("{{ name: {}, string_match: {{ {matcher} }} }}", quoted(&h.name))
+        })
+        .collect();
+    if headers.is_empty() {
+        line(o, indent, "- match: { prefix: \"/\" }");
+    } else {
+        line(o, indent, &format!("- match: {{ prefix: \"/\", headers: [ {} ] }}", headers.join(", ")));
+    }
+    let timeout = duration(route.timeout_ms);
+    match route.target.as_slice() {
+        [(cluster, _)] => line(o, indent + 1, &format!("route: {{ cluster: {}, timeout: {timeout} }}", quoted(cluster))),
+        weighted => {
+            line(o, indent + 1, "route:");
+            line(o, indent + 2, &format!("timeout: {timeout}"));
+            line(o, indent + 2, "weighted_clusters:");
+            line(o, indent + 3, "clusters:");
+            for (cluster, weight) in weighted {
+                line(o, indent + 3, &format!("- {{ name: {}, weight: {weight} }}", quoted(cluster)));
+            }
+        }
+    }
+}
+
+fn write_endpoints(o: &mut String, name: &str, endpoints: &[(String, u16)]) {
+    line(o, 2, "load_assignment:");
+    line(o, 3, &format!("cluster_name: {}", quoted(name)));
+    line(o, 3, "endpoints:");
+    line(o, 3, "- lb_endpoints:");
+    for (host, port) in endpoints {
+        line(o, 4, &format!("- endpoint: {{ address: {} }}", socket_address(host, *port)));
+    }
+}
+
+fn write_discovery(o: &mut String, discovery: Discovery, connect_timeout: &str) {
+    match discovery {
+        Discovery::Static => line(o, 2, "type: STATIC"),
+        Discovery::LogicalDns | Discovery::StrictDns => {
+            line(o, 2, if discovery == Discovery::LogicalDns { "type: LOGICAL_DNS" } else { "type: STRICT_DNS" });
+            line(o, 2, "dns_lookup_family: V4_PREFERRED");
+        }
+    }
+    line(o, 2, &format!("connect_timeout: {connect_timeout}"));
+}
+
+fn write_tls(o: &mut String, tls: &TlsPlan) {
+    line(o, 2, "transport_socket:");
+    line(o, 3, "name: envoy.transport_sockets.tls");
+    line(o, 3, "typed_config:");
+    line(o, 4, "\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext");
+    line(o, 4, &format!("sni: {}", quoted(&tls.sni)));
+    line(o, 4, "common_tls_context:");
+    line(o, 5, "validation_context:");
+    line(o, 6, "trusted_ca: { filename: /etc/ssl/certs/ca-certificates.crt }");
+    line(o, 6, "match_typed_subject_alt_names:");
+    for san in &tls.subject_alt_names {
+        let (kind, value) = match san {
+            SanPlan::Dns(host) => ("DNS", host),
+            SanPlan::Uri(uri) => ("URI", uri),
+        };
+        line(o, 6, &format!("- {{ san_type: {kind}, matcher: {{ exact: {} }} }}", quoted(value)));
+    }
+}
+
+fn write_cluster(o: &mut String, cluster: &ClusterPlan, first: bool) {
+    line(o, 1, &format!("- name: {}", quoted(&cluster.name)));
+    write_discovery(o, cluster.discovery, "10s");
+    line(o, 2, &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"));
+    if first {
+        line(o, 2, "# The backend stage: the same module and configuration as the routing stage, as an upstream filter.");
+        line(o, 2, "typed_extension_protocol_options: &backend_filters");
+        line(o, 3, "envoy.extensions.upstreams.http.v3.HttpProtocolOptions:");
+        line(o, 4, "\"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
+        line(o, 4, "explicit_http_config: { http_protocol_options: {} }");
+        line(o, 4, "http_filters:");
+        line(o, 4, "- name: envoy.filters.http.wasm");
+        line(o, 5, "typed_config:");
+        line(o, 6, &format!("\"@type\": {WASM_FILTER_TYPE}"));
+        line(o, 6, "config:");
+        line(o, 7, "name: ai_gateway_backend");
+        line(o, 7, "root_id: ai_gateway_backend");
+        line(o, 7, "allow_on_headers_stop_iteration: true");
+        line(o, 7, "failure_policy: FAIL_RELOAD");
+        line(o, 7, "vm_config: *gateway_vm");
+        line(o, 7, "configuration: *gateway_config");
+        line(o, 4, "- name: envoy.filters.http.upstream_codec");
+        line(o, 5, "typed_config:");
+        line(o, 6, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec");
+    } else {
+        line(o, 2, "typed_extension_protocol_options: *backend_filters");
+    }
+    write_endpoints(o, &cluster.name, &cluster.endpoints);
+    if let Some(tls) = &cluster.tls {
+        write_tls(o, tls);
+    }
+}

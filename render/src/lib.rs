@@ -1,0 +1,105 @@
+//! Renders Envoy AI Gateway resource files into this gateway's Envoy configuration.
+//!
+//! Input: a multi-document YAML of the resources a Bedrock user writes for Envoy AI Gateway
+//! (`Gateway`, `AIGatewayRoute`, `AIServiceBackend`, `BackendSecurityPolicy`, `Backend`,
+//! `BackendTLSPolicy`, `Secret`). Output: Envoy's complete bootstrap configuration for the
+//! gateway's two filter stages, and the SDS files that hand rotating service-account tokens to
+//! the credential clusters. Three steps, one module each: [`resources`] reads the documents,
+//! [`plan`] resolves what they mean, [`envoy`] writes it. The plugin configuration written is checked
+//! with the filter's own parser, so a file that renders is one the filter accepts.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
+pub mod credentials;
+pub mod credentials_file;
+pub mod envoy;
+pub mod plan;
+pub mod resources;
+
+use std::fmt;
+
+pub use credentials::CredentialService;
+
+/// Why a file cannot be rendered, naming the resource and field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderError(pub String);
+
+impl fmt::Display for RenderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RenderError {}
+
+/// What the resources cannot say: where this Envoy runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Named in the output's header (the input file's path).
+    pub source_name: String,
+    /// Where Envoy finds the filter's `.wasm`.
+    pub wasm_path: String,
+    pub admin_address: String,
+    pub admin_port: u16,
+    /// The credential services the AWS default chain may use after static keys in the
+    /// environment; each gets a cluster. IMDS alone by default: it needs no token file.
+    pub chain: Vec<CredentialService>,
+    /// One plain-HTTP address playing every AWS credential service (the bundled emulator), in
+    /// place of the Pod Identity agent, STS and IMDS.
+    pub credential_endpoint: Option<(String, u16)>,
+    /// Where the SDS files ([`Rendered::sds_files`]) will be when Envoy runs.
+    pub sds_dir: String,
+    pub pod_identity_token_file: String,
+    pub web_identity_token_file: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            source_name: "(standard input)".into(),
+            wasm_path: "target/wasm32-wasip1/release/bedrock_gateway_filter.wasm".into(),
+            admin_address: "127.0.0.1".into(),
+            admin_port: 9901,
+            chain: vec![CredentialService::Imds],
+            credential_endpoint: None,
+            sds_dir: "/etc/ai-gateway".into(),
+            pod_identity_token_file: "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token".into(),
+            web_identity_token_file: "/var/run/secrets/eks.amazonaws.com/serviceaccount/token".into(),
+        }
+    }
+}
+
+/// Envoy's configuration and the files it reads beside it.
+#[derive(Debug)]
+pub struct Rendered {
+    pub envoy_yaml: String,
+    /// `(file name, contents)`, to be placed in [`Options::sds_dir`].
+    pub sds_files: Vec<(String, String)>,
+}
+
+/// Renders the resources of one file.
+pub fn render(input: &str, options: &Options) -> Result<Rendered, RenderError> {
+    let resources = resources::parse_documents(input)?;
+    let plan = plan::plan(&resources)?;
+    let plugin = envoy::plugin_configuration(&plan, options);
+    let plugin_json = serde_json::to_string_pretty(&plugin)
+        .map_err(|e| RenderError(format!("cannot write the plugin configuration: {e}")))?;
+    check_with_filter(&plugin_json)?;
+    let sds_files = if envoy::uses_default_chain(&plan) { credentials::sds_files(options) } else { Vec::new() };
+    Ok(Rendered { envoy_yaml: envoy::write(&plan, options, &plugin_json), sds_files })
+}
+
+/// The filter parses the plugin configuration at start-up; parse it the same way now, with an
+/// environment that lets the default chain resolve, so that what renders also starts.
+fn check_with_filter(plugin_json: &str) -> Result<(), RenderError> {
+    let environment = |key: &str| match key {
+        "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => Some("x".to_owned()),
+        _ => None,
+    };
+    bedrock_gateway_filter::config::Config::parse(plugin_json.as_bytes(), &environment)
+        .map(|_| ())
+        .map_err(|e| RenderError(format!("the filter would refuse the rendered plugin configuration: {e}")))
+}

@@ -1,0 +1,169 @@
+//! `ai-gateway-render`: AI Gateway resource files in, Envoy configuration out.
+
+use ai_gateway_render::{render, CredentialService, Options, Rendered};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+Usage: ai-gateway-render [OPTIONS] RESOURCES.yaml
+
+Renders AI Gateway resources (Gateway, AIGatewayRoute, AIServiceBackend, BackendSecurityPolicy,
+Backend, BackendTLSPolicy, Secret) into the Envoy configuration of the Bedrock gateway.
+
+Options:
+  --out-dir DIR                 write DIR/envoy.yaml and the SDS files beside it (default: envoy.yaml
+                                on standard output, for resources that need no SDS file)
+  --configmap NAME              write one Kubernetes ConfigMap NAME holding envoy.yaml and the SDS files
+  --namespace NS                the ConfigMap's namespace (default envoy-gateway-system)
+  --wasm PATH                   the filter's .wasm as Envoy will find it
+                                (default target/wasm32-wasip1/release/bedrock_gateway_filter.wasm)
+  --admin ADDRESS:PORT          Envoy's admin listener (default 127.0.0.1:9901)
+  --credential-chain LIST       what the AWS default chain may use after static keys in the
+                                environment, for policies without credentialsFile: any of irsa,
+                                pod-identity, imds, comma-separated, or none (default imds)
+  --pod-identity-token-file F   the Pod Identity token (default: EKS's projected token path)
+  --web-identity-token-file F   the IRSA token (default: EKS's projected token path)
+  --sds-dir DIR                 where Envoy finds the SDS files (default: --out-dir, or /etc/ai-gateway
+                                with --configmap)
+  --credential-endpoint ADDR:PORT
+                                one plain-HTTP address playing STS, the Pod Identity agent and IMDS
+                                (the bundled emulator)
+";
+
+struct Command {
+    input: PathBuf,
+    out_dir: Option<PathBuf>,
+    configmap: Option<(String, String)>,
+    options: Options,
+}
+
+fn host_port(text: &str, flag: &str) -> Result<(String, u16), String> {
+    let (host, port) = text.rsplit_once(':').ok_or_else(|| format!("{flag}: expected ADDRESS:PORT, got {text:?}"))?;
+    let port = port.parse().map_err(|_| format!("{flag}: {port:?} is not a port"))?;
+    Ok((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port))
+}
+
+fn parse_arguments(arguments: Vec<String>) -> Result<Command, String> {
+    let mut options = Options::default();
+    let (mut input, mut out_dir, mut sds_dir, mut configmap, mut namespace) = (None, None, None, None, None);
+    let mut arguments = arguments.into_iter();
+    while let Some(argument) = arguments.next() {
+        if !argument.starts_with("--") {
+            if input.replace(PathBuf::from(&argument)).is_some() {
+                return Err("give one resource file".into());
+            }
+            continue;
+        }
+        if argument == "--help" {
+            return Err(String::new());
+        }
+        let value = arguments.next().ok_or_else(|| format!("{argument} needs a value"))?;
+        match argument.as_str() {
+            "--out-dir" => out_dir = Some(PathBuf::from(value)),
+            "--configmap" => configmap = Some(value),
+            "--namespace" => namespace = Some(value),
+            "--wasm" => options.wasm_path = value,
+            "--admin" => (options.admin_address, options.admin_port) = host_port(&value, &argument)?,
+            "--credential-chain" => {
+                options.chain = Vec::new();
+                for name in value.split(',').map(str::trim).filter(|n| !n.is_empty() && *n != "none") {
+                    let service = CredentialService::parse(name)
+                        .ok_or_else(|| format!("--credential-chain: {name:?} is not irsa, pod-identity, imds or none"))?;
+                    if !options.chain.contains(&service) {
+                        options.chain.push(service);
+                    }
+                }
+            }
+            "--pod-identity-token-file" => options.pod_identity_token_file = value,
+            "--web-identity-token-file" => options.web_identity_token_file = value,
+            "--sds-dir" => sds_dir = Some(value),
+            "--credential-endpoint" => options.credential_endpoint = Some(host_port(&value, &argument)?),
+            _ => return Err(format!("unknown option {argument}")),
+        }
+    }
+    let input = input.ok_or("no resource file given")?;
+    if out_dir.is_some() && configmap.is_some() {
+        return Err("--out-dir and --configmap are alternatives".into());
+    }
+    options.source_name = input.display().to_string();
+    options.sds_dir = match (sds_dir, &out_dir, &configmap) {
+        (Some(dir), _, _) => dir,
+        (None, Some(dir), _) => dir.display().to_string(),
+        (None, None, _) => "/etc/ai-gateway".to_owned(),
+    };
+    let configmap = configmap.map(|name| (name, namespace.unwrap_or_else(|| "envoy-gateway-system".into())));
+    Ok(Command { input, out_dir, configmap, options })
+}
+
+/// A Kubernetes ConfigMap holding each file under its name.
+fn configmap(name: &str, namespace: &str, files: &[(String, String)]) -> String {
+    let mut out = format!(
+        "# Rendered by ai-gateway-render; do not edit.\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {namespace}\ndata:\n"
+    );
+    for (file, text) in files {
+        out.push_str(&format!("  {file}: |\n"));
+        for line in text.lines() {
+            if line.is_empty() {
+                out.push('\n');
+            } else {
+                out.push_str("    ");
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn run(command: Command) -> Result<(), String> {
+    let input = std::fs::read_to_string(&command.input)
+        .map_err(|e| format!("cannot read {}: {e}", command.input.display()))?;
+    let Rendered { envoy_yaml, sds_files } =
+        render(&input, &command.options).map_err(|e| format!("{}: {e}", command.input.display()))?;
+    match (&command.out_dir, &command.configmap) {
+        (Some(dir), _) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            write_file(&dir.join("envoy.yaml"), &envoy_yaml)?;
+            for (name, text) in &sds_files {
+                write_file(&dir.join(name), text)?;
+            }
+        }
+        (None, Some((name, namespace))) => {
+            let mut files = vec![("envoy.yaml".to_owned(), envoy_yaml)];
+            files.extend(sds_files);
+            print!("{}", configmap(name, namespace, &files));
+        }
+        (None, None) => {
+            if !sds_files.is_empty() {
+                return Err("these resources need SDS files beside envoy.yaml: give --out-dir or --configmap".into());
+            }
+            print!("{envoy_yaml}");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let command = match parse_arguments(std::env::args().skip(1).collect()) {
+        Ok(command) => command,
+        Err(message) if message.is_empty() => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("ai-gateway-render: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("ai-gateway-render: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! The AI Gateway resources a Bedrock user writes, as Kubernetes YAML documents.
+//!
+//! Field names and meanings follow Envoy AI Gateway (`aigateway.envoyproxy.io/v1alpha1`), Envoy
+//! Gateway (`gateway.envoyproxy.io/v1alpha1` `Backend`) and the Gateway API
+//! (`gateway.networking.k8s.io` `Gateway`, `BackendTLSPolicy`). Every spec rejects unknown fields, so a
+//! typo or a feature this gateway lacks is an error naming the field, never a silently different
+//! gateway. Fields that mean something only to a Kubernetes controller (`parentRefs`, `filterConfig`,
+//! `allowedRoutes`, `status`, most of `metadata`) are accepted and ignored.
+
+use crate::RenderError;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// One parsed document of the input file.
+#[derive(Debug)]
+pub enum Resource {
+    Gateway(Object<GatewaySpec>),
+    AIGatewayRoute(Object<RouteSpec>),
+    AIServiceBackend(Object<ServiceBackendSpec>),
+    BackendSecurityPolicy(Object<SecurityPolicySpec>),
+    Backend(Object<BackendSpec>),
+    BackendTLSPolicy(Object<TlsPolicySpec>),
+    Secret(Secret),
+    /// GatewayClass and Namespace: they only mean something to a Kubernetes cluster.
+    Ignored,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Object<S> {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: S,
+    /// What `kubectl get -o yaml` adds; a controller's report, not configuration.
+    #[serde(default)]
+    pub status: Option<IgnoredAny>,
+}
+
+/// Only `name` (and `namespace`, to refuse clashing names) matter here; labels, annotations and
+/// the bookkeeping `kubectl` adds are Kubernetes' own.
+#[derive(Debug, Deserialize)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+// --- gateway.networking.k8s.io Gateway --------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GatewaySpec {
+    #[serde(default)]
+    pub gateway_class_name: Option<IgnoredAny>,
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub addresses: Vec<GatewayAddress>,
+    #[serde(default)]
+    pub infrastructure: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Listener {
+    pub name: String,
+    pub protocol: String,
+    pub port: u16,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub allowed_routes: Option<IgnoredAny>,
+    #[serde(default)]
+    pub tls: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayAddress {
+    #[serde(rename = "type", default)]
+    pub address_type: Option<String>,
+    pub value: String,
+}
+
+// --- aigateway.envoyproxy.io AIGatewayRoute ----------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteSpec {
+    #[serde(default)]
+    pub parent_refs: Option<IgnoredAny>,
+    /// The callers' API; older AI Gateway versions required `{name: OpenAI}` here.
+    #[serde(default)]
+    pub schema: Option<VersionedSchema>,
+    pub rules: Vec<Rule>,
+    #[serde(default)]
+    pub filter_config: Option<IgnoredAny>,
+    #[serde(default)]
+    pub llm_request_costs: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Rule {
+    #[serde(default)]
+    pub matches: Vec<RuleMatch>,
+    #[serde(default)]
+    pub backend_refs: Vec<RouteBackendRef>,
+    #[serde(default)]
+    pub timeouts: Option<Timeouts>,
+    #[serde(default)]
+    pub models_owned_by: Option<String>,
+    /// RFC 3339, e.g. `2024-05-21T10:00:00Z`.
+    #[serde(default)]
+    pub models_created_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleMatch {
+    #[serde(default)]
+    pub headers: Vec<HeaderMatch>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// `Exact` (the default) or `RegularExpression`.
+    #[serde(rename = "type", default)]
+    pub match_type: Option<String>,
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteBackendRef {
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub model_name_override: Option<String>,
+    #[serde(default)]
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub priority: Option<u32>,
+    #[serde(default)]
+    pub header_mutation: Option<Value>,
+    #[serde(default)]
+    pub body_mutation: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Timeouts {
+    /// Gateway API duration (`60s`, `5m`, `1h30m`, `500ms`).
+    #[serde(default)]
+    pub request: Option<String>,
+    #[serde(default)]
+    pub backend_request: Option<String>,
+}
+
+// --- aigateway.envoyproxy.io AIServiceBackend --------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceBackendSpec {
+    pub schema: VersionedSchema,
+    pub backend_ref: ObjectRef,
+    /// Deprecated in AI Gateway in favour of the policy's `targetRefs`; still honoured.
+    #[serde(default)]
+    pub backend_security_policy_ref: Option<ObjectRef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionedSchema {
+    pub name: String,
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectRef {
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+// --- aigateway.envoyproxy.io BackendSecurityPolicy ---------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecurityPolicySpec {
+    #[serde(default)]
+    pub target_refs: Vec<PolicyTargetRef>,
+    #[serde(rename = "type")]
+    pub policy_type: String,
+    #[serde(default)]
+    pub aws_credentials: Option<AwsCredentials>,
+    #[serde(default, rename = "apiKey")]
+    pub api_key: Option<IgnoredAny>,
+    #[serde(default)]
+    pub azure_credentials: Option<IgnoredAny>,
+    #[serde(default, rename = "gcpCredentials")]
+    pub gcp_credentials: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AwsCredentials {
+    pub region: String,
+    #[serde(default)]
+    pub credentials_file: Option<CredentialsFile>,
+    #[serde(default)]
+    pub oidc_exchange_token: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CredentialsFile {
+    pub secret_ref: ObjectRef,
+    /// `default` unless named, as in AI Gateway.
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyTargetRef {
+    #[serde(default)]
+    pub group: Option<String>,
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub section_name: Option<String>,
+}
+
+// --- gateway.envoyproxy.io Backend -------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackendSpec {
+    pub endpoints: Vec<BackendEndpoint>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendEndpoint {
+    #[serde(default)]
+    pub fqdn: Option<HostPort>,
+    #[serde(default)]
+    pub ip: Option<IpPort>,
+    #[serde(default)]
+    pub unix: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostPort {
+    pub hostname: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpPort {
+    pub address: String,
+    pub port: u16,
+}
+
+// --- gateway.networking.k8s.io BackendTLSPolicy ------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsPolicySpec {
+    pub target_refs: Vec<PolicyTargetRef>,
+    pub validation: TlsValidation,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsValidation {
+    /// `System`: the system's CA bundle.
+    #[serde(default)]
+    pub well_known_ca_certificates: Option<String>,
+    /// SNI, and the name the certificate must carry unless `subjectAltNames` says otherwise.
+    pub hostname: String,
+    #[serde(default)]
+    pub ca_certificate_refs: Option<Value>,
+    #[serde(default)]
+    pub subject_alt_names: Vec<SubjectAltName>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectAltName {
+    #[serde(rename = "type")]
+    pub san_type: String,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub uri: Option<String>,
+}
+
+// --- v1 Secret ---------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Secret {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    #[serde(rename = "type", default)]
+    pub secret_type: Option<String>,
+    /// Base64 values, as Kubernetes stores them.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+    #[serde(default)]
+    pub string_data: BTreeMap<String, String>,
+    #[serde(default)]
+    pub immutable: Option<bool>,
+}
+
+/// The kinds this gateway reads, with the API group each must come from.
+const KINDS: &[(&str, &str)] = &[
+    ("Gateway", "gateway.networking.k8s.io"),
+    ("AIGatewayRoute", "aigateway.envoyproxy.io"),
+    ("AIServiceBackend", "aigateway.envoyproxy.io"),
+    ("BackendSecurityPolicy", "aigateway.envoyproxy.io"),
+    ("Backend", "gateway.envoyproxy.io"),
+    ("BackendTLSPolicy", "gateway.networking.k8s.io"),
+    ("Secret", ""),
+    ("GatewayClass", "gateway.networking.k8s.io"),
+    ("Namespace", ""),
+];
+
+/// Reads every document of a multi-document YAML file (empty documents are skipped).
+pub fn parse_documents(input: &str) -> Result<Vec<Resource>, RenderError> {
+    let mut resources = Vec::new();
+    for (index, document) in serde_norway::Deserializer::from_str(input).enumerate() {
+        let number = index + 1;
+        let value = Value::deserialize(document)
+            .map_err(|e| RenderError(format!("document {number}: not valid YAML: {e}")))?;
+        if value.is_null() {
+            continue;
+        }
+        resources.push(parse_resource(number, value)?);
+    }
+    Ok(resources)
+}
+
+fn parse_resource(number: usize, value: Value) -> Result<Resource, RenderError> {
+    let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
+    let kind = text("kind").ok_or_else(|| RenderError(format!("document {number}: no `kind`")))?;
+    let api_version =
+        text("apiVersion").ok_or_else(|| RenderError(format!("document {number} ({kind}): no `apiVersion`")))?;
+    let name = value.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("");
+    let label = format!("{kind} {name:?}");
+    let Some((_, group)) = KINDS.iter().find(|(known, _)| *known == kind) else {
+        let supported: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
+        return Err(RenderError(format!(
+            "document {number}: kind {kind} is not supported by this gateway (it reads {})",
+            supported.join(", ")
+        )));
+    };
+    let actual_group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+    if actual_group != *group {
+        return Err(RenderError(format!(
+            "{label}: apiVersion {api_version} is not the {kind} this gateway reads (group {})",
+            if group.is_empty() { "core, apiVersion v1" } else { group }
+        )));
+    }
+    Ok(match kind.as_str() {
+        "Gateway" => Resource::Gateway(typed(&label, value)?),
+        "AIGatewayRoute" => Resource::AIGatewayRoute(typed(&label, value)?),
+        "AIServiceBackend" => Resource::AIServiceBackend(typed(&label, value)?),
+        "BackendSecurityPolicy" => Resource::BackendSecurityPolicy(typed(&label, value)?),
+        "Backend" => Resource::Backend(typed(&label, value)?),
+        "BackendTLSPolicy" => Resource::BackendTLSPolicy(typed(&label, value)?),
+        "Secret" => Resource::Secret(typed(&label, value)?),
+        _ => Resource::Ignored,
+    })
+}
+
+/// Deserializes one resource, naming the field at fault in the error (`spec.rules[0].foo`).
+fn typed<T: DeserializeOwned>(label: &str, value: Value) -> Result<T, RenderError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if path == "." {
+            RenderError(format!("{label}: {inner}"))
+        } else {
+            RenderError(format!("{label}: {path}: {inner}"))
+        }
+    })
+}
