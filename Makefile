@@ -33,12 +33,17 @@ emulator:
 render:
 	$(CARGO) build --release -p ai-gateway-render
 
-# The shipped configurations rendered from their resource files (a test checks they are current).
+# The shipped configurations rendered from their resource files, under RENDERED (default here; the
+# tests render into a scratch directory and compare, so a stale file fails make test).
+RENDERED ?= .
+K8S_RENDER := --wasm /etc/ai-gateway/wasm/bedrock_gateway_filter.wasm --sds-dir /etc/ai-gateway/config \
+  --ready 0.0.0.0:19001 --configmap ai-gateway-envoy
 render-examples: render
-	$(RENDER) examples/aws.yaml > envoy.yaml
-	$(RENDER) examples/kubernetes/gateway-resources.yaml --configmap ai-gateway-envoy \
-	  --credential-chain pod-identity,irsa,imds --wasm /etc/ai-gateway/wasm/bedrock_gateway_filter.wasm \
-	  > examples/kubernetes/envoy-configmap.yaml
+	$(RENDER) examples/aws.yaml --output $(RENDERED)/envoy.yaml
+	$(RENDER) examples/kubernetes/gateway-resources.yaml $(K8S_RENDER) --credential-chain pod-identity,imds \
+	  --output $(RENDERED)/examples/kubernetes/envoy-configmap-pod-identity.yaml
+	$(RENDER) examples/kubernetes/gateway-resources.yaml $(K8S_RENDER) --credential-chain irsa,imds \
+	  --output $(RENDERED)/examples/kubernetes/envoy-configmap-irsa.yaml
 
 venv: $(VENV)/.installed
 

@@ -171,6 +171,9 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
     for (i, listener) in plan.listeners.iter().enumerate() {
         write_listener(o, plan, options, plugin_json, listener, i == 0);
     }
+    if let Some((address, port)) = &options.ready_listener {
+        write_ready_listener(o, address, *port);
+    }
     line(o, 0, "");
     line(o, 1, "clusters:");
     for (i, cluster) in plan.clusters.iter().enumerate() {
@@ -202,7 +205,16 @@ fn header(out: &mut String, plan: &Plan, options: &Options) {
     let _ = writeln!(out, "# Envoy configuration of the Bedrock AI gateway, rendered by ai-gateway-render from");
     let _ = writeln!(out, "# {}. Do not edit: change the resources and render again.", options.source_name);
     let _ = writeln!(out, "#");
-    let _ = writeln!(out, "# Resources: {}.", plan.sources.join(", "));
+    let mut resources = String::from("# Resources:");
+    for (i, source) in plan.sources.iter().enumerate() {
+        let item = if i + 1 == plan.sources.len() { format!(" {source}.") } else { format!(" {source},") };
+        if resources.len() + item.len() > 100 {
+            let _ = writeln!(out, "{resources}");
+            resources = String::from("#  ");
+        }
+        resources.push_str(&item);
+    }
+    let _ = writeln!(out, "{resources}");
     if plan.clusters.iter().any(|c| matches!(c.backend.credentials, CredentialsPlan::Static(_))) {
         let _ = writeln!(out, "# It holds AWS secret keys (from a BackendSecurityPolicy's credentialsFile): keep it private.");
     }
@@ -290,6 +302,29 @@ fn write_listener(o: &mut String, plan: &Plan, options: &Options, plugin_json: &
     line(o, t, "- name: envoy.filters.http.router");
     line(o, t + 1, "typed_config:");
     line(o, t + 2, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router");
+}
+
+/// `GET /ready` answered by Envoy's health_check filter from the server's own state, so probes need
+/// neither the admin interface nor a backend.
+fn write_ready_listener(o: &mut String, address: &str, port: u16) {
+    line(o, 1, "# Readiness for Kubernetes probes: 200 while Envoy serves, 503 once it drains.");
+    line(o, 1, "- name: ready");
+    line(o, 2, &format!("address: {}", socket_address(address, port)));
+    line(o, 2, "filter_chains:");
+    line(o, 2, "- filters:");
+    line(o, 3, "- name: envoy.filters.network.http_connection_manager");
+    line(o, 4, "typed_config:");
+    line(o, 5, "\"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager");
+    line(o, 5, "stat_prefix: ready");
+    line(o, 5, "route_config: { virtual_hosts: [ { name: ready, domains: [\"*\"], routes: [ { match: { prefix: \"/\" }, direct_response: { status: 404 } } ] } ] }");
+    line(o, 5, "http_filters:");
+    line(o, 5, "- name: envoy.filters.http.health_check");
+    line(o, 6, "typed_config:");
+    line(o, 7, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck");
+    line(o, 7, "pass_through_mode: false");
+    line(o, 7, "headers: [ { name: \":path\", string_match: { exact: /ready } } ]");
+    line(o, 5, "- name: envoy.filters.http.router");
+    line(o, 6, "typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }");
 }
 
 fn write_route(o: &mut String, indent: usize, route: &RoutePlan) {

@@ -44,6 +44,9 @@ pub struct Options {
     pub wasm_path: String,
     pub admin_address: String,
     pub admin_port: u16,
+    /// A listener answering `GET /ready` (200 while Envoy serves, 503 while it drains), for
+    /// Kubernetes' probes, which cannot reach an admin interface bound to loopback.
+    pub ready_listener: Option<(String, u16)>,
     /// The credential services the AWS default chain may use after static keys in the
     /// environment; each gets a cluster. IMDS alone by default: it needs no token file.
     pub chain: Vec<CredentialService>,
@@ -63,6 +66,7 @@ impl Default for Options {
             wasm_path: "target/wasm32-wasip1/release/bedrock_gateway_filter.wasm".into(),
             admin_address: "127.0.0.1".into(),
             admin_port: 9901,
+            ready_listener: None,
             chain: vec![CredentialService::Imds],
             credential_endpoint: None,
             sds_dir: "/etc/ai-gateway".into(),

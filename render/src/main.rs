@@ -13,11 +13,13 @@ Backend, BackendTLSPolicy, Secret) into the Envoy configuration of the Bedrock g
 Options:
   --out-dir DIR                 write DIR/envoy.yaml and the SDS files beside it (default: envoy.yaml
                                 on standard output, for resources that need no SDS file)
-  --configmap NAME              write one Kubernetes ConfigMap NAME holding envoy.yaml and the SDS files
+  --configmap NAME              instead, one Kubernetes ConfigMap NAME holding envoy.yaml and the SDS files
+  --output FILE                 write what would go to standard output to FILE (left as it was on error)
   --namespace NS                the ConfigMap's namespace (default envoy-gateway-system)
   --wasm PATH                   the filter's .wasm as Envoy will find it
                                 (default target/wasm32-wasip1/release/bedrock_gateway_filter.wasm)
   --admin ADDRESS:PORT          Envoy's admin listener (default 127.0.0.1:9901)
+  --ready ADDRESS:PORT          also a listener answering GET /ready, for Kubernetes probes
   --credential-chain LIST       what the AWS default chain may use after static keys in the
                                 environment, for policies without credentialsFile: any of irsa,
                                 pod-identity, imds, comma-separated, or none (default imds)
@@ -34,6 +36,7 @@ struct Command {
     input: PathBuf,
     out_dir: Option<PathBuf>,
     configmap: Option<(String, String)>,
+    output: Option<PathBuf>,
     options: Options,
 }
 
@@ -45,7 +48,7 @@ fn host_port(text: &str, flag: &str) -> Result<(String, u16), String> {
 
 fn parse_arguments(arguments: Vec<String>) -> Result<Command, String> {
     let mut options = Options::default();
-    let (mut input, mut out_dir, mut sds_dir, mut configmap, mut namespace) = (None, None, None, None, None);
+    let (mut input, mut out_dir, mut sds_dir, mut configmap, mut namespace, mut output) = (None, None, None, None, None, None);
     let mut arguments = arguments.into_iter();
     while let Some(argument) = arguments.next() {
         if !argument.starts_with("--") {
@@ -61,9 +64,11 @@ fn parse_arguments(arguments: Vec<String>) -> Result<Command, String> {
         match argument.as_str() {
             "--out-dir" => out_dir = Some(PathBuf::from(value)),
             "--configmap" => configmap = Some(value),
+            "--output" => output = Some(PathBuf::from(value)),
             "--namespace" => namespace = Some(value),
             "--wasm" => options.wasm_path = value,
             "--admin" => (options.admin_address, options.admin_port) = host_port(&value, &argument)?,
+            "--ready" => options.ready_listener = Some(host_port(&value, &argument)?),
             "--credential-chain" => {
                 options.chain = Vec::new();
                 for name in value.split(',').map(str::trim).filter(|n| !n.is_empty() && *n != "none") {
@@ -82,8 +87,8 @@ fn parse_arguments(arguments: Vec<String>) -> Result<Command, String> {
         }
     }
     let input = input.ok_or("no resource file given")?;
-    if out_dir.is_some() && configmap.is_some() {
-        return Err("--out-dir and --configmap are alternatives".into());
+    if out_dir.is_some() && (configmap.is_some() || output.is_some()) {
+        return Err("--out-dir writes files of its own: it takes neither --configmap nor --output".into());
     }
     options.source_name = input.display().to_string();
     options.sds_dir = match (sds_dir, &out_dir, &configmap) {
@@ -92,7 +97,7 @@ fn parse_arguments(arguments: Vec<String>) -> Result<Command, String> {
         (None, None, _) => "/etc/ai-gateway".to_owned(),
     };
     let configmap = configmap.map(|name| (name, namespace.unwrap_or_else(|| "envoy-gateway-system".into())));
-    Ok(Command { input, out_dir, configmap, options })
+    Ok(Command { input, out_dir, configmap, output, options })
 }
 
 /// A Kubernetes ConfigMap holding each file under its name.
@@ -119,6 +124,21 @@ fn write_file(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// To `--output` (replaced in one step, so a reader never sees half a file) or standard output.
+fn emit(output: Option<&Path>, text: &str) -> Result<(), String> {
+    match output {
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+        Some(path) => {
+            let staging = path.with_extension("rendering");
+            write_file(&staging, text)?;
+            std::fs::rename(&staging, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))
+        }
+    }
+}
+
 fn run(command: Command) -> Result<(), String> {
     let input = std::fs::read_to_string(&command.input)
         .map_err(|e| format!("cannot read {}: {e}", command.input.display()))?;
@@ -135,13 +155,13 @@ fn run(command: Command) -> Result<(), String> {
         (None, Some((name, namespace))) => {
             let mut files = vec![("envoy.yaml".to_owned(), envoy_yaml)];
             files.extend(sds_files);
-            print!("{}", configmap(name, namespace, &files));
+            emit(command.output.as_deref(), &configmap(name, namespace, &files))?;
         }
         (None, None) => {
             if !sds_files.is_empty() {
                 return Err("these resources need SDS files beside envoy.yaml: give --out-dir or --configmap".into());
             }
-            print!("{envoy_yaml}");
+            emit(command.output.as_deref(), &envoy_yaml)?;
         }
     }
     Ok(())

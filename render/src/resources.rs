@@ -295,7 +295,7 @@ pub struct TlsPolicySpec {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TlsValidation {
     /// `System`: the system's CA bundle.
-    #[serde(default)]
+    #[serde(default, rename = "wellKnownCACertificates")]
     pub well_known_ca_certificates: Option<String>,
     /// SNI, and the name the certificate must carry unless `subjectAltNames` says otherwise.
     pub hostname: String,

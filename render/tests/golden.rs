@@ -1,0 +1,151 @@
+//! Resource files in, Envoy configuration out: every shipped example and a fixture of every feature,
+//! compared byte for byte with `tests/golden/` (`UPDATE_GOLDEN=1 cargo test -p ai-gateway-render`
+//! rewrites them; review the diff). The shipped renderings (`envoy.yaml`, the Kubernetes ConfigMaps)
+//! are checked against `make render-examples` by the end-to-end suite, which also loads each in Envoy.
+//! Then what must not render, with the message that says why.
+
+use ai_gateway_render::{render, CredentialService, Options};
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").to_path_buf()
+}
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(root().join(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+fn check_golden(name: &str, rendered: &str) {
+    let path = root().join("render/tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, rendered).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} is missing: UPDATE_GOLDEN=1 cargo test -p ai-gateway-render", path.display()));
+    if rendered != expected {
+        let line = rendered.lines().zip(expected.lines()).position(|(a, b)| a != b).unwrap_or(0);
+        panic!(
+            "{name} differs from its golden file from line {}:\n  rendered: {:?}\n  golden:   {:?}\n(UPDATE_GOLDEN=1 rewrites it)",
+            line + 1,
+            rendered.lines().nth(line),
+            expected.lines().nth(line)
+        );
+    }
+}
+
+/// As `make run` (e2e/run-local.sh) renders: every credential service, played by the emulator.
+fn make_run_options(source: &str) -> Options {
+    Options {
+        source_name: source.into(),
+        chain: vec![CredentialService::WebIdentity, CredentialService::PodIdentity, CredentialService::Imds],
+        credential_endpoint: Some(("127.0.0.1".into(), 4566)),
+        sds_dir: ".run/gateway".into(),
+        pod_identity_token_file: ".run/auth/token".into(),
+        web_identity_token_file: ".run/auth/token".into(),
+        ..Options::default()
+    }
+}
+
+#[test]
+fn the_emulator_example_renders_as_make_run_serves_it() {
+    let rendered = render(&read("examples/emulator.yaml"), &make_run_options("examples/emulator.yaml")).expect("renders");
+    check_golden("emulator.envoy.yaml", &rendered.envoy_yaml);
+    let names: Vec<&str> = rendered.sds_files.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["sds-web-identity-token.yaml", "sds-pod-identity-token.yaml"]);
+    for (name, text) in &rendered.sds_files {
+        check_golden(&format!("emulator.{name}"), text);
+    }
+}
+
+#[test]
+fn the_seed_aws_example_renders_as_published_and_pointed_at_the_emulator() {
+    let options = Options { source_name: "basic-aws.yaml".into(), ..Options::default() };
+    let published = render(&read("render/tests/fixtures/basic-aws.yaml"), &options).expect("renders");
+    check_golden("basic-aws.envoy.yaml", &published.envoy_yaml);
+    assert!(published.sds_files.is_empty(), "static keys need no token");
+    let local = render(&read("examples/basic-aws.yaml"), &make_run_options("examples/basic-aws.yaml")).expect("renders");
+    check_golden("basic-aws-emulator.envoy.yaml", &local.envoy_yaml);
+}
+
+#[test]
+fn every_feature_of_the_format_renders() {
+    let options = Options { source_name: "features.yaml".into(), ..Options::default() };
+    let rendered = render(&read("render/tests/fixtures/features.yaml"), &options).expect("renders");
+    check_golden("features.envoy.yaml", &rendered.envoy_yaml);
+}
+
+#[test]
+fn static_keys_are_written_only_where_the_filter_reads_them_and_the_file_says_so() {
+    let rendered = render(&read("render/tests/fixtures/features.yaml"), &Options::default()).expect("renders");
+    assert!(rendered.envoy_yaml.contains("It holds AWS secret keys"));
+    // Once for each of the two backends whose policy names the profile, inside the plugin configuration.
+    assert_eq!(rendered.envoy_yaml.matches("bedrock/secret").count(), 2);
+    assert_eq!(rendered.envoy_yaml.matches("\"secret_access_key\": \"bedrock/secret\"").count(), 2);
+    let chain_only = render(&read("examples/aws.yaml"), &Options::default()).expect("renders");
+    assert!(!chain_only.envoy_yaml.contains("secret keys"));
+}
+
+/// `examples/basic-aws.yaml` with `from` replaced by `to` must fail with a message containing `expected`.
+fn refused(from: &str, to: &str, expected: &str) {
+    let base = read("examples/basic-aws.yaml");
+    assert!(base.contains(from), "the base file lacks {from:?}");
+    let input = base.replacen(from, to, 1);
+    match render(&input, &Options::default()) {
+        Ok(_) => panic!("rendered, but should fail with {expected:?}"),
+        Err(error) => {
+            assert!(error.0.contains(expected), "expected {expected:?} in:\n{error}");
+            assert!(!error.0.contains("wJalrXUtnFEMI"), "an error quoted the secret key: {error}");
+        }
+    }
+}
+
+const RULE: &str = "      backendRefs:\n        - name: envoy-ai-gateway-basic-aws\n";
+
+#[test]
+fn unknown_kinds_fields_and_bad_yaml_are_named() {
+    refused("kind: AIServiceBackend\n", "kind: HTTPRoute\n", "document 3: kind HTTPRoute is not supported by this gateway");
+    refused(RULE, &format!("{RULE}      retries: 3\n"), "AIGatewayRoute \"envoy-ai-gateway-basic-aws\": spec.rules[0].retries: unknown field `retries`");
+    refused("    name: AWSAnthropic\n", "    name: AWSAnthropic\n    flavour: x\n", "AIServiceBackend \"envoy-ai-gateway-basic-aws-bedrock-anthropic\": spec.schema.flavour: unknown field `flavour`");
+    refused("  name: envoy-ai-gateway-basic-aws\n  namespace: default\nspec:\n  schema:", "  name: [\n", "not valid YAML");
+    refused("apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend", "apiVersion: v1\nkind: Backend", "apiVersion v1 is not the Backend this gateway reads");
+    refused("        port: 4566\n", "        port: 4566\n    - unix: { path: /tmp/bedrock.sock }\n", "spec.endpoints[1].unix: Unix sockets are not supported");
+}
+
+#[test]
+fn other_providers_and_unsupported_features_are_refused() {
+    refused("    name: AWSBedrock\n", "    name: OpenAI\n", "spec.schema.name: \"OpenAI\" is another provider");
+    refused("  type: AWSCredentials\n", "  type: APIKey\n", "spec.type: \"APIKey\" is for another provider");
+    refused("    version: bedrock-2023-05-31\n", "    version: \"2023-06-01\"\n", "Bedrock's Anthropic version is bedrock-2023-05-31");
+    refused(RULE, "      backendRefs:\n        - name: envoy-ai-gateway-basic-aws\n          priority: 1\n", "backendRefs[0].priority: failover between priorities is not supported yet");
+    refused(RULE, "      backendRefs:\n        - name: envoy-ai-gateway-basic-aws\n          headerMutation: { set: [] }\n", "backendRefs[0].headerMutation is not supported");
+    refused("    region: us-east-1\n", "    region: us-east-1\n    oidcExchangeToken: { awsRoleArn: x }\n", "oidcExchangeToken is not supported");
+    refused("spec:\n  parentRefs:", "spec:\n  llmRequestCosts: [ { metadataKey: t, type: TotalToken } ]\n  parentRefs:", "spec.llmRequestCosts is not supported");
+    refused("- type: Exact\n", "- type: PathPrefix\n", "headers[0].type: \"PathPrefix\" is not Exact or RegularExpression");
+    refused(RULE, &format!("{RULE}      timeouts: {{ request: ten seconds }}\n"), "timeouts.request: \"ten seconds\" is not a duration");
+}
+
+#[test]
+fn broken_references_are_named() {
+    refused(RULE, "      backendRefs:\n        - name: nope\n", "spec.rules[0].backendRefs[0].name: there is no AIServiceBackend \"nope\" in the file");
+    refused("    name: envoy-ai-gateway-basic-aws\n    kind: Backend", "    name: elsewhere\n    kind: Backend", "spec.backendRef.name: there is no Backend \"elsewhere\"");
+    refused("        name: envoy-ai-gateway-basic-aws-credentials\n", "        name: missing\n", "credentialsFile.secretRef.name: there is no Secret \"missing\"");
+    refused("        name: envoy-ai-gateway-basic-aws-credentials\n", "        name: envoy-ai-gateway-basic-aws-credentials\n      profile: prod\n", "Secret \"envoy-ai-gateway-basic-aws-credentials\": credentials: no profile [prod]");
+    refused("    - group: aigateway.envoyproxy.io\n      kind: AIServiceBackend\n      name: envoy-ai-gateway-basic-aws\n", "",
+        "AIServiceBackend \"envoy-ai-gateway-basic-aws\": no BackendSecurityPolicy targets it");
+    refused("  credentials: |\n", "  other: |\n", "no `credentials` key in stringData or data");
+}
+
+#[test]
+fn ambiguous_files_are_refused_rather_than_guessed() {
+    refused("              value: anthropic.claude-3-5-sonnet-20241022-v2:0\n", "              value: us.meta.llama3-2-1b-instruct-v1:0\n",
+        "model \"us.meta.llama3-2-1b-instruct-v1:0\" is already matched by AIGatewayRoute \"envoy-ai-gateway-basic-aws\": spec.rules[0]");
+    refused("kind: AIServiceBackend\nmetadata:\n  name: envoy-ai-gateway-basic-aws-bedrock-anthropic\n",
+        "kind: AIServiceBackend\nmetadata:\n  name: envoy-ai-gateway-basic-aws\n", "AIServiceBackend \"envoy-ai-gateway-basic-aws\" is defined twice");
+    let twice = format!("{}---\n{}", read("examples/emulator.yaml"), "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: { name: second }\nspec: { listeners: [ { name: h, protocol: HTTP, port: 80 } ] }\n");
+    let error = render(&twice, &Options::default()).expect_err("two gateways");
+    assert!(error.0.contains("one file renders one gateway"), "{error}");
+    let https = read("examples/emulator.yaml").replace("protocol: HTTP", "protocol: HTTPS");
+    let error = render(&https, &Options::default()).expect_err("HTTPS");
+    assert!(error.0.contains("spec.listeners[0].protocol: \"HTTPS\" is not supported"), "{error}");
+}
