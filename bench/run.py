@@ -231,7 +231,12 @@ def floor_config() -> str:
 
 
 def gateway_config(wasm: str = WASM) -> str:
-    text = (ROOT / "examples/envoy-emulator.yaml").read_text().replace(WASM, wasm)
+    """The configuration `make run` serves, rendered from examples/emulator.yaml (static keys from the
+    environment, so no credential service is rendered), on the benchmark's ports."""
+    rendered = subprocess.run([str(ROOT / "target/release/ai-gateway-render"), str(ROOT / "examples/emulator.yaml"),
+                               "--credential-chain", "none", "--wasm", wasm],
+                              capture_output=True, text=True, check=True)
+    text = rendered.stdout
     for old, new in (("port_value: 1975", GATEWAY_PORT), ("port_value: 9901", ADMIN_PORT), ("port_value: 4566", EMULATOR_PORT)):
         text = text.replace(old, f"port_value: {new}")
     # Per-request access log lines would measure disk writes, not the gateway: drop that block.

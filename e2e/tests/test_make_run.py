@@ -1,6 +1,7 @@
-"""`make run AUTH=<method>` as a user runs it: the documented ports, OpenAI and Anthropic requests
-answered, and SIGTERM stopping both the emulator and Envoy."""
+"""`make run AUTH=<method>` and `make run CONFIG=<resource file>` as a user runs them: the documented
+ports, OpenAI and Anthropic requests answered, and SIGTERM stopping both the emulator and Envoy."""
 
+import json
 import signal
 import socket
 import subprocess
@@ -19,15 +20,26 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.mark.parametrize("auth", ["static", "pod-identity", "irsa", "imds"])
-def test_make_run_serves_each_auth_method(auth):
+def run_local(auth: str, config: str | None = None) -> subprocess.Popen:
     busy = [p for p in PORTS if port_in_use(p)]
     assert not busy, f"ports {busy} are taken (is `make run` already running?); this test needs them"
-    process = subprocess.Popen(
-        ["bash", "e2e/run-local.sh"], cwd=ROOT, start_new_session=True,
-        env={"PATH": "/usr/bin:/bin", "ENVOY": str(ENVOY), "EMULATOR": str(EMULATOR), "AUTH": auth},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    env = {"PATH": "/usr/bin:/bin", "ENVOY": str(ENVOY), "EMULATOR": str(EMULATOR), "AUTH": auth}
+    if config is not None:
+        env["CONFIG"] = config
+    return subprocess.Popen(["bash", "e2e/run-local.sh"], cwd=ROOT, start_new_session=True, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def stop(process: subprocess.Popen) -> str:
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=20)[0].decode(errors="replace")
+    wait_until(lambda: not any(port_in_use(p) for p in PORTS), "both processes to stop after SIGTERM", timeout=10)
+    return output
+
+
+@pytest.mark.parametrize("auth", ["static", "pod-identity", "irsa", "imds"])
+def test_make_run_serves_each_auth_method(auth):
+    process = run_local(auth)
     try:
         wait_until(lambda: http_get("http://127.0.0.1:9901/ready") == b"LIVE\n", f"make run AUTH={auth}")
         client = openai.OpenAI(base_url="http://127.0.0.1:1975/v1", api_key="unused", max_retries=2, timeout=30)
@@ -41,7 +53,32 @@ def test_make_run_serves_each_auth_method(auth):
         )
         assert message.content[0].text == "You said: Hi Claude."
     finally:
-        process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=20)[0].decode(errors="replace")
+        output = stop(process)
     assert f"AUTH={auth}" in output
-    wait_until(lambda: not any(port_in_use(p) for p in PORTS), "both processes to stop after SIGTERM", timeout=10)
+
+
+def test_make_run_serves_the_seed_aws_example():
+    """Envoy AI Gateway's examples/basic/aws.yaml, pointed at the emulator, rendered by `make run
+    CONFIG=`: the seed's requests answered, signed with the keys of its Secret, and a model it does not
+    route refused in OpenAI's format."""
+    process = run_local("imds", "examples/basic-aws.yaml")
+    try:
+        wait_until(lambda: http_get("http://127.0.0.1:9901/ready") == b"LIVE\n", "make run CONFIG=examples/basic-aws.yaml")
+        client = openai.OpenAI(base_url="http://127.0.0.1:1975/v1", api_key="unused", max_retries=2, timeout=30)
+        reply = client.chat.completions.create(
+            model="us.meta.llama3-2-1b-instruct-v1:0", messages=[{"role": "user", "content": "Hi."}])
+        assert reply.choices[0].message.content == "You said: Hi."
+        authorization = json.loads(http_get("http://127.0.0.1:4566/_emulator/last-request"))["headers"]["authorization"]
+        assert "Credential=AKIDEXAMPLE/" in authorization, "signed with the Secret's keys"
+        claude = anthropic.Anthropic(base_url="http://127.0.0.1:1975/anthropic", api_key="unused", max_retries=2, timeout=30)
+        message = claude.messages.create(
+            model="anthropic.claude-3-5-sonnet-20241022-v2:0", max_tokens=100,
+            messages=[{"role": "user", "content": "What is capital of France?"}])
+        assert message.content[0].text == "You said: What is capital of France?"
+        assert [m.id for m in client.models.list()] == ["us.meta.llama3-2-1b-instruct-v1:0", "anthropic.claude-3-5-sonnet-20241022-v2:0"]
+        with pytest.raises(openai.NotFoundError) as refused:
+            client.chat.completions.create(model="cohere.embed-english-v3", messages=[{"role": "user", "content": "Hi."}])
+        assert refused.value.code == "model_not_found"
+    finally:
+        output = stop(process)
+    assert "CONFIG=examples/basic-aws.yaml" in output
