@@ -16,6 +16,7 @@ EMULATOR := target/release/bedrock-emulator
 RENDER := target/release/ai-gateway-render
 # The AI Gateway resource file `make run` renders and serves.
 CONFIG ?= examples/emulator.yaml
+EXAMPLE ?=
 
 .PHONY: all build wasm wasm-fault-injection emulator render render-examples venv run run-aws test test-unit test-e2e bench bench-instructions fuzz lint clean
 
@@ -53,10 +54,11 @@ $(VENV)/.installed: e2e/requirements.txt
 	touch $@
 
 # The gateway on 127.0.0.1:1975 in front of the bundled emulator (127.0.0.1:4566); admin on 9901.
-# CONFIG= names the resource file to render (default examples/emulator.yaml); AUTH=static (default),
-# pod-identity, irsa or imds picks how the AWS default chain gets credentials.
+# CONFIG= names the resource files to render (default examples/emulator.yaml), EXAMPLE=rate-limit adds
+# examples/rate-limit.yaml; AUTH=static (default), pod-identity, irsa or imds picks how the AWS default
+# chain gets credentials.
 run: build venv
-	ENVOY=$(ENVOY) EMULATOR=$(EMULATOR) RENDER=$(RENDER) AUTH=$(AUTH) CONFIG=$(CONFIG) e2e/run-local.sh
+	ENVOY=$(ENVOY) EMULATOR=$(EMULATOR) RENDER=$(RENDER) PYTHON=$(VENV_PY) AUTH=$(AUTH) CONFIG="$(CONFIG)" EXAMPLE=$(EXAMPLE) e2e/run-local.sh
 
 # The top-level envoy.yaml against real Bedrock, with AWS credentials from the environment.
 run-aws: wasm venv

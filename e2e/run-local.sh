@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Renders an AI Gateway resource file and runs Envoy with it in front of the Bedrock emulator, in the
 # foreground; Ctrl-C or SIGTERM stops both.
-#   CONFIG=examples/emulator.yaml (default) | any resource file   what the gateway serves
+#   CONFIG=examples/emulator.yaml (default) | any resource files  what the gateway serves
+#   EXAMPLE=rate-limit                                             adds examples/$EXAMPLE.yaml to CONFIG
 #   AUTH=static (default) | pod-identity | irsa | imds             how it gets AWS credentials
+# When the resources hold a BackendTrafficPolicy, its rate-limit service (e2e/token_budget_service.py)
+# runs too, on 127.0.0.1:8081, with the limits the renderer wrote.
 # A BackendSecurityPolicy without credentialsFile uses the AWS default chain, which picks its link from
 # the environment at start-up exactly as an AWS SDK does; AUTH sets that environment. The emulator plays
 # every credential endpoint, and .run/auth/token stands in for the pod's projected service-account token.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${ENVOY:=.venv/bin/envoy}" "${EMULATOR:=target/release/bedrock-emulator}" "${RENDER:=target/release/ai-gateway-render}"
-: "${AUTH:=static}" "${CONFIG:=examples/emulator.yaml}"
+: "${PYTHON:=.venv/bin/python}" "${AUTH:=static}" "${CONFIG:=examples/emulator.yaml}" "${EXAMPLE:=}"
+read -r -a resources <<< "$CONFIG"
+if [ -n "$EXAMPLE" ]; then
+  [ -f "examples/$EXAMPLE.yaml" ] || { echo "EXAMPLE=$EXAMPLE: there is no examples/$EXAMPLE.yaml" >&2; exit 2; }
+  resources+=("examples/$EXAMPLE.yaml")
+fi
 
 environment=(AWS_ACCESS_KEY_ID= AWS_SECRET_ACCESS_KEY= AWS_SESSION_TOKEN=)
 case "$AUTH" in
@@ -24,22 +32,30 @@ esac
 
 mkdir -p .run/auth
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > .run/auth/token
-"$RENDER" "$CONFIG" --out-dir .run/gateway \
+rm -rf .run/gateway
+"$RENDER" "${resources[@]}" --out-dir .run/gateway \
   --credential-chain irsa,pod-identity,imds --credential-endpoint 127.0.0.1:4566 \
   --pod-identity-token-file .run/auth/token --web-identity-token-file .run/auth/token
 
 "$EMULATOR" --listen 127.0.0.1:4566 --token-file .run/auth/token &
 emulator_pid=$!
-envoy_pid=
+envoy_pid= limits_pid=
 stop() {
   trap - INT TERM EXIT
   [ -n "$envoy_pid" ] && kill "$envoy_pid" 2>/dev/null || true
+  [ -n "$limits_pid" ] && kill "$limits_pid" 2>/dev/null || true
   kill "$emulator_pid" 2>/dev/null || true
   wait 2>/dev/null || true
 }
 trap stop INT TERM EXIT
+watched=("$emulator_pid")
+if [ -f .run/gateway/ratelimit.yaml ]; then
+  "$PYTHON" e2e/token_budget_service.py --config .run/gateway/ratelimit.yaml --listen 127.0.0.1:8081 &
+  limits_pid=$!
+  watched+=("$limits_pid")
+fi
 
 env "${environment[@]}" "$ENVOY" -c .run/gateway/envoy.yaml --log-level warn &
 envoy_pid=$!
-echo "gateway: http://127.0.0.1:1975  (CONFIG=$CONFIG AUTH=$AUTH; admin http://127.0.0.1:9901, emulator http://127.0.0.1:4566)"
-wait -n "$emulator_pid" "$envoy_pid"
+echo "gateway: http://127.0.0.1:1975  (CONFIG=${resources[*]} AUTH=$AUTH; admin http://127.0.0.1:9901, emulator http://127.0.0.1:4566)"
+wait -n "${watched[@]}" "$envoy_pid"

@@ -79,28 +79,26 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
 
-def render_resources(resources: Path, out_dir: Path, *options: str) -> str:
-    """Envoy's configuration for an AI Gateway resource file, as `make run` renders it."""
+def render_resources(resources: list, out_dir: Path, *options: str) -> str:
+    """Envoy's configuration for AI Gateway resource files, as `make run` renders them."""
     assert RENDER.exists(), f"{RENDER} is missing: run `make build` (or `make test`)"
-    result = subprocess.run([str(RENDER), str(resources), "--out-dir", str(out_dir), *options],
+    result = subprocess.run([str(RENDER), *map(str, resources), "--out-dir", str(out_dir), *options],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     return (out_dir / "envoy.yaml").read_text()
 
 
 def render_envoy_config(gateway_port: int, admin_port: int, emulator_port: int, out_dir: Path,
-                        config: Path = RESOURCES, auth_dir: Path | None = None, edit=None) -> str:
-    """`config` is a resource file (rendered here) or, for what resources cannot say yet, Envoy's own
-    YAML. With `auth_dir` (holding `token`), the AWS default chain may also use IRSA and Pod Identity,
-    played by the emulator, with that token."""
-    if "static_resources:" in config.read_text():
-        text = config.read_text()
-    else:
-        chain = ["--credential-chain", "imds"]
-        if auth_dir is not None:
-            chain = ["--credential-chain", "irsa,pod-identity,imds",
-                     "--pod-identity-token-file", str(auth_dir / "token"), "--web-identity-token-file", str(auth_dir / "token")]
-        text = render_resources(config, out_dir, "--credential-endpoint", "127.0.0.1:4566", *chain)
+                        config: Path | list = RESOURCES, auth_dir: Path | None = None, edit=None,
+                        render_options: tuple = ()) -> str:
+    """`config` is one resource file or several, rendered together. With `auth_dir` (holding `token`),
+    the AWS default chain may also use IRSA and Pod Identity, played by the emulator, with that token."""
+    chain = ["--credential-chain", "imds"]
+    if auth_dir is not None:
+        chain = ["--credential-chain", "irsa,pod-identity,imds",
+                 "--pod-identity-token-file", str(auth_dir / "token"), "--web-identity-token-file", str(auth_dir / "token")]
+    files = config if isinstance(config, list) else [config]
+    text = render_resources(files, out_dir, "--credential-endpoint", "127.0.0.1:4566", *chain, *render_options)
     if edit is not None:
         text = edit(text)
     for old, new in (("port_value: 1975", gateway_port), ("port_value: 9901", admin_port), ("port_value: 4566", emulator_port)):
@@ -155,14 +153,14 @@ def emulator_url(workdir):
 
 
 def launch_gateway(workdir: Path, emulator_url: str, name: str, environment: dict,
-                   config: Path = RESOURCES, auth_dir: Path | None = None, log_level: str = "info",
-                   edit=None, wasm: Path | None = None) -> tuple:
+                   config: Path | list = RESOURCES, auth_dir: Path | None = None, log_level: str = "info",
+                   edit=None, wasm: Path | None = None, render_options: tuple = ()) -> tuple:
     emulator_port = int(emulator_url.rsplit(":", 1)[1])
     gateway_port, admin_port = free_port(), free_port()
     config_dir = workdir / name
     config_dir.mkdir()
     config_path = config_dir / "envoy.yaml"
-    text = render_envoy_config(gateway_port, admin_port, emulator_port, config_dir, config, auth_dir, edit)
+    text = render_envoy_config(gateway_port, admin_port, emulator_port, config_dir, config, auth_dir, edit, render_options)
     if wasm is not None:
         text = text.replace(str(WASM), str(wasm))
     config_path.write_text(text)

@@ -13,8 +13,8 @@ import yaml
 
 from conftest import ENVOY, RENDER, ROOT, WASM, free_port, http_get, start_process, stop_process, wait_until
 
-RESOURCE_FILES = ["examples/emulator.yaml", "examples/basic-aws.yaml", "examples/aws.yaml",
-                  "examples/kubernetes/gateway-resources.yaml"]
+RESOURCE_FILES = ["examples/emulator.yaml", "examples/emulator.yaml examples/rate-limit.yaml", "examples/basic-aws.yaml",
+                  "examples/aws.yaml", "examples/kubernetes/gateway-resources.yaml"]
 SHIPPED_RENDERINGS = ["envoy.yaml", "examples/kubernetes/envoy-configmap-pod-identity.yaml",
                       "examples/kubernetes/envoy-configmap-irsa.yaml"]
 KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret"}
@@ -30,7 +30,9 @@ def validate(config: Path, environment: dict) -> subprocess.CompletedProcess:
 
 
 def render(resources: str, *options: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(RENDER), str(ROOT / resources), *options], capture_output=True, text=True, timeout=30)
+    """`resources`: one file, or several separated by spaces, rendered together."""
+    files = [str(ROOT / name) for name in resources.split()]
+    return subprocess.run([str(RENDER), *files, *options], capture_output=True, text=True, timeout=30)
 
 
 @pytest.mark.parametrize("chain", ["none", "imds", "irsa,pod-identity,imds"])

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ENVOY, EMULATOR, ROOT, http_get, wait_until
 
-PORTS = (1975, 4566, 9901)
+PORTS = (1975, 4566, 9901, 8081)
 
 
 def port_in_use(port: int) -> bool:
@@ -20,12 +20,14 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def run_local(auth: str, config: str | None = None) -> subprocess.Popen:
+def run_local(auth: str, config: str | None = None, example: str | None = None) -> subprocess.Popen:
     busy = [p for p in PORTS if port_in_use(p)]
     assert not busy, f"ports {busy} are taken (is `make run` already running?); this test needs them"
     env = {"PATH": "/usr/bin:/bin", "ENVOY": str(ENVOY), "EMULATOR": str(EMULATOR), "AUTH": auth}
     if config is not None:
         env["CONFIG"] = config
+    if example is not None:
+        env["EXAMPLE"] = example
     return subprocess.Popen(["bash", "e2e/run-local.sh"], cwd=ROOT, start_new_session=True, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -82,3 +84,23 @@ def test_make_run_serves_the_seed_aws_example():
     finally:
         output = stop(process)
     assert "CONFIG=examples/basic-aws.yaml" in output
+
+
+def test_make_run_example_rate_limit_starts_the_budget_service():
+    """EXAMPLE=rate-limit renders examples/rate-limit.yaml with the emulator example and runs the
+    rate-limit service with the limits the renderer wrote, which Envoy consults as requests arrive
+    (charging is proven by test_metrics' budget tests)."""
+    process = run_local("static", example="rate-limit")
+    try:
+        wait_until(lambda: http_get("http://127.0.0.1:9901/ready") == b"LIVE\n", "make run EXAMPLE=rate-limit")
+        client = openai.OpenAI(base_url="http://127.0.0.1:1975/v1", api_key="unused", max_retries=2, timeout=30,
+                               default_headers={"x-client-id": "demo"})
+        reply = client.chat.completions.create(
+            model="us.meta.llama3-2-1b-instruct-v1:0", messages=[{"role": "user", "content": "Hi."}])
+        assert reply.choices[0].message.content == "You said: Hi."
+
+        stats = http_get("http://127.0.0.1:9901/stats?filter=ratelimit").decode()
+        assert "cluster.bedrock-us-east-1.ratelimit.ok: 1" in stats, stats
+    finally:
+        output = stop(process)
+    assert "examples/rate-limit.yaml" in output

@@ -1,11 +1,13 @@
 """Token metrics, timings, the access log's usage summary, and token budgets enforced by Envoy's
 rate-limit filter, checked against the emulator's usage figures after real traffic."""
 
+import contextlib
 import json
 import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import anthropic
 import openai
@@ -94,31 +96,63 @@ def test_token_counters_timings_and_access_log_are_exact(fresh_gateway):
     }
 
 
-def test_token_budget_is_enforced_by_envoys_rate_limit_filter(workdir, emulator_url):
+def token_budget_policy(directory: Path, tokens: int, unit: str) -> Path:
+    """examples/rate-limit.yaml with its limit changed."""
+    text = (ROOT / "examples/rate-limit.yaml").read_text()
+    assert "limit: { requests: 1000, unit: Hour }" in text
+    path = directory / f"budget-{tokens}-{unit}.yaml"
+    path.write_text(text.replace("limit: { requests: 1000, unit: Hour }", f"limit: {{ requests: {tokens}, unit: {unit} }}"))
+    return path
+
+
+@contextlib.contextmanager
+def budgeted_gateway(workdir: Path, emulator_url: str, tokens: int, unit: str):
+    """The emulator example and a token budget, rendered together; the budget service reads the
+    limits the renderer wrote."""
     rls_port = free_port()
-    rls = subprocess.Popen([sys.executable, str(ROOT / "e2e/token_budget_service.py"), "--listen", f"127.0.0.1:{rls_port}", "--budget", "20"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    name = f"envoy-budget-{unit}"
+    process, gateway = launch_gateway(
+        workdir, emulator_url, name, KEYS, config=[ROOT / "examples/emulator.yaml", token_budget_policy(workdir, tokens, unit)],
+        render_options=("--rate-limit-service", f"127.0.0.1:{rls_port}"),
+    )
+    rls = subprocess.Popen([sys.executable, str(ROOT / "e2e/token_budget_service.py"), "--listen", f"127.0.0.1:{rls_port}",
+                            "--config", str(workdir / name / "ratelimit.yaml")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: b"token budget service" in rls.stdout.readline(), "the token budget service")
-        process, gateway = launch_gateway(
-            workdir, emulator_url, "envoy-rate-limit", KEYS, config=ROOT / "examples/envoy-emulator-rate-limit.yaml",
-            edit=lambda text: text.replace("port_value: 8081", f"port_value: {rls_port}"),
-        )
-        try:
-            def ask(client_id: str, text: str):
-                client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=30,
-                                       default_headers={"x-client-id": client_id})
-                return client.chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": text}])
 
-            spent = 0
-            while spent < 20:  # 8 tokens a request: 8, 16, 24
-                spent += ask("team-a", "one two three").usage.total_tokens
-                time.sleep(0.3)  # charging happens when the stream is done
-            with pytest.raises(openai.RateLimitError) as raised:
-                ask("team-a", "one more")
-            assert raised.value.body["message"] == "Rate limit exceeded: this caller's token budget is spent."
-            assert ask("team-b", "another team").choices[0].message.content == "You said: another team"
-        finally:
-            stop_process(process)
+        def ask(client_id: str, text: str):
+            client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=30,
+                                   default_headers={"x-client-id": client_id})
+            return client.chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": text}])
+
+        yield ask
     finally:
+        stop_process(process)
         stop_process(rls)
+
+
+def test_token_budget_is_enforced_by_envoys_rate_limit_filter(workdir, emulator_url):
+    with budgeted_gateway(workdir, emulator_url, 20, "Hour") as ask:
+        spent = 0
+        while spent < 20:  # 8 tokens a request: 8, 16, 24
+            spent += ask("team-a", "one two three").usage.total_tokens
+            time.sleep(0.3)  # charging happens when the stream is done
+        with pytest.raises(openai.RateLimitError) as raised:
+            ask("team-a", "one more")
+        assert raised.value.body["message"] == "Rate limit exceeded: this caller's token budget is spent."
+        assert ask("team-b", "another team").choices[0].message.content == "You said: another team"
+
+
+def test_a_spent_token_budget_refills_when_its_window_ends(workdir, emulator_url):
+    with budgeted_gateway(workdir, emulator_url, 20, "Second") as ask:
+        refused = False
+        for _ in range(60):  # a 20-token budget is spent within three 8-token requests of one second
+            try:
+                ask("team-c", "one two three")
+            except openai.RateLimitError:
+                refused = True
+                break
+            time.sleep(0.05)
+        assert refused, "the budget was never spent"
+        time.sleep(1.1)  # the next one-second window
+        assert ask("team-c", "again").choices[0].message.content == "You said: again"

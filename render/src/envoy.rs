@@ -184,6 +184,9 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
             write_credential_cluster(o, *service, options, plan);
         }
     }
+    if plan.rate_limit.is_some() {
+        crate::rate_limits::write_cluster(o, &options.rate_limit_service);
+    }
     out
 }
 
@@ -254,6 +257,9 @@ fn write_listener(o: &mut String, plan: &Plan, options: &Options, plugin_json: &
     line(o, t + 2, "log_format:");
     line(o, t + 3, "text_format_source:");
     line(o, t + 4, "inline_string: \"[%START_TIME%] %REQ(:METHOD)% %RESPONSE_CODE% %DURATION%ms request_id=%REQ(X-REQUEST-ID)% bedrock_request_id=%RESP(X-AMZN-REQUESTID)% usage=%FILTER_STATE(wasm.ai_gateway.usage:PLAIN)%\\n\"");
+    if plan.rate_limit.is_some() {
+        crate::rate_limits::write_local_reply(o, t);
+    }
     line(o, t, "route_config:");
     line(o, t + 1, "name: models");
     line(o, t + 1, "virtual_hosts:");
@@ -298,6 +304,9 @@ fn write_listener(o: &mut String, plan: &Plan, options: &Options, plugin_json: &
     line(o, c + 1, "value: |");
     for json_line in plugin_json.lines() {
         line(o, c + 2, json_line);
+    }
+    if let Some(rate_limit) = &plan.rate_limit {
+        crate::rate_limits::write_filter(o, t, rate_limit);
     }
     line(o, t, "- name: envoy.filters.http.router");
     line(o, t + 1, "typed_config:");

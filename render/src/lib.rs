@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod credentials_file;
 pub mod envoy;
 pub mod plan;
+pub mod rate_limits;
 pub mod resources;
 
 use std::fmt;
@@ -53,7 +54,9 @@ pub struct Options {
     /// One plain-HTTP address playing every AWS credential service (the bundled emulator), in
     /// place of the Pod Identity agent, STS and IMDS.
     pub credential_endpoint: Option<(String, u16)>,
-    /// Where the SDS files ([`Rendered::sds_files`]) will be when Envoy runs.
+    /// The rate-limit service a `BackendTrafficPolicy` needs (gRPC, Envoy's RLS protocol).
+    pub rate_limit_service: (String, u16),
+    /// Where the SDS files ([`Rendered::files`]) will be when Envoy runs.
     pub sds_dir: String,
     pub pod_identity_token_file: String,
     pub web_identity_token_file: String,
@@ -69,6 +72,7 @@ impl Default for Options {
             ready_listener: None,
             chain: vec![CredentialService::Imds],
             credential_endpoint: None,
+            rate_limit_service: ("127.0.0.1".into(), 8081),
             sds_dir: "/etc/ai-gateway".into(),
             pod_identity_token_file: "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token".into(),
             web_identity_token_file: "/var/run/secrets/eks.amazonaws.com/serviceaccount/token".into(),
@@ -76,24 +80,44 @@ impl Default for Options {
     }
 }
 
-/// Envoy's configuration and the files it reads beside it.
+/// Envoy's configuration and the files read beside it.
 #[derive(Debug)]
 pub struct Rendered {
     pub envoy_yaml: String,
-    /// `(file name, contents)`, to be placed in [`Options::sds_dir`].
-    pub sds_files: Vec<(String, String)>,
+    /// `(file name, contents)`: the SDS files Envoy reads from [`Options::sds_dir`], and
+    /// `ratelimit.yaml`, the limits for the rate-limit service.
+    pub files: Vec<(String, String)>,
 }
 
 /// Renders the resources of one file.
 pub fn render(input: &str, options: &Options) -> Result<Rendered, RenderError> {
-    let resources = resources::parse_documents(input)?;
+    render_resources(resources::parse_documents(input)?, options)
+}
+
+/// Renders the resources of several files together, as `kubectl apply -f a -f b` would apply them;
+/// `(name, text)` pairs, the name prefixing that file's errors.
+pub fn render_files(files: &[(String, String)], options: &Options) -> Result<Rendered, RenderError> {
+    let mut all = Vec::new();
+    for (name, text) in files {
+        let parsed = resources::parse_documents(text).map_err(|e| RenderError(format!("{name}: {e}")))?;
+        all.extend(parsed);
+    }
+    // A broken reference may join resources of several files: name them all.
+    let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    render_resources(all, options).map_err(|e| RenderError(format!("{}: {e}", names.join(", "))))
+}
+
+fn render_resources(resources: Vec<resources::Resource>, options: &Options) -> Result<Rendered, RenderError> {
     let plan = plan::plan(&resources)?;
     let plugin = envoy::plugin_configuration(&plan, options);
     let plugin_json = serde_json::to_string_pretty(&plugin)
         .map_err(|e| RenderError(format!("cannot write the plugin configuration: {e}")))?;
     check_with_filter(&plugin_json)?;
-    let sds_files = if envoy::uses_default_chain(&plan) { credentials::sds_files(options) } else { Vec::new() };
-    Ok(Rendered { envoy_yaml: envoy::write(&plan, options, &plugin_json), sds_files })
+    let mut files = if envoy::uses_default_chain(&plan) { credentials::sds_files(options) } else { Vec::new() };
+    if let Some(rate_limit) = &plan.rate_limit {
+        files.push(("ratelimit.yaml".to_owned(), rate_limits::service_configuration(rate_limit)));
+    }
+    Ok(Rendered { envoy_yaml: envoy::write(&plan, options, &plugin_json), files })
 }
 
 /// The filter parses the plugin configuration at start-up; parse it the same way now, with an

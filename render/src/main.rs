@@ -1,14 +1,15 @@
 //! `ai-gateway-render`: AI Gateway resource files in, Envoy configuration out.
 
-use ai_gateway_render::{render, CredentialService, Options, Rendered};
+use ai_gateway_render::{render_files, CredentialService, Options, Rendered};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const USAGE: &str = "\
-Usage: ai-gateway-render [OPTIONS] RESOURCES.yaml
+Usage: ai-gateway-render [OPTIONS] RESOURCES.yaml [MORE.yaml ...]
 
 Renders AI Gateway resources (Gateway, AIGatewayRoute, AIServiceBackend, BackendSecurityPolicy,
-Backend, BackendTLSPolicy, Secret) into the Envoy configuration of the Bedrock gateway.
+Backend, BackendTLSPolicy, BackendTrafficPolicy, Secret) into the Envoy configuration of the
+Bedrock gateway. Several files are read as one set of resources.
 
 Options:
   --out-dir DIR                 write DIR/envoy.yaml and the SDS files beside it (default: envoy.yaml
@@ -27,13 +28,15 @@ Options:
   --web-identity-token-file F   the IRSA token (default: EKS's projected token path)
   --sds-dir DIR                 where Envoy finds the SDS files (default: --out-dir, or /etc/ai-gateway
                                 with --configmap)
+  --rate-limit-service ADDR:PORT
+                                the rate-limit service of a BackendTrafficPolicy (default 127.0.0.1:8081)
   --credential-endpoint ADDR:PORT
                                 one plain-HTTP address playing STS, the Pod Identity agent and IMDS
                                 (the bundled emulator)
 ";
 
 struct Command {
-    input: PathBuf,
+    inputs: Vec<PathBuf>,
     out_dir: Option<PathBuf>,
     configmap: Option<(String, String)>,
     output: Option<PathBuf>,
@@ -48,13 +51,12 @@ fn host_port(text: &str, flag: &str) -> Result<(String, u16), String> {
 
 fn parse_arguments(arguments: Vec<String>) -> Result<Command, String> {
     let mut options = Options::default();
-    let (mut input, mut out_dir, mut sds_dir, mut configmap, mut namespace, mut output) = (None, None, None, None, None, None);
+    let mut inputs = Vec::new();
+    let (mut out_dir, mut sds_dir, mut configmap, mut namespace, mut output) = (None, None, None, None, None);
     let mut arguments = arguments.into_iter();
     while let Some(argument) = arguments.next() {
         if !argument.starts_with("--") {
-            if input.replace(PathBuf::from(&argument)).is_some() {
-                return Err("give one resource file".into());
-            }
+            inputs.push(PathBuf::from(&argument));
             continue;
         }
         if argument == "--help" {
@@ -82,22 +84,25 @@ fn parse_arguments(arguments: Vec<String>) -> Result<Command, String> {
             "--pod-identity-token-file" => options.pod_identity_token_file = value,
             "--web-identity-token-file" => options.web_identity_token_file = value,
             "--sds-dir" => sds_dir = Some(value),
+            "--rate-limit-service" => options.rate_limit_service = host_port(&value, &argument)?,
             "--credential-endpoint" => options.credential_endpoint = Some(host_port(&value, &argument)?),
             _ => return Err(format!("unknown option {argument}")),
         }
     }
-    let input = input.ok_or("no resource file given")?;
+    if inputs.is_empty() {
+        return Err("no resource file given".into());
+    }
     if out_dir.is_some() && (configmap.is_some() || output.is_some()) {
         return Err("--out-dir writes files of its own: it takes neither --configmap nor --output".into());
     }
-    options.source_name = input.display().to_string();
+    options.source_name = inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and ");
     options.sds_dir = match (sds_dir, &out_dir, &configmap) {
         (Some(dir), _, _) => dir,
         (None, Some(dir), _) => dir.display().to_string(),
         (None, None, _) => "/etc/ai-gateway".to_owned(),
     };
     let configmap = configmap.map(|name| (name, namespace.unwrap_or_else(|| "envoy-gateway-system".into())));
-    Ok(Command { input, out_dir, configmap, output, options })
+    Ok(Command { inputs, out_dir, configmap, output, options })
 }
 
 /// A Kubernetes ConfigMap holding each file under its name.
@@ -140,26 +145,29 @@ fn emit(output: Option<&Path>, text: &str) -> Result<(), String> {
 }
 
 fn run(command: Command) -> Result<(), String> {
-    let input = std::fs::read_to_string(&command.input)
-        .map_err(|e| format!("cannot read {}: {e}", command.input.display()))?;
-    let Rendered { envoy_yaml, sds_files } =
-        render(&input, &command.options).map_err(|e| format!("{}: {e}", command.input.display()))?;
+    let mut inputs = Vec::new();
+    for path in &command.inputs {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        inputs.push((path.display().to_string(), text));
+    }
+    let Rendered { envoy_yaml, files } = render_files(&inputs, &command.options).map_err(|e| e.to_string())?;
     match (&command.out_dir, &command.configmap) {
         (Some(dir), _) => {
             std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             write_file(&dir.join("envoy.yaml"), &envoy_yaml)?;
-            for (name, text) in &sds_files {
+            for (name, text) in &files {
                 write_file(&dir.join(name), text)?;
             }
         }
         (None, Some((name, namespace))) => {
+            let other_files = files;
             let mut files = vec![("envoy.yaml".to_owned(), envoy_yaml)];
-            files.extend(sds_files);
+            files.extend(other_files);
             emit(command.output.as_deref(), &configmap(name, namespace, &files))?;
         }
         (None, None) => {
-            if !sds_files.is_empty() {
-                return Err("these resources need SDS files beside envoy.yaml: give --out-dir or --configmap".into());
+            if !files.is_empty() {
+                return Err("these resources need files beside envoy.yaml (SDS, rate limits): give --out-dir or --configmap".into());
             }
             emit(command.output.as_deref(), &envoy_yaml)?;
         }

@@ -24,6 +24,7 @@ pub struct Plan {
     pub routes: Vec<RoutePlan>,
     pub clusters: Vec<ClusterPlan>,
     pub models: Vec<ModelPlan>,
+    pub rate_limit: Option<crate::rate_limits::RateLimitPlan>,
     /// Where each resource of the plan came from, for the header of the rendered file.
     pub sources: Vec<String>,
 }
@@ -119,6 +120,7 @@ struct Index<'a> {
     security_policies: Vec<&'a Object<SecurityPolicySpec>>,
     backends: BTreeMap<&'a str, &'a Object<BackendSpec>>,
     tls_policies: Vec<&'a Object<TlsPolicySpec>>,
+    traffic_policies: Vec<&'a Object<TrafficPolicySpec>>,
     secrets: BTreeMap<&'a str, &'a Secret>,
 }
 
@@ -141,6 +143,7 @@ fn index(resources: &[Resource]) -> Result<Index<'_>, RenderError> {
             Resource::BackendSecurityPolicy(p) => index.security_policies.push(p),
             Resource::Backend(b) => unique(&mut index.backends, "Backend", &b.metadata.name, b)?,
             Resource::BackendTLSPolicy(p) => index.tls_policies.push(p),
+            Resource::BackendTrafficPolicy(p) => index.traffic_policies.push(p),
             Resource::Secret(s) => unique(&mut index.secrets, "Secret", &s.metadata.name, s)?,
             Resource::Ignored => {}
         }
@@ -168,12 +171,6 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
                     schema.name
                 )));
             }
-        }
-        if route.spec.llm_request_costs.is_some() {
-            return Err(RenderError(format!(
-                "{label}: spec.llmRequestCosts is not supported: the gateway records every request's tokens in metrics, \
-                 the access log and filter state (see the README's \"Metrics, access logs and token budgets\")"
-            )));
         }
         if route.spec.rules.is_empty() {
             return Err(RenderError(format!("{label}: spec.rules is empty")));
@@ -234,6 +231,9 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
             }
         }
     }
+    crate::rate_limits::check_costs(&index.routes)?;
+    let gateway_name = index.gateways.first().map(|g| g.metadata.name.as_str());
+    let rate_limit = crate::rate_limits::plan(&index.traffic_policies, &index.routes, gateway_name)?;
     let mut sources = Vec::new();
     for resource in resources {
         let (kind, name) = match resource {
@@ -243,12 +243,13 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
             Resource::BackendSecurityPolicy(o) => (&o.kind, &o.metadata.name),
             Resource::Backend(o) => (&o.kind, &o.metadata.name),
             Resource::BackendTLSPolicy(o) => (&o.kind, &o.metadata.name),
+            Resource::BackendTrafficPolicy(o) => (&o.kind, &o.metadata.name),
             Resource::Secret(o) => (&o.kind, &o.metadata.name),
             Resource::Ignored => continue,
         };
         sources.push(format!("{kind} {name}"));
     }
-    Ok(Plan { listeners, routes, clusters, models, sources })
+    Ok(Plan { listeners, routes, clusters, models, rate_limit, sources })
 }
 
 fn listeners(index: &Index) -> Result<Vec<ListenerPlan>, RenderError> {

@@ -22,6 +22,7 @@ pub enum Resource {
     BackendSecurityPolicy(Object<SecurityPolicySpec>),
     Backend(Object<BackendSpec>),
     BackendTLSPolicy(Object<TlsPolicySpec>),
+    BackendTrafficPolicy(Object<TrafficPolicySpec>),
     Secret(Secret),
     /// GatewayClass and Namespace: they only mean something to a Kubernetes cluster.
     Ignored,
@@ -98,7 +99,20 @@ pub struct RouteSpec {
     #[serde(default)]
     pub filter_config: Option<IgnoredAny>,
     #[serde(default)]
-    pub llm_request_costs: Option<Value>,
+    pub llm_request_costs: Vec<LlmRequestCost>,
+}
+
+/// Names a token count the gateway publishes for rate limits (`BackendTrafficPolicy` costs).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LlmRequestCost {
+    pub metadata_key: String,
+    /// `TotalToken`; `InputToken`, `OutputToken`, `CachedInputToken`, `CachedWriteInputToken` and `CEL`
+    /// are AI Gateway's other kinds.
+    #[serde(rename = "type")]
+    pub cost_type: String,
+    #[serde(default)]
+    pub cel: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,6 +330,98 @@ pub struct SubjectAltName {
     pub uri: Option<String>,
 }
 
+// --- gateway.envoyproxy.io BackendTrafficPolicy (global rate limits) ---------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TrafficPolicySpec {
+    pub target_refs: Vec<PolicyTargetRef>,
+    pub rate_limit: RateLimit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// `Global` (a rate-limit service keeps the counts for every Envoy).
+    #[serde(rename = "type")]
+    pub limit_type: String,
+    #[serde(default)]
+    pub global: Option<GlobalRateLimit>,
+    #[serde(default)]
+    pub local: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalRateLimit {
+    pub rules: Vec<RateLimitRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RateLimitRule {
+    #[serde(default)]
+    pub client_selectors: Vec<ClientSelector>,
+    pub limit: Limit,
+    #[serde(default)]
+    pub cost: Option<RateLimitCost>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientSelector {
+    #[serde(default)]
+    pub headers: Vec<SelectorHeader>,
+    #[serde(default)]
+    pub source_cidr: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectorHeader {
+    pub name: String,
+    /// `Exact` (the default), `Distinct` (one counter per value) or `RegularExpression`.
+    #[serde(rename = "type", default)]
+    pub match_type: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    pub requests: u64,
+    /// `Second`, `Minute`, `Hour`, `Day`.
+    pub unit: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitCost {
+    #[serde(default)]
+    pub request: Option<CostSpecifier>,
+    #[serde(default)]
+    pub response: Option<CostSpecifier>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostSpecifier {
+    /// `Number` or `Metadata`.
+    pub from: String,
+    #[serde(default)]
+    pub number: Option<u64>,
+    #[serde(default)]
+    pub metadata: Option<MetadataKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataKey {
+    pub namespace: String,
+    pub key: String,
+}
+
 // --- v1 Secret ---------------------------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
@@ -343,6 +449,7 @@ const KINDS: &[(&str, &str)] = &[
     ("BackendSecurityPolicy", "aigateway.envoyproxy.io"),
     ("Backend", "gateway.envoyproxy.io"),
     ("BackendTLSPolicy", "gateway.networking.k8s.io"),
+    ("BackendTrafficPolicy", "gateway.envoyproxy.io"),
     ("Secret", ""),
     ("GatewayClass", "gateway.networking.k8s.io"),
     ("Namespace", ""),
@@ -391,6 +498,7 @@ fn parse_resource(number: usize, value: Value) -> Result<Resource, RenderError> 
         "BackendSecurityPolicy" => Resource::BackendSecurityPolicy(typed(&label, value)?),
         "Backend" => Resource::Backend(typed(&label, value)?),
         "BackendTLSPolicy" => Resource::BackendTLSPolicy(typed(&label, value)?),
+        "BackendTrafficPolicy" => Resource::BackendTrafficPolicy(typed(&label, value)?),
         "Secret" => Resource::Secret(typed(&label, value)?),
         _ => Resource::Ignored,
     })

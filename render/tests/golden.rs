@@ -51,9 +51,9 @@ fn make_run_options(source: &str) -> Options {
 fn the_emulator_example_renders_as_make_run_serves_it() {
     let rendered = render(&read("examples/emulator.yaml"), &make_run_options("examples/emulator.yaml")).expect("renders");
     check_golden("emulator.envoy.yaml", &rendered.envoy_yaml);
-    let names: Vec<&str> = rendered.sds_files.iter().map(|(name, _)| name.as_str()).collect();
+    let names: Vec<&str> = rendered.files.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, ["sds-web-identity-token.yaml", "sds-pod-identity-token.yaml"]);
-    for (name, text) in &rendered.sds_files {
+    for (name, text) in &rendered.files {
         check_golden(&format!("emulator.{name}"), text);
     }
 }
@@ -63,9 +63,40 @@ fn the_seed_aws_example_renders_as_published_and_pointed_at_the_emulator() {
     let options = Options { source_name: "basic-aws.yaml".into(), ..Options::default() };
     let published = render(&read("render/tests/fixtures/basic-aws.yaml"), &options).expect("renders");
     check_golden("basic-aws.envoy.yaml", &published.envoy_yaml);
-    assert!(published.sds_files.is_empty(), "static keys need no token");
+    assert!(published.files.is_empty(), "static keys need no token");
     let local = render(&read("examples/basic-aws.yaml"), &make_run_options("examples/basic-aws.yaml")).expect("renders");
     check_golden("basic-aws-emulator.envoy.yaml", &local.envoy_yaml);
+}
+
+fn emulator_with_rate_limit(policy: &str) -> Result<ai_gateway_render::Rendered, ai_gateway_render::RenderError> {
+    let files = [("examples/emulator.yaml".to_owned(), read("examples/emulator.yaml")), ("examples/rate-limit.yaml".to_owned(), policy.to_owned())];
+    ai_gateway_render::render_files(&files, &Options { source_name: "examples/emulator.yaml and examples/rate-limit.yaml".into(), ..Options::default() })
+}
+
+#[test]
+fn a_token_budget_renders_as_envoys_rate_limit_filter_and_the_services_limits() {
+    let rendered = emulator_with_rate_limit(&read("examples/rate-limit.yaml")).expect("renders");
+    check_golden("rate-limit.envoy.yaml", &rendered.envoy_yaml);
+    let (name, limits) = rendered.files.last().expect("the service's limits");
+    assert_eq!(name, "ratelimit.yaml");
+    check_golden("rate-limit.ratelimit.yaml", limits);
+}
+
+#[test]
+fn rate_limits_the_gateway_cannot_enforce_are_refused() {
+    let policy = read("examples/rate-limit.yaml");
+    let cases = [
+        ("kind: Gateway, name: ai-gateway", "kind: HTTPRoute, name: bedrock", "spec.targetRefs[0]: only the file's Gateway can be targeted"),
+        ("key: llm_total_token", "key: llm_input_token", "cost.response.metadata.key: \"llm_input_token\" is not a metadataKey of any AIGatewayRoute's llmRequestCosts"),
+        ("unit: Hour", "unit: Week", "limit.unit: \"Week\" is not Second, Minute, Hour or Day"),
+        ("type: Global", "type: Local", "spec.rateLimit.type: only Global is supported"),
+        ("type: Distinct", "type: Exact", "clientSelectors[0].headers[0].value is required for this type"),
+    ];
+    for (from, to, expected) in cases {
+        assert!(policy.contains(from), "{from}");
+        let error = emulator_with_rate_limit(&policy.replacen(from, to, 1)).expect_err(expected);
+        assert!(error.0.contains(expected), "expected {expected:?} in {error}");
+    }
 }
 
 #[test]
@@ -120,7 +151,8 @@ fn other_providers_and_unsupported_features_are_refused() {
     refused(RULE, "      backendRefs:\n        - name: envoy-ai-gateway-basic-aws\n          priority: 1\n", "backendRefs[0].priority: failover between priorities is not supported yet");
     refused(RULE, "      backendRefs:\n        - name: envoy-ai-gateway-basic-aws\n          headerMutation: { set: [] }\n", "backendRefs[0].headerMutation is not supported");
     refused("    region: us-east-1\n", "    region: us-east-1\n    oidcExchangeToken: { awsRoleArn: x }\n", "oidcExchangeToken is not supported");
-    refused("spec:\n  parentRefs:", "spec:\n  llmRequestCosts: [ { metadataKey: t, type: TotalToken } ]\n  parentRefs:", "spec.llmRequestCosts is not supported");
+    refused("spec:\n  parentRefs:", "spec:\n  llmRequestCosts: [ { metadataKey: t, type: InputToken } ]\n  parentRefs:",
+        "spec.llmRequestCosts[0].type: \"InputToken\" is not supported; the gateway publishes TotalToken");
     refused("- type: Exact\n", "- type: PathPrefix\n", "headers[0].type: \"PathPrefix\" is not Exact or RegularExpression");
     refused(RULE, &format!("{RULE}      timeouts: {{ request: ten seconds }}\n"), "timeouts.request: \"ten seconds\" is not a duration");
 }
