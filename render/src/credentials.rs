@@ -6,8 +6,8 @@
 //! when a watched directory is missing. So the renderer is told (`--credential-chain`); static keys
 //! in the environment always come first, as in the AWS SDKs.
 
-use crate::envoy::quoted;
 use crate::plan::{CredentialsPlan, Plan};
+use crate::yaml::{line, quoted, single_endpoint, upstream_codec, upstream_protocol_options, wasm_stage};
 use crate::Options;
 use std::path::Path;
 
@@ -86,14 +86,6 @@ fn parent_directory(file: &str) -> String {
     }
 }
 
-fn line(out: &mut String, indent: usize, text: &str) {
-    for _ in 0..indent {
-        out.push_str("  ");
-    }
-    out.push_str(text);
-    out.push('\n');
-}
-
 /// The region whose STS endpoint IRSA uses: the first backend's on the default chain.
 fn sts_region(plan: &Plan) -> &str {
     plan.clusters
@@ -121,29 +113,6 @@ fn token_injector(o: &mut String, header: &str, sds_path: &str, token_dir: &str)
     line(o, 11, &format!("watched_directory: {{ path: {} }}", quoted(token_dir)));
 }
 
-fn protocol_options_start(o: &mut String) {
-    line(o, 2, "typed_extension_protocol_options:");
-    line(o, 3, "envoy.extensions.upstreams.http.v3.HttpProtocolOptions:");
-    line(o, 4, "\"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
-    line(o, 4, "explicit_http_config: { http_protocol_options: {} }");
-    line(o, 4, "http_filters:");
-}
-
-fn upstream_codec(o: &mut String) {
-    line(o, 4, "- name: envoy.filters.http.upstream_codec");
-    line(o, 5, "typed_config:");
-    line(o, 6, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec");
-}
-
-fn endpoint(o: &mut String, name: &str, host: &str, port: u16) {
-    line(o, 2, "load_assignment:");
-    line(o, 3, &format!("cluster_name: {name}"));
-    line(o, 3, &format!(
-        "endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {port} }} }} }} }} ] }} ]",
-        quoted(host)
-    ));
-}
-
 /// Writes the cluster of one credential service.
 pub fn write_credential_cluster(o: &mut String, service: CredentialService, options: &Options, plan: &Plan) {
     let name = service.cluster_name();
@@ -158,17 +127,17 @@ pub fn write_credential_cluster(o: &mut String, service: CredentialService, opti
             line(o, 2, "type: STATIC");
             line(o, 2, "connect_timeout: 1s");
             let (host, port) = local.map_or(("169.254.169.254", 80), |(h, p)| (h.as_str(), *p));
-            endpoint(o, name, host, port);
+            single_endpoint(o, name, host, port);
         }
         CredentialService::PodIdentity => {
             line(o, 2, "# The EKS Pod Identity agent; it wants the pod's token as Authorization.");
             line(o, 2, "type: STATIC");
             line(o, 2, "connect_timeout: 2s");
-            protocol_options_start(o);
+            upstream_protocol_options(o, None, false, true);
             token_injector(o, "Authorization", &sds_path(service), &parent_directory(&options.pod_identity_token_file));
             upstream_codec(o);
             let (host, port) = local.map_or(("169.254.170.23", 80), |(h, p)| (h.as_str(), *p));
-            endpoint(o, name, host, port);
+            single_endpoint(o, name, host, port);
         }
         CredentialService::WebIdentity => {
             line(o, 2, "# STS AssumeRoleWithWebIdentity (IRSA): the token goes into a header, and the ai_gateway_sts");
@@ -182,28 +151,21 @@ pub fn write_credential_cluster(o: &mut String, service: CredentialService, opti
                 }
             }
             line(o, 2, "connect_timeout: 5s");
-            protocol_options_start(o);
+            upstream_protocol_options(o, None, false, true);
             token_injector(o, "x-ai-eg-web-identity-token", &sds_path(service), &parent_directory(&options.web_identity_token_file));
-            line(o, 4, "- name: envoy.filters.http.wasm");
-            line(o, 5, "typed_config:");
-            line(o, 6, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm");
-            line(o, 6, "config:");
-            line(o, 7, "name: ai_gateway_sts");
-            line(o, 7, "root_id: ai_gateway_sts");
-            line(o, 7, "allow_on_headers_stop_iteration: true");
-            line(o, 7, "failure_policy: FAIL_RELOAD");
-            line(o, 7, "# Its own VM: Envoy creates this stage while the gateway's VM is inside the credential fetch.");
-            line(o, 7, "vm_config:");
-            line(o, 8, "vm_id: ai_gateway_sts");
-            line(o, 8, "runtime: envoy.wasm.runtime.v8");
-            line(o, 8, &format!("code: {{ local: {{ filename: {} }} }}", quoted(&options.wasm_path)));
-            line(o, 8, "environment_variables: { host_env_keys: [AWS_ROLE_ARN, AWS_ROLE_SESSION_NAME] }");
-            line(o, 7, "configuration: *gateway_config");
+            let c = wasm_stage(o, 4, "ai_gateway_sts");
+            line(o, c, "# Its own VM: Envoy creates this stage while the gateway's VM is inside the credential fetch.");
+            line(o, c, "vm_config:");
+            line(o, c + 1, "vm_id: ai_gateway_sts");
+            line(o, c + 1, "runtime: envoy.wasm.runtime.v8");
+            line(o, c + 1, &format!("code: {{ local: {{ filename: {} }} }}", quoted(&options.wasm_path)));
+            line(o, c + 1, "environment_variables: { host_env_keys: [AWS_ROLE_ARN, AWS_ROLE_SESSION_NAME] }");
+            line(o, c, "configuration: *gateway_config");
             upstream_codec(o);
             match local {
-                Some((host, port)) => endpoint(o, name, host, *port),
+                Some((host, port)) => single_endpoint(o, name, host, *port),
                 None => {
-                    endpoint(o, name, &sts_host, 443);
+                    single_endpoint(o, name, &sts_host, 443);
                     line(o, 2, "transport_socket:");
                     line(o, 3, "name: envoy.transport_sockets.tls");
                     line(o, 3, "typed_config:");

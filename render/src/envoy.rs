@@ -1,21 +1,18 @@
 //! Writes a resolved [`Plan`] as Envoy's bootstrap configuration (YAML).
 //!
-//! The YAML is written line by line rather than serialized from a tree, so that the output keeps
-//! the comments and anchors a person reading `envoy.yaml` needs. Every value that comes from the
-//! resources is written with [`quoted`], as a JSON string, which YAML reads as a double-quoted scalar:
-//! no input can change the structure.
+//! The YAML is written line by line (see [`crate::yaml`]) rather than serialized from a tree, so that
+//! the output keeps the comments and anchors a person reading `envoy.yaml` needs.
 
 use crate::credentials::{write_credential_cluster, CredentialService};
 use crate::plan::*;
 use crate::Options;
 use serde::ser::SerializeMap;
+use crate::yaml::{line, quoted, socket_address, upstream_codec, upstream_protocol_options, wasm_stage};
 use serde::Serialize;
-use serde_json::Value;
 use std::fmt::Write;
 
 /// Request bodies are buffered to read `model`: prompts up to 32 MiB.
 const BUFFER_LIMIT_BYTES: u64 = 32 * 1024 * 1024;
-const WASM_FILTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 /// The variables the AWS default chain reads at start-up, handed to the VM.
 const CHAIN_ENV_KEYS: &[&str] = &[
     "AWS_ACCESS_KEY_ID",
@@ -26,11 +23,6 @@ const CHAIN_ENV_KEYS: &[&str] = &[
     "AWS_WEB_IDENTITY_TOKEN_FILE",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
 ];
-
-/// A YAML scalar that reads back as exactly `text`.
-pub fn quoted(text: &str) -> String {
-    Value::String(text.to_owned()).to_string()
-}
 
 /// Envoy's duration syntax: `300s`, `0.500s`.
 fn duration(ms: u64) -> String {
@@ -190,20 +182,6 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
     out
 }
 
-fn line(out: &mut String, indent: usize, text: &str) {
-    if !text.is_empty() {
-        for _ in 0..indent {
-            out.push_str("  ");
-        }
-        out.push_str(text);
-    }
-    out.push('\n');
-}
-
-fn socket_address(address: &str, port: u16) -> String {
-    format!("{{ socket_address: {{ address: {}, port_value: {port} }} }}", quoted(address))
-}
-
 fn header(out: &mut String, plan: &Plan, options: &Options) {
     let _ = writeln!(out, "# Envoy configuration of the Bedrock AI gateway, rendered by ai-gateway-render from");
     let _ = writeln!(out, "# {}. Do not edit: change the resources and render again.", options.source_name);
@@ -279,17 +257,7 @@ fn write_listener(o: &mut String, plan: &Plan, options: &Options, plugin_json: &
     line(o, t + 4, "status: 404");
     line(o, t + 4, "body: { inline_string: '{\"error\":{\"message\":\"No route serves this model.\",\"type\":\"not_found_error\",\"param\":null,\"code\":\"model_not_found\"}}' }");
     line(o, t, "http_filters:");
-    line(o, t, "- name: envoy.filters.http.wasm");
-    line(o, t + 1, "typed_config:");
-    line(o, t + 2, &format!("\"@type\": {WASM_FILTER_TYPE}"));
-    line(o, t + 2, "config:");
-    let c = t + 3;
-    line(o, c, "name: ai_gateway");
-    line(o, c, "root_id: ai_gateway");
-    line(o, c, "# Lets the filter hold the headers while it reads the body (Envoy >= 1.35).");
-    line(o, c, "allow_on_headers_stop_iteration: true");
-    line(o, c, "# A crashed VM is reloaded for the next request instead of failing every request.");
-    line(o, c, "failure_policy: FAIL_RELOAD");
+    let c = wasm_stage(o, t, "ai_gateway");
     line(o, c, "vm_config: &gateway_vm");
     line(o, c + 1, "vm_id: ai_gateway");
     line(o, c + 1, "runtime: envoy.wasm.runtime.v8");
@@ -416,24 +384,11 @@ fn write_cluster(o: &mut String, cluster: &ClusterPlan, first: bool) {
     line(o, 2, &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"));
     if first {
         line(o, 2, "# The backend stage: the same module and configuration as the routing stage, as an upstream filter.");
-        line(o, 2, "typed_extension_protocol_options: &backend_filters");
-        line(o, 3, "envoy.extensions.upstreams.http.v3.HttpProtocolOptions:");
-        line(o, 4, "\"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
-        line(o, 4, "explicit_http_config: { http_protocol_options: {} }");
-        line(o, 4, "http_filters:");
-        line(o, 4, "- name: envoy.filters.http.wasm");
-        line(o, 5, "typed_config:");
-        line(o, 6, &format!("\"@type\": {WASM_FILTER_TYPE}"));
-        line(o, 6, "config:");
-        line(o, 7, "name: ai_gateway_backend");
-        line(o, 7, "root_id: ai_gateway_backend");
-        line(o, 7, "allow_on_headers_stop_iteration: true");
-        line(o, 7, "failure_policy: FAIL_RELOAD");
-        line(o, 7, "vm_config: *gateway_vm");
-        line(o, 7, "configuration: *gateway_config");
-        line(o, 4, "- name: envoy.filters.http.upstream_codec");
-        line(o, 5, "typed_config:");
-        line(o, 6, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec");
+        upstream_protocol_options(o, Some("backend_filters"), false, true);
+        let c = wasm_stage(o, 4, "ai_gateway_backend");
+        line(o, c, "vm_config: *gateway_vm");
+        line(o, c, "configuration: *gateway_config");
+        upstream_codec(o);
     } else {
         line(o, 2, "typed_extension_protocol_options: *backend_filters");
     }

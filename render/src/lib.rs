@@ -19,6 +19,7 @@ pub mod envoy;
 pub mod plan;
 pub mod rate_limits;
 pub mod resources;
+pub mod yaml;
 
 use std::fmt;
 

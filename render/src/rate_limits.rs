@@ -8,7 +8,7 @@
 //! names is charged when the stream is done. The filter publishes its token counts as filter state
 //! (a wasm filter cannot write dynamic metadata), so that key is read from there.
 
-use crate::envoy::quoted;
+use crate::yaml::{line, quoted, single_endpoint, upstream_protocol_options};
 use crate::resources::{Object, RouteSpec, TrafficPolicySpec};
 use crate::RenderError;
 use std::fmt::Write;
@@ -162,14 +162,6 @@ pub fn check_costs(routes: &[&Object<RouteSpec>]) -> Result<(), RenderError> {
     Ok(())
 }
 
-fn line(out: &mut String, indent: usize, text: &str) {
-    for _ in 0..indent {
-        out.push_str("  ");
-    }
-    out.push_str(text);
-    out.push('\n');
-}
-
 /// The descriptor actions of rule `index`: which rule, then each selector's entry.
 fn actions(o: &mut String, indent: usize, index: usize, rule: &RulePlan) {
     line(o, indent, "actions:");
@@ -231,16 +223,8 @@ pub fn write_cluster(o: &mut String, address: &(String, u16)) {
     line(o, 1, "- name: rate-limit-service");
     line(o, 2, "type: STATIC");
     line(o, 2, "connect_timeout: 1s");
-    line(o, 2, "typed_extension_protocol_options:");
-    line(o, 3, "envoy.extensions.upstreams.http.v3.HttpProtocolOptions:");
-    line(o, 4, "\"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
-    line(o, 4, "explicit_http_config: { http2_protocol_options: {} }");
-    line(o, 2, "load_assignment:");
-    line(o, 3, "cluster_name: rate-limit-service");
-    line(o, 3, &format!(
-        "endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }} }} ] }} ]",
-        quoted(&address.0), address.1
-    ));
+    upstream_protocol_options(o, None, true, false);
+    single_endpoint(o, "rate-limit-service", &address.0, address.1);
 }
 
 /// The limits, for the rate-limit service (envoyproxy/ratelimit's configuration format).
