@@ -69,7 +69,7 @@ run-aws: wasm venv
 lint:
 	rustup target add wasm32-wasip1 >/dev/null
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --release --target wasm32-wasip1 -p bedrock-gateway-filter -p noop-filter -- -D warnings
+	$(CARGO) clippy --release --target wasm32-wasip1 -p bedrock-gateway-core -p bedrock-gateway-filter -p noop-filter -- -D warnings
 
 test-unit:
 	$(CARGO) test --workspace
@@ -100,7 +100,7 @@ bench-instructions: build venv
 # Long property-based fuzzing of the decoders, translators and config parser (CI runs 256 cases).
 FUZZ_CASES ?= 20000
 fuzz:
-	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p bedrock-gateway-filter --test fuzz
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p bedrock-gateway-core --test fuzz
 
 test: lint test-unit test-e2e
 

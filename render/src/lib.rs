@@ -128,7 +128,7 @@ fn check_with_filter(plugin_json: &str) -> Result<(), RenderError> {
         "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => Some("x".to_owned()),
         _ => None,
     };
-    bedrock_gateway_filter::config::Config::parse(plugin_json.as_bytes(), &environment)
+    bedrock_gateway_core::config::Config::parse(plugin_json.as_bytes(), &environment)
         .map(|_| ())
         .map_err(|e| RenderError(format!("the filter would refuse the rendered plugin configuration: {e}")))
 }

@@ -5,15 +5,15 @@
 
 mod common;
 
-use bedrock_gateway_filter::anthropic::{self, AnthropicStreamTranslator};
-use bedrock_gateway_filter::anthropic_converse::{self, ConverseToAnthropicStream};
-use bedrock_gateway_filter::config::Config;
-use bedrock_gateway_filter::embeddings;
-use bedrock_gateway_filter::eventstream::{encode_frame, Decoder};
-use bedrock_gateway_filter::gateway;
-use bedrock_gateway_filter::openai::{self, ChatStreamTranslator, ResponseContext};
+use bedrock_gateway_core::anthropic::{self, AnthropicStreamTranslator};
+use bedrock_gateway_core::anthropic_converse::{self, ConverseToAnthropicStream};
+use bedrock_gateway_core::config::Config;
+use bedrock_gateway_core::embeddings;
+use bedrock_gateway_core::eventstream::{encode_frame, Decoder};
+use bedrock_gateway_core::gateway;
+use bedrock_gateway_core::openai::{self, ChatStreamTranslator, ResponseContext};
 use proptest::prelude::*;
-use bedrock_gateway_filter::eventstream::FrameTranslator;
+use bedrock_gateway_core::eventstream::FrameTranslator;
 use common::push_in_pieces;
 use serde_json::{json, Map, Value};
 
@@ -68,7 +68,7 @@ fn request_body() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-fn backend() -> bedrock_gateway_filter::config::Backend {
+fn backend() -> bedrock_gateway_core::config::Backend {
     let json = br#"{"backends":{"b":{"schema":"converse","region":"us-east-1","credentials":{"source":"inline","access_key_id":"a","secret_access_key":"s"}}}}"#;
     Config::parse(json, &|_| None).unwrap().backend("b").unwrap().as_ref().clone()
 }

@@ -9,7 +9,7 @@
 use crate::bedrock;
 use crate::errors::{ApiFormat, GatewayError};
 use crate::eventstream::{Decoder, Frame, FrameTranslator};
-use crate::gateway::{AnthropicUsage, TokenUsage, TranslatedBody};
+use crate::translated::{TokenUsage, TranslatedBody};
 use crate::openai::push_json_string;
 use crate::rawjson::RawObject;
 use base64::Engine as _;
@@ -177,19 +177,19 @@ pub struct AnthropicStreamTranslator {
     model_json: String,
     saw_message_stop: bool,
     finished: bool,
-    usage: Option<crate::gateway::TokenUsage>,
+    usage: Option<TokenUsage>,
     first_content_emitted: bool,
 }
 
 #[derive(Deserialize)]
 struct MessageStartUsage {
-    message: crate::gateway::AnthropicUsageHolder,
+    message: AnthropicUsageHolder,
 }
 
 #[derive(Deserialize)]
 struct DeltaUsage {
     #[serde(default)]
-    usage: Option<crate::gateway::AnthropicUsage>,
+    usage: Option<AnthropicUsage>,
 }
 
 impl AnthropicStreamTranslator {
@@ -204,7 +204,7 @@ impl AnthropicStreamTranslator {
         }
     }
 
-    fn record_usage(&mut self, report: Option<crate::gateway::AnthropicUsage>) {
+    fn record_usage(&mut self, report: Option<AnthropicUsage>) {
         if let Some(report) = report {
             report.merge_into(self.usage.get_or_insert_with(Default::default));
         }
@@ -270,7 +270,7 @@ impl FrameTranslator for AnthropicStreamTranslator {
     }
 
     /// Usage from `message_start` (input, cache) updated by `message_delta` (output).
-    fn usage(&self) -> Option<crate::gateway::TokenUsage> {
+    fn usage(&self) -> Option<TokenUsage> {
         self.usage
     }
 
@@ -306,4 +306,41 @@ fn write_event(out: &mut Vec<u8>, kind: &str, data: &[u8]) {
     out.extend_from_slice(b"\ndata: ");
     out.extend_from_slice(data);
     out.extend_from_slice(b"\n\n");
+}
+
+/// Anthropic's usage object (in messages, `message_start` and `message_delta`).
+#[derive(Debug, Default, Deserialize)]
+pub struct AnthropicUsage {
+    #[serde(default)]
+    pub input_tokens: Option<u64>,
+    #[serde(default)]
+    pub output_tokens: Option<u64>,
+    #[serde(default)]
+    pub cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    pub cache_read_input_tokens: Option<u64>,
+}
+
+impl AnthropicUsage {
+    /// Folds this report into `usage`: later reports (message_delta) update what they carry.
+    pub fn merge_into(&self, usage: &mut TokenUsage) {
+        if let Some(v) = self.input_tokens {
+            usage.input = v;
+        }
+        if let Some(v) = self.output_tokens {
+            usage.output = v;
+        }
+        if let Some(v) = self.cache_creation_input_tokens {
+            usage.cache_write = v;
+        }
+        if let Some(v) = self.cache_read_input_tokens {
+            usage.cache_read = v;
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AnthropicUsageHolder {
+    #[serde(default)]
+    pub usage: Option<AnthropicUsage>,
 }

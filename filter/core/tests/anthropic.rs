@@ -6,8 +6,8 @@ mod common;
 use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use base64::Engine as _;
-use bedrock_gateway_filter::anthropic::{self, AnthropicStreamTranslator};
-use bedrock_gateway_filter::eventstream::FrameTranslator;
+use bedrock_gateway_core::anthropic::{self, AnthropicStreamTranslator};
+use bedrock_gateway_core::eventstream::FrameTranslator;
 use common::push_in_pieces;
 use serde_json::{json, Value};
 
@@ -180,7 +180,7 @@ fn unreadable_chunks_end_the_stream_with_an_error_event() {
 
 // ---- Anthropic Messages on Converse -------------------------------------------------------
 
-use bedrock_gateway_filter::anthropic_converse::{self, ConverseToAnthropicStream};
+use bedrock_gateway_core::anthropic_converse::{self, ConverseToAnthropicStream};
 
 #[test]
 fn messages_translate_to_converse() {
@@ -249,7 +249,7 @@ fn converse_replies_become_anthropic_messages() {
         {"toolUse":{"toolUseId":"tu1","name":"f","input":{"x":1}}}]}},
       "stopReason":"tool_use","usage":{"inputTokens":7,"outputTokens":3,"totalTokens":20,"cacheReadInputTokens":10}}"#;
     let translated = anthropic_converse::from_converse_response(body, "req-1", "llama").unwrap();
-    let usage = bedrock_gateway_filter::gateway::TokenUsage { input: 7, output: 3, cache_read: 10, cache_write: 0 };
+    let usage = bedrock_gateway_core::translated::TokenUsage { input: 7, output: 3, cache_read: 10, cache_write: 0 };
     assert_eq!(translated.usage, Some(usage), "the usage for metrics comes from the same parse");
     let message: Value = serde_json::from_slice(&translated.body).unwrap();
     assert_eq!(

@@ -14,6 +14,7 @@ use crate::models;
 use crate::openai::{self, ChatStreamTranslator, ResponseContext};
 use crate::sigv4::{Credentials, RequestToSign, Signer};
 use crate::time::UtcDateTime;
+use crate::translated::{TokenUsage, TranslatedBody};
 use serde::Deserialize;
 use std::borrow::Cow;
 
@@ -52,84 +53,6 @@ impl Endpoint {
             Endpoint::ChatCompletions | Endpoint::Embeddings => ApiFormat::OpenAi,
             Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens => ApiFormat::Anthropic,
         }
-    }
-}
-
-/// Tokens one request consumed, as Bedrock counted them. Cached input is counted apart from `input`.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct TokenUsage {
-    pub input: u64,
-    pub output: u64,
-    pub cache_read: u64,
-    pub cache_write: u64,
-}
-
-impl TokenUsage {
-    pub fn total(&self) -> u64 {
-        self.input + self.output + self.cache_read + self.cache_write
-    }
-}
-
-impl From<bedrock::Usage> for TokenUsage {
-    fn from(u: bedrock::Usage) -> Self {
-        TokenUsage {
-            input: u.input_tokens,
-            output: u.output_tokens,
-            cache_read: u.cache_read_input_tokens,
-            cache_write: u.cache_write_input_tokens,
-        }
-    }
-}
-
-/// Anthropic's usage object (in messages, `message_start` and `message_delta`).
-#[derive(Debug, Default, Deserialize)]
-pub struct AnthropicUsage {
-    #[serde(default)]
-    pub input_tokens: Option<u64>,
-    #[serde(default)]
-    pub output_tokens: Option<u64>,
-    #[serde(default)]
-    pub cache_creation_input_tokens: Option<u64>,
-    #[serde(default)]
-    pub cache_read_input_tokens: Option<u64>,
-}
-
-impl AnthropicUsage {
-    /// Folds this report into `usage`: later reports (message_delta) update what they carry.
-    pub fn merge_into(&self, usage: &mut TokenUsage) {
-        if let Some(v) = self.input_tokens {
-            usage.input = v;
-        }
-        if let Some(v) = self.output_tokens {
-            usage.output = v;
-        }
-        if let Some(v) = self.cache_creation_input_tokens {
-            usage.cache_write = v;
-        }
-        if let Some(v) = self.cache_read_input_tokens {
-            usage.cache_read = v;
-        }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct AnthropicUsageHolder {
-    #[serde(default)]
-    pub usage: Option<AnthropicUsage>,
-}
-
-/// A whole response body translated for the caller, with the tokens Bedrock reported in it,
-/// read in the same pass (the body is not parsed a second time for usage).
-#[derive(Debug)]
-pub struct TranslatedBody {
-    pub body: Vec<u8>,
-    pub usage: Option<TokenUsage>,
-}
-
-impl TranslatedBody {
-    /// A body that reports no usage (count-tokens answers, errors).
-    pub fn without_usage(body: Vec<u8>) -> Self {
-        TranslatedBody { body, usage: None }
     }
 }
 

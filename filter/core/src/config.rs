@@ -155,7 +155,7 @@ impl Default for CostWeights {
 }
 
 impl CostWeights {
-    pub fn of(&self, usage: &crate::gateway::TokenUsage) -> u64 {
+    pub fn of(&self, usage: &crate::translated::TokenUsage) -> u64 {
         let cost = usage.input as f64 * self.input
             + usage.output as f64 * self.output
             + usage.cache_read as f64 * self.cache_read

@@ -9,14 +9,19 @@
 //!   and translates the response back.
 //!
 //! Host calls go through `proxy_wasm::hostcalls` directly: the SDK's trait helpers
-//! `unwrap()` host errors, and a panic would kill this worker's VM.
+//! `unwrap()` host errors, and a panic would kill this worker's VM. Built for `wasm32-wasip1`
+//! only; natively this crate is empty.
 
-use crate::config::{Backend, BackendCredentials, Config};
-use crate::credentials::{self, CachedCredentials, FetchOutcome, FetchStep, Freshness, Provider, RefreshLock};
-use crate::errors::{ApiFormat, ErrorKind, GatewayError};
-use crate::gateway::{self, CallerHeaders, Endpoint, MODEL_HEADER, ResponsePlan, ResponseTranslation, UpstreamHead, UpstreamRequest};
-use crate::headers::HeaderSnapshot;
-use crate::sigv4::Signer;
+#![cfg(target_arch = "wasm32")]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use bedrock_gateway_core::config::{Backend, BackendCredentials, Config};
+use bedrock_gateway_core::broker::{self, Broker, Fetch, ParkedRequest, Reply, SharedStore, Verdict};
+use bedrock_gateway_core::credentials::{self, Provider};
+use bedrock_gateway_core::errors::{ApiFormat, ErrorKind, GatewayError};
+use bedrock_gateway_core::gateway::{self, CallerHeaders, Endpoint, MODEL_HEADER, ResponsePlan, ResponseTranslation, UpstreamHead};
+use bedrock_gateway_core::headers::HeaderSnapshot;
+use bedrock_gateway_core::sigv4::Signer;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
@@ -30,8 +35,6 @@ const BACKEND_ROOT_ID: &str = "ai_gateway_backend";
 const STS_ROOT_ID: &str = "ai_gateway_sts";
 /// How often each worker checks the shared credentials and its waiting requests.
 const CREDENTIAL_TICK: Duration = Duration::from_millis(100);
-/// A request waits at most this long for credentials before it gets a 503.
-const MAX_CREDENTIAL_WAIT_MS: u64 = 10_000;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -54,7 +57,7 @@ struct GatewayRoot {
     config: Option<Rc<Config>>,
     stage: Stage,
     signer: Rc<RefCell<Signer>>,
-    broker: Rc<RefCell<CredentialBroker>>,
+    broker: Rc<RefCell<Broker>>,
     metrics: Rc<RefCell<MetricIds>>,
     /// The fetched-credential providers of the configuration, with their shared-data keys.
     providers: Vec<(String, Provider)>,
@@ -62,31 +65,20 @@ struct GatewayRoot {
 
 impl Context for GatewayRoot {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
-        let Some((key, provider, step)) = self.broker.borrow_mut().fetches.remove(&token_id) else {
-            return;
-        };
         let status = header_value(MapType::HttpCallResponseHeaders, ":status").and_then(|s| s.parse().ok());
         let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
         let now_ms = now_millis();
-        match credentials::on_response(&provider, &step, status, &body) {
-            Ok(FetchOutcome::Done(fetched)) => {
-                log::info!(
-                    "ai gateway: fetched credentials from {} (expire in {} s)",
-                    provider.name(),
-                    fetched.expiration_unix.saturating_sub(now_ms / 1000)
-                );
-                store_shared(&key, &fetched.encode());
-                store_shared(&lock_key(&key), &RefreshLock::succeeded().encode());
+        let reply = match self.broker.try_borrow_mut() {
+            Ok(mut broker) => broker.on_reply(&EnvoySharedData, u64::from(token_id), status, &body, now_ms),
+            Err(_) => return,
+        };
+        match reply {
+            Reply::Unknown => return,
+            Reply::Stored { provider, expiration_unix } => {
+                log::info!("ai gateway: fetched credentials from {provider} (expire in {} s)", expiration_unix.saturating_sub(now_ms / 1000));
             }
-            Ok(FetchOutcome::Next(next)) => {
-                if let Err(error) = self.dispatch_fetch(&key, &provider, next) {
-                    record_fetch_failure(&key, now_ms, error);
-                }
-            }
-            Err(error) => {
-                log::warn!("ai gateway: credential refresh failed: {error}");
-                record_fetch_failure(&key, now_ms, error);
-            }
+            Reply::Next(fetch) => self.dispatch_fetch(fetch, now_ms),
+            Reply::Failed(error) => log::warn!("ai gateway: credential refresh failed: {error}"),
         }
         self.serve_waiting_requests(now_ms);
     }
@@ -132,11 +124,9 @@ impl RootContext for GatewayRoot {
 
     fn on_tick(&mut self) {
         let now_ms = now_millis();
-        for (key, provider) in self.providers.clone() {
-            let freshness = read_credentials(&key).map_or(Freshness::Unusable, |c| c.freshness(now_ms / 1000));
-            if freshness != Freshness::Fresh {
-                self.try_start_fetch(&key, &provider, now_ms);
-            }
+        let due = self.broker.borrow().due_fetches(&EnvoySharedData, &self.providers, now_ms);
+        for fetch in due {
+            self.dispatch_fetch(fetch, now_ms);
         }
         self.serve_waiting_requests(now_ms);
     }
@@ -307,20 +297,24 @@ fn label_value(value: &str) -> String {
 
 // ---- Credentials shared by the workers --------------------------------------------------
 
-/// A request translated for Bedrock, waiting for credentials to be signed.
-struct ParkedRequest {
-    key: String,
-    region: String,
-    upstream: UpstreamRequest,
-    format: ApiFormat,
-    since_ms: u64,
-}
+/// Envoy's shared data, which every worker's VM sees: the broker's store.
+struct EnvoySharedData;
 
-/// Per worker: requests waiting for credentials, and the fetches this worker has in flight.
-#[derive(Default)]
-struct CredentialBroker {
-    waiting: HashMap<u32, ParkedRequest>,
-    fetches: HashMap<u32, (String, Provider, FetchStep)>,
+impl SharedStore for EnvoySharedData {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+
+    fn set(&self, key: &str, value: &[u8], version: Option<u32>) -> bool {
+        match hostcalls::set_shared_data(key, Some(value), version) {
+            Ok(()) => true,
+            Err(Status::CasMismatch) => false,
+            Err(status) => {
+                log::error!("ai gateway: cannot write shared data {key}: {status:?}");
+                false
+            }
+        }
+    }
 }
 
 fn now_millis() -> u64 {
@@ -330,92 +324,37 @@ fn now_millis() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn lock_key(key: &str) -> String {
-    format!("{key}/lock")
-}
-
-fn read_credentials(key: &str) -> Option<CachedCredentials> {
-    let (bytes, _) = hostcalls::get_shared_data(key).ok()?;
-    CachedCredentials::decode(&bytes?)
-}
-
-fn store_shared(key: &str, value: &[u8]) {
-    if let Err(status) = hostcalls::set_shared_data(key, Some(value), None) {
-        log::error!("ai gateway: cannot write shared data {key}: {status:?}");
-    }
-}
-
-/// The refresh lock of a credential key, with its failure count and last error.
-fn read_lock(key: &str) -> Option<RefreshLock> {
-    let (bytes, _) = hostcalls::get_shared_data(&lock_key(key)).ok()?;
-    Some(RefreshLock::decode(&bytes?))
-}
-
-fn record_fetch_failure(key: &str, now_ms: u64, error: String) {
-    let lock = read_lock(key).unwrap_or_default();
-    store_shared(&lock_key(key), &lock.failed(now_ms, error).encode());
-}
-
 impl GatewayRoot {
-    /// Starts a fetch if no worker holds the refresh lock: one fetch serves all workers.
-    fn try_start_fetch(&mut self, key: &str, provider: &Provider, now_ms: u64) {
-        let (bytes, cas) = hostcalls::get_shared_data(&lock_key(key)).unwrap_or((None, None));
-        let lock = bytes.map(|b| RefreshLock::decode(&b)).unwrap_or_default();
-        if !lock.is_free(now_ms) {
-            return;
-        }
-        // Compare-and-swap: only the worker whose write lands starts the fetch.
-        if hostcalls::set_shared_data(&lock_key(key), Some(&lock.taken(now_ms).encode()), cas).is_err() {
-            return;
-        }
-        if let Err(error) = self.dispatch_fetch(key, provider, FetchStep::Start) {
-            record_fetch_failure(key, now_ms, error);
-        }
-    }
-
-    fn dispatch_fetch(&mut self, key: &str, provider: &Provider, step: FetchStep) -> Result<(), String> {
-        let call = credentials::call_for(provider, &step);
+    /// Makes the call the broker asked for; a call Envoy refuses counts as a failed fetch.
+    fn dispatch_fetch(&mut self, fetch: Fetch, now_ms: u64) {
+        let call = credentials::call_for(&fetch.provider, &fetch.step);
         let headers: Vec<(&str, &str)> = call.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let timeout = Duration::from_millis(credentials::FETCH_TIMEOUT_MS);
         // Calls must be attributed to the root context, whichever stream was active last.
         let _ = hostcalls::set_effective_context(self.context_id);
         match hostcalls::dispatch_http_call(&call.cluster, headers, call.body.as_deref(), vec![], timeout) {
-            Ok(token) => {
-                self.broker.borrow_mut().fetches.insert(token, (key.to_owned(), provider.clone(), step));
-                Ok(())
+            Ok(token) => self.broker.borrow_mut().dispatched(u64::from(token), fetch),
+            Err(status) => {
+                let error = format!("cannot call the {} cluster {:?} ({status:?})", fetch.provider.name(), call.cluster);
+                broker::record_failure(&EnvoySharedData, &fetch.key, now_ms, error);
             }
-            Err(status) => Err(format!("cannot call the {} cluster {:?} ({status:?})", provider.name(), call.cluster)),
         }
     }
 
     /// Signs and resumes waiting requests whose credentials arrived; fails those that cannot get any.
     fn serve_waiting_requests(&mut self, now_ms: u64) {
-        let ready: Vec<(u32, ParkedRequest, Result<CachedCredentials, String>)> = {
-            let Ok(mut broker) = self.broker.try_borrow_mut() else { return };
-            // Decided: usable credentials to sign with, or a reason to give up; others keep waiting.
-            let decided: Vec<(u32, Result<CachedCredentials, String>)> = broker
-                .waiting
-                .iter()
-                .filter_map(|(id, parked)| {
-                    match read_credentials(&parked.key).filter(|c| c.freshness(now_ms / 1000) != Freshness::Unusable) {
-                        Some(credentials) => Some((*id, Ok(credentials))),
-                        None if parked_has_failed(parked, now_ms) => Some((*id, Err(credential_failure_reason(&parked.key)))),
-                        None => None,
-                    }
-                })
-                .collect();
-            decided
-                .into_iter()
-                .filter_map(|(id, credentials)| broker.waiting.remove(&id).map(|parked| (id, parked, credentials)))
-                .collect()
+        let decided = match self.broker.try_borrow_mut() {
+            Ok(mut broker) => broker.take_decided(&EnvoySharedData, now_ms),
+            Err(_) => return,
         };
-        for (context_id, parked, credentials) in ready {
+        for (stream, parked, verdict) in decided {
             // The stream may be gone (client disconnected): then there is nothing to resume.
+            let Ok(context_id) = u32::try_from(stream) else { continue };
             if hostcalls::set_effective_context(context_id).is_err() {
                 continue;
             }
-            match credentials {
-                Ok(credentials) => {
+            match verdict {
+                Verdict::Sign(credentials) => {
                     let signature =
                         parked.upstream.sign(&credentials.credentials(), &parked.region, &mut self.signer.borrow_mut(), now_ms / 1000);
                     apply_signature(&signature);
@@ -423,7 +362,7 @@ impl GatewayRoot {
                         log::warn!("ai gateway: cannot resume a request: {status:?}");
                     }
                 }
-                Err(reason) => {
+                Verdict::Fail(reason) => {
                     let error = GatewayError::new(503, ErrorKind::Unavailable, format!("AWS credentials are not available: {reason}"));
                     reply_with_error(&error, parked.format);
                 }
@@ -431,24 +370,6 @@ impl GatewayRoot {
         }
         let _ = hostcalls::set_effective_context(self.context_id);
     }
-}
-
-/// Consecutive failed fetches after which waiting requests are answered 503 rather than kept
-/// waiting: one failure (a start-up race, a lost call) is retried within a second.
-const FAILURES_BEFORE_GIVING_UP: u32 = 2;
-
-/// A waiting request fails once fetching its credentials has failed repeatedly, or after the wait limit.
-fn parked_has_failed(parked: &ParkedRequest, now_ms: u64) -> bool {
-    if now_ms.saturating_sub(parked.since_ms) >= MAX_CREDENTIAL_WAIT_MS {
-        return true;
-    }
-    read_lock(&parked.key).is_some_and(|lock| lock.failures >= FAILURES_BEFORE_GIVING_UP)
-}
-
-fn credential_failure_reason(key: &str) -> String {
-    read_lock(key)
-        .and_then(|lock| lock.last_error)
-        .unwrap_or_else(|| "the credential endpoint did not answer in time".to_owned())
 }
 
 fn apply_signature(signature: &gateway::Signature) {
@@ -600,7 +521,7 @@ struct BackendStream {
     context_id: u32,
     config: Option<Rc<Config>>,
     signer: Rc<RefCell<Signer>>,
-    broker: Rc<RefCell<CredentialBroker>>,
+    broker: Rc<RefCell<Broker>>,
     metrics: Rc<RefCell<MetricIds>>,
     measurement: Option<RequestMeasurement>,
     endpoint: Option<Endpoint>,
@@ -621,7 +542,7 @@ impl Drop for BackendStream {
     // A request that ends while waiting for credentials must not be resumed later.
     fn drop(&mut self) {
         if let Ok(mut broker) = self.broker.try_borrow_mut() {
-            broker.waiting.remove(&self.context_id);
+            broker.forget(u64::from(self.context_id));
         }
     }
 }
@@ -703,7 +624,7 @@ impl HttpContext for BackendStream {
         let max_frame = self
             .config
             .as_ref()
-            .map_or(crate::eventstream::DEFAULT_MAX_FRAME_LEN, |c| c.max_stream_frame_bytes);
+            .map_or(bedrock_gateway_core::eventstream::DEFAULT_MAX_FRAME_LEN, |c| c.max_stream_frame_bytes);
         let input_tokens = headers.get("x-amzn-bedrock-input-token-count").and_then(|t| t.parse().ok());
         let head = UpstreamHead { status, error_type: error_type.as_deref(), request_id: &request_id, input_tokens };
         let translation = ResponseTranslation::for_response(plan, head, max_frame);
@@ -767,7 +688,7 @@ impl HttpContext for BackendStream {
 impl BackendStream {
     /// Counts the request's tokens, status and timings, and leaves a usage summary in filter
     /// state (`wasm.ai_gateway.usage`) for access logs.
-    fn report(&mut self, status: u16, usage: Option<gateway::TokenUsage>) {
+    fn report(&mut self, status: u16, usage: Option<bedrock_gateway_core::translated::TokenUsage>) {
         let Some(measurement) = self.measurement.take() else { return };
         let now_ms = now_millis();
         let Ok(mut all_metrics) = self.metrics.try_borrow_mut() else { return };
@@ -842,9 +763,10 @@ impl BackendStream {
 
         let credentials = match &backend.credentials {
             BackendCredentials::Static(keys) => Some(Cow::Borrowed(keys)),
-            BackendCredentials::Fetched(provider) => read_credentials(&BackendCredentials::cache_key(provider))
-                .filter(|c| c.freshness(now_ms / 1000) != Freshness::Unusable)
-                .map(|c| Cow::Owned(c.credentials())),
+            BackendCredentials::Fetched(provider) => {
+                broker::usable_credentials(&EnvoySharedData, &BackendCredentials::cache_key(provider), now_ms)
+                    .map(|c| Cow::Owned(c.credentials()))
+            }
         };
         if let Some(credentials) = credentials {
             let signature = upstream.sign(&credentials, &backend.region, &mut self.signer.borrow_mut(), now_ms / 1000);
@@ -861,7 +783,7 @@ impl BackendStream {
                 since_ms: now_ms,
             };
             if let Ok(mut broker) = self.broker.try_borrow_mut() {
-                broker.waiting.insert(self.context_id, parked);
+                broker.park(u64::from(self.context_id), parked);
                 return Action::Pause;
             }
         }

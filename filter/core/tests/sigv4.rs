@@ -3,8 +3,8 @@
 use aws_credential_types::Credentials as AwsCredentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
-use bedrock_gateway_filter::sigv4::{Credentials, RequestToSign, Signer};
-use bedrock_gateway_filter::time::UtcDateTime;
+use bedrock_gateway_core::sigv4::{Credentials, RequestToSign, Signer};
+use bedrock_gateway_core::time::UtcDateTime;
 use std::time::{Duration, UNIX_EPOCH};
 
 const SUITE_TIME: u64 = 1_440_938_160; // 2015-08-30T12:36:00Z
@@ -279,10 +279,10 @@ fn agrees_with_aws_sigv4_on_bedrock_requests() {
         "my+model_with.odd~chars",
     ];
     let operations = [
-        bedrock_gateway_filter::bedrock::Operation::Converse,
-        bedrock_gateway_filter::bedrock::Operation::ConverseStream,
-        bedrock_gateway_filter::bedrock::Operation::Invoke,
-        bedrock_gateway_filter::bedrock::Operation::InvokeWithResponseStream,
+        bedrock_gateway_core::bedrock::Operation::Converse,
+        bedrock_gateway_core::bedrock::Operation::ConverseStream,
+        bedrock_gateway_core::bedrock::Operation::Invoke,
+        bedrock_gateway_core::bedrock::Operation::InvokeWithResponseStream,
     ];
     let bodies: [&[u8]; 3] = [b"", br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#, "ünïcødé ✓".as_bytes()];
     let mut signer = Signer::new();
@@ -291,7 +291,7 @@ fn agrees_with_aws_sigv4_on_bedrock_requests() {
         for operation in operations {
             for body in bodies {
                 for token in [None, Some("IQoJb3JpZ2luX2VjEJr//////////session+token/with=chars")] {
-                    let path = bedrock_gateway_filter::bedrock::model_path(model, operation);
+                    let path = bedrock_gateway_core::bedrock::model_path(model, operation);
                     let region = ["us-east-1", "eu-west-1", "ap-southeast-2"][i % 3];
                     let host = format!("bedrock-runtime.{region}.amazonaws.com");
                     let unix = 1_795_000_000 + (i as u64) * 86_399;
@@ -311,7 +311,7 @@ fn agrees_with_aws_sigv4_on_bedrock_requests() {
 
 #[test]
 fn model_ids_are_one_encoded_path_segment() {
-    use bedrock_gateway_filter::bedrock::{model_path, Operation};
+    use bedrock_gateway_core::bedrock::{model_path, Operation};
     assert_eq!(
         model_path("us.meta.llama3-2-1b-instruct-v1:0", Operation::Converse),
         "/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"

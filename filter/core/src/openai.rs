@@ -9,7 +9,7 @@ use crate::bedrock::{
 use serde_json::value::RawValue;
 use crate::errors::GatewayError;
 use crate::eventstream::{Decoder, Frame, FrameTranslator};
-use crate::gateway::{TokenUsage, TranslatedBody};
+use crate::translated::{TokenUsage, TranslatedBody};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -943,8 +943,8 @@ impl FrameTranslator for ChatStreamTranslator {
     }
 
     /// Bedrock's usage from the stream's `metadata` event, once it has arrived.
-    fn usage(&self) -> Option<crate::gateway::TokenUsage> {
-        self.usage.map(crate::gateway::TokenUsage::from)
+    fn usage(&self) -> Option<crate::translated::TokenUsage> {
+        self.usage.map(crate::translated::TokenUsage::from)
     }
 
     fn first_content_emitted(&self) -> bool {

@@ -1,12 +1,12 @@
 //! Criterion micro-benchmarks of the filter's pure parts, natively: regressions show without Envoy.
 //!   cargo bench -p bedrock-gateway-filter --bench pure
 
-use bedrock_gateway_filter::anthropic;
-use bedrock_gateway_filter::config::{BackendCredentials, Config};
-use bedrock_gateway_filter::eventstream::encode_frame;
-use bedrock_gateway_filter::gateway::{self, CallerHeaders, Endpoint, ResponseKind, ResponsePlan, ResponseTranslation, UpstreamHead};
-use bedrock_gateway_filter::errors::ApiFormat;
-use bedrock_gateway_filter::sigv4::Signer;
+use bedrock_gateway_core::anthropic;
+use bedrock_gateway_core::config::{BackendCredentials, Config};
+use bedrock_gateway_core::eventstream::encode_frame;
+use bedrock_gateway_core::gateway::{self, CallerHeaders, Endpoint, ResponseKind, ResponsePlan, ResponseTranslation, UpstreamHead};
+use bedrock_gateway_core::errors::ApiFormat;
+use bedrock_gateway_core::sigv4::Signer;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 
@@ -14,7 +14,7 @@ const OPENAI: &[u8] = br#"{"model":"us.meta.llama3-2-1b-instruct-v1:0","messages
 const ANTHROPIC: &[u8] = br#"{"model":"anthropic.claude-3-5-sonnet-20241022-v2:0","max_tokens":256,"system":"You are terse.","messages":[{"role":"user","content":"Hi."}]}"#;
 const CONVERSE_REPLY: &[u8] = br#"{"output":{"message":{"role":"assistant","content":[{"text":"You said: Hi."}]}},"stopReason":"end_turn","usage":{"inputTokens":5,"outputTokens":3,"totalTokens":8},"metrics":{"latencyMs":42}}"#;
 
-fn backend() -> bedrock_gateway_filter::config::Backend {
+fn backend() -> bedrock_gateway_core::config::Backend {
     let json = br#"{"backends":{"b":{"schema":"converse","region":"us-east-1","credentials":{"source":"inline","access_key_id":"AKIDEXAMPLE","secret_access_key":"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}}}}"#;
     Config::parse(json, &|_| None).unwrap().backend("b").unwrap().as_ref().clone()
 }

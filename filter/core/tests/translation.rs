@@ -6,14 +6,15 @@ mod common;
 
 use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
-use bedrock_gateway_filter::config::{Backend, BackendCredentials, Schema};
-use bedrock_gateway_filter::errors::ApiFormat;
-use bedrock_gateway_filter::gateway::{
-    self, CallerHeaders, Endpoint, ResponseKind, ResponsePlan, ResponseTranslation, TokenUsage, UpstreamHead,
+use bedrock_gateway_core::config::{Backend, BackendCredentials, Schema};
+use bedrock_gateway_core::errors::ApiFormat;
+use bedrock_gateway_core::gateway::{
+    self, CallerHeaders, Endpoint, ResponseKind, ResponsePlan, ResponseTranslation, UpstreamHead,
 };
-use bedrock_gateway_filter::openai::{self, ChatStreamTranslator, ResponseContext};
-use bedrock_gateway_filter::sigv4::{Credentials, Signer};
-use bedrock_gateway_filter::eventstream::FrameTranslator;
+use bedrock_gateway_core::translated::TokenUsage;
+use bedrock_gateway_core::openai::{self, ChatStreamTranslator, ResponseContext};
+use bedrock_gateway_core::sigv4::{Credentials, Signer};
+use bedrock_gateway_core::eventstream::FrameTranslator;
 use common::push_in_pieces;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -345,7 +346,7 @@ fn json_strings_are_escaped_like_serde_json() {
 
 #[test]
 fn model_listing_is_answered_locally_in_both_formats() {
-    use bedrock_gateway_filter::config::ModelInfo;
+    use bedrock_gateway_core::config::ModelInfo;
     let models = vec![
         ModelInfo { id: "a:0".into(), created: 1_700_000_000, owned_by: None, display_name: None },
         ModelInfo { id: "arn:aws:bedrock:us-east-1:1:inference-profile/b".into(), created: 0, owned_by: Some("me".into()), display_name: Some("B".into()) },
@@ -372,7 +373,7 @@ fn model_listing_is_answered_locally_in_both_formats() {
 
 #[test]
 fn embeddings_requests_and_responses() {
-    use bedrock_gateway_filter::embeddings::{self, Family};
+    use bedrock_gateway_core::embeddings::{self, Family};
     let (titan, family) = embeddings::prepare(
         br#"{"model":"alias","input":["only one"],"dimensions":256,"encoding_format":"base64"}"#,
         "amazon.titan-embed-text-v2:0",
@@ -417,7 +418,7 @@ fn embeddings_requests_and_responses() {
 
 #[test]
 fn usage_is_read_from_every_kind_of_response_and_weighed() {
-    use bedrock_gateway_filter::config::CostWeights;
+    use bedrock_gateway_core::config::CostWeights;
     let chat = ResponseTranslation::for_response(&plan(false), head(200, None), 1 << 20);
     let converse = br#"{"output":{"message":{"content":[{"text":"x"}]}},"usage":{"inputTokens":3,"outputTokens":5,"totalTokens":20,"cacheReadInputTokens":10,"cacheWriteInputTokens":2}}"#;
     let (status, translated) = chat.translate_body(converse);
@@ -445,18 +446,18 @@ fn usage_is_read_from_every_kind_of_response_and_weighed() {
 
 #[test]
 fn envoys_local_replies_get_caller_format_errors() {
-    use bedrock_gateway_filter::gateway::local_reply_error;
+    use bedrock_gateway_core::gateway::local_reply_error;
     assert_eq!(local_reply_error("direct_response", 404, true, Some("m")).unwrap().status, 404);
     assert_eq!(local_reply_error("request_payload_too_large", 413, false, None).unwrap().status, 413);
-    assert_eq!(local_reply_error("request_rate_limited", 429, false, None).unwrap().kind, bedrock_gateway_filter::errors::ErrorKind::RateLimited);
+    assert_eq!(local_reply_error("request_rate_limited", 429, false, None).unwrap().kind, bedrock_gateway_core::errors::ErrorKind::RateLimited);
     assert_eq!(local_reply_error("upstream_reset_before_response_started{connection_failure}", 503, false, None).unwrap().status, 502);
     assert!(local_reply_error("via_upstream", 500, false, None).is_none(), "Bedrock's own answers are translated by the backend stage");
     assert!(local_reply_error("some_filter_reply", 403, true, None).is_none(), "JSON replies are already in shape");
     for (content_type, ok) in [("application/json", true), ("application/json; charset=utf-8", true), ("text/plain", false), ("multipart/form-data; boundary=x", false), ("", true)] {
-        assert_eq!(bedrock_gateway_filter::gateway::check_content_type(content_type).is_ok(), ok, "{content_type}");
+        assert_eq!(bedrock_gateway_core::gateway::check_content_type(content_type).is_ok(), ok, "{content_type}");
     }
     for (encoding, ok) in [("", true), ("identity", true), (" Identity ", true), ("gzip", false), ("br", false), ("gzip, identity", false)] {
-        let checked = bedrock_gateway_filter::gateway::check_content_encoding(encoding);
+        let checked = bedrock_gateway_core::gateway::check_content_encoding(encoding);
         assert_eq!(checked.is_ok(), ok, "{encoding}");
         if let Err(error) = checked {
             assert_eq!(error.status, 415);

@@ -3,7 +3,7 @@
 //! `encoding_format: "base64"` makes the gateway parse them (into little-endian f32 bytes).
 
 use crate::errors::GatewayError;
-use crate::gateway::{TokenUsage, TranslatedBody};
+use crate::translated::{TokenUsage, TranslatedBody};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;

@@ -243,7 +243,7 @@ pub trait FrameTranslator {
     fn on_end_of_stream(&mut self, out: &mut Vec<u8>);
     fn is_finished(&self) -> bool;
     /// Token usage reported by the stream so far.
-    fn usage(&self) -> Option<crate::gateway::TokenUsage>;
+    fn usage(&self) -> Option<crate::translated::TokenUsage>;
     /// Whether generated content has been sent to the caller yet (for time to first token).
     fn first_content_emitted(&self) -> bool;
 

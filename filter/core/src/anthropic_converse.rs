@@ -9,7 +9,7 @@ use crate::bedrock::{
 };
 use crate::errors::{ApiFormat, GatewayError};
 use crate::eventstream::{Decoder, Frame, FrameTranslator};
-use crate::gateway::{TokenUsage, TranslatedBody};
+use crate::translated::{TokenUsage, TranslatedBody};
 use crate::openai::push_json_string;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -617,8 +617,8 @@ impl FrameTranslator for ConverseToAnthropicStream {
         &mut self.decoder
     }
 
-    fn usage(&self) -> Option<crate::gateway::TokenUsage> {
-        self.usage.map(crate::gateway::TokenUsage::from)
+    fn usage(&self) -> Option<crate::translated::TokenUsage> {
+        self.usage.map(crate::translated::TokenUsage::from)
     }
 
     fn first_content_emitted(&self) -> bool {

@@ -1,0 +1,186 @@
+//! The credential broker: who fetches temporary AWS credentials and when, and what becomes of the
+//! requests that arrive before any exist.
+//!
+//! Every worker has a [`Broker`]; all of them share one [`SharedStore`] (Envoy's shared data for the
+//! wasm host). The credentials and a refresh lock live in the store, so one fetch serves every worker:
+//! a worker starts a fetch only when its compare-and-swap on the lock lands, nobody retries before
+//! the lock's back-off has passed, and a failure is recorded there for every worker's waiting
+//! requests to report. The host makes the HTTP calls the broker asks for, hands the replies back,
+//! and signs and resumes (or fails) the requests the broker decides about.
+
+use crate::credentials::{self, CachedCredentials, FetchOutcome, FetchStep, Freshness, Provider, RefreshLock};
+use crate::errors::ApiFormat;
+use crate::gateway::UpstreamRequest;
+use std::collections::HashMap;
+
+/// Storage every worker sees, with versions for compare-and-swap.
+pub trait SharedStore {
+    /// The value under `key` and its version.
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// Writes `value` if `version` is `None` or still the current one; false if another writer won.
+    fn set(&self, key: &str, value: &[u8], version: Option<u32>) -> bool;
+}
+
+/// Consecutive failed fetches after which waiting requests are answered 503 rather than kept
+/// waiting: one failure (a start-up race, a lost call) is retried within a second.
+pub const FAILURES_BEFORE_GIVING_UP: u32 = 2;
+/// The longest a request waits for credentials.
+pub const MAX_WAIT_MS: u64 = 10_000;
+
+fn lock_key(key: &str) -> String {
+    format!("{key}/lock")
+}
+
+/// Credentials under `key` that may still sign a request now.
+pub fn usable_credentials(store: &dyn SharedStore, key: &str, now_ms: u64) -> Option<CachedCredentials> {
+    let bytes = store.get(key).0?;
+    CachedCredentials::decode(&bytes).filter(|c| c.freshness(now_ms / 1000) != Freshness::Unusable)
+}
+
+fn read_lock(store: &dyn SharedStore, key: &str) -> Option<RefreshLock> {
+    store.get(&lock_key(key)).0.map(|bytes| RefreshLock::decode(&bytes))
+}
+
+/// Records a failed fetch: the back-off starts, and waiting requests learn the reason.
+pub fn record_failure(store: &dyn SharedStore, key: &str, now_ms: u64, error: String) {
+    let lock = read_lock(store, key).unwrap_or_default();
+    store.set(&lock_key(key), &lock.failed(now_ms, error).encode(), None);
+}
+
+/// One call of a fetch: which credentials it is for and where the fetch stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    pub key: String,
+    pub provider: Provider,
+    pub step: FetchStep,
+}
+
+/// A request translated for Bedrock, waiting for credentials to be signed.
+#[derive(Debug)]
+pub struct ParkedRequest {
+    pub key: String,
+    pub region: String,
+    pub upstream: UpstreamRequest,
+    pub format: ApiFormat,
+    pub since_ms: u64,
+}
+
+/// What to do with a waiting request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Sign(CachedCredentials),
+    /// Give up, with a reason safe to show the caller.
+    Fail(String),
+}
+
+/// What a fetch's reply came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Not a call of this broker's.
+    Unknown,
+    /// Credentials stored for every worker, expiring at this Unix time.
+    Stored { provider: &'static str, expiration_unix: u64 },
+    /// The fetch goes on with another call (IMDS takes three).
+    Next(Fetch),
+    /// Recorded as a failure.
+    Failed(String),
+}
+
+/// One worker's requests waiting for credentials, and its fetches in flight.
+#[derive(Debug, Default)]
+pub struct Broker {
+    waiting: HashMap<u64, ParkedRequest>,
+    fetches: HashMap<u64, Fetch>,
+}
+
+impl Broker {
+    /// The fetches this worker should start now: credentials that are missing or due for refresh,
+    /// whose refresh lock this worker has just taken.
+    pub fn due_fetches(&self, store: &dyn SharedStore, providers: &[(String, Provider)], now_ms: u64) -> Vec<Fetch> {
+        let mut due = Vec::new();
+        for (key, provider) in providers {
+            let freshness = store
+                .get(key)
+                .0
+                .and_then(|bytes| CachedCredentials::decode(&bytes))
+                .map_or(Freshness::Unusable, |c| c.freshness(now_ms / 1000));
+            if freshness == Freshness::Fresh {
+                continue;
+            }
+            let (bytes, version) = store.get(&lock_key(key));
+            let lock = bytes.map(|b| RefreshLock::decode(&b)).unwrap_or_default();
+            // Compare-and-swap: only the worker whose write lands starts the fetch.
+            if lock.is_free(now_ms) && store.set(&lock_key(key), &lock.taken(now_ms).encode(), version) {
+                due.push(Fetch { key: key.clone(), provider: provider.clone(), step: FetchStep::Start });
+            }
+        }
+        due
+    }
+
+    /// The host dispatched `fetch`'s call; its reply will come back with `token`.
+    pub fn dispatched(&mut self, token: u64, fetch: Fetch) {
+        self.fetches.insert(token, fetch);
+    }
+
+    /// The reply to call `token` (status `None`: the call failed without a response).
+    pub fn on_reply(&mut self, store: &dyn SharedStore, token: u64, status: Option<u16>, body: &[u8], now_ms: u64) -> Reply {
+        let Some(fetch) = self.fetches.remove(&token) else {
+            return Reply::Unknown;
+        };
+        match credentials::on_response(&fetch.provider, &fetch.step, status, body) {
+            Ok(FetchOutcome::Done(fetched)) => {
+                store.set(&fetch.key, &fetched.encode(), None);
+                store.set(&lock_key(&fetch.key), &RefreshLock::succeeded().encode(), None);
+                Reply::Stored { provider: fetch.provider.name(), expiration_unix: fetched.expiration_unix }
+            }
+            Ok(FetchOutcome::Next(step)) => Reply::Next(Fetch { step, ..fetch }),
+            Err(error) => {
+                record_failure(store, &fetch.key, now_ms, error.clone());
+                Reply::Failed(error)
+            }
+        }
+    }
+
+    /// Holds a request until [`Broker::take_decided`] decides about it.
+    pub fn park(&mut self, stream: u64, request: ParkedRequest) {
+        self.waiting.insert(stream, request);
+    }
+
+    /// The waiting requests that can be signed now, or must fail; the others keep waiting.
+    pub fn take_decided(&mut self, store: &dyn SharedStore, now_ms: u64) -> Vec<(u64, ParkedRequest, Verdict)> {
+        let decided: Vec<(u64, Verdict)> = self
+            .waiting
+            .iter()
+            .filter_map(|(stream, parked)| match usable_credentials(store, &parked.key, now_ms) {
+                Some(credentials) => Some((*stream, Verdict::Sign(credentials))),
+                None if has_failed(store, parked, now_ms) => Some((*stream, Verdict::Fail(failure_reason(store, &parked.key)))),
+                None => None,
+            })
+            .collect();
+        decided
+            .into_iter()
+            .filter_map(|(stream, verdict)| self.waiting.remove(&stream).map(|parked| (stream, parked, verdict)))
+            .collect()
+    }
+
+    /// A request that ended while waiting: it must never be resumed, as hosts reuse stream ids.
+    pub fn forget(&mut self, stream: u64) {
+        self.waiting.remove(&stream);
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+/// A waiting request fails once fetching its credentials has failed repeatedly, or after the wait limit.
+fn has_failed(store: &dyn SharedStore, parked: &ParkedRequest, now_ms: u64) -> bool {
+    now_ms.saturating_sub(parked.since_ms) >= MAX_WAIT_MS
+        || read_lock(store, &parked.key).is_some_and(|lock| lock.failures >= FAILURES_BEFORE_GIVING_UP)
+}
+
+fn failure_reason(store: &dyn SharedStore, key: &str) -> String {
+    read_lock(store, key)
+        .and_then(|lock| lock.last_error)
+        .unwrap_or_else(|| "the credential endpoint did not answer in time".to_owned())
+}

@@ -1,0 +1,28 @@
+//! The host-free core of the Bedrock AI gateway: translation between the callers' APIs (OpenAI,
+//! Anthropic) and Bedrock's, SigV4, event-stream decoding, configuration and the credential
+//! providers' state machine, as plain functions over bytes and structs, tested natively. Each host
+//! (the proxy-wasm filter in `filter/wasm`) adapts its calls to these and holds no logic of its own.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
+pub mod anthropic;
+pub mod anthropic_converse;
+pub mod bedrock;
+pub mod broker;
+pub mod config;
+pub mod credentials;
+pub mod embeddings;
+pub mod errors;
+pub mod eventstream;
+pub mod gateway;
+pub mod headers;
+mod jsonpath;
+pub mod models;
+pub mod openai;
+pub mod rawjson;
+pub mod sigv4;
+pub mod time;
+pub mod translated;
