@@ -35,8 +35,12 @@ def render(resources: str, *options: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(RENDER), *files, *options], capture_output=True, text=True, timeout=30)
 
 
-@pytest.mark.parametrize("chain", ["none", "imds", "irsa,pod-identity,imds"])
-@pytest.mark.parametrize("resources", RESOURCE_FILES)
+# Every file with the default chain, and the emulator example (which uses the chain) with every other one.
+RENDERINGS = [(resources, "imds") for resources in RESOURCE_FILES] + \
+    [("examples/emulator.yaml", "none"), ("examples/emulator.yaml", "irsa,pod-identity,imds")]
+
+
+@pytest.mark.parametrize(("resources", "chain"), RENDERINGS)
 def test_resource_files_render_to_configurations_envoy_loads(resources, chain, tmp_path):
     token = tmp_path / "token" / "token"
     token.parent.mkdir()

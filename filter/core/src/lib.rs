@@ -22,6 +22,7 @@ pub mod headers;
 mod jsonpath;
 pub mod models;
 pub mod openai;
+pub mod report;
 pub mod rawjson;
 pub mod sigv4;
 pub mod time;

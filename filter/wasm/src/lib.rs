@@ -21,6 +21,7 @@ use bedrock_gateway_core::credentials::{self, Provider};
 use bedrock_gateway_core::errors::{ApiFormat, ErrorKind, GatewayError};
 use bedrock_gateway_core::gateway::{self, CallerHeaders, Endpoint, MODEL_HEADER, ResponsePlan, ResponseTranslation, UpstreamHead};
 use bedrock_gateway_core::headers::HeaderSnapshot;
+use bedrock_gateway_core::report::{self, Sample, UsageSummary};
 use bedrock_gateway_core::sigv4::Signer;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -202,15 +203,12 @@ impl LabelledMetrics<'_> {
         if let Some((_, id)) = self.ids.iter().find(|(key, _)| *key == (name, suffix)) {
             return Some(*id);
         }
-        let id = hostcalls::define_metric(kind, &format!("ai_gateway.{name}{}{suffix}", self.labels)).ok()?;
+        let id = hostcalls::define_metric(kind, &report::stat_name(name, self.labels, suffix)).ok()?;
         self.ids.push(((name, suffix), id));
         Some(id)
     }
 
     fn add(&mut self, name: &'static str, suffix: &'static str, value: u64) {
-        if value == 0 {
-            return;
-        }
         if let Some(id) = self.id(MetricType::Counter, name, suffix) {
             let _ = hostcalls::increment_metric(id, i64::try_from(value).unwrap_or(i64::MAX));
         }
@@ -223,41 +221,10 @@ impl LabelledMetrics<'_> {
     }
 }
 
-/// The `status` label of the request counter, by the status's first digit.
-fn status_class_label(status: u16) -> &'static str {
-    const CLASSES: [&str; 10] = [
-        ";status=0xx", ";status=1xx", ";status=2xx", ";status=3xx", ";status=4xx",
-        ";status=5xx", ";status=6xx", ";status=7xx", ";status=8xx", ";status=9xx",
-    ];
-    CLASSES.get(usize::from(status / 100)).copied().unwrap_or(";status=other")
-}
-
 /// Usage summaries from the backend stage (upstream filter) to the routing stage (downstream),
 /// by request id. Both stages share this VM and worker thread, but not their filter state, and
 /// access logs read the downstream one.
 const MAX_PENDING_SUMMARIES: usize = 4096;
-
-/// The usage summary access logs print (`wasm.ai_gateway.usage`); a struct rather than
-/// `json!`, which builds a map first.
-#[derive(serde::Serialize)]
-struct UsageSummaryJson<'a> {
-    model: &'a str,
-    backend: &'a str,
-    status: u16,
-    input_tokens: u64,
-    output_tokens: u64,
-    cache_read_tokens: u64,
-    cache_write_tokens: u64,
-    total_tokens: u64,
-    cost: u64,
-}
-
-/// A request's usage, as the routing stage writes it into filter state.
-struct UsageSummary {
-    json: String,
-    total_tokens: u64,
-    cost: u64,
-}
 
 thread_local! {
     static USAGE_SUMMARIES: RefCell<HashMap<String, UsageSummary>> = RefCell::new(HashMap::new());
@@ -288,11 +255,6 @@ struct RequestMeasurement {
     labels: String,
     started_ms: u64,
     first_content_ms: Option<u64>,
-}
-
-/// Model names go into stat names: keep the characters a stat name and its tag regex can carry.
-fn label_value(value: &str) -> String {
-    value.chars().map(|c| if c.is_ascii_alphanumeric() || "._:/+-".contains(c) { c } else { '_' }).collect()
 }
 
 // ---- Credentials shared by the workers --------------------------------------------------
@@ -584,7 +546,7 @@ impl HttpContext for BackendStream {
         let model = headers.get(MODEL_HEADER).map(Cow::into_owned).unwrap_or_default();
         self.measurement = Some(RequestMeasurement {
             request_id: headers.get("x-request-id").map(Cow::into_owned),
-            labels: format!(";model={};backend={}", label_value(&model), label_value(&backend.name)),
+            labels: report::labels(&model, &backend.name),
             model,
             started_ms: now_millis(),
             first_content_ms: None,
@@ -693,38 +655,16 @@ impl BackendStream {
         let now_ms = now_millis();
         let Ok(mut all_metrics) = self.metrics.try_borrow_mut() else { return };
         let Some(mut metrics) = all_metrics.labelled(&measurement.labels) else { return };
-        metrics.add("requests", status_class_label(status), 1);
-        metrics.record("request_duration_ms", now_ms.saturating_sub(measurement.started_ms));
         let usage = usage.unwrap_or_default();
-        metrics.add("input_tokens", "", usage.input);
-        metrics.add("output_tokens", "", usage.output);
-        metrics.add("cache_read_tokens", "", usage.cache_read);
-        metrics.add("cache_write_tokens", "", usage.cache_write);
-        metrics.add("total_tokens", "", usage.total());
-        if let Some(first) = measurement.first_content_ms {
-            metrics.record("time_to_first_token_ms", first.saturating_sub(measurement.started_ms));
-            if usage.output > 1 {
-                let per_token_us = now_ms.saturating_sub(first).saturating_mul(1000) / (usage.output - 1);
-                metrics.record("time_per_output_token_us", per_token_us);
-            }
-        }
+        let timings = report::Timings { started_ms: measurement.started_ms, first_content_ms: measurement.first_content_ms, ended_ms: now_ms };
+        report::samples(status, &usage, &timings, |sample| match sample {
+            Sample::Counter { name, suffix, value } => metrics.add(name, suffix, value),
+            Sample::Histogram { name, value } => metrics.record(name, value),
+        });
         drop(all_metrics);
+        let (Some(request_id), Some(config)) = (measurement.request_id, self.config.as_ref()) else { return };
         let backend = self.backend.as_ref().map_or("", |b| b.name.as_str());
-        let cost = self.config.as_ref().map_or(0, |c| c.cost.of(&usage));
-        let summary = UsageSummaryJson {
-            model: &measurement.model,
-            backend,
-            status,
-            input_tokens: usage.input,
-            output_tokens: usage.output,
-            cache_read_tokens: usage.cache_read,
-            cache_write_tokens: usage.cache_write,
-            total_tokens: usage.total(),
-            cost,
-        };
-        if let (Some(request_id), Ok(json)) = (measurement.request_id, serde_json::to_string(&summary)) {
-            hand_over_summary(request_id, UsageSummary { json, total_tokens: usage.total(), cost });
-        }
+        hand_over_summary(request_id, report::usage_summary(&measurement.model, backend, status, &usage, &config.cost));
     }
 
     fn handle_request_body(&mut self, body: &[u8]) -> Action {

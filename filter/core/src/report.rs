@@ -1,0 +1,157 @@
+//! What a finished request reports: its metric samples (names, labels, values) and the usage
+//! summary that access logs and rate limits read. Each host records them with its own calls.
+//!
+//! Labels live in the stat name (`ai_gateway.output_tokens;model=...;backend=...`), since model ids
+//! contain dots; the `stats_tags` of every rendered configuration turn them into Prometheus labels.
+
+use crate::config::CostWeights;
+use crate::translated::TokenUsage;
+use serde::Serialize;
+
+/// The stat name of metric `name` with a request's `labels` and a metric-specific `suffix`.
+pub fn stat_name(name: &str, labels: &str, suffix: &str) -> String {
+    format!("ai_gateway.{name}{labels}{suffix}")
+}
+
+/// The labels of one model on one backend, as a stat-name suffix.
+pub fn labels(model: &str, backend: &str) -> String {
+    format!(";model={};backend={}", label_value(model), label_value(backend))
+}
+
+/// Keeps the characters a stat name and its tag regex can carry.
+fn label_value(value: &str) -> String {
+    value.chars().map(|c| if c.is_ascii_alphanumeric() || "._:/+-".contains(c) { c } else { '_' }).collect()
+}
+
+/// The `status` label of the request counter, by the status's first digit.
+pub fn status_class_label(status: u16) -> &'static str {
+    const CLASSES: [&str; 10] = [
+        ";status=0xx", ";status=1xx", ";status=2xx", ";status=3xx", ";status=4xx",
+        ";status=5xx", ";status=6xx", ";status=7xx", ";status=8xx", ";status=9xx",
+    ];
+    CLASSES.get(usize::from(status / 100)).copied().unwrap_or(";status=other")
+}
+
+/// One value to record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sample {
+    Counter { name: &'static str, suffix: &'static str, value: u64 },
+    Histogram { name: &'static str, value: u64 },
+}
+
+/// When a request started, produced its first content (streams), and ended (Unix ms).
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    pub started_ms: u64,
+    pub first_content_ms: Option<u64>,
+    pub ended_ms: u64,
+}
+
+/// Hands each sample of one request to `record`; counters that would add 0 are left out.
+pub fn samples(status: u16, usage: &TokenUsage, timings: &Timings, mut record: impl FnMut(Sample)) {
+    record(Sample::Counter { name: "requests", suffix: status_class_label(status), value: 1 });
+    record(Sample::Histogram { name: "request_duration_ms", value: timings.ended_ms.saturating_sub(timings.started_ms) });
+    for (name, value) in [
+        ("input_tokens", usage.input),
+        ("output_tokens", usage.output),
+        ("cache_read_tokens", usage.cache_read),
+        ("cache_write_tokens", usage.cache_write),
+        ("total_tokens", usage.total()),
+    ] {
+        if value > 0 {
+            record(Sample::Counter { name, suffix: "", value });
+        }
+    }
+    if let Some(first) = timings.first_content_ms {
+        record(Sample::Histogram { name: "time_to_first_token_ms", value: first.saturating_sub(timings.started_ms) });
+        if usage.output > 1 {
+            let per_token_us = timings.ended_ms.saturating_sub(first).saturating_mul(1000) / (usage.output - 1);
+            record(Sample::Histogram { name: "time_per_output_token_us", value: per_token_us });
+        }
+    }
+}
+
+/// A request's usage as access logs print it (`wasm.ai_gateway.usage`), with the figures rate
+/// limits charge (`total_tokens`, `cost`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageSummary {
+    pub json: String,
+    pub total_tokens: u64,
+    pub cost: u64,
+}
+
+/// A struct rather than `json!`, which would build a map first.
+#[derive(Serialize)]
+struct UsageSummaryJson<'a> {
+    model: &'a str,
+    backend: &'a str,
+    status: u16,
+    input_tokens: u64,
+    output_tokens: u64,
+    cache_read_tokens: u64,
+    cache_write_tokens: u64,
+    total_tokens: u64,
+    cost: u64,
+}
+
+pub fn usage_summary(model: &str, backend: &str, status: u16, usage: &TokenUsage, weights: &CostWeights) -> UsageSummary {
+    let cost = weights.of(usage);
+    let json = UsageSummaryJson {
+        model,
+        backend,
+        status,
+        input_tokens: usage.input,
+        output_tokens: usage.output,
+        cache_read_tokens: usage.cache_read,
+        cache_write_tokens: usage.cache_write,
+        total_tokens: usage.total(),
+        cost,
+    };
+    UsageSummary { json: serde_json::to_string(&json).unwrap_or_default(), total_tokens: usage.total(), cost }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_labels_keep_to_what_stats_can_carry() {
+        let labels = labels("us.meta.llama3-2-1b-instruct-v1:0", "bedrock@arn:aws:bedrock:x;y z");
+        assert_eq!(labels, ";model=us.meta.llama3-2-1b-instruct-v1:0;backend=bedrock_arn:aws:bedrock:x_y_z");
+        assert_eq!(stat_name("requests", &labels, status_class_label(429)), format!("ai_gateway.requests{labels};status=4xx"));
+        assert_eq!(status_class_label(200), ";status=2xx");
+        assert_eq!(status_class_label(1000), ";status=other");
+    }
+
+    #[test]
+    fn a_stream_reports_every_sample_and_a_silent_request_only_what_it_has() {
+        let usage = TokenUsage { input: 3, output: 5, cache_read: 0, cache_write: 2 };
+        let mut seen = Vec::new();
+        samples(200, &usage, &Timings { started_ms: 1_000, first_content_ms: Some(1_040), ended_ms: 1_240 }, |s| seen.push(s));
+        assert_eq!(seen, [
+            Sample::Counter { name: "requests", suffix: ";status=2xx", value: 1 },
+            Sample::Histogram { name: "request_duration_ms", value: 240 },
+            Sample::Counter { name: "input_tokens", suffix: "", value: 3 },
+            Sample::Counter { name: "output_tokens", suffix: "", value: 5 },
+            Sample::Counter { name: "cache_write_tokens", suffix: "", value: 2 },
+            Sample::Counter { name: "total_tokens", suffix: "", value: 10 },
+            Sample::Histogram { name: "time_to_first_token_ms", value: 40 },
+            Sample::Histogram { name: "time_per_output_token_us", value: 50_000 },
+        ]);
+        let mut seen = Vec::new();
+        samples(502, &TokenUsage::default(), &Timings { started_ms: 5, first_content_ms: None, ended_ms: 4 }, |s| seen.push(s));
+        assert_eq!(seen, [
+            Sample::Counter { name: "requests", suffix: ";status=5xx", value: 1 },
+            Sample::Histogram { name: "request_duration_ms", value: 0 },
+        ]);
+    }
+
+    #[test]
+    fn the_usage_summary_is_the_access_log_line_and_the_charge() {
+        let usage = TokenUsage { input: 3, output: 5, cache_read: 0, cache_write: 0 };
+        let weights = CostWeights { input: 1.0, output: 4.0, cache_read: 0.1, cache_write: 1.25 };
+        let summary = usage_summary("m", "b", 200, &usage, &weights);
+        assert_eq!(summary.json, r#"{"model":"m","backend":"b","status":200,"input_tokens":3,"output_tokens":5,"cache_read_tokens":0,"cache_write_tokens":0,"total_tokens":8,"cost":23}"#);
+        assert_eq!((summary.total_tokens, summary.cost), (8, 23));
+    }
+}
