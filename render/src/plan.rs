@@ -4,6 +4,7 @@
 //! `targetRefs`, credentials from their Secret), so that writing Envoy's configuration afterwards
 //! cannot fail. Namespaces are ignored: names must be unique per kind.
 
+use bedrock_gateway_core::credentials::parse_rfc3339;
 use crate::credentials_file::{profile_keys, StaticKeys};
 use crate::resources::*;
 use crate::RenderError;
@@ -616,11 +617,6 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
     Some(total)
 }
 
-/// Unix seconds of an RFC 3339 time.
-fn parse_rfc3339(text: &str) -> Option<u64> {
-    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    u64::try_from(time.unix_timestamp()).ok()
-}
 
 #[cfg(test)]
 mod tests {
