@@ -125,7 +125,10 @@ impl RootContext for GatewayRoot {
 
     fn on_tick(&mut self) {
         let now_ms = now_millis();
-        let due = self.broker.borrow().due_fetches(&EnvoySharedData, &self.providers, now_ms);
+        let due = match self.broker.try_borrow() {
+            Ok(broker) => broker.due_fetches(&EnvoySharedData, &self.providers, now_ms),
+            Err(_) => return,
+        };
         for fetch in due {
             self.dispatch_fetch(fetch, now_ms);
         }
@@ -295,7 +298,12 @@ impl GatewayRoot {
         // Calls must be attributed to the root context, whichever stream was active last.
         let _ = hostcalls::set_effective_context(self.context_id);
         match hostcalls::dispatch_http_call(&call.cluster, headers, call.body.as_deref(), vec![], timeout) {
-            Ok(token) => self.broker.borrow_mut().dispatched(u64::from(token), fetch),
+            Ok(token) => {
+                // Untracked, the reply is ignored and the lock's timeout lets the next tick retry.
+                if let Ok(mut broker) = self.broker.try_borrow_mut() {
+                    broker.dispatched(u64::from(token), fetch);
+                }
+            }
             Err(status) => {
                 let error = format!("cannot call the {} cluster {:?} ({status:?})", fetch.provider.name(), call.cluster);
                 broker::record_failure(&EnvoySharedData, &fetch.key, now_ms, error);
