@@ -10,10 +10,14 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 ENVOY := $(VENV)/bin/envoy
 WASM := target/wasm32-wasip1/release/bedrock_gateway_filter.wasm
-# A test-only build that can be made to panic, to prove the VM failure policy (never shipped).
-FAULT_WASM_DIR := target/fault-injection
-EMULATOR := target/release/bedrock-emulator
-RENDER := target/release/ai-gateway-render
+# A test-only build that can be made to panic, to prove the VM failure policy (never shipped). Its
+# profile skips link-time optimisation: it is built for one test, and LTO is minutes of CI.
+FAULT_WASM := target/wasm32-wasip1/fault-injection/bedrock_gateway_filter.wasm
+# The emulator and the renderer are built in the dev profile, which shares its compiled dependencies
+# with `cargo test`; only the benchmark builds an optimised emulator (BENCH_EMULATOR).
+EMULATOR := target/debug/bedrock-emulator
+RENDER := target/debug/ai-gateway-render
+BENCH_EMULATOR := target/release/bedrock-emulator
 # The AI Gateway resource file `make run` renders and serves.
 CONFIG ?= examples/emulator.yaml
 EXAMPLE ?=
@@ -29,10 +33,10 @@ wasm:
 	$(CARGO) build --release --target wasm32-wasip1 -p bedrock-gateway-filter
 
 emulator:
-	$(CARGO) build --release -p bedrock-emulator
+	$(CARGO) build -p bedrock-emulator
 
 render:
-	$(CARGO) build --release -p ai-gateway-render
+	$(CARGO) build -p ai-gateway-render
 
 # The shipped configurations rendered from their resource files, under RENDERED (default here; the
 # tests render into a scratch directory and compare, so a stale file fails make test).
@@ -76,7 +80,7 @@ test-unit:
 
 wasm-fault-injection:
 	rustup target add wasm32-wasip1 >/dev/null
-	$(CARGO) build --release --target wasm32-wasip1 -p bedrock-gateway-filter --features fault-injection --target-dir $(FAULT_WASM_DIR)
+	$(CARGO) build --profile fault-injection --target wasm32-wasip1 -p bedrock-gateway-filter --features fault-injection
 
 test-e2e: build wasm-fault-injection venv
 	$(VENV_PY) -m pytest e2e/tests -q
@@ -86,6 +90,7 @@ test-e2e: build wasm-fault-injection venv
 LITELLM_VENV ?= .bench-litellm
 bench: build venv
 	$(CARGO) build --release --target wasm32-wasip1 -p noop-filter
+	$(CARGO) build --release -p bedrock-emulator
 	command -v wrk >/dev/null || apt-get install -y -q wrk
 	test -x $(LITELLM_VENV)/bin/litellm || { $(PYTHON) -m venv $(LITELLM_VENV) && $(LITELLM_VENV)/bin/pip install -q "litellm[proxy]==1.108.7"; }
 	LITELLM=$(LITELLM_VENV)/bin/litellm $(VENV_PY) bench/run.py
@@ -94,6 +99,7 @@ bench: build venv
 # builds (BENCH_WASMS=/abs/old.wasm,/abs/new.wasm); about 2 minutes per gateway configuration.
 bench-instructions: build venv
 	$(CARGO) build --release --target wasm32-wasip1 -p noop-filter
+	$(CARGO) build --release -p bedrock-emulator
 	command -v valgrind >/dev/null || apt-get install -y -q valgrind
 	$(VENV_PY) bench/instructions.py
 

@@ -233,7 +233,7 @@ def floor_config() -> str:
 def gateway_config(wasm: str = WASM) -> str:
     """The configuration `make run` serves, rendered from examples/emulator.yaml (static keys from the
     environment, so no credential service is rendered), on the benchmark's ports."""
-    rendered = subprocess.run([str(ROOT / "target/release/ai-gateway-render"), str(ROOT / "examples/emulator.yaml"),
+    rendered = subprocess.run([str(ROOT / "target/debug/ai-gateway-render"), str(ROOT / "examples/emulator.yaml"),
                                "--credential-chain", "none", "--wasm", wasm],
                               capture_output=True, text=True, check=True)
     text = rendered.stdout

@@ -11,7 +11,7 @@
 # every credential endpoint, and .run/auth/token stands in for the pod's projected service-account token.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${ENVOY:=.venv/bin/envoy}" "${EMULATOR:=target/release/bedrock-emulator}" "${RENDER:=target/release/ai-gateway-render}"
+: "${ENVOY:=.venv/bin/envoy}" "${EMULATOR:=target/debug/bedrock-emulator}" "${RENDER:=target/debug/ai-gateway-render}"
 : "${PYTHON:=.venv/bin/python}" "${AUTH:=static}" "${CONFIG:=examples/emulator.yaml}" "${EXAMPLE:=}"
 read -r -a resources <<< "$CONFIG"
 if [ -n "$EXAMPLE" ]; then

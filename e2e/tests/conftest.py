@@ -20,8 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 WASM = ROOT / "target/wasm32-wasip1/release/bedrock_gateway_filter.wasm"
-EMULATOR = ROOT / "target/release/bedrock-emulator"
-RENDER = ROOT / "target/release/ai-gateway-render"
+EMULATOR = ROOT / "target/debug/bedrock-emulator"
+RENDER = ROOT / "target/debug/ai-gateway-render"
 RESOURCES = ROOT / "examples/emulator.yaml"
 ENVOY = Path(sys.executable).parent / "envoy"
 

@@ -9,7 +9,7 @@ import openai
 
 from conftest import ROOT, launch_gateway, raw_post, stop_process, wait_until
 
-FAULT_WASM = ROOT / "target/fault-injection/wasm32-wasip1/release/bedrock_gateway_filter.wasm"
+FAULT_WASM = ROOT / "target/wasm32-wasip1/fault-injection/bedrock_gateway_filter.wasm"
 KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
 
