@@ -163,6 +163,11 @@ impl Broker {
             .collect()
     }
 
+    /// Takes a request back out of this broker: a host whose workers share one broker moves it there.
+    pub fn unpark(&mut self, stream: u64) -> Option<ParkedRequest> {
+        self.waiting.remove(&stream)
+    }
+
     /// A request that ended while waiting: it must never be resumed, as hosts reuse stream ids.
     pub fn forget(&mut self, stream: u64) {
         self.waiting.remove(&stream);

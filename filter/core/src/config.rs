@@ -18,7 +18,7 @@ use crate::credentials::Provider;
 use crate::sigv4::Credentials;
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::fmt;
 
 /// How the gateway talks to a backend.
@@ -218,7 +218,7 @@ impl BackendCredentials {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Shared, not cloned, by each request that uses one.
-    backends: HashMap<String, Rc<Backend>>,
+    backends: HashMap<String, Arc<Backend>>,
     pub models: Vec<ModelInfo>,
     pub cost: CostWeights,
     pub max_stream_frame_bytes: usize,
@@ -245,7 +245,7 @@ impl Config {
         let mut backends = HashMap::with_capacity(raw.backends.len());
         for (name, backend) in raw.backends {
             let resolved = resolve_backend(&name, backend, env)?;
-            backends.insert(name, Rc::new(resolved));
+            backends.insert(name, Arc::new(resolved));
         }
         let mut models: Vec<ModelInfo> = Vec::with_capacity(raw.models.len());
         for entry in raw.models {
@@ -284,7 +284,7 @@ impl Config {
     }
 
     /// The backend for the cluster Envoy's route picked.
-    pub fn backend(&self, cluster_name: &str) -> Option<&Rc<Backend>> {
+    pub fn backend(&self, cluster_name: &str) -> Option<&Arc<Backend>> {
         self.backends.get(cluster_name)
     }
 }

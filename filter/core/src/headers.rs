@@ -26,6 +26,20 @@ impl HeaderSnapshot {
         Self { bytes, pairs }
     }
 
+    /// A snapshot of headers a host hands over pair by pair (a native host, a test's fake host).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Self {
+        let mut bytes = Vec::new();
+        let mut ranges = Vec::new();
+        for (name, value) in pairs {
+            let name_start = bytes.len();
+            bytes.extend_from_slice(name);
+            let value_start = bytes.len();
+            bytes.extend_from_slice(value);
+            ranges.push((name_start..value_start, value_start..bytes.len()));
+        }
+        Self { bytes, pairs: ranges }
+    }
+
     /// Names and values as bytes: callers choose them, so they need not be UTF-8.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.pairs.iter().filter_map(|(name, value)| Some((self.bytes.get(name.clone())?, self.bytes.get(value.clone())?)))

@@ -1,7 +1,9 @@
 //! The host-free core of the Bedrock AI gateway: translation between the callers' APIs (OpenAI,
 //! Anthropic) and Bedrock's, SigV4, event-stream decoding, configuration and the credential
-//! providers' state machine, as plain functions over bytes and structs, tested natively. Each host
-//! (the proxy-wasm filter in `filter/wasm`) adapts its calls to these and holds no logic of its own.
+//! providers' state machine, as plain functions over bytes and structs, and what each stage does with
+//! a request and its response ([`stream`]), tested natively against a fake host. Each host (the
+//! proxy-wasm filter in `filter/wasm`) implements [`stream::Host`] over its calls and holds no logic
+//! of its own.
 
 #![cfg_attr(
     not(test),
@@ -25,5 +27,6 @@ pub mod openai;
 pub mod report;
 pub mod rawjson;
 pub mod sigv4;
+pub mod stream;
 pub mod time;
 pub mod translated;

@@ -7,6 +7,8 @@
 use crate::config::CostWeights;
 use crate::translated::TokenUsage;
 use serde::Serialize;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// The stat name of metric `name` with a request's `labels` and a metric-specific `suffix`.
 pub fn stat_name(name: &str, labels: &str, suffix: &str) -> String {
@@ -16,6 +18,26 @@ pub fn stat_name(name: &str, labels: &str, suffix: &str) -> String {
 /// The labels of one model on one backend, as a stat-name suffix.
 pub fn labels(model: &str, backend: &str) -> String {
     format!(";model={};backend={}", label_value(model), label_value(backend))
+}
+
+/// A request's metric labels, as label values (hosts with labelled metrics) and as a stat-name
+/// suffix (hosts that carry labels in the name, tagged by the configuration's `stats_tags`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricLabels {
+    pub model: String,
+    pub backend: String,
+    pub suffix: String,
+}
+
+impl MetricLabels {
+    pub fn new(model: &str, backend: &str) -> Self {
+        MetricLabels { model: label_value(model), backend: label_value(backend), suffix: labels(model, backend) }
+    }
+}
+
+/// The value of a counter's status suffix (`;status=2xx` is `2xx`), for labelled metrics.
+pub fn status_class_value(suffix: &str) -> &str {
+    suffix.strip_prefix(";status=").unwrap_or(suffix)
 }
 
 /// Keeps the characters a stat name and its tag regex can carry.
@@ -154,4 +176,31 @@ mod tests {
         assert_eq!(summary.json, r#"{"model":"m","backend":"b","status":200,"input_tokens":3,"output_tokens":5,"cache_read_tokens":0,"cache_write_tokens":0,"total_tokens":8,"cost":23}"#);
         assert_eq!((summary.total_tokens, summary.cost), (8, 23));
     }
+}
+
+/// Usage summaries from the backend stage (an upstream filter) to the routing stage (downstream),
+/// by request id. Both stages of one request run on the same worker thread, but do not share their
+/// filter state, and access logs read the downstream one.
+const MAX_PENDING_SUMMARIES: usize = 4096;
+
+thread_local! {
+    static USAGE_SUMMARIES: RefCell<HashMap<String, UsageSummary>> = RefCell::new(HashMap::new());
+}
+
+/// Leaves `summary` for the routing stage of request `request_id` on this thread.
+pub fn hand_over_summary(request_id: String, summary: UsageSummary) {
+    USAGE_SUMMARIES.with(|summaries| {
+        if let Ok(mut summaries) = summaries.try_borrow_mut() {
+            // Streams cut before the routing stage sees their end never collect theirs.
+            if summaries.len() >= MAX_PENDING_SUMMARIES {
+                summaries.clear();
+            }
+            summaries.insert(request_id, summary);
+        }
+    });
+}
+
+/// The summary the backend stage left for `request_id`, taken once.
+pub fn take_summary(request_id: &str) -> Option<UsageSummary> {
+    USAGE_SUMMARIES.with(|summaries| summaries.try_borrow_mut().ok()?.remove(request_id))
 }

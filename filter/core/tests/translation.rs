@@ -4,8 +4,6 @@
 
 mod common;
 
-use aws_smithy_eventstream::frame::write_message_to;
-use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use bedrock_gateway_core::config::{Backend, BackendCredentials, Schema};
 use bedrock_gateway_core::errors::ApiFormat;
 use bedrock_gateway_core::gateway::{
@@ -15,7 +13,7 @@ use bedrock_gateway_core::translated::TokenUsage;
 use bedrock_gateway_core::openai::{self, ChatStreamTranslator, ResponseContext};
 use bedrock_gateway_core::sigv4::{Credentials, Signer};
 use bedrock_gateway_core::eventstream::FrameTranslator;
-use common::push_in_pieces;
+use common::{frame_bytes, parse_sse, push_in_pieces};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -61,40 +59,6 @@ fn converse_responses_translate_to_chat_completions() {
         let produced: Value = serde_json::from_slice(&produced.body).unwrap();
         assert_eq!(produced, case["openai"], "fixture {name}");
     }
-}
-
-fn frame_bytes(frame: &Value) -> Vec<u8> {
-    let payload = frame["payload"].to_string();
-    let message = match (frame.get("event"), frame.get("exception")) {
-        (Some(event), _) => Message::new(payload.into_bytes())
-            .add_header(Header::new(":event-type", HeaderValue::String(event.as_str().unwrap().to_owned().into())))
-            .add_header(Header::new(":content-type", HeaderValue::String("application/json".into())))
-            .add_header(Header::new(":message-type", HeaderValue::String("event".into()))),
-        (None, Some(exception)) => Message::new(payload.into_bytes())
-            .add_header(Header::new(":exception-type", HeaderValue::String(exception.as_str().unwrap().to_owned().into())))
-            .add_header(Header::new(":content-type", HeaderValue::String("application/json".into())))
-            .add_header(Header::new(":message-type", HeaderValue::String("exception".into()))),
-        _ => panic!("frame needs event or exception: {frame}"),
-    };
-    let mut out = Vec::new();
-    write_message_to(&message, &mut out).unwrap();
-    out
-}
-
-fn parse_sse(bytes: &[u8]) -> Vec<Value> {
-    let text = std::str::from_utf8(bytes).unwrap();
-    assert!(text.is_empty() || text.ends_with("\n\n"), "SSE must end with a blank line: {text:?}");
-    text.split("\n\n")
-        .filter(|event| !event.is_empty())
-        .map(|event| {
-            let data = event.strip_prefix("data: ").unwrap_or_else(|| panic!("not an SSE data line: {event:?}"));
-            if data == "[DONE]" {
-                Value::String("[DONE]".into())
-            } else {
-                serde_json::from_str(data).unwrap()
-            }
-        })
-        .collect()
 }
 
 fn translate_stream(case: &Value, cuts: &[usize]) -> Vec<Value> {

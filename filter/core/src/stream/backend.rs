@@ -1,0 +1,314 @@
+//! The upstream stage, on each Bedrock cluster: knows its cluster, so it applies that backend's
+//! settings (translation, model override, host, SigV4) and translates the response back.
+
+use super::{reply_with_error, send_json, Flow, Host, Side};
+use crate::broker::{self, Broker, ParkedRequest, SharedStore, Verdict};
+use crate::config::{Backend, BackendCredentials, Config};
+use crate::errors::{ApiFormat, ErrorKind, GatewayError};
+use crate::eventstream::DEFAULT_MAX_FRAME_LEN;
+use crate::gateway::{self, CallerHeaders, Endpoint, ResponsePlan, ResponseTranslation, Signature, UpstreamHead, MODEL_HEADER};
+use crate::headers::HeaderSnapshot;
+use crate::report;
+use crate::sigv4::Signer;
+use crate::translated::TokenUsage;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// What one worker keeps across its requests: the signer's cached keys, and the broker's waiting
+/// requests and fetches in flight. The host owns it and lends it to the hooks that need it.
+#[derive(Default)]
+pub struct Worker {
+    pub signer: Signer,
+    pub broker: Broker,
+}
+
+/// What one request measured, reported when its response ends.
+struct Measurement {
+    /// Envoy's `x-request-id`, read with the request: an upstream filter cannot read request
+    /// headers while the response flows.
+    request_id: Option<String>,
+    model: String,
+    labels: report::MetricLabels,
+    started_ms: u64,
+    first_content_ms: Option<u64>,
+}
+
+pub struct BackendStream {
+    /// The host's id for this stream, under which the broker parks it.
+    id: u64,
+    config: Option<Arc<Config>>,
+    measurement: Option<Measurement>,
+    endpoint: Option<Endpoint>,
+    backend: Option<Arc<Backend>>,
+    anthropic_beta: Option<String>,
+    /// The request headers as they arrived, until the body phase has rewritten them.
+    request_headers: HeaderSnapshot,
+    plan: Option<ResponsePlan>,
+    /// Bedrock's status, which the translated response keeps unless the translation fails.
+    upstream_status: Option<u16>,
+    translation: Option<ResponseTranslation>,
+    answered_locally: bool,
+}
+
+impl BackendStream {
+    pub fn new(id: u64, config: Option<Arc<Config>>) -> Self {
+        Self {
+            id,
+            config,
+            measurement: None,
+            endpoint: None,
+            backend: None,
+            anthropic_beta: None,
+            request_headers: HeaderSnapshot::default(),
+            plan: None,
+            upstream_status: None,
+            translation: None,
+            answered_locally: false,
+        }
+    }
+
+    pub fn on_request_headers(&mut self, host: &mut impl Host, worker: &mut Worker, store: &dyn SharedStore, end_of_stream: bool) -> Flow {
+        let headers = host.headers(Side::Request);
+        let method = headers.get(":method").unwrap_or_default();
+        let path = headers.get(":path").unwrap_or_default();
+        let Some(Ok(endpoint)) = Endpoint::classify(&method, &path) else {
+            // The routing stage only sends its endpoints here; anything else is refused, never proxied unsigned.
+            self.answered_locally = true;
+            let error = GatewayError::new(404, ErrorKind::NotFound, format!("{path} is not served by this gateway."));
+            return reply_with_error(host, &error, super::format_for_path(&path));
+        };
+        self.endpoint = Some(endpoint);
+        let cluster = host.cluster_name().unwrap_or_default();
+        let Some(backend) = self.config.as_ref().and_then(|c| c.backend(&cluster)) else {
+            log::error!("ai gateway: cluster {cluster:?} has no backend in the plugin configuration");
+            return self.reply_with_error(
+                host,
+                &GatewayError::new(500, ErrorKind::Upstream, "The gateway has no backend configured for the route this model took."),
+            );
+        };
+        let backend = Arc::clone(backend);
+        if endpoint.format() == ApiFormat::Anthropic {
+            self.anthropic_beta = headers.get("anthropic-beta").map(Cow::into_owned);
+            // Anthropic's own headers mean nothing to Bedrock: the beta flags travel in the body.
+            for header in ["anthropic-beta", "anthropic-version"] {
+                if headers.contains(header) {
+                    host.set_header(Side::Request, header, None);
+                }
+            }
+        }
+        let model = headers.get(MODEL_HEADER).map(Cow::into_owned).unwrap_or_default();
+        self.measurement = Some(Measurement {
+            request_id: headers.get("x-request-id").map(Cow::into_owned),
+            labels: report::MetricLabels::new(&model, &backend.name),
+            model,
+            started_ms: host.now_ms(),
+            first_content_ms: None,
+        });
+        self.backend = Some(backend);
+        // The internal routing header never reaches AWS (the routing stage removed callers' credentials).
+        host.set_header(Side::Request, MODEL_HEADER, None);
+        self.request_headers = headers;
+        if end_of_stream {
+            return self.handle_request_body(host, worker, store, &[]);
+        }
+        Flow::Pause
+    }
+
+    pub fn on_request_body(&mut self, host: &mut impl Host, worker: &mut Worker, store: &dyn SharedStore, end_of_stream: bool) -> Flow {
+        if self.endpoint.is_none() || self.answered_locally {
+            return Flow::Continue;
+        }
+        if !end_of_stream {
+            return Flow::Pause;
+        }
+        let body = host.body(Side::Request);
+        self.handle_request_body(host, worker, store, &body)
+    }
+
+    pub fn on_response_headers(&mut self, host: &mut impl Host, end_of_stream: bool) -> Flow {
+        let Some(plan) = self.plan.as_ref().filter(|_| !self.answered_locally) else {
+            return Flow::Continue;
+        };
+        let headers = host.headers(Side::Response);
+        self.upstream_status = headers.get(":status").and_then(|s| s.parse().ok());
+        let status = self.upstream_status.unwrap_or(502);
+        let error_type = headers.get("x-amzn-errortype");
+        let request_id = headers
+            .get("x-amzn-requestid")
+            .or_else(|| self.measurement.as_ref().and_then(|m| m.request_id.as_deref()).map(Cow::Borrowed))
+            .unwrap_or(Cow::Borrowed("gateway"));
+        let max_frame = self.config.as_ref().map_or(DEFAULT_MAX_FRAME_LEN, |c| c.max_stream_frame_bytes);
+        let input_tokens = headers.get("x-amzn-bedrock-input-token-count").and_then(|t| t.parse().ok());
+        let head = UpstreamHead { status, error_type: error_type.as_deref(), request_id: &request_id, input_tokens };
+        let translation = ResponseTranslation::for_response(plan, head, max_frame);
+        if end_of_stream {
+            // No body follows, so no body hook would translate it: answer from here.
+            let (status, translated) = translation.translate_bodiless();
+            self.report(host, status, translated.usage);
+            self.answered_locally = true;
+            return send_json(host, status, &translated.body);
+        }
+        if headers.get("content-type").as_deref() != Some(translation.content_type()) {
+            host.set_header(Side::Response, "content-type", Some(translation.content_type()));
+        }
+        let streaming = translation.is_streaming();
+        self.translation = Some(translation);
+        if streaming {
+            host.set_header(Side::Response, "content-length", None);
+            host.set_header(Side::Response, "cache-control", Some("no-cache"));
+            Flow::Continue
+        } else {
+            // Hold the headers: the status and the length change once the whole body is translated.
+            Flow::Pause
+        }
+    }
+
+    pub fn on_response_body(&mut self, host: &mut impl Host, end_of_stream: bool) -> Flow {
+        let Some(translation) = self.translation.as_mut() else {
+            return Flow::Continue;
+        };
+        if translation.is_streaming() {
+            let chunk = host.body(Side::Response);
+            let sse = translation.push_stream_chunk(&chunk, end_of_stream);
+            host.replace_body(Side::Response, &sse);
+            if let Some(measurement) = self.measurement.as_mut().filter(|m| m.first_content_ms.is_none()) {
+                if translation.first_content_emitted() {
+                    measurement.first_content_ms = Some(host.now_ms());
+                }
+            }
+            if end_of_stream {
+                let usage = translation.stream_usage();
+                self.report(host, 200, usage);
+            }
+            return Flow::Continue;
+        }
+        if !end_of_stream {
+            return Flow::Pause;
+        }
+        let body = host.body(Side::Response);
+        let (status, translated) = translation.translate_body(&body);
+        if Some(status) != self.upstream_status {
+            host.set_header(Side::Response, ":status", Some(&status.to_string()));
+        }
+        // The headers were held for this: the caller gets a length rather than a chunked body.
+        host.set_header(Side::Response, "content-length", Some(&translated.body.len().to_string()));
+        host.replace_body(Side::Response, &translated.body);
+        self.report(host, status, translated.usage);
+        Flow::Continue
+    }
+
+    /// The stream ended: if it was waiting for credentials, it must never be resumed.
+    pub fn on_destroy(&mut self, worker: &mut Worker) {
+        worker.broker.forget(self.id);
+    }
+
+    /// Counts the request's tokens, status and timings, and leaves its usage summary for the
+    /// routing stage, which puts it where access logs read it.
+    fn report(&mut self, host: &mut impl Host, status: u16, usage: Option<TokenUsage>) {
+        let Some(measurement) = self.measurement.take() else { return };
+        let usage = usage.unwrap_or_default();
+        let timings =
+            report::Timings { started_ms: measurement.started_ms, first_content_ms: measurement.first_content_ms, ended_ms: host.now_ms() };
+        report::samples(status, &usage, &timings, |sample| host.record_metric(&measurement.labels, sample));
+        let (Some(request_id), Some(config)) = (measurement.request_id, self.config.as_ref()) else { return };
+        let backend = self.backend.as_ref().map_or("", |b| b.name.as_str());
+        report::hand_over_summary(request_id, report::usage_summary(&measurement.model, backend, status, &usage, &config.cost));
+    }
+
+    fn handle_request_body(&mut self, host: &mut impl Host, worker: &mut Worker, store: &dyn SharedStore, body: &[u8]) -> Flow {
+        let (Some(backend), Some(endpoint)) = (self.backend.clone(), self.endpoint) else {
+            return Flow::Continue;
+        };
+        let now_ms = host.now_ms();
+        let headers = CallerHeaders { anthropic_beta: self.anthropic_beta.as_deref() };
+        let upstream = match gateway::prepare(endpoint, body, headers, &backend, now_ms / 1000) {
+            Ok(upstream) => upstream,
+            Err(error) => return self.reply_with_error(host, &error),
+        };
+        // Each header write is a host call: the ones that would change nothing are skipped.
+        let caller = std::mem::take(&mut self.request_headers);
+        host.set_header(Side::Request, ":path", Some(&upstream.path));
+        host.set_header(Side::Request, ":authority", Some(&upstream.host));
+        if caller.get("content-type").as_deref() != Some("application/json") {
+            host.set_header(Side::Request, "content-type", Some("application/json"));
+        }
+        if caller.get("accept").as_deref() != Some(upstream.accept) {
+            host.set_header(Side::Request, "accept", Some(upstream.accept));
+        }
+        // The response is translated, so it must come back uncompressed; the body written here
+        // has no encoding either (the routing stage let only `identity` through).
+        for header in ["accept-encoding", "content-encoding"] {
+            if caller.contains(header) {
+                host.set_header(Side::Request, header, None);
+            }
+        }
+        host.set_header(Side::Request, "content-length", Some(&upstream.body.len().to_string()));
+        host.replace_body(Side::Request, &upstream.body);
+        self.plan = Some(upstream.plan.clone());
+
+        let credentials = match &backend.credentials {
+            BackendCredentials::Static(keys) => Some(Cow::Borrowed(keys)),
+            BackendCredentials::Fetched(provider) => {
+                broker::usable_credentials(store, &BackendCredentials::cache_key(provider), now_ms).map(|c| Cow::Owned(c.credentials()))
+            }
+        };
+        if let Some(credentials) = credentials {
+            let signature = upstream.sign(&credentials, &backend.region, &mut worker.signer, now_ms / 1000);
+            apply_signature(host, &signature);
+            return Flow::Continue;
+        }
+        // No usable credentials yet: the host signs and resumes the request when they arrive (`settle`).
+        if let BackendCredentials::Fetched(provider) = &backend.credentials {
+            let parked = ParkedRequest {
+                key: BackendCredentials::cache_key(provider),
+                region: backend.region.clone(),
+                format: upstream.plan.format,
+                upstream,
+                since_ms: now_ms,
+            };
+            worker.broker.park(self.id, parked);
+            return Flow::Pause;
+        }
+        self.reply_with_error(host, &GatewayError::new(503, ErrorKind::Unavailable, "AWS credentials are not available."))
+    }
+
+    fn reply_with_error(&mut self, host: &mut impl Host, error: &GatewayError) -> Flow {
+        self.answered_locally = true;
+        reply_with_error(host, error, self.endpoint.map_or(ApiFormat::OpenAi, Endpoint::format))
+    }
+}
+
+/// Whether a parked request goes on once the broker decided about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Signed: the host resumes the request.
+    Resume,
+    /// Answered with an error: nothing to resume.
+    Answered,
+}
+
+/// Signs a parked request whose credentials arrived, or answers it with the reason they cannot
+/// come; `host` must act on the parked request's stream.
+pub fn settle(host: &mut impl Host, parked: &ParkedRequest, verdict: &Verdict, signer: &mut Signer) -> Settled {
+    match verdict {
+        Verdict::Sign(credentials) => {
+            let signature = parked.upstream.sign(&credentials.credentials(), &parked.region, signer, host.now_ms() / 1000);
+            apply_signature(host, &signature);
+            Settled::Resume
+        }
+        Verdict::Fail(reason) => {
+            let error = GatewayError::new(503, ErrorKind::Unavailable, format!("AWS credentials are not available: {reason}"));
+            reply_with_error(host, &error, parked.format);
+            Settled::Answered
+        }
+    }
+}
+
+fn apply_signature(host: &mut impl Host, signature: &Signature) {
+    host.set_header(Side::Request, "authorization", Some(&signature.authorization));
+    host.set_header(Side::Request, "x-amz-date", Some(&signature.amz_date));
+    // Callers' x-amz-* headers were removed by the routing stage: only a token needs writing.
+    if let Some(token) = signature.security_token.as_deref() {
+        host.set_header(Side::Request, "x-amz-security-token", Some(token));
+    }
+}

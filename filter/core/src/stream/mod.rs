@@ -1,0 +1,94 @@
+//! What the gateway does with each request and response, over a small [`Host`] interface.
+//!
+//! Two stages, two filters in Envoy (see the README's architecture section):
+//! - [`routing::RoutingStream`], downstream: reads the body's `model` into `x-ai-eg-model` so Envoy's
+//!   routes pick the backend's cluster, and answers Envoy's own replies in the caller's API format;
+//! - [`backend::BackendStream`], upstream on each Bedrock cluster: translates, signs (or parks the
+//!   request until credentials arrive) and translates the response back, chunk by chunk when streamed;
+//! - [`sts::StsStream`], upstream of STS: moves the IRSA token Envoy injected into the form body.
+//!
+//! Each host (proxy-wasm, dynamic module) turns its callbacks into these calls and implements
+//! [`Host`] over its own API; everything that decides anything lives here and is tested with a fake
+//! host (`tests/stream.rs`).
+
+pub mod backend;
+pub mod routing;
+pub mod sts;
+
+use crate::errors::{ApiFormat, GatewayError};
+use crate::gateway;
+use crate::headers::HeaderSnapshot;
+use crate::report::{MetricLabels, Sample, UsageSummary};
+
+/// What the host does after a hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Pass the headers or data on.
+    Continue,
+    /// Hold them: headers until the body has been read, body data until its end (the host buffers
+    /// it), a request until its credentials arrive, or for good after a local reply.
+    Pause,
+}
+
+/// Which direction's headers or body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Request,
+    Response,
+}
+
+/// What the stages need from the proxy, for the stream a hook was called for.
+pub trait Host {
+    /// Unix time in milliseconds.
+    fn now_ms(&self) -> u64;
+    /// All headers of one side, read at once.
+    fn headers(&self, side: Side) -> HeaderSnapshot;
+    /// One header; bytes that are not UTF-8 are decoded lossily.
+    fn header(&self, side: Side, name: &str) -> Option<String>;
+    /// Sets a header, or removes it (`None`).
+    fn set_header(&mut self, side: Side, name: &str, value: Option<&str>);
+    /// The body this hook was called for: all of it once a paused body has ended, else this chunk.
+    fn body(&mut self, side: Side) -> Vec<u8>;
+    /// Replaces what [`Host::body`] returned.
+    fn replace_body(&mut self, side: Side, value: &[u8]);
+    /// Answers the caller with a JSON body instead of proxying.
+    fn send_json(&mut self, status: u16, body: &[u8]);
+    /// Makes Envoy pick the route again from the request headers as they are now.
+    fn clear_route_cache(&mut self);
+    /// The upstream cluster's name (upstream filters only).
+    fn cluster_name(&self) -> Option<String>;
+    /// Why Envoy answered a request itself (`response.code_details`).
+    fn response_code_details(&self) -> Option<String>;
+    /// Leaves a request's usage where access logs and rate limits read it.
+    fn record_usage(&mut self, summary: &UsageSummary);
+    /// Adds to a counter or records a histogram value for a request's labels.
+    fn record_metric(&mut self, labels: &MetricLabels, sample: Sample);
+}
+
+/// Answers the caller in its API's error format; the stream then holds.
+pub fn reply_with_error(host: &mut impl Host, error: &GatewayError, format: ApiFormat) -> Flow {
+    send_json(host, error.status, &error.to_json(format))
+}
+
+fn send_json(host: &mut impl Host, status: u16, body: &[u8]) -> Flow {
+    host.send_json(status, body);
+    Flow::Pause
+}
+
+/// Errors for paths the gateway does not serve take the format their prefix suggests.
+pub fn format_for_path(path: &str) -> ApiFormat {
+    if path.starts_with("/anthropic/") {
+        ApiFormat::Anthropic
+    } else {
+        ApiFormat::OpenAi
+    }
+}
+
+/// Callers' own credentials must never reach AWS.
+fn strip_caller_credentials(host: &mut impl Host, headers: &HeaderSnapshot) {
+    for (name, _) in headers.iter() {
+        if gateway::is_caller_credential_header(name) {
+            host.set_header(Side::Request, &String::from_utf8_lossy(name).to_ascii_lowercase(), None);
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The downstream stage: picks the route from the body's `model`.
+//!
+//! Envoy re-picks the route lazily, when the router runs, so this stage cannot know the backend
+//! itself; it also turns Envoy's own replies ("no route for this model", "body too large") into
+//! errors in the caller's API format, and hands the backend stage's usage summary to access logs.
+
+use super::{reply_with_error, send_json, strip_caller_credentials, Flow, Host, Side};
+use crate::config::Config;
+use crate::errors::GatewayError;
+use crate::gateway::{self, Endpoint, MODEL_HEADER};
+use crate::report;
+use std::sync::Arc;
+
+pub struct RoutingStream {
+    config: Option<Arc<Config>>,
+    endpoint: Option<Endpoint>,
+    requested_model: Option<String>,
+    /// Envoy's `x-request-id`, under which the backend stage leaves the usage summary.
+    request_id: Option<String>,
+    /// The caller-format body replacing an Envoy local reply (no route, body too large, ...).
+    replacement: Option<Vec<u8>>,
+}
+
+impl RoutingStream {
+    pub fn new(config: Option<Arc<Config>>) -> Self {
+        Self { config, endpoint: None, requested_model: None, request_id: None, replacement: None }
+    }
+
+    pub fn on_request_headers(&mut self, host: &mut impl Host, end_of_stream: bool) -> Flow {
+        let headers = host.headers(Side::Request);
+        let method = headers.get(":method").unwrap_or_default();
+        let path = headers.get(":path").unwrap_or_default();
+        let models = self.config.as_ref().map_or(&[][..], |c| c.models.as_slice());
+        if let Some(answer) = gateway::answer_locally(&method, &path, models) {
+            return send_json(host, answer.status, &answer.body);
+        }
+        let endpoint = match Endpoint::classify(&method, &path) {
+            None => {
+                // Only the gateway's own endpoints may reach a Bedrock cluster: a caller's own
+                // routing header on any other path must not select one.
+                if headers.contains(MODEL_HEADER) {
+                    host.set_header(Side::Request, MODEL_HEADER, None);
+                    host.clear_route_cache();
+                }
+                return Flow::Continue;
+            }
+            Some(Ok(endpoint)) => endpoint,
+            Some(Err(error)) => return reply_with_error(host, &error, super::format_for_path(&path)),
+        };
+        self.endpoint = Some(endpoint);
+        if let Some(error) = headers.get("content-type").and_then(|c| gateway::check_content_type(&c).err()) {
+            return reply_with_error(host, &error, endpoint.format());
+        }
+        if let Some(error) = headers.get("content-encoding").and_then(|e| gateway::check_content_encoding(&e).err()) {
+            return reply_with_error(host, &error, endpoint.format());
+        }
+        strip_caller_credentials(host, &headers);
+        self.request_id = headers.get("x-request-id").map(|id| id.into_owned());
+        if end_of_stream {
+            let error = GatewayError::invalid_request("The request body is empty; expected a JSON object.");
+            return reply_with_error(host, &error, endpoint.format());
+        }
+        // Hold the headers until the body shows which model, and so which route, it is for.
+        Flow::Pause
+    }
+
+    pub fn on_request_body(&mut self, host: &mut impl Host, end_of_stream: bool) -> Flow {
+        let Some(endpoint) = self.endpoint else {
+            return Flow::Continue;
+        };
+        if !end_of_stream {
+            return Flow::Pause;
+        }
+        let body = host.body(Side::Request);
+        let model = match gateway::requested_model(&body) {
+            Ok(model) => model,
+            Err(error) => return reply_with_error(host, &error, endpoint.format()),
+        };
+        host.set_header(Side::Request, MODEL_HEADER, Some(&model));
+        host.clear_route_cache();
+        self.requested_model = Some(model.into_owned());
+        Flow::Continue
+    }
+
+    pub fn on_response_headers(&mut self, host: &mut impl Host) -> Flow {
+        let Some(endpoint) = self.endpoint else {
+            return Flow::Continue;
+        };
+        // Replies Envoy makes itself (no route, body over the buffer limit, Bedrock unreachable)
+        // are plain text; callers of the gateway's endpoints get their API's error format.
+        let status = host.header(Side::Response, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        if status < 400 {
+            // Successes were translated by the backend stage; the lookup below costs a host call.
+            return Flow::Continue;
+        }
+        let details = host.response_code_details().unwrap_or_default();
+        let is_json = host.header(Side::Response, "content-type").is_some_and(|c| c.starts_with("application/json"));
+        let Some(error) = gateway::local_reply_error(&details, status, is_json, self.requested_model.as_deref()) else {
+            return Flow::Continue;
+        };
+        host.set_header(Side::Response, ":status", Some(&error.status.to_string()));
+        host.set_header(Side::Response, "content-type", Some("application/json"));
+        host.set_header(Side::Response, "content-length", None);
+        self.replacement = Some(error.to_json(endpoint.format()));
+        Flow::Continue
+    }
+
+    pub fn on_response_body(&mut self, host: &mut impl Host, end_of_stream: bool) -> Flow {
+        if end_of_stream && self.endpoint.is_some() {
+            // The backend stage (an upstream filter, on this worker) left the summary under the request id.
+            if let Some(summary) = self.request_id.take().and_then(|id| report::take_summary(&id)) {
+                host.record_usage(&summary);
+            }
+        }
+        let Some(replacement) = self.replacement.as_ref() else {
+            return Flow::Continue;
+        };
+        if !end_of_stream {
+            return Flow::Pause;
+        }
+        host.replace_body(Side::Response, replacement);
+        Flow::Continue
+    }
+}

@@ -1,0 +1,417 @@
+//! Both stages end to end against a fake host: what they read, write, answer, hold, sign and
+//! report, hook by hook, as Envoy would call them.
+
+mod common;
+
+use bedrock_gateway_core::broker::{Reply, SharedStore};
+use bedrock_gateway_core::config::Config;
+use bedrock_gateway_core::headers::HeaderSnapshot;
+use bedrock_gateway_core::report::{MetricLabels, Sample, UsageSummary};
+use bedrock_gateway_core::stream::backend::{self, BackendStream, Settled, Worker};
+use bedrock_gateway_core::stream::routing::RoutingStream;
+use bedrock_gateway_core::stream::sts::StsStream;
+use bedrock_gateway_core::stream::{Flow, Host, Side};
+use common::{frame_bytes, parse_sse};
+use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+const LLAMA: &str = "us.meta.llama3-2-1b-instruct-v1:0";
+/// 2030-01-01T00:00:00Z is when the fetched credentials expire; the clock is an hour before.
+const NOW_MS: u64 = (1_893_456_000 - 3600) * 1000;
+
+#[derive(Default)]
+struct FakeHost {
+    request_headers: Vec<(String, String)>,
+    response_headers: Vec<(String, String)>,
+    request_body: Vec<u8>,
+    response_body: Vec<u8>,
+    sent: Option<(u16, Value)>,
+    route_cache_cleared: usize,
+    cluster: Option<String>,
+    code_details: Option<String>,
+    usage: Vec<UsageSummary>,
+    metrics: Vec<(String, Sample)>,
+}
+
+impl FakeHost {
+    fn request(method: &str, path: &str, extra: &[(&str, &str)], body: Value) -> Self {
+        let mut headers = vec![(":method", method), (":path", path), ("content-type", "application/json"), ("x-request-id", "req-1")];
+        headers.extend_from_slice(extra);
+        FakeHost {
+            request_headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            request_body: serde_json::to_vec(&body).unwrap(),
+            ..FakeHost::default()
+        }
+    }
+
+    fn map(&self, side: Side) -> &Vec<(String, String)> {
+        match side {
+            Side::Request => &self.request_headers,
+            Side::Response => &self.response_headers,
+        }
+    }
+
+    fn get(&self, side: Side, name: &str) -> Option<&str> {
+        self.map(side).iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn respond(&mut self, status: u16, content_type: &str, body: Vec<u8>) {
+        self.response_headers = vec![(":status".into(), status.to_string()), ("content-type".into(), content_type.into())];
+        self.response_body = body;
+    }
+
+    fn counter(&self, name: &str, suffix: &str) -> u64 {
+        self.metrics
+            .iter()
+            .filter_map(|(_, s)| match s {
+                Sample::Counter { name: n, suffix: x, value } if *n == name && *x == suffix => Some(*value),
+                _ => None,
+            })
+            .sum()
+    }
+}
+
+impl Host for FakeHost {
+    fn now_ms(&self) -> u64 {
+        NOW_MS
+    }
+
+    fn headers(&self, side: Side) -> HeaderSnapshot {
+        HeaderSnapshot::from_pairs(self.map(side).iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+    }
+
+    fn header(&self, side: Side, name: &str) -> Option<String> {
+        self.get(side, name).map(str::to_owned)
+    }
+
+    fn set_header(&mut self, side: Side, name: &str, value: Option<&str>) {
+        let map = match side {
+            Side::Request => &mut self.request_headers,
+            Side::Response => &mut self.response_headers,
+        };
+        map.retain(|(k, _)| k != name);
+        if let Some(value) = value {
+            map.push((name.to_owned(), value.to_owned()));
+        }
+    }
+
+    fn body(&mut self, side: Side) -> Vec<u8> {
+        match side {
+            Side::Request => self.request_body.clone(),
+            Side::Response => self.response_body.clone(),
+        }
+    }
+
+    fn replace_body(&mut self, side: Side, value: &[u8]) {
+        match side {
+            Side::Request => self.request_body = value.to_vec(),
+            Side::Response => self.response_body = value.to_vec(),
+        }
+    }
+
+    fn send_json(&mut self, status: u16, body: &[u8]) {
+        assert!(self.sent.is_none(), "a stream answers at most once");
+        self.sent = Some((status, serde_json::from_slice(body).unwrap()));
+    }
+
+    fn clear_route_cache(&mut self) {
+        self.route_cache_cleared += 1;
+    }
+
+    fn cluster_name(&self) -> Option<String> {
+        self.cluster.clone()
+    }
+
+    fn response_code_details(&self) -> Option<String> {
+        self.code_details.clone()
+    }
+
+    fn record_usage(&mut self, summary: &UsageSummary) {
+        self.usage.push(summary.clone());
+    }
+
+    fn record_metric(&mut self, labels: &MetricLabels, sample: Sample) {
+        self.metrics.push((labels.suffix.clone(), sample));
+    }
+}
+
+/// Envoy's shared data, for the broker.
+#[derive(Default)]
+struct FakeStore(RefCell<HashMap<String, (Vec<u8>, u32)>>);
+
+impl SharedStore for FakeStore {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.0.borrow().get(key).map_or((None, None), |(v, n)| (Some(v.clone()), Some(*n)))
+    }
+
+    fn set(&self, key: &str, value: &[u8], version: Option<u32>) -> bool {
+        let mut map = self.0.borrow_mut();
+        let current = map.get(key).map(|(_, n)| *n);
+        if version.is_some() && version != current {
+            return false;
+        }
+        map.insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
+        true
+    }
+}
+
+fn config() -> Arc<Config> {
+    let json = json!({
+        "backends": {
+            "static": {"schema": "converse", "region": "us-east-1",
+                       "credentials": {"source": "inline", "access_key_id": "AKIDEXAMPLE", "secret_access_key": "secret"}},
+            "pod": {"schema": "converse", "region": "eu-west-1", "credentials": {"source": "pod_identity", "cluster": "agent"}}
+        },
+        "models": [LLAMA]
+    });
+    Arc::new(Config::parse(json.to_string().as_bytes(), &|_| None).unwrap())
+}
+
+fn chat(stream: bool) -> Value {
+    json!({"model": LLAMA, "stream": stream, "messages": [{"role": "user", "content": "Hi"}]})
+}
+
+/// The backend stage's request phase, as Envoy calls it after the routing stage picked `cluster`.
+fn backend_request(host: &mut FakeHost, cluster: &str, worker: &mut Worker, store: &FakeStore) -> (BackendStream, Flow) {
+    host.cluster = Some(cluster.into());
+    host.request_headers.push(("x-ai-eg-model".into(), LLAMA.into()));
+    let mut stream = BackendStream::new(7, Some(config()));
+    assert_eq!(stream.on_request_headers(host, worker, store, false), Flow::Pause, "headers wait for the body");
+    let flow = stream.on_request_body(host, worker, store, true);
+    (stream, flow)
+}
+
+#[test]
+fn the_routing_stage_routes_by_the_body_model_without_the_callers_credentials() {
+    let mut host = FakeHost::request("POST", "/v1/chat/completions", &[("authorization", "Bearer sk-caller"), ("x-amz-date", "x")], chat(false));
+    let mut stream = RoutingStream::new(Some(config()));
+    assert_eq!(stream.on_request_headers(&mut host, false), Flow::Pause);
+    assert_eq!(host.get(Side::Request, "authorization"), None, "the caller's key never reaches AWS");
+    assert_eq!(host.get(Side::Request, "x-amz-date"), None);
+    assert_eq!(stream.on_request_body(&mut host, false), Flow::Pause, "the body is read whole");
+    assert_eq!(stream.on_request_body(&mut host, true), Flow::Continue);
+    assert_eq!(host.get(Side::Request, "x-ai-eg-model"), Some(LLAMA));
+    assert_eq!(host.route_cache_cleared, 1, "the route is picked again from the model header");
+    assert!(host.sent.is_none());
+}
+
+#[test]
+fn the_routing_stage_answers_what_needs_no_backend() {
+    let mut models = FakeHost::request("GET", "/v1/models", &[], Value::Null);
+    assert_eq!(RoutingStream::new(Some(config())).on_request_headers(&mut models, true), Flow::Pause);
+    let (status, body) = models.sent.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["data"][0]["id"], LLAMA);
+
+    let mut empty = FakeHost::request("POST", "/anthropic/v1/messages", &[], Value::Null);
+    assert_eq!(RoutingStream::new(Some(config())).on_request_headers(&mut empty, true), Flow::Pause);
+    let (status, body) = empty.sent.unwrap();
+    assert_eq!(status, 400);
+    assert_eq!(body["type"], "error", "Anthropic's error format under /anthropic: {body}");
+
+    let mut no_model = FakeHost::request("POST", "/v1/chat/completions", &[], json!({"messages": []}));
+    let mut stream = RoutingStream::new(Some(config()));
+    stream.on_request_headers(&mut no_model, false);
+    assert_eq!(stream.on_request_body(&mut no_model, true), Flow::Pause);
+    let (status, body) = no_model.sent.unwrap();
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("model"), "{body}");
+
+    // Elsewhere a caller's own routing header must not pick a Bedrock cluster.
+    let mut other = FakeHost::request("GET", "/healthz", &[("x-ai-eg-model", LLAMA)], Value::Null);
+    assert_eq!(RoutingStream::new(Some(config())).on_request_headers(&mut other, true), Flow::Continue);
+    assert_eq!(other.get(Side::Request, "x-ai-eg-model"), None);
+    assert_eq!(other.route_cache_cleared, 1);
+}
+
+#[test]
+fn envoys_own_replies_reach_callers_in_their_format() {
+    let mut host = FakeHost::request("POST", "/anthropic/v1/messages", &[], json!({"model": "nope", "max_tokens": 5, "messages": []}));
+    let mut stream = RoutingStream::new(Some(config()));
+    stream.on_request_headers(&mut host, false);
+    stream.on_request_body(&mut host, true);
+    host.respond(404, "text/plain", b"route not found".to_vec());
+    host.code_details = Some("route_not_found".into());
+    assert_eq!(stream.on_response_headers(&mut host), Flow::Continue);
+    assert_eq!(host.get(Side::Response, "content-type"), Some("application/json"));
+    assert_eq!(stream.on_response_body(&mut host, false), Flow::Pause, "the replacement waits for the end");
+    assert_eq!(stream.on_response_body(&mut host, true), Flow::Continue);
+    let body: Value = serde_json::from_slice(&host.response_body).unwrap();
+    assert_eq!(body["type"], "error");
+    assert!(body["error"]["message"].as_str().unwrap().contains("nope"), "names the model: {body}");
+}
+
+#[test]
+fn the_backend_stage_translates_signs_and_translates_back() {
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let mut host = FakeHost::request("POST", "/v1/chat/completions", &[("accept-encoding", "gzip")], chat(false));
+    let (mut stream, flow) = backend_request(&mut host, "static", &mut worker, &store);
+    assert_eq!(flow, Flow::Continue);
+    assert_eq!(host.get(Side::Request, ":path"), Some("/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"));
+    assert_eq!(host.get(Side::Request, ":authority"), Some("bedrock-runtime.us-east-1.amazonaws.com"));
+    let authorization = host.get(Side::Request, "authorization").unwrap();
+    assert!(authorization.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20291231/us-east-1/bedrock/aws4_request"), "{authorization}");
+    assert_eq!(host.get(Side::Request, "x-ai-eg-model"), None, "the routing header stays inside the gateway");
+    assert_eq!(host.get(Side::Request, "accept-encoding"), None, "the response must come back uncompressed");
+    let sent: Value = serde_json::from_slice(&host.request_body).unwrap();
+    assert_eq!(sent["messages"][0]["content"][0]["text"], "Hi", "a Converse body: {sent}");
+    assert_eq!(host.get(Side::Request, "content-length"), Some(host.request_body.len().to_string().as_str()));
+
+    let converse = json!({"output": {"message": {"role": "assistant", "content": [{"text": "Hello"}]}}, "stopReason": "end_turn",
+                          "usage": {"inputTokens": 3, "outputTokens": 2, "totalTokens": 5}});
+    host.respond(200, "application/json", serde_json::to_vec(&converse).unwrap());
+    assert_eq!(stream.on_response_headers(&mut host, false), Flow::Pause, "headers wait for the translated length");
+    assert_eq!(stream.on_response_body(&mut host, false), Flow::Pause);
+    assert_eq!(stream.on_response_body(&mut host, true), Flow::Continue);
+    let answer: Value = serde_json::from_slice(&host.response_body).unwrap();
+    assert_eq!(answer["object"], "chat.completion");
+    assert_eq!(answer["choices"][0]["message"]["content"], "Hello");
+    assert_eq!(answer["usage"]["total_tokens"], 5);
+    assert_eq!(host.get(Side::Response, "content-length"), Some(host.response_body.len().to_string().as_str()));
+
+    assert_eq!(host.counter("requests", ";status=2xx"), 1);
+    assert_eq!(host.counter("total_tokens", ""), 5);
+    assert!(host.metrics.iter().all(|(labels, _)| labels.contains("us.meta.llama3-2-1b") && labels.contains("static")));
+
+    // The routing stage of the same request, on the same thread, puts the summary where access logs read it.
+    let mut downstream = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
+    let mut routing = RoutingStream::new(Some(config()));
+    routing.on_request_headers(&mut downstream, false);
+    routing.on_request_body(&mut downstream, true);
+    downstream.respond(200, "application/json", Vec::new());
+    routing.on_response_headers(&mut downstream);
+    routing.on_response_body(&mut downstream, true);
+    let [summary] = downstream.usage.as_slice() else { panic!("one summary: {:?}", downstream.usage) };
+    assert_eq!(summary.total_tokens, 5);
+    let summary: Value = serde_json::from_str(&summary.json).unwrap();
+    assert_eq!((summary["backend"].as_str(), summary["status"].as_u64()), (Some("static"), Some(200)));
+}
+
+#[test]
+fn streamed_responses_are_translated_chunk_by_chunk() {
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let mut host = FakeHost::request("POST", "/v1/chat/completions", &[], chat(true));
+    let (mut stream, flow) = backend_request(&mut host, "static", &mut worker, &store);
+    assert_eq!(flow, Flow::Continue);
+    assert_eq!(host.get(Side::Request, ":path"), Some("/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse-stream"));
+    host.respond(200, "application/vnd.amazon.eventstream", Vec::new());
+    assert_eq!(stream.on_response_headers(&mut host, false), Flow::Continue, "streams are never held");
+    assert_eq!(host.get(Side::Response, "content-type"), Some("text/event-stream"));
+
+    let frames = [
+        json!({"event": "messageStart", "payload": {"role": "assistant"}}),
+        json!({"event": "contentBlockDelta", "payload": {"contentBlockIndex": 0, "delta": {"text": "Hel"}}}),
+        json!({"event": "contentBlockDelta", "payload": {"contentBlockIndex": 0, "delta": {"text": "lo"}}}),
+        json!({"event": "messageStop", "payload": {"stopReason": "end_turn"}}),
+        json!({"event": "metadata", "payload": {"usage": {"inputTokens": 3, "outputTokens": 2, "totalTokens": 5}, "metrics": {"latencyMs": 1}}}),
+    ];
+    let bytes: Vec<u8> = frames.iter().flat_map(frame_bytes).collect();
+    // The first chunk ends inside the third frame: its text must wait, the first delta must not.
+    let cut = frame_bytes(&frames[0]).len() + frame_bytes(&frames[1]).len() + 5;
+    host.response_body = bytes[..cut].to_vec();
+    assert_eq!(stream.on_response_body(&mut host, false), Flow::Continue);
+    let first = parse_sse(&host.response_body);
+    assert_eq!(first.last().unwrap()["choices"][0]["delta"]["content"], "Hel");
+    host.response_body = bytes[cut..].to_vec();
+    assert_eq!(stream.on_response_body(&mut host, true), Flow::Continue);
+    let rest = parse_sse(&host.response_body);
+    assert_eq!(rest[0]["choices"][0]["delta"]["content"], "lo");
+    assert_eq!(rest.last().unwrap(), "[DONE]");
+    assert_eq!(host.counter("output_tokens", ""), 2);
+    assert!(host.metrics.iter().any(|(_, s)| matches!(s, Sample::Histogram { name: "time_to_first_token_ms", .. })));
+}
+
+#[test]
+fn a_cluster_without_a_backend_is_refused_in_the_callers_format() {
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let mut host = FakeHost::request("POST", "/anthropic/v1/messages", &[], json!({}));
+    host.cluster = Some("unknown".into());
+    let mut stream = BackendStream::new(1, Some(config()));
+    assert_eq!(stream.on_request_headers(&mut host, &mut worker, &store, false), Flow::Pause);
+    let (status, body) = host.sent.take().unwrap();
+    assert_eq!((status, body["type"].as_str()), (500, Some("error")));
+    assert_eq!(stream.on_request_body(&mut host, &mut worker, &store, true), Flow::Continue, "nothing more is done");
+    assert_eq!(host.get(Side::Request, "authorization"), None, "never signed");
+}
+
+const POD_IDENTITY_KEY: &str = "ai_gateway/credentials/pod_identity/agent/v1/credentials";
+
+#[test]
+fn a_request_waits_for_fetched_credentials_and_is_signed_with_them() {
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let mut host = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
+    let (_stream, flow) = backend_request(&mut host, "pod", &mut worker, &store);
+    assert_eq!(flow, Flow::Pause, "parked until credentials arrive");
+    assert_eq!(host.get(Side::Request, "authorization"), None);
+    assert_eq!(worker.broker.waiting(), 1);
+
+    // The host's timer: the broker asks for a fetch, the agent answers.
+    let providers = config().fetched_providers();
+    let [fetch] = <[_; 1]>::try_from(worker.broker.due_fetches(&store, &providers, NOW_MS)).unwrap();
+    worker.broker.dispatched(1, fetch);
+    let reply = br#"{"AccessKeyId":"ASIAFETCHED","SecretAccessKey":"s","Token":"session-token","Expiration":"2030-01-01T00:00:00Z"}"#;
+    assert!(matches!(worker.broker.on_reply(&store, 1, Some(200), reply, NOW_MS), Reply::Stored { .. }));
+    let decided = worker.broker.take_decided(&store, NOW_MS);
+    let [(7, parked, verdict)] = decided.as_slice() else { panic!("stream 7 decided: {decided:?}") };
+    assert_eq!(backend::settle(&mut host, parked, verdict, &mut worker.signer), Settled::Resume);
+    let authorization = host.get(Side::Request, "authorization").unwrap();
+    assert!(authorization.contains("Credential=ASIAFETCHED/20291231/eu-west-1/bedrock/aws4_request"), "{authorization}");
+    assert_eq!(host.get(Side::Request, "x-amz-security-token"), Some("session-token"));
+
+    // The next request finds them and is signed at once.
+    let mut next = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
+    let (_, flow) = backend_request(&mut next, "pod", &mut worker, &store);
+    assert_eq!(flow, Flow::Continue);
+    assert!(next.get(Side::Request, "authorization").unwrap().contains("ASIAFETCHED"));
+    assert!(store.get(POD_IDENTITY_KEY).0.is_some());
+}
+
+#[test]
+fn a_waiting_request_fails_with_the_reason_or_is_forgotten_when_it_ends() {
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let mut host = FakeHost::request("POST", "/anthropic/v1/messages", &[], json!({"model": LLAMA, "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]}));
+    let (mut stream, flow) = backend_request(&mut host, "pod", &mut worker, &store);
+    assert_eq!(flow, Flow::Pause);
+    let providers = config().fetched_providers();
+    for (token, now_ms) in [(1, NOW_MS), (2, NOW_MS + 60_000)] {
+        for fetch in worker.broker.due_fetches(&store, &providers, now_ms) {
+            worker.broker.dispatched(token, fetch);
+        }
+        assert!(matches!(worker.broker.on_reply(&store, token, Some(403), b"denied", now_ms), Reply::Failed(_)));
+    }
+    let decided = worker.broker.take_decided(&store, NOW_MS + 60_000);
+    let [(_, parked, verdict)] = decided.as_slice() else { panic!("decided: {decided:?}") };
+    assert_eq!(backend::settle(&mut host, parked, verdict, &mut worker.signer), Settled::Answered);
+    let (status, body) = host.sent.take().unwrap();
+    assert_eq!((status, body["type"].as_str()), (503, Some("error")), "Anthropic's format: {body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("403"), "the reason is given: {body}");
+
+    // Another request parks, then its client goes away before credentials come.
+    let mut other = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
+    let mut gone = BackendStream::new(8, Some(config()));
+    other.cluster = Some("pod".into());
+    gone.on_request_headers(&mut other, &mut worker, &store, false);
+    gone.on_request_body(&mut other, &mut worker, &store, true);
+    assert_eq!(worker.broker.waiting(), 1);
+    gone.on_destroy(&mut worker);
+    stream.on_destroy(&mut worker);
+    assert_eq!(worker.broker.waiting(), 0, "an ended stream is never resumed");
+}
+
+#[test]
+fn the_sts_stage_moves_the_injected_token_into_the_form() {
+    let mut host = FakeHost {
+        request_headers: vec![("x-ai-eg-web-identity-token".into(), "jwt.token".into())],
+        request_body: b"Action=AssumeRoleWithWebIdentity&Version=2011-06-15".to_vec(),
+        ..FakeHost::default()
+    };
+    let mut stream = StsStream::default();
+    assert_eq!(stream.on_request_headers(&mut host, false), Flow::Pause);
+    assert_eq!(host.get(Side::Request, "x-ai-eg-web-identity-token"), None, "the header never leaves Envoy");
+    assert_eq!(stream.on_request_body(&mut host, true), Flow::Continue);
+    let form = String::from_utf8(host.request_body.clone()).unwrap();
+    assert!(form.ends_with("&WebIdentityToken=jwt.token"), "{form}");
+    assert_eq!(host.get(Side::Request, "content-length"), Some(form.len().to_string().as_str()));
+}
