@@ -15,22 +15,30 @@ WASM := target/wasm32-wasip1/release/bedrock_gateway_filter.wasm
 FAULT_WASM := target/wasm32-wasip1/fault-injection/bedrock_gateway_filter.wasm
 # The emulator and the renderer are built in the dev profile, which shares its compiled dependencies
 # with `cargo test`; only the benchmark builds an optimised emulator (BENCH_EMULATOR).
+# The same gateway as a native Envoy dynamic module (HOST=dynamic-module), and its panicking test build.
+DYNAMIC_MODULE := target/dynamic-module/libbedrock_gateway.so
+FAULT_MODULE := target/dynamic-module-fault-injection/libbedrock_gateway.so
 EMULATOR := target/debug/bedrock-emulator
 RENDER := target/debug/ai-gateway-render
 BENCH_EMULATOR := target/release/bedrock-emulator
+# Which build of the gateway Envoy loads: wasm (the .wasm, in V8) or dynamic-module (the native .so).
+HOST ?= wasm
 # The AI Gateway resource file `make run` renders and serves.
 CONFIG ?= examples/emulator.yaml
 EXAMPLE ?=
 
-.PHONY: all build wasm wasm-fault-injection emulator render render-examples venv run run-aws test test-unit test-e2e bench bench-instructions fuzz lint clean
+.PHONY: all build wasm wasm-fault-injection dynamic-module dynamic-module-fault-injection emulator render render-examples venv run run-aws test test-unit test-e2e bench bench-instructions fuzz lint clean
 
 all: build
 
-build: wasm emulator render
+build: wasm dynamic-module emulator render
 
 wasm:
 	rustup target add wasm32-wasip1 >/dev/null
 	$(CARGO) build --release --target wasm32-wasip1 -p bedrock-gateway-filter
+
+dynamic-module:
+	$(CARGO) build --profile dynamic-module -p bedrock-gateway-module
 
 emulator:
 	$(CARGO) build -p bedrock-emulator
@@ -60,9 +68,10 @@ $(VENV)/.installed: e2e/requirements.txt
 # The gateway on 127.0.0.1:1975 in front of the bundled emulator (127.0.0.1:4566); admin on 9901.
 # CONFIG= names the resource files to render (default examples/emulator.yaml), EXAMPLE=rate-limit adds
 # examples/rate-limit.yaml; AUTH=static (default), pod-identity, irsa or imds picks how the AWS default
-# chain gets credentials.
+# chain gets credentials; HOST=wasm (default) or dynamic-module picks the build Envoy loads.
 run: build venv
-	ENVOY=$(ENVOY) EMULATOR=$(EMULATOR) RENDER=$(RENDER) PYTHON=$(VENV_PY) AUTH=$(AUTH) CONFIG="$(CONFIG)" EXAMPLE=$(EXAMPLE) e2e/run-local.sh
+	ENVOY=$(ENVOY) EMULATOR=$(EMULATOR) RENDER=$(RENDER) PYTHON=$(VENV_PY) AUTH=$(AUTH) CONFIG="$(CONFIG)" EXAMPLE=$(EXAMPLE) \
+	  HOST=$(HOST) DYNAMIC_MODULE=$(DYNAMIC_MODULE) e2e/run-local.sh
 
 # The top-level envoy.yaml against real Bedrock, with AWS credentials from the environment.
 run-aws: wasm venv
@@ -82,8 +91,14 @@ wasm-fault-injection:
 	rustup target add wasm32-wasip1 >/dev/null
 	$(CARGO) build --profile fault-injection --target wasm32-wasip1 -p bedrock-gateway-filter --features fault-injection
 
-test-e2e: build wasm-fault-injection venv
-	$(VENV_PY) -m pytest e2e/tests -q
+dynamic-module-fault-injection:
+	$(CARGO) build --profile dynamic-module-fault-injection -p bedrock-gateway-module --features fault-injection
+
+# Every end-to-end test against each host: the .wasm, then the native module (tests of one host's
+# own machinery, or of nothing host-specific, are marked and run once).
+test-e2e: build wasm-fault-injection dynamic-module-fault-injection venv
+	$(VENV_PY) -m pytest e2e/tests -q -m "not dynamic_module_only"
+	GATEWAY_HOST=dynamic-module $(VENV_PY) -m pytest e2e/tests -q -m "not wasm_only and not host_independent"
 
 # The benchmark (under 10 minutes): bench/results.json, bench/chart.svg and the README's table.
 # LiteLLM (configuration F) is installed into its own virtualenv, away from the project's.

@@ -4,6 +4,7 @@
 #   CONFIG=examples/emulator.yaml (default) | any resource files  what the gateway serves
 #   EXAMPLE=rate-limit                                             adds examples/$EXAMPLE.yaml to CONFIG
 #   AUTH=static (default) | pod-identity | irsa | imds             how it gets AWS credentials
+#   HOST=wasm (default) | dynamic-module                           the .wasm in V8, or the native module
 # When the resources hold a BackendTrafficPolicy, its rate-limit service (e2e/token_budget_service.py)
 # runs too, on 127.0.0.1:8081, with the limits the renderer wrote.
 # A BackendSecurityPolicy without credentialsFile uses the AWS default chain, which picks its link from
@@ -13,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${ENVOY:=.venv/bin/envoy}" "${EMULATOR:=target/debug/bedrock-emulator}" "${RENDER:=target/debug/ai-gateway-render}"
 : "${PYTHON:=.venv/bin/python}" "${AUTH:=static}" "${CONFIG:=examples/emulator.yaml}" "${EXAMPLE:=}"
+: "${HOST:=wasm}" "${DYNAMIC_MODULE:=target/dynamic-module/libbedrock_gateway.so}"
 read -r -a resources <<< "$CONFIG"
 if [ -n "$EXAMPLE" ]; then
   [ -f "examples/$EXAMPLE.yaml" ] || { echo "EXAMPLE=$EXAMPLE: there is no examples/$EXAMPLE.yaml" >&2; exit 2; }
@@ -32,8 +34,15 @@ esac
 
 mkdir -p .run/auth
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > .run/auth/token
+case "$HOST" in
+  wasm) host_options=() ;;
+  # Envoy dlopens the module by path: an absolute one, whatever directory Envoy runs in.
+  dynamic-module) host_options=(--dynamic-module "$(realpath "$DYNAMIC_MODULE")") ;;
+  *) echo "HOST must be wasm or dynamic-module (got '$HOST')" >&2; exit 2 ;;
+esac
+
 rm -rf .run/gateway
-"$RENDER" "${resources[@]}" --out-dir .run/gateway \
+"$RENDER" "${resources[@]}" --out-dir .run/gateway "${host_options[@]}" \
   --credential-chain irsa,pod-identity,imds --credential-endpoint 127.0.0.1:4566 \
   --pod-identity-token-file .run/auth/token --web-identity-token-file .run/auth/token
 

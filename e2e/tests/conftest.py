@@ -2,6 +2,11 @@
 
 The Envoy configuration is rendered from examples/emulator.yaml, the resource file `make run` serves,
 with its ports moved to free ones so tests never collide with a running `make run`.
+
+GATEWAY_HOST picks the build Envoy loads: `wasm` (default, the .wasm in V8) or `dynamic-module` (the
+native .so). `make test` runs the suite once per host; modules marked `host_independent` (they test
+the emulator, the renderer, `make run`) run with the first only, and `wasm_only` /
+`dynamic_module_only` mark tests of one host's own machinery.
 """
 
 import json
@@ -20,6 +25,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 WASM = ROOT / "target/wasm32-wasip1/release/bedrock_gateway_filter.wasm"
+DYNAMIC_MODULE = ROOT / "target/dynamic-module/libbedrock_gateway.so"
+HOST = os.environ.get("GATEWAY_HOST", "wasm")
+assert HOST in ("wasm", "dynamic-module"), f"GATEWAY_HOST must be wasm or dynamic-module, not {HOST!r}"
+# Prometheus names: Envoy 1.40 exports a dynamic module's metrics with its own `envoy_` prefix.
+METRIC_PREFIX = "ai_gateway_" if HOST == "wasm" else "envoy_ai_gateway_"
 EMULATOR = ROOT / "target/debug/bedrock-emulator"
 RENDER = ROOT / "target/debug/ai-gateway-render"
 RESOURCES = ROOT / "examples/emulator.yaml"
@@ -27,6 +37,13 @@ ENVOY = Path(sys.executable).parent / "envoy"
 
 DEMO_ACCESS_KEY = "AKIDEXAMPLE"
 DEMO_SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+
+
+def pytest_configure(config):
+    for marker, meaning in (("host_independent", "tests nothing that differs between the two hosts"),
+                            ("wasm_only", "tests the wasm host's own machinery"),
+                            ("dynamic_module_only", "tests the native module's own machinery")):
+        config.addinivalue_line("markers", f"{marker}: {meaning}")
 
 
 _ports_handed_out: set = set()
@@ -98,12 +115,16 @@ def render_envoy_config(gateway_port: int, admin_port: int, emulator_port: int, 
         chain = ["--credential-chain", "irsa,pod-identity,imds",
                  "--pod-identity-token-file", str(auth_dir / "token"), "--web-identity-token-file", str(auth_dir / "token")]
     files = config if isinstance(config, list) else [config]
-    text = render_resources(files, out_dir, "--credential-endpoint", "127.0.0.1:4566", *chain, *render_options)
+    host = ("--dynamic-module", str(DYNAMIC_MODULE)) if HOST == "dynamic-module" else ()
+    text = render_resources(files, out_dir, "--credential-endpoint", "127.0.0.1:4566", *chain, *host, *render_options)
     if edit is not None:
         text = edit(text)
     for old, new in (("port_value: 1975", gateway_port), ("port_value: 9901", admin_port), ("port_value: 4566", emulator_port)):
         assert old in text, f"{old} not found in the configuration rendered from {config}"
         text = text.replace(old, f"port_value: {new}")
+    if HOST == "dynamic-module":
+        assert f"filename: \"{DYNAMIC_MODULE}\"" in text
+        return text
     relative_wasm = "target/wasm32-wasip1/release/bedrock_gateway_filter.wasm"
     assert f"filename: \"{relative_wasm}\"" in text or f"filename: {relative_wasm}" in text
     return text.replace(relative_wasm, str(WASM))
@@ -130,7 +151,7 @@ def workdir():
 
 
 def launch_emulator(workdir: Path, name: str, *extra_args: str) -> tuple:
-    for artifact in (WASM, EMULATOR, ENVOY):
+    for artifact in (WASM if HOST == "wasm" else DYNAMIC_MODULE, EMULATOR, ENVOY):
         assert artifact.exists(), f"{artifact} is missing: run `make build venv` (or `make test`)"
     port = free_port()
     process = start_process([str(EMULATOR), "--listen", f"127.0.0.1:{port}", *extra_args], workdir / f"{name}.log")
@@ -154,7 +175,7 @@ def emulator_url(workdir):
 
 def launch_gateway(workdir: Path, emulator_url: str, name: str, environment: dict,
                    config: Path | list = RESOURCES, auth_dir: Path | None = None, log_level: str = "info",
-                   edit=None, wasm: Path | None = None, render_options: tuple = ()) -> tuple:
+                   edit=None, wasm: Path | None = None, module: Path | None = None, render_options: tuple = ()) -> tuple:
     emulator_port = int(emulator_url.rsplit(":", 1)[1])
     gateway_port, admin_port = free_port(), free_port()
     config_dir = workdir / name
@@ -163,6 +184,8 @@ def launch_gateway(workdir: Path, emulator_url: str, name: str, environment: dic
     text = render_envoy_config(gateway_port, admin_port, emulator_port, config_dir, config, auth_dir, edit, render_options)
     if wasm is not None:
         text = text.replace(str(WASM), str(wasm))
+    if module is not None:
+        text = text.replace(str(DYNAMIC_MODULE), str(module))
     config_path.write_text(text)
     log_path = workdir / f"{name}.log"
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}

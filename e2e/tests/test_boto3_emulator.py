@@ -10,6 +10,8 @@ import pytest
 
 from conftest import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
 
+pytestmark = pytest.mark.host_independent
+
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 

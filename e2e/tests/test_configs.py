@@ -13,6 +13,8 @@ import yaml
 
 from conftest import ENVOY, RENDER, ROOT, WASM, free_port, http_get, start_process, stop_process, wait_until
 
+pytestmark = pytest.mark.host_independent
+
 RESOURCE_FILES = ["examples/emulator.yaml", "examples/emulator.yaml examples/rate-limit.yaml", "examples/basic-aws.yaml",
                   "examples/aws.yaml", "examples/kubernetes/gateway-resources.yaml"]
 SHIPPED_RENDERINGS = ["envoy.yaml", "examples/kubernetes/envoy-configmap-pod-identity.yaml",

@@ -12,6 +12,8 @@ import pytest
 
 from conftest import ENVOY, EMULATOR, ROOT, http_get, wait_until
 
+pytestmark = pytest.mark.host_independent
+
 PORTS = (1975, 4566, 9901, 8081)
 
 
@@ -20,7 +22,7 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def run_local(auth: str, config: str | None = None, example: str | None = None) -> subprocess.Popen:
+def run_local(auth: str, config: str | None = None, example: str | None = None, host: str | None = None) -> subprocess.Popen:
     busy = [p for p in PORTS if port_in_use(p)]
     assert not busy, f"ports {busy} are taken (is `make run` already running?); this test needs them"
     env = {"PATH": "/usr/bin:/bin", "ENVOY": str(ENVOY), "EMULATOR": str(EMULATOR), "AUTH": auth}
@@ -28,6 +30,8 @@ def run_local(auth: str, config: str | None = None, example: str | None = None) 
         env["CONFIG"] = config
     if example is not None:
         env["EXAMPLE"] = example
+    if host is not None:
+        env["HOST"] = host
     return subprocess.Popen(["bash", "e2e/run-local.sh"], cwd=ROOT, start_new_session=True, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -39,11 +43,15 @@ def stop(process: subprocess.Popen) -> str:
     return output
 
 
-@pytest.mark.parametrize("auth", ["static", "pod-identity", "irsa", "imds"])
-def test_make_run_serves_each_auth_method(auth):
-    process = run_local(auth)
+@pytest.mark.parametrize("auth,host", [("static", "wasm"), ("pod-identity", "wasm"), ("irsa", "wasm"), ("imds", "wasm"),
+                                       ("static", "dynamic-module"), ("pod-identity", "dynamic-module")])
+def test_make_run_serves_each_auth_method(auth, host):
+    process = run_local(auth, host=host)
     try:
-        wait_until(lambda: http_get("http://127.0.0.1:9901/ready") == b"LIVE\n", f"make run AUTH={auth}")
+        wait_until(lambda: http_get("http://127.0.0.1:9901/ready") == b"LIVE\n", f"make run AUTH={auth} HOST={host}")
+        loaded = http_get("http://127.0.0.1:9901/config_dump").decode()
+        expected_filter = "DynamicModuleFilter" if host == "dynamic-module" else "envoy.extensions.filters.http.wasm.v3.Wasm"
+        assert expected_filter in loaded, f"HOST={host} loads its own build"
         client = openai.OpenAI(base_url="http://127.0.0.1:1975/v1", api_key="unused", max_retries=2, timeout=30)
         reply = client.chat.completions.create(
             model="us.meta.llama3-2-1b-instruct-v1:0", messages=[{"role": "user", "content": f"Hi from {auth}."}]

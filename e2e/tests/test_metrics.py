@@ -13,7 +13,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import ROOT, free_port, http_get, launch_gateway, stop_process, wait_until
+from conftest import METRIC_PREFIX, ROOT, free_port, http_get, launch_gateway, stop_process, wait_until
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
@@ -21,9 +21,12 @@ KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnF
 
 
 def prometheus(gateway) -> dict:
-    """`name{labels}` -> value, from Envoy's /stats/prometheus."""
+    """`name{labels}` -> value, from Envoy's /stats/prometheus, for the gateway's metrics under the
+    host's prefix (`ai_gateway_`, or `envoy_ai_gateway_` for the dynamic module), named here as
+    `ai_gateway_...` either way."""
     text = http_get(f"{gateway.admin_url}/stats/prometheus").decode()
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("ai_gateway_")}
+    return {"ai_gateway_" + line.rsplit(" ", 1)[0].removeprefix(METRIC_PREFIX): float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line.startswith(METRIC_PREFIX)}
 
 
 def metric(values: dict, name: str, model: str, backend: str, **extra) -> float:

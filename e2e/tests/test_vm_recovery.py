@@ -6,8 +6,11 @@ has no such path."""
 import time
 
 import openai
+import pytest
 
 from conftest import ROOT, launch_gateway, raw_post, stop_process, wait_until
+
+pytestmark = pytest.mark.wasm_only
 
 FAULT_WASM = ROOT / "target/wasm32-wasip1/fault-injection/bedrock_gateway_filter.wasm"
 KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}

@@ -7,7 +7,7 @@ use crate::credentials::{write_credential_cluster, CredentialService};
 use crate::plan::*;
 use crate::Options;
 use serde::ser::SerializeMap;
-use crate::yaml::{line, quoted, socket_address, upstream_codec, upstream_protocol_options, wasm_stage};
+use crate::yaml::{dynamic_module_stage, line, quoted, socket_address, upstream_codec, upstream_protocol_options, wasm_stage};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -169,7 +169,7 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
     line(o, 0, "");
     line(o, 1, "clusters:");
     for (i, cluster) in plan.clusters.iter().enumerate() {
-        write_cluster(o, cluster, i == 0);
+        write_cluster(o, cluster, i == 0, options);
     }
     if uses_default_chain(plan) {
         for service in &options.chain {
@@ -257,21 +257,26 @@ fn write_listener(o: &mut String, plan: &Plan, options: &Options, plugin_json: &
     line(o, t + 4, "status: 404");
     line(o, t + 4, "body: { inline_string: '{\"error\":{\"message\":\"No route serves this model.\",\"type\":\"not_found_error\",\"param\":null,\"code\":\"model_not_found\"}}' }");
     line(o, t, "http_filters:");
-    let c = wasm_stage(o, t, "ai_gateway");
-    line(o, c, "vm_config: &gateway_vm");
-    line(o, c + 1, "vm_id: ai_gateway");
-    line(o, c + 1, "runtime: envoy.wasm.runtime.v8");
-    line(o, c + 1, &format!("code: {{ local: {{ filename: {} }} }}", quoted(&options.wasm_path)));
-    if uses_default_chain(plan) {
-        line(o, c + 1, "# The AWS default chain decides at start-up from these (static keys, IRSA, Pod Identity, else IMDS).");
-        line(o, c + 1, "environment_variables:");
-        line(o, c + 2, &format!("host_env_keys: [{}]", CHAIN_ENV_KEYS.join(", ")));
-    }
-    line(o, c, "configuration: &gateway_config");
-    line(o, c + 1, "\"@type\": type.googleapis.com/google.protobuf.StringValue");
-    line(o, c + 1, "value: |");
-    for json_line in plugin_json.lines() {
-        line(o, c + 2, json_line);
+    if let Some(module_path) = &options.dynamic_module_path {
+        // A native module reads Envoy's own environment: nothing to pass through.
+        dynamic_module_stage(o, t, "ai_gateway", module_path, Some(plugin_json));
+    } else {
+        let c = wasm_stage(o, t, "ai_gateway");
+        line(o, c, "vm_config: &gateway_vm");
+        line(o, c + 1, "vm_id: ai_gateway");
+        line(o, c + 1, "runtime: envoy.wasm.runtime.v8");
+        line(o, c + 1, &format!("code: {{ local: {{ filename: {} }} }}", quoted(&options.wasm_path)));
+        if uses_default_chain(plan) {
+            line(o, c + 1, "# The AWS default chain decides at start-up from these (static keys, IRSA, Pod Identity, else IMDS).");
+            line(o, c + 1, "environment_variables:");
+            line(o, c + 2, &format!("host_env_keys: [{}]", CHAIN_ENV_KEYS.join(", ")));
+        }
+        line(o, c, "configuration: &gateway_config");
+        line(o, c + 1, "\"@type\": type.googleapis.com/google.protobuf.StringValue");
+        line(o, c + 1, "value: |");
+        for json_line in plugin_json.lines() {
+            line(o, c + 2, json_line);
+        }
     }
     if let Some(rate_limit) = &plan.rate_limit {
         crate::rate_limits::write_filter(o, t, rate_limit);
@@ -378,16 +383,20 @@ fn write_tls(o: &mut String, tls: &TlsPlan) {
     }
 }
 
-fn write_cluster(o: &mut String, cluster: &ClusterPlan, first: bool) {
+fn write_cluster(o: &mut String, cluster: &ClusterPlan, first: bool, options: &Options) {
     line(o, 1, &format!("- name: {}", quoted(&cluster.name)));
     write_discovery(o, cluster.discovery, "10s");
     line(o, 2, &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"));
     if first {
         line(o, 2, "# The backend stage: the same module and configuration as the routing stage, as an upstream filter.");
         upstream_protocol_options(o, Some("backend_filters"), false, true);
-        let c = wasm_stage(o, 4, "ai_gateway_backend");
-        line(o, c, "vm_config: *gateway_vm");
-        line(o, c, "configuration: *gateway_config");
+        if let Some(module_path) = &options.dynamic_module_path {
+            dynamic_module_stage(o, 4, "ai_gateway_backend", module_path, None);
+        } else {
+            let c = wasm_stage(o, 4, "ai_gateway_backend");
+            line(o, c, "vm_config: *gateway_vm");
+            line(o, c, "configuration: *gateway_config");
+        }
         upstream_codec(o);
     } else {
         line(o, 2, "typed_extension_protocol_options: *backend_filters");

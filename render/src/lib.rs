@@ -44,6 +44,8 @@ pub struct Options {
     pub source_name: String,
     /// Where Envoy finds the filter's `.wasm`.
     pub wasm_path: String,
+    /// The native dynamic module (`libbedrock_gateway.so`) to load instead of the `.wasm`.
+    pub dynamic_module_path: Option<String>,
     pub admin_address: String,
     pub admin_port: u16,
     /// A listener answering `GET /ready` (200 while Envoy serves, 503 while it drains), for
@@ -68,6 +70,7 @@ impl Default for Options {
         Options {
             source_name: "(standard input)".into(),
             wasm_path: "target/wasm32-wasip1/release/bedrock_gateway_filter.wasm".into(),
+            dynamic_module_path: None,
             admin_address: "127.0.0.1".into(),
             admin_port: 9901,
             ready_listener: None,

@@ -18,6 +18,8 @@ Options:
   --output FILE                 write what would go to standard output to FILE (left as it was on error)
   --namespace NS                the ConfigMap's namespace (default envoy-gateway-system)
   --wasm PATH                   the filter's .wasm as Envoy will find it
+  --dynamic-module PATH         load the gateway as the native dynamic module PATH (libbedrock_gateway.so,
+                                as Envoy will find it) instead of the .wasm
                                 (default target/wasm32-wasip1/release/bedrock_gateway_filter.wasm)
   --admin ADDRESS:PORT          Envoy's admin listener (default 127.0.0.1:9901)
   --ready ADDRESS:PORT          also a listener answering GET /ready, for Kubernetes probes
@@ -69,6 +71,7 @@ fn parse_arguments(arguments: Vec<String>) -> Result<Command, String> {
             "--output" => output = Some(PathBuf::from(value)),
             "--namespace" => namespace = Some(value),
             "--wasm" => options.wasm_path = value,
+            "--dynamic-module" => options.dynamic_module_path = Some(value),
             "--admin" => (options.admin_address, options.admin_port) = host_port(&value, &argument)?,
             "--ready" => options.ready_listener = Some(host_port(&value, &argument)?),
             "--credential-chain" => {

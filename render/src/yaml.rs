@@ -58,6 +58,37 @@ pub fn upstream_codec(o: &mut String) {
     line(o, 6, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec");
 }
 
+/// One stage of the native dynamic module (`filter_name` picks the stage): the first stage written
+/// defines the YAML anchors `gateway_module` and `gateway_config` (the plugin JSON), the others
+/// refer to them.
+pub fn dynamic_module_stage(o: &mut String, indent: usize, filter_name: &str, module_path: &str, plugin_json: Option<&str>) {
+    line(o, indent, "- name: envoy.filters.http.dynamic_modules");
+    line(o, indent + 1, "typed_config:");
+    let c = indent + 2;
+    line(o, c, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter");
+    match plugin_json {
+        Some(json) => {
+            line(o, c, "dynamic_module_config: &gateway_module");
+            line(o, c + 1, "name: bedrock_gateway");
+            line(o, c + 1, "# The module's metrics: ai_gateway.requests, ai_gateway.output_tokens, ... (labels model, backend).");
+            line(o, c + 1, "metrics_namespace: ai_gateway");
+            line(o, c + 1, &format!("module: {{ local: {{ filename: {} }} }}", quoted(module_path)));
+            line(o, c, &format!("filter_name: {filter_name}"));
+            line(o, c, "filter_config: &gateway_config");
+            line(o, c + 1, "\"@type\": type.googleapis.com/google.protobuf.StringValue");
+            line(o, c + 1, "value: |");
+            for json_line in json.lines() {
+                line(o, c + 2, json_line);
+            }
+        }
+        None => {
+            line(o, c, "dynamic_module_config: *gateway_module");
+            line(o, c, &format!("filter_name: {filter_name}"));
+            line(o, c, "filter_config: *gateway_config");
+        }
+    }
+}
+
 /// The head of one stage of the wasm filter (`root_id` picks the stage), up to its `vm_config`,
 /// which the caller writes; returns the indent of the `config` fields.
 pub fn wasm_stage(o: &mut String, indent: usize, root_id: &str) -> usize {

@@ -48,6 +48,19 @@ fn make_run_options(source: &str) -> Options {
 }
 
 #[test]
+fn the_native_module_replaces_the_wasm_filter_in_every_stage() {
+    let options = Options { dynamic_module_path: Some("/opt/ai-gateway/libbedrock_gateway.so".into()), ..make_run_options("examples/emulator.yaml") };
+    let rendered = render(&read("examples/emulator.yaml"), &options).expect("renders");
+    check_golden("emulator.dynamic-module.envoy.yaml", &rendered.envoy_yaml);
+    let yaml = &rendered.envoy_yaml;
+    assert!(!yaml.contains("envoy.filters.http.wasm"), "no wasm stage is left");
+    for stage in ["filter_name: ai_gateway\n", "filter_name: ai_gateway_backend\n", "filter_name: ai_gateway_sts\n"] {
+        assert!(yaml.contains(stage), "{stage:?} is rendered");
+    }
+    assert_eq!(yaml.matches("module: { local: { filename: \"/opt/ai-gateway/libbedrock_gateway.so\" } }").count(), 1, "loaded once, shared by anchor");
+}
+
+#[test]
 fn the_emulator_example_renders_as_make_run_serves_it() {
     let rendered = render(&read("examples/emulator.yaml"), &make_run_options("examples/emulator.yaml")).expect("renders");
     check_golden("emulator.envoy.yaml", &rendered.envoy_yaml);

@@ -1,0 +1,214 @@
+//! The core's [`Host`] over Envoy's dynamic-module callbacks, for the stream a hook runs for.
+
+use crate::abi::{self, EnvoyBuffer, EnvoyFilterPtr, ModuleBuffer, ModuleHttpHeader};
+use crate::metrics;
+use bedrock_gateway_core::headers::HeaderSnapshot;
+use bedrock_gateway_core::report::{MetricLabels, Sample, UsageSummary};
+use bedrock_gateway_core::stream::{Host, Side};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Where access logs and rate limits read a request's usage: the same filter-state keys as the
+/// wasm host's (so one rendered configuration serves both), and dynamic metadata, which only a
+/// native filter can write.
+const USAGE_STATE: &str = "wasm.ai_gateway.usage";
+const TOTAL_TOKENS_STATE: &str = "wasm.ai_gateway.total_tokens";
+const COST_STATE: &str = "wasm.ai_gateway.cost";
+pub const METADATA_NAMESPACE: &str = "io.envoy.ai_gateway";
+
+pub struct NativeHost<'a> {
+    pub filter: EnvoyFilterPtr,
+    /// Why Envoy answered this stream itself, from the local-reply hook.
+    pub local_reply_details: Option<&'a str>,
+}
+
+impl<'a> NativeHost<'a> {
+    pub fn new(filter: EnvoyFilterPtr) -> Self {
+        NativeHost { filter, local_reply_details: None }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn header_type(side: Side) -> u32 {
+    match side {
+        Side::Request => abi::REQUEST_HEADERS,
+        Side::Response => abi::RESPONSE_HEADERS,
+    }
+}
+
+/// (received, buffered) body types of a side.
+fn body_types(side: Side) -> (u32, u32) {
+    match side {
+        Side::Request => (abi::RECEIVED_REQUEST_BODY, abi::BUFFERED_REQUEST_BODY),
+        Side::Response => (abi::RECEIVED_RESPONSE_BODY, abi::BUFFERED_RESPONSE_BODY),
+    }
+}
+
+impl NativeHost<'_> {
+    /// Whether the body this hook received is the one buffered so far (a filter before this one
+    /// held it and resumed), so that it is not read twice.
+    fn received_is_buffered(&self, side: Side) -> bool {
+        // SAFETY: the filter pointer is valid for the current hook.
+        unsafe {
+            match side {
+                Side::Request => abi::envoy_dynamic_module_callback_http_received_buffered_request_body(self.filter),
+                Side::Response => abi::envoy_dynamic_module_callback_http_received_buffered_response_body(self.filter),
+            }
+        }
+    }
+
+    fn append_chunks(&self, body_type: u32, out: &mut Vec<u8>) {
+        // SAFETY: the filter pointer is valid for the current hook; the vector is sized as Envoy asked.
+        unsafe {
+            let count = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(self.filter, body_type);
+            if count == 0 {
+                return;
+            }
+            let mut chunks = vec![EnvoyBuffer::EMPTY; count];
+            if !abi::envoy_dynamic_module_callback_http_get_body_chunks(self.filter, body_type, chunks.as_mut_ptr()) {
+                return;
+            }
+            for chunk in &chunks {
+                out.extend_from_slice(chunk.as_slice());
+            }
+        }
+    }
+
+    fn set_filter_state(&self, key: &str, value: &[u8]) {
+        // SAFETY: the filter pointer is valid for the current hook; both buffers outlive the call.
+        let stored = unsafe { abi::envoy_dynamic_module_callback_http_set_filter_state_bytes(self.filter, ModuleBuffer::of(key.as_bytes()), ModuleBuffer::of(value)) };
+        if !stored {
+            log::debug!("ai gateway: cannot record {key} in filter state");
+        }
+    }
+}
+
+impl Host for NativeHost<'_> {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    fn headers(&self, side: Side) -> HeaderSnapshot {
+        // SAFETY: the filter pointer is valid for the current hook; the vector is sized as Envoy
+        // asked, and the buffers it returns are read before this hook changes any header.
+        unsafe {
+            let count = abi::envoy_dynamic_module_callback_http_get_headers_size(self.filter, header_type(side));
+            let empty = abi::EnvoyHttpHeader { key: EnvoyBuffer::EMPTY, value: EnvoyBuffer::EMPTY };
+            let mut headers = vec![empty; count];
+            if count == 0 || !abi::envoy_dynamic_module_callback_http_get_headers(self.filter, header_type(side), headers.as_mut_ptr()) {
+                return HeaderSnapshot::default();
+            }
+            HeaderSnapshot::from_pairs(headers.iter().map(|h| (h.key.as_slice(), h.value.as_slice())))
+        }
+    }
+
+    fn header(&self, side: Side, name: &str) -> Option<String> {
+        let mut value = EnvoyBuffer::EMPTY;
+        // SAFETY: the filter pointer is valid for the current hook; `value` is read at once.
+        unsafe {
+            let found = abi::envoy_dynamic_module_callback_http_get_header(
+                self.filter,
+                header_type(side),
+                ModuleBuffer::of(name.as_bytes()),
+                &mut value,
+                0,
+                std::ptr::null_mut(),
+            );
+            if !found || value.ptr.is_null() {
+                return None;
+            }
+            Some(String::from_utf8_lossy(value.as_slice()).into_owned())
+        }
+    }
+
+    fn set_header(&mut self, side: Side, name: &str, value: Option<&str>) {
+        let value = value.map_or(ModuleBuffer::NULL, |v| ModuleBuffer::of(v.as_bytes()));
+        // SAFETY: the filter pointer is valid for the current hook; the buffers outlive the call.
+        let set = unsafe { abi::envoy_dynamic_module_callback_http_set_header(self.filter, header_type(side), ModuleBuffer::of(name.as_bytes()), value) };
+        if !set {
+            log::warn!("ai gateway: could not set {side:?} header {name}");
+        }
+    }
+
+    fn body(&mut self, side: Side) -> Vec<u8> {
+        let (received, buffered) = body_types(side);
+        let mut body = Vec::new();
+        if !self.received_is_buffered(side) {
+            self.append_chunks(buffered, &mut body);
+        }
+        self.append_chunks(received, &mut body);
+        body
+    }
+
+    fn replace_body(&mut self, side: Side, value: &[u8]) {
+        let (received, buffered) = body_types(side);
+        // SAFETY: the filter pointer is valid for the current hook; `value` outlives the call.
+        unsafe {
+            for body_type in [buffered, received] {
+                let size = abi::envoy_dynamic_module_callback_http_get_body_size(self.filter, body_type);
+                if size > 0 {
+                    abi::envoy_dynamic_module_callback_http_drain_body(self.filter, body_type, size);
+                }
+            }
+            if !value.is_empty() && !abi::envoy_dynamic_module_callback_http_append_body(self.filter, received, ModuleBuffer::of(value)) {
+                log::warn!("ai gateway: could not replace the {side:?} body");
+            }
+        }
+    }
+
+    fn send_json(&mut self, status: u16, body: &[u8]) {
+        let headers = [ModuleHttpHeader { key: ModuleBuffer::of(b"content-type"), value: ModuleBuffer::of(b"application/json") }];
+        // SAFETY: the filter pointer is valid for the current hook; every buffer outlives the call.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_send_response(
+                self.filter,
+                u32::from(status),
+                headers.as_ptr(),
+                headers.len(),
+                ModuleBuffer::of(body),
+                ModuleBuffer::of(b"ai_gateway"),
+            );
+        }
+    }
+
+    fn clear_route_cache(&mut self) {
+        // SAFETY: the filter pointer is valid for the current hook.
+        unsafe { abi::envoy_dynamic_module_callback_http_clear_route_cache(self.filter) }
+    }
+
+    fn cluster_name(&self) -> Option<String> {
+        let mut value = EnvoyBuffer::EMPTY;
+        // SAFETY: the filter pointer is valid for the current hook; `value` is read at once.
+        unsafe {
+            if !abi::envoy_dynamic_module_callback_http_filter_get_attribute_string(self.filter, abi::ATTRIBUTE_XDS_CLUSTER_NAME, &mut value) {
+                return None;
+            }
+            Some(String::from_utf8_lossy(value.as_slice()).into_owned())
+        }
+    }
+
+    fn response_code_details(&self) -> Option<String> {
+        self.local_reply_details.map(str::to_owned)
+    }
+
+    fn record_usage(&mut self, summary: &UsageSummary) {
+        self.set_filter_state(USAGE_STATE, summary.json.as_bytes());
+        self.set_filter_state(TOTAL_TOKENS_STATE, summary.total_tokens.to_string().as_bytes());
+        self.set_filter_state(COST_STATE, summary.cost.to_string().as_bytes());
+        let namespace = ModuleBuffer::of(METADATA_NAMESPACE.as_bytes());
+        // SAFETY: the filter pointer is valid for the current hook; the buffers outlive each call.
+        // Token counts up to 2^53 are exact as doubles.
+        #[allow(clippy::cast_precision_loss)]
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_number(self.filter, namespace, ModuleBuffer::of(b"total_tokens"), summary.total_tokens as f64);
+            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_number(self.filter, namespace, ModuleBuffer::of(b"cost"), summary.cost as f64);
+            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string(self.filter, namespace, ModuleBuffer::of(b"usage"), ModuleBuffer::of(summary.json.as_bytes()));
+        }
+    }
+
+    fn record_metric(&mut self, labels: &MetricLabels, sample: Sample) {
+        metrics::record(labels, sample);
+    }
+}
