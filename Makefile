@@ -105,6 +105,7 @@ test-e2e: build wasm-fault-injection dynamic-module-fault-injection venv
 LITELLM_VENV ?= .bench-litellm
 bench: build venv
 	$(CARGO) build --release --target wasm32-wasip1 -p noop-filter
+	$(CARGO) build --release -p noop-module
 	$(CARGO) build --release -p bedrock-emulator
 	command -v wrk >/dev/null || apt-get install -y -q wrk
 	test -x $(LITELLM_VENV)/bin/litellm || { $(PYTHON) -m venv $(LITELLM_VENV) && $(LITELLM_VENV)/bin/pip install -q "litellm[proxy]==1.108.7"; }
@@ -114,6 +115,7 @@ bench: build venv
 # builds (BENCH_WASMS=/abs/old.wasm,/abs/new.wasm); about 2 minutes per gateway configuration.
 bench-instructions: build venv
 	$(CARGO) build --release --target wasm32-wasip1 -p noop-filter
+	$(CARGO) build --release -p noop-module
 	$(CARGO) build --release -p bedrock-emulator
 	command -v valgrind >/dev/null || apt-get install -y -q valgrind
 	$(VENV_PY) bench/instructions.py

@@ -10,7 +10,7 @@ Instructions are not time: valgrind's virtual CPU has no SHA extensions, so C's 
 (BoringSSL) counts far more instructions than it costs in time on this CPU. Compare builds of
 this filter with each other, not with C.
 
-    make bench-instructions                       # B, C, W, D, E
+    make bench-instructions                       # B, C, W, D, E, M, N, O
     BENCH_WASMS=/abs/old.wasm,/abs/new.wasm make bench-instructions   # D and E of each build
     BENCH_TARGETS=D ...                           # only D
 """
@@ -34,8 +34,8 @@ import envoy as envoy_package  # noqa: E402
 ENVOY_BINARY = Path(envoy_package.__file__).parent / "_bin" / "envoy"
 WARM_UP_REQUESTS, COUNTED_REQUESTS = 100, 300
 READY_TIMEOUT_SECONDS = 900  # V8 compiles the module under valgrind: minutes, not seconds
-# BENCH_TARGETS=D counts only those configurations (of B, C, W, D, E).
-TARGETS = os.environ.get("BENCH_TARGETS", "B,C,W,D,E").split(",")
+# BENCH_TARGETS=D counts only those configurations (of B, C, W, D, E, M, N, O).
+TARGETS = os.environ.get("BENCH_TARGETS", "B,C,W,D,E,M,N,O").split(",")
 
 
 def send(port: int, path: str, body: bytes, count: int):
@@ -98,6 +98,9 @@ def main():
             ("W", bench.floor_config(), *converse),
             ("D", bench.gateway_config(), *openai),
             ("E", bench.gateway_config(), *anthropic),
+            ("M", bench.floor_config(bench.noop_module_filter), *converse),
+            ("N", bench.gateway_config(module=bench.DYNAMIC_MODULE), *openai),
+            ("O", bench.gateway_config(module=bench.DYNAMIC_MODULE), *anthropic),
         ]
     runs = [run for run in runs if run[0].split()[-1] in TARGETS]
     emulator = bench.start(bench.pinned(1, [bench.EMULATOR, "--listen", f"127.0.0.1:{bench.EMULATOR_PORT}", "--skip-sigv4"]),

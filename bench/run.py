@@ -43,6 +43,9 @@ DURATION = int(os.environ.get("BENCH_SECONDS", "6"))
 ONLY = os.environ.get("BENCH_ONLY")
 WASM = "target/wasm32-wasip1/release/bedrock_gateway_filter.wasm"
 NOOP_WASM = ROOT / "target/wasm32-wasip1/release/noop_filter.wasm"
+# The same gateway as the native dynamic module (N, O), and its do-nothing floor (M).
+DYNAMIC_MODULE = ROOT / "target/dynamic-module/libbedrock_gateway.so"
+NOOP_MODULE = ROOT / "target/release/libnoop_module.so"
 COMPARED_WASMS = [w for w in os.environ.get("BENCH_WASMS", WASM).split(",") if w]
 # The CPU column: B, C, W, D and E all run at once (each idle while another is measured), and are
 # measured in turn, in windows of CPU_WINDOW_SECONDS, CPU_CYCLES times; the table shows the median.
@@ -213,28 +216,39 @@ def noop_wasm_filter(name: str, indent: str) -> str:
       vm_config: {{ vm_id: noop, runtime: envoy.wasm.runtime.v8, code: {{ local: {{ filename: {NOOP_WASM} }} }} }}""".replace("\n", "\n" + indent)
 
 
-def floor_config() -> str:
-    """The plain proxy with a do-nothing wasm filter where each of the gateway's stages sits: one
-    downstream, one upstream on the cluster (configuration W)."""
+def noop_module_filter(name: str, indent: str) -> str:
+    return f"""
+- name: envoy.filters.http.dynamic_modules
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+    dynamic_module_config: {{ name: noop_module, module: {{ local: {{ filename: "{NOOP_MODULE}" }} }} }}
+    filter_name: {name}""".replace("\n", "\n" + indent)
+
+
+def floor_config(noop_filter=noop_wasm_filter) -> str:
+    """The plain proxy with a do-nothing filter where each of the gateway's stages sits: one
+    downstream, one upstream on the cluster (configuration W with wasm filters, M with dynamic modules)."""
     upstream_filters = f"""
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
         explicit_http_config: {{ http_protocol_options: {{}} }}
-        http_filters:{noop_wasm_filter("noop_backend", "        ")}
+        http_filters:{noop_filter("noop_backend", "        ")}
         - name: envoy.filters.http.upstream_codec
           typed_config:
             "@type": type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec
 """
-    text = proxy_config(False).replace("http_filters:", "http_filters:" + noop_wasm_filter("noop_routing", "          "), 1)
+    text = proxy_config(False).replace("http_filters:", "http_filters:" + noop_filter("noop_routing", "          "), 1)
     return text.replace("    load_assignment:", upstream_filters.lstrip("\n") + "    load_assignment:")
 
 
-def gateway_config(wasm: str = WASM) -> str:
+def gateway_config(wasm: str = WASM, module: Path | None = None) -> str:
     """The configuration `make run` serves, rendered from examples/emulator.yaml (static keys from the
-    environment, so no credential service is rendered), on the benchmark's ports."""
+    environment, so no credential service is rendered), on the benchmark's ports; with `module`, the
+    native dynamic module in place of the .wasm."""
+    host = ["--dynamic-module", str(module)] if module else ["--wasm", wasm]
     rendered = subprocess.run([str(ROOT / "target/debug/ai-gateway-render"), str(ROOT / "examples/emulator.yaml"),
-                               "--credential-chain", "none", "--wasm", wasm],
+                               "--credential-chain", "none", *host],
                               capture_output=True, text=True, check=True)
     text = rendered.stdout
     for old, new in (("port_value: 1975", GATEWAY_PORT), ("port_value: 9901", ADMIN_PORT), ("port_value: 4566", EMULATOR_PORT)):
@@ -307,6 +321,19 @@ def measure(name: str, description: str, pids: list, path: str, body: bytes, hea
     }
     print(json.dumps(result), flush=True)
     return result
+
+
+BODY_SIZES = (("1 KiB", 1024), ("100 KiB", 100 * 1024), ("1 MiB", 1024 * 1024))
+
+
+def by_body_size(pids: list, path: str, make_body, headers: dict) -> dict:
+    """For each of BODY_SIZES: the wrk run of that body size (c=16) and the CPU per request it took."""
+    measured = {}
+    for size, filler in BODY_SIZES:
+        before = cpu_seconds(pids)
+        run = wrk(f"http://127.0.0.1:{GATEWAY_PORT}{path}", make_body(filler), headers, 16, max(1, DURATION // 2))
+        measured[size] = (run, round((cpu_seconds(pids) - before) * 1e6 / run["requests"], 1))
+    return measured
 
 
 def cpu_per_request(pids: list, url: str, body: bytes, headers: dict, seconds: int) -> float:
@@ -431,14 +458,15 @@ def update_readme(results: dict):
     windows = {r["name"]: r["cpu_us_per_req_windows"] for r in results["configurations"] if r.get("cpu_us_per_req_windows")}
     if windows:
         # A cycle measures every configuration within half a minute: its D - C compares like with like.
-        over_native = [round(d - c, 1) for d, c in zip(windows["D"], windows["C"])]
-        over_floor = [round(d - w, 1) for d, w in zip(windows["D"], windows["W"])]
-        rows += ["", f"Gateway CPU is the median of {len(windows['D'])} cycles; each cycle measures B, C, W, D and E in turn for"
-                 f" {CPU_WINDOW_SECONDS} s each, with all four Envoys running: "
+        def per_cycle(a: str, b: str) -> str:
+            differences = [round(x - y, 1) for x, y in zip(windows[a], windows[b])]
+            return f"{' / '.join(str(v) for v in differences)} µs (median {statistics.median(differences):.1f})"
+        rows += ["", f"Gateway CPU is the median of {len(windows['D'])} cycles; each cycle measures {', '.join(windows)} in turn for"
+                 f" {CPU_WINDOW_SECONDS} s each, with all their Envoys running: "
                  + "; ".join(f"{name} {' / '.join(str(v) for v in values)}" for name, values in windows.items())
-                 + f" µs. D - C per cycle: {' / '.join(str(v) for v in over_native)} µs (median {statistics.median(over_native):.1f});"
-                 + f" D - W, the gateway's own work above the do-nothing filters: {' / '.join(str(v) for v in over_floor)} µs"
-                 + f" (median {statistics.median(over_floor):.1f})."]
+                 + f" µs. D - C per cycle: {per_cycle('D', 'C')}; D - W, the wasm gateway's own work above the do-nothing filters: {per_cycle('D', 'W')}."
+                 + (f" N - C, the native gateway (translating and signing) against Envoy's C++ filter (signing only): {per_cycle('N', 'C')};"
+                    f" N - M, its own work above two do-nothing dynamic modules: {per_cycle('N', 'M')}." if "N" in windows else "")]
     s = results["streaming"]
     direct, plain = s["added_vs_direct"], s["added_vs_plain_envoy"]
     streams = s.get("gateway", {}).get("streams")
@@ -447,9 +475,9 @@ def update_readme(results: dict):
              f"the gateway adds {direct['ttft_p50_us']} µs (p50) / {direct['ttft_p99_us']} µs (p99) to time to first token and {direct['gap_us']} µs to the mean gap between chunks; "
              f"against a plain Envoy proxy, {plain['ttft_p50_us']} µs (p50) / {plain['ttft_p99_us']} µs (p99) and {plain['gap_us']} µs. "
              f"100 open streams add {s['rss_mb_per_100_streams']} MB of RSS.", "",
-             "| request body | req/s (c=16) | p99 µs | gateway CPU µs/req (ours) | native SigV4 CPU µs/req |", "| --- | --- | --- | --- | --- |"]
+             "| request body | req/s (c=16) | p99 µs | gateway CPU µs/req (.wasm) | gateway CPU µs/req (dynamic module) | native SigV4 CPU µs/req |", "| --- | --- | --- | --- | --- | --- |"]
     for b in results["body_sizes"]:
-        rows.append(f"| {b['size']} | {b['rps']} | {b['p99_us']} | {b['cpu_us_per_req']} | {b['native_cpu_us_per_req']} |")
+        rows.append(f"| {b['size']} | {b['rps']} | {b['p99_us']} | {b['cpu_us_per_req']} | {b.get('module_cpu_us_per_req', '')} | {b['native_cpu_us_per_req']} |")
     tools = f"Envoy {results['envoy']}" + "".join(f", {name} {results[key]}" for name, key in (("wrk", "wrk"), ("LiteLLM", "litellm")) if results.get(key))
     tools += f", Python {results['python']}" if results.get("python") else ""
     rows += ["", f"Measured {results['date']} on {results['machine']}; {tools}."]
@@ -521,11 +549,14 @@ def cpu_in_windows(envoys: dict, targets: list, json_headers: dict) -> dict:
 
 
 def interleaved_cpu(configurations: list, json_headers: dict):
-    """The CPU column of B, C, W, D and E: the median of CPU_CYCLES windows each, taken in turn."""
-    envoys = {"B": proxy_config(False), "C": proxy_config(True), "W": floor_config(), "D": gateway_config()}
+    """The CPU column of B, C, W, D, E, M, N and O: the median of CPU_CYCLES windows each, taken in turn."""
+    envoys = {"B": proxy_config(False), "C": proxy_config(True), "W": floor_config(), "D": gateway_config(),
+              "M": floor_config(noop_module_filter), "N": gateway_config(module=DYNAMIC_MODULE)}
     targets = [("B", "B", CONVERSE_PATH, converse_body()), ("C", "C", CONVERSE_PATH, converse_body()),
                ("W", "W", CONVERSE_PATH, converse_body()), ("D", "D", "/v1/chat/completions", openai_body()),
-               ("E", "D", "/anthropic/v1/messages", ANTHROPIC_BODY)]  # E is measured on D's Envoy
+               ("E", "D", "/anthropic/v1/messages", ANTHROPIC_BODY),  # E is measured on D's Envoy
+               ("M", "M", CONVERSE_PATH, converse_body()), ("N", "N", "/v1/chat/completions", openai_body()),
+               ("O", "N", "/anthropic/v1/messages", ANTHROPIC_BODY)]
     windows = cpu_in_windows(envoys, targets, json_headers)
     by_name = {c["name"]: c for c in configurations}
     for name, values in windows.items():
@@ -567,11 +598,7 @@ def main():
             try:
                 results["configurations"].append(measure(name, description, pids, CONVERSE_PATH, converse_body(), json_headers))
                 if signing:
-                    native = {}
-                    for size, filler in (("1 KiB", 1024), ("100 KiB", 100 * 1024), ("1 MiB", 1024 * 1024)):
-                        before = cpu_seconds(pids)
-                        run = wrk(f"http://127.0.0.1:{GATEWAY_PORT}{CONVERSE_PATH}", converse_body(filler), json_headers, 16, max(1, DURATION // 2))
-                        native[size] = round((cpu_seconds(pids) - before) * 1e6 / run["requests"], 1)
+                    native = by_body_size(pids, CONVERSE_PATH, converse_body, json_headers)
             finally:
                 stop(process)
         process, pids = run_envoy("W", floor_config())
@@ -579,17 +606,26 @@ def main():
             results["configurations"].append(measure("W", "Envoy, two do-nothing wasm filters", pids, CONVERSE_PATH, converse_body(), json_headers))
         finally:
             stop(process)
+        process, pids = run_envoy("M", floor_config(noop_module_filter))
+        try:
+            results["configurations"].append(measure("M", "Envoy, two do-nothing dynamic modules", pids, CONVERSE_PATH, converse_body(), json_headers))
+        finally:
+            stop(process)
+        process, pids = run_envoy("N", gateway_config(module=DYNAMIC_MODULE))
+        try:
+            results["configurations"].append(measure("N", "this gateway as a dynamic module, OpenAI -> Converse", pids, "/v1/chat/completions", openai_body(), json_headers))
+            results["configurations"].append(measure("O", "this gateway as a dynamic module, Anthropic -> InvokeModel", pids, "/anthropic/v1/messages", ANTHROPIC_BODY, json_headers))
+            native_module = by_body_size(pids, "/v1/chat/completions", openai_body, json_headers)
+        finally:
+            stop(process)
         process, pids = run_envoy("D", gateway_config())
         try:
             results["configurations"].append(measure("D", "this gateway, OpenAI -> Converse", pids, "/v1/chat/completions", openai_body(), json_headers))
             results["configurations"].append(measure("E", "this gateway, Anthropic -> InvokeModel", pids, "/anthropic/v1/messages", ANTHROPIC_BODY, json_headers))
-            for size, filler in (("1 KiB", 1024), ("100 KiB", 100 * 1024), ("1 MiB", 1024 * 1024)):
-                before = cpu_seconds(pids)
-                run = wrk(f"http://127.0.0.1:{GATEWAY_PORT}/v1/chat/completions", openai_body(filler), json_headers, 16, max(1, DURATION // 2))
+            for size, (run, cpu) in by_body_size(pids, "/v1/chat/completions", openai_body, json_headers).items():
                 results["body_sizes"].append({
-                    "size": size, "rps": round(run["rps"]), "p99_us": round(run["p99_us"]),
-                    "cpu_us_per_req": round((cpu_seconds(pids) - before) * 1e6 / run["requests"], 1),
-                    "native_cpu_us_per_req": native[size],
+                    "size": size, "rps": round(run["rps"]), "p99_us": round(run["p99_us"]), "cpu_us_per_req": cpu,
+                    "native_cpu_us_per_req": native[size][1], "module_cpu_us_per_req": native_module[size][1],
                 })
             rss_per_100 = rss_per_100_streams(pids)
         finally:
