@@ -44,6 +44,7 @@ def test_a_panic_is_answered_in_the_callers_format_and_envoy_keeps_serving(workd
     try:
         client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=10)
         claude = anthropic.Anthropic(base_url=f"{gateway.url}/anthropic", api_key="unused", max_retries=0, timeout=10)
+        assert "Dynamic module ABI version v0.2.0 matched" in gateway.envoy_log(), "the module reports the ABI version Envoy expects"
         assert client.chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "before"}]).choices[0].message.content == "You said: before"
 
         for _ in range(4):  # both workers
