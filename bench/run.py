@@ -392,8 +392,8 @@ def stream_samples_on_this_core(port: int, request: bytes, chunk_marker: bytes, 
 
 
 def interleaved_streams(json_headers: dict) -> dict:
-    """TTFT and gaps of the three stream paths: the emulator directly, plain Envoy (B) and the
-    gateway (D), both Envoys running at once. STREAM_ROUNDS rounds each measure a block of
+    """TTFT and gaps of the four stream paths: the emulator directly, plain Envoy (B), the gateway as
+    the .wasm (D) and as the dynamic module (N), the Envoys running at once. STREAM_ROUNDS rounds each measure a block of
     STREAMS_PER_BLOCK streams per path in turn, so that a slow spell of the machine falls on every
     path alike (as the CPU windows do); the figures pool every block's streams."""
     converse_stream_path = CONVERSE_PATH.replace("converse", "converse-stream")
@@ -401,13 +401,15 @@ def interleaved_streams(json_headers: dict) -> dict:
         "direct": (None, converse_stream_path, CONVERSE_STREAM_BODY, b"contentBlockDelta"),
         "plain_envoy": ("B", converse_stream_path, CONVERSE_STREAM_BODY, b"contentBlockDelta"),
         "gateway": ("D", "/v1/chat/completions", OPENAI_STREAM_BODY, b'{"content":'),
+        "module": ("N", "/v1/chat/completions", OPENAI_STREAM_BODY, b'{"content":'),
     }
-    envoys = {"B": proxy_config(False), "D": gateway_config()}
+    envoys = {"B": proxy_config(False), "D": gateway_config(), "N": gateway_config(module=DYNAMIC_MODULE)}
     samples = {name: ([], []) for name in paths}
     with envoys_at_once(envoys, STREAM_PORT_OFFSET, "streams") as running:
         # V8 runs the filter from its baseline compiler until the code is hot: warm both up alike.
         wrk(f"http://127.0.0.1:{running['B'][0]}{CONVERSE_PATH}", converse_body(), json_headers, 64, 3)
         wrk(f"http://127.0.0.1:{running['D'][0]}/v1/chat/completions", openai_body(), json_headers, 64, 3)
+        wrk(f"http://127.0.0.1:{running['N'][0]}/v1/chat/completions", openai_body(), json_headers, 64, 3)
         for _ in range(STREAM_ROUNDS):
             for name, (envoy, path, body, marker) in paths.items():
                 port = EMULATOR_PORT if envoy is None else running[envoy][0]
@@ -474,7 +476,10 @@ def update_readme(results: dict):
     rows += ["", f"Streams of {s['deltas']} deltas paced {STREAM_DELAY_MS} ms apart, one after another on a keep-alive connection{counted}: against Bedrock (the emulator) directly, "
              f"the gateway adds {direct['ttft_p50_us']} µs (p50) / {direct['ttft_p99_us']} µs (p99) to time to first token and {direct['gap_us']} µs to the mean gap between chunks; "
              f"against a plain Envoy proxy, {plain['ttft_p50_us']} µs (p50) / {plain['ttft_p99_us']} µs (p99) and {plain['gap_us']} µs. "
-             f"100 open streams add {s['rss_mb_per_100_streams']} MB of RSS.", "",
+             f"100 open streams add {s['rss_mb_per_100_streams']} MB of RSS."
+             + (f" As the dynamic module, against plain Envoy: {s['module_added_vs_plain_envoy']['ttft_p50_us']} µs (p50) / "
+                f"{s['module_added_vs_plain_envoy']['ttft_p99_us']} µs (p99) to time to first token, {s['module_added_vs_plain_envoy']['gap_us']} µs per chunk, "
+                f"and {s['module_rss_mb_per_100_streams']} MB of RSS per 100 open streams." if "module_added_vs_plain_envoy" in s else ""), "",
              "| request body | req/s (c=16) | p99 µs | gateway CPU µs/req (.wasm) | gateway CPU µs/req (dynamic module) | native SigV4 CPU µs/req |", "| --- | --- | --- | --- | --- | --- |"]
     for b in results["body_sizes"]:
         rows.append(f"| {b['size']} | {b['rps']} | {b['p99_us']} | {b['cpu_us_per_req']} | {b.get('module_cpu_us_per_req', '')} | {b['native_cpu_us_per_req']} |")
@@ -616,6 +621,7 @@ def main():
             results["configurations"].append(measure("N", "this gateway as a dynamic module, OpenAI -> Converse", pids, "/v1/chat/completions", openai_body(), json_headers))
             results["configurations"].append(measure("O", "this gateway as a dynamic module, Anthropic -> InvokeModel", pids, "/anthropic/v1/messages", ANTHROPIC_BODY, json_headers))
             native_module = by_body_size(pids, "/v1/chat/completions", openai_body, json_headers)
+            module_rss_per_100 = rss_per_100_streams(pids)
         finally:
             stop(process)
         process, pids = run_envoy("D", gateway_config())
@@ -639,6 +645,8 @@ def main():
             "added_vs_direct": added(streams["gateway"], streams["direct"]),
             "added_vs_plain_envoy": added(streams["gateway"], streams["plain_envoy"]),
             "rss_mb_per_100_streams": rss_per_100,
+            "module_added_vs_plain_envoy": added(streams["module"], streams["plain_envoy"]),
+            "module_rss_mb_per_100_streams": module_rss_per_100,
         }
         print(json.dumps(results["streaming"]), flush=True)
         interleaved_cpu(results["configurations"], json_headers)
