@@ -17,7 +17,9 @@ FAULT_WASM := target/wasm32-wasip1/fault-injection/bedrock_gateway_filter.wasm
 # with `cargo test`; only the benchmark builds an optimised emulator (BENCH_EMULATOR).
 # The same gateway as a native Envoy dynamic module (HOST=dynamic-module), and its panicking test build.
 DYNAMIC_MODULE := target/dynamic-module/libbedrock_gateway.so
-FAULT_MODULE := target/dynamic-module-fault-injection/libbedrock_gateway.so
+# The panicking build is unoptimised (the dev profile unwinds, as the module must) and shares its
+# dependencies with cargo test.
+FAULT_MODULE := target/debug/libbedrock_gateway.so
 EMULATOR := target/debug/bedrock-emulator
 RENDER := target/debug/ai-gateway-render
 BENCH_EMULATOR := target/release/bedrock-emulator
@@ -27,7 +29,7 @@ HOST ?= wasm
 CONFIG ?= examples/emulator.yaml
 EXAMPLE ?=
 
-.PHONY: all build wasm wasm-fault-injection dynamic-module dynamic-module-fault-injection emulator render render-examples venv run run-aws test test-unit test-e2e bench bench-instructions fuzz lint clean
+.PHONY: all build wasm wasm-fault-injection dynamic-module dynamic-module-fault-injection emulator render render-examples venv run run-aws test test-unit test-core-wasm test-e2e bench bench-instructions fuzz lint clean
 
 all: build
 
@@ -87,12 +89,19 @@ lint:
 test-unit:
 	$(CARGO) test --workspace
 
+# The core's tests compiled for wasm32 and run in a wasm VM (Node's V8, with WASI), as the .wasm runs
+# in Envoy's V8: a 32-bit usize or a wasm-only path must not behave differently from the native build.
+test-core-wasm:
+	rustup target add wasm32-wasip1 >/dev/null
+	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/filter/core/wasm-runner/run.mjs" \
+	  $(CARGO) test --target wasm32-wasip1 -p bedrock-gateway-core --lib --tests
+
 wasm-fault-injection:
 	rustup target add wasm32-wasip1 >/dev/null
 	$(CARGO) build --profile fault-injection --target wasm32-wasip1 -p bedrock-gateway-filter --features fault-injection
 
 dynamic-module-fault-injection:
-	$(CARGO) build --profile dynamic-module-fault-injection -p bedrock-gateway-module --features fault-injection
+	$(CARGO) build -p bedrock-gateway-module --features fault-injection
 
 # Every end-to-end test against each host: the .wasm, then the native module (tests of one host's
 # own machinery, or of nothing host-specific, are marked and run once).
@@ -125,7 +134,7 @@ FUZZ_CASES ?= 20000
 fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p bedrock-gateway-core --test fuzz
 
-test: lint test-unit test-e2e
+test: lint test-unit test-core-wasm test-e2e
 
 clean:
 	$(CARGO) clean

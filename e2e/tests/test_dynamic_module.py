@@ -13,7 +13,7 @@ from conftest import DYNAMIC_MODULE, ENVOY, ROOT, http_get, launch_gateway, raw_
 
 pytestmark = pytest.mark.dynamic_module_only
 
-FAULT_MODULE = ROOT / "target/dynamic-module-fault-injection/libbedrock_gateway.so"
+FAULT_MODULE = ROOT / "target/debug/libbedrock_gateway.so"  # make dynamic-module-fault-injection
 ENVOY_BINARY = next((ENVOY.parent.parent / "lib").glob("python3*/site-packages/envoy/_bin/envoy"))
 KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
