@@ -8,6 +8,8 @@
 
 use crate::sigv4::Credentials;
 use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 /// Refresh this long before expiry (botocore's advisory window).
 pub const REFRESH_BEFORE_SECONDS: u64 = 15 * 60;
@@ -242,46 +244,12 @@ impl ClassifyName for serde_json::Error {
 /// `2026-11-26T13:20:00Z`, `2026-11-26T13:20:00.123Z` or with a `+00:00` style offset -> Unix seconds.
 pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let text = text.trim();
-    let number = |range: std::ops::Range<usize>| -> Option<i64> { text.get(range)?.parse().ok() };
-    if text.get(4..5)? != "-" || text.get(7..8)? != "-" || !matches!(text.get(10..11)?, "T" | "t" | " ") {
-        return None;
-    }
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut rest = text.get(19..)?;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        rest = fraction.get(digits..)?;
-    }
-    let offset_seconds = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.get(0..1)? {
-                "+" => 1,
-                "-" => -1,
-                _ => return None,
-            };
-            let hours: i64 = rest.get(1..3)?.parse().ok()?;
-            let minutes: i64 = rest.get(4..6)?.parse().ok()?;
-            sign * (hours * 3600 + minutes * 60)
-        }
-    };
-    let days = days_from_civil(year, month, day);
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_seconds;
-    u64::try_from(seconds).ok()
-}
-
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let shifted_month = (month + 9) % 12;
-    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
+    let parsed = OffsetDateTime::parse(text, &Rfc3339).ok().or_else(|| {
+        // Some services separate the date and the time with a space, as RFC 3339 allows.
+        let separated = text.get(10..11).filter(|s| *s == " ").and_then(|_| Some(format!("{}T{}", text.get(..10)?, text.get(11..)?)))?;
+        OffsetDateTime::parse(&separated, &Rfc3339).ok()
+    })?;
+    u64::try_from(parsed.unix_timestamp()).ok()
 }
 
 fn form_encode(text: &str) -> String {

@@ -178,12 +178,13 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// Appends lower-case hex digits, without a temporary String.
+/// Appends lower-case hex digits (of a digest), through a stack buffer rather than a String.
 fn push_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for &byte in bytes {
-        for nibble in [byte >> 4, byte & 0x0f] {
-            out.push(char::from(DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0')));
+    let mut digits = [0u8; 64];
+    for chunk in bytes.chunks(32) {
+        let Some(target) = digits.get_mut(..chunk.len() * 2) else { return };
+        if hex::encode_to_slice(chunk, target).is_ok() {
+            out.push_str(std::str::from_utf8(target).unwrap_or_default());
         }
     }
 }

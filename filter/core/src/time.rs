@@ -1,8 +1,8 @@
-//! UTC calendar arithmetic for SigV4 timestamps, without a date library.
-//!
-//! The wasm host only gives us "nanoseconds since the Unix epoch"; SigV4 needs
-//! `YYYYMMDD` and `YYYYMMDD'T'HHMMSS'Z'`. The conversion is the classic
-//! days-from-civil / civil-from-days arithmetic on a proleptic Gregorian calendar.
+//! UTC timestamps for SigV4. The hosts give the time since the Unix epoch; SigV4 needs `YYYYMMDD`
+//! and `YYYYMMDD'T'HHMMSS'Z'`. The `time` crate does the calendar; the formatting is written digit
+//! by digit, which costs less than a format description (and `format!`) on every request.
+
+use ::time::OffsetDateTime;
 
 /// A UTC instant broken into calendar fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,17 +16,19 @@ pub struct UtcDateTime {
 }
 
 impl UtcDateTime {
+    /// Instants past what `time` represents (the year 9999) read as the epoch: no host clock says that.
     pub fn from_unix_seconds(seconds: u64) -> Self {
-        let days = (seconds / 86_400) as i64;
-        let second_of_day = (seconds % 86_400) as u32;
-        let (year, month, day) = civil_from_days(days);
+        let instant = i64::try_from(seconds)
+            .ok()
+            .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
         UtcDateTime {
-            year,
-            month,
-            day,
-            hour: second_of_day / 3600,
-            minute: second_of_day / 60 % 60,
-            second: second_of_day % 60,
+            year: i64::from(instant.year()),
+            month: u32::from(u8::from(instant.month())),
+            day: u32::from(instant.day()),
+            hour: u32::from(instant.hour()),
+            minute: u32::from(instant.minute()),
+            second: u32::from(instant.second()),
         }
     }
 
@@ -64,22 +66,6 @@ fn push_padded(out: &mut String, value: u64, width: u32) {
         let digit = value / 10u64.pow(place) % 10;
         out.push(char::from(b'0' + digit as u8));
     }
-}
-
-/// Converts days since 1970-01-01 into (year, month, day).
-fn civil_from_days(days_since_epoch: i64) -> (i64, u32, u32) {
-    // Shift the epoch to 0000-03-01 so that leap days fall at the end of a 400-year era.
-    let z = days_since_epoch + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
-    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
