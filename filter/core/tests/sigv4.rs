@@ -1,8 +1,6 @@
-//! SigV4 against the public AWS SigV4 test suite and against AWS's own `aws-sigv4` signer.
+//! SigV4 against the public AWS SigV4 test suite and against AWS's own `aws-sigv4` signer (natively
+//! only: the oracle is a native dependency; the test suite's vectors also run in the wasm VM).
 
-use aws_credential_types::Credentials as AwsCredentials;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use aws_sigv4::sign::v4;
 use bedrock_gateway_core::sigv4::{Credentials, RequestToSign, Signer};
 use bedrock_gateway_core::time::UtcDateTime;
 use std::time::{Duration, UNIX_EPOCH};
@@ -220,93 +218,118 @@ fn matches_the_aws_sigv4_test_suite() {
     }
 }
 
-/// Signs with AWS's own signer, as the emulator does when it verifies.
-fn aws_signature(
-    path: &str,
-    host: &str,
-    extra: &[(&str, &str)],
-    body: &[u8],
-    region: &str,
-    unix: u64,
-    token: Option<&str>,
-) -> String {
-    let identity = AwsCredentials::new(ACCESS_KEY, SECRET_KEY, token.map(str::to_owned), None, "test").into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name("bedrock")
-        .time(UNIX_EPOCH + Duration::from_secs(unix))
-        .settings(SigningSettings::default())
-        .build()
-        .unwrap()
-        .into();
-    let mut headers = vec![("host", host)];
-    headers.extend_from_slice(extra);
-    let request = SignableRequest::new(
-        "POST",
-        format!("https://{host}{path}"),
-        headers.into_iter(),
-        SignableBody::Bytes(body),
-    )
-    .unwrap();
-    sign(request, &params).unwrap().signature().to_owned()
-}
+#[cfg(not(target_arch = "wasm32"))]
+mod against_aws_sigv4 {
+    use super::*;
+    use aws_credential_types::Credentials as AwsCredentials;
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+    use aws_sigv4::sign::v4;
 
-#[allow(clippy::too_many_arguments)]
-fn our_signature(
-    signer: &mut Signer,
-    path: &str,
-    host: &str,
-    extra: &[(&str, &str)],
-    body: &[u8],
-    region: &str,
-    unix: u64,
-    token: Option<&str>,
-) -> String {
-    let request =
-        RequestToSign { method: "POST", encoded_path: path, query: "", host, extra_headers: extra, payload: body };
-    let signed = signer.sign(&request, &suite_credentials(token), region, "bedrock", UtcDateTime::from_unix_seconds(unix));
-    signed.authorization.rsplit("Signature=").next().unwrap().to_owned()
-}
+    /// Signs with AWS's own signer, as the emulator does when it verifies.
+    fn aws_signature(
+        path: &str,
+        host: &str,
+        extra: &[(&str, &str)],
+        body: &[u8],
+        region: &str,
+        unix: u64,
+        token: Option<&str>,
+    ) -> String {
+        let identity = AwsCredentials::new(ACCESS_KEY, SECRET_KEY, token.map(str::to_owned), None, "test").into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(region)
+            .name("bedrock")
+            .time(UNIX_EPOCH + Duration::from_secs(unix))
+            .settings(SigningSettings::default())
+            .build()
+            .unwrap()
+            .into();
+        let mut headers = vec![("host", host)];
+        headers.extend_from_slice(extra);
+        let request = SignableRequest::new(
+            "POST",
+            format!("https://{host}{path}"),
+            headers.into_iter(),
+            SignableBody::Bytes(body),
+        )
+        .unwrap();
+        sign(request, &params).unwrap().signature().to_owned()
+    }
 
-#[test]
-fn agrees_with_aws_sigv4_on_bedrock_requests() {
-    let models = [
-        "us.meta.llama3-2-1b-instruct-v1:0",
-        "anthropic.claude-3-5-sonnet-20241022-v2:0",
-        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-sonnet-20241022-v2:0",
-        "arn:aws:bedrock:eu-west-1::foundation-model/amazon.titan-embed-text-v2:0",
-        "my+model_with.odd~chars",
-    ];
-    let operations = [
-        bedrock_gateway_core::bedrock::Operation::Converse,
-        bedrock_gateway_core::bedrock::Operation::ConverseStream,
-        bedrock_gateway_core::bedrock::Operation::Invoke,
-        bedrock_gateway_core::bedrock::Operation::InvokeWithResponseStream,
-    ];
-    let bodies: [&[u8]; 3] = [b"", br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#, "ünïcødé ✓".as_bytes()];
-    let mut signer = Signer::new();
-    let mut compared = 0;
-    for (i, model) in models.iter().enumerate() {
-        for operation in operations {
-            for body in bodies {
-                for token in [None, Some("IQoJb3JpZ2luX2VjEJr//////////session+token/with=chars")] {
-                    let path = bedrock_gateway_core::bedrock::model_path(model, operation);
-                    let region = ["us-east-1", "eu-west-1", "ap-southeast-2"][i % 3];
-                    let host = format!("bedrock-runtime.{region}.amazonaws.com");
-                    let unix = 1_795_000_000 + (i as u64) * 86_399;
-                    let extra: &[(&str, &str)] = if body.is_empty() { &[] } else { &[("content-type", "application/json")] };
-                    assert_eq!(
-                        our_signature(&mut signer, &path, &host, extra, body, region, unix, token),
-                        aws_signature(&path, &host, extra, body, region, unix, token),
-                        "model {model} operation {operation:?} token {token:?}"
-                    );
-                    compared += 1;
+    #[allow(clippy::too_many_arguments)]
+    fn our_signature(
+        signer: &mut Signer,
+        path: &str,
+        host: &str,
+        extra: &[(&str, &str)],
+        body: &[u8],
+        region: &str,
+        unix: u64,
+        token: Option<&str>,
+    ) -> String {
+        let request =
+            RequestToSign { method: "POST", encoded_path: path, query: "", host, extra_headers: extra, payload: body };
+        let signed = signer.sign(&request, &suite_credentials(token), region, "bedrock", UtcDateTime::from_unix_seconds(unix));
+        signed.authorization.rsplit("Signature=").next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn agrees_with_aws_sigv4_on_bedrock_requests() {
+        let models = [
+            "us.meta.llama3-2-1b-instruct-v1:0",
+            "anthropic.claude-3-5-sonnet-20241022-v2:0",
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+            "arn:aws:bedrock:eu-west-1::foundation-model/amazon.titan-embed-text-v2:0",
+            "my+model_with.odd~chars",
+        ];
+        let operations = [
+            bedrock_gateway_core::bedrock::Operation::Converse,
+            bedrock_gateway_core::bedrock::Operation::ConverseStream,
+            bedrock_gateway_core::bedrock::Operation::Invoke,
+            bedrock_gateway_core::bedrock::Operation::InvokeWithResponseStream,
+        ];
+        let bodies: [&[u8]; 3] = [b"", br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#, "ünïcødé ✓".as_bytes()];
+        let mut signer = Signer::new();
+        let mut compared = 0;
+        for (i, model) in models.iter().enumerate() {
+            for operation in operations {
+                for body in bodies {
+                    for token in [None, Some("IQoJb3JpZ2luX2VjEJr//////////session+token/with=chars")] {
+                        let path = bedrock_gateway_core::bedrock::model_path(model, operation);
+                        let region = ["us-east-1", "eu-west-1", "ap-southeast-2"][i % 3];
+                        let host = format!("bedrock-runtime.{region}.amazonaws.com");
+                        let unix = 1_795_000_000 + (i as u64) * 86_399;
+                        let extra: &[(&str, &str)] = if body.is_empty() { &[] } else { &[("content-type", "application/json")] };
+                        assert_eq!(
+                            our_signature(&mut signer, &path, &host, extra, body, region, unix, token),
+                            aws_signature(&path, &host, extra, body, region, unix, token),
+                            "model {model} operation {operation:?} token {token:?}"
+                        );
+                        compared += 1;
+                    }
                 }
             }
         }
+        assert_eq!(compared, 5 * 4 * 3 * 2);
     }
-    assert_eq!(compared, 5 * 4 * 3 * 2);
+
+    #[test]
+    fn cached_signing_keys_follow_the_day_and_the_secret() {
+        let mut signer = Signer::new();
+        let path = "/model/m/converse";
+        let day_one = our_signature(&mut signer, path, "h", &[], b"{}", "us-east-1", 1_795_000_000, None);
+        // The same request again uses the cached key and must sign identically.
+        assert_eq!(day_one, our_signature(&mut signer, path, "h", &[], b"{}", "us-east-1", 1_795_000_000, None));
+        // A day later the cached key must not be reused.
+        let day_two = our_signature(&mut signer, path, "h", &[], b"{}", "us-east-1", 1_795_086_400, None);
+        assert_eq!(day_two, aws_signature(path, "h", &[], b"{}", "us-east-1", 1_795_086_400, None));
+        // Another secret on the same day must not hit the first secret's cached key.
+        let other = Credentials { secret_access_key: "another-secret".into(), ..suite_credentials(None) };
+        let request = RequestToSign { method: "POST", encoded_path: path, query: "", host: "h", extra_headers: &[], payload: b"{}" };
+        let with_other = signer.sign(&request, &other, "us-east-1", "bedrock", UtcDateTime::from_unix_seconds(1_795_086_400));
+        assert!(!with_other.authorization.ends_with(&day_two));
+    }
 }
 
 #[test]
@@ -320,23 +343,6 @@ fn model_ids_are_one_encoded_path_segment() {
         model_path("arn:aws:bedrock:us-east-1:1:inference-profile/x.y-v1:0", Operation::InvokeWithResponseStream),
         "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fx.y-v1%3A0/invoke-with-response-stream"
     );
-}
-
-#[test]
-fn cached_signing_keys_follow_the_day_and_the_secret() {
-    let mut signer = Signer::new();
-    let path = "/model/m/converse";
-    let day_one = our_signature(&mut signer, path, "h", &[], b"{}", "us-east-1", 1_795_000_000, None);
-    // The same request again uses the cached key and must sign identically.
-    assert_eq!(day_one, our_signature(&mut signer, path, "h", &[], b"{}", "us-east-1", 1_795_000_000, None));
-    // A day later the cached key must not be reused.
-    let day_two = our_signature(&mut signer, path, "h", &[], b"{}", "us-east-1", 1_795_086_400, None);
-    assert_eq!(day_two, aws_signature(path, "h", &[], b"{}", "us-east-1", 1_795_086_400, None));
-    // Another secret on the same day must not hit the first secret's cached key.
-    let other = Credentials { secret_access_key: "another-secret".into(), ..suite_credentials(None) };
-    let request = RequestToSign { method: "POST", encoded_path: path, query: "", host: "h", extra_headers: &[], payload: b"{}" };
-    let with_other = signer.sign(&request, &other, "us-east-1", "bedrock", UtcDateTime::from_unix_seconds(1_795_086_400));
-    assert!(!with_other.authorization.ends_with(&day_two));
 }
 
 #[test]
