@@ -2,35 +2,13 @@
 //! one fetch for all of them, back-off after failures, waiting requests signed or failed with the
 //! reason, and refresh before expiry.
 
-use bedrock_gateway_core::broker::{Broker, Fetch, ParkedRequest, Reply, SharedStore, Verdict, MAX_WAIT_MS};
+mod common;
+
+use bedrock_gateway_core::broker::{Broker, Fetch, ParkedRequest, Reply, Verdict, MAX_WAIT_MS};
 use bedrock_gateway_core::credentials::{FetchStep, Provider};
 use bedrock_gateway_core::errors::ApiFormat;
 use bedrock_gateway_core::gateway::{ResponseKind, ResponsePlan, UpstreamRequest};
-use std::cell::RefCell;
-use std::collections::HashMap;
-
-/// Envoy's shared data: values with a version bumped on every write.
-#[derive(Default)]
-struct FakeStore(RefCell<HashMap<String, (Vec<u8>, u32)>>);
-
-impl SharedStore for FakeStore {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        match self.0.borrow().get(key) {
-            Some((value, version)) => (Some(value.clone()), Some(*version)),
-            None => (None, None),
-        }
-    }
-
-    fn set(&self, key: &str, value: &[u8], version: Option<u32>) -> bool {
-        let mut map = self.0.borrow_mut();
-        let current = map.get(key).map(|(_, v)| *v);
-        if version.is_some() && version != current {
-            return false;
-        }
-        map.insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
-        true
-    }
-}
+use common::FakeStore;
 
 const KEY: &str = "ai_gateway/credentials/pod_identity/agent/v1/credentials";
 /// 2030-01-01T00:00:00Z, and a clock an hour before it.

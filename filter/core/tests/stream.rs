@@ -11,10 +11,8 @@ use bedrock_gateway_core::stream::backend::{self, BackendStream, Settled, Worker
 use bedrock_gateway_core::stream::routing::RoutingStream;
 use bedrock_gateway_core::stream::sts::StsStream;
 use bedrock_gateway_core::stream::{Flow, Host, Side};
-use common::{frame_bytes, parse_sse};
+use common::{frame_bytes, parse_sse, FakeStore};
 use serde_json::{json, Value};
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 const LLAMA: &str = "us.meta.llama3-2-1b-instruct-v1:0";
@@ -134,26 +132,6 @@ impl Host for FakeHost {
 
     fn record_metric(&mut self, labels: &MetricLabels, sample: Sample) {
         self.metrics.push((labels.suffix.clone(), sample));
-    }
-}
-
-/// Envoy's shared data, for the broker.
-#[derive(Default)]
-struct FakeStore(RefCell<HashMap<String, (Vec<u8>, u32)>>);
-
-impl SharedStore for FakeStore {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        self.0.borrow().get(key).map_or((None, None), |(v, n)| (Some(v.clone()), Some(*n)))
-    }
-
-    fn set(&self, key: &str, value: &[u8], version: Option<u32>) -> bool {
-        let mut map = self.0.borrow_mut();
-        let current = map.get(key).map(|(_, n)| *n);
-        if version.is_some() && version != current {
-            return false;
-        }
-        map.insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
-        true
     }
 }
 

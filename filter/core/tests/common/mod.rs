@@ -3,7 +3,10 @@
 
 use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+use bedrock_gateway_core::broker::SharedStore;
 use serde_json::Value;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// Pushes `bytes` through `push` in pieces ending at each of `cuts` (ascending offsets into
 /// `bytes`), then the rest with the end-of-stream flag; returns everything `push` wrote.
@@ -56,3 +59,26 @@ pub fn parse_sse(bytes: &[u8]) -> Vec<Value> {
         .collect()
 }
 
+
+/// Envoy's shared data: values with a version bumped on every write.
+#[derive(Default)]
+pub struct FakeStore(RefCell<HashMap<String, (Vec<u8>, u32)>>);
+
+impl SharedStore for FakeStore {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.0.borrow().get(key) {
+            Some((value, version)) => (Some(value.clone()), Some(*version)),
+            None => (None, None),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], version: Option<u32>) -> bool {
+        let mut map = self.0.borrow_mut();
+        let current = map.get(key).map(|(_, v)| *v);
+        if version.is_some() && version != current {
+            return false;
+        }
+        map.insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
+        true
+    }
+}
