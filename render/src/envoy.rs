@@ -251,11 +251,12 @@ fn write_listener(o: &mut String, plan: &Plan, options: &Options, plugin_json: &
     for route in &plan.routes {
         write_route(o, t + 2, route);
     }
-    line(o, t + 2, "# No route for the model: the filter rewrites this into the caller's API error format.");
+    line(o, t + 2, "# No route for the request: for the gateway's endpoints the filter rewrites this into the caller's");
+    line(o, t + 2, "# API error format naming the model; other paths get this as it is.");
     line(o, t + 2, "- match: { prefix: \"/\" }");
     line(o, t + 3, "direct_response:");
     line(o, t + 4, "status: 404");
-    line(o, t + 4, "body: { inline_string: '{\"error\":{\"message\":\"No route serves this model.\",\"type\":\"not_found_error\",\"param\":null,\"code\":\"model_not_found\"}}' }");
+    line(o, t + 4, "body: { inline_string: '{\"error\":{\"message\":\"No route serves this request.\",\"type\":\"not_found_error\",\"param\":null,\"code\":\"not_found\"}}' }");
     line(o, t, "http_filters:");
     if let Some(module_path) = &options.dynamic_module_path {
         // A native module reads Envoy's own environment: nothing to pass through.

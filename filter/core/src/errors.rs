@@ -156,7 +156,7 @@ fn anthropic_type(kind: ErrorKind) -> &'static str {
     }
 }
 
-fn openai_type(kind: ErrorKind) -> &'static str {
+pub(crate) fn openai_type(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::InvalidRequest | ErrorKind::RequestTooLarge => "invalid_request_error",
         ErrorKind::Authentication => "authentication_error",

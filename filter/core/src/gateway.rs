@@ -12,6 +12,7 @@ use crate::eventstream::FrameTranslator;
 use crate::errors::{ApiFormat, ErrorKind, GatewayError};
 use crate::models;
 use crate::openai::{self, ChatStreamTranslator, ResponseContext};
+use crate::responses::{self, ResponsesContext, ResponsesStreamTranslator};
 use crate::sigv4::{Credentials, RequestToSign, Signer};
 use crate::time::UtcDateTime;
 use crate::translated::{TokenUsage, TranslatedBody};
@@ -22,6 +23,8 @@ use std::borrow::Cow;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     ChatCompletions,
+    /// OpenAI's Responses API.
+    Responses,
     AnthropicMessages,
     AnthropicCountTokens,
     Embeddings,
@@ -33,6 +36,7 @@ impl Endpoint {
         let path = path.split_once('?').map_or(path, |(p, _)| p);
         let endpoint = match path.trim_end_matches('/') {
             "/v1/chat/completions" => Endpoint::ChatCompletions,
+            "/v1/responses" => Endpoint::Responses,
             "/v1/embeddings" => Endpoint::Embeddings,
             "/anthropic/v1/messages" => Endpoint::AnthropicMessages,
             "/anthropic/v1/messages/count_tokens" => Endpoint::AnthropicCountTokens,
@@ -50,7 +54,7 @@ impl Endpoint {
 
     pub fn format(self) -> ApiFormat {
         match self {
-            Endpoint::ChatCompletions | Endpoint::Embeddings => ApiFormat::OpenAi,
+            Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Embeddings => ApiFormat::OpenAi,
             Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens => ApiFormat::Anthropic,
         }
     }
@@ -134,9 +138,23 @@ pub struct LocalAnswer {
     pub body: Vec<u8>,
 }
 
-/// Answers `GET /v1/models[/{id}]` and `GET /anthropic/v1/models[/{id}]` from the configuration.
+/// Answers `GET /v1/models[/{id}]` and `GET /anthropic/v1/models[/{id}]` from the configuration,
+/// and requests for stored responses (`/v1/responses/{id}...`), which the gateway never has.
 pub fn answer_locally(method: &str, path: &str, models: &[ModelInfo]) -> Option<LocalAnswer> {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
+    if let Some(rest) = path.strip_prefix("/v1/responses/") {
+        let id = rest.split('/').next().unwrap_or_default();
+        let mut error = GatewayError::new(
+            404,
+            ErrorKind::NotFound,
+            format!(
+                "Response {:?} not found: this gateway stores no responses. Send the whole conversation in `input` with `store: false`.",
+                shorten(id)
+            ),
+        );
+        error.code = Some("response_not_found".into());
+        return Some(LocalAnswer { status: 404, body: error.to_openai_json() });
+    }
     let (format, rest) = if let Some(rest) = path.strip_prefix("/anthropic/v1/models") {
         (ApiFormat::Anthropic, rest)
     } else {
@@ -163,6 +181,34 @@ pub fn answer_locally(method: &str, path: &str, models: &[ModelInfo]) -> Option<
         Ok(body) => LocalAnswer { status: 200, body },
         Err(error) => LocalAnswer { status: error.status, body: error.to_json(format) },
     })
+}
+
+/// A 404 in the caller's API format for a path under `/v1/` or `/anthropic/` that the gateway
+/// does not serve, naming it (Envoy's own "no route" would blame the model); `None` elsewhere.
+pub fn unserved_path(method: &str, path: &str) -> Option<GatewayError> {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let served = if path.starts_with("/v1/") {
+        "POST /v1/chat/completions, POST /v1/responses, POST /v1/embeddings and GET /v1/models"
+    } else if path.starts_with("/anthropic/") {
+        "POST /anthropic/v1/messages, POST /anthropic/v1/messages/count_tokens and GET /anthropic/v1/models"
+    } else {
+        return None;
+    };
+    let mut error = GatewayError::new(
+        404,
+        ErrorKind::NotFound,
+        format!("This gateway does not serve {} {}; it serves {served}.", shorten(method), shorten(path)),
+    );
+    error.code = Some("unknown_url".into());
+    Some(error)
+}
+
+/// Caller-supplied text quoted in an error, cut short.
+fn shorten(text: &str) -> &str {
+    match text.char_indices().nth(200) {
+        Some((end, _)) => text.get(..end).unwrap_or(text),
+        None => text,
+    }
 }
 
 /// The upstream request, translated but not yet signed.
@@ -207,11 +253,15 @@ pub struct ResponsePlan {
     pub kind: ResponseKind,
     pub requested_model: String,
     pub created: u64,
+    /// What the reply repeats of the request (the Responses API's settings), rendered once.
+    pub echo: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseKind {
     OpenAiChat { stream: bool, include_usage: bool },
+    /// `include_reasoning`: reasoning items carry `encrypted_content` for the next turn.
+    OpenAiResponses { stream: bool, include_reasoning: bool },
     AnthropicMessage { stream: bool },
     /// Anthropic's API answered from Converse, for models without Anthropic's native API.
     AnthropicViaConverse { stream: bool },
@@ -224,6 +274,7 @@ impl ResponseKind {
         matches!(
             self,
             ResponseKind::OpenAiChat { stream: true, .. }
+                | ResponseKind::OpenAiResponses { stream: true, .. }
                 | ResponseKind::AnthropicMessage { stream: true }
                 | ResponseKind::AnthropicViaConverse { stream: true }
         )
@@ -265,6 +316,7 @@ pub fn prepare(
     backend: &Backend,
     now_unix_seconds: u64,
 ) -> Result<UpstreamRequest, GatewayError> {
+    let mut echo = String::new();
     let (upstream_body, model, operation, kind) = match (endpoint, backend.schema) {
         (Endpoint::ChatCompletions, _) => {
             let request = openai::parse_request(body)?;
@@ -276,6 +328,19 @@ pub fn prepare(
             let stream = request.is_stream();
             let operation = if stream { Operation::ConverseStream } else { Operation::Converse };
             let kind = ResponseKind::OpenAiChat { stream, include_usage: request.include_usage() };
+            (upstream_body, request.model.into_owned(), operation, kind)
+        }
+        (Endpoint::Responses, _) => {
+            let request = responses::parse_request(body)?;
+            bedrock::validate_model_id(&request.model)
+                .map_err(|why| GatewayError::invalid_request(format!("Invalid `model`: {why}")))?;
+            let converse = responses::to_converse(&request)?;
+            let upstream_body = serde_json::to_vec(&converse)
+                .map_err(|e| GatewayError::invalid_request(format!("could not encode the Converse request: {e}")))?;
+            let stream = request.is_stream();
+            let operation = if stream { Operation::ConverseStream } else { Operation::Converse };
+            let kind = ResponseKind::OpenAiResponses { stream, include_reasoning: request.includes_reasoning() };
+            echo = responses::echo(&request);
             (upstream_body, request.model.into_owned(), operation, kind)
         }
         (Endpoint::AnthropicMessages, Schema::Anthropic) => {
@@ -316,7 +381,7 @@ pub fn prepare(
         host: backend.host.clone(),
         body: upstream_body,
         accept,
-        plan: ResponsePlan { format: endpoint.format(), kind, requested_model: model, created: now_unix_seconds },
+        plan: ResponsePlan { format: endpoint.format(), kind, requested_model: model, created: now_unix_seconds, echo },
     })
 }
 
@@ -326,6 +391,10 @@ pub enum ResponseTranslation {
     ChatCompletion(ResponseContext),
     /// Event-stream frames become OpenAI SSE chunks as they arrive.
     ChatCompletionStream(Box<ChatStreamTranslator>),
+    /// A whole Converse JSON body becomes one Responses `response` object.
+    Response(Box<ResponsesContext>),
+    /// Event-stream frames become Responses API events as they arrive.
+    ResponseStream(Box<ResponsesStreamTranslator>),
     /// An Anthropic message passes through with the caller's model name.
     AnthropicMessage { requested_model: String },
     /// `chunk` frames become Anthropic SSE events as they arrive.
@@ -379,6 +448,20 @@ impl ResponseTranslation {
                     ResponseTranslation::ChatCompletion(context)
                 }
             }
+            ResponseKind::OpenAiResponses { stream, include_reasoning } => {
+                let context = ResponsesContext {
+                    id: request_id.to_owned(),
+                    model: plan.requested_model.clone(),
+                    created: plan.created,
+                    echo: plan.echo.clone(),
+                    include_reasoning,
+                };
+                if stream {
+                    ResponseTranslation::ResponseStream(Box::new(ResponsesStreamTranslator::new(context, max_frame_len)))
+                } else {
+                    ResponseTranslation::Response(Box::new(context))
+                }
+            }
             ResponseKind::AnthropicMessage { stream: true } => ResponseTranslation::AnthropicStream(Box::new(
                 AnthropicStreamTranslator::new(&plan.requested_model, max_frame_len),
             )),
@@ -407,6 +490,7 @@ impl ResponseTranslation {
         matches!(
             self,
             ResponseTranslation::ChatCompletionStream(_)
+                | ResponseTranslation::ResponseStream(_)
                 | ResponseTranslation::AnthropicStream(_)
                 | ResponseTranslation::AnthropicFromConverseStream(_)
         )
@@ -424,6 +508,7 @@ impl ResponseTranslation {
     pub fn push_stream_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
         match self {
             ResponseTranslation::ChatCompletionStream(stream) => stream.push(chunk, end_of_stream),
+            ResponseTranslation::ResponseStream(stream) => stream.push(chunk, end_of_stream),
             ResponseTranslation::AnthropicStream(stream) => stream.push(chunk, end_of_stream),
             ResponseTranslation::AnthropicFromConverseStream(stream) => stream.push(chunk, end_of_stream),
             _ => Vec::new(),
@@ -435,6 +520,7 @@ impl ResponseTranslation {
     pub fn stream_usage(&self) -> Option<TokenUsage> {
         match self {
             ResponseTranslation::ChatCompletionStream(stream) => stream.usage(),
+            ResponseTranslation::ResponseStream(stream) => stream.usage(),
             ResponseTranslation::AnthropicStream(stream) => stream.usage(),
             ResponseTranslation::AnthropicFromConverseStream(stream) => stream.usage(),
             _ => None,
@@ -445,6 +531,7 @@ impl ResponseTranslation {
     pub fn first_content_emitted(&self) -> bool {
         match self {
             ResponseTranslation::ChatCompletionStream(stream) => stream.first_content_emitted(),
+            ResponseTranslation::ResponseStream(stream) => stream.first_content_emitted(),
             ResponseTranslation::AnthropicStream(stream) => stream.first_content_emitted(),
             ResponseTranslation::AnthropicFromConverseStream(stream) => stream.first_content_emitted(),
             _ => false,
@@ -456,7 +543,7 @@ impl ResponseTranslation {
     /// and a stream that never began is a 502 rather than an empty success.
     pub fn translate_bodiless(&self) -> (u16, TranslatedBody) {
         let stream_format = match self {
-            ResponseTranslation::ChatCompletionStream(_) => ApiFormat::OpenAi,
+            ResponseTranslation::ChatCompletionStream(_) | ResponseTranslation::ResponseStream(_) => ApiFormat::OpenAi,
             ResponseTranslation::AnthropicStream(_) | ResponseTranslation::AnthropicFromConverseStream(_) => ApiFormat::Anthropic,
             _ => return self.translate_body(&[]),
         };
@@ -471,6 +558,7 @@ impl ResponseTranslation {
             ResponseTranslation::ChatCompletion(context) => {
                 (openai::from_converse_response(body, context), ApiFormat::OpenAi)
             }
+            ResponseTranslation::Response(context) => (responses::from_converse_response(body, context), ApiFormat::OpenAi),
             ResponseTranslation::AnthropicMessage { requested_model } => {
                 (anthropic::rewrite_message_model(body, requested_model), ApiFormat::Anthropic)
             }
@@ -489,6 +577,7 @@ impl ResponseTranslation {
                 (Err(GatewayError::from_bedrock(*status, error_type.as_deref(), &message)), *format)
             }
             ResponseTranslation::ChatCompletionStream(_)
+            | ResponseTranslation::ResponseStream(_)
             | ResponseTranslation::AnthropicStream(_)
             | ResponseTranslation::AnthropicFromConverseStream(_) => return (200, TranslatedBody::without_usage(Vec::new())),
         };

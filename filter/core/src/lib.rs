@@ -25,6 +25,7 @@ mod jsonpath;
 pub mod models;
 pub mod openai;
 pub mod report;
+pub mod responses;
 pub mod rawjson;
 pub mod sigv4;
 pub mod stream;

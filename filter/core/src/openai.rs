@@ -378,7 +378,7 @@ fn thinking_budget(effort: &str) -> Option<u32> {
 }
 
 /// `reasoning_effort` in the form each model family on Bedrock understands.
-fn add_reasoning_effort(
+pub(crate) fn add_reasoning_effort(
     model: &str,
     effort: &str,
     max_tokens: Option<u32>,
@@ -446,7 +446,7 @@ fn tool_config<'r>(request: &'r ChatCompletionRequest<'_>, history_uses_tools: b
     Ok(Some(ToolConfig { tools: specs, tool_choice: choice }))
 }
 
-fn output_config(format: Option<&ResponseFormat<'_>>) -> Result<Option<OutputConfig>, GatewayError> {
+pub(crate) fn output_config(format: Option<&ResponseFormat<'_>>) -> Result<Option<OutputConfig>, GatewayError> {
     let Some(format) = format else { return Ok(None) };
     let (schema, name, description) = match format.kind.as_ref() {
         "text" => return Ok(None),
@@ -541,7 +541,7 @@ pub fn parse_data_url(url: &str) -> Option<(&str, &str)> {
     Some((media_type, data))
 }
 
-fn image_from_data_url<'r>(url: Cow<'r, str>, at: &str) -> Result<Image<'r>, GatewayError> {
+pub(crate) fn image_from_data_url<'r>(url: Cow<'r, str>, at: &str) -> Result<Image<'r>, GatewayError> {
     if url.starts_with("http://") || url.starts_with("https://") {
         return Err(invalid(format!(
             "{at}: image URLs are not fetched by the gateway; send the image inline as a data URL (data:image/png;base64,...)."
@@ -558,7 +558,7 @@ fn image_from_data_url<'r>(url: Cow<'r, str>, at: &str) -> Result<Image<'r>, Gat
     Ok(Image { format, source: ImageSource { bytes } })
 }
 
-fn document_from_file<'r>(file: FilePart<'r>, at: &str) -> Result<Document<'r>, GatewayError> {
+pub(crate) fn document_from_file<'r>(file: FilePart<'r>, at: &str) -> Result<Document<'r>, GatewayError> {
     if file.file_id.is_some() && file.file_data.is_none() {
         return Err(invalid(format!("{at}: uploaded file ids are not supported; send `file_data` inline.")));
     }
@@ -977,11 +977,11 @@ impl FrameTranslator for ChatStreamTranslator {
     }
 }
 
-fn too_many_blocks() -> GatewayError {
+pub(crate) fn too_many_blocks() -> GatewayError {
     GatewayError::upstream("Bedrock streamed a content block index beyond 4096.")
 }
 
-fn unreadable_event(event: &str, error: &serde_json::Error) -> GatewayError {
+pub(crate) fn unreadable_event(event: &str, error: &serde_json::Error) -> GatewayError {
     GatewayError::upstream(format!("Bedrock sent an unreadable {event} event: {error}"))
 }
 

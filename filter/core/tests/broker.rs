@@ -27,6 +27,7 @@ fn parked(since_ms: u64) -> ParkedRequest {
         kind: ResponseKind::OpenAiChat { stream: false, include_usage: false },
         requested_model: "m".into(),
         created: 0,
+        echo: String::new(),
     };
     let upstream = UpstreamRequest { path: "/model/m/converse".into(), host: "h".into(), body: b"{}".to_vec(), accept: "application/json", plan };
     ParkedRequest { key: KEY.into(), region: "us-east-1".into(), upstream, format: ApiFormat::OpenAi, since_ms }

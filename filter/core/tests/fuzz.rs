@@ -12,6 +12,7 @@ use bedrock_gateway_core::embeddings;
 use bedrock_gateway_core::eventstream::{encode_frame, Decoder};
 use bedrock_gateway_core::gateway;
 use bedrock_gateway_core::openai::{self, ChatStreamTranslator, ResponseContext};
+use bedrock_gateway_core::responses::{self, ResponsesContext, ResponsesStreamTranslator};
 use proptest::prelude::*;
 use bedrock_gateway_core::eventstream::FrameTranslator;
 use common::push_in_pieces;
@@ -64,6 +65,14 @@ fn request_body() -> impl Strategy<Value = Vec<u8>> {
             }
             body.to_string().into_bytes()
         }),
+        // Responses API shapes: `input` items of any kind.
+        (json_value(), json_value()).prop_map(|(input, extra)| {
+            let mut body = json!({"model": "us.anthropic.claude-x", "input": input, "reasoning": {"effort": "low"}});
+            if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+                body.extend(extra);
+            }
+            body.to_string().into_bytes()
+        }),
         prop::collection::vec(any::<u8>(), 0..512),
     ]
 }
@@ -104,6 +113,10 @@ fn cuts_within(len: usize, cuts: &[usize]) -> Vec<usize> {
     cuts
 }
 
+fn responses_context() -> ResponsesContext {
+    ResponsesContext { id: "r".into(), model: "m".into(), created: 0, echo: "\"store\":false".into(), include_reasoning: true }
+}
+
 fn feed(bytes: &[u8], cuts: &[usize], push: impl FnMut(&[u8], bool) -> Vec<u8>) -> Vec<u8> {
     push_in_pieces(bytes, &cuts_within(bytes.len(), cuts), push)
 }
@@ -137,7 +150,7 @@ proptest! {
     #[test]
     fn request_translators_never_panic_and_only_refuse_with_4xx(body in request_body()) {
         let backend = backend();
-        for endpoint in [gateway::Endpoint::ChatCompletions, gateway::Endpoint::AnthropicMessages, gateway::Endpoint::Embeddings] {
+        for endpoint in [gateway::Endpoint::ChatCompletions, gateway::Endpoint::Responses, gateway::Endpoint::AnthropicMessages, gateway::Endpoint::Embeddings] {
             if let Err(error) = gateway::prepare(endpoint, &body, gateway::CallerHeaders { anthropic_beta: Some("a,b") }, &backend, 1_800_000_000) {
                 prop_assert!((400..500).contains(&error.status), "{endpoint:?}: {error:?}");
             }
@@ -160,6 +173,7 @@ proptest! {
     fn response_translators_never_panic(body in request_body()) {
         let context = ResponseContext { id: "r".into(), model: "m".into(), created: 0 };
         let _ = openai::from_converse_response(&body, &context);
+        let _ = responses::from_converse_response(&body, &responses_context());
         let _ = anthropic::rewrite_message_model(&body, "m");
         let _ = anthropic::count_tokens_response(&body);
         let _ = anthropic_converse::from_converse_response(&body, "r", "m");
@@ -176,7 +190,9 @@ proptest! {
         assert_valid_sse(&feed(&stream, &cuts, |c, end| invoke.push(c, end)));
         let mut converse = ConverseToAnthropicStream::new("r", "m", 1 << 16);
         assert_valid_sse(&feed(&stream, &cuts, |c, end| converse.push(c, end)));
-        prop_assert!(chat.is_finished() && invoke.is_finished() && converse.is_finished(), "every stream ends");
+        let mut responses = ResponsesStreamTranslator::new(responses_context(), 1 << 16);
+        assert_valid_sse(&feed(&stream, &cuts, |c, end| responses.push(c, end)));
+        prop_assert!(chat.is_finished() && invoke.is_finished() && converse.is_finished() && responses.is_finished(), "every stream ends");
     }
 
     #[test]

@@ -197,6 +197,16 @@ fn the_routing_stage_answers_what_needs_no_backend() {
     assert_eq!(status, 400);
     assert!(body["error"]["message"].as_str().unwrap().contains("model"), "{body}");
 
+    // Paths under the APIs' prefixes that the gateway does not serve are named in the caller's format.
+    for (path, format_key) in [("/v1/completions", "error"), ("/anthropic/v1/complete", "type")] {
+        let mut unserved = FakeHost::request("POST", path, &[("x-ai-eg-model", LLAMA)], json!({"model": LLAMA}));
+        assert_eq!(RoutingStream::new(Some(config())).on_request_headers(&mut unserved, false), Flow::Pause);
+        let (status, body) = unserved.sent.unwrap();
+        assert_eq!(status, 404);
+        assert!(body.get(format_key).is_some(), "{body}");
+        assert!(body.to_string().contains(&format!("does not serve POST {path}")), "{body}");
+    }
+
     // Elsewhere a caller's own routing header must not pick a Bedrock cluster.
     let mut other = FakeHost::request("GET", "/healthz", &[("x-ai-eg-model", LLAMA)], Value::Null);
     assert_eq!(RoutingStream::new(Some(config())).on_request_headers(&mut other, true), Flow::Continue);

@@ -226,6 +226,7 @@ fn plan(stream: bool) -> ResponsePlan {
         kind: ResponseKind::OpenAiChat { stream, include_usage: false },
         requested_model: "m".into(),
         created: 1,
+        echo: String::new(),
     }
 }
 
@@ -291,6 +292,7 @@ fn bodiless_answers_are_errors_in_the_callers_format() {
         kind: ResponseKind::AnthropicMessage { stream: true },
         requested_model: "m".into(),
         created: 1,
+        echo: String::new(),
     };
     let (status, out) = ResponseTranslation::for_response(&anthropic_stream, head(200, None), 1 << 20).translate_bodiless();
     let out: Value = serde_json::from_slice(&out.body).unwrap();
@@ -399,6 +401,7 @@ fn usage_is_read_from_every_kind_of_response_and_weighed() {
         kind: ResponseKind::AnthropicMessage { stream: false },
         requested_model: "m".into(),
         created: 1,
+        echo: String::new(),
     };
     let message = br#"{"content":[],"usage":{"input_tokens":7,"output_tokens":2,"cache_read_input_tokens":4}}"#;
     let (_, translated) = ResponseTranslation::for_response(&anthropic_plan, head(200, None), 1).translate_body(message);

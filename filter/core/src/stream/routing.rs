@@ -36,6 +36,9 @@ impl RoutingStream {
         }
         let endpoint = match Endpoint::classify(&method, &path) {
             None => {
+                if let Some(error) = gateway::unserved_path(&method, &path) {
+                    return reply_with_error(host, &error, super::format_for_path(&path));
+                }
                 // Only the gateway's own endpoints may reach a Bedrock cluster: a caller's own
                 // routing header on any other path must not select one.
                 if headers.contains(MODEL_HEADER) {
