@@ -117,3 +117,33 @@ def test_corrupt_frame_fails_botos_crc_check(emulator_url):
     response = client.converse_stream(modelId=LLAMA, messages=[{"role": "user", "content": [{"text": "a b c d e f"}]}])
     with pytest.raises(Exception, match="(?i)checksum|crc"):
         list(response["stream"])
+
+
+def test_claudes_thinking_rules_in_a_tool_loop(emulator_url):
+    """As Claude on Bedrock: with thinking on, the assistant turn of an unfinished tool loop must
+    begin with its thinking, and returned thinking must match its signature."""
+    client = bedrock(emulator_url)
+    thinking = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+    tools = {"tools": [{"toolSpec": {"name": "get_weather", "inputSchema": {"json": {"type": "object"}}}}]}
+    first = client.converse(modelId=CLAUDE, messages=[{"role": "user", "content": [{"text": "weather?"}]}],
+                            toolConfig=tools, additionalModelRequestFields=thinking, inferenceConfig={"maxTokens": 2000})
+    assistant = first["output"]["message"]
+    reasoning, *rest = assistant["content"]
+    tool_use = next(block["toolUse"] for block in rest if "toolUse" in block)
+    result = {"role": "user", "content": [{"toolResult": {"toolUseId": tool_use["toolUseId"], "content": [{"text": "sunny"}]}}]}
+
+    def continue_with(content):
+        return client.converse(modelId=CLAUDE, toolConfig=tools, additionalModelRequestFields=thinking,
+                               inferenceConfig={"maxTokens": 2000},
+                               messages=[{"role": "user", "content": [{"text": "weather?"}]},
+                                         {"role": "assistant", "content": content}, result])
+
+    assert continue_with(assistant["content"])["stopReason"] == "end_turn"
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        continue_with(rest)
+    assert raised.value.response["Error"]["Code"] == "ValidationException"
+    assert "a final `assistant` message must start with a thinking block" in raised.value.response["Error"]["Message"]
+    altered = {"reasoningContent": {"reasoningText": dict(reasoning["reasoningContent"]["reasoningText"], text="not what it thought")}}
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        continue_with([altered, *rest])
+    assert "Invalid `signature` in `thinking` block" in raised.value.response["Error"]["Message"]

@@ -64,7 +64,17 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
                 let size = decoded_len(document.pointer("/source/bytes")).map_err(|e| format!("messages.{index}: document bytes: {e}"))?;
                 conversation.input_words += 50;
                 attachments.push(format!("document {format} \"{name}\", {size} bytes"));
-            } else if block.get("toolUse").is_some() || block.get("reasoningContent").is_some() {
+            } else if let Some(reasoning) = block.get("reasoningContent") {
+                // Claude verifies returned thinking against its signature.
+                if let Some(thinking) = reasoning.get("reasoningText") {
+                    let text = thinking.get("text").and_then(Value::as_str).unwrap_or_default();
+                    let signature = thinking.get("signature").and_then(Value::as_str);
+                    if signature != Some(model::signature_for(text).as_str()) {
+                        return Err(format!("messages.{index}.content: Invalid `signature` in `thinking` block"));
+                    }
+                }
+                conversation.input_words += 1;
+            } else if block.get("toolUse").is_some() {
                 conversation.input_words += 1;
             } else {
                 return Err(format!("messages.{index}: unknown content block {block}"));
@@ -97,6 +107,9 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
     if let Some(thinking) = body.pointer("/additionalModelRequestFields/thinking") {
         conversation.thinking = thinking.get("type").and_then(Value::as_str) == Some("enabled");
     }
+    if conversation.thinking {
+        check_thinking_leads_tool_loop(messages)?;
+    }
     conversation.cache_prefix = cache_prefix(body);
     if let Some(format) = body.pointer("/outputConfig/textFormat") {
         let schema = format
@@ -122,6 +135,33 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
         }
     }
     Ok(conversation)
+}
+
+/// With thinking on, Claude wants the assistant turn of an unfinished tool loop (the conversation
+/// ends with tool results) to begin with its thinking, as Anthropic's API says when it is missing.
+fn check_thinking_leads_tool_loop(messages: &[Value]) -> Result<(), String> {
+    let [.., assistant, last] = messages else { return Ok(()) };
+    let blocks = |message: &Value| message.get("content").and_then(Value::as_array).cloned().unwrap_or_default();
+    let in_tool_loop = last.get("role").and_then(Value::as_str) == Some("user")
+        && blocks(last).iter().any(|block| block.get("toolResult").is_some());
+    if !in_tool_loop || assistant.get("role").and_then(Value::as_str) != Some("assistant") {
+        return Ok(());
+    }
+    let first = blocks(assistant).into_iter().next().unwrap_or_default();
+    if first.get("reasoningContent").is_some() {
+        return Ok(());
+    }
+    let found = first.as_object().and_then(|o| o.keys().next().cloned()).unwrap_or_default();
+    let found = match found.as_str() {
+        "toolUse" => "tool_use",
+        "text" => "text",
+        other => other,
+    }
+    .to_owned();
+    Err(format!(
+        "messages.{}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{found}`. When `thinking` is enabled, a final `assistant` message must start with a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks). We recommend you include thinking blocks from previous turns. To avoid this requirement, disable `thinking`. Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking",
+        messages.len() - 2
+    ))
 }
 
 /// Words before the last `cachePoint` block, keyed by the blocks before it.
