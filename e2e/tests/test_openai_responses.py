@@ -252,3 +252,12 @@ def test_openai_agents_sdk_runs_an_agent_with_a_function_tool(gateway):
     assert calls == ["example", "example"], "the model's calls reached the tool"
     assert plain == streamed == "The tool returned: example: 18C"
     assert "raw_response_event" in kinds and "run_item_stream_event" in kinds
+
+
+def test_readme_responses_curl_example(gateway):
+    from test_anthropic_messages import readme_shell_block, run_readme_command
+
+    (command,) = readme_shell_block("### OpenAI Responses API")
+    response = json.loads(run_readme_command(command, gateway))
+    assert response["object"] == "response" and response["status"] == "completed"
+    assert response["output"][0]["content"][0]["text"] == "You said: Hi."
