@@ -492,19 +492,34 @@ fn reasoning_blocks<'r>(message: &'r ChatMessage<'_>) -> Vec<ContentBlock<'r>> {
     Vec::new()
 }
 
-/// The content of a message: a string, or an array of parts.
-fn content_blocks<'r>(content: Option<&'r RawValue>, at: &str, role: Role) -> Result<Vec<ContentBlock<'r>>, GatewayError> {
-    let Some(raw) = content else { return Ok(Vec::new()) };
+/// Message content as both OpenAI APIs send it: a string (or null), already a text block, or a
+/// list of parts of the API's own kind `P`, parsed borrowing the body.
+pub(crate) enum TextOrParts<'r, P> {
+    Blocks(Vec<ContentBlock<'r>>),
+    Parts(Vec<P>),
+}
+
+pub(crate) fn text_or_parts<'r, P: Deserialize<'r>>(content: Option<&'r RawValue>, at: &str) -> Result<TextOrParts<'r, P>, GatewayError> {
+    let Some(raw) = content else { return Ok(TextOrParts::Blocks(Vec::new())) };
     let text = raw.get().trim_start();
     if text.starts_with('"') {
         let content: Cow<'r, str> = serde_json::from_str(raw.get()).map_err(|e| invalid(format!("{at}: {e}")))?;
-        return Ok(if content.is_empty() { Vec::new() } else { vec![ContentBlock::Text(content)] });
+        return Ok(TextOrParts::Blocks(if content.is_empty() { Vec::new() } else { vec![ContentBlock::Text(content)] }));
     }
     if text.starts_with("null") {
-        return Ok(Vec::new());
+        return Ok(TextOrParts::Blocks(Vec::new()));
     }
-    let parts: Vec<ContentPart<'r>> =
-        serde_json::from_str(raw.get()).map_err(|e| invalid(format!("{at} must be a string or an array of content parts: {e}")))?;
+    serde_json::from_str(raw.get())
+        .map(TextOrParts::Parts)
+        .map_err(|e| invalid(format!("{at} must be a string or a list of content parts: {e}")))
+}
+
+/// The content of a message: a string, or an array of parts.
+fn content_blocks<'r>(content: Option<&'r RawValue>, at: &str, role: Role) -> Result<Vec<ContentBlock<'r>>, GatewayError> {
+    let parts: Vec<ContentPart<'r>> = match text_or_parts(content, at)? {
+        TextOrParts::Blocks(blocks) => return Ok(blocks),
+        TextOrParts::Parts(parts) => parts,
+    };
     let mut blocks = Vec::with_capacity(parts.len());
     for (index, part) in parts.into_iter().enumerate() {
         let at = format!("{at}[{index}]");

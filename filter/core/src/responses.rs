@@ -12,7 +12,7 @@ use crate::bedrock::{
 };
 use crate::errors::{self, ErrorKind, GatewayError};
 use crate::eventstream::{Decoder, Frame, FrameTranslator};
-use crate::openai::{self, push_json_string, FilePart, JsonSchemaFormat, ResponseFormat};
+use crate::openai::{self, push_json_string, FilePart, JsonSchemaFormat, ResponseFormat, TextOrParts};
 use crate::translated::{TokenUsage, TranslatedBody};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -350,17 +350,10 @@ fn add_item<'r>(
 
 /// A message's content (or a function's output): a string, or a list of content parts.
 fn message_content<'r>(content: Option<&'r RawValue>, at: &str, role: Role) -> Result<Vec<ContentBlock<'r>>, GatewayError> {
-    let Some(raw) = content else { return Ok(Vec::new()) };
-    let text = raw.get().trim_start();
-    if text.starts_with('"') {
-        let content: Cow<'r, str> = serde_json::from_str(raw.get()).map_err(|e| invalid(format!("{at}: {e}")))?;
-        return Ok(if content.is_empty() { Vec::new() } else { vec![ContentBlock::Text(content)] });
-    }
-    if text.starts_with("null") {
-        return Ok(Vec::new());
-    }
-    let parts: Vec<InputPart<'r>> =
-        serde_json::from_str(raw.get()).map_err(|e| invalid(format!("{at} must be a string or a list of content parts: {e}")))?;
+    let parts: Vec<InputPart<'r>> = match openai::text_or_parts(content, at)? {
+        TextOrParts::Blocks(blocks) => return Ok(blocks),
+        TextOrParts::Parts(parts) => parts,
+    };
     let mut blocks = Vec::with_capacity(parts.len());
     for (index, part) in parts.into_iter().enumerate() {
         let at = format!("{at}[{index}]");
