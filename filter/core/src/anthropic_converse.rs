@@ -3,7 +3,7 @@
 //! Anthropic messages and Anthropic's exact SSE event sequence.
 
 use crate::bedrock::{
-    self, CachePoint, ContentBlock, ConverseRequest, ConverseResponse, Document, DocumentSource, Empty, Image,
+    self, CachePoint, ContentBlock, ConverseRequest, ConverseReply, Document, DocumentSource, Empty, Image,
     ImageSource, InferenceConfig, InputSchema, Message, NamedTool, ReasoningContent, ReasoningText, Role, SystemBlock,
     Tool, ToolChoice, ToolConfig, ToolResult, ToolResultContent, ToolSpec, ToolUse, Usage,
 };
@@ -366,12 +366,7 @@ fn usage_json(usage: Usage) -> String {
 
 /// A Converse reply as an Anthropic `message`.
 pub fn from_converse_response(body: &[u8], message_id: &str, model: &str) -> Result<TranslatedBody, GatewayError> {
-    let response: ConverseResponse<'_> = serde_json::from_slice(body)
-        .map_err(|e| GatewayError::upstream(format!("Bedrock returned an unreadable Converse response: {e}")))?;
-    let message = response
-        .output
-        .and_then(|o| o.message)
-        .ok_or_else(|| GatewayError::upstream("Bedrock's Converse response has no output message."))?;
+    let ConverseReply { message, stop_reason: converse_stop, usage } = ConverseReply::parse(body)?;
     let mut out = String::with_capacity(body.len() + 256);
     out.push_str(r#"{"id":"#);
     push_json_string(&mut out, &format!("msg_{message_id}"));
@@ -415,10 +410,10 @@ pub fn from_converse_response(body: &[u8], message_id: &str, model: &str) -> Res
     let _ = write!(
         out,
         r#"],"stop_reason":"{}","stop_sequence":null,"usage":{}}}"#,
-        stop_reason(response.stop_reason),
-        usage_json(response.usage.unwrap_or_default())
+        stop_reason(converse_stop),
+        usage_json(usage.unwrap_or_default())
     );
-    Ok(TranslatedBody { body: out.into_bytes(), usage: response.usage.map(TokenUsage::from) })
+    Ok(TranslatedBody { body: out.into_bytes(), usage: usage.map(TokenUsage::from) })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -369,6 +369,27 @@ pub struct ConverseResponse<'a> {
     pub usage: Option<Usage>,
 }
 
+/// A Converse reply as the translations read it: its message, why it stopped, what it used.
+#[derive(Debug)]
+pub struct ConverseReply<'a> {
+    pub message: OutputMessage<'a>,
+    pub stop_reason: Option<&'a str>,
+    pub usage: Option<Usage>,
+}
+
+impl<'a> ConverseReply<'a> {
+    pub fn parse(body: &'a [u8]) -> Result<Self, crate::errors::GatewayError> {
+        use crate::errors::GatewayError;
+        let response: ConverseResponse<'a> = serde_json::from_slice(body)
+            .map_err(|e| GatewayError::upstream(format!("Bedrock returned an unreadable Converse response: {e}")))?;
+        let message = response
+            .output
+            .and_then(|o| o.message)
+            .ok_or_else(|| GatewayError::upstream("Bedrock's Converse response has no output message."))?;
+        Ok(ConverseReply { message, stop_reason: response.stop_reason, usage: response.usage })
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct ConverseOutput<'a> {
     #[serde(borrow)]

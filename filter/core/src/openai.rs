@@ -1,7 +1,7 @@
 //! OpenAI Chat Completions <-> Bedrock Converse.
 
 use crate::bedrock::{
-    self, CachePoint, ContentBlock, ConverseRequest, ConverseResponse, Document, DocumentSource, Empty, Image,
+    self, CachePoint, ContentBlock, ConverseRequest, ConverseReply, Document, DocumentSource, Empty, Image,
     ImageSource, InferenceConfig, InputSchema, JsonSchemaDefinition, Message, NamedTool, OutputConfig, OutputFormat,
     OutputFormatStructure, ReasoningContent, ReasoningText, Role, SystemBlock, Tool, ToolChoice, ToolConfig,
     ToolResult, ToolResultContent, ToolSpec, Usage,
@@ -692,12 +692,7 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
 
 /// Renders a Converse response as a `chat.completion`: text, tool calls and reasoning, none lost.
 pub fn from_converse_response(body: &[u8], context: &ResponseContext) -> Result<TranslatedBody, GatewayError> {
-    let response: ConverseResponse<'_> = serde_json::from_slice(body)
-        .map_err(|e| GatewayError::upstream(format!("Bedrock returned an unreadable Converse response: {e}")))?;
-    let message = response
-        .output
-        .and_then(|o| o.message)
-        .ok_or_else(|| GatewayError::upstream("Bedrock's Converse response has no output message."))?;
+    let ConverseReply { message, stop_reason, usage } = ConverseReply::parse(body)?;
     let mut texts: Vec<Cow<'_, str>> = Vec::new();
     let mut reasoning = String::new();
     let mut thinking_blocks = Vec::new();
@@ -742,14 +737,14 @@ pub fn from_converse_response(body: &[u8], context: &ResponseContext) -> Result<
                 thinking_blocks,
                 tool_calls,
             },
-            finish_reason: finish_reason(response.stop_reason),
+            finish_reason: finish_reason(stop_reason),
             logprobs: None,
         }],
-        usage: response.usage.unwrap_or_default().into(),
+        usage: usage.unwrap_or_default().into(),
     };
     let body = serde_json::to_vec(&completion)
         .map_err(|e| GatewayError::upstream(format!("could not render the chat completion: {e}")))?;
-    Ok(TranslatedBody { body, usage: response.usage.map(TokenUsage::from) })
+    Ok(TranslatedBody { body, usage: usage.map(TokenUsage::from) })
 }
 
 // ---- Streaming --------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 //! `encrypted_content`. What would need stored responses is refused by name, never ignored.
 
 use crate::bedrock::{
-    self, ContentBlock, ConverseRequest, ConverseResponse, Empty, InferenceConfig, InputSchema, Message,
+    self, ContentBlock, ConverseRequest, ConverseReply, Empty, InferenceConfig, InputSchema, Message,
     NamedTool, ReasoningContent, ReasoningText, Role, SystemBlock, Tool, ToolChoice, ToolConfig, ToolResult,
     ToolResultContent, ToolSpec, Usage,
 };
@@ -751,12 +751,7 @@ fn failure_code(kind: ErrorKind) -> &'static str {
 
 /// Renders a Converse response as a `response` object: text, function calls and reasoning, in order.
 pub fn from_converse_response(body: &[u8], context: &ResponsesContext) -> Result<TranslatedBody, GatewayError> {
-    let response: ConverseResponse<'_> = serde_json::from_slice(body)
-        .map_err(|e| GatewayError::upstream(format!("Bedrock returned an unreadable Converse response: {e}")))?;
-    let message = response
-        .output
-        .and_then(|o| o.message)
-        .ok_or_else(|| GatewayError::upstream("Bedrock's Converse response has no output message."))?;
+    let ConverseReply { message, stop_reason, usage } = ConverseReply::parse(body)?;
     let mut items: Vec<OutputItem> = Vec::with_capacity(message.content.len());
     for block in message.content {
         if let Some(text) = block.text {
@@ -783,10 +778,9 @@ pub fn from_converse_response(body: &[u8], context: &ResponsesContext) -> Result
             items.push(OutputItem { item: Item::Reasoning { text, signature, redacted, summary_open: false }, done: true });
         }
     }
-    let usage = response.usage.unwrap_or_default();
     let mut out = String::with_capacity(256 + context.echo.len() + body.len());
-    context.render_response(&mut out, ResponseState::finished(response.stop_reason, usage), &items);
-    Ok(TranslatedBody { body: out.into_bytes(), usage: response.usage.map(TokenUsage::from) })
+    context.render_response(&mut out, ResponseState::finished(stop_reason, usage.unwrap_or_default()), &items);
+    Ok(TranslatedBody { body: out.into_bytes(), usage: usage.map(TokenUsage::from) })
 }
 
 // ---- Streaming --------------------------------------------------------------------------
