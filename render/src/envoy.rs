@@ -39,6 +39,8 @@ fn duration(ms: u64) -> String {
 pub struct PluginConfiguration<'a> {
     models: Vec<PluginModel<'a>>,
     backends: PluginBackends<'a>,
+    #[serde(skip_serializing_if = "PluginBackends::is_empty")]
+    failover: PluginBackends<'a, Vec<&'a str>>,
 }
 
 #[derive(Serialize)]
@@ -54,9 +56,16 @@ enum PluginModel<'a> {
     },
 }
 
-struct PluginBackends<'a>(Vec<(&'a str, PluginBackend<'a>)>);
+/// A JSON object whose members keep the plan's order.
+struct PluginBackends<'a, T = PluginBackend<'a>>(Vec<(&'a str, T)>);
 
-impl Serialize for PluginBackends<'_> {
+impl<T> PluginBackends<'_, T> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<T: Serialize> Serialize for PluginBackends<'_, T> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
         for (name, backend) in &self.0 {
@@ -133,7 +142,12 @@ pub fn plugin_configuration<'a>(plan: &'a Plan, options: &Options) -> PluginConf
             (created, owned_by) => PluginModel::Detailed { id: &model.id, created, owned_by: owned_by.as_deref() },
         })
         .collect();
-    PluginConfiguration { models, backends: PluginBackends(backends) }
+    let failover = plan
+        .failovers
+        .iter()
+        .map(|failover| (failover.name.as_str(), failover.clusters.iter().map(String::as_str).collect()))
+        .collect();
+    PluginConfiguration { models, backends: PluginBackends(backends), failover: PluginBackends(failover) }
 }
 
 /// Whether any backend reads the AWS default chain (and so needs the credential clusters).
@@ -170,6 +184,9 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
     line(o, 1, "clusters:");
     for (i, cluster) in plan.clusters.iter().enumerate() {
         write_cluster(o, cluster, i == 0, options);
+    }
+    for failover in &plan.failovers {
+        write_failover_cluster(o, failover);
     }
     if uses_default_chain(plan) {
         for service in &options.chain {
@@ -247,6 +264,10 @@ fn write_listener(o: &mut String, plan: &Plan, options: &Options, plugin_json: &
         None => "[\"*\"]".to_owned(),
     };
     line(o, t + 2, &format!("domains: {domains}"));
+    if !plan.failovers.is_empty() {
+        line(o, t + 2, "# Tells the backend stage which try, and so which failover backend, a request is on.");
+        line(o, t + 2, "include_attempt_count_in_request: true");
+    }
     line(o, t + 2, "routes:");
     for route in &plan.routes {
         write_route(o, t + 2, route);
@@ -330,6 +351,22 @@ fn write_route(o: &mut String, indent: usize, route: &RoutePlan) {
         line(o, indent, &format!("- match: {{ prefix: \"/\", headers: [ {} ] }}", headers.join(", ")));
     }
     let timeout = duration(route.timeout_ms);
+    if let (Some(retry), [(cluster, _)]) = (route.retry, route.target.as_slice()) {
+        line(o, indent + 1, "route:");
+        line(o, indent + 2, &format!("cluster: {}", quoted(cluster)));
+        line(o, indent + 2, &format!("timeout: {timeout}"));
+        line(o, indent + 2, "# Failover: each retry goes to the next backend, translated and signed for it; a streamed");
+        line(o, indent + 2, "# reply is not retried once it has begun.");
+        line(o, indent + 2, "retry_policy:");
+        line(o, indent + 3, "retry_on: \"5xx,reset,connect-failure,retriable-status-codes\"");
+        line(o, indent + 3, "retriable_status_codes: [429]");
+        line(o, indent + 3, &format!("num_retries: {}", retry.retries));
+        if let Some(per_try) = retry.per_try_timeout_ms {
+            line(o, indent + 3, &format!("per_try_timeout: {}", duration(per_try)));
+        }
+        line(o, indent + 3, "retry_back_off: { base_interval: 0.05s, max_interval: 0.5s }");
+        return;
+    }
     match route.target.as_slice() {
         [(cluster, _)] => line(o, indent + 1, &format!("route: {{ cluster: {}, timeout: {timeout} }}", quoted(cluster))),
         weighted => {
@@ -382,6 +419,23 @@ fn write_tls(o: &mut String, tls: &TlsPlan) {
         };
         line(o, 6, &format!("- {{ san_type: {kind}, matcher: {{ exact: {} }} }}", quoted(value)));
     }
+}
+
+/// Envoy's composite cluster: attempt N goes to its Nth cluster. Upstream filters are the
+/// composite's own, so the backend stage runs here, once per attempt, and picks that attempt's
+/// backend from the plugin configuration's `failover` list.
+fn write_failover_cluster(o: &mut String, failover: &FailoverPlan) {
+    line(o, 1, &format!("- name: {}", quoted(&failover.name)));
+    line(o, 2, "connect_timeout: 10s");
+    line(o, 2, "lb_policy: CLUSTER_PROVIDED");
+    line(o, 2, &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"));
+    line(o, 2, "typed_extension_protocol_options: *backend_filters");
+    line(o, 2, "cluster_type:");
+    line(o, 3, "name: envoy.clusters.composite");
+    line(o, 3, "typed_config:");
+    line(o, 4, "\"@type\": type.googleapis.com/envoy.extensions.clusters.composite.v3.ClusterConfig");
+    let clusters: Vec<String> = failover.clusters.iter().map(|c| format!("{{ name: {} }}", quoted(c))).collect();
+    line(o, 4, &format!("clusters: [ {} ]", clusters.join(", ")));
 }
 
 fn write_cluster(o: &mut String, cluster: &ClusterPlan, first: bool, options: &Options) {

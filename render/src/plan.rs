@@ -24,6 +24,8 @@ pub struct Plan {
     pub listeners: Vec<ListenerPlan>,
     pub routes: Vec<RoutePlan>,
     pub clusters: Vec<ClusterPlan>,
+    /// Composite clusters: each tries its clusters in order, one per attempt.
+    pub failovers: Vec<FailoverPlan>,
     pub models: Vec<ModelPlan>,
     pub rate_limit: Option<crate::rate_limits::RateLimitPlan>,
     /// Where each resource of the plan came from, for the header of the rendered file.
@@ -46,6 +48,23 @@ pub struct RoutePlan {
     pub headers: Vec<HeaderPlan>,
     pub target: Vec<(String, u32)>,
     pub timeout_ms: u64,
+    /// Set when the target is a failover (composite) cluster: how Envoy retries through it.
+    pub retry: Option<RetryPlan>,
+}
+
+/// A rule's backendRefs in priority order, as one Envoy composite cluster named after them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverPlan {
+    pub name: String,
+    pub clusters: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPlan {
+    /// One retry per fallback.
+    pub retries: usize,
+    /// `timeouts.backendRequest`: how long one attempt may take.
+    pub per_try_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -160,6 +179,7 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
     }
     let listeners = listeners(&index)?;
     let mut clusters: Vec<ClusterPlan> = Vec::new();
+    let mut failovers: Vec<FailoverPlan> = Vec::new();
     let mut routes = Vec::new();
     let mut models: Vec<ModelPlan> = Vec::new();
     let mut model_origin: BTreeMap<String, String> = BTreeMap::new();
@@ -178,15 +198,27 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
         }
         for (rule_index, rule) in route.spec.rules.iter().enumerate() {
             let at = format!("{label}: spec.rules[{rule_index}]");
-            let target = rule_target(&index, &at, rule, &mut clusters)?;
+            let (target, failover) = rule_target(&index, &at, rule, &mut clusters)?;
+            let per_try_timeout_ms = match rule.timeouts.as_ref().and_then(|t| t.backend_request.as_ref()) {
+                None => None,
+                Some(_) if failover.is_none() => {
+                    return Err(RenderError(format!(
+                        "{at}.timeouts.backendRequest bounds each try of a failover, but this rule has no backendRefs of another priority; use timeouts.request"
+                    )))
+                }
+                Some(text) => Some(parse_duration_ms(text).ok_or_else(|| {
+                    RenderError(format!("{at}.timeouts.backendRequest: {text:?} is not a duration such as 10s or 1m"))
+                })?),
+            };
+            let retry = failover.as_ref().map(|f| RetryPlan { retries: f.clusters.len() - 1, per_try_timeout_ms });
+            if let Some(failover) = failover {
+                if !failovers.contains(&failover) {
+                    failovers.push(failover);
+                }
+            }
             let timeout_ms = match rule.timeouts.as_ref() {
                 None => DEFAULT_ROUTE_TIMEOUT_MS,
                 Some(timeouts) => {
-                    if timeouts.backend_request.is_some() {
-                        return Err(RenderError(format!(
-                            "{at}.timeouts.backendRequest is not supported (there are no retries to bound); use timeouts.request"
-                        )));
-                    }
                     match &timeouts.request {
                         Some(text) => parse_duration_ms(text)
                             .ok_or_else(|| RenderError(format!("{at}.timeouts.request: {text:?} is not a duration such as 60s, 5m or 1h30m")))?,
@@ -228,7 +260,7 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
                     }
                     headers.push(HeaderPlan { name: header.name.to_ascii_lowercase(), value: header.value.clone(), regex });
                 }
-                routes.push(RoutePlan { origin: at.clone(), headers, target: target.clone(), timeout_ms });
+                routes.push(RoutePlan { origin: at.clone(), headers, target: target.clone(), timeout_ms, retry });
             }
         }
     }
@@ -250,7 +282,7 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
         };
         sources.push(format!("{kind} {name}"));
     }
-    Ok(Plan { listeners, routes, clusters, models, rate_limit, sources })
+    Ok(Plan { listeners, routes, clusters, failovers, models, rate_limit, sources })
 }
 
 fn listeners(index: &Index) -> Result<Vec<ListenerPlan>, RenderError> {
@@ -309,13 +341,17 @@ fn listeners(index: &Index) -> Result<Vec<ListenerPlan>, RenderError> {
     Ok(listeners)
 }
 
-/// The clusters (and weights) a rule sends to, creating each cluster the first time it is named.
+/// Cluster names and their weights.
+type WeightedClusters = Vec<(String, u32)>;
+
+/// The clusters (and weights) a rule sends to, creating each cluster the first time it is named;
+/// backendRefs of several priorities make one failover cluster trying them in priority order.
 fn rule_target(
     index: &Index,
     at: &str,
     rule: &Rule,
     clusters: &mut Vec<ClusterPlan>,
-) -> Result<Vec<(String, u32)>, RenderError> {
+) -> Result<(WeightedClusters, Option<FailoverPlan>), RenderError> {
     if rule.backend_refs.is_empty() {
         return Err(RenderError(format!("{at}.backendRefs is empty: the rule has nowhere to send requests")));
     }
@@ -334,11 +370,6 @@ fn rule_target(
         if reference.body_mutation.is_some() {
             return Err(RenderError(format!("{field}.bodyMutation is not supported")));
         }
-        if reference.priority.unwrap_or(0) != 0 {
-            return Err(RenderError(format!(
-                "{field}.priority: failover between priorities is not supported yet; every backendRef must have priority 0"
-            )));
-        }
         let service_backend = index.service_backends.get(reference.name.as_str()).ok_or_else(|| {
             RenderError(format!("{field}.name: there is no AIServiceBackend {:?} in the file", reference.name))
         })?;
@@ -355,10 +386,24 @@ fn rule_target(
         }
         target.push((cluster_name, reference.weight.unwrap_or(1)));
     }
+    let priorities: Vec<u32> = rule.backend_refs.iter().map(|r| r.priority.unwrap_or(0)).collect();
+    if priorities.iter().any(|p| Some(p) != priorities.first()) {
+        // Envoy's composite cluster sends attempt N to its Nth cluster: one backend per priority.
+        let mut ordered: Vec<(u32, String)> = priorities.into_iter().zip(target.into_iter().map(|(name, _)| name)).collect();
+        ordered.sort_by_key(|(priority, _)| *priority);
+        if let Some([(priority, _), _]) = ordered.windows(2).find(|pair| matches!(pair, [(a, _), (b, _)] if a == b)) {
+            return Err(RenderError(format!(
+                "{at}.backendRefs: two backendRefs have priority {priority}; failover tries one backend per priority, in priority order"
+            )));
+        }
+        let clusters: Vec<String> = ordered.into_iter().map(|(_, name)| name).collect();
+        let name = clusters.join(">");
+        return Ok((vec![(name.clone(), 1)], Some(FailoverPlan { name, clusters })));
+    }
     if target.iter().all(|(_, weight)| *weight == 0) {
         return Err(RenderError(format!("{at}.backendRefs: every weight is 0, so nothing would be served")));
     }
-    Ok(target)
+    Ok((target, None))
 }
 
 fn cluster(

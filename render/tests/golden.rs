@@ -123,9 +123,9 @@ fn every_feature_of_the_format_renders() {
 fn static_keys_are_written_only_where_the_filter_reads_them_and_the_file_says_so() {
     let rendered = render(&read("render/tests/fixtures/features.yaml"), &Options::default()).expect("renders");
     assert!(rendered.envoy_yaml.contains("It holds AWS secret keys"));
-    // Once for each of the two backends whose policy names the profile, inside the plugin configuration.
-    assert_eq!(rendered.envoy_yaml.matches("bedrock/secret").count(), 2);
-    assert_eq!(rendered.envoy_yaml.matches("\"secret_access_key\": \"bedrock/secret\"").count(), 2);
+    // Once for each of the three backends whose policy names the profile, inside the plugin configuration.
+    assert_eq!(rendered.envoy_yaml.matches("bedrock/secret").count(), 3);
+    assert_eq!(rendered.envoy_yaml.matches("\"secret_access_key\": \"bedrock/secret\"").count(), 3);
     let chain_only = render(&read("examples/aws.yaml"), &Options::default()).expect("renders");
     assert!(!chain_only.envoy_yaml.contains("secret keys"));
 }
@@ -161,7 +161,11 @@ fn other_providers_and_unsupported_features_are_refused() {
     refused("    name: AWSBedrock\n", "    name: OpenAI\n", "spec.schema.name: \"OpenAI\" is another provider");
     refused("  type: AWSCredentials\n", "  type: APIKey\n", "spec.type: \"APIKey\" is for another provider");
     refused("    version: bedrock-2023-05-31\n", "    version: \"2023-06-01\"\n", "Bedrock's Anthropic version is bedrock-2023-05-31");
-    refused(RULE, "      backendRefs:\n        - name: envoy-ai-gateway-basic-aws\n          priority: 1\n", "backendRefs[0].priority: failover between priorities is not supported yet");
+    let failover = "      backendRefs:\n        - { name: envoy-ai-gateway-basic-aws, priority: 1 }\n        - { name: envoy-ai-gateway-basic-aws-bedrock-anthropic, priority: 0 }\n";
+    let same_priority = format!("{}        - {{ name: envoy-ai-gateway-basic-aws, priority: 0, modelNameOverride: m }}\n", failover.replace("priority: 0", "priority: 1"));
+    refused(RULE, &same_priority, "backendRefs: two backendRefs have priority 1; failover tries one backend per priority");
+    refused(RULE, &format!("{RULE}      timeouts: {{ backendRequest: 10s }}\n"), "timeouts.backendRequest bounds each try of a failover");
+    refused(RULE, &format!("{failover}      timeouts: {{ backendRequest: soon }}\n"), "timeouts.backendRequest: \"soon\" is not a duration");
     refused(RULE, "      backendRefs:\n        - name: envoy-ai-gateway-basic-aws\n          headerMutation: { set: [] }\n", "backendRefs[0].headerMutation is not supported");
     refused("    region: us-east-1\n", "    region: us-east-1\n    oidcExchangeToken: { awsRoleArn: x }\n", "oidcExchangeToken is not supported");
     refused("spec:\n  parentRefs:", "spec:\n  llmRequestCosts: [ { metadataKey: t, type: InputToken } ]\n  parentRefs:",

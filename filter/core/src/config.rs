@@ -9,10 +9,15 @@
 //!       "endpoint": "127.0.0.1:4566",
 //!       "credentials": { "source": "environment" },
 //!       "model_name_override": "us.meta.llama3-2-1b-instruct-v1:0"
-//!     }
-//!   }
+//!     },
+//!     "bedrock-us-west-2": { ... }
+//!   },
+//!   "failover": { "bedrock-us-east-1>bedrock-us-west-2": ["bedrock-us-east-1", "bedrock-us-west-2"] }
 //! }
 //! ```
+//!
+//! `failover` names Envoy's composite clusters, whose attempts go to their sub-clusters in order:
+//! attempt N (Envoy's `x-envoy-attempt-count`) is translated and signed for the Nth backend.
 
 use crate::credentials::Provider;
 use crate::sigv4::Credentials;
@@ -126,6 +131,8 @@ struct RawConfig {
     max_stream_frame_bytes: Option<usize>,
     #[serde(default)]
     cost: CostWeights,
+    #[serde(default)]
+    failover: HashMap<String, Vec<String>>,
 }
 
 /// The weighted token cost recorded for each request, for token-based rate limiting and
@@ -219,6 +226,8 @@ impl BackendCredentials {
 pub struct Config {
     /// Shared, not cloned, by each request that uses one.
     backends: HashMap<String, Arc<Backend>>,
+    /// A composite cluster's backends, one per attempt in order.
+    failover: HashMap<String, Vec<Arc<Backend>>>,
     pub models: Vec<ModelInfo>,
     pub cost: CostWeights,
     pub max_stream_frame_bytes: usize,
@@ -247,6 +256,19 @@ impl Config {
             let resolved = resolve_backend(&name, backend, env)?;
             backends.insert(name, Arc::new(resolved));
         }
+        let mut failover = HashMap::with_capacity(raw.failover.len());
+        for (cluster, names) in raw.failover {
+            let attempts = names
+                .iter()
+                .map(|name| {
+                    backends.get(name).cloned().ok_or_else(|| ConfigError(format!("failover {cluster:?}: no backend is named {name:?}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if attempts.is_empty() {
+                return Err(ConfigError(format!("failover {cluster:?}: lists no backends")));
+            }
+            failover.insert(cluster, attempts);
+        }
         let mut models: Vec<ModelInfo> = Vec::with_capacity(raw.models.len());
         for entry in raw.models {
             let info = match entry {
@@ -260,6 +282,7 @@ impl Config {
         }
         Ok(Config {
             backends,
+            failover,
             models,
             cost: raw.cost,
             max_stream_frame_bytes: raw
@@ -286,6 +309,16 @@ impl Config {
     /// The backend for the cluster Envoy's route picked.
     pub fn backend(&self, cluster_name: &str) -> Option<&Arc<Backend>> {
         self.backends.get(cluster_name)
+    }
+
+    /// The backend one attempt (counted from 1) goes to: the cluster's own, or for a composite
+    /// cluster the one at that attempt's place, as Envoy picks its sub-cluster (the last one
+    /// serves any attempts beyond the list).
+    pub fn backend_for_attempt(&self, cluster_name: &str, attempt: usize) -> Option<&Arc<Backend>> {
+        match self.failover.get(cluster_name) {
+            Some(attempts) => attempts.get(attempt.saturating_sub(1)).or_else(|| attempts.last()),
+            None => self.backends.get(cluster_name),
+        }
     }
 }
 
@@ -531,5 +564,28 @@ mod tests {
         let text = format!("{config:?}");
         assert!(text.contains("AKID"));
         assert!(!text.contains("TOPSECRET") && !text.contains("TOKENVALUE"), "{text}");
+    }
+
+    #[test]
+    fn failover_lists_backends_per_attempt() {
+        let json = br#"{"backends":{
+            "a":{"schema":"converse","region":"us-east-1","credentials":{"source":"inline","access_key_id":"a","secret_access_key":"s"}},
+            "b":{"schema":"converse","region":"us-west-2","credentials":{"source":"inline","access_key_id":"a","secret_access_key":"s"}}},
+            "failover":{"a>b":["a","b"]}}"#;
+        let config = Config::parse(json, &|_| None).unwrap();
+        let region = |cluster: &str, attempt: usize| config.backend_for_attempt(cluster, attempt).map(|b| b.region.clone());
+        assert_eq!(region("a>b", 1).as_deref(), Some("us-east-1"));
+        assert_eq!(region("a>b", 2).as_deref(), Some("us-west-2"));
+        assert_eq!(region("a>b", 9).as_deref(), Some("us-west-2"), "the last serves further attempts");
+        assert_eq!(region("a>b", 0).as_deref(), Some("us-east-1"));
+        assert_eq!(region("b", 5).as_deref(), Some("us-west-2"), "a plain cluster ignores attempts");
+        assert_eq!(region("c", 1), None);
+        for (json, expected) in [
+            (r#"{"backends":{"a":{"schema":"converse","region":"us-east-1","credentials":{"source":"environment"}}},"failover":{"x":["a","zz"]}}"#, "no backend is named \"zz\""),
+            (r#"{"backends":{"a":{"schema":"converse","region":"us-east-1","credentials":{"source":"environment"}}},"failover":{"x":[]}}"#, "lists no backends"),
+        ] {
+            let error = Config::parse(json.as_bytes(), &|key| Some(key.to_owned())).unwrap_err();
+            assert!(error.0.contains(expected), "{error}");
+        }
     }
 }

@@ -140,8 +140,11 @@ fn config() -> Arc<Config> {
         "backends": {
             "static": {"schema": "converse", "region": "us-east-1",
                        "credentials": {"source": "inline", "access_key_id": "AKIDEXAMPLE", "secret_access_key": "secret"}},
-            "pod": {"schema": "converse", "region": "eu-west-1", "credentials": {"source": "pod_identity", "cluster": "agent"}}
+            "pod": {"schema": "converse", "region": "eu-west-1", "credentials": {"source": "pod_identity", "cluster": "agent"}},
+            "west": {"schema": "anthropic", "region": "us-west-2", "model_name_override": "us.anthropic.claude-x-v1:0",
+                     "credentials": {"source": "inline", "access_key_id": "AKIDWEST", "secret_access_key": "secret"}}
         },
+        "failover": {"static>west": ["static", "west"]},
         "models": [LLAMA]
     });
     Arc::new(Config::parse(json.to_string().as_bytes(), &|_| None).unwrap())
@@ -309,6 +312,27 @@ fn streamed_responses_are_translated_chunk_by_chunk() {
     assert_eq!(rest.last().unwrap(), "[DONE]");
     assert_eq!(host.counter("output_tokens", ""), 2);
     assert!(host.metrics.iter().any(|(_, s)| matches!(s, Sample::Histogram { name: "time_to_first_token_ms", .. })));
+}
+
+#[test]
+fn each_attempt_through_a_composite_cluster_is_translated_and_signed_for_its_backend() {
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    for (attempt, region, path) in [
+        (None, "us-east-1", "/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"),
+        (Some("1"), "us-east-1", "/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"),
+        // The fallback backend's region, credentials, model override and schema.
+        (Some("2"), "us-west-2", "/model/us.anthropic.claude-x-v1%3A0/converse"),
+        (Some("3"), "us-west-2", "/model/us.anthropic.claude-x-v1%3A0/converse"),
+    ] {
+        let headers: Vec<(&str, &str)> = attempt.map(|n| ("x-envoy-attempt-count", n)).into_iter().collect();
+        let mut host = FakeHost::request("POST", "/v1/chat/completions", &headers, chat(false));
+        let (_, flow) = backend_request(&mut host, "static>west", &mut worker, &store);
+        assert_eq!(flow, Flow::Continue);
+        assert_eq!(host.get(Side::Request, ":path"), Some(path), "attempt {attempt:?}");
+        assert_eq!(host.get(Side::Request, ":authority"), Some(format!("bedrock-runtime.{region}.amazonaws.com").as_str()));
+        assert!(host.get(Side::Request, "authorization").unwrap().contains(&format!("/{region}/bedrock/aws4_request")));
+        assert_eq!(host.get(Side::Request, "x-envoy-attempt-count"), None, "Envoy's count is not sent to AWS");
+    }
 }
 
 #[test]

@@ -14,6 +14,9 @@ use crate::translated::TokenUsage;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+/// Envoy's count of the tries of a request, on each try (`include_attempt_count_in_request`).
+const ATTEMPT_HEADER: &str = "x-envoy-attempt-count";
+
 /// What one worker keeps across its requests: the signer's cached keys, and the broker's waiting
 /// requests and fetches in flight. The host owns it and lends it to the hooks that need it.
 #[derive(Default)]
@@ -79,7 +82,13 @@ impl BackendStream {
         };
         self.endpoint = Some(endpoint);
         let cluster = host.cluster_name().unwrap_or_default();
-        let Some(backend) = self.config.as_ref().and_then(|c| c.backend(&cluster)) else {
+        // Which try this is, when the route fails over through a composite cluster (Envoy's
+        // router adds the header to each attempt); it is Envoy's business, not Bedrock's.
+        let attempt = headers.get(ATTEMPT_HEADER).and_then(|n| n.trim().parse().ok()).unwrap_or(1);
+        if headers.contains(ATTEMPT_HEADER) {
+            host.set_header(Side::Request, ATTEMPT_HEADER, None);
+        }
+        let Some(backend) = self.config.as_ref().and_then(|c| c.backend_for_attempt(&cluster, attempt)) else {
             log::error!("ai gateway: cluster {cluster:?} has no backend in the plugin configuration");
             return self.reply_with_error(
                 host,
