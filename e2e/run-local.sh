@@ -2,9 +2,11 @@
 # Renders an AI Gateway resource file and runs Envoy with it in front of the Bedrock emulator, in the
 # foreground; Ctrl-C or SIGTERM stops both.
 #   CONFIG=examples/emulator.yaml (default) | any resource files  what the gateway serves
-#   EXAMPLE=rate-limit                                             adds examples/$EXAMPLE.yaml to CONFIG
+#   EXAMPLE=rate-limit | failover                                  adds examples/$EXAMPLE.yaml to CONFIG
 #   AUTH=static (default) | pod-identity | irsa | imds             how it gets AWS credentials
 #   HOST=wasm (default) | dynamic-module                           the .wasm in V8, or the native module
+# EXAMPLE=failover also runs a second emulator, us-west-2 on 127.0.0.1:4567, and each emulator then
+# accepts only signatures for its own region (the first one's is us-east-1).
 # When the resources hold a BackendTrafficPolicy, its rate-limit service (e2e/token_budget_service.py)
 # runs too, on 127.0.0.1:8081, with the limits the renderer wrote.
 # A BackendSecurityPolicy without credentialsFile uses the AWS default chain, which picks its link from
@@ -46,18 +48,26 @@ rm -rf .run/gateway
   --credential-chain irsa,pod-identity,imds --credential-endpoint 127.0.0.1:4566 \
   --pod-identity-token-file .run/auth/token --web-identity-token-file .run/auth/token
 
-"$EMULATOR" --listen 127.0.0.1:4566 --token-file .run/auth/token &
+region_options=()
+[ "$EXAMPLE" = failover ] && region_options=(--region us-east-1)
+"$EMULATOR" --listen 127.0.0.1:4566 --token-file .run/auth/token "${region_options[@]}" &
 emulator_pid=$!
-envoy_pid= limits_pid=
+envoy_pid= limits_pid= west_pid=
 stop() {
   trap - INT TERM EXIT
   [ -n "$envoy_pid" ] && kill "$envoy_pid" 2>/dev/null || true
   [ -n "$limits_pid" ] && kill "$limits_pid" 2>/dev/null || true
+  [ -n "$west_pid" ] && kill "$west_pid" 2>/dev/null || true
   kill "$emulator_pid" 2>/dev/null || true
   wait 2>/dev/null || true
 }
 trap stop INT TERM EXIT
 watched=("$emulator_pid")
+if [ "$EXAMPLE" = failover ]; then
+  "$EMULATOR" --listen 127.0.0.1:4567 --token-file .run/auth/token --region us-west-2 &
+  west_pid=$!
+  watched+=("$west_pid")
+fi
 if [ -f .run/gateway/ratelimit.yaml ]; then
   "$PYTHON" e2e/token_budget_service.py --config .run/gateway/ratelimit.yaml --listen 127.0.0.1:8081 &
   limits_pid=$!

@@ -266,7 +266,7 @@ fn write_listener(o: &mut String, plan: &Plan, options: &Options, plugin_json: &
     line(o, t + 2, &format!("domains: {domains}"));
     if !plan.failovers.is_empty() {
         line(o, t + 2, "# Tells the backend stage which try, and so which failover backend, a request is on.");
-        line(o, t + 2, "include_attempt_count_in_request: true");
+        line(o, t + 2, "include_request_attempt_count: true");
     }
     line(o, t + 2, "routes:");
     for route in &plan.routes {

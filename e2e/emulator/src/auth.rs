@@ -93,6 +93,7 @@ pub fn verify(
     body: &[u8],
     known: &dyn Fn(&str) -> Option<Known>,
     expected_service: &str,
+    expected_region: Option<&str>,
 ) -> Result<(), AuthError> {
     let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
     let authorization = header("authorization")
@@ -118,6 +119,13 @@ pub fn verify(
         return Err(denied(
             "InvalidSignatureException",
             format!("Credential should be scoped to correct service: '{expected_service}'."),
+        ));
+    }
+    // A regional endpoint accepts only signatures scoped to its region.
+    if let Some(region) = expected_region.filter(|r| *r != parsed.region) {
+        return Err(denied(
+            "InvalidSignatureException",
+            format!("Credential should be scoped to a valid region, not '{}'. This endpoint serves '{region}'.", parsed.region),
         ));
     }
     let amz_date = header("x-amz-date")

@@ -68,6 +68,12 @@ struct State {
     last_request: Mutex<Value>,
     /// Prompt prefixes written to the emulated prompt cache.
     prompt_cache: Mutex<HashSet<String>>,
+    /// `--region`: accept only signatures scoped to it, as a regional endpoint does.
+    region: Option<String>,
+    /// Set by `POST /_emulator/faults`: every Bedrock call fails this way until cleared.
+    fault: Mutex<Option<String>>,
+    /// Bedrock calls failed by that fault.
+    failed_calls: AtomicU64,
 }
 
 impl State {
@@ -118,6 +124,16 @@ fn bedrock_error(status: u16, error_type: &str, message: &str, request_id: &str)
 
 fn validation(message: &str, request_id: &str) -> Response<ResponseBody> {
     bedrock_error(400, "ValidationException", message, request_id)
+}
+
+/// Marks a response that must not be sent: the connection is dropped instead.
+#[derive(Clone, Copy)]
+struct ResetConnection;
+
+fn reset_connection() -> Response<ResponseBody> {
+    let mut response = full(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "", "reset");
+    response.extensions_mut().insert(ResetConnection);
+    response
 }
 
 /// Injected before a reply starts, by the `x-emulator-fault` request header.
@@ -235,6 +251,20 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
         state.identity.down.store(down, Ordering::Relaxed);
         return Ok(full(StatusCode::OK, "application/json", json!({ "down": down }).to_string(), &request_id));
     }
+    if method == "POST" && path_and_query == "/_emulator/faults" {
+        let body = http_body_util::Limited::new(request.into_body(), 4096).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let fault = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("fault").cloned());
+        let fault = match fault {
+            Some(Value::String(name)) if name == "reset" || upfront_fault(&name, &request_id).is_some() => Some(name),
+            Some(Value::Null) => None,
+            _ => return Ok(validation(r#"expected {"fault": "throttle" | "internal" | "reset" | ... | null}"#, &request_id)),
+        };
+        if let Ok(mut current) = state.fault.lock() {
+            current.clone_from(&fault);
+        }
+        let answer = json!({ "fault": fault, "region": state.region, "failed_calls": state.failed_calls.load(Ordering::Relaxed) });
+        return Ok(full(StatusCode::OK, "application/json", answer.to_string(), &request_id));
+    }
     if method == "GET" && path_and_query == "/_emulator/last-request" {
         let last = state.last_request.lock().map(|l| l.clone()).unwrap_or(Value::Null);
         return Ok(full(StatusCode::OK, "application/json", last.to_string(), &request_id));
@@ -276,8 +306,19 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
     };
     if state.skip_sigv4 {
         // Benchmarks compare against unsigned baselines; every other use verifies.
-    } else if let Err(error) = auth::verify(&method, &path_and_query, &headers, &body, &lookup, "bedrock") {
+    } else if let Err(error) = auth::verify(&method, &path_and_query, &headers, &body, &lookup, "bedrock", state.region.as_deref()) {
         return Ok(bedrock_error(error.status, error.error_type, &error.message, &request_id));
+    }
+    // A fault set through /_emulator/faults fails every Bedrock call until cleared.
+    let sticky_fault = state.fault.lock().ok().and_then(|f| f.clone());
+    if let Some(fault) = sticky_fault {
+        state.failed_calls.fetch_add(1, Ordering::Relaxed);
+        if fault == "reset" {
+            return Ok(reset_connection());
+        }
+        if let Some(response) = upfront_fault(&fault, &request_id) {
+            return Ok(response);
+        }
     }
 
     let segments: Vec<&str> = path_and_query.split('?').next().unwrap_or_default().split('/').collect();
@@ -415,6 +456,9 @@ async fn main() {
         request_counter: AtomicU64::new(1),
         last_request: Mutex::new(Value::Null),
         prompt_cache: Mutex::new(HashSet::new()),
+        region: flag("--region"),
+        fault: Mutex::new(None),
+        failed_calls: AtomicU64::new(0),
     });
     let listener = match TcpListener::bind(&listen).await {
         Ok(listener) => listener,
@@ -437,7 +481,17 @@ async fn main() {
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let service = service_fn(move |request| handle(Arc::clone(&state), request));
+            let service = service_fn(move |request| {
+                let state = Arc::clone(&state);
+                async move {
+                    let Ok(response) = handle(state, request).await;
+                    // A reset: the connection closes without an answer, as a failing load balancer's would.
+                    if response.extensions().get::<ResetConnection>().is_some() {
+                        return Err(std::io::Error::other("connection reset by the emulator's fault"));
+                    }
+                    Ok::<_, std::io::Error>(response)
+                }
+            });
             let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }

@@ -311,6 +311,11 @@ impl Config {
         self.backends.get(cluster_name)
     }
 
+    /// Whether the cluster is a composite one whose tries go to several backends.
+    pub fn is_failover(&self, cluster_name: &str) -> bool {
+        self.failover.contains_key(cluster_name)
+    }
+
     /// The backend one attempt (counted from 1) goes to: the cluster's own, or for a composite
     /// cluster the one at that attempt's place, as Envoy picks its sub-cluster (the last one
     /// serves any attempts beyond the list).

@@ -317,22 +317,42 @@ fn streamed_responses_are_translated_chunk_by_chunk() {
 #[test]
 fn each_attempt_through_a_composite_cluster_is_translated_and_signed_for_its_backend() {
     let (mut worker, store) = (Worker::default(), FakeStore::default());
-    for (attempt, region, path) in [
-        (None, "us-east-1", "/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"),
-        (Some("1"), "us-east-1", "/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"),
+    let mut first = FakeHost::request("POST", "/v1/chat/completions", &[("x-envoy-attempt-count", "1")], chat(false));
+    let (_, flow) = backend_request(&mut first, "static>west", &mut worker, &store);
+    assert_eq!(flow, Flow::Continue);
+    assert_eq!(first.get(Side::Request, ":path"), Some("/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"));
+    assert!(first.get(Side::Request, "authorization").unwrap().contains("/us-east-1/bedrock/aws4_request"));
+    assert_eq!(first.get(Side::Request, "x-envoy-attempt-count"), None, "Envoy's count is not sent to AWS");
+
+    // Envoy retries with the headers and body as the first try's filters left them.
+    for attempt in ["2", "3"] {
+        let mut retry = FakeHost { request_headers: first.request_headers.clone(), request_body: first.request_body.clone(), ..FakeHost::default() };
+        retry.request_headers.push(("x-envoy-attempt-count".into(), attempt.into()));
+        retry.cluster = Some("static>west".into());
+        let mut stream = BackendStream::new(8, Some(config()));
+        assert_eq!(stream.on_request_headers(&mut retry, &mut worker, &store, false), Flow::Pause);
+        assert_eq!(stream.on_request_body(&mut retry, &mut worker, &store, true), Flow::Continue);
         // The fallback backend's region, credentials, model override and schema.
-        (Some("2"), "us-west-2", "/model/us.anthropic.claude-x-v1%3A0/converse"),
-        (Some("3"), "us-west-2", "/model/us.anthropic.claude-x-v1%3A0/converse"),
-    ] {
-        let headers: Vec<(&str, &str)> = attempt.map(|n| ("x-envoy-attempt-count", n)).into_iter().collect();
-        let mut host = FakeHost::request("POST", "/v1/chat/completions", &headers, chat(false));
-        let (_, flow) = backend_request(&mut host, "static>west", &mut worker, &store);
-        assert_eq!(flow, Flow::Continue);
-        assert_eq!(host.get(Side::Request, ":path"), Some(path), "attempt {attempt:?}");
-        assert_eq!(host.get(Side::Request, ":authority"), Some(format!("bedrock-runtime.{region}.amazonaws.com").as_str()));
-        assert!(host.get(Side::Request, "authorization").unwrap().contains(&format!("/{region}/bedrock/aws4_request")));
-        assert_eq!(host.get(Side::Request, "x-envoy-attempt-count"), None, "Envoy's count is not sent to AWS");
+        assert_eq!(retry.get(Side::Request, ":path"), Some("/model/us.anthropic.claude-x-v1%3A0/converse"), "try {attempt}");
+        assert_eq!(retry.get(Side::Request, ":authority"), Some("bedrock-runtime.us-west-2.amazonaws.com"));
+        assert!(retry.get(Side::Request, "authorization").unwrap().starts_with("AWS4-HMAC-SHA256 Credential=AKIDWEST/"));
+        let sent: Value = serde_json::from_slice(&retry.request_body).unwrap();
+        assert_eq!(sent["messages"][0]["content"][0]["text"], "Hi", "translated again from the caller's body: {sent}");
     }
+
+    // The routing stage forgets the first try when the response ends; a retry then has nothing to start from.
+    let mut downstream = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
+    let mut routing = RoutingStream::new(Some(config()));
+    routing.on_request_headers(&mut downstream, false);
+    routing.on_request_body(&mut downstream, true);
+    downstream.respond(200, "application/json", Vec::new());
+    routing.on_response_headers(&mut downstream);
+    routing.on_response_body(&mut downstream, true);
+    let mut late = FakeHost { request_headers: first.request_headers.clone(), ..FakeHost::default() };
+    late.request_headers.push(("x-envoy-attempt-count".into(), "2".into()));
+    late.cluster = Some("static>west".into());
+    assert_eq!(BackendStream::new(9, Some(config())).on_request_headers(&mut late, &mut worker, &store, false), Flow::Pause);
+    assert_eq!(late.sent.map(|(status, _)| status), Some(502));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The upstream stage, on each Bedrock cluster: knows its cluster, so it applies that backend's
 //! settings (translation, model override, host, SigV4) and translates the response back.
 
+use super::retry::{self, CallerRequest};
 use super::{reply_with_error, send_json, Flow, Host, Side};
 use crate::broker::{self, Broker, ParkedRequest, SharedStore, Verdict};
 use crate::config::{Backend, BackendCredentials, Config};
@@ -12,6 +13,7 @@ use crate::report;
 use crate::sigv4::Signer;
 use crate::translated::TokenUsage;
 use std::borrow::Cow;
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// Envoy's count of the tries of a request, on each try (`include_attempt_count_in_request`).
@@ -51,6 +53,10 @@ pub struct BackendStream {
     upstream_status: Option<u16>,
     translation: Option<ResponseTranslation>,
     answered_locally: bool,
+    /// Through a failover cluster: the caller's request as its first try saw it (on a retry), or
+    /// the request id under which the first try leaves it for the retries.
+    first_try: Option<Rc<CallerRequest>>,
+    keep_for_retries: Option<String>,
 }
 
 impl BackendStream {
@@ -67,13 +73,32 @@ impl BackendStream {
             upstream_status: None,
             translation: None,
             answered_locally: false,
+            first_try: None,
+            keep_for_retries: None,
         }
     }
 
     pub fn on_request_headers(&mut self, host: &mut impl Host, worker: &mut Worker, store: &dyn SharedStore, end_of_stream: bool) -> Flow {
         let headers = host.headers(Side::Request);
-        let method = headers.get(":method").unwrap_or_default();
-        let path = headers.get(":path").unwrap_or_default();
+        // Which try this is, when the route fails over through a composite cluster (Envoy's
+        // router adds the header to each try); it is Envoy's business, not Bedrock's.
+        let attempt: usize = headers.get(ATTEMPT_HEADER).and_then(|n| n.trim().parse().ok()).unwrap_or(1);
+        if headers.contains(ATTEMPT_HEADER) {
+            host.set_header(Side::Request, ATTEMPT_HEADER, None);
+        }
+        let request_id = headers.get("x-request-id").map(Cow::into_owned);
+        if attempt > 1 {
+            // A retry arrives as the previous try left it: start again from what the caller sent.
+            self.first_try = request_id.as_deref().and_then(retry::get);
+            if self.first_try.is_none() {
+                self.answered_locally = true;
+                let error = GatewayError::upstream("Bedrock failed, and the gateway kept nothing to try another backend with.");
+                return reply_with_error(host, &error, ApiFormat::OpenAi);
+            }
+        }
+        let first_try = self.first_try.clone();
+        let method = first_try.as_ref().map_or_else(|| headers.get(":method").unwrap_or_default(), |r| Cow::Borrowed(r.method.as_str()));
+        let path = first_try.as_ref().map_or_else(|| headers.get(":path").unwrap_or_default(), |r| Cow::Borrowed(r.path.as_str()));
         let Some(Ok(endpoint)) = Endpoint::classify(&method, &path) else {
             // The routing stage only sends its endpoints here; anything else is refused, never proxied unsigned.
             self.answered_locally = true;
@@ -82,12 +107,6 @@ impl BackendStream {
         };
         self.endpoint = Some(endpoint);
         let cluster = host.cluster_name().unwrap_or_default();
-        // Which try this is, when the route fails over through a composite cluster (Envoy's
-        // router adds the header to each attempt); it is Envoy's business, not Bedrock's.
-        let attempt = headers.get(ATTEMPT_HEADER).and_then(|n| n.trim().parse().ok()).unwrap_or(1);
-        if headers.contains(ATTEMPT_HEADER) {
-            host.set_header(Side::Request, ATTEMPT_HEADER, None);
-        }
         let Some(backend) = self.config.as_ref().and_then(|c| c.backend_for_attempt(&cluster, attempt)) else {
             log::error!("ai gateway: cluster {cluster:?} has no backend in the plugin configuration");
             return self.reply_with_error(
@@ -96,7 +115,12 @@ impl BackendStream {
             );
         };
         let backend = Arc::clone(backend);
-        if endpoint.format() == ApiFormat::Anthropic {
+        if attempt == 1 && self.config.as_ref().is_some_and(|c| c.is_failover(&cluster)) {
+            self.keep_for_retries = request_id.clone();
+        }
+        if let Some(first_try) = &first_try {
+            self.anthropic_beta.clone_from(&first_try.anthropic_beta);
+        } else if endpoint.format() == ApiFormat::Anthropic {
             self.anthropic_beta = headers.get("anthropic-beta").map(Cow::into_owned);
             // Anthropic's own headers mean nothing to Bedrock: the beta flags travel in the body.
             for header in ["anthropic-beta", "anthropic-version"] {
@@ -105,9 +129,23 @@ impl BackendStream {
                 }
             }
         }
-        let model = headers.get(MODEL_HEADER).map(Cow::into_owned).unwrap_or_default();
+        let model = match &first_try {
+            Some(first_try) => first_try.model.clone(),
+            None => headers.get(MODEL_HEADER).map(Cow::into_owned).unwrap_or_default(),
+        };
+        if let Some(id) = &self.keep_for_retries {
+            // Kept now with an empty body, so that a request without one can be retried too.
+            let caller = CallerRequest {
+                method: method.into_owned(),
+                path: path.into_owned(),
+                model: model.clone(),
+                anthropic_beta: self.anthropic_beta.clone(),
+                body: Vec::new(),
+            };
+            retry::keep(id, caller);
+        }
         self.measurement = Some(Measurement {
-            request_id: headers.get("x-request-id").map(Cow::into_owned),
+            request_id,
             labels: report::MetricLabels::new(&model, &backend.name),
             model,
             started_ms: host.now_ms(),
@@ -118,7 +156,8 @@ impl BackendStream {
         host.set_header(Side::Request, MODEL_HEADER, None);
         self.request_headers = headers;
         if end_of_stream {
-            return self.handle_request_body(host, worker, store, &[]);
+            let first_try = self.first_try.clone();
+            return self.handle_request_body(host, worker, store, first_try.as_ref().map_or(&[][..], |r| &r.body[..]));
         }
         Flow::Pause
     }
@@ -130,7 +169,22 @@ impl BackendStream {
         if !end_of_stream {
             return Flow::Pause;
         }
+        if let Some(first_try) = self.first_try.clone() {
+            return self.handle_request_body(host, worker, store, &first_try.body);
+        }
         let body = host.body(Side::Request);
+        if let Some(id) = self.keep_for_retries.take() {
+            if let Some(kept) = retry::get(&id) {
+                let caller = CallerRequest {
+                    method: kept.method.clone(),
+                    path: kept.path.clone(),
+                    model: kept.model.clone(),
+                    anthropic_beta: kept.anthropic_beta.clone(),
+                    body: body.clone(),
+                };
+                retry::keep(&id, caller);
+            }
+        }
         self.handle_request_body(host, worker, store, &body)
     }
 
@@ -264,6 +318,10 @@ impl BackendStream {
         if let Some(credentials) = credentials {
             let signature = upstream.sign(&credentials, &backend.region, &mut worker.signer, now_ms / 1000);
             apply_signature(host, &signature);
+            if self.first_try.is_some() && signature.security_token.is_none() {
+                // An earlier try's backend may have sent one.
+                host.set_header(Side::Request, "x-amz-security-token", None);
+            }
             return Flow::Continue;
         }
         // No usable credentials yet: the host signs and resumes the request when they arrive (`settle`).

@@ -12,6 +12,7 @@
 //! host (`tests/stream.rs`).
 
 pub mod backend;
+pub mod retry;
 pub mod routing;
 pub mod sts;
 

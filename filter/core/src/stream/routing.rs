@@ -111,8 +111,11 @@ impl RoutingStream {
     pub fn on_response_body(&mut self, host: &mut impl Host, end_of_stream: bool) -> Flow {
         if end_of_stream && self.endpoint.is_some() {
             // The backend stage (an upstream filter, on this worker) left the summary under the request id.
-            if let Some(summary) = self.request_id.take().and_then(|id| report::take_summary(&id)) {
-                host.record_usage(&summary);
+            if let Some(id) = self.request_id.take() {
+                super::retry::forget(&id);
+                if let Some(summary) = report::take_summary(&id) {
+                    host.record_usage(&summary);
+                }
             }
         }
         let Some(replacement) = self.replacement.as_ref() else {
