@@ -76,5 +76,5 @@ fi
 
 env "${environment[@]}" "$ENVOY" -c .run/gateway/envoy.yaml --log-level warn &
 envoy_pid=$!
-echo "gateway: http://127.0.0.1:1975  (CONFIG=${resources[*]} AUTH=$AUTH; admin http://127.0.0.1:9901, emulator http://127.0.0.1:4566)"
+echo "gateway: http://127.0.0.1:1975  (CONFIG=${resources[*]} AUTH=$AUTH; admin http://127.0.0.1:9901, emulator http://127.0.0.1:4566${west_pid:+, us-west-2 emulator http://127.0.0.1:4567})"
 wait -n "${watched[@]}" "$envoy_pid"

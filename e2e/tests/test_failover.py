@@ -14,8 +14,9 @@ from test_metrics import metric, prometheus
 
 KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
-EAST = f"bedrock-us-east-1@{LLAMA}"
-WEST = f"bedrock-us-west-2@{LLAMA}"
+# The backends' cluster names, as metric labels write them ('@' is not a label character).
+EAST = f"bedrock-us-east-1_{LLAMA}"
+WEST = f"bedrock-us-west-2_{LLAMA}"
 
 
 class Regions:

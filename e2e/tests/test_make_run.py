@@ -14,7 +14,7 @@ from conftest import ENVOY, EMULATOR, ROOT, http_get, wait_until
 
 pytestmark = pytest.mark.host_independent
 
-PORTS = (1975, 4566, 9901, 8081)
+PORTS = (1975, 4566, 4567, 9901, 8081)
 
 
 def port_in_use(port: int) -> bool:
@@ -112,3 +112,24 @@ def test_make_run_example_rate_limit_starts_the_budget_service():
     finally:
         output = stop(process)
     assert "examples/rate-limit.yaml" in output
+
+
+def test_make_run_failover_example():
+    """`make run EXAMPLE=failover` as the README shows it: two emulators, each taking only its own
+    region's signatures; with us-east-1 throttled, us-west-2 answers."""
+    process = run_local("static", example="failover")
+    try:
+        wait_until(lambda: http_get("http://127.0.0.1:9901/ready") == b"LIVE\n", "make run EXAMPLE=failover")
+        wait_until(lambda: http_get("http://127.0.0.1:4567/_emulator/health") == b'{"status":"ok"}', "the us-west-2 emulator")
+        readme = (ROOT / "README.md").read_text().split("## Failover", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+        commands = [line.split("#")[0].strip() for line in readme.replace("\\\n", " ").splitlines() if line.startswith("curl")]
+        assert len(commands) == 3, commands
+        run = lambda command: subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, check=True).stdout
+        assert json.loads(run(commands[0]))["fault"] == "throttle"
+        reply = json.loads(run(commands[1]))
+        assert reply["choices"][0]["message"]["content"] == "You said: Hi."
+        west = json.loads(run(commands[2]))
+        assert "/us-west-2/bedrock/aws4_request" in west["headers"]["authorization"]
+    finally:
+        output = stop(process)
+    assert "EXAMPLE=failover" in output or "failover.yaml" in output
