@@ -263,7 +263,12 @@ fn reject_unsupported(request: &ChatCompletionRequest<'_>) -> Result<(), Gateway
     if request.logit_bias.is_some_and(|b| !matches!(b.get().trim(), "null" | "{}")) {
         return unsupported("`logit_bias`");
     }
-    for (name, value, range) in [("temperature", request.temperature, 0.0..=2.0), ("top_p", request.top_p, 0.0..=1.0)] {
+    check_sampling(request.temperature, request.top_p)
+}
+
+/// OpenAI's ranges for `temperature` and `top_p`, in both of its APIs.
+pub(crate) fn check_sampling(temperature: Option<f64>, top_p: Option<f64>) -> Result<(), GatewayError> {
+    for (name, value, range) in [("temperature", temperature, 0.0..=2.0), ("top_p", top_p, 0.0..=1.0)] {
         if let Some(v) = value.filter(|v| !range.contains(v)) {
             return Err(invalid(format!("`{name}` must be between {} and {}, got {v}.", range.start(), range.end())));
         }

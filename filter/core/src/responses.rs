@@ -205,12 +205,7 @@ fn reject_unsupported(request: &ResponsesRequest<'_>) -> Result<(), GatewayError
     if request.top_logprobs.is_some_and(|n| n > 0) {
         return Err(invalid("`top_logprobs` is not supported by Bedrock through this gateway."));
     }
-    for (name, value, range) in [("temperature", request.temperature, 0.0..=2.0), ("top_p", request.top_p, 0.0..=1.0)] {
-        if let Some(v) = value.filter(|v| !range.contains(v)) {
-            return Err(invalid(format!("`{name}` must be between {} and {}, got {v}.", range.start(), range.end())));
-        }
-    }
-    Ok(())
+    openai::check_sampling(request.temperature, request.top_p)
 }
 
 /// Translates a parsed request into a Converse body borrowing the request's text.

@@ -150,6 +150,19 @@ fn config() -> Arc<Config> {
     Arc::new(Config::parse(json.to_string().as_bytes(), &|_| None).unwrap())
 }
 
+/// The routing stage through a whole request and its response, on this thread, as the backend
+/// stage's request would have it.
+fn routing_stage_of_a_finished_request() -> FakeHost {
+    let mut downstream = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
+    let mut routing = RoutingStream::new(Some(config()));
+    routing.on_request_headers(&mut downstream, false);
+    routing.on_request_body(&mut downstream, true);
+    downstream.respond(200, "application/json", Vec::new());
+    routing.on_response_headers(&mut downstream);
+    routing.on_response_body(&mut downstream, true);
+    downstream
+}
+
 fn chat(stream: bool) -> Value {
     json!({"model": LLAMA, "stream": stream, "messages": [{"role": "user", "content": "Hi"}]})
 }
@@ -267,13 +280,7 @@ fn the_backend_stage_translates_signs_and_translates_back() {
     assert!(host.metrics.iter().all(|(labels, _)| labels.contains("us.meta.llama3-2-1b") && labels.contains("static")));
 
     // The routing stage of the same request, on the same thread, puts the summary where access logs read it.
-    let mut downstream = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
-    let mut routing = RoutingStream::new(Some(config()));
-    routing.on_request_headers(&mut downstream, false);
-    routing.on_request_body(&mut downstream, true);
-    downstream.respond(200, "application/json", Vec::new());
-    routing.on_response_headers(&mut downstream);
-    routing.on_response_body(&mut downstream, true);
+    let downstream = routing_stage_of_a_finished_request();
     let [summary] = downstream.usage.as_slice() else { panic!("one summary: {:?}", downstream.usage) };
     assert_eq!(summary.total_tokens, 5);
     let summary: Value = serde_json::from_str(&summary.json).unwrap();
@@ -341,13 +348,7 @@ fn each_attempt_through_a_composite_cluster_is_translated_and_signed_for_its_bac
     }
 
     // The routing stage forgets the first try when the response ends; a retry then has nothing to start from.
-    let mut downstream = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
-    let mut routing = RoutingStream::new(Some(config()));
-    routing.on_request_headers(&mut downstream, false);
-    routing.on_request_body(&mut downstream, true);
-    downstream.respond(200, "application/json", Vec::new());
-    routing.on_response_headers(&mut downstream);
-    routing.on_response_body(&mut downstream, true);
+    routing_stage_of_a_finished_request();
     let mut late = FakeHost { request_headers: first.request_headers.clone(), ..FakeHost::default() };
     late.request_headers.push(("x-envoy-attempt-count".into(), "2".into()));
     late.cluster = Some("static>west".into());
