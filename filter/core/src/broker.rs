@@ -86,6 +86,19 @@ pub enum Reply {
     Failed(String),
 }
 
+impl Reply {
+    /// Logs what a reply meant for the credentials, the same way on every host.
+    pub fn log(&self, now_ms: u64) {
+        match self {
+            Reply::Stored { provider, expiration_unix } => {
+                log::info!("ai gateway: fetched credentials from {provider} (expire in {} s)", expiration_unix.saturating_sub(now_ms / 1000));
+            }
+            Reply::Failed(error) => log::warn!("ai gateway: credential refresh failed: {error}"),
+            Reply::Unknown | Reply::Next(_) => {}
+        }
+    }
+}
+
 /// One worker's requests waiting for credentials, and its fetches in flight.
 #[derive(Debug, Default)]
 pub struct Broker {

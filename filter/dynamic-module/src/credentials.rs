@@ -191,13 +191,11 @@ impl Fetcher {
             })
             .flatten();
         let reply = lock(&BROKER).on_reply(&ProcessStore, self.token(callout_id), status, body, now_ms);
+        reply.log(now_ms);
         match reply {
             Reply::Unknown => return,
-            Reply::Stored { provider, expiration_unix } => {
-                log::info!("ai gateway: fetched credentials from {provider} (expire in {} s)", expiration_unix.saturating_sub(now_ms / 1000));
-            }
             Reply::Next(fetch) => self.dispatch(fetch, now_ms),
-            Reply::Failed(error) => log::warn!("ai gateway: credential refresh failed: {error}"),
+            Reply::Stored { .. } | Reply::Failed(_) => {}
         }
         serve_decided(now_ms);
     }

@@ -71,13 +71,11 @@ impl Context for GatewayRoot {
             Ok(mut worker) => worker.broker.on_reply(&EnvoySharedData, u64::from(token_id), status, &body, now_ms),
             Err(_) => return,
         };
+        reply.log(now_ms);
         match reply {
             Reply::Unknown => return,
-            Reply::Stored { provider, expiration_unix } => {
-                log::info!("ai gateway: fetched credentials from {provider} (expire in {} s)", expiration_unix.saturating_sub(now_ms / 1000));
-            }
             Reply::Next(fetch) => self.dispatch_fetch(fetch, now_ms),
-            Reply::Failed(error) => log::warn!("ai gateway: credential refresh failed: {error}"),
+            Reply::Stored { .. } | Reply::Failed(_) => {}
         }
         self.serve_waiting_requests(now_ms);
     }
