@@ -106,7 +106,7 @@ def test_oversized_headers_are_refused_by_envoy(gateway):
 
 def test_other_paths_cannot_borrow_a_bedrock_route(gateway):
     before = gateway.last_upstream_request()
-    response = raw_post(gateway.url + "/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse", openai_body(), headers={"x-ai-eg-model": LLAMA})
+    response = raw_post(gateway.url + "/model/us.meta.llama3-2-1b-instruct-v1%3A0/async-invoke", openai_body(), headers={"x-ai-eg-model": LLAMA})
     assert response.status == 404
     assert gateway.last_upstream_request() == before, "a caller's x-ai-eg-model on another path never reaches Bedrock"
 

@@ -7,6 +7,8 @@ use std::fmt;
 pub enum ApiFormat {
     OpenAi,
     Anthropic,
+    /// Bedrock Runtime's own, for callers of its API through the gateway.
+    Bedrock,
 }
 
 /// What went wrong, independent of the caller's API.
@@ -104,7 +106,17 @@ impl GatewayError {
         match format {
             ApiFormat::OpenAi => self.to_openai_json(),
             ApiFormat::Anthropic => self.to_anthropic_json(),
+            ApiFormat::Bedrock => self.to_bedrock_json(),
         }
+    }
+
+    /// Bedrock's error body, which AWS SDKs turn into the exception `__type` names.
+    pub fn to_bedrock_json(&self) -> Vec<u8> {
+        let exception = match self.code.as_deref() {
+            Some(name) if name.ends_with("Exception") => name,
+            _ => bedrock_exception(self.kind),
+        };
+        serde_json::json!({ "__type": exception, "message": self.message }).to_string().into_bytes()
     }
 
     /// Anthropic's error object: `{"type": "error", "error": {"type", "message"}}`.
@@ -153,6 +165,18 @@ fn anthropic_type(kind: ErrorKind) -> &'static str {
         ErrorKind::RateLimited => "rate_limit_error",
         ErrorKind::Upstream => "api_error",
         ErrorKind::Unavailable => "overloaded_error",
+    }
+}
+
+fn bedrock_exception(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidRequest | ErrorKind::RequestTooLarge => "ValidationException",
+        ErrorKind::Authentication => "UnrecognizedClientException",
+        ErrorKind::PermissionDenied => "AccessDeniedException",
+        ErrorKind::NotFound => "ResourceNotFoundException",
+        ErrorKind::RateLimited => "ThrottlingException",
+        ErrorKind::Upstream => "InternalServerException",
+        ErrorKind::Unavailable => "ServiceUnavailableException",
     }
 }
 

@@ -28,6 +28,8 @@ pub enum Endpoint {
     AnthropicMessages,
     AnthropicCountTokens,
     Embeddings,
+    /// Bedrock Runtime's own API, passed through and re-signed.
+    Bedrock(Operation),
 }
 
 impl Endpoint {
@@ -40,7 +42,7 @@ impl Endpoint {
             "/v1/embeddings" => Endpoint::Embeddings,
             "/anthropic/v1/messages" => Endpoint::AnthropicMessages,
             "/anthropic/v1/messages/count_tokens" => Endpoint::AnthropicCountTokens,
-            _ => return None,
+            other => Endpoint::Bedrock(crate::passthrough::parse_path(other)?.1),
         };
         if method != "POST" {
             return Some(Err(GatewayError::new(
@@ -56,6 +58,7 @@ impl Endpoint {
         match self {
             Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Embeddings => ApiFormat::OpenAi,
             Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens => ApiFormat::Anthropic,
+            Endpoint::Bedrock(_) => ApiFormat::Bedrock,
         }
     }
 }
@@ -169,7 +172,7 @@ pub fn answer_locally(method: &str, path: &str, models: &[ModelInfo]) -> Option<
     } else {
         match (format, id) {
             (ApiFormat::OpenAi, None) => Ok(models::openai_list(models)),
-            (ApiFormat::Anthropic, None) => Ok(models::anthropic_list(models)),
+            (_, None) => Ok(models::anthropic_list(models)),
             (format, Some(encoded)) => match models::decode_path_id(encoded) {
                 None => Err(GatewayError::invalid_request("The model id in the path is not valid percent-encoded UTF-8.")),
                 Some(id) if format == ApiFormat::OpenAi => models::openai_one(models, &id),
@@ -267,6 +270,8 @@ pub enum ResponseKind {
     AnthropicViaConverse { stream: bool },
     AnthropicCountTokens,
     Embeddings { family: embeddings::Family, base64: bool },
+    /// Bedrock's own reply, passed back unchanged.
+    Bedrock { operation: Operation },
 }
 
 impl ResponseKind {
@@ -277,7 +282,7 @@ impl ResponseKind {
                 | ResponseKind::OpenAiResponses { stream: true, .. }
                 | ResponseKind::AnthropicMessage { stream: true }
                 | ResponseKind::AnthropicViaConverse { stream: true }
-        )
+        ) || matches!(self, ResponseKind::Bedrock { operation } if crate::passthrough::is_stream(operation))
     }
 }
 
@@ -306,6 +311,20 @@ pub fn requested_model(body: &[u8]) -> Result<Cow<'_, str>, GatewayError> {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CallerHeaders<'a> {
     pub anthropic_beta: Option<&'a str>,
+    /// The model a Bedrock Runtime path names, decoded.
+    pub bedrock_model: Option<&'a str>,
+}
+
+/// The model of a Bedrock Runtime path (`/model/{id}/{operation}`), decoded and checked; `None`
+/// for other paths.
+pub fn bedrock_path_model(path: &str) -> Option<Result<String, GatewayError>> {
+    let (encoded, _) = crate::passthrough::parse_path(path)?;
+    let decoded = models::decode_path_id(encoded)
+        .ok_or_else(|| GatewayError::invalid_request("The model id in the path is not valid percent-encoded UTF-8."));
+    Some(decoded.and_then(|model| {
+        bedrock::validate_model_id(&model).map_err(|why| GatewayError::invalid_request(format!("Invalid model id: {why}")))?;
+        Ok(model)
+    }))
 }
 
 /// Translates a caller's request for `backend`; it is signed separately, once credentials are at hand.
@@ -367,6 +386,10 @@ pub fn prepare(
             let operation = if stream { Operation::ConverseStream } else { Operation::Converse };
             (upstream_body, request.model.into_owned(), operation, ResponseKind::AnthropicViaConverse { stream })
         }
+        (Endpoint::Bedrock(operation), _) => {
+            let model = headers.bedrock_model.unwrap_or_default().to_owned();
+            (body.to_vec(), model, operation, ResponseKind::Bedrock { operation })
+        }
         (Endpoint::AnthropicCountTokens, Schema::Converse) => {
             let (count_body, model) = anthropic_converse::count_tokens_body(body)?;
             (count_body, model, Operation::CountTokens, ResponseKind::AnthropicCountTokens)
@@ -407,6 +430,10 @@ pub enum ResponseTranslation {
     Embeddings { family: embeddings::Family, model: String, base64: bool, header_tokens: Option<u64> },
     /// A Bedrock error body becomes an error in the caller's format.
     Error { status: u16, error_type: Option<String>, format: ApiFormat },
+    /// Bedrock's reply (or error) to a caller of its own API, unchanged.
+    Bedrock { status: u16, header_usage: (Option<u64>, Option<u64>) },
+    /// A streamed reply to a caller of Bedrock's API, unchanged, its tokens read on the way.
+    BedrockStream(Box<crate::passthrough::StreamObserver>),
 }
 
 /// What the glue reads from Bedrock's response headers.
@@ -419,11 +446,21 @@ pub struct UpstreamHead<'a> {
     pub request_id: &'a str,
     /// `x-amzn-bedrock-input-token-count`
     pub input_tokens: Option<u64>,
+    /// `x-amzn-bedrock-output-token-count`
+    pub output_tokens: Option<u64>,
 }
 
 impl ResponseTranslation {
     pub fn for_response(plan: &ResponsePlan, head: UpstreamHead<'_>, max_frame_len: usize) -> ResponseTranslation {
-        let UpstreamHead { status, error_type: error_type_header, request_id, input_tokens } = head;
+        let UpstreamHead { status, error_type: error_type_header, request_id, input_tokens, output_tokens } = head;
+        if let ResponseKind::Bedrock { operation } = plan.kind {
+            // Bedrock's callers get Bedrock's answer, errors included, as AWS sent it.
+            return if status == 200 && crate::passthrough::is_stream(operation) {
+                ResponseTranslation::BedrockStream(Box::new(crate::passthrough::StreamObserver::new(max_frame_len)))
+            } else {
+                ResponseTranslation::Bedrock { status, header_usage: (input_tokens, output_tokens) }
+            };
+        }
         if status != 200 {
             return ResponseTranslation::Error {
                 status,
@@ -482,6 +519,7 @@ impl ResponseTranslation {
                 base64,
                 header_tokens: input_tokens,
             },
+            ResponseKind::Bedrock { .. } => ResponseTranslation::Bedrock { status, header_usage: (input_tokens, output_tokens) },
         }
     }
 
@@ -493,14 +531,16 @@ impl ResponseTranslation {
                 | ResponseTranslation::ResponseStream(_)
                 | ResponseTranslation::AnthropicStream(_)
                 | ResponseTranslation::AnthropicFromConverseStream(_)
+                | ResponseTranslation::BedrockStream(_)
         )
     }
 
-    pub fn content_type(&self) -> &'static str {
-        if self.is_streaming() {
-            "text/event-stream"
-        } else {
-            "application/json"
+    /// The reply's content type; `None` keeps Bedrock's.
+    pub fn content_type(&self) -> Option<&'static str> {
+        match self {
+            ResponseTranslation::Bedrock { .. } | ResponseTranslation::BedrockStream(_) => None,
+            _ if self.is_streaming() => Some("text/event-stream"),
+            _ => Some("application/json"),
         }
     }
 
@@ -511,6 +551,10 @@ impl ResponseTranslation {
             ResponseTranslation::ResponseStream(stream) => stream.push(chunk, end_of_stream),
             ResponseTranslation::AnthropicStream(stream) => stream.push(chunk, end_of_stream),
             ResponseTranslation::AnthropicFromConverseStream(stream) => stream.push(chunk, end_of_stream),
+            ResponseTranslation::BedrockStream(observer) => {
+                observer.observe(chunk);
+                chunk.to_vec()
+            }
             _ => Vec::new(),
         }
     }
@@ -523,6 +567,7 @@ impl ResponseTranslation {
             ResponseTranslation::ResponseStream(stream) => stream.usage(),
             ResponseTranslation::AnthropicStream(stream) => stream.usage(),
             ResponseTranslation::AnthropicFromConverseStream(stream) => stream.usage(),
+            ResponseTranslation::BedrockStream(observer) => observer.usage(),
             _ => None,
         }
     }
@@ -534,6 +579,7 @@ impl ResponseTranslation {
             ResponseTranslation::ResponseStream(stream) => stream.first_content_emitted(),
             ResponseTranslation::AnthropicStream(stream) => stream.first_content_emitted(),
             ResponseTranslation::AnthropicFromConverseStream(stream) => stream.first_content_emitted(),
+            ResponseTranslation::BedrockStream(observer) => observer.first_content_seen(),
             _ => false,
         }
     }
@@ -545,6 +591,7 @@ impl ResponseTranslation {
         let stream_format = match self {
             ResponseTranslation::ChatCompletionStream(_) | ResponseTranslation::ResponseStream(_) => ApiFormat::OpenAi,
             ResponseTranslation::AnthropicStream(_) | ResponseTranslation::AnthropicFromConverseStream(_) => ApiFormat::Anthropic,
+            ResponseTranslation::BedrockStream(_) => ApiFormat::Bedrock,
             _ => return self.translate_body(&[]),
         };
         let error = GatewayError::new(502, ErrorKind::Upstream, "Bedrock ended the stream before sending any event.");
@@ -572,6 +619,11 @@ impl ResponseTranslation {
             ResponseTranslation::Embeddings { family, model, base64, header_tokens } => {
                 (embeddings::response(body, *family, model, *base64, *header_tokens), ApiFormat::OpenAi)
             }
+            ResponseTranslation::Bedrock { status, header_usage: (input, output) } => {
+                // Unchanged, status and all; an error reports no tokens.
+                let usage = (*status == 200).then(|| crate::passthrough::reply_usage(body, *input, *output)).flatten();
+                return (*status, TranslatedBody { body: body.to_vec(), usage });
+            }
             ResponseTranslation::Error { status, error_type, format } => {
                 let message = bedrock::error_message(body);
                 (Err(GatewayError::from_bedrock(*status, error_type.as_deref(), &message)), *format)
@@ -579,7 +631,8 @@ impl ResponseTranslation {
             ResponseTranslation::ChatCompletionStream(_)
             | ResponseTranslation::ResponseStream(_)
             | ResponseTranslation::AnthropicStream(_)
-            | ResponseTranslation::AnthropicFromConverseStream(_) => return (200, TranslatedBody::without_usage(Vec::new())),
+            | ResponseTranslation::AnthropicFromConverseStream(_)
+            | ResponseTranslation::BedrockStream(_) => return (200, TranslatedBody::without_usage(Vec::new())),
         };
         match result {
             Ok(translated) => (200, translated),

@@ -24,6 +24,7 @@ pub mod headers;
 mod jsonpath;
 pub mod models;
 pub mod openai;
+pub mod passthrough;
 pub mod report;
 pub mod responses;
 pub mod rawjson;

@@ -150,8 +150,9 @@ proptest! {
     #[test]
     fn request_translators_never_panic_and_only_refuse_with_4xx(body in request_body()) {
         let backend = backend();
-        for endpoint in [gateway::Endpoint::ChatCompletions, gateway::Endpoint::Responses, gateway::Endpoint::AnthropicMessages, gateway::Endpoint::Embeddings] {
-            if let Err(error) = gateway::prepare(endpoint, &body, gateway::CallerHeaders { anthropic_beta: Some("a,b") }, &backend, 1_800_000_000) {
+        for endpoint in [gateway::Endpoint::ChatCompletions, gateway::Endpoint::Responses, gateway::Endpoint::AnthropicMessages, gateway::Endpoint::Embeddings,
+                         gateway::Endpoint::Bedrock(bedrock_gateway_core::bedrock::Operation::ConverseStream)] {
+            if let Err(error) = gateway::prepare(endpoint, &body, gateway::CallerHeaders { anthropic_beta: Some("a,b"), bedrock_model: Some("m") }, &backend, 1_800_000_000) {
                 prop_assert!((400..500).contains(&error.status), "{endpoint:?}: {error:?}");
             }
         }
@@ -192,6 +193,9 @@ proptest! {
         assert_valid_sse(&feed(&stream, &cuts, |c, end| converse.push(c, end)));
         let mut responses = ResponsesStreamTranslator::new(responses_context(), 1 << 16);
         assert_valid_sse(&feed(&stream, &cuts, |c, end| responses.push(c, end)));
+        // Bedrock's own stream passes through unchanged, whatever it holds.
+        let mut observer = bedrock_gateway_core::passthrough::StreamObserver::new(1 << 16);
+        prop_assert_eq!(feed(&stream, &cuts, |c, _| { observer.observe(c); c.to_vec() }), stream.clone());
         prop_assert!(chat.is_finished() && invoke.is_finished() && converse.is_finished() && responses.is_finished(), "every stream ends");
     }
 

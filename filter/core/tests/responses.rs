@@ -242,10 +242,10 @@ fn the_gateway_plans_and_answers_the_responses_endpoint() {
     assert_eq!(upstream.plan.requested_model, "claude");
     assert!(upstream.plan.echo.contains("\"metadata\":{\"k\":\"v\"}"), "{}", upstream.plan.echo);
 
-    let head = UpstreamHead { status: 200, error_type: None, request_id: "rid", input_tokens: None };
+    let head = UpstreamHead { status: 200, error_type: None, request_id: "rid", input_tokens: None, output_tokens: None };
     let mut translation = ResponseTranslation::for_response(&upstream.plan, head, 1 << 20);
     assert!(translation.is_streaming());
-    assert_eq!(translation.content_type(), "text/event-stream");
+    assert_eq!(translation.content_type(), Some("text/event-stream"));
     let events = parse_events(&translation.push_stream_chunk(&[], true));
     // A stream that ends before any event still starts the response, then fails it.
     let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
@@ -255,7 +255,7 @@ fn the_gateway_plans_and_answers_the_responses_endpoint() {
 
     // Bedrock's errors arrive in OpenAI's format.
     let plan = ResponsePlan { format: ApiFormat::OpenAi, kind: ResponseKind::OpenAiResponses { stream: false, include_reasoning: false }, requested_model: "m".into(), created: 1, echo: String::new() };
-    let head = UpstreamHead { status: 429, error_type: Some("ThrottlingException"), request_id: "r", input_tokens: None };
+    let head = UpstreamHead { status: 429, error_type: Some("ThrottlingException"), request_id: "r", input_tokens: None, output_tokens: None };
     let (status, translated) = ResponseTranslation::for_response(&plan, head, 1 << 20).translate_body(br#"{"message":"slow down"}"#);
     assert_eq!(status, 429);
     let body: Value = serde_json::from_slice(&translated.body).unwrap();

@@ -357,6 +357,60 @@ fn each_attempt_through_a_composite_cluster_is_translated_and_signed_for_its_bac
 }
 
 #[test]
+fn bedrocks_own_api_passes_through_re_signed() {
+    let path = "/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse";
+    let caller = [("authorization", "AWS4-HMAC-SHA256 Credential=AKIDCALLER/20291231/us-east-1/bedrock/aws4_request, ..."),
+                  ("x-amz-date", "20291231T000000Z"), ("x-amz-security-token", "caller-token")];
+    let body = json!({"messages": [{"role": "user", "content": [{"text": "Hi"}]}], "inferenceConfig": {"maxTokens": 5}});
+    // The routing stage routes by the path's model at once, and drops the caller's signature.
+    let mut downstream = FakeHost::request("POST", path, &caller, body.clone());
+    let mut routing = RoutingStream::new(Some(config()));
+    assert_eq!(routing.on_request_headers(&mut downstream, false), Flow::Continue, "no need to wait for the body");
+    assert_eq!(downstream.get(Side::Request, "x-ai-eg-model"), Some(LLAMA));
+    for header in ["authorization", "x-amz-date", "x-amz-security-token"] {
+        assert_eq!(downstream.get(Side::Request, header), None, "{header}");
+    }
+    assert_eq!(routing.on_request_body(&mut downstream, true), Flow::Continue);
+    let mut bad = FakeHost::request("POST", "/model/a%2/converse", &[], body.clone());
+    assert_eq!(RoutingStream::new(Some(config())).on_request_headers(&mut bad, false), Flow::Pause);
+    let (status, error) = bad.sent.unwrap();
+    assert_eq!((status, error["__type"].as_str()), (400, Some("ValidationException")), "Bedrock's error shape: {error}");
+
+    // The backend stage signs the body as it is, for the path's model (or the backend's override).
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let mut host = FakeHost { request_headers: downstream.request_headers.clone(), request_body: downstream.request_body.clone(), ..FakeHost::default() };
+    host.cluster = Some("static".into());
+    let mut stream = BackendStream::new(10, Some(config()));
+    assert_eq!(stream.on_request_headers(&mut host, &mut worker, &store, false), Flow::Pause);
+    assert_eq!(stream.on_request_body(&mut host, &mut worker, &store, true), Flow::Continue);
+    assert_eq!(host.get(Side::Request, ":path"), Some(path));
+    assert_eq!(serde_json::from_slice::<Value>(&host.request_body).unwrap(), body, "the body is Bedrock's already");
+    assert!(host.get(Side::Request, "authorization").unwrap().starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"));
+
+    // Bedrock's reply goes back as it came, its tokens counted.
+    let reply = br#"{"output":{"message":{"role":"assistant","content":[{"text":"Hello"}]}},"stopReason":"end_turn","usage":{"inputTokens":3,"outputTokens":2,"totalTokens":5},"metrics":{"latencyMs":9}}"#;
+    host.respond(200, "application/json", reply.to_vec());
+    stream.on_response_headers(&mut host, false);
+    stream.on_response_body(&mut host, true);
+    assert_eq!(host.response_body, reply.to_vec());
+    assert_eq!(host.counter("total_tokens", ""), 5);
+
+    // Its errors too, status and body.
+    let mut host = FakeHost { request_headers: downstream.request_headers.clone(), request_body: downstream.request_body.clone(), ..FakeHost::default() };
+    host.cluster = Some("static".into());
+    let mut stream = BackendStream::new(11, Some(config()));
+    stream.on_request_headers(&mut host, &mut worker, &store, false);
+    stream.on_request_body(&mut host, &mut worker, &store, true);
+    let throttled = br#"{"message":"Too many requests, please wait before trying again."}"#;
+    host.respond(429, "application/json", throttled.to_vec());
+    host.response_headers.push(("x-amzn-errortype".into(), "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/".into()));
+    stream.on_response_headers(&mut host, false);
+    stream.on_response_body(&mut host, true);
+    assert_eq!(host.response_body, throttled.to_vec());
+    assert_eq!(host.get(Side::Response, ":status"), Some("429"));
+}
+
+#[test]
 fn a_cluster_without_a_backend_is_refused_in_the_callers_format() {
     let (mut worker, store) = (Worker::default(), FakeStore::default());
     let mut host = FakeHost::request("POST", "/anthropic/v1/messages", &[], json!({}));

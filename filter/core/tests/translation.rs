@@ -217,7 +217,7 @@ fn prepared_requests_target_the_backend_and_its_override() {
 }
 
 fn head(status: u16, error_type: Option<&str>) -> UpstreamHead<'_> {
-    UpstreamHead { status, error_type, request_id: "rid", input_tokens: None }
+    UpstreamHead { status, error_type, request_id: "rid", input_tokens: None, output_tokens: None }
 }
 
 fn plan(stream: bool) -> ResponsePlan {

@@ -57,6 +57,8 @@ pub struct BackendStream {
     /// the request id under which the first try leaves it for the retries.
     first_try: Option<Rc<CallerRequest>>,
     keep_for_retries: Option<String>,
+    /// The model a caller of Bedrock's own API named in the path.
+    bedrock_model: Option<String>,
 }
 
 impl BackendStream {
@@ -75,6 +77,7 @@ impl BackendStream {
             answered_locally: false,
             first_try: None,
             keep_for_retries: None,
+            bedrock_model: None,
         }
     }
 
@@ -106,6 +109,13 @@ impl BackendStream {
             return reply_with_error(host, &error, super::format_for_path(&path));
         };
         self.endpoint = Some(endpoint);
+        if let Endpoint::Bedrock(_) = endpoint {
+            match gateway::bedrock_path_model(&path) {
+                Some(Ok(model)) => self.bedrock_model = Some(model),
+                Some(Err(error)) => return self.reply_with_error(host, &error),
+                None => {}
+            }
+        }
         let cluster = host.cluster_name().unwrap_or_default();
         let Some(backend) = self.config.as_ref().and_then(|c| c.backend_for_attempt(&cluster, attempt)) else {
             log::error!("ai gateway: cluster {cluster:?} has no backend in the plugin configuration");
@@ -202,7 +212,8 @@ impl BackendStream {
             .unwrap_or(Cow::Borrowed("gateway"));
         let max_frame = self.config.as_ref().map_or(DEFAULT_MAX_FRAME_LEN, |c| c.max_stream_frame_bytes);
         let input_tokens = headers.get("x-amzn-bedrock-input-token-count").and_then(|t| t.parse().ok());
-        let head = UpstreamHead { status, error_type: error_type.as_deref(), request_id: &request_id, input_tokens };
+        let output_tokens = headers.get("x-amzn-bedrock-output-token-count").and_then(|t| t.parse().ok());
+        let head = UpstreamHead { status, error_type: error_type.as_deref(), request_id: &request_id, input_tokens, output_tokens };
         let translation = ResponseTranslation::for_response(plan, head, max_frame);
         if end_of_stream {
             // No body follows, so no body hook would translate it: answer from here.
@@ -211,8 +222,8 @@ impl BackendStream {
             self.answered_locally = true;
             return send_json(host, status, &translated.body);
         }
-        if headers.get("content-type").as_deref() != Some(translation.content_type()) {
-            host.set_header(Side::Response, "content-type", Some(translation.content_type()));
+        if let Some(content_type) = translation.content_type().filter(|c| headers.get("content-type").as_deref() != Some(*c)) {
+            host.set_header(Side::Response, "content-type", Some(content_type));
         }
         let streaming = translation.is_streaming();
         self.translation = Some(translation);
@@ -283,7 +294,7 @@ impl BackendStream {
             return Flow::Continue;
         };
         let now_ms = host.now_ms();
-        let headers = CallerHeaders { anthropic_beta: self.anthropic_beta.as_deref() };
+        let headers = CallerHeaders { anthropic_beta: self.anthropic_beta.as_deref(), bedrock_model: self.bedrock_model.as_deref() };
         let upstream = match gateway::prepare(endpoint, body, headers, &backend, now_ms / 1000) {
             Ok(upstream) => upstream,
             Err(error) => return self.reply_with_error(host, &error),

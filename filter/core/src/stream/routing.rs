@@ -59,6 +59,19 @@ impl RoutingStream {
         }
         strip_caller_credentials(host, &headers);
         self.request_id = headers.get("x-request-id").map(|id| id.into_owned());
+        if let Endpoint::Bedrock(_) = endpoint {
+            // Bedrock's own API names the model in the path: the route is known without the body.
+            return match gateway::bedrock_path_model(&path) {
+                Some(Ok(model)) => {
+                    host.set_header(Side::Request, MODEL_HEADER, Some(&model));
+                    host.clear_route_cache();
+                    self.requested_model = Some(model);
+                    Flow::Continue
+                }
+                Some(Err(error)) => reply_with_error(host, &error, endpoint.format()),
+                None => Flow::Continue,
+            };
+        }
         if end_of_stream {
             let error = GatewayError::invalid_request("The request body is empty; expected a JSON object.");
             return reply_with_error(host, &error, endpoint.format());
@@ -68,7 +81,7 @@ impl RoutingStream {
     }
 
     pub fn on_request_body(&mut self, host: &mut impl Host, end_of_stream: bool) -> Flow {
-        let Some(endpoint) = self.endpoint else {
+        let Some(endpoint) = self.endpoint.filter(|e| !matches!(e, Endpoint::Bedrock(_))) else {
             return Flow::Continue;
         };
         if !end_of_stream {

@@ -1,0 +1,200 @@
+//! Bedrock's own API for callers that already speak it (AWS SDKs, Strands, Claude Code in Bedrock
+//! mode): `POST /model/{modelId}/{operation}` passes through with the route's model and the
+//! gateway's signature, and Bedrock's reply goes back byte for byte, so the SDKs decode it as
+//! they would from AWS. The tokens are read on the way for metrics and budgets.
+
+use crate::bedrock::{self, Operation, Usage};
+use crate::eventstream::{Decoder, Frame};
+use crate::translated::TokenUsage;
+use base64::Engine as _;
+use serde::Deserialize;
+use std::borrow::Cow;
+
+/// The operation a Bedrock Runtime path names: `/model/{percent-encoded id}/{operation}`, with the
+/// id still encoded. `None` for any other path.
+pub fn parse_path(path: &str) -> Option<(&str, Operation)> {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let rest = path.strip_prefix("/model/")?;
+    let (encoded_model, operation) = rest.split_once('/')?;
+    let operation = match operation {
+        "converse" => Operation::Converse,
+        "converse-stream" => Operation::ConverseStream,
+        "invoke" => Operation::Invoke,
+        "invoke-with-response-stream" => Operation::InvokeWithResponseStream,
+        "count-tokens" => Operation::CountTokens,
+        _ => return None,
+    };
+    (!encoded_model.is_empty()).then_some((encoded_model, operation))
+}
+
+pub fn is_stream(operation: Operation) -> bool {
+    matches!(operation, Operation::ConverseStream | Operation::InvokeWithResponseStream)
+}
+
+/// The two shapes of usage a whole reply carries: Converse's, or a Claude body's from InvokeModel.
+#[derive(Deserialize)]
+struct ReplyUsage {
+    #[serde(default)]
+    usage: Option<AnyUsage>,
+}
+
+#[derive(Deserialize)]
+struct AnyUsage {
+    #[serde(default, alias = "inputTokens")]
+    input_tokens: u64,
+    #[serde(default, alias = "outputTokens")]
+    output_tokens: u64,
+    #[serde(default, alias = "cacheReadInputTokens")]
+    cache_read_input_tokens: u64,
+    #[serde(default, alias = "cacheWriteInputTokens", alias = "cache_creation_input_tokens")]
+    cache_write_input_tokens: u64,
+}
+
+/// The tokens of a whole reply: Bedrock's token-count headers (InvokeModel), else the body's usage.
+pub fn reply_usage(body: &[u8], header_input: Option<u64>, header_output: Option<u64>) -> Option<TokenUsage> {
+    if let (Some(input), Some(output)) = (header_input, header_output) {
+        return Some(TokenUsage { input, output, cache_read: 0, cache_write: 0 });
+    }
+    let usage = serde_json::from_slice::<ReplyUsage>(body).ok()?.usage?;
+    Some(TokenUsage {
+        input: usage.input_tokens,
+        output: usage.output_tokens,
+        cache_read: usage.cache_read_input_tokens,
+        cache_write: usage.cache_write_input_tokens,
+    })
+}
+
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(borrow)]
+    bytes: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct InvocationMetricsHolder {
+    #[serde(rename = "amazon-bedrock-invocationMetrics")]
+    metrics: Option<InvocationMetrics>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InvocationMetrics {
+    #[serde(default)]
+    input_token_count: u64,
+    #[serde(default)]
+    output_token_count: u64,
+}
+
+/// Watches a streamed reply go by unchanged: ConverseStream's `metadata` usage, or the
+/// invocation metrics Bedrock adds to an InvokeModel stream's last chunk.
+#[derive(Debug)]
+pub struct StreamObserver {
+    decoder: Decoder,
+    usage: Option<TokenUsage>,
+    first_content: bool,
+    /// A frame could not be decoded: the caller's SDK checks the frames itself; the gateway stops reading.
+    stopped: bool,
+}
+
+impl StreamObserver {
+    pub fn new(max_frame_len: usize) -> Self {
+        StreamObserver { decoder: Decoder::new(max_frame_len), usage: None, first_content: false, stopped: false }
+    }
+
+    /// Reads one chunk of the reply; the caller sends the chunk on as it is.
+    pub fn observe(&mut self, chunk: &[u8]) {
+        if self.stopped {
+            return;
+        }
+        let mut decoder = std::mem::take(&mut self.decoder);
+        let result = decoder.decode(chunk, &mut |frame| self.on_frame(frame));
+        self.decoder = decoder;
+        if let Err(error) = result {
+            log::debug!("ai gateway: a passed-through Bedrock stream is not readable ({error}); its tokens are not counted");
+            self.stopped = true;
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame<'_>) {
+        match frame.headers.event_type {
+            Some("contentBlockDelta") => self.first_content = true,
+            Some("metadata") => {
+                if let Ok(bedrock::MetadataEvent { usage: Some(usage) }) = serde_json::from_slice(frame.payload) {
+                    self.usage = Some(TokenUsage::from(usage));
+                }
+            }
+            Some("chunk") => {
+                self.first_content = true;
+                let decoded = serde_json::from_slice::<Chunk<'_>>(frame.payload)
+                    .ok()
+                    .and_then(|chunk| base64::engine::general_purpose::STANDARD.decode(chunk.bytes.as_bytes()).ok());
+                let metrics = decoded.and_then(|event| serde_json::from_slice::<InvocationMetricsHolder>(&event).ok()?.metrics);
+                if let Some(metrics) = metrics {
+                    let usage = Usage { input_tokens: metrics.input_token_count, output_tokens: metrics.output_token_count, ..Usage::default() };
+                    self.usage = Some(TokenUsage::from(usage));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn usage(&self) -> Option<TokenUsage> {
+        self.usage
+    }
+
+    pub fn first_content_seen(&self) -> bool {
+        self.first_content
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventstream::encode_frame;
+
+    #[test]
+    fn bedrock_paths_name_a_model_and_an_operation() {
+        assert_eq!(parse_path("/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"), Some(("us.meta.llama3-2-1b-instruct-v1%3A0", Operation::Converse)));
+        assert_eq!(parse_path("/model/m/converse-stream?x=1"), Some(("m", Operation::ConverseStream)));
+        assert_eq!(parse_path("/model/m/invoke-with-response-stream").map(|p| p.1), Some(Operation::InvokeWithResponseStream));
+        assert_eq!(parse_path("/model/m/count-tokens").map(|p| p.1), Some(Operation::CountTokens));
+        for other in ["/model//converse", "/model/m/async-invoke", "/model/m", "/models/m/converse", "/model/m/converse/x"] {
+            assert_eq!(parse_path(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn tokens_are_read_from_headers_or_either_body_shape() {
+        assert_eq!(reply_usage(b"{}", Some(3), Some(4)).map(|u| u.total()), Some(7));
+        let converse = br#"{"output":{},"usage":{"inputTokens":5,"outputTokens":2,"totalTokens":7,"cacheReadInputTokens":1}}"#;
+        assert_eq!(reply_usage(converse, None, None), Some(TokenUsage { input: 5, output: 2, cache_read: 1, cache_write: 0 }));
+        let claude = br#"{"content":[],"usage":{"input_tokens":9,"output_tokens":1,"cache_creation_input_tokens":2}}"#;
+        assert_eq!(reply_usage(claude, None, None), Some(TokenUsage { input: 9, output: 1, cache_read: 0, cache_write: 2 }));
+        assert_eq!(reply_usage(b"not json", None, None), None);
+    }
+
+    #[test]
+    fn streams_are_watched_for_their_usage() {
+        let event = |kind: &str, payload: &str| encode_frame(&[(":event-type", kind), (":message-type", "event")], payload.as_bytes());
+        let mut converse = StreamObserver::new(1 << 20);
+        converse.observe(&event("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":"hi"}}"#));
+        let metadata = event("metadata", r#"{"usage":{"inputTokens":3,"outputTokens":2,"totalTokens":5}}"#);
+        let (head, tail) = metadata.split_at(10);
+        converse.observe(head);
+        assert_eq!(converse.usage(), None);
+        converse.observe(tail);
+        assert!(converse.first_content_seen());
+        assert_eq!(converse.usage().map(|u| u.total()), Some(5));
+
+        let last_chunk = base64::engine::general_purpose::STANDARD
+            .encode(r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":7,"outputTokenCount":4}}"#);
+        let mut invoke = StreamObserver::new(1 << 20);
+        invoke.observe(&event("chunk", &format!(r#"{{"bytes":"{last_chunk}"}}"#)));
+        assert_eq!(invoke.usage(), Some(TokenUsage { input: 7, output: 4, cache_read: 0, cache_write: 0 }));
+
+        let mut corrupt = StreamObserver::new(1 << 20);
+        corrupt.observe(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        corrupt.observe(&metadata);
+        assert_eq!(corrupt.usage(), None, "reading stops at a corrupt frame; the bytes still pass");
+    }
+}
