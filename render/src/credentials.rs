@@ -7,7 +7,7 @@
 //! in the environment always come first, as in the AWS SDKs.
 
 use crate::plan::{CredentialsPlan, Plan};
-use crate::yaml::{dynamic_module_stage, line, quoted, single_endpoint, upstream_codec, upstream_protocol_options, wasm_stage};
+use crate::yaml::{line, quoted, single_endpoint, upstream_codec, upstream_protocol_options, upstream_stage};
 use crate::Options;
 use std::path::Path;
 
@@ -153,10 +153,7 @@ pub fn write_credential_cluster(o: &mut String, service: CredentialService, opti
             line(o, 2, "connect_timeout: 5s");
             upstream_protocol_options(o, None, false, true);
             token_injector(o, "x-ai-eg-web-identity-token", &sds_path(service), &parent_directory(&options.web_identity_token_file));
-            if let Some(module_path) = &options.dynamic_module_path {
-                dynamic_module_stage(o, 4, "ai_gateway_sts", module_path, None);
-            } else {
-                let c = wasm_stage(o, 4, "ai_gateway_sts");
+            upstream_stage(o, options.dynamic_module_path.as_deref(), "ai_gateway_sts", |o, c| {
                 line(o, c, "# Its own VM: Envoy creates this stage while the gateway's VM is inside the credential fetch.");
                 line(o, c, "vm_config:");
                 line(o, c + 1, "vm_id: ai_gateway_sts");
@@ -164,7 +161,7 @@ pub fn write_credential_cluster(o: &mut String, service: CredentialService, opti
                 line(o, c + 1, &format!("code: {{ local: {{ filename: {} }} }}", quoted(&options.wasm_path)));
                 line(o, c + 1, "environment_variables: { host_env_keys: [AWS_ROLE_ARN, AWS_ROLE_SESSION_NAME] }");
                 line(o, c, "configuration: *gateway_config");
-            }
+            });
             upstream_codec(o);
             match local {
                 Some((host, port)) => single_endpoint(o, name, host, *port),

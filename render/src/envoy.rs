@@ -7,7 +7,7 @@ use crate::credentials::{write_credential_cluster, CredentialService};
 use crate::plan::*;
 use crate::Options;
 use serde::ser::SerializeMap;
-use crate::yaml::{dynamic_module_stage, line, quoted, socket_address, upstream_codec, upstream_protocol_options, wasm_stage};
+use crate::yaml::{dynamic_module_stage, line, quoted, socket_address, upstream_codec, upstream_protocol_options, upstream_stage, wasm_stage};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -445,13 +445,10 @@ fn write_cluster(o: &mut String, cluster: &ClusterPlan, first: bool, options: &O
     if first {
         line(o, 2, "# The backend stage: the same module and configuration as the routing stage, as an upstream filter.");
         upstream_protocol_options(o, Some("backend_filters"), false, true);
-        if let Some(module_path) = &options.dynamic_module_path {
-            dynamic_module_stage(o, 4, "ai_gateway_backend", module_path, None);
-        } else {
-            let c = wasm_stage(o, 4, "ai_gateway_backend");
+        upstream_stage(o, options.dynamic_module_path.as_deref(), "ai_gateway_backend", |o, c| {
             line(o, c, "vm_config: *gateway_vm");
             line(o, c, "configuration: *gateway_config");
-        }
+        });
         upstream_codec(o);
     } else {
         line(o, 2, "typed_extension_protocol_options: *backend_filters");

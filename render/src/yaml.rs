@@ -89,6 +89,20 @@ pub fn dynamic_module_stage(o: &mut String, indent: usize, filter_name: &str, mo
     }
 }
 
+/// An upstream stage of the gateway (`name`: the module's `filter_name`, or the wasm `root_id`) for
+/// the host the options chose: the dynamic module at `module_path`, which shares the routing
+/// stage's module and configuration, or the wasm filter, whose VM and configuration
+/// `write_wasm_vm` writes at the indent it is given.
+pub fn upstream_stage(o: &mut String, module_path: Option<&str>, name: &str, write_wasm_vm: impl FnOnce(&mut String, usize)) {
+    match module_path {
+        Some(module_path) => dynamic_module_stage(o, 4, name, module_path, None),
+        None => {
+            let c = wasm_stage(o, 4, name);
+            write_wasm_vm(o, c);
+        }
+    }
+}
+
 /// The head of one stage of the wasm filter (`root_id` picks the stage), up to its `vm_config`,
 /// which the caller writes; returns the indent of the `config` fields.
 pub fn wasm_stage(o: &mut String, indent: usize, root_id: &str) -> usize {
