@@ -420,14 +420,9 @@ fn tool_config<'r>(request: &'r ChatCompletionRequest<'_>, history_uses_tools: b
     };
     let choice = match &request.tool_choice {
         None => None,
-        Some(ChatToolChoice::Mode(mode)) => match mode.as_ref() {
-            "auto" => Some(ToolChoice::Auto(Empty {})),
-            "required" => Some(ToolChoice::Any(Empty {})),
-            // Bedrock has no "none": send no tools, unless the history holds tool calls,
-            // which Bedrock only accepts with the tool definitions present.
-            "none" if history_uses_tools => None,
-            "none" => return Ok(None),
-            other => return Err(invalid(format!("`tool_choice` {other:?} is not one of none, auto, required."))),
+        Some(ChatToolChoice::Mode(mode)) => match tool_choice_mode(mode, history_uses_tools)? {
+            ToolMode::Send(choice) => choice,
+            ToolMode::NoTools => return Ok(None),
         },
         Some(ChatToolChoice::Named { function }) => Some(ToolChoice::Tool(NamedTool { name: Cow::Borrowed(function.name.as_ref()) })),
     };
@@ -449,6 +444,26 @@ fn tool_config<'r>(request: &'r ChatCompletionRequest<'_>, history_uses_tools: b
         }));
     }
     Ok(Some(ToolConfig { tools: specs, tool_choice: choice }))
+}
+
+/// What OpenAI's `tool_choice` modes ask of Bedrock, in both of its APIs.
+pub(crate) enum ToolMode {
+    /// Send the tools, with this choice (`None`: the model decides).
+    Send(Option<ToolChoice<'static>>),
+    /// Send no tools at all.
+    NoTools,
+}
+
+pub(crate) fn tool_choice_mode(mode: &str, history_uses_tools: bool) -> Result<ToolMode, GatewayError> {
+    match mode {
+        "auto" => Ok(ToolMode::Send(Some(ToolChoice::Auto(Empty {})))),
+        "required" => Ok(ToolMode::Send(Some(ToolChoice::Any(Empty {})))),
+        // Bedrock has no "none": send no tools, unless the history holds tool calls,
+        // which Bedrock only accepts with the tool definitions present.
+        "none" if history_uses_tools => Ok(ToolMode::Send(None)),
+        "none" => Ok(ToolMode::NoTools),
+        other => Err(invalid(format!("`tool_choice` {other:?} is not one of none, auto, required."))),
+    }
 }
 
 pub(crate) fn output_config(format: Option<&ResponseFormat<'_>>) -> Result<Option<OutputConfig>, GatewayError> {

@@ -6,13 +6,13 @@
 //! `encrypted_content`. What would need stored responses is refused by name, never ignored.
 
 use crate::bedrock::{
-    self, ContentBlock, ConverseRequest, ConverseReply, Empty, InferenceConfig, InputSchema, Message,
+    self, ContentBlock, ConverseRequest, ConverseReply, InferenceConfig, InputSchema, Message,
     NamedTool, ReasoningContent, ReasoningText, Role, SystemBlock, Tool, ToolChoice, ToolConfig, ToolResult,
     ToolResultContent, ToolSpec, Usage,
 };
 use crate::errors::{self, ErrorKind, GatewayError};
 use crate::eventstream::{Decoder, Frame, FrameTranslator};
-use crate::openai::{self, push_json_string, FilePart, JsonSchemaFormat, ResponseFormat, TextOrParts};
+use crate::openai::{self, push_json_string, FilePart, JsonSchemaFormat, ResponseFormat, TextOrParts, ToolMode};
 use crate::translated::{TokenUsage, TranslatedBody};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -401,14 +401,9 @@ fn tool_config<'r>(request: &'r ResponsesRequest<'_>, history_uses_tools: bool) 
     };
     let choice = match choice {
         None => None,
-        Some(ToolChoiceParam::Mode(mode)) => match mode.as_ref() {
-            "auto" => Some(ToolChoice::Auto(Empty {})),
-            "required" => Some(ToolChoice::Any(Empty {})),
-            // Bedrock has no "none": send no tools, unless the history holds tool calls,
-            // which Bedrock only accepts with the tool definitions present.
-            "none" if history_uses_tools => None,
-            "none" => return Ok(None),
-            other => return Err(invalid(format!("`tool_choice` {other:?} is not one of none, auto, required."))),
+        Some(ToolChoiceParam::Mode(mode)) => match openai::tool_choice_mode(&mode, history_uses_tools)? {
+            ToolMode::Send(choice) => choice,
+            ToolMode::NoTools => return Ok(None),
         },
         Some(ToolChoiceParam::Object { kind, name }) => match (kind.as_ref(), name) {
             ("function", Some(name)) => Some(ToolChoice::Tool(NamedTool { name })),
