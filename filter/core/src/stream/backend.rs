@@ -53,10 +53,10 @@ pub struct BackendStream {
     upstream_status: Option<u16>,
     translation: Option<ResponseTranslation>,
     answered_locally: bool,
-    /// Through a failover cluster: the caller's request as its first try saw it (on a retry), or
-    /// the request id under which the first try leaves it for the retries.
+    /// Through a failover cluster: the caller's request as its first try saw it (on a retry), or,
+    /// on the first try, that request and its id, kept for the retries once the body is in.
     first_try: Option<Rc<CallerRequest>>,
-    keep_for_retries: Option<String>,
+    first_try_to_keep: Option<(String, CallerRequest)>,
     /// The model a caller of Bedrock's own API named in the path.
     bedrock_model: Option<String>,
 }
@@ -76,7 +76,7 @@ impl BackendStream {
             translation: None,
             answered_locally: false,
             first_try: None,
-            keep_for_retries: None,
+            first_try_to_keep: None,
             bedrock_model: None,
         }
     }
@@ -125,9 +125,6 @@ impl BackendStream {
             );
         };
         let backend = Arc::clone(backend);
-        if attempt == 1 && self.config.as_ref().is_some_and(|c| c.is_failover(&cluster)) {
-            self.keep_for_retries = request_id.clone();
-        }
         if let Some(first_try) = &first_try {
             self.anthropic_beta.clone_from(&first_try.anthropic_beta);
         } else if endpoint.format() == ApiFormat::Anthropic {
@@ -143,8 +140,8 @@ impl BackendStream {
             Some(first_try) => first_try.model.clone(),
             None => headers.get(MODEL_HEADER).map(Cow::into_owned).unwrap_or_default(),
         };
-        if let Some(id) = &self.keep_for_retries {
-            // Kept now with an empty body, so that a request without one can be retried too.
+        let failover = attempt == 1 && self.config.as_ref().is_some_and(|c| c.is_failover(&cluster));
+        if let Some(id) = request_id.clone().filter(|_| failover) {
             let caller = CallerRequest {
                 method: method.into_owned(),
                 path: path.into_owned(),
@@ -152,7 +149,7 @@ impl BackendStream {
                 anthropic_beta: self.anthropic_beta.clone(),
                 body: Vec::new(),
             };
-            retry::keep(id, caller);
+            self.first_try_to_keep = Some((id, caller));
         }
         self.measurement = Some(Measurement {
             request_id,
@@ -166,8 +163,7 @@ impl BackendStream {
         host.set_header(Side::Request, MODEL_HEADER, None);
         self.request_headers = headers;
         if end_of_stream {
-            let first_try = self.first_try.clone();
-            return self.handle_request_body(host, worker, store, first_try.as_ref().map_or(&[][..], |r| &r.body[..]));
+            return self.handle_whole_body(host, worker, store, Vec::new());
         }
         Flow::Pause
     }
@@ -179,21 +175,20 @@ impl BackendStream {
         if !end_of_stream {
             return Flow::Pause;
         }
+        let body = if self.first_try.is_some() { Vec::new() } else { host.body(Side::Request) };
+        self.handle_whole_body(host, worker, store, body)
+    }
+
+    /// The request's body is all in: a retry starts again from the first try's, a first try
+    /// through a failover cluster keeps its own for the retries, then it is translated and signed.
+    fn handle_whole_body(&mut self, host: &mut impl Host, worker: &mut Worker, store: &dyn SharedStore, body: Vec<u8>) -> Flow {
         if let Some(first_try) = self.first_try.clone() {
             return self.handle_request_body(host, worker, store, &first_try.body);
         }
-        let body = host.body(Side::Request);
-        if let Some(id) = self.keep_for_retries.take() {
-            if let Some(kept) = retry::get(&id) {
-                let caller = CallerRequest {
-                    method: kept.method.clone(),
-                    path: kept.path.clone(),
-                    model: kept.model.clone(),
-                    anthropic_beta: kept.anthropic_beta.clone(),
-                    body: body.clone(),
-                };
-                retry::keep(&id, caller);
-            }
+        if let Some((id, mut caller)) = self.first_try_to_keep.take() {
+            caller.body = body;
+            let kept = retry::keep(&id, caller);
+            return self.handle_request_body(host, worker, store, &kept.body);
         }
         self.handle_request_body(host, worker, store, &body)
     }

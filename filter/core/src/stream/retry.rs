@@ -29,15 +29,18 @@ thread_local! {
     static FIRST_TRIES: RefCell<VecDeque<(String, Rc<CallerRequest>)>> = const { RefCell::new(VecDeque::new()) };
 }
 
-pub fn keep(request_id: &str, request: CallerRequest) {
+/// Keeps the first try's request for the retries; the caller goes on with the kept copy.
+pub fn keep(request_id: &str, request: CallerRequest) -> Rc<CallerRequest> {
+    let request = Rc::new(request);
     FIRST_TRIES.with(|tries| {
         let mut tries = tries.borrow_mut();
         tries.retain(|(id, _)| id != request_id);
         if tries.len() >= KEPT {
             tries.pop_front();
         }
-        tries.push_back((request_id.to_owned(), Rc::new(request)));
+        tries.push_back((request_id.to_owned(), Rc::clone(&request)));
     });
+    request
 }
 
 pub fn get(request_id: &str) -> Option<Rc<CallerRequest>> {
