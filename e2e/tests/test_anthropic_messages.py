@@ -383,3 +383,72 @@ def test_readme_models_and_embeddings_examples(gateway):
     assert json.loads(openai_models)["object"] == "list"
     assert json.loads(anthropic_models)["data"][0]["type"] == "model"
     assert [d["index"] for d in json.loads(embeddings)["data"]] == [0, 1]
+
+
+def claude_code_request(stream: bool) -> dict:
+    """A turn shaped as Claude Code sends it (`ANTHROPIC_BASE_URL` pointed at the gateway)."""
+    return {
+        "model": CLAUDE, "max_tokens": 4096, "stream": stream,
+        "metadata": {"user_id": "user_e2e_account__session_1"},
+        "system": [
+            {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral", "scope": "global"}},
+            {"type": "text", "text": "Working directory: /src", "cache_control": {"type": "ephemeral"}},
+        ],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "fix the test", "cache_control": {"type": "ephemeral", "scope": "global"}}]}],
+        "tools": [
+            {"name": "Bash", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}},
+            {"name": "mcp__tracker__list", "input_schema": {"type": "object"}, "defer_loading": True},
+        ],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+    }
+
+
+CLAUDE_CODE_BETAS = ("claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27,"
+                     "prompt-caching-scope-2026-01-05,effort-2025-11-24")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_claude_codes_request_reaches_bedrock_as_bedrock_takes_it(gateway, stream):
+    """Claude Code's betas and `cache_control.scope`: sent as they are, Bedrock (and the emulator)
+    answers 400 "invalid beta flag"; through the gateway only the flags Bedrock accepts go, the
+    fields only the dropped ones allow are removed, and the caller is told what was dropped."""
+    response = raw_post(
+        f"{gateway.url}/anthropic/v1/messages?beta=true", json.dumps(claude_code_request(stream)).encode(),
+        {"anthropic-beta": CLAUDE_CODE_BETAS, "anthropic-version": "2023-06-01", "x-api-key": "sk-ant-caller"},
+    )
+    assert response.status == 200, response.body
+    assert response.headers["x-ai-gateway-dropped-betas"] == "claude-code-20250219,prompt-caching-scope-2026-01-05"
+    if stream:
+        assert b"event: message_stop" in response.body
+    else:
+        assert response.json()["content"][0]["type"] == "thinking"
+    sent = gateway.last_upstream_request()["body"]
+    assert sent["anthropic_beta"] == ["interleaved-thinking-2025-05-14", "context-management-2025-06-27", "effort-2025-11-24"]
+    assert [block["cache_control"] for block in sent["system"]] == [{"type": "ephemeral"}, {"type": "ephemeral"}]
+    assert sent["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
+    assert "defer_loading" not in sent["tools"][1], "no tool-search flag was sent, so Bedrock would refuse it"
+    assert sent["context_management"] == {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}
+
+
+def test_anthropics_tool_search_flag_goes_under_bedrocks_name(client, gateway):
+    message = client.messages.create(
+        model=CLAUDE, max_tokens=50, messages=[{"role": "user", "content": "search tools"}],
+        tools=[{"name": "deferred", "input_schema": {"type": "object"}, "defer_loading": True}],
+        extra_headers={"anthropic-beta": "advanced-tool-use-2025-11-20"},
+    )
+    assert message.stop_reason in ("end_turn", "tool_use")
+    sent = gateway.last_upstream_request()["body"]
+    assert sent["anthropic_beta"] == ["tool-search-tool-2025-10-19"]
+    assert sent["tools"][0]["defer_loading"] is True
+
+
+def test_betas_for_a_model_without_them_are_dropped_and_named(client, gateway):
+    """The Anthropic API on a Converse model: Llama has no beta flags, so none is sent."""
+    response = client.messages.with_raw_response.create(
+        model="us.meta.llama3-2-1b-instruct-v1:0", max_tokens=50, messages=[{"role": "user", "content": "hello llama"}],
+        extra_headers={"anthropic-beta": "interleaved-thinking-2025-05-14"},
+    )
+    assert response.headers["x-ai-gateway-dropped-betas"] == "interleaved-thinking-2025-05-14"
+    assert response.parse().content[0].text == "You said: hello llama"
+    assert "anthropic_beta" not in json.dumps(gateway.last_upstream_request()["body"])

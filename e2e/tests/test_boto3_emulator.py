@@ -147,3 +147,29 @@ def test_claudes_thinking_rules_in_a_tool_loop(emulator_url):
     with pytest.raises(botocore.exceptions.ClientError) as raised:
         continue_with([altered, *rest])
     assert "Invalid `signature` in `thinking` block" in raised.value.response["Error"]["Message"]
+
+
+def test_beta_flags_as_bedrock_takes_them(emulator_url):
+    """The emulator answers beta flags and flag-only fields as Bedrock does, so the gateway's
+    dropping of them is tested against something that would fail without it."""
+    client = bedrock(emulator_url)
+
+    def invoke(**body):
+        request = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}], **body}
+        return client.invoke_model(modelId=CLAUDE, body=json.dumps(request))
+
+    assert invoke(anthropic_beta=["interleaved-thinking-2025-05-14", "tool-search-tool-2025-10-19"])["ResponseMetadata"]["HTTPStatusCode"] == 200
+    refused = [
+        ({"anthropic_beta": ["claude-code-20250219"]}, "invalid beta flag"),
+        ({"anthropic_beta": ["prompt-caching-scope-2026-01-05"]}, "invalid beta flag"),
+        ({"system": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral", "scope": "global"}}]},
+         "system.0.cache_control.ephemeral.scope: Extra inputs are not permitted"),
+        ({"tools": [{"name": "t", "input_schema": {"type": "object"}, "defer_loading": True}]},
+         "tools.0.custom.defer_loading: Extra inputs are not permitted"),
+        ({"context_management": {"edits": []}}, "context_management: Extra inputs are not permitted"),
+    ]
+    for body, message in refused:
+        with pytest.raises(botocore.exceptions.ClientError) as error:
+            invoke(**body)
+        assert error.value.response["Error"]["Code"] == "ValidationException", body
+        assert message in error.value.response["Error"]["Message"], body

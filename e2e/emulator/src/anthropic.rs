@@ -100,12 +100,7 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
         }
     }
     conversation.cache_prefix = cache_prefix(object);
-    if let Some(betas) = object.get("anthropic_beta") {
-        let valid = betas.as_array().is_some_and(|list| list.iter().all(Value::is_string));
-        if !valid {
-            return Err("anthropic_beta: Input should be a valid list of strings".into());
-        }
-    }
+    check_beta_flags(object)?;
     conversation.stop_sequences = object
         .get("stop_sequences")
         .and_then(Value::as_array)
@@ -126,6 +121,74 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
         }
     }
     Ok(conversation)
+}
+
+/// The beta flags Bedrock's InvokeModel has been reported to accept for Claude (peers' live
+/// probes; see the project's notes). Anything else fails the whole request, as on Bedrock.
+pub const ACCEPTED_BETA_FLAGS: &[&str] = &[
+    "computer-use-2024-10-22",
+    "computer-use-2025-01-24",
+    "context-1m-2025-08-07",
+    "context-management-2025-06-27",
+    "dev-full-thinking-2025-05-14",
+    "effort-2025-11-24",
+    "fine-grained-tool-streaming-2025-05-14",
+    "interleaved-thinking-2025-05-14",
+    "mcp-client-2025-04-04",
+    "mcp-client-2025-11-20",
+    "model-context-window-exceeded-2025-08-26",
+    "output-128k-2025-02-19",
+    "pdfs-2024-09-25",
+    "search-results-2025-06-09",
+    "structured-outputs-2025-12-15",
+    "token-counting-2024-11-01",
+    "token-efficient-tools-2025-02-19",
+    "tool-search-tool-2025-10-19",
+    "web-search-2025-03-05",
+];
+
+/// Bedrock's answers to flags and flag-only fields: an unknown flag fails the request, and so do
+/// `cache_control.scope` (its flag is one Bedrock refuses), tools' `defer_loading` without the
+/// tool-search flag and `context_management` without its flag.
+pub fn check_beta_flags(object: &serde_json::Map<String, Value>) -> Result<(), String> {
+    let flags: Vec<&str> = match object.get("anthropic_beta") {
+        None => Vec::new(),
+        Some(Value::Array(list)) if list.iter().all(Value::is_string) => list.iter().filter_map(Value::as_str).collect(),
+        Some(_) => return Err("anthropic_beta: Input should be a valid list of strings".into()),
+    };
+    if flags.iter().any(|flag| !ACCEPTED_BETA_FLAGS.contains(flag)) {
+        return Err("The model returned the following errors: invalid beta flag".into());
+    }
+    for (member, label) in [("system", "system"), ("messages", "messages"), ("tools", "tools")] {
+        if let Some(path) = object.get(member).and_then(|value| scoped_cache_control(value, label)) {
+            return Err(format!("The model returned the following errors: {path}.cache_control.ephemeral.scope: Extra inputs are not permitted"));
+        }
+    }
+    if !flags.contains(&"tool-search-tool-2025-10-19") {
+        let tools = object.get("tools").and_then(Value::as_array).into_iter().flatten();
+        if let Some(index) = tools.enumerate().find_map(|(i, tool)| tool.get("defer_loading").map(|_| i)) {
+            return Err(format!("The model returned the following errors: tools.{index}.custom.defer_loading: Extra inputs are not permitted"));
+        }
+    }
+    if object.contains_key("context_management") && !flags.contains(&"context-management-2025-06-27") {
+        return Err("The model returned the following errors: context_management: Extra inputs are not permitted".into());
+    }
+    Ok(())
+}
+
+/// Where a `cache_control` object carries `scope`, as Bedrock's error names the place.
+fn scoped_cache_control(value: &Value, at: &str) -> Option<String> {
+    match value {
+        Value::Object(object) => object.iter().find_map(|(key, member)| {
+            if key == "cache_control" {
+                member.get("scope").map(|_| at.to_owned())
+            } else {
+                scoped_cache_control(member, &format!("{at}.{key}"))
+            }
+        }),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| scoped_cache_control(item, &format!("{at}.{i}"))),
+        _ => None,
+    }
 }
 
 /// Words up to and including the last block marked `cache_control`, keyed by those blocks.

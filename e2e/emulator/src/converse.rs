@@ -107,6 +107,11 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
     if let Some(thinking) = body.pointer("/additionalModelRequestFields/thinking") {
         conversation.thinking = thinking.get("type").and_then(Value::as_str) == Some("enabled");
     }
+    if let Some(flags) = body.pointer("/additionalModelRequestFields/anthropic_beta") {
+        let mut only_flags = serde_json::Map::new();
+        only_flags.insert("anthropic_beta".into(), flags.clone());
+        crate::anthropic::check_beta_flags(&only_flags)?;
+    }
     if conversation.thinking {
         check_thinking_leads_tool_loop(messages)?;
     }

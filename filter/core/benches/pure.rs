@@ -40,7 +40,7 @@ fn benches(c: &mut Criterion) {
     });
     let upstream = gateway::prepare(Endpoint::ChatCompletions, OPENAI, CallerHeaders::default(), &backend, 1_800_000_000).unwrap();
     c.bench_function("sigv4 sign (cached key)", |b| b.iter(|| upstream.sign(black_box(&keys), "us-east-1", &mut signer, 1_800_000_000)));
-    c.bench_function("anthropic -> invoke (rewrite)", |b| b.iter(|| anthropic::prepare_invoke(black_box(ANTHROPIC), Some("beta-1")).unwrap()));
+    c.bench_function("anthropic -> invoke (rewrite)", |b| b.iter(|| anthropic::prepare_invoke(black_box(ANTHROPIC), Some("interleaved-thinking-2025-05-14"), &Default::default()).unwrap()));
     let plan = ResponsePlan { format: ApiFormat::OpenAi, kind: ResponseKind::OpenAiChat { stream: false, include_usage: false }, requested_model: "m".into(), created: 1, echo: String::new() };
     let head = UpstreamHead { status: 200, error_type: None, request_id: "r", input_tokens: None, output_tokens: None };
     c.bench_function("converse -> chat.completion", |b| {

@@ -3,10 +3,11 @@
 //!
 //! Bedrock wants `anthropic_version: "bedrock-2023-05-31"`, no `model` (it is in the path)
 //! and no `stream` (it is the operation); the `anthropic-beta` header becomes the body array
-//! `anthropic_beta`. Every other member is copied byte for byte, so new Anthropic features
-//! work without a gateway release.
+//! `anthropic_beta`, keeping only the flags Bedrock accepts (see `betas`). Every other member is
+//! copied byte for byte, so new Anthropic features work without a gateway release.
 
 use crate::bedrock;
+use crate::betas::{self, BetaPolicy, SortedFlags};
 use crate::errors::{ApiFormat, GatewayError};
 use crate::eventstream::{Decoder, Frame, FrameTranslator};
 use crate::translated::{TokenUsage, TranslatedBody};
@@ -24,6 +25,8 @@ pub struct InvokeRequest {
     pub body: Vec<u8>,
     pub model: String,
     pub stream: bool,
+    /// The caller's beta flags Bedrock would have refused, left out (comma-separated).
+    pub dropped_betas: Option<String>,
 }
 
 fn invalid(message: impl Into<String>) -> GatewayError {
@@ -48,22 +51,54 @@ fn required_model(object: &RawObject<'_>) -> Result<String, GatewayError> {
 }
 
 /// `anthropic-beta: a, b` joined with any `anthropic_beta` already in the body.
-fn beta_flags(object: &RawObject<'_>, beta_header: Option<&str>) -> Result<Option<String>, GatewayError> {
+pub fn requested_betas(object: &RawObject<'_>, beta_header: Option<&str>) -> Result<Vec<String>, GatewayError> {
     let mut flags: Vec<String> = field::<Vec<String>>(object, "anthropic_beta", "a list of strings")?.unwrap_or_default();
     for flag in beta_header.unwrap_or_default().split(',').map(str::trim).filter(|f| !f.is_empty()) {
         if !flags.iter().any(|f| f == flag) {
             flags.push(flag.to_owned());
         }
     }
-    if flags.is_empty() {
-        return Ok(None);
+    Ok(flags)
+}
+
+/// The InvokeModel body: the caller's members less `model`, `stream` and the flags' own, with
+/// the fields only dropped flags allow taken out, and the forwarded flags and version added.
+fn write_invoke_body(mut object: RawObject<'_>, flags: &SortedFlags, default_max_tokens: bool) -> Result<Vec<u8>, GatewayError> {
+    object.remove("model");
+    object.remove("stream");
+    object.remove("anthropic_beta");
+    if betas::strips_context_management(flags) {
+        object.remove("context_management");
     }
-    serde_json::to_string(&flags).map(Some).map_err(|e| invalid(e.to_string()))
+    let members: Vec<(&str, &str)> = ["system", "messages", "tools"]
+        .into_iter()
+        .filter_map(|name| object.get(name).map(|raw| (name, raw.get())))
+        .collect();
+    let rewritten = betas::strip_unflagged_fields(&members, flags);
+    let replace: Vec<(&str, &str)> = rewritten.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let version = format!("\"{BEDROCK_ANTHROPIC_VERSION}\"");
+    let mut extra: Vec<(&str, &str)> = Vec::with_capacity(3);
+    if !object.contains("anthropic_version") {
+        extra.push(("anthropic_version", &version));
+    }
+    // InvokeModel bodies need max_tokens; counting input tokens does not depend on it.
+    if default_max_tokens && !object.contains("max_tokens") {
+        extra.push(("max_tokens", "1"));
+    }
+    let forwarded = if flags.forwarded.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_string(&flags.forwarded).map_err(|e| invalid(e.to_string()))?)
+    };
+    if let Some(forwarded) = forwarded.as_deref() {
+        extra.push(("anthropic_beta", forwarded));
+    }
+    Ok(object.write_with(&extra, &replace))
 }
 
 /// Rewrites a Messages request into the InvokeModel body Bedrock expects.
-pub fn prepare_invoke(body: &[u8], beta_header: Option<&str>) -> Result<InvokeRequest, GatewayError> {
-    let mut object = parse_object(body)?;
+pub fn prepare_invoke(body: &[u8], beta_header: Option<&str>, policy: &BetaPolicy) -> Result<InvokeRequest, GatewayError> {
+    let object = parse_object(body)?;
     let model = required_model(&object)?;
     let stream = field::<Option<bool>>(&object, "stream", "a valid boolean")?.flatten().unwrap_or(false);
     match field::<i64>(&object, "max_tokens", "a valid integer")? {
@@ -76,48 +111,30 @@ pub fn prepare_invoke(body: &[u8], beta_header: Option<&str>) -> Result<InvokeRe
         Some(false) => return Err(invalid("messages: Input should be a valid list")),
         Some(true) => {}
     }
-    let beta = beta_flags(&object, beta_header)?;
-    object.remove("model");
-    object.remove("stream");
-    object.remove("anthropic_beta");
-    let mut extra: Vec<(&str, &str)> = Vec::with_capacity(2);
-    let version = format!("\"{BEDROCK_ANTHROPIC_VERSION}\"");
-    if !object.contains("anthropic_version") {
-        extra.push(("anthropic_version", &version));
-    }
-    if let Some(beta) = beta.as_deref() {
-        extra.push(("anthropic_beta", beta));
-    }
-    Ok(InvokeRequest { body: object.write_with(&extra, &[]), model, stream })
+    let flags = policy.sort(&requested_betas(&object, beta_header)?);
+    let body = write_invoke_body(object, &flags, false)?;
+    Ok(InvokeRequest { body, model, stream, dropped_betas: flags.dropped_list() })
 }
 
-/// Wraps a count_tokens request as Bedrock CountTokens input (`invokeModel.body` is a base64 blob).
-pub fn prepare_count_tokens(body: &[u8], beta_header: Option<&str>) -> Result<(Vec<u8>, String), GatewayError> {
-    let mut object = parse_object(body)?;
+/// A count_tokens request as Bedrock CountTokens input (`invokeModel.body` is a base64 blob).
+pub struct CountTokensRequest {
+    pub body: Vec<u8>,
+    pub model: String,
+    pub dropped_betas: Option<String>,
+}
+
+/// Wraps a count_tokens request as Bedrock CountTokens input.
+pub fn prepare_count_tokens(body: &[u8], beta_header: Option<&str>, policy: &BetaPolicy) -> Result<CountTokensRequest, GatewayError> {
+    let object = parse_object(body)?;
     let model = required_model(&object)?;
     if object.get("messages").is_none() {
         return Err(invalid("messages: Field required"));
     }
-    let beta = beta_flags(&object, beta_header)?;
-    object.remove("model");
-    object.remove("stream");
-    object.remove("anthropic_beta");
-    let version = format!("\"{BEDROCK_ANTHROPIC_VERSION}\"");
-    let mut extra: Vec<(&str, &str)> = Vec::with_capacity(3);
-    if !object.contains("anthropic_version") {
-        extra.push(("anthropic_version", &version));
-    }
-    // InvokeModel bodies need max_tokens; counting input tokens does not depend on it.
-    if !object.contains("max_tokens") {
-        extra.push(("max_tokens", "1"));
-    }
-    if let Some(beta) = beta.as_deref() {
-        extra.push(("anthropic_beta", beta));
-    }
-    let invoke_body = object.write_with(&extra, &[]);
+    let flags = policy.sort(&requested_betas(&object, beta_header)?);
+    let invoke_body = write_invoke_body(object, &flags, true)?;
     let encoded = base64::engine::general_purpose::STANDARD.encode(invoke_body);
     let wrapped = format!(r#"{{"input":{{"invokeModel":{{"body":"{encoded}"}}}}}}"#);
-    Ok((wrapped.into_bytes(), model))
+    Ok(CountTokensRequest { body: wrapped.into_bytes(), model, dropped_betas: flags.dropped_list() })
 }
 
 #[derive(Deserialize)]

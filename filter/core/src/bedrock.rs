@@ -29,6 +29,14 @@ impl Operation {
     }
 }
 
+/// Whether a model id (plain, a cross-region profile such as `us.anthropic...`, or an ARN naming
+/// one) is one of Anthropic's Claude models, which take Anthropic's beta flags. An application
+/// inference profile's ARN does not say: it counts as not Claude.
+pub fn is_anthropic_model(model: &str) -> bool {
+    let last = model.rsplit('/').next().unwrap_or(model);
+    last.split('.').any(|part| part == "anthropic")
+}
+
 /// Rejects model ids that could not be a Bedrock id or could change the upstream path.
 /// ARNs carry `/` and `:`, which are legal: they are percent-encoded inside one segment.
 pub fn validate_model_id(model: &str) -> Result<(), String> {

@@ -19,6 +19,7 @@
 //! `failover` names Envoy's composite clusters, whose attempts go to their sub-clusters in order:
 //! attempt N (Envoy's `x-envoy-attempt-count`) is translated and signed for the Nth backend.
 
+use crate::betas::{BetaPolicy, RawBetaPolicy};
 use crate::credentials::Provider;
 use crate::sigv4::Credentials;
 use serde::Deserialize;
@@ -119,6 +120,8 @@ struct RawBackend {
     credentials: CredentialSource,
     #[serde(default)]
     model_name_override: Option<String>,
+    #[serde(default)]
+    anthropic_beta: RawBetaPolicy,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +136,9 @@ struct RawConfig {
     cost: CostWeights,
     #[serde(default)]
     failover: HashMap<String, Vec<String>>,
+    /// Which Anthropic beta flags go to Bedrock (`betas`), for every backend that does not say.
+    #[serde(default)]
+    anthropic_beta: RawBetaPolicy,
 }
 
 /// The weighted token cost recorded for each request, for token-based rate limiting and
@@ -202,6 +208,8 @@ pub struct Backend {
     pub host: String,
     pub credentials: BackendCredentials,
     pub model_name_override: Option<String>,
+    /// Which Anthropic beta flags go to this backend.
+    pub anthropic_beta: Arc<BetaPolicy>,
 }
 
 /// Static keys, or a provider of temporary credentials fetched at run time.
@@ -253,7 +261,7 @@ impl Config {
         }
         let mut backends = HashMap::with_capacity(raw.backends.len());
         for (name, backend) in raw.backends {
-            let resolved = resolve_backend(&name, backend, env)?;
+            let resolved = resolve_backend(&name, backend, &raw.anthropic_beta, env)?;
             backends.insert(name, Arc::new(resolved));
         }
         let mut failover = HashMap::with_capacity(raw.failover.len());
@@ -367,6 +375,7 @@ fn non_empty_name(name: String, fail: &dyn Fn(&str) -> ConfigError) -> Result<St
 fn resolve_backend(
     name: &str,
     raw: RawBackend,
+    top_betas: &RawBetaPolicy,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Backend, ConfigError> {
     let fail = |what: &str| ConfigError(format!("backend {name:?}: {what}"));
@@ -426,6 +435,7 @@ fn resolve_backend(
     if let Some(model) = &raw.model_name_override {
         crate::bedrock::validate_model_id(model).map_err(|e| fail(&e))?;
     }
+    let anthropic_beta = raw.anthropic_beta.over(top_betas).resolve().map_err(|e| fail(&e))?;
     let host = raw
         .endpoint
         .unwrap_or_else(|| format!("bedrock-runtime.{}.amazonaws.com", raw.region));
@@ -436,6 +446,7 @@ fn resolve_backend(
         host,
         credentials,
         model_name_override: raw.model_name_override,
+        anthropic_beta: Arc::new(anthropic_beta),
     })
 }
 
@@ -472,6 +483,25 @@ mod tests {
         assert_eq!(b_keys.session_token, None, "an empty token means none");
         assert_eq!(b.model_name_override.as_deref(), Some("m:0"));
         assert!(config.backend("c").is_none());
+    }
+
+    #[test]
+    fn beta_flag_lists_come_from_the_backend_then_the_top_level_then_the_defaults() {
+        let json = br#"{"anthropic_beta":{"accepted":["a-1"]},"backends":{
+            "top":{"schema":"aws-anthropic","region":"us-east-1","credentials":{"source":"inline","access_key_id":"a","secret_access_key":"s"}},
+            "own":{"schema":"aws-anthropic","region":"us-east-1","credentials":{"source":"inline","access_key_id":"a","secret_access_key":"s"},
+                   "anthropic_beta":{"renamed":{"b-1":"a-1"}}}
+        }}"#;
+        let config = Config::parse(json, &no_env).unwrap();
+        let flags = |list: &[&str]| list.iter().map(|f| (*f).to_owned()).collect::<Vec<_>>();
+        let top = config.backend("top").unwrap().anthropic_beta.sort(&flags(&["a-1", "advanced-tool-use-2025-11-20"]));
+        assert_eq!(top.forwarded, flags(&["a-1"]), "the top-level list replaces the default one; the default renames stay");
+        let own = config.backend("own").unwrap().anthropic_beta.sort(&flags(&["b-1", "advanced-tool-use-2025-11-20"]));
+        assert_eq!(own.forwarded, flags(&["a-1"]));
+        assert_eq!(own.dropped, flags(&["advanced-tool-use-2025-11-20"]), "the backend's renames replace the default ones");
+        let bad = br#"{"backends":{"a":{"schema":"converse","region":"us-east-1","credentials":{"source":"environment"},"anthropic_beta":{"accepted":[""]}}}}"#;
+        let env = |key: &str| Some(format!("{key}-value"));
+        assert!(Config::parse(bad, &env).unwrap_err().0.contains("anthropic_beta.accepted"));
     }
 
     #[test]

@@ -222,7 +222,13 @@ pub struct UpstreamRequest {
     pub body: Vec<u8>,
     pub accept: &'static str,
     pub plan: ResponsePlan,
+    /// The caller's Anthropic beta flags Bedrock would refuse, left out; the caller is told in
+    /// the response header `x-ai-gateway-dropped-betas`.
+    pub dropped_betas: Option<String>,
 }
+
+/// The response header that lists the beta flags the gateway did not forward.
+pub const DROPPED_BETAS_HEADER: &str = "x-ai-gateway-dropped-betas";
 
 /// The headers that sign an upstream request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -336,6 +342,7 @@ pub fn prepare(
     now_unix_seconds: u64,
 ) -> Result<UpstreamRequest, GatewayError> {
     let mut echo = String::new();
+    let mut dropped_betas = None;
     let (upstream_body, model, operation, kind) = match (endpoint, backend.schema) {
         (Endpoint::ChatCompletions, _) => {
             let request = openai::parse_request(body)?;
@@ -363,13 +370,15 @@ pub fn prepare(
             (upstream_body, request.model.into_owned(), operation, kind)
         }
         (Endpoint::AnthropicMessages, Schema::Anthropic) => {
-            let invoke = anthropic::prepare_invoke(body, headers.anthropic_beta)?;
+            let invoke = anthropic::prepare_invoke(body, headers.anthropic_beta, &backend.anthropic_beta)?;
+            dropped_betas = invoke.dropped_betas;
             let operation = if invoke.stream { Operation::InvokeWithResponseStream } else { Operation::Invoke };
             (invoke.body, invoke.model, operation, ResponseKind::AnthropicMessage { stream: invoke.stream })
         }
         (Endpoint::AnthropicCountTokens, Schema::Anthropic) => {
-            let (count_body, model) = anthropic::prepare_count_tokens(body, headers.anthropic_beta)?;
-            (count_body, model, Operation::CountTokens, ResponseKind::AnthropicCountTokens)
+            let count = anthropic::prepare_count_tokens(body, headers.anthropic_beta, &backend.anthropic_beta)?;
+            dropped_betas = count.dropped_betas;
+            (count.body, count.model, Operation::CountTokens, ResponseKind::AnthropicCountTokens)
         }
         (Endpoint::Embeddings, _) => {
             let model_hint = requested_model(body).ok().map(|m| m.into_owned()).unwrap_or_default();
@@ -379,7 +388,9 @@ pub fn prepare(
         }
         (Endpoint::AnthropicMessages, Schema::Converse) => {
             let request = anthropic_converse::parse(body)?;
-            let converse = anthropic_converse::to_converse(&request, true)?;
+            let mut converse = anthropic_converse::to_converse(&request, true)?;
+            let target = backend.model_name_override.as_deref().unwrap_or(&request.model);
+            dropped_betas = converse_betas(headers.anthropic_beta, target, backend, &mut converse.additional_model_request_fields);
             let upstream_body = serde_json::to_vec(&converse)
                 .map_err(|e| GatewayError::invalid_request(format!("could not encode the Converse request: {e}")))?;
             let stream = request.stream.unwrap_or(false);
@@ -392,6 +403,7 @@ pub fn prepare(
         }
         (Endpoint::AnthropicCountTokens, Schema::Converse) => {
             let (count_body, model) = anthropic_converse::count_tokens_body(body)?;
+            dropped_betas = converse_betas(headers.anthropic_beta, "", backend, &mut serde_json::Map::new());
             (count_body, model, Operation::CountTokens, ResponseKind::AnthropicCountTokens)
         }
     };
@@ -405,7 +417,30 @@ pub fn prepare(
         body: upstream_body,
         accept,
         plan: ResponsePlan { format: endpoint.format(), kind, requested_model: model, created: now_unix_seconds, echo },
+        dropped_betas,
     })
+}
+
+/// Beta flags on the Anthropic-to-Converse path: a Claude model takes the accepted ones in
+/// `additionalModelRequestFields.anthropic_beta`; other models have none, so all are dropped.
+/// Returns the dropped ones.
+fn converse_betas(
+    beta_header: Option<&str>,
+    model_id: &str,
+    backend: &Backend,
+    additional: &mut serde_json::Map<String, serde_json::Value>,
+) -> Option<String> {
+    let requested: Vec<String> =
+        beta_header.unwrap_or_default().split(',').map(str::trim).filter(|f| !f.is_empty()).map(str::to_owned).collect();
+    if requested.is_empty() {
+        return None;
+    }
+    let policy = if bedrock::is_anthropic_model(model_id) { &*backend.anthropic_beta } else { &crate::betas::BetaPolicy::none() };
+    let flags = policy.sort(&requested);
+    if !flags.forwarded.is_empty() {
+        additional.insert("anthropic_beta".into(), flags.forwarded.iter().cloned().map(serde_json::Value::String).collect());
+    }
+    flags.dropped_list()
 }
 
 /// The response translation chosen once the upstream's status is known.

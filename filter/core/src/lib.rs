@@ -13,6 +13,7 @@
 pub mod anthropic;
 pub mod anthropic_converse;
 pub mod bedrock;
+pub mod betas;
 pub mod broker;
 pub mod config;
 pub mod credentials;

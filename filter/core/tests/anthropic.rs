@@ -7,6 +7,7 @@ use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use base64::Engine as _;
 use bedrock_gateway_core::anthropic::{self, AnthropicStreamTranslator};
+use bedrock_gateway_core::betas::BetaPolicy;
 use bedrock_gateway_core::eventstream::FrameTranslator;
 use common::push_in_pieces;
 use serde_json::{json, Value};
@@ -15,7 +16,7 @@ use serde_json::{json, Value};
 fn invoke_body_keeps_every_other_member_byte_for_byte() {
     let body = br#"{"model":"anthropic.claude-3-5-sonnet-20241022-v2:0","max_tokens":1024,"stream":true,
   "messages":[{"role":"user","content":"h\u00e9llo"}],  "temperature" : 0.50,"tools":[{"name":"t","input_schema":{"type":"object"}}],"new_feature":{"x":[1,2.0e3]}}"#;
-    let invoke = anthropic::prepare_invoke(body, None).unwrap();
+    let invoke = anthropic::prepare_invoke(body, None, &BetaPolicy::default()).unwrap();
     assert_eq!(invoke.model, "anthropic.claude-3-5-sonnet-20241022-v2:0");
     assert!(invoke.stream);
     assert_eq!(
@@ -27,11 +28,12 @@ fn invoke_body_keeps_every_other_member_byte_for_byte() {
 #[test]
 fn beta_header_and_body_flags_merge_and_a_callers_version_is_kept() {
     let body = br#"{"model":"m","max_tokens":1,"messages":[],"anthropic_version":"bedrock-2023-05-31","anthropic_beta":["a"]}"#;
-    let invoke = anthropic::prepare_invoke(body, Some(" b , a,,c ")).unwrap();
+    let invoke = anthropic::prepare_invoke(body, Some(" b , a,,c ,x"), &BetaPolicy::new(&["a", "b", "c"], &[])).unwrap();
     let sent: Value = serde_json::from_slice(&invoke.body).unwrap();
     assert_eq!(sent["anthropic_beta"], json!(["a", "b", "c"]));
     assert_eq!(sent["anthropic_version"], "bedrock-2023-05-31");
     assert!(!invoke.stream);
+    assert_eq!(invoke.dropped_betas.as_deref(), Some("x"));
 }
 
 #[test]
@@ -49,7 +51,7 @@ fn invalid_messages_requests_are_explained() {
         (b"[]", "not a valid JSON object"),
         (b"  ", "empty"),
     ] {
-        let error = anthropic::prepare_invoke(body, None).unwrap_err();
+        let error = anthropic::prepare_invoke(body, None, &BetaPolicy::default()).unwrap_err();
         assert_eq!(error.status, 400);
         assert!(error.message.contains(expected), "{}: {}", String::from_utf8_lossy(body), error.message);
         let rendered: Value = serde_json::from_slice(&error.to_anthropic_json()).unwrap();
@@ -60,10 +62,11 @@ fn invalid_messages_requests_are_explained() {
 
 #[test]
 fn count_tokens_wraps_an_invoke_body_as_base64() {
-    let (wrapped, model) =
-        anthropic::prepare_count_tokens(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#, Some("beta-1")).unwrap();
-    assert_eq!(model, "m");
-    let wrapped: Value = serde_json::from_slice(&wrapped).unwrap();
+    let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let count = anthropic::prepare_count_tokens(body, Some("beta-1,beta-2"), &BetaPolicy::new(&["beta-1"], &[])).unwrap();
+    assert_eq!(count.model, "m");
+    assert_eq!(count.dropped_betas.as_deref(), Some("beta-2"));
+    let wrapped: Value = serde_json::from_slice(&count.body).unwrap();
     let encoded = wrapped["input"]["invokeModel"]["body"].as_str().unwrap();
     let inner: Value = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(encoded).unwrap()).unwrap();
     assert_eq!(
@@ -333,4 +336,34 @@ fn converse_stream_exceptions_become_an_anthropic_error_event() {
     let (name, error) = events.last().unwrap();
     assert_eq!(name, "error");
     assert_eq!(error["error"]["type"], "overloaded_error");
+}
+
+/// Claude Code's request shapes (golden fixtures `anthropic_invoke/`): what Bedrock receives
+/// after the beta flags it refuses are dropped and the fields only they allow are removed.
+#[test]
+fn claude_code_requests_become_bodies_bedrock_accepts() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/anthropic_invoke");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    paths.sort();
+    assert!(!paths.is_empty());
+    for path in paths {
+        let case: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let body = serde_json::to_vec(&case["request"]).unwrap();
+        let policy = match case.get("policy") {
+            Some(raw) => serde_json::from_value::<bedrock_gateway_core::betas::RawBetaPolicy>(raw.clone()).unwrap().resolve().unwrap(),
+            None => BetaPolicy::default(),
+        };
+        let invoke = anthropic::prepare_invoke(&body, case["anthropic-beta"].as_str(), &policy).unwrap();
+        let produced: Value = serde_json::from_slice(&invoke.body).unwrap();
+        let dropped = invoke.dropped_betas.map_or(Value::Null, Value::String);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            let mut updated = case.clone();
+            updated["invoke_body"] = produced;
+            updated["dropped"] = dropped;
+            std::fs::write(&path, serde_json::to_string_pretty(&updated).unwrap() + "\n").unwrap();
+            continue;
+        }
+        assert_eq!(produced, case["invoke_body"], "fixture {}", path.display());
+        assert_eq!(dropped, case["dropped"], "fixture {}", path.display());
+    }
 }

@@ -157,8 +157,8 @@ proptest! {
             }
         }
         for result in [
-            anthropic::prepare_invoke(&body, Some("x")).map(|_| ()),
-            anthropic::prepare_count_tokens(&body, None).map(|_| ()),
+            anthropic::prepare_invoke(&body, Some("x"), &Default::default()).map(|_| ()),
+            anthropic::prepare_count_tokens(&body, None, &Default::default()).map(|_| ()),
             anthropic_converse::count_tokens_body(&body).map(|_| ()),
             embeddings::prepare(&body, "cohere.embed-english-v3").map(|_| ()),
             gateway::requested_model(&body).map(|_| ()),

@@ -181,6 +181,7 @@ fn backend(model_name_override: Option<&str>, session_token: Option<&str>) -> Ba
             session_token: session_token.map(str::to_owned),
         }),
         model_name_override: model_name_override.map(str::to_owned),
+        anthropic_beta: Default::default(),
     }
 }
 
@@ -214,6 +215,25 @@ fn prepared_requests_target_the_backend_and_its_override() {
     assert_eq!(plain.accept, "application/json");
     let BackendCredentials::Static(keys) = &backend(None, None).credentials else { panic!("static keys") };
     assert!(plain.sign(keys, "eu-west-1", &mut Signer::new(), 1_795_000_000).security_token.is_none());
+}
+
+#[test]
+fn anthropic_betas_on_converse_go_to_claude_only() {
+    let body = br#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    let beta = CallerHeaders { anthropic_beta: Some("interleaved-thinking-2025-05-14, claude-code-20250219"), bedrock_model: None };
+    let claude = backend(Some("us.anthropic.claude-sonnet-4-5-20250929-v1:0"), None);
+    let upstream = gateway::prepare(Endpoint::AnthropicMessages, body, beta, &claude, 1_795_000_000).unwrap();
+    let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
+    assert_eq!(sent["additionalModelRequestFields"]["anthropic_beta"], json!(["interleaved-thinking-2025-05-14"]));
+    assert_eq!(upstream.dropped_betas.as_deref(), Some("claude-code-20250219"));
+
+    let llama = backend(Some("us.meta.llama3-2-1b-instruct-v1:0"), None);
+    let upstream = gateway::prepare(Endpoint::AnthropicMessages, body, beta, &llama, 1_795_000_000).unwrap();
+    let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
+    assert!(sent.get("additionalModelRequestFields").is_none());
+    assert_eq!(upstream.dropped_betas.as_deref(), Some("interleaved-thinking-2025-05-14,claude-code-20250219"));
+    let none = gateway::prepare(Endpoint::AnthropicMessages, body, CallerHeaders::default(), &llama, 1_795_000_000).unwrap();
+    assert_eq!(none.dropped_betas, None);
 }
 
 fn head(status: u16, error_type: Option<&str>) -> UpstreamHead<'_> {

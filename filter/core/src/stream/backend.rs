@@ -59,6 +59,8 @@ pub struct BackendStream {
     first_try_to_keep: Option<(String, CallerRequest)>,
     /// The model a caller of Bedrock's own API named in the path.
     bedrock_model: Option<String>,
+    /// The caller's beta flags the translation left out, named in the response.
+    dropped_betas: Option<String>,
 }
 
 impl BackendStream {
@@ -78,6 +80,7 @@ impl BackendStream {
             first_try: None,
             first_try_to_keep: None,
             bedrock_model: None,
+            dropped_betas: None,
         }
     }
 
@@ -210,6 +213,9 @@ impl BackendStream {
         let output_tokens = headers.get("x-amzn-bedrock-output-token-count").and_then(|t| t.parse().ok());
         let head = UpstreamHead { status, error_type: error_type.as_deref(), request_id: &request_id, input_tokens, output_tokens };
         let translation = ResponseTranslation::for_response(plan, head, max_frame);
+        if let Some(dropped) = self.dropped_betas.as_deref() {
+            host.set_header(Side::Response, gateway::DROPPED_BETAS_HEADER, Some(dropped));
+        }
         if end_of_stream {
             // No body follows, so no body hook would translate it: answer from here.
             let (status, translated) = translation.translate_bodiless();
@@ -314,6 +320,7 @@ impl BackendStream {
         host.set_header(Side::Request, "content-length", Some(&upstream.body.len().to_string()));
         host.replace_body(Side::Request, &upstream.body);
         self.plan = Some(upstream.plan.clone());
+        self.dropped_betas.clone_from(&upstream.dropped_betas);
 
         let credentials = match &backend.credentials {
             BackendCredentials::Static(keys) => Some(Cow::Borrowed(keys)),
