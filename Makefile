@@ -69,8 +69,8 @@ $(VENV)/.installed: e2e/requirements.txt
 
 # The gateway on 127.0.0.1:1975 in front of the bundled emulator (127.0.0.1:4566); admin on 9901.
 # CONFIG= names the resource files to render (default examples/emulator.yaml), EXAMPLE=rate-limit adds
-# examples/rate-limit.yaml; AUTH=static (default), pod-identity, irsa or imds picks how the AWS default
-# chain gets credentials; HOST=wasm (default) or dynamic-module picks the build Envoy loads.
+# examples/rate-limit.yaml; AUTH=static (default), pod-identity, irsa, imds or api-key (a Bedrock API key)
+# picks how the AWS default chain gets credentials; HOST=wasm (default) or dynamic-module picks the build Envoy loads.
 run: build venv
 	ENVOY=$(ENVOY) EMULATOR=$(EMULATOR) RENDER=$(RENDER) PYTHON=$(VENV_PY) AUTH=$(AUTH) CONFIG="$(CONFIG)" EXAMPLE=$(EXAMPLE) \
 	  HOST=$(HOST) DYNAMIC_MODULE=$(DYNAMIC_MODULE) e2e/run-local.sh

@@ -3,7 +3,7 @@
 # foreground; Ctrl-C or SIGTERM stops both.
 #   CONFIG=examples/emulator.yaml (default) | any resource files  what the gateway serves
 #   EXAMPLE=rate-limit | failover                                  adds examples/$EXAMPLE.yaml to CONFIG
-#   AUTH=static (default) | pod-identity | irsa | imds             how it gets AWS credentials
+#   AUTH=static (default) | pod-identity | irsa | imds | api-key   how it gets AWS credentials
 #   HOST=wasm (default) | dynamic-module                           the .wasm in V8, or the native module
 # EXAMPLE=failover also runs a second emulator, us-west-2 on 127.0.0.1:4567, and each emulator then
 # accepts only signatures for its own region (the first one's is us-east-1).
@@ -31,7 +31,9 @@ case "$AUTH" in
   irsa) environment+=(AWS_ROLE_ARN=arn:aws:iam::123456789012:role/AIGatewayBedrockRole AWS_WEB_IDENTITY_TOKEN_FILE=.run/auth/token) ;;
   pod-identity) environment+=(AWS_CONTAINER_CREDENTIALS_FULL_URI=http://169.254.170.23/v1/credentials AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=.run/auth/token) ;;
   imds) ;;
-  *) echo "AUTH must be static, pod-identity, irsa or imds (got '$AUTH')" >&2; exit 2 ;;
+  # A Bedrock API key (sent as a bearer token, nothing signed): the emulator's demo key.
+  api-key) environment+=(AWS_BEARER_TOKEN_BEDROCK=ABSKQmVkcm9ja0FQSUtleS1kZW1vLWF0LTEyMzQ1Njc4OTAxMjplbXVsYXRvci1kZW1vLXNlY3JldA==) ;;
+  *) echo "AUTH must be static, pod-identity, irsa, imds or api-key (got '$AUTH')" >&2; exit 2 ;;
 esac
 
 mkdir -p .run/auth

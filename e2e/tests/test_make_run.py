@@ -44,7 +44,8 @@ def stop(process: subprocess.Popen) -> str:
 
 
 @pytest.mark.parametrize("auth,host", [("static", "wasm"), ("pod-identity", "wasm"), ("irsa", "wasm"), ("imds", "wasm"),
-                                       ("static", "dynamic-module"), ("pod-identity", "dynamic-module")])
+                                       ("api-key", "wasm"), ("static", "dynamic-module"), ("pod-identity", "dynamic-module"),
+                                       ("api-key", "dynamic-module")])
 def test_make_run_serves_each_auth_method(auth, host):
     process = run_local(auth, host=host)
     try:
@@ -62,6 +63,11 @@ def test_make_run_serves_each_auth_method(auth, host):
             model="anthropic.claude-3-5-sonnet-20241022-v2:0", max_tokens=50, messages=[{"role": "user", "content": "Hi Claude."}]
         )
         assert message.content[0].text == "You said: Hi Claude."
+        sent = json.loads(http_get("http://127.0.0.1:4566/_emulator/last-request"))["headers"]
+        if auth == "api-key":
+            assert sent["authorization"].startswith("Bearer ABSK") and "x-amz-date" not in sent
+        else:
+            assert sent["authorization"].startswith("AWS4-HMAC-SHA256 ")
     finally:
         output = stop(process)
     assert f"AUTH={auth}" in output

@@ -6,7 +6,7 @@
 //! when a watched directory is missing. So the renderer is told (`--credential-chain`); static keys
 //! in the environment always come first, as in the AWS SDKs.
 
-use crate::plan::{CredentialsPlan, Plan};
+use crate::plan::{ApiKeyPlan, CredentialsPlan, Plan};
 use crate::yaml::{line, quoted, single_endpoint, upstream_codec, upstream_protocol_options, upstream_stage};
 use crate::Options;
 use std::path::Path;
@@ -94,8 +94,58 @@ fn sts_region(plan: &Plan) -> &str {
         .map_or("us-east-1", |c| c.backend.region.as_str())
 }
 
+/// The SDS file naming a Bedrock API key's file, and that file, for each Secret the
+/// `BackendSecurityPolicy`s of type APIKey name: `(file name, contents)` under `sds_dir`.
+pub fn api_key_files(plan: &Plan, options: &Options) -> Vec<(String, String)> {
+    let dir = options.sds_dir.trim_end_matches('/');
+    let mut files: Vec<(String, String)> = Vec::new();
+    for cluster in &plan.clusters {
+        let CredentialsPlan::ApiKey(key) = &cluster.backend.credentials else { continue };
+        let key_file = api_key_file(key);
+        if files.iter().any(|(name, _)| *name == key_file) {
+            continue;
+        }
+        files.push((key_file, format!("{}\n", key.key)));
+        let text = format!(
+            "# The Bedrock API key of Secret {:?} as an SDS generic secret: Envoy reads the file it names and\n\
+             # reads it again when the file is replaced (the cluster's sds_config watches its directory).\n\
+             resources:\n\
+             - \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n\
+             \x20 name: bedrock-api-key\n\
+             \x20 generic_secret:\n\
+             \x20   secret:\n\
+             \x20     filename: {}\n",
+            key.secret,
+            quoted(&format!("{dir}/{}", api_key_file(key)))
+        );
+        files.push((api_key_sds_file(key), text));
+    }
+    files
+}
+
+/// Where the key itself is, beside the SDS file in the directory Envoy watches.
+fn api_key_file(key: &ApiKeyPlan) -> String {
+    format!("bedrock-api-key-{}", key.secret)
+}
+
+fn api_key_sds_file(key: &ApiKeyPlan) -> String {
+    format!("sds-bedrock-api-key-{}.yaml", key.secret)
+}
+
+/// Envoy's credential_injector adding `Authorization: Bearer <key>` after the backend stage,
+/// overwriting whatever is there (the stage removed the caller's credentials already).
+pub fn api_key_injector(o: &mut String, key: &ApiKeyPlan, options: &Options) {
+    let dir = options.sds_dir.trim_end_matches('/');
+    let sds_path = format!("{dir}/{}", api_key_sds_file(key));
+    injector(o, "Authorization", Some("Bearer "), "bedrock-api-key", &sds_path, dir);
+}
+
 /// Injects the token read through SDS into `header` of every request on the cluster.
 fn token_injector(o: &mut String, header: &str, sds_path: &str, token_dir: &str) {
+    injector(o, header, None, "service-account-token", sds_path, token_dir);
+}
+
+fn injector(o: &mut String, header: &str, prefix: Option<&str>, secret: &str, sds_path: &str, watched_dir: &str) {
     line(o, 4, "- name: envoy.filters.http.credential_injector");
     line(o, 5, "typed_config:");
     line(o, 6, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector");
@@ -105,12 +155,15 @@ fn token_injector(o: &mut String, header: &str, sds_path: &str, token_dir: &str)
     line(o, 7, "typed_config:");
     line(o, 8, "\"@type\": type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic");
     line(o, 8, &format!("header: {header}"));
+    if let Some(prefix) = prefix {
+        line(o, 8, &format!("header_value_prefix: {}", quoted(prefix)));
+    }
     line(o, 8, "credential:");
-    line(o, 9, "name: service-account-token");
+    line(o, 9, &format!("name: {secret}"));
     line(o, 9, "sds_config:");
     line(o, 10, "path_config_source:");
     line(o, 11, &format!("path: {}", quoted(sds_path)));
-    line(o, 11, &format!("watched_directory: {{ path: {} }}", quoted(token_dir)));
+    line(o, 11, &format!("watched_directory: {{ path: {} }}", quoted(watched_dir)));
 }
 
 /// Writes the cluster of one credential service.

@@ -22,6 +22,7 @@ const CHAIN_ENV_KEYS: &[&str] = &[
     "AWS_ROLE_SESSION_NAME",
     "AWS_WEB_IDENTITY_TOKEN_FILE",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_BEARER_TOKEN_BEDROCK",
 ];
 
 /// Envoy's duration syntax: `300s`, `0.500s`.
@@ -89,6 +90,8 @@ struct PluginBackend<'a> {
 #[derive(Serialize)]
 #[serde(tag = "source", rename_all = "snake_case")]
 enum PluginCredentials<'a> {
+    /// A Bedrock API key that Envoy's credential_injector adds on the backend's cluster.
+    ApiKey { injected_by_envoy: bool },
     Inline {
         access_key_id: &'a str,
         secret_access_key: &'a str,
@@ -118,6 +121,7 @@ pub fn plugin_configuration<'a>(plan: &'a Plan, options: &Options) -> PluginConf
                     secret_access_key: &keys.secret_access_key,
                     session_token: keys.session_token.as_deref(),
                 },
+                CredentialsPlan::ApiKey(_) => PluginCredentials::ApiKey { injected_by_envoy: true },
                 CredentialsPlan::DefaultChain => PluginCredentials::DefaultChain {
                     web_identity_cluster: chain_cluster(CredentialService::WebIdentity),
                     pod_identity_cluster: chain_cluster(CredentialService::PodIdentity),
@@ -182,8 +186,11 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
     }
     line(o, 0, "");
     line(o, 1, "clusters:");
+    // The shared upstream filters are defined once, on the first cluster that uses them (an API
+    // key's cluster has its own list).
+    let anchor_at = plan.clusters.iter().position(|c| !matches!(c.backend.credentials, CredentialsPlan::ApiKey(_)));
     for (i, cluster) in plan.clusters.iter().enumerate() {
-        write_cluster(o, cluster, i == 0, options);
+        write_cluster(o, cluster, Some(i) == anchor_at, options);
     }
     for failover in &plan.failovers {
         write_failover_cluster(o, failover);
@@ -442,13 +449,22 @@ fn write_cluster(o: &mut String, cluster: &ClusterPlan, first: bool, options: &O
     line(o, 1, &format!("- name: {}", quoted(&cluster.name)));
     write_discovery(o, cluster.discovery, "10s");
     line(o, 2, &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"));
-    if first {
-        line(o, 2, "# The backend stage: the same module and configuration as the routing stage, as an upstream filter.");
-        upstream_protocol_options(o, Some("backend_filters"), false, true);
+    let backend_stage = |o: &mut String| {
         upstream_stage(o, options.dynamic_module_path.as_deref(), "ai_gateway_backend", |o, c| {
             line(o, c, "vm_config: *gateway_vm");
             line(o, c, "configuration: *gateway_config");
         });
+    };
+    if let CredentialsPlan::ApiKey(key) = &cluster.backend.credentials {
+        line(o, 2, "# The backend stage, then Envoy's credential_injector adding the Bedrock API key it reads through SDS.");
+        upstream_protocol_options(o, None, false, true);
+        backend_stage(o);
+        crate::credentials::api_key_injector(o, key, options);
+        upstream_codec(o);
+    } else if first {
+        line(o, 2, "# The backend stage: the same module and configuration as the routing stage, as an upstream filter.");
+        upstream_protocol_options(o, Some("backend_filters"), false, true);
+        backend_stage(o);
         upstream_codec(o);
     } else {
         line(o, 2, "typed_extension_protocol_options: *backend_filters");

@@ -113,15 +113,35 @@ pub fn render_files(files: &[(String, String)], options: &Options) -> Result<Ren
 
 fn render_resources(resources: Vec<resources::Resource>, options: &Options) -> Result<Rendered, RenderError> {
     let plan = plan::plan(&resources)?;
+    refuse_failover_with_api_keys(&plan)?;
     let plugin = envoy::plugin_configuration(&plan, options);
     let plugin_json = serde_json::to_string_pretty(&plugin)
         .map_err(|e| RenderError(format!("cannot write the plugin configuration: {e}")))?;
     check_with_filter(&plugin_json)?;
     let mut files = if envoy::uses_default_chain(&plan) { credentials::sds_files(options) } else { Vec::new() };
+    files.extend(credentials::api_key_files(&plan, options));
     if let Some(rate_limit) = &plan.rate_limit {
         files.push(("ratelimit.yaml".to_owned(), rate_limits::service_configuration(rate_limit)));
     }
     Ok(Rendered { envoy_yaml: envoy::write(&plan, options, &plugin_json), files })
+}
+
+/// Envoy's composite cluster runs one list of upstream filters for every attempt, so an injector
+/// adding one backend's API key would also overwrite the signature of the others.
+fn refuse_failover_with_api_keys(plan: &plan::Plan) -> Result<(), RenderError> {
+    for failover in &plan.failovers {
+        let keyed = plan.clusters.iter().find(|c| {
+            failover.clusters.contains(&c.name) && matches!(c.backend.credentials, plan::CredentialsPlan::ApiKey(_))
+        });
+        if let Some(cluster) = keyed {
+            return Err(RenderError(format!(
+                "backend {:?} fails over to others but authenticates with an API key (BackendSecurityPolicy type APIKey); \
+                 failover needs AWSCredentials on every backend it lists",
+                cluster.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The filter parses the plugin configuration at start-up; parse it the same way now, with an

@@ -159,7 +159,11 @@ fn run(command: Command) -> Result<(), String> {
             std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             write_file(&dir.join("envoy.yaml"), &envoy_yaml)?;
             for (name, text) in &files {
-                write_file(&dir.join(name), text)?;
+                let path = dir.join(name);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                }
+                write_file(&path, text)?;
             }
         }
         (None, Some((name, namespace))) => {

@@ -122,6 +122,23 @@ pub enum CredentialsPlan {
     Static(StaticKeys),
     /// No `credentialsFile`: the AWS SDKs' default chain, decided from the environment at start-up.
     DefaultChain,
+    /// `type: APIKey`: a Bedrock API key, which Envoy injects from the file it watches.
+    ApiKey(ApiKeyPlan),
+}
+
+/// A Bedrock API key from a Secret: written to its own file, which Envoy reads through SDS and
+/// reads again when it changes, so the key rotates without a restart.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyPlan {
+    /// The Secret's name, which names the files.
+    pub secret: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for ApiKeyPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeyPlan {{ secret: {:?}, .. }}", self.secret)
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -442,8 +459,13 @@ fn cluster(
     let backend = index.backends.get(reference.name.as_str()).ok_or_else(|| {
         RenderError(format!("{label}: spec.backendRef.name: there is no Backend {:?} in the file", reference.name))
     })?;
-    let (region, credentials) = security(index, service_backend)?;
+    let (policy_region, credentials) = security(index, service_backend)?;
     let (endpoints, discovery, first_fqdn) = endpoints(backend)?;
+    // An API key signs nothing, so its region only names the default host: the Backend's
+    // hostname says it, and us-east-1 stands in for endpoints that do not.
+    let region = policy_region
+        .or_else(|| first_fqdn.as_ref().and_then(|(host, _)| hostname_region(host)))
+        .unwrap_or_else(|| "us-east-1".to_owned());
     let tls = tls(index, &backend.metadata.name)?;
     let default_host = format!("bedrock-runtime.{region}.amazonaws.com");
     let host = match (&tls, first_fqdn) {
@@ -463,7 +485,8 @@ fn cluster(
 }
 
 /// The region and credentials of the one `BackendSecurityPolicy` that applies to a backend.
-fn security(index: &Index, service_backend: &Object<ServiceBackendSpec>) -> Result<(String, CredentialsPlan), RenderError> {
+/// The region is `None` for an API key, which names none.
+fn security(index: &Index, service_backend: &Object<ServiceBackendSpec>) -> Result<(Option<String>, CredentialsPlan), RenderError> {
     let name = service_backend.metadata.name.as_str();
     let label = format!("AIServiceBackend {name:?}");
     let by_reference = service_backend.spec.backend_security_policy_ref.as_ref().map(|r| r.name.as_str());
@@ -498,9 +521,12 @@ fn security(index: &Index, service_backend: &Object<ServiceBackendSpec>) -> Resu
     if let Some(target) = policy.spec.target_refs.iter().find(|t| t.kind != "AIServiceBackend") {
         return Err(RenderError(format!("{at}: spec.targetRefs: kind {:?} is not supported (only AIServiceBackend)", target.kind)));
     }
+    if policy.spec.policy_type == "APIKey" {
+        return api_key(index, policy, &at).map(|plan| (None, CredentialsPlan::ApiKey(plan)));
+    }
     if policy.spec.policy_type != "AWSCredentials" {
         return Err(RenderError(format!(
-            "{at}: spec.type: {:?} is for another provider; Bedrock needs AWSCredentials",
+            "{at}: spec.type: {:?} is for another provider; Bedrock needs AWSCredentials or APIKey (a Bedrock API key)",
             policy.spec.policy_type
         )));
     }
@@ -525,31 +551,59 @@ fn security(index: &Index, service_backend: &Object<ServiceBackendSpec>) -> Resu
         None => CredentialsPlan::DefaultChain,
         Some(file) => {
             let field = format!("{at}: spec.awsCredentials.credentialsFile");
-            let secret = index.secrets.get(file.secret_ref.name.as_str()).ok_or_else(|| {
-                RenderError(format!("{field}.secretRef.name: there is no Secret {:?} in the file", file.secret_ref.name))
-            })?;
-            let secret_label = format!("Secret {:?}", secret.metadata.name);
-            let text = match (secret.string_data.get("credentials"), secret.data.get("credentials")) {
-                (Some(text), _) => text.clone(),
-                (None, Some(encoded)) => {
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(encoded.trim())
-                        .map_err(|_| RenderError(format!("{secret_label}: data.credentials is not base64")))?;
-                    String::from_utf8(bytes).map_err(|_| RenderError(format!("{secret_label}: data.credentials is not UTF-8 text")))?
-                }
-                (None, None) => {
-                    return Err(RenderError(format!(
-                        "{secret_label}: no `credentials` key in stringData or data (an AWS credentials file)"
-                    )))
-                }
-            };
+            let name = file.secret_ref.name.as_str();
+            let secret_label = format!("Secret {name:?}");
+            let text = secret_value(index, name, "credentials", &field)
+                .map_err(|e| RenderError(format!("{e} (an AWS credentials file)")))?;
             let profile = file.profile.as_deref().filter(|p| !p.is_empty()).unwrap_or("default");
             let keys = profile_keys(&text, profile)
                 .map_err(|e| RenderError(format!("{secret_label}: credentials: {e}")))?;
             CredentialsPlan::Static(keys)
         }
     };
-    Ok((aws.region.clone(), credentials))
+    Ok((Some(aws.region.clone()), credentials))
+}
+
+/// A Secret's value under `key`, from `stringData` or base64 `data`.
+fn secret_value(index: &Index, name: &str, key: &str, field: &str) -> Result<String, RenderError> {
+    let secret = index
+        .secrets
+        .get(name)
+        .ok_or_else(|| RenderError(format!("{field}.secretRef.name: there is no Secret {name:?} in the file")))?;
+    let label = format!("Secret {:?}", secret.metadata.name);
+    match (secret.string_data.get(key), secret.data.get(key)) {
+        (Some(text), _) => Ok(text.clone()),
+        (None, Some(encoded)) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .map_err(|_| RenderError(format!("{label}: data.{key} is not base64")))?;
+            String::from_utf8(bytes).map_err(|_| RenderError(format!("{label}: data.{key} is not UTF-8 text")))
+        }
+        (None, None) => Err(RenderError(format!("{label}: no `{key}` key in stringData or data"))),
+    }
+}
+
+fn api_key(index: &Index, policy: &Object<SecurityPolicySpec>, at: &str) -> Result<ApiKeyPlan, RenderError> {
+    let spec = policy.spec.api_key.as_ref().ok_or_else(|| RenderError(format!("{at}: spec.apiKey is required for type APIKey")))?;
+    if policy.spec.aws_credentials.is_some() || policy.spec.azure_credentials.is_some() || policy.spec.gcp_credentials.is_some() {
+        return Err(RenderError(format!("{at}: spec: only apiKey may be set for type APIKey")));
+    }
+    let name = &spec.secret_ref.name;
+    let key = secret_value(index, name, "apiKey", &format!("{at}: spec.apiKey"))?.trim().to_owned();
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(RenderError(format!("Secret {name:?}: apiKey must be one Bedrock API key (printable, without spaces)")));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+        return Err(RenderError(format!("{at}: spec.apiKey.secretRef.name: {name:?} is not a Kubernetes name")));
+    }
+    Ok(ApiKeyPlan { secret: name.clone(), key })
+}
+
+/// The region in a Bedrock Runtime hostname (`bedrock-runtime[-fips].<region>.amazonaws.com`).
+fn hostname_region(host: &str) -> Option<String> {
+    let rest = host.strip_prefix("bedrock-runtime-fips.").or_else(|| host.strip_prefix("bedrock-runtime."))?;
+    let (region, domain) = rest.split_once('.')?;
+    (domain.starts_with("amazonaws.com") && !region.is_empty()).then(|| region.to_owned())
 }
 
 type Endpoints = (Vec<(String, u16)>, Discovery, Option<(String, u16)>);

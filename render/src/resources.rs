@@ -226,11 +226,19 @@ pub struct SecurityPolicySpec {
     #[serde(default)]
     pub aws_credentials: Option<AwsCredentials>,
     #[serde(default, rename = "apiKey")]
-    pub api_key: Option<IgnoredAny>,
+    pub api_key: Option<ApiKeySpec>,
     #[serde(default)]
     pub azure_credentials: Option<IgnoredAny>,
     #[serde(default, rename = "gcpCredentials")]
     pub gcp_credentials: Option<IgnoredAny>,
+}
+
+/// `type: APIKey`: the key is the Secret's `apiKey`, sent as `Authorization: Bearer` (for
+/// Bedrock, a Bedrock API key).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApiKeySpec {
+    pub secret_ref: ObjectRef,
 }
 
 #[derive(Debug, Deserialize)]

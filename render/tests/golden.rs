@@ -156,10 +156,39 @@ fn unknown_kinds_fields_and_bad_yaml_are_named() {
     refused("        port: 4566\n", "        port: 4566\n    - unix: { path: /tmp/bedrock.sock }\n", "spec.endpoints[1].unix: Unix sockets are not supported");
 }
 
+/// A BackendSecurityPolicy of type APIKey: the filter signs nothing for that backend, and Envoy's
+/// credential_injector adds the key it reads through SDS from a file it watches.
+#[test]
+fn a_bedrock_api_key_is_injected_by_envoy_from_a_watched_file() {
+    let options = Options { source_name: "api-key.yaml".into(), sds_dir: "/etc/ai-gateway".into(), ..Options::default() };
+    let rendered = render(&read("render/tests/fixtures/api-key.yaml"), &options).expect("renders");
+    check_golden("api-key.envoy.yaml", &rendered.envoy_yaml);
+    let key = "ABSKQmVkcm9ja0FQSUtleS1maXh0dXJlLWF0LTEyMzQ1Njc4OTAxMjpmaXh0dXJl";
+    assert!(!rendered.envoy_yaml.contains(key), "the key stays out of envoy.yaml");
+    let files: Vec<&str> = rendered.files.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(files, ["bedrock-api-key-bedrock-api-key", "sds-bedrock-api-key-bedrock-api-key.yaml"]);
+    assert_eq!(rendered.files[0].1, format!("{key}\n"));
+    assert!(rendered.files[1].1.contains("filename: \"/etc/ai-gateway/bedrock-api-key-bedrock-api-key\""));
+    let plugin = rendered.envoy_yaml.split("\"claude-by-key\": {").nth(1).expect("the key's backend");
+    assert!(plugin.trim_start().starts_with("\"schema\": \"anthropic\",\n"), "{plugin}");
+    assert!(plugin.contains("\"source\": \"api_key\",") && plugin.contains("\"injected_by_envoy\": true"));
+    // Only the key's cluster injects; the other keeps the shared filters and SigV4.
+    assert_eq!(rendered.envoy_yaml.matches("header_value_prefix: \"Bearer \"").count(), 1);
+
+    let with_failover = read("render/tests/fixtures/api-key.yaml").replace(
+        "    backendRefs: [ { name: claude-by-key } ]",
+        "    backendRefs: [ { name: claude-by-key, priority: 0 }, { name: llama-by-role, priority: 1 } ]",
+    );
+    let error = render(&with_failover, &options).expect_err("failover with an API key");
+    assert!(error.0.contains("authenticates with an API key"), "{error}");
+    assert!(!error.0.contains(key));
+}
+
 #[test]
 fn other_providers_and_unsupported_features_are_refused() {
     refused("    name: AWSBedrock\n", "    name: OpenAI\n", "spec.schema.name: \"OpenAI\" is another provider");
-    refused("  type: AWSCredentials\n", "  type: APIKey\n", "spec.type: \"APIKey\" is for another provider");
+    refused("  type: AWSCredentials\n", "  type: AzureAPIKey\n", "spec.type: \"AzureAPIKey\" is for another provider");
+    refused("  type: AWSCredentials\n", "  type: APIKey\n", "spec.apiKey is required for type APIKey");
     refused("    version: bedrock-2023-05-31\n", "    version: \"2023-06-01\"\n", "Bedrock's Anthropic version is bedrock-2023-05-31");
     let failover = "      backendRefs:\n        - { name: envoy-ai-gateway-basic-aws, priority: 1 }\n        - { name: envoy-ai-gateway-basic-aws-bedrock-anthropic, priority: 0 }\n";
     let same_priority = format!("{}        - {{ name: envoy-ai-gateway-basic-aws, priority: 0, modelNameOverride: m }}\n", failover.replace("priority: 0", "priority: 1"));

@@ -74,6 +74,26 @@ struct State {
     fault: Mutex<Option<String>>,
     /// Bedrock calls failed by that fault.
     failed_calls: AtomicU64,
+    /// The Bedrock API keys this emulator has issued and not revoked (`/_emulator/api-keys`),
+    /// with `DEMO_API_KEY` from the start.
+    api_keys: Mutex<HashSet<String>>,
+}
+
+/// The long-term Bedrock API key `make run AUTH=api-key` uses: `ABSK` + base64 of
+/// `BedrockAPIKey-<id>-at-<account>:<secret>`, the shape AWS issues.
+const DEMO_API_KEY: &str = "ABSKQmVkcm9ja0FQSUtleS1kZW1vLWF0LTEyMzQ1Njc4OTAxMjplbXVsYXRvci1kZW1vLXNlY3JldA==";
+
+/// Bedrock's answer to `Authorization: Bearer <key>`: the key must have an API key's prefix and
+/// be one this emulator issued.
+fn check_api_key(state: &State, key: &str) -> Result<(), (u16, &'static str, &'static str)> {
+    if !key.starts_with("ABSK") && !key.starts_with("bedrock-api-key-") {
+        return Err((403, "AccessDeniedException", "Invalid API Key format: Must start with pre-defined prefix"));
+    }
+    let known = state.api_keys.lock().map(|keys| keys.contains(key)).unwrap_or(false);
+    if !known {
+        return Err((403, "AccessDeniedException", "Authentication failed: Please make sure your API Key is valid."));
+    }
+    Ok(())
 }
 
 impl State {
@@ -265,6 +285,22 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
         let answer = json!({ "fault": fault, "region": state.region, "failed_calls": state.failed_calls.load(Ordering::Relaxed) });
         return Ok(full(StatusCode::OK, "application/json", answer.to_string(), &request_id));
     }
+    if method == "POST" && (path_and_query == "/_emulator/api-keys" || path_and_query == "/_emulator/api-keys/revoke") {
+        // Issues a new long-term key, or revokes the one in the body's `key`.
+        let body = http_body_util::Limited::new(request.into_body(), 4096).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let Ok(mut keys) = state.api_keys.lock() else {
+            return Ok(bedrock_error(500, "InternalServerException", "key store unavailable", &request_id));
+        };
+        if path_and_query.ends_with("/revoke") {
+            let key = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("key").and_then(Value::as_str).map(str::to_owned));
+            let revoked = key.is_some_and(|k| keys.remove(&k));
+            return Ok(full(StatusCode::OK, "application/json", json!({ "revoked": revoked }).to_string(), &request_id));
+        }
+        let identity = format!("BedrockAPIKey-e2e{n:06}-at-123456789012:{}", request_id.replace('-', ""));
+        let key = format!("ABSK{}", base64::engine::general_purpose::STANDARD.encode(identity));
+        keys.insert(key.clone());
+        return Ok(full(StatusCode::OK, "application/json", json!({ "key": key }).to_string(), &request_id));
+    }
     if method == "GET" && path_and_query == "/_emulator/last-request" {
         let last = state.last_request.lock().map(|l| l.clone()).unwrap_or(Value::Null);
         return Ok(full(StatusCode::OK, "application/json", last.to_string(), &request_id));
@@ -304,8 +340,14 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
             Err(()) => Some(auth::Known::Expired),
         }
     };
+    let bearer = header("authorization").and_then(|value| value.strip_prefix("Bearer ").map(str::to_owned));
     if state.skip_sigv4 {
         // Benchmarks compare against unsigned baselines; every other use verifies.
+    } else if let Some(key) = bearer {
+        // A Bedrock API key instead of SigV4: nothing is signed, so nothing else is checked.
+        if let Err((status, error_type, message)) = check_api_key(&state, &key) {
+            return Ok(bedrock_error(status, error_type, message, &request_id));
+        }
     } else if let Err(error) = auth::verify(&method, &path_and_query, &headers, &body, &lookup, "bedrock", state.region.as_deref()) {
         return Ok(bedrock_error(error.status, error.error_type, &error.message, &request_id));
     }
@@ -459,6 +501,7 @@ async fn main() {
         region: flag("--region"),
         fault: Mutex::new(None),
         failed_calls: AtomicU64::new(0),
+        api_keys: Mutex::new(HashSet::from([DEMO_API_KEY.to_owned()])),
     });
     let listener = match TcpListener::bind(&listen).await {
         Ok(listener) => listener,

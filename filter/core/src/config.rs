@@ -79,7 +79,18 @@ pub enum CredentialSource {
         #[serde(default)]
         authority: Option<String>,
     },
-    /// The AWS SDKs' order, decided from the VM's environment at start-up: static keys
+    /// A Bedrock API key, sent as `Authorization: Bearer <key>` instead of a SigV4 signature:
+    /// `key` written here, or `AWS_BEARER_TOKEN_BEDROCK` from the VM's environment, or, with
+    /// `injected_by_envoy`, none at all here because Envoy's `credential_injector` on the
+    /// backend's cluster adds it from a file it watches (so keys rotate without a restart).
+    ApiKey {
+        #[serde(default)]
+        key: Option<String>,
+        #[serde(default)]
+        injected_by_envoy: bool,
+    },
+    /// The AWS SDKs' order, decided from the VM's environment at start-up: a Bedrock API key
+    /// (`AWS_BEARER_TOKEN_BEDROCK`, as boto3 prefers it for Bedrock), static keys
     /// (`AWS_ACCESS_KEY_ID`), then IRSA (`AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE`), then
     /// Pod Identity (`AWS_CONTAINER_CREDENTIALS_FULL_URI`), then IMDS. Each fetched method
     /// needs its Envoy cluster named here to be eligible.
@@ -105,6 +116,7 @@ impl fmt::Debug for CredentialSource {
                 write!(f, "WebIdentity {{ cluster: {cluster:?}, role_arn: {role_arn:?} }}")
             }
             CredentialSource::Imds { cluster, .. } => write!(f, "Imds {{ cluster: {cluster:?} }}"),
+            CredentialSource::ApiKey { injected_by_envoy, .. } => write!(f, "ApiKey {{ injected_by_envoy: {injected_by_envoy} }}"),
             CredentialSource::DefaultChain { .. } => f.write_str("DefaultChain"),
         }
     }
@@ -212,11 +224,31 @@ pub struct Backend {
     pub anthropic_beta: Arc<BetaPolicy>,
 }
 
-/// Static keys, or a provider of temporary credentials fetched at run time.
+/// Static keys, a provider of temporary credentials fetched at run time, or a Bedrock API key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendCredentials {
     Static(Credentials),
     Fetched(Provider),
+    /// `Authorization: Bearer`, with this key, or with the one Envoy's `credential_injector`
+    /// adds after the gateway (`None`).
+    ApiKey(Option<ApiKey>),
+}
+
+/// A Bedrock API key; its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// The `Authorization` header's value.
+    pub fn authorization(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(..)")
+    }
 }
 
 impl BackendCredentials {
@@ -343,6 +375,9 @@ fn default_chain_choice(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<CredentialSource, String> {
     let set = |key: &str| env(key).filter(|v| !v.is_empty());
+    if set("AWS_BEARER_TOKEN_BEDROCK").is_some() {
+        return Ok(CredentialSource::ApiKey { key: None, injected_by_envoy: false });
+    }
     if set("AWS_ACCESS_KEY_ID").is_some() && set("AWS_SECRET_ACCESS_KEY").is_some() {
         return Ok(CredentialSource::Environment);
     }
@@ -425,6 +460,23 @@ fn resolve_backend(
             cluster: non_empty_name(cluster, &fail)?,
             authority: authority.unwrap_or_else(|| "169.254.169.254".to_owned()),
         }),
+        CredentialSource::ApiKey { key, injected_by_envoy: true } => {
+            if key.is_some() {
+                return Err(fail("api_key: a key injected by Envoy is not also written here"));
+            }
+            BackendCredentials::ApiKey(None)
+        }
+        CredentialSource::ApiKey { key, injected_by_envoy: false } => {
+            let key = key
+                .or_else(|| env("AWS_BEARER_TOKEN_BEDROCK"))
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| fail("api_key needs key, or AWS_BEARER_TOKEN_BEDROCK in the VM's environment, or injected_by_envoy"))?;
+            // It becomes a header value: printable ASCII without spaces, as AWS issues them.
+            if !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(fail("api_key: the key must be printable ASCII without spaces"));
+            }
+            BackendCredentials::ApiKey(Some(ApiKey(key)))
+        }
         CredentialSource::DefaultChain { .. } => return Err(fail("default_chain did not resolve to a source")),
     };
     if let BackendCredentials::Static(keys) = &credentials {
@@ -502,6 +554,42 @@ mod tests {
         let bad = br#"{"backends":{"a":{"schema":"converse","region":"us-east-1","credentials":{"source":"environment"},"anthropic_beta":{"accepted":[""]}}}}"#;
         let env = |key: &str| Some(format!("{key}-value"));
         assert!(Config::parse(bad, &env).unwrap_err().0.contains("anthropic_beta.accepted"));
+    }
+
+    #[test]
+    fn bedrock_api_keys_come_inline_from_the_environment_or_from_envoy() {
+        let json = br#"{"backends":{
+            "inline":{"schema":"converse","region":"us-east-1","credentials":{"source":"api_key","key":"ABSKinline"}},
+            "env":{"schema":"converse","region":"us-east-1","credentials":{"source":"api_key"}},
+            "injected":{"schema":"converse","region":"us-east-1","credentials":{"source":"api_key","injected_by_envoy":true}},
+            "chain":{"schema":"converse","region":"us-east-1","credentials":{"source":"default_chain","imds_cluster":"imds"}}
+        }}"#;
+        let env = |key: &str| match key {
+            "AWS_BEARER_TOKEN_BEDROCK" => Some("ABSKfromenv".to_owned()),
+            "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => Some("static".to_owned()),
+            _ => None,
+        };
+        let config = Config::parse(json, &env).unwrap();
+        let key = |name: &str| match &config.backend(name).unwrap().credentials {
+            BackendCredentials::ApiKey(key) => key.as_ref().map(ApiKey::authorization),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(key("inline").as_deref(), Some("Bearer ABSKinline"));
+        assert_eq!(key("env").as_deref(), Some("Bearer ABSKfromenv"));
+        assert_eq!(key("injected"), None);
+        assert_eq!(key("chain").as_deref(), Some("Bearer ABSKfromenv"), "the chain prefers the API key, as boto3 does for Bedrock");
+        let shown = format!("{:?}", config.backend("inline").unwrap());
+        assert!(!shown.contains("ABSKinline"), "{shown}");
+
+        let cases: &[(&[u8], &str)] = &[
+            (br#"{"backends":{"a":{"schema":"converse","region":"us-east-1","credentials":{"source":"api_key"}}}}"#, "AWS_BEARER_TOKEN_BEDROCK"),
+            (br#"{"backends":{"a":{"schema":"converse","region":"us-east-1","credentials":{"source":"api_key","key":"two words"}}}}"#, "printable ASCII"),
+            (br#"{"backends":{"a":{"schema":"converse","region":"us-east-1","credentials":{"source":"api_key","key":"k","injected_by_envoy":true}}}}"#, "not also written here"),
+        ];
+        for (json, expected) in cases {
+            let error = Config::parse(json, &no_env).unwrap_err();
+            assert!(error.0.contains(expected), "{}: {}", String::from_utf8_lossy(json), error.0);
+        }
     }
 
     #[test]

@@ -142,7 +142,9 @@ fn config() -> Arc<Config> {
                        "credentials": {"source": "inline", "access_key_id": "AKIDEXAMPLE", "secret_access_key": "secret"}},
             "pod": {"schema": "converse", "region": "eu-west-1", "credentials": {"source": "pod_identity", "cluster": "agent"}},
             "west": {"schema": "anthropic", "region": "us-west-2", "model_name_override": "us.anthropic.claude-x-v1:0",
-                     "credentials": {"source": "inline", "access_key_id": "AKIDWEST", "secret_access_key": "secret"}}
+                     "credentials": {"source": "inline", "access_key_id": "AKIDWEST", "secret_access_key": "secret"}},
+            "keyed": {"schema": "converse", "region": "us-east-1", "credentials": {"source": "api_key", "key": "ABSKdemo"}},
+            "injected": {"schema": "converse", "region": "us-east-1", "credentials": {"source": "api_key", "injected_by_envoy": true}}
         },
         "failover": {"static>west": ["static", "west"]},
         "models": [LLAMA]
@@ -354,6 +356,24 @@ fn each_attempt_through_a_composite_cluster_is_translated_and_signed_for_its_bac
     late.cluster = Some("static>west".into());
     assert_eq!(BackendStream::new(9, Some(config())).on_request_headers(&mut late, &mut worker, &store, false), Flow::Pause);
     assert_eq!(late.sent.map(|(status, _)| status), Some(502));
+}
+
+#[test]
+fn a_bedrock_api_key_is_sent_as_a_bearer_token_and_nothing_is_signed() {
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let mut keyed = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
+    let (_, flow) = backend_request(&mut keyed, "keyed", &mut worker, &store);
+    assert_eq!(flow, Flow::Continue);
+    assert_eq!(keyed.get(Side::Request, ":path"), Some("/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"));
+    assert_eq!(keyed.get(Side::Request, "authorization"), Some("Bearer ABSKdemo"));
+    assert_eq!(keyed.get(Side::Request, "x-amz-date"), None);
+
+    // Injected by Envoy after this stage: the stage leaves Authorization to it.
+    let mut injected = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
+    let (_, flow) = backend_request(&mut injected, "injected", &mut worker, &store);
+    assert_eq!(flow, Flow::Continue);
+    assert_eq!(injected.get(Side::Request, "authorization"), None);
+    assert_eq!(injected.get(Side::Request, "x-amz-date"), None);
 }
 
 #[test]

@@ -322,7 +322,22 @@ impl BackendStream {
         self.plan = Some(upstream.plan.clone());
         self.dropped_betas.clone_from(&upstream.dropped_betas);
 
+        if let BackendCredentials::ApiKey(key) = &backend.credentials {
+            // A Bedrock API key instead of SigV4: nothing to sign. Without a key here, Envoy's
+            // credential_injector on this cluster adds it next.
+            if let Some(key) = key {
+                host.set_header(Side::Request, "authorization", Some(&key.authorization()));
+            }
+            if self.first_try.is_some() {
+                // An earlier try's backend may have signed with SigV4.
+                for header in ["x-amz-date", "x-amz-security-token"] {
+                    host.set_header(Side::Request, header, None);
+                }
+            }
+            return Flow::Continue;
+        }
         let credentials = match &backend.credentials {
+            BackendCredentials::ApiKey(_) => None,
             BackendCredentials::Static(keys) => Some(Cow::Borrowed(keys)),
             BackendCredentials::Fetched(provider) => {
                 broker::usable_credentials(store, &BackendCredentials::cache_key(provider), now_ms).map(|c| Cow::Owned(c.credentials()))
