@@ -50,9 +50,11 @@ rm -rf .run/gateway
   --credential-chain irsa,pod-identity,imds --credential-endpoint 127.0.0.1:4566 \
   --pod-identity-token-file .run/auth/token --web-identity-token-file .run/auth/token
 
+# The emulator checks Converse and CountTokens bodies against botocore's Bedrock Runtime model.
+service_model=$("$PYTHON" -c 'import botocore, glob, os; print(sorted(glob.glob(os.path.join(os.path.dirname(botocore.__file__), "data/bedrock-runtime/*/service-2.json*")))[-1])')
 region_options=()
 [ "$EXAMPLE" = failover ] && region_options=(--region us-east-1)
-"$EMULATOR" --listen 127.0.0.1:4566 --token-file .run/auth/token "${region_options[@]}" &
+"$EMULATOR" --listen 127.0.0.1:4566 --token-file .run/auth/token --service-model "$service_model" "${region_options[@]}" &
 emulator_pid=$!
 envoy_pid= limits_pid= west_pid=
 stop() {
@@ -66,7 +68,7 @@ stop() {
 trap stop INT TERM EXIT
 watched=("$emulator_pid")
 if [ "$EXAMPLE" = failover ]; then
-  "$EMULATOR" --listen 127.0.0.1:4567 --token-file .run/auth/token --region us-west-2 &
+  "$EMULATOR" --listen 127.0.0.1:4567 --token-file .run/auth/token --service-model "$service_model" --region us-west-2 &
   west_pid=$!
   watched+=("$west_pid")
 fi

@@ -21,6 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import botocore
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +35,9 @@ EMULATOR = ROOT / "target/debug/bedrock-emulator"
 RENDER = ROOT / "target/debug/ai-gateway-render"
 RESOURCES = ROOT / "examples/emulator.yaml"
 ENVOY = Path(sys.executable).parent / "envoy"
+
+# AWS's own description of Bedrock Runtime, which the emulator checks request bodies against.
+SERVICE_MODEL = sorted((Path(botocore.__file__).parent / "data" / "bedrock-runtime").glob("*/service-2.json*"))[-1]
 
 DEMO_ACCESS_KEY = "AKIDEXAMPLE"
 DEMO_SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -154,7 +158,8 @@ def launch_emulator(workdir: Path, name: str, *extra_args: str) -> tuple:
     for artifact in (WASM if HOST == "wasm" else DYNAMIC_MODULE, EMULATOR, ENVOY):
         assert artifact.exists(), f"{artifact} is missing: run `make build venv` (or `make test`)"
     port = free_port()
-    process = start_process([str(EMULATOR), "--listen", f"127.0.0.1:{port}", *extra_args], workdir / f"{name}.log")
+    process = start_process([str(EMULATOR), "--listen", f"127.0.0.1:{port}", "--service-model", str(SERVICE_MODEL), *extra_args],
+                            workdir / f"{name}.log")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: http_get(f"{url}/_emulator/health") == b'{"status":"ok"}', "the emulator")

@@ -173,3 +173,42 @@ def test_beta_flags_as_bedrock_takes_them(emulator_url):
             invoke(**body)
         assert error.value.response["Error"]["Code"] == "ValidationException", body
         assert message in error.value.response["Error"]["Message"], body
+
+
+def test_bodies_are_checked_against_botocores_service_model(emulator_url):
+    """With boto3's own parameter validation off, malformed Converse bodies reach the emulator, which
+    refuses them by botocore's Bedrock Runtime model as Bedrock does: the oracle is AWS's model."""
+    client = boto3.client(
+        "bedrock-runtime", region_name="us-east-1", endpoint_url=emulator_url,
+        aws_access_key_id=DEMO_ACCESS_KEY, aws_secret_access_key=DEMO_SECRET_KEY,
+        config=botocore.config.Config(retries={"max_attempts": 1}, parameter_validation=False),
+    )
+    hello = [{"role": "user", "content": [{"text": "hi"}]}]
+    refused = [
+        ({"messages": hello, "inferenceConfig": {"maxTokens": 0}},
+         "Value at 'inferenceConfig.maxTokens' failed to satisfy constraint: Member must have value greater than or equal to 1"),
+        ({"messages": [{"role": "tool", "content": [{"text": "hi"}]}]},
+         "Value 'tool' at 'messages.1.member.role' failed to satisfy constraint: Member must satisfy enum value set"),
+        ({"messages": [{"role": "user", "content": [{"text": "hi", "cachePoint": {"type": "default"}}]}]},
+         "at 'messages.1.member.content.1.member' failed to satisfy constraint: Member must have exactly one member set, found 2"),
+        ({"messages": [{"role": "user"}]}, "Value null at 'messages.1.member.content' failed to satisfy constraint: Member must not be null"),
+        ({"messages": hello, "serviceTier": {"type": "fastest"}}, "Value 'fastest' at 'serviceTier.type' failed to satisfy constraint"),
+    ]
+    for request, message in refused:
+        with pytest.raises(botocore.exceptions.ClientError) as error:
+            client.converse(modelId=LLAMA, **request)
+        assert error.value.response["Error"]["Code"] == "ValidationException", request
+        assert message in error.value.response["Error"]["Message"], (request, error.value.response["Error"]["Message"])
+    # botocore cannot even serialise an unknown member: add it to the body before it is signed.
+    def add_unknown_member(request, **_):
+        body = json.loads(request.body)
+        body["inferenceConfig"]["topK"] = 5
+        request.data = json.dumps(body).encode()
+    client.meta.events.register("before-sign.bedrock-runtime.Converse", add_unknown_member)
+    with pytest.raises(botocore.exceptions.ClientError) as error:
+        client.converse(modelId=LLAMA, messages=hello, inferenceConfig={"maxTokens": 10})
+    assert 'Unknown parameter in \'inferenceConfig\': "topK"' in error.value.response["Error"]["Message"]
+    client.meta.events.unregister("before-sign.bedrock-runtime.Converse", add_unknown_member)
+    accepted = client.converse(modelId=LLAMA, messages=hello, serviceTier={"type": "priority"},
+                               performanceConfig={"latency": "optimized"}, requestMetadata={"team": "search"})
+    assert accepted["output"]["message"]["content"] == [{"text": "You said: hi"}]

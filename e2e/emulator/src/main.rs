@@ -9,6 +9,7 @@ mod embeddings;
 mod frames;
 mod identity;
 mod model;
+mod service_model;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -77,6 +78,9 @@ struct State {
     /// The Bedrock API keys this emulator has issued and not revoked (`/_emulator/api-keys`),
     /// with `DEMO_API_KEY` from the start.
     api_keys: Mutex<HashSet<String>>,
+    /// `--service-model`: botocore's Bedrock Runtime model, which Converse, ConverseStream and
+    /// CountTokens bodies must satisfy.
+    service_model: Option<service_model::ServiceModel>,
 }
 
 /// The long-term Bedrock API key `make run AUTH=api-key` uses: `ABSK` + base64 of
@@ -390,6 +394,10 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
             Ok(validation("This model doesn't support the Converse API; it is an embedding model.", &request_id))
         }
         "converse" | "converse-stream" => {
+            let operation_name = if operation == "converse" { "Converse" } else { "ConverseStream" };
+            if let Some(Err(message)) = state.service_model.as_ref().map(|m| m.validate(operation_name, &json_body)) {
+                return Ok(validation(&message, &request_id));
+            }
             let conversation = match converse::read_conversation(&json_body) {
                 Ok(conversation) => conversation,
                 Err(message) => return Ok(validation(&message, &request_id)),
@@ -436,6 +444,9 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
             Ok(stream_response(anthropic::stream_frames(&reply, cache, &message_id, short_model), fault, delay, &request_id))
         }
         "count-tokens" => {
+            if let Some(Err(message)) = state.service_model.as_ref().map(|m| m.validate("CountTokens", &json_body)) {
+                return Ok(validation(&message, &request_id));
+            }
             let conversation = match (json_body.pointer("/input/invokeModel/body"), json_body.pointer("/input/converse")) {
                 (Some(Value::String(encoded)), _) if family == Family::Anthropic => {
                     let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok();
@@ -487,6 +498,14 @@ fn flag(name: &str) -> Option<String> {
 async fn main() {
     let listen = flag("--listen").or_else(|| std::env::var("EMULATOR_LISTEN").ok()).unwrap_or_else(|| "127.0.0.1:4566".into());
     let token_file = flag("--token-file").map(std::path::PathBuf::from);
+    let service_model = match flag("--service-model").map(|path| service_model::ServiceModel::load(std::path::Path::new(&path))) {
+        None => None,
+        Some(Ok(model)) => Some(model),
+        Some(Err(error)) => {
+            eprintln!("bedrock emulator: --service-model: {error}");
+            std::process::exit(2);
+        }
+    };
     let lifetime = flag("--credential-lifetime-secs").and_then(|s| s.parse().ok()).unwrap_or(3600);
     let state = Arc::new(State {
         credentials: vec![auth::Credential {
@@ -502,6 +521,7 @@ async fn main() {
         fault: Mutex::new(None),
         failed_calls: AtomicU64::new(0),
         api_keys: Mutex::new(HashSet::from([DEMO_API_KEY.to_owned()])),
+        service_model,
     });
     let listener = match TcpListener::bind(&listen).await {
         Ok(listener) => listener,
