@@ -282,3 +282,32 @@ pub fn stream_frames(reply: &Reply, cache: CacheUsage) -> Vec<(Bytes, bool)> {
     frames.push((frames::event("metadata", metadata, seed + 2), false));
     frames
 }
+
+/// The one guardrail this emulator knows, as Bedrock's guardrails are named: an id, or its ARN.
+pub const GUARDRAIL_ID: &str = "gr-emulator";
+/// What the emulator's guardrail answers in place of the model when it blocks an input.
+pub const GUARDRAIL_MESSAGE: &str = "Sorry, this request was blocked by a guardrail.";
+/// The emulator's guardrail blocks inputs that mention this word.
+const GUARDRAIL_DENIED_WORD: &str = "confidential";
+
+/// `guardrailConfig` names a guardrail and version that exist (`gr-emulator`, version 1 or DRAFT).
+pub fn check_guardrail(config: &Value) -> Result<(), String> {
+    let identifier = config.get("guardrailIdentifier").and_then(Value::as_str).unwrap_or_default();
+    let version = config.get("guardrailVersion").and_then(Value::as_str).unwrap_or_default();
+    let known = identifier == GUARDRAIL_ID || identifier.ends_with(&format!(":guardrail/{GUARDRAIL_ID}"));
+    if !known || !matches!(version, "1" | "DRAFT") {
+        return Err("The guardrail identifier or version provided in the request does not exist.".into());
+    }
+    Ok(())
+}
+
+/// The reply when the guardrail intervenes on the caller's input, if it does.
+pub fn guardrail_reply(conversation: &Conversation) -> Option<Reply> {
+    let text = conversation.last_user_text.to_lowercase();
+    text.contains(GUARDRAIL_DENIED_WORD).then(|| Reply {
+        blocks: vec![Block::Text(GUARDRAIL_MESSAGE.into())],
+        stop_reason: "guardrail_intervened",
+        input_tokens: conversation.input_words.max(1),
+        output_tokens: 0,
+    })
+}

@@ -402,7 +402,12 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
                 Ok(conversation) => conversation,
                 Err(message) => return Ok(validation(&message, &request_id)),
             };
-            let reply = model::reply(&conversation, &tool_use_id);
+            let guardrail = json_body.get("guardrailConfig");
+            if let Some(Err(message)) = guardrail.map(converse::check_guardrail) {
+                return Ok(validation(&message, &request_id));
+            }
+            let intervention = guardrail.and_then(|_| converse::guardrail_reply(&conversation));
+            let reply = intervention.unwrap_or_else(|| model::reply(&conversation, &tool_use_id));
             let cache = state.cache_usage(&conversation);
             if operation == "converse" {
                 return Ok(full(StatusCode::OK, "application/json", converse::response(&reply, cache).to_string(), &request_id));
@@ -433,6 +438,14 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
                 Ok(conversation) => conversation,
                 Err(message) => return Ok(validation(&message, &request_id)),
             };
+            // InvokeModel names its guardrail in headers.
+            if let Some(identifier) = header("x-amzn-bedrock-guardrailidentifier") {
+                let version = header("x-amzn-bedrock-guardrailversion").unwrap_or_default();
+                let config = json!({ "guardrailIdentifier": identifier, "guardrailVersion": version });
+                if let Err(message) = converse::check_guardrail(&config) {
+                    return Ok(validation(&message, &request_id));
+                }
+            }
             let reply = model::reply(&conversation, &tool_use_id.replace("tooluse_", "toolu_"));
             let cache = state.cache_usage(&conversation);
             let message_id = format!("msg_bdrk_e2e{n:06}");

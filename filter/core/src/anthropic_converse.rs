@@ -283,6 +283,7 @@ pub fn to_converse<'r>(request: &'r MessagesRequest<'_>, require_max_tokens: boo
         tool_config: tool_config(request, uses_tools)?,
         additional_model_request_fields: additional,
         output_config: None,
+        options: Default::default(),
     })
 }
 

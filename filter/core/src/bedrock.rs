@@ -82,6 +82,9 @@ pub struct ConverseRequest<'a> {
     /// Structured output: the reply must follow a JSON schema.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_config: Option<OutputConfig>,
+    /// The backend's guardrail, latency, service tier and request metadata.
+    #[serde(flatten)]
+    pub options: crate::options::ConverseOptions,
 }
 
 #[derive(Debug, Serialize, PartialEq)]

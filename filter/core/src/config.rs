@@ -21,6 +21,8 @@
 
 use crate::betas::{BetaPolicy, RawBetaPolicy};
 use crate::credentials::Provider;
+use crate::options::{BedrockOptions, Guardrail};
+use std::collections::BTreeMap;
 use crate::sigv4::Credentials;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -134,6 +136,14 @@ struct RawBackend {
     model_name_override: Option<String>,
     #[serde(default)]
     anthropic_beta: RawBetaPolicy,
+    #[serde(default)]
+    guardrail: Option<Guardrail>,
+    #[serde(default)]
+    latency: Option<String>,
+    #[serde(default)]
+    service_tier: Option<String>,
+    #[serde(default)]
+    request_metadata: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,6 +232,8 @@ pub struct Backend {
     pub model_name_override: Option<String>,
     /// Which Anthropic beta flags go to this backend.
     pub anthropic_beta: Arc<BetaPolicy>,
+    /// Guardrail, latency, service tier and request metadata added to each request.
+    pub options: BedrockOptions,
 }
 
 /// Static keys, a provider of temporary credentials fetched at run time, or a Bedrock API key.
@@ -488,6 +500,7 @@ fn resolve_backend(
         crate::bedrock::validate_model_id(model).map_err(|e| fail(&e))?;
     }
     let anthropic_beta = raw.anthropic_beta.over(top_betas).resolve().map_err(|e| fail(&e))?;
+    let options = BedrockOptions::new(raw.guardrail, raw.latency, raw.service_tier, raw.request_metadata).map_err(|e| fail(&e))?;
     let host = raw
         .endpoint
         .unwrap_or_else(|| format!("bedrock-runtime.{}.amazonaws.com", raw.region));
@@ -499,6 +512,7 @@ fn resolve_backend(
         credentials,
         model_name_override: raw.model_name_override,
         anthropic_beta: Arc::new(anthropic_beta),
+        options,
     })
 }
 

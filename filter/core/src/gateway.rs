@@ -11,6 +11,7 @@ use crate::embeddings;
 use crate::eventstream::FrameTranslator;
 use crate::errors::{ApiFormat, ErrorKind, GatewayError};
 use crate::models;
+use crate::options;
 use crate::openai::{self, ChatStreamTranslator, ResponseContext};
 use crate::responses::{self, ResponsesContext, ResponsesStreamTranslator};
 use crate::sigv4::{Credentials, RequestToSign, Signer};
@@ -225,6 +226,8 @@ pub struct UpstreamRequest {
     /// The caller's Anthropic beta flags Bedrock would refuse, left out; the caller is told in
     /// the response header `x-ai-gateway-dropped-betas`.
     pub dropped_betas: Option<String>,
+    /// Headers that carry the backend's options on InvokeModel (guardrail, latency, tier, metadata).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 /// The response header that lists the beta flags the gateway did not forward.
@@ -343,15 +346,17 @@ pub fn prepare(
 ) -> Result<UpstreamRequest, GatewayError> {
     let mut echo = String::new();
     let mut dropped_betas = None;
+    let mut invoke_headers = Vec::new();
     let (upstream_body, model, operation, kind) = match (endpoint, backend.schema) {
         (Endpoint::ChatCompletions, _) => {
             let request = openai::parse_request(body)?;
             bedrock::validate_model_id(&request.model)
                 .map_err(|why| GatewayError::invalid_request(format!("Invalid `model`: {why}")))?;
-            let converse = openai::to_converse(&request)?;
+            let mut converse = openai::to_converse(&request)?;
+            let stream = request.is_stream();
+            converse.options = backend.options.for_converse(stream, options::caller_service_tier(request.service_tier.as_deref())?);
             let upstream_body = serde_json::to_vec(&converse)
                 .map_err(|e| GatewayError::invalid_request(format!("could not encode the Converse request: {e}")))?;
-            let stream = request.is_stream();
             let operation = if stream { Operation::ConverseStream } else { Operation::Converse };
             let kind = ResponseKind::OpenAiChat { stream, include_usage: request.include_usage() };
             (upstream_body, request.model.into_owned(), operation, kind)
@@ -360,10 +365,11 @@ pub fn prepare(
             let request = responses::parse_request(body)?;
             bedrock::validate_model_id(&request.model)
                 .map_err(|why| GatewayError::invalid_request(format!("Invalid `model`: {why}")))?;
-            let converse = responses::to_converse(&request)?;
+            let mut converse = responses::to_converse(&request)?;
+            let stream = request.is_stream();
+            converse.options = backend.options.for_converse(stream, options::caller_service_tier(request.service_tier.as_deref())?);
             let upstream_body = serde_json::to_vec(&converse)
                 .map_err(|e| GatewayError::invalid_request(format!("could not encode the Converse request: {e}")))?;
-            let stream = request.is_stream();
             let operation = if stream { Operation::ConverseStream } else { Operation::Converse };
             let kind = ResponseKind::OpenAiResponses { stream, include_reasoning: request.includes_reasoning() };
             echo = responses::echo(&request);
@@ -372,6 +378,7 @@ pub fn prepare(
         (Endpoint::AnthropicMessages, Schema::Anthropic) => {
             let invoke = anthropic::prepare_invoke(body, headers.anthropic_beta, &backend.anthropic_beta)?;
             dropped_betas = invoke.dropped_betas;
+            invoke_headers = backend.options.invoke_headers();
             let operation = if invoke.stream { Operation::InvokeWithResponseStream } else { Operation::Invoke };
             (invoke.body, invoke.model, operation, ResponseKind::AnthropicMessage { stream: invoke.stream })
         }
@@ -391,6 +398,7 @@ pub fn prepare(
             let mut converse = anthropic_converse::to_converse(&request, true)?;
             let target = backend.model_name_override.as_deref().unwrap_or(&request.model);
             dropped_betas = converse_betas(headers.anthropic_beta, target, backend, &mut converse.additional_model_request_fields);
+            converse.options = backend.options.for_converse(request.stream.unwrap_or(false), None);
             let upstream_body = serde_json::to_vec(&converse)
                 .map_err(|e| GatewayError::invalid_request(format!("could not encode the Converse request: {e}")))?;
             let stream = request.stream.unwrap_or(false);
@@ -418,6 +426,7 @@ pub fn prepare(
         accept,
         plan: ResponsePlan { format: endpoint.format(), kind, requested_model: model, created: now_unix_seconds, echo },
         dropped_betas,
+        headers: invoke_headers,
     })
 }
 

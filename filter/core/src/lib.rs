@@ -25,6 +25,7 @@ pub mod headers;
 mod jsonpath;
 pub mod models;
 pub mod openai;
+pub mod options;
 pub mod passthrough;
 pub mod report;
 pub mod responses;

@@ -42,6 +42,9 @@ pub struct ChatCompletionRequest<'a> {
     pub tool_choice: Option<ChatToolChoice<'a>>,
     #[serde(default)]
     pub parallel_tool_calls: Option<bool>,
+    /// `auto`, or Bedrock's tier of the same name (`default`, `flex`, `priority`).
+    #[serde(borrow, default)]
+    pub service_tier: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub response_format: Option<ResponseFormat<'a>>,
     #[serde(borrow, default)]
@@ -369,6 +372,7 @@ pub fn to_converse<'r>(request: &'r ChatCompletionRequest<'_>) -> Result<Convers
         tool_config: tool_config(request, uses_tools)?,
         additional_model_request_fields: additional,
         output_config: output_config(request.response_format.as_ref())?,
+        options: Default::default(),
     })
 }
 

@@ -38,6 +38,9 @@ pub struct ResponsesRequest<'a> {
     pub tool_choice: Option<&'a RawValue>,
     #[serde(default)]
     pub parallel_tool_calls: Option<bool>,
+    /// `auto`, or Bedrock's tier of the same name (`default`, `flex`, `priority`).
+    #[serde(borrow, default)]
+    pub service_tier: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub text: Option<&'a RawValue>,
     #[serde(borrow, default)]
@@ -67,8 +70,8 @@ pub struct ResponsesRequest<'a> {
     pub prompt: Option<&'a RawValue>,
     #[serde(default)]
     pub top_logprobs: Option<u32>,
-    // `store`, `prompt_cache_key`, `safety_identifier`, `service_tier`, `truncation` and
-    // `stream_options` are accepted and have no effect on Bedrock.
+    // `store`, `prompt_cache_key`, `safety_identifier`, `truncation` and `stream_options` are
+    // accepted and have no effect on Bedrock.
 }
 
 #[derive(Debug, Deserialize)]
@@ -259,6 +262,7 @@ pub fn to_converse<'r>(request: &'r ResponsesRequest<'_>) -> Result<ConverseRequ
         tool_config: tool_config(request, uses_tools)?,
         additional_model_request_fields: additional,
         output_config: output_config(request.text)?,
+        options: Default::default(),
     })
 }
 

@@ -182,6 +182,7 @@ fn backend(model_name_override: Option<&str>, session_token: Option<&str>) -> Ba
         }),
         model_name_override: model_name_override.map(str::to_owned),
         anthropic_beta: Default::default(),
+        options: Default::default(),
     }
 }
 
@@ -215,6 +216,23 @@ fn prepared_requests_target_the_backend_and_its_override() {
     assert_eq!(plain.accept, "application/json");
     let BackendCredentials::Static(keys) = &backend(None, None).credentials else { panic!("static keys") };
     assert!(plain.sign(keys, "eu-west-1", &mut Signer::new(), 1_795_000_000).security_token.is_none());
+}
+
+#[test]
+fn inference_profiles_as_model_ids_keep_prompt_caching() {
+    let body = br#"{"model":"m","messages":[{"role":"system","content":[{"type":"text","text":"long rules","cache_control":{"type":"ephemeral"}}]},{"role":"user","content":"hi"}]}"#;
+    for profile in [
+        "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6",
+        "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "eu.amazon.nova-pro-v1:0",
+        "apac.anthropic.claude-3-5-sonnet-20241022-v2:0",
+    ] {
+        let upstream = gateway::prepare(Endpoint::ChatCompletions, body, CallerHeaders::default(), &backend(Some(profile), None), 1_795_000_000).unwrap();
+        let encoded = profile.replace(':', "%3A").replace('/', "%2F");
+        assert_eq!(upstream.path, format!("/model/{encoded}/converse"));
+        let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
+        assert_eq!(sent["system"], json!([{"text": "long rules"}, {"cachePoint": {"type": "default"}}]), "{profile}");
+    }
 }
 
 #[test]

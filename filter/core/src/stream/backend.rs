@@ -319,6 +319,9 @@ impl BackendStream {
         }
         host.set_header(Side::Request, "content-length", Some(&upstream.body.len().to_string()));
         host.replace_body(Side::Request, &upstream.body);
+        for (name, value) in &upstream.headers {
+            host.set_header(Side::Request, name, Some(value));
+        }
         self.plan = Some(upstream.plan.clone());
         self.dropped_betas.clone_from(&upstream.dropped_betas);
 
