@@ -15,7 +15,8 @@ from conftest import ENVOY, RENDER, ROOT, WASM, free_port, http_get, start_proce
 
 pytestmark = pytest.mark.host_independent
 
-RESOURCE_FILES = ["examples/emulator.yaml", "examples/emulator.yaml examples/rate-limit.yaml", "examples/basic-aws.yaml",
+RESOURCE_FILES = ["examples/emulator.yaml", "examples/emulator.yaml examples/rate-limit.yaml", "examples/emulator.yaml examples/callers.yaml",
+                  "examples/emulator.yaml examples/failover.yaml", "examples/basic-aws.yaml",
                   "examples/aws.yaml", "examples/kubernetes/gateway-resources.yaml"]
 SHIPPED_RENDERINGS = ["envoy.yaml", "examples/kubernetes/envoy-configmap-pod-identity.yaml",
                       "examples/kubernetes/envoy-configmap-irsa.yaml"]

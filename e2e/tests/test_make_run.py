@@ -139,3 +139,27 @@ def test_make_run_failover_example():
     finally:
         output = stop(process)
     assert "EXAMPLE=failover" in output or "failover.yaml" in output
+
+
+def test_make_run_callers_example():
+    """`make run EXAMPLE=callers` as the README shows it: Bob's key serves Llama; Bob and Claude is 403,
+    no key 401, each in OpenAI's format; Alice's key works with the Anthropic SDK."""
+    process = run_local("static", example="callers")
+    try:
+        wait_until(lambda: http_get("http://127.0.0.1:9901/ready") == b"LIVE\n", "make run EXAMPLE=callers")
+        readme = (ROOT / "README.md").read_text().split("## Callers", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+        command = " ".join(line.rstrip("\\").strip() for line in readme.splitlines() if not line.startswith(("#", "make")))
+        reply = json.loads(subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, check=True).stdout)
+        assert reply["choices"][0]["message"]["content"] == "You said: Hi."
+        bob = openai.OpenAI(base_url="http://127.0.0.1:1975/v1", api_key="sk-demo-bob", max_retries=0, timeout=30)
+        with pytest.raises(openai.PermissionDeniedError):
+            bob.chat.completions.create(model="anthropic.claude-3-5-sonnet-20241022-v2:0", messages=[{"role": "user", "content": "Hi."}])
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url="http://127.0.0.1:1975/v1", api_key="sk-wrong", max_retries=0, timeout=30).chat.completions.create(
+                model="us.meta.llama3-2-1b-instruct-v1:0", messages=[{"role": "user", "content": "Hi."}])
+        alice = anthropic.Anthropic(base_url="http://127.0.0.1:1975/anthropic", api_key="sk-demo-alice", max_retries=0, timeout=30)
+        message = alice.messages.create(model="anthropic.claude-3-5-sonnet-20241022-v2:0", max_tokens=20, messages=[{"role": "user", "content": "Hi Claude."}])
+        assert message.content[0].text == "You said: Hi Claude."
+    finally:
+        output = stop(process)
+    assert "callers.yaml" in output

@@ -42,6 +42,8 @@ pub struct PluginConfiguration<'a> {
     backends: PluginBackends<'a>,
     #[serde(skip_serializing_if = "PluginBackends::is_empty")]
     failover: PluginBackends<'a, Vec<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caller_header: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -151,7 +153,8 @@ pub fn plugin_configuration<'a>(plan: &'a Plan, options: &Options) -> PluginConf
         .iter()
         .map(|failover| (failover.name.as_str(), failover.clusters.iter().map(String::as_str).collect()))
         .collect();
-    PluginConfiguration { models, backends: PluginBackends(backends), failover: PluginBackends(failover) }
+    let caller_header = plan.callers.as_ref().map(|c| c.caller_header.as_str());
+    PluginConfiguration { models, backends: PluginBackends(backends), failover: PluginBackends(failover), caller_header }
 }
 
 /// Whether any backend reads the AWS default chain (and so needs the credential clusters).
@@ -258,33 +261,25 @@ fn write_listener(o: &mut String, plan: &Plan, options: &Options, plugin_json: &
     line(o, t + 2, "path: /dev/stdout");
     line(o, t + 2, "log_format:");
     line(o, t + 3, "text_format_source:");
-    line(o, t + 4, "inline_string: \"[%START_TIME%] %REQ(:METHOD)% %RESPONSE_CODE% %DURATION%ms request_id=%REQ(X-REQUEST-ID)% bedrock_request_id=%RESP(X-AMZN-REQUESTID)% usage=%FILTER_STATE(wasm.ai_gateway.usage:PLAIN)%\\n\"");
+    let caller = plan.callers.as_ref().map_or(String::new(), |c| format!(" caller=%REQ({})%", c.caller_header));
+    line(o, t + 4, &format!("inline_string: \"[%START_TIME%] %REQ(:METHOD)% %RESPONSE_CODE% %DURATION%ms request_id=%REQ(X-REQUEST-ID)%{caller} bedrock_request_id=%RESP(X-AMZN-REQUESTID)% usage=%FILTER_STATE(wasm.ai_gateway.usage:PLAIN)%\\n\""));
     if plan.rate_limit.is_some() {
         crate::rate_limits::write_local_reply(o, t);
     }
-    line(o, t, "route_config:");
-    line(o, t + 1, "name: models");
-    line(o, t + 1, "virtual_hosts:");
-    line(o, t + 1, "- name: bedrock");
-    let domains = match &listener.hostname {
-        Some(host) => format!("[{}, {}]", quoted(host), quoted(&format!("{host}:*"))),
-        None => "[\"*\"]".to_owned(),
-    };
-    line(o, t + 2, &format!("domains: {domains}"));
-    if !plan.failovers.is_empty() {
-        line(o, t + 2, "# Tells the backend stage which try, and so which failover backend, a request is on.");
-        line(o, t + 2, "include_request_attempt_count: true");
+    if let Some(path) = routes_file_path(plan, options) {
+        line(o, t, "# The routes, and the callers' API keys with them, from a file Envoy watches: rewriting it");
+        line(o, t, "# (re-rendering) rotates keys without a restart.");
+        line(o, t, "rds:");
+        line(o, t + 1, "route_config_name: models");
+        line(o, t + 1, "config_source:");
+        line(o, t + 2, "resource_api_version: V3");
+        line(o, t + 2, "path_config_source:");
+        line(o, t + 3, &format!("path: {}", quoted(&path)));
+        line(o, t + 3, &format!("watched_directory: {{ path: {} }}", quoted(options.sds_dir.trim_end_matches('/'))));
+    } else {
+        line(o, t, "route_config:");
+        write_route_configuration(o, t + 1, plan, listener);
     }
-    line(o, t + 2, "routes:");
-    for route in &plan.routes {
-        write_route(o, t + 2, route);
-    }
-    line(o, t + 2, "# No route for the request: for the gateway's endpoints the filter rewrites this into the caller's");
-    line(o, t + 2, "# API error format naming the model; other paths get this as it is.");
-    line(o, t + 2, "- match: { prefix: \"/\" }");
-    line(o, t + 3, "direct_response:");
-    line(o, t + 4, "status: 404");
-    line(o, t + 4, "body: { inline_string: '{\"error\":{\"message\":\"No route serves this request.\",\"type\":\"not_found_error\",\"param\":null,\"code\":\"not_found\"}}' }");
     line(o, t, "http_filters:");
     if let Some(module_path) = &options.dynamic_module_path {
         // A native module reads Envoy's own environment: nothing to pass through.
@@ -307,12 +302,65 @@ fn write_listener(o: &mut String, plan: &Plan, options: &Options, plugin_json: &
             line(o, c + 2, json_line);
         }
     }
+    if let Some(callers) = &plan.callers {
+        crate::callers::write_filters(o, t, callers);
+    }
     if let Some(rate_limit) = &plan.rate_limit {
         crate::rate_limits::write_filter(o, t, rate_limit);
     }
     line(o, t, "- name: envoy.filters.http.router");
     line(o, t + 1, "typed_config:");
     line(o, t + 2, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router");
+}
+
+/// Where the routes go when they carry callers' API keys (`rds.yaml` beside the SDS files).
+fn routes_file_path(plan: &Plan, options: &Options) -> Option<String> {
+    let keyed = plan.callers.as_ref().is_some_and(|c| matches!(c.authentication, crate::callers::Authentication::ApiKeys { .. }));
+    keyed.then(|| format!("{}/{ROUTES_FILE}", options.sds_dir.trim_end_matches('/')))
+}
+
+/// The file of the routes, for configurations that load them from one (see [`routes_file_path`]).
+pub const ROUTES_FILE: &str = "routes.yaml";
+
+pub fn routes_file(plan: &Plan, options: &Options) -> Option<(String, String)> {
+    routes_file_path(plan, options)?;
+    let listener = plan.listeners.first()?;
+    let mut o = String::new();
+    line(&mut o, 0, "# The gateway's routes (RDS), rendered by ai-gateway-render; Envoy reads this file again when it");
+    line(&mut o, 0, "# changes. It holds the callers' API keys: keep it private.");
+    line(&mut o, 0, "resources:");
+    line(&mut o, 0, "- \"@type\": type.googleapis.com/envoy.config.route.v3.RouteConfiguration");
+    write_route_configuration(&mut o, 1, plan, listener);
+    Some((ROUTES_FILE.to_owned(), o))
+}
+
+/// The route configuration `models`, its members at indent `b`.
+fn write_route_configuration(o: &mut String, b: usize, plan: &Plan, listener: &ListenerPlan) {
+    line(o, b, "name: models");
+    line(o, b, "virtual_hosts:");
+    line(o, b, "- name: bedrock");
+    let domains = match &listener.hostname {
+        Some(host) => format!("[{}, {}]", quoted(host), quoted(&format!("{host}:*"))),
+        None => "[\"*\"]".to_owned(),
+    };
+    line(o, b + 1, &format!("domains: {domains}"));
+    if let Some(callers) = &plan.callers {
+        crate::callers::write_virtual_host_credentials(o, b + 1, callers);
+    }
+    if !plan.failovers.is_empty() {
+        line(o, b + 1, "# Tells the backend stage which try, and so which failover backend, a request is on.");
+        line(o, b + 1, "include_request_attempt_count: true");
+    }
+    line(o, b + 1, "routes:");
+    for route in &plan.routes {
+        write_route(o, b + 1, route);
+    }
+    line(o, b + 1, "# No route for the request: for the gateway's endpoints the filter rewrites this into the caller's");
+    line(o, b + 1, "# API error format naming the model; other paths get this as it is.");
+    line(o, b + 1, "- match: { prefix: \"/\" }");
+    line(o, b + 2, "direct_response:");
+    line(o, b + 3, "status: 404");
+    line(o, b + 3, "body: { inline_string: '{\"error\":{\"message\":\"No route serves this request.\",\"type\":\"not_found_error\",\"param\":null,\"code\":\"not_found\"}}' }");
 }
 
 /// `GET /ready` answered by Envoy's health_check filter from the server's own state, so probes need

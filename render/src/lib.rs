@@ -13,6 +13,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
 )]
 
+pub mod callers;
 pub mod credentials;
 pub mod credentials_file;
 pub mod envoy;
@@ -120,6 +121,7 @@ fn render_resources(resources: Vec<resources::Resource>, options: &Options) -> R
     check_with_filter(&plugin_json)?;
     let mut files = if envoy::uses_default_chain(&plan) { credentials::sds_files(options) } else { Vec::new() };
     files.extend(credentials::api_key_files(&plan, options));
+    files.extend(envoy::routes_file(&plan, options));
     if let Some(rate_limit) = &plan.rate_limit {
         files.push(("ratelimit.yaml".to_owned(), rate_limits::service_configuration(rate_limit)));
     }

@@ -28,6 +28,8 @@ pub struct Plan {
     pub failovers: Vec<FailoverPlan>,
     pub models: Vec<ModelPlan>,
     pub rate_limit: Option<crate::rate_limits::RateLimitPlan>,
+    /// Who may call: Envoy's authentication and authorization filters after the routing stage.
+    pub callers: Option<crate::callers::CallersPlan>,
     /// Where each resource of the plan came from, for the header of the rendered file.
     pub sources: Vec<String>,
 }
@@ -158,6 +160,7 @@ struct Index<'a> {
     backends: BTreeMap<&'a str, &'a Object<BackendSpec>>,
     tls_policies: Vec<&'a Object<TlsPolicySpec>>,
     traffic_policies: Vec<&'a Object<TrafficPolicySpec>>,
+    client_policies: Vec<&'a Object<ClientPolicySpec>>,
     secrets: BTreeMap<&'a str, &'a Secret>,
 }
 
@@ -181,6 +184,7 @@ fn index(resources: &[Resource]) -> Result<Index<'_>, RenderError> {
             Resource::Backend(b) => unique(&mut index.backends, "Backend", &b.metadata.name, b)?,
             Resource::BackendTLSPolicy(p) => index.tls_policies.push(p),
             Resource::BackendTrafficPolicy(p) => index.traffic_policies.push(p),
+            Resource::SecurityPolicy(p) => index.client_policies.push(p),
             Resource::Secret(s) => unique(&mut index.secrets, "Secret", &s.metadata.name, s)?,
             Resource::Ignored => {}
         }
@@ -284,6 +288,7 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
     crate::rate_limits::check_costs(&index.routes)?;
     let gateway_name = index.gateways.first().map(|g| g.metadata.name.as_str());
     let rate_limit = crate::rate_limits::plan(&index.traffic_policies, &index.routes, gateway_name)?;
+    let callers = crate::callers::plan(&index.client_policies, &index.secrets, gateway_name)?;
     let mut sources = Vec::new();
     for resource in resources {
         let (kind, name) = match resource {
@@ -294,12 +299,13 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
             Resource::Backend(o) => (&o.kind, &o.metadata.name),
             Resource::BackendTLSPolicy(o) => (&o.kind, &o.metadata.name),
             Resource::BackendTrafficPolicy(o) => (&o.kind, &o.metadata.name),
+            Resource::SecurityPolicy(o) => (&o.kind, &o.metadata.name),
             Resource::Secret(o) => (&o.kind, &o.metadata.name),
             Resource::Ignored => continue,
         };
         sources.push(format!("{kind} {name}"));
     }
-    Ok(Plan { listeners, routes, clusters, failovers, models, rate_limit, sources })
+    Ok(Plan { listeners, routes, clusters, failovers, models, rate_limit, callers, sources })
 }
 
 fn listeners(index: &Index) -> Result<Vec<ListenerPlan>, RenderError> {

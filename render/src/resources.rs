@@ -23,6 +23,8 @@ pub enum Resource {
     Backend(Object<BackendSpec>),
     BackendTLSPolicy(Object<TlsPolicySpec>),
     BackendTrafficPolicy(Object<TrafficPolicySpec>),
+    /// Envoy Gateway's policy for who may call (API keys, JWTs, authorization rules).
+    SecurityPolicy(Object<ClientPolicySpec>),
     Secret(Secret),
     /// GatewayClass and Namespace: they only mean something to a Kubernetes cluster.
     Ignored,
@@ -430,6 +432,140 @@ pub struct MetadataKey {
     pub key: String,
 }
 
+// --- gateway.envoyproxy.io SecurityPolicy ------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientPolicySpec {
+    #[serde(default)]
+    pub target_refs: Vec<PolicyTargetRef>,
+    #[serde(default)]
+    pub api_key_auth: Option<ApiKeyAuthSpec>,
+    #[serde(default)]
+    pub jwt: Option<JwtSpec>,
+    #[serde(default)]
+    pub authorization: Option<AuthorizationSpec>,
+    #[serde(default)]
+    pub cors: Option<Value>,
+    #[serde(default)]
+    pub basic_auth: Option<Value>,
+    #[serde(default)]
+    pub oidc: Option<Value>,
+    #[serde(default)]
+    pub ext_auth: Option<Value>,
+}
+
+/// Secrets whose entries are client ids and their keys; where requests carry the key; the header
+/// that names the authenticated client to what follows.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApiKeyAuthSpec {
+    pub credential_refs: Vec<ObjectRef>,
+    pub extract_from: Vec<ExtractFrom>,
+    #[serde(default, rename = "forwardClientIDHeader")]
+    pub forward_client_id_header: Option<String>,
+    /// Remove the key from the request once checked.
+    #[serde(default)]
+    pub sanitize: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractFrom {
+    #[serde(default)]
+    pub headers: Vec<String>,
+    #[serde(default)]
+    pub params: Vec<String>,
+    #[serde(default)]
+    pub cookies: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JwtSpec {
+    pub providers: Vec<JwtProvider>,
+    #[serde(default)]
+    pub optional: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JwtProvider {
+    pub name: String,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default, rename = "localJWKS")]
+    pub local_jwks: Option<LocalJwks>,
+    #[serde(default, rename = "remoteJWKS")]
+    pub remote_jwks: Option<Value>,
+    #[serde(default)]
+    pub claim_to_headers: Vec<ClaimToHeader>,
+    #[serde(default)]
+    pub extract_from: Option<Value>,
+    #[serde(default)]
+    pub recompute_route: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LocalJwks {
+    /// `Inline` (a JWKS document here) or `ValueRef` (a ConfigMap).
+    #[serde(rename = "type")]
+    pub jwks_type: String,
+    #[serde(default)]
+    pub inline: Option<String>,
+    #[serde(default)]
+    pub value_ref: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimToHeader {
+    pub header: String,
+    pub claim: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthorizationSpec {
+    /// `Allow` or `Deny` for requests no rule matches.
+    #[serde(default)]
+    pub default_action: Option<String>,
+    #[serde(default)]
+    pub rules: Vec<AuthorizationRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationRule {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `Allow` or `Deny`.
+    pub action: String,
+    pub principal: Principal,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Principal {
+    #[serde(default, rename = "clientCIDRs")]
+    pub client_cidrs: Option<Value>,
+    #[serde(default)]
+    pub jwt: Option<Value>,
+    /// Every header must have one of its values.
+    #[serde(default)]
+    pub headers: Vec<PrincipalHeader>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalHeader {
+    pub name: String,
+    pub values: Vec<String>,
+}
+
 // --- v1 Secret ---------------------------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
@@ -458,6 +594,7 @@ const KINDS: &[(&str, &str)] = &[
     ("Backend", "gateway.envoyproxy.io"),
     ("BackendTLSPolicy", "gateway.networking.k8s.io"),
     ("BackendTrafficPolicy", "gateway.envoyproxy.io"),
+    ("SecurityPolicy", "gateway.envoyproxy.io"),
     ("Secret", ""),
     ("GatewayClass", "gateway.networking.k8s.io"),
     ("Namespace", ""),
@@ -507,6 +644,7 @@ fn parse_resource(number: usize, value: Value) -> Result<Resource, RenderError> 
         "Backend" => Resource::Backend(typed(&label, value)?),
         "BackendTLSPolicy" => Resource::BackendTLSPolicy(typed(&label, value)?),
         "BackendTrafficPolicy" => Resource::BackendTrafficPolicy(typed(&label, value)?),
+        "SecurityPolicy" => Resource::SecurityPolicy(typed(&label, value)?),
         "Secret" => Resource::Secret(typed(&label, value)?),
         _ => Resource::Ignored,
     })

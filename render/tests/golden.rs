@@ -184,6 +184,50 @@ fn a_bedrock_api_key_is_injected_by_envoy_from_a_watched_file() {
     assert!(!error.0.contains(key));
 }
 
+/// examples/callers.yaml: Envoy Gateway's SecurityPolicy as Envoy's api_key_auth and rbac after the
+/// routing stage, the keys on the virtual host of a routes file Envoy watches, and the caller's id in
+/// the plugin configuration, the access log and the budget's descriptor.
+#[test]
+fn a_security_policy_renders_as_envoys_own_authentication_and_authorization() {
+    let files = [
+        ("examples/emulator.yaml".to_owned(), read("examples/emulator.yaml")),
+        ("examples/callers.yaml".to_owned(), read("examples/callers.yaml")),
+    ];
+    let rendered = ai_gateway_render::render_files(&files, &make_run_options("callers")).expect("renders");
+    check_golden("callers.envoy.yaml", &rendered.envoy_yaml);
+    let routes = rendered.files.iter().find(|(name, _)| name == "routes.yaml").expect("a routes file");
+    check_golden("callers.routes.yaml", &routes.1);
+    let yaml = &rendered.envoy_yaml;
+    assert!(!yaml.contains("sk-demo-alice"), "keys live in the routes file only");
+    assert!(routes.1.contains("- { key: \"sk-demo-alice\", client: \"alice\" }"));
+    let order = ["name: ai_gateway\n", "envoy.filters.http.api_key_auth", "envoy.filters.http.rbac", "envoy.filters.http.ratelimit", "envoy.filters.http.router"];
+    let positions: Vec<usize> = order.iter().map(|f| yaml.find(f).unwrap_or_else(|| panic!("{f} missing"))).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "authentication after the routing stage, before the budgets: {positions:?}");
+    assert!(yaml.contains("\"caller_header\": \"x-ai-gateway-caller\""));
+    assert!(yaml.contains("caller=%REQ(x-ai-gateway-caller)%"));
+}
+
+#[test]
+fn security_policies_the_gateway_cannot_honour_are_refused() {
+    let base = format!("{}---\n{}", read("examples/emulator.yaml"), read("examples/callers.yaml"));
+    let cases = [
+        ("    forwardClientIDHeader: x-ai-gateway-caller\n", "", "forwardClientIDHeader is required"),
+        ("    - name: bob-llama-only\n      action: Allow\n", "    - name: bob-llama-only\n      action: Deny\n", "every rule must be Allow"),
+        ("    - headers: [x-api-key]\n", "    - params: [key]\n", "only headers are supported"),
+        ("  - { group: \"\", kind: Secret, name: caller-keys }\n", "  - { group: \"\", kind: Secret, name: nope }\n", "there is no Secret \"nope\""),
+        ("  alice: sk-demo-alice\n", "  alice: sk-demo-bob\n", "listed twice"),
+        ("  sanitize: true\n", "  sanitize: true\n  jwt: { providers: [] }\n", "apiKeyAuth and jwt together are not supported"),
+    ];
+    for (from, to, expected) in cases {
+        assert!(base.contains(from), "{from:?}");
+        let error = render(&base.replacen(from, to, 1), &Options::default()).expect_err(expected);
+        assert!(error.0.contains(expected), "expected {expected:?} in {error}");
+        assert!(!error.0.contains("sk-demo"), "an error quoted a key: {error}");
+    }
+    let twice = format!("{base}---\n{}", read("examples/callers.yaml").split("---").next().unwrap_or_default().replace("name: callers", "name: more"));
+    assert!(render(&twice, &Options::default()).expect_err("two").0.contains("one SecurityPolicy"));
+}
+
 #[test]
 fn other_providers_and_unsupported_features_are_refused() {
     refused("    name: AWSBedrock\n", "    name: OpenAI\n", "spec.schema.name: \"OpenAI\" is another provider");

@@ -161,6 +161,8 @@ struct RawConfig {
     /// Which Anthropic beta flags go to Bedrock (`betas`), for every backend that does not say.
     #[serde(default)]
     anthropic_beta: RawBetaPolicy,
+    #[serde(default)]
+    caller_header: Option<String>,
 }
 
 /// The weighted token cost recorded for each request, for token-based rate limiting and
@@ -282,6 +284,11 @@ pub struct Config {
     failover: HashMap<String, Vec<Arc<Backend>>>,
     pub models: Vec<ModelInfo>,
     pub cost: CostWeights,
+    /// Set when Envoy authenticates callers (api_key_auth, jwt_authn after the routing stage): the
+    /// request header in which it names the caller. Callers' own credentials are then left for
+    /// Envoy's filters to check (the backend stage removes them before AWS), a caller's own copy
+    /// of this header is removed before they run, and usage summaries name the caller.
+    pub caller_header: Option<String>,
     pub max_stream_frame_bytes: usize,
 }
 
@@ -337,6 +344,12 @@ impl Config {
             failover,
             models,
             cost: raw.cost,
+            caller_header: match raw.caller_header {
+                Some(name) if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') => {
+                    return Err(ConfigError(format!("caller_header: {name:?} must be a lower-case header name")))
+                }
+                other => other,
+            },
             max_stream_frame_bytes: raw
                 .max_stream_frame_bytes
                 .unwrap_or(crate::eventstream::DEFAULT_MAX_FRAME_LEN),

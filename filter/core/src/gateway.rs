@@ -127,6 +127,24 @@ pub fn local_reply_error(details: &str, status: u16, is_json: bool, requested_mo
         "upstream_response_timeout" => GatewayError::new(504, ErrorKind::Upstream, "Bedrock did not answer within the route's timeout."),
         "no_healthy_upstream" => GatewayError::new(503, ErrorKind::Unavailable, "No healthy Bedrock endpoint is available."),
         "request_rate_limited" => GatewayError::new(429, ErrorKind::RateLimited, "Rate limit exceeded: this caller's token budget is spent."),
+        // Envoy's api_key_auth ("unkonwn" is its spelling) and jwt_authn: no key or token, or not a valid one.
+        "missing_api_key" | "missing_credentials" | "missing_key_sources" => {
+            GatewayError::new(401, ErrorKind::Authentication, "Missing API key: send it as Authorization: Bearer <key> or x-api-key.")
+        }
+        "unkonwn_api_key" | "unknown_api_key" => GatewayError::new(401, ErrorKind::Authentication, "Incorrect API key provided."),
+        "client_not_allowed" => GatewayError::new(403, ErrorKind::PermissionDenied, "This API key may not use this route."),
+        other if other.starts_with("jwt_authn_access_denied") => {
+            let reason = other.split_once('{').map_or("", |(_, r)| r.trim_end_matches('}')).replace('_', " ");
+            let reason = if reason.is_empty() { "the token is not valid".to_owned() } else { reason };
+            GatewayError::new(401, ErrorKind::Authentication, format!("Authentication failed: {reason}."))
+        }
+        // Envoy's rbac filter, with the authorization rules of the SecurityPolicy: the caller is
+        // known but may not use this model.
+        other if other.starts_with("rbac_access_denied") => GatewayError::new(
+            403,
+            ErrorKind::PermissionDenied,
+            format!("This caller may not use the model {:?}.", requested_model.unwrap_or_default()),
+        ),
         other if other.starts_with("upstream_reset") => {
             GatewayError::new(502, ErrorKind::Upstream, format!("The connection to Bedrock failed ({other})."))
         }

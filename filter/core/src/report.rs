@@ -107,6 +107,8 @@ pub struct UsageSummary {
 struct UsageSummaryJson<'a> {
     model: &'a str,
     backend: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caller: Option<&'a str>,
     status: u16,
     input_tokens: u64,
     output_tokens: u64,
@@ -116,11 +118,12 @@ struct UsageSummaryJson<'a> {
     cost: u64,
 }
 
-pub fn usage_summary(model: &str, backend: &str, status: u16, usage: &TokenUsage, weights: &CostWeights) -> UsageSummary {
+pub fn usage_summary(model: &str, backend: &str, caller: Option<&str>, status: u16, usage: &TokenUsage, weights: &CostWeights) -> UsageSummary {
     let cost = weights.of(usage);
     let json = UsageSummaryJson {
         model,
         backend,
+        caller,
         status,
         input_tokens: usage.input,
         output_tokens: usage.output,
@@ -172,7 +175,7 @@ mod tests {
     fn the_usage_summary_is_the_access_log_line_and_the_charge() {
         let usage = TokenUsage { input: 3, output: 5, cache_read: 0, cache_write: 0 };
         let weights = CostWeights { input: 1.0, output: 4.0, cache_read: 0.1, cache_write: 1.25 };
-        let summary = usage_summary("m", "b", 200, &usage, &weights);
+        let summary = usage_summary("m", "b", None, 200, &usage, &weights);
         assert_eq!(summary.json, r#"{"model":"m","backend":"b","status":200,"input_tokens":3,"output_tokens":5,"cache_read_tokens":0,"cache_write_tokens":0,"total_tokens":8,"cost":23}"#);
         assert_eq!((summary.total_tokens, summary.cost), (8, 23));
     }

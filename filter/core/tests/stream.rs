@@ -136,7 +136,11 @@ impl Host for FakeHost {
 }
 
 fn config() -> Arc<Config> {
-    let json = json!({
+    Arc::new(Config::parse(config_json().to_string().as_bytes(), &|_| None).unwrap())
+}
+
+fn config_json() -> Value {
+    json!({
         "backends": {
             "static": {"schema": "converse", "region": "us-east-1",
                        "credentials": {"source": "inline", "access_key_id": "AKIDEXAMPLE", "secret_access_key": "secret"}},
@@ -148,8 +152,7 @@ fn config() -> Arc<Config> {
         },
         "failover": {"static>west": ["static", "west"]},
         "models": [LLAMA]
-    });
-    Arc::new(Config::parse(json.to_string().as_bytes(), &|_| None).unwrap())
+    })
 }
 
 /// The routing stage through a whole request and its response, on this thread, as the backend
@@ -191,6 +194,42 @@ fn the_routing_stage_routes_by_the_body_model_without_the_callers_credentials() 
     assert_eq!(host.get(Side::Request, "x-ai-eg-model"), Some(LLAMA));
     assert_eq!(host.route_cache_cleared, 1, "the route is picked again from the model header");
     assert!(host.sent.is_none());
+}
+
+/// With callers authenticated by Envoy (api_key_auth, jwt_authn after the routing stage), their keys
+/// are left for those filters, a caller's own copy of the caller header is removed before they set
+/// it, and the backend stage removes both before AWS and names the caller in the usage summary.
+#[test]
+fn callers_authenticated_by_envoy_are_named_and_their_keys_still_never_reach_aws() {
+    let mut json = config_json();
+    json["caller_header"] = json!("x-ai-gateway-caller");
+    let config = Arc::new(Config::parse(json.to_string().as_bytes(), &|_| None).unwrap());
+    let headers = [("authorization", "Bearer sk-demo-bob"), ("x-api-key", "sk-demo-bob"), ("x-ai-gateway-caller", "alice"), ("x-request-id", "req-callers")];
+    let mut downstream = FakeHost::request("POST", "/v1/chat/completions", &headers, chat(false));
+    let mut routing = RoutingStream::new(Some(Arc::clone(&config)));
+    assert_eq!(routing.on_request_headers(&mut downstream, false), Flow::Pause);
+    assert_eq!(downstream.get(Side::Request, "authorization"), Some("Bearer sk-demo-bob"), "left for Envoy's api_key_auth");
+    assert_eq!(downstream.get(Side::Request, "x-ai-gateway-caller"), None, "a caller cannot name itself");
+    routing.on_request_body(&mut downstream, true);
+
+    // What api_key_auth (with hide_credentials false) leaves for the upstream: the key and the caller it found.
+    let mut upstream = FakeHost { request_headers: downstream.request_headers.clone(), request_body: downstream.request_body.clone(), ..FakeHost::default() };
+    upstream.request_headers.push(("x-ai-gateway-caller".into(), "bob".into()));
+    upstream.cluster = Some("static".into());
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let mut backend = BackendStream::new(11, Some(config));
+    assert_eq!(backend.on_request_headers(&mut upstream, &mut worker, &store, false), Flow::Pause);
+    assert_eq!(backend.on_request_body(&mut upstream, &mut worker, &store, true), Flow::Continue);
+    assert!(upstream.get(Side::Request, "authorization").unwrap().starts_with("AWS4-HMAC-SHA256 "));
+    assert_eq!(upstream.get(Side::Request, "x-api-key"), None);
+    assert_eq!(upstream.get(Side::Request, "x-ai-gateway-caller"), Some("bob"), "the access log reads it from the same headers");
+    upstream.respond(200, "application/json", br#"{"output":{"message":{"role":"assistant","content":[{"text":"hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":1,"outputTokens":1,"totalTokens":2}}"#.to_vec());
+    backend.on_response_headers(&mut upstream, false);
+    backend.on_response_body(&mut upstream, true);
+    downstream.respond(200, "application/json", Vec::new());
+    routing.on_response_headers(&mut downstream);
+    routing.on_response_body(&mut downstream, true);
+    assert!(downstream.usage.iter().any(|u| u.json.contains("\"caller\":\"bob\"")), "{:?}", downstream.usage);
 }
 
 #[test]

@@ -457,6 +457,15 @@ fn envoys_local_replies_get_caller_format_errors() {
     assert_eq!(local_reply_error("request_rate_limited", 429, false, None).unwrap().kind, bedrock_gateway_core::errors::ErrorKind::RateLimited);
     assert_eq!(local_reply_error("upstream_reset_before_response_started{connection_failure}", 503, false, None).unwrap().status, 502);
     assert!(local_reply_error("via_upstream", 500, false, None).is_none(), "Bedrock's own answers are translated by the backend stage");
+    use bedrock_gateway_core::errors::ErrorKind;
+    let missing = local_reply_error("missing_api_key", 401, false, None).unwrap();
+    assert_eq!((missing.status, missing.kind), (401, ErrorKind::Authentication));
+    assert_eq!(local_reply_error("unkonwn_api_key", 401, false, None).unwrap().message, "Incorrect API key provided.");
+    let expired = local_reply_error("jwt_authn_access_denied{Jwt_is_expired}", 401, false, None).unwrap();
+    assert_eq!((expired.status, expired.message.as_str()), (401, "Authentication failed: Jwt is expired."));
+    let denied = local_reply_error("rbac_access_denied_matched_policy[none]", 403, false, Some("anthropic.claude-x")).unwrap();
+    assert_eq!((denied.status, denied.kind), (403, ErrorKind::PermissionDenied));
+    assert!(denied.message.contains("\"anthropic.claude-x\""), "names the model: {}", denied.message);
     assert!(local_reply_error("some_filter_reply", 403, true, None).is_none(), "JSON replies are already in shape");
     for (content_type, ok) in [("application/json", true), ("application/json; charset=utf-8", true), ("text/plain", false), ("multipart/form-data; boundary=x", false), ("", true)] {
         assert_eq!(bedrock_gateway_core::gateway::check_content_type(content_type).is_ok(), ok, "{content_type}");

@@ -29,6 +29,8 @@ pub struct Worker {
 
 /// What one request measured, reported when its response ends.
 struct Measurement {
+    /// Who called, as Envoy's authentication named them (`caller_header`).
+    caller: Option<String>,
     /// Envoy's `x-request-id`, read with the request: an upstream filter cannot read request
     /// headers while the response flows.
     request_id: Option<String>,
@@ -154,7 +156,14 @@ impl BackendStream {
             };
             self.first_try_to_keep = Some((id, caller));
         }
+        // Whatever credentials of the caller's got this far (Envoy's authentication filters read
+        // them after the routing stage) never reach AWS. The header naming the caller stays: the
+        // first try's headers are the downstream request's own, which the access log reads.
+        super::strip_caller_credentials(host, &headers);
+        let caller_header = self.config.as_ref().and_then(|c| c.caller_header.as_deref());
+        let caller = caller_header.and_then(|name| headers.get(name)).map(Cow::into_owned);
         self.measurement = Some(Measurement {
+            caller,
             request_id,
             labels: report::MetricLabels::new(&model, &backend.name),
             model,
@@ -287,7 +296,8 @@ impl BackendStream {
         report::samples(status, &usage, &timings, |sample| host.record_metric(&measurement.labels, sample));
         let (Some(request_id), Some(config)) = (measurement.request_id, self.config.as_ref()) else { return };
         let backend = self.backend.as_ref().map_or("", |b| b.name.as_str());
-        report::hand_over_summary(request_id, report::usage_summary(&measurement.model, backend, status, &usage, &config.cost));
+        let summary = report::usage_summary(&measurement.model, backend, measurement.caller.as_deref(), status, &usage, &config.cost);
+        report::hand_over_summary(request_id, summary);
     }
 
     fn handle_request_body(&mut self, host: &mut impl Host, worker: &mut Worker, store: &dyn SharedStore, body: &[u8]) -> Flow {

@@ -57,7 +57,16 @@ impl RoutingStream {
         if let Some(error) = headers.get("content-encoding").and_then(|e| gateway::check_content_encoding(&e).err()) {
             return reply_with_error(host, &error, endpoint.format());
         }
-        strip_caller_credentials(host, &headers);
+        match self.config.as_ref().and_then(|c| c.caller_header.as_deref()) {
+            // Envoy's authentication filters run next and read the caller's key or token; the
+            // header naming the caller is theirs to write, never the caller's.
+            Some(caller_header) => {
+                if headers.contains(caller_header) {
+                    host.set_header(Side::Request, caller_header, None);
+                }
+            }
+            None => strip_caller_credentials(host, &headers),
+        }
         self.request_id = headers.get("x-request-id").map(|id| id.into_owned());
         if let Endpoint::Bedrock(_) = endpoint {
             // Bedrock's own API names the model in the path: the route is known without the body.

@@ -1,0 +1,335 @@
+//! Who may call the gateway, from Envoy Gateway's `SecurityPolicy`: API keys (`apiKeyAuth`, keys
+//! from Secrets whose entries are client id -> key) or JWTs (`jwt`, a local JWKS), and
+//! `authorization` rules over the headers the gateway and the authentication set, such as the
+//! caller's id and the model (`x-ai-eg-model`). They become Envoy's own `api_key_auth`,
+//! `jwt_authn` and `rbac` filters, placed after the routing stage: the model is known by then (so
+//! rules can name it), and the routing stage turns their plain-text refusals into errors in the
+//! caller's API format.
+
+use crate::resources::{ClientPolicySpec, Object, Secret};
+use crate::yaml::{line, quoted};
+use crate::RenderError;
+use base64::Engine as _;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallersPlan {
+    /// The header naming the authenticated caller, written by Envoy's filters and read by the
+    /// filter (usage summaries, access logs) and by rate-limit rules.
+    pub caller_header: String,
+    pub authentication: Authentication,
+    pub authorization: Option<RbacPlan>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum Authentication {
+    ApiKeys { clients: Vec<(String, String)>, key_headers: Vec<String>, hide: bool },
+    Jwt { providers: Vec<JwtProviderPlan> },
+}
+
+impl std::fmt::Debug for Authentication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Authentication::ApiKeys { clients, key_headers, .. } => {
+                let ids: Vec<&str> = clients.iter().map(|(id, _)| id.as_str()).collect();
+                write!(f, "ApiKeys {{ clients: {ids:?}, key_headers: {key_headers:?}, .. }}")
+            }
+            Authentication::Jwt { providers } => write!(f, "Jwt {{ providers: {providers:?} }}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtProviderPlan {
+    pub name: String,
+    pub issuer: Option<String>,
+    pub audiences: Vec<String>,
+    pub jwks: String,
+    pub claim_to_headers: Vec<(String, String)>,
+}
+
+/// Envoy's RBAC takes one action per filter: allow the listed principals (default Deny), or deny
+/// them (default Allow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbacPlan {
+    pub allow_listed: bool,
+    pub policies: Vec<RbacPolicy>,
+}
+
+/// A named rule: every header must carry one of its values.
+pub type RbacPolicy = (String, Vec<(String, Vec<String>)>);
+
+/// Every entry of a Secret, decoded.
+fn secret_entries(secret: &Secret) -> Result<Vec<(String, String)>, RenderError> {
+    let label = format!("Secret {:?}", secret.metadata.name);
+    let mut entries: Vec<(String, String)> = secret.string_data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (key, encoded) in &secret.data {
+        if secret.string_data.contains_key(key) {
+            continue;
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| RenderError(format!("{label}: data.{key} is not base64")))?;
+        let text = String::from_utf8(bytes).map_err(|_| RenderError(format!("{label}: data.{key} is not UTF-8 text")))?;
+        entries.push((key.clone(), text));
+    }
+    Ok(entries)
+}
+
+fn header_name(name: &str, field: &str) -> Result<String, RenderError> {
+    let lower = name.to_ascii_lowercase();
+    if lower.is_empty() || !lower.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err(RenderError(format!("{field}: {name:?} is not a header name")));
+    }
+    Ok(lower)
+}
+
+pub fn plan(
+    policies: &[&Object<ClientPolicySpec>],
+    secrets: &BTreeMap<&str, &Secret>,
+    gateway_name: Option<&str>,
+) -> Result<Option<CallersPlan>, RenderError> {
+    let policy = match policies {
+        [] => return Ok(None),
+        [only] => only,
+        [first, second, ..] => {
+            return Err(RenderError(format!(
+                "SecurityPolicy {:?} and {:?}: one SecurityPolicy, on the Gateway, says who may call",
+                first.metadata.name, second.metadata.name
+            )))
+        }
+    };
+    let at = format!("SecurityPolicy {:?}", policy.metadata.name);
+    let spec = &policy.spec;
+    for target in &spec.target_refs {
+        if target.kind != "Gateway" || gateway_name.is_some_and(|g| g != target.name) {
+            return Err(RenderError(format!(
+                "{at}: spec.targetRefs: only the Gateway can be targeted (rules name models through the x-ai-eg-model header)"
+            )));
+        }
+    }
+    for (set, field) in [
+        (spec.cors.is_some(), "cors"),
+        (spec.basic_auth.is_some(), "basicAuth"),
+        (spec.oidc.is_some(), "oidc"),
+        (spec.ext_auth.is_some(), "extAuth"),
+    ] {
+        if set {
+            return Err(RenderError(format!("{at}: spec.{field} is not supported; use apiKeyAuth or jwt")));
+        }
+    }
+    let (authentication, caller_header) = match (&spec.api_key_auth, &spec.jwt) {
+        (Some(_), Some(_)) => {
+            return Err(RenderError(format!("{at}: spec: apiKeyAuth and jwt together are not supported; choose one")))
+        }
+        (None, None) => return Err(RenderError(format!("{at}: spec: apiKeyAuth or jwt is required to know who calls"))),
+        (Some(keys), None) => {
+            let field = format!("{at}: spec.apiKeyAuth");
+            let mut clients: Vec<(String, String)> = Vec::new();
+            for reference in &keys.credential_refs {
+                let secret = secrets.get(reference.name.as_str()).ok_or_else(|| {
+                    RenderError(format!("{field}.credentialRefs: there is no Secret {:?} in the file", reference.name))
+                })?;
+                for (client, key) in secret_entries(secret)? {
+                    let key = key.trim().to_owned();
+                    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                        return Err(RenderError(format!("Secret {:?}: {client}: a key is printable ASCII without spaces", reference.name)));
+                    }
+                    if clients.iter().any(|(id, existing)| *id == client || *existing == key) {
+                        return Err(RenderError(format!("Secret {:?}: client {client:?} or its key is listed twice", reference.name)));
+                    }
+                    clients.push((client, key));
+                }
+            }
+            if clients.is_empty() {
+                return Err(RenderError(format!("{field}.credentialRefs: no keys")));
+            }
+            let mut key_headers = Vec::new();
+            for source in &keys.extract_from {
+                if !source.params.is_empty() || !source.cookies.is_empty() {
+                    return Err(RenderError(format!("{field}.extractFrom: only headers are supported (keys in URLs end up in logs)")));
+                }
+                for name in &source.headers {
+                    key_headers.push(header_name(name, &format!("{field}.extractFrom"))?);
+                }
+            }
+            if key_headers.is_empty() {
+                return Err(RenderError(format!("{field}.extractFrom: name the headers carrying the key (authorization, x-api-key)")));
+            }
+            let caller_header = keys.forward_client_id_header.as_deref().ok_or_else(|| {
+                RenderError(format!("{field}.forwardClientIDHeader is required: the gateway names callers with it"))
+            })?;
+            let caller_header = header_name(caller_header, &format!("{field}.forwardClientIDHeader"))?;
+            (Authentication::ApiKeys { clients, key_headers, hide: keys.sanitize.unwrap_or(false) }, caller_header)
+        }
+        (None, Some(jwt)) => {
+            let field = format!("{at}: spec.jwt");
+            if jwt.optional == Some(true) {
+                return Err(RenderError(format!("{field}.optional: callers must prove who they are")));
+            }
+            let mut providers = Vec::new();
+            let mut caller_header = None;
+            for (i, provider) in jwt.providers.iter().enumerate() {
+                let at = format!("{field}.providers[{i}]");
+                if provider.remote_jwks.is_some() || provider.extract_from.is_some() {
+                    return Err(RenderError(format!("{at}: remoteJWKS and extractFrom are not supported; use localJWKS")));
+                }
+                let jwks = match &provider.local_jwks {
+                    Some(local) if local.jwks_type == "Inline" => local.inline.clone().unwrap_or_default(),
+                    _ => return Err(RenderError(format!("{at}.localJWKS: an Inline JWKS is required"))),
+                };
+                if serde_json::from_str::<serde_json::Value>(&jwks).ok().and_then(|v| v.get("keys").cloned()).is_none() {
+                    return Err(RenderError(format!("{at}.localJWKS.inline: not a JWKS document (no \"keys\")")));
+                }
+                let mut claim_to_headers = Vec::new();
+                for mapping in &provider.claim_to_headers {
+                    claim_to_headers.push((header_name(&mapping.header, &format!("{at}.claimToHeaders"))?, mapping.claim.clone()));
+                }
+                let named = claim_to_headers.first().map(|(h, _)| h.clone());
+                if caller_header.is_none() {
+                    caller_header = named;
+                }
+                providers.push(JwtProviderPlan {
+                    name: provider.name.clone(),
+                    issuer: provider.issuer.clone(),
+                    audiences: provider.audiences.clone(),
+                    jwks,
+                    claim_to_headers,
+                });
+            }
+            let caller_header = caller_header
+                .ok_or_else(|| RenderError(format!("{field}.providers: a claimToHeaders entry (e.g. sub) must name the caller")))?;
+            (Authentication::Jwt { providers }, caller_header)
+        }
+    };
+    let authorization = match &spec.authorization {
+        None => None,
+        Some(rules) => {
+            let field = format!("{at}: spec.authorization");
+            let default_allows = match rules.default_action.as_deref() {
+                None | Some("Deny") => false,
+                Some("Allow") => true,
+                Some(other) => return Err(RenderError(format!("{field}.defaultAction: {other:?} is not Allow or Deny"))),
+            };
+            let mut policies = Vec::new();
+            for (i, rule) in rules.rules.iter().enumerate() {
+                let at = format!("{field}.rules[{i}]");
+                let expected = if default_allows { "Deny" } else { "Allow" };
+                if rule.action != expected {
+                    return Err(RenderError(format!(
+                        "{at}.action: with defaultAction {} every rule must be {expected} (Envoy's RBAC filter takes one action)",
+                        if default_allows { "Allow" } else { "Deny" }
+                    )));
+                }
+                if rule.principal.client_cidrs.is_some() || rule.principal.jwt.is_some() || rule.principal.headers.is_empty() {
+                    return Err(RenderError(format!("{at}.principal: only headers are supported (e.g. the caller's and x-ai-eg-model)")));
+                }
+                let mut headers = Vec::new();
+                for header in &rule.principal.headers {
+                    if header.values.is_empty() {
+                        return Err(RenderError(format!("{at}.principal.headers: {:?} lists no values", header.name)));
+                    }
+                    headers.push((header_name(&header.name, &format!("{at}.principal.headers"))?, header.values.clone()));
+                }
+                policies.push((rule.name.clone().unwrap_or_else(|| format!("rule-{i}")), headers));
+            }
+            Some(RbacPlan { allow_listed: !default_allows, policies })
+        }
+    };
+    Ok(Some(CallersPlan { caller_header, authentication, authorization }))
+}
+
+/// The callers' keys, on the virtual host of the routes file, where a change is read again.
+/// Envoy 1.40 takes the forwarding (the header naming the client) from the most specific
+/// configuration alone, so it is repeated here with the key sources.
+pub fn write_virtual_host_credentials(o: &mut String, indent: usize, plan: &CallersPlan) {
+    let Authentication::ApiKeys { clients, key_headers, hide } = &plan.authentication else { return };
+    line(o, indent, "typed_per_filter_config:");
+    line(o, indent + 1, "envoy.filters.http.api_key_auth:");
+    line(o, indent + 2, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuthPerRoute");
+    line(o, indent + 2, "credentials:");
+    for (client, key) in clients {
+        line(o, indent + 2, &format!("- {{ key: {}, client: {} }}", quoted(key), quoted(client)));
+    }
+    write_key_sources(o, indent + 2, key_headers, &plan.caller_header, *hide);
+}
+
+fn write_key_sources(o: &mut String, indent: usize, key_headers: &[String], caller_header: &str, hide: bool) {
+    line(o, indent, "key_sources:");
+    for header in key_headers {
+        line(o, indent, &format!("- header: {}", quoted(header)));
+    }
+    line(o, indent, &format!("forwarding: {{ header: {}, hide_credentials: {hide} }}", quoted(caller_header)));
+}
+
+/// The filters, in order, between the routing stage and the rate limits.
+pub fn write_filters(o: &mut String, t: usize, plan: &CallersPlan) {
+    match &plan.authentication {
+        Authentication::ApiKeys { key_headers, hide, .. } => {
+            line(o, t, "# Callers' API keys (Authorization: Bearer is read without its prefix), checked against the keys");
+            line(o, t, "# of the routes file's virtual host; the client id goes on in");
+            line(o, t, &format!("# {}, which the routing stage removed from what the caller sent.", plan.caller_header));
+            line(o, t, "- name: envoy.filters.http.api_key_auth");
+            line(o, t + 1, "typed_config:");
+            line(o, t + 2, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth");
+            write_key_sources(o, t + 2, key_headers, &plan.caller_header, *hide);
+        }
+        Authentication::Jwt { providers } => {
+            line(o, t, "# Callers' JWTs, from Authorization: Bearer or x-api-key (what OpenAI's and Anthropic's SDKs send).");
+            line(o, t, "- name: envoy.filters.http.jwt_authn");
+            line(o, t + 1, "typed_config:");
+            line(o, t + 2, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication");
+            line(o, t + 2, "providers:");
+            for provider in providers {
+                line(o, t + 3, &format!("{}:", quoted(&provider.name)));
+                if let Some(issuer) = &provider.issuer {
+                    line(o, t + 4, &format!("issuer: {}", quoted(issuer)));
+                }
+                if !provider.audiences.is_empty() {
+                    let audiences: Vec<String> = provider.audiences.iter().map(|a| quoted(a)).collect();
+                    line(o, t + 4, &format!("audiences: [{}]", audiences.join(", ")));
+                }
+                line(o, t + 4, &format!("local_jwks: {{ inline_string: {} }}", quoted(&provider.jwks)));
+                line(o, t + 4, "from_headers: [ { name: authorization, value_prefix: \"Bearer \" }, { name: x-api-key } ]");
+                line(o, t + 4, "forward: false");
+                line(o, t + 4, "claim_to_headers:");
+                for (header, claim) in &provider.claim_to_headers {
+                    line(o, t + 4, &format!("- {{ header_name: {}, claim_name: {} }}", quoted(header), quoted(claim)));
+                }
+            }
+            line(o, t + 2, "rules:");
+            let names: Vec<String> = providers.iter().map(|p| format!("{{ provider_name: {} }}", quoted(&p.name))).collect();
+            let requirement = if names.len() == 1 {
+                names.concat()
+            } else {
+                format!("{{ requires_any: {{ requirements: [ {} ] }} }}", names.join(", "))
+            };
+            line(o, t + 2, "- match: { prefix: \"/\" }");
+            line(o, t + 3, &format!("requires: {requirement}"));
+        }
+    }
+    if let Some(rbac) = &plan.authorization {
+        line(o, t, "# The SecurityPolicy's authorization rules, over the caller's id and the model the routing stage set.");
+        line(o, t, "- name: envoy.filters.http.rbac");
+        line(o, t + 1, "typed_config:");
+        line(o, t + 2, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC");
+        line(o, t + 2, "rules:");
+        line(o, t + 3, &format!("action: {}", if rbac.allow_listed { "ALLOW" } else { "DENY" }));
+        line(o, t + 3, "policies:");
+        for (name, headers) in &rbac.policies {
+            line(o, t + 4, &format!("{}:", quoted(name)));
+            line(o, t + 5, "permissions: [ { any: true } ]");
+            let ids: Vec<String> = headers
+                .iter()
+                .map(|(header, values)| {
+                    let alternatives: Vec<String> = values
+                        .iter()
+                        .map(|v| format!("{{ header: {{ name: {}, string_match: {{ exact: {} }} }} }}", quoted(header), quoted(v)))
+                        .collect();
+                    format!("{{ or_ids: {{ ids: [ {} ] }} }}", alternatives.join(", "))
+                })
+                .collect();
+            line(o, t + 5, &format!("principals: [ {{ and_ids: {{ ids: [ {} ] }} }} ]", ids.join(", ")));
+        }
+    }
+}
