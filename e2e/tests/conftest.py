@@ -9,6 +9,7 @@ the emulator, the renderer, `make run`) run with the first only, and `wasm_only`
 `dynamic_module_only` mark tests of one host's own machinery.
 """
 
+import contextlib
 import json
 import os
 import socket
@@ -208,6 +209,23 @@ def launch_gateway(workdir: Path, emulator_url: str, name: str, environment: dic
         stop_process(process)
         raise RuntimeError(f"Envoy failed to start:\n{log_path.read_text(errors='replace')[-4000:]}")
     return process, gateway
+
+
+@contextlib.contextmanager
+def gateway_with_budget_service(workdir: Path, emulator_url: str, name: str, environment: dict, config: list):
+    """A gateway rendered with a token budget (BackendTrafficPolicy), and the budget service
+    (e2e/token_budget_service.py) reading the limits the renderer wrote."""
+    rls_port = free_port()
+    process, gateway = launch_gateway(workdir, emulator_url, name, environment, config=config,
+                                      render_options=("--rate-limit-service", f"127.0.0.1:{rls_port}"))
+    rls = subprocess.Popen([sys.executable, str(ROOT / "e2e/token_budget_service.py"), "--listen", f"127.0.0.1:{rls_port}",
+                            "--config", str(workdir / name / "ratelimit.yaml")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: b"token budget service" in rls.stdout.readline(), "the token budget service")
+        yield gateway
+    finally:
+        stop_process(process)
+        stop_process(rls)
 
 
 @pytest.fixture(scope="session")

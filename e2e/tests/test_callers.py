@@ -2,11 +2,8 @@
 authorization rules, and a token budget per caller) rendered with the emulator example, through the
 real Envoy, driven by the OpenAI and Anthropic SDKs and boto3."""
 
-import contextlib
 import json
 import os
-import subprocess
-import sys
 import time
 
 import anthropic
@@ -17,7 +14,8 @@ import botocore.exceptions
 import openai
 import pytest
 
-from conftest import ROOT, free_port, launch_gateway, raw_post, render_resources, stop_process, wait_until
+from conftest import (METRIC_PREFIX, ROOT, gateway_with_budget_service, http_get, launch_gateway, raw_post,
+                      render_resources, stop_process, wait_until)
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
@@ -32,21 +30,10 @@ def callers_policy(directory, tokens: int, unit: str):
     return path
 
 
-@contextlib.contextmanager
 def callers_gateway(workdir, emulator_url, tokens: int, unit: str, name: str):
     """Bob's budget made small (2,000 a minute in the example), so that a test spends it in a few requests."""
-    rls_port = free_port()
-    process, gateway = launch_gateway(workdir, emulator_url, name, KEYS,
-                                      config=[ROOT / "examples/emulator.yaml", callers_policy(workdir, tokens, unit)],
-                                      render_options=("--rate-limit-service", f"127.0.0.1:{rls_port}"))
-    rls = subprocess.Popen([sys.executable, str(ROOT / "e2e/token_budget_service.py"), "--listen", f"127.0.0.1:{rls_port}",
-                            "--config", str(workdir / name / "ratelimit.yaml")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_until(lambda: b"token budget service" in rls.stdout.readline(), "the token budget service")
-        yield gateway
-    finally:
-        stop_process(process)
-        stop_process(rls)
+    config = [ROOT / "examples/emulator.yaml", callers_policy(workdir, tokens, unit)]
+    return gateway_with_budget_service(workdir, emulator_url, name, KEYS, config)
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +223,7 @@ def test_jwts_from_an_identity_provider(workdir, emulator_url):
         with pytest.raises(openai.PermissionDeniedError):
             chat(gateway, token, model=CLAUDE)
         for bad, reason in [
-            (jwt({**claims, "exp": now - 60}), "Jwt is expired"),
+            (jwt({**claims, "exp": now - 600}), "Jwt is expired"),  # beyond the 60 s of clock skew allowed
             (jwt(claims, secret=b"someone-else-signing-key-of-32-bytes"), "Jwt verification fails"),
             (jwt({**claims, "aud": "another-service"}), "Audiences in Jwt are not allowed"),
         ]:
@@ -248,3 +235,17 @@ def test_jwts_from_an_identity_provider(workdir, emulator_url):
         wait_until(lambda: "caller=carol" in gateway.envoy_log(), "the access log naming carol", timeout=10)
     finally:
         stop_process(process)
+
+
+def test_requests_and_tokens_are_counted_per_caller(gateway):
+    """One series per API-key client (a fixed set; JWT subjects get none), beside the per-model ones."""
+    def counted(name: str, *labels: str) -> float:
+        text = http_get(f"{gateway.admin_url}/stats/prometheus").decode()
+        lines = [line for line in text.splitlines() if line.startswith(f"{METRIC_PREFIX}{name}{{") and all(l in line for l in labels)]
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+    before = counted("caller_total_tokens", 'caller="alice"')
+    reply = chat(gateway, "sk-demo-alice", text="count my tokens please")
+    wait_until(lambda: counted("caller_total_tokens", 'caller="alice"') == before + reply.usage.total_tokens, "alice's token counter")
+    assert counted("caller_requests", 'caller="alice"', 'status_class="2xx"') >= 1
+    text = http_get(f"{gateway.admin_url}/stats/prometheus").decode()
+    assert "sk-demo" not in text

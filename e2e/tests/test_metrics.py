@@ -4,8 +4,6 @@ rate-limit filter, checked against the emulator's usage figures after real traff
 import contextlib
 import json
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import METRIC_PREFIX, ROOT, free_port, http_get, launch_gateway, stop_process, wait_until
+from conftest import METRIC_PREFIX, ROOT, gateway_with_budget_service, http_get, launch_gateway, stop_process, wait_until
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
@@ -110,18 +108,9 @@ def token_budget_policy(directory: Path, tokens: int, unit: str) -> Path:
 
 @contextlib.contextmanager
 def budgeted_gateway(workdir: Path, emulator_url: str, tokens: int, unit: str):
-    """The emulator example and a token budget, rendered together; the budget service reads the
-    limits the renderer wrote."""
-    rls_port = free_port()
-    name = f"envoy-budget-{unit}"
-    process, gateway = launch_gateway(
-        workdir, emulator_url, name, KEYS, config=[ROOT / "examples/emulator.yaml", token_budget_policy(workdir, tokens, unit)],
-        render_options=("--rate-limit-service", f"127.0.0.1:{rls_port}"),
-    )
-    rls = subprocess.Popen([sys.executable, str(ROOT / "e2e/token_budget_service.py"), "--listen", f"127.0.0.1:{rls_port}",
-                            "--config", str(workdir / name / "ratelimit.yaml")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_until(lambda: b"token budget service" in rls.stdout.readline(), "the token budget service")
+    """The emulator example and a token budget, rendered together."""
+    config = [ROOT / "examples/emulator.yaml", token_budget_policy(workdir, tokens, unit)]
+    with gateway_with_budget_service(workdir, emulator_url, f"envoy-budget-{unit}", KEYS, config) as gateway:
 
         def ask(client_id: str, text: str):
             client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=30,
@@ -129,9 +118,6 @@ def budgeted_gateway(workdir: Path, emulator_url: str, tokens: int, unit: str):
             return client.chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": text}])
 
         yield ask
-    finally:
-        stop_process(process)
-        stop_process(rls)
 
 
 def test_token_budget_is_enforced_by_envoys_rate_limit_filter(workdir, emulator_url):

@@ -59,6 +59,14 @@ pub struct RbacPlan {
 /// A named rule: every header must carry one of its values.
 pub type RbacPolicy = (String, Vec<(String, Vec<String>)>);
 
+impl CallersPlan {
+    /// Whether metrics get a series per caller: only for the fixed set of API-key clients (a JWT's
+    /// subject is open-ended, and each would be a series).
+    pub fn counts_callers(&self) -> bool {
+        matches!(self.authentication, Authentication::ApiKeys { .. })
+    }
+}
+
 /// Every entry of a Secret, decoded.
 fn secret_entries(secret: &Secret) -> Result<Vec<(String, String)>, RenderError> {
     let label = format!("Secret {:?}", secret.metadata.name);

@@ -62,21 +62,31 @@ pub fn sds_files(options: &Options) -> Vec<(String, String)> {
     let mut files = Vec::new();
     for service in &options.chain {
         if let (Some(name), Some(token)) = (service.sds_file_name(), service.token_file(options)) {
-            let text = format!(
-                "# The projected service-account token as an SDS generic secret: Envoy reads the file it names and\n\
-                 # reads it again when kubelet rotates it (the cluster's sds_config watches its directory).\n\
-                 resources:\n\
-                 - \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n\
-                 \x20 name: service-account-token\n\
-                 \x20 generic_secret:\n\
-                 \x20   secret:\n\
-                 \x20     filename: {}\n",
-                quoted(token)
+            let text = generic_secret_file(
+                "The projected service-account token",
+                "when kubelet rotates it",
+                "service-account-token",
+                token,
             );
             files.push((name.to_owned(), text));
         }
     }
     files
+}
+
+/// An SDS file holding one generic secret read from `file`, which Envoy reads again when it changes.
+fn generic_secret_file(what: &str, when: &str, name: &str, file: &str) -> String {
+    format!(
+        "# {what} as an SDS generic secret: Envoy reads the file it names and\n\
+         # reads it again {when} (the cluster's sds_config watches its directory).\n\
+         resources:\n\
+         - \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n\
+         \x20 name: {name}\n\
+         \x20 generic_secret:\n\
+         \x20   secret:\n\
+         \x20     filename: {}\n",
+        quoted(file)
+    )
 }
 
 fn parent_directory(file: &str) -> String {
@@ -106,17 +116,11 @@ pub fn api_key_files(plan: &Plan, options: &Options) -> Vec<(String, String)> {
             continue;
         }
         files.push((key_file, format!("{}\n", key.key)));
-        let text = format!(
-            "# The Bedrock API key of Secret {:?} as an SDS generic secret: Envoy reads the file it names and\n\
-             # reads it again when the file is replaced (the cluster's sds_config watches its directory).\n\
-             resources:\n\
-             - \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n\
-             \x20 name: bedrock-api-key\n\
-             \x20 generic_secret:\n\
-             \x20   secret:\n\
-             \x20     filename: {}\n",
-            key.secret,
-            quoted(&format!("{dir}/{}", api_key_file(key)))
+        let text = generic_secret_file(
+            &format!("The Bedrock API key of Secret {:?}", key.secret),
+            "when the file is replaced",
+            "bedrock-api-key",
+            &format!("{dir}/{}", api_key_file(key)),
         );
         files.push((api_key_sds_file(key), text));
     }

@@ -44,6 +44,8 @@ pub struct PluginConfiguration<'a> {
     failover: PluginBackends<'a, Vec<&'a str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     caller_header: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    caller_metrics: bool,
 }
 
 #[derive(Serialize)]
@@ -154,7 +156,8 @@ pub fn plugin_configuration<'a>(plan: &'a Plan, options: &Options) -> PluginConf
         .map(|failover| (failover.name.as_str(), failover.clusters.iter().map(String::as_str).collect()))
         .collect();
     let caller_header = plan.callers.as_ref().map(|c| c.caller_header.as_str());
-    PluginConfiguration { models, backends: PluginBackends(backends), failover: PluginBackends(failover), caller_header }
+    let caller_metrics = plan.callers.as_ref().is_some_and(|c| c.counts_callers());
+    PluginConfiguration { models, backends: PluginBackends(backends), failover: PluginBackends(failover), caller_header, caller_metrics }
 }
 
 /// Whether any backend reads the AWS default chain (and so needs the credential clusters).
@@ -178,6 +181,9 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
     line(o, 1, r#"- { tag_name: model, regex: "(;model=([^;]*))" }"#);
     line(o, 1, r#"- { tag_name: backend, regex: "(;backend=([^;]*))" }"#);
     line(o, 1, r#"- { tag_name: status_class, regex: "(;status=([^;]*))" }"#);
+    if plan.callers.as_ref().is_some_and(|c| c.counts_callers()) {
+        line(o, 1, r#"- { tag_name: caller, regex: "(;caller=([^;]*))" }"#);
+    }
     line(o, 0, "");
     line(o, 0, "static_resources:");
     line(o, 1, "listeners:");

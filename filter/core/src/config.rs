@@ -163,6 +163,8 @@ struct RawConfig {
     anthropic_beta: RawBetaPolicy,
     #[serde(default)]
     caller_header: Option<String>,
+    #[serde(default)]
+    caller_metrics: bool,
 }
 
 /// The weighted token cost recorded for each request, for token-based rate limiting and
@@ -289,6 +291,9 @@ pub struct Config {
     /// Envoy's filters to check (the backend stage removes them before AWS), a caller's own copy
     /// of this header is removed before they run, and usage summaries name the caller.
     pub caller_header: Option<String>,
+    /// Count requests and tokens per caller too (`caller_requests`, `caller_total_tokens`): for a
+    /// fixed set of callers (API-key clients), never for open-ended ones such as JWT subjects.
+    pub caller_metrics: bool,
     pub max_stream_frame_bytes: usize,
 }
 
@@ -344,6 +349,7 @@ impl Config {
             failover,
             models,
             cost: raw.cost,
+            caller_metrics: raw.caller_metrics,
             caller_header: match raw.caller_header {
                 Some(name) if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') => {
                     return Err(ConfigError(format!("caller_header: {name:?} must be a lower-case header name")))

@@ -26,12 +26,29 @@ pub fn labels(model: &str, backend: &str) -> String {
 pub struct MetricLabels {
     pub model: String,
     pub backend: String,
+    /// Set for the per-caller series (`caller_requests`, `caller_total_tokens`), whose only
+    /// labels are the caller (and the status class); empty for the others.
+    pub caller: String,
     pub suffix: String,
 }
 
 impl MetricLabels {
     pub fn new(model: &str, backend: &str) -> Self {
-        MetricLabels { model: label_value(model), backend: label_value(backend), suffix: labels(model, backend) }
+        MetricLabels { model: label_value(model), backend: label_value(backend), caller: String::new(), suffix: labels(model, backend) }
+    }
+
+    pub fn for_caller(caller: &str) -> Self {
+        let caller = label_value(caller);
+        MetricLabels { model: String::new(), backend: String::new(), suffix: format!(";caller={caller}"), caller }
+    }
+}
+
+/// A request counted for its caller: `caller_requests` by status class and `caller_total_tokens`.
+/// Only for callers the configuration names (API-key clients), so the series stay few.
+pub fn caller_samples(status: u16, usage: &TokenUsage, mut record: impl FnMut(Sample)) {
+    record(Sample::Counter { name: "caller_requests", suffix: status_class_label(status), value: 1 });
+    if usage.total() > 0 {
+        record(Sample::Counter { name: "caller_total_tokens", suffix: "", value: usage.total() });
     }
 }
 

@@ -38,6 +38,8 @@ pub fn record(labels: &MetricLabels, sample: Sample) {
 }
 
 const REQUESTS: &str = "requests";
+const CALLER_REQUESTS: &str = "caller_requests";
+const CALLER_TOTAL_TOKENS: &str = "caller_total_tokens";
 const TOKEN_COUNTERS: [&str; 5] = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "total_tokens"];
 const HISTOGRAMS: [&str; 3] = ["request_duration_ms", "time_to_first_token_ms", "time_per_output_token_us"];
 
@@ -45,6 +47,8 @@ const HISTOGRAMS: [&str; 3] = ["request_duration_ms", "time_to_first_token_ms", 
 pub struct Metrics {
     config: EnvoyConfigPtr,
     requests: Option<usize>,
+    caller_requests: Option<usize>,
+    caller_total_tokens: Option<usize>,
     counters: Vec<(&'static str, usize)>,
     histograms: Vec<(&'static str, usize)>,
 }
@@ -75,6 +79,8 @@ impl Metrics {
         Metrics {
             config,
             requests: define(config, false, REQUESTS, &["model", "backend", "status_class"]),
+            caller_requests: define(config, false, CALLER_REQUESTS, &["caller", "status_class"]),
+            caller_total_tokens: define(config, false, CALLER_TOTAL_TOKENS, &["caller"]),
             counters: TOKEN_COUNTERS.iter().filter_map(|name| Some((*name, define(config, false, name, &labels)?))).collect(),
             histograms: HISTOGRAMS.iter().filter_map(|name| Some((*name, define(config, true, name, &labels)?))).collect(),
         }
@@ -85,7 +91,18 @@ impl Metrics {
         let backend = ModuleBuffer::of(labels.backend.as_bytes());
         // SAFETY (each call below): the configuration is alive (see `record`), every buffer outlives
         // the call, and the label count matches the definition's.
+        let caller = ModuleBuffer::of(labels.caller.as_bytes());
         match sample {
+            Sample::Counter { name, suffix, value } if name == CALLER_REQUESTS => {
+                let Some(id) = self.caller_requests else { return };
+                let values = [caller, ModuleBuffer::of(status_class_value(suffix).as_bytes())];
+                unsafe { abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(self.config, id, values.as_ptr(), values.len(), value) };
+            }
+            Sample::Counter { name, value, .. } if name == CALLER_TOTAL_TOKENS => {
+                let Some(id) = self.caller_total_tokens else { return };
+                let values = [caller];
+                unsafe { abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(self.config, id, values.as_ptr(), values.len(), value) };
+            }
             Sample::Counter { name, suffix, value } if name == REQUESTS => {
                 let Some(id) = self.requests else { return };
                 let values = [model, backend, ModuleBuffer::of(status_class_value(suffix).as_bytes())];

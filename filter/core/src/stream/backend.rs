@@ -294,6 +294,10 @@ impl BackendStream {
         let timings =
             report::Timings { started_ms: measurement.started_ms, first_content_ms: measurement.first_content_ms, ended_ms: host.now_ms() };
         report::samples(status, &usage, &timings, |sample| host.record_metric(&measurement.labels, sample));
+        if let Some(caller) = measurement.caller.as_deref().filter(|_| self.config.as_ref().is_some_and(|c| c.caller_metrics)) {
+            let labels = report::MetricLabels::for_caller(caller);
+            report::caller_samples(status, &usage, |sample| host.record_metric(&labels, sample));
+        }
         let (Some(request_id), Some(config)) = (measurement.request_id, self.config.as_ref()) else { return };
         let backend = self.backend.as_ref().map_or("", |b| b.name.as_str());
         let summary = report::usage_summary(&measurement.model, backend, measurement.caller.as_deref(), status, &usage, &config.cost);
