@@ -53,7 +53,7 @@ fn required_model(object: &RawObject<'_>) -> Result<String, GatewayError> {
 /// `anthropic-beta: a, b` joined with any `anthropic_beta` already in the body.
 pub fn requested_betas(object: &RawObject<'_>, beta_header: Option<&str>) -> Result<Vec<String>, GatewayError> {
     let mut flags: Vec<String> = field::<Vec<String>>(object, "anthropic_beta", "a list of strings")?.unwrap_or_default();
-    for flag in beta_header.unwrap_or_default().split(',').map(str::trim).filter(|f| !f.is_empty()) {
+    for flag in betas::header_flags(beta_header) {
         if !flags.iter().any(|f| f == flag) {
             flags.push(flag.to_owned());
         }

@@ -84,7 +84,7 @@ pub struct ConverseRequest<'a> {
     pub output_config: Option<OutputConfig>,
     /// The backend's guardrail, latency, service tier and request metadata.
     #[serde(flatten)]
-    pub options: crate::options::ConverseOptions,
+    pub options: crate::options::ConverseOptions<'a>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]

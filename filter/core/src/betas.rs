@@ -97,6 +97,11 @@ impl RawBetaPolicy {
     }
 }
 
+/// The flags of an `anthropic-beta` header (`a, b`), as written.
+pub fn header_flags(header: Option<&str>) -> impl Iterator<Item = &str> {
+    header.unwrap_or_default().split(',').map(str::trim).filter(|f| !f.is_empty())
+}
+
 fn is_flag_name(flag: &str) -> bool {
     !flag.is_empty() && flag.len() <= 128 && flag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }

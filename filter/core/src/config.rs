@@ -22,10 +22,9 @@
 use crate::betas::{BetaPolicy, RawBetaPolicy};
 use crate::credentials::Provider;
 use crate::options::{BedrockOptions, Guardrail};
-use std::collections::BTreeMap;
 use crate::sigv4::Credentials;
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::fmt;
 
@@ -250,14 +249,21 @@ pub enum BackendCredentials {
     ApiKey(Option<ApiKey>),
 }
 
-/// A Bedrock API key; its `Debug` never shows it.
+/// A Bedrock API key, kept as the `Authorization` value it is sent as (written once, at
+/// start-up); its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
+pub struct ApiKey {
+    authorization: String,
+}
 
 impl ApiKey {
+    fn new(key: &str) -> Self {
+        ApiKey { authorization: format!("Bearer {key}") }
+    }
+
     /// The `Authorization` header's value.
-    pub fn authorization(&self) -> String {
-        format!("Bearer {}", self.0)
+    pub fn authorization(&self) -> &str {
+        &self.authorization
     }
 }
 
@@ -506,7 +512,7 @@ fn resolve_backend(
             if !key.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(fail("api_key: the key must be printable ASCII without spaces"));
             }
-            BackendCredentials::ApiKey(Some(ApiKey(key)))
+            BackendCredentials::ApiKey(Some(ApiKey::new(&key)))
         }
         CredentialSource::DefaultChain { .. } => return Err(fail("default_chain did not resolve to a source")),
     };
@@ -604,7 +610,7 @@ mod tests {
         };
         let config = Config::parse(json, &env).unwrap();
         let key = |name: &str| match &config.backend(name).unwrap().credentials {
-            BackendCredentials::ApiKey(key) => key.as_ref().map(ApiKey::authorization),
+            BackendCredentials::ApiKey(key) => key.as_ref().map(|k| k.authorization().to_owned()),
             other => panic!("{name}: {other:?}"),
         };
         assert_eq!(key("inline").as_deref(), Some("Bearer ABSKinline"));

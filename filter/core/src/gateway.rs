@@ -457,8 +457,7 @@ fn converse_betas(
     backend: &Backend,
     additional: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Option<String> {
-    let requested: Vec<String> =
-        beta_header.unwrap_or_default().split(',').map(str::trim).filter(|f| !f.is_empty()).map(str::to_owned).collect();
+    let requested: Vec<String> = crate::betas::header_flags(beta_header).map(str::to_owned).collect();
     if requested.is_empty() {
         return None;
     }

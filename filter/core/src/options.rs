@@ -75,18 +75,19 @@ impl BedrockOptions {
         Ok(BedrockOptions { guardrail, latency, service_tier, request_metadata })
     }
 
-    /// The Converse members these options add, with the caller's tier where it chose one.
-    pub fn for_converse(&self, stream: bool, caller_tier: Option<&str>) -> ConverseOptions {
+    /// The Converse members these options add, with the caller's tier where it chose one; they
+    /// borrow from the configuration, so a request copies nothing.
+    pub fn for_converse<'a>(&'a self, stream: bool, caller_tier: Option<&'a str>) -> ConverseOptions<'a> {
         ConverseOptions {
             guardrail_config: self.guardrail.as_ref().map(|g| GuardrailConfig {
-                guardrail_identifier: g.identifier.clone(),
-                guardrail_version: g.version.clone(),
-                trace: g.trace.clone(),
-                stream_processing_mode: g.stream_processing_mode.clone().filter(|_| stream),
+                guardrail_identifier: &g.identifier,
+                guardrail_version: &g.version,
+                trace: g.trace.as_deref(),
+                stream_processing_mode: g.stream_processing_mode.as_deref().filter(|_| stream),
             }),
-            performance_config: self.latency.clone().map(|latency| PerformanceConfig { latency }),
-            service_tier: caller_tier.map(str::to_owned).or_else(|| self.service_tier.clone()).map(|kind| ServiceTier { kind }),
-            request_metadata: (!self.request_metadata.is_empty()).then(|| self.request_metadata.clone()),
+            performance_config: self.latency.as_deref().map(|latency| PerformanceConfig { latency }),
+            service_tier: caller_tier.or(self.service_tier.as_deref()).map(|kind| ServiceTier { kind }),
+            request_metadata: (!self.request_metadata.is_empty()).then_some(&self.request_metadata),
         }
     }
 
@@ -130,37 +131,37 @@ pub fn caller_service_tier(tier: Option<&str>) -> Result<Option<&str>, GatewayEr
 /// Converse's members for the options, flattened into the request body.
 #[derive(Debug, Default, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct ConverseOptions {
+pub struct ConverseOptions<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub guardrail_config: Option<GuardrailConfig>,
+    pub guardrail_config: Option<GuardrailConfig<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub performance_config: Option<PerformanceConfig>,
+    pub performance_config: Option<PerformanceConfig<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub service_tier: Option<ServiceTier>,
+    pub service_tier: Option<ServiceTier<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_metadata: Option<BTreeMap<String, String>>,
+    pub request_metadata: Option<&'a BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct GuardrailConfig {
-    pub guardrail_identifier: String,
-    pub guardrail_version: String,
+pub struct GuardrailConfig<'a> {
+    pub guardrail_identifier: &'a str,
+    pub guardrail_version: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub trace: Option<String>,
+    pub trace: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub stream_processing_mode: Option<String>,
+    pub stream_processing_mode: Option<&'a str>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
-pub struct PerformanceConfig {
-    pub latency: String,
+pub struct PerformanceConfig<'a> {
+    pub latency: &'a str,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
-pub struct ServiceTier {
+pub struct ServiceTier<'a> {
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: &'a str,
 }
 
 #[cfg(test)]

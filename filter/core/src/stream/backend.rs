@@ -156,11 +156,14 @@ impl BackendStream {
             };
             self.first_try_to_keep = Some((id, caller));
         }
-        // Whatever credentials of the caller's got this far (Envoy's authentication filters read
-        // them after the routing stage) never reach AWS. The header naming the caller stays: the
-        // first try's headers are the downstream request's own, which the access log reads.
-        super::strip_caller_credentials(host, &headers);
+        // With callers authenticated by Envoy, the routing stage left their credentials for those
+        // filters: whatever got this far never reaches AWS. (Otherwise the routing stage removed
+        // them.) The header naming the caller stays: the first try's headers are the downstream
+        // request's own, which the access log reads.
         let caller_header = self.config.as_ref().and_then(|c| c.caller_header.as_deref());
+        if caller_header.is_some() {
+            super::strip_caller_credentials(host, &headers);
+        }
         let caller = caller_header.and_then(|name| headers.get(name)).map(Cow::into_owned);
         self.measurement = Some(Measurement {
             caller,
@@ -339,22 +342,21 @@ impl BackendStream {
         self.plan = Some(upstream.plan.clone());
         self.dropped_betas.clone_from(&upstream.dropped_betas);
 
-        if let BackendCredentials::ApiKey(key) = &backend.credentials {
-            // A Bedrock API key instead of SigV4: nothing to sign. Without a key here, Envoy's
-            // credential_injector on this cluster adds it next.
-            if let Some(key) = key {
-                host.set_header(Side::Request, "authorization", Some(&key.authorization()));
-            }
-            if self.first_try.is_some() {
-                // An earlier try's backend may have signed with SigV4.
-                for header in ["x-amz-date", "x-amz-security-token"] {
-                    host.set_header(Side::Request, header, None);
-                }
-            }
-            return Flow::Continue;
-        }
         let credentials = match &backend.credentials {
-            BackendCredentials::ApiKey(_) => None,
+            BackendCredentials::ApiKey(key) => {
+                // A Bedrock API key instead of SigV4: nothing to sign. Without a key here, Envoy's
+                // credential_injector on this cluster adds it next.
+                if let Some(key) = key {
+                    host.set_header(Side::Request, "authorization", Some(key.authorization()));
+                }
+                if self.first_try.is_some() {
+                    // An earlier try's backend may have signed with SigV4.
+                    for header in ["x-amz-date", "x-amz-security-token"] {
+                        host.set_header(Side::Request, header, None);
+                    }
+                }
+                return Flow::Continue;
+            }
             BackendCredentials::Static(keys) => Some(Cow::Borrowed(keys)),
             BackendCredentials::Fetched(provider) => {
                 broker::usable_credentials(store, &BackendCredentials::cache_key(provider), now_ms).map(|c| Cow::Owned(c.credentials()))
