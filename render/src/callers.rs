@@ -9,7 +9,6 @@
 use crate::resources::{ClientPolicySpec, Object, Secret};
 use crate::yaml::{line, quoted};
 use crate::RenderError;
-use base64::Engine as _;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,23 +66,6 @@ impl CallersPlan {
     }
 }
 
-/// Every entry of a Secret, decoded.
-fn secret_entries(secret: &Secret) -> Result<Vec<(String, String)>, RenderError> {
-    let label = format!("Secret {:?}", secret.metadata.name);
-    let mut entries: Vec<(String, String)> = secret.string_data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    for (key, encoded) in &secret.data {
-        if secret.string_data.contains_key(key) {
-            continue;
-        }
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .map_err(|_| RenderError(format!("{label}: data.{key} is not base64")))?;
-        let text = String::from_utf8(bytes).map_err(|_| RenderError(format!("{label}: data.{key} is not UTF-8 text")))?;
-        entries.push((key.clone(), text));
-    }
-    Ok(entries)
-}
-
 fn header_name(name: &str, field: &str) -> Result<String, RenderError> {
     let lower = name.to_ascii_lowercase();
     if lower.is_empty() || !lower.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
@@ -138,7 +120,7 @@ pub fn plan(
                 let secret = secrets.get(reference.name.as_str()).ok_or_else(|| {
                     RenderError(format!("{field}.credentialRefs: there is no Secret {:?} in the file", reference.name))
                 })?;
-                for (client, key) in secret_entries(secret)? {
+                for (client, key) in secret.entries()? {
                     let key = key.trim().to_owned();
                     if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
                         return Err(RenderError(format!("Secret {:?}: {client}: a key is printable ASCII without spaces", reference.name)));

@@ -8,7 +8,6 @@ use bedrock_gateway_core::credentials::parse_rfc3339;
 use crate::credentials_file::{profile_keys, StaticKeys};
 use crate::resources::*;
 use crate::RenderError;
-use base64::Engine;
 use std::collections::BTreeMap;
 
 /// The header the routing stage fills from the body's `model`.
@@ -576,17 +575,9 @@ fn secret_value(index: &Index, name: &str, key: &str, field: &str) -> Result<Str
         .secrets
         .get(name)
         .ok_or_else(|| RenderError(format!("{field}.secretRef.name: there is no Secret {name:?} in the file")))?;
-    let label = format!("Secret {:?}", secret.metadata.name);
-    match (secret.string_data.get(key), secret.data.get(key)) {
-        (Some(text), _) => Ok(text.clone()),
-        (None, Some(encoded)) => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(encoded.trim())
-                .map_err(|_| RenderError(format!("{label}: data.{key} is not base64")))?;
-            String::from_utf8(bytes).map_err(|_| RenderError(format!("{label}: data.{key} is not UTF-8 text")))
-        }
-        (None, None) => Err(RenderError(format!("{label}: no `{key}` key in stringData or data"))),
-    }
+    secret
+        .value(key)?
+        .ok_or_else(|| RenderError(format!("Secret {:?}: no `{key}` key in stringData or data", secret.metadata.name)))
 }
 
 fn api_key(index: &Index, policy: &Object<SecurityPolicySpec>, at: &str) -> Result<ApiKeyPlan, RenderError> {

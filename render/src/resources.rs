@@ -10,6 +10,7 @@
 use crate::RenderError;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
+use base64::Engine as _;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -583,6 +584,28 @@ pub struct Secret {
     pub string_data: BTreeMap<String, String>,
     #[serde(default)]
     pub immutable: Option<bool>,
+}
+
+impl Secret {
+    /// The value under `key`, from `stringData` or else base64 `data`, as Kubernetes merges them;
+    /// `None` when neither has it.
+    pub fn value(&self, key: &str) -> Result<Option<String>, RenderError> {
+        if let Some(text) = self.string_data.get(key) {
+            return Ok(Some(text.clone()));
+        }
+        let Some(encoded) = self.data.get(key) else { return Ok(None) };
+        let label = format!("Secret {:?}", self.metadata.name);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| RenderError(format!("{label}: data.{key} is not base64")))?;
+        String::from_utf8(bytes).map(Some).map_err(|_| RenderError(format!("{label}: data.{key} is not UTF-8 text")))
+    }
+
+    /// Every key and its value, keys in order.
+    pub fn entries(&self) -> Result<Vec<(String, String)>, RenderError> {
+        let keys: std::collections::BTreeSet<&String> = self.string_data.keys().chain(self.data.keys()).collect();
+        keys.into_iter().map(|key| Ok((key.clone(), self.value(key)?.unwrap_or_default()))).collect()
+    }
 }
 
 /// The kinds this gateway reads, with the API group each must come from.
