@@ -12,6 +12,7 @@ the emulator, the renderer, `make run`) run with the first only, and `wasm_only`
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -124,9 +125,12 @@ def render_envoy_config(gateway_port: int, admin_port: int, emulator_port: int, 
     text = render_resources(files, out_dir, "--credential-endpoint", "127.0.0.1:4566", *chain, *host, *render_options)
     if edit is not None:
         text = edit(text)
-    for old, new in (("port_value: 1975", gateway_port), ("port_value: 9901", admin_port), ("port_value: 4566", emulator_port)):
-        assert old in text, f"{old} not found in the configuration rendered from {config}"
-        text = text.replace(old, f"port_value: {new}")
+    # In one pass, whole numbers only: replaced one after the other, a gateway port such as 45661
+    # would have become the emulator's port followed by a 1 (Envoy refused the port; a CI flake).
+    ports = {"1975": gateway_port, "9901": admin_port, "4566": emulator_port}
+    for old in ports:
+        assert re.search(rf"port_value: {old}\b", text), f"port_value: {old} not found in the configuration rendered from {config}"
+    text = re.sub(r"port_value: (1975|9901|4566)\b", lambda m: f"port_value: {ports[m.group(1)]}", text)
     if HOST == "dynamic-module":
         assert f"filename: \"{DYNAMIC_MODULE}\"" in text
         return text
