@@ -214,7 +214,3 @@ def test_embeddings_cohere_batch_base64_differ_per_input(client):
     assert all(abs(a - b) < 1e-6 for a, b in zip(decoded, floats.data[0].embedding))
 
 
-def test_titan_refuses_batches_clearly(client):
-    with pytest.raises(openai.BadRequestError) as raised:
-        client.embeddings.create(model="amazon.titan-embed-text-v2:0", input=["a", "b"])
-    assert "one input per request" in raised.value.message

@@ -89,6 +89,7 @@ struct PluginBackend<'a> {
     credentials: PluginCredentials<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     model_name_override: Option<&'a str>,
+    calls_cluster: String,
 }
 
 #[derive(Serialize)]
@@ -138,6 +139,7 @@ pub fn plugin_configuration<'a>(plan: &'a Plan, options: &Options) -> PluginConf
                 endpoint: backend.endpoint.as_deref(),
                 credentials,
                 model_name_override: backend.model_name_override.as_deref(),
+                calls_cluster: calls_cluster_name(&cluster.name),
             };
             (cluster.name.as_str(), entry)
         })
@@ -200,6 +202,7 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
     let anchor_at = plan.clusters.iter().position(|c| !matches!(c.backend.credentials, CredentialsPlan::ApiKey(_)));
     for (i, cluster) in plan.clusters.iter().enumerate() {
         write_cluster(o, cluster, Some(i) == anchor_at, options);
+        write_calls_cluster(o, cluster, options);
     }
     for failover in &plan.failovers {
         write_failover_cluster(o, failover);
@@ -497,6 +500,32 @@ fn write_failover_cluster(o: &mut String, failover: &FailoverPlan) {
     line(o, 4, "\"@type\": type.googleapis.com/envoy.extensions.clusters.composite.v3.ClusterConfig");
     let clusters: Vec<String> = failover.clusters.iter().map(|c| format!("{{ name: {} }}", quoted(c))).collect();
     line(o, 4, &format!("clusters: [ {} ]", clusters.join(", ")));
+}
+
+/// The cluster through which the gateway makes its own calls to a backend (one per input of a
+/// Titan embeddings list): the backend's cluster again, without the gateway's filter, since the
+/// calls are signed already and a filter running for a call it dispatches would re-enter itself.
+pub fn calls_cluster_name(cluster: &str) -> String {
+    format!("{cluster}~calls")
+}
+
+fn write_calls_cluster(o: &mut String, cluster: &ClusterPlan, options: &Options) {
+    let name = calls_cluster_name(&cluster.name);
+    line(o, 1, &format!("- name: {}", quoted(&name)));
+    write_discovery(o, cluster.discovery, "10s");
+    line(o, 2, &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"));
+    if let CredentialsPlan::ApiKey(key) = &cluster.backend.credentials {
+        line(o, 2, "# The gateway's own calls, signed already: only the Bedrock API key is added, as on the backend's cluster.");
+        upstream_protocol_options(o, None, false, true);
+        crate::credentials::api_key_injector(o, key, options);
+        upstream_codec(o);
+    } else {
+        line(o, 2, "# The gateway's own calls to this backend, signed already (one per input of a Titan embeddings list).");
+    }
+    write_endpoints(o, &name, &cluster.endpoints);
+    if let Some(tls) = &cluster.tls {
+        write_tls(o, tls);
+    }
 }
 
 fn write_cluster(o: &mut String, cluster: &ClusterPlan, first: bool, options: &Options) {

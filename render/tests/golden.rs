@@ -172,8 +172,10 @@ fn a_bedrock_api_key_is_injected_by_envoy_from_a_watched_file() {
     let plugin = rendered.envoy_yaml.split("\"claude-by-key\": {").nth(1).expect("the key's backend");
     assert!(plugin.trim_start().starts_with("\"schema\": \"anthropic\",\n"), "{plugin}");
     assert!(plugin.contains("\"source\": \"api_key\",") && plugin.contains("\"injected_by_envoy\": true"));
-    // Only the key's cluster injects; the other keeps the shared filters and SigV4.
-    assert_eq!(rendered.envoy_yaml.matches("header_value_prefix: \"Bearer \"").count(), 1);
+    // Only the key's cluster and its calls twin inject; the other keeps the shared filters and SigV4.
+    assert_eq!(rendered.envoy_yaml.matches("header_value_prefix: \"Bearer \"").count(), 2);
+    let twin = rendered.envoy_yaml.split("- name: \"claude-by-key~calls\"").nth(1).expect("the calls cluster").split("\n  - name: ").next().unwrap();
+    assert!(twin.contains("credential_injector") && !twin.contains("ai_gateway_backend"), "the key, without the gateway's filter: {twin}");
 
     let with_failover = read("render/tests/fixtures/api-key.yaml").replace(
         "    backendRefs: [ { name: claude-by-key } ]",

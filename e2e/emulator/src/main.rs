@@ -75,6 +75,8 @@ struct State {
     fault: Mutex<Option<String>>,
     /// Bedrock calls failed by that fault.
     failed_calls: AtomicU64,
+    /// Bedrock calls whose signature (or API key) was accepted (`GET /_emulator/bedrock-calls`).
+    accepted_calls: AtomicU64,
     /// The Bedrock API keys this emulator has issued and not revoked (`/_emulator/api-keys`),
     /// with `DEMO_API_KEY` from the start.
     api_keys: Mutex<HashSet<String>>,
@@ -305,6 +307,10 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
         keys.insert(key.clone());
         return Ok(full(StatusCode::OK, "application/json", json!({ "key": key }).to_string(), &request_id));
     }
+    if method == "GET" && path_and_query == "/_emulator/bedrock-calls" {
+        let calls = json!({ "accepted": state.accepted_calls.load(Ordering::Relaxed) });
+        return Ok(full(StatusCode::OK, "application/json", calls.to_string(), &request_id));
+    }
     if method == "GET" && path_and_query == "/_emulator/last-request" {
         let last = state.last_request.lock().map(|l| l.clone()).unwrap_or(Value::Null);
         return Ok(full(StatusCode::OK, "application/json", last.to_string(), &request_id));
@@ -355,6 +361,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
     } else if let Err(error) = auth::verify(&method, &path_and_query, &headers, &body, &lookup, "bedrock", state.region.as_deref()) {
         return Ok(bedrock_error(error.status, error.error_type, &error.message, &request_id));
     }
+    state.accepted_calls.fetch_add(1, Ordering::Relaxed);
     // A fault set through /_emulator/faults fails every Bedrock call until cleared.
     let sticky_fault = state.fault.lock().ok().and_then(|f| f.clone());
     if let Some(fault) = sticky_fault {
@@ -415,6 +422,15 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
             Ok(stream_response(converse::stream_frames(&reply, cache), fault, delay, &request_id))
         }
         "invoke" if matches!(family, Family::TitanEmbed | Family::CohereEmbed) => {
+            // One input of a list the gateway splits into calls carries no caller headers: a text
+            // `emulator-fault:<name>` fails its own call the way `x-emulator-fault` would.
+            let input_fault = json_body.get("inputText").and_then(Value::as_str).and_then(|t| t.strip_prefix("emulator-fault:"));
+            if input_fault == Some("reset") {
+                return Ok(reset_connection());
+            }
+            if let Some(response) = input_fault.and_then(|f| upfront_fault(f, &request_id)) {
+                return Ok(response);
+            }
             let result = if family == Family::TitanEmbed {
                 embeddings::titan(&json_body)
             } else {
@@ -533,6 +549,7 @@ async fn main() {
         region: flag("--region"),
         fault: Mutex::new(None),
         failed_calls: AtomicU64::new(0),
+        accepted_calls: AtomicU64::new(0),
         api_keys: Mutex::new(HashSet::from([DEMO_API_KEY.to_owned()])),
         service_model,
     });

@@ -8,13 +8,17 @@
 //!       "region": "us-east-1",
 //!       "endpoint": "127.0.0.1:4566",
 //!       "credentials": { "source": "environment" },
-//!       "model_name_override": "us.meta.llama3-2-1b-instruct-v1:0"
+//!       "model_name_override": "us.meta.llama3-2-1b-instruct-v1:0",
+//!       "calls_cluster": "bedrock-us-east-1~calls"
 //!     },
 //!     "bedrock-us-west-2": { ... }
 //!   },
 //!   "failover": { "bedrock-us-east-1>bedrock-us-west-2": ["bedrock-us-east-1", "bedrock-us-west-2"] }
 //! }
 //! ```
+//!
+//! `calls_cluster` is the backend's cluster again without the gateway's filter: the gateway's own
+//! calls to the backend (one per input of a Titan embeddings list) go through it, signed already.
 //!
 //! `failover` names Envoy's composite clusters, whose attempts go to their sub-clusters in order:
 //! attempt N (Envoy's `x-envoy-attempt-count`) is translated and signed for the Nth backend.
@@ -143,6 +147,8 @@ struct RawBackend {
     service_tier: Option<String>,
     #[serde(default)]
     request_metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    calls_cluster: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,6 +243,9 @@ pub struct Backend {
     pub anthropic_beta: Arc<BetaPolicy>,
     /// Guardrail, latency, service tier and request metadata added to each request.
     pub options: BedrockOptions,
+    /// The twin of the backend's cluster without the gateway's filter, through which the gateway
+    /// makes its own calls to this backend (one per input of a Titan embeddings list).
+    pub calls_cluster: Option<String>,
 }
 
 /// Static keys, a provider of temporary credentials fetched at run time, or a Bedrock API key.
@@ -538,6 +547,7 @@ fn resolve_backend(
         model_name_override: raw.model_name_override,
         anthropic_beta: Arc::new(anthropic_beta),
         options,
+        calls_cluster: raw.calls_cluster.filter(|c| !c.is_empty()),
     })
 }
 

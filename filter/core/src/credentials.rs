@@ -52,7 +52,8 @@ impl Provider {
     }
 }
 
-/// One HTTP call of a fetch.
+/// One HTTP call through an Envoy cluster: a step of a credential fetch, or one input of an
+/// embeddings batch (`stream::batch`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpCall {
     pub cluster: String,

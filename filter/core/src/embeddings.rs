@@ -1,6 +1,10 @@
 //! OpenAI `POST /v1/embeddings` on Bedrock InvokeModel, for Titan Text Embeddings v2 and
 //! Cohere Embed v3. Float vectors pass through as the raw JSON Bedrock sent; only
 //! `encoding_format: "base64"` makes the gateway parse them (into little-endian f32 bytes).
+//!
+//! Titan embeds one text per call, while OpenAI's callers (LangChain, most RAG tools) send lists:
+//! a list for Titan becomes a [`TitanBatch`], one InvokeModel body per input, which the backend
+//! stage sends as separate calls (`stream::batch`) and [`titan_batch_response`] puts back together.
 
 use crate::errors::GatewayError;
 use crate::translated::{TokenUsage, TranslatedBody};
@@ -9,8 +13,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-/// Cohere Embed takes at most this many texts per request.
-const COHERE_MAX_TEXTS: usize = 96;
+/// Cohere Embed takes at most this many texts per request; a Titan batch is held to the same.
+const MAX_INPUTS: usize = 96;
 const COHERE_V3_DIMENSIONS: u32 = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +62,17 @@ pub struct EmbeddingsInvoke {
     pub body: Vec<u8>,
     pub model: String,
     pub base64: bool,
+    /// Titan with more than one input: one body per input, in order (`body` is then empty).
+    pub titan_batch: Option<Vec<Vec<u8>>>,
+}
+
+/// A list of inputs for Titan: one InvokeModel body per input, in the caller's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TitanBatch {
+    pub bodies: Vec<Vec<u8>>,
+    /// The model the caller named, echoed in the response.
+    pub model: String,
+    pub base64: bool,
 }
 
 fn invalid(message: impl Into<String>) -> GatewayError {
@@ -89,35 +104,41 @@ pub fn prepare(body: &[u8], model_id: &str) -> Result<(EmbeddingsInvoke, Family)
     }
     let body = match family {
         Family::Titan => {
-            let [text] = texts.as_slice() else {
-                return Err(invalid(format!(
-                    "Titan Text Embeddings embeds one input per request and got {}; send them one by one, or use Cohere Embed for batches.",
-                    texts.len()
-                )));
-            };
-            let mut titan = serde_json::Map::new();
-            titan.insert("inputText".into(), (*text).into());
-            titan.insert("normalize".into(), true.into());
-            if let Some(dimensions) = request.dimensions {
-                if !matches!(dimensions, 256 | 512 | 1024) {
-                    return Err(invalid(format!("`dimensions` must be 256, 512 or 1024 for Titan Text Embeddings v2, got {dimensions}.")));
-                }
-                titan.insert("dimensions".into(), dimensions.into());
+            if let Some(dimensions) = request.dimensions.filter(|d| !matches!(d, 256 | 512 | 1024)) {
+                return Err(invalid(format!("`dimensions` must be 256, 512 or 1024 for Titan Text Embeddings v2, got {dimensions}.")));
             }
-            serde_json::Value::Object(titan)
+            if texts.len() > MAX_INPUTS {
+                return Err(invalid(format!("The gateway embeds at most {MAX_INPUTS} inputs per request, got {}.", texts.len())));
+            }
+            let titan_body = |text: &str| {
+                let mut titan = serde_json::Map::new();
+                titan.insert("inputText".into(), text.into());
+                titan.insert("normalize".into(), true.into());
+                if let Some(dimensions) = request.dimensions {
+                    titan.insert("dimensions".into(), dimensions.into());
+                }
+                serde_json::to_vec(&serde_json::Value::Object(titan)).map_err(|e| invalid(e.to_string()))
+            };
+            if let [text] = texts.as_slice() {
+                titan_body(text)?
+            } else {
+                let bodies = texts.iter().map(|text| titan_body(text)).collect::<Result<Vec<_>, _>>()?;
+                let model = request.model.into_owned();
+                return Ok((EmbeddingsInvoke { body: Vec::new(), model, base64, titan_batch: Some(bodies) }, family));
+            }
         }
         Family::Cohere => {
-            if texts.len() > COHERE_MAX_TEXTS {
-                return Err(invalid(format!("Cohere Embed takes at most {COHERE_MAX_TEXTS} inputs per request, got {}.", texts.len())));
+            if texts.len() > MAX_INPUTS {
+                return Err(invalid(format!("Cohere Embed takes at most {MAX_INPUTS} inputs per request, got {}.", texts.len())));
             }
             if request.dimensions.is_some_and(|d| d != COHERE_V3_DIMENSIONS) {
                 return Err(invalid(format!("Cohere Embed v3 returns {COHERE_V3_DIMENSIONS} dimensions; `dimensions` cannot change that.")));
             }
-            serde_json::json!({ "texts": texts, "input_type": "search_document" })
+            let cohere = serde_json::json!({ "texts": texts, "input_type": "search_document" });
+            serde_json::to_vec(&cohere).map_err(|e| invalid(e.to_string()))?
         }
     };
-    let body = serde_json::to_vec(&body).map_err(|e| invalid(e.to_string()))?;
-    Ok((EmbeddingsInvoke { body, model: request.model.into_owned(), base64 }, family))
+    Ok((EmbeddingsInvoke { body, model: request.model.into_owned(), base64, titan_batch: None }, family))
 }
 
 #[derive(Deserialize)]
@@ -164,9 +185,28 @@ pub fn response(body: &[u8], family: Family, model: &str, base64: bool, header_t
             (vectors, None)
         }
     };
-    let reported = tokens.or(header_tokens);
+    render(&vectors, tokens.or(header_tokens), model, base64)
+}
+
+/// Puts a Titan batch's answers, one per input in input order, into one OpenAI list; the usage
+/// is their token counts summed.
+pub fn titan_batch_response(parts: &[Vec<u8>], model: &str, base64: bool) -> Result<TranslatedBody, GatewayError> {
+    let mut vectors = Vec::with_capacity(parts.len());
+    let mut tokens: Option<u64> = None;
+    for part in parts {
+        let parsed: TitanResponse<'_> = serde_json::from_slice(part).map_err(unreadable)?;
+        vectors.push(parsed.embedding);
+        if let Some(count) = parsed.input_text_token_count {
+            tokens = Some(tokens.unwrap_or(0).saturating_add(count));
+        }
+    }
+    render(&vectors, tokens, model, base64)
+}
+
+/// OpenAI's embeddings list over Bedrock's vectors, in order; `reported` is Bedrock's token count.
+fn render(vectors: &[&RawValue], reported: Option<u64>, model: &str, base64: bool) -> Result<TranslatedBody, GatewayError> {
     let tokens = reported.unwrap_or(0);
-    let mut out = String::with_capacity(body.len() + 128);
+    let mut out = String::with_capacity(vectors.iter().map(|v| v.get().len() + 48).sum::<usize>() + 128);
     out.push_str("{\"object\":\"list\",\"data\":[");
     for (index, vector) in vectors.iter().enumerate() {
         if index > 0 {

@@ -58,6 +58,11 @@ impl GatewayError {
         error
     }
 
+    /// An error whose kind follows from its HTTP status alone.
+    pub fn for_status(status: u16, message: impl Into<String>) -> Self {
+        Self::new(status, kind_for_status(status), message)
+    }
+
     pub fn upstream(message: impl Into<String>) -> Self {
         Self::new(502, ErrorKind::Upstream, message)
     }

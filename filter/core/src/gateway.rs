@@ -246,6 +246,9 @@ pub struct UpstreamRequest {
     pub dropped_betas: Option<String>,
     /// Headers that carry the backend's options on InvokeModel (guardrail, latency, tier, metadata).
     pub headers: Vec<(&'static str, String)>,
+    /// Titan embeddings for a list of inputs: one InvokeModel per input to `path`, made by the
+    /// backend stage itself instead of sending this request (whose `body` is then empty).
+    pub titan_batch: Option<embeddings::TitanBatch>,
 }
 
 /// The response header that lists the beta flags the gateway did not forward.
@@ -262,18 +265,16 @@ pub struct Signature {
 impl UpstreamRequest {
     /// Signs the request as it will go on the wire.
     pub fn sign(&self, credentials: &Credentials, region: &str, signer: &mut Signer, now_unix_seconds: u64) -> Signature {
-        let to_sign = RequestToSign {
-            method: "POST",
-            encoded_path: &self.path,
-            query: "",
-            host: &self.host,
-            extra_headers: &[],
-            payload: &self.body,
-        };
-        let now = UtcDateTime::from_unix_seconds(now_unix_seconds);
-        let signed = signer.sign(&to_sign, credentials, region, "bedrock", now);
-        Signature { authorization: signed.authorization, amz_date: signed.amz_date, security_token: credentials.session_token.clone() }
+        sign_invoke(&self.path, &self.host, &self.body, credentials, region, signer, now_unix_seconds)
     }
+}
+
+/// Signs a `POST` of `body` to Bedrock's `path` on `host` (the path as it goes on the wire).
+pub fn sign_invoke(path: &str, host: &str, body: &[u8], credentials: &Credentials, region: &str, signer: &mut Signer, now_unix_seconds: u64) -> Signature {
+    let to_sign = RequestToSign { method: "POST", encoded_path: path, query: "", host, extra_headers: &[], payload: body };
+    let now = UtcDateTime::from_unix_seconds(now_unix_seconds);
+    let signed = signer.sign(&to_sign, credentials, region, "bedrock", now);
+    Signature { authorization: signed.authorization, amz_date: signed.amz_date, security_token: credentials.session_token.clone() }
 }
 
 /// What the response translation needs to know about the request.
@@ -365,6 +366,7 @@ pub fn prepare(
     let mut echo = String::new();
     let mut dropped_betas = None;
     let mut invoke_headers = Vec::new();
+    let mut titan_batch = None;
     let (upstream_body, model, operation, kind) = match (endpoint, backend.schema) {
         (Endpoint::ChatCompletions, _) => {
             let request = openai::parse_request(body)?;
@@ -409,6 +411,9 @@ pub fn prepare(
             let model_hint = requested_model(body).ok().map(|m| m.into_owned()).unwrap_or_default();
             let model_id = backend.model_name_override.as_deref().unwrap_or(&model_hint);
             let (invoke, family) = embeddings::prepare(body, model_id)?;
+            if let Some(bodies) = invoke.titan_batch {
+                titan_batch = Some(embeddings::TitanBatch { bodies, model: invoke.model.clone(), base64: invoke.base64 });
+            }
             (invoke.body, invoke.model, Operation::Invoke, ResponseKind::Embeddings { family, base64: invoke.base64 })
         }
         (Endpoint::AnthropicMessages, Schema::Converse) => {
@@ -445,6 +450,7 @@ pub fn prepare(
         plan: ResponsePlan { format: endpoint.format(), kind, requested_model: model, created: now_unix_seconds, echo },
         dropped_betas,
         headers: invoke_headers,
+        titan_batch,
     })
 }
 

@@ -29,7 +29,7 @@ fn parked(since_ms: u64) -> ParkedRequest {
         created: 0,
         echo: String::new(),
     };
-    let upstream = UpstreamRequest { path: "/model/m/converse".into(), host: "h".into(), body: b"{}".to_vec(), accept: "application/json", plan, dropped_betas: None, headers: Vec::new() };
+    let upstream = UpstreamRequest { path: "/model/m/converse".into(), host: "h".into(), body: b"{}".to_vec(), accept: "application/json", plan, dropped_betas: None, headers: Vec::new(), titan_batch: None };
     ParkedRequest { key: KEY.into(), region: "us-east-1".into(), upstream, format: ApiFormat::OpenAi, since_ms }
 }
 

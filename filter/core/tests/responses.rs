@@ -235,6 +235,7 @@ fn the_gateway_plans_and_answers_the_responses_endpoint() {
         model_name_override: Some("us.anthropic.claude-sonnet-4-5-20250929-v1:0".into()),
         anthropic_beta: Default::default(),
         options: Default::default(),
+        calls_cluster: None,
     };
     let body = br#"{"model":"claude","input":"hi","stream":true,"include":["reasoning.encrypted_content"],"metadata":{"k":"v"}}"#;
     let upstream = gateway::prepare(Endpoint::Responses, body, CallerHeaders::default(), &backend, 1_800_000_000).unwrap();

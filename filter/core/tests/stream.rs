@@ -5,9 +5,11 @@ mod common;
 
 use bedrock_gateway_core::broker::{Reply, SharedStore};
 use bedrock_gateway_core::config::Config;
+use bedrock_gateway_core::credentials::HttpCall;
 use bedrock_gateway_core::headers::HeaderSnapshot;
 use bedrock_gateway_core::report::{MetricLabels, Sample, UsageSummary};
 use bedrock_gateway_core::stream::backend::{self, BackendStream, Settled, Worker};
+use bedrock_gateway_core::stream::batch::{self, PartAnswer};
 use bedrock_gateway_core::stream::routing::RoutingStream;
 use bedrock_gateway_core::stream::sts::StsStream;
 use bedrock_gateway_core::stream::{Flow, Host, Side};
@@ -31,6 +33,8 @@ struct FakeHost {
     code_details: Option<String>,
     usage: Vec<UsageSummary>,
     metrics: Vec<(String, Sample)>,
+    /// Calls the stream made through Envoy, with their tokens.
+    calls: Vec<(u64, HttpCall)>,
 }
 
 impl FakeHost {
@@ -133,6 +137,12 @@ impl Host for FakeHost {
     fn record_metric(&mut self, labels: &MetricLabels, sample: Sample) {
         self.metrics.push((labels.suffix.clone(), sample));
     }
+
+    fn dispatch_call(&mut self, call: &HttpCall, _timeout_ms: u64) -> Option<u64> {
+        let token = 100 + self.calls.len() as u64;
+        self.calls.push((token, call.clone()));
+        Some(token)
+    }
 }
 
 fn config() -> Arc<Config> {
@@ -142,13 +152,13 @@ fn config() -> Arc<Config> {
 fn config_json() -> Value {
     json!({
         "backends": {
-            "static": {"schema": "converse", "region": "us-east-1",
+            "static": {"schema": "converse", "region": "us-east-1", "calls_cluster": "static~calls",
                        "credentials": {"source": "inline", "access_key_id": "AKIDEXAMPLE", "secret_access_key": "secret"}},
-            "pod": {"schema": "converse", "region": "eu-west-1", "credentials": {"source": "pod_identity", "cluster": "agent"}},
+            "pod": {"schema": "converse", "region": "eu-west-1", "calls_cluster": "pod~calls", "credentials": {"source": "pod_identity", "cluster": "agent"}},
             "west": {"schema": "anthropic", "region": "us-west-2", "model_name_override": "us.anthropic.claude-x-v1:0",
                      "credentials": {"source": "inline", "access_key_id": "AKIDWEST", "secret_access_key": "secret"}},
-            "keyed": {"schema": "converse", "region": "us-east-1", "credentials": {"source": "api_key", "key": "ABSKdemo"}},
-            "injected": {"schema": "converse", "region": "us-east-1", "credentials": {"source": "api_key", "injected_by_envoy": true}}
+            "keyed": {"schema": "converse", "region": "us-east-1", "calls_cluster": "keyed~calls", "credentials": {"source": "api_key", "key": "ABSKdemo"}},
+            "injected": {"schema": "converse", "region": "us-east-1", "calls_cluster": "injected~calls", "credentials": {"source": "api_key", "injected_by_envoy": true}}
         },
         "failover": {"static>west": ["static", "west"]},
         "models": [LLAMA]
@@ -467,6 +477,157 @@ fn bedrocks_own_api_passes_through_re_signed() {
     stream.on_response_body(&mut host, true);
     assert_eq!(host.response_body, throttled.to_vec());
     assert_eq!(host.get(Side::Response, ":status"), Some("429"));
+}
+
+const TITAN: &str = "amazon.titan-embed-text-v2:0";
+
+/// The backend stage with a Titan list of `inputs`, on `cluster`; returns the body phase's flow.
+fn titan_list(cluster: &str, inputs: usize, worker: &mut Worker, store: &FakeStore) -> (BackendStream, FakeHost, Flow) {
+    let texts: Vec<String> = (0..inputs).map(|i| format!("text {i}")).collect();
+    let mut host = FakeHost::request("POST", "/v1/embeddings", &[], json!({"model": TITAN, "input": texts, "dimensions": 256}));
+    host.cluster = Some(cluster.into());
+    host.request_headers.push(("x-ai-eg-model".into(), TITAN.into()));
+    let mut stream = BackendStream::new(20, Some(config()));
+    assert_eq!(stream.on_request_headers(&mut host, worker, store, false), Flow::Pause);
+    let flow = stream.on_request_body(&mut host, worker, store, true);
+    (stream, host, flow)
+}
+
+fn titan_batch(inputs: usize, worker: &mut Worker, store: &FakeStore) -> (BackendStream, FakeHost) {
+    let (stream, host, flow) = titan_list("static", inputs, worker, store);
+    assert_eq!(flow, Flow::Pause, "the request itself is never sent");
+    (stream, host)
+}
+
+/// Which input a call is for, from its body.
+fn input_of(call: &HttpCall) -> usize {
+    call_body(call)["inputText"].as_str().unwrap().trim_start_matches("text ").parse().unwrap()
+}
+
+fn call_body(call: &HttpCall) -> Value {
+    serde_json::from_slice(call.body.as_deref().unwrap()).unwrap()
+}
+
+fn header<'a>(call: &'a HttpCall, name: &str) -> Option<&'a str> {
+    call.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn a_titan_list_becomes_one_call_per_input_answered_in_input_order() {
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let (mut stream, mut host) = titan_batch(20, &mut worker, &store);
+    assert_eq!(host.calls.len(), batch::CONCURRENCY, "at most {} in flight", batch::CONCURRENCY);
+    let first = &host.calls[0].1;
+    assert_eq!(first.cluster, "static~calls", "through the twin cluster, without this stage");
+    assert_eq!(header(first, ":path"), Some("/model/amazon.titan-embed-text-v2%3A0/invoke"));
+    assert_eq!(header(first, ":method"), Some("POST"));
+    assert_eq!(header(first, ":authority"), Some("bedrock-runtime.us-east-1.amazonaws.com"));
+    assert_eq!(call_body(first), json!({"inputText": "text 0", "normalize": true, "dimensions": 256}));
+    // Each call is signed for the backend, over its own body.
+    let signatures: Vec<&str> = host.calls.iter().map(|(_, c)| header(c, "authorization").unwrap()).collect();
+    assert!(signatures.iter().all(|a| a.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20291231/us-east-1/bedrock/aws4_request")));
+    assert_eq!(signatures.iter().collect::<std::collections::HashSet<_>>().len(), signatures.len(), "one signature per body");
+    assert!(header(first, "x-amz-date").is_some());
+
+    // Answers arrive newest first, not in input order; each one sends the next input.
+    let mut answered = std::collections::HashSet::new();
+    while answered.len() < 20 {
+        let pending: Vec<(u64, HttpCall)> = host.calls.iter().filter(|(t, _)| !answered.contains(t)).cloned().collect();
+        assert!(!pending.is_empty() && pending.len() <= batch::CONCURRENCY, "{} in flight", pending.len());
+        let (token, call) = pending.last().cloned().unwrap();
+        let index = input_of(&call);
+        let body = format!(r#"{{"embedding":[{index}.5],"inputTextTokenCount":{}}}"#, index + 1);
+        let flow = stream.on_call_answer(&mut host, token, &PartAnswer { status: Some(200), error_type: None, body: body.as_bytes() });
+        answered.insert(token);
+        if answered.len() < 20 {
+            assert_eq!(flow, Flow::Pause);
+            assert!(host.sent.is_none(), "no answer before the last input's");
+        }
+    }
+    assert_eq!(host.calls.len(), 20, "one call per input");
+    let (status, body) = host.sent.clone().unwrap();
+    assert_eq!(status, 200);
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 20);
+    for (index, item) in data.iter().enumerate() {
+        assert_eq!(item["index"], index);
+        assert_eq!(item["embedding"], json!([index as f64 + 0.5]), "input {index}'s own vector in its place");
+    }
+    assert_eq!(body["usage"]["prompt_tokens"], (1..=20).sum::<u64>());
+    assert_eq!(host.counter("requests", ";status=2xx"), 1, "the batch counts as one request");
+    assert_eq!(host.counter("input_tokens", ""), (1..=20).sum::<u64>());
+}
+
+#[test]
+fn one_failed_input_fails_the_batch_with_one_error_and_no_partial_list() {
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let (mut stream, mut host) = titan_batch(5, &mut worker, &store);
+    let ok = br#"{"embedding":[0.1],"inputTextTokenCount":1}"#;
+    assert_eq!(stream.on_call_answer(&mut host, 100, &PartAnswer { status: Some(200), error_type: None, body: ok }), Flow::Pause);
+    let throttled = PartAnswer { status: Some(429), error_type: Some("ThrottlingException:http://internal.amazon.com/"), body: br#"{"message":"Too many requests"}"# };
+    assert_eq!(stream.on_call_answer(&mut host, 103, &throttled), Flow::Pause);
+    let (status, error) = host.sent.clone().unwrap();
+    assert_eq!(status, 429);
+    assert_eq!(error["error"]["message"], "Input 3 of 5: Bedrock ThrottlingException: Too many requests");
+    assert_eq!(error["error"]["type"], "rate_limit_error");
+    // The calls still in flight come back to a stream that has answered: nothing more is sent.
+    assert_eq!(stream.on_call_answer(&mut host, 101, &PartAnswer { status: Some(200), error_type: None, body: ok }), Flow::Continue);
+
+    // No answer at all (reset, timeout), and the gateway's own refusal of a call.
+    let (mut stream, mut host) = titan_batch(2, &mut worker, &store);
+    stream.on_call_answer(&mut host, 101, &PartAnswer { status: None, error_type: None, body: b"" });
+    let (status, error) = host.sent.clone().unwrap();
+    assert_eq!(status, 502);
+    assert!(error["error"]["message"].as_str().unwrap().contains("did not answer input 1 of 2"), "{error}");
+    let (mut stream, mut host) = titan_batch(2, &mut worker, &store);
+    let refused = br#"{"__type":"ServiceUnavailableException","message":"AWS credentials are not available: the agent is down"}"#;
+    stream.on_call_answer(&mut host, 100, &PartAnswer { status: Some(503), error_type: None, body: refused });
+    let (status, error) = host.sent.clone().unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(error["error"]["message"], "Input 0 of 2: AWS credentials are not available: the agent is down", "not blamed on Bedrock");
+}
+
+#[test]
+fn a_titan_lists_calls_carry_each_backends_credentials() {
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let (_, keyed, _) = titan_list("keyed", 2, &mut worker, &store);
+    assert_eq!(keyed.calls.len(), 2);
+    assert!(keyed.calls.iter().all(|(_, c)| header(c, "authorization") == Some("Bearer ABSKdemo") && header(c, "x-amz-date").is_none()));
+    let (_, injected, _) = titan_list("injected", 2, &mut worker, &store);
+    assert!(injected.calls.iter().all(|(_, c)| c.cluster == "injected~calls" && header(c, "authorization").is_none()), "Envoy injects the key");
+
+    // Fetched credentials that are not there yet: a list cannot wait as one request does.
+    let (_, mut waiting, flow) = titan_list("pod", 2, &mut worker, &store);
+    assert_eq!(flow, Flow::Pause);
+    assert!(waiting.calls.is_empty());
+    let (status, error) = waiting.sent.take().unwrap();
+    assert_eq!(status, 503);
+    assert!(error["error"]["message"].as_str().unwrap().contains("not available yet"), "{error}");
+    // Once fetched, a list is signed with them, session token included.
+    let providers = config().fetched_providers();
+    for fetch in worker.broker.due_fetches(&store, &providers, NOW_MS) {
+        worker.broker.dispatched(1, fetch);
+    }
+    let reply = br#"{"AccessKeyId":"ASIAPOD","SecretAccessKey":"s","Token":"session-token","Expiration":"2030-01-01T00:00:00Z"}"#;
+    assert!(matches!(worker.broker.on_reply(&store, 1, Some(200), reply, NOW_MS), Reply::Stored { .. }));
+    let (_, signed, flow) = titan_list("pod", 2, &mut worker, &store);
+    assert_eq!((flow, signed.calls.len()), (Flow::Pause, 2));
+    for (_, call) in &signed.calls {
+        assert!(header(call, "authorization").unwrap().contains("Credential=ASIAPOD/20291231/eu-west-1/bedrock/aws4_request"));
+        assert_eq!(header(call, "x-amz-security-token"), Some("session-token"));
+    }
+
+    // A backend without a calls cluster (a hand-written configuration) says why.
+    let mut config = config_json();
+    config["backends"]["static"].as_object_mut().unwrap().remove("calls_cluster");
+    let mut host = FakeHost::request("POST", "/v1/embeddings", &[], json!({"model": TITAN, "input": ["a", "b"]}));
+    host.cluster = Some("static".into());
+    let mut stream = BackendStream::new(22, Some(Arc::new(Config::parse(config.to_string().as_bytes(), &|_| None).unwrap())));
+    stream.on_request_headers(&mut host, &mut worker, &store, false);
+    stream.on_request_body(&mut host, &mut worker, &store, true);
+    let (status, error) = host.sent.unwrap();
+    assert_eq!(status, 400);
+    assert!(error["error"]["message"].as_str().unwrap().contains("send the inputs one by one"), "{error}");
 }
 
 #[test]

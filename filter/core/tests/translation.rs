@@ -183,6 +183,7 @@ fn backend(model_name_override: Option<&str>, session_token: Option<&str>) -> Ba
         model_name_override: model_name_override.map(str::to_owned),
         anthropic_beta: Default::default(),
         options: Default::default(),
+        calls_cluster: None,
     }
 }
 
@@ -392,8 +393,28 @@ fn embeddings_requests_and_responses() {
     assert_eq!(family, Family::Cohere);
     assert_eq!(serde_json::from_slice::<Value>(&cohere.body).unwrap(), json!({"texts": ["a", "b"], "input_type": "search_document"}));
 
+    // A list for Titan: one body per input, in order, each with the caller's options.
+    let (batch, _) = embeddings::prepare(br#"{"model":"t","input":["a","b","c"],"dimensions":512}"#, "amazon.titan-embed-text-v2:0").unwrap();
+    let bodies: Vec<Value> = batch.titan_batch.unwrap().iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
+    assert_eq!(bodies, ["a", "b", "c"].map(|t| json!({"inputText": t, "normalize": true, "dimensions": 512})));
+    assert!(batch.body.is_empty(), "no request of its own");
+    let answers: Vec<Vec<u8>> =
+        [r#"{"embedding":[0.5],"inputTextTokenCount":2}"#, r#"{"embedding":[1.0],"inputTextTokenCount":3}"#].map(|a| a.as_bytes().to_vec()).to_vec();
+    let joined = embeddings::titan_batch_response(&answers, "t", true).unwrap();
+    assert_eq!(joined.usage, Some(TokenUsage { input: 5, ..TokenUsage::default() }), "the inputs' counts summed");
+    let joined: Value = serde_json::from_slice(&joined.body).unwrap();
+    assert_eq!((joined["data"][0]["index"].clone(), joined["data"][1]["index"].clone()), (json!(0), json!(1)));
+    assert_eq!(joined["data"][0]["embedding"], "AAAAPw==", "base64 as for one input");
+    assert_eq!(joined["usage"]["total_tokens"], 5);
+    assert_eq!(embeddings::titan_batch_response(&[b"{}".to_vec()], "t", false).unwrap_err().status, 502);
+
+    let ninety_seven: Vec<String> = (0..97).map(|i| format!("text {i}")).collect();
+    let too_many = serde_json::to_vec(&json!({"model": "t", "input": ninety_seven})).unwrap();
     for (body, model, expected) in [
-        (&br#"{"model":"t","input":["a","b"]}"#[..], "amazon.titan-embed-text-v2:0", "one input per request"),
+        (&too_many[..], "amazon.titan-embed-text-v2:0", "at most 96 inputs"),
+        (&too_many[..], "cohere.embed-english-v3", "at most 96 inputs"),
+        (br#"{"model":"t","input":["a","b"],"dimensions":300}"#, "amazon.titan-embed-text-v2:0", "256, 512 or 1024"),
+        (br#"{"model":"t","input":["a",""]}"#, "amazon.titan-embed-text-v2:0", "non-empty"),
         (br#"{"model":"t","input":"a","dimensions":300}"#, "amazon.titan-embed-text-v2:0", "256, 512 or 1024"),
         (br#"{"model":"c","input":"a","dimensions":512}"#, "cohere.embed-english-v3", "cannot change"),
         (br#"{"model":"t","input":[1,2,3]}"#, "amazon.titan-embed-text-v2:0", "token arrays"),

@@ -151,6 +151,15 @@ extern "C" {
     pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(config: EnvoyConfigPtr) -> SchedulerPtr;
     pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(scheduler: SchedulerPtr, event_id: u64);
     pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler: SchedulerPtr);
+    pub fn envoy_dynamic_module_callback_http_filter_http_callout(
+        filter: EnvoyFilterPtr,
+        callout_id: *mut u64,
+        cluster: ModuleBuffer,
+        headers: *const ModuleHttpHeader,
+        headers_size: usize,
+        body: ModuleBuffer,
+        timeout_ms: u64,
+    ) -> u32;
     pub fn envoy_dynamic_module_callback_http_filter_config_http_callout(
         config: EnvoyConfigPtr,
         callout_id: *mut u64,

@@ -2,6 +2,7 @@
 
 use crate::abi::{self, EnvoyBuffer, EnvoyFilterPtr, ModuleBuffer, ModuleHttpHeader};
 use crate::metrics;
+use bedrock_gateway_core::credentials::HttpCall;
 use bedrock_gateway_core::headers::HeaderSnapshot;
 use bedrock_gateway_core::report::{MetricLabels, Sample, UsageSummary};
 use bedrock_gateway_core::stream::{Host, Side};
@@ -210,5 +211,31 @@ impl Host for NativeHost<'_> {
 
     fn record_metric(&mut self, labels: &MetricLabels, sample: Sample) {
         metrics::record(labels, sample);
+    }
+
+    /// Envoy answers through `on_http_filter_http_callout_done` of this stream's filter.
+    fn dispatch_call(&mut self, call: &HttpCall, timeout_ms: u64) -> Option<u64> {
+        let headers: Vec<ModuleHttpHeader> =
+            call.headers.iter().map(|(name, value)| ModuleHttpHeader { key: ModuleBuffer::of(name.as_bytes()), value: ModuleBuffer::of(value.as_bytes()) }).collect();
+        let body = call.body.as_deref().map_or(ModuleBuffer::NULL, ModuleBuffer::of);
+        let mut callout_id = 0u64;
+        // SAFETY: the filter pointer is valid for the current hook; every buffer outlives the call.
+        let result = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_http_callout(
+                self.filter,
+                &mut callout_id,
+                ModuleBuffer::of(call.cluster.as_bytes()),
+                headers.as_ptr(),
+                headers.len(),
+                body,
+                timeout_ms,
+            )
+        };
+        if result == abi::CALLOUT_INIT_SUCCESS {
+            Some(callout_id)
+        } else {
+            log::warn!("ai gateway: cannot call the cluster {:?} ({result})", call.cluster);
+            None
+        }
     }
 }

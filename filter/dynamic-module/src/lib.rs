@@ -19,6 +19,7 @@ use abi::{EnvoyBuffer, EnvoyConfigPtr, EnvoyFilterPtr, EnvoyHttpHeader};
 use bedrock_gateway_core::config::Config;
 use bedrock_gateway_core::errors::{ErrorKind, GatewayError};
 use bedrock_gateway_core::stream::backend::{self, BackendStream, Settled, Worker};
+use bedrock_gateway_core::stream::batch::PartAnswer;
 use bedrock_gateway_core::stream::routing::RoutingStream;
 use bedrock_gateway_core::stream::sts::StsStream;
 use bedrock_gateway_core::stream::{format_for_path, Flow, Host, Side};
@@ -462,17 +463,40 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(_name
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_config: *const c_void) {}
 
+/// One input of the stream's embeddings batch came back.
+///
+/// # Safety
+/// Envoy passes the stream's own filter pointers and arrays of the given sizes (or null), valid
+/// for this hook.
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
-    _filter_envoy: EnvoyFilterPtr,
-    _filter: *const c_void,
-    _callout_id: u64,
-    _result: u32,
-    _headers: *const EnvoyHttpHeader,
-    _headers_size: usize,
-    _body_chunks: *const EnvoyBuffer,
-    _body_chunks_size: usize,
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    filter_envoy: EnvoyFilterPtr,
+    filter: *const c_void,
+    callout_id: u64,
+    result: u32,
+    headers: *const EnvoyHttpHeader,
+    headers_size: usize,
+    body_chunks: *const EnvoyBuffer,
+    body_chunks_size: usize,
 ) {
+    stream_hook(
+        filter_envoy,
+        filter,
+        0,
+        |filter, host| {
+            let StageStream::Backend(stream) = &mut filter.stream else { return Flow::Continue };
+            // SAFETY: Envoy's arrays of the given sizes (or null), valid for this hook.
+            let (headers, chunks) = unsafe { (slice_or_empty(headers, headers_size), slice_or_empty(body_chunks, body_chunks_size)) };
+            // SAFETY: as above, for each header's and chunk's bytes.
+            let header = |name: &[u8]| headers.iter().find(|h| unsafe { h.key.as_slice() } == name).map(|h| String::from_utf8_lossy(unsafe { h.value.as_slice() }));
+            let body: Vec<u8> = chunks.iter().flat_map(|c| unsafe { c.as_slice() }.iter().copied()).collect();
+            let status = (result == abi::CALLOUT_SUCCESS).then(|| header(b":status").and_then(|s| s.parse().ok())).flatten();
+            let error_type = header(b"x-amzn-errortype");
+            let answer = PartAnswer { status, error_type: error_type.as_deref(), body: &body };
+            stream.on_call_answer(host, callout_id, &answer)
+        },
+        0,
+    );
 }
 
 #[no_mangle]

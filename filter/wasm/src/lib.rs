@@ -14,11 +14,12 @@
 
 use bedrock_gateway_core::broker::{self, Fetch, Reply, SharedStore};
 use bedrock_gateway_core::config::Config;
-use bedrock_gateway_core::credentials::{self, Provider};
+use bedrock_gateway_core::credentials::{self, HttpCall, Provider};
 use bedrock_gateway_core::errors::{ApiFormat, ErrorKind, GatewayError};
 use bedrock_gateway_core::headers::HeaderSnapshot;
 use bedrock_gateway_core::report::{self, MetricLabels, Sample, UsageSummary};
 use bedrock_gateway_core::stream::backend::{self, BackendStream, Settled, Worker};
+use bedrock_gateway_core::stream::batch::PartAnswer;
 use bedrock_gateway_core::stream::routing::RoutingStream;
 use bedrock_gateway_core::stream::sts::StsStream;
 use bedrock_gateway_core::stream::{Flow, Host, Side};
@@ -318,7 +319,18 @@ struct BackendFilter {
     metrics: Rc<RefCell<MetricIds>>,
 }
 
-impl Context for BackendFilter {}
+impl Context for BackendFilter {
+    /// One input of this stream's embeddings batch came back (a call that got no response
+    /// arrives with no headers, so no status).
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let status = header_value(MapType::HttpCallResponseHeaders, ":status").and_then(|s| s.parse().ok());
+        let error_type = header_value(MapType::HttpCallResponseHeaders, "x-amzn-errortype");
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+        let answer = PartAnswer { status, error_type: error_type.as_deref(), body: &body };
+        let mut host = WasmHost { body_size: 0, metrics: Some(&self.metrics) };
+        self.stream.on_call_answer(&mut host, u64::from(token_id), &answer);
+    }
+}
 
 impl Drop for BackendFilter {
     fn drop(&mut self) {
@@ -479,6 +491,18 @@ impl Host for WasmHost<'_> {
         match sample {
             Sample::Counter { name, suffix, value } => metrics.add(name, suffix, value),
             Sample::Histogram { name, value } => metrics.record(name, value),
+        }
+    }
+
+    /// The SDK files the call under the context whose hook is running, which gets the answer.
+    fn dispatch_call(&mut self, call: &HttpCall, timeout_ms: u64) -> Option<u64> {
+        let headers: Vec<(&str, &str)> = call.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        match hostcalls::dispatch_http_call(&call.cluster, headers, call.body.as_deref(), vec![], Duration::from_millis(timeout_ms)) {
+            Ok(token) => Some(u64::from(token)),
+            Err(status) => {
+                log::warn!("ai gateway: cannot call the cluster {:?}: {status:?}", call.cluster);
+                None
+            }
         }
     }
 }

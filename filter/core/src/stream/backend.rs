@@ -1,10 +1,13 @@
 //! The upstream stage, on each Bedrock cluster: knows its cluster, so it applies that backend's
 //! settings (translation, model override, host, SigV4) and translates the response back.
 
+use super::batch::{EmbeddingsBatch, PartAnswer, Progress};
 use super::retry::{self, CallerRequest};
 use super::{reply_with_error, send_json, Flow, Host, Side};
 use crate::broker::{self, Broker, ParkedRequest, SharedStore, Verdict};
 use crate::config::{Backend, BackendCredentials, Config};
+use crate::credentials::HttpCall;
+use crate::embeddings::TitanBatch;
 use crate::errors::{ApiFormat, ErrorKind, GatewayError};
 use crate::eventstream::DEFAULT_MAX_FRAME_LEN;
 use crate::gateway::{self, CallerHeaders, Endpoint, ResponsePlan, ResponseTranslation, Signature, UpstreamHead, MODEL_HEADER};
@@ -63,6 +66,8 @@ pub struct BackendStream {
     bedrock_model: Option<String>,
     /// The caller's beta flags the translation left out, named in the response.
     dropped_betas: Option<String>,
+    /// A Titan embeddings list, answered from one call per input instead of this request.
+    batch: Option<EmbeddingsBatch>,
 }
 
 impl BackendStream {
@@ -83,6 +88,7 @@ impl BackendStream {
             first_try_to_keep: None,
             bedrock_model: None,
             dropped_betas: None,
+            batch: None,
         }
     }
 
@@ -284,6 +290,28 @@ impl BackendStream {
         Flow::Continue
     }
 
+    /// One call of this stream's embeddings batch came back: the next goes out, or the caller is
+    /// answered with the whole list or the first failure.
+    pub fn on_call_answer(&mut self, host: &mut impl Host, token: u64, answer: &PartAnswer<'_>) -> Flow {
+        let Some(batch) = self.batch.as_mut() else { return Flow::Continue };
+        let outcome = match batch.on_answer(host, token, answer) {
+            Progress::Waiting => return Flow::Pause,
+            Progress::Done(outcome) => outcome,
+        };
+        self.batch = None;
+        self.answered_locally = true;
+        match outcome {
+            Ok(translated) => {
+                self.report(host, 200, translated.usage);
+                send_json(host, 200, &translated.body)
+            }
+            Err(error) => {
+                self.report(host, error.status, None);
+                reply_with_error(host, &error, ApiFormat::OpenAi)
+            }
+        }
+    }
+
     /// The stream ended: if it was waiting for credentials, it must never be resumed.
     pub fn on_destroy(&mut self, worker: &mut Worker) {
         worker.broker.forget(self.id);
@@ -313,10 +341,13 @@ impl BackendStream {
         };
         let now_ms = host.now_ms();
         let headers = CallerHeaders { anthropic_beta: self.anthropic_beta.as_deref(), bedrock_model: self.bedrock_model.as_deref() };
-        let upstream = match gateway::prepare(endpoint, body, headers, &backend, now_ms / 1000) {
+        let mut upstream = match gateway::prepare(endpoint, body, headers, &backend, now_ms / 1000) {
             Ok(upstream) => upstream,
             Err(error) => return self.reply_with_error(host, &error),
         };
+        if let Some(titan_batch) = upstream.titan_batch.take() {
+            return self.start_batch(host, worker, store, &backend, &upstream, titan_batch, now_ms);
+        }
         // Each header write is a host call: the ones that would change nothing are skipped.
         let caller = std::mem::take(&mut self.request_headers);
         host.set_header(Side::Request, ":path", Some(&upstream.path));
@@ -384,6 +415,73 @@ impl BackendStream {
             return Flow::Pause;
         }
         self.reply_with_error(host, &GatewayError::new(503, ErrorKind::Unavailable, "AWS credentials are not available."))
+    }
+
+    /// A Titan list: this request is never sent. One call per input goes out instead, signed
+    /// now for the backend, and the caller is answered when the last one is back.
+    #[allow(clippy::too_many_arguments)]
+    fn start_batch(
+        &mut self,
+        host: &mut impl Host,
+        worker: &mut Worker,
+        store: &dyn SharedStore,
+        backend: &Backend,
+        upstream: &gateway::UpstreamRequest,
+        titan_batch: TitanBatch,
+        now_ms: u64,
+    ) -> Flow {
+        let Some(calls_cluster) = backend.calls_cluster.as_deref() else {
+            let error = GatewayError::invalid_request(
+                "Titan Text Embeddings embeds one input per request, and this backend has no calls_cluster through which the gateway could split a list; send the inputs one by one.",
+            );
+            return self.reply_with_error(host, &error);
+        };
+        let credentials = match &backend.credentials {
+            BackendCredentials::Static(keys) => Some(Cow::Borrowed(keys)),
+            BackendCredentials::Fetched(provider) => {
+                let fetched = broker::usable_credentials(store, &BackendCredentials::cache_key(provider), now_ms);
+                let Some(fetched) = fetched else {
+                    // A list cannot wait for them as one request does: it would have to be resumed as calls.
+                    let error = GatewayError::new(503, ErrorKind::Unavailable, "AWS credentials are not available yet; retry the request.");
+                    return self.reply_with_error(host, &error);
+                };
+                Some(Cow::Owned(fetched.credentials()))
+            }
+            BackendCredentials::ApiKey(_) => None,
+        };
+        let calls = titan_batch
+            .bodies
+            .into_iter()
+            .map(|body| {
+                let mut headers = vec![
+                    (":method".to_owned(), "POST".to_owned()),
+                    (":path".to_owned(), upstream.path.clone()),
+                    (":authority".to_owned(), upstream.host.clone()),
+                    ("content-type".to_owned(), "application/json".to_owned()),
+                    ("accept".to_owned(), "application/json".to_owned()),
+                ];
+                match (&credentials, &backend.credentials) {
+                    (Some(credentials), _) => {
+                        let signature = gateway::sign_invoke(&upstream.path, &upstream.host, &body, credentials, &backend.region, &mut worker.signer, now_ms / 1000);
+                        headers.push(("authorization".to_owned(), signature.authorization));
+                        headers.push(("x-amz-date".to_owned(), signature.amz_date));
+                        if let Some(token) = signature.security_token {
+                            headers.push(("x-amz-security-token".to_owned(), token));
+                        }
+                    }
+                    // Without a key here, the calls cluster's credential_injector adds it.
+                    (None, BackendCredentials::ApiKey(Some(key))) => headers.push(("authorization".to_owned(), key.authorization().to_owned())),
+                    (None, _) => {}
+                }
+                HttpCall { cluster: calls_cluster.to_owned(), headers, body: Some(body) }
+            })
+            .collect();
+        let mut batch = EmbeddingsBatch::new(calls, titan_batch.model, titan_batch.base64);
+        if let Err(error) = batch.dispatch(host) {
+            return self.reply_with_error(host, &error);
+        }
+        self.batch = Some(batch);
+        Flow::Pause
     }
 
     fn reply_with_error(&mut self, host: &mut impl Host, error: &GatewayError) -> Flow {

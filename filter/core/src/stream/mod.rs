@@ -7,15 +7,19 @@
 //!   request until credentials arrive) and translates the response back, chunk by chunk when streamed;
 //! - [`sts::StsStream`], upstream of STS: moves the IRSA token Envoy injected into the form body.
 //!
+//! [`batch`] is the backend stage's fan-out of a Titan embeddings list into one call per input.
+//!
 //! Each host (proxy-wasm, dynamic module) turns its callbacks into these calls and implements
 //! [`Host`] over its own API; everything that decides anything lives here and is tested with a fake
 //! host (`tests/stream.rs`).
 
 pub mod backend;
+pub mod batch;
 pub mod retry;
 pub mod routing;
 pub mod sts;
 
+use crate::credentials::HttpCall;
 use crate::errors::{ApiFormat, GatewayError};
 use crate::gateway;
 use crate::headers::HeaderSnapshot;
@@ -64,6 +68,9 @@ pub trait Host {
     fn record_usage(&mut self, summary: &UsageSummary);
     /// Adds to a counter or records a histogram value for a request's labels.
     fn record_metric(&mut self, labels: &MetricLabels, sample: Sample);
+    /// Sends an HTTP request through an Envoy cluster for this stream; the answer comes back to
+    /// the stream's `on_call_answer` with the returned token. `None`: Envoy refused to send it.
+    fn dispatch_call(&mut self, call: &HttpCall, timeout_ms: u64) -> Option<u64>;
 }
 
 /// Answers the caller in its API's error format; the stream then holds.

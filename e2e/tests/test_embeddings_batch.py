@@ -1,0 +1,81 @@
+"""A list of inputs for Titan Text Embeddings v2, which embeds one text per InvokeModel: the gateway
+makes one signed call per input, puts the vectors back in input order, and answers one error when
+any input fails. The requests are shaped as LangChain's OpenAIEmbeddings sends them (a list of
+strings through the openai SDK, base64 on the wire, which the SDK decodes)."""
+
+import json
+
+import openai
+import pytest
+
+from conftest import http_get
+from test_metrics import prometheus
+
+TITAN = "amazon.titan-embed-text-v2:0"
+
+
+@pytest.fixture
+def client(gateway):
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def accepted_calls(gateway) -> int:
+    return json.loads(http_get(f"{gateway.emulator_url}/_emulator/bedrock-calls"))["accepted"]
+
+
+def titan_counter(gateway, name: str) -> float:
+    return sum(value for key, value in prometheus(gateway).items() if key.startswith(f"ai_gateway_{name}{{") and f'model="{TITAN}"' in key)
+
+
+@pytest.mark.parametrize("count", [1, 2, 50])
+def test_a_titan_list_is_one_signed_call_per_input_answered_in_input_order(client, gateway, count):
+    texts = [f"chunk {i} of the handbook" + " word" * (i % 7) for i in range(count)]
+    calls, requests, tokens = accepted_calls(gateway), titan_counter(gateway, "requests"), titan_counter(gateway, "input_tokens")
+    batch = client.embeddings.create(model=TITAN, input=texts, dimensions=256)
+    assert accepted_calls(gateway) - calls == count, "one InvokeModel per input, each signature verified by the emulator"
+    assert [item.index for item in batch.data] == list(range(count))
+    assert len({tuple(item.embedding) for item in batch.data}) == count, "each input its own vector"
+    expected_tokens = sum(len(text.split()) for text in texts)
+    assert batch.usage.prompt_tokens == batch.usage.total_tokens == expected_tokens, "the inputs' token counts summed"
+    assert batch.model == TITAN
+    for i in sorted({0, count // 2, count - 1}):
+        single = client.embeddings.create(model=TITAN, input=texts[i], dimensions=256)
+        assert max(abs(a - b) for a, b in zip(batch.data[i].embedding, single.data[0].embedding)) < 1e-6, \
+            f"input {i}'s vector is in place {i}"
+    upstream = gateway.last_upstream_request()
+    assert upstream["path"] == "/model/amazon.titan-embed-text-v2%3A0/invoke"
+    assert not [name for name in upstream["headers"] if name.startswith("x-ai-eg")], "the gateway's own headers stay home"
+    assert titan_counter(gateway, "requests") - requests == 1 + len({0, count // 2, count - 1}), "a list counts as one request"
+    assert titan_counter(gateway, "input_tokens") - tokens == expected_tokens + sum(
+        len(texts[i].split()) for i in {0, count // 2, count - 1})
+
+
+def test_one_failed_input_fails_the_list_with_one_error_in_openais_format(client):
+    texts = ["a fine text", "another fine text", "emulator-fault:throttle", "the last fine text"]
+    with pytest.raises(openai.RateLimitError) as raised:
+        client.embeddings.create(model=TITAN, input=texts)
+    assert raised.value.status_code == 429
+    assert raised.value.body["message"].startswith("Input 2 of 4: Bedrock ThrottlingException"), raised.value.body
+
+    with pytest.raises(openai.InternalServerError) as raised:
+        client.embeddings.create(model=TITAN, input=["fine", "emulator-fault:internal"])
+    assert raised.value.status_code == 500
+    assert raised.value.body["message"].startswith("Input 1 of 2: Bedrock InternalServerException"), raised.value.body
+
+    # Bedrock hangs up on one call: no partial list, and the reason is not dressed up as Bedrock's.
+    with pytest.raises(openai.APIStatusError) as raised:
+        client.embeddings.create(model=TITAN, input=["fine", "emulator-fault:reset", "fine again"])
+    assert raised.value.status_code in (502, 503)
+    assert raised.value.body["message"].startswith("Input 1 of 3:"), raised.value.body
+    assert "Bedrock ThrottlingException" not in raised.value.body["message"]
+
+
+def test_titan_lists_keep_openais_limits(client):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.embeddings.create(model=TITAN, input=[f"text {i}" for i in range(97)])
+    assert "at most 96 inputs" in raised.value.message
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.embeddings.create(model=TITAN, input=["a", "b"], dimensions=300)
+    assert "256, 512 or 1024" in raised.value.message
+    floats = client.embeddings.create(model=TITAN, input=["a b", "c"], encoding_format="float")
+    assert [len(item.embedding) for item in floats.data] == [1024, 1024], "Titan's default size, as floats"
