@@ -12,6 +12,7 @@ this filter with each other, not with C.
 
     make bench-instructions                       # B, C, W, D, E, M, N, O
     BENCH_WASMS=/abs/old.wasm,/abs/new.wasm make bench-instructions   # D and E of each build
+    BENCH_MODULES=/abs/old.so,/abs/new.so make bench-instructions     # N and O of each native build
     BENCH_TARGETS=D ...                           # only D
 """
 
@@ -88,9 +89,11 @@ def main():
     anthropic = ("/anthropic/v1/messages", bench.ANTHROPIC_BODY)
     converse = (bench.CONVERSE_PATH, bench.converse_body())
     wasms = [w for w in os.environ.get("BENCH_WASMS", "").split(",") if w]
-    if wasms:
-        gateway_runs = [("D", openai), ("E", anthropic)]
-        runs = [(f"{wasm} {label}", bench.gateway_config(wasm), *request) for wasm in wasms for label, request in gateway_runs]
+    modules = [Path(m) for m in os.environ.get("BENCH_MODULES", "").split(",") if m]
+    if wasms or modules:
+        runs = [(f"{wasm} {label}", bench.gateway_config(wasm), *request) for wasm in wasms for label, request in [("D", openai), ("E", anthropic)]]
+        runs += [(f"{module} {label}", bench.gateway_config(module=module), *request)
+                 for module in modules for label, request in [("N", openai), ("O", anthropic)]]
     else:
         runs = [
             ("B", bench.proxy_config(False), *converse),

@@ -43,6 +43,30 @@ impl MetricLabels {
     }
 }
 
+/// The label sets one worker has built, which later requests for the same model and backend
+/// reuse: building one (three sanitized strings) cost more than finding it, about 13,000
+/// instructions per request (`make bench-instructions`, dynamic module). Bounded: beyond
+/// [`LabelCache::MAX`] sets, new ones are built per request and not kept.
+#[derive(Default)]
+pub struct LabelCache {
+    sets: Vec<(String, String, std::rc::Rc<MetricLabels>)>,
+}
+
+impl LabelCache {
+    pub const MAX: usize = 256;
+
+    pub fn get(&mut self, model: &str, backend: &str) -> std::rc::Rc<MetricLabels> {
+        if let Some((_, _, labels)) = self.sets.iter().find(|(m, b, _)| m == model && b == backend) {
+            return std::rc::Rc::clone(labels);
+        }
+        let labels = std::rc::Rc::new(MetricLabels::new(model, backend));
+        if self.sets.len() < Self::MAX {
+            self.sets.push((model.to_owned(), backend.to_owned(), std::rc::Rc::clone(&labels)));
+        }
+        labels
+    }
+}
+
 /// A request counted for its caller: `caller_requests` by status class and `caller_total_tokens`.
 /// Only for callers the configuration names (API-key clients), so the series stay few.
 pub fn caller_samples(status: u16, usage: &TokenUsage, mut record: impl FnMut(Sample)) {
@@ -155,6 +179,20 @@ pub fn usage_summary(model: &str, backend: &str, caller: Option<&str>, status: u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_workers_label_sets_are_built_once_each_and_bounded() {
+        let mut cache = LabelCache::default();
+        let first = cache.get("m:0", "b");
+        assert!(std::rc::Rc::ptr_eq(&first, &cache.get("m:0", "b")), "found, not built again");
+        assert_eq!(*first, MetricLabels::new("m:0", "b"));
+        assert_ne!(cache.get("m:0", "c").backend, first.backend);
+        for i in 0..LabelCache::MAX {
+            cache.get(&format!("model-{i}"), "b");
+        }
+        assert_eq!(cache.sets.len(), LabelCache::MAX, "a caller cycling model names cannot grow it");
+        assert_eq!(cache.get("one-more", "b").model, "one-more", "still labelled, just not kept");
+    }
 
     #[test]
     fn names_and_labels_keep_to_what_stats_can_carry() {

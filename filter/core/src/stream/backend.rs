@@ -22,12 +22,14 @@ use std::sync::Arc;
 /// Envoy's count of the tries of a request, on each try (`include_attempt_count_in_request`).
 const ATTEMPT_HEADER: &str = "x-envoy-attempt-count";
 
-/// What one worker keeps across its requests: the signer's cached keys, and the broker's waiting
-/// requests and fetches in flight. The host owns it and lends it to the hooks that need it.
+/// What one worker keeps across its requests: the signer's cached keys, the broker's waiting
+/// requests and fetches in flight, and the metric label sets built so far. The host owns it and
+/// lends it to the hooks that need it.
 #[derive(Default)]
 pub struct Worker {
     pub signer: Signer,
     pub broker: Broker,
+    pub labels: report::LabelCache,
 }
 
 /// What one request measured, reported when its response ends.
@@ -38,7 +40,7 @@ struct Measurement {
     /// headers while the response flows.
     request_id: Option<String>,
     model: String,
-    labels: report::MetricLabels,
+    labels: Rc<report::MetricLabels>,
     started_ms: u64,
     first_content_ms: Option<u64>,
 }
@@ -174,7 +176,7 @@ impl BackendStream {
         self.measurement = Some(Measurement {
             caller,
             request_id,
-            labels: report::MetricLabels::new(&model, &backend.name),
+            labels: worker.labels.get(&model, &backend.name),
             model,
             started_ms: host.now_ms(),
             first_content_ms: None,
