@@ -12,6 +12,7 @@ the emulator, the renderer, `make run`) run with the first only, and `wasm_only`
 import contextlib
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -56,16 +57,25 @@ _ports_handed_out: set = set()
 
 
 def free_port() -> int:
-    """A port nothing listens on now, and one this test session has not handed out before: the
-    kernel may offer a just-released port again, and a gateway's listener and admin ports, taken
-    one after the other, then clash (seen once in CI as "Address already in use")."""
+    """A port nothing listens on now, and one this test session has not handed out before.
+
+    Taken at random below the kernel's ephemeral range (32768 and up), from a range of the host's
+    own: `make test-e2e` runs the two hosts' sessions side by side, and neither may hand out a
+    port the other just did. (Asking the kernel with `bind(0)` re-offered just-released ports,
+    and a gateway's listener and admin ports then clashed; keeping to one parity of its answers
+    looped for ever, as Linux hands out `bind(0)` ports of one parity only.)"""
+    low, high = (20000, 26000) if HOST == "wasm" else (26000, 32000)
     while True:
+        port = random.randrange(low, high)
+        if port in _ports_handed_out:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _ports_handed_out:
-            _ports_handed_out.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_handed_out.add(port)
+        return port
 
 
 def wait_until(check, what: str, timeout: float = 30.0):
