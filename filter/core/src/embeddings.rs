@@ -63,7 +63,7 @@ pub struct EmbeddingsInvoke {
     pub model: String,
     pub base64: bool,
     /// Titan with more than one input: one body per input, in order (`body` is then empty).
-    pub titan_batch: Option<Vec<Vec<u8>>>,
+    pub titan_batch: Option<TitanBatch>,
 }
 
 /// A list of inputs for Titan: one InvokeModel body per input, in the caller's order.
@@ -124,7 +124,8 @@ pub fn prepare(body: &[u8], model_id: &str) -> Result<(EmbeddingsInvoke, Family)
             } else {
                 let bodies = texts.iter().map(|text| titan_body(text)).collect::<Result<Vec<_>, _>>()?;
                 let model = request.model.into_owned();
-                return Ok((EmbeddingsInvoke { body: Vec::new(), model, base64, titan_batch: Some(bodies) }, family));
+                let titan_batch = Some(TitanBatch { bodies, model: model.clone(), base64 });
+                return Ok((EmbeddingsInvoke { body: Vec::new(), model, base64, titan_batch }, family));
             }
         }
         Family::Cohere => {

@@ -411,9 +411,7 @@ pub fn prepare(
             let model_hint = requested_model(body).ok().map(|m| m.into_owned()).unwrap_or_default();
             let model_id = backend.model_name_override.as_deref().unwrap_or(&model_hint);
             let (invoke, family) = embeddings::prepare(body, model_id)?;
-            if let Some(bodies) = invoke.titan_batch {
-                titan_batch = Some(embeddings::TitanBatch { bodies, model: invoke.model.clone(), base64: invoke.base64 });
-            }
+            titan_batch = invoke.titan_batch;
             (invoke.body, invoke.model, Operation::Invoke, ResponseKind::Embeddings { family, base64: invoke.base64 })
         }
         (Endpoint::AnthropicMessages, Schema::Converse) => {

@@ -395,7 +395,7 @@ fn embeddings_requests_and_responses() {
 
     // A list for Titan: one body per input, in order, each with the caller's options.
     let (batch, _) = embeddings::prepare(br#"{"model":"t","input":["a","b","c"],"dimensions":512}"#, "amazon.titan-embed-text-v2:0").unwrap();
-    let bodies: Vec<Value> = batch.titan_batch.unwrap().iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
+    let bodies: Vec<Value> = batch.titan_batch.unwrap().bodies.iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
     assert_eq!(bodies, ["a", "b", "c"].map(|t| json!({"inputText": t, "normalize": true, "dimensions": 512})));
     assert!(batch.body.is_empty(), "no request of its own");
     let answers: Vec<Vec<u8>> =

@@ -13,7 +13,7 @@ use crate::eventstream::DEFAULT_MAX_FRAME_LEN;
 use crate::gateway::{self, CallerHeaders, Endpoint, ResponsePlan, ResponseTranslation, Signature, UpstreamHead, MODEL_HEADER};
 use crate::headers::HeaderSnapshot;
 use crate::report;
-use crate::sigv4::Signer;
+use crate::sigv4::{Credentials, Signer};
 use crate::translated::TokenUsage;
 use std::borrow::Cow;
 use std::rc::Rc;
@@ -390,10 +390,7 @@ impl BackendStream {
                 }
                 return Flow::Continue;
             }
-            BackendCredentials::Static(keys) => Some(Cow::Borrowed(keys)),
-            BackendCredentials::Fetched(provider) => {
-                broker::usable_credentials(store, &BackendCredentials::cache_key(provider), now_ms).map(|c| Cow::Owned(c.credentials()))
-            }
+            signing => signing_credentials(signing, store, now_ms),
         };
         if let Some(credentials) = credentials {
             let signature = upstream.sign(&credentials, &backend.region, &mut worker.signer, now_ms / 1000);
@@ -438,19 +435,12 @@ impl BackendStream {
             );
             return self.reply_with_error(host, &error);
         };
-        let credentials = match &backend.credentials {
-            BackendCredentials::Static(keys) => Some(Cow::Borrowed(keys)),
-            BackendCredentials::Fetched(provider) => {
-                let fetched = broker::usable_credentials(store, &BackendCredentials::cache_key(provider), now_ms);
-                let Some(fetched) = fetched else {
-                    // A list cannot wait for them as one request does: it would have to be resumed as calls.
-                    let error = GatewayError::new(503, ErrorKind::Unavailable, "AWS credentials are not available yet; retry the request.");
-                    return self.reply_with_error(host, &error);
-                };
-                Some(Cow::Owned(fetched.credentials()))
-            }
-            BackendCredentials::ApiKey(_) => None,
-        };
+        let credentials = signing_credentials(&backend.credentials, store, now_ms);
+        if credentials.is_none() && matches!(backend.credentials, BackendCredentials::Fetched(_)) {
+            // A list cannot wait for them as one request does: it would have to be resumed as calls.
+            let error = GatewayError::new(503, ErrorKind::Unavailable, "AWS credentials are not available yet; retry the request.");
+            return self.reply_with_error(host, &error);
+        }
         let calls = titan_batch
             .bodies
             .into_iter()
@@ -515,6 +505,17 @@ pub fn settle(host: &mut impl Host, parked: &ParkedRequest, verdict: &Verdict, s
             reply_with_error(host, &error, parked.format);
             Settled::Answered
         }
+    }
+}
+
+/// The keys to sign with now: static ones, or fetched ones still usable; none for an API key.
+fn signing_credentials<'a>(credentials: &'a BackendCredentials, store: &dyn SharedStore, now_ms: u64) -> Option<Cow<'a, Credentials>> {
+    match credentials {
+        BackendCredentials::Static(keys) => Some(Cow::Borrowed(keys)),
+        BackendCredentials::Fetched(provider) => {
+            broker::usable_credentials(store, &BackendCredentials::cache_key(provider), now_ms).map(|c| Cow::Owned(c.credentials()))
+        }
+        BackendCredentials::ApiKey(_) => None,
     }
 }
 
