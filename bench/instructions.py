@@ -14,6 +14,7 @@ this filter with each other, not with C.
     BENCH_WASMS=/abs/old.wasm,/abs/new.wasm make bench-instructions   # D and E of each build
     BENCH_MODULES=/abs/old.so,/abs/new.so make bench-instructions     # N and O of each native build
     BENCH_TARGETS=D ...                           # only D
+    BENCH_CALLGRIND_DIR=/abs/dir ...              # keep the callgrind dumps there, for callgrind_annotate
 """
 
 import glob
@@ -110,7 +111,11 @@ def main():
                            bench.OUT / "emulator.log")
     try:
         bench.wait_for(f"http://127.0.0.1:{bench.EMULATOR_PORT}/_emulator/health")
-        with tempfile.TemporaryDirectory(prefix="bench-instructions-") as workdir:
+        keep = os.environ.get("BENCH_CALLGRIND_DIR")
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="bench-instructions-") as scratch:
+            workdir = keep or scratch
             for index, (label, config, path, body) in enumerate(runs):
                 started = time.time()
                 count = instructions_per_request(f"run{index}", config, path, body, workdir)

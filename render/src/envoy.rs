@@ -271,7 +271,7 @@ fn write_listener(o: &mut String, plan: &Plan, options: &Options, plugin_json: &
     line(o, t + 2, "log_format:");
     line(o, t + 3, "text_format_source:");
     let caller = plan.callers.as_ref().map_or(String::new(), |c| format!(" caller=%REQ({})%", c.caller_header));
-    line(o, t + 4, &format!("inline_string: \"[%START_TIME%] %REQ(:METHOD)% %RESPONSE_CODE% %DURATION%ms request_id=%REQ(X-REQUEST-ID)%{caller} bedrock_request_id=%RESP(X-AMZN-REQUESTID)% usage=%FILTER_STATE(wasm.ai_gateway.usage:PLAIN)%\\n\""));
+    line(o, t + 4, &format!("inline_string: \"[%START_TIME%] %REQ(:METHOD)% %RESPONSE_CODE% %DURATION%ms request_id=%REQ(X-REQUEST-ID)%{caller} bedrock_request_id=%RESP(X-AMZN-REQUESTID)% usage={}\\n\"", options.usage_operator("usage")));
     if plan.rate_limit.is_some() {
         crate::rate_limits::write_local_reply(o, t);
     }
@@ -315,7 +315,7 @@ fn write_listener(o: &mut String, plan: &Plan, options: &Options, plugin_json: &
         crate::callers::write_filters(o, t, callers);
     }
     if let Some(rate_limit) = &plan.rate_limit {
-        crate::rate_limits::write_filter(o, t, rate_limit);
+        crate::rate_limits::write_filter(o, t, rate_limit, options);
     }
     line(o, t, "- name: envoy.filters.http.router");
     line(o, t + 1, "typed_config:");

@@ -85,6 +85,20 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The command operator an access log or rate limit reads one of a request's usage figures
+    /// with (`usage`, `total_tokens`, `cost`). The `.wasm` can only publish filter state (a wasm
+    /// filter cannot write dynamic metadata); the native module writes dynamic metadata, where
+    /// Envoy AI Gateway keeps them, and only there: a second copy cost it ~3,000 instructions
+    /// per request.
+    pub fn usage_operator(&self, key: &str) -> String {
+        match self.dynamic_module_path {
+            Some(_) => format!("%DYNAMIC_METADATA(io.envoy.ai_gateway:{key})%"),
+            None => format!("%FILTER_STATE(wasm.ai_gateway.{key}:PLAIN)%"),
+        }
+    }
+}
+
 /// Envoy's configuration and the files read beside it.
 #[derive(Debug)]
 pub struct Rendered {

@@ -5,8 +5,8 @@
 //! rate-limit service's configuration (envoyproxy/ratelimit's format, written beside envoy.yaml),
 //! since Envoy only asks and the service counts. Costs: `cost.request` (a number) is charged when a
 //! request arrives, 1 by default; `cost.response` from the metadata key an `llmRequestCosts` entry
-//! names is charged when the stream is done. The filter publishes its token counts as filter state
-//! (a wasm filter cannot write dynamic metadata), so that key is read from there.
+//! names is charged when the stream is done, read from where the filter publishes its token counts
+//! (`Options::usage_operator`: filter state for the `.wasm`, dynamic metadata for the native module).
 
 use crate::yaml::{line, quoted, single_endpoint, upstream_protocol_options};
 use crate::resources::{Object, RouteSpec, TrafficPolicySpec};
@@ -15,8 +15,8 @@ use std::fmt::Write;
 
 /// The rate-limit domain of every descriptor the gateway sends.
 pub const DOMAIN: &str = "ai-gateway";
-/// The filter state holding a request's total tokens, set when the response is complete.
-const TOTAL_TOKENS_STATE: &str = "wasm.ai_gateway.total_tokens";
+/// The usage figure holding a request's total tokens, published when the response is complete.
+const TOTAL_TOKENS: &str = "total_tokens";
 
 #[derive(Debug)]
 pub struct RateLimitPlan {
@@ -31,7 +31,7 @@ pub struct RulePlan {
     pub unit: &'static str,
     /// Charged as a request arrives; 0 only checks the budget.
     pub request_cost: u64,
-    /// Charged when the stream is done: the filter state holding the tokens.
+    /// Charged when the stream is done: the usage figure holding the tokens.
     pub response_cost: Option<&'static str>,
 }
 
@@ -134,7 +134,7 @@ pub fn plan(
     Ok(Some(RateLimitPlan { rules }))
 }
 
-/// The filter state behind an `llmRequestCosts` metadata key.
+/// The usage figure behind an `llmRequestCosts` metadata key.
 fn token_state(routes: &[&Object<RouteSpec>], key: &str) -> Result<&'static str, String> {
     let declared = routes
         .iter()
@@ -142,7 +142,7 @@ fn token_state(routes: &[&Object<RouteSpec>], key: &str) -> Result<&'static str,
         .find(|cost| cost.metadata_key == key)
         .ok_or_else(|| format!("{key:?} is not a metadataKey of any AIGatewayRoute's llmRequestCosts"))?;
     match declared.cost_type.as_str() {
-        "TotalToken" => Ok(TOTAL_TOKENS_STATE),
+        "TotalToken" => Ok(TOTAL_TOKENS),
         other => Err(format!("{key:?} is of type {other}; only TotalToken costs can be charged")),
     }
 }
@@ -184,7 +184,7 @@ fn actions(o: &mut String, indent: usize, index: usize, rule: &RulePlan) {
 }
 
 /// Envoy's rate-limit filter, placed between the routing stage and the router.
-pub fn write_filter(o: &mut String, indent: usize, plan: &RateLimitPlan) {
+pub fn write_filter(o: &mut String, indent: usize, plan: &RateLimitPlan, options: &crate::Options) {
     line(o, indent, "- name: envoy.filters.http.ratelimit");
     line(o, indent + 1, "typed_config:");
     let t = indent + 2;
@@ -198,10 +198,10 @@ pub fn write_filter(o: &mut String, indent: usize, plan: &RateLimitPlan) {
         line(o, t, &format!("# rules[{index}]: {} per {}, checked (cost {}) as a request arrives", rule.requests, rule.unit, rule.request_cost));
         line(o, t, &format!("- hits_addend: {{ number: {} }}", rule.request_cost));
         actions(o, t + 1, index, rule);
-        if let Some(state) = rule.response_cost {
+        if let Some(figure) = rule.response_cost {
             line(o, t, &format!("# rules[{index}]: charged with the request's tokens when its stream is done"));
             line(o, t, "- apply_on_stream_done: true");
-            line(o, t + 1, &format!("hits_addend: {{ format: \"%FILTER_STATE({state}:PLAIN)%\" }}"));
+            line(o, t + 1, &format!("hits_addend: {{ format: \"{}\" }}", options.usage_operator(figure)));
             actions(o, t + 1, index, rule);
         }
     }

@@ -61,7 +61,14 @@ pub fn validate_model_id(model: &str) -> Result<(), String> {
 
 /// `/model/{percent-encoded id}/{operation}`. The id is one path segment: `/` and `:` are encoded.
 pub fn model_path(model_id: &str, operation: Operation) -> String {
-    format!("/model/{}/{}", crate::sigv4::uri_encode(model_id.as_bytes()), operation.path_suffix())
+    let suffix = operation.path_suffix();
+    // Sized for the worst case (every byte percent-encoded), so the path is built without regrowing.
+    let mut path = String::with_capacity("/model//".len() + 3 * model_id.len() + suffix.len());
+    path.push_str("/model/");
+    crate::sigv4::uri_encode_into(model_id.as_bytes(), &mut path);
+    path.push('/');
+    path.push_str(suffix);
+    path
 }
 
 // ---- Converse request -------------------------------------------------------------------

@@ -27,9 +27,17 @@ impl HeaderSnapshot {
     }
 
     /// A snapshot of headers a host hands over pair by pair (a native host, a test's fake host).
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Self {
-        let mut bytes = Vec::new();
-        let mut ranges = Vec::new();
+    /// Sized once up front: growing the buffers pair by pair cost the native host more than a
+    /// third of reading its headers (callgrind).
+    pub fn from_pairs<'a, I>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+        I::IntoIter: Clone,
+    {
+        let pairs = pairs.into_iter();
+        let (count, size) = pairs.clone().fold((0, 0), |(count, size), (name, value)| (count + 1, size + name.len() + value.len()));
+        let mut bytes = Vec::with_capacity(size);
+        let mut ranges = Vec::with_capacity(count);
         for (name, value) in pairs {
             let name_start = bytes.len();
             bytes.extend_from_slice(name);

@@ -300,7 +300,7 @@ pub fn uri_encode(bytes: &[u8]) -> String {
     out
 }
 
-fn uri_encode_into(bytes: &[u8], out: &mut String) {
+pub(crate) fn uri_encode_into(bytes: &[u8], out: &mut String) {
     for &byte in bytes {
         if is_unreserved(byte) {
             out.push(char::from(byte));

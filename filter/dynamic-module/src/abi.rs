@@ -139,7 +139,6 @@ extern "C" {
 
     pub fn envoy_dynamic_module_callback_http_set_dynamic_metadata_number(filter: EnvoyFilterPtr, ns: ModuleBuffer, key: ModuleBuffer, value: f64);
     pub fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string(filter: EnvoyFilterPtr, ns: ModuleBuffer, key: ModuleBuffer, value: ModuleBuffer);
-    pub fn envoy_dynamic_module_callback_http_set_filter_state_bytes(filter: EnvoyFilterPtr, key: ModuleBuffer, value: ModuleBuffer) -> bool;
 
     pub fn envoy_dynamic_module_callback_http_clear_route_cache(filter: EnvoyFilterPtr);
     pub fn envoy_dynamic_module_callback_http_filter_get_attribute_string(filter: EnvoyFilterPtr, attribute: u32, result: *mut EnvoyBuffer) -> bool;

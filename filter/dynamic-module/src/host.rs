@@ -8,12 +8,10 @@ use bedrock_gateway_core::report::{MetricLabels, Sample, UsageSummary};
 use bedrock_gateway_core::stream::{Host, Side};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Where access logs and rate limits read a request's usage: the same filter-state keys as the
-/// wasm host's (so one rendered configuration serves both), and dynamic metadata, which only a
-/// native filter can write.
-const USAGE_STATE: &str = "wasm.ai_gateway.usage";
-const TOTAL_TOKENS_STATE: &str = "wasm.ai_gateway.total_tokens";
-const COST_STATE: &str = "wasm.ai_gateway.cost";
+/// Where access logs and rate limits read a request's usage (`usage`, `total_tokens`, `cost`):
+/// dynamic metadata, Envoy AI Gateway's place for it, which only a native filter can write. The
+/// renderer points the access log and rate limits here for this host (the `.wasm` publishes the
+/// same figures as filter state instead).
 pub const METADATA_NAMESPACE: &str = "io.envoy.ai_gateway";
 
 pub struct NativeHost<'a> {
@@ -71,17 +69,10 @@ impl NativeHost<'_> {
             if !abi::envoy_dynamic_module_callback_http_get_body_chunks(self.filter, body_type, chunks.as_mut_ptr()) {
                 return;
             }
+            out.reserve(chunks.iter().map(|chunk| chunk.length).sum());
             for chunk in &chunks {
                 out.extend_from_slice(chunk.as_slice());
             }
-        }
-    }
-
-    fn set_filter_state(&self, key: &str, value: &[u8]) {
-        // SAFETY: the filter pointer is valid for the current hook; both buffers outlive the call.
-        let stored = unsafe { abi::envoy_dynamic_module_callback_http_set_filter_state_bytes(self.filter, ModuleBuffer::of(key.as_bytes()), ModuleBuffer::of(value)) };
-        if !stored {
-            log::debug!("ai gateway: cannot record {key} in filter state");
         }
     }
 }
@@ -195,9 +186,6 @@ impl Host for NativeHost<'_> {
     }
 
     fn record_usage(&mut self, summary: &UsageSummary) {
-        self.set_filter_state(USAGE_STATE, summary.json.as_bytes());
-        self.set_filter_state(TOTAL_TOKENS_STATE, summary.total_tokens.to_string().as_bytes());
-        self.set_filter_state(COST_STATE, summary.cost.to_string().as_bytes());
         let namespace = ModuleBuffer::of(METADATA_NAMESPACE.as_bytes());
         // SAFETY: the filter pointer is valid for the current hook; the buffers outlive each call.
         // Token counts up to 2^53 are exact as doubles.
