@@ -38,6 +38,13 @@ fn benches(c: &mut Criterion) {
     c.bench_function("openai -> converse (translate)", |b| {
         b.iter(|| gateway::prepare(Endpoint::ChatCompletions, black_box(OPENAI), CallerHeaders::default(), &backend, 1_800_000_000).unwrap())
     });
+    // `make bench`'s 1 MiB body: one long message, as a pasted document would be.
+    let big = format!(r#"{{"model":"us.meta.llama3-2-1b-instruct-v1:0","messages":[{{"role":"user","content":"{}"}},{{"role":"assistant","content":"ok"}},{{"role":"user","content":"Hi."}}]}}"#, "x ".repeat(512 * 1024));
+    c.bench_function("openai -> converse (translate), 1 MiB message", |b| {
+        b.iter(|| gateway::prepare(Endpoint::ChatCompletions, black_box(big.as_bytes()), CallerHeaders::default(), &backend, 1_800_000_000).unwrap())
+    });
+    let big_upstream = gateway::prepare(Endpoint::ChatCompletions, big.as_bytes(), CallerHeaders::default(), &backend, 1_800_000_000).unwrap();
+    c.bench_function("sigv4 sign, 1 MiB body", |b| b.iter(|| big_upstream.sign(black_box(&keys), "us-east-1", &mut signer, 1_800_000_000)));
     let upstream = gateway::prepare(Endpoint::ChatCompletions, OPENAI, CallerHeaders::default(), &backend, 1_800_000_000).unwrap();
     c.bench_function("sigv4 sign (cached key)", |b| b.iter(|| upstream.sign(black_box(&keys), "us-east-1", &mut signer, 1_800_000_000)));
     c.bench_function("anthropic -> invoke (rewrite)", |b| b.iter(|| anthropic::prepare_invoke(black_box(ANTHROPIC), Some("interleaved-thinking-2025-05-14"), &Default::default()).unwrap()));
