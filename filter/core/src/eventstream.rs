@@ -258,7 +258,9 @@ pub trait FrameTranslator {
 
 /// Feeds one body chunk through the translator's decoder; returns the bytes to send downstream.
 pub fn translate_chunk<T: FrameTranslator>(translator: &mut T, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(chunk.len() + 64);
+    // What a frame becomes downstream is larger than the frame (an OpenAI chunk repeats the id,
+    // model and the like): sized for that, the buffer is not regrown for every event.
+    let mut out = Vec::with_capacity(2 * chunk.len() + 256);
     if !translator.is_finished() {
         // The decoder is lent out while frames borrow the translator.
         let mut decoder = std::mem::take(translator.decoder());

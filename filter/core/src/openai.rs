@@ -893,7 +893,9 @@ impl ChatStreamTranslator {
             serde_json::from_slice(payload).map_err(|e| unreadable_event("contentBlockDelta", &e))?;
         let Some(delta) = event.delta else { return Ok(()) };
         let slot = self.block(event.content_block_index).ok_or_else(too_many_blocks)?;
-        let mut json = String::new();
+        // Room for the delta and its escapes at once: growing it step by step cost about a tenth
+        // of a delta's translation (callgrind).
+        let mut json = String::with_capacity(64 + payload.len());
         if let Some(text) = delta.text {
             slot.get_or_insert(StreamBlock::Text);
             json.push_str("{\"content\":");
