@@ -437,18 +437,62 @@ def added(through: dict, baseline: dict) -> dict:
     }
 
 
-def rss_per_100_streams(pids: list) -> float:
-    idle = rss_mb(pids, "VmRSS")
+def allocated_mb() -> float:
+    """Bytes Envoy's allocator (tcmalloc) has handed out and not had back, from the admin
+    interface: Envoy's own and the dynamic module's heap (the wasm VM's memory is not in it)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{ADMIN_PORT}/memory", timeout=10) as response:
+        return int(json.loads(response.read())["allocated"]) / 1e6
+
+
+def first_100_streams(pids: list, path: str, body: bytes) -> dict:
+    """What an Envoy gains holding its first 100 open streams (each waiting for its next delta):
+    RSS, and heap allocated. Only the first hundred: once streams have come and gone, the allocator
+    reuses what they left, and RSS grew by about nothing (0.02-0.2 MB) for a second hundred."""
+    idle_rss, idle_allocated = rss_mb(pids, "VmRSS"), allocated_mb()
     sockets = []
     for _ in range(100):
         s = socket.create_connection(("127.0.0.1", GATEWAY_PORT))
-        s.sendall(stream_request("/v1/chat/completions", OPENAI_STREAM_BODY, "40"))
+        s.sendall(stream_request(path, body, "40"))
         sockets.append(s)
     time.sleep(1.0)
-    busy = rss_mb(pids, "VmRSS")
+    busy_rss, busy_allocated = rss_mb(pids, "VmRSS"), allocated_mb()
     for s in sockets:
         s.close()
-    return round(busy - idle, 2)
+    return {"rss_mb": round(busy_rss - idle_rss, 2), "allocated_mb": round(busy_allocated - idle_allocated, 2)}
+
+
+def stream_memory() -> dict:
+    """Memory for 100 open streams in a fresh Envoy of each kind. The gateway's own share is its
+    figure less plain Envoy's (B), which holds the same 100 connections and streams: heap allocated
+    for the dynamic module (whose allocations are Envoy's tcmalloc's), RSS for the .wasm (whose VM
+    memory is not)."""
+    converse_stream_path = CONVERSE_PATH.replace("converse", "converse-stream")
+    kinds = [("B", proxy_config(False), converse_stream_path, CONVERSE_STREAM_BODY),
+             ("D", gateway_config(), "/v1/chat/completions", OPENAI_STREAM_BODY),
+             ("N", gateway_config(module=DYNAMIC_MODULE), "/v1/chat/completions", OPENAI_STREAM_BODY)]
+    measured = {}
+    for name, config, path, body in kinds:
+        process, pids = run_envoy(f"{name}-memory", config)
+        try:
+            # One stream first, so that start-up allocations (the wasm VM's first request) are not counted.
+            send_one_stream(path, body)
+            measured[name] = first_100_streams(pids, path, body)
+        finally:
+            stop(process)
+    print(json.dumps({"memory_of_100_streams": measured}), flush=True)
+    return measured
+
+
+def send_one_stream(path: str, body: bytes):
+    with socket.create_connection(("127.0.0.1", GATEWAY_PORT)) as s:
+        s.sendall(stream_request(path, body, "0"))
+        s.settimeout(10)
+        answer = b""
+        while not answer.endswith(b"0\r\n\r\n"):
+            piece = s.recv(65536)
+            if not piece:
+                break
+            answer += piece
 
 
 def update_readme(results: dict):
@@ -476,10 +520,11 @@ def update_readme(results: dict):
     rows += ["", f"Streams of {s['deltas']} deltas paced {STREAM_DELAY_MS} ms apart, one after another on a keep-alive connection{counted}: against Bedrock (the emulator) directly, "
              f"the gateway adds {direct['ttft_p50_us']} µs (p50) / {direct['ttft_p99_us']} µs (p99) to time to first token and {direct['gap_us']} µs to the mean gap between chunks; "
              f"against a plain Envoy proxy, {plain['ttft_p50_us']} µs (p50) / {plain['ttft_p99_us']} µs (p99) and {plain['gap_us']} µs. "
-             f"100 open streams add {s['rss_mb_per_100_streams']} MB of RSS."
+             f"100 open streams in a fresh Envoy: plain Envoy allocates {s['memory_of_100_streams']['B']['allocated_mb']} MB for them, "
+             f"the .wasm gateway {s['allocated_mb_per_100_streams']} MB more in Envoy's heap (its VM's own memory is not in that figure)."
              + (f" As the dynamic module, against plain Envoy: {s['module_added_vs_plain_envoy']['ttft_p50_us']} µs (p50) / "
                 f"{s['module_added_vs_plain_envoy']['ttft_p99_us']} µs (p99) to time to first token, {s['module_added_vs_plain_envoy']['gap_us']} µs per chunk, "
-                f"and {s['module_rss_mb_per_100_streams']} MB of RSS per 100 open streams." if "module_added_vs_plain_envoy" in s else ""), "",
+                f"and {s['module_allocated_mb_per_100_streams']} MB more allocated for 100 open streams." if "module_added_vs_plain_envoy" in s else ""), "",
              "| request body | req/s (c=16) | p99 µs | gateway CPU µs/req (.wasm) | gateway CPU µs/req (dynamic module) | native SigV4 CPU µs/req |", "| --- | --- | --- | --- | --- | --- |"]
     for b in results["body_sizes"]:
         rows.append(f"| {b['size']} | {b['rps']} | {b['p99_us']} | {b['cpu_us_per_req']} | {b.get('module_cpu_us_per_req', '')} | {b['native_cpu_us_per_req']} |")
@@ -621,7 +666,6 @@ def main():
             results["configurations"].append(measure("N", "this gateway as a dynamic module, OpenAI -> Converse", pids, "/v1/chat/completions", openai_body(), json_headers))
             results["configurations"].append(measure("O", "this gateway as a dynamic module, Anthropic -> InvokeModel", pids, "/anthropic/v1/messages", ANTHROPIC_BODY, json_headers))
             native_module = by_body_size(pids, "/v1/chat/completions", openai_body, json_headers)
-            module_rss_per_100 = rss_per_100_streams(pids)
         finally:
             stop(process)
         process, pids = run_envoy("D", gateway_config())
@@ -633,9 +677,9 @@ def main():
                     "size": size, "rps": round(run["rps"]), "p99_us": round(run["p99_us"]), "cpu_us_per_req": cpu,
                     "native_cpu_us_per_req": native[size][1], "module_cpu_us_per_req": native_module[size][1],
                 })
-            rss_per_100 = rss_per_100_streams(pids)
         finally:
             stop(process)
+        memory = stream_memory()
         streams = interleaved_streams(json_headers)
         results["streaming"] = {
             "deltas": streams["gateway"]["deltas"],
@@ -644,9 +688,10 @@ def main():
             # to Envoy itself (gateway against a plain Envoy proxy, on the same machine).
             "added_vs_direct": added(streams["gateway"], streams["direct"]),
             "added_vs_plain_envoy": added(streams["gateway"], streams["plain_envoy"]),
-            "rss_mb_per_100_streams": rss_per_100,
+            "memory_of_100_streams": memory,
+            "allocated_mb_per_100_streams": round(memory["D"]["allocated_mb"] - memory["B"]["allocated_mb"], 2),
             "module_added_vs_plain_envoy": added(streams["module"], streams["plain_envoy"]),
-            "module_rss_mb_per_100_streams": module_rss_per_100,
+            "module_allocated_mb_per_100_streams": round(memory["N"]["allocated_mb"] - memory["B"]["allocated_mb"], 2),
         }
         print(json.dumps(results["streaming"]), flush=True)
         interleaved_cpu(results["configurations"], json_headers)
