@@ -323,8 +323,9 @@ def test_server_tools_are_refused_on_converse_models(client):
     assert "server tools" in raised.value.body["error"]["message"]
 
 
-def readme_shell_block(heading: str) -> list:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def docs_shell_block(heading: str, page: str = "docs/apis.md") -> list:
+    """The commands of the first `sh` block after `heading` in a page of the documentation."""
+    readme = (Path(__file__).resolve().parents[2] / page).read_text()
     block = readme.split(heading, 1)[1].split("```sh", 1)[1].split("```", 1)[0]
     commands = []
     for line in block.splitlines():
@@ -343,7 +344,7 @@ def run_readme_command(command: str, gateway) -> str:
 
 
 def test_readme_anthropic_curl_examples(gateway):
-    commands = readme_shell_block("### Anthropic Messages API")
+    commands = docs_shell_block("### Anthropic Messages API")
     assert len(commands) == 6
     plain = json.loads(run_readme_command(commands[0], gateway))
     assert plain["content"][0]["text"] == "You said: What is capital of France?"
@@ -379,7 +380,7 @@ def test_seed_thinking_example_with_budget_above_max_tokens_gets_a_clear_400(gat
 
 
 def test_readme_models_and_embeddings_examples(gateway):
-    openai_models, anthropic_models, embeddings = (run_readme_command(c, gateway) for c in readme_shell_block("### Models and embeddings"))
+    openai_models, anthropic_models, embeddings = (run_readme_command(c, gateway) for c in docs_shell_block("### Models and embeddings"))
     assert json.loads(openai_models)["object"] == "list"
     assert json.loads(anthropic_models)["data"][0]["type"] == "model"
     assert [d["index"] for d in json.loads(embeddings)["data"]] == [0, 1]

@@ -1,6 +1,6 @@
 """Bad input and upstream faults, through the real Envoy: every request gets a clear answer in the
 caller's API format, nothing reaches Bedrock that should not, and nothing hangs.
-Each case here is a row of the README's "Bad input and faults" table."""
+Each case here is a row of the "Bad input and faults" table in docs/operations.md."""
 
 import gzip
 import json

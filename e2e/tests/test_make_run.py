@@ -121,13 +121,13 @@ def test_make_run_example_rate_limit_starts_the_budget_service():
 
 
 def test_make_run_failover_example():
-    """`make run EXAMPLE=failover` as the README shows it: two emulators, each taking only its own
+    """`make run EXAMPLE=failover` as docs/operations.md shows it: two emulators, each taking only its own
     region's signatures; with us-east-1 throttled, us-west-2 answers."""
     process = run_local("static", example="failover")
     try:
         wait_until(lambda: http_get("http://127.0.0.1:9901/ready") == b"LIVE\n", "make run EXAMPLE=failover")
         wait_until(lambda: http_get("http://127.0.0.1:4567/_emulator/health") == b'{"status":"ok"}', "the us-west-2 emulator")
-        readme = (ROOT / "README.md").read_text().split("## Failover", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+        readme = (ROOT / "docs/operations.md").read_text().split("## Failover", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
         commands = [line.split("#")[0].strip() for line in readme.replace("\\\n", " ").splitlines() if line.startswith("curl")]
         assert len(commands) == 3, commands
         run = lambda command: subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, check=True).stdout
@@ -142,12 +142,12 @@ def test_make_run_failover_example():
 
 
 def test_make_run_callers_example():
-    """`make run EXAMPLE=callers` as the README shows it: Bob's key serves Llama; Bob and Claude is 403,
+    """`make run EXAMPLE=callers` as docs/operations.md shows it: Bob's key serves Llama; Bob and Claude is 403,
     no key 401, each in OpenAI's format; Alice's key works with the Anthropic SDK."""
     process = run_local("static", example="callers")
     try:
         wait_until(lambda: http_get("http://127.0.0.1:9901/ready") == b"LIVE\n", "make run EXAMPLE=callers")
-        readme = (ROOT / "README.md").read_text().split("## Callers", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+        readme = (ROOT / "docs/operations.md").read_text().split("## Callers", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
         command = " ".join(line.rstrip("\\").strip() for line in readme.splitlines() if not line.startswith(("#", "make")))
         reply = json.loads(subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, check=True).stdout)
         assert reply["choices"][0]["message"]["content"] == "You said: Hi."

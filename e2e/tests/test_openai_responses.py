@@ -255,9 +255,9 @@ def test_openai_agents_sdk_runs_an_agent_with_a_function_tool(gateway):
 
 
 def test_readme_responses_curl_example(gateway):
-    from test_anthropic_messages import readme_shell_block, run_readme_command
+    from test_anthropic_messages import docs_shell_block, run_readme_command
 
-    (command,) = readme_shell_block("### OpenAI Responses API")
+    (command,) = docs_shell_block("### OpenAI Responses API")
     response = json.loads(run_readme_command(command, gateway))
     assert response["object"] == "response" and response["status"] == "completed"
     assert response["output"][0]["content"][0]["text"] == "You said: Hi."
