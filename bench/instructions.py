@@ -18,6 +18,7 @@ this filter with each other, not with C.
     BENCH_CALLGRIND_DIR=/abs/dir ...              # keep the callgrind dumps there, for callgrind_annotate
 """
 
+import contextlib
 import glob
 import json
 import http.client
@@ -61,75 +62,64 @@ def send(port: int, path: str, body: bytes, count: int, headers: dict | None = N
     return answer
 
 
-def counted_instructions(dump_prefix: str, timeout: float = 120) -> int:
-    """The total of the dump `callgrind_control -d` asked for (written asynchronously)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for path in glob.glob(dump_prefix + ".*"):
-            match = re.search(r"^summary: (\d+)", Path(path).read_text(errors="replace"), re.M)
-            if match:
-                return int(match.group(1))
-        time.sleep(1)
-    raise RuntimeError(f"no callgrind dump under {dump_prefix}")
-
-
-def instructions_per_request(name: str, config: str, path: str, body: bytes, workdir: str) -> float:
+@contextlib.contextmanager
+def counted_envoy(name: str, config: str, workdir: str):
+    """Envoy under callgrind with `config`, ready; yields a function that counts the instructions
+    Envoy executes while `traffic()` runs (the counters zeroed before, dumped after)."""
     config_path = Path(workdir) / f"{name}.yaml"
     config_path.write_text(config)
     out = f"{workdir}/{name}.callgrind"
     command = ["valgrind", "--tool=callgrind", "--smc-check=all-non-file", f"--callgrind-out-file={out}.%p",
                str(ENVOY_BINARY), "-c", str(config_path), "--concurrency", "1", "--log-level", "error", "--base-id", "91"]
     process = bench.start(bench.pinned(0, command), Path(workdir) / f"{name}.log", env=bench.KEYS)
+
+    def count(traffic) -> int:
+        subprocess.run(["callgrind_control", "-z", str(process.pid)], check=True, capture_output=True)
+        traffic()
+        dumps_before = set(glob.glob(f"{out}.{process.pid}.*"))
+        subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True, capture_output=True)
+        return new_dump_total(f"{out}.{process.pid}", dumps_before)
+
     try:
         bench.wait_for(f"http://127.0.0.1:{bench.ADMIN_PORT}/ready", timeout=READY_TIMEOUT_SECONDS)
-        send(bench.GATEWAY_PORT, path, body, WARM_UP_REQUESTS)
-        subprocess.run(["callgrind_control", "-z", str(process.pid)], check=True, capture_output=True)
-        send(bench.GATEWAY_PORT, path, body, COUNTED_REQUESTS)
-        subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True, capture_output=True)
-        return counted_instructions(f"{out}.{process.pid}") / COUNTED_REQUESTS
+        yield count
     finally:
         # Under valgrind, Envoy takes a while to exit.
         bench.stop(process, timeout=120)
 
 
-def instructions_per_delta(name: str, config: str, path: str, bodies: list, marker: bytes, workdir: str) -> float:
-    """Instructions one more stream delta costs: streams of each body in `bodies` counted apart in
-    one Envoy, and the slope between them (deltas counted in the answers, by `marker`)."""
-    config_path = Path(workdir) / f"{name}.yaml"
-    config_path.write_text(config)
-    out = f"{workdir}/{name}.callgrind"
-    command = ["valgrind", "--tool=callgrind", "--smc-check=all-non-file", f"--callgrind-out-file={out}.%p",
-               str(ENVOY_BINARY), "-c", str(config_path), "--concurrency", "1", "--log-level", "error", "--base-id", "91"]
-    process = bench.start(bench.pinned(0, command), Path(workdir) / f"{name}.log", env=bench.KEYS)
-    paced = {"x-emulator-delay-ms": STREAM_DELAY_MS}
-    try:
-        bench.wait_for(f"http://127.0.0.1:{bench.ADMIN_PORT}/ready", timeout=READY_TIMEOUT_SECONDS)
-        points = []
-        for body in bodies:
-            answer = send(bench.GATEWAY_PORT, path, body, WARM_UP_REQUESTS // 4, paced)
-            subprocess.run(["callgrind_control", "-z", str(process.pid)], check=True, capture_output=True)
-            send(bench.GATEWAY_PORT, path, body, STREAM_COUNTED, paced)
-            seen = set(glob.glob(f"{out}.{process.pid}.*"))
-            subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True, capture_output=True)
-            points.append((answer.count(marker), counted_instructions_in_new_dump(f"{out}.{process.pid}", seen) / STREAM_COUNTED))
-        (short, short_count), (long, long_count) = sorted(points)
-        print(f"  {name}: {short} deltas {short_count:,.0f}, {long} deltas {long_count:,.0f} instructions per stream", flush=True)
-        return (long_count - short_count) / (long - short)
-    finally:
-        bench.stop(process, timeout=120)
-
-
-def counted_instructions_in_new_dump(prefix: str, seen: set, timeout: float = 120) -> int:
-    """The total of the newest dump under `prefix` not in `seen` (callgrind numbers them .1, .2, ...)."""
+def new_dump_total(prefix: str, seen: set, timeout: float = 120) -> int:
+    """The total of the dump under `prefix` that is not in `seen` (callgrind writes it
+    asynchronously, numbered .1, .2, ...)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         for path in sorted(set(glob.glob(prefix + ".*")) - seen):
             match = re.search(r"^summary: (\d+)", Path(path).read_text(errors="replace"), re.M)
             if match:
-                seen.add(path)
                 return int(match.group(1))
         time.sleep(1)
     raise RuntimeError(f"no new callgrind dump under {prefix}")
+
+
+def instructions_per_request(name: str, config: str, path: str, body: bytes, workdir: str) -> float:
+    with counted_envoy(name, config, workdir) as count:
+        send(bench.GATEWAY_PORT, path, body, WARM_UP_REQUESTS)
+        return count(lambda: send(bench.GATEWAY_PORT, path, body, COUNTED_REQUESTS)) / COUNTED_REQUESTS
+
+
+def instructions_per_delta(name: str, config: str, path: str, bodies: list, marker: bytes, workdir: str) -> float:
+    """Instructions one more stream delta costs: streams of each body in `bodies` counted apart in
+    one Envoy, and the slope between them (deltas counted in the answers, by `marker`)."""
+    paced = {"x-emulator-delay-ms": STREAM_DELAY_MS}
+    with counted_envoy(name, config, workdir) as count:
+        points = []
+        for body in bodies:
+            answer = send(bench.GATEWAY_PORT, path, body, WARM_UP_REQUESTS // 4, paced)
+            instructions = count(lambda: send(bench.GATEWAY_PORT, path, body, STREAM_COUNTED, paced))
+            points.append((answer.count(marker), instructions / STREAM_COUNTED))
+        (short, short_count), (long, long_count) = sorted(points)
+        print(f"  {name}: {short} deltas {short_count:,.0f}, {long} deltas {long_count:,.0f} instructions per stream", flush=True)
+        return (long_count - short_count) / (long - short)
 
 
 def stream_bodies(openai: bool) -> list:
