@@ -61,6 +61,19 @@ fn the_native_module_replaces_the_wasm_filter_in_every_stage() {
 }
 
 #[test]
+fn usage_is_read_where_each_host_publishes_it() {
+    let resources = format!("{}---\n{}", read("examples/emulator.yaml"), read("examples/rate-limit.yaml"));
+    let wasm = render(&resources, &make_run_options("examples/emulator.yaml")).expect("renders").envoy_yaml;
+    let native_options = Options { dynamic_module_path: Some("/opt/libbedrock_gateway.so".into()), ..make_run_options("examples/emulator.yaml") };
+    let native = render(&resources, &native_options).expect("renders").envoy_yaml;
+    assert!(wasm.contains("usage=%FILTER_STATE(wasm.ai_gateway.usage:PLAIN)%"));
+    assert!(wasm.contains("hits_addend: { format: \"%FILTER_STATE(wasm.ai_gateway.total_tokens:PLAIN)%\" }"));
+    assert!(native.contains("usage=%DYNAMIC_METADATA(io.envoy.ai_gateway:usage)%"));
+    assert!(native.contains("hits_addend: { format: \"%DYNAMIC_METADATA(io.envoy.ai_gateway:total_tokens)%\" }"));
+    assert!(!native.contains("FILTER_STATE"), "the native module writes no filter state");
+}
+
+#[test]
 fn the_emulator_example_renders_as_make_run_serves_it() {
     let rendered = render(&read("examples/emulator.yaml"), &make_run_options("examples/emulator.yaml")).expect("renders");
     check_golden("emulator.envoy.yaml", &rendered.envoy_yaml);
