@@ -83,6 +83,7 @@ run-aws: wasm venv
 
 lint:
 	rustup target add wasm32-wasip1 >/dev/null
+	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --target wasm32-wasip1 -p bedrock-gateway-core -p bedrock-gateway-filter -p noop-filter -- -D warnings
 

@@ -22,16 +22,29 @@ pub struct CallersPlan {
 
 #[derive(Clone, PartialEq, Eq)]
 pub enum Authentication {
-    ApiKeys { clients: Vec<(String, String)>, key_headers: Vec<String>, hide: bool },
-    Jwt { providers: Vec<JwtProviderPlan> },
+    ApiKeys {
+        clients: Vec<(String, String)>,
+        key_headers: Vec<String>,
+        hide: bool,
+    },
+    Jwt {
+        providers: Vec<JwtProviderPlan>,
+    },
 }
 
 impl std::fmt::Debug for Authentication {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Authentication::ApiKeys { clients, key_headers, .. } => {
+            Authentication::ApiKeys {
+                clients,
+                key_headers,
+                ..
+            } => {
                 let ids: Vec<&str> = clients.iter().map(|(id, _)| id.as_str()).collect();
-                write!(f, "ApiKeys {{ clients: {ids:?}, key_headers: {key_headers:?}, .. }}")
+                write!(
+                    f,
+                    "ApiKeys {{ clients: {ids:?}, key_headers: {key_headers:?}, .. }}"
+                )
             }
             Authentication::Jwt { providers } => write!(f, "Jwt {{ providers: {providers:?} }}"),
         }
@@ -68,8 +81,14 @@ impl CallersPlan {
 
 fn header_name(name: &str, field: &str) -> Result<String, RenderError> {
     let lower = name.to_ascii_lowercase();
-    if lower.is_empty() || !lower.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return Err(RenderError(format!("{field}: {name:?} is not a header name")));
+    if lower.is_empty()
+        || !lower
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(RenderError(format!(
+            "{field}: {name:?} is not a header name"
+        )));
     }
     Ok(lower)
 }
@@ -84,9 +103,9 @@ pub fn plan(
         [only] => only,
         [first, second, ..] => {
             return Err(RenderError(format!(
-                "SecurityPolicy {:?} and {:?}: one SecurityPolicy, on the Gateway, says who may call",
-                first.metadata.name, second.metadata.name
-            )))
+            "SecurityPolicy {:?} and {:?}: one SecurityPolicy, on the Gateway, says who may call",
+            first.metadata.name, second.metadata.name
+        )))
         }
     };
     let at = format!("SecurityPolicy {:?}", policy.metadata.name);
@@ -105,28 +124,48 @@ pub fn plan(
         (spec.ext_auth.is_some(), "extAuth"),
     ] {
         if set {
-            return Err(RenderError(format!("{at}: spec.{field} is not supported; use apiKeyAuth or jwt")));
+            return Err(RenderError(format!(
+                "{at}: spec.{field} is not supported; use apiKeyAuth or jwt"
+            )));
         }
     }
     let (authentication, caller_header) = match (&spec.api_key_auth, &spec.jwt) {
         (Some(_), Some(_)) => {
-            return Err(RenderError(format!("{at}: spec: apiKeyAuth and jwt together are not supported; choose one")))
+            return Err(RenderError(format!(
+                "{at}: spec: apiKeyAuth and jwt together are not supported; choose one"
+            )))
         }
-        (None, None) => return Err(RenderError(format!("{at}: spec: apiKeyAuth or jwt is required to know who calls"))),
+        (None, None) => {
+            return Err(RenderError(format!(
+                "{at}: spec: apiKeyAuth or jwt is required to know who calls"
+            )))
+        }
         (Some(keys), None) => {
             let field = format!("{at}: spec.apiKeyAuth");
             let mut clients: Vec<(String, String)> = Vec::new();
             for reference in &keys.credential_refs {
                 let secret = secrets.get(reference.name.as_str()).ok_or_else(|| {
-                    RenderError(format!("{field}.credentialRefs: there is no Secret {:?} in the file", reference.name))
+                    RenderError(format!(
+                        "{field}.credentialRefs: there is no Secret {:?} in the file",
+                        reference.name
+                    ))
                 })?;
                 for (client, key) in secret.entries()? {
                     let key = key.trim().to_owned();
                     if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
-                        return Err(RenderError(format!("Secret {:?}: {client}: a key is printable ASCII without spaces", reference.name)));
+                        return Err(RenderError(format!(
+                            "Secret {:?}: {client}: a key is printable ASCII without spaces",
+                            reference.name
+                        )));
                     }
-                    if clients.iter().any(|(id, existing)| *id == client || *existing == key) {
-                        return Err(RenderError(format!("Secret {:?}: client {client:?} or its key is listed twice", reference.name)));
+                    if clients
+                        .iter()
+                        .any(|(id, existing)| *id == client || *existing == key)
+                    {
+                        return Err(RenderError(format!(
+                            "Secret {:?}: client {client:?} or its key is listed twice",
+                            reference.name
+                        )));
                     }
                     clients.push((client, key));
                 }
@@ -147,33 +186,62 @@ pub fn plan(
                 return Err(RenderError(format!("{field}.extractFrom: name the headers carrying the key (authorization, x-api-key)")));
             }
             let caller_header = keys.forward_client_id_header.as_deref().ok_or_else(|| {
-                RenderError(format!("{field}.forwardClientIDHeader is required: the gateway names callers with it"))
+                RenderError(format!(
+                    "{field}.forwardClientIDHeader is required: the gateway names callers with it"
+                ))
             })?;
-            let caller_header = header_name(caller_header, &format!("{field}.forwardClientIDHeader"))?;
-            (Authentication::ApiKeys { clients, key_headers, hide: keys.sanitize.unwrap_or(false) }, caller_header)
+            let caller_header =
+                header_name(caller_header, &format!("{field}.forwardClientIDHeader"))?;
+            (
+                Authentication::ApiKeys {
+                    clients,
+                    key_headers,
+                    hide: keys.sanitize.unwrap_or(false),
+                },
+                caller_header,
+            )
         }
         (None, Some(jwt)) => {
             let field = format!("{at}: spec.jwt");
             if jwt.optional == Some(true) {
-                return Err(RenderError(format!("{field}.optional: callers must prove who they are")));
+                return Err(RenderError(format!(
+                    "{field}.optional: callers must prove who they are"
+                )));
             }
             let mut providers = Vec::new();
             let mut caller_header = None;
             for (i, provider) in jwt.providers.iter().enumerate() {
                 let at = format!("{field}.providers[{i}]");
                 if provider.remote_jwks.is_some() || provider.extract_from.is_some() {
-                    return Err(RenderError(format!("{at}: remoteJWKS and extractFrom are not supported; use localJWKS")));
+                    return Err(RenderError(format!(
+                        "{at}: remoteJWKS and extractFrom are not supported; use localJWKS"
+                    )));
                 }
                 let jwks = match &provider.local_jwks {
-                    Some(local) if local.jwks_type == "Inline" => local.inline.clone().unwrap_or_default(),
-                    _ => return Err(RenderError(format!("{at}.localJWKS: an Inline JWKS is required"))),
+                    Some(local) if local.jwks_type == "Inline" => {
+                        local.inline.clone().unwrap_or_default()
+                    }
+                    _ => {
+                        return Err(RenderError(format!(
+                            "{at}.localJWKS: an Inline JWKS is required"
+                        )))
+                    }
                 };
-                if serde_json::from_str::<serde_json::Value>(&jwks).ok().and_then(|v| v.get("keys").cloned()).is_none() {
-                    return Err(RenderError(format!("{at}.localJWKS.inline: not a JWKS document (no \"keys\")")));
+                if serde_json::from_str::<serde_json::Value>(&jwks)
+                    .ok()
+                    .and_then(|v| v.get("keys").cloned())
+                    .is_none()
+                {
+                    return Err(RenderError(format!(
+                        "{at}.localJWKS.inline: not a JWKS document (no \"keys\")"
+                    )));
                 }
                 let mut claim_to_headers = Vec::new();
                 for mapping in &provider.claim_to_headers {
-                    claim_to_headers.push((header_name(&mapping.header, &format!("{at}.claimToHeaders"))?, mapping.claim.clone()));
+                    claim_to_headers.push((
+                        header_name(&mapping.header, &format!("{at}.claimToHeaders"))?,
+                        mapping.claim.clone(),
+                    ));
                 }
                 let named = claim_to_headers.first().map(|(h, _)| h.clone());
                 if caller_header.is_none() {
@@ -187,8 +255,11 @@ pub fn plan(
                     claim_to_headers,
                 });
             }
-            let caller_header = caller_header
-                .ok_or_else(|| RenderError(format!("{field}.providers: a claimToHeaders entry (e.g. sub) must name the caller")))?;
+            let caller_header = caller_header.ok_or_else(|| {
+                RenderError(format!(
+                    "{field}.providers: a claimToHeaders entry (e.g. sub) must name the caller"
+                ))
+            })?;
             (Authentication::Jwt { providers }, caller_header)
         }
     };
@@ -199,7 +270,11 @@ pub fn plan(
             let default_allows = match rules.default_action.as_deref() {
                 None | Some("Deny") => false,
                 Some("Allow") => true,
-                Some(other) => return Err(RenderError(format!("{field}.defaultAction: {other:?} is not Allow or Deny"))),
+                Some(other) => {
+                    return Err(RenderError(format!(
+                        "{field}.defaultAction: {other:?} is not Allow or Deny"
+                    )))
+                }
             };
             let mut policies = Vec::new();
             for (i, rule) in rules.rules.iter().enumerate() {
@@ -211,54 +286,110 @@ pub fn plan(
                         if default_allows { "Allow" } else { "Deny" }
                     )));
                 }
-                if rule.principal.client_cidrs.is_some() || rule.principal.jwt.is_some() || rule.principal.headers.is_empty() {
+                if rule.principal.client_cidrs.is_some()
+                    || rule.principal.jwt.is_some()
+                    || rule.principal.headers.is_empty()
+                {
                     return Err(RenderError(format!("{at}.principal: only headers are supported (e.g. the caller's and x-ai-eg-model)")));
                 }
                 let mut headers = Vec::new();
                 for header in &rule.principal.headers {
                     if header.values.is_empty() {
-                        return Err(RenderError(format!("{at}.principal.headers: {:?} lists no values", header.name)));
+                        return Err(RenderError(format!(
+                            "{at}.principal.headers: {:?} lists no values",
+                            header.name
+                        )));
                     }
-                    headers.push((header_name(&header.name, &format!("{at}.principal.headers"))?, header.values.clone()));
+                    headers.push((
+                        header_name(&header.name, &format!("{at}.principal.headers"))?,
+                        header.values.clone(),
+                    ));
                 }
-                policies.push((rule.name.clone().unwrap_or_else(|| format!("rule-{i}")), headers));
+                policies.push((
+                    rule.name.clone().unwrap_or_else(|| format!("rule-{i}")),
+                    headers,
+                ));
             }
-            Some(RbacPlan { allow_listed: !default_allows, policies })
+            Some(RbacPlan {
+                allow_listed: !default_allows,
+                policies,
+            })
         }
     };
-    Ok(Some(CallersPlan { caller_header, authentication, authorization }))
+    Ok(Some(CallersPlan {
+        caller_header,
+        authentication,
+        authorization,
+    }))
 }
 
 /// The callers' keys, on the virtual host of the routes file, where a change is read again.
 /// Envoy 1.40 takes the forwarding (the header naming the client) from the most specific
 /// configuration alone, so it is repeated here with the key sources.
 pub fn write_virtual_host_credentials(o: &mut String, indent: usize, plan: &CallersPlan) {
-    let Authentication::ApiKeys { clients, key_headers, hide } = &plan.authentication else { return };
+    let Authentication::ApiKeys {
+        clients,
+        key_headers,
+        hide,
+    } = &plan.authentication
+    else {
+        return;
+    };
     line(o, indent, "typed_per_filter_config:");
     line(o, indent + 1, "envoy.filters.http.api_key_auth:");
     line(o, indent + 2, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuthPerRoute");
     line(o, indent + 2, "credentials:");
     for (client, key) in clients {
-        line(o, indent + 2, &format!("- {{ key: {}, client: {} }}", quoted(key), quoted(client)));
+        line(
+            o,
+            indent + 2,
+            &format!("- {{ key: {}, client: {} }}", quoted(key), quoted(client)),
+        );
     }
     write_key_sources(o, indent + 2, key_headers, &plan.caller_header, *hide);
 }
 
-fn write_key_sources(o: &mut String, indent: usize, key_headers: &[String], caller_header: &str, hide: bool) {
+fn write_key_sources(
+    o: &mut String,
+    indent: usize,
+    key_headers: &[String],
+    caller_header: &str,
+    hide: bool,
+) {
     line(o, indent, "key_sources:");
     for header in key_headers {
         line(o, indent, &format!("- header: {}", quoted(header)));
     }
-    line(o, indent, &format!("forwarding: {{ header: {}, hide_credentials: {hide} }}", quoted(caller_header)));
+    line(
+        o,
+        indent,
+        &format!(
+            "forwarding: {{ header: {}, hide_credentials: {hide} }}",
+            quoted(caller_header)
+        ),
+    );
 }
 
 /// The filters, in order, between the routing stage and the rate limits.
 pub fn write_filters(o: &mut String, t: usize, plan: &CallersPlan) {
     match &plan.authentication {
-        Authentication::ApiKeys { key_headers, hide, .. } => {
+        Authentication::ApiKeys {
+            key_headers, hide, ..
+        } => {
             line(o, t, "# Callers' API keys (Authorization: Bearer is read without its prefix), checked against the keys");
-            line(o, t, "# of the routes file's virtual host; the client id goes on in");
-            line(o, t, &format!("# {}, which the routing stage removed from what the caller sent.", plan.caller_header));
+            line(
+                o,
+                t,
+                "# of the routes file's virtual host; the client id goes on in",
+            );
+            line(
+                o,
+                t,
+                &format!(
+                    "# {}, which the routing stage removed from what the caller sent.",
+                    plan.caller_header
+                ),
+            );
             line(o, t, "- name: envoy.filters.http.api_key_auth");
             line(o, t + 1, "typed_config:");
             line(o, t + 2, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth");
@@ -276,23 +407,45 @@ pub fn write_filters(o: &mut String, t: usize, plan: &CallersPlan) {
                     line(o, t + 4, &format!("issuer: {}", quoted(issuer)));
                 }
                 if !provider.audiences.is_empty() {
-                    let audiences: Vec<String> = provider.audiences.iter().map(|a| quoted(a)).collect();
+                    let audiences: Vec<String> =
+                        provider.audiences.iter().map(|a| quoted(a)).collect();
                     line(o, t + 4, &format!("audiences: [{}]", audiences.join(", ")));
                 }
-                line(o, t + 4, &format!("local_jwks: {{ inline_string: {} }}", quoted(&provider.jwks)));
+                line(
+                    o,
+                    t + 4,
+                    &format!(
+                        "local_jwks: {{ inline_string: {} }}",
+                        quoted(&provider.jwks)
+                    ),
+                );
                 line(o, t + 4, "from_headers: [ { name: authorization, value_prefix: \"Bearer \" }, { name: x-api-key } ]");
                 line(o, t + 4, "forward: false");
                 line(o, t + 4, "claim_to_headers:");
                 for (header, claim) in &provider.claim_to_headers {
-                    line(o, t + 4, &format!("- {{ header_name: {}, claim_name: {} }}", quoted(header), quoted(claim)));
+                    line(
+                        o,
+                        t + 4,
+                        &format!(
+                            "- {{ header_name: {}, claim_name: {} }}",
+                            quoted(header),
+                            quoted(claim)
+                        ),
+                    );
                 }
             }
             line(o, t + 2, "rules:");
-            let names: Vec<String> = providers.iter().map(|p| format!("{{ provider_name: {} }}", quoted(&p.name))).collect();
+            let names: Vec<String> = providers
+                .iter()
+                .map(|p| format!("{{ provider_name: {} }}", quoted(&p.name)))
+                .collect();
             let requirement = if names.len() == 1 {
                 names.concat()
             } else {
-                format!("{{ requires_any: {{ requirements: [ {} ] }} }}", names.join(", "))
+                format!(
+                    "{{ requires_any: {{ requirements: [ {} ] }} }}",
+                    names.join(", ")
+                )
             };
             line(o, t + 2, "- match: { prefix: \"/\" }");
             line(o, t + 3, &format!("requires: {requirement}"));
@@ -302,9 +455,20 @@ pub fn write_filters(o: &mut String, t: usize, plan: &CallersPlan) {
         line(o, t, "# The SecurityPolicy's authorization rules, over the caller's id and the model the routing stage set.");
         line(o, t, "- name: envoy.filters.http.rbac");
         line(o, t + 1, "typed_config:");
-        line(o, t + 2, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC");
+        line(
+            o,
+            t + 2,
+            "\"@type\": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        );
         line(o, t + 2, "rules:");
-        line(o, t + 3, &format!("action: {}", if rbac.allow_listed { "ALLOW" } else { "DENY" }));
+        line(
+            o,
+            t + 3,
+            &format!(
+                "action: {}",
+                if rbac.allow_listed { "ALLOW" } else { "DENY" }
+            ),
+        );
         line(o, t + 3, "policies:");
         for (name, headers) in &rbac.policies {
             line(o, t + 4, &format!("{}:", quoted(name)));
@@ -314,12 +478,25 @@ pub fn write_filters(o: &mut String, t: usize, plan: &CallersPlan) {
                 .map(|(header, values)| {
                     let alternatives: Vec<String> = values
                         .iter()
-                        .map(|v| format!("{{ header: {{ name: {}, string_match: {{ exact: {} }} }} }}", quoted(header), quoted(v)))
+                        .map(|v| {
+                            format!(
+                                "{{ header: {{ name: {}, string_match: {{ exact: {} }} }} }}",
+                                quoted(header),
+                                quoted(v)
+                            )
+                        })
                         .collect();
                     format!("{{ or_ids: {{ ids: [ {} ] }} }}", alternatives.join(", "))
                 })
                 .collect();
-            line(o, t + 5, &format!("principals: [ {{ and_ids: {{ ids: [ {} ] }} }} ]", ids.join(", ")));
+            line(
+                o,
+                t + 5,
+                &format!(
+                    "principals: [ {{ and_ids: {{ ids: [ {} ] }} }} ]",
+                    ids.join(", ")
+                ),
+            );
         }
     }
 }

@@ -7,7 +7,9 @@
 //! in the environment always come first, as in the AWS SDKs.
 
 use crate::plan::{ApiKeyPlan, CredentialsPlan, Plan};
-use crate::yaml::{line, quoted, single_endpoint, upstream_codec, upstream_protocol_options, upstream_stage};
+use crate::yaml::{
+    line, quoted, single_endpoint, upstream_codec, upstream_protocol_options, upstream_stage,
+};
 use crate::Options;
 use std::path::Path;
 
@@ -90,7 +92,10 @@ fn generic_secret_file(what: &str, when: &str, name: &str, file: &str) -> String
 }
 
 fn parent_directory(file: &str) -> String {
-    match Path::new(file).parent().map(|p| p.to_string_lossy().into_owned()) {
+    match Path::new(file)
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned())
+    {
         Some(parent) if !parent.is_empty() => parent,
         _ => ".".to_owned(),
     }
@@ -110,7 +115,9 @@ pub fn api_key_files(plan: &Plan, options: &Options) -> Vec<(String, String)> {
     let dir = options.sds_dir.trim_end_matches('/');
     let mut files: Vec<(String, String)> = Vec::new();
     for cluster in &plan.clusters {
-        let CredentialsPlan::ApiKey(key) = &cluster.backend.credentials else { continue };
+        let CredentialsPlan::ApiKey(key) = &cluster.backend.credentials else {
+            continue;
+        };
         let key_file = api_key_file(key);
         if files.iter().any(|(name, _)| *name == key_file) {
             continue;
@@ -141,15 +148,36 @@ fn api_key_sds_file(key: &ApiKeyPlan) -> String {
 pub fn api_key_injector(o: &mut String, key: &ApiKeyPlan, options: &Options) {
     let dir = options.sds_dir.trim_end_matches('/');
     let sds_path = format!("{dir}/{}", api_key_sds_file(key));
-    injector(o, "Authorization", Some("Bearer "), "bedrock-api-key", &sds_path, dir);
+    injector(
+        o,
+        "Authorization",
+        Some("Bearer "),
+        "bedrock-api-key",
+        &sds_path,
+        dir,
+    );
 }
 
 /// Injects the token read through SDS into `header` of every request on the cluster.
 fn token_injector(o: &mut String, header: &str, sds_path: &str, token_dir: &str) {
-    injector(o, header, None, "service-account-token", sds_path, token_dir);
+    injector(
+        o,
+        header,
+        None,
+        "service-account-token",
+        sds_path,
+        token_dir,
+    );
 }
 
-fn injector(o: &mut String, header: &str, prefix: Option<&str>, secret: &str, sds_path: &str, watched_dir: &str) {
+fn injector(
+    o: &mut String,
+    header: &str,
+    prefix: Option<&str>,
+    secret: &str,
+    sds_path: &str,
+    watched_dir: &str,
+) {
     line(o, 4, "- name: envoy.filters.http.credential_injector");
     line(o, 5, "typed_config:");
     line(o, 6, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector");
@@ -167,15 +195,28 @@ fn injector(o: &mut String, header: &str, prefix: Option<&str>, secret: &str, sd
     line(o, 9, "sds_config:");
     line(o, 10, "path_config_source:");
     line(o, 11, &format!("path: {}", quoted(sds_path)));
-    line(o, 11, &format!("watched_directory: {{ path: {} }}", quoted(watched_dir)));
+    line(
+        o,
+        11,
+        &format!("watched_directory: {{ path: {} }}", quoted(watched_dir)),
+    );
 }
 
 /// Writes the cluster of one credential service.
-pub fn write_credential_cluster(o: &mut String, service: CredentialService, options: &Options, plan: &Plan) {
+pub fn write_credential_cluster(
+    o: &mut String,
+    service: CredentialService,
+    options: &Options,
+    plan: &Plan,
+) {
     let name = service.cluster_name();
     let local = options.credential_endpoint.as_ref();
     let sds_path = |service: CredentialService| {
-        format!("{}/{}", options.sds_dir.trim_end_matches('/'), service.sds_file_name().unwrap_or_default())
+        format!(
+            "{}/{}",
+            options.sds_dir.trim_end_matches('/'),
+            service.sds_file_name().unwrap_or_default()
+        )
     };
     line(o, 1, &format!("- name: {name}"));
     match service {
@@ -187,11 +228,20 @@ pub fn write_credential_cluster(o: &mut String, service: CredentialService, opti
             single_endpoint(o, name, host, port);
         }
         CredentialService::PodIdentity => {
-            line(o, 2, "# The EKS Pod Identity agent; it wants the pod's token as Authorization.");
+            line(
+                o,
+                2,
+                "# The EKS Pod Identity agent; it wants the pod's token as Authorization.",
+            );
             line(o, 2, "type: STATIC");
             line(o, 2, "connect_timeout: 2s");
             upstream_protocol_options(o, None, false, true);
-            token_injector(o, "Authorization", &sds_path(service), &parent_directory(&options.pod_identity_token_file));
+            token_injector(
+                o,
+                "Authorization",
+                &sds_path(service),
+                &parent_directory(&options.pod_identity_token_file),
+            );
             upstream_codec(o);
             let (host, port) = local.map_or(("169.254.170.23", 80), |(h, p)| (h.as_str(), *p));
             single_endpoint(o, name, host, port);
@@ -209,16 +259,33 @@ pub fn write_credential_cluster(o: &mut String, service: CredentialService, opti
             }
             line(o, 2, "connect_timeout: 5s");
             upstream_protocol_options(o, None, false, true);
-            token_injector(o, "x-ai-eg-web-identity-token", &sds_path(service), &parent_directory(&options.web_identity_token_file));
-            upstream_stage(o, options.dynamic_module_path.as_deref(), "ai_gateway_sts", |o, c| {
-                line(o, c, "# Its own VM: Envoy creates this stage while the gateway's VM is inside the credential fetch.");
-                line(o, c, "vm_config:");
-                line(o, c + 1, "vm_id: ai_gateway_sts");
-                line(o, c + 1, "runtime: envoy.wasm.runtime.v8");
-                line(o, c + 1, &format!("code: {{ local: {{ filename: {} }} }}", quoted(&options.wasm_path)));
-                line(o, c + 1, "environment_variables: { host_env_keys: [AWS_ROLE_ARN, AWS_ROLE_SESSION_NAME] }");
-                line(o, c, "configuration: *gateway_config");
-            });
+            token_injector(
+                o,
+                "x-ai-eg-web-identity-token",
+                &sds_path(service),
+                &parent_directory(&options.web_identity_token_file),
+            );
+            upstream_stage(
+                o,
+                options.dynamic_module_path.as_deref(),
+                "ai_gateway_sts",
+                |o, c| {
+                    line(o, c, "# Its own VM: Envoy creates this stage while the gateway's VM is inside the credential fetch.");
+                    line(o, c, "vm_config:");
+                    line(o, c + 1, "vm_id: ai_gateway_sts");
+                    line(o, c + 1, "runtime: envoy.wasm.runtime.v8");
+                    line(
+                        o,
+                        c + 1,
+                        &format!(
+                            "code: {{ local: {{ filename: {} }} }}",
+                            quoted(&options.wasm_path)
+                        ),
+                    );
+                    line(o, c + 1, "environment_variables: { host_env_keys: [AWS_ROLE_ARN, AWS_ROLE_SESSION_NAME] }");
+                    line(o, c, "configuration: *gateway_config");
+                },
+            );
             upstream_codec(o);
             match local {
                 Some((host, port)) => single_endpoint(o, name, host, *port),
@@ -231,7 +298,11 @@ pub fn write_credential_cluster(o: &mut String, service: CredentialService, opti
                     line(o, 4, &format!("sni: {}", quoted(&sts_host)));
                     line(o, 4, "common_tls_context:");
                     line(o, 5, "validation_context:");
-                    line(o, 6, "trusted_ca: { filename: /etc/ssl/certs/ca-certificates.crt }");
+                    line(
+                        o,
+                        6,
+                        "trusted_ca: { filename: /etc/ssl/certs/ca-certificates.crt }",
+                    );
                     line(o, 6, &format!("match_typed_subject_alt_names: [ {{ san_type: DNS, matcher: {{ exact: {} }} }} ]", quoted(&sts_host)));
                 }
             }

@@ -19,7 +19,11 @@ pub struct StaticKeys {
 
 impl std::fmt::Debug for StaticKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "StaticKeys {{ access_key_id: {:?}, .. }}", self.access_key_id)
+        write!(
+            f,
+            "StaticKeys {{ access_key_id: {:?}, .. }}",
+            self.access_key_id
+        )
     }
 }
 
@@ -33,7 +37,10 @@ pub fn profile_keys(file: &str, profile: &str) -> Result<StaticKeys, String> {
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
             continue;
         }
-        if let Some(section) = line.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
+        if let Some(section) = line
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'))
+        {
             let section = section.trim();
             let name = section.strip_prefix("profile ").map_or(section, str::trim);
             in_profile = name == profile;
@@ -41,7 +48,10 @@ pub fn profile_keys(file: &str, profile: &str) -> Result<StaticKeys, String> {
             continue;
         }
         let Some((key, value)) = line.split_once('=') else {
-            return Err(format!("line {}: expected `key = value` or `[profile]`", number + 1));
+            return Err(format!(
+                "line {}: expected `key = value` or `[profile]`",
+                number + 1
+            ));
         };
         if !in_profile {
             continue;
@@ -58,10 +68,18 @@ pub fn profile_keys(file: &str, profile: &str) -> Result<StaticKeys, String> {
         return Err(format!("no profile [{profile}]"));
     }
     match (access_key_id, secret_access_key) {
-        (Some(access_key_id), Some(secret_access_key)) if !access_key_id.is_empty() && !secret_access_key.is_empty() => {
-            Ok(StaticKeys { access_key_id, secret_access_key, session_token })
+        (Some(access_key_id), Some(secret_access_key))
+            if !access_key_id.is_empty() && !secret_access_key.is_empty() =>
+        {
+            Ok(StaticKeys {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            })
         }
-        _ => Err(format!("profile [{profile}] lacks aws_access_key_id or aws_secret_access_key")),
+        _ => Err(format!(
+            "profile [{profile}] lacks aws_access_key_id or aws_secret_access_key"
+        )),
     }
 }
 
@@ -75,7 +93,13 @@ mod tests {
     #[test]
     fn reads_the_named_profile_only() {
         let default = profile_keys(FILE, "default").unwrap();
-        assert_eq!((default.access_key_id.as_str(), default.secret_access_key.as_str()), ("AKID1", "secret/1+x="));
+        assert_eq!(
+            (
+                default.access_key_id.as_str(),
+                default.secret_access_key.as_str()
+            ),
+            ("AKID1", "secret/1+x=")
+        );
         assert_eq!(default.session_token, None);
         let prod = profile_keys(FILE, "prod").unwrap();
         assert_eq!(prod.access_key_id, "AKID2");
@@ -84,7 +108,10 @@ mod tests {
 
     #[test]
     fn missing_profile_or_keys_are_errors_that_quote_no_secret() {
-        assert_eq!(profile_keys(FILE, "staging").unwrap_err(), "no profile [staging]");
+        assert_eq!(
+            profile_keys(FILE, "staging").unwrap_err(),
+            "no profile [staging]"
+        );
         let error = profile_keys("[default]\naws_access_key_id = AKID\n", "default").unwrap_err();
         assert!(error.contains("lacks"), "{error}");
         let error = profile_keys("[default]\nnot a line with secret\n", "default").unwrap_err();

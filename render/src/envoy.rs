@@ -5,9 +5,12 @@
 
 use crate::credentials::{write_credential_cluster, CredentialService};
 use crate::plan::*;
+use crate::yaml::{
+    dynamic_module_stage, line, quoted, socket_address, upstream_codec, upstream_protocol_options,
+    upstream_stage, wasm_stage,
+};
 use crate::Options;
 use serde::ser::SerializeMap;
-use crate::yaml::{dynamic_module_stage, line, quoted, socket_address, upstream_codec, upstream_protocol_options, upstream_stage, wasm_stage};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -114,7 +117,12 @@ enum PluginCredentials<'a> {
 }
 
 pub fn plugin_configuration<'a>(plan: &'a Plan, options: &Options) -> PluginConfiguration<'a> {
-    let chain_cluster = |service: CredentialService| options.chain.contains(&service).then(|| service.cluster_name());
+    let chain_cluster = |service: CredentialService| {
+        options
+            .chain
+            .contains(&service)
+            .then(|| service.cluster_name())
+    };
     let backends = plan
         .clusters
         .iter()
@@ -126,7 +134,9 @@ pub fn plugin_configuration<'a>(plan: &'a Plan, options: &Options) -> PluginConf
                     secret_access_key: &keys.secret_access_key,
                     session_token: keys.session_token.as_deref(),
                 },
-                CredentialsPlan::ApiKey(_) => PluginCredentials::ApiKey { injected_by_envoy: true },
+                CredentialsPlan::ApiKey(_) => PluginCredentials::ApiKey {
+                    injected_by_envoy: true,
+                },
                 CredentialsPlan::DefaultChain => PluginCredentials::DefaultChain {
                     web_identity_cluster: chain_cluster(CredentialService::WebIdentity),
                     pod_identity_cluster: chain_cluster(CredentialService::PodIdentity),
@@ -149,22 +159,39 @@ pub fn plugin_configuration<'a>(plan: &'a Plan, options: &Options) -> PluginConf
         .iter()
         .map(|model| match (model.created, &model.owned_by) {
             (None, None) => PluginModel::Name(&model.id),
-            (created, owned_by) => PluginModel::Detailed { id: &model.id, created, owned_by: owned_by.as_deref() },
+            (created, owned_by) => PluginModel::Detailed {
+                id: &model.id,
+                created,
+                owned_by: owned_by.as_deref(),
+            },
         })
         .collect();
     let failover = plan
         .failovers
         .iter()
-        .map(|failover| (failover.name.as_str(), failover.clusters.iter().map(String::as_str).collect()))
+        .map(|failover| {
+            (
+                failover.name.as_str(),
+                failover.clusters.iter().map(String::as_str).collect(),
+            )
+        })
         .collect();
     let caller_header = plan.callers.as_ref().map(|c| c.caller_header.as_str());
     let caller_metrics = plan.callers.as_ref().is_some_and(|c| c.counts_callers());
-    PluginConfiguration { models, backends: PluginBackends(backends), failover: PluginBackends(failover), caller_header, caller_metrics }
+    PluginConfiguration {
+        models,
+        backends: PluginBackends(backends),
+        failover: PluginBackends(failover),
+        caller_header,
+        caller_metrics,
+    }
 }
 
 /// Whether any backend reads the AWS default chain (and so needs the credential clusters).
 pub fn uses_default_chain(plan: &Plan) -> bool {
-    plan.clusters.iter().any(|c| matches!(c.backend.credentials, CredentialsPlan::DefaultChain))
+    plan.clusters
+        .iter()
+        .any(|c| matches!(c.backend.credentials, CredentialsPlan::DefaultChain))
 }
 
 pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
@@ -174,17 +201,40 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
     line(o, 0, "node: { id: ai-gateway, cluster: ai-gateway }");
     line(o, 0, "");
     line(o, 0, "admin:");
-    line(o, 1, &format!("address: {}", socket_address(&options.admin_address, options.admin_port)));
+    line(
+        o,
+        1,
+        &format!(
+            "address: {}",
+            socket_address(&options.admin_address, options.admin_port)
+        ),
+    );
     line(o, 0, "");
     line(o, 0, "# The filter's metrics carry their labels in the stat name (`;model=...;backend=...`, since model");
-    line(o, 0, "# ids contain dots); these tags turn them into Prometheus labels on /stats/prometheus.");
+    line(
+        o,
+        0,
+        "# ids contain dots); these tags turn them into Prometheus labels on /stats/prometheus.",
+    );
     line(o, 0, "stats_config:");
     line(o, 1, "stats_tags:");
     line(o, 1, r#"- { tag_name: model, regex: "(;model=([^;]*))" }"#);
-    line(o, 1, r#"- { tag_name: backend, regex: "(;backend=([^;]*))" }"#);
-    line(o, 1, r#"- { tag_name: status_class, regex: "(;status=([^;]*))" }"#);
+    line(
+        o,
+        1,
+        r#"- { tag_name: backend, regex: "(;backend=([^;]*))" }"#,
+    );
+    line(
+        o,
+        1,
+        r#"- { tag_name: status_class, regex: "(;status=([^;]*))" }"#,
+    );
     if plan.callers.as_ref().is_some_and(|c| c.counts_callers()) {
-        line(o, 1, r#"- { tag_name: caller, regex: "(;caller=([^;]*))" }"#);
+        line(
+            o,
+            1,
+            r#"- { tag_name: caller, regex: "(;caller=([^;]*))" }"#,
+        );
     }
     line(o, 0, "");
     line(o, 0, "static_resources:");
@@ -199,7 +249,10 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
     line(o, 1, "clusters:");
     // The shared upstream filters are defined once, on the first cluster that uses them (an API
     // key's cluster has its own list).
-    let anchor_at = plan.clusters.iter().position(|c| !matches!(c.backend.credentials, CredentialsPlan::ApiKey(_)));
+    let anchor_at = plan
+        .clusters
+        .iter()
+        .position(|c| !matches!(c.backend.credentials, CredentialsPlan::ApiKey(_)));
     for (i, cluster) in plan.clusters.iter().enumerate() {
         write_cluster(o, cluster, Some(i) == anchor_at, options);
         write_calls_cluster(o, cluster, options);
@@ -219,12 +272,23 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
 }
 
 fn header(out: &mut String, plan: &Plan, options: &Options) {
-    let _ = writeln!(out, "# Envoy configuration of the Bedrock AI gateway, rendered by ai-gateway-render from");
-    let _ = writeln!(out, "# {}. Do not edit: change the resources and render again.", options.source_name);
+    let _ = writeln!(
+        out,
+        "# Envoy configuration of the Bedrock AI gateway, rendered by ai-gateway-render from"
+    );
+    let _ = writeln!(
+        out,
+        "# {}. Do not edit: change the resources and render again.",
+        options.source_name
+    );
     let _ = writeln!(out, "#");
     let mut resources = String::from("# Resources:");
     for (i, source) in plan.sources.iter().enumerate() {
-        let item = if i + 1 == plan.sources.len() { format!(" {source}.") } else { format!(" {source},") };
+        let item = if i + 1 == plan.sources.len() {
+            format!(" {source}.")
+        } else {
+            format!(" {source},")
+        };
         if resources.len() + item.len() > 100 {
             let _ = writeln!(out, "{resources}");
             resources = String::from("#  ");
@@ -232,7 +296,11 @@ fn header(out: &mut String, plan: &Plan, options: &Options) {
         resources.push_str(&item);
     }
     let _ = writeln!(out, "{resources}");
-    if plan.clusters.iter().any(|c| matches!(c.backend.credentials, CredentialsPlan::Static(_))) {
+    if plan
+        .clusters
+        .iter()
+        .any(|c| matches!(c.backend.credentials, CredentialsPlan::Static(_)))
+    {
         let _ = writeln!(out, "# It holds AWS secret keys (from a BackendSecurityPolicy's credentialsFile): keep it private.");
     }
     let _ = writeln!(out, "#");
@@ -240,18 +308,46 @@ fn header(out: &mut String, plan: &Plan, options: &Options) {
     let _ = writeln!(out, "#   - the routing stage (root_id ai_gateway), downstream: copies the body's `model` into the");
     let _ = writeln!(out, "#     x-ai-eg-model header, so that the routes (one per AIGatewayRoute rule) pick a cluster;");
     let _ = writeln!(out, "#   - the backend stage (root_id ai_gateway_backend), an upstream filter on each cluster (one per");
-    let _ = writeln!(out, "#     AIServiceBackend and model override): applies that backend's entry of the plugin");
-    let _ = writeln!(out, "#     configuration, translates, signs with SigV4, and translates the response back.");
+    let _ = writeln!(
+        out,
+        "#     AIServiceBackend and model override): applies that backend's entry of the plugin"
+    );
+    let _ = writeln!(
+        out,
+        "#     configuration, translates, signs with SigV4, and translates the response back."
+    );
     let _ = writeln!(out);
 }
 
-fn write_listener(o: &mut String, plan: &Plan, options: &Options, plugin_json: &str, listener: &ListenerPlan, first: bool) {
+fn write_listener(
+    o: &mut String,
+    plan: &Plan,
+    options: &Options,
+    plugin_json: &str,
+    listener: &ListenerPlan,
+    first: bool,
+) {
     line(o, 1, &format!("- name: {}", quoted(&listener.name)));
-    line(o, 2, &format!("address: {}", socket_address(&listener.address, listener.port)));
-    line(o, 2, &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"));
+    line(
+        o,
+        2,
+        &format!(
+            "address: {}",
+            socket_address(&listener.address, listener.port)
+        ),
+    );
+    line(
+        o,
+        2,
+        &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"),
+    );
     line(o, 2, "filter_chains:");
     line(o, 2, "- filters:");
-    line(o, 3, "- name: envoy.filters.network.http_connection_manager");
+    line(
+        o,
+        3,
+        "- name: envoy.filters.network.http_connection_manager",
+    );
     if !first {
         line(o, 4, "typed_config: *gateway_connection_manager");
         return;
@@ -260,17 +356,31 @@ fn write_listener(o: &mut String, plan: &Plan, options: &Options, plugin_json: &
     let t = 5;
     line(o, t, "\"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager");
     line(o, t, "stat_prefix: ai_gateway");
-    line(o, t, "# LLM responses can take minutes; streams must not be cut by the idle timer.");
+    line(
+        o,
+        t,
+        "# LLM responses can take minutes; streams must not be cut by the idle timer.",
+    );
     line(o, t, "stream_idle_timeout: 600s");
-    line(o, t, "# One line per request: Bedrock's request id and the filter's usage summary.");
+    line(
+        o,
+        t,
+        "# One line per request: Bedrock's request id and the filter's usage summary.",
+    );
     line(o, t, "access_log:");
     line(o, t, "- name: envoy.access_loggers.file");
     line(o, t + 1, "typed_config:");
-    line(o, t + 2, "\"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog");
+    line(
+        o,
+        t + 2,
+        "\"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+    );
     line(o, t + 2, "path: /dev/stdout");
     line(o, t + 2, "log_format:");
     line(o, t + 3, "text_format_source:");
-    let caller = plan.callers.as_ref().map_or(String::new(), |c| format!(" caller=%REQ({})%", c.caller_header));
+    let caller = plan.callers.as_ref().map_or(String::new(), |c| {
+        format!(" caller=%REQ({})%", c.caller_header)
+    });
     line(o, t + 4, &format!("inline_string: \"[%START_TIME%] %REQ(:METHOD)% %RESPONSE_CODE% %DURATION%ms request_id=%REQ(X-REQUEST-ID)%{caller} bedrock_request_id=%RESP(X-AMZN-REQUESTID)% usage={}\\n\"", options.usage_operator("usage")));
     if plan.rate_limit.is_some() {
         crate::rate_limits::write_local_reply(o, t);
@@ -284,7 +394,14 @@ fn write_listener(o: &mut String, plan: &Plan, options: &Options, plugin_json: &
         line(o, t + 2, "resource_api_version: V3");
         line(o, t + 2, "path_config_source:");
         line(o, t + 3, &format!("path: {}", quoted(&path)));
-        line(o, t + 3, &format!("watched_directory: {{ path: {} }}", quoted(options.sds_dir.trim_end_matches('/'))));
+        line(
+            o,
+            t + 3,
+            &format!(
+                "watched_directory: {{ path: {} }}",
+                quoted(options.sds_dir.trim_end_matches('/'))
+            ),
+        );
     } else {
         line(o, t, "route_config:");
         write_route_configuration(o, t + 1, plan, listener);
@@ -298,14 +415,29 @@ fn write_listener(o: &mut String, plan: &Plan, options: &Options, plugin_json: &
         line(o, c, "vm_config: &gateway_vm");
         line(o, c + 1, "vm_id: ai_gateway");
         line(o, c + 1, "runtime: envoy.wasm.runtime.v8");
-        line(o, c + 1, &format!("code: {{ local: {{ filename: {} }} }}", quoted(&options.wasm_path)));
+        line(
+            o,
+            c + 1,
+            &format!(
+                "code: {{ local: {{ filename: {} }} }}",
+                quoted(&options.wasm_path)
+            ),
+        );
         if uses_default_chain(plan) {
             line(o, c + 1, "# The AWS default chain decides at start-up from these (static keys, IRSA, Pod Identity, else IMDS).");
             line(o, c + 1, "environment_variables:");
-            line(o, c + 2, &format!("host_env_keys: [{}]", CHAIN_ENV_KEYS.join(", ")));
+            line(
+                o,
+                c + 2,
+                &format!("host_env_keys: [{}]", CHAIN_ENV_KEYS.join(", ")),
+            );
         }
         line(o, c, "configuration: &gateway_config");
-        line(o, c + 1, "\"@type\": type.googleapis.com/google.protobuf.StringValue");
+        line(
+            o,
+            c + 1,
+            "\"@type\": type.googleapis.com/google.protobuf.StringValue",
+        );
         line(o, c + 1, "value: |");
         for json_line in plugin_json.lines() {
             line(o, c + 2, json_line);
@@ -319,12 +451,21 @@ fn write_listener(o: &mut String, plan: &Plan, options: &Options, plugin_json: &
     }
     line(o, t, "- name: envoy.filters.http.router");
     line(o, t + 1, "typed_config:");
-    line(o, t + 2, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router");
+    line(
+        o,
+        t + 2,
+        "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+    );
 }
 
 /// Where the routes go when they carry callers' API keys (`rds.yaml` beside the SDS files).
 fn routes_file_path(plan: &Plan, options: &Options) -> Option<String> {
-    let keyed = plan.callers.as_ref().is_some_and(|c| matches!(c.authentication, crate::callers::Authentication::ApiKeys { .. }));
+    let keyed = plan.callers.as_ref().is_some_and(|c| {
+        matches!(
+            c.authentication,
+            crate::callers::Authentication::ApiKeys { .. }
+        )
+    });
     keyed.then(|| format!("{}/{ROUTES_FILE}", options.sds_dir.trim_end_matches('/')))
 }
 
@@ -336,9 +477,17 @@ pub fn routes_file(plan: &Plan, options: &Options) -> Option<(String, String)> {
     let listener = plan.listeners.first()?;
     let mut o = String::new();
     line(&mut o, 0, "# The gateway's routes (RDS), rendered by ai-gateway-render; Envoy reads this file again when it");
-    line(&mut o, 0, "# changes. It holds the callers' API keys: keep it private.");
+    line(
+        &mut o,
+        0,
+        "# changes. It holds the callers' API keys: keep it private.",
+    );
     line(&mut o, 0, "resources:");
-    line(&mut o, 0, "- \"@type\": type.googleapis.com/envoy.config.route.v3.RouteConfiguration");
+    line(
+        &mut o,
+        0,
+        "- \"@type\": type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+    );
     write_route_configuration(&mut o, 1, plan, listener);
     Some((ROUTES_FILE.to_owned(), o))
 }
@@ -357,7 +506,11 @@ fn write_route_configuration(o: &mut String, b: usize, plan: &Plan, listener: &L
         crate::callers::write_virtual_host_credentials(o, b + 1, callers);
     }
     if !plan.failovers.is_empty() {
-        line(o, b + 1, "# Tells the backend stage which try, and so which failover backend, a request is on.");
+        line(
+            o,
+            b + 1,
+            "# Tells the backend stage which try, and so which failover backend, a request is on.",
+        );
         line(o, b + 1, "include_request_attempt_count: true");
     }
     line(o, b + 1, "routes:");
@@ -365,7 +518,11 @@ fn write_route_configuration(o: &mut String, b: usize, plan: &Plan, listener: &L
         write_route(o, b + 1, route);
     }
     line(o, b + 1, "# No route for the request: for the gateway's endpoints the filter rewrites this into the caller's");
-    line(o, b + 1, "# API error format naming the model; other paths get this as it is.");
+    line(
+        o,
+        b + 1,
+        "# API error format naming the model; other paths get this as it is.",
+    );
     line(o, b + 1, "- match: { prefix: \"/\" }");
     line(o, b + 2, "direct_response:");
     line(o, b + 3, "status: 404");
@@ -375,12 +532,20 @@ fn write_route_configuration(o: &mut String, b: usize, plan: &Plan, listener: &L
 /// `GET /ready` answered by Envoy's health_check filter from the server's own state, so probes need
 /// neither the admin interface nor a backend.
 fn write_ready_listener(o: &mut String, address: &str, port: u16) {
-    line(o, 1, "# Readiness for Kubernetes probes: 200 while Envoy serves, 503 once it drains.");
+    line(
+        o,
+        1,
+        "# Readiness for Kubernetes probes: 200 while Envoy serves, 503 once it drains.",
+    );
     line(o, 1, "- name: ready");
     line(o, 2, &format!("address: {}", socket_address(address, port)));
     line(o, 2, "filter_chains:");
     line(o, 2, "- filters:");
-    line(o, 3, "- name: envoy.filters.network.http_connection_manager");
+    line(
+        o,
+        3,
+        "- name: envoy.filters.network.http_connection_manager",
+    );
     line(o, 4, "typed_config:");
     line(o, 5, "\"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager");
     line(o, 5, "stat_prefix: ready");
@@ -388,9 +553,17 @@ fn write_ready_listener(o: &mut String, address: &str, port: u16) {
     line(o, 5, "http_filters:");
     line(o, 5, "- name: envoy.filters.http.health_check");
     line(o, 6, "typed_config:");
-    line(o, 7, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck");
+    line(
+        o,
+        7,
+        "\"@type\": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
+    );
     line(o, 7, "pass_through_mode: false");
-    line(o, 7, "headers: [ { name: \":path\", string_match: { exact: /ready } } ]");
+    line(
+        o,
+        7,
+        "headers: [ { name: \":path\", string_match: { exact: /ready } } ]",
+    );
     line(o, 5, "- name: envoy.filters.http.router");
     line(o, 6, "typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }");
 }
@@ -406,13 +579,23 @@ fn write_route(o: &mut String, indent: usize, route: &RoutePlan) {
             } else {
                 format!("exact: {}", quoted(&h.value))
             };
-            format!("{{ name: {}, string_match: {{ {matcher} }} }}", quoted(&h.name))
+            format!(
+                "{{ name: {}, string_match: {{ {matcher} }} }}",
+                quoted(&h.name)
+            )
         })
         .collect();
     if headers.is_empty() {
         line(o, indent, "- match: { prefix: \"/\" }");
     } else {
-        line(o, indent, &format!("- match: {{ prefix: \"/\", headers: [ {} ] }}", headers.join(", ")));
+        line(
+            o,
+            indent,
+            &format!(
+                "- match: {{ prefix: \"/\", headers: [ {} ] }}",
+                headers.join(", ")
+            ),
+        );
     }
     let timeout = duration(route.timeout_ms);
     if let (Some(retry), [(cluster, _)]) = (route.retry, route.target.as_slice()) {
@@ -422,24 +605,47 @@ fn write_route(o: &mut String, indent: usize, route: &RoutePlan) {
         line(o, indent + 2, "# Failover: each retry goes to the next backend, translated and signed for it; a streamed");
         line(o, indent + 2, "# reply is not retried once it has begun.");
         line(o, indent + 2, "retry_policy:");
-        line(o, indent + 3, "retry_on: \"5xx,reset,connect-failure,retriable-status-codes\"");
+        line(
+            o,
+            indent + 3,
+            "retry_on: \"5xx,reset,connect-failure,retriable-status-codes\"",
+        );
         line(o, indent + 3, "retriable_status_codes: [429]");
         line(o, indent + 3, &format!("num_retries: {}", retry.retries));
         if let Some(per_try) = retry.per_try_timeout_ms {
-            line(o, indent + 3, &format!("per_try_timeout: {}", duration(per_try)));
+            line(
+                o,
+                indent + 3,
+                &format!("per_try_timeout: {}", duration(per_try)),
+            );
         }
-        line(o, indent + 3, "retry_back_off: { base_interval: 0.05s, max_interval: 0.5s }");
+        line(
+            o,
+            indent + 3,
+            "retry_back_off: { base_interval: 0.05s, max_interval: 0.5s }",
+        );
         return;
     }
     match route.target.as_slice() {
-        [(cluster, _)] => line(o, indent + 1, &format!("route: {{ cluster: {}, timeout: {timeout} }}", quoted(cluster))),
+        [(cluster, _)] => line(
+            o,
+            indent + 1,
+            &format!(
+                "route: {{ cluster: {}, timeout: {timeout} }}",
+                quoted(cluster)
+            ),
+        ),
         weighted => {
             line(o, indent + 1, "route:");
             line(o, indent + 2, &format!("timeout: {timeout}"));
             line(o, indent + 2, "weighted_clusters:");
             line(o, indent + 3, "clusters:");
             for (cluster, weight) in weighted {
-                line(o, indent + 3, &format!("- {{ name: {}, weight: {weight} }}", quoted(cluster)));
+                line(
+                    o,
+                    indent + 3,
+                    &format!("- {{ name: {}, weight: {weight} }}", quoted(cluster)),
+                );
             }
         }
     }
@@ -451,7 +657,11 @@ fn write_endpoints(o: &mut String, name: &str, endpoints: &[(String, u16)]) {
     line(o, 3, "endpoints:");
     line(o, 3, "- lb_endpoints:");
     for (host, port) in endpoints {
-        line(o, 4, &format!("- endpoint: {{ address: {} }}", socket_address(host, *port)));
+        line(
+            o,
+            4,
+            &format!("- endpoint: {{ address: {} }}", socket_address(host, *port)),
+        );
     }
 }
 
@@ -459,7 +669,15 @@ fn write_discovery(o: &mut String, discovery: Discovery, connect_timeout: &str) 
     match discovery {
         Discovery::Static => line(o, 2, "type: STATIC"),
         Discovery::LogicalDns | Discovery::StrictDns => {
-            line(o, 2, if discovery == Discovery::LogicalDns { "type: LOGICAL_DNS" } else { "type: STRICT_DNS" });
+            line(
+                o,
+                2,
+                if discovery == Discovery::LogicalDns {
+                    "type: LOGICAL_DNS"
+                } else {
+                    "type: STRICT_DNS"
+                },
+            );
             line(o, 2, "dns_lookup_family: V4_PREFERRED");
         }
     }
@@ -474,14 +692,25 @@ fn write_tls(o: &mut String, tls: &TlsPlan) {
     line(o, 4, &format!("sni: {}", quoted(&tls.sni)));
     line(o, 4, "common_tls_context:");
     line(o, 5, "validation_context:");
-    line(o, 6, "trusted_ca: { filename: /etc/ssl/certs/ca-certificates.crt }");
+    line(
+        o,
+        6,
+        "trusted_ca: { filename: /etc/ssl/certs/ca-certificates.crt }",
+    );
     line(o, 6, "match_typed_subject_alt_names:");
     for san in &tls.subject_alt_names {
         let (kind, value) = match san {
             SanPlan::Dns(host) => ("DNS", host),
             SanPlan::Uri(uri) => ("URI", uri),
         };
-        line(o, 6, &format!("- {{ san_type: {kind}, matcher: {{ exact: {} }} }}", quoted(value)));
+        line(
+            o,
+            6,
+            &format!(
+                "- {{ san_type: {kind}, matcher: {{ exact: {} }} }}",
+                quoted(value)
+            ),
+        );
     }
 }
 
@@ -492,13 +721,25 @@ fn write_failover_cluster(o: &mut String, failover: &FailoverPlan) {
     line(o, 1, &format!("- name: {}", quoted(&failover.name)));
     line(o, 2, "connect_timeout: 10s");
     line(o, 2, "lb_policy: CLUSTER_PROVIDED");
-    line(o, 2, &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"));
+    line(
+        o,
+        2,
+        &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"),
+    );
     line(o, 2, "typed_extension_protocol_options: *backend_filters");
     line(o, 2, "cluster_type:");
     line(o, 3, "name: envoy.clusters.composite");
     line(o, 3, "typed_config:");
-    line(o, 4, "\"@type\": type.googleapis.com/envoy.extensions.clusters.composite.v3.ClusterConfig");
-    let clusters: Vec<String> = failover.clusters.iter().map(|c| format!("{{ name: {} }}", quoted(c))).collect();
+    line(
+        o,
+        4,
+        "\"@type\": type.googleapis.com/envoy.extensions.clusters.composite.v3.ClusterConfig",
+    );
+    let clusters: Vec<String> = failover
+        .clusters
+        .iter()
+        .map(|c| format!("{{ name: {} }}", quoted(c)))
+        .collect();
     line(o, 4, &format!("clusters: [ {} ]", clusters.join(", ")));
 }
 
@@ -513,7 +754,11 @@ fn write_calls_cluster(o: &mut String, cluster: &ClusterPlan, options: &Options)
     let name = calls_cluster_name(&cluster.name);
     line(o, 1, &format!("- name: {}", quoted(&name)));
     write_discovery(o, cluster.discovery, "10s");
-    line(o, 2, &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"));
+    line(
+        o,
+        2,
+        &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"),
+    );
     if let CredentialsPlan::ApiKey(key) = &cluster.backend.credentials {
         line(o, 2, "# The gateway's own calls, signed already: only the Bedrock API key is added, as on the backend's cluster.");
         upstream_protocol_options(o, None, false, true);
@@ -531,12 +776,21 @@ fn write_calls_cluster(o: &mut String, cluster: &ClusterPlan, options: &Options)
 fn write_cluster(o: &mut String, cluster: &ClusterPlan, first: bool, options: &Options) {
     line(o, 1, &format!("- name: {}", quoted(&cluster.name)));
     write_discovery(o, cluster.discovery, "10s");
-    line(o, 2, &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"));
+    line(
+        o,
+        2,
+        &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"),
+    );
     let backend_stage = |o: &mut String| {
-        upstream_stage(o, options.dynamic_module_path.as_deref(), "ai_gateway_backend", |o, c| {
-            line(o, c, "vm_config: *gateway_vm");
-            line(o, c, "configuration: *gateway_config");
-        });
+        upstream_stage(
+            o,
+            options.dynamic_module_path.as_deref(),
+            "ai_gateway_backend",
+            |o, c| {
+                line(o, c, "vm_config: *gateway_vm");
+                line(o, c, "configuration: *gateway_config");
+            },
+        );
     };
     if let CredentialsPlan::ApiKey(key) = &cluster.backend.credentials {
         line(o, 2, "# The backend stage, then Envoy's credential_injector adding the Bedrock API key it reads through SDS.");

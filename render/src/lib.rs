@@ -10,7 +10,12 @@
 
 #![cfg_attr(
     not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
 )]
 
 pub mod callers;
@@ -79,8 +84,11 @@ impl Default for Options {
             credential_endpoint: None,
             rate_limit_service: ("127.0.0.1".into(), 8081),
             sds_dir: "/etc/ai-gateway".into(),
-            pod_identity_token_file: "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token".into(),
-            web_identity_token_file: "/var/run/secrets/eks.amazonaws.com/serviceaccount/token".into(),
+            pod_identity_token_file:
+                "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token"
+                    .into(),
+            web_identity_token_file: "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"
+                .into(),
         }
     }
 }
@@ -115,10 +123,14 @@ pub fn render(input: &str, options: &Options) -> Result<Rendered, RenderError> {
 
 /// Renders the resources of several files together, as `kubectl apply -f a -f b` would apply them;
 /// `(name, text)` pairs, the name prefixing that file's errors.
-pub fn render_files(files: &[(String, String)], options: &Options) -> Result<Rendered, RenderError> {
+pub fn render_files(
+    files: &[(String, String)],
+    options: &Options,
+) -> Result<Rendered, RenderError> {
     let mut all = Vec::new();
     for (name, text) in files {
-        let parsed = resources::parse_documents(text).map_err(|e| RenderError(format!("{name}: {e}")))?;
+        let parsed =
+            resources::parse_documents(text).map_err(|e| RenderError(format!("{name}: {e}")))?;
         all.extend(parsed);
     }
     // A broken reference may join resources of several files: name them all.
@@ -126,20 +138,33 @@ pub fn render_files(files: &[(String, String)], options: &Options) -> Result<Ren
     render_resources(all, options).map_err(|e| RenderError(format!("{}: {e}", names.join(", "))))
 }
 
-fn render_resources(resources: Vec<resources::Resource>, options: &Options) -> Result<Rendered, RenderError> {
+fn render_resources(
+    resources: Vec<resources::Resource>,
+    options: &Options,
+) -> Result<Rendered, RenderError> {
     let plan = plan::plan(&resources)?;
     refuse_failover_with_api_keys(&plan)?;
     let plugin = envoy::plugin_configuration(&plan, options);
     let plugin_json = serde_json::to_string_pretty(&plugin)
         .map_err(|e| RenderError(format!("cannot write the plugin configuration: {e}")))?;
     check_with_filter(&plugin_json)?;
-    let mut files = if envoy::uses_default_chain(&plan) { credentials::sds_files(options) } else { Vec::new() };
+    let mut files = if envoy::uses_default_chain(&plan) {
+        credentials::sds_files(options)
+    } else {
+        Vec::new()
+    };
     files.extend(credentials::api_key_files(&plan, options));
     files.extend(envoy::routes_file(&plan, options));
     if let Some(rate_limit) = &plan.rate_limit {
-        files.push(("ratelimit.yaml".to_owned(), rate_limits::service_configuration(rate_limit)));
+        files.push((
+            "ratelimit.yaml".to_owned(),
+            rate_limits::service_configuration(rate_limit),
+        ));
     }
-    Ok(Rendered { envoy_yaml: envoy::write(&plan, options, &plugin_json), files })
+    Ok(Rendered {
+        envoy_yaml: envoy::write(&plan, options, &plugin_json),
+        files,
+    })
 }
 
 /// Envoy's composite cluster runs one list of upstream filters for every attempt, so an injector
@@ -147,7 +172,8 @@ fn render_resources(resources: Vec<resources::Resource>, options: &Options) -> R
 fn refuse_failover_with_api_keys(plan: &plan::Plan) -> Result<(), RenderError> {
     for failover in &plan.failovers {
         let keyed = plan.clusters.iter().find(|c| {
-            failover.clusters.contains(&c.name) && matches!(c.backend.credentials, plan::CredentialsPlan::ApiKey(_))
+            failover.clusters.contains(&c.name)
+                && matches!(c.backend.credentials, plan::CredentialsPlan::ApiKey(_))
         });
         if let Some(cluster) = keyed {
             return Err(RenderError(format!(
@@ -169,5 +195,9 @@ fn check_with_filter(plugin_json: &str) -> Result<(), RenderError> {
     };
     bedrock_gateway_core::config::Config::parse(plugin_json.as_bytes(), &environment)
         .map(|_| ())
-        .map_err(|e| RenderError(format!("the filter would refuse the rendered plugin configuration: {e}")))
+        .map_err(|e| {
+            RenderError(format!(
+                "the filter would refuse the rendered plugin configuration: {e}"
+            ))
+        })
 }

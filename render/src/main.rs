@@ -46,15 +46,25 @@ struct Command {
 }
 
 fn host_port(text: &str, flag: &str) -> Result<(String, u16), String> {
-    let (host, port) = text.rsplit_once(':').ok_or_else(|| format!("{flag}: expected ADDRESS:PORT, got {text:?}"))?;
-    let port = port.parse().map_err(|_| format!("{flag}: {port:?} is not a port"))?;
-    Ok((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port))
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{flag}: expected ADDRESS:PORT, got {text:?}"))?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("{flag}: {port:?} is not a port"))?;
+    Ok((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+    ))
 }
 
 fn parse_arguments(arguments: Vec<String>) -> Result<Command, String> {
     let mut options = Options::default();
     let mut inputs = Vec::new();
-    let (mut out_dir, mut sds_dir, mut configmap, mut namespace, mut output) = (None, None, None, None, None);
+    let (mut out_dir, mut sds_dir, mut configmap, mut namespace, mut output) =
+        (None, None, None, None, None);
     let mut arguments = arguments.into_iter();
     while let Some(argument) = arguments.next() {
         if !argument.starts_with("--") {
@@ -64,7 +74,9 @@ fn parse_arguments(arguments: Vec<String>) -> Result<Command, String> {
         if argument == "--help" {
             return Err(String::new());
         }
-        let value = arguments.next().ok_or_else(|| format!("{argument} needs a value"))?;
+        let value = arguments
+            .next()
+            .ok_or_else(|| format!("{argument} needs a value"))?;
         match argument.as_str() {
             "--out-dir" => out_dir = Some(PathBuf::from(value)),
             "--configmap" => configmap = Some(value),
@@ -72,13 +84,22 @@ fn parse_arguments(arguments: Vec<String>) -> Result<Command, String> {
             "--namespace" => namespace = Some(value),
             "--wasm" => options.wasm_path = value,
             "--dynamic-module" => options.dynamic_module_path = Some(value),
-            "--admin" => (options.admin_address, options.admin_port) = host_port(&value, &argument)?,
+            "--admin" => {
+                (options.admin_address, options.admin_port) = host_port(&value, &argument)?
+            }
             "--ready" => options.ready_listener = Some(host_port(&value, &argument)?),
             "--credential-chain" => {
                 options.chain = Vec::new();
-                for name in value.split(',').map(str::trim).filter(|n| !n.is_empty() && *n != "none") {
-                    let service = CredentialService::parse(name)
-                        .ok_or_else(|| format!("--credential-chain: {name:?} is not irsa, pod-identity, imds or none"))?;
+                for name in value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty() && *n != "none")
+                {
+                    let service = CredentialService::parse(name).ok_or_else(|| {
+                        format!(
+                            "--credential-chain: {name:?} is not irsa, pod-identity, imds or none"
+                        )
+                    })?;
                     if !options.chain.contains(&service) {
                         options.chain.push(service);
                     }
@@ -88,7 +109,9 @@ fn parse_arguments(arguments: Vec<String>) -> Result<Command, String> {
             "--web-identity-token-file" => options.web_identity_token_file = value,
             "--sds-dir" => sds_dir = Some(value),
             "--rate-limit-service" => options.rate_limit_service = host_port(&value, &argument)?,
-            "--credential-endpoint" => options.credential_endpoint = Some(host_port(&value, &argument)?),
+            "--credential-endpoint" => {
+                options.credential_endpoint = Some(host_port(&value, &argument)?)
+            }
             _ => return Err(format!("unknown option {argument}")),
         }
     }
@@ -96,16 +119,33 @@ fn parse_arguments(arguments: Vec<String>) -> Result<Command, String> {
         return Err("no resource file given".into());
     }
     if out_dir.is_some() && (configmap.is_some() || output.is_some()) {
-        return Err("--out-dir writes files of its own: it takes neither --configmap nor --output".into());
+        return Err(
+            "--out-dir writes files of its own: it takes neither --configmap nor --output".into(),
+        );
     }
-    options.source_name = inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and ");
+    options.source_name = inputs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" and ");
     options.sds_dir = match (sds_dir, &out_dir, &configmap) {
         (Some(dir), _, _) => dir,
         (None, Some(dir), _) => dir.display().to_string(),
         (None, None, _) => "/etc/ai-gateway".to_owned(),
     };
-    let configmap = configmap.map(|name| (name, namespace.unwrap_or_else(|| "envoy-gateway-system".into())));
-    Ok(Command { inputs, out_dir, configmap, output, options })
+    let configmap = configmap.map(|name| {
+        (
+            name,
+            namespace.unwrap_or_else(|| "envoy-gateway-system".into()),
+        )
+    });
+    Ok(Command {
+        inputs,
+        out_dir,
+        configmap,
+        output,
+        options,
+    })
 }
 
 /// A Kubernetes ConfigMap holding each file under its name.
@@ -142,7 +182,8 @@ fn emit(output: Option<&Path>, text: &str) -> Result<(), String> {
         Some(path) => {
             let staging = path.with_extension("rendering");
             write_file(&staging, text)?;
-            std::fs::rename(&staging, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))
+            std::fs::rename(&staging, path)
+                .map_err(|e| format!("cannot replace {}: {e}", path.display()))
         }
     }
 }
@@ -150,18 +191,22 @@ fn emit(output: Option<&Path>, text: &str) -> Result<(), String> {
 fn run(command: Command) -> Result<(), String> {
     let mut inputs = Vec::new();
     for path in &command.inputs {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         inputs.push((path.display().to_string(), text));
     }
-    let Rendered { envoy_yaml, files } = render_files(&inputs, &command.options).map_err(|e| e.to_string())?;
+    let Rendered { envoy_yaml, files } =
+        render_files(&inputs, &command.options).map_err(|e| e.to_string())?;
     match (&command.out_dir, &command.configmap) {
         (Some(dir), _) => {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             write_file(&dir.join("envoy.yaml"), &envoy_yaml)?;
             for (name, text) in &files {
                 let path = dir.join(name);
                 if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
                 }
                 write_file(&path, text)?;
             }
@@ -170,7 +215,10 @@ fn run(command: Command) -> Result<(), String> {
             let other_files = files;
             let mut files = vec![("envoy.yaml".to_owned(), envoy_yaml)];
             files.extend(other_files);
-            emit(command.output.as_deref(), &configmap(name, namespace, &files))?;
+            emit(
+                command.output.as_deref(),
+                &configmap(name, namespace, &files),
+            )?;
         }
         (None, None) => {
             if !files.is_empty() {

@@ -4,10 +4,10 @@
 //! `targetRefs`, credentials from their Secret), so that writing Envoy's configuration afterwards
 //! cannot fail. Namespaces are ignored: names must be unique per kind.
 
-use bedrock_gateway_core::credentials::parse_rfc3339;
 use crate::credentials_file::{profile_keys, StaticKeys};
 use crate::resources::*;
 use crate::RenderError;
+use bedrock_gateway_core::credentials::parse_rfc3339;
 use std::collections::BTreeMap;
 
 /// The header the routing stage fills from the body's `model`.
@@ -163,7 +163,12 @@ struct Index<'a> {
     secrets: BTreeMap<&'a str, &'a Secret>,
 }
 
-fn unique<'a, T>(map: &mut BTreeMap<&'a str, &'a T>, kind: &str, name: &'a str, item: &'a T) -> Result<(), RenderError> {
+fn unique<'a, T>(
+    map: &mut BTreeMap<&'a str, &'a T>,
+    kind: &str,
+    name: &'a str,
+    item: &'a T,
+) -> Result<(), RenderError> {
     if map.insert(name, item).is_some() {
         return Err(RenderError(format!(
             "{kind} {name:?} is defined twice (namespaces are ignored, so names must be unique per kind)"
@@ -178,7 +183,12 @@ fn index(resources: &[Resource]) -> Result<Index<'_>, RenderError> {
         match resource {
             Resource::Gateway(g) => index.gateways.push(g),
             Resource::AIGatewayRoute(r) => index.routes.push(r),
-            Resource::AIServiceBackend(b) => unique(&mut index.service_backends, "AIServiceBackend", &b.metadata.name, b)?,
+            Resource::AIServiceBackend(b) => unique(
+                &mut index.service_backends,
+                "AIServiceBackend",
+                &b.metadata.name,
+                b,
+            )?,
             Resource::BackendSecurityPolicy(p) => index.security_policies.push(p),
             Resource::Backend(b) => unique(&mut index.backends, "Backend", &b.metadata.name, b)?,
             Resource::BackendTLSPolicy(p) => index.tls_policies.push(p),
@@ -195,7 +205,9 @@ fn index(resources: &[Resource]) -> Result<Index<'_>, RenderError> {
 pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
     let index = index(resources)?;
     if index.routes.is_empty() {
-        return Err(RenderError("no AIGatewayRoute: nothing would be served".into()));
+        return Err(RenderError(
+            "no AIGatewayRoute: nothing would be served".into(),
+        ));
     }
     let listeners = listeners(&index)?;
     let mut clusters: Vec<ClusterPlan> = Vec::new();
@@ -230,7 +242,10 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
                     RenderError(format!("{at}.timeouts.backendRequest: {text:?} is not a duration such as 10s or 1m"))
                 })?),
             };
-            let retry = failover.as_ref().map(|f| RetryPlan { retries: f.clusters.len() - 1, per_try_timeout_ms });
+            let retry = failover.as_ref().map(|f| RetryPlan {
+                retries: f.clusters.len() - 1,
+                per_try_timeout_ms,
+            });
             if let Some(failover) = failover {
                 if !failovers.contains(&failover) {
                     failovers.push(failover);
@@ -252,17 +267,26 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
                 })?),
                 None => None,
             };
-            let matches: Vec<Option<&RuleMatch>> =
-                if rule.matches.is_empty() { vec![None] } else { rule.matches.iter().map(Some).collect() };
+            let matches: Vec<Option<&RuleMatch>> = if rule.matches.is_empty() {
+                vec![None]
+            } else {
+                rule.matches.iter().map(Some).collect()
+            };
             for (match_index, rule_match) in matches.into_iter().enumerate() {
                 let mut headers = Vec::new();
-                for (header_index, header) in rule_match.map_or(&[][..], |m| &m.headers[..]).iter().enumerate() {
+                for (header_index, header) in rule_match
+                    .map_or(&[][..], |m| &m.headers[..])
+                    .iter()
+                    .enumerate()
+                {
                     let field = format!("{at}.matches[{match_index}].headers[{header_index}]");
                     let regex = match header.match_type.as_deref() {
                         None | Some("Exact") => false,
                         Some("RegularExpression") => true,
                         Some(other) => {
-                            return Err(RenderError(format!("{field}.type: {other:?} is not Exact or RegularExpression")))
+                            return Err(RenderError(format!(
+                                "{field}.type: {other:?} is not Exact or RegularExpression"
+                            )))
                         }
                     };
                     if header.name.is_empty() {
@@ -276,17 +300,32 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
                             )));
                         }
                         model_origin.insert(header.value.clone(), at.clone());
-                        models.push(ModelPlan { id: header.value.clone(), owned_by: rule.models_owned_by.clone(), created });
+                        models.push(ModelPlan {
+                            id: header.value.clone(),
+                            owned_by: rule.models_owned_by.clone(),
+                            created,
+                        });
                     }
-                    headers.push(HeaderPlan { name: header.name.to_ascii_lowercase(), value: header.value.clone(), regex });
+                    headers.push(HeaderPlan {
+                        name: header.name.to_ascii_lowercase(),
+                        value: header.value.clone(),
+                        regex,
+                    });
                 }
-                routes.push(RoutePlan { origin: at.clone(), headers, target: target.clone(), timeout_ms, retry });
+                routes.push(RoutePlan {
+                    origin: at.clone(),
+                    headers,
+                    target: target.clone(),
+                    timeout_ms,
+                    retry,
+                });
             }
         }
     }
     crate::rate_limits::check_costs(&index.routes)?;
     let gateway_name = index.gateways.first().map(|g| g.metadata.name.as_str());
-    let rate_limit = crate::rate_limits::plan(&index.traffic_policies, &index.routes, gateway_name)?;
+    let rate_limit =
+        crate::rate_limits::plan(&index.traffic_policies, &index.routes, gateway_name)?;
     let callers = crate::callers::plan(&index.client_policies, &index.secrets, gateway_name)?;
     let mut sources = Vec::new();
     for resource in resources {
@@ -304,33 +343,57 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
         };
         sources.push(format!("{kind} {name}"));
     }
-    Ok(Plan { listeners, routes, clusters, failovers, models, rate_limit, callers, sources })
+    Ok(Plan {
+        listeners,
+        routes,
+        clusters,
+        failovers,
+        models,
+        rate_limit,
+        callers,
+        sources,
+    })
 }
 
 fn listeners(index: &Index) -> Result<Vec<ListenerPlan>, RenderError> {
     let gateway = match index.gateways.as_slice() {
         [] => {
             // A file without a Gateway runs locally, as `aigw run` does: loopback, port 1975.
-            return Ok(vec![ListenerPlan { name: "ai_gateway".into(), address: "127.0.0.1".into(), port: DEFAULT_PORT, hostname: None }]);
+            return Ok(vec![ListenerPlan {
+                name: "ai_gateway".into(),
+                address: "127.0.0.1".into(),
+                port: DEFAULT_PORT,
+                hostname: None,
+            }]);
         }
         [gateway] => gateway,
         [first, second, ..] => {
             return Err(RenderError(format!(
-                "Gateway {:?} and Gateway {:?}: one file renders one gateway (parentRefs are ignored)",
-                first.metadata.name, second.metadata.name
-            )))
+            "Gateway {:?} and Gateway {:?}: one file renders one gateway (parentRefs are ignored)",
+            first.metadata.name, second.metadata.name
+        )))
         }
     };
     let label = format!("Gateway {:?}", gateway.metadata.name);
     let address = match gateway.spec.addresses.as_slice() {
         [] => "0.0.0.0".to_owned(),
         [only] => {
-            if only.address_type.as_deref().is_some_and(|t| t != "IPAddress") {
-                return Err(RenderError(format!("{label}: spec.addresses[0].type: only IPAddress is supported")));
+            if only
+                .address_type
+                .as_deref()
+                .is_some_and(|t| t != "IPAddress")
+            {
+                return Err(RenderError(format!(
+                    "{label}: spec.addresses[0].type: only IPAddress is supported"
+                )));
             }
             only.value.clone()
         }
-        _ => return Err(RenderError(format!("{label}: spec.addresses: at most one address is supported"))),
+        _ => {
+            return Err(RenderError(format!(
+                "{label}: spec.addresses: at most one address is supported"
+            )))
+        }
     };
     if gateway.spec.listeners.is_empty() {
         return Err(RenderError(format!("{label}: spec.listeners is empty")));
@@ -339,16 +402,24 @@ fn listeners(index: &Index) -> Result<Vec<ListenerPlan>, RenderError> {
     for (i, listener) in gateway.spec.listeners.iter().enumerate() {
         let at = format!("{label}: spec.listeners[{i}]");
         if listener.protocol != "HTTP" {
-            return Err(RenderError(format!("{at}.protocol: {:?} is not supported (only HTTP)", listener.protocol)));
+            return Err(RenderError(format!(
+                "{at}.protocol: {:?} is not supported (only HTTP)",
+                listener.protocol
+            )));
         }
         if listener.tls.is_some() {
-            return Err(RenderError(format!("{at}.tls is not supported (terminate TLS in front of the gateway)")));
+            return Err(RenderError(format!(
+                "{at}.tls is not supported (terminate TLS in front of the gateway)"
+            )));
         }
         if listener.port == 0 {
             return Err(RenderError(format!("{at}.port must not be 0")));
         }
         if listeners.iter().any(|l| l.port == listener.port) {
-            return Err(RenderError(format!("{at}.port: {} is used by another listener", listener.port)));
+            return Err(RenderError(format!(
+                "{at}.port: {} is used by another listener",
+                listener.port
+            )));
         }
         listeners.push(ListenerPlan {
             name: format!("ai_gateway_{}", listener.port),
@@ -375,7 +446,9 @@ fn rule_target(
     clusters: &mut Vec<ClusterPlan>,
 ) -> Result<(WeightedClusters, Option<FailoverPlan>), RenderError> {
     if rule.backend_refs.is_empty() {
-        return Err(RenderError(format!("{at}.backendRefs is empty: the rule has nowhere to send requests")));
+        return Err(RenderError(format!(
+            "{at}.backendRefs is empty: the rule has nowhere to send requests"
+        )));
     }
     let mut target: Vec<(String, u32)> = Vec::new();
     for (i, reference) in rule.backend_refs.iter().enumerate() {
@@ -383,47 +456,85 @@ fn rule_target(
         if reference.group.is_some() || reference.kind.is_some() {
             let kind = reference.kind.as_deref().unwrap_or("");
             if kind != "AIServiceBackend" {
-                return Err(RenderError(format!("{field}.kind: {kind:?} is not supported (only AIServiceBackend)")));
+                return Err(RenderError(format!(
+                    "{field}.kind: {kind:?} is not supported (only AIServiceBackend)"
+                )));
             }
         }
         if reference.header_mutation.is_some() {
-            return Err(RenderError(format!("{field}.headerMutation is not supported")));
+            return Err(RenderError(format!(
+                "{field}.headerMutation is not supported"
+            )));
         }
         if reference.body_mutation.is_some() {
-            return Err(RenderError(format!("{field}.bodyMutation is not supported")));
+            return Err(RenderError(format!(
+                "{field}.bodyMutation is not supported"
+            )));
         }
-        let service_backend = index.service_backends.get(reference.name.as_str()).ok_or_else(|| {
-            RenderError(format!("{field}.name: there is no AIServiceBackend {:?} in the file", reference.name))
-        })?;
-        let override_name = reference.model_name_override.clone().filter(|m| !m.is_empty());
+        let service_backend = index
+            .service_backends
+            .get(reference.name.as_str())
+            .ok_or_else(|| {
+                RenderError(format!(
+                    "{field}.name: there is no AIServiceBackend {:?} in the file",
+                    reference.name
+                ))
+            })?;
+        let override_name = reference
+            .model_name_override
+            .clone()
+            .filter(|m| !m.is_empty());
         let cluster_name = match &override_name {
             None => service_backend.metadata.name.clone(),
             Some(model) => format!("{}@{model}", service_backend.metadata.name),
         };
         if !clusters.iter().any(|c| c.name == cluster_name) {
-            clusters.push(cluster(index, service_backend, cluster_name.clone(), override_name)?);
+            clusters.push(cluster(
+                index,
+                service_backend,
+                cluster_name.clone(),
+                override_name,
+            )?);
         }
         if target.iter().any(|(name, _)| *name == cluster_name) {
-            return Err(RenderError(format!("{field}: the rule names {:?} twice", reference.name)));
+            return Err(RenderError(format!(
+                "{field}: the rule names {:?} twice",
+                reference.name
+            )));
         }
         target.push((cluster_name, reference.weight.unwrap_or(1)));
     }
-    let priorities: Vec<u32> = rule.backend_refs.iter().map(|r| r.priority.unwrap_or(0)).collect();
+    let priorities: Vec<u32> = rule
+        .backend_refs
+        .iter()
+        .map(|r| r.priority.unwrap_or(0))
+        .collect();
     if priorities.iter().any(|p| Some(p) != priorities.first()) {
         // Envoy's composite cluster sends attempt N to its Nth cluster: one backend per priority.
-        let mut ordered: Vec<(u32, String)> = priorities.into_iter().zip(target.into_iter().map(|(name, _)| name)).collect();
+        let mut ordered: Vec<(u32, String)> = priorities
+            .into_iter()
+            .zip(target.into_iter().map(|(name, _)| name))
+            .collect();
         ordered.sort_by_key(|(priority, _)| *priority);
-        if let Some([(priority, _), _]) = ordered.windows(2).find(|pair| matches!(pair, [(a, _), (b, _)] if a == b)) {
+        if let Some([(priority, _), _]) = ordered
+            .windows(2)
+            .find(|pair| matches!(pair, [(a, _), (b, _)] if a == b))
+        {
             return Err(RenderError(format!(
                 "{at}.backendRefs: two backendRefs have priority {priority}; failover tries one backend per priority, in priority order"
             )));
         }
         let clusters: Vec<String> = ordered.into_iter().map(|(_, name)| name).collect();
         let name = clusters.join(">");
-        return Ok((vec![(name.clone(), 1)], Some(FailoverPlan { name, clusters })));
+        return Ok((
+            vec![(name.clone(), 1)],
+            Some(FailoverPlan { name, clusters }),
+        ));
     }
     if target.iter().all(|(_, weight)| *weight == 0) {
-        return Err(RenderError(format!("{at}.backendRefs: every weight is 0, so nothing would be served")));
+        return Err(RenderError(format!(
+            "{at}.backendRefs: every weight is 0, so nothing would be served"
+        )));
     }
     Ok((target, None))
 }
@@ -452,24 +563,36 @@ fn cluster(
     };
     let reference = &spec.backend_ref;
     if reference.kind.as_deref().is_some_and(|k| k != "Backend")
-        || reference.group.as_deref().is_some_and(|g| g != "gateway.envoyproxy.io")
+        || reference
+            .group
+            .as_deref()
+            .is_some_and(|g| g != "gateway.envoyproxy.io")
     {
         return Err(RenderError(format!(
             "{label}: spec.backendRef must name a Backend (group gateway.envoyproxy.io); Kubernetes Services are not supported"
         )));
     }
     if reference.port.is_some() {
-        return Err(RenderError(format!("{label}: spec.backendRef.port: a Backend's endpoints carry their own ports")));
+        return Err(RenderError(format!(
+            "{label}: spec.backendRef.port: a Backend's endpoints carry their own ports"
+        )));
     }
     let backend = index.backends.get(reference.name.as_str()).ok_or_else(|| {
-        RenderError(format!("{label}: spec.backendRef.name: there is no Backend {:?} in the file", reference.name))
+        RenderError(format!(
+            "{label}: spec.backendRef.name: there is no Backend {:?} in the file",
+            reference.name
+        ))
     })?;
     let (policy_region, credentials) = security(index, service_backend)?;
     let (endpoints, discovery, first_fqdn) = endpoints(backend)?;
     // An API key signs nothing, so its region only names the default host: the Backend's
     // hostname says it, and us-east-1 stands in for endpoints that do not.
     let region = policy_region
-        .or_else(|| first_fqdn.as_ref().and_then(|(host, _)| hostname_region(host)))
+        .or_else(|| {
+            first_fqdn
+                .as_ref()
+                .and_then(|(host, _)| hostname_region(host))
+        })
         .unwrap_or_else(|| "us-east-1".to_owned());
     let tls = tls(index, &backend.metadata.name)?;
     let default_host = format!("bedrock-runtime.{region}.amazonaws.com");
@@ -485,22 +608,39 @@ fn cluster(
         endpoints,
         discovery,
         tls,
-        backend: BackendPlan { schema, region, endpoint, credentials, model_name_override },
+        backend: BackendPlan {
+            schema,
+            region,
+            endpoint,
+            credentials,
+            model_name_override,
+        },
     })
 }
 
 /// The region and credentials of the one `BackendSecurityPolicy` that applies to a backend.
 /// The region is `None` for an API key, which names none.
-fn security(index: &Index, service_backend: &Object<ServiceBackendSpec>) -> Result<(Option<String>, CredentialsPlan), RenderError> {
+fn security(
+    index: &Index,
+    service_backend: &Object<ServiceBackendSpec>,
+) -> Result<(Option<String>, CredentialsPlan), RenderError> {
     let name = service_backend.metadata.name.as_str();
     let label = format!("AIServiceBackend {name:?}");
-    let by_reference = service_backend.spec.backend_security_policy_ref.as_ref().map(|r| r.name.as_str());
+    let by_reference = service_backend
+        .spec
+        .backend_security_policy_ref
+        .as_ref()
+        .map(|r| r.name.as_str());
     let applying: Vec<&&Object<SecurityPolicySpec>> = index
         .security_policies
         .iter()
         .filter(|policy| {
             Some(policy.metadata.name.as_str()) == by_reference
-                || policy.spec.target_refs.iter().any(|t| t.kind == "AIServiceBackend" && t.name == name)
+                || policy
+                    .spec
+                    .target_refs
+                    .iter()
+                    .any(|t| t.kind == "AIServiceBackend" && t.name == name)
         })
         .collect();
     let policy = match applying.as_slice() {
@@ -523,8 +663,16 @@ fn security(index: &Index, service_backend: &Object<ServiceBackendSpec>) -> Resu
         }
     };
     let at = format!("BackendSecurityPolicy {:?}", policy.metadata.name);
-    if let Some(target) = policy.spec.target_refs.iter().find(|t| t.kind != "AIServiceBackend") {
-        return Err(RenderError(format!("{at}: spec.targetRefs: kind {:?} is not supported (only AIServiceBackend)", target.kind)));
+    if let Some(target) = policy
+        .spec
+        .target_refs
+        .iter()
+        .find(|t| t.kind != "AIServiceBackend")
+    {
+        return Err(RenderError(format!(
+            "{at}: spec.targetRefs: kind {:?} is not supported (only AIServiceBackend)",
+            target.kind
+        )));
     }
     if policy.spec.policy_type == "APIKey" {
         return api_key(index, policy, &at).map(|plan| (None, CredentialsPlan::ApiKey(plan)));
@@ -535,16 +683,29 @@ fn security(index: &Index, service_backend: &Object<ServiceBackendSpec>) -> Resu
             policy.spec.policy_type
         )));
     }
-    let aws = policy
-        .spec
-        .aws_credentials
-        .as_ref()
-        .ok_or_else(|| RenderError(format!("{at}: spec.awsCredentials is required for type AWSCredentials")))?;
-    if policy.spec.api_key.is_some() || policy.spec.azure_credentials.is_some() || policy.spec.gcp_credentials.is_some() {
-        return Err(RenderError(format!("{at}: spec: only awsCredentials may be set for type AWSCredentials")));
+    let aws = policy.spec.aws_credentials.as_ref().ok_or_else(|| {
+        RenderError(format!(
+            "{at}: spec.awsCredentials is required for type AWSCredentials"
+        ))
+    })?;
+    if policy.spec.api_key.is_some()
+        || policy.spec.azure_credentials.is_some()
+        || policy.spec.gcp_credentials.is_some()
+    {
+        return Err(RenderError(format!(
+            "{at}: spec: only awsCredentials may be set for type AWSCredentials"
+        )));
     }
-    if aws.region.is_empty() || !aws.region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(RenderError(format!("{at}: spec.awsCredentials.region: {:?} is not an AWS region such as us-east-1", aws.region)));
+    if aws.region.is_empty()
+        || !aws
+            .region
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(RenderError(format!(
+            "{at}: spec.awsCredentials.region: {:?} is not an AWS region such as us-east-1",
+            aws.region
+        )));
     }
     if aws.oidc_exchange_token.is_some() {
         return Err(RenderError(format!(
@@ -560,7 +721,11 @@ fn security(index: &Index, service_backend: &Object<ServiceBackendSpec>) -> Resu
             let secret_label = format!("Secret {name:?}");
             let text = secret_value(index, name, "credentials", &field)
                 .map_err(|e| RenderError(format!("{e} (an AWS credentials file)")))?;
-            let profile = file.profile.as_deref().filter(|p| !p.is_empty()).unwrap_or("default");
+            let profile = file
+                .profile
+                .as_deref()
+                .filter(|p| !p.is_empty())
+                .unwrap_or("default");
             let keys = profile_keys(&text, profile)
                 .map_err(|e| RenderError(format!("{secret_label}: credentials: {e}")))?;
             CredentialsPlan::Static(keys)
@@ -571,34 +736,65 @@ fn security(index: &Index, service_backend: &Object<ServiceBackendSpec>) -> Resu
 
 /// A Secret's value under `key`, from `stringData` or base64 `data`.
 fn secret_value(index: &Index, name: &str, key: &str, field: &str) -> Result<String, RenderError> {
-    let secret = index
-        .secrets
-        .get(name)
-        .ok_or_else(|| RenderError(format!("{field}.secretRef.name: there is no Secret {name:?} in the file")))?;
-    secret
-        .value(key)?
-        .ok_or_else(|| RenderError(format!("Secret {:?}: no `{key}` key in stringData or data", secret.metadata.name)))
+    let secret = index.secrets.get(name).ok_or_else(|| {
+        RenderError(format!(
+            "{field}.secretRef.name: there is no Secret {name:?} in the file"
+        ))
+    })?;
+    secret.value(key)?.ok_or_else(|| {
+        RenderError(format!(
+            "Secret {:?}: no `{key}` key in stringData or data",
+            secret.metadata.name
+        ))
+    })
 }
 
-fn api_key(index: &Index, policy: &Object<SecurityPolicySpec>, at: &str) -> Result<ApiKeyPlan, RenderError> {
-    let spec = policy.spec.api_key.as_ref().ok_or_else(|| RenderError(format!("{at}: spec.apiKey is required for type APIKey")))?;
-    if policy.spec.aws_credentials.is_some() || policy.spec.azure_credentials.is_some() || policy.spec.gcp_credentials.is_some() {
-        return Err(RenderError(format!("{at}: spec: only apiKey may be set for type APIKey")));
+fn api_key(
+    index: &Index,
+    policy: &Object<SecurityPolicySpec>,
+    at: &str,
+) -> Result<ApiKeyPlan, RenderError> {
+    let spec = policy
+        .spec
+        .api_key
+        .as_ref()
+        .ok_or_else(|| RenderError(format!("{at}: spec.apiKey is required for type APIKey")))?;
+    if policy.spec.aws_credentials.is_some()
+        || policy.spec.azure_credentials.is_some()
+        || policy.spec.gcp_credentials.is_some()
+    {
+        return Err(RenderError(format!(
+            "{at}: spec: only apiKey may be set for type APIKey"
+        )));
     }
     let name = &spec.secret_ref.name;
-    let key = secret_value(index, name, "apiKey", &format!("{at}: spec.apiKey"))?.trim().to_owned();
+    let key = secret_value(index, name, "apiKey", &format!("{at}: spec.apiKey"))?
+        .trim()
+        .to_owned();
     if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(RenderError(format!("Secret {name:?}: apiKey must be one Bedrock API key (printable, without spaces)")));
+        return Err(RenderError(format!(
+            "Secret {name:?}: apiKey must be one Bedrock API key (printable, without spaces)"
+        )));
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
-        return Err(RenderError(format!("{at}: spec.apiKey.secretRef.name: {name:?} is not a Kubernetes name")));
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return Err(RenderError(format!(
+            "{at}: spec.apiKey.secretRef.name: {name:?} is not a Kubernetes name"
+        )));
     }
-    Ok(ApiKeyPlan { secret: name.clone(), key })
+    Ok(ApiKeyPlan {
+        secret: name.clone(),
+        key,
+    })
 }
 
 /// The region in a Bedrock Runtime hostname (`bedrock-runtime[-fips].<region>.amazonaws.com`).
 fn hostname_region(host: &str) -> Option<String> {
-    let rest = host.strip_prefix("bedrock-runtime-fips.").or_else(|| host.strip_prefix("bedrock-runtime."))?;
+    let rest = host
+        .strip_prefix("bedrock-runtime-fips.")
+        .or_else(|| host.strip_prefix("bedrock-runtime."))?;
     let (region, domain) = rest.split_once('.')?;
     (domain.starts_with("amazonaws.com") && !region.is_empty()).then(|| region.to_owned())
 }
@@ -619,12 +815,23 @@ fn endpoints(backend: &Object<BackendSpec>) -> Result<Endpoints, RenderError> {
             (Some(fqdn), None, None) => (fqdn.hostname.clone(), fqdn.port, true),
             (None, Some(ip), None) => {
                 if ip.address.parse::<std::net::IpAddr>().is_err() {
-                    return Err(RenderError(format!("{at}.ip.address: {:?} is not an IP address", ip.address)));
+                    return Err(RenderError(format!(
+                        "{at}.ip.address: {:?} is not an IP address",
+                        ip.address
+                    )));
                 }
                 (ip.address.clone(), ip.port, false)
             }
-            (None, None, Some(_)) => return Err(RenderError(format!("{at}.unix: Unix sockets are not supported"))),
-            _ => return Err(RenderError(format!("{at}: exactly one of fqdn or ip must be set"))),
+            (None, None, Some(_)) => {
+                return Err(RenderError(format!(
+                    "{at}.unix: Unix sockets are not supported"
+                )))
+            }
+            _ => {
+                return Err(RenderError(format!(
+                    "{at}: exactly one of fqdn or ip must be set"
+                )))
+            }
         };
         if host.is_empty() || port == 0 {
             return Err(RenderError(format!("{at}: empty host or port 0")));
@@ -647,7 +854,12 @@ fn tls(index: &Index, backend: &str) -> Result<Option<TlsPlan>, RenderError> {
     let applying: Vec<&&Object<TlsPolicySpec>> = index
         .tls_policies
         .iter()
-        .filter(|p| p.spec.target_refs.iter().any(|t| t.kind == "Backend" && t.name == backend))
+        .filter(|p| {
+            p.spec
+                .target_refs
+                .iter()
+                .any(|t| t.kind == "Backend" && t.name == backend)
+        })
         .collect();
     let policy = match applying.as_slice() {
         [] => return Ok(None),
@@ -659,13 +871,20 @@ fn tls(index: &Index, backend: &str) -> Result<Option<TlsPlan>, RenderError> {
             )))
         }
     };
-    let at = format!("BackendTLSPolicy {:?}: spec.validation", policy.metadata.name);
+    let at = format!(
+        "BackendTLSPolicy {:?}: spec.validation",
+        policy.metadata.name
+    );
     let validation = &policy.spec.validation;
     if validation.ca_certificate_refs.is_some() {
-        return Err(RenderError(format!("{at}.caCertificateRefs is not supported; use wellKnownCACertificates: System")));
+        return Err(RenderError(format!(
+            "{at}.caCertificateRefs is not supported; use wellKnownCACertificates: System"
+        )));
     }
     if validation.well_known_ca_certificates.as_deref() != Some("System") {
-        return Err(RenderError(format!("{at}.wellKnownCACertificates must be System (the system's CA bundle)")));
+        return Err(RenderError(format!(
+            "{at}.wellKnownCACertificates must be System (the system's CA bundle)"
+        )));
     }
     if validation.hostname.is_empty() {
         return Err(RenderError(format!("{at}.hostname is empty")));
@@ -676,13 +895,20 @@ fn tls(index: &Index, backend: &str) -> Result<Option<TlsPlan>, RenderError> {
         subject_alt_names.push(match (san.san_type.as_str(), &san.hostname, &san.uri) {
             ("Hostname", Some(host), None) => SanPlan::Dns(host.clone()),
             ("URI", None, Some(uri)) => SanPlan::Uri(uri.clone()),
-            _ => return Err(RenderError(format!("{field}: type Hostname with hostname, or type URI with uri"))),
+            _ => {
+                return Err(RenderError(format!(
+                    "{field}: type Hostname with hostname, or type URI with uri"
+                )))
+            }
         });
     }
     if subject_alt_names.is_empty() {
         subject_alt_names.push(SanPlan::Dns(validation.hostname.clone()));
     }
-    Ok(Some(TlsPlan { sni: validation.hostname.clone(), subject_alt_names }))
+    Ok(Some(TlsPlan {
+        sni: validation.hostname.clone(),
+        subject_alt_names,
+    }))
 }
 
 /// A Gateway API duration: one or more `<number><unit>` with units h, m, s, ms (`1h30m`, `500ms`).
@@ -712,7 +938,6 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
     }
     Some(total)
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -8,8 +8,8 @@
 //! names is charged when the stream is done, read from where the filter publishes its token counts
 //! (`Options::usage_operator`: filter state for the `.wasm`, dynamic metadata for the native module).
 
-use crate::yaml::{line, quoted, single_endpoint, upstream_protocol_options};
 use crate::resources::{Object, RouteSpec, TrafficPolicySpec};
+use crate::yaml::{line, quoted, single_endpoint, upstream_protocol_options};
 use crate::RenderError;
 use std::fmt::Write;
 
@@ -72,14 +72,19 @@ pub fn plan(
     }
     let rate_limit = &policy.spec.rate_limit;
     if rate_limit.limit_type != "Global" || rate_limit.local.is_some() {
-        return Err(RenderError(format!("{label}: spec.rateLimit.type: only Global is supported")));
+        return Err(RenderError(format!(
+            "{label}: spec.rateLimit.type: only Global is supported"
+        )));
     }
-    let global = rate_limit
-        .global
-        .as_ref()
-        .ok_or_else(|| RenderError(format!("{label}: spec.rateLimit.global is required for type Global")))?;
+    let global = rate_limit.global.as_ref().ok_or_else(|| {
+        RenderError(format!(
+            "{label}: spec.rateLimit.global is required for type Global"
+        ))
+    })?;
     if global.rules.is_empty() {
-        return Err(RenderError(format!("{label}: spec.rateLimit.global.rules is empty")));
+        return Err(RenderError(format!(
+            "{label}: spec.rateLimit.global.rules is empty"
+        )));
     }
     let mut rules = Vec::new();
     for (i, rule) in global.rules.iter().enumerate() {
@@ -87,19 +92,27 @@ pub fn plan(
         let mut selectors = Vec::new();
         for (j, selector) in rule.client_selectors.iter().enumerate() {
             if selector.source_cidr.is_some() {
-                return Err(RenderError(format!("{at}.clientSelectors[{j}].sourceCIDR is not supported")));
+                return Err(RenderError(format!(
+                    "{at}.clientSelectors[{j}].sourceCIDR is not supported"
+                )));
             }
             for (k, header) in selector.headers.iter().enumerate() {
                 let field = format!("{at}.clientSelectors[{j}].headers[{k}]");
                 let name = header.name.to_ascii_lowercase();
                 let value = || {
-                    header.value.clone().ok_or_else(|| RenderError(format!("{field}.value is required for this type")))
+                    header.value.clone().ok_or_else(|| {
+                        RenderError(format!("{field}.value is required for this type"))
+                    })
                 };
                 selectors.push(match header.match_type.as_deref() {
                     Some("Distinct") => Selector::Distinct(name),
                     None | Some("Exact") => Selector::Exact(name, value()?),
                     Some("RegularExpression") => Selector::RegularExpression(name, value()?),
-                    Some(other) => return Err(RenderError(format!("{field}.type: {other:?} is not Exact, Distinct or RegularExpression"))),
+                    Some(other) => {
+                        return Err(RenderError(format!(
+                            "{field}.type: {other:?} is not Exact, Distinct or RegularExpression"
+                        )))
+                    }
                 });
             }
         }
@@ -108,28 +121,51 @@ pub fn plan(
             "Minute" => "minute",
             "Hour" => "hour",
             "Day" => "day",
-            other => return Err(RenderError(format!("{at}.limit.unit: {other:?} is not Second, Minute, Hour or Day"))),
+            other => {
+                return Err(RenderError(format!(
+                    "{at}.limit.unit: {other:?} is not Second, Minute, Hour or Day"
+                )))
+            }
         };
         let (mut request_cost, mut response_cost) = (1, None);
         if let Some(cost) = &rule.cost {
             if let Some(request) = &cost.request {
                 request_cost = match (request.from.as_str(), request.number, &request.metadata) {
                     ("Number", Some(number), None) => number,
-                    _ => return Err(RenderError(format!("{at}.cost.request: only `from: Number` with a number is supported"))),
+                    _ => {
+                        return Err(RenderError(format!(
+                            "{at}.cost.request: only `from: Number` with a number is supported"
+                        )))
+                    }
                 };
             }
             if let Some(response) = &cost.response {
                 let metadata = match (response.from.as_str(), &response.metadata) {
                     ("Metadata", Some(metadata)) if response.number.is_none() => metadata,
-                    _ => return Err(RenderError(format!("{at}.cost.response: only `from: Metadata` is supported"))),
+                    _ => {
+                        return Err(RenderError(format!(
+                            "{at}.cost.response: only `from: Metadata` is supported"
+                        )))
+                    }
                 };
                 if metadata.namespace != "io.envoy.ai_gateway" {
-                    return Err(RenderError(format!("{at}.cost.response.metadata.namespace must be io.envoy.ai_gateway")));
+                    return Err(RenderError(format!(
+                        "{at}.cost.response.metadata.namespace must be io.envoy.ai_gateway"
+                    )));
                 }
-                response_cost = Some(token_state(routes, &metadata.key).map_err(|e| RenderError(format!("{at}.cost.response.metadata.key: {e}")))?);
+                response_cost =
+                    Some(token_state(routes, &metadata.key).map_err(|e| {
+                        RenderError(format!("{at}.cost.response.metadata.key: {e}"))
+                    })?);
             }
         }
-        rules.push(RulePlan { selectors, requests: rule.limit.requests, unit, request_cost, response_cost });
+        rules.push(RulePlan {
+            selectors,
+            requests: rule.limit.requests,
+            unit,
+            request_cost,
+            response_cost,
+        });
     }
     Ok(Some(RateLimitPlan { rules }))
 }
@@ -140,10 +176,14 @@ fn token_state(routes: &[&Object<RouteSpec>], key: &str) -> Result<&'static str,
         .iter()
         .flat_map(|route| route.spec.llm_request_costs.iter())
         .find(|cost| cost.metadata_key == key)
-        .ok_or_else(|| format!("{key:?} is not a metadataKey of any AIGatewayRoute's llmRequestCosts"))?;
+        .ok_or_else(|| {
+            format!("{key:?} is not a metadataKey of any AIGatewayRoute's llmRequestCosts")
+        })?;
     match declared.cost_type.as_str() {
         "TotalToken" => Ok(TOTAL_TOKENS),
-        other => Err(format!("{key:?} is of type {other}; only TotalToken costs can be charged")),
+        other => Err(format!(
+            "{key:?} is of type {other}; only TotalToken costs can be charged"
+        )),
     }
 }
 
@@ -165,7 +205,11 @@ pub fn check_costs(routes: &[&Object<RouteSpec>]) -> Result<(), RenderError> {
 /// The descriptor actions of rule `index`: which rule, then each selector's entry.
 fn actions(o: &mut String, indent: usize, index: usize, rule: &RulePlan) {
     line(o, indent, "actions:");
-    line(o, indent, &format!("- generic_key: {{ descriptor_key: rule, descriptor_value: \"{index}\" }}"));
+    line(
+        o,
+        indent,
+        &format!("- generic_key: {{ descriptor_key: rule, descriptor_value: \"{index}\" }}"),
+    );
     for selector in &rule.selectors {
         match selector {
             Selector::Distinct(name) => line(o, indent, &format!(
@@ -188,26 +232,58 @@ pub fn write_filter(o: &mut String, indent: usize, plan: &RateLimitPlan, options
     line(o, indent, "- name: envoy.filters.http.ratelimit");
     line(o, indent + 1, "typed_config:");
     let t = indent + 2;
-    line(o, t, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit");
+    line(
+        o,
+        t,
+        "\"@type\": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+    );
     line(o, t, &format!("domain: {DOMAIN}"));
     line(o, t, "failure_mode_deny: false");
     line(o, t, "timeout: 0.5s");
     line(o, t, "# In the filter's own configuration: Envoy sends hits_addend from these, not from route policies.");
     line(o, t, "rate_limits:");
     for (index, rule) in plan.rules.iter().enumerate() {
-        line(o, t, &format!("# rules[{index}]: {} per {}, checked (cost {}) as a request arrives", rule.requests, rule.unit, rule.request_cost));
-        line(o, t, &format!("- hits_addend: {{ number: {} }}", rule.request_cost));
+        line(
+            o,
+            t,
+            &format!(
+                "# rules[{index}]: {} per {}, checked (cost {}) as a request arrives",
+                rule.requests, rule.unit, rule.request_cost
+            ),
+        );
+        line(
+            o,
+            t,
+            &format!("- hits_addend: {{ number: {} }}", rule.request_cost),
+        );
         actions(o, t + 1, index, rule);
         if let Some(figure) = rule.response_cost {
-            line(o, t, &format!("# rules[{index}]: charged with the request's tokens when its stream is done"));
+            line(
+                o,
+                t,
+                &format!(
+                    "# rules[{index}]: charged with the request's tokens when its stream is done"
+                ),
+            );
             line(o, t, "- apply_on_stream_done: true");
-            line(o, t + 1, &format!("hits_addend: {{ format: \"{}\" }}", options.usage_operator(figure)));
+            line(
+                o,
+                t + 1,
+                &format!(
+                    "hits_addend: {{ format: \"{}\" }}",
+                    options.usage_operator(figure)
+                ),
+            );
             actions(o, t + 1, index, rule);
         }
     }
     line(o, t, "rate_limit_service:");
     line(o, t + 1, "transport_api_version: V3");
-    line(o, t + 1, "grpc_service: { envoy_grpc: { cluster_name: rate-limit-service } }");
+    line(
+        o,
+        t + 1,
+        "grpc_service: { envoy_grpc: { cluster_name: rate-limit-service } }",
+    );
 }
 
 /// Envoy's 429 carries no body; give it one, which the filter words in the caller's API format.
@@ -240,7 +316,9 @@ pub fn service_configuration(plan: &RateLimitPlan) -> String {
         for selector in &rule.selectors {
             let (key, value) = match selector {
                 Selector::Distinct(name) => (name, None),
-                Selector::Exact(name, value) | Selector::RegularExpression(name, value) => (name, Some(value)),
+                Selector::Exact(name, value) | Selector::RegularExpression(name, value) => {
+                    (name, Some(value))
+                }
             };
             line(&mut o, indent, "descriptors:");
             line(&mut o, indent, &format!("- key: {}", quoted(key)));
@@ -249,7 +327,14 @@ pub fn service_configuration(plan: &RateLimitPlan) -> String {
             }
             indent += 1;
         }
-        line(&mut o, indent, &format!("rate_limit: {{ unit: {}, requests_per_unit: {} }}", rule.unit, rule.requests));
+        line(
+            &mut o,
+            indent,
+            &format!(
+                "rate_limit: {{ unit: {}, requests_per_unit: {} }}",
+                rule.unit, rule.requests
+            ),
+        );
     }
     o
 }

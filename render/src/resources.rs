@@ -8,9 +8,9 @@
 //! `allowedRoutes`, `status`, most of `metadata`) are accepted and ignored.
 
 use crate::RenderError;
+use base64::Engine as _;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
-use base64::Engine as _;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -593,18 +593,25 @@ impl Secret {
         if let Some(text) = self.string_data.get(key) {
             return Ok(Some(text.clone()));
         }
-        let Some(encoded) = self.data.get(key) else { return Ok(None) };
+        let Some(encoded) = self.data.get(key) else {
+            return Ok(None);
+        };
         let label = format!("Secret {:?}", self.metadata.name);
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
             .map_err(|_| RenderError(format!("{label}: data.{key} is not base64")))?;
-        String::from_utf8(bytes).map(Some).map_err(|_| RenderError(format!("{label}: data.{key} is not UTF-8 text")))
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| RenderError(format!("{label}: data.{key} is not UTF-8 text")))
     }
 
     /// Every key and its value, keys in order.
     pub fn entries(&self) -> Result<Vec<(String, String)>, RenderError> {
-        let keys: std::collections::BTreeSet<&String> = self.string_data.keys().chain(self.data.keys()).collect();
-        keys.into_iter().map(|key| Ok((key.clone(), self.value(key)?.unwrap_or_default()))).collect()
+        let keys: std::collections::BTreeSet<&String> =
+            self.string_data.keys().chain(self.data.keys()).collect();
+        keys.into_iter()
+            .map(|key| Ok((key.clone(), self.value(key)?.unwrap_or_default())))
+            .collect()
     }
 }
 
@@ -641,9 +648,13 @@ pub fn parse_documents(input: &str) -> Result<Vec<Resource>, RenderError> {
 fn parse_resource(number: usize, value: Value) -> Result<Resource, RenderError> {
     let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
     let kind = text("kind").ok_or_else(|| RenderError(format!("document {number}: no `kind`")))?;
-    let api_version =
-        text("apiVersion").ok_or_else(|| RenderError(format!("document {number} ({kind}): no `apiVersion`")))?;
-    let name = value.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("");
+    let api_version = text("apiVersion")
+        .ok_or_else(|| RenderError(format!("document {number} ({kind}): no `apiVersion`")))?;
+    let name = value
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let label = format!("{kind} {name:?}");
     let Some((_, group)) = KINDS.iter().find(|(known, _)| *known == kind) else {
         let supported: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
@@ -656,7 +667,11 @@ fn parse_resource(number: usize, value: Value) -> Result<Resource, RenderError> 
     if actual_group != *group {
         return Err(RenderError(format!(
             "{label}: apiVersion {api_version} is not the {kind} this gateway reads (group {})",
-            if group.is_empty() { "core, apiVersion v1" } else { group }
+            if group.is_empty() {
+                "core, apiVersion v1"
+            } else {
+                group
+            }
         )));
     }
     Ok(match kind.as_str() {

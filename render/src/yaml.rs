@@ -22,25 +22,52 @@ pub fn line(out: &mut String, indent: usize, text: &str) {
 }
 
 pub fn socket_address(address: &str, port: u16) -> String {
-    format!("{{ socket_address: {{ address: {}, port_value: {port} }} }}", quoted(address))
+    format!(
+        "{{ socket_address: {{ address: {}, port_value: {port} }} }}",
+        quoted(address)
+    )
 }
 
 /// A cluster's `load_assignment` with its one endpoint, on one line.
 pub fn single_endpoint(o: &mut String, cluster: &str, host: &str, port: u16) {
     line(o, 2, "load_assignment:");
     line(o, 3, &format!("cluster_name: {}", quoted(cluster)));
-    line(o, 3, &format!("endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {} }} }} ] }} ]", socket_address(host, port)));
+    line(
+        o,
+        3,
+        &format!(
+            "endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {} }} }} ] }} ]",
+            socket_address(host, port)
+        ),
+    );
 }
 
 /// A cluster's HTTP protocol options (HTTP/1.1, or HTTP/2 for gRPC), up to its upstream filters'
 /// list when it has some; `anchor` names the block for later clusters to reuse.
-pub fn upstream_protocol_options(o: &mut String, anchor: Option<&str>, http2: bool, with_filters: bool) {
+pub fn upstream_protocol_options(
+    o: &mut String,
+    anchor: Option<&str>,
+    http2: bool,
+    with_filters: bool,
+) {
     match anchor {
-        Some(anchor) => line(o, 2, &format!("typed_extension_protocol_options: &{anchor}")),
+        Some(anchor) => line(
+            o,
+            2,
+            &format!("typed_extension_protocol_options: &{anchor}"),
+        ),
         None => line(o, 2, "typed_extension_protocol_options:"),
     }
-    line(o, 3, "envoy.extensions.upstreams.http.v3.HttpProtocolOptions:");
-    line(o, 4, "\"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
+    line(
+        o,
+        3,
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions:",
+    );
+    line(
+        o,
+        4,
+        "\"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+    );
     if http2 {
         line(o, 4, "explicit_http_config: { http2_protocol_options: {} }");
     } else {
@@ -61,7 +88,13 @@ pub fn upstream_codec(o: &mut String) {
 /// One stage of the native dynamic module (`filter_name` picks the stage): the first stage written
 /// defines the YAML anchors `gateway_module` and `gateway_config` (the plugin JSON), the others
 /// refer to them.
-pub fn dynamic_module_stage(o: &mut String, indent: usize, filter_name: &str, module_path: &str, plugin_json: Option<&str>) {
+pub fn dynamic_module_stage(
+    o: &mut String,
+    indent: usize,
+    filter_name: &str,
+    module_path: &str,
+    plugin_json: Option<&str>,
+) {
     line(o, indent, "- name: envoy.filters.http.dynamic_modules");
     line(o, indent + 1, "typed_config:");
     let c = indent + 2;
@@ -72,10 +105,21 @@ pub fn dynamic_module_stage(o: &mut String, indent: usize, filter_name: &str, mo
             line(o, c + 1, "name: bedrock_gateway");
             line(o, c + 1, "# The module's metrics: ai_gateway.requests, ai_gateway.output_tokens, ... (labels model, backend).");
             line(o, c + 1, "metrics_namespace: ai_gateway");
-            line(o, c + 1, &format!("module: {{ local: {{ filename: {} }} }}", quoted(module_path)));
+            line(
+                o,
+                c + 1,
+                &format!(
+                    "module: {{ local: {{ filename: {} }} }}",
+                    quoted(module_path)
+                ),
+            );
             line(o, c, &format!("filter_name: {filter_name}"));
             line(o, c, "filter_config: &gateway_config");
-            line(o, c + 1, "\"@type\": type.googleapis.com/google.protobuf.StringValue");
+            line(
+                o,
+                c + 1,
+                "\"@type\": type.googleapis.com/google.protobuf.StringValue",
+            );
             line(o, c + 1, "value: |");
             for json_line in json.lines() {
                 line(o, c + 2, json_line);
@@ -93,7 +137,12 @@ pub fn dynamic_module_stage(o: &mut String, indent: usize, filter_name: &str, mo
 /// the host the options chose: the dynamic module at `module_path`, which shares the routing
 /// stage's module and configuration, or the wasm filter, whose VM and configuration
 /// `write_wasm_vm` writes at the indent it is given.
-pub fn upstream_stage(o: &mut String, module_path: Option<&str>, name: &str, write_wasm_vm: impl FnOnce(&mut String, usize)) {
+pub fn upstream_stage(
+    o: &mut String,
+    module_path: Option<&str>,
+    name: &str,
+    write_wasm_vm: impl FnOnce(&mut String, usize),
+) {
     match module_path {
         Some(module_path) => dynamic_module_stage(o, 4, name, module_path, None),
         None => {
@@ -108,14 +157,26 @@ pub fn upstream_stage(o: &mut String, module_path: Option<&str>, name: &str, wri
 pub fn wasm_stage(o: &mut String, indent: usize, root_id: &str) -> usize {
     line(o, indent, "- name: envoy.filters.http.wasm");
     line(o, indent + 1, "typed_config:");
-    line(o, indent + 2, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm");
+    line(
+        o,
+        indent + 2,
+        "\"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+    );
     line(o, indent + 2, "config:");
     let c = indent + 3;
     line(o, c, &format!("name: {root_id}"));
     line(o, c, &format!("root_id: {root_id}"));
-    line(o, c, "# Lets the filter hold the headers while it reads the body (Envoy >= 1.35).");
+    line(
+        o,
+        c,
+        "# Lets the filter hold the headers while it reads the body (Envoy >= 1.35).",
+    );
     line(o, c, "allow_on_headers_stop_iteration: true");
-    line(o, c, "# A crashed VM is reloaded for the next request instead of failing every request.");
+    line(
+        o,
+        c,
+        "# A crashed VM is reloaded for the next request instead of failing every request.",
+    );
     line(o, c, "failure_policy: FAIL_RELOAD");
     c
 }

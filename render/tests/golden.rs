@@ -8,7 +8,10 @@ use ai_gateway_render::{render, CredentialService, Options};
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .to_path_buf()
 }
 
 fn read(relative: &str) -> String {
@@ -21,10 +24,18 @@ fn check_golden(name: &str, rendered: &str) {
         std::fs::write(&path, rendered).expect("write golden");
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{} is missing: UPDATE_GOLDEN=1 cargo test -p ai-gateway-render", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing: UPDATE_GOLDEN=1 cargo test -p ai-gateway-render",
+            path.display()
+        )
+    });
     if rendered != expected {
-        let line = rendered.lines().zip(expected.lines()).position(|(a, b)| a != b).unwrap_or(0);
+        let line = rendered
+            .lines()
+            .zip(expected.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
         panic!(
             "{name} differs from its golden file from line {}:\n  rendered: {:?}\n  golden:   {:?}\n(UPDATE_GOLDEN=1 rewrites it)",
             line + 1,
@@ -38,7 +49,11 @@ fn check_golden(name: &str, rendered: &str) {
 fn make_run_options(source: &str) -> Options {
     Options {
         source_name: source.into(),
-        chain: vec![CredentialService::WebIdentity, CredentialService::PodIdentity, CredentialService::Imds],
+        chain: vec![
+            CredentialService::WebIdentity,
+            CredentialService::PodIdentity,
+            CredentialService::Imds,
+        ],
         credential_endpoint: Some(("127.0.0.1".into(), 4566)),
         sds_dir: ".run/gateway".into(),
         pod_identity_token_file: ".run/auth/token".into(),
@@ -49,36 +64,80 @@ fn make_run_options(source: &str) -> Options {
 
 #[test]
 fn the_native_module_replaces_the_wasm_filter_in_every_stage() {
-    let options = Options { dynamic_module_path: Some("/opt/ai-gateway/libbedrock_gateway.so".into()), ..make_run_options("examples/emulator.yaml") };
+    let options = Options {
+        dynamic_module_path: Some("/opt/ai-gateway/libbedrock_gateway.so".into()),
+        ..make_run_options("examples/emulator.yaml")
+    };
     let rendered = render(&read("examples/emulator.yaml"), &options).expect("renders");
     check_golden("emulator.dynamic-module.envoy.yaml", &rendered.envoy_yaml);
     let yaml = &rendered.envoy_yaml;
-    assert!(!yaml.contains("envoy.filters.http.wasm"), "no wasm stage is left");
-    for stage in ["filter_name: ai_gateway\n", "filter_name: ai_gateway_backend\n", "filter_name: ai_gateway_sts\n"] {
+    assert!(
+        !yaml.contains("envoy.filters.http.wasm"),
+        "no wasm stage is left"
+    );
+    for stage in [
+        "filter_name: ai_gateway\n",
+        "filter_name: ai_gateway_backend\n",
+        "filter_name: ai_gateway_sts\n",
+    ] {
         assert!(yaml.contains(stage), "{stage:?} is rendered");
     }
-    assert_eq!(yaml.matches("module: { local: { filename: \"/opt/ai-gateway/libbedrock_gateway.so\" } }").count(), 1, "loaded once, shared by anchor");
+    assert_eq!(
+        yaml.matches("module: { local: { filename: \"/opt/ai-gateway/libbedrock_gateway.so\" } }")
+            .count(),
+        1,
+        "loaded once, shared by anchor"
+    );
 }
 
 #[test]
 fn usage_is_read_where_each_host_publishes_it() {
-    let resources = format!("{}---\n{}", read("examples/emulator.yaml"), read("examples/rate-limit.yaml"));
-    let wasm = render(&resources, &make_run_options("examples/emulator.yaml")).expect("renders").envoy_yaml;
-    let native_options = Options { dynamic_module_path: Some("/opt/libbedrock_gateway.so".into()), ..make_run_options("examples/emulator.yaml") };
-    let native = render(&resources, &native_options).expect("renders").envoy_yaml;
+    let resources = format!(
+        "{}---\n{}",
+        read("examples/emulator.yaml"),
+        read("examples/rate-limit.yaml")
+    );
+    let wasm = render(&resources, &make_run_options("examples/emulator.yaml"))
+        .expect("renders")
+        .envoy_yaml;
+    let native_options = Options {
+        dynamic_module_path: Some("/opt/libbedrock_gateway.so".into()),
+        ..make_run_options("examples/emulator.yaml")
+    };
+    let native = render(&resources, &native_options)
+        .expect("renders")
+        .envoy_yaml;
     assert!(wasm.contains("usage=%FILTER_STATE(wasm.ai_gateway.usage:PLAIN)%"));
-    assert!(wasm.contains("hits_addend: { format: \"%FILTER_STATE(wasm.ai_gateway.total_tokens:PLAIN)%\" }"));
+    assert!(wasm.contains(
+        "hits_addend: { format: \"%FILTER_STATE(wasm.ai_gateway.total_tokens:PLAIN)%\" }"
+    ));
     assert!(native.contains("usage=%DYNAMIC_METADATA(io.envoy.ai_gateway:usage)%"));
-    assert!(native.contains("hits_addend: { format: \"%DYNAMIC_METADATA(io.envoy.ai_gateway:total_tokens)%\" }"));
-    assert!(!native.contains("FILTER_STATE"), "the native module writes no filter state");
+    assert!(native.contains(
+        "hits_addend: { format: \"%DYNAMIC_METADATA(io.envoy.ai_gateway:total_tokens)%\" }"
+    ));
+    assert!(
+        !native.contains("FILTER_STATE"),
+        "the native module writes no filter state"
+    );
 }
 
 #[test]
 fn the_emulator_example_renders_as_make_run_serves_it() {
-    let rendered = render(&read("examples/emulator.yaml"), &make_run_options("examples/emulator.yaml")).expect("renders");
+    let rendered = render(
+        &read("examples/emulator.yaml"),
+        &make_run_options("examples/emulator.yaml"),
+    )
+    .expect("renders");
     check_golden("emulator.envoy.yaml", &rendered.envoy_yaml);
-    let names: Vec<&str> = rendered.files.iter().map(|(name, _)| name.as_str()).collect();
-    assert_eq!(names, ["sds-web-identity-token.yaml", "sds-pod-identity-token.yaml"]);
+    let names: Vec<&str> = rendered
+        .files
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["sds-web-identity-token.yaml", "sds-pod-identity-token.yaml"]
+    );
     for (name, text) in &rendered.files {
         check_golden(&format!("emulator.{name}"), text);
     }
@@ -86,17 +145,39 @@ fn the_emulator_example_renders_as_make_run_serves_it() {
 
 #[test]
 fn the_seed_aws_example_renders_as_published_and_pointed_at_the_emulator() {
-    let options = Options { source_name: "basic-aws.yaml".into(), ..Options::default() };
-    let published = render(&read("render/tests/fixtures/basic-aws.yaml"), &options).expect("renders");
+    let options = Options {
+        source_name: "basic-aws.yaml".into(),
+        ..Options::default()
+    };
+    let published =
+        render(&read("render/tests/fixtures/basic-aws.yaml"), &options).expect("renders");
     check_golden("basic-aws.envoy.yaml", &published.envoy_yaml);
     assert!(published.files.is_empty(), "static keys need no token");
-    let local = render(&read("examples/basic-aws.yaml"), &make_run_options("examples/basic-aws.yaml")).expect("renders");
+    let local = render(
+        &read("examples/basic-aws.yaml"),
+        &make_run_options("examples/basic-aws.yaml"),
+    )
+    .expect("renders");
     check_golden("basic-aws-emulator.envoy.yaml", &local.envoy_yaml);
 }
 
-fn emulator_with_rate_limit(policy: &str) -> Result<ai_gateway_render::Rendered, ai_gateway_render::RenderError> {
-    let files = [("examples/emulator.yaml".to_owned(), read("examples/emulator.yaml")), ("examples/rate-limit.yaml".to_owned(), policy.to_owned())];
-    ai_gateway_render::render_files(&files, &Options { source_name: "examples/emulator.yaml and examples/rate-limit.yaml".into(), ..Options::default() })
+fn emulator_with_rate_limit(
+    policy: &str,
+) -> Result<ai_gateway_render::Rendered, ai_gateway_render::RenderError> {
+    let files = [
+        (
+            "examples/emulator.yaml".to_owned(),
+            read("examples/emulator.yaml"),
+        ),
+        ("examples/rate-limit.yaml".to_owned(), policy.to_owned()),
+    ];
+    ai_gateway_render::render_files(
+        &files,
+        &Options {
+            source_name: "examples/emulator.yaml and examples/rate-limit.yaml".into(),
+            ..Options::default()
+        },
+    )
 }
 
 #[test]
@@ -121,24 +202,40 @@ fn rate_limits_the_gateway_cannot_enforce_are_refused() {
     for (from, to, expected) in cases {
         assert!(policy.contains(from), "{from}");
         let error = emulator_with_rate_limit(&policy.replacen(from, to, 1)).expect_err(expected);
-        assert!(error.0.contains(expected), "expected {expected:?} in {error}");
+        assert!(
+            error.0.contains(expected),
+            "expected {expected:?} in {error}"
+        );
     }
 }
 
 #[test]
 fn every_feature_of_the_format_renders() {
-    let options = Options { source_name: "features.yaml".into(), ..Options::default() };
+    let options = Options {
+        source_name: "features.yaml".into(),
+        ..Options::default()
+    };
     let rendered = render(&read("render/tests/fixtures/features.yaml"), &options).expect("renders");
     check_golden("features.envoy.yaml", &rendered.envoy_yaml);
 }
 
 #[test]
 fn static_keys_are_written_only_where_the_filter_reads_them_and_the_file_says_so() {
-    let rendered = render(&read("render/tests/fixtures/features.yaml"), &Options::default()).expect("renders");
+    let rendered = render(
+        &read("render/tests/fixtures/features.yaml"),
+        &Options::default(),
+    )
+    .expect("renders");
     assert!(rendered.envoy_yaml.contains("It holds AWS secret keys"));
     // Once for each of the three backends whose policy names the profile, inside the plugin configuration.
     assert_eq!(rendered.envoy_yaml.matches("bedrock/secret").count(), 3);
-    assert_eq!(rendered.envoy_yaml.matches("\"secret_access_key\": \"bedrock/secret\"").count(), 3);
+    assert_eq!(
+        rendered
+            .envoy_yaml
+            .matches("\"secret_access_key\": \"bedrock/secret\"")
+            .count(),
+        3
+    );
     let chain_only = render(&read("examples/aws.yaml"), &Options::default()).expect("renders");
     assert!(!chain_only.envoy_yaml.contains("secret keys"));
 }
@@ -151,8 +248,14 @@ fn refused(from: &str, to: &str, expected: &str) {
     match render(&input, &Options::default()) {
         Ok(_) => panic!("rendered, but should fail with {expected:?}"),
         Err(error) => {
-            assert!(error.0.contains(expected), "expected {expected:?} in:\n{error}");
-            assert!(!error.0.contains("wJalrXUtnFEMI"), "an error quoted the secret key: {error}");
+            assert!(
+                error.0.contains(expected),
+                "expected {expected:?} in:\n{error}"
+            );
+            assert!(
+                !error.0.contains("wJalrXUtnFEMI"),
+                "an error quoted the secret key: {error}"
+            );
         }
     }
 }
@@ -161,34 +264,97 @@ const RULE: &str = "      backendRefs:\n        - name: envoy-ai-gateway-basic-a
 
 #[test]
 fn unknown_kinds_fields_and_bad_yaml_are_named() {
-    refused("kind: AIServiceBackend\n", "kind: HTTPRoute\n", "document 3: kind HTTPRoute is not supported by this gateway");
+    refused(
+        "kind: AIServiceBackend\n",
+        "kind: HTTPRoute\n",
+        "document 3: kind HTTPRoute is not supported by this gateway",
+    );
     refused(RULE, &format!("{RULE}      retries: 3\n"), "AIGatewayRoute \"envoy-ai-gateway-basic-aws\": spec.rules[0].retries: unknown field `retries`");
     refused("    name: AWSAnthropic\n", "    name: AWSAnthropic\n    flavour: x\n", "AIServiceBackend \"envoy-ai-gateway-basic-aws-bedrock-anthropic\": spec.schema.flavour: unknown field `flavour`");
-    refused("  name: envoy-ai-gateway-basic-aws\n  namespace: default\nspec:\n  schema:", "  name: [\n", "not valid YAML");
-    refused("apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend", "apiVersion: v1\nkind: Backend", "apiVersion v1 is not the Backend this gateway reads");
-    refused("        port: 4566\n", "        port: 4566\n    - unix: { path: /tmp/bedrock.sock }\n", "spec.endpoints[1].unix: Unix sockets are not supported");
+    refused(
+        "  name: envoy-ai-gateway-basic-aws\n  namespace: default\nspec:\n  schema:",
+        "  name: [\n",
+        "not valid YAML",
+    );
+    refused(
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend",
+        "apiVersion: v1\nkind: Backend",
+        "apiVersion v1 is not the Backend this gateway reads",
+    );
+    refused(
+        "        port: 4566\n",
+        "        port: 4566\n    - unix: { path: /tmp/bedrock.sock }\n",
+        "spec.endpoints[1].unix: Unix sockets are not supported",
+    );
 }
 
 /// A BackendSecurityPolicy of type APIKey: the filter signs nothing for that backend, and Envoy's
 /// credential_injector adds the key it reads through SDS from a file it watches.
 #[test]
 fn a_bedrock_api_key_is_injected_by_envoy_from_a_watched_file() {
-    let options = Options { source_name: "api-key.yaml".into(), sds_dir: "/etc/ai-gateway".into(), ..Options::default() };
+    let options = Options {
+        source_name: "api-key.yaml".into(),
+        sds_dir: "/etc/ai-gateway".into(),
+        ..Options::default()
+    };
     let rendered = render(&read("render/tests/fixtures/api-key.yaml"), &options).expect("renders");
     check_golden("api-key.envoy.yaml", &rendered.envoy_yaml);
     let key = "ABSKQmVkcm9ja0FQSUtleS1maXh0dXJlLWF0LTEyMzQ1Njc4OTAxMjpmaXh0dXJl";
-    assert!(!rendered.envoy_yaml.contains(key), "the key stays out of envoy.yaml");
-    let files: Vec<&str> = rendered.files.iter().map(|(name, _)| name.as_str()).collect();
-    assert_eq!(files, ["bedrock-api-key-bedrock-api-key", "sds-bedrock-api-key-bedrock-api-key.yaml"]);
+    assert!(
+        !rendered.envoy_yaml.contains(key),
+        "the key stays out of envoy.yaml"
+    );
+    let files: Vec<&str> = rendered
+        .files
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "bedrock-api-key-bedrock-api-key",
+            "sds-bedrock-api-key-bedrock-api-key.yaml"
+        ]
+    );
     assert_eq!(rendered.files[0].1, format!("{key}\n"));
-    assert!(rendered.files[1].1.contains("filename: \"/etc/ai-gateway/bedrock-api-key-bedrock-api-key\""));
-    let plugin = rendered.envoy_yaml.split("\"claude-by-key\": {").nth(1).expect("the key's backend");
-    assert!(plugin.trim_start().starts_with("\"schema\": \"anthropic\",\n"), "{plugin}");
-    assert!(plugin.contains("\"source\": \"api_key\",") && plugin.contains("\"injected_by_envoy\": true"));
+    assert!(rendered.files[1]
+        .1
+        .contains("filename: \"/etc/ai-gateway/bedrock-api-key-bedrock-api-key\""));
+    let plugin = rendered
+        .envoy_yaml
+        .split("\"claude-by-key\": {")
+        .nth(1)
+        .expect("the key's backend");
+    assert!(
+        plugin
+            .trim_start()
+            .starts_with("\"schema\": \"anthropic\",\n"),
+        "{plugin}"
+    );
+    assert!(
+        plugin.contains("\"source\": \"api_key\",")
+            && plugin.contains("\"injected_by_envoy\": true")
+    );
     // Only the key's cluster and its calls twin inject; the other keeps the shared filters and SigV4.
-    assert_eq!(rendered.envoy_yaml.matches("header_value_prefix: \"Bearer \"").count(), 2);
-    let twin = rendered.envoy_yaml.split("- name: \"claude-by-key~calls\"").nth(1).expect("the calls cluster").split("\n  - name: ").next().unwrap();
-    assert!(twin.contains("credential_injector") && !twin.contains("ai_gateway_backend"), "the key, without the gateway's filter: {twin}");
+    assert_eq!(
+        rendered
+            .envoy_yaml
+            .matches("header_value_prefix: \"Bearer \"")
+            .count(),
+        2
+    );
+    let twin = rendered
+        .envoy_yaml
+        .split("- name: \"claude-by-key~calls\"")
+        .nth(1)
+        .expect("the calls cluster")
+        .split("\n  - name: ")
+        .next()
+        .unwrap();
+    assert!(
+        twin.contains("credential_injector") && !twin.contains("ai_gateway_backend"),
+        "the key, without the gateway's filter: {twin}"
+    );
 
     let with_failover = read("render/tests/fixtures/api-key.yaml").replace(
         "    backendRefs: [ { name: claude-by-key } ]",
@@ -205,84 +371,227 @@ fn a_bedrock_api_key_is_injected_by_envoy_from_a_watched_file() {
 #[test]
 fn a_security_policy_renders_as_envoys_own_authentication_and_authorization() {
     let files = [
-        ("examples/emulator.yaml".to_owned(), read("examples/emulator.yaml")),
-        ("examples/callers.yaml".to_owned(), read("examples/callers.yaml")),
+        (
+            "examples/emulator.yaml".to_owned(),
+            read("examples/emulator.yaml"),
+        ),
+        (
+            "examples/callers.yaml".to_owned(),
+            read("examples/callers.yaml"),
+        ),
     ];
-    let rendered = ai_gateway_render::render_files(&files, &make_run_options("callers")).expect("renders");
+    let rendered =
+        ai_gateway_render::render_files(&files, &make_run_options("callers")).expect("renders");
     check_golden("callers.envoy.yaml", &rendered.envoy_yaml);
-    let routes = rendered.files.iter().find(|(name, _)| name == "routes.yaml").expect("a routes file");
+    let routes = rendered
+        .files
+        .iter()
+        .find(|(name, _)| name == "routes.yaml")
+        .expect("a routes file");
     check_golden("callers.routes.yaml", &routes.1);
     let yaml = &rendered.envoy_yaml;
-    assert!(!yaml.contains("sk-demo-alice"), "keys live in the routes file only");
-    assert!(routes.1.contains("- { key: \"sk-demo-alice\", client: \"alice\" }"));
-    let order = ["name: ai_gateway\n", "envoy.filters.http.api_key_auth", "envoy.filters.http.rbac", "envoy.filters.http.ratelimit", "envoy.filters.http.router"];
-    let positions: Vec<usize> = order.iter().map(|f| yaml.find(f).unwrap_or_else(|| panic!("{f} missing"))).collect();
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "authentication after the routing stage, before the budgets: {positions:?}");
+    assert!(
+        !yaml.contains("sk-demo-alice"),
+        "keys live in the routes file only"
+    );
+    assert!(routes
+        .1
+        .contains("- { key: \"sk-demo-alice\", client: \"alice\" }"));
+    let order = [
+        "name: ai_gateway\n",
+        "envoy.filters.http.api_key_auth",
+        "envoy.filters.http.rbac",
+        "envoy.filters.http.ratelimit",
+        "envoy.filters.http.router",
+    ];
+    let positions: Vec<usize> = order
+        .iter()
+        .map(|f| yaml.find(f).unwrap_or_else(|| panic!("{f} missing")))
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "authentication after the routing stage, before the budgets: {positions:?}"
+    );
     assert!(yaml.contains("\"caller_header\": \"x-ai-gateway-caller\""));
     assert!(yaml.contains("caller=%REQ(x-ai-gateway-caller)%"));
 }
 
 #[test]
 fn security_policies_the_gateway_cannot_honour_are_refused() {
-    let base = format!("{}---\n{}", read("examples/emulator.yaml"), read("examples/callers.yaml"));
+    let base = format!(
+        "{}---\n{}",
+        read("examples/emulator.yaml"),
+        read("examples/callers.yaml")
+    );
     let cases = [
-        ("    forwardClientIDHeader: x-ai-gateway-caller\n", "", "forwardClientIDHeader is required"),
-        ("    - name: bob-llama-only\n      action: Allow\n", "    - name: bob-llama-only\n      action: Deny\n", "every rule must be Allow"),
-        ("    - headers: [x-api-key]\n", "    - params: [key]\n", "only headers are supported"),
-        ("  - { group: \"\", kind: Secret, name: caller-keys }\n", "  - { group: \"\", kind: Secret, name: nope }\n", "there is no Secret \"nope\""),
-        ("  alice: sk-demo-alice\n", "  alice: sk-demo-bob\n", "listed twice"),
-        ("  sanitize: true\n", "  sanitize: true\n  jwt: { providers: [] }\n", "apiKeyAuth and jwt together are not supported"),
+        (
+            "    forwardClientIDHeader: x-ai-gateway-caller\n",
+            "",
+            "forwardClientIDHeader is required",
+        ),
+        (
+            "    - name: bob-llama-only\n      action: Allow\n",
+            "    - name: bob-llama-only\n      action: Deny\n",
+            "every rule must be Allow",
+        ),
+        (
+            "    - headers: [x-api-key]\n",
+            "    - params: [key]\n",
+            "only headers are supported",
+        ),
+        (
+            "  - { group: \"\", kind: Secret, name: caller-keys }\n",
+            "  - { group: \"\", kind: Secret, name: nope }\n",
+            "there is no Secret \"nope\"",
+        ),
+        (
+            "  alice: sk-demo-alice\n",
+            "  alice: sk-demo-bob\n",
+            "listed twice",
+        ),
+        (
+            "  sanitize: true\n",
+            "  sanitize: true\n  jwt: { providers: [] }\n",
+            "apiKeyAuth and jwt together are not supported",
+        ),
     ];
     for (from, to, expected) in cases {
         assert!(base.contains(from), "{from:?}");
         let error = render(&base.replacen(from, to, 1), &Options::default()).expect_err(expected);
-        assert!(error.0.contains(expected), "expected {expected:?} in {error}");
-        assert!(!error.0.contains("sk-demo"), "an error quoted a key: {error}");
+        assert!(
+            error.0.contains(expected),
+            "expected {expected:?} in {error}"
+        );
+        assert!(
+            !error.0.contains("sk-demo"),
+            "an error quoted a key: {error}"
+        );
     }
-    let twice = format!("{base}---\n{}", read("examples/callers.yaml").split("---").next().unwrap_or_default().replace("name: callers", "name: more"));
-    assert!(render(&twice, &Options::default()).expect_err("two").0.contains("one SecurityPolicy"));
+    let twice = format!(
+        "{base}---\n{}",
+        read("examples/callers.yaml")
+            .split("---")
+            .next()
+            .unwrap_or_default()
+            .replace("name: callers", "name: more")
+    );
+    assert!(render(&twice, &Options::default())
+        .expect_err("two")
+        .0
+        .contains("one SecurityPolicy"));
 }
 
 #[test]
 fn other_providers_and_unsupported_features_are_refused() {
-    refused("    name: AWSBedrock\n", "    name: OpenAI\n", "spec.schema.name: \"OpenAI\" is another provider");
-    refused("  type: AWSCredentials\n", "  type: AzureAPIKey\n", "spec.type: \"AzureAPIKey\" is for another provider");
-    refused("  type: AWSCredentials\n", "  type: APIKey\n", "spec.apiKey is required for type APIKey");
-    refused("    version: bedrock-2023-05-31\n", "    version: \"2023-06-01\"\n", "Bedrock's Anthropic version is bedrock-2023-05-31");
+    refused(
+        "    name: AWSBedrock\n",
+        "    name: OpenAI\n",
+        "spec.schema.name: \"OpenAI\" is another provider",
+    );
+    refused(
+        "  type: AWSCredentials\n",
+        "  type: AzureAPIKey\n",
+        "spec.type: \"AzureAPIKey\" is for another provider",
+    );
+    refused(
+        "  type: AWSCredentials\n",
+        "  type: APIKey\n",
+        "spec.apiKey is required for type APIKey",
+    );
+    refused(
+        "    version: bedrock-2023-05-31\n",
+        "    version: \"2023-06-01\"\n",
+        "Bedrock's Anthropic version is bedrock-2023-05-31",
+    );
     let failover = "      backendRefs:\n        - { name: envoy-ai-gateway-basic-aws, priority: 1 }\n        - { name: envoy-ai-gateway-basic-aws-bedrock-anthropic, priority: 0 }\n";
-    let same_priority = format!("{}        - {{ name: envoy-ai-gateway-basic-aws, priority: 0, modelNameOverride: m }}\n", failover.replace("priority: 0", "priority: 1"));
-    refused(RULE, &same_priority, "backendRefs: two backendRefs have priority 1; failover tries one backend per priority");
-    refused(RULE, &format!("{RULE}      timeouts: {{ backendRequest: 10s }}\n"), "timeouts.backendRequest bounds each try of a failover");
-    refused(RULE, &format!("{failover}      timeouts: {{ backendRequest: soon }}\n"), "timeouts.backendRequest: \"soon\" is not a duration");
+    let same_priority = format!(
+        "{}        - {{ name: envoy-ai-gateway-basic-aws, priority: 0, modelNameOverride: m }}\n",
+        failover.replace("priority: 0", "priority: 1")
+    );
+    refused(
+        RULE,
+        &same_priority,
+        "backendRefs: two backendRefs have priority 1; failover tries one backend per priority",
+    );
+    refused(
+        RULE,
+        &format!("{RULE}      timeouts: {{ backendRequest: 10s }}\n"),
+        "timeouts.backendRequest bounds each try of a failover",
+    );
+    refused(
+        RULE,
+        &format!("{failover}      timeouts: {{ backendRequest: soon }}\n"),
+        "timeouts.backendRequest: \"soon\" is not a duration",
+    );
     refused(RULE, "      backendRefs:\n        - name: envoy-ai-gateway-basic-aws\n          headerMutation: { set: [] }\n", "backendRefs[0].headerMutation is not supported");
-    refused("    region: us-east-1\n", "    region: us-east-1\n    oidcExchangeToken: { awsRoleArn: x }\n", "oidcExchangeToken is not supported");
+    refused(
+        "    region: us-east-1\n",
+        "    region: us-east-1\n    oidcExchangeToken: { awsRoleArn: x }\n",
+        "oidcExchangeToken is not supported",
+    );
     refused("spec:\n  parentRefs:", "spec:\n  llmRequestCosts: [ { metadataKey: t, type: InputToken } ]\n  parentRefs:",
         "spec.llmRequestCosts[0].type: \"InputToken\" is not supported; the gateway publishes TotalToken");
-    refused("- type: Exact\n", "- type: PathPrefix\n", "headers[0].type: \"PathPrefix\" is not Exact or RegularExpression");
-    refused(RULE, &format!("{RULE}      timeouts: {{ request: ten seconds }}\n"), "timeouts.request: \"ten seconds\" is not a duration");
+    refused(
+        "- type: Exact\n",
+        "- type: PathPrefix\n",
+        "headers[0].type: \"PathPrefix\" is not Exact or RegularExpression",
+    );
+    refused(
+        RULE,
+        &format!("{RULE}      timeouts: {{ request: ten seconds }}\n"),
+        "timeouts.request: \"ten seconds\" is not a duration",
+    );
 }
 
 #[test]
 fn broken_references_are_named() {
-    refused(RULE, "      backendRefs:\n        - name: nope\n", "spec.rules[0].backendRefs[0].name: there is no AIServiceBackend \"nope\" in the file");
-    refused("    name: envoy-ai-gateway-basic-aws\n    kind: Backend", "    name: elsewhere\n    kind: Backend", "spec.backendRef.name: there is no Backend \"elsewhere\"");
-    refused("        name: envoy-ai-gateway-basic-aws-credentials\n", "        name: missing\n", "credentialsFile.secretRef.name: there is no Secret \"missing\"");
-    refused("        name: envoy-ai-gateway-basic-aws-credentials\n", "        name: envoy-ai-gateway-basic-aws-credentials\n      profile: prod\n", "Secret \"envoy-ai-gateway-basic-aws-credentials\": credentials: no profile [prod]");
+    refused(
+        RULE,
+        "      backendRefs:\n        - name: nope\n",
+        "spec.rules[0].backendRefs[0].name: there is no AIServiceBackend \"nope\" in the file",
+    );
+    refused(
+        "    name: envoy-ai-gateway-basic-aws\n    kind: Backend",
+        "    name: elsewhere\n    kind: Backend",
+        "spec.backendRef.name: there is no Backend \"elsewhere\"",
+    );
+    refused(
+        "        name: envoy-ai-gateway-basic-aws-credentials\n",
+        "        name: missing\n",
+        "credentialsFile.secretRef.name: there is no Secret \"missing\"",
+    );
+    refused(
+        "        name: envoy-ai-gateway-basic-aws-credentials\n",
+        "        name: envoy-ai-gateway-basic-aws-credentials\n      profile: prod\n",
+        "Secret \"envoy-ai-gateway-basic-aws-credentials\": credentials: no profile [prod]",
+    );
     refused("    - group: aigateway.envoyproxy.io\n      kind: AIServiceBackend\n      name: envoy-ai-gateway-basic-aws\n", "",
         "AIServiceBackend \"envoy-ai-gateway-basic-aws\": no BackendSecurityPolicy targets it");
-    refused("  credentials: |\n", "  other: |\n", "no `credentials` key in stringData or data");
+    refused(
+        "  credentials: |\n",
+        "  other: |\n",
+        "no `credentials` key in stringData or data",
+    );
 }
 
 #[test]
 fn ambiguous_files_are_refused_rather_than_guessed() {
     refused("              value: anthropic.claude-3-5-sonnet-20241022-v2:0\n", "              value: us.meta.llama3-2-1b-instruct-v1:0\n",
         "model \"us.meta.llama3-2-1b-instruct-v1:0\" is already matched by AIGatewayRoute \"envoy-ai-gateway-basic-aws\": spec.rules[0]");
-    refused("kind: AIServiceBackend\nmetadata:\n  name: envoy-ai-gateway-basic-aws-bedrock-anthropic\n",
-        "kind: AIServiceBackend\nmetadata:\n  name: envoy-ai-gateway-basic-aws\n", "AIServiceBackend \"envoy-ai-gateway-basic-aws\" is defined twice");
+    refused(
+        "kind: AIServiceBackend\nmetadata:\n  name: envoy-ai-gateway-basic-aws-bedrock-anthropic\n",
+        "kind: AIServiceBackend\nmetadata:\n  name: envoy-ai-gateway-basic-aws\n",
+        "AIServiceBackend \"envoy-ai-gateway-basic-aws\" is defined twice",
+    );
     let twice = format!("{}---\n{}", read("examples/emulator.yaml"), "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: { name: second }\nspec: { listeners: [ { name: h, protocol: HTTP, port: 80 } ] }\n");
     let error = render(&twice, &Options::default()).expect_err("two gateways");
     assert!(error.0.contains("one file renders one gateway"), "{error}");
     let https = read("examples/emulator.yaml").replace("protocol: HTTP", "protocol: HTTPS");
     let error = render(&https, &Options::default()).expect_err("HTTPS");
-    assert!(error.0.contains("spec.listeners[0].protocol: \"HTTPS\" is not supported"), "{error}");
+    assert!(
+        error
+            .0
+            .contains("spec.listeners[0].protocol: \"HTTPS\" is not supported"),
+        "{error}"
+    );
 }

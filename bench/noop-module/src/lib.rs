@@ -8,7 +8,10 @@ use std::ffi::{c_char, c_void};
 type Ptr = *mut c_void;
 
 /// Any non-null pointer: the module keeps no state.
-const STATELESS: *const c_void = std::ptr::NonNull::<u8>::dangling().as_ptr().cast_const().cast();
+const STATELESS: *const c_void = std::ptr::NonNull::<u8>::dangling()
+    .as_ptr()
+    .cast_const()
+    .cast();
 
 #[repr(C)]
 pub struct Buffer {
@@ -22,12 +25,19 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(_config: Ptr, _name: Buffer, _value: Buffer) -> *const c_void {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    _config: Ptr,
+    _name: Buffer,
+    _value: Buffer,
+) -> *const c_void {
     STATELESS
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_new(_config: *const c_void, _filter: Ptr) -> *const c_void {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    _config: *const c_void,
+    _filter: Ptr,
+) -> *const c_void {
     STATELESS
 }
 
@@ -37,12 +47,20 @@ fn continue_at_end(end_of_stream: bool) -> u32 {
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(_filter: Ptr, _module: *const c_void, end_of_stream: bool) -> u32 {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    _filter: Ptr,
+    _module: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
     continue_at_end(end_of_stream)
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(_filter: Ptr, _module: *const c_void, end_of_stream: bool) -> u32 {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    _filter: Ptr,
+    _module: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
     continue_at_end(end_of_stream)
 }
 
@@ -87,6 +105,9 @@ continue_hooks! {
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(_name: Buffer, _value: Buffer) -> *const c_void {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
+    _name: Buffer,
+    _value: Buffer,
+) -> *const c_void {
     std::ptr::null()
 }

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
-    let object = body.as_object().ok_or("Malformed input request: expected a JSON object")?;
+    let object = body
+        .as_object()
+        .ok_or("Malformed input request: expected a JSON object")?;
     for extraneous in ["model", "stream"] {
         if object.contains_key(extraneous) {
             return Err(format!("Malformed input request: #: extraneous key [{extraneous}] is not permitted, please reformat your input and try again."));
@@ -15,7 +17,11 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
     }
     match object.get("anthropic_version").and_then(Value::as_str) {
         Some(version) if version.starts_with("bedrock-") => {}
-        _ => return Err("Malformed input request: #: required key [anthropic_version] not found".into()),
+        _ => {
+            return Err(
+                "Malformed input request: #: required key [anthropic_version] not found".into(),
+            )
+        }
     }
     let max_tokens = object
         .get("max_tokens")
@@ -26,11 +32,16 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
         .and_then(Value::as_array)
         .filter(|m| !m.is_empty())
         .ok_or("Malformed input request: #: required key [messages] not found")?;
-    let mut conversation = Conversation { max_tokens: Some(max_tokens), ..Default::default() };
+    let mut conversation = Conversation {
+        max_tokens: Some(max_tokens),
+        ..Default::default()
+    };
     for (index, message) in messages.iter().enumerate() {
         let role = message.get("role").and_then(Value::as_str);
         if !matches!(role, Some("user") | Some("assistant")) {
-            return Err(format!("messages.{index}.role: Input should be 'user' or 'assistant'"));
+            return Err(format!(
+                "messages.{index}.role: Input should be 'user' or 'assistant'"
+            ));
         }
         let is_last = index + 1 == messages.len();
         let mut user_text = String::new();
@@ -45,7 +56,10 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
                 for block in blocks {
                     match block.get("type").and_then(Value::as_str) {
                         Some("text") => {
-                            let text = block.get("text").and_then(Value::as_str).unwrap_or_default();
+                            let text = block
+                                .get("text")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default();
                             conversation.input_words += model::word_count(text);
                             if role == Some("user") {
                                 user_text.push_str(text);
@@ -67,7 +81,11 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
                             }
                         }
                         Some(_) => conversation.input_words += 1,
-                        None => return Err(format!("messages.{index}.content: each block needs a type")),
+                        None => {
+                            return Err(format!(
+                                "messages.{index}.content: each block needs a type"
+                            ))
+                        }
                     }
                 }
             }
@@ -81,7 +99,10 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
     match object.get("system") {
         Some(Value::String(text)) => conversation.input_words += model::word_count(text),
         Some(Value::Array(blocks)) => {
-            for text in blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)) {
+            for text in blocks
+                .iter()
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+            {
                 conversation.input_words += model::word_count(text);
             }
         }
@@ -89,9 +110,15 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
     }
     if let Some(thinking) = object.get("thinking") {
         if thinking.get("type").and_then(Value::as_str) == Some("enabled") {
-            let budget = thinking.get("budget_tokens").and_then(Value::as_u64).ok_or("thinking.enabled.budget_tokens: Field required")?;
+            let budget = thinking
+                .get("budget_tokens")
+                .and_then(Value::as_u64)
+                .ok_or("thinking.enabled.budget_tokens: Field required")?;
             if budget < 1024 {
-                return Err("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024".into());
+                return Err(
+                    "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+                        .into(),
+                );
             }
             if budget >= max_tokens {
                 return Err("`max_tokens` must be greater than `thinking.budget_tokens`".into());
@@ -104,17 +131,35 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
     conversation.stop_sequences = object
         .get("stop_sequences")
         .and_then(Value::as_array)
-        .map(|s| s.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|s| {
+            s.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default();
-    for tool in object.get("tools").and_then(Value::as_array).into_iter().flatten() {
-        let Some(name) = tool.get("name").and_then(Value::as_str) else { continue };
-        conversation.tools.push((name.to_owned(), tool.get("input_schema").cloned().unwrap_or(json!({}))));
+    for tool in object
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(name) = tool.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        conversation.tools.push((
+            name.to_owned(),
+            tool.get("input_schema").cloned().unwrap_or(json!({})),
+        ));
     }
     if let Some(choice) = object.get("tool_choice") {
         match choice.get("type").and_then(Value::as_str) {
             Some("any") => conversation.forced_tool = Some(None),
             Some("tool") => {
-                conversation.forced_tool = choice.get("name").and_then(Value::as_str).map(|n| Some(n.to_owned()))
+                conversation.forced_tool = choice
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .map(|n| Some(n.to_owned()))
             }
             Some("none") => conversation.tools_disabled = true,
             _ => {}
@@ -153,24 +198,42 @@ pub const ACCEPTED_BETA_FLAGS: &[&str] = &[
 pub fn check_beta_flags(object: &serde_json::Map<String, Value>) -> Result<(), String> {
     let flags: Vec<&str> = match object.get("anthropic_beta") {
         None => Vec::new(),
-        Some(Value::Array(list)) if list.iter().all(Value::is_string) => list.iter().filter_map(Value::as_str).collect(),
+        Some(Value::Array(list)) if list.iter().all(Value::is_string) => {
+            list.iter().filter_map(Value::as_str).collect()
+        }
         Some(_) => return Err("anthropic_beta: Input should be a valid list of strings".into()),
     };
     if flags.iter().any(|flag| !ACCEPTED_BETA_FLAGS.contains(flag)) {
         return Err("The model returned the following errors: invalid beta flag".into());
     }
-    for (member, label) in [("system", "system"), ("messages", "messages"), ("tools", "tools")] {
-        if let Some(path) = object.get(member).and_then(|value| scoped_cache_control(value, label)) {
+    for (member, label) in [
+        ("system", "system"),
+        ("messages", "messages"),
+        ("tools", "tools"),
+    ] {
+        if let Some(path) = object
+            .get(member)
+            .and_then(|value| scoped_cache_control(value, label))
+        {
             return Err(format!("The model returned the following errors: {path}.cache_control.ephemeral.scope: Extra inputs are not permitted"));
         }
     }
     if !flags.contains(&"tool-search-tool-2025-10-19") {
-        let tools = object.get("tools").and_then(Value::as_array).into_iter().flatten();
-        if let Some(index) = tools.enumerate().find_map(|(i, tool)| tool.get("defer_loading").map(|_| i)) {
+        let tools = object
+            .get("tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        if let Some(index) = tools
+            .enumerate()
+            .find_map(|(i, tool)| tool.get("defer_loading").map(|_| i))
+        {
             return Err(format!("The model returned the following errors: tools.{index}.custom.defer_loading: Extra inputs are not permitted"));
         }
     }
-    if object.contains_key("context_management") && !flags.contains(&"context-management-2025-06-27") {
+    if object.contains_key("context_management")
+        && !flags.contains(&"context-management-2025-06-27")
+    {
         return Err("The model returned the following errors: context_management: Extra inputs are not permitted".into());
     }
     Ok(())
@@ -186,7 +249,10 @@ fn scoped_cache_control(value: &Value, at: &str) -> Option<String> {
                 scoped_cache_control(member, &format!("{at}.{key}"))
             }
         }),
-        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| scoped_cache_control(item, &format!("{at}.{i}"))),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| scoped_cache_control(item, &format!("{at}.{i}"))),
         _ => None,
     }
 }
@@ -194,19 +260,42 @@ fn scoped_cache_control(value: &Value, at: &str) -> Option<String> {
 /// Words up to and including the last block marked `cache_control`, keyed by those blocks.
 fn cache_prefix(object: &serde_json::Map<String, Value>) -> Option<(u64, String)> {
     let mut blocks: Vec<&Value> = Vec::new();
-    blocks.extend(object.get("tools").and_then(Value::as_array).into_iter().flatten());
+    blocks.extend(
+        object
+            .get("tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten(),
+    );
     if let Some(Value::Array(system)) = object.get("system") {
         blocks.extend(system);
     }
-    for message in object.get("messages").and_then(Value::as_array).into_iter().flatten() {
+    for message in object
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(Value::Array(content)) = message.get("content") {
             blocks.extend(content);
         }
     }
-    let last = blocks.iter().rposition(|b| b.get("cache_control").is_some())?;
+    let last = blocks
+        .iter()
+        .rposition(|b| b.get("cache_control").is_some())?;
     let prefix = &blocks[..=last];
-    let words = prefix.iter().map(|b| model::word_count(&b.to_string())).sum();
-    Some((words, prefix.iter().map(|b| b.to_string()).collect::<Vec<_>>().join("\n")))
+    let words = prefix
+        .iter()
+        .map(|b| model::word_count(&b.to_string()))
+        .sum();
+    Some((
+        words,
+        prefix
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    ))
 }
 
 fn usage(reply: &Reply, cache: CacheUsage, output_tokens: u64) -> Value {
@@ -220,9 +309,13 @@ fn usage(reply: &Reply, cache: CacheUsage, output_tokens: u64) -> Value {
 
 fn content_json(block: &Block) -> Value {
     match block {
-        Block::Thinking { text, signature } => json!({ "type": "thinking", "thinking": text, "signature": signature }),
+        Block::Thinking { text, signature } => {
+            json!({ "type": "thinking", "thinking": text, "signature": signature })
+        }
         Block::Text(text) => json!({ "type": "text", "text": text }),
-        Block::ToolUse { id, name, input } => json!({ "type": "tool_use", "id": id, "name": name, "input": input }),
+        Block::ToolUse { id, name, input } => {
+            json!({ "type": "tool_use", "id": id, "name": name, "input": input })
+        }
     }
 }
 
@@ -245,7 +338,12 @@ fn chunk(event: Value, seed: usize) -> Bytes {
 }
 
 /// InvokeModelWithResponseStream frames: each `chunk` carries one Anthropic stream event.
-pub fn stream_frames(reply: &Reply, cache: CacheUsage, message_id: &str, model: &str) -> Vec<(Bytes, bool)> {
+pub fn stream_frames(
+    reply: &Reply,
+    cache: CacheUsage,
+    message_id: &str,
+    model: &str,
+) -> Vec<(Bytes, bool)> {
     let mut events = vec![(
         json!({
             "type": "message_start",
@@ -275,13 +373,18 @@ pub fn stream_frames(reply: &Reply, cache: CacheUsage, message_id: &str, model: 
             Block::ToolUse { id, name, input } => {
                 events.push((json!({ "type": "content_block_start", "index": index, "content_block": { "type": "tool_use", "id": id, "name": name, "input": {} } }), false));
                 let input = input.to_string();
-                let middle = (input.len() / 2..=input.len()).find(|i| input.is_char_boundary(*i)).unwrap_or(input.len());
+                let middle = (input.len() / 2..=input.len())
+                    .find(|i| input.is_char_boundary(*i))
+                    .unwrap_or(input.len());
                 for fragment in [&input[..middle], &input[middle..]] {
                     events.push((json!({ "type": "content_block_delta", "index": index, "delta": { "type": "input_json_delta", "partial_json": fragment } }), true));
                 }
             }
         }
-        events.push((json!({ "type": "content_block_stop", "index": index }), false));
+        events.push((
+            json!({ "type": "content_block_stop", "index": index }),
+            false,
+        ));
     }
     events.push((json!({ "type": "message_delta", "delta": { "stop_reason": reply.stop_reason, "stop_sequence": null }, "usage": { "output_tokens": reply.output_tokens } }), false));
     events.push((
@@ -294,5 +397,9 @@ pub fn stream_frames(reply: &Reply, cache: CacheUsage, message_id: &str, model: 
         }),
         false,
     ));
-    events.into_iter().enumerate().map(|(seed, (event, is_delta))| (chunk(event, seed), is_delta)).collect()
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(seed, (event, is_delta))| (chunk(event, seed), is_delta))
+        .collect()
 }

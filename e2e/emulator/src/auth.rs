@@ -16,7 +16,11 @@ pub struct AuthError {
 }
 
 fn denied(error_type: &'static str, message: impl Into<String>) -> AuthError {
-    AuthError { status: 403, error_type, message: message.into() }
+    AuthError {
+        status: 403,
+        error_type,
+        message: message.into(),
+    }
 }
 
 pub struct Credential {
@@ -28,7 +32,10 @@ pub struct Credential {
 pub enum Known {
     Static(String),
     /// Issued by the emulator's credential endpoints: valid only with its session token.
-    Temporary { secret: String, token: String },
+    Temporary {
+        secret: String,
+        token: String,
+    },
     Expired,
 }
 
@@ -95,9 +102,18 @@ pub fn verify(
     expected_service: &str,
     expected_region: Option<&str>,
 ) -> Result<(), AuthError> {
-    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
-    let authorization = header("authorization")
-        .ok_or_else(|| denied("MissingAuthenticationTokenException", "Missing Authentication Token"))?;
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let authorization = header("authorization").ok_or_else(|| {
+        denied(
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        )
+    })?;
     let parsed = parse_authorization(authorization).ok_or_else(|| {
         denied(
             "IncompleteSignatureException",
@@ -105,12 +121,25 @@ pub fn verify(
         )
     })?;
     let secret = match known(parsed.access_key_id) {
-        None => return Err(denied("UnrecognizedClientException", "The security token included in the request is invalid.")),
-        Some(Known::Expired) => return Err(denied("ExpiredTokenException", "The security token included in the request is expired")),
+        None => {
+            return Err(denied(
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            ))
+        }
+        Some(Known::Expired) => {
+            return Err(denied(
+                "ExpiredTokenException",
+                "The security token included in the request is expired",
+            ))
+        }
         Some(Known::Static(secret)) => secret,
         Some(Known::Temporary { secret, token }) => {
             if header("x-amz-security-token") != Some(token.as_str()) {
-                return Err(denied("UnrecognizedClientException", "The security token included in the request is invalid."));
+                return Err(denied(
+                    "UnrecognizedClientException",
+                    "The security token included in the request is invalid.",
+                ));
             }
             secret
         }
@@ -128,28 +157,51 @@ pub fn verify(
             format!("Credential should be scoped to a valid region, not '{}'. This endpoint serves '{region}'.", parsed.region),
         ));
     }
-    let amz_date = header("x-amz-date")
-        .ok_or_else(|| denied("IncompleteSignatureException", "The request must contain an x-amz-date header."))?;
-    let time = parse_amz_date(amz_date)
-        .ok_or_else(|| denied("IncompleteSignatureException", format!("Invalid x-amz-date {amz_date:?}.")))?;
+    let amz_date = header("x-amz-date").ok_or_else(|| {
+        denied(
+            "IncompleteSignatureException",
+            "The request must contain an x-amz-date header.",
+        )
+    })?;
+    let time = parse_amz_date(amz_date).ok_or_else(|| {
+        denied(
+            "IncompleteSignatureException",
+            format!("Invalid x-amz-date {amz_date:?}."),
+        )
+    })?;
     if !amz_date.starts_with(parsed.date) {
-        return Err(denied("InvalidSignatureException", "Credential date does not match x-amz-date."));
+        return Err(denied(
+            "InvalidSignatureException",
+            "Credential date does not match x-amz-date.",
+        ));
     }
     let now = SystemTime::now();
-    let skew = now.duration_since(time).or_else(|e| Ok::<_, ()>(e.duration())).unwrap_or_default();
+    let skew = now
+        .duration_since(time)
+        .or_else(|e| Ok::<_, ()>(e.duration()))
+        .unwrap_or_default();
     if skew > MAX_CLOCK_SKEW {
-        return Err(denied("InvalidSignatureException", "Signature expired: the request time is too far from the server time."));
+        return Err(denied(
+            "InvalidSignatureException",
+            "Signature expired: the request time is too far from the server time.",
+        ));
     }
     for required in ["host", "x-amz-date"] {
         if !parsed.signed_headers.contains(&required) {
-            return Err(denied("InvalidSignatureException", format!("The {required} header must be signed.")));
+            return Err(denied(
+                "InvalidSignatureException",
+                format!("The {required} header must be signed."),
+            ));
         }
     }
 
     let session_token = header("x-amz-security-token").map(str::to_owned);
     let token_signed = parsed.signed_headers.contains(&"x-amz-security-token");
     if session_token.is_some() != token_signed {
-        return Err(denied("InvalidSignatureException", "x-amz-security-token must be present and signed together."));
+        return Err(denied(
+            "InvalidSignatureException",
+            "x-amz-security-token must be present and signed together.",
+        ));
     }
     let identity = Credentials::new(
         parsed.access_key_id,
@@ -165,9 +217,12 @@ pub fn verify(
         .iter()
         .filter(|name| !matches!(**name, "x-amz-date" | "x-amz-security-token"))
         .map(|name| {
-            header(name)
-                .map(|value| (*name, value))
-                .ok_or_else(|| denied("InvalidSignatureException", format!("Signed header {name} is missing.")))
+            header(name).map(|value| (*name, value)).ok_or_else(|| {
+                denied(
+                    "InvalidSignatureException",
+                    format!("Signed header {name} is missing."),
+                )
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut settings = SigningSettings::default();
@@ -183,12 +238,17 @@ pub fn verify(
         .into();
     let request = SignableRequest::new(
         method,
-        format!("http://{}{}", header("host").unwrap_or("localhost"), path_and_query),
+        format!(
+            "http://{}{}",
+            header("host").unwrap_or("localhost"),
+            path_and_query
+        ),
         signable_headers.into_iter(),
         SignableBody::Bytes(body),
     )
     .map_err(|e| denied("InvalidSignatureException", e.to_string()))?;
-    let output = sign(request, &params).map_err(|e| denied("InvalidSignatureException", e.to_string()))?;
+    let output =
+        sign(request, &params).map_err(|e| denied("InvalidSignatureException", e.to_string()))?;
     if output.signature() != parsed.signature {
         return Err(denied(
             "InvalidSignatureException",
@@ -206,7 +266,10 @@ mod tests {
     #[test]
     fn parses_amz_dates() {
         let t = parse_amz_date("20150830T123600Z").unwrap();
-        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().as_secs(), 1_440_938_160);
+        assert_eq!(
+            t.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+            1_440_938_160
+        );
         assert!(parse_amz_date("2015-08-30T12:36:00Z").is_none());
     }
 }

@@ -10,7 +10,9 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
         .get("messages")
         .and_then(Value::as_array)
         .filter(|m| !m.is_empty())
-        .ok_or("The model returned the following errors: messages: must contain at least one message")?;
+        .ok_or(
+            "The model returned the following errors: messages: must contain at least one message",
+        )?;
     let mut conversation = Conversation::default();
     for (index, message) in messages.iter().enumerate() {
         let role = message.get("role").and_then(Value::as_str);
@@ -24,15 +26,21 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
             .get("content")
             .and_then(Value::as_array)
             .filter(|c| !c.is_empty())
-            .ok_or_else(|| format!("messages.{index}.content: must contain at least one content block"))?;
+            .ok_or_else(|| {
+                format!("messages.{index}.content: must contain at least one content block")
+            })?;
         let is_last = index + 1 == messages.len();
         let mut user_text = String::new();
         let mut attachments = Vec::new();
         for block in content {
             if let Some(text) = block.get("text") {
-                let text = text.as_str().ok_or_else(|| format!("messages.{index}: text must be a string"))?;
+                let text = text
+                    .as_str()
+                    .ok_or_else(|| format!("messages.{index}: text must be a string"))?;
                 if text.trim().is_empty() {
-                    return Err(format!("messages.{index}: text content blocks must be non-empty"));
+                    return Err(format!(
+                        "messages.{index}: text content blocks must be non-empty"
+                    ));
                 }
                 conversation.input_words += model::word_count(text);
                 if role == Some("user") {
@@ -47,30 +55,50 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
             } else if block.get("cachePoint").is_some() {
                 // A cache breakpoint, not content.
             } else if let Some(image) = block.get("image") {
-                let format = image.get("format").and_then(Value::as_str).unwrap_or_default();
+                let format = image
+                    .get("format")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 if !matches!(format, "png" | "jpeg" | "gif" | "webp") {
                     return Err(format!("messages.{index}: image format {format:?} is not one of png, jpeg, gif, webp"));
                 }
-                let size = decoded_len(image.pointer("/source/bytes")).map_err(|e| format!("messages.{index}: image bytes: {e}"))?;
+                let size = decoded_len(image.pointer("/source/bytes"))
+                    .map_err(|e| format!("messages.{index}: image bytes: {e}"))?;
                 conversation.input_words += 100;
                 attachments.push(format!("image/{format}, {size} bytes"));
             } else if let Some(document) = block.get("document") {
-                let format = document.get("format").and_then(Value::as_str).unwrap_or_default();
-                let name = document.get("name").and_then(Value::as_str).unwrap_or_default();
-                let valid_name = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || " -()[]".contains(c)) && !name.contains("  ");
+                let format = document
+                    .get("format")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let name = document
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let valid_name = !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || " -()[]".contains(c))
+                    && !name.contains("  ");
                 if !valid_name {
                     return Err(format!("messages.{index}: document name {name:?} has characters Bedrock does not allow"));
                 }
-                let size = decoded_len(document.pointer("/source/bytes")).map_err(|e| format!("messages.{index}: document bytes: {e}"))?;
+                let size = decoded_len(document.pointer("/source/bytes"))
+                    .map_err(|e| format!("messages.{index}: document bytes: {e}"))?;
                 conversation.input_words += 50;
                 attachments.push(format!("document {format} \"{name}\", {size} bytes"));
             } else if let Some(reasoning) = block.get("reasoningContent") {
                 // Claude verifies returned thinking against its signature.
                 if let Some(thinking) = reasoning.get("reasoningText") {
-                    let text = thinking.get("text").and_then(Value::as_str).unwrap_or_default();
+                    let text = thinking
+                        .get("text")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
                     let signature = thinking.get("signature").and_then(Value::as_str);
                     if signature != Some(model::signature_for(text).as_str()) {
-                        return Err(format!("messages.{index}.content: Invalid `signature` in `thinking` block"));
+                        return Err(format!(
+                            "messages.{index}.content: Invalid `signature` in `thinking` block"
+                        ));
                     }
                 }
                 conversation.input_words += 1;
@@ -88,7 +116,12 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
         }
         conversation.last_role_is_user = role == Some("user");
     }
-    for block in body.get("system").and_then(Value::as_array).into_iter().flatten() {
+    for block in body
+        .get("system")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(text) = block.get("text").and_then(Value::as_str) {
             conversation.input_words += model::word_count(text);
         }
@@ -101,7 +134,12 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
         conversation.stop_sequences = config
             .get("stopSequences")
             .and_then(Value::as_array)
-            .map(|s| s.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|s| {
+                s.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
     }
     if let Some(thinking) = body.pointer("/additionalModelRequestFields/thinking") {
@@ -121,14 +159,28 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
             .pointer("/structure/jsonSchema/schema")
             .and_then(Value::as_str)
             .ok_or("outputConfig.textFormat.structure.jsonSchema.schema must be a JSON string")?;
-        let schema: Value = serde_json::from_str(schema).map_err(|e| format!("outputConfig: the schema is not valid JSON: {e}"))?;
+        let schema: Value = serde_json::from_str(schema)
+            .map_err(|e| format!("outputConfig: the schema is not valid JSON: {e}"))?;
         conversation.output_schema = Some(schema);
     }
     if let Some(tool_config) = body.get("toolConfig") {
-        for tool in tool_config.get("tools").and_then(Value::as_array).into_iter().flatten() {
-            let Some(spec) = tool.get("toolSpec") else { continue };
-            let name = spec.get("name").and_then(Value::as_str).ok_or("toolSpec.name is required")?;
-            let schema = spec.pointer("/inputSchema/json").cloned().unwrap_or(json!({}));
+        for tool in tool_config
+            .get("tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(spec) = tool.get("toolSpec") else {
+                continue;
+            };
+            let name = spec
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or("toolSpec.name is required")?;
+            let schema = spec
+                .pointer("/inputSchema/json")
+                .cloned()
+                .unwrap_or(json!({}));
             conversation.tools.push((name.to_owned(), schema));
         }
         if let Some(choice) = tool_config.get("toolChoice") {
@@ -145,10 +197,20 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
 /// With thinking on, Claude wants the assistant turn of an unfinished tool loop (the conversation
 /// ends with tool results) to begin with its thinking, as Anthropic's API says when it is missing.
 fn check_thinking_leads_tool_loop(messages: &[Value]) -> Result<(), String> {
-    let [.., assistant, last] = messages else { return Ok(()) };
-    let blocks = |message: &Value| message.get("content").and_then(Value::as_array).cloned().unwrap_or_default();
+    let [.., assistant, last] = messages else {
+        return Ok(());
+    };
+    let blocks = |message: &Value| {
+        message
+            .get("content")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     let in_tool_loop = last.get("role").and_then(Value::as_str) == Some("user")
-        && blocks(last).iter().any(|block| block.get("toolResult").is_some());
+        && blocks(last)
+            .iter()
+            .any(|block| block.get("toolResult").is_some());
     if !in_tool_loop || assistant.get("role").and_then(Value::as_str) != Some("assistant") {
         return Ok(());
     }
@@ -156,7 +218,10 @@ fn check_thinking_leads_tool_loop(messages: &[Value]) -> Result<(), String> {
     if first.get("reasoningContent").is_some() {
         return Ok(());
     }
-    let found = first.as_object().and_then(|o| o.keys().next().cloned()).unwrap_or_default();
+    let found = first
+        .as_object()
+        .and_then(|o| o.keys().next().cloned())
+        .unwrap_or_default();
     let found = match found.as_str() {
         "toolUse" => "tool_use",
         "text" => "text",
@@ -172,22 +237,58 @@ fn check_thinking_leads_tool_loop(messages: &[Value]) -> Result<(), String> {
 /// Words before the last `cachePoint` block, keyed by the blocks before it.
 fn cache_prefix(body: &Value) -> Option<(u64, String)> {
     let mut blocks: Vec<&Value> = Vec::new();
-    blocks.extend(body.pointer("/toolConfig/tools").and_then(Value::as_array).into_iter().flatten());
-    blocks.extend(body.get("system").and_then(Value::as_array).into_iter().flatten());
-    for message in body.get("messages").and_then(Value::as_array).into_iter().flatten() {
-        blocks.extend(message.get("content").and_then(Value::as_array).into_iter().flatten());
+    blocks.extend(
+        body.pointer("/toolConfig/tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten(),
+    );
+    blocks.extend(
+        body.get("system")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten(),
+    );
+    for message in body
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        blocks.extend(
+            message
+                .get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten(),
+        );
     }
     let last = blocks.iter().rposition(|b| b.get("cachePoint").is_some())?;
     let prefix = &blocks[..last];
-    let words = prefix.iter().map(|b| model::word_count(&b.to_string())).sum();
-    Some((words, prefix.iter().map(|b| b.to_string()).collect::<Vec<_>>().join("\n")))
+    let words = prefix
+        .iter()
+        .map(|b| model::word_count(&b.to_string()))
+        .sum();
+    Some((
+        words,
+        prefix
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    ))
 }
 
 /// The decoded size of a base64 blob, which must be valid base64.
 fn decoded_len(bytes: Option<&Value>) -> Result<usize, String> {
     use base64::Engine as _;
-    let text = bytes.and_then(Value::as_str).ok_or("missing source.bytes")?;
-    base64::engine::general_purpose::STANDARD.decode(text).map(|d| d.len()).map_err(|e| format!("not valid base64: {e}"))
+    let text = bytes
+        .and_then(Value::as_str)
+        .ok_or("missing source.bytes")?;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map(|d| d.len())
+        .map_err(|e| format!("not valid base64: {e}"))
 }
 
 fn tool_result_text(content: Option<&Value>) -> String {
@@ -206,7 +307,10 @@ fn tool_result_text(content: Option<&Value>) -> String {
 
 /// Bedrock counts cached input apart: inputTokens excludes it, totalTokens includes it.
 fn usage(reply: &Reply, cache: CacheUsage) -> Value {
-    let uncached = reply.input_tokens.saturating_sub(cache.read + cache.written).max(1);
+    let uncached = reply
+        .input_tokens
+        .saturating_sub(cache.read + cache.written)
+        .max(1);
     let mut usage = json!({
         "inputTokens": uncached,
         "outputTokens": reply.output_tokens,
@@ -242,7 +346,10 @@ pub fn response(reply: &Reply, cache: CacheUsage) -> Value {
 /// The ConverseStream frames of a reply, in Bedrock's order. The second element of each
 /// pair says whether the frame is a content delta (faults are injected after the first).
 pub fn stream_frames(reply: &Reply, cache: CacheUsage) -> Vec<(Bytes, bool)> {
-    let mut frames = vec![(frames::event("messageStart", json!({ "role": "assistant" }), 0), false)];
+    let mut frames = vec![(
+        frames::event("messageStart", json!({ "role": "assistant" }), 0),
+        false,
+    )];
     let mut seed = 1;
     for (index, block) in reply.blocks.iter().enumerate() {
         match block {
@@ -267,7 +374,9 @@ pub fn stream_frames(reply: &Reply, cache: CacheUsage) -> Vec<(Bytes, bool)> {
                 frames.push((frames::event("contentBlockStart", start, seed), false));
                 let input = input.to_string();
                 let middle = input.len() / 2;
-                let middle = (middle..=input.len()).find(|i| input.is_char_boundary(*i)).unwrap_or(input.len());
+                let middle = (middle..=input.len())
+                    .find(|i| input.is_char_boundary(*i))
+                    .unwrap_or(input.len());
                 for fragment in [&input[..middle], &input[middle..]] {
                     seed += 1;
                     let payload = json!({ "contentBlockIndex": index, "delta": { "toolUse": { "input": fragment } } });
@@ -275,9 +384,23 @@ pub fn stream_frames(reply: &Reply, cache: CacheUsage) -> Vec<(Bytes, bool)> {
                 }
             }
         }
-        frames.push((frames::event("contentBlockStop", json!({ "contentBlockIndex": index }), seed), false));
+        frames.push((
+            frames::event(
+                "contentBlockStop",
+                json!({ "contentBlockIndex": index }),
+                seed,
+            ),
+            false,
+        ));
     }
-    frames.push((frames::event("messageStop", json!({ "stopReason": reply.stop_reason }), seed + 1), false));
+    frames.push((
+        frames::event(
+            "messageStop",
+            json!({ "stopReason": reply.stop_reason }),
+            seed + 1,
+        ),
+        false,
+    ));
     let metadata = json!({ "usage": usage(reply, cache), "metrics": { "latencyMs": 42 } });
     frames.push((frames::event("metadata", metadata, seed + 2), false));
     frames
@@ -292,11 +415,20 @@ const GUARDRAIL_DENIED_WORD: &str = "confidential";
 
 /// `guardrailConfig` names a guardrail and version that exist (`gr-emulator`, version 1 or DRAFT).
 pub fn check_guardrail(config: &Value) -> Result<(), String> {
-    let identifier = config.get("guardrailIdentifier").and_then(Value::as_str).unwrap_or_default();
-    let version = config.get("guardrailVersion").and_then(Value::as_str).unwrap_or_default();
-    let known = identifier == GUARDRAIL_ID || identifier.ends_with(&format!(":guardrail/{GUARDRAIL_ID}"));
+    let identifier = config
+        .get("guardrailIdentifier")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let version = config
+        .get("guardrailVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let known =
+        identifier == GUARDRAIL_ID || identifier.ends_with(&format!(":guardrail/{GUARDRAIL_ID}"));
     if !known || !matches!(version, "1" | "DRAFT") {
-        return Err("The guardrail identifier or version provided in the request does not exist.".into());
+        return Err(
+            "The guardrail identifier or version provided in the request does not exist.".into(),
+        );
     }
     Ok(())
 }

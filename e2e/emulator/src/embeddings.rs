@@ -18,24 +18,38 @@ pub fn vector(text: &str, dimensions: usize) -> Vec<f32> {
             ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect();
-    let norm = values.iter().map(|v| v * v).sum::<f32>().sqrt().max(f32::EPSILON);
+    let norm = values
+        .iter()
+        .map(|v| v * v)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
     values.iter_mut().for_each(|v| *v /= norm);
     values
 }
 
 /// Returns the response body and the input token count.
 pub fn titan(body: &Value) -> Result<(Value, u64), String> {
-    let text = body.get("inputText").and_then(Value::as_str).ok_or("Malformed input request: #: required key [inputText] not found")?;
+    let text = body
+        .get("inputText")
+        .and_then(Value::as_str)
+        .ok_or("Malformed input request: #: required key [inputText] not found")?;
     if text.is_empty() {
         return Err("Malformed input request: #/inputText: expected minLength: 1".into());
     }
-    let dimensions = body.get("dimensions").map_or(Some(1024), Value::as_u64).unwrap_or(0);
+    let dimensions = body
+        .get("dimensions")
+        .map_or(Some(1024), Value::as_u64)
+        .unwrap_or(0);
     if !matches!(dimensions, 256 | 512 | 1024) {
         return Err(format!("Malformed input request: #/dimensions: {dimensions} is not a valid enum value (256, 512, 1024)"));
     }
     let tokens = word_count(text).max(1);
     let embedding = vector(text, dimensions as usize);
-    Ok((json!({ "embedding": embedding, "inputTextTokenCount": tokens, "embeddingsByType": { "float": embedding } }), tokens))
+    Ok((
+        json!({ "embedding": embedding, "inputTextTokenCount": tokens, "embeddingsByType": { "float": embedding } }),
+        tokens,
+    ))
 }
 
 pub fn cohere(body: &Value, request_id: &str) -> Result<(Value, u64), String> {
@@ -44,7 +58,10 @@ pub fn cohere(body: &Value, request_id: &str) -> Result<(Value, u64), String> {
         .and_then(Value::as_array)
         .ok_or("Malformed input request: #: required key [texts] not found")?
         .iter()
-        .map(|t| t.as_str().ok_or("Malformed input request: #/texts: expected type: String"))
+        .map(|t| {
+            t.as_str()
+                .ok_or("Malformed input request: #/texts: expected type: String")
+        })
         .collect::<Result<_, _>>()?;
     if texts.is_empty() || texts.len() > 96 {
         return Err("Malformed input request: #/texts: expected between 1 and 96 items".into());

@@ -15,18 +15,36 @@ pub fn event(event_type: &'static str, mut payload: serde_json::Value, seed: usi
         object.insert("p".into(), padding(seed).into());
     }
     let message = Message::new(Bytes::from(payload.to_string()))
-        .add_header(Header::new(":event-type", HeaderValue::String(event_type.into())))
-        .add_header(Header::new(":content-type", HeaderValue::String("application/json".into())))
-        .add_header(Header::new(":message-type", HeaderValue::String("event".into())));
+        .add_header(Header::new(
+            ":event-type",
+            HeaderValue::String(event_type.into()),
+        ))
+        .add_header(Header::new(
+            ":content-type",
+            HeaderValue::String("application/json".into()),
+        ))
+        .add_header(Header::new(
+            ":message-type",
+            HeaderValue::String("event".into()),
+        ));
     encode(&message)
 }
 
 pub fn exception(exception_type: &'static str, message: &str) -> Bytes {
     let payload = serde_json::json!({ "message": message }).to_string();
     let message = Message::new(Bytes::from(payload))
-        .add_header(Header::new(":exception-type", HeaderValue::String(exception_type.into())))
-        .add_header(Header::new(":content-type", HeaderValue::String("application/json".into())))
-        .add_header(Header::new(":message-type", HeaderValue::String("exception".into())));
+        .add_header(Header::new(
+            ":exception-type",
+            HeaderValue::String(exception_type.into()),
+        ))
+        .add_header(Header::new(
+            ":content-type",
+            HeaderValue::String("application/json".into()),
+        ))
+        .add_header(Header::new(
+            ":message-type",
+            HeaderValue::String("exception".into()),
+        ));
     encode(&message)
 }
 
@@ -41,6 +59,7 @@ pub fn corrupt(frame: &Bytes) -> Bytes {
 
 fn encode(message: &Message) -> Bytes {
     let mut buffer = Vec::new();
-    write_message_to(message, &mut buffer).expect("event-stream frames of emulator replies always encode");
+    write_message_to(message, &mut buffer)
+        .expect("event-stream frames of emulator replies always encode");
     Bytes::from(buffer)
 }

@@ -11,6 +11,7 @@ mod identity;
 mod model;
 mod service_model;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
@@ -18,12 +19,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use base64::Engine as _;
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -45,10 +45,19 @@ const MODELS: &[(&str, Family)] = &[
     ("us.meta.llama3-2-1b-instruct-v1:0", Family::ConverseOnly),
     ("meta.llama3-2-1b-instruct-v1:0", Family::ConverseOnly),
     ("us.amazon.nova-micro-v1:0", Family::ConverseOnly),
-    ("anthropic.claude-3-5-sonnet-20241022-v2:0", Family::Anthropic),
-    ("us.anthropic.claude-3-5-sonnet-20241022-v2:0", Family::Anthropic),
+    (
+        "anthropic.claude-3-5-sonnet-20241022-v2:0",
+        Family::Anthropic,
+    ),
+    (
+        "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+        Family::Anthropic,
+    ),
     ("anthropic.claude-3-haiku-20240307-v1:0", Family::Anthropic),
-    ("us.anthropic.claude-sonnet-4-20250514-v1:0", Family::Anthropic),
+    (
+        "us.anthropic.claude-sonnet-4-20250514-v1:0",
+        Family::Anthropic,
+    ),
     ("amazon.titan-embed-text-v2:0", Family::TitanEmbed),
     ("cohere.embed-english-v3", Family::CohereEmbed),
     ("cohere.embed-multilingual-v3", Family::CohereEmbed),
@@ -56,7 +65,11 @@ const MODELS: &[(&str, Family)] = &[
 
 fn find_model(id: &str) -> Option<(&'static str, Family)> {
     // Inference-profile and foundation-model ARNs name the model after the last '/'.
-    let bare = if id.starts_with("arn:") { id.rsplit('/').next().unwrap_or(id) } else { id };
+    let bare = if id.starts_with("arn:") {
+        id.rsplit('/').next().unwrap_or(id)
+    } else {
+        id
+    };
     MODELS.iter().find(|(name, _)| *name == bare).copied()
 }
 
@@ -87,17 +100,30 @@ struct State {
 
 /// The long-term Bedrock API key `make run AUTH=api-key` uses: `ABSK` + base64 of
 /// `BedrockAPIKey-<id>-at-<account>:<secret>`, the shape AWS issues.
-const DEMO_API_KEY: &str = "ABSKQmVkcm9ja0FQSUtleS1kZW1vLWF0LTEyMzQ1Njc4OTAxMjplbXVsYXRvci1kZW1vLXNlY3JldA==";
+const DEMO_API_KEY: &str =
+    "ABSKQmVkcm9ja0FQSUtleS1kZW1vLWF0LTEyMzQ1Njc4OTAxMjplbXVsYXRvci1kZW1vLXNlY3JldA==";
 
 /// Bedrock's answer to `Authorization: Bearer <key>`: the key must have an API key's prefix and
 /// be one this emulator issued.
 fn check_api_key(state: &State, key: &str) -> Result<(), (u16, &'static str, &'static str)> {
     if !key.starts_with("ABSK") && !key.starts_with("bedrock-api-key-") {
-        return Err((403, "AccessDeniedException", "Invalid API Key format: Must start with pre-defined prefix"));
+        return Err((
+            403,
+            "AccessDeniedException",
+            "Invalid API Key format: Must start with pre-defined prefix",
+        ));
     }
-    let known = state.api_keys.lock().map(|keys| keys.contains(key)).unwrap_or(false);
+    let known = state
+        .api_keys
+        .lock()
+        .map(|keys| keys.contains(key))
+        .unwrap_or(false);
     if !known {
-        return Err((403, "AccessDeniedException", "Authentication failed: Please make sure your API Key is valid."));
+        return Err((
+            403,
+            "AccessDeniedException",
+            "Authentication failed: Please make sure your API Key is valid.",
+        ));
     }
     Ok(())
 }
@@ -108,11 +134,21 @@ impl State {
         let Some((tokens, key)) = &conversation.cache_prefix else {
             return model::CacheUsage::default();
         };
-        let newly_written = self.prompt_cache.lock().map(|mut cache| cache.insert(key.clone())).unwrap_or(false);
+        let newly_written = self
+            .prompt_cache
+            .lock()
+            .map(|mut cache| cache.insert(key.clone()))
+            .unwrap_or(false);
         if newly_written {
-            model::CacheUsage { read: 0, written: *tokens }
+            model::CacheUsage {
+                read: 0,
+                written: *tokens,
+            }
         } else {
-            model::CacheUsage { read: *tokens, written: 0 }
+            model::CacheUsage {
+                read: *tokens,
+                written: 0,
+            }
         }
     }
 }
@@ -125,26 +161,56 @@ struct ChannelBody(mpsc::Receiver<Result<Bytes, std::io::Error>>);
 impl Body for ChannelBody {
     type Data = Bytes;
     type Error = std::io::Error;
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0.poll_recv(cx).map(|item| item.map(|result| result.map(Frame::data)))
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|item| item.map(|result| result.map(Frame::data)))
     }
 }
 
-fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>, request_id: &str) -> Response<ResponseBody> {
-    let body: ResponseBody = Box::pin(Full::new(body.into()).map_err(|never: Infallible| match never {}));
+fn full(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+    request_id: &str,
+) -> Response<ResponseBody> {
+    let body: ResponseBody =
+        Box::pin(Full::new(body.into()).map_err(|never: Infallible| match never {}));
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert("content-type", content_type.parse().expect("static content type"));
-    headers.insert("x-amzn-requestid", request_id.parse().expect("request ids are ascii"));
+    headers.insert(
+        "content-type",
+        content_type.parse().expect("static content type"),
+    );
+    headers.insert(
+        "x-amzn-requestid",
+        request_id.parse().expect("request ids are ascii"),
+    );
     response
 }
 
-fn bedrock_error(status: u16, error_type: &str, message: &str, request_id: &str) -> Response<ResponseBody> {
+fn bedrock_error(
+    status: u16,
+    error_type: &str,
+    message: &str,
+    request_id: &str,
+) -> Response<ResponseBody> {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = full(status, "application/json", json!({ "message": message }).to_string(), request_id);
+    let mut response = full(
+        status,
+        "application/json",
+        json!({ "message": message }).to_string(),
+        request_id,
+    );
     let header = format!("{error_type}:http://internal.amazon.com/coral/com.amazon.bedrock/");
-    response.headers_mut().insert("x-amzn-errortype", header.parse().expect("error types are ascii"));
+    response.headers_mut().insert(
+        "x-amzn-errortype",
+        header.parse().expect("error types are ascii"),
+    );
     response
 }
 
@@ -166,24 +232,64 @@ fn reset_connection() -> Response<ResponseBody> {
 fn upfront_fault(fault: &str, request_id: &str) -> Option<Response<ResponseBody>> {
     Some(match fault {
         "throttle" => {
-            let mut response = bedrock_error(429, "ThrottlingException", "Too many requests, please wait before trying again.", request_id);
-            response.headers_mut().insert("retry-after", "2".parse().expect("static"));
+            let mut response = bedrock_error(
+                429,
+                "ThrottlingException",
+                "Too many requests, please wait before trying again.",
+                request_id,
+            );
+            response
+                .headers_mut()
+                .insert("retry-after", "2".parse().expect("static"));
             response
         }
-        "access-denied" => bedrock_error(403, "AccessDeniedException", "You don't have access to the model with the specified model ID.", request_id),
-        "validation" => validation("Malformed input request, please reformat your input and try again.", request_id),
-        "internal" => bedrock_error(500, "InternalServerException", "The server encountered an internal error.", request_id),
-        "unavailable" => bedrock_error(503, "ServiceUnavailableException", "The service is temporarily unavailable.", request_id),
+        "access-denied" => bedrock_error(
+            403,
+            "AccessDeniedException",
+            "You don't have access to the model with the specified model ID.",
+            request_id,
+        ),
+        "validation" => validation(
+            "Malformed input request, please reformat your input and try again.",
+            request_id,
+        ),
+        "internal" => bedrock_error(
+            500,
+            "InternalServerException",
+            "The server encountered an internal error.",
+            request_id,
+        ),
+        "unavailable" => bedrock_error(
+            503,
+            "ServiceUnavailableException",
+            "The service is temporarily unavailable.",
+            request_id,
+        ),
         // A 200 whose body is not Bedrock's reply (cut short): the gateway must not pass it off as a success.
-        "unreadable-reply" => full(StatusCode::OK, "application/json", r#"{"output": {"message": "#, request_id),
+        "unreadable-reply" => full(
+            StatusCode::OK,
+            "application/json",
+            r#"{"output": {"message": "#,
+            request_id,
+        ),
         // What a load balancer in front of the service may send: a status and no body at all.
-        "empty-503" => full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "", request_id),
+        "empty-503" => full(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "",
+            request_id,
+        ),
         "empty-200" => full(StatusCode::OK, "application/json", "", request_id),
         _ => return None,
     })
 }
 
-fn stream_response(frames: Vec<(Bytes, bool)>, fault: Option<String>, delay: Duration, request_id: &str) -> Response<ResponseBody> {
+fn stream_response(
+    frames: Vec<(Bytes, bool)>,
+    fault: Option<String>,
+    delay: Duration,
+    request_id: &str,
+) -> Response<ResponseBody> {
     let (sender, receiver) = mpsc::channel(16);
     tokio::spawn(async move {
         let mut deltas_sent = 0;
@@ -196,11 +302,21 @@ fn stream_response(frames: Vec<(Bytes, bool)>, fault: Option<String>, delay: Dur
             if deltas_sent == 1 {
                 match fault.as_deref() {
                     Some("stream-exception") => {
-                        let _ = sender.send(Ok(frames::exception("modelStreamErrorException", "The model stream failed mid-response."))).await;
+                        let _ = sender
+                            .send(Ok(frames::exception(
+                                "modelStreamErrorException",
+                                "The model stream failed mid-response.",
+                            )))
+                            .await;
                         return;
                     }
                     Some("stream-throttle") => {
-                        let _ = sender.send(Ok(frames::exception("throttlingException", "Too many tokens, please wait before trying again."))).await;
+                        let _ = sender
+                            .send(Ok(frames::exception(
+                                "throttlingException",
+                                "Too many tokens, please wait before trying again.",
+                            )))
+                            .await;
                         return;
                     }
                     Some("corrupt-frame") => {
@@ -208,7 +324,11 @@ fn stream_response(frames: Vec<(Bytes, bool)>, fault: Option<String>, delay: Dur
                         return;
                     }
                     Some("reset") => {
-                        let _ = sender.send(Err(std::io::Error::other("connection reset by the emulator"))).await;
+                        let _ = sender
+                            .send(Err(std::io::Error::other(
+                                "connection reset by the emulator",
+                            )))
+                            .await;
                         return;
                     }
                     _ => {}
@@ -225,9 +345,20 @@ fn stream_response(frames: Vec<(Bytes, bool)>, fault: Option<String>, delay: Dur
     let body: ResponseBody = Box::pin(ChannelBody(receiver));
     let mut response = Response::new(body);
     let headers = response.headers_mut();
-    headers.insert("content-type", "application/vnd.amazon.eventstream".parse().expect("static"));
-    headers.insert("x-amzn-requestid", request_id.parse().expect("request ids are ascii"));
-    headers.insert("x-amzn-bedrock-content-type", "application/json".parse().expect("static"));
+    headers.insert(
+        "content-type",
+        "application/vnd.amazon.eventstream"
+            .parse()
+            .expect("static"),
+    );
+    headers.insert(
+        "x-amzn-requestid",
+        request_id.parse().expect("request ids are ascii"),
+    );
+    headers.insert(
+        "x-amzn-bedrock-content-type",
+        "application/json".parse().expect("static"),
+    );
     response
 }
 
@@ -248,20 +379,42 @@ fn percent_decode(segment: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+async fn handle(
+    state: Arc<State>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
     let n = state.request_counter.fetch_add(1, Ordering::Relaxed);
     let request_id = format!("e2e00000-0000-4000-8000-{n:012x}");
     let method = request.method().as_str().to_owned();
-    let path_and_query = request.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
     let headers: Vec<(String, String)> = request
         .headers()
         .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
         .collect();
-    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
 
     if method == "GET" && path_and_query == "/_emulator/health" {
-        return Ok(full(StatusCode::OK, "application/json", r#"{"status":"ok"}"#, &request_id));
+        return Ok(full(
+            StatusCode::OK,
+            "application/json",
+            r#"{"status":"ok"}"#,
+            &request_id,
+        ));
     }
     if method == "GET" && path_and_query == "/_emulator/credential-stats" {
         let stats = json!({
@@ -270,55 +423,137 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
             "imds": state.identity.imds_calls.load(Ordering::Relaxed),
             "rejected_tokens": state.identity.rejected_tokens.load(Ordering::Relaxed),
         });
-        return Ok(full(StatusCode::OK, "application/json", stats.to_string(), &request_id));
+        return Ok(full(
+            StatusCode::OK,
+            "application/json",
+            stats.to_string(),
+            &request_id,
+        ));
     }
     if method == "POST" && path_and_query.starts_with("/_emulator/credential-endpoints/") {
         let down = path_and_query.ends_with("/down");
         state.identity.down.store(down, Ordering::Relaxed);
-        return Ok(full(StatusCode::OK, "application/json", json!({ "down": down }).to_string(), &request_id));
+        return Ok(full(
+            StatusCode::OK,
+            "application/json",
+            json!({ "down": down }).to_string(),
+            &request_id,
+        ));
     }
     if method == "POST" && path_and_query == "/_emulator/faults" {
-        let body = http_body_util::Limited::new(request.into_body(), 4096).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-        let fault = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("fault").cloned());
+        let body = http_body_util::Limited::new(request.into_body(), 4096)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let fault = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("fault").cloned());
         let fault = match fault {
-            Some(Value::String(name)) if name == "reset" || upfront_fault(&name, &request_id).is_some() => Some(name),
+            Some(Value::String(name))
+                if name == "reset" || upfront_fault(&name, &request_id).is_some() =>
+            {
+                Some(name)
+            }
             Some(Value::Null) => None,
-            _ => return Ok(validation(r#"expected {"fault": "throttle" | "internal" | "reset" | ... | null}"#, &request_id)),
+            _ => {
+                return Ok(validation(
+                    r#"expected {"fault": "throttle" | "internal" | "reset" | ... | null}"#,
+                    &request_id,
+                ))
+            }
         };
         if let Ok(mut current) = state.fault.lock() {
             current.clone_from(&fault);
         }
         let answer = json!({ "fault": fault, "region": state.region, "failed_calls": state.failed_calls.load(Ordering::Relaxed) });
-        return Ok(full(StatusCode::OK, "application/json", answer.to_string(), &request_id));
+        return Ok(full(
+            StatusCode::OK,
+            "application/json",
+            answer.to_string(),
+            &request_id,
+        ));
     }
-    if method == "POST" && (path_and_query == "/_emulator/api-keys" || path_and_query == "/_emulator/api-keys/revoke") {
+    if method == "POST"
+        && (path_and_query == "/_emulator/api-keys"
+            || path_and_query == "/_emulator/api-keys/revoke")
+    {
         // Issues a new long-term key, or revokes the one in the body's `key`.
-        let body = http_body_util::Limited::new(request.into_body(), 4096).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let body = http_body_util::Limited::new(request.into_body(), 4096)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
         let Ok(mut keys) = state.api_keys.lock() else {
-            return Ok(bedrock_error(500, "InternalServerException", "key store unavailable", &request_id));
+            return Ok(bedrock_error(
+                500,
+                "InternalServerException",
+                "key store unavailable",
+                &request_id,
+            ));
         };
         if path_and_query.ends_with("/revoke") {
-            let key = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("key").and_then(Value::as_str).map(str::to_owned));
+            let key = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("key").and_then(Value::as_str).map(str::to_owned));
             let revoked = key.is_some_and(|k| keys.remove(&k));
-            return Ok(full(StatusCode::OK, "application/json", json!({ "revoked": revoked }).to_string(), &request_id));
+            return Ok(full(
+                StatusCode::OK,
+                "application/json",
+                json!({ "revoked": revoked }).to_string(),
+                &request_id,
+            ));
         }
-        let identity = format!("BedrockAPIKey-e2e{n:06}-at-123456789012:{}", request_id.replace('-', ""));
-        let key = format!("ABSK{}", base64::engine::general_purpose::STANDARD.encode(identity));
+        let identity = format!(
+            "BedrockAPIKey-e2e{n:06}-at-123456789012:{}",
+            request_id.replace('-', "")
+        );
+        let key = format!(
+            "ABSK{}",
+            base64::engine::general_purpose::STANDARD.encode(identity)
+        );
         keys.insert(key.clone());
-        return Ok(full(StatusCode::OK, "application/json", json!({ "key": key }).to_string(), &request_id));
+        return Ok(full(
+            StatusCode::OK,
+            "application/json",
+            json!({ "key": key }).to_string(),
+            &request_id,
+        ));
     }
     if method == "GET" && path_and_query == "/_emulator/bedrock-calls" {
         let calls = json!({ "accepted": state.accepted_calls.load(Ordering::Relaxed) });
-        return Ok(full(StatusCode::OK, "application/json", calls.to_string(), &request_id));
+        return Ok(full(
+            StatusCode::OK,
+            "application/json",
+            calls.to_string(),
+            &request_id,
+        ));
     }
     if method == "GET" && path_and_query == "/_emulator/last-request" {
-        let last = state.last_request.lock().map(|l| l.clone()).unwrap_or(Value::Null);
-        return Ok(full(StatusCode::OK, "application/json", last.to_string(), &request_id));
+        let last = state
+            .last_request
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or(Value::Null);
+        return Ok(full(
+            StatusCode::OK,
+            "application/json",
+            last.to_string(),
+            &request_id,
+        ));
     }
 
-    let body = match http_body_util::Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
+    let body = match http_body_util::Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
         Ok(collected) => collected.to_bytes(),
-        Err(_) => return Ok(validation("The request body is too large or could not be read.", &request_id)),
+        Err(_) => {
+            return Ok(validation(
+                "The request body is too large or could not be read.",
+                &request_id,
+            ))
+        }
     };
     if let Some(reply) = credential_endpoint(&state, &method, &path_and_query, &headers, &body) {
         let mut response = full(
@@ -342,7 +577,11 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
     }
 
     let lookup = |access_key_id: &str| -> Option<auth::Known> {
-        if let Some(static_key) = state.credentials.iter().find(|c| c.access_key_id == access_key_id) {
+        if let Some(static_key) = state
+            .credentials
+            .iter()
+            .find(|c| c.access_key_id == access_key_id)
+        {
             return Some(auth::Known::Static(static_key.secret_access_key.clone()));
         }
         match state.identity.lookup(access_key_id)? {
@@ -350,7 +589,8 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
             Err(()) => Some(auth::Known::Expired),
         }
     };
-    let bearer = header("authorization").and_then(|value| value.strip_prefix("Bearer ").map(str::to_owned));
+    let bearer =
+        header("authorization").and_then(|value| value.strip_prefix("Bearer ").map(str::to_owned));
     if state.skip_sigv4 {
         // Benchmarks compare against unsigned baselines; every other use verifies.
     } else if let Some(key) = bearer {
@@ -358,8 +598,21 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
         if let Err((status, error_type, message)) = check_api_key(&state, &key) {
             return Ok(bedrock_error(status, error_type, message, &request_id));
         }
-    } else if let Err(error) = auth::verify(&method, &path_and_query, &headers, &body, &lookup, "bedrock", state.region.as_deref()) {
-        return Ok(bedrock_error(error.status, error.error_type, &error.message, &request_id));
+    } else if let Err(error) = auth::verify(
+        &method,
+        &path_and_query,
+        &headers,
+        &body,
+        &lookup,
+        "bedrock",
+        state.region.as_deref(),
+    ) {
+        return Ok(bedrock_error(
+            error.status,
+            error.error_type,
+            &error.message,
+            &request_id,
+        ));
     }
     state.accepted_calls.fetch_add(1, Ordering::Relaxed);
     // A fault set through /_emulator/faults fails every Bedrock call until cleared.
@@ -374,35 +627,75 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
         }
     }
 
-    let segments: Vec<&str> = path_and_query.split('?').next().unwrap_or_default().split('/').collect();
+    let segments: Vec<&str> = path_and_query
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .split('/')
+        .collect();
     let (encoded_model, operation) = match segments.as_slice() {
         ["", "model", model, operation] if method == "POST" => (*model, *operation),
-        _ => return Ok(bedrock_error(404, "UnknownOperationException", "Unknown operation.", &request_id)),
+        _ => {
+            return Ok(bedrock_error(
+                404,
+                "UnknownOperationException",
+                "Unknown operation.",
+                &request_id,
+            ))
+        }
     };
     let fault = header("x-emulator-fault");
     if let Some(response) = fault.as_deref().and_then(|f| upfront_fault(f, &request_id)) {
         return Ok(response);
     }
     let Some(model_id) = percent_decode(encoded_model) else {
-        return Ok(validation("The provided model identifier is invalid.", &request_id));
+        return Ok(validation(
+            "The provided model identifier is invalid.",
+            &request_id,
+        ));
     };
     let Some((model_name, family)) = find_model(&model_id) else {
-        return Ok(validation("The provided model identifier is invalid.", &request_id));
+        return Ok(validation(
+            "The provided model identifier is invalid.",
+            &request_id,
+        ));
     };
     let json_body: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
-        Err(_) => return Ok(validation("Malformed input request: the body is not valid JSON.", &request_id)),
+        Err(_) => {
+            return Ok(validation(
+                "Malformed input request: the body is not valid JSON.",
+                &request_id,
+            ))
+        }
     };
-    let delay = Duration::from_millis(header("x-emulator-delay-ms").and_then(|d| d.parse().ok()).unwrap_or(0));
+    let delay = Duration::from_millis(
+        header("x-emulator-delay-ms")
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0),
+    );
     let tool_use_id = format!("tooluse_e2e{n:06}");
 
     match operation {
-        "converse" | "converse-stream" if matches!(family, Family::TitanEmbed | Family::CohereEmbed) => {
-            Ok(validation("This model doesn't support the Converse API; it is an embedding model.", &request_id))
+        "converse" | "converse-stream"
+            if matches!(family, Family::TitanEmbed | Family::CohereEmbed) =>
+        {
+            Ok(validation(
+                "This model doesn't support the Converse API; it is an embedding model.",
+                &request_id,
+            ))
         }
         "converse" | "converse-stream" => {
-            let operation_name = if operation == "converse" { "Converse" } else { "ConverseStream" };
-            if let Some(Err(message)) = state.service_model.as_ref().map(|m| m.validate(operation_name, &json_body)) {
+            let operation_name = if operation == "converse" {
+                "Converse"
+            } else {
+                "ConverseStream"
+            };
+            if let Some(Err(message)) = state
+                .service_model
+                .as_ref()
+                .map(|m| m.validate(operation_name, &json_body))
+            {
                 return Ok(validation(&message, &request_id));
             }
             let conversation = match converse::read_conversation(&json_body) {
@@ -417,14 +710,27 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
             let reply = intervention.unwrap_or_else(|| model::reply(&conversation, &tool_use_id));
             let cache = state.cache_usage(&conversation);
             if operation == "converse" {
-                return Ok(full(StatusCode::OK, "application/json", converse::response(&reply, cache).to_string(), &request_id));
+                return Ok(full(
+                    StatusCode::OK,
+                    "application/json",
+                    converse::response(&reply, cache).to_string(),
+                    &request_id,
+                ));
             }
-            Ok(stream_response(converse::stream_frames(&reply, cache), fault, delay, &request_id))
+            Ok(stream_response(
+                converse::stream_frames(&reply, cache),
+                fault,
+                delay,
+                &request_id,
+            ))
         }
         "invoke" if matches!(family, Family::TitanEmbed | Family::CohereEmbed) => {
             // One input of a list the gateway splits into calls carries no caller headers: a text
             // `emulator-fault:<name>` fails its own call the way `x-emulator-fault` would.
-            let input_fault = json_body.get("inputText").and_then(Value::as_str).and_then(|t| t.strip_prefix("emulator-fault:"));
+            let input_fault = json_body
+                .get("inputText")
+                .and_then(Value::as_str)
+                .and_then(|t| t.strip_prefix("emulator-fault:"));
             if input_fault == Some("reset") {
                 return Ok(reset_connection());
             }
@@ -438,9 +744,19 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
             };
             match result {
                 Ok((body, tokens)) => {
-                    let mut response = full(StatusCode::OK, "application/json", body.to_string(), &request_id);
-                    let count = tokens.to_string().parse().expect("digits are a valid header value");
-                    response.headers_mut().insert("x-amzn-bedrock-input-token-count", count);
+                    let mut response = full(
+                        StatusCode::OK,
+                        "application/json",
+                        body.to_string(),
+                        &request_id,
+                    );
+                    let count = tokens
+                        .to_string()
+                        .parse()
+                        .expect("digits are a valid header value");
+                    response
+                        .headers_mut()
+                        .insert("x-amzn-bedrock-input-token-count", count);
                     Ok(response)
                 }
                 Err(message) => Ok(validation(&message, &request_id)),
@@ -457,7 +773,8 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
             // InvokeModel names its guardrail in headers.
             if let Some(identifier) = header("x-amzn-bedrock-guardrailidentifier") {
                 let version = header("x-amzn-bedrock-guardrailversion").unwrap_or_default();
-                let config = json!({ "guardrailIdentifier": identifier, "guardrailVersion": version });
+                let config =
+                    json!({ "guardrailIdentifier": identifier, "guardrailVersion": version });
                 if let Err(message) = converse::check_guardrail(&config) {
                     return Ok(validation(&message, &request_id));
                 }
@@ -465,47 +782,94 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
             let reply = model::reply(&conversation, &tool_use_id.replace("tooluse_", "toolu_"));
             let cache = state.cache_usage(&conversation);
             let message_id = format!("msg_bdrk_e2e{n:06}");
-            let short_model = model_name.trim_start_matches("us.").trim_start_matches("anthropic.");
+            let short_model = model_name
+                .trim_start_matches("us.")
+                .trim_start_matches("anthropic.");
             if operation == "invoke" {
                 let body = anthropic::response(&reply, cache, &message_id, short_model).to_string();
                 return Ok(full(StatusCode::OK, "application/json", body, &request_id));
             }
-            Ok(stream_response(anthropic::stream_frames(&reply, cache, &message_id, short_model), fault, delay, &request_id))
+            Ok(stream_response(
+                anthropic::stream_frames(&reply, cache, &message_id, short_model),
+                fault,
+                delay,
+                &request_id,
+            ))
         }
         "count-tokens" => {
-            if let Some(Err(message)) = state.service_model.as_ref().map(|m| m.validate("CountTokens", &json_body)) {
+            if let Some(Err(message)) = state
+                .service_model
+                .as_ref()
+                .map(|m| m.validate("CountTokens", &json_body))
+            {
                 return Ok(validation(&message, &request_id));
             }
-            let conversation = match (json_body.pointer("/input/invokeModel/body"), json_body.pointer("/input/converse")) {
+            let conversation = match (
+                json_body.pointer("/input/invokeModel/body"),
+                json_body.pointer("/input/converse"),
+            ) {
                 (Some(Value::String(encoded)), _) if family == Family::Anthropic => {
-                    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok();
-                    let Some(invoke_body) = decoded.and_then(|d| serde_json::from_slice::<Value>(&d).ok()) else {
-                        return Ok(validation("input.invokeModel.body must be base64 of a JSON InvokeModel body.", &request_id));
+                    let decoded = base64::engine::general_purpose::STANDARD
+                        .decode(encoded)
+                        .ok();
+                    let Some(invoke_body) =
+                        decoded.and_then(|d| serde_json::from_slice::<Value>(&d).ok())
+                    else {
+                        return Ok(validation(
+                            "input.invokeModel.body must be base64 of a JSON InvokeModel body.",
+                            &request_id,
+                        ));
                     };
                     anthropic::read_conversation(&invoke_body)
                 }
                 (_, Some(converse_input)) => converse::read_conversation(converse_input),
-                _ => return Ok(validation("input must hold invokeModel or converse.", &request_id)),
+                _ => {
+                    return Ok(validation(
+                        "input must hold invokeModel or converse.",
+                        &request_id,
+                    ))
+                }
             };
             match conversation {
                 Ok(conversation) => {
-                    let body = json!({ "inputTokens": conversation.input_words.max(1) }).to_string();
+                    let body =
+                        json!({ "inputTokens": conversation.input_words.max(1) }).to_string();
                     Ok(full(StatusCode::OK, "application/json", body, &request_id))
                 }
                 Err(message) => Ok(validation(&message, &request_id)),
             }
         }
-        _ => Ok(bedrock_error(404, "UnknownOperationException", "Unknown operation.", &request_id)),
+        _ => Ok(bedrock_error(
+            404,
+            "UnknownOperationException",
+            "Unknown operation.",
+            &request_id,
+        )),
     }
 }
 
 /// Pod Identity agent, STS and IMDS share the emulator's port; Bedrock paths start with /model/.
-fn credential_endpoint(state: &State, method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> Option<identity::Reply> {
-    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+fn credential_endpoint(
+    state: &State,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Option<identity::Reply> {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
     if method == "GET" && path == "/v1/credentials" {
         return Some(state.identity.pod_identity(header("authorization")));
     }
-    if method == "POST" && path == "/" && header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded")) {
+    if method == "POST"
+        && path == "/"
+        && header("content-type")
+            .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
+    {
         return Some(state.identity.sts(&String::from_utf8_lossy(body)));
     }
     if path.starts_with("/latest/") {
@@ -525,9 +889,13 @@ fn flag(name: &str) -> Option<String> {
 
 #[tokio::main]
 async fn main() {
-    let listen = flag("--listen").or_else(|| std::env::var("EMULATOR_LISTEN").ok()).unwrap_or_else(|| "127.0.0.1:4566".into());
+    let listen = flag("--listen")
+        .or_else(|| std::env::var("EMULATOR_LISTEN").ok())
+        .unwrap_or_else(|| "127.0.0.1:4566".into());
     let token_file = flag("--token-file").map(std::path::PathBuf::from);
-    let service_model = match flag("--service-model").map(|path| service_model::ServiceModel::load(std::path::Path::new(&path))) {
+    let service_model = match flag("--service-model")
+        .map(|path| service_model::ServiceModel::load(std::path::Path::new(&path)))
+    {
         None => None,
         Some(Ok(model)) => Some(model),
         Some(Err(error)) => {
@@ -535,7 +903,9 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let lifetime = flag("--credential-lifetime-secs").and_then(|s| s.parse().ok()).unwrap_or(3600);
+    let lifetime = flag("--credential-lifetime-secs")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3600);
     let state = Arc::new(State {
         credentials: vec![auth::Credential {
             access_key_id: "AKIDEXAMPLE".into(),
@@ -580,12 +950,16 @@ async fn main() {
                     let Ok(response) = handle(state, request).await;
                     // A reset: the connection closes without an answer, as a failing load balancer's would.
                     if response.extensions().get::<ResetConnection>().is_some() {
-                        return Err(std::io::Error::other("connection reset by the emulator's fault"));
+                        return Err(std::io::Error::other(
+                            "connection reset by the emulator's fault",
+                        ));
                     }
                     Ok::<_, std::io::Error>(response)
                 }
             });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

@@ -10,9 +10,16 @@ use serde_json::{json, Map, Value};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Block {
-    Thinking { text: String, signature: String },
+    Thinking {
+        text: String,
+        signature: String,
+    },
     Text(String),
-    ToolUse { id: String, name: String, input: Value },
+    ToolUse {
+        id: String,
+        name: String,
+        input: Value,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -73,13 +80,20 @@ pub fn fill_schema(schema: &Value) -> Value {
             let properties = schema.get("properties").and_then(Value::as_object);
             let required = schema.get("required").and_then(Value::as_array);
             for name in required.into_iter().flatten().filter_map(Value::as_str) {
-                let property = properties.and_then(|p| p.get(name)).cloned().unwrap_or(json!({}));
+                let property = properties
+                    .and_then(|p| p.get(name))
+                    .cloned()
+                    .unwrap_or(json!({}));
                 object.insert(name.to_owned(), fill_schema(&property));
             }
             Value::Object(object)
         }
         Some("object") => json!({}),
-        Some("string") => match schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+        Some("string") => match schema
+            .get("enum")
+            .and_then(Value::as_array)
+            .and_then(|e| e.first())
+        {
             Some(first) => first.clone(),
             None => json!("example"),
         },
@@ -96,22 +110,35 @@ pub fn reply(conversation: &Conversation, tool_use_id: &str) -> Reply {
     let mut stop_reason = "end_turn";
     if conversation.thinking {
         let text = format!("The user wrote: {}", conversation.last_user_text);
-        blocks.push(Block::Thinking { signature: signature_for(&text), text });
+        blocks.push(Block::Thinking {
+            signature: signature_for(&text),
+            text,
+        });
     }
     if let Some(result) = &conversation.last_tool_result {
         blocks.push(Block::Text(format!("The tool returned: {result}")));
-    } else if conversation.last_role_is_user && !conversation.tools.is_empty() && !conversation.tools_disabled {
+    } else if conversation.last_role_is_user
+        && !conversation.tools.is_empty()
+        && !conversation.tools_disabled
+    {
         let chosen = match &conversation.forced_tool {
             Some(Some(name)) => conversation.tools.iter().find(|(n, _)| n == name),
             _ => conversation.tools.first(),
         };
         if let Some((name, schema)) = chosen {
             blocks.push(Block::Text(format!("I will call {name}.")));
-            blocks.push(Block::ToolUse { id: tool_use_id.to_owned(), name: name.clone(), input: fill_schema(schema) });
+            blocks.push(Block::ToolUse {
+                id: tool_use_id.to_owned(),
+                name: name.clone(),
+                input: fill_schema(schema),
+            });
             stop_reason = "tool_use";
         }
     }
-    if !blocks.iter().any(|b| matches!(b, Block::Text(_) | Block::ToolUse { .. })) {
+    if !blocks
+        .iter()
+        .any(|b| matches!(b, Block::Text(_) | Block::ToolUse { .. }))
+    {
         let text = match &conversation.output_schema {
             Some(schema) => fill_schema(schema).to_string(),
             None => {
@@ -128,7 +155,12 @@ pub fn reply(conversation: &Conversation, tool_use_id: &str) -> Reply {
     // Stop sequences and max_tokens cut the text like a real model would.
     for block in &mut blocks {
         if let Block::Text(text) = block {
-            if let Some(at) = conversation.stop_sequences.iter().filter_map(|s| text.find(s.as_str())).min() {
+            if let Some(at) = conversation
+                .stop_sequences
+                .iter()
+                .filter_map(|s| text.find(s.as_str()))
+                .min()
+            {
                 text.truncate(at);
                 stop_reason = "stop_sequence";
             }
@@ -141,7 +173,12 @@ pub fn reply(conversation: &Conversation, tool_use_id: &str) -> Reply {
                 let words: Vec<&str> = text.split_inclusive(char::is_whitespace).collect();
                 let remaining = limit.saturating_sub(output_tokens) as usize;
                 if words.iter().filter(|w| !w.trim().is_empty()).count() > remaining {
-                    *text = words.into_iter().take(remaining).collect::<String>().trim_end().to_owned();
+                    *text = words
+                        .into_iter()
+                        .take(remaining)
+                        .collect::<String>()
+                        .trim_end()
+                        .to_owned();
                     stop_reason = "max_tokens";
                 }
             }
@@ -152,7 +189,12 @@ pub fn reply(conversation: &Conversation, tool_use_id: &str) -> Reply {
         }
     }
     let output_tokens = blocks.iter().map(block_tokens).sum::<u64>().max(1);
-    Reply { blocks, stop_reason, input_tokens: conversation.input_words.max(1), output_tokens }
+    Reply {
+        blocks,
+        stop_reason,
+        input_tokens: conversation.input_words.max(1),
+        output_tokens,
+    }
 }
 
 fn block_tokens(block: &Block) -> u64 {
@@ -185,7 +227,10 @@ mod tests {
     #[test]
     fn fills_required_properties_by_type() {
         let schema = json!({"type":"object","properties":{"city":{"type":"string"},"days":{"type":"integer"},"unit":{"type":"string","enum":["c","f"]}},"required":["city","days","unit"]});
-        assert_eq!(fill_schema(&schema), json!({"city":"example","days":1,"unit":"c"}));
+        assert_eq!(
+            fill_schema(&schema),
+            json!({"city":"example","days":1,"unit":"c"})
+        );
     }
 
     #[test]

@@ -3,9 +3,11 @@
 
 use bedrock_gateway_core::anthropic;
 use bedrock_gateway_core::config::{BackendCredentials, Config};
-use bedrock_gateway_core::eventstream::encode_frame;
-use bedrock_gateway_core::gateway::{self, CallerHeaders, Endpoint, ResponseKind, ResponsePlan, ResponseTranslation, UpstreamHead};
 use bedrock_gateway_core::errors::ApiFormat;
+use bedrock_gateway_core::eventstream::encode_frame;
+use bedrock_gateway_core::gateway::{
+    self, CallerHeaders, Endpoint, ResponseKind, ResponsePlan, ResponseTranslation, UpstreamHead,
+};
 use bedrock_gateway_core::sigv4::Signer;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
@@ -16,51 +18,153 @@ const CONVERSE_REPLY: &[u8] = br#"{"output":{"message":{"role":"assistant","cont
 
 fn backend() -> bedrock_gateway_core::config::Backend {
     let json = br#"{"backends":{"b":{"schema":"converse","region":"us-east-1","credentials":{"source":"inline","access_key_id":"AKIDEXAMPLE","secret_access_key":"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}}}}"#;
-    Config::parse(json, &|_| None).unwrap().backend("b").unwrap().as_ref().clone()
+    Config::parse(json, &|_| None)
+        .unwrap()
+        .backend("b")
+        .unwrap()
+        .as_ref()
+        .clone()
 }
 
 fn stream_bytes() -> Vec<u8> {
-    let mut bytes = encode_frame(&[(":event-type", "messageStart"), (":message-type", "event")], br#"{"role":"assistant","p":"abcd"}"#);
+    let mut bytes = encode_frame(
+        &[(":event-type", "messageStart"), (":message-type", "event")],
+        br#"{"role":"assistant","p":"abcd"}"#,
+    );
     for i in 0..64 {
-        let payload = format!(r#"{{"contentBlockIndex":0,"delta":{{"text":"word{i} and "}},"p":"abcdefgh"}}"#);
-        bytes.extend(encode_frame(&[(":event-type", "contentBlockDelta"), (":message-type", "event")], payload.as_bytes()));
+        let payload = format!(
+            r#"{{"contentBlockIndex":0,"delta":{{"text":"word{i} and "}},"p":"abcdefgh"}}"#
+        );
+        bytes.extend(encode_frame(
+            &[
+                (":event-type", "contentBlockDelta"),
+                (":message-type", "event"),
+            ],
+            payload.as_bytes(),
+        ));
     }
-    bytes.extend(encode_frame(&[(":event-type", "messageStop"), (":message-type", "event")], br#"{"stopReason":"end_turn"}"#));
-    bytes.extend(encode_frame(&[(":event-type", "metadata"), (":message-type", "event")], br#"{"usage":{"inputTokens":5,"outputTokens":64,"totalTokens":69}}"#));
+    bytes.extend(encode_frame(
+        &[(":event-type", "messageStop"), (":message-type", "event")],
+        br#"{"stopReason":"end_turn"}"#,
+    ));
+    bytes.extend(encode_frame(
+        &[(":event-type", "metadata"), (":message-type", "event")],
+        br#"{"usage":{"inputTokens":5,"outputTokens":64,"totalTokens":69}}"#,
+    ));
     bytes
 }
 
 fn benches(c: &mut Criterion) {
     let backend = backend();
-    let BackendCredentials::Static(keys) = backend.credentials.clone() else { unreachable!() };
+    let BackendCredentials::Static(keys) = backend.credentials.clone() else {
+        unreachable!()
+    };
     let mut signer = Signer::new();
-    c.bench_function("routing stage: read model", |b| b.iter(|| gateway::requested_model(black_box(OPENAI)).unwrap().len()));
+    c.bench_function("routing stage: read model", |b| {
+        b.iter(|| gateway::requested_model(black_box(OPENAI)).unwrap().len())
+    });
     c.bench_function("openai -> converse (translate)", |b| {
-        b.iter(|| gateway::prepare(Endpoint::ChatCompletions, black_box(OPENAI), CallerHeaders::default(), &backend, 1_800_000_000).unwrap())
+        b.iter(|| {
+            gateway::prepare(
+                Endpoint::ChatCompletions,
+                black_box(OPENAI),
+                CallerHeaders::default(),
+                &backend,
+                1_800_000_000,
+            )
+            .unwrap()
+        })
     });
     // `make bench`'s 1 MiB body: one long message, as a pasted document would be.
-    let big = format!(r#"{{"model":"us.meta.llama3-2-1b-instruct-v1:0","messages":[{{"role":"user","content":"{}"}},{{"role":"assistant","content":"ok"}},{{"role":"user","content":"Hi."}}]}}"#, "x ".repeat(512 * 1024));
+    let big = format!(
+        r#"{{"model":"us.meta.llama3-2-1b-instruct-v1:0","messages":[{{"role":"user","content":"{}"}},{{"role":"assistant","content":"ok"}},{{"role":"user","content":"Hi."}}]}}"#,
+        "x ".repeat(512 * 1024)
+    );
     c.bench_function("openai -> converse (translate), 1 MiB message", |b| {
-        b.iter(|| gateway::prepare(Endpoint::ChatCompletions, black_box(big.as_bytes()), CallerHeaders::default(), &backend, 1_800_000_000).unwrap())
+        b.iter(|| {
+            gateway::prepare(
+                Endpoint::ChatCompletions,
+                black_box(big.as_bytes()),
+                CallerHeaders::default(),
+                &backend,
+                1_800_000_000,
+            )
+            .unwrap()
+        })
     });
-    let big_upstream = gateway::prepare(Endpoint::ChatCompletions, big.as_bytes(), CallerHeaders::default(), &backend, 1_800_000_000).unwrap();
-    c.bench_function("sigv4 sign, 1 MiB body", |b| b.iter(|| big_upstream.sign(black_box(&keys), "us-east-1", &mut signer, 1_800_000_000)));
-    let upstream = gateway::prepare(Endpoint::ChatCompletions, OPENAI, CallerHeaders::default(), &backend, 1_800_000_000).unwrap();
-    c.bench_function("sigv4 sign (cached key)", |b| b.iter(|| upstream.sign(black_box(&keys), "us-east-1", &mut signer, 1_800_000_000)));
-    c.bench_function("anthropic -> invoke (rewrite)", |b| b.iter(|| anthropic::prepare_invoke(black_box(ANTHROPIC), Some("interleaved-thinking-2025-05-14"), &Default::default()).unwrap()));
-    let plan = ResponsePlan { format: ApiFormat::OpenAi, kind: ResponseKind::OpenAiChat { stream: false, include_usage: false }, requested_model: "m".into(), created: 1, echo: String::new() };
-    let head = UpstreamHead { status: 200, error_type: None, request_id: "r", input_tokens: None, output_tokens: None };
+    let big_upstream = gateway::prepare(
+        Endpoint::ChatCompletions,
+        big.as_bytes(),
+        CallerHeaders::default(),
+        &backend,
+        1_800_000_000,
+    )
+    .unwrap();
+    c.bench_function("sigv4 sign, 1 MiB body", |b| {
+        b.iter(|| big_upstream.sign(black_box(&keys), "us-east-1", &mut signer, 1_800_000_000))
+    });
+    let upstream = gateway::prepare(
+        Endpoint::ChatCompletions,
+        OPENAI,
+        CallerHeaders::default(),
+        &backend,
+        1_800_000_000,
+    )
+    .unwrap();
+    c.bench_function("sigv4 sign (cached key)", |b| {
+        b.iter(|| upstream.sign(black_box(&keys), "us-east-1", &mut signer, 1_800_000_000))
+    });
+    c.bench_function("anthropic -> invoke (rewrite)", |b| {
+        b.iter(|| {
+            anthropic::prepare_invoke(
+                black_box(ANTHROPIC),
+                Some("interleaved-thinking-2025-05-14"),
+                &Default::default(),
+            )
+            .unwrap()
+        })
+    });
+    let plan = ResponsePlan {
+        format: ApiFormat::OpenAi,
+        kind: ResponseKind::OpenAiChat {
+            stream: false,
+            include_usage: false,
+        },
+        requested_model: "m".into(),
+        created: 1,
+        echo: String::new(),
+    };
+    let head = UpstreamHead {
+        status: 200,
+        error_type: None,
+        request_id: "r",
+        input_tokens: None,
+        output_tokens: None,
+    };
     c.bench_function("converse -> chat.completion", |b| {
-        b.iter(|| ResponseTranslation::for_response(&plan, head, 1 << 20).translate_body(black_box(CONVERSE_REPLY)))
+        b.iter(|| {
+            ResponseTranslation::for_response(&plan, head, 1 << 20)
+                .translate_body(black_box(CONVERSE_REPLY))
+        })
     });
     let stream = stream_bytes();
-    let stream_plan = ResponsePlan { kind: ResponseKind::OpenAiChat { stream: true, include_usage: true }, ..plan.clone() };
+    let stream_plan = ResponsePlan {
+        kind: ResponseKind::OpenAiChat {
+            stream: true,
+            include_usage: true,
+        },
+        ..plan.clone()
+    };
     c.bench_function("converse stream (64 deltas) -> SSE, 4 KiB chunks", |b| {
         b.iter(|| {
             let mut translation = ResponseTranslation::for_response(&stream_plan, head, 1 << 20);
             let chunks: Vec<&[u8]> = stream.chunks(4096).collect();
             let last = chunks.len() - 1;
-            chunks.iter().enumerate().map(|(i, chunk)| translation.push_stream_chunk(chunk, i == last).len()).sum::<usize>()
+            chunks
+                .iter()
+                .enumerate()
+                .map(|(i, chunk)| translation.push_stream_chunk(chunk, i == last).len())
+                .sum::<usize>()
         })
     });
 }

@@ -10,9 +10,9 @@ use crate::bedrock;
 use crate::betas::{self, BetaPolicy, SortedFlags};
 use crate::errors::{ApiFormat, GatewayError};
 use crate::eventstream::{Decoder, Frame, FrameTranslator};
-use crate::translated::{TokenUsage, TranslatedBody};
 use crate::openai::push_json_string;
 use crate::rawjson::RawObject;
+use crate::translated::{TokenUsage, TranslatedBody};
 use base64::Engine as _;
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -35,24 +35,38 @@ fn invalid(message: impl Into<String>) -> GatewayError {
 
 fn parse_object(body: &[u8]) -> Result<RawObject<'_>, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(invalid("The request body is empty; expected a JSON object."));
+        return Err(invalid(
+            "The request body is empty; expected a JSON object.",
+        ));
     }
-    RawObject::parse(body).map_err(|e| invalid(format!("The request body is not a valid JSON object: {e}")))
+    RawObject::parse(body)
+        .map_err(|e| invalid(format!("The request body is not a valid JSON object: {e}")))
 }
 
-fn field<'a, T: Deserialize<'a>>(object: &RawObject<'a>, name: &str, expected: &str) -> Result<Option<T>, GatewayError> {
-    object.get_as(name).map_err(|_| invalid(format!("{name}: Input should be {expected}")))
+fn field<'a, T: Deserialize<'a>>(
+    object: &RawObject<'a>,
+    name: &str,
+    expected: &str,
+) -> Result<Option<T>, GatewayError> {
+    object
+        .get_as(name)
+        .map_err(|_| invalid(format!("{name}: Input should be {expected}")))
 }
 
 fn required_model(object: &RawObject<'_>) -> Result<String, GatewayError> {
-    let model: Cow<'_, str> = field(object, "model", "a valid string")?.ok_or_else(|| invalid("model: Field required"))?;
+    let model: Cow<'_, str> = field(object, "model", "a valid string")?
+        .ok_or_else(|| invalid("model: Field required"))?;
     bedrock::validate_model_id(&model).map_err(|why| invalid(format!("model: {why}")))?;
     Ok(model.into_owned())
 }
 
 /// `anthropic-beta: a, b` joined with any `anthropic_beta` already in the body.
-pub fn requested_betas(object: &RawObject<'_>, beta_header: Option<&str>) -> Result<Vec<String>, GatewayError> {
-    let mut flags: Vec<String> = field::<Vec<String>>(object, "anthropic_beta", "a list of strings")?.unwrap_or_default();
+pub fn requested_betas(
+    object: &RawObject<'_>,
+    beta_header: Option<&str>,
+) -> Result<Vec<String>, GatewayError> {
+    let mut flags: Vec<String> =
+        field::<Vec<String>>(object, "anthropic_beta", "a list of strings")?.unwrap_or_default();
     for flag in betas::header_flags(beta_header) {
         if !flags.iter().any(|f| f == flag) {
             flags.push(flag.to_owned());
@@ -63,7 +77,11 @@ pub fn requested_betas(object: &RawObject<'_>, beta_header: Option<&str>) -> Res
 
 /// The InvokeModel body: the caller's members less `model`, `stream` and the flags' own, with
 /// the fields only dropped flags allow taken out, and the forwarded flags and version added.
-fn write_invoke_body(mut object: RawObject<'_>, flags: &SortedFlags, default_max_tokens: bool) -> Result<Vec<u8>, GatewayError> {
+fn write_invoke_body(
+    mut object: RawObject<'_>,
+    flags: &SortedFlags,
+    default_max_tokens: bool,
+) -> Result<Vec<u8>, GatewayError> {
     object.remove("model");
     object.remove("stream");
     object.remove("anthropic_beta");
@@ -75,7 +93,10 @@ fn write_invoke_body(mut object: RawObject<'_>, flags: &SortedFlags, default_max
         .filter_map(|name| object.get(name).map(|raw| (name, raw.get())))
         .collect();
     let rewritten = betas::strip_unflagged_fields(&members, flags);
-    let replace: Vec<(&str, &str)> = rewritten.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let replace: Vec<(&str, &str)> = rewritten
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
     let version = format!("\"{BEDROCK_ANTHROPIC_VERSION}\"");
     let mut extra: Vec<(&str, &str)> = Vec::with_capacity(3);
     if !object.contains("anthropic_version") {
@@ -97,23 +118,41 @@ fn write_invoke_body(mut object: RawObject<'_>, flags: &SortedFlags, default_max
 }
 
 /// Rewrites a Messages request into the InvokeModel body Bedrock expects.
-pub fn prepare_invoke(body: &[u8], beta_header: Option<&str>, policy: &BetaPolicy) -> Result<InvokeRequest, GatewayError> {
+pub fn prepare_invoke(
+    body: &[u8],
+    beta_header: Option<&str>,
+    policy: &BetaPolicy,
+) -> Result<InvokeRequest, GatewayError> {
     let object = parse_object(body)?;
     let model = required_model(&object)?;
-    let stream = field::<Option<bool>>(&object, "stream", "a valid boolean")?.flatten().unwrap_or(false);
+    let stream = field::<Option<bool>>(&object, "stream", "a valid boolean")?
+        .flatten()
+        .unwrap_or(false);
     match field::<i64>(&object, "max_tokens", "a valid integer")? {
         None => return Err(invalid("max_tokens: Field required")),
-        Some(n) if n < 1 => return Err(invalid("max_tokens: Input should be greater than or equal to 1")),
+        Some(n) if n < 1 => {
+            return Err(invalid(
+                "max_tokens: Input should be greater than or equal to 1",
+            ))
+        }
         Some(_) => {}
     }
-    match object.get("messages").map(|raw| raw.get().trim_start().starts_with('[')) {
+    match object
+        .get("messages")
+        .map(|raw| raw.get().trim_start().starts_with('['))
+    {
         None => return Err(invalid("messages: Field required")),
         Some(false) => return Err(invalid("messages: Input should be a valid list")),
         Some(true) => {}
     }
     let flags = policy.sort(&requested_betas(&object, beta_header)?);
     let body = write_invoke_body(object, &flags, false)?;
-    Ok(InvokeRequest { body, model, stream, dropped_betas: flags.dropped_list() })
+    Ok(InvokeRequest {
+        body,
+        model,
+        stream,
+        dropped_betas: flags.dropped_list(),
+    })
 }
 
 /// A count_tokens request as Bedrock CountTokens input (`invokeModel.body` is a base64 blob).
@@ -124,7 +163,11 @@ pub struct CountTokensRequest {
 }
 
 /// Wraps a count_tokens request as Bedrock CountTokens input.
-pub fn prepare_count_tokens(body: &[u8], beta_header: Option<&str>, policy: &BetaPolicy) -> Result<CountTokensRequest, GatewayError> {
+pub fn prepare_count_tokens(
+    body: &[u8],
+    beta_header: Option<&str>,
+    policy: &BetaPolicy,
+) -> Result<CountTokensRequest, GatewayError> {
     let object = parse_object(body)?;
     let model = required_model(&object)?;
     if object.get("messages").is_none() {
@@ -134,7 +177,11 @@ pub fn prepare_count_tokens(body: &[u8], beta_header: Option<&str>, policy: &Bet
     let invoke_body = write_invoke_body(object, &flags, true)?;
     let encoded = base64::engine::general_purpose::STANDARD.encode(invoke_body);
     let wrapped = format!(r#"{{"input":{{"invokeModel":{{"body":"{encoded}"}}}}}}"#);
-    Ok(CountTokensRequest { body: wrapped.into_bytes(), model, dropped_betas: flags.dropped_list() })
+    Ok(CountTokensRequest {
+        body: wrapped.into_bytes(),
+        model,
+        dropped_betas: flags.dropped_list(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -144,8 +191,11 @@ struct CountTokensResponse {
 }
 
 pub fn count_tokens_response(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
-    let parsed: CountTokensResponse = serde_json::from_slice(body)
-        .map_err(|e| GatewayError::upstream(format!("Bedrock returned an unreadable CountTokens response: {e}")))?;
+    let parsed: CountTokensResponse = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::upstream(format!(
+            "Bedrock returned an unreadable CountTokens response: {e}"
+        ))
+    })?;
     Ok(format!(r#"{{"input_tokens":{}}}"#, parsed.input_tokens).into_bytes())
 }
 
@@ -156,19 +206,34 @@ fn json_string(text: &str) -> String {
 }
 
 /// A Messages response passes through; its `model` reports what the caller asked for.
-pub fn rewrite_message_model(body: &[u8], requested_model: &str) -> Result<TranslatedBody, GatewayError> {
-    let object = RawObject::parse(body)
-        .map_err(|e| GatewayError::upstream(format!("Bedrock returned an unreadable Messages response: {e}")))?;
+pub fn rewrite_message_model(
+    body: &[u8],
+    requested_model: &str,
+) -> Result<TranslatedBody, GatewayError> {
+    let object = RawObject::parse(body).map_err(|e| {
+        GatewayError::upstream(format!(
+            "Bedrock returned an unreadable Messages response: {e}"
+        ))
+    })?;
     if !object.contains("content") {
-        return Err(GatewayError::upstream("Bedrock's Messages response has no content."));
+        return Err(GatewayError::upstream(
+            "Bedrock's Messages response has no content.",
+        ));
     }
     // Only the `usage` member is parsed: the rest passes through as raw text.
-    let usage = object.get_as::<AnthropicUsage>("usage").ok().flatten().map(|reported| {
-        let mut usage = TokenUsage::default();
-        reported.merge_into(&mut usage);
-        usage
-    });
-    Ok(TranslatedBody { body: object.write_with(&[], &[("model", &json_string(requested_model))]), usage })
+    let usage = object
+        .get_as::<AnthropicUsage>("usage")
+        .ok()
+        .flatten()
+        .map(|reported| {
+            let mut usage = TokenUsage::default();
+            reported.merge_into(&mut usage);
+            usage
+        });
+    Ok(TranslatedBody {
+        body: object.write_with(&[], &[("model", &json_string(requested_model))]),
+        usage,
+    })
 }
 
 // ---- Streaming --------------------------------------------------------------------------
@@ -233,20 +298,41 @@ impl AnthropicStreamTranslator {
         }
         let event = match serde_json::from_slice::<ChunkPayload<'_>>(frame.payload)
             .map_err(|e| e.to_string())
-            .and_then(|chunk| base64::engine::general_purpose::STANDARD.decode(chunk.bytes.as_bytes()).map_err(|e| e.to_string()))
-        {
+            .and_then(|chunk| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(chunk.bytes.as_bytes())
+                    .map_err(|e| e.to_string())
+            }) {
             Ok(event) => event,
-            Err(why) => return self.fail(out, &GatewayError::upstream(format!("Bedrock sent an unreadable chunk: {why}"))),
+            Err(why) => {
+                return self.fail(
+                    out,
+                    &GatewayError::upstream(format!("Bedrock sent an unreadable chunk: {why}")),
+                )
+            }
         };
         let kind = match serde_json::from_slice::<EventType<'_>>(&event) {
             Ok(parsed) => parsed.kind.into_owned(),
-            Err(e) => return self.fail(out, &GatewayError::upstream(format!("Bedrock sent an event without a type: {e}"))),
+            Err(e) => {
+                return self.fail(
+                    out,
+                    &GatewayError::upstream(format!("Bedrock sent an event without a type: {e}")),
+                )
+            }
         };
         match kind.as_str() {
             "message_start" => {
-                self.record_usage(serde_json::from_slice::<MessageStartUsage>(&event).ok().and_then(|m| m.message.usage));
+                self.record_usage(
+                    serde_json::from_slice::<MessageStartUsage>(&event)
+                        .ok()
+                        .and_then(|m| m.message.usage),
+                );
             }
-            "message_delta" => self.record_usage(serde_json::from_slice::<DeltaUsage>(&event).ok().and_then(|d| d.usage)),
+            "message_delta" => self.record_usage(
+                serde_json::from_slice::<DeltaUsage>(&event)
+                    .ok()
+                    .and_then(|d| d.usage),
+            ),
             "content_block_delta" | "content_block_start" => self.first_content_emitted = true,
             _ => {}
         }
@@ -269,7 +355,9 @@ impl AnthropicStreamTranslator {
 
     /// `message_start.message.model` names the model the caller asked for.
     fn with_model(&self, event: &[u8]) -> Result<Vec<u8>, GatewayError> {
-        let unreadable = |e: serde_json::Error| GatewayError::upstream(format!("Bedrock sent an unreadable message_start: {e}"));
+        let unreadable = |e: serde_json::Error| {
+            GatewayError::upstream(format!("Bedrock sent an unreadable message_start: {e}"))
+        };
         let object = RawObject::parse(event).map_err(unreadable)?;
         let Some(message) = object.get("message") else {
             return Ok(event.to_vec());

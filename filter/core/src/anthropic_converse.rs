@@ -3,14 +3,15 @@
 //! Anthropic messages and Anthropic's exact SSE event sequence.
 
 use crate::bedrock::{
-    self, CachePoint, ContentBlock, ConverseRequest, ConverseReply, Document, DocumentSource, Empty, Image,
-    ImageSource, InferenceConfig, InputSchema, Message, NamedTool, ReasoningContent, ReasoningText, Role, SystemBlock,
-    Tool, ToolChoice, ToolConfig, ToolResult, ToolResultContent, ToolSpec, ToolUse, Usage,
+    self, CachePoint, ContentBlock, ConverseReply, ConverseRequest, Document, DocumentSource,
+    Empty, Image, ImageSource, InferenceConfig, InputSchema, Message, NamedTool, ReasoningContent,
+    ReasoningText, Role, SystemBlock, Tool, ToolChoice, ToolConfig, ToolResult, ToolResultContent,
+    ToolSpec, ToolUse, Usage,
 };
 use crate::errors::{ApiFormat, GatewayError};
 use crate::eventstream::{Decoder, Frame, FrameTranslator};
-use crate::translated::{TokenUsage, TranslatedBody};
 use crate::openai::push_json_string;
+use crate::translated::{TokenUsage, TranslatedBody};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -119,17 +120,20 @@ fn invalid(message: impl Into<String>) -> GatewayError {
 
 pub fn parse(body: &[u8]) -> Result<MessagesRequest<'_>, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(invalid("The request body is empty; expected a JSON object."));
+        return Err(invalid(
+            "The request body is empty; expected a JSON object.",
+        ));
     }
-    let request: MessagesRequest<'_> =
-        crate::jsonpath::from_slice(body).map_err(|e| invalid(format!("Invalid Messages request: {e}")))?;
+    let request: MessagesRequest<'_> = crate::jsonpath::from_slice(body)
+        .map_err(|e| invalid(format!("Invalid Messages request: {e}")))?;
     bedrock::validate_model_id(&request.model).map_err(|why| invalid(format!("model: {why}")))?;
     Ok(request)
 }
 
 fn blocks_of<'r>(raw: &'r RawValue, at: &str) -> Result<Vec<AnthropicBlock<'r>>, GatewayError> {
     if raw.get().trim_start().starts_with('"') {
-        let text: Cow<'r, str> = serde_json::from_str(raw.get()).map_err(|e| invalid(format!("{at}: {e}")))?;
+        let text: Cow<'r, str> =
+            serde_json::from_str(raw.get()).map_err(|e| invalid(format!("{at}: {e}")))?;
         return Ok(vec![AnthropicBlock {
             kind: Cow::Borrowed("text"),
             text: Some(text),
@@ -146,10 +150,17 @@ fn blocks_of<'r>(raw: &'r RawValue, at: &str) -> Result<Vec<AnthropicBlock<'r>>,
             cache_control: None,
         }]);
     }
-    serde_json::from_str(raw.get()).map_err(|e| invalid(format!("{at}: expected a string or a list of content blocks: {e}")))
+    serde_json::from_str(raw.get()).map_err(|e| {
+        invalid(format!(
+            "{at}: expected a string or a list of content blocks: {e}"
+        ))
+    })
 }
 
-fn base64_source<'r>(source: Option<Source<'r>>, at: &str) -> Result<(Cow<'r, str>, Cow<'r, str>), GatewayError> {
+fn base64_source<'r>(
+    source: Option<Source<'r>>,
+    at: &str,
+) -> Result<(Cow<'r, str>, Cow<'r, str>), GatewayError> {
     let source = source.ok_or_else(|| invalid(format!("{at}.source: Field required")))?;
     if source.kind != "base64" {
         return Err(invalid(format!(
@@ -157,20 +168,34 @@ fn base64_source<'r>(source: Option<Source<'r>>, at: &str) -> Result<(Cow<'r, st
             source.kind
         )));
     }
-    let media_type = source.media_type.ok_or_else(|| invalid(format!("{at}.source.media_type: Field required")))?;
-    let data = source.data.ok_or_else(|| invalid(format!("{at}.source.data: Field required")))?;
+    let media_type = source
+        .media_type
+        .ok_or_else(|| invalid(format!("{at}.source.media_type: Field required")))?;
+    let data = source
+        .data
+        .ok_or_else(|| invalid(format!("{at}.source.data: Field required")))?;
     Ok((media_type, data))
 }
 
 fn image<'r>(source: Option<Source<'r>>, at: &str) -> Result<Image<'r>, GatewayError> {
     let (media_type, data) = base64_source(source, at)?;
-    let format = bedrock::image_format(&media_type)
-        .ok_or_else(|| invalid(format!("{at}: image type {media_type:?} is not supported; use png, jpeg, gif or webp.")))?;
-    Ok(Image { format, source: ImageSource { bytes: data } })
+    let format = bedrock::image_format(&media_type).ok_or_else(|| {
+        invalid(format!(
+            "{at}: image type {media_type:?} is not supported; use png, jpeg, gif or webp."
+        ))
+    })?;
+    Ok(Image {
+        format,
+        source: ImageSource { bytes: data },
+    })
 }
 
 /// Converts one message's blocks; `cache_control` becomes a cache point after its block.
-fn convert_blocks<'r>(blocks: Vec<AnthropicBlock<'r>>, at: &str, uses_tools: &mut bool) -> Result<Vec<ContentBlock<'r>>, GatewayError> {
+fn convert_blocks<'r>(
+    blocks: Vec<AnthropicBlock<'r>>,
+    at: &str,
+    uses_tools: &mut bool,
+) -> Result<Vec<ContentBlock<'r>>, GatewayError> {
     let mut out = Vec::with_capacity(blocks.len());
     for (index, block) in blocks.into_iter().enumerate() {
         let at = format!("{at}.{index}");
@@ -238,7 +263,10 @@ fn convert_blocks<'r>(blocks: Vec<AnthropicBlock<'r>>, at: &str, uses_tools: &mu
 }
 
 /// Translates a Messages request into Converse. `require_max_tokens` is false for count_tokens.
-pub fn to_converse<'r>(request: &'r MessagesRequest<'_>, require_max_tokens: bool) -> Result<ConverseRequest<'r>, GatewayError> {
+pub fn to_converse<'r>(
+    request: &'r MessagesRequest<'_>,
+    require_max_tokens: bool,
+) -> Result<ConverseRequest<'r>, GatewayError> {
     if require_max_tokens && request.max_tokens.is_none() {
         return Err(invalid("max_tokens: Field required"));
     }
@@ -261,14 +289,17 @@ pub fn to_converse<'r>(request: &'r MessagesRequest<'_>, require_max_tokens: boo
         bedrock::push_turn(&mut messages, message.role, content);
     }
     if messages.is_empty() {
-        return Err(invalid("messages: at least one message with content is required."));
+        return Err(invalid(
+            "messages: at least one message with content is required.",
+        ));
     }
     let mut additional = serde_json::Map::new();
     if let Some(top_k) = request.top_k {
         additional.insert("top_k".into(), top_k.into());
     }
     if let Some(thinking) = request.thinking {
-        let value: serde_json::Value = serde_json::from_str(thinking.get()).map_err(|e| invalid(format!("thinking: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_str(thinking.get()).map_err(|e| invalid(format!("thinking: {e}")))?;
         additional.insert("thinking".into(), value);
     }
     Ok(ConverseRequest {
@@ -278,7 +309,12 @@ pub fn to_converse<'r>(request: &'r MessagesRequest<'_>, require_max_tokens: boo
             max_tokens: request.max_tokens,
             temperature: request.temperature,
             top_p: request.top_p,
-            stop_sequences: request.stop_sequences.iter().flatten().map(Cow::as_ref).collect(),
+            stop_sequences: request
+                .stop_sequences
+                .iter()
+                .flatten()
+                .map(Cow::as_ref)
+                .collect(),
         },
         tool_config: tool_config(request, uses_tools)?,
         additional_model_request_fields: additional,
@@ -287,14 +323,23 @@ pub fn to_converse<'r>(request: &'r MessagesRequest<'_>, require_max_tokens: boo
     })
 }
 
-fn tool_config<'r>(request: &'r MessagesRequest<'_>, history_uses_tools: bool) -> Result<Option<ToolConfig<'r>>, GatewayError> {
+fn tool_config<'r>(
+    request: &'r MessagesRequest<'_>,
+    history_uses_tools: bool,
+) -> Result<Option<ToolConfig<'r>>, GatewayError> {
     let Some(tools) = request.tools.as_ref().filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
-    let choice = match request.tool_choice.as_ref().map(|c| (c.kind.as_ref(), c.name.as_deref())) {
+    let choice = match request
+        .tool_choice
+        .as_ref()
+        .map(|c| (c.kind.as_ref(), c.name.as_deref()))
+    {
         None | Some(("auto", _)) => Some(ToolChoice::Auto(Empty {})),
         Some(("any", _)) => Some(ToolChoice::Any(Empty {})),
-        Some(("tool", Some(name))) => Some(ToolChoice::Tool(NamedTool { name: Cow::Borrowed(name) })),
+        Some(("tool", Some(name))) => Some(ToolChoice::Tool(NamedTool {
+            name: Cow::Borrowed(name),
+        })),
         Some(("tool", None)) => return Err(invalid("tool_choice.name: Field required")),
         // Converse has no "none": drop the tools, unless the history needs their definitions.
         Some(("none", _)) if history_uses_tools => None,
@@ -304,10 +349,15 @@ fn tool_config<'r>(request: &'r MessagesRequest<'_>, history_uses_tools: bool) -
     let mut specs = Vec::with_capacity(tools.len());
     for (index, tool) in tools.iter().enumerate() {
         if let Some(kind) = tool.kind.as_deref().filter(|k| *k != "custom") {
-            return Err(invalid(format!("tools.{index}: server tools ({kind}) are not available through Bedrock Converse.")));
+            return Err(invalid(format!(
+                "tools.{index}: server tools ({kind}) are not available through Bedrock Converse."
+            )));
         }
-        let schema = tool.input_schema.ok_or_else(|| invalid(format!("tools.{index}.input_schema: Field required")))?;
-        let schema = RawValue::from_string(schema.get().to_owned()).map_err(|e| invalid(format!("tools.{index}.input_schema: {e}")))?;
+        let schema = tool
+            .input_schema
+            .ok_or_else(|| invalid(format!("tools.{index}.input_schema: Field required")))?;
+        let schema = RawValue::from_string(schema.get().to_owned())
+            .map_err(|e| invalid(format!("tools.{index}.input_schema: {e}")))?;
         specs.push(Tool::ToolSpec(ToolSpec {
             name: Cow::Borrowed(tool.name.as_ref()),
             description: tool.description.as_deref().map(Cow::Borrowed),
@@ -317,7 +367,10 @@ fn tool_config<'r>(request: &'r MessagesRequest<'_>, history_uses_tools: bool) -
             specs.push(Tool::CachePoint(CachePoint::default()));
         }
     }
-    Ok(Some(ToolConfig { tools: specs, tool_choice: choice }))
+    Ok(Some(ToolConfig {
+        tools: specs,
+        tool_choice: choice,
+    }))
 }
 
 /// Bedrock CountTokens input for a Converse model.
@@ -341,7 +394,8 @@ pub fn count_tokens_body(body: &[u8]) -> Result<(Vec<u8>, String), GatewayError>
         tool_config: &converse.tool_config,
         additional_model_request_fields: &converse.additional_model_request_fields,
     };
-    let body = serde_json::to_vec(&serde_json::json!({ "input": { "converse": input } })).map_err(|e| invalid(e.to_string()))?;
+    let body = serde_json::to_vec(&serde_json::json!({ "input": { "converse": input } }))
+        .map_err(|e| invalid(e.to_string()))?;
     Ok((body, request.model.into_owned()))
 }
 
@@ -361,13 +415,24 @@ fn stop_reason(converse: Option<&str>) -> &'static str {
 fn usage_json(usage: Usage) -> String {
     format!(
         r#"{{"input_tokens":{},"output_tokens":{},"cache_creation_input_tokens":{},"cache_read_input_tokens":{}}}"#,
-        usage.input_tokens, usage.output_tokens, usage.cache_write_input_tokens, usage.cache_read_input_tokens
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_write_input_tokens,
+        usage.cache_read_input_tokens
     )
 }
 
 /// A Converse reply as an Anthropic `message`.
-pub fn from_converse_response(body: &[u8], message_id: &str, model: &str) -> Result<TranslatedBody, GatewayError> {
-    let ConverseReply { message, stop_reason: converse_stop, usage } = ConverseReply::parse(body)?;
+pub fn from_converse_response(
+    body: &[u8],
+    message_id: &str,
+    model: &str,
+) -> Result<TranslatedBody, GatewayError> {
+    let ConverseReply {
+        message,
+        stop_reason: converse_stop,
+        usage,
+    } = ConverseReply::parse(body)?;
     let mut out = String::with_capacity(body.len() + 256);
     out.push_str(r#"{"id":"#);
     push_json_string(&mut out, &format!("msg_{message_id}"));
@@ -414,7 +479,10 @@ pub fn from_converse_response(body: &[u8], message_id: &str, model: &str) -> Res
         stop_reason(converse_stop),
         usage_json(usage.unwrap_or_default())
     );
-    Ok(TranslatedBody { body: out.into_bytes(), usage: usage.map(TokenUsage::from) })
+    Ok(TranslatedBody {
+        body: out.into_bytes(),
+        usage: usage.map(TokenUsage::from),
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -470,15 +538,19 @@ impl ConverseToAnthropicStream {
             }
             Some("contentBlockStart") => self.on_block_start(frame.payload, out),
             Some("contentBlockDelta") => self.on_block_delta(frame.payload, out),
-            Some("contentBlockStop") => serde_json::from_slice::<bedrock::ContentBlockStopEvent>(frame.payload)
-                .map(|event| self.close_block(event.content_block_index, out))
-                .map_err(|e| unreadable("contentBlockStop", &e)),
-            Some("messageStop") => serde_json::from_slice::<bedrock::MessageStopEvent<'_>>(frame.payload)
-                .map(|event| {
-                    self.close_all_blocks(out);
-                    self.stop_reason = Some(stop_reason(event.stop_reason));
-                })
-                .map_err(|e| unreadable("messageStop", &e)),
+            Some("contentBlockStop") => {
+                serde_json::from_slice::<bedrock::ContentBlockStopEvent>(frame.payload)
+                    .map(|event| self.close_block(event.content_block_index, out))
+                    .map_err(|e| unreadable("contentBlockStop", &e))
+            }
+            Some("messageStop") => {
+                serde_json::from_slice::<bedrock::MessageStopEvent<'_>>(frame.payload)
+                    .map(|event| {
+                        self.close_all_blocks(out);
+                        self.stop_reason = Some(stop_reason(event.stop_reason));
+                    })
+                    .map_err(|e| unreadable("messageStop", &e))
+            }
             Some("metadata") => serde_json::from_slice::<bedrock::MetadataEvent>(frame.payload)
                 .map(|event| {
                     self.usage = event.usage;
@@ -493,9 +565,14 @@ impl ConverseToAnthropicStream {
         }
     }
 
-    fn slot(&mut self, converse_index: usize) -> Result<&mut Option<(usize, OpenBlock)>, GatewayError> {
+    fn slot(
+        &mut self,
+        converse_index: usize,
+    ) -> Result<&mut Option<(usize, OpenBlock)>, GatewayError> {
         if converse_index > 4096 {
-            return Err(GatewayError::upstream("Bedrock streamed a content block index beyond 4096."));
+            return Err(GatewayError::upstream(
+                "Bedrock streamed a content block index beyond 4096.",
+            ));
         }
         if converse_index >= self.blocks.len() {
             self.blocks.resize(converse_index + 1, None);
@@ -505,17 +582,26 @@ impl ConverseToAnthropicStream {
             .ok_or_else(|| GatewayError::upstream("content block index out of range"))
     }
 
-    fn open_block(&mut self, converse_index: usize, kind: OpenBlock, content_block_json: &str, out: &mut Vec<u8>) -> Result<usize, GatewayError> {
+    fn open_block(
+        &mut self,
+        converse_index: usize,
+        kind: OpenBlock,
+        content_block_json: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, GatewayError> {
         let index = self.next_index;
         *self.slot(converse_index)? = Some((index, kind));
         self.next_index += 1;
-        let data = format!(r#"{{"type":"content_block_start","index":{index},"content_block":{content_block_json}}}"#);
+        let data = format!(
+            r#"{{"type":"content_block_start","index":{index},"content_block":{content_block_json}}}"#
+        );
         write_event(out, "content_block_start", &data);
         Ok(index)
     }
 
     fn on_block_start(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), GatewayError> {
-        let event: bedrock::ContentBlockStartEvent<'_> = serde_json::from_slice(payload).map_err(|e| unreadable("contentBlockStart", &e))?;
+        let event: bedrock::ContentBlockStartEvent<'_> =
+            serde_json::from_slice(payload).map_err(|e| unreadable("contentBlockStart", &e))?;
         if let Some(tool_use) = event.start.and_then(|s| s.tool_use) {
             let mut block = String::from(r#"{"type":"tool_use","id":"#);
             push_json_string(&mut block, &tool_use.tool_use_id);
@@ -529,7 +615,13 @@ impl ConverseToAnthropicStream {
     }
 
     /// The Anthropic index of a block, opening it first if Converse sent no start event.
-    fn ensure_open(&mut self, converse_index: usize, kind: OpenBlock, start_json: &str, out: &mut Vec<u8>) -> Result<usize, GatewayError> {
+    fn ensure_open(
+        &mut self,
+        converse_index: usize,
+        kind: OpenBlock,
+        start_json: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, GatewayError> {
         match *self.slot(converse_index)? {
             Some((index, open)) if open == kind => Ok(index),
             Some(_) => {
@@ -541,21 +633,35 @@ impl ConverseToAnthropicStream {
     }
 
     fn on_block_delta(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), GatewayError> {
-        let event: bedrock::ContentBlockDeltaEvent<'_> = serde_json::from_slice(payload).map_err(|e| unreadable("contentBlockDelta", &e))?;
-        let Some(delta) = event.delta else { return Ok(()) };
+        let event: bedrock::ContentBlockDeltaEvent<'_> =
+            serde_json::from_slice(payload).map_err(|e| unreadable("contentBlockDelta", &e))?;
+        let Some(delta) = event.delta else {
+            return Ok(());
+        };
         let at = event.content_block_index;
         let mut data = String::new();
         if let Some(text) = delta.text {
-            let index = self.ensure_open(at, OpenBlock::Text, r#"{"type":"text","text":""}"#, out)?;
-            let _ = write!(data, r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":"text_delta","text":"#);
+            let index =
+                self.ensure_open(at, OpenBlock::Text, r#"{"type":"text","text":""}"#, out)?;
+            let _ = write!(
+                data,
+                r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":"text_delta","text":"#
+            );
             push_json_string(&mut data, &text);
             data.push_str("}}");
         } else if let Some(tool_use) = delta.tool_use {
             let index = match *self.slot(at)? {
                 Some((index, OpenBlock::ToolUse)) => index,
-                _ => return Err(GatewayError::upstream("Bedrock streamed tool input for a block that is not a tool call.")),
+                _ => {
+                    return Err(GatewayError::upstream(
+                        "Bedrock streamed tool input for a block that is not a tool call.",
+                    ))
+                }
             };
-            let _ = write!(data, r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":"input_json_delta","partial_json":"#);
+            let _ = write!(
+                data,
+                r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":"input_json_delta","partial_json":"#
+            );
             push_json_string(&mut data, &tool_use.input);
             data.push_str("}}");
         } else if let Some(reasoning) = delta.reasoning_content {
@@ -566,13 +672,24 @@ impl ConverseToAnthropicStream {
                 self.open_block(at, OpenBlock::Redacted, &block, out)?;
                 return Ok(());
             }
-            let index = self.ensure_open(at, OpenBlock::Thinking, r#"{"type":"thinking","thinking":"","signature":""}"#, out)?;
+            let index = self.ensure_open(
+                at,
+                OpenBlock::Thinking,
+                r#"{"type":"thinking","thinking":"","signature":""}"#,
+                out,
+            )?;
             if let Some(text) = reasoning.text {
-                let _ = write!(data, r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":"thinking_delta","thinking":"#);
+                let _ = write!(
+                    data,
+                    r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":"thinking_delta","thinking":"#
+                );
                 push_json_string(&mut data, &text);
                 data.push_str("}}");
             } else if let Some(signature) = reasoning.signature {
-                let _ = write!(data, r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":"signature_delta","signature":"#);
+                let _ = write!(
+                    data,
+                    r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":"signature_delta","signature":"#
+                );
                 push_json_string(&mut data, &signature);
                 data.push_str("}}");
             }
@@ -586,7 +703,11 @@ impl ConverseToAnthropicStream {
 
     fn close_block(&mut self, converse_index: usize, out: &mut Vec<u8>) {
         if let Some((index, _)) = self.blocks.get_mut(converse_index).and_then(Option::take) {
-            write_event(out, "content_block_stop", &format!(r#"{{"type":"content_block_stop","index":{index}}}"#));
+            write_event(
+                out,
+                "content_block_stop",
+                &format!(r#"{{"type":"content_block_stop","index":{index}}}"#),
+            );
         }
     }
 

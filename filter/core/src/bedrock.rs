@@ -44,12 +44,15 @@ pub fn validate_model_id(model: &str) -> Result<(), String> {
         return Err("model must not be empty".into());
     }
     if model.len() > MAX_MODEL_ID_LEN {
-        return Err(format!("model id is longer than {MAX_MODEL_ID_LEN} characters"));
+        return Err(format!(
+            "model id is longer than {MAX_MODEL_ID_LEN} characters"
+        ));
     }
     if model == "." || model == ".." {
         return Err("model id must not be a relative path segment".into());
     }
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'/' | b'+');
+    let allowed =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'/' | b'+');
     if let Some(bad) = model.bytes().find(|b| !allowed(*b)) {
         return Err(format!(
             "model id contains a character Bedrock does not accept: {:?}",
@@ -188,7 +191,11 @@ pub fn document_name(filename: &str) -> String {
         }
     }
     let name: String = name.trim_end().chars().take(200).collect();
-    if name.is_empty() { "document".to_owned() } else { name }
+    if name.is_empty() {
+        "document".to_owned()
+    } else {
+        name
+    }
 }
 
 /// `{"format": "png", "source": {"bytes": "<base64>"}}`: the JSON protocol carries blobs as base64,
@@ -214,7 +221,9 @@ pub struct ToolUse<'a> {
 
 impl PartialEq for ToolUse<'_> {
     fn eq(&self, other: &Self) -> bool {
-        self.tool_use_id == other.tool_use_id && self.name == other.name && self.input.get() == other.input.get()
+        self.tool_use_id == other.tool_use_id
+            && self.name == other.name
+            && self.input.get() == other.input.get()
     }
 }
 
@@ -306,7 +315,9 @@ pub struct ToolSpec<'a> {
 
 impl PartialEq for ToolSpec<'_> {
     fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && self.description == other.description && self.input_schema.json.get() == other.input_schema.json.get()
+        self.name == other.name
+            && self.description == other.description
+            && self.input_schema.json.get() == other.input_schema.json.get()
     }
 }
 
@@ -398,13 +409,19 @@ pub struct ConverseReply<'a> {
 impl<'a> ConverseReply<'a> {
     pub fn parse(body: &'a [u8]) -> Result<Self, crate::errors::GatewayError> {
         use crate::errors::GatewayError;
-        let response: ConverseResponse<'a> = serde_json::from_slice(body)
-            .map_err(|e| GatewayError::upstream(format!("Bedrock returned an unreadable Converse response: {e}")))?;
-        let message = response
-            .output
-            .and_then(|o| o.message)
-            .ok_or_else(|| GatewayError::upstream("Bedrock's Converse response has no output message."))?;
-        Ok(ConverseReply { message, stop_reason: response.stop_reason, usage: response.usage })
+        let response: ConverseResponse<'a> = serde_json::from_slice(body).map_err(|e| {
+            GatewayError::upstream(format!(
+                "Bedrock returned an unreadable Converse response: {e}"
+            ))
+        })?;
+        let message = response.output.and_then(|o| o.message).ok_or_else(|| {
+            GatewayError::upstream("Bedrock's Converse response has no output message.")
+        })?;
+        Ok(ConverseReply {
+            message,
+            stop_reason: response.stop_reason,
+            usage: response.usage,
+        })
     }
 }
 
@@ -569,7 +586,9 @@ pub struct ErrorBody<'a> {
 /// Extracts the message of a Bedrock error body, falling back to the raw text.
 pub fn error_message(body: &[u8]) -> String {
     match serde_json::from_slice::<ErrorBody<'_>>(body) {
-        Ok(ErrorBody { message: Some(message) }) => message.into_owned(),
+        Ok(ErrorBody {
+            message: Some(message),
+        }) => message.into_owned(),
         _ => {
             let text = String::from_utf8_lossy(body);
             let trimmed = text.trim();

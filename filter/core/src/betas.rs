@@ -36,7 +36,10 @@ pub const DEFAULT_ACCEPTED: &[&str] = &[
 ];
 
 /// Flags Bedrock knows under another name: (Anthropic's, Bedrock's).
-pub const DEFAULT_RENAMED: &[(&str, &str)] = &[("advanced-tool-use-2025-11-20", "tool-search-tool-2025-10-19")];
+pub const DEFAULT_RENAMED: &[(&str, &str)] = &[(
+    "advanced-tool-use-2025-11-20",
+    "tool-search-tool-2025-10-19",
+)];
 
 /// The flag that allows `cache_control.scope` (Claude Code's `"scope": "global"`).
 const CACHE_SCOPE_FLAG: &str = "prompt-caching-scope-2026-01-05";
@@ -56,7 +59,10 @@ impl Default for BetaPolicy {
     fn default() -> Self {
         Self {
             accepted: DEFAULT_ACCEPTED.iter().map(|f| (*f).to_owned()).collect(),
-            renamed: DEFAULT_RENAMED.iter().map(|(from, to)| ((*from).to_owned(), (*to).to_owned())).collect(),
+            renamed: DEFAULT_RENAMED
+                .iter()
+                .map(|(from, to)| ((*from).to_owned(), (*to).to_owned()))
+                .collect(),
         }
     }
 }
@@ -74,22 +80,32 @@ pub struct RawBetaPolicy {
 impl RawBetaPolicy {
     /// A backend's lists, where it states them, over the top-level ones.
     pub fn over(self, top: &RawBetaPolicy) -> RawBetaPolicy {
-        RawBetaPolicy { accepted: self.accepted.or_else(|| top.accepted.clone()), renamed: self.renamed.or_else(|| top.renamed.clone()) }
+        RawBetaPolicy {
+            accepted: self.accepted.or_else(|| top.accepted.clone()),
+            renamed: self.renamed.or_else(|| top.renamed.clone()),
+        }
     }
 
     pub fn resolve(self) -> Result<BetaPolicy, String> {
         let mut policy = BetaPolicy::default();
         if let Some(accepted) = self.accepted {
             if let Some(bad) = accepted.iter().find(|f| !is_flag_name(f)) {
-                return Err(format!("anthropic_beta.accepted: {bad:?} is not a beta flag name"));
+                return Err(format!(
+                    "anthropic_beta.accepted: {bad:?} is not a beta flag name"
+                ));
             }
             policy.accepted = accepted;
         }
         if let Some(renamed) = self.renamed {
             let mut pairs: Vec<(String, String)> = renamed.into_iter().collect();
             pairs.sort();
-            if let Some((from, to)) = pairs.iter().find(|(from, to)| !is_flag_name(from) || !is_flag_name(to)) {
-                return Err(format!("anthropic_beta.renamed: {from:?} -> {to:?} is not a pair of beta flag names"));
+            if let Some((from, to)) = pairs
+                .iter()
+                .find(|(from, to)| !is_flag_name(from) || !is_flag_name(to))
+            {
+                return Err(format!(
+                    "anthropic_beta.renamed: {from:?} -> {to:?} is not a pair of beta flag names"
+                ));
             }
             policy.renamed = pairs;
         }
@@ -99,11 +115,19 @@ impl RawBetaPolicy {
 
 /// The flags of an `anthropic-beta` header (`a, b`), as written.
 pub fn header_flags(header: Option<&str>) -> impl Iterator<Item = &str> {
-    header.unwrap_or_default().split(',').map(str::trim).filter(|f| !f.is_empty())
+    header
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
 }
 
 fn is_flag_name(flag: &str) -> bool {
-    !flag.is_empty() && flag.len() <= 128 && flag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    !flag.is_empty()
+        && flag.len() <= 128
+        && flag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// The caller's flags sorted into what goes to Bedrock and what the gateway dropped.
@@ -128,20 +152,30 @@ impl BetaPolicy {
     pub fn new(accepted: &[&str], renamed: &[(&str, &str)]) -> Self {
         Self {
             accepted: accepted.iter().map(|f| (*f).to_owned()).collect(),
-            renamed: renamed.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect(),
+            renamed: renamed
+                .iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect(),
         }
     }
 
     /// Accepts no flag: for models that have no beta flags.
     pub fn none() -> Self {
-        Self { accepted: Vec::new(), renamed: Vec::new() }
+        Self {
+            accepted: Vec::new(),
+            renamed: Vec::new(),
+        }
     }
 
     /// Renames, then keeps the accepted flags once each in the caller's order.
     pub fn sort(&self, requested: &[String]) -> SortedFlags {
         let mut sorted = SortedFlags::default();
         for flag in requested {
-            let name = self.renamed.iter().find(|(from, _)| from == flag).map_or(flag.as_str(), |(_, to)| to.as_str());
+            let name = self
+                .renamed
+                .iter()
+                .find(|(from, _)| from == flag)
+                .map_or(flag.as_str(), |(_, to)| to.as_str());
             if !self.accepted.iter().any(|a| a == name) {
                 if !sorted.dropped.contains(flag) {
                     sorted.dropped.push(flag.clone());
@@ -157,17 +191,24 @@ impl BetaPolicy {
 /// The body members that only forwarded flags allow: for each member of the Messages body that
 /// carries a field whose flag was not forwarded, its rewritten JSON; untouched members are not
 /// parsed, so a long conversation without such fields costs one substring search.
-pub fn strip_unflagged_fields(members: &[(&str, &str)], flags: &SortedFlags) -> Vec<(String, String)> {
+pub fn strip_unflagged_fields(
+    members: &[(&str, &str)],
+    flags: &SortedFlags,
+) -> Vec<(String, String)> {
     let strip_scope = !flags.forwards(CACHE_SCOPE_FLAG);
     let strip_defer = !flags.forwards(TOOL_SEARCH_FLAG);
     let mut rewritten = Vec::new();
     for (name, raw) in members {
-        let scoped = strip_scope && matches!(*name, "system" | "messages" | "tools") && raw.contains("\"scope\"");
+        let scoped = strip_scope
+            && matches!(*name, "system" | "messages" | "tools")
+            && raw.contains("\"scope\"");
         let deferred = strip_defer && *name == "tools" && raw.contains("\"defer_loading\"");
         if !scoped && !deferred {
             continue;
         }
-        let Ok(mut value) = serde_json::from_str::<Value>(raw) else { continue };
+        let Ok(mut value) = serde_json::from_str::<Value>(raw) else {
+            continue;
+        };
         if scoped {
             remove_cache_scope(&mut value);
         }
@@ -228,15 +269,30 @@ mod tests {
             "prompt-caching-scope-2026-01-05",
             "interleaved-thinking-2025-05-14",
         ]));
-        assert_eq!(sorted.forwarded, flags(&["interleaved-thinking-2025-05-14", "tool-search-tool-2025-10-19"]));
-        assert_eq!(sorted.dropped, flags(&["claude-code-20250219", "prompt-caching-scope-2026-01-05"]));
-        assert_eq!(sorted.dropped_list().as_deref(), Some("claude-code-20250219,prompt-caching-scope-2026-01-05"));
+        assert_eq!(
+            sorted.forwarded,
+            flags(&[
+                "interleaved-thinking-2025-05-14",
+                "tool-search-tool-2025-10-19"
+            ])
+        );
+        assert_eq!(
+            sorted.dropped,
+            flags(&["claude-code-20250219", "prompt-caching-scope-2026-01-05"])
+        );
+        assert_eq!(
+            sorted.dropped_list().as_deref(),
+            Some("claude-code-20250219,prompt-caching-scope-2026-01-05")
+        );
         assert_eq!(BetaPolicy::default().sort(&[]).dropped_list(), None);
     }
 
     #[test]
     fn configured_lists_replace_the_defaults() {
-        let raw: RawBetaPolicy = serde_json::from_str(r#"{"accepted":["claude-code-20250219"],"renamed":{"old-1":"claude-code-20250219"}}"#).unwrap();
+        let raw: RawBetaPolicy = serde_json::from_str(
+            r#"{"accepted":["claude-code-20250219"],"renamed":{"old-1":"claude-code-20250219"}}"#,
+        )
+        .unwrap();
         let policy = raw.resolve().unwrap();
         let sorted = policy.sort(&flags(&["old-1", "interleaved-thinking-2025-05-14"]));
         assert_eq!(sorted.forwarded, flags(&["claude-code-20250219"]));
@@ -255,16 +311,32 @@ mod tests {
         let none = SortedFlags::default();
         let rewritten = strip_unflagged_fields(&members, &none);
         let names: Vec<&str> = rewritten.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["system", "tools"], "messages with no scope member are not rewritten");
+        assert_eq!(
+            names,
+            ["system", "tools"],
+            "messages with no scope member are not rewritten"
+        );
         let system: Value = serde_json::from_str(&rewritten[0].1).unwrap();
-        assert_eq!(system[0]["cache_control"], serde_json::json!({"type": "ephemeral"}));
+        assert_eq!(
+            system[0]["cache_control"],
+            serde_json::json!({"type": "ephemeral"})
+        );
         let tools: Value = serde_json::from_str(&rewritten[1].1).unwrap();
-        assert_eq!(tools[0]["cache_control"], serde_json::json!({"type": "ephemeral", "ttl": "1h"}));
+        assert_eq!(
+            tools[0]["cache_control"],
+            serde_json::json!({"type": "ephemeral", "ttl": "1h"})
+        );
         assert!(tools[0].get("defer_loading").is_none());
-        assert_eq!(tools[0]["input_schema"]["properties"]["scope"]["type"], "string");
+        assert_eq!(
+            tools[0]["input_schema"]["properties"]["scope"]["type"],
+            "string"
+        );
         assert!(strips_context_management(&none));
 
-        let flagged = SortedFlags { forwarded: flags(&[CACHE_SCOPE_FLAG, TOOL_SEARCH_FLAG, CONTEXT_MANAGEMENT_FLAG]), dropped: vec![] };
+        let flagged = SortedFlags {
+            forwarded: flags(&[CACHE_SCOPE_FLAG, TOOL_SEARCH_FLAG, CONTEXT_MANAGEMENT_FLAG]),
+            dropped: vec![],
+        };
         assert!(strip_unflagged_fields(&members, &flagged).is_empty());
         assert!(!strips_context_management(&flagged));
     }

@@ -8,7 +8,9 @@
 //! requests to report. The host makes the HTTP calls the broker asks for, hands the replies back,
 //! and signs and resumes (or fails) the requests the broker decides about.
 
-use crate::credentials::{self, CachedCredentials, FetchOutcome, FetchStep, Freshness, Provider, RefreshLock};
+use crate::credentials::{
+    self, CachedCredentials, FetchOutcome, FetchStep, Freshness, Provider, RefreshLock,
+};
 use crate::errors::ApiFormat;
 use crate::gateway::UpstreamRequest;
 use std::collections::HashMap;
@@ -32,13 +34,20 @@ fn lock_key(key: &str) -> String {
 }
 
 /// Credentials under `key` that may still sign a request now.
-pub fn usable_credentials(store: &dyn SharedStore, key: &str, now_ms: u64) -> Option<CachedCredentials> {
+pub fn usable_credentials(
+    store: &dyn SharedStore,
+    key: &str,
+    now_ms: u64,
+) -> Option<CachedCredentials> {
     let bytes = store.get(key).0?;
     CachedCredentials::decode(&bytes).filter(|c| c.freshness(now_ms / 1000) != Freshness::Unusable)
 }
 
 fn read_lock(store: &dyn SharedStore, key: &str) -> Option<RefreshLock> {
-    store.get(&lock_key(key)).0.map(|bytes| RefreshLock::decode(&bytes))
+    store
+        .get(&lock_key(key))
+        .0
+        .map(|bytes| RefreshLock::decode(&bytes))
 }
 
 /// Records a failed fetch: the back-off starts, and waiting requests learn the reason.
@@ -79,7 +88,10 @@ pub enum Reply {
     /// Not a call of this broker's.
     Unknown,
     /// Credentials stored for every worker, expiring at this Unix time.
-    Stored { provider: &'static str, expiration_unix: u64 },
+    Stored {
+        provider: &'static str,
+        expiration_unix: u64,
+    },
     /// The fetch goes on with another call (IMDS takes three).
     Next(Fetch),
     /// Recorded as a failure.
@@ -90,8 +102,14 @@ impl Reply {
     /// Logs what a reply meant for the credentials, the same way on every host.
     pub fn log(&self, now_ms: u64) {
         match self {
-            Reply::Stored { provider, expiration_unix } => {
-                log::info!("ai gateway: fetched credentials from {provider} (expire in {} s)", expiration_unix.saturating_sub(now_ms / 1000));
+            Reply::Stored {
+                provider,
+                expiration_unix,
+            } => {
+                log::info!(
+                    "ai gateway: fetched credentials from {provider} (expire in {} s)",
+                    expiration_unix.saturating_sub(now_ms / 1000)
+                );
             }
             Reply::Failed(error) => log::warn!("ai gateway: credential refresh failed: {error}"),
             Reply::Unknown | Reply::Next(_) => {}
@@ -109,7 +127,12 @@ pub struct Broker {
 impl Broker {
     /// The fetches this worker should start now: credentials that are missing or due for refresh,
     /// whose refresh lock this worker has just taken.
-    pub fn due_fetches(&self, store: &dyn SharedStore, providers: &[(String, Provider)], now_ms: u64) -> Vec<Fetch> {
+    pub fn due_fetches(
+        &self,
+        store: &dyn SharedStore,
+        providers: &[(String, Provider)],
+        now_ms: u64,
+    ) -> Vec<Fetch> {
         let mut due = Vec::new();
         for (key, provider) in providers {
             let freshness = store
@@ -123,8 +146,14 @@ impl Broker {
             let (bytes, version) = store.get(&lock_key(key));
             let lock = bytes.map(|b| RefreshLock::decode(&b)).unwrap_or_default();
             // Compare-and-swap: only the worker whose write lands starts the fetch.
-            if lock.is_free(now_ms) && store.set(&lock_key(key), &lock.taken(now_ms).encode(), version) {
-                due.push(Fetch { key: key.clone(), provider: provider.clone(), step: FetchStep::Start });
+            if lock.is_free(now_ms)
+                && store.set(&lock_key(key), &lock.taken(now_ms).encode(), version)
+            {
+                due.push(Fetch {
+                    key: key.clone(),
+                    provider: provider.clone(),
+                    step: FetchStep::Start,
+                });
             }
         }
         due
@@ -136,15 +165,29 @@ impl Broker {
     }
 
     /// The reply to call `token` (status `None`: the call failed without a response).
-    pub fn on_reply(&mut self, store: &dyn SharedStore, token: u64, status: Option<u16>, body: &[u8], now_ms: u64) -> Reply {
+    pub fn on_reply(
+        &mut self,
+        store: &dyn SharedStore,
+        token: u64,
+        status: Option<u16>,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Reply {
         let Some(fetch) = self.fetches.remove(&token) else {
             return Reply::Unknown;
         };
         match credentials::on_response(&fetch.provider, &fetch.step, status, body) {
             Ok(FetchOutcome::Done(fetched)) => {
                 store.set(&fetch.key, &fetched.encode(), None);
-                store.set(&lock_key(&fetch.key), &RefreshLock::succeeded().encode(), None);
-                Reply::Stored { provider: fetch.provider.name(), expiration_unix: fetched.expiration_unix }
+                store.set(
+                    &lock_key(&fetch.key),
+                    &RefreshLock::succeeded().encode(),
+                    None,
+                );
+                Reply::Stored {
+                    provider: fetch.provider.name(),
+                    expiration_unix: fetched.expiration_unix,
+                }
             }
             Ok(FetchOutcome::Next(step)) => Reply::Next(Fetch { step, ..fetch }),
             Err(error) => {
@@ -160,19 +203,31 @@ impl Broker {
     }
 
     /// The waiting requests that can be signed now, or must fail; the others keep waiting.
-    pub fn take_decided(&mut self, store: &dyn SharedStore, now_ms: u64) -> Vec<(u64, ParkedRequest, Verdict)> {
+    pub fn take_decided(
+        &mut self,
+        store: &dyn SharedStore,
+        now_ms: u64,
+    ) -> Vec<(u64, ParkedRequest, Verdict)> {
         let decided: Vec<(u64, Verdict)> = self
             .waiting
             .iter()
-            .filter_map(|(stream, parked)| match usable_credentials(store, &parked.key, now_ms) {
-                Some(credentials) => Some((*stream, Verdict::Sign(credentials))),
-                None if has_failed(store, parked, now_ms) => Some((*stream, Verdict::Fail(failure_reason(store, &parked.key)))),
-                None => None,
-            })
+            .filter_map(
+                |(stream, parked)| match usable_credentials(store, &parked.key, now_ms) {
+                    Some(credentials) => Some((*stream, Verdict::Sign(credentials))),
+                    None if has_failed(store, parked, now_ms) => {
+                        Some((*stream, Verdict::Fail(failure_reason(store, &parked.key))))
+                    }
+                    None => None,
+                },
+            )
             .collect();
         decided
             .into_iter()
-            .filter_map(|(stream, verdict)| self.waiting.remove(&stream).map(|parked| (stream, parked, verdict)))
+            .filter_map(|(stream, verdict)| {
+                self.waiting
+                    .remove(&stream)
+                    .map(|parked| (stream, parked, verdict))
+            })
             .collect()
     }
 
@@ -194,7 +249,8 @@ impl Broker {
 /// A waiting request fails once fetching its credentials has failed repeatedly, or after the wait limit.
 fn has_failed(store: &dyn SharedStore, parked: &ParkedRequest, now_ms: u64) -> bool {
     now_ms.saturating_sub(parked.since_ms) >= MAX_WAIT_MS
-        || read_lock(store, &parked.key).is_some_and(|lock| lock.failures >= FAILURES_BEFORE_GIVING_UP)
+        || read_lock(store, &parked.key)
+            .is_some_and(|lock| lock.failures >= FAILURES_BEFORE_GIVING_UP)
 }
 
 fn failure_reason(store: &dyn SharedStore, key: &str) -> String {

@@ -29,8 +29,8 @@ use crate::options::{BedrockOptions, Guardrail};
 use crate::sigv4::Credentials;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::fmt;
+use std::sync::Arc;
 
 /// How the gateway talks to a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -116,12 +116,21 @@ impl fmt::Debug for CredentialSource {
                 write!(f, "Inline {{ access_key_id: {access_key_id:?}, .. }}")
             }
             CredentialSource::Environment => f.write_str("Environment"),
-            CredentialSource::PodIdentity { cluster, .. } => write!(f, "PodIdentity {{ cluster: {cluster:?} }}"),
-            CredentialSource::WebIdentity { cluster, role_arn, .. } => {
-                write!(f, "WebIdentity {{ cluster: {cluster:?}, role_arn: {role_arn:?} }}")
+            CredentialSource::PodIdentity { cluster, .. } => {
+                write!(f, "PodIdentity {{ cluster: {cluster:?} }}")
+            }
+            CredentialSource::WebIdentity {
+                cluster, role_arn, ..
+            } => {
+                write!(
+                    f,
+                    "WebIdentity {{ cluster: {cluster:?}, role_arn: {role_arn:?} }}"
+                )
             }
             CredentialSource::Imds { cluster, .. } => write!(f, "Imds {{ cluster: {cluster:?} }}"),
-            CredentialSource::ApiKey { injected_by_envoy, .. } => write!(f, "ApiKey {{ injected_by_envoy: {injected_by_envoy} }}"),
+            CredentialSource::ApiKey {
+                injected_by_envoy, ..
+            } => write!(f, "ApiKey {{ injected_by_envoy: {injected_by_envoy} }}"),
             CredentialSource::DefaultChain { .. } => f.write_str("DefaultChain"),
         }
     }
@@ -194,7 +203,12 @@ fn one() -> f64 {
 
 impl Default for CostWeights {
     fn default() -> Self {
-        CostWeights { input: 1.0, output: 1.0, cache_read: 1.0, cache_write: 1.0 }
+        CostWeights {
+            input: 1.0,
+            output: 1.0,
+            cache_read: 1.0,
+            cache_write: 1.0,
+        }
     }
 }
 
@@ -204,7 +218,11 @@ impl CostWeights {
             + usage.output as f64 * self.output
             + usage.cache_read as f64 * self.cache_read
             + usage.cache_write as f64 * self.cache_write;
-        if cost.is_finite() && cost > 0.0 { cost.round() as u64 } else { 0 }
+        if cost.is_finite() && cost > 0.0 {
+            cost.round() as u64
+        } else {
+            0
+        }
     }
 }
 
@@ -267,7 +285,9 @@ pub struct ApiKey {
 
 impl ApiKey {
     fn new(key: &str) -> Self {
-        ApiKey { authorization: format!("Bearer {key}") }
+        ApiKey {
+            authorization: format!("Bearer {key}"),
+        }
     }
 
     /// The `Authorization` header's value.
@@ -286,8 +306,12 @@ impl BackendCredentials {
     /// The shared-data key of a provider's credentials: backends using the same provider share one fetch.
     pub fn cache_key(provider: &Provider) -> String {
         match provider {
-            Provider::PodIdentity { cluster, path, .. } => format!("ai_gateway/credentials/pod_identity/{cluster}{path}"),
-            Provider::WebIdentity { cluster, role_arn, .. } => format!("ai_gateway/credentials/web_identity/{cluster}/{role_arn}"),
+            Provider::PodIdentity { cluster, path, .. } => {
+                format!("ai_gateway/credentials/pod_identity/{cluster}{path}")
+            }
+            Provider::WebIdentity {
+                cluster, role_arn, ..
+            } => format!("ai_gateway/credentials/web_identity/{cluster}/{role_arn}"),
             Provider::Imds { cluster, .. } => format!("ai_gateway/credentials/imds/{cluster}"),
         }
     }
@@ -340,22 +364,36 @@ impl Config {
             let attempts = names
                 .iter()
                 .map(|name| {
-                    backends.get(name).cloned().ok_or_else(|| ConfigError(format!("failover {cluster:?}: no backend is named {name:?}")))
+                    backends.get(name).cloned().ok_or_else(|| {
+                        ConfigError(format!(
+                            "failover {cluster:?}: no backend is named {name:?}"
+                        ))
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             if attempts.is_empty() {
-                return Err(ConfigError(format!("failover {cluster:?}: lists no backends")));
+                return Err(ConfigError(format!(
+                    "failover {cluster:?}: lists no backends"
+                )));
             }
             failover.insert(cluster, attempts);
         }
         let mut models: Vec<ModelInfo> = Vec::with_capacity(raw.models.len());
         for entry in raw.models {
             let info = match entry {
-                ModelEntry::Name(id) => ModelInfo { id, created: 0, owned_by: None, display_name: None },
+                ModelEntry::Name(id) => ModelInfo {
+                    id,
+                    created: 0,
+                    owned_by: None,
+                    display_name: None,
+                },
                 ModelEntry::Detailed(info) => info,
             };
             if info.id.is_empty() || models.iter().any(|m| m.id == info.id) {
-                return Err(ConfigError(format!("models: {:?} is empty or listed twice", info.id)));
+                return Err(ConfigError(format!(
+                    "models: {:?} is empty or listed twice",
+                    info.id
+                )));
             }
             models.push(info);
         }
@@ -366,8 +404,15 @@ impl Config {
             cost: raw.cost,
             caller_metrics: raw.caller_metrics,
             caller_header: match raw.caller_header {
-                Some(name) if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') => {
-                    return Err(ConfigError(format!("caller_header: {name:?} must be a lower-case header name")))
+                Some(name)
+                    if name.is_empty()
+                        || !name
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+                {
+                    return Err(ConfigError(format!(
+                        "caller_header: {name:?} must be a lower-case header name"
+                    )))
                 }
                 other => other,
             },
@@ -407,7 +452,9 @@ impl Config {
     /// serves any attempts beyond the list).
     pub fn backend_for_attempt(&self, cluster_name: &str, attempt: usize) -> Option<&Arc<Backend>> {
         match self.failover.get(cluster_name) {
-            Some(attempts) => attempts.get(attempt.saturating_sub(1)).or_else(|| attempts.last()),
+            Some(attempts) => attempts
+                .get(attempt.saturating_sub(1))
+                .or_else(|| attempts.last()),
             None => self.backends.get(cluster_name),
         }
     }
@@ -422,17 +469,34 @@ fn default_chain_choice(
 ) -> Result<CredentialSource, String> {
     let set = |key: &str| env(key).filter(|v| !v.is_empty());
     if set("AWS_BEARER_TOKEN_BEDROCK").is_some() {
-        return Ok(CredentialSource::ApiKey { key: None, injected_by_envoy: false });
+        return Ok(CredentialSource::ApiKey {
+            key: None,
+            injected_by_envoy: false,
+        });
     }
     if set("AWS_ACCESS_KEY_ID").is_some() && set("AWS_SECRET_ACCESS_KEY").is_some() {
         return Ok(CredentialSource::Environment);
     }
-    if let (Some(_), Some(_), Some(cluster)) = (set("AWS_ROLE_ARN"), set("AWS_WEB_IDENTITY_TOKEN_FILE"), web_identity_cluster) {
-        return Ok(CredentialSource::WebIdentity { cluster, role_arn: None, session_name: None, authority: None });
+    if let (Some(_), Some(_), Some(cluster)) = (
+        set("AWS_ROLE_ARN"),
+        set("AWS_WEB_IDENTITY_TOKEN_FILE"),
+        web_identity_cluster,
+    ) {
+        return Ok(CredentialSource::WebIdentity {
+            cluster,
+            role_arn: None,
+            session_name: None,
+            authority: None,
+        });
     }
-    if let (Some(uri), Some(cluster)) = (set("AWS_CONTAINER_CREDENTIALS_FULL_URI"), pod_identity_cluster) {
+    if let (Some(uri), Some(cluster)) = (
+        set("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+        pod_identity_cluster,
+    ) {
         // http://169.254.170.23/v1/credentials -> authority and path
-        let rest = uri.strip_prefix("http://").ok_or("AWS_CONTAINER_CREDENTIALS_FULL_URI must be an http:// URL")?;
+        let rest = uri
+            .strip_prefix("http://")
+            .ok_or("AWS_CONTAINER_CREDENTIALS_FULL_URI must be an http:// URL")?;
         let (authority, path) = rest.split_once('/').map_or((rest, "/"), |(a, p)| (a, p));
         return Ok(CredentialSource::PodIdentity {
             cluster,
@@ -441,7 +505,10 @@ fn default_chain_choice(
         });
     }
     if let Some(cluster) = imds_cluster {
-        return Ok(CredentialSource::Imds { cluster, authority: None });
+        return Ok(CredentialSource::Imds {
+            cluster,
+            authority: None,
+        });
     }
     Err("default_chain found no credentials: no AWS_ACCESS_KEY_ID, no IRSA or Pod Identity variables with their cluster, and no imds_cluster".into())
 }
@@ -460,39 +527,72 @@ fn resolve_backend(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Backend, ConfigError> {
     let fail = |what: &str| ConfigError(format!("backend {name:?}: {what}"));
-    if raw.region.is_empty() || !raw.region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(fail("region must be a plain AWS region name such as us-east-1"));
+    if raw.region.is_empty()
+        || !raw
+            .region
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(fail(
+            "region must be a plain AWS region name such as us-east-1",
+        ));
     }
     let source = match raw.credentials {
-        CredentialSource::DefaultChain { web_identity_cluster, pod_identity_cluster, imds_cluster } => {
-            default_chain_choice(web_identity_cluster, pod_identity_cluster, imds_cluster, env).map_err(|e| fail(&e))?
-        }
+        CredentialSource::DefaultChain {
+            web_identity_cluster,
+            pod_identity_cluster,
+            imds_cluster,
+        } => default_chain_choice(
+            web_identity_cluster,
+            pod_identity_cluster,
+            imds_cluster,
+            env,
+        )
+        .map_err(|e| fail(&e))?,
         explicit => explicit,
     };
     let credentials = match source {
-        CredentialSource::Inline { access_key_id, secret_access_key, session_token } => {
-            BackendCredentials::Static(Credentials { access_key_id, secret_access_key, session_token })
-        }
+        CredentialSource::Inline {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        } => BackendCredentials::Static(Credentials {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        }),
         CredentialSource::Environment => {
             let non_empty = |key: &str| env(key).filter(|v| !v.is_empty());
             BackendCredentials::Static(Credentials {
                 access_key_id: non_empty("AWS_ACCESS_KEY_ID")
                     .ok_or_else(|| fail("AWS_ACCESS_KEY_ID is not set in the VM's environment"))?,
-                secret_access_key: non_empty("AWS_SECRET_ACCESS_KEY")
-                    .ok_or_else(|| fail("AWS_SECRET_ACCESS_KEY is not set in the VM's environment"))?,
+                secret_access_key: non_empty("AWS_SECRET_ACCESS_KEY").ok_or_else(|| {
+                    fail("AWS_SECRET_ACCESS_KEY is not set in the VM's environment")
+                })?,
                 session_token: non_empty("AWS_SESSION_TOKEN"),
             })
         }
-        CredentialSource::PodIdentity { cluster, authority, path } => BackendCredentials::Fetched(Provider::PodIdentity {
+        CredentialSource::PodIdentity {
+            cluster,
+            authority,
+            path,
+        } => BackendCredentials::Fetched(Provider::PodIdentity {
             cluster: non_empty_name(cluster, &fail)?,
             authority: authority.unwrap_or_else(|| "169.254.170.23".to_owned()),
             path: path.unwrap_or_else(|| "/v1/credentials".to_owned()),
         }),
-        CredentialSource::WebIdentity { cluster, role_arn, session_name, authority } => {
+        CredentialSource::WebIdentity {
+            cluster,
+            role_arn,
+            session_name,
+            authority,
+        } => {
             let role_arn = role_arn
                 .or_else(|| env("AWS_ROLE_ARN"))
                 .filter(|r| r.starts_with("arn:"))
-                .ok_or_else(|| fail("web_identity needs role_arn (or AWS_ROLE_ARN in the VM's environment)"))?;
+                .ok_or_else(|| {
+                    fail("web_identity needs role_arn (or AWS_ROLE_ARN in the VM's environment)")
+                })?;
             BackendCredentials::Fetched(Provider::WebIdentity {
                 cluster: non_empty_name(cluster, &fail)?,
                 role_arn,
@@ -502,39 +602,65 @@ fn resolve_backend(
                 authority: authority.unwrap_or_else(|| format!("sts.{}.amazonaws.com", raw.region)),
             })
         }
-        CredentialSource::Imds { cluster, authority } => BackendCredentials::Fetched(Provider::Imds {
-            cluster: non_empty_name(cluster, &fail)?,
-            authority: authority.unwrap_or_else(|| "169.254.169.254".to_owned()),
-        }),
-        CredentialSource::ApiKey { key, injected_by_envoy: true } => {
+        CredentialSource::Imds { cluster, authority } => {
+            BackendCredentials::Fetched(Provider::Imds {
+                cluster: non_empty_name(cluster, &fail)?,
+                authority: authority.unwrap_or_else(|| "169.254.169.254".to_owned()),
+            })
+        }
+        CredentialSource::ApiKey {
+            key,
+            injected_by_envoy: true,
+        } => {
             if key.is_some() {
-                return Err(fail("api_key: a key injected by Envoy is not also written here"));
+                return Err(fail(
+                    "api_key: a key injected by Envoy is not also written here",
+                ));
             }
             BackendCredentials::ApiKey(None)
         }
-        CredentialSource::ApiKey { key, injected_by_envoy: false } => {
+        CredentialSource::ApiKey {
+            key,
+            injected_by_envoy: false,
+        } => {
             let key = key
                 .or_else(|| env("AWS_BEARER_TOKEN_BEDROCK"))
                 .filter(|k| !k.is_empty())
                 .ok_or_else(|| fail("api_key needs key, or AWS_BEARER_TOKEN_BEDROCK in the VM's environment, or injected_by_envoy"))?;
             // It becomes a header value: printable ASCII without spaces, as AWS issues them.
             if !key.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(fail("api_key: the key must be printable ASCII without spaces"));
+                return Err(fail(
+                    "api_key: the key must be printable ASCII without spaces",
+                ));
             }
             BackendCredentials::ApiKey(Some(ApiKey::new(&key)))
         }
-        CredentialSource::DefaultChain { .. } => return Err(fail("default_chain did not resolve to a source")),
+        CredentialSource::DefaultChain { .. } => {
+            return Err(fail("default_chain did not resolve to a source"))
+        }
     };
     if let BackendCredentials::Static(keys) = &credentials {
         if keys.access_key_id.is_empty() || keys.secret_access_key.is_empty() {
-            return Err(fail("credentials need a non-empty access key id and secret"));
+            return Err(fail(
+                "credentials need a non-empty access key id and secret",
+            ));
         }
     }
     if let Some(model) = &raw.model_name_override {
         crate::bedrock::validate_model_id(model).map_err(|e| fail(&e))?;
     }
-    let anthropic_beta = raw.anthropic_beta.over(top_betas).resolve().map_err(|e| fail(&e))?;
-    let options = BedrockOptions::new(raw.guardrail, raw.latency, raw.service_tier, raw.request_metadata).map_err(|e| fail(&e))?;
+    let anthropic_beta = raw
+        .anthropic_beta
+        .over(top_betas)
+        .resolve()
+        .map_err(|e| fail(&e))?;
+    let options = BedrockOptions::new(
+        raw.guardrail,
+        raw.latency,
+        raw.service_tier,
+        raw.request_metadata,
+    )
+    .map_err(|e| fail(&e))?;
     let host = raw
         .endpoint
         .unwrap_or_else(|| format!("bedrock-runtime.{}.amazonaws.com", raw.region));
@@ -574,12 +700,16 @@ mod tests {
         let config = Config::parse(json, &env).unwrap();
         let a = config.backend("a").unwrap();
         assert_eq!(a.host, "bedrock-runtime.us-east-1.amazonaws.com");
-        let BackendCredentials::Static(a_keys) = &a.credentials else { panic!("static") };
+        let BackendCredentials::Static(a_keys) = &a.credentials else {
+            panic!("static")
+        };
         assert_eq!(a_keys.access_key_id, "AK");
         let b = config.backend("b").unwrap();
         assert_eq!(b.schema, Schema::Anthropic);
         assert_eq!(b.host, "vpce.example:443");
-        let BackendCredentials::Static(b_keys) = &b.credentials else { panic!("static") };
+        let BackendCredentials::Static(b_keys) = &b.credentials else {
+            panic!("static")
+        };
         assert_eq!(b_keys.secret_access_key, "ENVSK");
         assert_eq!(b_keys.session_token, None, "an empty token means none");
         assert_eq!(b.model_name_override.as_deref(), Some("m:0"));
@@ -595,14 +725,33 @@ mod tests {
         }}"#;
         let config = Config::parse(json, &no_env).unwrap();
         let flags = |list: &[&str]| list.iter().map(|f| (*f).to_owned()).collect::<Vec<_>>();
-        let top = config.backend("top").unwrap().anthropic_beta.sort(&flags(&["a-1", "advanced-tool-use-2025-11-20"]));
-        assert_eq!(top.forwarded, flags(&["a-1"]), "the top-level list replaces the default one; the default renames stay");
-        let own = config.backend("own").unwrap().anthropic_beta.sort(&flags(&["b-1", "advanced-tool-use-2025-11-20"]));
+        let top = config
+            .backend("top")
+            .unwrap()
+            .anthropic_beta
+            .sort(&flags(&["a-1", "advanced-tool-use-2025-11-20"]));
+        assert_eq!(
+            top.forwarded,
+            flags(&["a-1"]),
+            "the top-level list replaces the default one; the default renames stay"
+        );
+        let own = config
+            .backend("own")
+            .unwrap()
+            .anthropic_beta
+            .sort(&flags(&["b-1", "advanced-tool-use-2025-11-20"]));
         assert_eq!(own.forwarded, flags(&["a-1"]));
-        assert_eq!(own.dropped, flags(&["advanced-tool-use-2025-11-20"]), "the backend's renames replace the default ones");
+        assert_eq!(
+            own.dropped,
+            flags(&["advanced-tool-use-2025-11-20"]),
+            "the backend's renames replace the default ones"
+        );
         let bad = br#"{"backends":{"a":{"schema":"converse","region":"us-east-1","credentials":{"source":"environment"},"anthropic_beta":{"accepted":[""]}}}}"#;
         let env = |key: &str| Some(format!("{key}-value"));
-        assert!(Config::parse(bad, &env).unwrap_err().0.contains("anthropic_beta.accepted"));
+        assert!(Config::parse(bad, &env)
+            .unwrap_err()
+            .0
+            .contains("anthropic_beta.accepted"));
     }
 
     #[test]
@@ -626,7 +775,11 @@ mod tests {
         assert_eq!(key("inline").as_deref(), Some("Bearer ABSKinline"));
         assert_eq!(key("env").as_deref(), Some("Bearer ABSKfromenv"));
         assert_eq!(key("injected"), None);
-        assert_eq!(key("chain").as_deref(), Some("Bearer ABSKfromenv"), "the chain prefers the API key, as boto3 does for Bedrock");
+        assert_eq!(
+            key("chain").as_deref(),
+            Some("Bearer ABSKfromenv"),
+            "the chain prefers the API key, as boto3 does for Bedrock"
+        );
         let shown = format!("{:?}", config.backend("inline").unwrap());
         assert!(!shown.contains("ABSKinline"), "{shown}");
 
@@ -637,7 +790,12 @@ mod tests {
         ];
         for (json, expected) in cases {
             let error = Config::parse(json, &no_env).unwrap_err();
-            assert!(error.0.contains(expected), "{}: {}", String::from_utf8_lossy(json), error.0);
+            assert!(
+                error.0.contains(expected),
+                "{}: {}",
+                String::from_utf8_lossy(json),
+                error.0
+            );
         }
     }
 
@@ -654,7 +812,12 @@ mod tests {
         ];
         for (json, expected) in cases {
             let error = Config::parse(json, &no_env).unwrap_err();
-            assert!(error.0.contains(expected), "{}: {}", String::from_utf8_lossy(json), error.0);
+            assert!(
+                error.0.contains(expected),
+                "{}: {}",
+                String::from_utf8_lossy(json),
+                error.0
+            );
         }
     }
 
@@ -669,7 +832,11 @@ mod tests {
         let config = Config::parse(json, &env).unwrap();
         assert_eq!(
             config.backend("p").unwrap().credentials,
-            BackendCredentials::Fetched(Provider::PodIdentity { cluster: "agent".into(), authority: "169.254.170.23".into(), path: "/v1/credentials".into() })
+            BackendCredentials::Fetched(Provider::PodIdentity {
+                cluster: "agent".into(),
+                authority: "169.254.170.23".into(),
+                path: "/v1/credentials".into()
+            })
         );
         assert_eq!(
             config.backend("w").unwrap().credentials,
@@ -682,10 +849,16 @@ mod tests {
         );
         assert_eq!(
             config.backend("i").unwrap().credentials,
-            BackendCredentials::Fetched(Provider::Imds { cluster: "imds".into(), authority: "[fd00:ec2::254]".into() })
+            BackendCredentials::Fetched(Provider::Imds {
+                cluster: "imds".into(),
+                authority: "[fd00:ec2::254]".into()
+            })
         );
         let no_role = br#"{"backends":{"w":{"schema":"converse","region":"eu-west-1","credentials":{"source":"web_identity","cluster":"sts"}}}}"#;
-        assert!(Config::parse(no_role, &no_env).unwrap_err().0.contains("role_arn"));
+        assert!(Config::parse(no_role, &no_env)
+            .unwrap_err()
+            .0
+            .contains("role_arn"));
     }
 
     #[test]
@@ -693,17 +866,37 @@ mod tests {
         let json = br#"{"backends":{"d":{"schema":"converse","region":"us-west-2","credentials":{"source":"default_chain",
             "web_identity_cluster":"sts","pod_identity_cluster":"agent","imds_cluster":"imds"}}}}"#;
         let resolve = |vars: &[(&str, &str)]| {
-            let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
             let env = move |key: &str| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
             Config::parse(json, &env).map(|c| c.backend("d").map(|b| b.credentials.clone()))
         };
-        let irsa = [("AWS_ROLE_ARN", "arn:aws:iam::1:role/r"), ("AWS_WEB_IDENTITY_TOKEN_FILE", "/t")];
-        let pod = [("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://169.254.170.23/v1/credentials")];
+        let irsa = [
+            ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r"),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", "/t"),
+        ];
+        let pod = [(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "http://169.254.170.23/v1/credentials",
+        )];
         let keys = [("AWS_ACCESS_KEY_ID", "AK"), ("AWS_SECRET_ACCESS_KEY", "SK")];
-        let both: Vec<(&str, &str)> = keys.iter().chain(irsa.iter()).chain(pod.iter()).copied().collect();
-        assert!(matches!(resolve(&both).unwrap(), Some(BackendCredentials::Static(_))));
+        let both: Vec<(&str, &str)> = keys
+            .iter()
+            .chain(irsa.iter())
+            .chain(pod.iter())
+            .copied()
+            .collect();
+        assert!(matches!(
+            resolve(&both).unwrap(),
+            Some(BackendCredentials::Static(_))
+        ));
         let irsa_and_pod: Vec<(&str, &str)> = irsa.iter().chain(pod.iter()).copied().collect();
-        assert!(matches!(resolve(&irsa_and_pod).unwrap(), Some(BackendCredentials::Fetched(Provider::WebIdentity { .. }))));
+        assert!(matches!(
+            resolve(&irsa_and_pod).unwrap(),
+            Some(BackendCredentials::Fetched(Provider::WebIdentity { .. }))
+        ));
         assert_eq!(
             resolve(&pod).unwrap(),
             Some(BackendCredentials::Fetched(Provider::PodIdentity {
@@ -712,9 +905,15 @@ mod tests {
                 path: "/v1/credentials".into()
             }))
         );
-        assert!(matches!(resolve(&[]).unwrap(), Some(BackendCredentials::Fetched(Provider::Imds { .. }))));
+        assert!(matches!(
+            resolve(&[]).unwrap(),
+            Some(BackendCredentials::Fetched(Provider::Imds { .. }))
+        ));
         let no_imds = br#"{"backends":{"d":{"schema":"converse","region":"us-west-2","credentials":{"source":"default_chain"}}}}"#;
-        assert!(Config::parse(no_imds, &no_env).unwrap_err().0.contains("default_chain found no credentials"));
+        assert!(Config::parse(no_imds, &no_env)
+            .unwrap_err()
+            .0
+            .contains("default_chain found no credentials"));
     }
 
     #[test]
@@ -723,10 +922,21 @@ mod tests {
             "models":["m1",{"id":"m2","created":1700000000,"owned_by":"meta","display_name":"M Two"}]}"#;
         let config = Config::parse(json, &no_env).unwrap();
         assert_eq!(config.models.len(), 2);
-        assert_eq!(config.models[0], ModelInfo { id: "m1".into(), created: 0, owned_by: None, display_name: None });
+        assert_eq!(
+            config.models[0],
+            ModelInfo {
+                id: "m1".into(),
+                created: 0,
+                owned_by: None,
+                display_name: None
+            }
+        );
         assert_eq!(config.models[1].display_name.as_deref(), Some("M Two"));
         let twice = br#"{"backends":{"a":{"schema":"converse","region":"us-east-1","credentials":{"source":"inline","access_key_id":"a","secret_access_key":"b"}}},"models":["m","m"]}"#;
-        assert!(Config::parse(twice, &no_env).unwrap_err().0.contains("listed twice"));
+        assert!(Config::parse(twice, &no_env)
+            .unwrap_err()
+            .0
+            .contains("listed twice"));
     }
 
     #[test]
@@ -735,7 +945,10 @@ mod tests {
         let config = Config::parse(json, &no_env).unwrap();
         let text = format!("{config:?}");
         assert!(text.contains("AKID"));
-        assert!(!text.contains("TOPSECRET") && !text.contains("TOKENVALUE"), "{text}");
+        assert!(
+            !text.contains("TOPSECRET") && !text.contains("TOKENVALUE"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -745,16 +958,34 @@ mod tests {
             "b":{"schema":"converse","region":"us-west-2","credentials":{"source":"inline","access_key_id":"a","secret_access_key":"s"}}},
             "failover":{"a>b":["a","b"]}}"#;
         let config = Config::parse(json, &|_| None).unwrap();
-        let region = |cluster: &str, attempt: usize| config.backend_for_attempt(cluster, attempt).map(|b| b.region.clone());
+        let region = |cluster: &str, attempt: usize| {
+            config
+                .backend_for_attempt(cluster, attempt)
+                .map(|b| b.region.clone())
+        };
         assert_eq!(region("a>b", 1).as_deref(), Some("us-east-1"));
         assert_eq!(region("a>b", 2).as_deref(), Some("us-west-2"));
-        assert_eq!(region("a>b", 9).as_deref(), Some("us-west-2"), "the last serves further attempts");
+        assert_eq!(
+            region("a>b", 9).as_deref(),
+            Some("us-west-2"),
+            "the last serves further attempts"
+        );
         assert_eq!(region("a>b", 0).as_deref(), Some("us-east-1"));
-        assert_eq!(region("b", 5).as_deref(), Some("us-west-2"), "a plain cluster ignores attempts");
+        assert_eq!(
+            region("b", 5).as_deref(),
+            Some("us-west-2"),
+            "a plain cluster ignores attempts"
+        );
         assert_eq!(region("c", 1), None);
         for (json, expected) in [
-            (r#"{"backends":{"a":{"schema":"converse","region":"us-east-1","credentials":{"source":"environment"}}},"failover":{"x":["a","zz"]}}"#, "no backend is named \"zz\""),
-            (r#"{"backends":{"a":{"schema":"converse","region":"us-east-1","credentials":{"source":"environment"}}},"failover":{"x":[]}}"#, "lists no backends"),
+            (
+                r#"{"backends":{"a":{"schema":"converse","region":"us-east-1","credentials":{"source":"environment"}}},"failover":{"x":["a","zz"]}}"#,
+                "no backend is named \"zz\"",
+            ),
+            (
+                r#"{"backends":{"a":{"schema":"converse","region":"us-east-1","credentials":{"source":"environment"}}},"failover":{"x":[]}}"#,
+                "lists no backends",
+            ),
         ] {
             let error = Config::parse(json.as_bytes(), &|key| Some(key.to_owned())).unwrap_err();
             assert!(error.0.contains(expected), "{error}");

@@ -28,10 +28,19 @@ pub const WEB_IDENTITY_TOKEN_HEADER: &str = "x-ai-eg-web-identity-token";
 pub enum Provider {
     /// EKS Pod Identity agent. Its token is injected as `Authorization` by Envoy's
     /// `credential_injector` on `cluster`.
-    PodIdentity { cluster: String, authority: String, path: String },
+    PodIdentity {
+        cluster: String,
+        authority: String,
+        path: String,
+    },
     /// IRSA: STS AssumeRoleWithWebIdentity. The token is injected by `credential_injector`
     /// on `cluster` and moved into the form body by the `ai_gateway_sts` stage.
-    WebIdentity { cluster: String, authority: String, role_arn: String, session_name: String },
+    WebIdentity {
+        cluster: String,
+        authority: String,
+        role_arn: String,
+        session_name: String,
+    },
     /// EC2 instance metadata service, version 2 (session token first).
     Imds { cluster: String, authority: String },
 }
@@ -47,7 +56,9 @@ impl Provider {
 
     pub fn cluster(&self) -> &str {
         match self {
-            Provider::PodIdentity { cluster, .. } | Provider::WebIdentity { cluster, .. } | Provider::Imds { cluster, .. } => cluster,
+            Provider::PodIdentity { cluster, .. }
+            | Provider::WebIdentity { cluster, .. }
+            | Provider::Imds { cluster, .. } => cluster,
         }
     }
 }
@@ -76,18 +87,41 @@ pub enum FetchOutcome {
 }
 
 fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 /// The call to make for `step`.
 pub fn call_for(provider: &Provider, step: &FetchStep) -> HttpCall {
     match (provider, step) {
-        (Provider::PodIdentity { cluster, authority, path }, _) => HttpCall {
+        (
+            Provider::PodIdentity {
+                cluster,
+                authority,
+                path,
+            },
+            _,
+        ) => HttpCall {
             cluster: cluster.clone(),
-            headers: headers(&[(":method", "GET"), (":path", path), (":authority", authority), ("accept", "application/json")]),
+            headers: headers(&[
+                (":method", "GET"),
+                (":path", path),
+                (":authority", authority),
+                ("accept", "application/json"),
+            ]),
             body: None,
         },
-        (Provider::WebIdentity { cluster, authority, role_arn, session_name }, _) => {
+        (
+            Provider::WebIdentity {
+                cluster,
+                authority,
+                role_arn,
+                session_name,
+            },
+            _,
+        ) => {
             let form = format!(
                 "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn={}&RoleSessionName={}&DurationSeconds=3600",
                 form_encode(role_arn),
@@ -99,7 +133,10 @@ pub fn call_for(provider: &Provider, step: &FetchStep) -> HttpCall {
                     (":method", "POST"),
                     (":path", "/"),
                     (":authority", authority),
-                    ("content-type", "application/x-www-form-urlencoded; charset=utf-8"),
+                    (
+                        "content-type",
+                        "application/x-www-form-urlencoded; charset=utf-8",
+                    ),
                     ("accept", "application/json"),
                 ]),
                 body: Some(form.into_bytes()),
@@ -111,25 +148,42 @@ pub fn call_for(provider: &Provider, step: &FetchStep) -> HttpCall {
                 (":method", "PUT"),
                 (":path", "/latest/api/token"),
                 (":authority", authority),
-                ("x-aws-ec2-metadata-token-ttl-seconds", &IMDS_TOKEN_TTL_SECONDS.to_string()),
+                (
+                    "x-aws-ec2-metadata-token-ttl-seconds",
+                    &IMDS_TOKEN_TTL_SECONDS.to_string(),
+                ),
             ]),
             body: None,
         },
-        (Provider::Imds { cluster, authority }, FetchStep::ImdsRoleName { session_token }) => HttpCall {
+        (Provider::Imds { cluster, authority }, FetchStep::ImdsRoleName { session_token }) => {
+            HttpCall {
+                cluster: cluster.clone(),
+                headers: headers(&[
+                    (":method", "GET"),
+                    (":path", "/latest/meta-data/iam/security-credentials/"),
+                    (":authority", authority),
+                    ("x-aws-ec2-metadata-token", session_token),
+                ]),
+                body: None,
+            }
+        }
+        (
+            Provider::Imds { cluster, authority },
+            FetchStep::ImdsRoleCredentials {
+                session_token,
+                role,
+            },
+        ) => HttpCall {
             cluster: cluster.clone(),
             headers: headers(&[
                 (":method", "GET"),
-                (":path", "/latest/meta-data/iam/security-credentials/"),
-                (":authority", authority),
-                ("x-aws-ec2-metadata-token", session_token),
-            ]),
-            body: None,
-        },
-        (Provider::Imds { cluster, authority }, FetchStep::ImdsRoleCredentials { session_token, role }) => HttpCall {
-            cluster: cluster.clone(),
-            headers: headers(&[
-                (":method", "GET"),
-                (":path", &format!("/latest/meta-data/iam/security-credentials/{}", crate::sigv4::uri_encode(role.as_bytes()))),
+                (
+                    ":path",
+                    &format!(
+                        "/latest/meta-data/iam/security-credentials/{}",
+                        crate::sigv4::uri_encode(role.as_bytes())
+                    ),
+                ),
                 (":authority", authority),
                 ("x-aws-ec2-metadata-token", session_token),
             ]),
@@ -139,27 +193,52 @@ pub fn call_for(provider: &Provider, step: &FetchStep) -> HttpCall {
 }
 
 /// Reads one answer. Errors are short descriptions without any secret material.
-pub fn on_response(provider: &Provider, step: &FetchStep, status: Option<u16>, body: &[u8]) -> Result<FetchOutcome, String> {
-    let status = status.ok_or_else(|| format!("the {} endpoint did not answer", provider.name()))?;
+pub fn on_response(
+    provider: &Provider,
+    step: &FetchStep,
+    status: Option<u16>,
+    body: &[u8],
+) -> Result<FetchOutcome, String> {
+    let status =
+        status.ok_or_else(|| format!("the {} endpoint did not answer", provider.name()))?;
     if status != 200 {
-        return Err(format!("the {} endpoint answered HTTP {status}", provider.name()));
+        return Err(format!(
+            "the {} endpoint answered HTTP {status}",
+            provider.name()
+        ));
     }
     match (provider, step) {
-        (Provider::PodIdentity { .. }, _) => parse_container_credentials(body).map(FetchOutcome::Done),
+        (Provider::PodIdentity { .. }, _) => {
+            parse_container_credentials(body).map(FetchOutcome::Done)
+        }
         (Provider::WebIdentity { .. }, _) => parse_sts(body).map(FetchOutcome::Done),
         (Provider::Imds { .. }, FetchStep::Start) => {
-            let token = std::str::from_utf8(body).map_err(|_| "IMDS returned a non-text session token".to_owned())?.trim();
+            let token = std::str::from_utf8(body)
+                .map_err(|_| "IMDS returned a non-text session token".to_owned())?
+                .trim();
             if token.is_empty() {
                 return Err("IMDS returned an empty session token".into());
             }
-            Ok(FetchOutcome::Next(FetchStep::ImdsRoleName { session_token: token.to_owned() }))
+            Ok(FetchOutcome::Next(FetchStep::ImdsRoleName {
+                session_token: token.to_owned(),
+            }))
         }
         (Provider::Imds { .. }, FetchStep::ImdsRoleName { session_token }) => {
-            let text = std::str::from_utf8(body).map_err(|_| "IMDS returned a non-text role name".to_owned())?;
-            let role = text.lines().map(str::trim).find(|l| !l.is_empty()).ok_or("the instance has no IAM role attached")?;
-            Ok(FetchOutcome::Next(FetchStep::ImdsRoleCredentials { session_token: session_token.clone(), role: role.to_owned() }))
+            let text = std::str::from_utf8(body)
+                .map_err(|_| "IMDS returned a non-text role name".to_owned())?;
+            let role = text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .ok_or("the instance has no IAM role attached")?;
+            Ok(FetchOutcome::Next(FetchStep::ImdsRoleCredentials {
+                session_token: session_token.clone(),
+                role: role.to_owned(),
+            }))
         }
-        (Provider::Imds { .. }, FetchStep::ImdsRoleCredentials { .. }) => parse_container_credentials(body).map(FetchOutcome::Done),
+        (Provider::Imds { .. }, FetchStep::ImdsRoleCredentials { .. }) => {
+            parse_container_credentials(body).map(FetchOutcome::Done)
+        }
     }
 }
 
@@ -176,13 +255,18 @@ struct ContainerCredentials {
 }
 
 fn parse_container_credentials(body: &[u8]) -> Result<CachedCredentials, String> {
-    let parsed: ContainerCredentials =
-        serde_json::from_slice(body).map_err(|e| format!("unreadable credentials document ({})", e.classify_name()))?;
+    let parsed: ContainerCredentials = serde_json::from_slice(body)
+        .map_err(|e| format!("unreadable credentials document ({})", e.classify_name()))?;
     if let Some(code) = parsed.code.filter(|c| c != "Success") {
         return Err(format!("the credentials endpoint reported {code:?}"));
     }
     let expiration = parse_rfc3339(&parsed.expiration).ok_or("unreadable credential expiration")?;
-    Ok(CachedCredentials::new(parsed.access_key_id, parsed.secret_access_key, Some(parsed.token), expiration))
+    Ok(CachedCredentials::new(
+        parsed.access_key_id,
+        parsed.secret_access_key,
+        Some(parsed.token),
+        expiration,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -214,16 +298,24 @@ struct StsCredentials {
 }
 
 fn parse_sts(body: &[u8]) -> Result<CachedCredentials, String> {
-    let parsed: StsEnvelope =
-        serde_json::from_slice(body).map_err(|e| format!("unreadable STS response ({})", e.classify_name()))?;
-    let credentials = parsed.assume_role_with_web_identity_response.assume_role_with_web_identity_result.credentials;
+    let parsed: StsEnvelope = serde_json::from_slice(body)
+        .map_err(|e| format!("unreadable STS response ({})", e.classify_name()))?;
+    let credentials = parsed
+        .assume_role_with_web_identity_response
+        .assume_role_with_web_identity_result
+        .credentials;
     let expiration = match &credentials.expiration {
         serde_json::Value::Number(n) => n.as_f64().filter(|s| *s > 0.0).map(|s| s as u64),
         serde_json::Value::String(s) => parse_rfc3339(s),
         _ => None,
     }
     .ok_or("unreadable STS credential expiration")?;
-    Ok(CachedCredentials::new(credentials.access_key_id, credentials.secret_access_key, Some(credentials.session_token), expiration))
+    Ok(CachedCredentials::new(
+        credentials.access_key_id,
+        credentials.secret_access_key,
+        Some(credentials.session_token),
+        expiration,
+    ))
 }
 
 trait ClassifyName {
@@ -247,7 +339,10 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let text = text.trim();
     let parsed = OffsetDateTime::parse(text, &Rfc3339).ok().or_else(|| {
         // Some services separate the date and the time with a space, as RFC 3339 allows.
-        let separated = text.get(10..11).filter(|s| *s == " ").and_then(|_| Some(format!("{}T{}", text.get(..10)?, text.get(11..)?)))?;
+        let separated = text
+            .get(10..11)
+            .filter(|s| *s == " ")
+            .and_then(|_| Some(format!("{}T{}", text.get(..10)?, text.get(11..)?)))?;
         OffsetDateTime::parse(&separated, &Rfc3339).ok()
     })?;
     u64::try_from(parsed.unix_timestamp()).ok()
@@ -281,7 +376,11 @@ pub struct CachedCredentials {
 
 impl std::fmt::Debug for CachedCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CachedCredentials {{ access_key_id: {:?}, expiration_unix: {} }}", self.access_key_id, self.expiration_unix)
+        write!(
+            f,
+            "CachedCredentials {{ access_key_id: {:?}, expiration_unix: {} }}",
+            self.access_key_id, self.expiration_unix
+        )
     }
 }
 
@@ -294,8 +393,18 @@ pub enum Freshness {
 }
 
 impl CachedCredentials {
-    pub fn new(access_key_id: String, secret_access_key: String, session_token: Option<String>, expiration_unix: u64) -> Self {
-        CachedCredentials { access_key_id, secret_access_key, session_token, expiration_unix }
+    pub fn new(
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: Option<String>,
+        expiration_unix: u64,
+    ) -> Self {
+        CachedCredentials {
+            access_key_id,
+            secret_access_key,
+            session_token,
+            expiration_unix,
+        }
     }
 
     pub fn credentials(&self) -> Credentials {
@@ -352,7 +461,10 @@ impl RefreshLock {
 
     /// Taken by a worker starting a fetch.
     pub fn taken(&self, now_ms: u64) -> Self {
-        RefreshLock { busy_until_ms: now_ms + FETCH_TIMEOUT_MS, ..self.clone() }
+        RefreshLock {
+            busy_until_ms: now_ms + FETCH_TIMEOUT_MS,
+            ..self.clone()
+        }
     }
 
     pub fn succeeded() -> Self {
@@ -362,8 +474,14 @@ impl RefreshLock {
     /// After a failure: nobody retries before the back-off has passed.
     pub fn failed(&self, now_ms: u64, error: String) -> Self {
         let failures = self.failures.saturating_add(1);
-        let backoff = BACKOFF_BASE_MS.saturating_mul(1u64 << failures.min(10)).min(BACKOFF_MAX_MS);
-        RefreshLock { busy_until_ms: now_ms + backoff, failures, last_error: Some(error) }
+        let backoff = BACKOFF_BASE_MS
+            .saturating_mul(1u64 << failures.min(10))
+            .min(BACKOFF_MAX_MS);
+        RefreshLock {
+            busy_until_ms: now_ms + backoff,
+            failures,
+            last_error: Some(error),
+        }
     }
 }
 
@@ -374,41 +492,104 @@ mod tests {
     #[test]
     fn parses_rfc3339_forms() {
         assert_eq!(parse_rfc3339("2015-08-30T12:36:00Z"), Some(1_440_938_160));
-        assert_eq!(parse_rfc3339("2015-08-30T12:36:00.123456Z"), Some(1_440_938_160));
-        assert_eq!(parse_rfc3339("2015-08-30T14:36:00+02:00"), Some(1_440_938_160));
+        assert_eq!(
+            parse_rfc3339("2015-08-30T12:36:00.123456Z"),
+            Some(1_440_938_160)
+        );
+        assert_eq!(
+            parse_rfc3339("2015-08-30T14:36:00+02:00"),
+            Some(1_440_938_160)
+        );
         assert_eq!(parse_rfc3339("2015-08-30 12:36:00Z"), Some(1_440_938_160));
-        for bad in ["", "2015-08-30", "2015-13-30T12:36:00Z", "2015-08-30T12:36:00", "yesterday"] {
+        for bad in [
+            "",
+            "2015-08-30",
+            "2015-13-30T12:36:00Z",
+            "2015-08-30T12:36:00",
+            "yesterday",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn reads_each_providers_answer() {
-        let pod = Provider::PodIdentity { cluster: "c".into(), authority: "169.254.170.23".into(), path: "/v1/credentials".into() };
+        let pod = Provider::PodIdentity {
+            cluster: "c".into(),
+            authority: "169.254.170.23".into(),
+            path: "/v1/credentials".into(),
+        };
         let body = br#"{"AccessKeyId":"ASIA1","SecretAccessKey":"s","Token":"t","AccountId":"1","Expiration":"2030-01-01T00:00:00Z"}"#;
-        let FetchOutcome::Done(creds) = on_response(&pod, &FetchStep::Start, Some(200), body).unwrap() else { panic!() };
+        let FetchOutcome::Done(creds) =
+            on_response(&pod, &FetchStep::Start, Some(200), body).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(creds.credentials().session_token.as_deref(), Some("t"));
         assert_eq!(creds.expiration_unix, 1_893_456_000);
 
-        let sts = Provider::WebIdentity { cluster: "s".into(), authority: "sts.us-east-1.amazonaws.com".into(), role_arn: "arn:aws:iam::1:role/r".into(), session_name: "gw".into() };
+        let sts = Provider::WebIdentity {
+            cluster: "s".into(),
+            authority: "sts.us-east-1.amazonaws.com".into(),
+            role_arn: "arn:aws:iam::1:role/r".into(),
+            session_name: "gw".into(),
+        };
         let body = br#"{"AssumeRoleWithWebIdentityResponse":{"AssumeRoleWithWebIdentityResult":{"Credentials":{"AccessKeyId":"ASIA2","SecretAccessKey":"s","SessionToken":"t2","Expiration":1.8934560E9}}}}"#;
-        let FetchOutcome::Done(creds) = on_response(&sts, &FetchStep::Start, Some(200), body).unwrap() else { panic!() };
+        let FetchOutcome::Done(creds) =
+            on_response(&sts, &FetchStep::Start, Some(200), body).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(creds.expiration_unix, 1_893_456_000);
 
-        let imds = Provider::Imds { cluster: "i".into(), authority: "169.254.169.254".into() };
+        let imds = Provider::Imds {
+            cluster: "i".into(),
+            authority: "169.254.169.254".into(),
+        };
         let step = on_response(&imds, &FetchStep::Start, Some(200), b"tok\n").unwrap();
-        assert_eq!(step, FetchOutcome::Next(FetchStep::ImdsRoleName { session_token: "tok".into() }));
-        let FetchOutcome::Next(step) = on_response(&imds, &FetchStep::ImdsRoleName { session_token: "tok".into() }, Some(200), b"my-role\n").unwrap() else { panic!() };
-        assert_eq!(call_for(&imds, &step).headers[1].1, "/latest/meta-data/iam/security-credentials/my-role");
+        assert_eq!(
+            step,
+            FetchOutcome::Next(FetchStep::ImdsRoleName {
+                session_token: "tok".into()
+            })
+        );
+        let FetchOutcome::Next(step) = on_response(
+            &imds,
+            &FetchStep::ImdsRoleName {
+                session_token: "tok".into(),
+            },
+            Some(200),
+            b"my-role\n",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            call_for(&imds, &step).headers[1].1,
+            "/latest/meta-data/iam/security-credentials/my-role"
+        );
         let body = br#"{"Code":"Success","AccessKeyId":"ASIA3","SecretAccessKey":"s","Token":"t3","Expiration":"2030-01-01T00:00:00Z"}"#;
-        assert!(matches!(on_response(&imds, &step, Some(200), body).unwrap(), FetchOutcome::Done(_)));
+        assert!(matches!(
+            on_response(&imds, &step, Some(200), body).unwrap(),
+            FetchOutcome::Done(_)
+        ));
     }
 
     #[test]
     fn failures_are_described_without_secrets() {
-        let pod = Provider::PodIdentity { cluster: "c".into(), authority: "a".into(), path: "/".into() };
-        assert_eq!(on_response(&pod, &FetchStep::Start, None, b"").unwrap_err(), "the EKS Pod Identity endpoint did not answer");
-        assert_eq!(on_response(&pod, &FetchStep::Start, Some(500), b"").unwrap_err(), "the EKS Pod Identity endpoint answered HTTP 500");
+        let pod = Provider::PodIdentity {
+            cluster: "c".into(),
+            authority: "a".into(),
+            path: "/".into(),
+        };
+        assert_eq!(
+            on_response(&pod, &FetchStep::Start, None, b"").unwrap_err(),
+            "the EKS Pod Identity endpoint did not answer"
+        );
+        assert_eq!(
+            on_response(&pod, &FetchStep::Start, Some(500), b"").unwrap_err(),
+            "the EKS Pod Identity endpoint answered HTTP 500"
+        );
         let leaky = br#"{"AccessKeyId":"ASIA1","SecretAccessKey":"TOPSECRET","Token":"t","Expiration":"soon"}"#;
         let error = on_response(&pod, &FetchStep::Start, Some(200), leaky).unwrap_err();
         assert!(!error.contains("TOPSECRET"), "{error}");
@@ -420,10 +601,22 @@ mod tests {
     #[test]
     fn freshness_and_back_off() {
         let creds = CachedCredentials::new("a".into(), "s".into(), None, 10_000);
-        assert_eq!(creds.freshness(10_000 - REFRESH_BEFORE_SECONDS - 1), Freshness::Fresh);
-        assert_eq!(creds.freshness(10_000 - REFRESH_BEFORE_SECONDS), Freshness::RefreshSoon);
-        assert_eq!(creds.freshness(10_000 - MIN_REMAINING_SECONDS), Freshness::Unusable);
-        assert_eq!(CachedCredentials::decode(&creds.encode()), Some(creds.clone()));
+        assert_eq!(
+            creds.freshness(10_000 - REFRESH_BEFORE_SECONDS - 1),
+            Freshness::Fresh
+        );
+        assert_eq!(
+            creds.freshness(10_000 - REFRESH_BEFORE_SECONDS),
+            Freshness::RefreshSoon
+        );
+        assert_eq!(
+            creds.freshness(10_000 - MIN_REMAINING_SECONDS),
+            Freshness::Unusable
+        );
+        assert_eq!(
+            CachedCredentials::decode(&creds.encode()),
+            Some(creds.clone())
+        );
         assert!(!format!("{creds:?}").contains("\"s\""));
 
         let lock = RefreshLock::default();
@@ -432,14 +625,31 @@ mod tests {
         assert!(!taken.is_free(1_000) && taken.is_free(1_000 + FETCH_TIMEOUT_MS));
         let failed = taken.failed(2_000, "down".into());
         let failed_twice = failed.failed(2_000, "down".into());
-        assert!(failed_twice.busy_until_ms > failed.busy_until_ms, "back-off grows");
-        assert!(failed_twice.failed(0, "x".into()).failed(0, "x".into()).failed(0, "x".into()).failed(0, "x".into()).failed(0, "x".into()).busy_until_ms <= BACKOFF_MAX_MS);
+        assert!(
+            failed_twice.busy_until_ms > failed.busy_until_ms,
+            "back-off grows"
+        );
+        assert!(
+            failed_twice
+                .failed(0, "x".into())
+                .failed(0, "x".into())
+                .failed(0, "x".into())
+                .failed(0, "x".into())
+                .failed(0, "x".into())
+                .busy_until_ms
+                <= BACKOFF_MAX_MS
+        );
         assert_eq!(RefreshLock::decode(&failed.encode()), failed);
     }
 
     #[test]
     fn web_identity_token_goes_into_the_form() {
-        let sts = Provider::WebIdentity { cluster: "s".into(), authority: "sts".into(), role_arn: "arn:aws:iam::1:role/r".into(), session_name: "gw".into() };
+        let sts = Provider::WebIdentity {
+            cluster: "s".into(),
+            authority: "sts".into(),
+            role_arn: "arn:aws:iam::1:role/r".into(),
+            session_name: "gw".into(),
+        };
         let call = call_for(&sts, &FetchStep::Start);
         let body = with_web_identity_token(call.body.as_deref().unwrap(), "ey.J/x+y=\n");
         assert_eq!(

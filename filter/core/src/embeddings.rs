@@ -82,33 +82,48 @@ fn invalid(message: impl Into<String>) -> GatewayError {
 /// Builds the InvokeModel body for the Bedrock model `model_id` (after any override).
 pub fn prepare(body: &[u8], model_id: &str) -> Result<(EmbeddingsInvoke, Family), GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(invalid("The request body is empty; expected a JSON object."));
+        return Err(invalid(
+            "The request body is empty; expected a JSON object.",
+        ));
     }
-    let request: EmbeddingsRequest<'_> =
-        crate::jsonpath::from_slice(body).map_err(|e| invalid(format!("Invalid embeddings request: {e}")))?;
+    let request: EmbeddingsRequest<'_> = crate::jsonpath::from_slice(body)
+        .map_err(|e| invalid(format!("Invalid embeddings request: {e}")))?;
     let family = Family::of(model_id).ok_or_else(|| {
         invalid(format!("`{model_id}` is not an embedding model this gateway supports (Titan Text Embeddings v2, Cohere Embed v3)."))
     })?;
     let base64 = match request.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
-        Some(other) => return Err(invalid(format!("`encoding_format` must be float or base64, got {other:?}."))),
+        Some(other) => {
+            return Err(invalid(format!(
+                "`encoding_format` must be float or base64, got {other:?}."
+            )))
+        }
     };
-    let texts: Vec<&str> = match &request.input {
-        Input::One(text) => vec![text.as_ref()],
-        Input::Many(texts) => texts.iter().map(Cow::as_ref).collect(),
-        Input::Tokens(_) => return Err(invalid("`input` must be a string or an array of strings; token arrays are not supported.")),
-    };
+    let texts: Vec<&str> =
+        match &request.input {
+            Input::One(text) => vec![text.as_ref()],
+            Input::Many(texts) => texts.iter().map(Cow::as_ref).collect(),
+            Input::Tokens(_) => return Err(invalid(
+                "`input` must be a string or an array of strings; token arrays are not supported.",
+            )),
+        };
     if texts.is_empty() || texts.iter().any(|t| t.is_empty()) {
         return Err(invalid("`input` must contain non-empty strings."));
     }
     let body = match family {
         Family::Titan => {
-            if let Some(dimensions) = request.dimensions.filter(|d| !matches!(d, 256 | 512 | 1024)) {
+            if let Some(dimensions) = request
+                .dimensions
+                .filter(|d| !matches!(d, 256 | 512 | 1024))
+            {
                 return Err(invalid(format!("`dimensions` must be 256, 512 or 1024 for Titan Text Embeddings v2, got {dimensions}.")));
             }
             if texts.len() > MAX_INPUTS {
-                return Err(invalid(format!("The gateway embeds at most {MAX_INPUTS} inputs per request, got {}.", texts.len())));
+                return Err(invalid(format!(
+                    "The gateway embeds at most {MAX_INPUTS} inputs per request, got {}.",
+                    texts.len()
+                )));
             }
             let titan_body = |text: &str| {
                 let mut titan = serde_json::Map::new();
@@ -117,29 +132,59 @@ pub fn prepare(body: &[u8], model_id: &str) -> Result<(EmbeddingsInvoke, Family)
                 if let Some(dimensions) = request.dimensions {
                     titan.insert("dimensions".into(), dimensions.into());
                 }
-                serde_json::to_vec(&serde_json::Value::Object(titan)).map_err(|e| invalid(e.to_string()))
+                serde_json::to_vec(&serde_json::Value::Object(titan))
+                    .map_err(|e| invalid(e.to_string()))
             };
             if let [text] = texts.as_slice() {
                 titan_body(text)?
             } else {
-                let bodies = texts.iter().map(|text| titan_body(text)).collect::<Result<Vec<_>, _>>()?;
+                let bodies = texts
+                    .iter()
+                    .map(|text| titan_body(text))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let model = request.model.into_owned();
-                let titan_batch = Some(TitanBatch { bodies, model: model.clone(), base64 });
-                return Ok((EmbeddingsInvoke { body: Vec::new(), model, base64, titan_batch }, family));
+                let titan_batch = Some(TitanBatch {
+                    bodies,
+                    model: model.clone(),
+                    base64,
+                });
+                return Ok((
+                    EmbeddingsInvoke {
+                        body: Vec::new(),
+                        model,
+                        base64,
+                        titan_batch,
+                    },
+                    family,
+                ));
             }
         }
         Family::Cohere => {
             if texts.len() > MAX_INPUTS {
-                return Err(invalid(format!("Cohere Embed takes at most {MAX_INPUTS} inputs per request, got {}.", texts.len())));
+                return Err(invalid(format!(
+                    "Cohere Embed takes at most {MAX_INPUTS} inputs per request, got {}.",
+                    texts.len()
+                )));
             }
-            if request.dimensions.is_some_and(|d| d != COHERE_V3_DIMENSIONS) {
+            if request
+                .dimensions
+                .is_some_and(|d| d != COHERE_V3_DIMENSIONS)
+            {
                 return Err(invalid(format!("Cohere Embed v3 returns {COHERE_V3_DIMENSIONS} dimensions; `dimensions` cannot change that.")));
             }
             let cohere = serde_json::json!({ "texts": texts, "input_type": "search_document" });
             serde_json::to_vec(&cohere).map_err(|e| invalid(e.to_string()))?
         }
     };
-    Ok((EmbeddingsInvoke { body, model: request.model.into_owned(), base64, titan_batch: None }, family))
+    Ok((
+        EmbeddingsInvoke {
+            body,
+            model: request.model.into_owned(),
+            base64,
+            titan_batch: None,
+        },
+        family,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -164,12 +209,20 @@ struct CohereByType<'a> {
 }
 
 fn unreadable(e: impl std::fmt::Display) -> GatewayError {
-    GatewayError::upstream(format!("Bedrock returned an unreadable embeddings response: {e}"))
+    GatewayError::upstream(format!(
+        "Bedrock returned an unreadable embeddings response: {e}"
+    ))
 }
 
 /// Renders Bedrock's embeddings as OpenAI's list. `header_tokens` is Bedrock's
 /// `x-amzn-bedrock-input-token-count`, the only count Cohere responses carry.
-pub fn response(body: &[u8], family: Family, model: &str, base64: bool, header_tokens: Option<u64>) -> Result<TranslatedBody, GatewayError> {
+pub fn response(
+    body: &[u8],
+    family: Family,
+    model: &str,
+    base64: bool,
+    header_tokens: Option<u64>,
+) -> Result<TranslatedBody, GatewayError> {
     let (vectors, tokens): (Vec<&RawValue>, Option<u64>) = match family {
         Family::Titan => {
             let parsed: TitanResponse<'_> = serde_json::from_slice(body).map_err(unreadable)?;
@@ -179,7 +232,9 @@ pub fn response(body: &[u8], family: Family, model: &str, base64: bool, header_t
             let parsed: CohereResponse<'_> = serde_json::from_slice(body).map_err(unreadable)?;
             let raw = parsed.embeddings.get();
             let vectors = if raw.trim_start().starts_with('{') {
-                serde_json::from_str::<CohereByType<'_>>(raw).map_err(unreadable)?.float
+                serde_json::from_str::<CohereByType<'_>>(raw)
+                    .map_err(unreadable)?
+                    .float
             } else {
                 serde_json::from_str::<Vec<&RawValue>>(raw).map_err(unreadable)?
             };
@@ -191,7 +246,11 @@ pub fn response(body: &[u8], family: Family, model: &str, base64: bool, header_t
 
 /// Puts a Titan batch's answers, one per input in input order, into one OpenAI list; the usage
 /// is their token counts summed.
-pub fn titan_batch_response(parts: &[Vec<u8>], model: &str, base64: bool) -> Result<TranslatedBody, GatewayError> {
+pub fn titan_batch_response(
+    parts: &[Vec<u8>],
+    model: &str,
+    base64: bool,
+) -> Result<TranslatedBody, GatewayError> {
     let mut vectors = Vec::with_capacity(parts.len());
     let mut tokens: Option<u64> = None;
     for part in parts {
@@ -205,15 +264,23 @@ pub fn titan_batch_response(parts: &[Vec<u8>], model: &str, base64: bool) -> Res
 }
 
 /// OpenAI's embeddings list over Bedrock's vectors, in order; `reported` is Bedrock's token count.
-fn render(vectors: &[&RawValue], reported: Option<u64>, model: &str, base64: bool) -> Result<TranslatedBody, GatewayError> {
+fn render(
+    vectors: &[&RawValue],
+    reported: Option<u64>,
+    model: &str,
+    base64: bool,
+) -> Result<TranslatedBody, GatewayError> {
     let tokens = reported.unwrap_or(0);
-    let mut out = String::with_capacity(vectors.iter().map(|v| v.get().len() + 48).sum::<usize>() + 128);
+    let mut out =
+        String::with_capacity(vectors.iter().map(|v| v.get().len() + 48).sum::<usize>() + 128);
     out.push_str("{\"object\":\"list\",\"data\":[");
     for (index, vector) in vectors.iter().enumerate() {
         if index > 0 {
             out.push(',');
         }
-        out.push_str(&format!("{{\"object\":\"embedding\",\"index\":{index},\"embedding\":"));
+        out.push_str(&format!(
+            "{{\"object\":\"embedding\",\"index\":{index},\"embedding\":"
+        ));
         if base64 {
             let floats: Vec<f32> = serde_json::from_str(vector.get()).map_err(unreadable)?;
             let bytes: Vec<u8> = floats.iter().flat_map(|f| f.to_le_bytes()).collect();
@@ -227,7 +294,15 @@ fn render(vectors: &[&RawValue], reported: Option<u64>, model: &str, base64: boo
     }
     out.push_str("],\"model\":");
     crate::openai::push_json_string(&mut out, model);
-    out.push_str(&format!(",\"usage\":{{\"prompt_tokens\":{tokens},\"total_tokens\":{tokens}}}}}"));
-    let usage = reported.map(|input| TokenUsage { input, ..TokenUsage::default() });
-    Ok(TranslatedBody { body: out.into_bytes(), usage })
+    out.push_str(&format!(
+        ",\"usage\":{{\"prompt_tokens\":{tokens},\"total_tokens\":{tokens}}}}}"
+    ));
+    let usage = reported.map(|input| TokenUsage {
+        input,
+        ..TokenUsage::default()
+    });
+    Ok(TranslatedBody {
+        body: out.into_bytes(),
+        usage,
+    })
 }

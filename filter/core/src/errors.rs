@@ -41,7 +41,12 @@ impl fmt::Display for GatewayError {
 
 impl GatewayError {
     pub fn new(status: u16, kind: ErrorKind, message: impl Into<String>) -> Self {
-        GatewayError { status, kind, message: message.into(), code: None }
+        GatewayError {
+            status,
+            kind,
+            message: message.into(),
+            code: None,
+        }
     }
 
     pub fn invalid_request(message: impl Into<String>) -> Self {
@@ -76,7 +81,9 @@ impl GatewayError {
     pub fn from_bedrock(status: u16, error_type: Option<&str>, message: &str) -> Self {
         let error_type = error_type.filter(|t| !t.is_empty());
         let kind = match error_type.map(|t| t.to_ascii_lowercase()) {
-            Some(t) if t.starts_with("throttling") || t.starts_with("servicequotaexceeded") => ErrorKind::RateLimited,
+            Some(t) if t.starts_with("throttling") || t.starts_with("servicequotaexceeded") => {
+                ErrorKind::RateLimited
+            }
             Some(t) if t.starts_with("accessdenied") => ErrorKind::PermissionDenied,
             Some(t)
                 if t.starts_with("unrecognizedclient")
@@ -89,7 +96,9 @@ impl GatewayError {
             }
             Some(t) if t.starts_with("resourcenotfound") => ErrorKind::NotFound,
             Some(t) if t.starts_with("validation") => ErrorKind::InvalidRequest,
-            Some(t) if t.starts_with("serviceunavailable") || t.starts_with("modelnotready") => ErrorKind::Unavailable,
+            Some(t) if t.starts_with("serviceunavailable") || t.starts_with("modelnotready") => {
+                ErrorKind::Unavailable
+            }
             _ => kind_for_status(status),
         };
         // Stream exceptions arrive with no HTTP status of their own (0) or inside a 200.
@@ -104,7 +113,12 @@ impl GatewayError {
             Some(t) => format!("Bedrock {t}: {message}"),
             None => format!("Bedrock returned HTTP {status}: {message}"),
         };
-        GatewayError { status, kind, message, code: error_type.map(str::to_owned) }
+        GatewayError {
+            status,
+            kind,
+            message,
+            code: error_type.map(str::to_owned),
+        }
     }
 
     pub fn to_json(&self, format: ApiFormat) -> Vec<u8> {
@@ -121,7 +135,9 @@ impl GatewayError {
             Some(name) if name.ends_with("Exception") => name,
             _ => bedrock_exception(self.kind),
         };
-        serde_json::json!({ "__type": exception, "message": self.message }).to_string().into_bytes()
+        serde_json::json!({ "__type": exception, "message": self.message })
+            .to_string()
+            .into_bytes()
     }
 
     /// Anthropic's error object: `{"type": "error", "error": {"type", "message"}}`.

@@ -26,13 +26,21 @@ pub enum DecodeError {
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DecodeError::FrameTooShort(len) => write!(f, "event-stream frame length {len} is below the 16-byte minimum"),
+            DecodeError::FrameTooShort(len) => write!(
+                f,
+                "event-stream frame length {len} is below the 16-byte minimum"
+            ),
             DecodeError::FrameTooLong { length, max } => {
-                write!(f, "event-stream frame of {length} bytes exceeds the {max}-byte limit")
+                write!(
+                    f,
+                    "event-stream frame of {length} bytes exceeds the {max}-byte limit"
+                )
             }
             DecodeError::PreludeCrcMismatch => f.write_str("event-stream prelude CRC mismatch"),
             DecodeError::MessageCrcMismatch => f.write_str("event-stream message CRC mismatch"),
-            DecodeError::MalformedHeaders(why) => write!(f, "malformed event-stream headers: {why}"),
+            DecodeError::MalformedHeaders(why) => {
+                write!(f, "malformed event-stream headers: {why}")
+            }
         }
     }
 }
@@ -72,7 +80,10 @@ impl Default for Decoder {
 
 impl Decoder {
     pub fn new(max_frame_len: usize) -> Self {
-        Decoder { pending: Vec::new(), max_frame_len: max_frame_len.max(MIN_FRAME_LEN) }
+        Decoder {
+            pending: Vec::new(),
+            max_frame_len: max_frame_len.max(MIN_FRAME_LEN),
+        }
     }
 
     /// Bytes held back waiting for the rest of a frame.
@@ -82,7 +93,11 @@ impl Decoder {
 
     /// Feeds one body chunk and calls `on_frame` for every frame it completes.
     /// After an error the stream is unusable: the caller must end it.
-    pub fn decode(&mut self, mut chunk: &[u8], on_frame: &mut dyn FnMut(Frame<'_>)) -> Result<(), DecodeError> {
+    pub fn decode(
+        &mut self,
+        mut chunk: &[u8],
+        on_frame: &mut dyn FnMut(Frame<'_>),
+    ) -> Result<(), DecodeError> {
         if !self.pending.is_empty() {
             // Complete the frame started in an earlier chunk, taking only the bytes it needs.
             let needed = self.bytes_missing_from_pending(chunk)?;
@@ -185,9 +200,14 @@ fn parse_frame(frame: &[u8]) -> Result<Frame<'_>, DecodeError> {
         .checked_add(headers_len)
         .filter(|end| *end <= crc_at)
         .ok_or(DecodeError::MalformedHeaders("headers overrun the frame"))?;
-    let header_bytes = frame.get(PRELUDE_LEN..headers_end).ok_or(DecodeError::MalformedHeaders("headers overrun the frame"))?;
+    let header_bytes = frame
+        .get(PRELUDE_LEN..headers_end)
+        .ok_or(DecodeError::MalformedHeaders("headers overrun the frame"))?;
     let payload = frame.get(headers_end..crc_at).ok_or_else(short)?;
-    Ok(Frame { headers: parse_headers(header_bytes)?, payload })
+    Ok(Frame {
+        headers: parse_headers(header_bytes)?,
+        payload,
+    })
 }
 
 fn parse_headers(mut bytes: &[u8]) -> Result<FrameHeaders<'_>, DecodeError> {
@@ -196,7 +216,10 @@ fn parse_headers(mut bytes: &[u8]) -> Result<FrameHeaders<'_>, DecodeError> {
     while let Some((&name_len, rest)) = bytes.split_first() {
         let name_len = usize::from(name_len);
         let name = rest.get(..name_len).ok_or(truncated.clone())?;
-        let (&value_type, rest) = rest.get(name_len..).and_then(|r| r.split_first()).ok_or(truncated.clone())?;
+        let (&value_type, rest) = rest
+            .get(name_len..)
+            .and_then(|r| r.split_first())
+            .ok_or(truncated.clone())?;
         let fixed_len = match value_type {
             0 | 1 => Some(0),
             2 => Some(1),
@@ -257,7 +280,11 @@ pub trait FrameTranslator {
 }
 
 /// Feeds one body chunk through the translator's decoder; returns the bytes to send downstream.
-pub fn translate_chunk<T: FrameTranslator>(translator: &mut T, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
+pub fn translate_chunk<T: FrameTranslator>(
+    translator: &mut T,
+    chunk: &[u8],
+    end_of_stream: bool,
+) -> Vec<u8> {
     // What a frame becomes downstream is larger than the frame (an OpenAI chunk repeats the id,
     // model and the like): sized for that, the buffer is not regrown for every event.
     let mut out = Vec::with_capacity(2 * chunk.len() + 256);
@@ -270,7 +297,10 @@ pub fn translate_chunk<T: FrameTranslator>(translator: &mut T, chunk: &[u8], end
             }
             if frame.is_exception() {
                 let message = crate::bedrock::error_message(frame.payload);
-                translator.fail(&mut out, &GatewayError::from_bedrock(0, frame.headers.exception_type, &message));
+                translator.fail(
+                    &mut out,
+                    &GatewayError::from_bedrock(0, frame.headers.exception_type, &message),
+                );
             } else {
                 translator.on_event(frame, &mut out);
             }
@@ -278,7 +308,10 @@ pub fn translate_chunk<T: FrameTranslator>(translator: &mut T, chunk: &[u8], end
         *translator.decoder() = decoder;
         if let Err(error) = result {
             // A corrupt or oversized frame: the stream cannot go on.
-            translator.fail(&mut out, &GatewayError::upstream(format!("Bedrock's event stream is corrupt: {error}")));
+            translator.fail(
+                &mut out,
+                &GatewayError::upstream(format!("Bedrock's event stream is corrupt: {error}")),
+            );
         }
     }
     if end_of_stream && !translator.is_finished() {

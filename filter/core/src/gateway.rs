@@ -8,11 +8,11 @@ use crate::anthropic_converse::{self, ConverseToAnthropicStream};
 use crate::bedrock::{self, Operation};
 use crate::config::{Backend, ModelInfo, Schema};
 use crate::embeddings;
-use crate::eventstream::FrameTranslator;
 use crate::errors::{ApiFormat, ErrorKind, GatewayError};
+use crate::eventstream::FrameTranslator;
 use crate::models;
-use crate::options;
 use crate::openai::{self, ChatStreamTranslator, ResponseContext};
+use crate::options;
 use crate::responses::{self, ResponsesContext, ResponsesStreamTranslator};
 use crate::sigv4::{Credentials, RequestToSign, Signer};
 use crate::time::UtcDateTime;
@@ -57,7 +57,9 @@ impl Endpoint {
 
     pub fn format(self) -> ApiFormat {
         match self {
-            Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Embeddings => ApiFormat::OpenAi,
+            Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Embeddings => {
+                ApiFormat::OpenAi
+            }
             Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens => ApiFormat::Anthropic,
             Endpoint::Bedrock(_) => ApiFormat::Bedrock,
         }
@@ -71,23 +73,37 @@ pub const MODEL_HEADER: &str = "x-ai-eg-model";
 /// must never reach AWS: `authorization`, `proxy-authorization`, `x-api-key`, any `x-amz-*`, and
 /// the gateway's own `x-ai-eg-*` but the routing header. Compared without copying the name.
 pub fn is_caller_credential_header(name: &[u8]) -> bool {
-    let starts_with = |prefix: &str| name.get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()));
-    ["authorization", "proxy-authorization", "x-api-key"].iter().any(|exact| name.eq_ignore_ascii_case(exact.as_bytes()))
+    let starts_with = |prefix: &str| {
+        name.get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+    };
+    ["authorization", "proxy-authorization", "x-api-key"]
+        .iter()
+        .any(|exact| name.eq_ignore_ascii_case(exact.as_bytes()))
         || starts_with("x-amz-")
         || (starts_with("x-ai-eg-") && !name.eq_ignore_ascii_case(MODEL_HEADER.as_bytes()))
 }
 
 /// The gateway's endpoints take JSON; form posts and the like get a clear 415.
 pub fn check_content_type(content_type: &str) -> Result<(), GatewayError> {
-    let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    let json = media_type == "application/json" || media_type == "text/json" || media_type.ends_with("+json");
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let json = media_type == "application/json"
+        || media_type == "text/json"
+        || media_type.ends_with("+json");
     if json || media_type.is_empty() {
         return Ok(());
     }
     Err(GatewayError::new(
         415,
         ErrorKind::InvalidRequest,
-        format!("Unsupported content type {media_type:?}: send the request body as application/json."),
+        format!(
+            "Unsupported content type {media_type:?}: send the request body as application/json."
+        ),
     ))
 }
 
@@ -107,12 +123,19 @@ pub fn check_content_encoding(content_encoding: &str) -> Result<(), GatewayError
 
 /// The caller-format error replacing a reply Envoy made itself for one of the gateway's
 /// endpoints, from Envoy's response code details; `None` keeps the reply as it is.
-pub fn local_reply_error(details: &str, status: u16, is_json: bool, requested_model: Option<&str>) -> Option<GatewayError> {
+pub fn local_reply_error(
+    details: &str,
+    status: u16,
+    is_json: bool,
+    requested_model: Option<&str>,
+) -> Option<GatewayError> {
     if details == "via_upstream" || details.is_empty() {
         return None;
     }
     if details == "direct_response" {
-        return Some(GatewayError::model_not_found(requested_model.unwrap_or_default()));
+        return Some(GatewayError::model_not_found(
+            requested_model.unwrap_or_default(),
+        ));
     }
     if is_json || status < 400 {
         return None;
@@ -124,31 +147,73 @@ pub fn local_reply_error(details: &str, status: u16, is_json: bool, requested_mo
             "The request body is larger than the gateway's buffer limit.",
         ),
         "route_not_found" => GatewayError::model_not_found(requested_model.unwrap_or_default()),
-        "upstream_response_timeout" => GatewayError::new(504, ErrorKind::Upstream, "Bedrock did not answer within the route's timeout."),
-        "no_healthy_upstream" => GatewayError::new(503, ErrorKind::Unavailable, "No healthy Bedrock endpoint is available."),
-        "request_rate_limited" => GatewayError::new(429, ErrorKind::RateLimited, "Rate limit exceeded: this caller's token budget is spent."),
+        "upstream_response_timeout" => GatewayError::new(
+            504,
+            ErrorKind::Upstream,
+            "Bedrock did not answer within the route's timeout.",
+        ),
+        "no_healthy_upstream" => GatewayError::new(
+            503,
+            ErrorKind::Unavailable,
+            "No healthy Bedrock endpoint is available.",
+        ),
+        "request_rate_limited" => GatewayError::new(
+            429,
+            ErrorKind::RateLimited,
+            "Rate limit exceeded: this caller's token budget is spent.",
+        ),
         // Envoy's api_key_auth ("unkonwn" is its spelling) and jwt_authn: no key or token, or not a valid one.
-        "missing_api_key" | "missing_credentials" | "missing_key_sources" => {
-            GatewayError::new(401, ErrorKind::Authentication, "Missing API key: send it as Authorization: Bearer <key> or x-api-key.")
-        }
-        "unkonwn_api_key" | "unknown_api_key" => GatewayError::new(401, ErrorKind::Authentication, "Incorrect API key provided."),
-        "client_not_allowed" => GatewayError::new(403, ErrorKind::PermissionDenied, "This API key may not use this route."),
+        "missing_api_key" | "missing_credentials" | "missing_key_sources" => GatewayError::new(
+            401,
+            ErrorKind::Authentication,
+            "Missing API key: send it as Authorization: Bearer <key> or x-api-key.",
+        ),
+        "unkonwn_api_key" | "unknown_api_key" => GatewayError::new(
+            401,
+            ErrorKind::Authentication,
+            "Incorrect API key provided.",
+        ),
+        "client_not_allowed" => GatewayError::new(
+            403,
+            ErrorKind::PermissionDenied,
+            "This API key may not use this route.",
+        ),
         other if other.starts_with("jwt_authn_access_denied") => {
-            let reason = other.split_once('{').map_or("", |(_, r)| r.trim_end_matches('}')).replace('_', " ");
-            let reason = if reason.is_empty() { "the token is not valid".to_owned() } else { reason };
-            GatewayError::new(401, ErrorKind::Authentication, format!("Authentication failed: {reason}."))
+            let reason = other
+                .split_once('{')
+                .map_or("", |(_, r)| r.trim_end_matches('}'))
+                .replace('_', " ");
+            let reason = if reason.is_empty() {
+                "the token is not valid".to_owned()
+            } else {
+                reason
+            };
+            GatewayError::new(
+                401,
+                ErrorKind::Authentication,
+                format!("Authentication failed: {reason}."),
+            )
         }
         // Envoy's rbac filter, with the authorization rules of the SecurityPolicy: the caller is
         // known but may not use this model.
         other if other.starts_with("rbac_access_denied") => GatewayError::new(
             403,
             ErrorKind::PermissionDenied,
-            format!("This caller may not use the model {:?}.", requested_model.unwrap_or_default()),
+            format!(
+                "This caller may not use the model {:?}.",
+                requested_model.unwrap_or_default()
+            ),
         ),
-        other if other.starts_with("upstream_reset") => {
-            GatewayError::new(502, ErrorKind::Upstream, format!("The connection to Bedrock failed ({other})."))
-        }
-        other => GatewayError::new(status, ErrorKind::Upstream, format!("The gateway could not complete the request ({other}).")),
+        other if other.starts_with("upstream_reset") => GatewayError::new(
+            502,
+            ErrorKind::Upstream,
+            format!("The connection to Bedrock failed ({other})."),
+        ),
+        other => GatewayError::new(
+            status,
+            ErrorKind::Upstream,
+            format!("The gateway could not complete the request ({other})."),
+        ),
     };
     Some(error)
 }
@@ -175,7 +240,10 @@ pub fn answer_locally(method: &str, path: &str, models: &[ModelInfo]) -> Option<
             ),
         );
         error.code = Some("response_not_found".into());
-        return Some(LocalAnswer { status: 404, body: error.to_openai_json() });
+        return Some(LocalAnswer {
+            status: 404,
+            body: error.to_openai_json(),
+        });
     }
     let (format, rest) = if let Some(rest) = path.strip_prefix("/anthropic/v1/models") {
         (ApiFormat::Anthropic, rest)
@@ -187,13 +255,19 @@ pub fn answer_locally(method: &str, path: &str, models: &[ModelInfo]) -> Option<
         other => Some(other.strip_prefix('/')?),
     };
     let result = if method != "GET" {
-        Err(GatewayError::new(405, ErrorKind::InvalidRequest, format!("{path} accepts GET only, not {method}.")))
+        Err(GatewayError::new(
+            405,
+            ErrorKind::InvalidRequest,
+            format!("{path} accepts GET only, not {method}."),
+        ))
     } else {
         match (format, id) {
             (ApiFormat::OpenAi, None) => Ok(models::openai_list(models)),
             (_, None) => Ok(models::anthropic_list(models)),
             (format, Some(encoded)) => match models::decode_path_id(encoded) {
-                None => Err(GatewayError::invalid_request("The model id in the path is not valid percent-encoded UTF-8.")),
+                None => Err(GatewayError::invalid_request(
+                    "The model id in the path is not valid percent-encoded UTF-8.",
+                )),
                 Some(id) if format == ApiFormat::OpenAi => models::openai_one(models, &id),
                 Some(id) => models::anthropic_one(models, &id),
             },
@@ -201,7 +275,10 @@ pub fn answer_locally(method: &str, path: &str, models: &[ModelInfo]) -> Option<
     };
     Some(match result {
         Ok(body) => LocalAnswer { status: 200, body },
-        Err(error) => LocalAnswer { status: error.status, body: error.to_json(format) },
+        Err(error) => LocalAnswer {
+            status: error.status,
+            body: error.to_json(format),
+        },
     })
 }
 
@@ -219,7 +296,11 @@ pub fn unserved_path(method: &str, path: &str) -> Option<GatewayError> {
     let mut error = GatewayError::new(
         404,
         ErrorKind::NotFound,
-        format!("This gateway does not serve {} {}; it serves {served}.", shorten(method), shorten(path)),
+        format!(
+            "This gateway does not serve {} {}; it serves {served}.",
+            shorten(method),
+            shorten(path)
+        ),
     );
     error.code = Some("unknown_url".into());
     Some(error)
@@ -264,17 +345,50 @@ pub struct Signature {
 
 impl UpstreamRequest {
     /// Signs the request as it will go on the wire.
-    pub fn sign(&self, credentials: &Credentials, region: &str, signer: &mut Signer, now_unix_seconds: u64) -> Signature {
-        sign_invoke(&self.path, &self.host, &self.body, credentials, region, signer, now_unix_seconds)
+    pub fn sign(
+        &self,
+        credentials: &Credentials,
+        region: &str,
+        signer: &mut Signer,
+        now_unix_seconds: u64,
+    ) -> Signature {
+        sign_invoke(
+            &self.path,
+            &self.host,
+            &self.body,
+            credentials,
+            region,
+            signer,
+            now_unix_seconds,
+        )
     }
 }
 
 /// Signs a `POST` of `body` to Bedrock's `path` on `host` (the path as it goes on the wire).
-pub fn sign_invoke(path: &str, host: &str, body: &[u8], credentials: &Credentials, region: &str, signer: &mut Signer, now_unix_seconds: u64) -> Signature {
-    let to_sign = RequestToSign { method: "POST", encoded_path: path, query: "", host, extra_headers: &[], payload: body };
+pub fn sign_invoke(
+    path: &str,
+    host: &str,
+    body: &[u8],
+    credentials: &Credentials,
+    region: &str,
+    signer: &mut Signer,
+    now_unix_seconds: u64,
+) -> Signature {
+    let to_sign = RequestToSign {
+        method: "POST",
+        encoded_path: path,
+        query: "",
+        host,
+        extra_headers: &[],
+        payload: body,
+    };
     let now = UtcDateTime::from_unix_seconds(now_unix_seconds);
     let signed = signer.sign(&to_sign, credentials, region, "bedrock", now);
-    Signature { authorization: signed.authorization, amz_date: signed.amz_date, security_token: credentials.session_token.clone() }
+    Signature {
+        authorization: signed.authorization,
+        amz_date: signed.amz_date,
+        security_token: credentials.session_token.clone(),
+    }
 }
 
 /// What the response translation needs to know about the request.
@@ -290,16 +404,31 @@ pub struct ResponsePlan {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseKind {
-    OpenAiChat { stream: bool, include_usage: bool },
+    OpenAiChat {
+        stream: bool,
+        include_usage: bool,
+    },
     /// `include_reasoning`: reasoning items carry `encrypted_content` for the next turn.
-    OpenAiResponses { stream: bool, include_reasoning: bool },
-    AnthropicMessage { stream: bool },
+    OpenAiResponses {
+        stream: bool,
+        include_reasoning: bool,
+    },
+    AnthropicMessage {
+        stream: bool,
+    },
     /// Anthropic's API answered from Converse, for models without Anthropic's native API.
-    AnthropicViaConverse { stream: bool },
+    AnthropicViaConverse {
+        stream: bool,
+    },
     AnthropicCountTokens,
-    Embeddings { family: embeddings::Family, base64: bool },
+    Embeddings {
+        family: embeddings::Family,
+        base64: bool,
+    },
     /// Bedrock's own reply, passed back unchanged.
-    Bedrock { operation: Operation },
+    Bedrock {
+        operation: Operation,
+    },
 }
 
 impl ResponseKind {
@@ -324,14 +453,18 @@ struct ModelOnly<'a> {
 /// The other fields are skipped without being built, and checked later by the backend stage.
 pub fn requested_model(body: &[u8]) -> Result<Cow<'_, str>, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(GatewayError::invalid_request("The request body is empty; expected a JSON object."));
+        return Err(GatewayError::invalid_request(
+            "The request body is empty; expected a JSON object.",
+        ));
     }
-    let parsed: ModelOnly<'_> = crate::jsonpath::from_slice(body)
-        .map_err(|e| GatewayError::invalid_request(format!("The request body is not a valid JSON object: {e}")))?;
+    let parsed: ModelOnly<'_> = crate::jsonpath::from_slice(body).map_err(|e| {
+        GatewayError::invalid_request(format!("The request body is not a valid JSON object: {e}"))
+    })?;
     let model = parsed
         .model
         .ok_or_else(|| GatewayError::invalid_request("The request body has no `model` field."))?;
-    bedrock::validate_model_id(&model).map_err(|why| GatewayError::invalid_request(format!("Invalid `model`: {why}")))?;
+    bedrock::validate_model_id(&model)
+        .map_err(|why| GatewayError::invalid_request(format!("Invalid `model`: {why}")))?;
     Ok(model)
 }
 
@@ -347,10 +480,14 @@ pub struct CallerHeaders<'a> {
 /// for other paths.
 pub fn bedrock_path_model(path: &str) -> Option<Result<String, GatewayError>> {
     let (encoded, _) = crate::passthrough::parse_path(path)?;
-    let decoded = models::decode_path_id(encoded)
-        .ok_or_else(|| GatewayError::invalid_request("The model id in the path is not valid percent-encoded UTF-8."));
+    let decoded = models::decode_path_id(encoded).ok_or_else(|| {
+        GatewayError::invalid_request(
+            "The model id in the path is not valid percent-encoded UTF-8.",
+        )
+    });
     Some(decoded.and_then(|model| {
-        bedrock::validate_model_id(&model).map_err(|why| GatewayError::invalid_request(format!("Invalid model id: {why}")))?;
+        bedrock::validate_model_id(&model)
+            .map_err(|why| GatewayError::invalid_request(format!("Invalid model id: {why}")))?;
         Ok(model)
     }))
 }
@@ -374,11 +511,22 @@ pub fn prepare(
                 .map_err(|why| GatewayError::invalid_request(format!("Invalid `model`: {why}")))?;
             let mut converse = openai::to_converse(&request)?;
             let stream = request.is_stream();
-            converse.options = backend.options.for_converse(stream, options::caller_service_tier(request.service_tier.as_deref())?);
-            let upstream_body = serde_json::to_vec(&converse)
-                .map_err(|e| GatewayError::invalid_request(format!("could not encode the Converse request: {e}")))?;
-            let operation = if stream { Operation::ConverseStream } else { Operation::Converse };
-            let kind = ResponseKind::OpenAiChat { stream, include_usage: request.include_usage() };
+            converse.options = backend.options.for_converse(
+                stream,
+                options::caller_service_tier(request.service_tier.as_deref())?,
+            );
+            let upstream_body = serde_json::to_vec(&converse).map_err(|e| {
+                GatewayError::invalid_request(format!("could not encode the Converse request: {e}"))
+            })?;
+            let operation = if stream {
+                Operation::ConverseStream
+            } else {
+                Operation::Converse
+            };
+            let kind = ResponseKind::OpenAiChat {
+                stream,
+                include_usage: request.include_usage(),
+            };
             (upstream_body, request.model.into_owned(), operation, kind)
         }
         (Endpoint::Responses, _) => {
@@ -387,65 +535,156 @@ pub fn prepare(
                 .map_err(|why| GatewayError::invalid_request(format!("Invalid `model`: {why}")))?;
             let mut converse = responses::to_converse(&request)?;
             let stream = request.is_stream();
-            converse.options = backend.options.for_converse(stream, options::caller_service_tier(request.service_tier.as_deref())?);
-            let upstream_body = serde_json::to_vec(&converse)
-                .map_err(|e| GatewayError::invalid_request(format!("could not encode the Converse request: {e}")))?;
-            let operation = if stream { Operation::ConverseStream } else { Operation::Converse };
-            let kind = ResponseKind::OpenAiResponses { stream, include_reasoning: request.includes_reasoning() };
+            converse.options = backend.options.for_converse(
+                stream,
+                options::caller_service_tier(request.service_tier.as_deref())?,
+            );
+            let upstream_body = serde_json::to_vec(&converse).map_err(|e| {
+                GatewayError::invalid_request(format!("could not encode the Converse request: {e}"))
+            })?;
+            let operation = if stream {
+                Operation::ConverseStream
+            } else {
+                Operation::Converse
+            };
+            let kind = ResponseKind::OpenAiResponses {
+                stream,
+                include_reasoning: request.includes_reasoning(),
+            };
             echo = responses::echo(&request);
             (upstream_body, request.model.into_owned(), operation, kind)
         }
         (Endpoint::AnthropicMessages, Schema::Anthropic) => {
-            let invoke = anthropic::prepare_invoke(body, headers.anthropic_beta, &backend.anthropic_beta)?;
+            let invoke =
+                anthropic::prepare_invoke(body, headers.anthropic_beta, &backend.anthropic_beta)?;
             dropped_betas = invoke.dropped_betas;
             invoke_headers = backend.options.invoke_headers();
-            let operation = if invoke.stream { Operation::InvokeWithResponseStream } else { Operation::Invoke };
-            (invoke.body, invoke.model, operation, ResponseKind::AnthropicMessage { stream: invoke.stream })
+            let operation = if invoke.stream {
+                Operation::InvokeWithResponseStream
+            } else {
+                Operation::Invoke
+            };
+            (
+                invoke.body,
+                invoke.model,
+                operation,
+                ResponseKind::AnthropicMessage {
+                    stream: invoke.stream,
+                },
+            )
         }
         (Endpoint::AnthropicCountTokens, Schema::Anthropic) => {
-            let count = anthropic::prepare_count_tokens(body, headers.anthropic_beta, &backend.anthropic_beta)?;
+            let count = anthropic::prepare_count_tokens(
+                body,
+                headers.anthropic_beta,
+                &backend.anthropic_beta,
+            )?;
             dropped_betas = count.dropped_betas;
-            (count.body, count.model, Operation::CountTokens, ResponseKind::AnthropicCountTokens)
+            (
+                count.body,
+                count.model,
+                Operation::CountTokens,
+                ResponseKind::AnthropicCountTokens,
+            )
         }
         (Endpoint::Embeddings, _) => {
-            let model_hint = requested_model(body).ok().map(|m| m.into_owned()).unwrap_or_default();
-            let model_id = backend.model_name_override.as_deref().unwrap_or(&model_hint);
+            let model_hint = requested_model(body)
+                .ok()
+                .map(|m| m.into_owned())
+                .unwrap_or_default();
+            let model_id = backend
+                .model_name_override
+                .as_deref()
+                .unwrap_or(&model_hint);
             let (invoke, family) = embeddings::prepare(body, model_id)?;
             titan_batch = invoke.titan_batch;
-            (invoke.body, invoke.model, Operation::Invoke, ResponseKind::Embeddings { family, base64: invoke.base64 })
+            (
+                invoke.body,
+                invoke.model,
+                Operation::Invoke,
+                ResponseKind::Embeddings {
+                    family,
+                    base64: invoke.base64,
+                },
+            )
         }
         (Endpoint::AnthropicMessages, Schema::Converse) => {
             let request = anthropic_converse::parse(body)?;
             let mut converse = anthropic_converse::to_converse(&request, true)?;
-            let target = backend.model_name_override.as_deref().unwrap_or(&request.model);
-            dropped_betas = converse_betas(headers.anthropic_beta, target, backend, &mut converse.additional_model_request_fields);
-            converse.options = backend.options.for_converse(request.stream.unwrap_or(false), None);
-            let upstream_body = serde_json::to_vec(&converse)
-                .map_err(|e| GatewayError::invalid_request(format!("could not encode the Converse request: {e}")))?;
+            let target = backend
+                .model_name_override
+                .as_deref()
+                .unwrap_or(&request.model);
+            dropped_betas = converse_betas(
+                headers.anthropic_beta,
+                target,
+                backend,
+                &mut converse.additional_model_request_fields,
+            );
+            converse.options = backend
+                .options
+                .for_converse(request.stream.unwrap_or(false), None);
+            let upstream_body = serde_json::to_vec(&converse).map_err(|e| {
+                GatewayError::invalid_request(format!("could not encode the Converse request: {e}"))
+            })?;
             let stream = request.stream.unwrap_or(false);
-            let operation = if stream { Operation::ConverseStream } else { Operation::Converse };
-            (upstream_body, request.model.into_owned(), operation, ResponseKind::AnthropicViaConverse { stream })
+            let operation = if stream {
+                Operation::ConverseStream
+            } else {
+                Operation::Converse
+            };
+            (
+                upstream_body,
+                request.model.into_owned(),
+                operation,
+                ResponseKind::AnthropicViaConverse { stream },
+            )
         }
         (Endpoint::Bedrock(operation), _) => {
             let model = headers.bedrock_model.unwrap_or_default().to_owned();
-            (body.to_vec(), model, operation, ResponseKind::Bedrock { operation })
+            (
+                body.to_vec(),
+                model,
+                operation,
+                ResponseKind::Bedrock { operation },
+            )
         }
         (Endpoint::AnthropicCountTokens, Schema::Converse) => {
             let (count_body, model) = anthropic_converse::count_tokens_body(body)?;
-            dropped_betas = converse_betas(headers.anthropic_beta, "", backend, &mut serde_json::Map::new());
-            (count_body, model, Operation::CountTokens, ResponseKind::AnthropicCountTokens)
+            dropped_betas = converse_betas(
+                headers.anthropic_beta,
+                "",
+                backend,
+                &mut serde_json::Map::new(),
+            );
+            (
+                count_body,
+                model,
+                Operation::CountTokens,
+                ResponseKind::AnthropicCountTokens,
+            )
         }
     };
 
     let model_id = backend.model_name_override.as_deref().unwrap_or(&model);
     let path = bedrock::model_path(model_id, operation);
-    let accept = if kind.is_stream() { "application/vnd.amazon.eventstream" } else { "application/json" };
+    let accept = if kind.is_stream() {
+        "application/vnd.amazon.eventstream"
+    } else {
+        "application/json"
+    };
     Ok(UpstreamRequest {
         path,
         host: backend.host.clone(),
         body: upstream_body,
         accept,
-        plan: ResponsePlan { format: endpoint.format(), kind, requested_model: model, created: now_unix_seconds, echo },
+        plan: ResponsePlan {
+            format: endpoint.format(),
+            kind,
+            requested_model: model,
+            created: now_unix_seconds,
+            echo,
+        },
         dropped_betas,
         headers: invoke_headers,
         titan_batch,
@@ -461,14 +700,28 @@ fn converse_betas(
     backend: &Backend,
     additional: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Option<String> {
-    let requested: Vec<String> = crate::betas::header_flags(beta_header).map(str::to_owned).collect();
+    let requested: Vec<String> = crate::betas::header_flags(beta_header)
+        .map(str::to_owned)
+        .collect();
     if requested.is_empty() {
         return None;
     }
-    let policy = if bedrock::is_anthropic_model(model_id) { &*backend.anthropic_beta } else { &crate::betas::BetaPolicy::none() };
+    let policy = if bedrock::is_anthropic_model(model_id) {
+        &*backend.anthropic_beta
+    } else {
+        &crate::betas::BetaPolicy::none()
+    };
     let flags = policy.sort(&requested);
     if !flags.forwarded.is_empty() {
-        additional.insert("anthropic_beta".into(), flags.forwarded.iter().cloned().map(serde_json::Value::String).collect());
+        additional.insert(
+            "anthropic_beta".into(),
+            flags
+                .forwarded
+                .iter()
+                .cloned()
+                .map(serde_json::Value::String)
+                .collect(),
+        );
     }
     flags.dropped_list()
 }
@@ -484,19 +737,36 @@ pub enum ResponseTranslation {
     /// Event-stream frames become Responses API events as they arrive.
     ResponseStream(Box<ResponsesStreamTranslator>),
     /// An Anthropic message passes through with the caller's model name.
-    AnthropicMessage { requested_model: String },
+    AnthropicMessage {
+        requested_model: String,
+    },
     /// `chunk` frames become Anthropic SSE events as they arrive.
     AnthropicStream(Box<AnthropicStreamTranslator>),
     /// A Converse reply becomes an Anthropic message.
-    AnthropicFromConverse { message_id: String, requested_model: String },
+    AnthropicFromConverse {
+        message_id: String,
+        requested_model: String,
+    },
     /// ConverseStream frames become Anthropic SSE events as they arrive.
     AnthropicFromConverseStream(Box<ConverseToAnthropicStream>),
     AnthropicCountTokens,
-    Embeddings { family: embeddings::Family, model: String, base64: bool, header_tokens: Option<u64> },
+    Embeddings {
+        family: embeddings::Family,
+        model: String,
+        base64: bool,
+        header_tokens: Option<u64>,
+    },
     /// A Bedrock error body becomes an error in the caller's format.
-    Error { status: u16, error_type: Option<String>, format: ApiFormat },
+    Error {
+        status: u16,
+        error_type: Option<String>,
+        format: ApiFormat,
+    },
     /// Bedrock's reply (or error) to a caller of its own API, unchanged.
-    Bedrock { status: u16, header_usage: (Option<u64>, Option<u64>) },
+    Bedrock {
+        status: u16,
+        header_usage: (Option<u64>, Option<u64>),
+    },
     /// A streamed reply to a caller of Bedrock's API, unchanged, its tokens read on the way.
     BedrockStream(Box<crate::passthrough::StreamObserver>),
 }
@@ -516,14 +786,29 @@ pub struct UpstreamHead<'a> {
 }
 
 impl ResponseTranslation {
-    pub fn for_response(plan: &ResponsePlan, head: UpstreamHead<'_>, max_frame_len: usize) -> ResponseTranslation {
-        let UpstreamHead { status, error_type: error_type_header, request_id, input_tokens, output_tokens } = head;
+    pub fn for_response(
+        plan: &ResponsePlan,
+        head: UpstreamHead<'_>,
+        max_frame_len: usize,
+    ) -> ResponseTranslation {
+        let UpstreamHead {
+            status,
+            error_type: error_type_header,
+            request_id,
+            input_tokens,
+            output_tokens,
+        } = head;
         if let ResponseKind::Bedrock { operation } = plan.kind {
             // Bedrock's callers get Bedrock's answer, errors included, as AWS sent it.
             return if status == 200 && crate::passthrough::is_stream(operation) {
-                ResponseTranslation::BedrockStream(Box::new(crate::passthrough::StreamObserver::new(max_frame_len)))
+                ResponseTranslation::BedrockStream(Box::new(
+                    crate::passthrough::StreamObserver::new(max_frame_len),
+                ))
             } else {
-                ResponseTranslation::Bedrock { status, header_usage: (input_tokens, output_tokens) }
+                ResponseTranslation::Bedrock {
+                    status,
+                    header_usage: (input_tokens, output_tokens),
+                }
             };
         }
         if status != 200 {
@@ -534,7 +819,10 @@ impl ResponseTranslation {
             };
         }
         match plan.kind {
-            ResponseKind::OpenAiChat { stream, include_usage } => {
+            ResponseKind::OpenAiChat {
+                stream,
+                include_usage,
+            } => {
                 let context = ResponseContext {
                     id: request_id.to_owned(),
                     model: plan.requested_model.clone(),
@@ -550,7 +838,10 @@ impl ResponseTranslation {
                     ResponseTranslation::ChatCompletion(context)
                 }
             }
-            ResponseKind::OpenAiResponses { stream, include_reasoning } => {
+            ResponseKind::OpenAiResponses {
+                stream,
+                include_reasoning,
+            } => {
                 let context = ResponsesContext {
                     id: request_id.to_owned(),
                     model: plan.requested_model.clone(),
@@ -559,24 +850,40 @@ impl ResponseTranslation {
                     include_reasoning,
                 };
                 if stream {
-                    ResponseTranslation::ResponseStream(Box::new(ResponsesStreamTranslator::new(context, max_frame_len)))
+                    ResponseTranslation::ResponseStream(Box::new(ResponsesStreamTranslator::new(
+                        context,
+                        max_frame_len,
+                    )))
                 } else {
                     ResponseTranslation::Response(Box::new(context))
                 }
             }
-            ResponseKind::AnthropicMessage { stream: true } => ResponseTranslation::AnthropicStream(Box::new(
-                AnthropicStreamTranslator::new(&plan.requested_model, max_frame_len),
-            )),
-            ResponseKind::AnthropicMessage { stream: false } => {
-                ResponseTranslation::AnthropicMessage { requested_model: plan.requested_model.clone() }
+            ResponseKind::AnthropicMessage { stream: true } => {
+                ResponseTranslation::AnthropicStream(Box::new(AnthropicStreamTranslator::new(
+                    &plan.requested_model,
+                    max_frame_len,
+                )))
             }
-            ResponseKind::AnthropicViaConverse { stream: true } => ResponseTranslation::AnthropicFromConverseStream(
-                Box::new(ConverseToAnthropicStream::new(request_id, &plan.requested_model, max_frame_len)),
-            ),
-            ResponseKind::AnthropicViaConverse { stream: false } => ResponseTranslation::AnthropicFromConverse {
-                message_id: request_id.to_owned(),
-                requested_model: plan.requested_model.clone(),
-            },
+            ResponseKind::AnthropicMessage { stream: false } => {
+                ResponseTranslation::AnthropicMessage {
+                    requested_model: plan.requested_model.clone(),
+                }
+            }
+            ResponseKind::AnthropicViaConverse { stream: true } => {
+                ResponseTranslation::AnthropicFromConverseStream(Box::new(
+                    ConverseToAnthropicStream::new(
+                        request_id,
+                        &plan.requested_model,
+                        max_frame_len,
+                    ),
+                ))
+            }
+            ResponseKind::AnthropicViaConverse { stream: false } => {
+                ResponseTranslation::AnthropicFromConverse {
+                    message_id: request_id.to_owned(),
+                    requested_model: plan.requested_model.clone(),
+                }
+            }
             ResponseKind::AnthropicCountTokens => ResponseTranslation::AnthropicCountTokens,
             ResponseKind::Embeddings { family, base64 } => ResponseTranslation::Embeddings {
                 family,
@@ -584,7 +891,10 @@ impl ResponseTranslation {
                 base64,
                 header_tokens: input_tokens,
             },
-            ResponseKind::Bedrock { .. } => ResponseTranslation::Bedrock { status, header_usage: (input_tokens, output_tokens) },
+            ResponseKind::Bedrock { .. } => ResponseTranslation::Bedrock {
+                status,
+                header_usage: (input_tokens, output_tokens),
+            },
         }
     }
 
@@ -615,7 +925,9 @@ impl ResponseTranslation {
             ResponseTranslation::ChatCompletionStream(stream) => stream.push(chunk, end_of_stream),
             ResponseTranslation::ResponseStream(stream) => stream.push(chunk, end_of_stream),
             ResponseTranslation::AnthropicStream(stream) => stream.push(chunk, end_of_stream),
-            ResponseTranslation::AnthropicFromConverseStream(stream) => stream.push(chunk, end_of_stream),
+            ResponseTranslation::AnthropicFromConverseStream(stream) => {
+                stream.push(chunk, end_of_stream)
+            }
             ResponseTranslation::BedrockStream(observer) => {
                 observer.observe(chunk);
                 chunk.to_vec()
@@ -643,7 +955,9 @@ impl ResponseTranslation {
             ResponseTranslation::ChatCompletionStream(stream) => stream.first_content_emitted(),
             ResponseTranslation::ResponseStream(stream) => stream.first_content_emitted(),
             ResponseTranslation::AnthropicStream(stream) => stream.first_content_emitted(),
-            ResponseTranslation::AnthropicFromConverseStream(stream) => stream.first_content_emitted(),
+            ResponseTranslation::AnthropicFromConverseStream(stream) => {
+                stream.first_content_emitted()
+            }
             ResponseTranslation::BedrockStream(observer) => observer.first_content_seen(),
             _ => false,
         }
@@ -654,54 +968,105 @@ impl ResponseTranslation {
     /// and a stream that never began is a 502 rather than an empty success.
     pub fn translate_bodiless(&self) -> (u16, TranslatedBody) {
         let stream_format = match self {
-            ResponseTranslation::ChatCompletionStream(_) | ResponseTranslation::ResponseStream(_) => ApiFormat::OpenAi,
-            ResponseTranslation::AnthropicStream(_) | ResponseTranslation::AnthropicFromConverseStream(_) => ApiFormat::Anthropic,
+            ResponseTranslation::ChatCompletionStream(_)
+            | ResponseTranslation::ResponseStream(_) => ApiFormat::OpenAi,
+            ResponseTranslation::AnthropicStream(_)
+            | ResponseTranslation::AnthropicFromConverseStream(_) => ApiFormat::Anthropic,
             ResponseTranslation::BedrockStream(_) => ApiFormat::Bedrock,
             _ => return self.translate_body(&[]),
         };
-        let error = GatewayError::new(502, ErrorKind::Upstream, "Bedrock ended the stream before sending any event.");
-        (error.status, TranslatedBody::without_usage(error.to_json(stream_format)))
+        let error = GatewayError::new(
+            502,
+            ErrorKind::Upstream,
+            "Bedrock ended the stream before sending any event.",
+        );
+        (
+            error.status,
+            TranslatedBody::without_usage(error.to_json(stream_format)),
+        )
     }
 
     /// Translates a whole buffered body. Returns the status to answer with, the new body and,
     /// for a success, the tokens it reported.
     pub fn translate_body(&self, body: &[u8]) -> (u16, TranslatedBody) {
         let (result, format) = match self {
-            ResponseTranslation::ChatCompletion(context) => {
-                (openai::from_converse_response(body, context), ApiFormat::OpenAi)
-            }
-            ResponseTranslation::Response(context) => (responses::from_converse_response(body, context), ApiFormat::OpenAi),
-            ResponseTranslation::AnthropicMessage { requested_model } => {
-                (anthropic::rewrite_message_model(body, requested_model), ApiFormat::Anthropic)
-            }
-            ResponseTranslation::AnthropicCountTokens => {
-                (anthropic::count_tokens_response(body).map(TranslatedBody::without_usage), ApiFormat::Anthropic)
-            }
-            ResponseTranslation::AnthropicFromConverse { message_id, requested_model } => (
+            ResponseTranslation::ChatCompletion(context) => (
+                openai::from_converse_response(body, context),
+                ApiFormat::OpenAi,
+            ),
+            ResponseTranslation::Response(context) => (
+                responses::from_converse_response(body, context),
+                ApiFormat::OpenAi,
+            ),
+            ResponseTranslation::AnthropicMessage { requested_model } => (
+                anthropic::rewrite_message_model(body, requested_model),
+                ApiFormat::Anthropic,
+            ),
+            ResponseTranslation::AnthropicCountTokens => (
+                anthropic::count_tokens_response(body).map(TranslatedBody::without_usage),
+                ApiFormat::Anthropic,
+            ),
+            ResponseTranslation::AnthropicFromConverse {
+                message_id,
+                requested_model,
+            } => (
                 anthropic_converse::from_converse_response(body, message_id, requested_model),
                 ApiFormat::Anthropic,
             ),
-            ResponseTranslation::Embeddings { family, model, base64, header_tokens } => {
-                (embeddings::response(body, *family, model, *base64, *header_tokens), ApiFormat::OpenAi)
-            }
-            ResponseTranslation::Bedrock { status, header_usage: (input, output) } => {
+            ResponseTranslation::Embeddings {
+                family,
+                model,
+                base64,
+                header_tokens,
+            } => (
+                embeddings::response(body, *family, model, *base64, *header_tokens),
+                ApiFormat::OpenAi,
+            ),
+            ResponseTranslation::Bedrock {
+                status,
+                header_usage: (input, output),
+            } => {
                 // Unchanged, status and all; an error reports no tokens.
-                let usage = (*status == 200).then(|| crate::passthrough::reply_usage(body, *input, *output)).flatten();
-                return (*status, TranslatedBody { body: body.to_vec(), usage });
+                let usage = (*status == 200)
+                    .then(|| crate::passthrough::reply_usage(body, *input, *output))
+                    .flatten();
+                return (
+                    *status,
+                    TranslatedBody {
+                        body: body.to_vec(),
+                        usage,
+                    },
+                );
             }
-            ResponseTranslation::Error { status, error_type, format } => {
+            ResponseTranslation::Error {
+                status,
+                error_type,
+                format,
+            } => {
                 let message = bedrock::error_message(body);
-                (Err(GatewayError::from_bedrock(*status, error_type.as_deref(), &message)), *format)
+                (
+                    Err(GatewayError::from_bedrock(
+                        *status,
+                        error_type.as_deref(),
+                        &message,
+                    )),
+                    *format,
+                )
             }
             ResponseTranslation::ChatCompletionStream(_)
             | ResponseTranslation::ResponseStream(_)
             | ResponseTranslation::AnthropicStream(_)
             | ResponseTranslation::AnthropicFromConverseStream(_)
-            | ResponseTranslation::BedrockStream(_) => return (200, TranslatedBody::without_usage(Vec::new())),
+            | ResponseTranslation::BedrockStream(_) => {
+                return (200, TranslatedBody::without_usage(Vec::new()))
+            }
         };
         match result {
             Ok(translated) => (200, translated),
-            Err(error) => (error.status, TranslatedBody::without_usage(error.to_json(format))),
+            Err(error) => (
+                error.status,
+                TranslatedBody::without_usage(error.to_json(format)),
+            ),
         }
     }
 }
@@ -712,10 +1077,28 @@ mod tests {
 
     #[test]
     fn caller_credential_headers_are_recognised_in_any_case() {
-        for name in ["authorization", "Authorization", "proxy-authorization", "X-Api-Key", "x-amz-date", "X-AMZ-Security-Token", "x-amz-", "x-ai-eg-backend"] {
+        for name in [
+            "authorization",
+            "Authorization",
+            "proxy-authorization",
+            "X-Api-Key",
+            "x-amz-date",
+            "X-AMZ-Security-Token",
+            "x-amz-",
+            "x-ai-eg-backend",
+        ] {
             assert!(is_caller_credential_header(name.as_bytes()), "{name}");
         }
-        for name in ["x-ai-eg-model", "X-AI-EG-MODEL", "content-type", "x-amzn-trace-id", "x-am", "authorizations", "", "x-api-key2"] {
+        for name in [
+            "x-ai-eg-model",
+            "X-AI-EG-MODEL",
+            "content-type",
+            "x-amzn-trace-id",
+            "x-am",
+            "authorizations",
+            "",
+            "x-api-key2",
+        ] {
             assert!(!is_caller_credential_header(name.as_bytes()), "{name}");
         }
         assert!(!is_caller_credential_header(b"\xff\xfe"));

@@ -35,7 +35,9 @@ impl HeaderSnapshot {
         I::IntoIter: Clone,
     {
         let pairs = pairs.into_iter();
-        let (count, size) = pairs.clone().fold((0, 0), |(count, size), (name, value)| (count + 1, size + name.len() + value.len()));
+        let (count, size) = pairs.clone().fold((0, 0), |(count, size), (name, value)| {
+            (count + 1, size + name.len() + value.len())
+        });
         let mut bytes = Vec::with_capacity(size);
         let mut ranges = Vec::with_capacity(count);
         for (name, value) in pairs {
@@ -45,12 +47,20 @@ impl HeaderSnapshot {
             bytes.extend_from_slice(value);
             ranges.push((name_start..value_start, value_start..bytes.len()));
         }
-        Self { bytes, pairs: ranges }
+        Self {
+            bytes,
+            pairs: ranges,
+        }
     }
 
     /// Names and values as bytes: callers choose them, so they need not be UTF-8.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.pairs.iter().filter_map(|(name, value)| Some((self.bytes.get(name.clone())?, self.bytes.get(value.clone())?)))
+        self.pairs.iter().filter_map(|(name, value)| {
+            Some((
+                self.bytes.get(name.clone())?,
+                self.bytes.get(value.clone())?,
+            ))
+        })
     }
 
     /// The first value of a header; `name` in lower case, as Envoy keeps header names.
@@ -64,7 +74,9 @@ impl HeaderSnapshot {
     }
 
     fn raw_value(&self, name: &str) -> Option<&[u8]> {
-        self.iter().find(|(n, _)| *n == name.as_bytes()).map(|(_, value)| value)
+        self.iter()
+            .find(|(n, _)| *n == name.as_bytes())
+            .map(|(_, value)| value)
     }
 }
 
@@ -81,7 +93,9 @@ fn pair_ranges(bytes: &[u8]) -> Option<Vec<(Range<usize>, Range<usize>)>> {
     }
     let mut pairs = Vec::with_capacity(count);
     for index in 0..count {
-        let Some(pair) = pair_at(bytes, index, data) else { break };
+        let Some(pair) = pair_at(bytes, index, data) else {
+            break;
+        };
         data = pair.1.end + 1;
         pairs.push(pair);
     }
@@ -120,12 +134,25 @@ mod tests {
 
     #[test]
     fn looks_up_names_and_keeps_order() {
-        let bytes = serialize(&[(":method", b"POST"), (":path", b"/v1/chat/completions"), ("x-amz-date", b""), ("x-a", b"1"), ("x-a", b"2")]);
+        let bytes = serialize(&[
+            (":method", b"POST"),
+            (":path", b"/v1/chat/completions"),
+            ("x-amz-date", b""),
+            ("x-a", b"1"),
+            ("x-a", b"2"),
+        ]);
         let headers = HeaderSnapshot::parse(bytes);
         assert_eq!(headers.get(":method").as_deref(), Some("POST"));
-        assert_eq!(headers.get(":path").as_deref(), Some("/v1/chat/completions"));
+        assert_eq!(
+            headers.get(":path").as_deref(),
+            Some("/v1/chat/completions")
+        );
         assert_eq!(headers.get("x-amz-date").as_deref(), Some(""));
-        assert_eq!(headers.get("x-a").as_deref(), Some("1"), "the first value wins");
+        assert_eq!(
+            headers.get("x-a").as_deref(),
+            Some("1"),
+            "the first value wins"
+        );
         assert_eq!(headers.get("absent"), None);
         assert!(headers.contains("x-amz-date"));
         assert_eq!(headers.iter().count(), 5);
@@ -135,7 +162,10 @@ mod tests {
     fn non_utf8_values_are_decoded_lossily() {
         let headers = HeaderSnapshot::parse(serialize(&[("x-bytes", b"a\xffb")]));
         assert_eq!(headers.get("x-bytes").as_deref(), Some("a\u{fffd}b"));
-        assert_eq!(headers.iter().next(), Some((&b"x-bytes"[..], &b"a\xffb"[..])));
+        assert_eq!(
+            headers.iter().next(),
+            Some((&b"x-bytes"[..], &b"a\xffb"[..]))
+        );
     }
 
     #[test]

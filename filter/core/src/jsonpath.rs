@@ -50,11 +50,29 @@ mod tests {
 
     #[test]
     fn valid_bodies_parse_and_errors_name_the_field_at_fault() {
-        let parsed: Request = from_slice(br#"{"messages":[{"role":"user"}]}"#).ok().unwrap();
-        assert_eq!(parsed, Request { messages: vec![Message { role: "user".into() }] });
-        let error = from_slice::<Request>(br#"{"messages":[{"role":"user"},{"role":7}]}"#).err().unwrap().to_string();
-        assert!(error.starts_with("messages[1].role: invalid type: integer `7`"), "{error}");
-        let error = from_slice::<Request>(br#"{"messages":[]} trailing"#).err().unwrap().to_string();
+        let parsed: Request = from_slice(br#"{"messages":[{"role":"user"}]}"#)
+            .ok()
+            .unwrap();
+        assert_eq!(
+            parsed,
+            Request {
+                messages: vec![Message {
+                    role: "user".into()
+                }]
+            }
+        );
+        let error = from_slice::<Request>(br#"{"messages":[{"role":"user"},{"role":7}]}"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.starts_with("messages[1].role: invalid type: integer `7`"),
+            "{error}"
+        );
+        let error = from_slice::<Request>(br#"{"messages":[]} trailing"#)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(error.contains("trailing characters"), "{error}");
     }
 }

@@ -7,7 +7,12 @@
 
 #![cfg_attr(
     not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
 )]
 
 pub mod anthropic;
@@ -27,9 +32,9 @@ pub mod models;
 pub mod openai;
 pub mod options;
 pub mod passthrough;
+pub mod rawjson;
 pub mod report;
 pub mod responses;
-pub mod rawjson;
 pub mod sigv4;
 pub mod stream;
 pub mod time;

@@ -25,7 +25,9 @@ fn anthropic_model(model: &ModelInfo) -> Value {
 }
 
 pub fn openai_list(models: &[ModelInfo]) -> Vec<u8> {
-    json!({ "object": "list", "data": models.iter().map(openai_model).collect::<Vec<_>>() }).to_string().into_bytes()
+    json!({ "object": "list", "data": models.iter().map(openai_model).collect::<Vec<_>>() })
+        .to_string()
+        .into_bytes()
 }
 
 pub fn anthropic_list(models: &[ModelInfo]) -> Vec<u8> {
@@ -40,7 +42,10 @@ pub fn anthropic_list(models: &[ModelInfo]) -> Vec<u8> {
 }
 
 fn find<'a>(models: &'a [ModelInfo], id: &str) -> Result<&'a ModelInfo, GatewayError> {
-    models.iter().find(|m| m.id == id).ok_or_else(|| GatewayError::model_not_found(id))
+    models
+        .iter()
+        .find(|m| m.id == id)
+        .ok_or_else(|| GatewayError::model_not_found(id))
 }
 
 pub fn openai_one(models: &[ModelInfo], id: &str) -> Result<Vec<u8>, GatewayError> {

@@ -1,16 +1,17 @@
 //! OpenAI Chat Completions <-> Bedrock Converse.
 
 use crate::bedrock::{
-    self, CachePoint, ContentBlock, ConverseRequest, ConverseReply, Document, DocumentSource, Empty, Image,
-    ImageSource, InferenceConfig, InputSchema, JsonSchemaDefinition, Message, NamedTool, OutputConfig, OutputFormat,
-    OutputFormatStructure, ReasoningContent, ReasoningText, Role, SystemBlock, Tool, ToolChoice, ToolConfig,
-    ToolResult, ToolResultContent, ToolSpec, Usage,
+    self, CachePoint, ContentBlock, ConverseReply, ConverseRequest, Document, DocumentSource,
+    Empty, Image, ImageSource, InferenceConfig, InputSchema, JsonSchemaDefinition, Message,
+    NamedTool, OutputConfig, OutputFormat, OutputFormatStructure, ReasoningContent, ReasoningText,
+    Role, SystemBlock, Tool, ToolChoice, ToolConfig, ToolResult, ToolResultContent, ToolSpec,
+    Usage,
 };
-use serde_json::value::RawValue;
 use crate::errors::GatewayError;
 use crate::eventstream::{Decoder, Frame, FrameTranslator};
 use crate::translated::{TokenUsage, TranslatedBody};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
@@ -231,7 +232,9 @@ impl ChatCompletionRequest<'_> {
     }
 
     pub fn include_usage(&self) -> bool {
-        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
     }
 }
 
@@ -241,14 +244,21 @@ fn invalid(message: impl Into<String>) -> GatewayError {
 
 pub fn parse_request(body: &[u8]) -> Result<ChatCompletionRequest<'_>, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(invalid("The request body is empty; expected a JSON object."));
+        return Err(invalid(
+            "The request body is empty; expected a JSON object.",
+        ));
     }
-    crate::jsonpath::from_slice(body).map_err(|e| invalid(format!("Invalid chat completion request: {e}")))
+    crate::jsonpath::from_slice(body)
+        .map_err(|e| invalid(format!("Invalid chat completion request: {e}")))
 }
 
 /// Rejects parameters whose effect Bedrock cannot reproduce, instead of silently ignoring them.
 fn reject_unsupported(request: &ChatCompletionRequest<'_>) -> Result<(), GatewayError> {
-    let unsupported = |what: &str| Err(invalid(format!("{what} is not supported by Bedrock through this gateway.")));
+    let unsupported = |what: &str| {
+        Err(invalid(format!(
+            "{what} is not supported by Bedrock through this gateway."
+        )))
+    };
     if request.n.is_some_and(|n| n > 1) {
         return unsupported("`n` greater than 1");
     }
@@ -256,31 +266,51 @@ fn reject_unsupported(request: &ChatCompletionRequest<'_>) -> Result<(), Gateway
         return unsupported("`logprobs`");
     }
     if request.audio.is_some_and(|a| a.get() != "null")
-        || request.modalities.as_ref().is_some_and(|m| m.iter().any(|x| x != "text"))
+        || request
+            .modalities
+            .as_ref()
+            .is_some_and(|m| m.iter().any(|x| x != "text"))
     {
         return unsupported("Audio output");
     }
-    if request.presence_penalty.is_some_and(|p| p != 0.0) || request.frequency_penalty.is_some_and(|p| p != 0.0) {
+    if request.presence_penalty.is_some_and(|p| p != 0.0)
+        || request.frequency_penalty.is_some_and(|p| p != 0.0)
+    {
         return unsupported("`presence_penalty` / `frequency_penalty`");
     }
-    if request.logit_bias.is_some_and(|b| !matches!(b.get().trim(), "null" | "{}")) {
+    if request
+        .logit_bias
+        .is_some_and(|b| !matches!(b.get().trim(), "null" | "{}"))
+    {
         return unsupported("`logit_bias`");
     }
     check_sampling(request.temperature, request.top_p)
 }
 
 /// OpenAI's ranges for `temperature` and `top_p`, in both of its APIs.
-pub(crate) fn check_sampling(temperature: Option<f64>, top_p: Option<f64>) -> Result<(), GatewayError> {
-    for (name, value, range) in [("temperature", temperature, 0.0..=2.0), ("top_p", top_p, 0.0..=1.0)] {
+pub(crate) fn check_sampling(
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+) -> Result<(), GatewayError> {
+    for (name, value, range) in [
+        ("temperature", temperature, 0.0..=2.0),
+        ("top_p", top_p, 0.0..=1.0),
+    ] {
         if let Some(v) = value.filter(|v| !range.contains(v)) {
-            return Err(invalid(format!("`{name}` must be between {} and {}, got {v}.", range.start(), range.end())));
+            return Err(invalid(format!(
+                "`{name}` must be between {} and {}, got {v}.",
+                range.start(),
+                range.end()
+            )));
         }
     }
     Ok(())
 }
 
 /// Translates a parsed request into a Converse body borrowing the request's text.
-pub fn to_converse<'r>(request: &'r ChatCompletionRequest<'_>) -> Result<ConverseRequest<'r>, GatewayError> {
+pub fn to_converse<'r>(
+    request: &'r ChatCompletionRequest<'_>,
+) -> Result<ConverseRequest<'r>, GatewayError> {
     reject_unsupported(request)?;
     if request.messages.is_empty() {
         return Err(invalid("`messages` must contain at least one message."));
@@ -295,7 +325,9 @@ pub fn to_converse<'r>(request: &'r ChatCompletionRequest<'_>) -> Result<Convers
                 for block in content_blocks(message.content, &at(".content"), Role::User)? {
                     match block {
                         ContentBlock::Text(text) => system.push(SystemBlock::Text(text)),
-                        ContentBlock::CachePoint(point) => system.push(SystemBlock::CachePoint(point)),
+                        ContentBlock::CachePoint(point) => {
+                            system.push(SystemBlock::CachePoint(point))
+                        }
                         _ => return Err(invalid(at(": system messages may only contain text"))),
                     }
                 }
@@ -306,9 +338,17 @@ pub fn to_converse<'r>(request: &'r ChatCompletionRequest<'_>) -> Result<Convers
             }
             ChatRole::Assistant => {
                 let mut content = reasoning_blocks(message);
-                content.extend(content_blocks(message.content, &at(".content"), Role::Assistant)?);
+                content.extend(content_blocks(
+                    message.content,
+                    &at(".content"),
+                    Role::Assistant,
+                )?);
                 for (call_index, call) in message.tool_calls.iter().flatten().enumerate() {
-                    let arguments = if call.function.arguments.trim().is_empty() { "{}" } else { call.function.arguments.as_ref() };
+                    let arguments = if call.function.arguments.trim().is_empty() {
+                        "{}"
+                    } else {
+                        call.function.arguments.as_ref()
+                    };
                     let input = RawValue::from_string(arguments.to_owned()).map_err(|e| {
                         invalid(format!("messages[{index}].tool_calls[{call_index}].function.arguments is not valid JSON: {e}"))
                     })?;
@@ -322,12 +362,19 @@ pub fn to_converse<'r>(request: &'r ChatCompletionRequest<'_>) -> Result<Convers
                 bedrock::push_turn(&mut messages, Role::Assistant, content);
             }
             ChatRole::Tool => {
-                let id = message.tool_call_id.as_deref().ok_or_else(|| invalid(at(": a tool message needs `tool_call_id`")))?;
+                let id = message
+                    .tool_call_id
+                    .as_deref()
+                    .ok_or_else(|| invalid(at(": a tool message needs `tool_call_id`")))?;
                 let mut result_content = Vec::new();
                 for block in content_blocks(message.content, &at(".content"), Role::User)? {
                     match block {
-                        ContentBlock::Text(text) => result_content.push(ToolResultContent::Text(text)),
-                        ContentBlock::Image(image) => result_content.push(ToolResultContent::Image(image)),
+                        ContentBlock::Text(text) => {
+                            result_content.push(ToolResultContent::Text(text))
+                        }
+                        ContentBlock::Image(image) => {
+                            result_content.push(ToolResultContent::Image(image))
+                        }
                         _ => {}
                     }
                 }
@@ -336,16 +383,28 @@ pub fn to_converse<'r>(request: &'r ChatCompletionRequest<'_>) -> Result<Convers
                 }
                 uses_tools = true;
                 // Consecutive tool messages merge into one user turn.
-                let result = ToolResult { tool_use_id: Cow::Borrowed(id), content: result_content, status: None };
-                bedrock::push_turn(&mut messages, Role::User, vec![ContentBlock::ToolResult(result)]);
+                let result = ToolResult {
+                    tool_use_id: Cow::Borrowed(id),
+                    content: result_content,
+                    status: None,
+                };
+                bedrock::push_turn(
+                    &mut messages,
+                    Role::User,
+                    vec![ContentBlock::ToolResult(result)],
+                );
             }
             ChatRole::Function => {
-                return Err(invalid(at(": the deprecated `function` role is not supported; use `tool`")));
+                return Err(invalid(at(
+                    ": the deprecated `function` role is not supported; use `tool`",
+                )));
             }
         }
     }
     if messages.is_empty() {
-        return Err(invalid("`messages` must contain at least one user or assistant message with content."));
+        return Err(invalid(
+            "`messages` must contain at least one user or assistant message with content.",
+        ));
     }
 
     let stop_sequences = match &request.stop {
@@ -355,10 +414,16 @@ pub fn to_converse<'r>(request: &'r ChatCompletionRequest<'_>) -> Result<Convers
     };
     let mut additional = serde_json::Map::new();
     if let Some(thinking) = request.thinking {
-        let value: serde_json::Value = serde_json::from_str(thinking.get()).map_err(|e| invalid(format!("thinking: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_str(thinking.get()).map_err(|e| invalid(format!("thinking: {e}")))?;
         additional.insert("thinking".into(), value);
     } else if let Some(effort) = request.reasoning_effort.as_deref() {
-        add_reasoning_effort(&request.model, effort, request.max_completion_tokens.or(request.max_tokens), &mut additional)?;
+        add_reasoning_effort(
+            &request.model,
+            effort,
+            request.max_completion_tokens.or(request.max_tokens),
+            &mut additional,
+        )?;
     }
     Ok(ConverseRequest {
         messages,
@@ -393,8 +458,11 @@ pub(crate) fn add_reasoning_effort(
     max_tokens: Option<u32>,
     additional: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), GatewayError> {
-    let budget = thinking_budget(effort)
-        .ok_or_else(|| invalid(format!("`reasoning_effort` must be minimal, low, medium or high, got {effort:?}.")))?;
+    let budget = thinking_budget(effort).ok_or_else(|| {
+        invalid(format!(
+            "`reasoning_effort` must be minimal, low, medium or high, got {effort:?}."
+        ))
+    })?;
     let lower = model.to_ascii_lowercase();
     if lower.contains("claude") {
         if max_tokens.is_some_and(|max| max <= budget) {
@@ -402,7 +470,10 @@ pub(crate) fn add_reasoning_effort(
                 "`reasoning_effort` {effort} gives a thinking budget of {budget} tokens; `max_completion_tokens` must be larger."
             )));
         }
-        additional.insert("thinking".into(), serde_json::json!({ "type": "enabled", "budget_tokens": budget }));
+        additional.insert(
+            "thinking".into(),
+            serde_json::json!({ "type": "enabled", "budget_tokens": budget }),
+        );
     } else if lower.contains("nova") {
         let nova_effort = if effort == "minimal" { "low" } else { effort };
         additional.insert(
@@ -410,14 +481,22 @@ pub(crate) fn add_reasoning_effort(
             serde_json::json!({ "type": "enabled", "maxReasoningEffort": nova_effort }),
         );
     } else {
-        additional.insert("reasoning_effort".into(), serde_json::Value::String(effort.to_owned()));
+        additional.insert(
+            "reasoning_effort".into(),
+            serde_json::Value::String(effort.to_owned()),
+        );
     }
     Ok(())
 }
 
-fn tool_config<'r>(request: &'r ChatCompletionRequest<'_>, history_uses_tools: bool) -> Result<Option<ToolConfig<'r>>, GatewayError> {
+fn tool_config<'r>(
+    request: &'r ChatCompletionRequest<'_>,
+    history_uses_tools: bool,
+) -> Result<Option<ToolConfig<'r>>, GatewayError> {
     let Some(tools) = request.tools.as_ref().filter(|t| !t.is_empty()) else {
-        if let Some(ChatToolChoice::Named { .. }) | Some(ChatToolChoice::Mode(Cow::Borrowed("required"))) = &request.tool_choice {
+        if let Some(ChatToolChoice::Named { .. })
+        | Some(ChatToolChoice::Mode(Cow::Borrowed("required"))) = &request.tool_choice
+        {
             return Err(invalid("`tool_choice` names a tool but `tools` is empty."));
         }
         return Ok(None);
@@ -428,13 +507,19 @@ fn tool_config<'r>(request: &'r ChatCompletionRequest<'_>, history_uses_tools: b
             ToolMode::Send(choice) => choice,
             ToolMode::NoTools => return Ok(None),
         },
-        Some(ChatToolChoice::Named { function }) => Some(ToolChoice::Tool(NamedTool { name: Cow::Borrowed(function.name.as_ref()) })),
+        Some(ChatToolChoice::Named { function }) => Some(ToolChoice::Tool(NamedTool {
+            name: Cow::Borrowed(function.name.as_ref()),
+        })),
     };
     let mut specs = Vec::with_capacity(tools.len());
     for (index, tool) in tools.iter().enumerate() {
         let function = match (tool.kind.as_ref(), &tool.function) {
             ("function", Some(function)) => function,
-            (kind, _) => return Err(invalid(format!("tools[{index}]: only function tools are supported, got {kind:?}."))),
+            (kind, _) => {
+                return Err(invalid(format!(
+                    "tools[{index}]: only function tools are supported, got {kind:?}."
+                )))
+            }
         };
         let schema = match function.parameters {
             Some(parameters) => RawValue::from_string(parameters.get().to_owned()),
@@ -447,7 +532,10 @@ fn tool_config<'r>(request: &'r ChatCompletionRequest<'_>, history_uses_tools: b
             input_schema: InputSchema { json: schema },
         }));
     }
-    Ok(Some(ToolConfig { tools: specs, tool_choice: choice }))
+    Ok(Some(ToolConfig {
+        tools: specs,
+        tool_choice: choice,
+    }))
 }
 
 /// What OpenAI's `tool_choice` modes ask of Bedrock, in both of its APIs.
@@ -458,7 +546,10 @@ pub(crate) enum ToolMode {
     NoTools,
 }
 
-pub(crate) fn tool_choice_mode(mode: &str, history_uses_tools: bool) -> Result<ToolMode, GatewayError> {
+pub(crate) fn tool_choice_mode(
+    mode: &str,
+    history_uses_tools: bool,
+) -> Result<ToolMode, GatewayError> {
     match mode {
         "auto" => Ok(ToolMode::Send(Some(ToolChoice::Auto(Empty {})))),
         "required" => Ok(ToolMode::Send(Some(ToolChoice::Any(Empty {})))),
@@ -466,31 +557,56 @@ pub(crate) fn tool_choice_mode(mode: &str, history_uses_tools: bool) -> Result<T
         // which Bedrock only accepts with the tool definitions present.
         "none" if history_uses_tools => Ok(ToolMode::Send(None)),
         "none" => Ok(ToolMode::NoTools),
-        other => Err(invalid(format!("`tool_choice` {other:?} is not one of none, auto, required."))),
+        other => Err(invalid(format!(
+            "`tool_choice` {other:?} is not one of none, auto, required."
+        ))),
     }
 }
 
-pub(crate) fn output_config(format: Option<&ResponseFormat<'_>>) -> Result<Option<OutputConfig>, GatewayError> {
-    let Some(format) = format else { return Ok(None) };
+pub(crate) fn output_config(
+    format: Option<&ResponseFormat<'_>>,
+) -> Result<Option<OutputConfig>, GatewayError> {
+    let Some(format) = format else {
+        return Ok(None);
+    };
     let (schema, name, description) = match format.kind.as_ref() {
         "text" => return Ok(None),
         // JSON mode: any JSON object.
-        "json_object" => (r#"{"type":"object"}"#.to_owned(), "json_object".to_owned(), None),
+        "json_object" => (
+            r#"{"type":"object"}"#.to_owned(),
+            "json_object".to_owned(),
+            None,
+        ),
         "json_schema" => {
-            let spec = format.json_schema.as_ref().ok_or_else(|| invalid("`response_format.json_schema` is required."))?;
-            let schema = spec.schema.ok_or_else(|| invalid("`response_format.json_schema.schema` is required."))?;
+            let spec = format
+                .json_schema
+                .as_ref()
+                .ok_or_else(|| invalid("`response_format.json_schema` is required."))?;
+            let schema = spec
+                .schema
+                .ok_or_else(|| invalid("`response_format.json_schema.schema` is required."))?;
             (
                 schema.get().to_owned(),
                 spec.name.as_deref().unwrap_or("response").to_owned(),
                 spec.description.as_deref().map(str::to_owned),
             )
         }
-        other => return Err(invalid(format!("`response_format` type {other:?} is not supported."))),
+        other => {
+            return Err(invalid(format!(
+                "`response_format` type {other:?} is not supported."
+            )))
+        }
     };
     Ok(Some(OutputConfig {
         text_format: OutputFormat {
             kind: "json_schema",
-            structure: OutputFormatStructure { json_schema: JsonSchemaDefinition { schema, name, description } },
+            structure: OutputFormatStructure {
+                json_schema: JsonSchemaDefinition {
+                    schema,
+                    name,
+                    description,
+                },
+            },
         },
     }))
 }
@@ -500,16 +616,20 @@ fn reasoning_blocks<'r>(message: &'r ChatMessage<'_>) -> Vec<ContentBlock<'r>> {
     if let Some(blocks) = &message.thinking_blocks {
         return blocks
             .iter()
-            .filter_map(|block| match (block.kind.as_ref(), &block.thinking, &block.data) {
-                ("thinking", Some(text), _) => Some(ContentBlock::ReasoningContent(ReasoningContent::ReasoningText(ReasoningText {
-                    text: Cow::Borrowed(text.as_ref()),
-                    signature: block.signature.as_deref().map(Cow::Borrowed),
-                }))),
-                ("redacted_thinking", _, Some(data)) => {
-                    Some(ContentBlock::ReasoningContent(ReasoningContent::RedactedContent(Cow::Borrowed(data.as_ref()))))
-                }
-                _ => None,
-            })
+            .filter_map(
+                |block| match (block.kind.as_ref(), &block.thinking, &block.data) {
+                    ("thinking", Some(text), _) => Some(ContentBlock::ReasoningContent(
+                        ReasoningContent::ReasoningText(ReasoningText {
+                            text: Cow::Borrowed(text.as_ref()),
+                            signature: block.signature.as_deref().map(Cow::Borrowed),
+                        }),
+                    )),
+                    ("redacted_thinking", _, Some(data)) => Some(ContentBlock::ReasoningContent(
+                        ReasoningContent::RedactedContent(Cow::Borrowed(data.as_ref())),
+                    )),
+                    _ => None,
+                },
+            )
             .collect();
     }
     // Reasoning text without a signature cannot be verified by the model: it is dropped.
@@ -523,23 +643,41 @@ pub(crate) enum TextOrParts<'r, P> {
     Parts(Vec<P>),
 }
 
-pub(crate) fn text_or_parts<'r, P: Deserialize<'r>>(content: Option<&'r RawValue>, at: &str) -> Result<TextOrParts<'r, P>, GatewayError> {
-    let Some(raw) = content else { return Ok(TextOrParts::Blocks(Vec::new())) };
+pub(crate) fn text_or_parts<'r, P: Deserialize<'r>>(
+    content: Option<&'r RawValue>,
+    at: &str,
+) -> Result<TextOrParts<'r, P>, GatewayError> {
+    let Some(raw) = content else {
+        return Ok(TextOrParts::Blocks(Vec::new()));
+    };
     let text = raw.get().trim_start();
     if text.starts_with('"') {
-        let content: Cow<'r, str> = serde_json::from_str(raw.get()).map_err(|e| invalid(format!("{at}: {e}")))?;
-        return Ok(TextOrParts::Blocks(if content.is_empty() { Vec::new() } else { vec![ContentBlock::Text(content)] }));
+        let content: Cow<'r, str> =
+            serde_json::from_str(raw.get()).map_err(|e| invalid(format!("{at}: {e}")))?;
+        return Ok(TextOrParts::Blocks(if content.is_empty() {
+            Vec::new()
+        } else {
+            vec![ContentBlock::Text(content)]
+        }));
     }
     if text.starts_with("null") {
         return Ok(TextOrParts::Blocks(Vec::new()));
     }
     serde_json::from_str(raw.get())
         .map(TextOrParts::Parts)
-        .map_err(|e| invalid(format!("{at} must be a string or a list of content parts: {e}")))
+        .map_err(|e| {
+            invalid(format!(
+                "{at} must be a string or a list of content parts: {e}"
+            ))
+        })
 }
 
 /// The content of a message: a string, or an array of parts.
-fn content_blocks<'r>(content: Option<&'r RawValue>, at: &str, role: Role) -> Result<Vec<ContentBlock<'r>>, GatewayError> {
+fn content_blocks<'r>(
+    content: Option<&'r RawValue>,
+    at: &str,
+    role: Role,
+) -> Result<Vec<ContentBlock<'r>>, GatewayError> {
     let parts: Vec<ContentPart<'r>> = match text_or_parts(content, at)? {
         TextOrParts::Blocks(blocks) => return Ok(blocks),
         TextOrParts::Parts(parts) => parts,
@@ -554,16 +692,28 @@ fn content_blocks<'r>(content: Option<&'r RawValue>, at: &str, role: Role) -> Re
                 None => return Err(invalid(format!("{at}: a text part needs a `text` string."))),
             },
             "image_url" if role == Role::User => {
-                let url = part.image_url.ok_or_else(|| invalid(format!("{at}: an image_url part needs `image_url.url`.")))?;
+                let url = part.image_url.ok_or_else(|| {
+                    invalid(format!("{at}: an image_url part needs `image_url.url`."))
+                })?;
                 blocks.push(ContentBlock::Image(image_from_data_url(url.url, &at)?));
             }
             "file" if role == Role::User => {
-                let file = part.file.ok_or_else(|| invalid(format!("{at}: a file part needs `file`.")))?;
+                let file = part
+                    .file
+                    .ok_or_else(|| invalid(format!("{at}: a file part needs `file`.")))?;
                 blocks.push(ContentBlock::Document(document_from_file(file, &at)?));
             }
             "refusal" if role == Role::Assistant => {}
-            "input_audio" => return Err(invalid(format!("{at}: audio input is not supported by Bedrock Converse."))),
-            other => return Err(invalid(format!("{at}: content parts of type `{other}` are not supported here."))),
+            "input_audio" => {
+                return Err(invalid(format!(
+                    "{at}: audio input is not supported by Bedrock Converse."
+                )))
+            }
+            other => {
+                return Err(invalid(format!(
+                    "{at}: content parts of type `{other}` are not supported here."
+                )))
+            }
         }
         if part.cache_control.is_some() {
             blocks.push(ContentBlock::CachePoint(CachePoint::default()));
@@ -580,33 +730,60 @@ pub fn parse_data_url(url: &str) -> Option<(&str, &str)> {
     Some((media_type, data))
 }
 
-pub(crate) fn image_from_data_url<'r>(url: Cow<'r, str>, at: &str) -> Result<Image<'r>, GatewayError> {
+pub(crate) fn image_from_data_url<'r>(
+    url: Cow<'r, str>,
+    at: &str,
+) -> Result<Image<'r>, GatewayError> {
     if url.starts_with("http://") || url.starts_with("https://") {
         return Err(invalid(format!(
             "{at}: image URLs are not fetched by the gateway; send the image inline as a data URL (data:image/png;base64,...)."
         )));
     }
-    let (media_type, data) = parse_data_url(&url).ok_or_else(|| invalid(format!("{at}: expected a base64 data URL.")))?;
-    let format = bedrock::image_format(media_type)
-        .ok_or_else(|| invalid(format!("{at}: image type {media_type:?} is not supported; use png, jpeg, gif or webp.")))?;
+    let (media_type, data) = parse_data_url(&url)
+        .ok_or_else(|| invalid(format!("{at}: expected a base64 data URL.")))?;
+    let format = bedrock::image_format(media_type).ok_or_else(|| {
+        invalid(format!(
+            "{at}: image type {media_type:?} is not supported; use png, jpeg, gif or webp."
+        ))
+    })?;
     let data_start = url.len() - data.len();
     let bytes = match url {
         Cow::Borrowed(whole) => Cow::Borrowed(whole.get(data_start..).unwrap_or_default()),
         Cow::Owned(whole) => Cow::Owned(whole.get(data_start..).unwrap_or_default().to_owned()),
     };
-    Ok(Image { format, source: ImageSource { bytes } })
+    Ok(Image {
+        format,
+        source: ImageSource { bytes },
+    })
 }
 
-pub(crate) fn document_from_file<'r>(file: FilePart<'r>, at: &str) -> Result<Document<'r>, GatewayError> {
+pub(crate) fn document_from_file<'r>(
+    file: FilePart<'r>,
+    at: &str,
+) -> Result<Document<'r>, GatewayError> {
     if file.file_id.is_some() && file.file_data.is_none() {
-        return Err(invalid(format!("{at}: uploaded file ids are not supported; send `file_data` inline.")));
+        return Err(invalid(format!(
+            "{at}: uploaded file ids are not supported; send `file_data` inline."
+        )));
     }
-    let data_url = file.file_data.ok_or_else(|| invalid(format!("{at}: a file part needs `file_data`.")))?;
-    let (media_type, data) = parse_data_url(&data_url).ok_or_else(|| invalid(format!("{at}: `file_data` must be a base64 data URL.")))?;
-    let format = bedrock::document_format(media_type)
-        .ok_or_else(|| invalid(format!("{at}: document type {media_type:?} is not supported by Bedrock.")))?;
+    let data_url = file
+        .file_data
+        .ok_or_else(|| invalid(format!("{at}: a file part needs `file_data`.")))?;
+    let (media_type, data) = parse_data_url(&data_url)
+        .ok_or_else(|| invalid(format!("{at}: `file_data` must be a base64 data URL.")))?;
+    let format = bedrock::document_format(media_type).ok_or_else(|| {
+        invalid(format!(
+            "{at}: document type {media_type:?} is not supported by Bedrock."
+        ))
+    })?;
     let name = bedrock::document_name(file.filename.as_deref().unwrap_or("document"));
-    Ok(Document { format, name, source: DocumentSource { bytes: Cow::Owned(data.to_owned()) } })
+    Ok(Document {
+        format,
+        name,
+        source: DocumentSource {
+            bytes: Cow::Owned(data.to_owned()),
+        },
+    })
 }
 
 // ---- Response ---------------------------------------------------------------------------
@@ -654,8 +831,14 @@ struct AssistantMessage<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ThinkingBlockOut<'a> {
-    Thinking { thinking: Cow<'a, str>, #[serde(skip_serializing_if = "Option::is_none")] signature: Option<Cow<'a, str>> },
-    RedactedThinking { data: Cow<'a, str> },
+    Thinking {
+        thinking: Cow<'a, str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signature: Option<Cow<'a, str>>,
+    },
+    RedactedThinking {
+        data: Cow<'a, str>,
+    },
 }
 
 #[derive(Serialize)]
@@ -715,8 +898,15 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
 }
 
 /// Renders a Converse response as a `chat.completion`: text, tool calls and reasoning, none lost.
-pub fn from_converse_response(body: &[u8], context: &ResponseContext) -> Result<TranslatedBody, GatewayError> {
-    let ConverseReply { message, stop_reason, usage } = ConverseReply::parse(body)?;
+pub fn from_converse_response(
+    body: &[u8],
+    context: &ResponseContext,
+) -> Result<TranslatedBody, GatewayError> {
+    let ConverseReply {
+        message,
+        stop_reason,
+        usage,
+    } = ConverseReply::parse(body)?;
     let mut texts: Vec<Cow<'_, str>> = Vec::new();
     let mut reasoning = String::new();
     let mut thinking_blocks = Vec::new();
@@ -729,13 +919,19 @@ pub fn from_converse_response(body: &[u8], context: &ResponseContext) -> Result<
             tool_calls.push(ToolCallOut {
                 id: tool_use.tool_use_id,
                 kind: "function",
-                function: FunctionOut { name: tool_use.name, arguments: tool_use.input.get() },
+                function: FunctionOut {
+                    name: tool_use.name,
+                    arguments: tool_use.input.get(),
+                },
             });
         }
         if let Some(reasoning_block) = block.reasoning_content {
             if let Some(text) = reasoning_block.reasoning_text {
                 reasoning.push_str(&text.text);
-                thinking_blocks.push(ThinkingBlockOut::Thinking { thinking: text.text, signature: text.signature });
+                thinking_blocks.push(ThinkingBlockOut::Thinking {
+                    thinking: text.text,
+                    signature: text.signature,
+                });
             }
             if let Some(data) = reasoning_block.redacted_content {
                 thinking_blocks.push(ThinkingBlockOut::RedactedThinking { data });
@@ -766,9 +962,13 @@ pub fn from_converse_response(body: &[u8], context: &ResponseContext) -> Result<
         }],
         usage: usage.unwrap_or_default().into(),
     };
-    let body = serde_json::to_vec(&completion)
-        .map_err(|e| GatewayError::upstream(format!("could not render the chat completion: {e}")))?;
-    Ok(TranslatedBody { body, usage: usage.map(TokenUsage::from) })
+    let body = serde_json::to_vec(&completion).map_err(|e| {
+        GatewayError::upstream(format!("could not render the chat completion: {e}"))
+    })?;
+    Ok(TranslatedBody {
+        body,
+        usage: usage.map(TokenUsage::from),
+    })
 }
 
 // ---- Streaming --------------------------------------------------------------------------
@@ -780,7 +980,10 @@ enum StreamBlock {
     /// A tool call, with its dense OpenAI `index`.
     ToolCall(usize),
     /// Reasoning, accumulated so that the signed block can be returned whole at its end.
-    Reasoning { text: String, signature: Option<String> },
+    Reasoning {
+        text: String,
+        signature: Option<String>,
+    },
 }
 
 /// Turns a ConverseStream event stream into OpenAI `chat.completion.chunk` SSE events,
@@ -803,7 +1006,11 @@ impl ChatStreamTranslator {
         let mut chunk_prefix = String::with_capacity(128);
         chunk_prefix.push_str("{\"id\":");
         push_json_string(&mut chunk_prefix, &format!("chatcmpl-{}", context.id));
-        let _ = write!(chunk_prefix, ",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":", context.created);
+        let _ = write!(
+            chunk_prefix,
+            ",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":",
+            context.created
+        );
         push_json_string(&mut chunk_prefix, &context.model);
         chunk_prefix.push_str(",\"choices\":");
         ChatStreamTranslator {
@@ -839,12 +1046,14 @@ impl ChatStreamTranslator {
             Some("contentBlockStart") => self.on_block_start(frame.payload, out),
             Some("contentBlockDelta") => self.on_block_delta(frame.payload, out),
             Some("contentBlockStop") => self.on_block_stop(frame.payload, out),
-            Some("messageStop") => serde_json::from_slice::<bedrock::MessageStopEvent<'_>>(frame.payload)
-                .map(|event| {
-                    self.saw_message_stop = true;
-                    self.emit_delta(out, "{}", Some(finish_reason(event.stop_reason)));
-                })
-                .map_err(|e| unreadable_event("messageStop", &e)),
+            Some("messageStop") => {
+                serde_json::from_slice::<bedrock::MessageStopEvent<'_>>(frame.payload)
+                    .map(|event| {
+                        self.saw_message_stop = true;
+                        self.emit_delta(out, "{}", Some(finish_reason(event.stop_reason)));
+                    })
+                    .map_err(|e| unreadable_event("messageStop", &e))
+            }
             Some("metadata") => serde_json::from_slice::<bedrock::MetadataEvent>(frame.payload)
                 .map(|event| {
                     self.usage = event.usage;
@@ -869,14 +1078,16 @@ impl ChatStreamTranslator {
     }
 
     fn on_block_start(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), GatewayError> {
-        let event: bedrock::ContentBlockStartEvent<'_> =
-            serde_json::from_slice(payload).map_err(|e| unreadable_event("contentBlockStart", &e))?;
+        let event: bedrock::ContentBlockStartEvent<'_> = serde_json::from_slice(payload)
+            .map_err(|e| unreadable_event("contentBlockStart", &e))?;
         let Some(tool_use) = event.start.and_then(|s| s.tool_use) else {
             return Ok(());
         };
         let call_index = self.tool_calls_seen;
         self.tool_calls_seen += 1;
-        *self.block(event.content_block_index).ok_or_else(too_many_blocks)? = Some(StreamBlock::ToolCall(call_index));
+        *self
+            .block(event.content_block_index)
+            .ok_or_else(too_many_blocks)? = Some(StreamBlock::ToolCall(call_index));
         let mut delta = String::with_capacity(96 + tool_use.name.len());
         let _ = write!(delta, "{{\"tool_calls\":[{{\"index\":{call_index},\"id\":");
         push_json_string(&mut delta, &tool_use.tool_use_id);
@@ -889,10 +1100,14 @@ impl ChatStreamTranslator {
     }
 
     fn on_block_delta(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), GatewayError> {
-        let event: bedrock::ContentBlockDeltaEvent<'_> =
-            serde_json::from_slice(payload).map_err(|e| unreadable_event("contentBlockDelta", &e))?;
-        let Some(delta) = event.delta else { return Ok(()) };
-        let slot = self.block(event.content_block_index).ok_or_else(too_many_blocks)?;
+        let event: bedrock::ContentBlockDeltaEvent<'_> = serde_json::from_slice(payload)
+            .map_err(|e| unreadable_event("contentBlockDelta", &e))?;
+        let Some(delta) = event.delta else {
+            return Ok(());
+        };
+        let slot = self
+            .block(event.content_block_index)
+            .ok_or_else(too_many_blocks)?;
         // Room for the delta and its escapes at once: growing it step by step cost about a tenth
         // of a delta's translation (callgrind).
         let mut json = String::with_capacity(64 + payload.len());
@@ -903,16 +1118,28 @@ impl ChatStreamTranslator {
             json.push('}');
         } else if let Some(tool_use) = delta.tool_use {
             let Some(StreamBlock::ToolCall(call_index)) = slot else {
-                return Err(GatewayError::upstream("Bedrock streamed tool input for a block that is not a tool call."));
+                return Err(GatewayError::upstream(
+                    "Bedrock streamed tool input for a block that is not a tool call.",
+                ));
             };
-            let _ = write!(json, "{{\"tool_calls\":[{{\"index\":{call_index},\"function\":{{\"arguments\":");
+            let _ = write!(
+                json,
+                "{{\"tool_calls\":[{{\"index\":{call_index},\"function\":{{\"arguments\":"
+            );
             push_json_string(&mut json, &tool_use.input);
             json.push_str("}}]}");
         } else if let Some(reasoning) = delta.reasoning_content {
             if !matches!(slot, Some(StreamBlock::Reasoning { .. })) {
-                *slot = Some(StreamBlock::Reasoning { text: String::new(), signature: None });
+                *slot = Some(StreamBlock::Reasoning {
+                    text: String::new(),
+                    signature: None,
+                });
             }
-            if let Some(StreamBlock::Reasoning { text: accumulated, signature }) = slot {
+            if let Some(StreamBlock::Reasoning {
+                text: accumulated,
+                signature,
+            }) = slot
+            {
                 if let Some(text) = reasoning.text {
                     accumulated.push_str(&text);
                     json.push_str("{\"reasoning_content\":");
@@ -923,7 +1150,9 @@ impl ChatStreamTranslator {
                     *signature = Some(new_signature.into_owned());
                 }
                 if let Some(data) = reasoning.redacted_content {
-                    json.push_str("{\"thinking_blocks\":[{\"type\":\"redacted_thinking\",\"data\":");
+                    json.push_str(
+                        "{\"thinking_blocks\":[{\"type\":\"redacted_thinking\",\"data\":",
+                    );
                     push_json_string(&mut json, &data);
                     json.push_str("}]}");
                 }
@@ -938,9 +1167,12 @@ impl ChatStreamTranslator {
 
     /// At the end of a reasoning block, the whole signed block is sent so callers can return it.
     fn on_block_stop(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), GatewayError> {
-        let event: bedrock::ContentBlockStopEvent =
-            serde_json::from_slice(payload).map_err(|e| unreadable_event("contentBlockStop", &e))?;
-        let finished_block = self.blocks.get_mut(event.content_block_index).and_then(Option::take);
+        let event: bedrock::ContentBlockStopEvent = serde_json::from_slice(payload)
+            .map_err(|e| unreadable_event("contentBlockStop", &e))?;
+        let finished_block = self
+            .blocks
+            .get_mut(event.content_block_index)
+            .and_then(Option::take);
         if let Some(StreamBlock::Reasoning { text, signature }) = finished_block {
             let mut json = String::with_capacity(text.len() + 96);
             json.push_str("{\"thinking_blocks\":[{\"type\":\"thinking\",\"thinking\":");

@@ -40,7 +40,10 @@ const STREAM_MODES: &[&str] = &["sync", "async"];
 
 fn one_of(field: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), String> {
     match value {
-        Some(value) if !allowed.contains(&value) => Err(format!("{field}: {value:?} is not one of {}", allowed.join(", "))),
+        Some(value) if !allowed.contains(&value) => Err(format!(
+            "{field}: {value:?} is not one of {}",
+            allowed.join(", ")
+        )),
         _ => Ok(()),
     }
 }
@@ -54,30 +57,56 @@ impl BedrockOptions {
         request_metadata: BTreeMap<String, String>,
     ) -> Result<BedrockOptions, String> {
         if let Some(guardrail) = &guardrail {
-            if guardrail.identifier.is_empty() || guardrail.identifier.len() > 2048 || guardrail.version.is_empty() {
-                return Err("guardrail: identifier and version must be set (version is a number or DRAFT)".into());
+            if guardrail.identifier.is_empty()
+                || guardrail.identifier.len() > 2048
+                || guardrail.version.is_empty()
+            {
+                return Err(
+                    "guardrail: identifier and version must be set (version is a number or DRAFT)"
+                        .into(),
+                );
             }
-            let numbered = guardrail.version.bytes().all(|b| b.is_ascii_digit()) && !guardrail.version.starts_with('0');
+            let numbered = guardrail.version.bytes().all(|b| b.is_ascii_digit())
+                && !guardrail.version.starts_with('0');
             if !numbered && guardrail.version != "DRAFT" {
-                return Err(format!("guardrail.version: {:?} is not a version number or DRAFT", guardrail.version));
+                return Err(format!(
+                    "guardrail.version: {:?} is not a version number or DRAFT",
+                    guardrail.version
+                ));
             }
             one_of("guardrail.trace", guardrail.trace.as_deref(), TRACES)?;
-            one_of("guardrail.stream_processing_mode", guardrail.stream_processing_mode.as_deref(), STREAM_MODES)?;
+            one_of(
+                "guardrail.stream_processing_mode",
+                guardrail.stream_processing_mode.as_deref(),
+                STREAM_MODES,
+            )?;
         }
         one_of("latency", latency.as_deref(), LATENCIES)?;
         one_of("service_tier", service_tier.as_deref(), SERVICE_TIERS)?;
         if request_metadata.len() > 16 {
             return Err("request_metadata: Bedrock takes at most 16 entries".into());
         }
-        if let Some((key, value)) = request_metadata.iter().find(|(k, v)| k.is_empty() || k.len() > 256 || v.len() > 256) {
+        if let Some((key, value)) = request_metadata
+            .iter()
+            .find(|(k, v)| k.is_empty() || k.len() > 256 || v.len() > 256)
+        {
             return Err(format!("request_metadata: {key:?}: {value:?}: keys take 1 to 256 characters, values up to 256"));
         }
-        Ok(BedrockOptions { guardrail, latency, service_tier, request_metadata })
+        Ok(BedrockOptions {
+            guardrail,
+            latency,
+            service_tier,
+            request_metadata,
+        })
     }
 
     /// The Converse members these options add, with the caller's tier where it chose one; they
     /// borrow from the configuration, so a request copies nothing.
-    pub fn for_converse<'a>(&'a self, stream: bool, caller_tier: Option<&'a str>) -> ConverseOptions<'a> {
+    pub fn for_converse<'a>(
+        &'a self,
+        stream: bool,
+        caller_tier: Option<&'a str>,
+    ) -> ConverseOptions<'a> {
         ConverseOptions {
             guardrail_config: self.guardrail.as_ref().map(|g| GuardrailConfig {
                 guardrail_identifier: &g.identifier,
@@ -85,8 +114,13 @@ impl BedrockOptions {
                 trace: g.trace.as_deref(),
                 stream_processing_mode: g.stream_processing_mode.as_deref().filter(|_| stream),
             }),
-            performance_config: self.latency.as_deref().map(|latency| PerformanceConfig { latency }),
-            service_tier: caller_tier.or(self.service_tier.as_deref()).map(|kind| ServiceTier { kind }),
+            performance_config: self
+                .latency
+                .as_deref()
+                .map(|latency| PerformanceConfig { latency }),
+            service_tier: caller_tier
+                .or(self.service_tier.as_deref())
+                .map(|kind| ServiceTier { kind }),
             request_metadata: (!self.request_metadata.is_empty()).then_some(&self.request_metadata),
         }
     }
@@ -95,7 +129,10 @@ impl BedrockOptions {
     pub fn invoke_headers(&self) -> Vec<(&'static str, String)> {
         let mut headers = Vec::new();
         if let Some(guardrail) = &self.guardrail {
-            headers.push(("x-amzn-bedrock-guardrailidentifier", guardrail.identifier.clone()));
+            headers.push((
+                "x-amzn-bedrock-guardrailidentifier",
+                guardrail.identifier.clone(),
+            ));
             headers.push(("x-amzn-bedrock-guardrailversion", guardrail.version.clone()));
             if let Some(trace) = &guardrail.trace {
                 headers.push(("x-amzn-bedrock-trace", trace.to_uppercase()));
@@ -170,13 +207,24 @@ mod tests {
     use serde_json::json;
 
     fn guardrail() -> Guardrail {
-        Guardrail { identifier: "gr-1".into(), version: "2".into(), trace: Some("enabled".into()), stream_processing_mode: Some("async".into()) }
+        Guardrail {
+            identifier: "gr-1".into(),
+            version: "2".into(),
+            trace: Some("enabled".into()),
+            stream_processing_mode: Some("async".into()),
+        }
     }
 
     #[test]
     fn options_become_converse_members_and_invoke_headers() {
         let metadata = BTreeMap::from([("team".to_owned(), "search".to_owned())]);
-        let options = BedrockOptions::new(Some(guardrail()), Some("optimized".into()), Some("flex".into()), metadata).unwrap();
+        let options = BedrockOptions::new(
+            Some(guardrail()),
+            Some("optimized".into()),
+            Some("flex".into()),
+            metadata,
+        )
+        .unwrap();
         let streamed = serde_json::to_value(options.for_converse(true, None)).unwrap();
         assert_eq!(
             streamed,
@@ -188,32 +236,71 @@ mod tests {
             })
         );
         let plain = serde_json::to_value(options.for_converse(false, Some("priority"))).unwrap();
-        assert!(plain["guardrailConfig"].get("streamProcessingMode").is_none(), "Converse has no stream mode");
-        assert_eq!(plain["serviceTier"], json!({"type": "priority"}), "the caller's tier wins");
+        assert!(
+            plain["guardrailConfig"]
+                .get("streamProcessingMode")
+                .is_none(),
+            "Converse has no stream mode"
+        );
+        assert_eq!(
+            plain["serviceTier"],
+            json!({"type": "priority"}),
+            "the caller's tier wins"
+        );
         assert_eq!(
             options.invoke_headers(),
             [
                 ("x-amzn-bedrock-guardrailidentifier", "gr-1".to_owned()),
                 ("x-amzn-bedrock-guardrailversion", "2".to_owned()),
                 ("x-amzn-bedrock-trace", "ENABLED".to_owned()),
-                ("x-amzn-bedrock-performanceconfig-latency", "optimized".to_owned()),
+                (
+                    "x-amzn-bedrock-performanceconfig-latency",
+                    "optimized".to_owned()
+                ),
                 ("x-amzn-bedrock-service-tier", "flex".to_owned()),
-                ("x-amzn-bedrock-request-metadata", r#"{"team":"search"}"#.to_owned()),
+                (
+                    "x-amzn-bedrock-request-metadata",
+                    r#"{"team":"search"}"#.to_owned()
+                ),
             ]
         );
-        assert_eq!(serde_json::to_value(BedrockOptions::default().for_converse(true, None)).unwrap(), json!({}));
+        assert_eq!(
+            serde_json::to_value(BedrockOptions::default().for_converse(true, None)).unwrap(),
+            json!({})
+        );
     }
 
     #[test]
     fn values_bedrock_refuses_fail_at_start_up() {
-        let bad_version = Guardrail { version: "v1".into(), ..guardrail() };
-        assert!(BedrockOptions::new(Some(bad_version), None, None, BTreeMap::new()).unwrap_err().contains("version"));
-        assert!(BedrockOptions::new(None, Some("fast".into()), None, BTreeMap::new()).unwrap_err().contains("latency"));
-        assert!(BedrockOptions::new(None, None, Some("gold".into()), BTreeMap::new()).unwrap_err().contains("service_tier"));
-        let many: BTreeMap<String, String> = (0..17).map(|i| (format!("k{i}"), "v".to_owned())).collect();
-        assert!(BedrockOptions::new(None, None, None, many).unwrap_err().contains("16"));
+        let bad_version = Guardrail {
+            version: "v1".into(),
+            ..guardrail()
+        };
+        assert!(
+            BedrockOptions::new(Some(bad_version), None, None, BTreeMap::new())
+                .unwrap_err()
+                .contains("version")
+        );
+        assert!(
+            BedrockOptions::new(None, Some("fast".into()), None, BTreeMap::new())
+                .unwrap_err()
+                .contains("latency")
+        );
+        assert!(
+            BedrockOptions::new(None, None, Some("gold".into()), BTreeMap::new())
+                .unwrap_err()
+                .contains("service_tier")
+        );
+        let many: BTreeMap<String, String> =
+            (0..17).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+        assert!(BedrockOptions::new(None, None, None, many)
+            .unwrap_err()
+            .contains("16"));
         assert_eq!(caller_service_tier(Some("auto")).unwrap(), None);
         assert_eq!(caller_service_tier(Some("flex")).unwrap(), Some("flex"));
-        assert!(caller_service_tier(Some("scale")).unwrap_err().message.contains("not offered by Bedrock"));
+        assert!(caller_service_tier(Some("scale"))
+            .unwrap_err()
+            .message
+            .contains("not offered by Bedrock"));
     }
 }

@@ -28,7 +28,10 @@ pub fn parse_path(path: &str) -> Option<(&str, Operation)> {
 }
 
 pub fn is_stream(operation: Operation) -> bool {
-    matches!(operation, Operation::ConverseStream | Operation::InvokeWithResponseStream)
+    matches!(
+        operation,
+        Operation::ConverseStream | Operation::InvokeWithResponseStream
+    )
 }
 
 /// The two shapes of usage a whole reply carries: Converse's, or a Claude body's from InvokeModel.
@@ -46,14 +49,27 @@ struct AnyUsage {
     output_tokens: u64,
     #[serde(default, alias = "cacheReadInputTokens")]
     cache_read_input_tokens: u64,
-    #[serde(default, alias = "cacheWriteInputTokens", alias = "cache_creation_input_tokens")]
+    #[serde(
+        default,
+        alias = "cacheWriteInputTokens",
+        alias = "cache_creation_input_tokens"
+    )]
     cache_write_input_tokens: u64,
 }
 
 /// The tokens of a whole reply: Bedrock's token-count headers (InvokeModel), else the body's usage.
-pub fn reply_usage(body: &[u8], header_input: Option<u64>, header_output: Option<u64>) -> Option<TokenUsage> {
+pub fn reply_usage(
+    body: &[u8],
+    header_input: Option<u64>,
+    header_output: Option<u64>,
+) -> Option<TokenUsage> {
     if let (Some(input), Some(output)) = (header_input, header_output) {
-        return Some(TokenUsage { input, output, cache_read: 0, cache_write: 0 });
+        return Some(TokenUsage {
+            input,
+            output,
+            cache_read: 0,
+            cache_write: 0,
+        });
     }
     let usage = serde_json::from_slice::<ReplyUsage>(body).ok()?.usage?;
     Some(TokenUsage {
@@ -98,7 +114,12 @@ pub struct StreamObserver {
 
 impl StreamObserver {
     pub fn new(max_frame_len: usize) -> Self {
-        StreamObserver { decoder: Decoder::new(max_frame_len), usage: None, first_content: false, stopped: false }
+        StreamObserver {
+            decoder: Decoder::new(max_frame_len),
+            usage: None,
+            first_content: false,
+            stopped: false,
+        }
     }
 
     /// Reads one chunk of the reply; the caller sends the chunk on as it is.
@@ -119,7 +140,9 @@ impl StreamObserver {
         match frame.headers.event_type {
             Some("contentBlockDelta") => self.first_content = true,
             Some("metadata") => {
-                if let Ok(bedrock::MetadataEvent { usage: Some(usage) }) = serde_json::from_slice(frame.payload) {
+                if let Ok(bedrock::MetadataEvent { usage: Some(usage) }) =
+                    serde_json::from_slice(frame.payload)
+                {
                     self.usage = Some(TokenUsage::from(usage));
                 }
             }
@@ -127,10 +150,22 @@ impl StreamObserver {
                 self.first_content = true;
                 let decoded = serde_json::from_slice::<Chunk<'_>>(frame.payload)
                     .ok()
-                    .and_then(|chunk| base64::engine::general_purpose::STANDARD.decode(chunk.bytes.as_bytes()).ok());
-                let metrics = decoded.and_then(|event| serde_json::from_slice::<InvocationMetricsHolder>(&event).ok()?.metrics);
+                    .and_then(|chunk| {
+                        base64::engine::general_purpose::STANDARD
+                            .decode(chunk.bytes.as_bytes())
+                            .ok()
+                    });
+                let metrics = decoded.and_then(|event| {
+                    serde_json::from_slice::<InvocationMetricsHolder>(&event)
+                        .ok()?
+                        .metrics
+                });
                 if let Some(metrics) = metrics {
-                    let usage = Usage { input_tokens: metrics.input_token_count, output_tokens: metrics.output_token_count, ..Usage::default() };
+                    let usage = Usage {
+                        input_tokens: metrics.input_token_count,
+                        output_tokens: metrics.output_token_count,
+                        ..Usage::default()
+                    };
                     self.usage = Some(TokenUsage::from(usage));
                 }
             }
@@ -154,31 +189,79 @@ mod tests {
 
     #[test]
     fn bedrock_paths_name_a_model_and_an_operation() {
-        assert_eq!(parse_path("/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"), Some(("us.meta.llama3-2-1b-instruct-v1%3A0", Operation::Converse)));
-        assert_eq!(parse_path("/model/m/converse-stream?x=1"), Some(("m", Operation::ConverseStream)));
-        assert_eq!(parse_path("/model/m/invoke-with-response-stream").map(|p| p.1), Some(Operation::InvokeWithResponseStream));
-        assert_eq!(parse_path("/model/m/count-tokens").map(|p| p.1), Some(Operation::CountTokens));
-        for other in ["/model//converse", "/model/m/async-invoke", "/model/m", "/models/m/converse", "/model/m/converse/x"] {
+        assert_eq!(
+            parse_path("/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"),
+            Some(("us.meta.llama3-2-1b-instruct-v1%3A0", Operation::Converse))
+        );
+        assert_eq!(
+            parse_path("/model/m/converse-stream?x=1"),
+            Some(("m", Operation::ConverseStream))
+        );
+        assert_eq!(
+            parse_path("/model/m/invoke-with-response-stream").map(|p| p.1),
+            Some(Operation::InvokeWithResponseStream)
+        );
+        assert_eq!(
+            parse_path("/model/m/count-tokens").map(|p| p.1),
+            Some(Operation::CountTokens)
+        );
+        for other in [
+            "/model//converse",
+            "/model/m/async-invoke",
+            "/model/m",
+            "/models/m/converse",
+            "/model/m/converse/x",
+        ] {
             assert_eq!(parse_path(other), None, "{other}");
         }
     }
 
     #[test]
     fn tokens_are_read_from_headers_or_either_body_shape() {
-        assert_eq!(reply_usage(b"{}", Some(3), Some(4)).map(|u| u.total()), Some(7));
+        assert_eq!(
+            reply_usage(b"{}", Some(3), Some(4)).map(|u| u.total()),
+            Some(7)
+        );
         let converse = br#"{"output":{},"usage":{"inputTokens":5,"outputTokens":2,"totalTokens":7,"cacheReadInputTokens":1}}"#;
-        assert_eq!(reply_usage(converse, None, None), Some(TokenUsage { input: 5, output: 2, cache_read: 1, cache_write: 0 }));
+        assert_eq!(
+            reply_usage(converse, None, None),
+            Some(TokenUsage {
+                input: 5,
+                output: 2,
+                cache_read: 1,
+                cache_write: 0
+            })
+        );
         let claude = br#"{"content":[],"usage":{"input_tokens":9,"output_tokens":1,"cache_creation_input_tokens":2}}"#;
-        assert_eq!(reply_usage(claude, None, None), Some(TokenUsage { input: 9, output: 1, cache_read: 0, cache_write: 2 }));
+        assert_eq!(
+            reply_usage(claude, None, None),
+            Some(TokenUsage {
+                input: 9,
+                output: 1,
+                cache_read: 0,
+                cache_write: 2
+            })
+        );
         assert_eq!(reply_usage(b"not json", None, None), None);
     }
 
     #[test]
     fn streams_are_watched_for_their_usage() {
-        let event = |kind: &str, payload: &str| encode_frame(&[(":event-type", kind), (":message-type", "event")], payload.as_bytes());
+        let event = |kind: &str, payload: &str| {
+            encode_frame(
+                &[(":event-type", kind), (":message-type", "event")],
+                payload.as_bytes(),
+            )
+        };
         let mut converse = StreamObserver::new(1 << 20);
-        converse.observe(&event("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":"hi"}}"#));
-        let metadata = event("metadata", r#"{"usage":{"inputTokens":3,"outputTokens":2,"totalTokens":5}}"#);
+        converse.observe(&event(
+            "contentBlockDelta",
+            r#"{"contentBlockIndex":0,"delta":{"text":"hi"}}"#,
+        ));
+        let metadata = event(
+            "metadata",
+            r#"{"usage":{"inputTokens":3,"outputTokens":2,"totalTokens":5}}"#,
+        );
         let (head, tail) = metadata.split_at(10);
         converse.observe(head);
         assert_eq!(converse.usage(), None);
@@ -190,11 +273,23 @@ mod tests {
             .encode(r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":7,"outputTokenCount":4}}"#);
         let mut invoke = StreamObserver::new(1 << 20);
         invoke.observe(&event("chunk", &format!(r#"{{"bytes":"{last_chunk}"}}"#)));
-        assert_eq!(invoke.usage(), Some(TokenUsage { input: 7, output: 4, cache_read: 0, cache_write: 0 }));
+        assert_eq!(
+            invoke.usage(),
+            Some(TokenUsage {
+                input: 7,
+                output: 4,
+                cache_read: 0,
+                cache_write: 0
+            })
+        );
 
         let mut corrupt = StreamObserver::new(1 << 20);
         corrupt.observe(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
         corrupt.observe(&metadata);
-        assert_eq!(corrupt.usage(), None, "reading stops at a corrupt frame; the bytes still pass");
+        assert_eq!(
+            corrupt.usage(),
+            None,
+            "reading stops at a corrupt frame; the bytes still pass"
+        );
     }
 }

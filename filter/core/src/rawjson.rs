@@ -25,7 +25,8 @@ impl<'de> Deserialize<'de> for RawObject<'de> {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut members: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                let mut members: Vec<(Cow<'de, str>, &'de RawValue)> =
+                    Vec::with_capacity(map.size_hint().unwrap_or(8));
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     if members.iter().any(|(existing, _)| *existing == key) {
                         return Err(de::Error::custom(format!("duplicate field `{key}`")));
@@ -51,7 +52,9 @@ impl<'a> RawObject<'a> {
 
     /// Parses one member into a typed value; `Ok(None)` when absent.
     pub fn get_as<T: Deserialize<'a>>(&self, key: &str) -> Result<Option<T>, serde_json::Error> {
-        self.get(key).map(|raw| serde_json::from_str(raw.get())).transpose()
+        self.get(key)
+            .map(|raw| serde_json::from_str(raw.get()))
+            .transpose()
     }
 
     pub fn remove(&mut self, key: &str) {
@@ -64,7 +67,11 @@ impl<'a> RawObject<'a> {
 
     /// Writes the object with `extra` members (raw JSON values) first, then the kept ones.
     pub fn write_with(&self, extra: &[(&str, &str)], replace: &[(&str, &str)]) -> Vec<u8> {
-        let size: usize = self.members.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
+        let size: usize = self
+            .members
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum();
         let mut out = String::with_capacity(size + 64);
         out.push('{');
         let mut first = true;
@@ -81,7 +88,10 @@ impl<'a> RawObject<'a> {
             push_member(&mut out, key, value);
         }
         for (key, value) in &self.members {
-            let value = replace.iter().find(|(k, _)| k == key).map_or(value.get(), |(_, v)| *v);
+            let value = replace
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or(value.get(), |(_, v)| *v);
             push_member(&mut out, key, value);
         }
         out.push('}');
@@ -108,7 +118,10 @@ mod tests {
     #[test]
     fn replaces_values_and_rejects_non_objects_and_duplicates() {
         let object = RawObject::parse(br#"{"model":"x","n":1}"#).unwrap();
-        assert_eq!(object.write_with(&[], &[("model", "\"y\"")]), br#"{"model":"y","n":1}"#);
+        assert_eq!(
+            object.write_with(&[], &[("model", "\"y\"")]),
+            br#"{"model":"y","n":1}"#
+        );
         assert!(RawObject::parse(b"[1]").is_err());
         assert!(RawObject::parse(br#"{"a":1,"a":2}"#).is_err());
         assert_eq!(object.get_as::<u32>("n").unwrap(), Some(1));

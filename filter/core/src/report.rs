@@ -17,7 +17,11 @@ pub fn stat_name(name: &str, labels: &str, suffix: &str) -> String {
 
 /// The labels of one model on one backend, as a stat-name suffix.
 pub fn labels(model: &str, backend: &str) -> String {
-    format!(";model={};backend={}", label_value(model), label_value(backend))
+    format!(
+        ";model={};backend={}",
+        label_value(model),
+        label_value(backend)
+    )
 }
 
 /// A request's metric labels, as label values (hosts with labelled metrics) and as a stat-name
@@ -34,12 +38,22 @@ pub struct MetricLabels {
 
 impl MetricLabels {
     pub fn new(model: &str, backend: &str) -> Self {
-        MetricLabels { model: label_value(model), backend: label_value(backend), caller: String::new(), suffix: labels(model, backend) }
+        MetricLabels {
+            model: label_value(model),
+            backend: label_value(backend),
+            caller: String::new(),
+            suffix: labels(model, backend),
+        }
     }
 
     pub fn for_caller(caller: &str) -> Self {
         let caller = label_value(caller);
-        MetricLabels { model: String::new(), backend: String::new(), suffix: format!(";caller={caller}"), caller }
+        MetricLabels {
+            model: String::new(),
+            backend: String::new(),
+            suffix: format!(";caller={caller}"),
+            caller,
+        }
     }
 }
 
@@ -56,12 +70,20 @@ impl LabelCache {
     pub const MAX: usize = 256;
 
     pub fn get(&mut self, model: &str, backend: &str) -> std::rc::Rc<MetricLabels> {
-        if let Some((_, _, labels)) = self.sets.iter().find(|(m, b, _)| m == model && b == backend) {
+        if let Some((_, _, labels)) = self
+            .sets
+            .iter()
+            .find(|(m, b, _)| m == model && b == backend)
+        {
             return std::rc::Rc::clone(labels);
         }
         let labels = std::rc::Rc::new(MetricLabels::new(model, backend));
         if self.sets.len() < Self::MAX {
-            self.sets.push((model.to_owned(), backend.to_owned(), std::rc::Rc::clone(&labels)));
+            self.sets.push((
+                model.to_owned(),
+                backend.to_owned(),
+                std::rc::Rc::clone(&labels),
+            ));
         }
         labels
     }
@@ -70,9 +92,17 @@ impl LabelCache {
 /// A request counted for its caller: `caller_requests` by status class and `caller_total_tokens`.
 /// Only for callers the configuration names (API-key clients), so the series stay few.
 pub fn caller_samples(status: u16, usage: &TokenUsage, mut record: impl FnMut(Sample)) {
-    record(Sample::Counter { name: "caller_requests", suffix: status_class_label(status), value: 1 });
+    record(Sample::Counter {
+        name: "caller_requests",
+        suffix: status_class_label(status),
+        value: 1,
+    });
     if usage.total() > 0 {
-        record(Sample::Counter { name: "caller_total_tokens", suffix: "", value: usage.total() });
+        record(Sample::Counter {
+            name: "caller_total_tokens",
+            suffix: "",
+            value: usage.total(),
+        });
     }
 }
 
@@ -83,23 +113,50 @@ pub fn status_class_value(suffix: &str) -> &str {
 
 /// Keeps the characters a stat name and its tag regex can carry.
 fn label_value(value: &str) -> String {
-    value.chars().map(|c| if c.is_ascii_alphanumeric() || "._:/+-".contains(c) { c } else { '_' }).collect()
+    value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._:/+-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The `status` label of the request counter, by the status's first digit.
 pub fn status_class_label(status: u16) -> &'static str {
     const CLASSES: [&str; 10] = [
-        ";status=0xx", ";status=1xx", ";status=2xx", ";status=3xx", ";status=4xx",
-        ";status=5xx", ";status=6xx", ";status=7xx", ";status=8xx", ";status=9xx",
+        ";status=0xx",
+        ";status=1xx",
+        ";status=2xx",
+        ";status=3xx",
+        ";status=4xx",
+        ";status=5xx",
+        ";status=6xx",
+        ";status=7xx",
+        ";status=8xx",
+        ";status=9xx",
     ];
-    CLASSES.get(usize::from(status / 100)).copied().unwrap_or(";status=other")
+    CLASSES
+        .get(usize::from(status / 100))
+        .copied()
+        .unwrap_or(";status=other")
 }
 
 /// One value to record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sample {
-    Counter { name: &'static str, suffix: &'static str, value: u64 },
-    Histogram { name: &'static str, value: u64 },
+    Counter {
+        name: &'static str,
+        suffix: &'static str,
+        value: u64,
+    },
+    Histogram {
+        name: &'static str,
+        value: u64,
+    },
 }
 
 /// When a request started, produced its first content (streams), and ended (Unix ms).
@@ -112,8 +169,15 @@ pub struct Timings {
 
 /// Hands each sample of one request to `record`; counters that would add 0 are left out.
 pub fn samples(status: u16, usage: &TokenUsage, timings: &Timings, mut record: impl FnMut(Sample)) {
-    record(Sample::Counter { name: "requests", suffix: status_class_label(status), value: 1 });
-    record(Sample::Histogram { name: "request_duration_ms", value: timings.ended_ms.saturating_sub(timings.started_ms) });
+    record(Sample::Counter {
+        name: "requests",
+        suffix: status_class_label(status),
+        value: 1,
+    });
+    record(Sample::Histogram {
+        name: "request_duration_ms",
+        value: timings.ended_ms.saturating_sub(timings.started_ms),
+    });
     for (name, value) in [
         ("input_tokens", usage.input),
         ("output_tokens", usage.output),
@@ -122,14 +186,25 @@ pub fn samples(status: u16, usage: &TokenUsage, timings: &Timings, mut record: i
         ("total_tokens", usage.total()),
     ] {
         if value > 0 {
-            record(Sample::Counter { name, suffix: "", value });
+            record(Sample::Counter {
+                name,
+                suffix: "",
+                value,
+            });
         }
     }
     if let Some(first) = timings.first_content_ms {
-        record(Sample::Histogram { name: "time_to_first_token_ms", value: first.saturating_sub(timings.started_ms) });
+        record(Sample::Histogram {
+            name: "time_to_first_token_ms",
+            value: first.saturating_sub(timings.started_ms),
+        });
         if usage.output > 1 {
-            let per_token_us = timings.ended_ms.saturating_sub(first).saturating_mul(1000) / (usage.output - 1);
-            record(Sample::Histogram { name: "time_per_output_token_us", value: per_token_us });
+            let per_token_us =
+                timings.ended_ms.saturating_sub(first).saturating_mul(1000) / (usage.output - 1);
+            record(Sample::Histogram {
+                name: "time_per_output_token_us",
+                value: per_token_us,
+            });
         }
     }
 }
@@ -159,7 +234,14 @@ struct UsageSummaryJson<'a> {
     cost: u64,
 }
 
-pub fn usage_summary(model: &str, backend: &str, caller: Option<&str>, status: u16, usage: &TokenUsage, weights: &CostWeights) -> UsageSummary {
+pub fn usage_summary(
+    model: &str,
+    backend: &str,
+    caller: Option<&str>,
+    status: u16,
+    usage: &TokenUsage,
+    weights: &CostWeights,
+) -> UsageSummary {
     let cost = weights.of(usage);
     let json = UsageSummaryJson {
         model,
@@ -173,7 +255,11 @@ pub fn usage_summary(model: &str, backend: &str, caller: Option<&str>, status: u
         total_tokens: usage.total(),
         cost,
     };
-    UsageSummary { json: serde_json::to_string(&json).unwrap_or_default(), total_tokens: usage.total(), cost }
+    UsageSummary {
+        json: serde_json::to_string(&json).unwrap_or_default(),
+        total_tokens: usage.total(),
+        cost,
+    }
 }
 
 #[cfg(test)]
@@ -184,54 +270,152 @@ mod tests {
     fn a_workers_label_sets_are_built_once_each_and_bounded() {
         let mut cache = LabelCache::default();
         let first = cache.get("m:0", "b");
-        assert!(std::rc::Rc::ptr_eq(&first, &cache.get("m:0", "b")), "found, not built again");
+        assert!(
+            std::rc::Rc::ptr_eq(&first, &cache.get("m:0", "b")),
+            "found, not built again"
+        );
         assert_eq!(*first, MetricLabels::new("m:0", "b"));
         assert_ne!(cache.get("m:0", "c").backend, first.backend);
         for i in 0..LabelCache::MAX {
             cache.get(&format!("model-{i}"), "b");
         }
-        assert_eq!(cache.sets.len(), LabelCache::MAX, "a caller cycling model names cannot grow it");
-        assert_eq!(cache.get("one-more", "b").model, "one-more", "still labelled, just not kept");
+        assert_eq!(
+            cache.sets.len(),
+            LabelCache::MAX,
+            "a caller cycling model names cannot grow it"
+        );
+        assert_eq!(
+            cache.get("one-more", "b").model,
+            "one-more",
+            "still labelled, just not kept"
+        );
     }
 
     #[test]
     fn names_and_labels_keep_to_what_stats_can_carry() {
-        let labels = labels("us.meta.llama3-2-1b-instruct-v1:0", "bedrock@arn:aws:bedrock:x;y z");
-        assert_eq!(labels, ";model=us.meta.llama3-2-1b-instruct-v1:0;backend=bedrock_arn:aws:bedrock:x_y_z");
-        assert_eq!(stat_name("requests", &labels, status_class_label(429)), format!("ai_gateway.requests{labels};status=4xx"));
+        let labels = labels(
+            "us.meta.llama3-2-1b-instruct-v1:0",
+            "bedrock@arn:aws:bedrock:x;y z",
+        );
+        assert_eq!(
+            labels,
+            ";model=us.meta.llama3-2-1b-instruct-v1:0;backend=bedrock_arn:aws:bedrock:x_y_z"
+        );
+        assert_eq!(
+            stat_name("requests", &labels, status_class_label(429)),
+            format!("ai_gateway.requests{labels};status=4xx")
+        );
         assert_eq!(status_class_label(200), ";status=2xx");
         assert_eq!(status_class_label(1000), ";status=other");
     }
 
     #[test]
     fn a_stream_reports_every_sample_and_a_silent_request_only_what_it_has() {
-        let usage = TokenUsage { input: 3, output: 5, cache_read: 0, cache_write: 2 };
+        let usage = TokenUsage {
+            input: 3,
+            output: 5,
+            cache_read: 0,
+            cache_write: 2,
+        };
         let mut seen = Vec::new();
-        samples(200, &usage, &Timings { started_ms: 1_000, first_content_ms: Some(1_040), ended_ms: 1_240 }, |s| seen.push(s));
-        assert_eq!(seen, [
-            Sample::Counter { name: "requests", suffix: ";status=2xx", value: 1 },
-            Sample::Histogram { name: "request_duration_ms", value: 240 },
-            Sample::Counter { name: "input_tokens", suffix: "", value: 3 },
-            Sample::Counter { name: "output_tokens", suffix: "", value: 5 },
-            Sample::Counter { name: "cache_write_tokens", suffix: "", value: 2 },
-            Sample::Counter { name: "total_tokens", suffix: "", value: 10 },
-            Sample::Histogram { name: "time_to_first_token_ms", value: 40 },
-            Sample::Histogram { name: "time_per_output_token_us", value: 50_000 },
-        ]);
+        samples(
+            200,
+            &usage,
+            &Timings {
+                started_ms: 1_000,
+                first_content_ms: Some(1_040),
+                ended_ms: 1_240,
+            },
+            |s| seen.push(s),
+        );
+        assert_eq!(
+            seen,
+            [
+                Sample::Counter {
+                    name: "requests",
+                    suffix: ";status=2xx",
+                    value: 1
+                },
+                Sample::Histogram {
+                    name: "request_duration_ms",
+                    value: 240
+                },
+                Sample::Counter {
+                    name: "input_tokens",
+                    suffix: "",
+                    value: 3
+                },
+                Sample::Counter {
+                    name: "output_tokens",
+                    suffix: "",
+                    value: 5
+                },
+                Sample::Counter {
+                    name: "cache_write_tokens",
+                    suffix: "",
+                    value: 2
+                },
+                Sample::Counter {
+                    name: "total_tokens",
+                    suffix: "",
+                    value: 10
+                },
+                Sample::Histogram {
+                    name: "time_to_first_token_ms",
+                    value: 40
+                },
+                Sample::Histogram {
+                    name: "time_per_output_token_us",
+                    value: 50_000
+                },
+            ]
+        );
         let mut seen = Vec::new();
-        samples(502, &TokenUsage::default(), &Timings { started_ms: 5, first_content_ms: None, ended_ms: 4 }, |s| seen.push(s));
-        assert_eq!(seen, [
-            Sample::Counter { name: "requests", suffix: ";status=5xx", value: 1 },
-            Sample::Histogram { name: "request_duration_ms", value: 0 },
-        ]);
+        samples(
+            502,
+            &TokenUsage::default(),
+            &Timings {
+                started_ms: 5,
+                first_content_ms: None,
+                ended_ms: 4,
+            },
+            |s| seen.push(s),
+        );
+        assert_eq!(
+            seen,
+            [
+                Sample::Counter {
+                    name: "requests",
+                    suffix: ";status=5xx",
+                    value: 1
+                },
+                Sample::Histogram {
+                    name: "request_duration_ms",
+                    value: 0
+                },
+            ]
+        );
     }
 
     #[test]
     fn the_usage_summary_is_the_access_log_line_and_the_charge() {
-        let usage = TokenUsage { input: 3, output: 5, cache_read: 0, cache_write: 0 };
-        let weights = CostWeights { input: 1.0, output: 4.0, cache_read: 0.1, cache_write: 1.25 };
+        let usage = TokenUsage {
+            input: 3,
+            output: 5,
+            cache_read: 0,
+            cache_write: 0,
+        };
+        let weights = CostWeights {
+            input: 1.0,
+            output: 4.0,
+            cache_read: 0.1,
+            cache_write: 1.25,
+        };
         let summary = usage_summary("m", "b", None, 200, &usage, &weights);
-        assert_eq!(summary.json, r#"{"model":"m","backend":"b","status":200,"input_tokens":3,"output_tokens":5,"cache_read_tokens":0,"cache_write_tokens":0,"total_tokens":8,"cost":23}"#);
+        assert_eq!(
+            summary.json,
+            r#"{"model":"m","backend":"b","status":200,"input_tokens":3,"output_tokens":5,"cache_read_tokens":0,"cache_write_tokens":0,"total_tokens":8,"cost":23}"#
+        );
         assert_eq!((summary.total_tokens, summary.cost), (8, 23));
     }
 }

@@ -6,13 +6,15 @@
 //! `encrypted_content`. What would need stored responses is refused by name, never ignored.
 
 use crate::bedrock::{
-    self, ContentBlock, ConverseRequest, ConverseReply, InferenceConfig, InputSchema, Message,
-    NamedTool, ReasoningContent, ReasoningText, Role, SystemBlock, Tool, ToolChoice, ToolConfig, ToolResult,
-    ToolResultContent, ToolSpec, Usage,
+    self, ContentBlock, ConverseReply, ConverseRequest, InferenceConfig, InputSchema, Message,
+    NamedTool, ReasoningContent, ReasoningText, Role, SystemBlock, Tool, ToolChoice, ToolConfig,
+    ToolResult, ToolResultContent, ToolSpec, Usage,
 };
 use crate::errors::{self, ErrorKind, GatewayError};
 use crate::eventstream::{Decoder, Frame, FrameTranslator};
-use crate::openai::{self, push_json_string, FilePart, JsonSchemaFormat, ResponseFormat, TextOrParts, ToolMode};
+use crate::openai::{
+    self, push_json_string, FilePart, JsonSchemaFormat, ResponseFormat, TextOrParts, ToolMode,
+};
 use crate::translated::{TokenUsage, TranslatedBody};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -172,7 +174,10 @@ impl ResponsesRequest<'_> {
 
     /// Whether the caller asked for reasoning it can send back (`reasoning.encrypted_content`).
     pub fn includes_reasoning(&self) -> bool {
-        self.include.iter().flatten().any(|what| what == "reasoning.encrypted_content")
+        self.include
+            .iter()
+            .flatten()
+            .any(|what| what == "reasoning.encrypted_content")
     }
 }
 
@@ -186,33 +191,46 @@ const SEND_WHOLE_INPUT: &str =
 
 pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest<'_>, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(invalid("The request body is empty; expected a JSON object."));
+        return Err(invalid(
+            "The request body is empty; expected a JSON object.",
+        ));
     }
-    crate::jsonpath::from_slice(body).map_err(|e| invalid(format!("Invalid Responses request: {e}")))
+    crate::jsonpath::from_slice(body)
+        .map_err(|e| invalid(format!("Invalid Responses request: {e}")))
 }
 
 /// Refuses what needs stored state or what Bedrock cannot do, naming the field.
 fn reject_unsupported(request: &ResponsesRequest<'_>) -> Result<(), GatewayError> {
     if let Some(id) = request.previous_response_id.as_deref() {
-        return Err(invalid(format!("`previous_response_id` ({id:?}) is not supported: {SEND_WHOLE_INPUT}")));
+        return Err(invalid(format!(
+            "`previous_response_id` ({id:?}) is not supported: {SEND_WHOLE_INPUT}"
+        )));
     }
     if request.conversation.is_some() {
-        return Err(invalid(format!("`conversation` is not supported: {SEND_WHOLE_INPUT}")));
+        return Err(invalid(format!(
+            "`conversation` is not supported: {SEND_WHOLE_INPUT}"
+        )));
     }
     if request.background == Some(true) {
-        return Err(invalid(format!("`background: true` is not supported: {SEND_WHOLE_INPUT}")));
+        return Err(invalid(format!(
+            "`background: true` is not supported: {SEND_WHOLE_INPUT}"
+        )));
     }
     if request.prompt.is_some() {
         return Err(invalid("`prompt` templates are stored by OpenAI and not available through this gateway; send `instructions` and `input`."));
     }
     if request.top_logprobs.is_some_and(|n| n > 0) {
-        return Err(invalid("`top_logprobs` is not supported by Bedrock through this gateway."));
+        return Err(invalid(
+            "`top_logprobs` is not supported by Bedrock through this gateway.",
+        ));
     }
     openai::check_sampling(request.temperature, request.top_p)
 }
 
 /// Translates a parsed request into a Converse body borrowing the request's text.
-pub fn to_converse<'r>(request: &'r ResponsesRequest<'_>) -> Result<ConverseRequest<'r>, GatewayError> {
+pub fn to_converse<'r>(
+    request: &'r ResponsesRequest<'_>,
+) -> Result<ConverseRequest<'r>, GatewayError> {
     reject_unsupported(request)?;
     let mut system = Vec::new();
     if let Some(instructions) = request.instructions.as_deref().filter(|i| !i.is_empty()) {
@@ -220,27 +238,47 @@ pub fn to_converse<'r>(request: &'r ResponsesRequest<'_>) -> Result<ConverseRequ
     }
     let mut messages: Vec<Message<'r>> = Vec::new();
     let mut uses_tools = false;
-    let input = request.input.ok_or_else(|| invalid("`input` is required."))?;
+    let input = request
+        .input
+        .ok_or_else(|| invalid("`input` is required."))?;
     if input.get().trim_start().starts_with('"') {
-        let text: Cow<'r, str> = serde_json::from_str(input.get()).map_err(|e| invalid(format!("input: {e}")))?;
+        let text: Cow<'r, str> =
+            serde_json::from_str(input.get()).map_err(|e| invalid(format!("input: {e}")))?;
         if !text.is_empty() {
-            messages.push(Message { role: Role::User, content: vec![ContentBlock::Text(text)] });
+            messages.push(Message {
+                role: Role::User,
+                content: vec![ContentBlock::Text(text)],
+            });
         }
     } else {
-        let items: Vec<InputItem<'r>> = serde_json::from_str(input.get())
-            .map_err(|e| invalid(format!("`input` must be a string or a list of input items: {e}")))?;
+        let items: Vec<InputItem<'r>> = serde_json::from_str(input.get()).map_err(|e| {
+            invalid(format!(
+                "`input` must be a string or a list of input items: {e}"
+            ))
+        })?;
         for (index, item) in items.into_iter().enumerate() {
             uses_tools |= add_item(item, index, &mut system, &mut messages)?;
         }
     }
     if messages.is_empty() {
-        return Err(invalid("`input` must contain at least one user or assistant message with content."));
+        return Err(invalid(
+            "`input` must contain at least one user or assistant message with content.",
+        ));
     }
 
     let mut additional = serde_json::Map::new();
-    let effort = request.reasoning.as_ref().and_then(|r| r.effort.as_deref()).filter(|e| *e != "none");
+    let effort = request
+        .reasoning
+        .as_ref()
+        .and_then(|r| r.effort.as_deref())
+        .filter(|e| *e != "none");
     if let Some(effort) = effort {
-        openai::add_reasoning_effort(&request.model, effort, request.max_output_tokens, &mut additional)?;
+        openai::add_reasoning_effort(
+            &request.model,
+            effort,
+            request.max_output_tokens,
+            &mut additional,
+        )?;
         if additional.contains_key("thinking") && !thinking_can_continue(&messages) {
             // Claude requires the assistant turn of an unfinished tool loop to begin with its signed
             // thinking. A caller that sent its reasoning back without `encrypted_content` (the
@@ -348,7 +386,11 @@ fn add_item<'r>(
 }
 
 /// A message's content (or a function's output): a string, or a list of content parts.
-fn message_content<'r>(content: Option<&'r RawValue>, at: &str, role: Role) -> Result<Vec<ContentBlock<'r>>, GatewayError> {
+fn message_content<'r>(
+    content: Option<&'r RawValue>,
+    at: &str,
+    role: Role,
+) -> Result<Vec<ContentBlock<'r>>, GatewayError> {
     let parts: Vec<InputPart<'r>> = match openai::text_or_parts(content, at)? {
         TextOrParts::Blocks(blocks) => return Ok(blocks),
         TextOrParts::Parts(parts) => parts,
@@ -367,18 +409,34 @@ fn message_content<'r>(content: Option<&'r RawValue>, at: &str, role: Role) -> R
                 if part.file_id.is_some() && part.image_url.is_none() {
                     return Err(invalid(format!("{at}: uploaded file ids are not supported; send the image as a data URL in `image_url`.")));
                 }
-                let url = part.image_url.ok_or_else(|| invalid(format!("{at}: an input_image part needs `image_url`.")))?;
+                let url = part.image_url.ok_or_else(|| {
+                    invalid(format!("{at}: an input_image part needs `image_url`."))
+                })?;
                 blocks.push(ContentBlock::Image(openai::image_from_data_url(url, &at)?));
             }
             "input_file" if role == Role::User => {
                 if part.file_url.is_some() && part.file_data.is_none() {
                     return Err(invalid(format!("{at}: file URLs are not fetched by the gateway; send `file_data` as a data URL.")));
                 }
-                let file = FilePart { file_data: part.file_data, filename: part.filename, file_id: part.file_id };
-                blocks.push(ContentBlock::Document(openai::document_from_file(file, &at)?));
+                let file = FilePart {
+                    file_data: part.file_data,
+                    filename: part.filename,
+                    file_id: part.file_id,
+                };
+                blocks.push(ContentBlock::Document(openai::document_from_file(
+                    file, &at,
+                )?));
             }
-            "input_audio" => return Err(invalid(format!("{at}: audio input is not supported by Bedrock Converse."))),
-            other => return Err(invalid(format!("{at}: content parts of type `{other}` are not supported here."))),
+            "input_audio" => {
+                return Err(invalid(format!(
+                    "{at}: audio input is not supported by Bedrock Converse."
+                )))
+            }
+            other => {
+                return Err(invalid(format!(
+                    "{at}: content parts of type `{other}` are not supported here."
+                )))
+            }
         }
     }
     Ok(blocks)
@@ -387,20 +445,35 @@ fn message_content<'r>(content: Option<&'r RawValue>, at: &str, role: Role) -> R
 /// Claude wants the assistant turn of an unfinished tool loop (the last turn holds tool results)
 /// to start with its thinking when thinking is on.
 fn thinking_can_continue(messages: &[Message<'_>]) -> bool {
-    let [.., assistant, last] = messages else { return true };
-    let in_tool_loop = last.role == Role::User && last.content.iter().any(|b| matches!(b, ContentBlock::ToolResult(_)));
+    let [.., assistant, last] = messages else {
+        return true;
+    };
+    let in_tool_loop = last.role == Role::User
+        && last
+            .content
+            .iter()
+            .any(|b| matches!(b, ContentBlock::ToolResult(_)));
     !in_tool_loop
         || assistant.role != Role::Assistant
-        || matches!(assistant.content.first(), Some(ContentBlock::ReasoningContent(_)))
+        || matches!(
+            assistant.content.first(),
+            Some(ContentBlock::ReasoningContent(_))
+        )
 }
 
-fn tool_config<'r>(request: &'r ResponsesRequest<'_>, history_uses_tools: bool) -> Result<Option<ToolConfig<'r>>, GatewayError> {
+fn tool_config<'r>(
+    request: &'r ResponsesRequest<'_>,
+    history_uses_tools: bool,
+) -> Result<Option<ToolConfig<'r>>, GatewayError> {
     let tools: Vec<RequestTool<'r>> = match request.tools {
-        Some(raw) => serde_json::from_str(raw.get()).map_err(|e| invalid(format!("`tools` must be a list of tools: {e}")))?,
+        Some(raw) => serde_json::from_str(raw.get())
+            .map_err(|e| invalid(format!("`tools` must be a list of tools: {e}")))?,
         None => Vec::new(),
     };
     let choice: Option<ToolChoiceParam<'r>> = match request.tool_choice {
-        Some(raw) => Some(serde_json::from_str(raw.get()).map_err(|e| invalid(format!("`tool_choice`: {e}")))?),
+        Some(raw) => Some(
+            serde_json::from_str(raw.get()).map_err(|e| invalid(format!("`tool_choice`: {e}")))?,
+        ),
         None => None,
     };
     let choice = match choice {
@@ -419,7 +492,9 @@ fn tool_config<'r>(request: &'r ResponsesRequest<'_>, history_uses_tools: bool) 
     };
     if tools.is_empty() {
         if matches!(choice, Some(ToolChoice::Any(_)) | Some(ToolChoice::Tool(_))) {
-            return Err(invalid("`tool_choice` requires a tool but `tools` is empty."));
+            return Err(invalid(
+                "`tool_choice` requires a tool but `tools` is empty.",
+            ));
         }
         return Ok(None);
     }
@@ -431,27 +506,46 @@ fn tool_config<'r>(request: &'r ResponsesRequest<'_>, history_uses_tools: bool) 
                 tool.kind
             )));
         }
-        let name = tool.name.ok_or_else(|| invalid(format!("tools[{index}]: a function tool needs `name`.")))?;
+        let name = tool
+            .name
+            .ok_or_else(|| invalid(format!("tools[{index}]: a function tool needs `name`.")))?;
         let schema = match tool.parameters {
-            Some(parameters) if parameters.get() != "null" => RawValue::from_string(parameters.get().to_owned()),
+            Some(parameters) if parameters.get() != "null" => {
+                RawValue::from_string(parameters.get().to_owned())
+            }
             _ => RawValue::from_string(r#"{"type":"object","properties":{}}"#.to_owned()),
         }
         .map_err(|e| invalid(format!("tools[{index}].parameters: {e}")))?;
-        specs.push(Tool::ToolSpec(ToolSpec { name, description: tool.description, input_schema: InputSchema { json: schema } }));
+        specs.push(Tool::ToolSpec(ToolSpec {
+            name,
+            description: tool.description,
+            input_schema: InputSchema { json: schema },
+        }));
     }
-    Ok(Some(ToolConfig { tools: specs, tool_choice: choice }))
+    Ok(Some(ToolConfig {
+        tools: specs,
+        tool_choice: choice,
+    }))
 }
 
 fn output_config(text: Option<&RawValue>) -> Result<Option<bedrock::OutputConfig>, GatewayError> {
     let Some(raw) = text else { return Ok(None) };
-    let text: TextParam<'_> = serde_json::from_str(raw.get()).map_err(|e| invalid(format!("`text`: {e}")))?;
-    let Some(format) = text.format else { return Ok(None) };
+    let text: TextParam<'_> =
+        serde_json::from_str(raw.get()).map_err(|e| invalid(format!("`text`: {e}")))?;
+    let Some(format) = text.format else {
+        return Ok(None);
+    };
     // The same structured output as Chat Completions' `response_format`, laid out flat.
     let format = ResponseFormat {
         kind: format.kind,
-        json_schema: Some(JsonSchemaFormat { name: format.name, description: format.description, schema: format.schema }),
+        json_schema: Some(JsonSchemaFormat {
+            name: format.name,
+            description: format.description,
+            schema: format.schema,
+        }),
     };
-    openai::output_config(Some(&format)).map_err(|e| invalid(e.message.replace("`response_format", "`text.format")))
+    openai::output_config(Some(&format))
+        .map_err(|e| invalid(e.message.replace("`response_format", "`text.format")))
 }
 
 // ---- Reasoning carried by the caller ----------------------------------------------------
@@ -472,15 +566,24 @@ struct CarriedReasoning<'a> {
 
 fn carry_reasoning(text: &str, signature: Option<&str>, redacted: Option<&str>) -> Option<String> {
     let carried = match (signature, redacted) {
-        (_, Some(data)) => CarriedReasoning { thinking: None, signature: None, redacted: Some(Cow::Borrowed(data)) },
-        (Some(signature), None) => {
-            CarriedReasoning { thinking: Some(Cow::Borrowed(text)), signature: Some(Cow::Borrowed(signature)), redacted: None }
-        }
+        (_, Some(data)) => CarriedReasoning {
+            thinking: None,
+            signature: None,
+            redacted: Some(Cow::Borrowed(data)),
+        },
+        (Some(signature), None) => CarriedReasoning {
+            thinking: Some(Cow::Borrowed(text)),
+            signature: Some(Cow::Borrowed(signature)),
+            redacted: None,
+        },
         // Unsigned reasoning cannot be verified by Bedrock, so there is nothing worth carrying.
         (None, None) => return None,
     };
     let json = serde_json::to_vec(&carried).ok()?;
-    Some(format!("{REASONING_PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(json)))
+    Some(format!(
+        "{REASONING_PREFIX}{}",
+        base64::engine::general_purpose::STANDARD.encode(json)
+    ))
 }
 
 /// The reasoning block a caller sent back; `None` for content another service wrote.
@@ -489,12 +592,25 @@ fn restore_reasoning<'r>(blob: &str, at: &str) -> Result<Option<ContentBlock<'r>
         // Reasoning another provider encrypted means nothing to Bedrock.
         return Ok(None);
     };
-    let corrupt = || invalid(format!("{at} was altered: it is not the reasoning this gateway returned."));
-    let json = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| corrupt())?;
+    let corrupt = || {
+        invalid(format!(
+            "{at} was altered: it is not the reasoning this gateway returned."
+        ))
+    };
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| corrupt())?;
     let carried: CarriedReasoning<'_> = serde_json::from_slice(&json).map_err(|_| corrupt())?;
     let content = match carried {
-        CarriedReasoning { redacted: Some(data), .. } => ReasoningContent::RedactedContent(Cow::Owned(data.into_owned())),
-        CarriedReasoning { thinking: Some(text), signature: Some(signature), .. } => ReasoningContent::ReasoningText(ReasoningText {
+        CarriedReasoning {
+            redacted: Some(data),
+            ..
+        } => ReasoningContent::RedactedContent(Cow::Owned(data.into_owned())),
+        CarriedReasoning {
+            thinking: Some(text),
+            signature: Some(signature),
+            ..
+        } => ReasoningContent::ReasoningText(ReasoningText {
             text: Cow::Owned(text.into_owned()),
             signature: Some(Cow::Owned(signature.into_owned())),
         }),
@@ -541,10 +657,15 @@ pub fn echo(request: &ResponsesRequest<'_>) -> String {
         max_output_tokens: request.max_output_tokens,
         metadata: request.metadata.or_else(|| literal("{}")),
         parallel_tool_calls: request.parallel_tool_calls.unwrap_or(true),
-        reasoning: EchoReasoning { effort: request.reasoning.as_ref().and_then(|r| r.effort.as_deref()), summary: None },
+        reasoning: EchoReasoning {
+            effort: request.reasoning.as_ref().and_then(|r| r.effort.as_deref()),
+            summary: None,
+        },
         store: false,
         temperature: request.temperature,
-        text: request.text.or_else(|| literal(r#"{"format":{"type":"text"}}"#)),
+        text: request
+            .text
+            .or_else(|| literal(r#"{"format":{"type":"text"}}"#)),
         tool_choice: request.tool_choice.or_else(|| literal("\"auto\"")),
         tools: request.tools.or_else(|| literal("[]")),
         top_p: request.top_p,
@@ -552,7 +673,10 @@ pub fn echo(request: &ResponsesRequest<'_>) -> String {
         user: request.user.as_deref(),
     };
     let json = serde_json::to_string(&echo).unwrap_or_else(|_| "{}".to_owned());
-    json.strip_prefix('{').and_then(|j| j.strip_suffix('}')).unwrap_or_default().to_owned()
+    json.strip_prefix('{')
+        .and_then(|j| j.strip_suffix('}'))
+        .unwrap_or_default()
+        .to_owned()
 }
 
 // ---- Response ---------------------------------------------------------------------------
@@ -574,22 +698,44 @@ pub struct ResponsesContext {
 /// One output item, as the model produced it.
 #[derive(Debug)]
 enum Item {
-    Message { text: String },
-    FunctionCall { call_id: String, name: String, arguments: String },
-    Reasoning { text: String, signature: Option<String>, redacted: Option<String>, summary_open: bool },
+    Message {
+        text: String,
+    },
+    FunctionCall {
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
+    Reasoning {
+        text: String,
+        signature: Option<String>,
+        redacted: Option<String>,
+        summary_open: bool,
+    },
 }
 
 impl ResponsesContext {
     fn item_id(&self, out: &mut String, item: &Item, output_index: usize) {
         match item {
             Item::FunctionCall { call_id, .. } => push_json_string(out, &format!("fc_{call_id}")),
-            Item::Message { .. } => push_json_string(out, &format!("msg_{}_{output_index}", self.id)),
-            Item::Reasoning { .. } => push_json_string(out, &format!("rs_{}_{output_index}", self.id)),
+            Item::Message { .. } => {
+                push_json_string(out, &format!("msg_{}_{output_index}", self.id))
+            }
+            Item::Reasoning { .. } => {
+                push_json_string(out, &format!("rs_{}_{output_index}", self.id))
+            }
         }
     }
 
     /// An output item: as first announced (`whole` false: no content yet) or whole.
-    fn render_item(&self, out: &mut String, item: &Item, output_index: usize, status: &str, whole: bool) {
+    fn render_item(
+        &self,
+        out: &mut String,
+        item: &Item,
+        output_index: usize,
+        status: &str,
+        whole: bool,
+    ) {
         out.push_str("{\"id\":");
         self.item_id(out, item, output_index);
         match item {
@@ -600,22 +746,37 @@ impl ResponsesContext {
                 }
                 out.push(']');
             }
-            Item::FunctionCall { call_id, name, arguments } => {
-                let _ = write!(out, ",\"type\":\"function_call\",\"status\":\"{status}\",\"call_id\":");
+            Item::FunctionCall {
+                call_id,
+                name,
+                arguments,
+            } => {
+                let _ = write!(
+                    out,
+                    ",\"type\":\"function_call\",\"status\":\"{status}\",\"call_id\":"
+                );
                 push_json_string(out, call_id);
                 out.push_str(",\"name\":");
                 push_json_string(out, name);
                 out.push_str(",\"arguments\":");
                 push_json_string(out, if whole { arguments } else { "" });
             }
-            Item::Reasoning { text, signature, redacted, .. } => {
+            Item::Reasoning {
+                text,
+                signature,
+                redacted,
+                ..
+            } => {
                 out.push_str(",\"type\":\"reasoning\",\"summary\":[");
                 if whole && !text.is_empty() {
                     render_summary_part(out, text);
                 }
                 out.push(']');
                 let carried = whole && self.include_reasoning;
-                if let Some(blob) = carried.then(|| carry_reasoning(text, signature.as_deref(), redacted.as_deref())).flatten() {
+                if let Some(blob) = carried
+                    .then(|| carry_reasoning(text, signature.as_deref(), redacted.as_deref()))
+                    .flatten()
+                {
                     out.push_str(",\"encrypted_content\":");
                     push_json_string(out, &blob);
                 }
@@ -646,7 +807,10 @@ impl ResponsesContext {
         }
         out.push_str(",\"incomplete_details\":");
         match state {
-            ResponseState::Finished { incomplete_reason: Some(reason), .. } => {
+            ResponseState::Finished {
+                incomplete_reason: Some(reason),
+                ..
+            } => {
                 let _ = write!(out, "{{\"reason\":\"{reason}\"}}");
             }
             _ => out.push_str("null"),
@@ -658,7 +822,11 @@ impl ResponsesContext {
             if index > 0 {
                 out.push(',');
             }
-            let status = if output.done { "completed" } else { "incomplete" };
+            let status = if output.done {
+                "completed"
+            } else {
+                "incomplete"
+            };
             self.render_item(out, &output.item, index, status, true);
         }
         out.push_str("],\"usage\":");
@@ -677,7 +845,10 @@ impl ResponsesContext {
 #[derive(Debug, Clone, Copy)]
 enum ResponseState<'a> {
     InProgress,
-    Finished { usage: Usage, incomplete_reason: Option<&'static str> },
+    Finished {
+        usage: Usage,
+        incomplete_reason: Option<&'static str>,
+    },
     Failed(&'a GatewayError),
 }
 
@@ -685,7 +856,10 @@ impl ResponseState<'_> {
     fn status(&self) -> &'static str {
         match self {
             ResponseState::InProgress => "in_progress",
-            ResponseState::Finished { incomplete_reason: Some(_), .. } => "incomplete",
+            ResponseState::Finished {
+                incomplete_reason: Some(_),
+                ..
+            } => "incomplete",
             ResponseState::Finished { .. } => "completed",
             ResponseState::Failed(_) => "failed",
         }
@@ -697,7 +871,10 @@ impl ResponseState<'_> {
             Some("guardrail_intervened") | Some("content_filtered") => Some("content_filter"),
             _ => None,
         };
-        ResponseState::Finished { usage, incomplete_reason }
+        ResponseState::Finished {
+            usage,
+            incomplete_reason,
+        }
     }
 }
 
@@ -744,15 +921,30 @@ fn failure_code(kind: ErrorKind) -> &'static str {
 }
 
 /// Renders a Converse response as a `response` object: text, function calls and reasoning, in order.
-pub fn from_converse_response(body: &[u8], context: &ResponsesContext) -> Result<TranslatedBody, GatewayError> {
-    let ConverseReply { message, stop_reason, usage } = ConverseReply::parse(body)?;
+pub fn from_converse_response(
+    body: &[u8],
+    context: &ResponsesContext,
+) -> Result<TranslatedBody, GatewayError> {
+    let ConverseReply {
+        message,
+        stop_reason,
+        usage,
+    } = ConverseReply::parse(body)?;
     let mut items: Vec<OutputItem> = Vec::with_capacity(message.content.len());
     for block in message.content {
         if let Some(text) = block.text {
             // Consecutive text blocks are one message.
             match items.last_mut() {
-                Some(OutputItem { item: Item::Message { text: previous }, .. }) => previous.push_str(&text),
-                _ => items.push(OutputItem { item: Item::Message { text: text.into_owned() }, done: true }),
+                Some(OutputItem {
+                    item: Item::Message { text: previous },
+                    ..
+                }) => previous.push_str(&text),
+                _ => items.push(OutputItem {
+                    item: Item::Message {
+                        text: text.into_owned(),
+                    },
+                    done: true,
+                }),
             }
         }
         if let Some(tool_use) = block.tool_use {
@@ -769,12 +961,27 @@ pub fn from_converse_response(body: &[u8], context: &ResponsesContext) -> Result
                 None => (String::new(), None),
             };
             let redacted = reasoning.redacted_content.map(Cow::into_owned);
-            items.push(OutputItem { item: Item::Reasoning { text, signature, redacted, summary_open: false }, done: true });
+            items.push(OutputItem {
+                item: Item::Reasoning {
+                    text,
+                    signature,
+                    redacted,
+                    summary_open: false,
+                },
+                done: true,
+            });
         }
     }
     let mut out = String::with_capacity(256 + context.echo.len() + body.len());
-    context.render_response(&mut out, ResponseState::finished(stop_reason, usage.unwrap_or_default()), &items);
-    Ok(TranslatedBody { body: out.into_bytes(), usage: usage.map(TokenUsage::from) })
+    context.render_response(
+        &mut out,
+        ResponseState::finished(stop_reason, usage.unwrap_or_default()),
+        &items,
+    );
+    Ok(TranslatedBody {
+        body: out.into_bytes(),
+        usage: usage.map(TokenUsage::from),
+    })
 }
 
 // ---- Streaming --------------------------------------------------------------------------
@@ -831,7 +1038,8 @@ impl ResponsesStreamTranslator {
     fn emit_response(&mut self, out: &mut Vec<u8>, kind: &str, state: ResponseState<'_>) {
         let mut members = String::with_capacity(256 + self.context.echo.len());
         members.push_str("\"response\":");
-        self.context.render_response(&mut members, state, &self.items);
+        self.context
+            .render_response(&mut members, state, &self.items);
         self.emit(out, kind, &members);
     }
 
@@ -850,13 +1058,19 @@ impl ResponsesStreamTranslator {
         let mut members = String::with_capacity(64);
         members.push_str("\"item_id\":");
         if let Some(output) = self.items.get(output_index) {
-            self.context.item_id(&mut members, &output.item, output_index);
+            self.context
+                .item_id(&mut members, &output.item, output_index);
         }
         let _ = write!(members, ",\"output_index\":{output_index}");
         members
     }
 
-    fn open_item(&mut self, out: &mut Vec<u8>, block_index: usize, item: Item) -> Result<usize, GatewayError> {
+    fn open_item(
+        &mut self,
+        out: &mut Vec<u8>,
+        block_index: usize,
+        item: Item,
+    ) -> Result<usize, GatewayError> {
         self.start(out);
         if block_index > 4096 {
             return Err(openai::too_many_blocks());
@@ -867,7 +1081,8 @@ impl ResponsesStreamTranslator {
         let output_index = self.items.len();
         let mut members = String::with_capacity(128);
         let _ = write!(members, "\"output_index\":{output_index},\"item\":");
-        self.context.render_item(&mut members, &item, output_index, "in_progress", false);
+        self.context
+            .render_item(&mut members, &item, output_index, "in_progress", false);
         let is_message = matches!(item, Item::Message { .. });
         self.items.push(OutputItem { item, done: false });
         if let Some(slot) = self.open_blocks.get_mut(block_index) {
@@ -882,7 +1097,12 @@ impl ResponsesStreamTranslator {
     }
 
     /// The item a block streams into, opened with `new_item` on its first delta.
-    fn item_for_block(&mut self, out: &mut Vec<u8>, block_index: usize, new_item: impl FnOnce() -> Item) -> Result<usize, GatewayError> {
+    fn item_for_block(
+        &mut self,
+        out: &mut Vec<u8>,
+        block_index: usize,
+        new_item: impl FnOnce() -> Item,
+    ) -> Result<usize, GatewayError> {
         match self.open_blocks.get(block_index).copied().flatten() {
             Some(output_index) => Ok(output_index),
             None => self.open_item(out, block_index, new_item()),
@@ -894,7 +1114,8 @@ impl ResponsesStreamTranslator {
             Some("messageStart") => self.start(out),
             Some("contentBlockStart") => {
                 let event: bedrock::ContentBlockStartEvent<'_> =
-                    serde_json::from_slice(frame.payload).map_err(|e| openai::unreadable_event("contentBlockStart", &e))?;
+                    serde_json::from_slice(frame.payload)
+                        .map_err(|e| openai::unreadable_event("contentBlockStart", &e))?;
                 if let Some(tool_use) = event.start.and_then(|s| s.tool_use) {
                     let item = Item::FunctionCall {
                         call_id: tool_use.tool_use_id.into_owned(),
@@ -908,18 +1129,19 @@ impl ResponsesStreamTranslator {
             Some("contentBlockDelta") => self.on_delta(frame.payload, out)?,
             Some("contentBlockStop") => {
                 let event: bedrock::ContentBlockStopEvent =
-                    serde_json::from_slice(frame.payload).map_err(|e| openai::unreadable_event("contentBlockStop", &e))?;
+                    serde_json::from_slice(frame.payload)
+                        .map_err(|e| openai::unreadable_event("contentBlockStop", &e))?;
                 self.close_block(out, event.content_block_index);
             }
             Some("messageStop") => {
-                let event: bedrock::MessageStopEvent<'_> =
-                    serde_json::from_slice(frame.payload).map_err(|e| openai::unreadable_event("messageStop", &e))?;
+                let event: bedrock::MessageStopEvent<'_> = serde_json::from_slice(frame.payload)
+                    .map_err(|e| openai::unreadable_event("messageStop", &e))?;
                 self.stop_reason = Some(event.stop_reason.unwrap_or("end_turn").to_owned());
                 self.close_all(out);
             }
             Some("metadata") => {
-                let event: bedrock::MetadataEvent =
-                    serde_json::from_slice(frame.payload).map_err(|e| openai::unreadable_event("metadata", &e))?;
+                let event: bedrock::MetadataEvent = serde_json::from_slice(frame.payload)
+                    .map_err(|e| openai::unreadable_event("metadata", &e))?;
                 self.usage = event.usage;
                 if self.stop_reason.is_some() {
                     self.complete(out);
@@ -931,15 +1153,23 @@ impl ResponsesStreamTranslator {
     }
 
     fn on_delta(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), GatewayError> {
-        let event: bedrock::ContentBlockDeltaEvent<'_> =
-            serde_json::from_slice(payload).map_err(|e| openai::unreadable_event("contentBlockDelta", &e))?;
-        let Some(delta) = event.delta else { return Ok(()) };
+        let event: bedrock::ContentBlockDeltaEvent<'_> = serde_json::from_slice(payload)
+            .map_err(|e| openai::unreadable_event("contentBlockDelta", &e))?;
+        let Some(delta) = event.delta else {
+            return Ok(());
+        };
         let block = event.content_block_index;
         if let Some(text) = delta.text {
-            let index = self.item_for_block(out, block, || Item::Message { text: String::new() })?;
+            let index = self.item_for_block(out, block, || Item::Message {
+                text: String::new(),
+            })?;
             match self.items.get_mut(index).map(|o| &mut o.item) {
                 Some(Item::Message { text: whole }) => whole.push_str(&text),
-                _ => return Err(GatewayError::upstream("Bedrock streamed text into a block that is not text.")),
+                _ => {
+                    return Err(GatewayError::upstream(
+                        "Bedrock streamed text into a block that is not text.",
+                    ))
+                }
             }
             let mut members = self.item_ref(index);
             members.push_str(",\"content_index\":0,\"delta\":");
@@ -949,9 +1179,16 @@ impl ResponsesStreamTranslator {
             self.first_content_emitted = true;
         } else if let Some(tool_use) = delta.tool_use {
             let index = self.open_blocks.get(block).copied().flatten();
-            match index.and_then(|i| self.items.get_mut(i)).map(|o| &mut o.item) {
+            match index
+                .and_then(|i| self.items.get_mut(i))
+                .map(|o| &mut o.item)
+            {
                 Some(Item::FunctionCall { arguments, .. }) => arguments.push_str(&tool_use.input),
-                _ => return Err(GatewayError::upstream("Bedrock streamed tool input for a block that is not a tool call.")),
+                _ => {
+                    return Err(GatewayError::upstream(
+                        "Bedrock streamed tool input for a block that is not a tool call.",
+                    ))
+                }
             }
             let mut members = self.item_ref(index.unwrap_or_default());
             members.push_str(",\"delta\":");
@@ -959,11 +1196,23 @@ impl ResponsesStreamTranslator {
             self.emit(out, "response.function_call_arguments.delta", &members);
             self.first_content_emitted = true;
         } else if let Some(reasoning) = delta.reasoning_content {
-            let new_reasoning = || Item::Reasoning { text: String::new(), signature: None, redacted: None, summary_open: false };
+            let new_reasoning = || Item::Reasoning {
+                text: String::new(),
+                signature: None,
+                redacted: None,
+                summary_open: false,
+            };
             let index = self.item_for_block(out, block, new_reasoning)?;
-            let Some(Item::Reasoning { text: whole, signature, redacted, summary_open }) = self.items.get_mut(index).map(|o| &mut o.item)
+            let Some(Item::Reasoning {
+                text: whole,
+                signature,
+                redacted,
+                summary_open,
+            }) = self.items.get_mut(index).map(|o| &mut o.item)
             else {
-                return Err(GatewayError::upstream("Bedrock streamed reasoning into a block that is not reasoning."));
+                return Err(GatewayError::upstream(
+                    "Bedrock streamed reasoning into a block that is not reasoning.",
+                ));
             };
             if let Some(new_signature) = reasoning.signature {
                 *signature = Some(new_signature.into_owned());
@@ -971,7 +1220,9 @@ impl ResponsesStreamTranslator {
             if let Some(data) = reasoning.redacted_content {
                 *redacted = Some(data.into_owned());
             }
-            let Some(text) = reasoning.text else { return Ok(()) };
+            let Some(text) = reasoning.text else {
+                return Ok(());
+            };
             whole.push_str(&text);
             let open_part = !std::mem::replace(summary_open, true);
             let item_ref = self.item_ref(index);
@@ -990,9 +1241,13 @@ impl ResponsesStreamTranslator {
 
     /// Sends the events that finish a block's item, the whole item last.
     fn close_block(&mut self, out: &mut Vec<u8>, block_index: usize) {
-        let Some(index) = self.open_blocks.get_mut(block_index).and_then(Option::take) else { return };
+        let Some(index) = self.open_blocks.get_mut(block_index).and_then(Option::take) else {
+            return;
+        };
         let item_ref = self.item_ref(index);
-        let Some(output) = self.items.get_mut(index) else { return };
+        let Some(output) = self.items.get_mut(index) else {
+            return;
+        };
         output.done = true;
         let mut events: Vec<(&'static str, String)> = Vec::with_capacity(3);
         match &output.item {
@@ -1005,14 +1260,20 @@ impl ResponsesStreamTranslator {
                 render_text_part(&mut members, text);
                 events.push(("response.content_part.done", members));
             }
-            Item::FunctionCall { name, arguments, .. } => {
+            Item::FunctionCall {
+                name, arguments, ..
+            } => {
                 let mut members = format!("{item_ref},\"name\":");
                 push_json_string(&mut members, name);
                 members.push_str(",\"arguments\":");
                 push_json_string(&mut members, arguments);
                 events.push(("response.function_call_arguments.done", members));
             }
-            Item::Reasoning { text, summary_open: true, .. } => {
+            Item::Reasoning {
+                text,
+                summary_open: true,
+                ..
+            } => {
                 let mut members = format!("{item_ref},\"summary_index\":0,\"text\":");
                 push_json_string(&mut members, text);
                 events.push(("response.reasoning_summary_text.done", members));
@@ -1023,7 +1284,8 @@ impl ResponsesStreamTranslator {
             Item::Reasoning { .. } => {}
         }
         let mut members = format!("\"output_index\":{index},\"item\":");
-        self.context.render_item(&mut members, &output.item, index, "completed", true);
+        self.context
+            .render_item(&mut members, &output.item, index, "completed", true);
         events.push(("response.output_item.done", members));
         for (kind, members) in events {
             self.emit(out, kind, &members);
@@ -1040,8 +1302,15 @@ impl ResponsesStreamTranslator {
     fn complete(&mut self, out: &mut Vec<u8>) {
         self.start(out);
         self.close_all(out);
-        let state = ResponseState::finished(self.stop_reason.as_deref(), self.usage.unwrap_or_default());
-        let kind = if matches!(state, ResponseState::Finished { incomplete_reason: Some(_), .. }) {
+        let state =
+            ResponseState::finished(self.stop_reason.as_deref(), self.usage.unwrap_or_default());
+        let kind = if matches!(
+            state,
+            ResponseState::Finished {
+                incomplete_reason: Some(_),
+                ..
+            }
+        ) {
             "response.incomplete"
         } else {
             "response.completed"
@@ -1075,7 +1344,10 @@ impl FrameTranslator for ResponsesStreamTranslator {
         self.start(out);
         self.emit_response(out, "response.failed", ResponseState::Failed(error));
         let mut members = String::with_capacity(128 + 2 * error.message.len());
-        let code = error.code.as_deref().unwrap_or_else(|| failure_code(error.kind));
+        let code = error
+            .code
+            .as_deref()
+            .unwrap_or_else(|| failure_code(error.kind));
         members.push_str("\"code\":");
         push_json_string(&mut members, code);
         members.push_str(",\"message\":");

@@ -31,7 +31,10 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<redacted>")
-            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -94,35 +97,67 @@ impl Signer {
         let (canonical_request, signed_headers) =
             canonical_request(request, &amz_date, credentials.session_token.as_deref());
         let derived_now;
-        let key = match self.signing_key(&credentials.secret_access_key, date_stamp, region, service) {
-            Some(cached) => cached,
-            // Not reached (the key was just cached), but no request path may panic.
-            None => {
-                derived_now = CachedSigningKey::derive(&credentials.secret_access_key, date_stamp, region, service);
-                &derived_now
-            }
-        };
+        let key =
+            match self.signing_key(&credentials.secret_access_key, date_stamp, region, service) {
+                Some(cached) => cached,
+                // Not reached (the key was just cached), but no request path may panic.
+                None => {
+                    derived_now = CachedSigningKey::derive(
+                        &credentials.secret_access_key,
+                        date_stamp,
+                        region,
+                        service,
+                    );
+                    &derived_now
+                }
+            };
 
         // Built with push_str rather than format!: this runs once per request.
-        let mut string_to_sign = String::with_capacity(ALGORITHM.len() + amz_date.len() + key.scope.len() + 67);
+        let mut string_to_sign =
+            String::with_capacity(ALGORITHM.len() + amz_date.len() + key.scope.len() + 67);
         for part in [ALGORITHM, "\n", &amz_date, "\n", &key.scope, "\n"] {
             string_to_sign.push_str(part);
         }
-        push_hex(&mut string_to_sign, &Sha256::digest(canonical_request.as_bytes()));
+        push_hex(
+            &mut string_to_sign,
+            &Sha256::digest(canonical_request.as_bytes()),
+        );
         let mut mac = key.keyed_mac.clone();
         mac.update(string_to_sign.as_bytes());
 
         let mut authorization = String::with_capacity(
-            ALGORITHM.len() + credentials.access_key_id.len() + key.scope.len() + signed_headers.len() + 110,
+            ALGORITHM.len()
+                + credentials.access_key_id.len()
+                + key.scope.len()
+                + signed_headers.len()
+                + 110,
         );
-        for part in [ALGORITHM, " Credential=", &credentials.access_key_id, "/", &key.scope, ", SignedHeaders=", &signed_headers, ", Signature="] {
+        for part in [
+            ALGORITHM,
+            " Credential=",
+            &credentials.access_key_id,
+            "/",
+            &key.scope,
+            ", SignedHeaders=",
+            &signed_headers,
+            ", Signature=",
+        ] {
             authorization.push_str(part);
         }
         push_hex(&mut authorization, &mac.finalize().into_bytes());
-        SigningHeaders { authorization, amz_date }
+        SigningHeaders {
+            authorization,
+            amz_date,
+        }
     }
 
-    fn signing_key(&mut self, secret: &str, date_stamp: &str, region: &str, service: &str) -> Option<&CachedSigningKey> {
+    fn signing_key(
+        &mut self,
+        secret: &str,
+        date_stamp: &str,
+        region: &str,
+        service: &str,
+    ) -> Option<&CachedSigningKey> {
         let hit = self.cached_keys.iter().position(|k| {
             k.date_stamp == date_stamp
                 && k.region == region
@@ -137,7 +172,9 @@ impl Signer {
                 if self.cached_keys.len() >= MAX_CACHED_SIGNING_KEYS {
                     self.cached_keys.remove(0);
                 }
-                self.cached_keys.push(CachedSigningKey::derive(secret, date_stamp, region, service));
+                self.cached_keys.push(CachedSigningKey::derive(
+                    secret, date_stamp, region, service,
+                ));
                 self.cached_keys.len() - 1
             }
         };
@@ -169,7 +206,8 @@ pub fn derive_signing_key(secret: &str, date_stamp: &str, region: &str, service:
 fn keyed_hmac(key: &[u8]) -> HmacSha256 {
     // HMAC accepts keys of any length, so this never fails; the fallback keeps the request path
     // free of panics all the same (a wrong key would only make AWS answer 403).
-    HmacSha256::new_from_slice(key).unwrap_or_else(|_| <HmacSha256 as hmac::digest::KeyInit>::new(&Default::default()))
+    HmacSha256::new_from_slice(key)
+        .unwrap_or_else(|_| <HmacSha256 as hmac::digest::KeyInit>::new(&Default::default()))
 }
 
 fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
@@ -182,7 +220,9 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
 fn push_hex(out: &mut String, bytes: &[u8]) {
     let mut digits = [0u8; 64];
     for chunk in bytes.chunks(32) {
-        let Some(target) = digits.get_mut(..chunk.len() * 2) else { return };
+        let Some(target) = digits.get_mut(..chunk.len() * 2) else {
+            return;
+        };
         if hex::encode_to_slice(chunk, target).is_ok() {
             out.push_str(std::str::from_utf8(target).unwrap_or_default());
         }
@@ -195,11 +235,15 @@ fn canonical_request(
     amz_date: &str,
     session_token: Option<&str>,
 ) -> (String, String) {
-    let mut headers: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::with_capacity(request.extra_headers.len() + 3);
+    let mut headers: Vec<(Cow<'_, str>, Cow<'_, str>)> =
+        Vec::with_capacity(request.extra_headers.len() + 3);
     headers.push((Cow::Borrowed("host"), canonical_header_value(request.host)));
     headers.push((Cow::Borrowed("x-amz-date"), Cow::Borrowed(amz_date)));
     if let Some(token) = session_token {
-        headers.push((Cow::Borrowed("x-amz-security-token"), canonical_header_value(token)));
+        headers.push((
+            Cow::Borrowed("x-amz-security-token"),
+            canonical_header_value(token),
+        ));
     }
     for (name, value) in request.extra_headers {
         let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -282,11 +326,18 @@ fn canonical_query(query: &str) -> String {
         .filter(|p| !p.is_empty())
         .map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (uri_encode(&percent_decode(key)), uri_encode(&percent_decode(value)))
+            (
+                uri_encode(&percent_decode(key)),
+                uri_encode(&percent_decode(value)),
+            )
         })
         .collect();
     pairs.sort();
-    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn is_unreserved(byte: u8) -> bool {
@@ -322,7 +373,9 @@ fn percent_decode(text: &str) -> Vec<u8> {
     let mut i = 0;
     while let Some(&byte) = bytes.get(i) {
         let decoded = match (byte, bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&hi), Some(&lo)) => hex_value(hi).zip(hex_value(lo)).map(|(h, l)| h << 4 | l),
+            (b'%', Some(&hi), Some(&lo)) => {
+                hex_value(hi).zip(hex_value(lo)).map(|(h, l)| h << 4 | l)
+            }
             _ => None,
         };
         match decoded {

@@ -82,10 +82,25 @@ mod tests {
 
     #[test]
     fn handles_epoch_leap_days_and_year_ends() {
-        assert_eq!(UtcDateTime::from_unix_seconds(0).amz_timestamp(), "19700101T000000Z");
-        assert_eq!(UtcDateTime::from_unix_seconds(951_782_400).amz_date_stamp(), "20000229");
-        assert_eq!(UtcDateTime::from_unix_seconds(1_709_251_199).amz_timestamp(), "20240229T235959Z");
-        assert_eq!(UtcDateTime::from_unix_seconds(1_798_761_599).amz_timestamp(), "20261231T235959Z");
-        assert_eq!(UtcDateTime::from_unix_seconds(4_102_444_800).amz_date_stamp(), "21000101");
+        assert_eq!(
+            UtcDateTime::from_unix_seconds(0).amz_timestamp(),
+            "19700101T000000Z"
+        );
+        assert_eq!(
+            UtcDateTime::from_unix_seconds(951_782_400).amz_date_stamp(),
+            "20000229"
+        );
+        assert_eq!(
+            UtcDateTime::from_unix_seconds(1_709_251_199).amz_timestamp(),
+            "20240229T235959Z"
+        );
+        assert_eq!(
+            UtcDateTime::from_unix_seconds(1_798_761_599).amz_timestamp(),
+            "20261231T235959Z"
+        );
+        assert_eq!(
+            UtcDateTime::from_unix_seconds(4_102_444_800).amz_date_stamp(),
+            "21000101"
+        );
     }
 }

@@ -28,7 +28,12 @@ fn invoke_body_keeps_every_other_member_byte_for_byte() {
 #[test]
 fn beta_header_and_body_flags_merge_and_a_callers_version_is_kept() {
     let body = br#"{"model":"m","max_tokens":1,"messages":[],"anthropic_version":"bedrock-2023-05-31","anthropic_beta":["a"]}"#;
-    let invoke = anthropic::prepare_invoke(body, Some(" b , a,,c ,x"), &BetaPolicy::new(&["a", "b", "c"], &[])).unwrap();
+    let invoke = anthropic::prepare_invoke(
+        body,
+        Some(" b , a,,c ,x"),
+        &BetaPolicy::new(&["a", "b", "c"], &[]),
+    )
+    .unwrap();
     let sent: Value = serde_json::from_slice(&invoke.body).unwrap();
     assert_eq!(sent["anthropic_beta"], json!(["a", "b", "c"]));
     assert_eq!(sent["anthropic_version"], "bedrock-2023-05-31");
@@ -39,21 +44,53 @@ fn beta_header_and_body_flags_merge_and_a_callers_version_is_kept() {
 #[test]
 fn invalid_messages_requests_are_explained() {
     for (body, expected) in [
-        (&br#"{"max_tokens":1,"messages":[]}"#[..], "model: Field required"),
-        (br#"{"model":"m","messages":[]}"#, "max_tokens: Field required"),
-        (br#"{"model":"m","max_tokens":0,"messages":[]}"#, "greater than or equal to 1"),
-        (br#"{"model":"m","max_tokens":"9","messages":[]}"#, "max_tokens: Input should be a valid integer"),
-        (br#"{"model":"m","max_tokens":9}"#, "messages: Field required"),
-        (br#"{"model":"m","max_tokens":9,"messages":{}}"#, "messages: Input should be a valid list"),
-        (br#"{"model":"m","max_tokens":9,"messages":[],"stream":"yes"}"#, "stream: Input should be a valid boolean"),
-        (br#"{"model":"m","max_tokens":9,"messages":[],"anthropic_beta":"x"}"#, "anthropic_beta"),
-        (br#"{"model":"m","model":"n","max_tokens":9,"messages":[]}"#, "duplicate field"),
+        (
+            &br#"{"max_tokens":1,"messages":[]}"#[..],
+            "model: Field required",
+        ),
+        (
+            br#"{"model":"m","messages":[]}"#,
+            "max_tokens: Field required",
+        ),
+        (
+            br#"{"model":"m","max_tokens":0,"messages":[]}"#,
+            "greater than or equal to 1",
+        ),
+        (
+            br#"{"model":"m","max_tokens":"9","messages":[]}"#,
+            "max_tokens: Input should be a valid integer",
+        ),
+        (
+            br#"{"model":"m","max_tokens":9}"#,
+            "messages: Field required",
+        ),
+        (
+            br#"{"model":"m","max_tokens":9,"messages":{}}"#,
+            "messages: Input should be a valid list",
+        ),
+        (
+            br#"{"model":"m","max_tokens":9,"messages":[],"stream":"yes"}"#,
+            "stream: Input should be a valid boolean",
+        ),
+        (
+            br#"{"model":"m","max_tokens":9,"messages":[],"anthropic_beta":"x"}"#,
+            "anthropic_beta",
+        ),
+        (
+            br#"{"model":"m","model":"n","max_tokens":9,"messages":[]}"#,
+            "duplicate field",
+        ),
         (b"[]", "not a valid JSON object"),
         (b"  ", "empty"),
     ] {
         let error = anthropic::prepare_invoke(body, None, &BetaPolicy::default()).unwrap_err();
         assert_eq!(error.status, 400);
-        assert!(error.message.contains(expected), "{}: {}", String::from_utf8_lossy(body), error.message);
+        assert!(
+            error.message.contains(expected),
+            "{}: {}",
+            String::from_utf8_lossy(body),
+            error.message
+        );
         let rendered: Value = serde_json::from_slice(&error.to_anthropic_json()).unwrap();
         assert_eq!(rendered["type"], "error");
         assert_eq!(rendered["error"]["type"], "invalid_request_error");
@@ -63,35 +100,70 @@ fn invalid_messages_requests_are_explained() {
 #[test]
 fn count_tokens_wraps_an_invoke_body_as_base64() {
     let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
-    let count = anthropic::prepare_count_tokens(body, Some("beta-1,beta-2"), &BetaPolicy::new(&["beta-1"], &[])).unwrap();
+    let count = anthropic::prepare_count_tokens(
+        body,
+        Some("beta-1,beta-2"),
+        &BetaPolicy::new(&["beta-1"], &[]),
+    )
+    .unwrap();
     assert_eq!(count.model, "m");
     assert_eq!(count.dropped_betas.as_deref(), Some("beta-2"));
     let wrapped: Value = serde_json::from_slice(&count.body).unwrap();
     let encoded = wrapped["input"]["invokeModel"]["body"].as_str().unwrap();
-    let inner: Value = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(encoded).unwrap()).unwrap();
+    let inner: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(
         inner,
         json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 1, "anthropic_beta": ["beta-1"], "messages": [{"role": "user", "content": "hi"}]})
     );
-    assert_eq!(anthropic::count_tokens_response(br#"{"inputTokens":42}"#).unwrap(), br#"{"input_tokens":42}"#);
-    assert_eq!(anthropic::count_tokens_response(b"{}").unwrap_err().status, 502);
+    assert_eq!(
+        anthropic::count_tokens_response(br#"{"inputTokens":42}"#).unwrap(),
+        br#"{"input_tokens":42}"#
+    );
+    assert_eq!(
+        anthropic::count_tokens_response(b"{}").unwrap_err().status,
+        502
+    );
 }
 
 #[test]
 fn plain_responses_report_the_requested_model() {
     let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-3-5-sonnet-20241022","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}"#;
-    let rewritten: Value = serde_json::from_slice(&anthropic::rewrite_message_model(body, "my-alias").unwrap().body).unwrap();
+    let rewritten: Value = serde_json::from_slice(
+        &anthropic::rewrite_message_model(body, "my-alias")
+            .unwrap()
+            .body,
+    )
+    .unwrap();
     assert_eq!(rewritten["model"], "my-alias");
     assert_eq!(rewritten["content"][0]["text"], "hi");
-    assert_eq!(anthropic::rewrite_message_model(b"oops", "m").unwrap_err().status, 502);
+    assert_eq!(
+        anthropic::rewrite_message_model(b"oops", "m")
+            .unwrap_err()
+            .status,
+        502
+    );
 }
 
 fn chunk_frame(event: &Value) -> Vec<u8> {
     let payload = json!({"bytes": base64::engine::general_purpose::STANDARD.encode(event.to_string()), "p": "abcd"});
     let message = Message::new(payload.to_string().into_bytes())
-        .add_header(Header::new(":event-type", HeaderValue::String("chunk".into())))
-        .add_header(Header::new(":content-type", HeaderValue::String("application/json".into())))
-        .add_header(Header::new(":message-type", HeaderValue::String("event".into())));
+        .add_header(Header::new(
+            ":event-type",
+            HeaderValue::String("chunk".into()),
+        ))
+        .add_header(Header::new(
+            ":content-type",
+            HeaderValue::String("application/json".into()),
+        ))
+        .add_header(Header::new(
+            ":message-type",
+            HeaderValue::String("event".into()),
+        ));
     let mut out = Vec::new();
     write_message_to(&message, &mut out).unwrap();
     out
@@ -99,8 +171,14 @@ fn chunk_frame(event: &Value) -> Vec<u8> {
 
 fn exception_frame(kind: &str, message: &str) -> Vec<u8> {
     let message = Message::new(json!({ "message": message }).to_string().into_bytes())
-        .add_header(Header::new(":exception-type", HeaderValue::String(kind.to_owned().into())))
-        .add_header(Header::new(":message-type", HeaderValue::String("exception".into())));
+        .add_header(Header::new(
+            ":exception-type",
+            HeaderValue::String(kind.to_owned().into()),
+        ))
+        .add_header(Header::new(
+            ":message-type",
+            HeaderValue::String("exception".into()),
+        ));
     let mut out = Vec::new();
     write_message_to(&message, &mut out).unwrap();
     out
@@ -123,7 +201,10 @@ fn parse_sse(bytes: &[u8]) -> Vec<(String, Value)> {
         .filter(|e| !e.is_empty())
         .map(|event| {
             let (name, data) = event.split_once('\n').unwrap();
-            (name.strip_prefix("event: ").unwrap().to_owned(), serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap())
+            (
+                name.strip_prefix("event: ").unwrap().to_owned(),
+                serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap(),
+            )
         })
         .collect()
 }
@@ -139,8 +220,10 @@ fn translate(bytes: &[u8], cuts: &[usize]) -> Vec<(String, Value)> {
 fn stream_chunks_become_anthropic_events_however_split() {
     let events = bedrock_stream();
     let bytes: Vec<u8> = events.iter().flat_map(chunk_frame).collect();
-    let mut expected: Vec<(String, Value)> =
-        events.iter().map(|e| (e["type"].as_str().unwrap().to_owned(), e.clone())).collect();
+    let mut expected: Vec<(String, Value)> = events
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap().to_owned(), e.clone()))
+        .collect();
     expected[0].1["message"]["model"] = json!("alias-model");
     expected[5].1 = json!({"type": "message_stop"});
     assert_eq!(translate(&bytes, &[]), expected);
@@ -160,25 +243,40 @@ fn exceptions_and_truncation_end_the_stream_with_an_error_event() {
     let out = translate(&bytes, &[]);
     assert_eq!(out.len(), 4, "nothing after the error");
     assert_eq!(out[3].0, "error");
-    assert_eq!(out[3].1, json!({"type":"error","error":{"type":"rate_limit_error","message":"Bedrock throttlingException: Too many tokens"}}));
+    assert_eq!(
+        out[3].1,
+        json!({"type":"error","error":{"type":"rate_limit_error","message":"Bedrock throttlingException: Too many tokens"}})
+    );
 
     let truncated: Vec<u8> = events[..3].iter().flat_map(chunk_frame).collect();
     let out = translate(&truncated, &[]);
     assert_eq!(out.last().unwrap().1["error"]["type"], "api_error");
-    assert!(out.last().unwrap().1["error"]["message"].as_str().unwrap().contains("ended before"));
+    assert!(out.last().unwrap().1["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("ended before"));
 }
 
 #[test]
 fn unreadable_chunks_end_the_stream_with_an_error_event() {
     let message = Message::new(br#"{"bytes":"%%%not base64"}"#.to_vec())
-        .add_header(Header::new(":event-type", HeaderValue::String("chunk".into())))
-        .add_header(Header::new(":message-type", HeaderValue::String("event".into())));
+        .add_header(Header::new(
+            ":event-type",
+            HeaderValue::String("chunk".into()),
+        ))
+        .add_header(Header::new(
+            ":message-type",
+            HeaderValue::String("event".into()),
+        ));
     let mut bytes = Vec::new();
     write_message_to(&message, &mut bytes).unwrap();
     let out = translate(&bytes, &[]);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, "error");
-    assert!(out[0].1["error"]["message"].as_str().unwrap().contains("unreadable chunk"));
+    assert!(out[0].1["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unreadable chunk"));
 }
 
 // ---- Anthropic Messages on Converse -------------------------------------------------------
@@ -252,8 +350,17 @@ fn converse_replies_become_anthropic_messages() {
         {"toolUse":{"toolUseId":"tu1","name":"f","input":{"x":1}}}]}},
       "stopReason":"tool_use","usage":{"inputTokens":7,"outputTokens":3,"totalTokens":20,"cacheReadInputTokens":10}}"#;
     let translated = anthropic_converse::from_converse_response(body, "req-1", "llama").unwrap();
-    let usage = bedrock_gateway_core::translated::TokenUsage { input: 7, output: 3, cache_read: 10, cache_write: 0 };
-    assert_eq!(translated.usage, Some(usage), "the usage for metrics comes from the same parse");
+    let usage = bedrock_gateway_core::translated::TokenUsage {
+        input: 7,
+        output: 3,
+        cache_read: 10,
+        cache_write: 0,
+    };
+    assert_eq!(
+        translated.usage,
+        Some(usage),
+        "the usage for metrics comes from the same parse"
+    );
     let message: Value = serde_json::from_slice(&translated.body).unwrap();
     assert_eq!(
         message,
@@ -272,8 +379,14 @@ fn converse_replies_become_anthropic_messages() {
 
 fn converse_frame(event: &str, payload: Value) -> Vec<u8> {
     let message = Message::new(payload.to_string().into_bytes())
-        .add_header(Header::new(":event-type", HeaderValue::String(event.to_owned().into())))
-        .add_header(Header::new(":message-type", HeaderValue::String("event".into())));
+        .add_header(Header::new(
+            ":event-type",
+            HeaderValue::String(event.to_owned().into()),
+        ))
+        .add_header(Header::new(
+            ":message-type",
+            HeaderValue::String("event".into()),
+        ));
     let mut out = Vec::new();
     write_message_to(&message, &mut out).unwrap();
     out
@@ -283,33 +396,93 @@ fn converse_frame(event: &str, payload: Value) -> Vec<u8> {
 fn converse_streams_become_the_anthropic_event_sequence_however_split() {
     let frames = [
         converse_frame("messageStart", json!({"role": "assistant"})),
-        converse_frame("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "hm"}}})),
-        converse_frame("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "sg"}}})),
+        converse_frame(
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "hm"}}}),
+        ),
+        converse_frame(
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "sg"}}}),
+        ),
         converse_frame("contentBlockStop", json!({"contentBlockIndex": 0})),
-        converse_frame("contentBlockDelta", json!({"contentBlockIndex": 1, "delta": {"text": "Hi"}})),
+        converse_frame(
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 1, "delta": {"text": "Hi"}}),
+        ),
         converse_frame("contentBlockStop", json!({"contentBlockIndex": 1})),
-        converse_frame("contentBlockStart", json!({"contentBlockIndex": 2, "start": {"toolUse": {"toolUseId": "tu", "name": "f"}}})),
-        converse_frame("contentBlockDelta", json!({"contentBlockIndex": 2, "delta": {"toolUse": {"input": "{\"x\":"}}})),
-        converse_frame("contentBlockDelta", json!({"contentBlockIndex": 2, "delta": {"toolUse": {"input": "1}"}}})),
+        converse_frame(
+            "contentBlockStart",
+            json!({"contentBlockIndex": 2, "start": {"toolUse": {"toolUseId": "tu", "name": "f"}}}),
+        ),
+        converse_frame(
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 2, "delta": {"toolUse": {"input": "{\"x\":"}}}),
+        ),
+        converse_frame(
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 2, "delta": {"toolUse": {"input": "1}"}}}),
+        ),
         converse_frame("contentBlockStop", json!({"contentBlockIndex": 2})),
         converse_frame("messageStop", json!({"stopReason": "tool_use"})),
-        converse_frame("metadata", json!({"usage": {"inputTokens": 4, "outputTokens": 6, "totalTokens": 10}})),
+        converse_frame(
+            "metadata",
+            json!({"usage": {"inputTokens": 4, "outputTokens": 6, "totalTokens": 10}}),
+        ),
     ];
     let bytes: Vec<u8> = frames.concat();
     let expected = vec![
-        ("message_start".to_owned(), json!({"type": "message_start", "message": {"id": "msg_r", "type": "message", "role": "assistant", "model": "m", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 0, "output_tokens": 0}}})),
-        ("content_block_start".to_owned(), json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}})),
-        ("content_block_delta".to_owned(), json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hm"}})),
-        ("content_block_delta".to_owned(), json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sg"}})),
-        ("content_block_stop".to_owned(), json!({"type": "content_block_stop", "index": 0})),
-        ("content_block_start".to_owned(), json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}})),
-        ("content_block_delta".to_owned(), json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Hi"}})),
-        ("content_block_stop".to_owned(), json!({"type": "content_block_stop", "index": 1})),
-        ("content_block_start".to_owned(), json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "tu", "name": "f", "input": {}}})),
-        ("content_block_delta".to_owned(), json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"x\":"}})),
-        ("content_block_delta".to_owned(), json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "1}"}})),
-        ("content_block_stop".to_owned(), json!({"type": "content_block_stop", "index": 2})),
-        ("message_delta".to_owned(), json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"input_tokens": 4, "output_tokens": 6, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}})),
+        (
+            "message_start".to_owned(),
+            json!({"type": "message_start", "message": {"id": "msg_r", "type": "message", "role": "assistant", "model": "m", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 0, "output_tokens": 0}}}),
+        ),
+        (
+            "content_block_start".to_owned(),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+        ),
+        (
+            "content_block_delta".to_owned(),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hm"}}),
+        ),
+        (
+            "content_block_delta".to_owned(),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sg"}}),
+        ),
+        (
+            "content_block_stop".to_owned(),
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        (
+            "content_block_start".to_owned(),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+        ),
+        (
+            "content_block_delta".to_owned(),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Hi"}}),
+        ),
+        (
+            "content_block_stop".to_owned(),
+            json!({"type": "content_block_stop", "index": 1}),
+        ),
+        (
+            "content_block_start".to_owned(),
+            json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "tu", "name": "f", "input": {}}}),
+        ),
+        (
+            "content_block_delta".to_owned(),
+            json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"x\":"}}),
+        ),
+        (
+            "content_block_delta".to_owned(),
+            json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "1}"}}),
+        ),
+        (
+            "content_block_stop".to_owned(),
+            json!({"type": "content_block_stop", "index": 2}),
+        ),
+        (
+            "message_delta".to_owned(),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"input_tokens": 4, "output_tokens": 6, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}),
+        ),
         ("message_stop".to_owned(), json!({"type": "message_stop"})),
     ];
     let run = |cuts: &[usize]| {
@@ -329,7 +502,10 @@ fn converse_streams_become_the_anthropic_event_sequence_however_split() {
 #[test]
 fn converse_stream_exceptions_become_an_anthropic_error_event() {
     let mut bytes = converse_frame("messageStart", json!({"role": "assistant"}));
-    bytes.extend(converse_frame("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": "x"}})));
+    bytes.extend(converse_frame(
+        "contentBlockDelta",
+        json!({"contentBlockIndex": 0, "delta": {"text": "x"}}),
+    ));
     bytes.extend(exception_frame("serviceUnavailableException", "busy"));
     let mut translator = ConverseToAnthropicStream::new("r", "m", 1 << 20);
     let events = parse_sse(&translator.push(&bytes, true));
@@ -342,25 +518,39 @@ fn converse_stream_exceptions_become_an_anthropic_error_event() {
 /// after the beta flags it refuses are dropped and the fields only they allow are removed.
 #[test]
 fn claude_code_requests_become_bodies_bedrock_accepts() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/anthropic_invoke");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/anthropic_invoke");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     paths.sort();
     assert!(!paths.is_empty());
     for path in paths {
         let case: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let body = serde_json::to_vec(&case["request"]).unwrap();
         let policy = match case.get("policy") {
-            Some(raw) => serde_json::from_value::<bedrock_gateway_core::betas::RawBetaPolicy>(raw.clone()).unwrap().resolve().unwrap(),
+            Some(raw) => {
+                serde_json::from_value::<bedrock_gateway_core::betas::RawBetaPolicy>(raw.clone())
+                    .unwrap()
+                    .resolve()
+                    .unwrap()
+            }
             None => BetaPolicy::default(),
         };
-        let invoke = anthropic::prepare_invoke(&body, case["anthropic-beta"].as_str(), &policy).unwrap();
+        let invoke =
+            anthropic::prepare_invoke(&body, case["anthropic-beta"].as_str(), &policy).unwrap();
         let produced: Value = serde_json::from_slice(&invoke.body).unwrap();
         let dropped = invoke.dropped_betas.map_or(Value::Null, Value::String);
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
             let mut updated = case.clone();
             updated["invoke_body"] = produced;
             updated["dropped"] = dropped;
-            std::fs::write(&path, serde_json::to_string_pretty(&updated).unwrap() + "\n").unwrap();
+            std::fs::write(
+                &path,
+                serde_json::to_string_pretty(&updated).unwrap() + "\n",
+            )
+            .unwrap();
             continue;
         }
         assert_eq!(produced, case["invoke_body"], "fixture {}", path.display());

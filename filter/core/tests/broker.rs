@@ -17,20 +17,42 @@ const NOW_MS: u64 = (EXPIRES - 3600) * 1000;
 const CREDENTIALS: &[u8] = br#"{"AccessKeyId":"ASIA1","SecretAccessKey":"s","Token":"t","Expiration":"2030-01-01T00:00:00Z"}"#;
 
 fn providers() -> Vec<(String, Provider)> {
-    let provider = Provider::PodIdentity { cluster: "agent".into(), authority: "169.254.170.23".into(), path: "/v1/credentials".into() };
+    let provider = Provider::PodIdentity {
+        cluster: "agent".into(),
+        authority: "169.254.170.23".into(),
+        path: "/v1/credentials".into(),
+    };
     vec![(KEY.to_owned(), provider)]
 }
 
 fn parked(since_ms: u64) -> ParkedRequest {
     let plan = ResponsePlan {
         format: ApiFormat::OpenAi,
-        kind: ResponseKind::OpenAiChat { stream: false, include_usage: false },
+        kind: ResponseKind::OpenAiChat {
+            stream: false,
+            include_usage: false,
+        },
         requested_model: "m".into(),
         created: 0,
         echo: String::new(),
     };
-    let upstream = UpstreamRequest { path: "/model/m/converse".into(), host: "h".into(), body: b"{}".to_vec(), accept: "application/json", plan, dropped_betas: None, headers: Vec::new(), titan_batch: None };
-    ParkedRequest { key: KEY.into(), region: "us-east-1".into(), upstream, format: ApiFormat::OpenAi, since_ms }
+    let upstream = UpstreamRequest {
+        path: "/model/m/converse".into(),
+        host: "h".into(),
+        body: b"{}".to_vec(),
+        accept: "application/json",
+        plan,
+        dropped_betas: None,
+        headers: Vec::new(),
+        titan_batch: None,
+    };
+    ParkedRequest {
+        key: KEY.into(),
+        region: "us-east-1".into(),
+        upstream,
+        format: ApiFormat::OpenAi,
+        since_ms,
+    }
 }
 
 #[test]
@@ -42,21 +64,44 @@ fn one_worker_fetches_for_all_and_every_waiting_request_is_signed() {
     let due = first.due_fetches(&store, &providers(), NOW_MS);
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].step, FetchStep::Start);
-    assert!(second.due_fetches(&store, &providers(), NOW_MS).is_empty(), "the lock is taken: no second fetch");
-    assert!(first.take_decided(&store, NOW_MS).is_empty(), "nothing to sign with yet");
+    assert!(
+        second.due_fetches(&store, &providers(), NOW_MS).is_empty(),
+        "the lock is taken: no second fetch"
+    );
+    assert!(
+        first.take_decided(&store, NOW_MS).is_empty(),
+        "nothing to sign with yet"
+    );
 
     first.dispatched(7, due[0].clone());
     let reply = first.on_reply(&store, 7, Some(200), CREDENTIALS, NOW_MS + 20);
-    assert_eq!(reply, Reply::Stored { provider: "EKS Pod Identity", expiration_unix: EXPIRES });
+    assert_eq!(
+        reply,
+        Reply::Stored {
+            provider: "EKS Pod Identity",
+            expiration_unix: EXPIRES
+        }
+    );
     for (broker, stream) in [(&mut first, 1), (&mut second, 2)] {
         let decided = broker.take_decided(&store, NOW_MS + 30);
         assert_eq!(decided.len(), 1);
         assert_eq!(decided[0].0, stream);
-        assert!(matches!(&decided[0].2, Verdict::Sign(c) if c.credentials().access_key_id == "ASIA1"));
+        assert!(
+            matches!(&decided[0].2, Verdict::Sign(c) if c.credentials().access_key_id == "ASIA1")
+        );
         assert_eq!(broker.waiting(), 0);
     }
-    assert!(first.due_fetches(&store, &providers(), NOW_MS + 40).is_empty(), "fresh credentials need no fetch");
-    assert_eq!(first.on_reply(&store, 7, Some(200), CREDENTIALS, NOW_MS), Reply::Unknown, "a reply is consumed once");
+    assert!(
+        first
+            .due_fetches(&store, &providers(), NOW_MS + 40)
+            .is_empty(),
+        "fresh credentials need no fetch"
+    );
+    assert_eq!(
+        first.on_reply(&store, 7, Some(200), CREDENTIALS, NOW_MS),
+        Reply::Unknown,
+        "a reply is consumed once"
+    );
 }
 
 #[test]
@@ -66,10 +111,20 @@ fn failures_back_off_and_fail_waiting_requests_with_the_reason() {
     broker.park(1, parked(NOW_MS));
     let fetch = broker.due_fetches(&store, &providers(), NOW_MS).remove(0);
     broker.dispatched(1, fetch);
-    let Reply::Failed(reason) = broker.on_reply(&store, 1, Some(500), b"", NOW_MS + 10) else { panic!("a 500 fails") };
+    let Reply::Failed(reason) = broker.on_reply(&store, 1, Some(500), b"", NOW_MS + 10) else {
+        panic!("a 500 fails")
+    };
     assert!(reason.contains("HTTP 500"), "{reason}");
-    assert!(broker.take_decided(&store, NOW_MS + 20).is_empty(), "one failure is retried before anyone gives up");
-    assert!(broker.due_fetches(&store, &providers(), NOW_MS + 20).is_empty(), "no retry during the back-off");
+    assert!(
+        broker.take_decided(&store, NOW_MS + 20).is_empty(),
+        "one failure is retried before anyone gives up"
+    );
+    assert!(
+        broker
+            .due_fetches(&store, &providers(), NOW_MS + 20)
+            .is_empty(),
+        "no retry during the back-off"
+    );
 
     let retry = broker.due_fetches(&store, &providers(), NOW_MS + 2_000);
     assert_eq!(retry.len(), 1, "retried once the back-off has passed");
@@ -77,9 +132,14 @@ fn failures_back_off_and_fail_waiting_requests_with_the_reason() {
     broker.on_reply(&store, 2, None, b"", NOW_MS + 2_010);
     let decided = broker.take_decided(&store, NOW_MS + 2_020);
     assert_eq!(decided.len(), 1);
-    let Verdict::Fail(reason) = &decided[0].2 else { panic!("two failures give up") };
+    let Verdict::Fail(reason) = &decided[0].2 else {
+        panic!("two failures give up")
+    };
     assert!(reason.contains("EKS Pod Identity"), "{reason}");
-    assert!(!reason.contains("ASIA") && !reason.contains("\"s\""), "no secret material: {reason}");
+    assert!(
+        !reason.contains("ASIA") && !reason.contains("\"s\""),
+        "no secret material: {reason}"
+    );
 }
 
 #[test]
@@ -92,7 +152,11 @@ fn a_request_that_ended_while_waiting_is_never_resumed() {
     let fetch = broker.due_fetches(&store, &providers(), NOW_MS).remove(0);
     broker.dispatched(1, fetch);
     broker.on_reply(&store, 1, Some(200), CREDENTIALS, NOW_MS);
-    let streams: Vec<u64> = broker.take_decided(&store, NOW_MS).into_iter().map(|(stream, _, _)| stream).collect();
+    let streams: Vec<u64> = broker
+        .take_decided(&store, NOW_MS)
+        .into_iter()
+        .map(|(stream, _, _)| stream)
+        .collect();
     assert_eq!(streams, [6]);
 }
 
@@ -101,9 +165,14 @@ fn a_request_waits_no_longer_than_the_limit() {
     let store = FakeStore::default();
     let mut broker = Broker::default();
     broker.park(9, parked(NOW_MS));
-    assert!(broker.take_decided(&store, NOW_MS + MAX_WAIT_MS - 1).is_empty());
+    assert!(broker
+        .take_decided(&store, NOW_MS + MAX_WAIT_MS - 1)
+        .is_empty());
     let decided = broker.take_decided(&store, NOW_MS + MAX_WAIT_MS);
-    assert_eq!(decided[0].2, Verdict::Fail("the credential endpoint did not answer in time".into()));
+    assert_eq!(
+        decided[0].2,
+        Verdict::Fail("the credential endpoint did not answer in time".into())
+    );
 }
 
 #[test]
@@ -114,24 +183,49 @@ fn credentials_are_refreshed_before_they_expire_and_still_sign_meanwhile() {
     broker.dispatched(1, fetch);
     broker.on_reply(&store, 1, Some(200), CREDENTIALS, NOW_MS);
     let ten_minutes_left = (EXPIRES - 600) * 1000;
-    assert_eq!(broker.due_fetches(&store, &providers(), ten_minutes_left).len(), 1, "refresh starts 15 minutes ahead");
+    assert_eq!(
+        broker
+            .due_fetches(&store, &providers(), ten_minutes_left)
+            .len(),
+        1,
+        "refresh starts 15 minutes ahead"
+    );
     broker.park(3, parked(ten_minutes_left));
-    assert!(matches!(broker.take_decided(&store, ten_minutes_left)[0].2, Verdict::Sign(_)), "still usable while refreshing");
+    assert!(
+        matches!(
+            broker.take_decided(&store, ten_minutes_left)[0].2,
+            Verdict::Sign(_)
+        ),
+        "still usable while refreshing"
+    );
     let last_minute = (EXPIRES - 30) * 1000;
     broker.park(4, parked(last_minute));
-    assert!(broker.take_decided(&store, last_minute).is_empty(), "never signs in the last minute of their life");
+    assert!(
+        broker.take_decided(&store, last_minute).is_empty(),
+        "never signs in the last minute of their life"
+    );
 }
 
 #[test]
 fn imds_goes_on_call_by_call() {
     let store = FakeStore::default();
     let mut broker = Broker::default();
-    let imds = Provider::Imds { cluster: "imds".into(), authority: "169.254.169.254".into() };
+    let imds = Provider::Imds {
+        cluster: "imds".into(),
+        authority: "169.254.169.254".into(),
+    };
     let providers = vec![("ai_gateway/credentials/imds/imds".to_owned(), imds)];
     let fetch = broker.due_fetches(&store, &providers, NOW_MS).remove(0);
     broker.dispatched(1, fetch);
-    let Reply::Next(Fetch { step, .. }) = broker.on_reply(&store, 1, Some(200), b"session-token", NOW_MS) else {
+    let Reply::Next(Fetch { step, .. }) =
+        broker.on_reply(&store, 1, Some(200), b"session-token", NOW_MS)
+    else {
         panic!("the token is the first of three calls")
     };
-    assert_eq!(step, FetchStep::ImdsRoleName { session_token: "session-token".into() });
+    assert_eq!(
+        step,
+        FetchStep::ImdsRoleName {
+            session_token: "session-token".into()
+        }
+    );
 }

@@ -19,9 +19,18 @@ fn aws_frame(event_type: &str, payload: &str, extra_headers: Vec<Header>) -> Vec
         message = message.add_header(header);
     }
     message = message
-        .add_header(Header::new(":event-type", HeaderValue::String(event_type.to_owned().into())))
-        .add_header(Header::new(":content-type", HeaderValue::String("application/json".into())))
-        .add_header(Header::new(":message-type", HeaderValue::String("event".into())));
+        .add_header(Header::new(
+            ":event-type",
+            HeaderValue::String(event_type.to_owned().into()),
+        ))
+        .add_header(Header::new(
+            ":content-type",
+            HeaderValue::String("application/json".into()),
+        ))
+        .add_header(Header::new(
+            ":message-type",
+            HeaderValue::String("event".into()),
+        ));
     let mut out = Vec::new();
     write_message_to(&message, &mut out).unwrap();
     out
@@ -36,17 +45,39 @@ fn every_header_type() -> Vec<Header> {
         Header::new("int32", HeaderValue::Int32(70_000)),
         Header::new("int64", HeaderValue::Int64(-5_000_000_000)),
         Header::new("bytes", HeaderValue::ByteArray(vec![0, 1, 2, 255].into())),
-        Header::new("timestamp", HeaderValue::Timestamp(DateTime::from_secs(1_700_000_000))),
-        Header::new("uuid", HeaderValue::Uuid(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef)),
+        Header::new(
+            "timestamp",
+            HeaderValue::Timestamp(DateTime::from_secs(1_700_000_000)),
+        ),
+        Header::new(
+            "uuid",
+            HeaderValue::Uuid(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
+        ),
     ]
 }
 
 fn stream() -> (Vec<u8>, Vec<Decoded>) {
     let events = [
-        ("messageStart", r#"{"role":"assistant","p":"abc"}"#.to_owned(), vec![]),
-        ("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":"Hello ✓"}}"#.to_owned(), every_header_type()),
-        ("contentBlockDelta", format!(r#"{{"delta":{{"text":"{}"}}}}"#, "x".repeat(5000)), vec![]),
-        ("messageStop", r#"{"stopReason":"end_turn"}"#.to_owned(), vec![]),
+        (
+            "messageStart",
+            r#"{"role":"assistant","p":"abc"}"#.to_owned(),
+            vec![],
+        ),
+        (
+            "contentBlockDelta",
+            r#"{"contentBlockIndex":0,"delta":{"text":"Hello ✓"}}"#.to_owned(),
+            every_header_type(),
+        ),
+        (
+            "contentBlockDelta",
+            format!(r#"{{"delta":{{"text":"{}"}}}}"#, "x".repeat(5000)),
+            vec![],
+        ),
+        (
+            "messageStop",
+            r#"{"stopReason":"end_turn"}"#.to_owned(),
+            vec![],
+        ),
         ("metadata", String::new(), vec![]),
     ];
     let mut bytes = Vec::new();
@@ -78,7 +109,11 @@ fn decode_in_chunks(bytes: &[u8], cuts: &[usize]) -> Result<Vec<Decoded>, Decode
         })?;
         start = cut;
     }
-    assert_eq!(decoder.pending_len(), 0, "a complete stream leaves nothing pending");
+    assert_eq!(
+        decoder.pending_len(),
+        0,
+        "a complete stream leaves nothing pending"
+    );
     Ok(decoded)
 }
 
@@ -92,7 +127,11 @@ fn decodes_a_whole_stream_in_one_chunk() {
 fn decodes_frames_split_at_every_byte() {
     let (bytes, expected) = stream();
     for cut in 0..=bytes.len() {
-        assert_eq!(decode_in_chunks(&bytes, &[cut]).unwrap(), expected, "split at {cut}");
+        assert_eq!(
+            decode_in_chunks(&bytes, &[cut]).unwrap(),
+            expected,
+            "split at {cut}"
+        );
     }
 }
 
@@ -101,21 +140,32 @@ fn decodes_one_byte_at_a_time_and_in_uneven_chunks() {
     let (bytes, expected) = stream();
     let every_byte: Vec<usize> = (1..bytes.len()).collect();
     assert_eq!(decode_in_chunks(&bytes, &every_byte).unwrap(), expected);
-    let uneven: Vec<usize> = (1..bytes.len()).filter(|i| i % 7 == 0 || i % 13 == 0).collect();
+    let uneven: Vec<usize> = (1..bytes.len())
+        .filter(|i| i % 7 == 0 || i % 13 == 0)
+        .collect();
     assert_eq!(decode_in_chunks(&bytes, &uneven).unwrap(), expected);
 }
 
 #[test]
 fn reads_exception_frames() {
     let message = Message::new(br#"{"message":"slow down"}"#.to_vec())
-        .add_header(Header::new(":exception-type", HeaderValue::String("throttlingException".into())))
-        .add_header(Header::new(":message-type", HeaderValue::String("exception".into())));
+        .add_header(Header::new(
+            ":exception-type",
+            HeaderValue::String("throttlingException".into()),
+        ))
+        .add_header(Header::new(
+            ":message-type",
+            HeaderValue::String("exception".into()),
+        ));
     let mut bytes = Vec::new();
     write_message_to(&message, &mut bytes).unwrap();
     let decoded = decode_in_chunks(&bytes, &[3, 20]).unwrap();
     assert_eq!(decoded.len(), 1);
     assert_eq!(decoded[0].message_type.as_deref(), Some("exception"));
-    assert_eq!(decoded[0].exception_type.as_deref(), Some("throttlingException"));
+    assert_eq!(
+        decoded[0].exception_type.as_deref(),
+        Some("throttlingException")
+    );
 }
 
 #[test]
@@ -124,7 +174,11 @@ fn rejects_a_corrupt_message_crc_wherever_the_stream_is_split() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
     for cut in [0, 1, 5, 100, last] {
-        assert_eq!(decode_in_chunks(&bytes, &[cut]), Err(DecodeError::MessageCrcMismatch), "split at {cut}");
+        assert_eq!(
+            decode_in_chunks(&bytes, &[cut]),
+            Err(DecodeError::MessageCrcMismatch),
+            "split at {cut}"
+        );
     }
 }
 
@@ -132,7 +186,10 @@ fn rejects_a_corrupt_message_crc_wherever_the_stream_is_split() {
 fn rejects_a_corrupt_prelude_crc() {
     let (mut bytes, _) = stream();
     bytes[9] ^= 0x80;
-    assert_eq!(decode_in_chunks(&bytes, &[]), Err(DecodeError::PreludeCrcMismatch));
+    assert_eq!(
+        decode_in_chunks(&bytes, &[]),
+        Err(DecodeError::PreludeCrcMismatch)
+    );
 }
 
 #[test]
@@ -141,13 +198,21 @@ fn enforces_the_frame_size_limit_before_buffering() {
     let mut decoder = Decoder::new(1024);
     // Only the first 4 bytes are needed to refuse it: nothing is buffered.
     let result = decoder.decode(&frame[..4], &mut |_| panic!("no frame expected"));
-    assert_eq!(result, Err(DecodeError::FrameTooLong { length: frame.len(), max: 1024 }));
+    assert_eq!(
+        result,
+        Err(DecodeError::FrameTooLong {
+            length: frame.len(),
+            max: 1024
+        })
+    );
 }
 
 #[test]
 fn rejects_impossible_lengths() {
     let mut decoder = Decoder::default();
-    let result = decoder.decode(&[0, 0, 0, 3, 0, 0, 0, 0], &mut |_| panic!("no frame expected"));
+    let result = decoder.decode(&[0, 0, 0, 3, 0, 0, 0, 0], &mut |_| {
+        panic!("no frame expected")
+    });
     assert_eq!(result, Err(DecodeError::FrameTooShort(3)));
     // Headers longer than the frame.
     let mut frame = aws_frame("x", "{}", vec![]);
@@ -157,7 +222,10 @@ fn rejects_impossible_lengths() {
     let len = frame.len();
     let message_crc = crc32fast::hash(&frame[..len - 4]);
     frame[len - 4..].copy_from_slice(&message_crc.to_be_bytes());
-    assert!(matches!(Decoder::default().decode(&frame, &mut |_| {}), Err(DecodeError::MalformedHeaders(_))));
+    assert!(matches!(
+        Decoder::default().decode(&frame, &mut |_| {}),
+        Err(DecodeError::MalformedHeaders(_))
+    ));
 }
 
 #[test]

@@ -9,31 +9,122 @@ use bedrock_gateway_core::anthropic::{self, AnthropicStreamTranslator};
 use bedrock_gateway_core::anthropic_converse::{self, ConverseToAnthropicStream};
 use bedrock_gateway_core::config::Config;
 use bedrock_gateway_core::embeddings;
+use bedrock_gateway_core::eventstream::FrameTranslator;
 use bedrock_gateway_core::eventstream::{encode_frame, Decoder};
 use bedrock_gateway_core::gateway;
 use bedrock_gateway_core::openai::{self, ChatStreamTranslator, ResponseContext};
 use bedrock_gateway_core::responses::{self, ResponsesContext, ResponsesStreamTranslator};
-use proptest::prelude::*;
-use bedrock_gateway_core::eventstream::FrameTranslator;
 use common::push_in_pieces;
+use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
 const KEYS: &[&str] = &[
-    "model", "messages", "role", "content", "type", "text", "tools", "tool_calls", "tool_call_id", "function",
-    "arguments", "name", "parameters", "image_url", "url", "max_tokens", "max_completion_tokens", "stream",
-    "stream_options", "include_usage", "thinking", "budget_tokens", "system", "tool_choice", "input", "id",
-    "tool_use_id", "is_error", "source", "data", "media_type", "cache_control", "response_format", "json_schema",
-    "schema", "temperature", "top_p", "stop", "n", "reasoning_effort", "thinking_blocks", "signature", "file",
-    "file_data", "dimensions", "encoding_format", "anthropic_version", "anthropic_beta", "input_schema",
-    "backends", "schema", "region", "credentials", "source", "cluster", "models", "delta", "contentBlockIndex",
-    "toolUse", "reasoningContent", "stopReason", "usage", "inputTokens", "bytes", "start", "toolUseId", "message",
+    "model",
+    "messages",
+    "role",
+    "content",
+    "type",
+    "text",
+    "tools",
+    "tool_calls",
+    "tool_call_id",
+    "function",
+    "arguments",
+    "name",
+    "parameters",
+    "image_url",
+    "url",
+    "max_tokens",
+    "max_completion_tokens",
+    "stream",
+    "stream_options",
+    "include_usage",
+    "thinking",
+    "budget_tokens",
+    "system",
+    "tool_choice",
+    "input",
+    "id",
+    "tool_use_id",
+    "is_error",
+    "source",
+    "data",
+    "media_type",
+    "cache_control",
+    "response_format",
+    "json_schema",
+    "schema",
+    "temperature",
+    "top_p",
+    "stop",
+    "n",
+    "reasoning_effort",
+    "thinking_blocks",
+    "signature",
+    "file",
+    "file_data",
+    "dimensions",
+    "encoding_format",
+    "anthropic_version",
+    "anthropic_beta",
+    "input_schema",
+    "backends",
+    "schema",
+    "region",
+    "credentials",
+    "source",
+    "cluster",
+    "models",
+    "delta",
+    "contentBlockIndex",
+    "toolUse",
+    "reasoningContent",
+    "stopReason",
+    "usage",
+    "inputTokens",
+    "bytes",
+    "start",
+    "toolUseId",
+    "message",
 ];
 const STRINGS: &[&str] = &[
-    "user", "assistant", "system", "developer", "tool", "text", "image_url", "image", "tool_use", "tool_result",
-    "thinking", "function", "auto", "required", "none", "any", "json_schema", "json_object", "base64",
-    "us.meta.llama3-2-1b-instruct-v1:0", "anthropic.claude-3-5-sonnet-20241022-v2:0", "amazon.titan-embed-text-v2:0",
-    "cohere.embed-english-v3", "data:image/png;base64,AAAA", "{\"a\":1}", "{broken", "", "..", "low", "converse",
-    "anthropic", "us-east-1", "environment", "inline", "pod_identity", "\u{0}\u{ffff}", "😀",
+    "user",
+    "assistant",
+    "system",
+    "developer",
+    "tool",
+    "text",
+    "image_url",
+    "image",
+    "tool_use",
+    "tool_result",
+    "thinking",
+    "function",
+    "auto",
+    "required",
+    "none",
+    "any",
+    "json_schema",
+    "json_object",
+    "base64",
+    "us.meta.llama3-2-1b-instruct-v1:0",
+    "anthropic.claude-3-5-sonnet-20241022-v2:0",
+    "amazon.titan-embed-text-v2:0",
+    "cohere.embed-english-v3",
+    "data:image/png;base64,AAAA",
+    "{\"a\":1}",
+    "{broken",
+    "",
+    "..",
+    "low",
+    "converse",
+    "anthropic",
+    "us-east-1",
+    "environment",
+    "inline",
+    "pod_identity",
+    "\u{0}\u{ffff}",
+    "😀",
 ];
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -48,8 +139,14 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(5, 64, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::vec((prop::sample::select(KEYS), inner), 0..7)
-                .prop_map(|pairs| Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<Map<_, _>>())),
+            prop::collection::vec((prop::sample::select(KEYS), inner), 0..7).prop_map(|pairs| {
+                Value::Object(
+                    pairs
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect::<Map<_, _>>(),
+                )
+            }),
         ]
     })
 }
@@ -79,20 +176,48 @@ fn request_body() -> impl Strategy<Value = Vec<u8>> {
 
 fn backend() -> bedrock_gateway_core::config::Backend {
     let json = br#"{"backends":{"b":{"schema":"converse","region":"us-east-1","credentials":{"source":"inline","access_key_id":"a","secret_access_key":"s"}}}}"#;
-    Config::parse(json, &|_| None).unwrap().backend("b").unwrap().as_ref().clone()
+    Config::parse(json, &|_| None)
+        .unwrap()
+        .backend("b")
+        .unwrap()
+        .as_ref()
+        .clone()
 }
 
 fn frames() -> impl Strategy<Value = Vec<u8>> {
     let frame = (
-        prop::sample::select(&["messageStart", "contentBlockStart", "contentBlockDelta", "contentBlockStop", "messageStop", "metadata", "chunk", "other"][..]),
+        prop::sample::select(
+            &[
+                "messageStart",
+                "contentBlockStart",
+                "contentBlockDelta",
+                "contentBlockStop",
+                "messageStop",
+                "metadata",
+                "chunk",
+                "other",
+            ][..],
+        ),
         prop::bool::weighted(0.1),
-        prop_oneof![json_value().prop_map(|v| v.to_string().into_bytes()), prop::collection::vec(any::<u8>(), 0..64)],
+        prop_oneof![
+            json_value().prop_map(|v| v.to_string().into_bytes()),
+            prop::collection::vec(any::<u8>(), 0..64)
+        ],
     )
         .prop_map(|(event, exception, payload)| {
             if exception {
-                encode_frame(&[(":message-type", "exception"), (":exception-type", "throttlingException")], &payload)
+                encode_frame(
+                    &[
+                        (":message-type", "exception"),
+                        (":exception-type", "throttlingException"),
+                    ],
+                    &payload,
+                )
             } else {
-                encode_frame(&[(":message-type", "event"), (":event-type", event)], &payload)
+                encode_frame(
+                    &[(":message-type", "event"), (":event-type", event)],
+                    &payload,
+                )
             }
         });
     prop::collection::vec(frame, 0..12).prop_map(|frames| frames.concat())
@@ -101,8 +226,14 @@ fn frames() -> impl Strategy<Value = Vec<u8>> {
 fn assert_valid_sse(bytes: &[u8]) {
     let text = std::str::from_utf8(bytes).expect("SSE output is UTF-8");
     for event in text.split("\n\n").filter(|e| !e.is_empty()) {
-        let data = event.lines().find_map(|l| l.strip_prefix("data: ")).expect("every event has data");
-        assert!(data == "[DONE]" || serde_json::from_str::<Value>(data).is_ok(), "event data is JSON: {data}");
+        let data = event
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .expect("every event has data");
+        assert!(
+            data == "[DONE]" || serde_json::from_str::<Value>(data).is_ok(),
+            "event data is JSON: {data}"
+        );
     }
 }
 
@@ -114,7 +245,13 @@ fn cuts_within(len: usize, cuts: &[usize]) -> Vec<usize> {
 }
 
 fn responses_context() -> ResponsesContext {
-    ResponsesContext { id: "r".into(), model: "m".into(), created: 0, echo: "\"store\":false".into(), include_reasoning: true }
+    ResponsesContext {
+        id: "r".into(),
+        model: "m".into(),
+        created: 0,
+        echo: "\"store\":false".into(),
+        include_reasoning: true,
+    }
 }
 
 fn feed(bytes: &[u8], cuts: &[usize], push: impl FnMut(&[u8], bool) -> Vec<u8>) -> Vec<u8> {

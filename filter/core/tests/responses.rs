@@ -5,16 +5,20 @@
 
 mod common;
 
-use bedrock_gateway_core::eventstream::FrameTranslator;
-use bedrock_gateway_core::gateway::{self, CallerHeaders, Endpoint, ResponseKind, ResponsePlan, ResponseTranslation, UpstreamHead};
 use bedrock_gateway_core::errors::ApiFormat;
+use bedrock_gateway_core::eventstream::FrameTranslator;
+use bedrock_gateway_core::gateway::{
+    self, CallerHeaders, Endpoint, ResponseKind, ResponsePlan, ResponseTranslation, UpstreamHead,
+};
 use bedrock_gateway_core::responses::{self, ResponsesContext, ResponsesStreamTranslator};
 use common::{frame_bytes, push_in_pieces};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 fn fixtures(kind: &str) -> Vec<(PathBuf, Value)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(kind);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(kind);
     let mut cases: Vec<(PathBuf, Value)> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|entry| {
@@ -53,20 +57,29 @@ fn context(value: &Value) -> ResponsesContext {
 /// event's name matches its data's `type` and that sequence numbers count from 0.
 fn parse_events(bytes: &[u8]) -> Vec<Value> {
     let text = std::str::from_utf8(bytes).unwrap();
-    assert!(text.ends_with("\n\n"), "SSE must end with a blank line: {text:?}");
+    assert!(
+        text.ends_with("\n\n"),
+        "SSE must end with a blank line: {text:?}"
+    );
     let events: Vec<Value> = text
         .split("\n\n")
         .filter(|event| !event.is_empty())
         .map(|event| {
-            let (name_line, data_line) = event.split_once('\n').unwrap_or_else(|| panic!("not an event: {event:?}"));
+            let (name_line, data_line) = event
+                .split_once('\n')
+                .unwrap_or_else(|| panic!("not an event: {event:?}"));
             let name = name_line.strip_prefix("event: ").unwrap();
-            let data: Value = serde_json::from_str(data_line.strip_prefix("data: ").unwrap()).unwrap();
+            let data: Value =
+                serde_json::from_str(data_line.strip_prefix("data: ").unwrap()).unwrap();
             assert_eq!(data["type"], name, "{event}");
             json!({"event": name, "data": data})
         })
         .collect();
     for (index, event) in events.iter().enumerate() {
-        assert_eq!(event["data"]["sequence_number"], index, "sequence numbers count from 0");
+        assert_eq!(
+            event["data"]["sequence_number"], index,
+            "sequence numbers count from 0"
+        );
     }
     events
 }
@@ -77,9 +90,11 @@ fn responses_requests_translate_to_converse() {
         let body = serde_json::to_vec(&case["request"]).unwrap();
         let request = responses::parse_request(&body).unwrap();
         let converse = responses::to_converse(&request).unwrap();
-        let produced: Value = serde_json::from_slice(&serde_json::to_vec(&converse).unwrap()).unwrap();
+        let produced: Value =
+            serde_json::from_slice(&serde_json::to_vec(&converse).unwrap()).unwrap();
         check(&path, &case, "converse", produced);
-        let echo: Value = serde_json::from_str(&format!("{{{}}}", responses::echo(&request))).unwrap();
+        let echo: Value =
+            serde_json::from_str(&format!("{{{}}}", responses::echo(&request))).unwrap();
         let case = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         check(&path, &case, "echo", echo);
     }
@@ -89,13 +104,24 @@ fn responses_requests_translate_to_converse() {
 fn converse_responses_translate_to_response_objects() {
     for (path, case) in fixtures("responses_response") {
         let body = serde_json::to_vec(&case["converse"]).unwrap();
-        let produced = responses::from_converse_response(&body, &context(&case["context"])).unwrap();
-        check(&path, &case, "response", serde_json::from_slice(&produced.body).unwrap());
+        let produced =
+            responses::from_converse_response(&body, &context(&case["context"])).unwrap();
+        check(
+            &path,
+            &case,
+            "response",
+            serde_json::from_slice(&produced.body).unwrap(),
+        );
     }
 }
 
 fn translate_stream(case: &Value, cuts: &[usize]) -> Vec<Value> {
-    let bytes: Vec<u8> = case["frames"].as_array().unwrap().iter().flat_map(frame_bytes).collect();
+    let bytes: Vec<u8> = case["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(frame_bytes)
+        .collect();
     let mut translator = ResponsesStreamTranslator::new(context(&case["context"]), 1 << 20);
     let sse = push_in_pieces(&bytes, cuts, |chunk, end| translator.push(chunk, end));
     assert!(translator.is_finished());
@@ -107,12 +133,27 @@ fn converse_streams_translate_to_response_events_however_split() {
     for (path, case) in fixtures("responses_stream") {
         let produced = translate_stream(&case, &[]);
         check(&path, &case, "sse", Value::Array(produced.clone()));
-        let total: usize = case["frames"].as_array().unwrap().iter().map(|f| frame_bytes(f).len()).sum();
+        let total: usize = case["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| frame_bytes(f).len())
+            .sum();
         for cut in (0..total).step_by(5) {
-            assert_eq!(translate_stream(&case, &[cut]), produced, "fixture {} split at {cut}", path.display());
+            assert_eq!(
+                translate_stream(&case, &[cut]),
+                produced,
+                "fixture {} split at {cut}",
+                path.display()
+            );
         }
         let every_byte: Vec<usize> = (1..total).collect();
-        assert_eq!(translate_stream(&case, &every_byte), produced, "fixture {} byte by byte", path.display());
+        assert_eq!(
+            translate_stream(&case, &every_byte),
+            produced,
+            "fixture {} byte by byte",
+            path.display()
+        );
     }
 }
 
@@ -126,8 +167,16 @@ fn streamed_items_match_the_final_response() {
         if last["type"] == "error" {
             continue;
         }
-        let added: Vec<&Value> = events.iter().filter(|e| e["event"] == "response.output_item.added").map(|e| &e["data"]).collect();
-        let done: Vec<&Value> = events.iter().filter(|e| e["event"] == "response.output_item.done").map(|e| &e["data"]).collect();
+        let added: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["event"] == "response.output_item.added")
+            .map(|e| &e["data"])
+            .collect();
+        let done: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["event"] == "response.output_item.done")
+            .map(|e| &e["data"])
+            .collect();
         assert_eq!(added.len(), done.len(), "{}", path.display());
         let output = last["response"]["output"].as_array().unwrap();
         for ((added, done), final_item) in added.iter().zip(&done).zip(output) {
@@ -140,7 +189,11 @@ fn streamed_items_match_the_final_response() {
 
 #[test]
 fn reasoning_round_trips_through_encrypted_content() {
-    let case = &fixtures("responses_response").into_iter().find(|(p, _)| p.ends_with("reasoning_text_and_parallel_calls.json")).unwrap().1;
+    let case = &fixtures("responses_response")
+        .into_iter()
+        .find(|(p, _)| p.ends_with("reasoning_text_and_parallel_calls.json"))
+        .unwrap()
+        .1;
     let body = serde_json::to_vec(&case["converse"]).unwrap();
     let produced = responses::from_converse_response(&body, &context(&case["context"])).unwrap();
     let response: Value = serde_json::from_slice(&produced.body).unwrap();
@@ -155,13 +208,25 @@ fn reasoning_round_trips_through_encrypted_content() {
     let converse: Value = serde_json::to_value(responses::to_converse(&request).unwrap()).unwrap();
     let assistant = &converse["messages"][0];
     assert_eq!(assistant["role"], "assistant");
-    assert_eq!(assistant["content"][0], json!({"reasoningContent": {"reasoningText": {"text": "Two cities.", "signature": "sig-2"}}}));
-    assert_eq!(assistant["content"][1], json!({"reasoningContent": {"redactedContent": "cmVkYWN0ZWQ="}}));
+    assert_eq!(
+        assistant["content"][0],
+        json!({"reasoningContent": {"reasoningText": {"text": "Two cities.", "signature": "sig-2"}}})
+    );
+    assert_eq!(
+        assistant["content"][1],
+        json!({"reasoningContent": {"redactedContent": "cmVkYWN0ZWQ="}})
+    );
     assert_eq!(assistant["content"][2], json!({"text": "Checking both."}));
     assert_eq!(assistant["content"][3]["toolUse"]["toolUseId"], "tu_a");
-    assert_eq!(converse["messages"][1]["content"][1]["toolResult"]["toolUseId"], "tu_b");
+    assert_eq!(
+        converse["messages"][1]["content"][1]["toolResult"]["toolUseId"],
+        "tu_b"
+    );
     // Thinking stays on: the tool loop's assistant turn begins with its signed thinking.
-    assert_eq!(converse["additionalModelRequestFields"]["thinking"]["type"], "enabled");
+    assert_eq!(
+        converse["additionalModelRequestFields"]["thinking"]["type"],
+        "enabled"
+    );
 }
 
 #[test]
@@ -196,72 +261,158 @@ fn stateful_and_unsupported_requests_are_refused_by_name() {
         (r#"{"model":"m","input":[{"role":"user","content":"x"},{"type":"reasoning","encrypted_content":"bgw1.bm90IGpzb24="}]}"#.into(), "input[1].encrypted_content was altered"),
     ];
     for (body, expected) in cases {
-        let error = responses::parse_request(body.as_bytes()).and_then(|r| responses::to_converse(&r).map(|_| ())).unwrap_err();
+        let error = responses::parse_request(body.as_bytes())
+            .and_then(|r| responses::to_converse(&r).map(|_| ()))
+            .unwrap_err();
         assert_eq!(error.status, 400, "{body}");
-        assert!(error.message.contains(expected), "{body}: {}", error.message);
+        assert!(
+            error.message.contains(expected),
+            "{body}: {}",
+            error.message
+        );
     }
 }
 
 #[test]
 fn the_gateway_plans_and_answers_the_responses_endpoint() {
-    assert_eq!(Endpoint::classify("POST", "/v1/responses?x=1"), Some(Ok(Endpoint::Responses)));
-    assert_eq!(Endpoint::classify("GET", "/v1/responses").map(|r| r.unwrap_err().status), Some(405));
+    assert_eq!(
+        Endpoint::classify("POST", "/v1/responses?x=1"),
+        Some(Ok(Endpoint::Responses))
+    );
+    assert_eq!(
+        Endpoint::classify("GET", "/v1/responses").map(|r| r.unwrap_err().status),
+        Some(405)
+    );
     // Stored responses do not exist here, whatever the method.
-    for (method, path) in [("GET", "/v1/responses/resp_1"), ("DELETE", "/v1/responses/resp_1"), ("GET", "/v1/responses/resp_1/input_items")] {
+    for (method, path) in [
+        ("GET", "/v1/responses/resp_1"),
+        ("DELETE", "/v1/responses/resp_1"),
+        ("GET", "/v1/responses/resp_1/input_items"),
+    ] {
         let answer = gateway::answer_locally(method, path, &[]).unwrap();
         assert_eq!(answer.status, 404);
         let body: Value = serde_json::from_slice(&answer.body).unwrap();
-        assert!(body["error"]["message"].as_str().unwrap().contains("\"resp_1\" not found: this gateway stores no responses"), "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("\"resp_1\" not found: this gateway stores no responses"),
+            "{body}"
+        );
     }
     // Paths the gateway does not serve are named, in the format their prefix suggests.
     let error = gateway::unserved_path("POST", "/v1/completions").unwrap();
     assert_eq!(error.status, 404);
     assert!(error.message.contains("does not serve POST /v1/completions; it serves POST /v1/chat/completions, POST /v1/responses"));
-    assert!(gateway::unserved_path("POST", "/anthropic/v1/complete").unwrap().message.contains("POST /anthropic/v1/messages"));
+    assert!(gateway::unserved_path("POST", "/anthropic/v1/complete")
+        .unwrap()
+        .message
+        .contains("POST /anthropic/v1/messages"));
     assert!(gateway::unserved_path("GET", "/healthz").is_none());
     let long = format!("/v1/{}", "a".repeat(5000));
-    assert!(gateway::unserved_path("GET", &long).unwrap().message.len() < 600, "quoted paths are cut short");
+    assert!(
+        gateway::unserved_path("GET", &long).unwrap().message.len() < 600,
+        "quoted paths are cut short"
+    );
 
     let backend = bedrock_gateway_core::config::Backend {
         name: "b".into(),
         schema: bedrock_gateway_core::config::Schema::Anthropic,
         region: "us-east-1".into(),
         host: "bedrock-runtime.us-east-1.amazonaws.com".into(),
-        credentials: bedrock_gateway_core::config::BackendCredentials::Static(bedrock_gateway_core::sigv4::Credentials {
-            access_key_id: "AKID".into(),
-            secret_access_key: "s".into(),
-            session_token: None,
-        }),
+        credentials: bedrock_gateway_core::config::BackendCredentials::Static(
+            bedrock_gateway_core::sigv4::Credentials {
+                access_key_id: "AKID".into(),
+                secret_access_key: "s".into(),
+                session_token: None,
+            },
+        ),
         model_name_override: Some("us.anthropic.claude-sonnet-4-5-20250929-v1:0".into()),
         anthropic_beta: Default::default(),
         options: Default::default(),
         calls_cluster: None,
     };
     let body = br#"{"model":"claude","input":"hi","stream":true,"include":["reasoning.encrypted_content"],"metadata":{"k":"v"}}"#;
-    let upstream = gateway::prepare(Endpoint::Responses, body, CallerHeaders::default(), &backend, 1_800_000_000).unwrap();
+    let upstream = gateway::prepare(
+        Endpoint::Responses,
+        body,
+        CallerHeaders::default(),
+        &backend,
+        1_800_000_000,
+    )
+    .unwrap();
     // Converse for every backend's schema, with the backend's model override.
-    assert_eq!(upstream.path, "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse-stream");
-    assert_eq!(upstream.plan.kind, ResponseKind::OpenAiResponses { stream: true, include_reasoning: true });
+    assert_eq!(
+        upstream.path,
+        "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse-stream"
+    );
+    assert_eq!(
+        upstream.plan.kind,
+        ResponseKind::OpenAiResponses {
+            stream: true,
+            include_reasoning: true
+        }
+    );
     assert_eq!(upstream.plan.requested_model, "claude");
-    assert!(upstream.plan.echo.contains("\"metadata\":{\"k\":\"v\"}"), "{}", upstream.plan.echo);
+    assert!(
+        upstream.plan.echo.contains("\"metadata\":{\"k\":\"v\"}"),
+        "{}",
+        upstream.plan.echo
+    );
 
-    let head = UpstreamHead { status: 200, error_type: None, request_id: "rid", input_tokens: None, output_tokens: None };
+    let head = UpstreamHead {
+        status: 200,
+        error_type: None,
+        request_id: "rid",
+        input_tokens: None,
+        output_tokens: None,
+    };
     let mut translation = ResponseTranslation::for_response(&upstream.plan, head, 1 << 20);
     assert!(translation.is_streaming());
     assert_eq!(translation.content_type(), Some("text/event-stream"));
     let events = parse_events(&translation.push_stream_chunk(&[], true));
     // A stream that ends before any event still starts the response, then fails it.
-    let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["response.created", "response.in_progress", "response.failed", "error"]);
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.failed",
+            "error"
+        ]
+    );
     assert_eq!(events[0]["data"]["response"]["id"], "resp_rid");
     assert_eq!(events[0]["data"]["response"]["model"], "claude");
 
     // Bedrock's errors arrive in OpenAI's format.
-    let plan = ResponsePlan { format: ApiFormat::OpenAi, kind: ResponseKind::OpenAiResponses { stream: false, include_reasoning: false }, requested_model: "m".into(), created: 1, echo: String::new() };
-    let head = UpstreamHead { status: 429, error_type: Some("ThrottlingException"), request_id: "r", input_tokens: None, output_tokens: None };
-    let (status, translated) = ResponseTranslation::for_response(&plan, head, 1 << 20).translate_body(br#"{"message":"slow down"}"#);
+    let plan = ResponsePlan {
+        format: ApiFormat::OpenAi,
+        kind: ResponseKind::OpenAiResponses {
+            stream: false,
+            include_reasoning: false,
+        },
+        requested_model: "m".into(),
+        created: 1,
+        echo: String::new(),
+    };
+    let head = UpstreamHead {
+        status: 429,
+        error_type: Some("ThrottlingException"),
+        request_id: "r",
+        input_tokens: None,
+        output_tokens: None,
+    };
+    let (status, translated) = ResponseTranslation::for_response(&plan, head, 1 << 20)
+        .translate_body(br#"{"message":"slow down"}"#);
     assert_eq!(status, 429);
     let body: Value = serde_json::from_slice(&translated.body).unwrap();
     assert_eq!(body["error"]["type"], "rate_limit_error");
-    assert!(body["error"]["message"].as_str().unwrap().contains("slow down"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("slow down"));
 }

@@ -214,7 +214,11 @@ fn matches_the_aws_sigv4_test_suite() {
             "AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{date}/{}/{}/aws4_request, SignedHeaders={}, Signature={}",
             case.region, case.service, case.signed_headers, case.signature
         );
-        assert_eq!(signed.authorization, expected, "test-suite case {}", case.name);
+        assert_eq!(
+            signed.authorization, expected,
+            "test-suite case {}",
+            case.name
+        );
     }
 }
 
@@ -235,7 +239,14 @@ mod against_aws_sigv4 {
         unix: u64,
         token: Option<&str>,
     ) -> String {
-        let identity = AwsCredentials::new(ACCESS_KEY, SECRET_KEY, token.map(str::to_owned), None, "test").into();
+        let identity = AwsCredentials::new(
+            ACCESS_KEY,
+            SECRET_KEY,
+            token.map(str::to_owned),
+            None,
+            "test",
+        )
+        .into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(region)
@@ -268,10 +279,27 @@ mod against_aws_sigv4 {
         unix: u64,
         token: Option<&str>,
     ) -> String {
-        let request =
-            RequestToSign { method: "POST", encoded_path: path, query: "", host, extra_headers: extra, payload: body };
-        let signed = signer.sign(&request, &suite_credentials(token), region, "bedrock", UtcDateTime::from_unix_seconds(unix));
-        signed.authorization.rsplit("Signature=").next().unwrap().to_owned()
+        let request = RequestToSign {
+            method: "POST",
+            encoded_path: path,
+            query: "",
+            host,
+            extra_headers: extra,
+            payload: body,
+        };
+        let signed = signer.sign(
+            &request,
+            &suite_credentials(token),
+            region,
+            "bedrock",
+            UtcDateTime::from_unix_seconds(unix),
+        );
+        signed
+            .authorization
+            .rsplit("Signature=")
+            .next()
+            .unwrap()
+            .to_owned()
     }
 
     #[test]
@@ -289,20 +317,40 @@ mod against_aws_sigv4 {
             bedrock_gateway_core::bedrock::Operation::Invoke,
             bedrock_gateway_core::bedrock::Operation::InvokeWithResponseStream,
         ];
-        let bodies: [&[u8]; 3] = [b"", br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#, "ünïcødé ✓".as_bytes()];
+        let bodies: [&[u8]; 3] = [
+            b"",
+            br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#,
+            "ünïcødé ✓".as_bytes(),
+        ];
         let mut signer = Signer::new();
         let mut compared = 0;
         for (i, model) in models.iter().enumerate() {
             for operation in operations {
                 for body in bodies {
-                    for token in [None, Some("IQoJb3JpZ2luX2VjEJr//////////session+token/with=chars")] {
+                    for token in [
+                        None,
+                        Some("IQoJb3JpZ2luX2VjEJr//////////session+token/with=chars"),
+                    ] {
                         let path = bedrock_gateway_core::bedrock::model_path(model, operation);
                         let region = ["us-east-1", "eu-west-1", "ap-southeast-2"][i % 3];
                         let host = format!("bedrock-runtime.{region}.amazonaws.com");
                         let unix = 1_795_000_000 + (i as u64) * 86_399;
-                        let extra: &[(&str, &str)] = if body.is_empty() { &[] } else { &[("content-type", "application/json")] };
+                        let extra: &[(&str, &str)] = if body.is_empty() {
+                            &[]
+                        } else {
+                            &[("content-type", "application/json")]
+                        };
                         assert_eq!(
-                            our_signature(&mut signer, &path, &host, extra, body, region, unix, token),
+                            our_signature(
+                                &mut signer,
+                                &path,
+                                &host,
+                                extra,
+                                body,
+                                region,
+                                unix,
+                                token
+                            ),
                             aws_signature(&path, &host, extra, body, region, unix, token),
                             "model {model} operation {operation:?} token {token:?}"
                         );
@@ -318,16 +366,65 @@ mod against_aws_sigv4 {
     fn cached_signing_keys_follow_the_day_and_the_secret() {
         let mut signer = Signer::new();
         let path = "/model/m/converse";
-        let day_one = our_signature(&mut signer, path, "h", &[], b"{}", "us-east-1", 1_795_000_000, None);
+        let day_one = our_signature(
+            &mut signer,
+            path,
+            "h",
+            &[],
+            b"{}",
+            "us-east-1",
+            1_795_000_000,
+            None,
+        );
         // The same request again uses the cached key and must sign identically.
-        assert_eq!(day_one, our_signature(&mut signer, path, "h", &[], b"{}", "us-east-1", 1_795_000_000, None));
+        assert_eq!(
+            day_one,
+            our_signature(
+                &mut signer,
+                path,
+                "h",
+                &[],
+                b"{}",
+                "us-east-1",
+                1_795_000_000,
+                None
+            )
+        );
         // A day later the cached key must not be reused.
-        let day_two = our_signature(&mut signer, path, "h", &[], b"{}", "us-east-1", 1_795_086_400, None);
-        assert_eq!(day_two, aws_signature(path, "h", &[], b"{}", "us-east-1", 1_795_086_400, None));
+        let day_two = our_signature(
+            &mut signer,
+            path,
+            "h",
+            &[],
+            b"{}",
+            "us-east-1",
+            1_795_086_400,
+            None,
+        );
+        assert_eq!(
+            day_two,
+            aws_signature(path, "h", &[], b"{}", "us-east-1", 1_795_086_400, None)
+        );
         // Another secret on the same day must not hit the first secret's cached key.
-        let other = Credentials { secret_access_key: "another-secret".into(), ..suite_credentials(None) };
-        let request = RequestToSign { method: "POST", encoded_path: path, query: "", host: "h", extra_headers: &[], payload: b"{}" };
-        let with_other = signer.sign(&request, &other, "us-east-1", "bedrock", UtcDateTime::from_unix_seconds(1_795_086_400));
+        let other = Credentials {
+            secret_access_key: "another-secret".into(),
+            ..suite_credentials(None)
+        };
+        let request = RequestToSign {
+            method: "POST",
+            encoded_path: path,
+            query: "",
+            host: "h",
+            extra_headers: &[],
+            payload: b"{}",
+        };
+        let with_other = signer.sign(
+            &request,
+            &other,
+            "us-east-1",
+            "bedrock",
+            UtcDateTime::from_unix_seconds(1_795_086_400),
+        );
         assert!(!with_other.authorization.ends_with(&day_two));
     }
 }

@@ -39,10 +39,18 @@ struct FakeHost {
 
 impl FakeHost {
     fn request(method: &str, path: &str, extra: &[(&str, &str)], body: Value) -> Self {
-        let mut headers = vec![(":method", method), (":path", path), ("content-type", "application/json"), ("x-request-id", "req-1")];
+        let mut headers = vec![
+            (":method", method),
+            (":path", path),
+            ("content-type", "application/json"),
+            ("x-request-id", "req-1"),
+        ];
         headers.extend_from_slice(extra);
         FakeHost {
-            request_headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            request_headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             request_body: serde_json::to_vec(&body).unwrap(),
             ..FakeHost::default()
         }
@@ -56,11 +64,17 @@ impl FakeHost {
     }
 
     fn get(&self, side: Side, name: &str) -> Option<&str> {
-        self.map(side).iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.map(side)
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn respond(&mut self, status: u16, content_type: &str, body: Vec<u8>) {
-        self.response_headers = vec![(":status".into(), status.to_string()), ("content-type".into(), content_type.into())];
+        self.response_headers = vec![
+            (":status".into(), status.to_string()),
+            ("content-type".into(), content_type.into()),
+        ];
         self.response_body = body;
     }
 
@@ -68,7 +82,11 @@ impl FakeHost {
         self.metrics
             .iter()
             .filter_map(|(_, s)| match s {
-                Sample::Counter { name: n, suffix: x, value } if *n == name && *x == suffix => Some(*value),
+                Sample::Counter {
+                    name: n,
+                    suffix: x,
+                    value,
+                } if *n == name && *x == suffix => Some(*value),
                 _ => None,
             })
             .sum()
@@ -81,7 +99,11 @@ impl Host for FakeHost {
     }
 
     fn headers(&self, side: Side) -> HeaderSnapshot {
-        HeaderSnapshot::from_pairs(self.map(side).iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+        HeaderSnapshot::from_pairs(
+            self.map(side)
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+        )
     }
 
     fn header(&self, side: Side, name: &str) -> Option<String> {
@@ -183,26 +205,52 @@ fn chat(stream: bool) -> Value {
 }
 
 /// The backend stage's request phase, as Envoy calls it after the routing stage picked `cluster`.
-fn backend_request(host: &mut FakeHost, cluster: &str, worker: &mut Worker, store: &FakeStore) -> (BackendStream, Flow) {
+fn backend_request(
+    host: &mut FakeHost,
+    cluster: &str,
+    worker: &mut Worker,
+    store: &FakeStore,
+) -> (BackendStream, Flow) {
     host.cluster = Some(cluster.into());
-    host.request_headers.push(("x-ai-eg-model".into(), LLAMA.into()));
+    host.request_headers
+        .push(("x-ai-eg-model".into(), LLAMA.into()));
     let mut stream = BackendStream::new(7, Some(config()));
-    assert_eq!(stream.on_request_headers(host, worker, store, false), Flow::Pause, "headers wait for the body");
+    assert_eq!(
+        stream.on_request_headers(host, worker, store, false),
+        Flow::Pause,
+        "headers wait for the body"
+    );
     let flow = stream.on_request_body(host, worker, store, true);
     (stream, flow)
 }
 
 #[test]
 fn the_routing_stage_routes_by_the_body_model_without_the_callers_credentials() {
-    let mut host = FakeHost::request("POST", "/v1/chat/completions", &[("authorization", "Bearer sk-caller"), ("x-amz-date", "x")], chat(false));
+    let mut host = FakeHost::request(
+        "POST",
+        "/v1/chat/completions",
+        &[("authorization", "Bearer sk-caller"), ("x-amz-date", "x")],
+        chat(false),
+    );
     let mut stream = RoutingStream::new(Some(config()));
     assert_eq!(stream.on_request_headers(&mut host, false), Flow::Pause);
-    assert_eq!(host.get(Side::Request, "authorization"), None, "the caller's key never reaches AWS");
+    assert_eq!(
+        host.get(Side::Request, "authorization"),
+        None,
+        "the caller's key never reaches AWS"
+    );
     assert_eq!(host.get(Side::Request, "x-amz-date"), None);
-    assert_eq!(stream.on_request_body(&mut host, false), Flow::Pause, "the body is read whole");
+    assert_eq!(
+        stream.on_request_body(&mut host, false),
+        Flow::Pause,
+        "the body is read whole"
+    );
     assert_eq!(stream.on_request_body(&mut host, true), Flow::Continue);
     assert_eq!(host.get(Side::Request, "x-ai-eg-model"), Some(LLAMA));
-    assert_eq!(host.route_cache_cleared, 1, "the route is picked again from the model header");
+    assert_eq!(
+        host.route_cache_cleared, 1,
+        "the route is picked again from the model header"
+    );
     assert!(host.sent.is_none());
 }
 
@@ -214,128 +262,265 @@ fn callers_authenticated_by_envoy_are_named_and_their_keys_still_never_reach_aws
     let mut json = config_json();
     json["caller_header"] = json!("x-ai-gateway-caller");
     let config = Arc::new(Config::parse(json.to_string().as_bytes(), &|_| None).unwrap());
-    let headers = [("authorization", "Bearer sk-demo-bob"), ("x-api-key", "sk-demo-bob"), ("x-ai-gateway-caller", "alice"), ("x-request-id", "req-callers")];
+    let headers = [
+        ("authorization", "Bearer sk-demo-bob"),
+        ("x-api-key", "sk-demo-bob"),
+        ("x-ai-gateway-caller", "alice"),
+        ("x-request-id", "req-callers"),
+    ];
     let mut downstream = FakeHost::request("POST", "/v1/chat/completions", &headers, chat(false));
     let mut routing = RoutingStream::new(Some(Arc::clone(&config)));
-    assert_eq!(routing.on_request_headers(&mut downstream, false), Flow::Pause);
-    assert_eq!(downstream.get(Side::Request, "authorization"), Some("Bearer sk-demo-bob"), "left for Envoy's api_key_auth");
-    assert_eq!(downstream.get(Side::Request, "x-ai-gateway-caller"), None, "a caller cannot name itself");
+    assert_eq!(
+        routing.on_request_headers(&mut downstream, false),
+        Flow::Pause
+    );
+    assert_eq!(
+        downstream.get(Side::Request, "authorization"),
+        Some("Bearer sk-demo-bob"),
+        "left for Envoy's api_key_auth"
+    );
+    assert_eq!(
+        downstream.get(Side::Request, "x-ai-gateway-caller"),
+        None,
+        "a caller cannot name itself"
+    );
     routing.on_request_body(&mut downstream, true);
 
     // What api_key_auth (with hide_credentials false) leaves for the upstream: the key and the caller it found.
-    let mut upstream = FakeHost { request_headers: downstream.request_headers.clone(), request_body: downstream.request_body.clone(), ..FakeHost::default() };
-    upstream.request_headers.push(("x-ai-gateway-caller".into(), "bob".into()));
+    let mut upstream = FakeHost {
+        request_headers: downstream.request_headers.clone(),
+        request_body: downstream.request_body.clone(),
+        ..FakeHost::default()
+    };
+    upstream
+        .request_headers
+        .push(("x-ai-gateway-caller".into(), "bob".into()));
     upstream.cluster = Some("static".into());
     let (mut worker, store) = (Worker::default(), FakeStore::default());
     let mut backend = BackendStream::new(11, Some(config));
-    assert_eq!(backend.on_request_headers(&mut upstream, &mut worker, &store, false), Flow::Pause);
-    assert_eq!(backend.on_request_body(&mut upstream, &mut worker, &store, true), Flow::Continue);
-    assert!(upstream.get(Side::Request, "authorization").unwrap().starts_with("AWS4-HMAC-SHA256 "));
+    assert_eq!(
+        backend.on_request_headers(&mut upstream, &mut worker, &store, false),
+        Flow::Pause
+    );
+    assert_eq!(
+        backend.on_request_body(&mut upstream, &mut worker, &store, true),
+        Flow::Continue
+    );
+    assert!(upstream
+        .get(Side::Request, "authorization")
+        .unwrap()
+        .starts_with("AWS4-HMAC-SHA256 "));
     assert_eq!(upstream.get(Side::Request, "x-api-key"), None);
-    assert_eq!(upstream.get(Side::Request, "x-ai-gateway-caller"), Some("bob"), "the access log reads it from the same headers");
+    assert_eq!(
+        upstream.get(Side::Request, "x-ai-gateway-caller"),
+        Some("bob"),
+        "the access log reads it from the same headers"
+    );
     upstream.respond(200, "application/json", br#"{"output":{"message":{"role":"assistant","content":[{"text":"hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":1,"outputTokens":1,"totalTokens":2}}"#.to_vec());
     backend.on_response_headers(&mut upstream, false);
     backend.on_response_body(&mut upstream, true);
     downstream.respond(200, "application/json", Vec::new());
     routing.on_response_headers(&mut downstream);
     routing.on_response_body(&mut downstream, true);
-    assert!(downstream.usage.iter().any(|u| u.json.contains("\"caller\":\"bob\"")), "{:?}", downstream.usage);
+    assert!(
+        downstream
+            .usage
+            .iter()
+            .any(|u| u.json.contains("\"caller\":\"bob\"")),
+        "{:?}",
+        downstream.usage
+    );
 }
 
 #[test]
 fn the_routing_stage_answers_what_needs_no_backend() {
     let mut models = FakeHost::request("GET", "/v1/models", &[], Value::Null);
-    assert_eq!(RoutingStream::new(Some(config())).on_request_headers(&mut models, true), Flow::Pause);
+    assert_eq!(
+        RoutingStream::new(Some(config())).on_request_headers(&mut models, true),
+        Flow::Pause
+    );
     let (status, body) = models.sent.unwrap();
     assert_eq!(status, 200);
     assert_eq!(body["data"][0]["id"], LLAMA);
 
     let mut empty = FakeHost::request("POST", "/anthropic/v1/messages", &[], Value::Null);
-    assert_eq!(RoutingStream::new(Some(config())).on_request_headers(&mut empty, true), Flow::Pause);
+    assert_eq!(
+        RoutingStream::new(Some(config())).on_request_headers(&mut empty, true),
+        Flow::Pause
+    );
     let (status, body) = empty.sent.unwrap();
     assert_eq!(status, 400);
-    assert_eq!(body["type"], "error", "Anthropic's error format under /anthropic: {body}");
+    assert_eq!(
+        body["type"], "error",
+        "Anthropic's error format under /anthropic: {body}"
+    );
 
-    let mut no_model = FakeHost::request("POST", "/v1/chat/completions", &[], json!({"messages": []}));
+    let mut no_model =
+        FakeHost::request("POST", "/v1/chat/completions", &[], json!({"messages": []}));
     let mut stream = RoutingStream::new(Some(config()));
     stream.on_request_headers(&mut no_model, false);
     assert_eq!(stream.on_request_body(&mut no_model, true), Flow::Pause);
     let (status, body) = no_model.sent.unwrap();
     assert_eq!(status, 400);
-    assert!(body["error"]["message"].as_str().unwrap().contains("model"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("model"),
+        "{body}"
+    );
 
     // Paths under the APIs' prefixes that the gateway does not serve are named in the caller's format.
-    for (path, format_key) in [("/v1/completions", "error"), ("/anthropic/v1/complete", "type")] {
-        let mut unserved = FakeHost::request("POST", path, &[("x-ai-eg-model", LLAMA)], json!({"model": LLAMA}));
-        assert_eq!(RoutingStream::new(Some(config())).on_request_headers(&mut unserved, false), Flow::Pause);
+    for (path, format_key) in [
+        ("/v1/completions", "error"),
+        ("/anthropic/v1/complete", "type"),
+    ] {
+        let mut unserved = FakeHost::request(
+            "POST",
+            path,
+            &[("x-ai-eg-model", LLAMA)],
+            json!({"model": LLAMA}),
+        );
+        assert_eq!(
+            RoutingStream::new(Some(config())).on_request_headers(&mut unserved, false),
+            Flow::Pause
+        );
         let (status, body) = unserved.sent.unwrap();
         assert_eq!(status, 404);
         assert!(body.get(format_key).is_some(), "{body}");
-        assert!(body.to_string().contains(&format!("does not serve POST {path}")), "{body}");
+        assert!(
+            body.to_string()
+                .contains(&format!("does not serve POST {path}")),
+            "{body}"
+        );
     }
 
     // Elsewhere a caller's own routing header must not pick a Bedrock cluster.
     let mut other = FakeHost::request("GET", "/healthz", &[("x-ai-eg-model", LLAMA)], Value::Null);
-    assert_eq!(RoutingStream::new(Some(config())).on_request_headers(&mut other, true), Flow::Continue);
+    assert_eq!(
+        RoutingStream::new(Some(config())).on_request_headers(&mut other, true),
+        Flow::Continue
+    );
     assert_eq!(other.get(Side::Request, "x-ai-eg-model"), None);
     assert_eq!(other.route_cache_cleared, 1);
 }
 
 #[test]
 fn envoys_own_replies_reach_callers_in_their_format() {
-    let mut host = FakeHost::request("POST", "/anthropic/v1/messages", &[], json!({"model": "nope", "max_tokens": 5, "messages": []}));
+    let mut host = FakeHost::request(
+        "POST",
+        "/anthropic/v1/messages",
+        &[],
+        json!({"model": "nope", "max_tokens": 5, "messages": []}),
+    );
     let mut stream = RoutingStream::new(Some(config()));
     stream.on_request_headers(&mut host, false);
     stream.on_request_body(&mut host, true);
     host.respond(404, "text/plain", b"route not found".to_vec());
     host.code_details = Some("route_not_found".into());
     assert_eq!(stream.on_response_headers(&mut host), Flow::Continue);
-    assert_eq!(host.get(Side::Response, "content-type"), Some("application/json"));
-    assert_eq!(stream.on_response_body(&mut host, false), Flow::Pause, "the replacement waits for the end");
+    assert_eq!(
+        host.get(Side::Response, "content-type"),
+        Some("application/json")
+    );
+    assert_eq!(
+        stream.on_response_body(&mut host, false),
+        Flow::Pause,
+        "the replacement waits for the end"
+    );
     assert_eq!(stream.on_response_body(&mut host, true), Flow::Continue);
     let body: Value = serde_json::from_slice(&host.response_body).unwrap();
     assert_eq!(body["type"], "error");
-    assert!(body["error"]["message"].as_str().unwrap().contains("nope"), "names the model: {body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("nope"),
+        "names the model: {body}"
+    );
 }
 
 #[test]
 fn the_backend_stage_translates_signs_and_translates_back() {
     let (mut worker, store) = (Worker::default(), FakeStore::default());
-    let mut host = FakeHost::request("POST", "/v1/chat/completions", &[("accept-encoding", "gzip")], chat(false));
+    let mut host = FakeHost::request(
+        "POST",
+        "/v1/chat/completions",
+        &[("accept-encoding", "gzip")],
+        chat(false),
+    );
     let (mut stream, flow) = backend_request(&mut host, "static", &mut worker, &store);
     assert_eq!(flow, Flow::Continue);
-    assert_eq!(host.get(Side::Request, ":path"), Some("/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"));
-    assert_eq!(host.get(Side::Request, ":authority"), Some("bedrock-runtime.us-east-1.amazonaws.com"));
+    assert_eq!(
+        host.get(Side::Request, ":path"),
+        Some("/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse")
+    );
+    assert_eq!(
+        host.get(Side::Request, ":authority"),
+        Some("bedrock-runtime.us-east-1.amazonaws.com")
+    );
     let authorization = host.get(Side::Request, "authorization").unwrap();
-    assert!(authorization.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20291231/us-east-1/bedrock/aws4_request"), "{authorization}");
-    assert_eq!(host.get(Side::Request, "x-ai-eg-model"), None, "the routing header stays inside the gateway");
-    assert_eq!(host.get(Side::Request, "accept-encoding"), None, "the response must come back uncompressed");
+    assert!(
+        authorization.starts_with(
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20291231/us-east-1/bedrock/aws4_request"
+        ),
+        "{authorization}"
+    );
+    assert_eq!(
+        host.get(Side::Request, "x-ai-eg-model"),
+        None,
+        "the routing header stays inside the gateway"
+    );
+    assert_eq!(
+        host.get(Side::Request, "accept-encoding"),
+        None,
+        "the response must come back uncompressed"
+    );
     let sent: Value = serde_json::from_slice(&host.request_body).unwrap();
-    assert_eq!(sent["messages"][0]["content"][0]["text"], "Hi", "a Converse body: {sent}");
-    assert_eq!(host.get(Side::Request, "content-length"), Some(host.request_body.len().to_string().as_str()));
+    assert_eq!(
+        sent["messages"][0]["content"][0]["text"], "Hi",
+        "a Converse body: {sent}"
+    );
+    assert_eq!(
+        host.get(Side::Request, "content-length"),
+        Some(host.request_body.len().to_string().as_str())
+    );
 
     let converse = json!({"output": {"message": {"role": "assistant", "content": [{"text": "Hello"}]}}, "stopReason": "end_turn",
                           "usage": {"inputTokens": 3, "outputTokens": 2, "totalTokens": 5}});
-    host.respond(200, "application/json", serde_json::to_vec(&converse).unwrap());
-    assert_eq!(stream.on_response_headers(&mut host, false), Flow::Pause, "headers wait for the translated length");
+    host.respond(
+        200,
+        "application/json",
+        serde_json::to_vec(&converse).unwrap(),
+    );
+    assert_eq!(
+        stream.on_response_headers(&mut host, false),
+        Flow::Pause,
+        "headers wait for the translated length"
+    );
     assert_eq!(stream.on_response_body(&mut host, false), Flow::Pause);
     assert_eq!(stream.on_response_body(&mut host, true), Flow::Continue);
     let answer: Value = serde_json::from_slice(&host.response_body).unwrap();
     assert_eq!(answer["object"], "chat.completion");
     assert_eq!(answer["choices"][0]["message"]["content"], "Hello");
     assert_eq!(answer["usage"]["total_tokens"], 5);
-    assert_eq!(host.get(Side::Response, "content-length"), Some(host.response_body.len().to_string().as_str()));
+    assert_eq!(
+        host.get(Side::Response, "content-length"),
+        Some(host.response_body.len().to_string().as_str())
+    );
 
     assert_eq!(host.counter("requests", ";status=2xx"), 1);
     assert_eq!(host.counter("total_tokens", ""), 5);
-    assert!(host.metrics.iter().all(|(labels, _)| labels.contains("us.meta.llama3-2-1b") && labels.contains("static")));
+    assert!(host
+        .metrics
+        .iter()
+        .all(|(labels, _)| labels.contains("us.meta.llama3-2-1b") && labels.contains("static")));
 
     // The routing stage of the same request, on the same thread, puts the summary where access logs read it.
     let downstream = routing_stage_of_a_finished_request();
-    let [summary] = downstream.usage.as_slice() else { panic!("one summary: {:?}", downstream.usage) };
+    let [summary] = downstream.usage.as_slice() else {
+        panic!("one summary: {:?}", downstream.usage)
+    };
     assert_eq!(summary.total_tokens, 5);
     let summary: Value = serde_json::from_str(&summary.json).unwrap();
-    assert_eq!((summary["backend"].as_str(), summary["status"].as_u64()), (Some("static"), Some(200)));
+    assert_eq!(
+        (summary["backend"].as_str(), summary["status"].as_u64()),
+        (Some("static"), Some(200))
+    );
 }
 
 #[test]
@@ -344,10 +529,20 @@ fn streamed_responses_are_translated_chunk_by_chunk() {
     let mut host = FakeHost::request("POST", "/v1/chat/completions", &[], chat(true));
     let (mut stream, flow) = backend_request(&mut host, "static", &mut worker, &store);
     assert_eq!(flow, Flow::Continue);
-    assert_eq!(host.get(Side::Request, ":path"), Some("/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse-stream"));
+    assert_eq!(
+        host.get(Side::Request, ":path"),
+        Some("/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse-stream")
+    );
     host.respond(200, "application/vnd.amazon.eventstream", Vec::new());
-    assert_eq!(stream.on_response_headers(&mut host, false), Flow::Continue, "streams are never held");
-    assert_eq!(host.get(Side::Response, "content-type"), Some("text/event-stream"));
+    assert_eq!(
+        stream.on_response_headers(&mut host, false),
+        Flow::Continue,
+        "streams are never held"
+    );
+    assert_eq!(
+        host.get(Side::Response, "content-type"),
+        Some("text/event-stream")
+    );
 
     let frames = [
         json!({"event": "messageStart", "payload": {"role": "assistant"}}),
@@ -362,48 +557,109 @@ fn streamed_responses_are_translated_chunk_by_chunk() {
     host.response_body = bytes[..cut].to_vec();
     assert_eq!(stream.on_response_body(&mut host, false), Flow::Continue);
     let first = parse_sse(&host.response_body);
-    assert_eq!(first.last().unwrap()["choices"][0]["delta"]["content"], "Hel");
+    assert_eq!(
+        first.last().unwrap()["choices"][0]["delta"]["content"],
+        "Hel"
+    );
     host.response_body = bytes[cut..].to_vec();
     assert_eq!(stream.on_response_body(&mut host, true), Flow::Continue);
     let rest = parse_sse(&host.response_body);
     assert_eq!(rest[0]["choices"][0]["delta"]["content"], "lo");
     assert_eq!(rest.last().unwrap(), "[DONE]");
     assert_eq!(host.counter("output_tokens", ""), 2);
-    assert!(host.metrics.iter().any(|(_, s)| matches!(s, Sample::Histogram { name: "time_to_first_token_ms", .. })));
+    assert!(host.metrics.iter().any(|(_, s)| matches!(
+        s,
+        Sample::Histogram {
+            name: "time_to_first_token_ms",
+            ..
+        }
+    )));
 }
 
 #[test]
 fn each_attempt_through_a_composite_cluster_is_translated_and_signed_for_its_backend() {
     let (mut worker, store) = (Worker::default(), FakeStore::default());
-    let mut first = FakeHost::request("POST", "/v1/chat/completions", &[("x-envoy-attempt-count", "1")], chat(false));
+    let mut first = FakeHost::request(
+        "POST",
+        "/v1/chat/completions",
+        &[("x-envoy-attempt-count", "1")],
+        chat(false),
+    );
     let (_, flow) = backend_request(&mut first, "static>west", &mut worker, &store);
     assert_eq!(flow, Flow::Continue);
-    assert_eq!(first.get(Side::Request, ":path"), Some("/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"));
-    assert!(first.get(Side::Request, "authorization").unwrap().contains("/us-east-1/bedrock/aws4_request"));
-    assert_eq!(first.get(Side::Request, "x-envoy-attempt-count"), None, "Envoy's count is not sent to AWS");
+    assert_eq!(
+        first.get(Side::Request, ":path"),
+        Some("/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse")
+    );
+    assert!(first
+        .get(Side::Request, "authorization")
+        .unwrap()
+        .contains("/us-east-1/bedrock/aws4_request"));
+    assert_eq!(
+        first.get(Side::Request, "x-envoy-attempt-count"),
+        None,
+        "Envoy's count is not sent to AWS"
+    );
 
     // Envoy retries with the headers and body as the first try's filters left them.
     for attempt in ["2", "3"] {
-        let mut retry = FakeHost { request_headers: first.request_headers.clone(), request_body: first.request_body.clone(), ..FakeHost::default() };
-        retry.request_headers.push(("x-envoy-attempt-count".into(), attempt.into()));
+        let mut retry = FakeHost {
+            request_headers: first.request_headers.clone(),
+            request_body: first.request_body.clone(),
+            ..FakeHost::default()
+        };
+        retry
+            .request_headers
+            .push(("x-envoy-attempt-count".into(), attempt.into()));
         retry.cluster = Some("static>west".into());
         let mut stream = BackendStream::new(8, Some(config()));
-        assert_eq!(stream.on_request_headers(&mut retry, &mut worker, &store, false), Flow::Pause);
-        assert_eq!(stream.on_request_body(&mut retry, &mut worker, &store, true), Flow::Continue);
+        assert_eq!(
+            stream.on_request_headers(&mut retry, &mut worker, &store, false),
+            Flow::Pause
+        );
+        assert_eq!(
+            stream.on_request_body(&mut retry, &mut worker, &store, true),
+            Flow::Continue
+        );
         // The fallback backend's region, credentials, model override and schema.
-        assert_eq!(retry.get(Side::Request, ":path"), Some("/model/us.anthropic.claude-x-v1%3A0/converse"), "try {attempt}");
-        assert_eq!(retry.get(Side::Request, ":authority"), Some("bedrock-runtime.us-west-2.amazonaws.com"));
-        assert!(retry.get(Side::Request, "authorization").unwrap().starts_with("AWS4-HMAC-SHA256 Credential=AKIDWEST/"));
+        assert_eq!(
+            retry.get(Side::Request, ":path"),
+            Some("/model/us.anthropic.claude-x-v1%3A0/converse"),
+            "try {attempt}"
+        );
+        assert_eq!(
+            retry.get(Side::Request, ":authority"),
+            Some("bedrock-runtime.us-west-2.amazonaws.com")
+        );
+        assert!(retry
+            .get(Side::Request, "authorization")
+            .unwrap()
+            .starts_with("AWS4-HMAC-SHA256 Credential=AKIDWEST/"));
         let sent: Value = serde_json::from_slice(&retry.request_body).unwrap();
-        assert_eq!(sent["messages"][0]["content"][0]["text"], "Hi", "translated again from the caller's body: {sent}");
+        assert_eq!(
+            sent["messages"][0]["content"][0]["text"], "Hi",
+            "translated again from the caller's body: {sent}"
+        );
     }
 
     // The routing stage forgets the first try when the response ends; a retry then has nothing to start from.
     routing_stage_of_a_finished_request();
-    let mut late = FakeHost { request_headers: first.request_headers.clone(), ..FakeHost::default() };
-    late.request_headers.push(("x-envoy-attempt-count".into(), "2".into()));
+    let mut late = FakeHost {
+        request_headers: first.request_headers.clone(),
+        ..FakeHost::default()
+    };
+    late.request_headers
+        .push(("x-envoy-attempt-count".into(), "2".into()));
     late.cluster = Some("static>west".into());
-    assert_eq!(BackendStream::new(9, Some(config())).on_request_headers(&mut late, &mut worker, &store, false), Flow::Pause);
+    assert_eq!(
+        BackendStream::new(9, Some(config())).on_request_headers(
+            &mut late,
+            &mut worker,
+            &store,
+            false
+        ),
+        Flow::Pause
+    );
     assert_eq!(late.sent.map(|(status, _)| status), Some(502));
 }
 
@@ -413,8 +669,14 @@ fn a_bedrock_api_key_is_sent_as_a_bearer_token_and_nothing_is_signed() {
     let mut keyed = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
     let (_, flow) = backend_request(&mut keyed, "keyed", &mut worker, &store);
     assert_eq!(flow, Flow::Continue);
-    assert_eq!(keyed.get(Side::Request, ":path"), Some("/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"));
-    assert_eq!(keyed.get(Side::Request, "authorization"), Some("Bearer ABSKdemo"));
+    assert_eq!(
+        keyed.get(Side::Request, ":path"),
+        Some("/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse")
+    );
+    assert_eq!(
+        keyed.get(Side::Request, "authorization"),
+        Some("Bearer ABSKdemo")
+    );
     assert_eq!(keyed.get(Side::Request, "x-amz-date"), None);
 
     // Injected by Envoy after this stage: the stage leaves Authorization to it.
@@ -428,33 +690,70 @@ fn a_bedrock_api_key_is_sent_as_a_bearer_token_and_nothing_is_signed() {
 #[test]
 fn bedrocks_own_api_passes_through_re_signed() {
     let path = "/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse";
-    let caller = [("authorization", "AWS4-HMAC-SHA256 Credential=AKIDCALLER/20291231/us-east-1/bedrock/aws4_request, ..."),
-                  ("x-amz-date", "20291231T000000Z"), ("x-amz-security-token", "caller-token")];
+    let caller = [
+        (
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIDCALLER/20291231/us-east-1/bedrock/aws4_request, ...",
+        ),
+        ("x-amz-date", "20291231T000000Z"),
+        ("x-amz-security-token", "caller-token"),
+    ];
     let body = json!({"messages": [{"role": "user", "content": [{"text": "Hi"}]}], "inferenceConfig": {"maxTokens": 5}});
     // The routing stage routes by the path's model at once, and drops the caller's signature.
     let mut downstream = FakeHost::request("POST", path, &caller, body.clone());
     let mut routing = RoutingStream::new(Some(config()));
-    assert_eq!(routing.on_request_headers(&mut downstream, false), Flow::Continue, "no need to wait for the body");
+    assert_eq!(
+        routing.on_request_headers(&mut downstream, false),
+        Flow::Continue,
+        "no need to wait for the body"
+    );
     assert_eq!(downstream.get(Side::Request, "x-ai-eg-model"), Some(LLAMA));
     for header in ["authorization", "x-amz-date", "x-amz-security-token"] {
         assert_eq!(downstream.get(Side::Request, header), None, "{header}");
     }
-    assert_eq!(routing.on_request_body(&mut downstream, true), Flow::Continue);
+    assert_eq!(
+        routing.on_request_body(&mut downstream, true),
+        Flow::Continue
+    );
     let mut bad = FakeHost::request("POST", "/model/a%2/converse", &[], body.clone());
-    assert_eq!(RoutingStream::new(Some(config())).on_request_headers(&mut bad, false), Flow::Pause);
+    assert_eq!(
+        RoutingStream::new(Some(config())).on_request_headers(&mut bad, false),
+        Flow::Pause
+    );
     let (status, error) = bad.sent.unwrap();
-    assert_eq!((status, error["__type"].as_str()), (400, Some("ValidationException")), "Bedrock's error shape: {error}");
+    assert_eq!(
+        (status, error["__type"].as_str()),
+        (400, Some("ValidationException")),
+        "Bedrock's error shape: {error}"
+    );
 
     // The backend stage signs the body as it is, for the path's model (or the backend's override).
     let (mut worker, store) = (Worker::default(), FakeStore::default());
-    let mut host = FakeHost { request_headers: downstream.request_headers.clone(), request_body: downstream.request_body.clone(), ..FakeHost::default() };
+    let mut host = FakeHost {
+        request_headers: downstream.request_headers.clone(),
+        request_body: downstream.request_body.clone(),
+        ..FakeHost::default()
+    };
     host.cluster = Some("static".into());
     let mut stream = BackendStream::new(10, Some(config()));
-    assert_eq!(stream.on_request_headers(&mut host, &mut worker, &store, false), Flow::Pause);
-    assert_eq!(stream.on_request_body(&mut host, &mut worker, &store, true), Flow::Continue);
+    assert_eq!(
+        stream.on_request_headers(&mut host, &mut worker, &store, false),
+        Flow::Pause
+    );
+    assert_eq!(
+        stream.on_request_body(&mut host, &mut worker, &store, true),
+        Flow::Continue
+    );
     assert_eq!(host.get(Side::Request, ":path"), Some(path));
-    assert_eq!(serde_json::from_slice::<Value>(&host.request_body).unwrap(), body, "the body is Bedrock's already");
-    assert!(host.get(Side::Request, "authorization").unwrap().starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&host.request_body).unwrap(),
+        body,
+        "the body is Bedrock's already"
+    );
+    assert!(host
+        .get(Side::Request, "authorization")
+        .unwrap()
+        .starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"));
 
     // Bedrock's reply goes back as it came, its tokens counted.
     let reply = br#"{"output":{"message":{"role":"assistant","content":[{"text":"Hello"}]}},"stopReason":"end_turn","usage":{"inputTokens":3,"outputTokens":2,"totalTokens":5},"metrics":{"latencyMs":9}}"#;
@@ -465,14 +764,21 @@ fn bedrocks_own_api_passes_through_re_signed() {
     assert_eq!(host.counter("total_tokens", ""), 5);
 
     // Its errors too, status and body.
-    let mut host = FakeHost { request_headers: downstream.request_headers.clone(), request_body: downstream.request_body.clone(), ..FakeHost::default() };
+    let mut host = FakeHost {
+        request_headers: downstream.request_headers.clone(),
+        request_body: downstream.request_body.clone(),
+        ..FakeHost::default()
+    };
     host.cluster = Some("static".into());
     let mut stream = BackendStream::new(11, Some(config()));
     stream.on_request_headers(&mut host, &mut worker, &store, false);
     stream.on_request_body(&mut host, &mut worker, &store, true);
     let throttled = br#"{"message":"Too many requests, please wait before trying again."}"#;
     host.respond(429, "application/json", throttled.to_vec());
-    host.response_headers.push(("x-amzn-errortype".into(), "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/".into()));
+    host.response_headers.push((
+        "x-amzn-errortype".into(),
+        "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/".into(),
+    ));
     stream.on_response_headers(&mut host, false);
     stream.on_response_body(&mut host, true);
     assert_eq!(host.response_body, throttled.to_vec());
@@ -482,13 +788,27 @@ fn bedrocks_own_api_passes_through_re_signed() {
 const TITAN: &str = "amazon.titan-embed-text-v2:0";
 
 /// The backend stage with a Titan list of `inputs`, on `cluster`; returns the body phase's flow.
-fn titan_list(cluster: &str, inputs: usize, worker: &mut Worker, store: &FakeStore) -> (BackendStream, FakeHost, Flow) {
+fn titan_list(
+    cluster: &str,
+    inputs: usize,
+    worker: &mut Worker,
+    store: &FakeStore,
+) -> (BackendStream, FakeHost, Flow) {
     let texts: Vec<String> = (0..inputs).map(|i| format!("text {i}")).collect();
-    let mut host = FakeHost::request("POST", "/v1/embeddings", &[], json!({"model": TITAN, "input": texts, "dimensions": 256}));
+    let mut host = FakeHost::request(
+        "POST",
+        "/v1/embeddings",
+        &[],
+        json!({"model": TITAN, "input": texts, "dimensions": 256}),
+    );
     host.cluster = Some(cluster.into());
-    host.request_headers.push(("x-ai-eg-model".into(), TITAN.into()));
+    host.request_headers
+        .push(("x-ai-eg-model".into(), TITAN.into()));
     let mut stream = BackendStream::new(20, Some(config()));
-    assert_eq!(stream.on_request_headers(&mut host, worker, store, false), Flow::Pause);
+    assert_eq!(
+        stream.on_request_headers(&mut host, worker, store, false),
+        Flow::Pause
+    );
     let flow = stream.on_request_body(&mut host, worker, store, true);
     (stream, host, flow)
 }
@@ -501,7 +821,12 @@ fn titan_batch(inputs: usize, worker: &mut Worker, store: &FakeStore) -> (Backen
 
 /// Which input a call is for, from its body.
 fn input_of(call: &HttpCall) -> usize {
-    call_body(call)["inputText"].as_str().unwrap().trim_start_matches("text ").parse().unwrap()
+    call_body(call)["inputText"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("text ")
+        .parse()
+        .unwrap()
 }
 
 fn call_body(call: &HttpCall) -> Value {
@@ -509,35 +834,88 @@ fn call_body(call: &HttpCall) -> Value {
 }
 
 fn header<'a>(call: &'a HttpCall, name: &str) -> Option<&'a str> {
-    call.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    call.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 #[test]
 fn a_titan_list_becomes_one_call_per_input_answered_in_input_order() {
     let (mut worker, store) = (Worker::default(), FakeStore::default());
     let (mut stream, mut host) = titan_batch(20, &mut worker, &store);
-    assert_eq!(host.calls.len(), batch::CONCURRENCY, "at most {} in flight", batch::CONCURRENCY);
+    assert_eq!(
+        host.calls.len(),
+        batch::CONCURRENCY,
+        "at most {} in flight",
+        batch::CONCURRENCY
+    );
     let first = &host.calls[0].1;
-    assert_eq!(first.cluster, "static~calls", "through the twin cluster, without this stage");
-    assert_eq!(header(first, ":path"), Some("/model/amazon.titan-embed-text-v2%3A0/invoke"));
+    assert_eq!(
+        first.cluster, "static~calls",
+        "through the twin cluster, without this stage"
+    );
+    assert_eq!(
+        header(first, ":path"),
+        Some("/model/amazon.titan-embed-text-v2%3A0/invoke")
+    );
     assert_eq!(header(first, ":method"), Some("POST"));
-    assert_eq!(header(first, ":authority"), Some("bedrock-runtime.us-east-1.amazonaws.com"));
-    assert_eq!(call_body(first), json!({"inputText": "text 0", "normalize": true, "dimensions": 256}));
+    assert_eq!(
+        header(first, ":authority"),
+        Some("bedrock-runtime.us-east-1.amazonaws.com")
+    );
+    assert_eq!(
+        call_body(first),
+        json!({"inputText": "text 0", "normalize": true, "dimensions": 256})
+    );
     // Each call is signed for the backend, over its own body.
-    let signatures: Vec<&str> = host.calls.iter().map(|(_, c)| header(c, "authorization").unwrap()).collect();
-    assert!(signatures.iter().all(|a| a.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20291231/us-east-1/bedrock/aws4_request")));
-    assert_eq!(signatures.iter().collect::<std::collections::HashSet<_>>().len(), signatures.len(), "one signature per body");
+    let signatures: Vec<&str> = host
+        .calls
+        .iter()
+        .map(|(_, c)| header(c, "authorization").unwrap())
+        .collect();
+    assert!(signatures.iter().all(|a| a.starts_with(
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20291231/us-east-1/bedrock/aws4_request"
+    )));
+    assert_eq!(
+        signatures
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        signatures.len(),
+        "one signature per body"
+    );
     assert!(header(first, "x-amz-date").is_some());
 
     // Answers arrive newest first, not in input order; each one sends the next input.
     let mut answered = std::collections::HashSet::new();
     while answered.len() < 20 {
-        let pending: Vec<(u64, HttpCall)> = host.calls.iter().filter(|(t, _)| !answered.contains(t)).cloned().collect();
-        assert!(!pending.is_empty() && pending.len() <= batch::CONCURRENCY, "{} in flight", pending.len());
+        let pending: Vec<(u64, HttpCall)> = host
+            .calls
+            .iter()
+            .filter(|(t, _)| !answered.contains(t))
+            .cloned()
+            .collect();
+        assert!(
+            !pending.is_empty() && pending.len() <= batch::CONCURRENCY,
+            "{} in flight",
+            pending.len()
+        );
         let (token, call) = pending.last().cloned().unwrap();
         let index = input_of(&call);
-        let body = format!(r#"{{"embedding":[{index}.5],"inputTextTokenCount":{}}}"#, index + 1);
-        let flow = stream.on_call_answer(&mut host, token, &PartAnswer { status: Some(200), error_type: None, body: body.as_bytes() });
+        let body = format!(
+            r#"{{"embedding":[{index}.5],"inputTextTokenCount":{}}}"#,
+            index + 1
+        );
+        let flow = stream.on_call_answer(
+            &mut host,
+            token,
+            &PartAnswer {
+                status: Some(200),
+                error_type: None,
+                body: body.as_bytes(),
+            },
+        );
         answered.insert(token);
         if answered.len() < 20 {
             assert_eq!(flow, Flow::Pause);
@@ -551,10 +929,18 @@ fn a_titan_list_becomes_one_call_per_input_answered_in_input_order() {
     assert_eq!(data.len(), 20);
     for (index, item) in data.iter().enumerate() {
         assert_eq!(item["index"], index);
-        assert_eq!(item["embedding"], json!([index as f64 + 0.5]), "input {index}'s own vector in its place");
+        assert_eq!(
+            item["embedding"],
+            json!([index as f64 + 0.5]),
+            "input {index}'s own vector in its place"
+        );
     }
     assert_eq!(body["usage"]["prompt_tokens"], (1..=20).sum::<u64>());
-    assert_eq!(host.counter("requests", ";status=2xx"), 1, "the batch counts as one request");
+    assert_eq!(
+        host.counter("requests", ";status=2xx"),
+        1,
+        "the batch counts as one request"
+    );
     assert_eq!(host.counter("input_tokens", ""), (1..=20).sum::<u64>());
 }
 
@@ -563,28 +949,86 @@ fn one_failed_input_fails_the_batch_with_one_error_and_no_partial_list() {
     let (mut worker, store) = (Worker::default(), FakeStore::default());
     let (mut stream, mut host) = titan_batch(5, &mut worker, &store);
     let ok = br#"{"embedding":[0.1],"inputTextTokenCount":1}"#;
-    assert_eq!(stream.on_call_answer(&mut host, 100, &PartAnswer { status: Some(200), error_type: None, body: ok }), Flow::Pause);
-    let throttled = PartAnswer { status: Some(429), error_type: Some("ThrottlingException:http://internal.amazon.com/"), body: br#"{"message":"Too many requests"}"# };
-    assert_eq!(stream.on_call_answer(&mut host, 103, &throttled), Flow::Pause);
+    assert_eq!(
+        stream.on_call_answer(
+            &mut host,
+            100,
+            &PartAnswer {
+                status: Some(200),
+                error_type: None,
+                body: ok
+            }
+        ),
+        Flow::Pause
+    );
+    let throttled = PartAnswer {
+        status: Some(429),
+        error_type: Some("ThrottlingException:http://internal.amazon.com/"),
+        body: br#"{"message":"Too many requests"}"#,
+    };
+    assert_eq!(
+        stream.on_call_answer(&mut host, 103, &throttled),
+        Flow::Pause
+    );
     let (status, error) = host.sent.clone().unwrap();
     assert_eq!(status, 429);
-    assert_eq!(error["error"]["message"], "Input 3 of 5: Bedrock ThrottlingException: Too many requests");
+    assert_eq!(
+        error["error"]["message"],
+        "Input 3 of 5: Bedrock ThrottlingException: Too many requests"
+    );
     assert_eq!(error["error"]["type"], "rate_limit_error");
     // The calls still in flight come back to a stream that has answered: nothing more is sent.
-    assert_eq!(stream.on_call_answer(&mut host, 101, &PartAnswer { status: Some(200), error_type: None, body: ok }), Flow::Continue);
+    assert_eq!(
+        stream.on_call_answer(
+            &mut host,
+            101,
+            &PartAnswer {
+                status: Some(200),
+                error_type: None,
+                body: ok
+            }
+        ),
+        Flow::Continue
+    );
 
     // No answer at all (reset, timeout), and the gateway's own refusal of a call.
     let (mut stream, mut host) = titan_batch(2, &mut worker, &store);
-    stream.on_call_answer(&mut host, 101, &PartAnswer { status: None, error_type: None, body: b"" });
+    stream.on_call_answer(
+        &mut host,
+        101,
+        &PartAnswer {
+            status: None,
+            error_type: None,
+            body: b"",
+        },
+    );
     let (status, error) = host.sent.clone().unwrap();
     assert_eq!(status, 502);
-    assert!(error["error"]["message"].as_str().unwrap().contains("did not answer input 1 of 2"), "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer input 1 of 2"),
+        "{error}"
+    );
     let (mut stream, mut host) = titan_batch(2, &mut worker, &store);
     let refused = br#"{"__type":"ServiceUnavailableException","message":"AWS credentials are not available: the agent is down"}"#;
-    stream.on_call_answer(&mut host, 100, &PartAnswer { status: Some(503), error_type: None, body: refused });
+    stream.on_call_answer(
+        &mut host,
+        100,
+        &PartAnswer {
+            status: Some(503),
+            error_type: None,
+            body: refused,
+        },
+    );
     let (status, error) = host.sent.clone().unwrap();
     assert_eq!(status, 503);
-    assert_eq!(error["error"]["message"], "Input 0 of 2: AWS credentials are not available: the agent is down", "not blamed on Bedrock");
+    assert_eq!(
+        error["error"]["message"],
+        "Input 0 of 2: AWS credentials are not available: the agent is down",
+        "not blamed on Bedrock"
+    );
 }
 
 #[test]
@@ -592,9 +1036,18 @@ fn a_titan_lists_calls_carry_each_backends_credentials() {
     let (mut worker, store) = (Worker::default(), FakeStore::default());
     let (_, keyed, _) = titan_list("keyed", 2, &mut worker, &store);
     assert_eq!(keyed.calls.len(), 2);
-    assert!(keyed.calls.iter().all(|(_, c)| header(c, "authorization") == Some("Bearer ABSKdemo") && header(c, "x-amz-date").is_none()));
+    assert!(keyed.calls.iter().all(
+        |(_, c)| header(c, "authorization") == Some("Bearer ABSKdemo")
+            && header(c, "x-amz-date").is_none()
+    ));
     let (_, injected, _) = titan_list("injected", 2, &mut worker, &store);
-    assert!(injected.calls.iter().all(|(_, c)| c.cluster == "injected~calls" && header(c, "authorization").is_none()), "Envoy injects the key");
+    assert!(
+        injected
+            .calls
+            .iter()
+            .all(|(_, c)| c.cluster == "injected~calls" && header(c, "authorization").is_none()),
+        "Envoy injects the key"
+    );
 
     // Fetched credentials that are not there yet: a list cannot wait as one request does.
     let (_, mut waiting, flow) = titan_list("pod", 2, &mut worker, &store);
@@ -602,32 +1055,62 @@ fn a_titan_lists_calls_carry_each_backends_credentials() {
     assert!(waiting.calls.is_empty());
     let (status, error) = waiting.sent.take().unwrap();
     assert_eq!(status, 503);
-    assert!(error["error"]["message"].as_str().unwrap().contains("not available yet"), "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not available yet"),
+        "{error}"
+    );
     // Once fetched, a list is signed with them, session token included.
     let providers = config().fetched_providers();
     for fetch in worker.broker.due_fetches(&store, &providers, NOW_MS) {
         worker.broker.dispatched(1, fetch);
     }
     let reply = br#"{"AccessKeyId":"ASIAPOD","SecretAccessKey":"s","Token":"session-token","Expiration":"2030-01-01T00:00:00Z"}"#;
-    assert!(matches!(worker.broker.on_reply(&store, 1, Some(200), reply, NOW_MS), Reply::Stored { .. }));
+    assert!(matches!(
+        worker.broker.on_reply(&store, 1, Some(200), reply, NOW_MS),
+        Reply::Stored { .. }
+    ));
     let (_, signed, flow) = titan_list("pod", 2, &mut worker, &store);
     assert_eq!((flow, signed.calls.len()), (Flow::Pause, 2));
     for (_, call) in &signed.calls {
-        assert!(header(call, "authorization").unwrap().contains("Credential=ASIAPOD/20291231/eu-west-1/bedrock/aws4_request"));
+        assert!(header(call, "authorization")
+            .unwrap()
+            .contains("Credential=ASIAPOD/20291231/eu-west-1/bedrock/aws4_request"));
         assert_eq!(header(call, "x-amz-security-token"), Some("session-token"));
     }
 
     // A backend without a calls cluster (a hand-written configuration) says why.
     let mut config = config_json();
-    config["backends"]["static"].as_object_mut().unwrap().remove("calls_cluster");
-    let mut host = FakeHost::request("POST", "/v1/embeddings", &[], json!({"model": TITAN, "input": ["a", "b"]}));
+    config["backends"]["static"]
+        .as_object_mut()
+        .unwrap()
+        .remove("calls_cluster");
+    let mut host = FakeHost::request(
+        "POST",
+        "/v1/embeddings",
+        &[],
+        json!({"model": TITAN, "input": ["a", "b"]}),
+    );
     host.cluster = Some("static".into());
-    let mut stream = BackendStream::new(22, Some(Arc::new(Config::parse(config.to_string().as_bytes(), &|_| None).unwrap())));
+    let mut stream = BackendStream::new(
+        22,
+        Some(Arc::new(
+            Config::parse(config.to_string().as_bytes(), &|_| None).unwrap(),
+        )),
+    );
     stream.on_request_headers(&mut host, &mut worker, &store, false);
     stream.on_request_body(&mut host, &mut worker, &store, true);
     let (status, error) = host.sent.unwrap();
     assert_eq!(status, 400);
-    assert!(error["error"]["message"].as_str().unwrap().contains("send the inputs one by one"), "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("send the inputs one by one"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -636,11 +1119,22 @@ fn a_cluster_without_a_backend_is_refused_in_the_callers_format() {
     let mut host = FakeHost::request("POST", "/anthropic/v1/messages", &[], json!({}));
     host.cluster = Some("unknown".into());
     let mut stream = BackendStream::new(1, Some(config()));
-    assert_eq!(stream.on_request_headers(&mut host, &mut worker, &store, false), Flow::Pause);
+    assert_eq!(
+        stream.on_request_headers(&mut host, &mut worker, &store, false),
+        Flow::Pause
+    );
     let (status, body) = host.sent.take().unwrap();
     assert_eq!((status, body["type"].as_str()), (500, Some("error")));
-    assert_eq!(stream.on_request_body(&mut host, &mut worker, &store, true), Flow::Continue, "nothing more is done");
-    assert_eq!(host.get(Side::Request, "authorization"), None, "never signed");
+    assert_eq!(
+        stream.on_request_body(&mut host, &mut worker, &store, true),
+        Flow::Continue,
+        "nothing more is done"
+    );
+    assert_eq!(
+        host.get(Side::Request, "authorization"),
+        None,
+        "never signed"
+    );
 }
 
 const POD_IDENTITY_KEY: &str = "ai_gateway/credentials/pod_identity/agent/v1/credentials";
@@ -656,29 +1150,52 @@ fn a_request_waits_for_fetched_credentials_and_is_signed_with_them() {
 
     // The host's timer: the broker asks for a fetch, the agent answers.
     let providers = config().fetched_providers();
-    let [fetch] = <[_; 1]>::try_from(worker.broker.due_fetches(&store, &providers, NOW_MS)).unwrap();
+    let [fetch] =
+        <[_; 1]>::try_from(worker.broker.due_fetches(&store, &providers, NOW_MS)).unwrap();
     worker.broker.dispatched(1, fetch);
     let reply = br#"{"AccessKeyId":"ASIAFETCHED","SecretAccessKey":"s","Token":"session-token","Expiration":"2030-01-01T00:00:00Z"}"#;
-    assert!(matches!(worker.broker.on_reply(&store, 1, Some(200), reply, NOW_MS), Reply::Stored { .. }));
+    assert!(matches!(
+        worker.broker.on_reply(&store, 1, Some(200), reply, NOW_MS),
+        Reply::Stored { .. }
+    ));
     let decided = worker.broker.take_decided(&store, NOW_MS);
-    let [(7, parked, verdict)] = decided.as_slice() else { panic!("stream 7 decided: {decided:?}") };
-    assert_eq!(backend::settle(&mut host, parked, verdict, &mut worker.signer), Settled::Resume);
+    let [(7, parked, verdict)] = decided.as_slice() else {
+        panic!("stream 7 decided: {decided:?}")
+    };
+    assert_eq!(
+        backend::settle(&mut host, parked, verdict, &mut worker.signer),
+        Settled::Resume
+    );
     let authorization = host.get(Side::Request, "authorization").unwrap();
-    assert!(authorization.contains("Credential=ASIAFETCHED/20291231/eu-west-1/bedrock/aws4_request"), "{authorization}");
-    assert_eq!(host.get(Side::Request, "x-amz-security-token"), Some("session-token"));
+    assert!(
+        authorization.contains("Credential=ASIAFETCHED/20291231/eu-west-1/bedrock/aws4_request"),
+        "{authorization}"
+    );
+    assert_eq!(
+        host.get(Side::Request, "x-amz-security-token"),
+        Some("session-token")
+    );
 
     // The next request finds them and is signed at once.
     let mut next = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
     let (_, flow) = backend_request(&mut next, "pod", &mut worker, &store);
     assert_eq!(flow, Flow::Continue);
-    assert!(next.get(Side::Request, "authorization").unwrap().contains("ASIAFETCHED"));
+    assert!(next
+        .get(Side::Request, "authorization")
+        .unwrap()
+        .contains("ASIAFETCHED"));
     assert!(store.get(POD_IDENTITY_KEY).0.is_some());
 }
 
 #[test]
 fn a_waiting_request_fails_with_the_reason_or_is_forgotten_when_it_ends() {
     let (mut worker, store) = (Worker::default(), FakeStore::default());
-    let mut host = FakeHost::request("POST", "/anthropic/v1/messages", &[], json!({"model": LLAMA, "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]}));
+    let mut host = FakeHost::request(
+        "POST",
+        "/anthropic/v1/messages",
+        &[],
+        json!({"model": LLAMA, "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]}),
+    );
     let (mut stream, flow) = backend_request(&mut host, "pod", &mut worker, &store);
     assert_eq!(flow, Flow::Pause);
     let providers = config().fetched_providers();
@@ -686,14 +1203,31 @@ fn a_waiting_request_fails_with_the_reason_or_is_forgotten_when_it_ends() {
         for fetch in worker.broker.due_fetches(&store, &providers, now_ms) {
             worker.broker.dispatched(token, fetch);
         }
-        assert!(matches!(worker.broker.on_reply(&store, token, Some(403), b"denied", now_ms), Reply::Failed(_)));
+        assert!(matches!(
+            worker
+                .broker
+                .on_reply(&store, token, Some(403), b"denied", now_ms),
+            Reply::Failed(_)
+        ));
     }
     let decided = worker.broker.take_decided(&store, NOW_MS + 60_000);
-    let [(_, parked, verdict)] = decided.as_slice() else { panic!("decided: {decided:?}") };
-    assert_eq!(backend::settle(&mut host, parked, verdict, &mut worker.signer), Settled::Answered);
+    let [(_, parked, verdict)] = decided.as_slice() else {
+        panic!("decided: {decided:?}")
+    };
+    assert_eq!(
+        backend::settle(&mut host, parked, verdict, &mut worker.signer),
+        Settled::Answered
+    );
     let (status, body) = host.sent.take().unwrap();
-    assert_eq!((status, body["type"].as_str()), (503, Some("error")), "Anthropic's format: {body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("403"), "the reason is given: {body}");
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (503, Some("error")),
+        "Anthropic's format: {body}"
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("403"),
+        "the reason is given: {body}"
+    );
 
     // Another request parks, then its client goes away before credentials come.
     let mut other = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
@@ -704,7 +1238,11 @@ fn a_waiting_request_fails_with_the_reason_or_is_forgotten_when_it_ends() {
     assert_eq!(worker.broker.waiting(), 1);
     gone.on_destroy(&mut worker);
     stream.on_destroy(&mut worker);
-    assert_eq!(worker.broker.waiting(), 0, "an ended stream is never resumed");
+    assert_eq!(
+        worker.broker.waiting(),
+        0,
+        "an ended stream is never resumed"
+    );
 }
 
 #[test]
@@ -716,9 +1254,16 @@ fn the_sts_stage_moves_the_injected_token_into_the_form() {
     };
     let mut stream = StsStream::default();
     assert_eq!(stream.on_request_headers(&mut host, false), Flow::Pause);
-    assert_eq!(host.get(Side::Request, "x-ai-eg-web-identity-token"), None, "the header never leaves Envoy");
+    assert_eq!(
+        host.get(Side::Request, "x-ai-eg-web-identity-token"),
+        None,
+        "the header never leaves Envoy"
+    );
     assert_eq!(stream.on_request_body(&mut host, true), Flow::Continue);
     let form = String::from_utf8(host.request_body.clone()).unwrap();
     assert!(form.ends_with("&WebIdentityToken=jwt.token"), "{form}");
-    assert_eq!(host.get(Side::Request, "content-length"), Some(form.len().to_string().as_str()));
+    assert_eq!(
+        host.get(Side::Request, "content-length"),
+        Some(form.len().to_string().as_str())
+    );
 }

@@ -6,25 +6,30 @@ mod common;
 
 use bedrock_gateway_core::config::{Backend, BackendCredentials, Schema};
 use bedrock_gateway_core::errors::ApiFormat;
+use bedrock_gateway_core::eventstream::FrameTranslator;
 use bedrock_gateway_core::gateway::{
     self, CallerHeaders, Endpoint, ResponseKind, ResponsePlan, ResponseTranslation, UpstreamHead,
 };
-use bedrock_gateway_core::translated::TokenUsage;
 use bedrock_gateway_core::openai::{self, ChatStreamTranslator, ResponseContext};
 use bedrock_gateway_core::sigv4::{Credentials, Signer};
-use bedrock_gateway_core::eventstream::FrameTranslator;
+use bedrock_gateway_core::translated::TokenUsage;
 use common::{frame_bytes, parse_sse, push_in_pieces};
 use serde_json::{json, Value};
 use std::path::Path;
 
 fn fixtures(kind: &str) -> Vec<(String, Value)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(kind);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(kind);
     let mut cases: Vec<(String, Value)> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|entry| {
             let path = entry.unwrap().path();
             let text = std::fs::read_to_string(&path).unwrap();
-            (path.file_name().unwrap().to_string_lossy().into_owned(), serde_json::from_str(&text).unwrap())
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                serde_json::from_str(&text).unwrap(),
+            )
         })
         .collect();
     cases.sort_by(|a, b| a.0.cmp(&b.0));
@@ -46,7 +51,8 @@ fn chat_requests_translate_to_converse() {
         let body = serde_json::to_vec(&case["openai"]).unwrap();
         let request = openai::parse_request(&body).unwrap();
         let converse = openai::to_converse(&request).unwrap();
-        let produced: Value = serde_json::from_slice(&serde_json::to_vec(&converse).unwrap()).unwrap();
+        let produced: Value =
+            serde_json::from_slice(&serde_json::to_vec(&converse).unwrap()).unwrap();
         assert_eq!(produced, case["converse"], "fixture {name}");
     }
 }
@@ -62,9 +68,17 @@ fn converse_responses_translate_to_chat_completions() {
 }
 
 fn translate_stream(case: &Value, cuts: &[usize]) -> Vec<Value> {
-    let bytes: Vec<u8> = case["frames"].as_array().unwrap().iter().flat_map(frame_bytes).collect();
-    let mut translator =
-        ChatStreamTranslator::new(&context(&case["context"]), case["include_usage"].as_bool().unwrap(), 1 << 20);
+    let bytes: Vec<u8> = case["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(frame_bytes)
+        .collect();
+    let mut translator = ChatStreamTranslator::new(
+        &context(&case["context"]),
+        case["include_usage"].as_bool().unwrap(),
+        1 << 20,
+    );
     let sse = push_in_pieces(&bytes, cuts, |chunk, end| translator.push(chunk, end));
     assert!(translator.is_finished());
     parse_sse(&sse)
@@ -74,20 +88,46 @@ fn translate_stream(case: &Value, cuts: &[usize]) -> Vec<Value> {
 fn converse_streams_translate_to_sse_chunks_however_split() {
     for (name, case) in fixtures("chat_stream") {
         let expected = case["sse"].as_array().unwrap().clone();
-        assert_eq!(translate_stream(&case, &[]), expected, "fixture {name} in one chunk");
-        let total: usize = case["frames"].as_array().unwrap().iter().map(|f| frame_bytes(f).len()).sum();
+        assert_eq!(
+            translate_stream(&case, &[]),
+            expected,
+            "fixture {name} in one chunk"
+        );
+        let total: usize = case["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| frame_bytes(f).len())
+            .sum();
         for cut in (0..total).step_by(3) {
-            assert_eq!(translate_stream(&case, &[cut]), expected, "fixture {name} split at {cut}");
+            assert_eq!(
+                translate_stream(&case, &[cut]),
+                expected,
+                "fixture {name} split at {cut}"
+            );
         }
         let every_byte: Vec<usize> = (1..total).collect();
-        assert_eq!(translate_stream(&case, &every_byte), expected, "fixture {name} byte by byte");
+        assert_eq!(
+            translate_stream(&case, &every_byte),
+            expected,
+            "fixture {name} byte by byte"
+        );
     }
 }
 
 #[test]
 fn deltas_are_emitted_as_soon_as_their_frame_completes() {
-    let case = &fixtures("chat_stream").into_iter().find(|(n, _)| n == "text_with_usage.json").unwrap().1;
-    let frames: Vec<Vec<u8>> = case["frames"].as_array().unwrap().iter().map(frame_bytes).collect();
+    let case = &fixtures("chat_stream")
+        .into_iter()
+        .find(|(n, _)| n == "text_with_usage.json")
+        .unwrap()
+        .1;
+    let frames: Vec<Vec<u8>> = case["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(frame_bytes)
+        .collect();
     let mut translator = ChatStreamTranslator::new(&context(&case["context"]), true, 1 << 20);
     // messageStart alone yields the role chunk; half of the next frame yields nothing yet.
     assert_eq!(parse_sse(&translator.push(&frames[0], false)).len(), 1);
@@ -99,14 +139,26 @@ fn deltas_are_emitted_as_soon_as_their_frame_completes() {
 
 #[test]
 fn corrupt_frames_end_the_stream_with_an_error_event() {
-    let mut frame = frame_bytes(&json!({"event": "messageStart", "payload": {"role": "assistant"}}));
+    let mut frame =
+        frame_bytes(&json!({"event": "messageStart", "payload": {"role": "assistant"}}));
     let last = frame.len() - 1;
     frame[last] ^= 0xff;
-    let mut translator = ChatStreamTranslator::new(&ResponseContext { id: "x".into(), model: "m".into(), created: 0 }, false, 1 << 20);
+    let mut translator = ChatStreamTranslator::new(
+        &ResponseContext {
+            id: "x".into(),
+            model: "m".into(),
+            created: 0,
+        },
+        false,
+        1 << 20,
+    );
     let events = parse_sse(&translator.push(&frame, false));
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["error"]["type"], "server_error");
-    assert!(events[0]["error"]["message"].as_str().unwrap().contains("CRC"));
+    assert!(events[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("CRC"));
     // Nothing more after the error, not even [DONE].
     assert!(translator.push(b"more bytes", true).is_empty());
 }
@@ -142,9 +194,15 @@ fn invalid_requests_are_rejected_with_clear_messages() {
         (r#"{"model":"m","messages":[{"role":"function","content":"x","name":"f"}]}"#, "deprecated `function` role"),
     ];
     for (body, expected) in cases {
-        let error = openai::parse_request(body.as_bytes()).and_then(|r| openai::to_converse(&r).map(|_| ())).unwrap_err();
+        let error = openai::parse_request(body.as_bytes())
+            .and_then(|r| openai::to_converse(&r).map(|_| ()))
+            .unwrap_err();
         assert_eq!(error.status, 400, "{body}");
-        assert!(error.message.contains(expected), "{body}: {}", error.message);
+        assert!(
+            error.message.contains(expected),
+            "{body}: {}",
+            error.message
+        );
         let rendered: Value = serde_json::from_slice(&error.to_openai_json()).unwrap();
         assert_eq!(rendered["error"]["type"], "invalid_request_error");
     }
@@ -152,7 +210,10 @@ fn invalid_requests_are_rejected_with_clear_messages() {
 
 #[test]
 fn the_routing_stage_reads_only_a_valid_model() {
-    assert_eq!(gateway::requested_model(br#"{"messages":[1,2],"model":"a.b-v1:0"}"#).unwrap(), "a.b-v1:0");
+    assert_eq!(
+        gateway::requested_model(br#"{"messages":[1,2],"model":"a.b-v1:0"}"#).unwrap(),
+        "a.b-v1:0"
+    );
     for (body, expected) in [
         (&b"not json"[..], "not a valid JSON object"),
         (b"{}", "no `model`"),
@@ -165,7 +226,12 @@ fn the_routing_stage_reads_only_a_valid_model() {
     ] {
         let error = gateway::requested_model(body).unwrap_err();
         assert_eq!(error.status, 400);
-        assert!(error.message.contains(expected), "{:?}: {}", String::from_utf8_lossy(body), error.message);
+        assert!(
+            error.message.contains(expected),
+            "{:?}: {}",
+            String::from_utf8_lossy(body),
+            error.message
+        );
     }
 }
 
@@ -190,20 +256,43 @@ fn backend(model_name_override: Option<&str>, session_token: Option<&str>) -> Ba
 #[test]
 fn prepared_requests_target_the_backend_and_its_override() {
     let body = br#"{"model":"alias","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#;
-    let eu_backend = backend(Some("arn:aws:bedrock:eu-west-1:1:inference-profile/eu.x-v1:0"), Some("tok"));
-    let upstream = gateway::prepare(Endpoint::ChatCompletions, body, CallerHeaders::default(), &eu_backend, 1_795_000_000).unwrap();
-    let BackendCredentials::Static(keys) = &eu_backend.credentials else { panic!("static keys") };
+    let eu_backend = backend(
+        Some("arn:aws:bedrock:eu-west-1:1:inference-profile/eu.x-v1:0"),
+        Some("tok"),
+    );
+    let upstream = gateway::prepare(
+        Endpoint::ChatCompletions,
+        body,
+        CallerHeaders::default(),
+        &eu_backend,
+        1_795_000_000,
+    )
+    .unwrap();
+    let BackendCredentials::Static(keys) = &eu_backend.credentials else {
+        panic!("static keys")
+    };
     let signature = upstream.sign(keys, &eu_backend.region, &mut Signer::new(), 1_795_000_000);
     assert_eq!(upstream.path, "/model/arn%3Aaws%3Abedrock%3Aeu-west-1%3A1%3Ainference-profile%2Feu.x-v1%3A0/converse-stream");
     assert_eq!(upstream.host, "bedrock-runtime.eu-west-1.amazonaws.com");
     assert_eq!(upstream.accept, "application/vnd.amazon.eventstream");
     assert_eq!(signature.security_token.as_deref(), Some("tok"));
-    assert!(signature.authorization.contains("/eu-west-1/bedrock/aws4_request, SignedHeaders=host;x-amz-date;x-amz-security-token,"));
+    assert!(signature.authorization.contains(
+        "/eu-west-1/bedrock/aws4_request, SignedHeaders=host;x-amz-date;x-amz-security-token,"
+    ));
     assert_eq!(signature.amz_date, "20261118T110640Z");
     assert_eq!(upstream.plan.requested_model, "alias");
-    assert_eq!(upstream.plan.kind, ResponseKind::OpenAiChat { stream: true, include_usage: true });
+    assert_eq!(
+        upstream.plan.kind,
+        ResponseKind::OpenAiChat {
+            stream: true,
+            include_usage: true
+        }
+    );
     let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
-    assert_eq!(sent, json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}]}));
+    assert_eq!(
+        sent,
+        json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}]})
+    );
 
     let plain = gateway::prepare(
         Endpoint::ChatCompletions,
@@ -213,10 +302,18 @@ fn prepared_requests_target_the_backend_and_its_override() {
         1_795_000_000,
     )
     .unwrap();
-    assert_eq!(plain.path, "/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse");
+    assert_eq!(
+        plain.path,
+        "/model/us.meta.llama3-2-1b-instruct-v1%3A0/converse"
+    );
     assert_eq!(plain.accept, "application/json");
-    let BackendCredentials::Static(keys) = &backend(None, None).credentials else { panic!("static keys") };
-    assert!(plain.sign(keys, "eu-west-1", &mut Signer::new(), 1_795_000_000).security_token.is_none());
+    let BackendCredentials::Static(keys) = &backend(None, None).credentials else {
+        panic!("static keys")
+    };
+    assert!(plain
+        .sign(keys, "eu-west-1", &mut Signer::new(), 1_795_000_000)
+        .security_token
+        .is_none());
 }
 
 #[test]
@@ -228,41 +325,94 @@ fn inference_profiles_as_model_ids_keep_prompt_caching() {
         "eu.amazon.nova-pro-v1:0",
         "apac.anthropic.claude-3-5-sonnet-20241022-v2:0",
     ] {
-        let upstream = gateway::prepare(Endpoint::ChatCompletions, body, CallerHeaders::default(), &backend(Some(profile), None), 1_795_000_000).unwrap();
+        let upstream = gateway::prepare(
+            Endpoint::ChatCompletions,
+            body,
+            CallerHeaders::default(),
+            &backend(Some(profile), None),
+            1_795_000_000,
+        )
+        .unwrap();
         let encoded = profile.replace(':', "%3A").replace('/', "%2F");
         assert_eq!(upstream.path, format!("/model/{encoded}/converse"));
         let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
-        assert_eq!(sent["system"], json!([{"text": "long rules"}, {"cachePoint": {"type": "default"}}]), "{profile}");
+        assert_eq!(
+            sent["system"],
+            json!([{"text": "long rules"}, {"cachePoint": {"type": "default"}}]),
+            "{profile}"
+        );
     }
 }
 
 #[test]
 fn anthropic_betas_on_converse_go_to_claude_only() {
     let body = br#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
-    let beta = CallerHeaders { anthropic_beta: Some("interleaved-thinking-2025-05-14, claude-code-20250219"), bedrock_model: None };
+    let beta = CallerHeaders {
+        anthropic_beta: Some("interleaved-thinking-2025-05-14, claude-code-20250219"),
+        bedrock_model: None,
+    };
     let claude = backend(Some("us.anthropic.claude-sonnet-4-5-20250929-v1:0"), None);
-    let upstream = gateway::prepare(Endpoint::AnthropicMessages, body, beta, &claude, 1_795_000_000).unwrap();
+    let upstream = gateway::prepare(
+        Endpoint::AnthropicMessages,
+        body,
+        beta,
+        &claude,
+        1_795_000_000,
+    )
+    .unwrap();
     let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
-    assert_eq!(sent["additionalModelRequestFields"]["anthropic_beta"], json!(["interleaved-thinking-2025-05-14"]));
-    assert_eq!(upstream.dropped_betas.as_deref(), Some("claude-code-20250219"));
+    assert_eq!(
+        sent["additionalModelRequestFields"]["anthropic_beta"],
+        json!(["interleaved-thinking-2025-05-14"])
+    );
+    assert_eq!(
+        upstream.dropped_betas.as_deref(),
+        Some("claude-code-20250219")
+    );
 
     let llama = backend(Some("us.meta.llama3-2-1b-instruct-v1:0"), None);
-    let upstream = gateway::prepare(Endpoint::AnthropicMessages, body, beta, &llama, 1_795_000_000).unwrap();
+    let upstream = gateway::prepare(
+        Endpoint::AnthropicMessages,
+        body,
+        beta,
+        &llama,
+        1_795_000_000,
+    )
+    .unwrap();
     let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
     assert!(sent.get("additionalModelRequestFields").is_none());
-    assert_eq!(upstream.dropped_betas.as_deref(), Some("interleaved-thinking-2025-05-14,claude-code-20250219"));
-    let none = gateway::prepare(Endpoint::AnthropicMessages, body, CallerHeaders::default(), &llama, 1_795_000_000).unwrap();
+    assert_eq!(
+        upstream.dropped_betas.as_deref(),
+        Some("interleaved-thinking-2025-05-14,claude-code-20250219")
+    );
+    let none = gateway::prepare(
+        Endpoint::AnthropicMessages,
+        body,
+        CallerHeaders::default(),
+        &llama,
+        1_795_000_000,
+    )
+    .unwrap();
     assert_eq!(none.dropped_betas, None);
 }
 
 fn head(status: u16, error_type: Option<&str>) -> UpstreamHead<'_> {
-    UpstreamHead { status, error_type, request_id: "rid", input_tokens: None, output_tokens: None }
+    UpstreamHead {
+        status,
+        error_type,
+        request_id: "rid",
+        input_tokens: None,
+        output_tokens: None,
+    }
 }
 
 fn plan(stream: bool) -> ResponsePlan {
     ResponsePlan {
         format: ApiFormat::OpenAi,
-        kind: ResponseKind::OpenAiChat { stream, include_usage: false },
+        kind: ResponseKind::OpenAiChat {
+            stream,
+            include_usage: false,
+        },
         requested_model: "m".into(),
         created: 1,
         echo: String::new(),
@@ -274,36 +424,81 @@ fn bedrock_errors_become_openai_errors_with_the_right_status() {
     // (Bedrock status, x-amzn-errortype, body, expected status, expected OpenAI error type)
     type Case<'a> = (u16, Option<&'a str>, &'a [u8], u16, &'a str);
     let cases: &[Case<'_>] = &[
-        (429, Some("ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"), br#"{"message":"Too many requests"}"#, 429, "rate_limit_error"),
-        (403, Some("AccessDeniedException"), br#"{"message":"no access"}"#, 403, "permission_error"),
-        (403, Some("UnrecognizedClientException"), br#"{"Message":"bad token"}"#, 403, "authentication_error"),
-        (400, Some("ValidationException"), br#"{"message":"The provided model identifier is invalid."}"#, 400, "invalid_request_error"),
-        (404, Some("ResourceNotFoundException"), br#"{"message":"gone"}"#, 404, "not_found_error"),
-        (500, Some("InternalServerException"), b"<html>oops</html>", 500, "server_error"),
+        (
+            429,
+            Some("ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"),
+            br#"{"message":"Too many requests"}"#,
+            429,
+            "rate_limit_error",
+        ),
+        (
+            403,
+            Some("AccessDeniedException"),
+            br#"{"message":"no access"}"#,
+            403,
+            "permission_error",
+        ),
+        (
+            403,
+            Some("UnrecognizedClientException"),
+            br#"{"Message":"bad token"}"#,
+            403,
+            "authentication_error",
+        ),
+        (
+            400,
+            Some("ValidationException"),
+            br#"{"message":"The provided model identifier is invalid."}"#,
+            400,
+            "invalid_request_error",
+        ),
+        (
+            404,
+            Some("ResourceNotFoundException"),
+            br#"{"message":"gone"}"#,
+            404,
+            "not_found_error",
+        ),
+        (
+            500,
+            Some("InternalServerException"),
+            b"<html>oops</html>",
+            500,
+            "server_error",
+        ),
         (503, None, b"", 503, "server_error"),
     ];
     for (status, error_type, body, expected_status, expected_type) in cases {
-        let translation = ResponseTranslation::for_response(&plan(true), head(*status, *error_type), 1 << 20);
+        let translation =
+            ResponseTranslation::for_response(&plan(true), head(*status, *error_type), 1 << 20);
         assert!(!translation.is_streaming(), "errors are never streamed");
         let (out_status, out) = translation.translate_body(body);
         assert_eq!(out.usage, None, "errors report no usage");
         let out: Value = serde_json::from_slice(&out.body).unwrap();
         assert_eq!(out_status, *expected_status);
-        assert_eq!(out["error"]["type"], *expected_type, "{status} {error_type:?}");
+        assert_eq!(
+            out["error"]["type"], *expected_type,
+            "{status} {error_type:?}"
+        );
         assert!(!out["error"]["message"].as_str().unwrap().is_empty());
     }
-    let (status, out) = ResponseTranslation::for_response(&plan(false), head(429, Some("ThrottlingException")), 1)
-        .translate_body(br#"{"message":"Too many requests"}"#);
+    let (status, out) =
+        ResponseTranslation::for_response(&plan(false), head(429, Some("ThrottlingException")), 1)
+            .translate_body(br#"{"message":"Too many requests"}"#);
     let out: Value = serde_json::from_slice(&out.body).unwrap();
     assert_eq!(status, 429);
-    assert_eq!(out["error"]["message"], "Bedrock ThrottlingException: Too many requests");
+    assert_eq!(
+        out["error"]["message"],
+        "Bedrock ThrottlingException: Too many requests"
+    );
     assert_eq!(out["error"]["code"], "ThrottlingException");
 }
 
 #[test]
 fn unusable_success_bodies_become_502() {
     for body in [&b"{}"[..], b"not json", br#"{"output":{}}"#] {
-        let (status, out) = ResponseTranslation::for_response(&plan(false), head(200, None), 1).translate_body(body);
+        let (status, out) = ResponseTranslation::for_response(&plan(false), head(200, None), 1)
+            .translate_body(body);
         assert_eq!(status, 502, "{}", String::from_utf8_lossy(body));
         let out: Value = serde_json::from_slice(&out.body).unwrap();
         assert_eq!(out["error"]["type"], "server_error");
@@ -313,19 +508,28 @@ fn unusable_success_bodies_become_502() {
 #[test]
 fn bodiless_answers_are_errors_in_the_callers_format() {
     // A bare error status translates as an error with an empty body would.
-    let (status, out) = ResponseTranslation::for_response(&plan(false), head(503, None), 1).translate_bodiless();
+    let (status, out) =
+        ResponseTranslation::for_response(&plan(false), head(503, None), 1).translate_bodiless();
     let out: Value = serde_json::from_slice(&out.body).unwrap();
     assert_eq!(status, 503);
     assert_eq!(out["error"]["type"], "server_error");
     // A 200 that ends with its headers is not a success: neither a reply nor a stream began.
-    let (status, out) = ResponseTranslation::for_response(&plan(false), head(200, None), 1).translate_bodiless();
+    let (status, out) =
+        ResponseTranslation::for_response(&plan(false), head(200, None), 1).translate_bodiless();
     assert_eq!(status, 502);
-    assert_eq!(serde_json::from_slice::<Value>(&out.body).unwrap()["error"]["type"], "server_error");
-    let (status, out) = ResponseTranslation::for_response(&plan(true), head(200, None), 1 << 20).translate_bodiless();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.body).unwrap()["error"]["type"],
+        "server_error"
+    );
+    let (status, out) = ResponseTranslation::for_response(&plan(true), head(200, None), 1 << 20)
+        .translate_bodiless();
     let out: Value = serde_json::from_slice(&out.body).unwrap();
     assert_eq!(status, 502);
     assert_eq!(out["error"]["type"], "server_error");
-    assert!(out["error"]["message"].as_str().unwrap().contains("before sending any event"));
+    assert!(out["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("before sending any event"));
     let anthropic_stream = ResponsePlan {
         format: ApiFormat::Anthropic,
         kind: ResponseKind::AnthropicMessage { stream: true },
@@ -333,7 +537,9 @@ fn bodiless_answers_are_errors_in_the_callers_format() {
         created: 1,
         echo: String::new(),
     };
-    let (status, out) = ResponseTranslation::for_response(&anthropic_stream, head(200, None), 1 << 20).translate_bodiless();
+    let (status, out) =
+        ResponseTranslation::for_response(&anthropic_stream, head(200, None), 1 << 20)
+            .translate_bodiless();
     let out: Value = serde_json::from_slice(&out.body).unwrap();
     assert_eq!(status, 502);
     assert_eq!(out["type"], "error");
@@ -342,7 +548,12 @@ fn bodiless_answers_are_errors_in_the_callers_format() {
 
 #[test]
 fn json_strings_are_escaped_like_serde_json() {
-    for text in ["plain", "quote \" backslash \\ newline \n tab \t", "\u{0}\u{1f}\u{7f} ✓ 😀", ""] {
+    for text in [
+        "plain",
+        "quote \" backslash \\ newline \n tab \t",
+        "\u{0}\u{1f}\u{7f} ✓ 😀",
+        "",
+    ] {
         let mut ours = String::new();
         openai::push_json_string(&mut ours, text);
         assert_eq!(serde_json::from_str::<String>(&ours).unwrap(), text);
@@ -353,25 +564,58 @@ fn json_strings_are_escaped_like_serde_json() {
 fn model_listing_is_answered_locally_in_both_formats() {
     use bedrock_gateway_core::config::ModelInfo;
     let models = vec![
-        ModelInfo { id: "a:0".into(), created: 1_700_000_000, owned_by: None, display_name: None },
-        ModelInfo { id: "arn:aws:bedrock:us-east-1:1:inference-profile/b".into(), created: 0, owned_by: Some("me".into()), display_name: Some("B".into()) },
+        ModelInfo {
+            id: "a:0".into(),
+            created: 1_700_000_000,
+            owned_by: None,
+            display_name: None,
+        },
+        ModelInfo {
+            id: "arn:aws:bedrock:us-east-1:1:inference-profile/b".into(),
+            created: 0,
+            owned_by: Some("me".into()),
+            display_name: Some("B".into()),
+        },
     ];
     let list = gateway::answer_locally("GET", "/v1/models", &models).unwrap();
     let list: Value = serde_json::from_slice(&list.body).unwrap();
-    assert_eq!(list, json!({"object": "list", "data": [
-        {"id": "a:0", "object": "model", "created": 1_700_000_000, "owned_by": "aws-bedrock"},
-        {"id": "arn:aws:bedrock:us-east-1:1:inference-profile/b", "object": "model", "created": 0, "owned_by": "me"},
-    ]}));
-    let one = gateway::answer_locally("GET", "/v1/models/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fb", &models).unwrap();
+    assert_eq!(
+        list,
+        json!({"object": "list", "data": [
+            {"id": "a:0", "object": "model", "created": 1_700_000_000, "owned_by": "aws-bedrock"},
+            {"id": "arn:aws:bedrock:us-east-1:1:inference-profile/b", "object": "model", "created": 0, "owned_by": "me"},
+        ]})
+    );
+    let one = gateway::answer_locally(
+        "GET",
+        "/v1/models/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fb",
+        &models,
+    )
+    .unwrap();
     assert_eq!(one.status, 200);
-    let anthropic_list = gateway::answer_locally("GET", "/anthropic/v1/models?limit=20", &models).unwrap();
+    let anthropic_list =
+        gateway::answer_locally("GET", "/anthropic/v1/models?limit=20", &models).unwrap();
     let anthropic_list: Value = serde_json::from_slice(&anthropic_list.body).unwrap();
-    assert_eq!(anthropic_list["data"][0], json!({"type": "model", "id": "a:0", "display_name": "a:0", "created_at": "2023-11-14T22:13:20Z"}));
-    assert_eq!(anthropic_list["last_id"], "arn:aws:bedrock:us-east-1:1:inference-profile/b");
+    assert_eq!(
+        anthropic_list["data"][0],
+        json!({"type": "model", "id": "a:0", "display_name": "a:0", "created_at": "2023-11-14T22:13:20Z"})
+    );
+    assert_eq!(
+        anthropic_list["last_id"],
+        "arn:aws:bedrock:us-east-1:1:inference-profile/b"
+    );
     let missing = gateway::answer_locally("GET", "/anthropic/v1/models/nope", &models).unwrap();
     assert_eq!(missing.status, 404);
-    assert_eq!(serde_json::from_slice::<Value>(&missing.body).unwrap()["error"]["type"], "not_found_error");
-    assert_eq!(gateway::answer_locally("POST", "/v1/models", &models).unwrap().status, 405);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&missing.body).unwrap()["error"]["type"],
+        "not_found_error"
+    );
+    assert_eq!(
+        gateway::answer_locally("POST", "/v1/models", &models)
+            .unwrap()
+            .status,
+        405
+    );
     assert!(gateway::answer_locally("GET", "/v1/modelsx", &models).is_none());
     assert!(gateway::answer_locally("GET", "/v1/chat/completions", &models).is_none());
 }
@@ -386,59 +630,182 @@ fn embeddings_requests_and_responses() {
     .unwrap();
     assert_eq!(family, Family::Titan);
     assert!(titan.base64);
-    assert_eq!(serde_json::from_slice::<Value>(&titan.body).unwrap(), json!({"inputText": "only one", "normalize": true, "dimensions": 256}));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&titan.body).unwrap(),
+        json!({"inputText": "only one", "normalize": true, "dimensions": 256})
+    );
 
-    let (cohere, family) =
-        embeddings::prepare(br#"{"model":"c","input":["a","b"]}"#, "cohere.embed-english-v3").unwrap();
+    let (cohere, family) = embeddings::prepare(
+        br#"{"model":"c","input":["a","b"]}"#,
+        "cohere.embed-english-v3",
+    )
+    .unwrap();
     assert_eq!(family, Family::Cohere);
-    assert_eq!(serde_json::from_slice::<Value>(&cohere.body).unwrap(), json!({"texts": ["a", "b"], "input_type": "search_document"}));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&cohere.body).unwrap(),
+        json!({"texts": ["a", "b"], "input_type": "search_document"})
+    );
 
     // A list for Titan: one body per input, in order, each with the caller's options.
-    let (batch, _) = embeddings::prepare(br#"{"model":"t","input":["a","b","c"],"dimensions":512}"#, "amazon.titan-embed-text-v2:0").unwrap();
-    let bodies: Vec<Value> = batch.titan_batch.unwrap().bodies.iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
-    assert_eq!(bodies, ["a", "b", "c"].map(|t| json!({"inputText": t, "normalize": true, "dimensions": 512})));
+    let (batch, _) = embeddings::prepare(
+        br#"{"model":"t","input":["a","b","c"],"dimensions":512}"#,
+        "amazon.titan-embed-text-v2:0",
+    )
+    .unwrap();
+    let bodies: Vec<Value> = batch
+        .titan_batch
+        .unwrap()
+        .bodies
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        ["a", "b", "c"].map(|t| json!({"inputText": t, "normalize": true, "dimensions": 512}))
+    );
     assert!(batch.body.is_empty(), "no request of its own");
-    let answers: Vec<Vec<u8>> =
-        [r#"{"embedding":[0.5],"inputTextTokenCount":2}"#, r#"{"embedding":[1.0],"inputTextTokenCount":3}"#].map(|a| a.as_bytes().to_vec()).to_vec();
+    let answers: Vec<Vec<u8>> = [
+        r#"{"embedding":[0.5],"inputTextTokenCount":2}"#,
+        r#"{"embedding":[1.0],"inputTextTokenCount":3}"#,
+    ]
+    .map(|a| a.as_bytes().to_vec())
+    .to_vec();
     let joined = embeddings::titan_batch_response(&answers, "t", true).unwrap();
-    assert_eq!(joined.usage, Some(TokenUsage { input: 5, ..TokenUsage::default() }), "the inputs' counts summed");
+    assert_eq!(
+        joined.usage,
+        Some(TokenUsage {
+            input: 5,
+            ..TokenUsage::default()
+        }),
+        "the inputs' counts summed"
+    );
     let joined: Value = serde_json::from_slice(&joined.body).unwrap();
-    assert_eq!((joined["data"][0]["index"].clone(), joined["data"][1]["index"].clone()), (json!(0), json!(1)));
-    assert_eq!(joined["data"][0]["embedding"], "AAAAPw==", "base64 as for one input");
+    assert_eq!(
+        (
+            joined["data"][0]["index"].clone(),
+            joined["data"][1]["index"].clone()
+        ),
+        (json!(0), json!(1))
+    );
+    assert_eq!(
+        joined["data"][0]["embedding"], "AAAAPw==",
+        "base64 as for one input"
+    );
     assert_eq!(joined["usage"]["total_tokens"], 5);
-    assert_eq!(embeddings::titan_batch_response(&[b"{}".to_vec()], "t", false).unwrap_err().status, 502);
+    assert_eq!(
+        embeddings::titan_batch_response(&[b"{}".to_vec()], "t", false)
+            .unwrap_err()
+            .status,
+        502
+    );
 
     let ninety_seven: Vec<String> = (0..97).map(|i| format!("text {i}")).collect();
     let too_many = serde_json::to_vec(&json!({"model": "t", "input": ninety_seven})).unwrap();
     for (body, model, expected) in [
-        (&too_many[..], "amazon.titan-embed-text-v2:0", "at most 96 inputs"),
-        (&too_many[..], "cohere.embed-english-v3", "at most 96 inputs"),
-        (br#"{"model":"t","input":["a","b"],"dimensions":300}"#, "amazon.titan-embed-text-v2:0", "256, 512 or 1024"),
-        (br#"{"model":"t","input":["a",""]}"#, "amazon.titan-embed-text-v2:0", "non-empty"),
-        (br#"{"model":"t","input":"a","dimensions":300}"#, "amazon.titan-embed-text-v2:0", "256, 512 or 1024"),
-        (br#"{"model":"c","input":"a","dimensions":512}"#, "cohere.embed-english-v3", "cannot change"),
-        (br#"{"model":"t","input":[1,2,3]}"#, "amazon.titan-embed-text-v2:0", "token arrays"),
-        (br#"{"model":"t","input":""}"#, "amazon.titan-embed-text-v2:0", "non-empty"),
-        (br#"{"model":"t","input":"a","encoding_format":"int8"}"#, "amazon.titan-embed-text-v2:0", "float or base64"),
-        (br#"{"model":"m","input":"a"}"#, "us.meta.llama3-2-1b-instruct-v1:0", "not an embedding model"),
+        (
+            &too_many[..],
+            "amazon.titan-embed-text-v2:0",
+            "at most 96 inputs",
+        ),
+        (
+            &too_many[..],
+            "cohere.embed-english-v3",
+            "at most 96 inputs",
+        ),
+        (
+            br#"{"model":"t","input":["a","b"],"dimensions":300}"#,
+            "amazon.titan-embed-text-v2:0",
+            "256, 512 or 1024",
+        ),
+        (
+            br#"{"model":"t","input":["a",""]}"#,
+            "amazon.titan-embed-text-v2:0",
+            "non-empty",
+        ),
+        (
+            br#"{"model":"t","input":"a","dimensions":300}"#,
+            "amazon.titan-embed-text-v2:0",
+            "256, 512 or 1024",
+        ),
+        (
+            br#"{"model":"c","input":"a","dimensions":512}"#,
+            "cohere.embed-english-v3",
+            "cannot change",
+        ),
+        (
+            br#"{"model":"t","input":[1,2,3]}"#,
+            "amazon.titan-embed-text-v2:0",
+            "token arrays",
+        ),
+        (
+            br#"{"model":"t","input":""}"#,
+            "amazon.titan-embed-text-v2:0",
+            "non-empty",
+        ),
+        (
+            br#"{"model":"t","input":"a","encoding_format":"int8"}"#,
+            "amazon.titan-embed-text-v2:0",
+            "float or base64",
+        ),
+        (
+            br#"{"model":"m","input":"a"}"#,
+            "us.meta.llama3-2-1b-instruct-v1:0",
+            "not an embedding model",
+        ),
     ] {
         let error = embeddings::prepare(body, model).unwrap_err();
         assert_eq!(error.status, 400);
         assert!(error.message.contains(expected), "{}", error.message);
     }
 
-    let floats = embeddings::response(br#"{"embedding":[0.5,-0.25],"inputTextTokenCount":3}"#, Family::Titan, "alias", false, None).unwrap();
-    assert_eq!(floats.usage, Some(TokenUsage { input: 3, ..TokenUsage::default() }), "Titan reports its own count");
+    let floats = embeddings::response(
+        br#"{"embedding":[0.5,-0.25],"inputTextTokenCount":3}"#,
+        Family::Titan,
+        "alias",
+        false,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        floats.usage,
+        Some(TokenUsage {
+            input: 3,
+            ..TokenUsage::default()
+        }),
+        "Titan reports its own count"
+    );
     assert_eq!(
         serde_json::from_slice::<Value>(&floats.body).unwrap(),
         json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, -0.25]}], "model": "alias", "usage": {"prompt_tokens": 3, "total_tokens": 3}})
     );
-    let encoded = embeddings::response(br#"{"embeddings":{"float":[[1.0],[0.5]]}}"#, Family::Cohere, "c", true, Some(4)).unwrap();
-    assert_eq!(encoded.usage, Some(TokenUsage { input: 4, ..TokenUsage::default() }), "Cohere's count comes from the header");
+    let encoded = embeddings::response(
+        br#"{"embeddings":{"float":[[1.0],[0.5]]}}"#,
+        Family::Cohere,
+        "c",
+        true,
+        Some(4),
+    )
+    .unwrap();
+    assert_eq!(
+        encoded.usage,
+        Some(TokenUsage {
+            input: 4,
+            ..TokenUsage::default()
+        }),
+        "Cohere's count comes from the header"
+    );
     let encoded: Value = serde_json::from_slice(&encoded.body).unwrap();
-    assert_eq!(encoded["data"][1]["embedding"], "AAAAPw==", "0.5f32 little-endian, base64");
+    assert_eq!(
+        encoded["data"][1]["embedding"], "AAAAPw==",
+        "0.5f32 little-endian, base64"
+    );
     assert_eq!(encoded["usage"]["prompt_tokens"], 4);
-    assert_eq!(embeddings::response(b"{}", Family::Titan, "t", false, None).unwrap_err().status, 502);
+    assert_eq!(
+        embeddings::response(b"{}", Family::Titan, "t", false, None)
+            .unwrap_err()
+            .status,
+        502
+    );
 }
 
 #[test]
@@ -449,9 +816,22 @@ fn usage_is_read_from_every_kind_of_response_and_weighed() {
     let (status, translated) = chat.translate_body(converse);
     assert_eq!(status, 200);
     let usage = translated.usage.unwrap();
-    assert_eq!(usage, TokenUsage { input: 3, output: 5, cache_read: 10, cache_write: 2 });
+    assert_eq!(
+        usage,
+        TokenUsage {
+            input: 3,
+            output: 5,
+            cache_read: 10,
+            cache_write: 2
+        }
+    );
     assert_eq!(usage.total(), 20);
-    let weights = CostWeights { input: 1.0, output: 4.0, cache_read: 0.1, cache_write: 1.25 };
+    let weights = CostWeights {
+        input: 1.0,
+        output: 4.0,
+        cache_read: 0.1,
+        cache_write: 1.25,
+    };
     assert_eq!(weights.of(&usage), 3 + 20 + 1 + 3);
     assert_eq!(CostWeights::default().of(&usage), 20);
 
@@ -463,35 +843,118 @@ fn usage_is_read_from_every_kind_of_response_and_weighed() {
         echo: String::new(),
     };
     let message = br#"{"content":[],"usage":{"input_tokens":7,"output_tokens":2,"cache_read_input_tokens":4}}"#;
-    let (_, translated) = ResponseTranslation::for_response(&anthropic_plan, head(200, None), 1).translate_body(message);
-    assert_eq!(translated.usage, Some(TokenUsage { input: 7, output: 2, cache_read: 4, cache_write: 0 }));
+    let (_, translated) = ResponseTranslation::for_response(&anthropic_plan, head(200, None), 1)
+        .translate_body(message);
+    assert_eq!(
+        translated.usage,
+        Some(TokenUsage {
+            input: 7,
+            output: 2,
+            cache_read: 4,
+            cache_write: 0
+        })
+    );
     let without_usage = br#"{"content":[]}"#;
-    let (_, translated) = ResponseTranslation::for_response(&anthropic_plan, head(200, None), 1).translate_body(without_usage);
+    let (_, translated) = ResponseTranslation::for_response(&anthropic_plan, head(200, None), 1)
+        .translate_body(without_usage);
     assert_eq!(translated.usage, None);
 }
 
 #[test]
 fn envoys_local_replies_get_caller_format_errors() {
     use bedrock_gateway_core::gateway::local_reply_error;
-    assert_eq!(local_reply_error("direct_response", 404, true, Some("m")).unwrap().status, 404);
-    assert_eq!(local_reply_error("request_payload_too_large", 413, false, None).unwrap().status, 413);
-    assert_eq!(local_reply_error("request_rate_limited", 429, false, None).unwrap().kind, bedrock_gateway_core::errors::ErrorKind::RateLimited);
-    assert_eq!(local_reply_error("upstream_reset_before_response_started{connection_failure}", 503, false, None).unwrap().status, 502);
-    assert!(local_reply_error("via_upstream", 500, false, None).is_none(), "Bedrock's own answers are translated by the backend stage");
+    assert_eq!(
+        local_reply_error("direct_response", 404, true, Some("m"))
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(
+        local_reply_error("request_payload_too_large", 413, false, None)
+            .unwrap()
+            .status,
+        413
+    );
+    assert_eq!(
+        local_reply_error("request_rate_limited", 429, false, None)
+            .unwrap()
+            .kind,
+        bedrock_gateway_core::errors::ErrorKind::RateLimited
+    );
+    assert_eq!(
+        local_reply_error(
+            "upstream_reset_before_response_started{connection_failure}",
+            503,
+            false,
+            None
+        )
+        .unwrap()
+        .status,
+        502
+    );
+    assert!(
+        local_reply_error("via_upstream", 500, false, None).is_none(),
+        "Bedrock's own answers are translated by the backend stage"
+    );
     use bedrock_gateway_core::errors::ErrorKind;
     let missing = local_reply_error("missing_api_key", 401, false, None).unwrap();
-    assert_eq!((missing.status, missing.kind), (401, ErrorKind::Authentication));
-    assert_eq!(local_reply_error("unkonwn_api_key", 401, false, None).unwrap().message, "Incorrect API key provided.");
-    let expired = local_reply_error("jwt_authn_access_denied{Jwt_is_expired}", 401, false, None).unwrap();
-    assert_eq!((expired.status, expired.message.as_str()), (401, "Authentication failed: Jwt is expired."));
-    let denied = local_reply_error("rbac_access_denied_matched_policy[none]", 403, false, Some("anthropic.claude-x")).unwrap();
-    assert_eq!((denied.status, denied.kind), (403, ErrorKind::PermissionDenied));
-    assert!(denied.message.contains("\"anthropic.claude-x\""), "names the model: {}", denied.message);
-    assert!(local_reply_error("some_filter_reply", 403, true, None).is_none(), "JSON replies are already in shape");
-    for (content_type, ok) in [("application/json", true), ("application/json; charset=utf-8", true), ("text/plain", false), ("multipart/form-data; boundary=x", false), ("", true)] {
-        assert_eq!(bedrock_gateway_core::gateway::check_content_type(content_type).is_ok(), ok, "{content_type}");
+    assert_eq!(
+        (missing.status, missing.kind),
+        (401, ErrorKind::Authentication)
+    );
+    assert_eq!(
+        local_reply_error("unkonwn_api_key", 401, false, None)
+            .unwrap()
+            .message,
+        "Incorrect API key provided."
+    );
+    let expired =
+        local_reply_error("jwt_authn_access_denied{Jwt_is_expired}", 401, false, None).unwrap();
+    assert_eq!(
+        (expired.status, expired.message.as_str()),
+        (401, "Authentication failed: Jwt is expired.")
+    );
+    let denied = local_reply_error(
+        "rbac_access_denied_matched_policy[none]",
+        403,
+        false,
+        Some("anthropic.claude-x"),
+    )
+    .unwrap();
+    assert_eq!(
+        (denied.status, denied.kind),
+        (403, ErrorKind::PermissionDenied)
+    );
+    assert!(
+        denied.message.contains("\"anthropic.claude-x\""),
+        "names the model: {}",
+        denied.message
+    );
+    assert!(
+        local_reply_error("some_filter_reply", 403, true, None).is_none(),
+        "JSON replies are already in shape"
+    );
+    for (content_type, ok) in [
+        ("application/json", true),
+        ("application/json; charset=utf-8", true),
+        ("text/plain", false),
+        ("multipart/form-data; boundary=x", false),
+        ("", true),
+    ] {
+        assert_eq!(
+            bedrock_gateway_core::gateway::check_content_type(content_type).is_ok(),
+            ok,
+            "{content_type}"
+        );
     }
-    for (encoding, ok) in [("", true), ("identity", true), (" Identity ", true), ("gzip", false), ("br", false), ("gzip, identity", false)] {
+    for (encoding, ok) in [
+        ("", true),
+        ("identity", true),
+        (" Identity ", true),
+        ("gzip", false),
+        ("br", false),
+        ("gzip, identity", false),
+    ] {
         let checked = bedrock_gateway_core::gateway::check_content_encoding(encoding);
         assert_eq!(checked.is_ok(), ok, "{encoding}");
         if let Err(error) = checked {

@@ -24,7 +24,10 @@ pub struct EnvoyBuffer {
 }
 
 impl EnvoyBuffer {
-    pub const EMPTY: EnvoyBuffer = EnvoyBuffer { ptr: std::ptr::null(), length: 0 };
+    pub const EMPTY: EnvoyBuffer = EnvoyBuffer {
+        ptr: std::ptr::null(),
+        length: 0,
+    };
 
     /// # Safety
     /// Envoy's contract: `ptr` points at `length` readable bytes for the current hook, or is null.
@@ -47,10 +50,16 @@ pub struct ModuleBuffer {
 
 impl ModuleBuffer {
     /// A null buffer: "no value" (a header set to it is removed).
-    pub const NULL: ModuleBuffer = ModuleBuffer { ptr: std::ptr::null(), length: 0 };
+    pub const NULL: ModuleBuffer = ModuleBuffer {
+        ptr: std::ptr::null(),
+        length: 0,
+    };
 
     pub fn of(bytes: &[u8]) -> ModuleBuffer {
-        ModuleBuffer { ptr: bytes.as_ptr(), length: bytes.len() }
+        ModuleBuffer {
+            ptr: bytes.as_ptr(),
+            length: bytes.len(),
+        }
     }
 }
 
@@ -108,8 +117,15 @@ extern "C" {
     pub fn envoy_dynamic_module_callback_log(level: u32, message: ModuleBuffer);
     pub fn envoy_dynamic_module_callback_log_enabled(level: u32) -> bool;
 
-    pub fn envoy_dynamic_module_callback_http_get_headers_size(filter: EnvoyFilterPtr, header_type: u32) -> usize;
-    pub fn envoy_dynamic_module_callback_http_get_headers(filter: EnvoyFilterPtr, header_type: u32, result: *mut EnvoyHttpHeader) -> bool;
+    pub fn envoy_dynamic_module_callback_http_get_headers_size(
+        filter: EnvoyFilterPtr,
+        header_type: u32,
+    ) -> usize;
+    pub fn envoy_dynamic_module_callback_http_get_headers(
+        filter: EnvoyFilterPtr,
+        header_type: u32,
+        result: *mut EnvoyHttpHeader,
+    ) -> bool;
     pub fn envoy_dynamic_module_callback_http_get_header(
         filter: EnvoyFilterPtr,
         header_type: u32,
@@ -118,7 +134,12 @@ extern "C" {
         index: usize,
         optional_size: *mut usize,
     ) -> bool;
-    pub fn envoy_dynamic_module_callback_http_set_header(filter: EnvoyFilterPtr, header_type: u32, key: ModuleBuffer, value: ModuleBuffer) -> bool;
+    pub fn envoy_dynamic_module_callback_http_set_header(
+        filter: EnvoyFilterPtr,
+        header_type: u32,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
 
     pub fn envoy_dynamic_module_callback_http_send_response(
         filter: EnvoyFilterPtr,
@@ -129,27 +150,75 @@ extern "C" {
         details: ModuleBuffer,
     );
 
-    pub fn envoy_dynamic_module_callback_http_get_body_chunks_size(filter: EnvoyFilterPtr, body_type: u32) -> usize;
-    pub fn envoy_dynamic_module_callback_http_get_body_chunks(filter: EnvoyFilterPtr, body_type: u32, result: *mut EnvoyBuffer) -> bool;
-    pub fn envoy_dynamic_module_callback_http_get_body_size(filter: EnvoyFilterPtr, body_type: u32) -> usize;
-    pub fn envoy_dynamic_module_callback_http_append_body(filter: EnvoyFilterPtr, body_type: u32, data: ModuleBuffer) -> bool;
-    pub fn envoy_dynamic_module_callback_http_drain_body(filter: EnvoyFilterPtr, body_type: u32, bytes: usize) -> bool;
-    pub fn envoy_dynamic_module_callback_http_received_buffered_request_body(filter: EnvoyFilterPtr) -> bool;
-    pub fn envoy_dynamic_module_callback_http_received_buffered_response_body(filter: EnvoyFilterPtr) -> bool;
+    pub fn envoy_dynamic_module_callback_http_get_body_chunks_size(
+        filter: EnvoyFilterPtr,
+        body_type: u32,
+    ) -> usize;
+    pub fn envoy_dynamic_module_callback_http_get_body_chunks(
+        filter: EnvoyFilterPtr,
+        body_type: u32,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
+    pub fn envoy_dynamic_module_callback_http_get_body_size(
+        filter: EnvoyFilterPtr,
+        body_type: u32,
+    ) -> usize;
+    pub fn envoy_dynamic_module_callback_http_append_body(
+        filter: EnvoyFilterPtr,
+        body_type: u32,
+        data: ModuleBuffer,
+    ) -> bool;
+    pub fn envoy_dynamic_module_callback_http_drain_body(
+        filter: EnvoyFilterPtr,
+        body_type: u32,
+        bytes: usize,
+    ) -> bool;
+    pub fn envoy_dynamic_module_callback_http_received_buffered_request_body(
+        filter: EnvoyFilterPtr,
+    ) -> bool;
+    pub fn envoy_dynamic_module_callback_http_received_buffered_response_body(
+        filter: EnvoyFilterPtr,
+    ) -> bool;
 
-    pub fn envoy_dynamic_module_callback_http_set_dynamic_metadata_number(filter: EnvoyFilterPtr, ns: ModuleBuffer, key: ModuleBuffer, value: f64);
-    pub fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string(filter: EnvoyFilterPtr, ns: ModuleBuffer, key: ModuleBuffer, value: ModuleBuffer);
+    pub fn envoy_dynamic_module_callback_http_set_dynamic_metadata_number(
+        filter: EnvoyFilterPtr,
+        ns: ModuleBuffer,
+        key: ModuleBuffer,
+        value: f64,
+    );
+    pub fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+        filter: EnvoyFilterPtr,
+        ns: ModuleBuffer,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    );
 
     pub fn envoy_dynamic_module_callback_http_clear_route_cache(filter: EnvoyFilterPtr);
-    pub fn envoy_dynamic_module_callback_http_filter_get_attribute_string(filter: EnvoyFilterPtr, attribute: u32, result: *mut EnvoyBuffer) -> bool;
+    pub fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
+        filter: EnvoyFilterPtr,
+        attribute: u32,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
     pub fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: EnvoyFilterPtr);
 
-    pub fn envoy_dynamic_module_callback_http_filter_scheduler_new(filter: EnvoyFilterPtr) -> SchedulerPtr;
-    pub fn envoy_dynamic_module_callback_http_filter_scheduler_commit(scheduler: SchedulerPtr, event_id: u64);
+    pub fn envoy_dynamic_module_callback_http_filter_scheduler_new(
+        filter: EnvoyFilterPtr,
+    ) -> SchedulerPtr;
+    pub fn envoy_dynamic_module_callback_http_filter_scheduler_commit(
+        scheduler: SchedulerPtr,
+        event_id: u64,
+    );
     pub fn envoy_dynamic_module_callback_http_filter_scheduler_delete(scheduler: SchedulerPtr);
-    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(config: EnvoyConfigPtr) -> SchedulerPtr;
-    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(scheduler: SchedulerPtr, event_id: u64);
-    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler: SchedulerPtr);
+    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(
+        config: EnvoyConfigPtr,
+    ) -> SchedulerPtr;
+    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+        scheduler: SchedulerPtr,
+        event_id: u64,
+    );
+    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
+        scheduler: SchedulerPtr,
+    );
     pub fn envoy_dynamic_module_callback_http_filter_http_callout(
         filter: EnvoyFilterPtr,
         callout_id: *mut u64,

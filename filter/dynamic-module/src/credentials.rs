@@ -9,9 +9,14 @@
 //! waiting request parks with a scheduler of its own, which the main thread fires once the broker
 //! has decided about it; the request is then signed (or answered) on its own worker.
 
-use crate::abi::{self, EnvoyConfigPtr, EnvoyFilterPtr, EnvoyHttpHeader, ModuleBuffer, ModuleHttpHeader, SchedulerPtr};
+use crate::abi::{
+    self, EnvoyConfigPtr, EnvoyFilterPtr, EnvoyHttpHeader, ModuleBuffer, ModuleHttpHeader,
+    SchedulerPtr,
+};
 use crate::host::now_ms;
-use bedrock_gateway_core::broker::{self, Broker, Fetch, ParkedRequest, Reply, SharedStore, Verdict};
+use bedrock_gateway_core::broker::{
+    self, Broker, Fetch, ParkedRequest, Reply, SharedStore, Verdict,
+};
 use bedrock_gateway_core::credentials::{self, Provider};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +41,8 @@ static BROKER: LazyLock<Mutex<Broker>> = LazyLock::new(Mutex::default);
 /// Each waiting request's scheduler, by stream id.
 static WAITING: LazyLock<Mutex<HashMap<u64, Scheduler>>> = LazyLock::new(Mutex::default);
 /// Decisions made on the main thread, collected by each request on its worker.
-static DECIDED: LazyLock<Mutex<HashMap<u64, (ParkedRequest, Verdict)>>> = LazyLock::new(Mutex::default);
+static DECIDED: LazyLock<Mutex<HashMap<u64, (ParkedRequest, Verdict)>>> =
+    LazyLock::new(Mutex::default);
 /// The configurations' schedulers the ticker wakes, by fetcher id.
 static TICKED: LazyLock<Mutex<HashMap<u64, Scheduler>>> = LazyLock::new(Mutex::default);
 static NEXT_FETCHER: AtomicU64 = AtomicU64::new(1);
@@ -53,7 +59,11 @@ pub struct ProcessStore;
 
 impl SharedStore for ProcessStore {
     fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        lock(&VALUES).get(key).map_or((None, None), |(value, version)| (Some(value.clone()), Some(*version)))
+        lock(&VALUES)
+            .get(key)
+            .map_or((None, None), |(value, version)| {
+                (Some(value.clone()), Some(*version))
+            })
     }
 
     fn set(&self, key: &str, value: &[u8], version: Option<u32>) -> bool {
@@ -62,7 +72,10 @@ impl SharedStore for ProcessStore {
         if version.is_some() && version != current {
             return false;
         }
-        values.insert(key.to_owned(), (value.to_vec(), current.map_or(1, |v| v.wrapping_add(1))));
+        values.insert(
+            key.to_owned(),
+            (value.to_vec(), current.map_or(1, |v| v.wrapping_add(1))),
+        );
         true
     }
 }
@@ -102,7 +115,9 @@ fn serve_decided(now_ms: u64) {
         decisions.insert(stream, (parked, verdict));
         if let Some(scheduler) = waiting.get(&stream) {
             // SAFETY: a live scheduler (it leaves the map before it is deleted); any thread may commit.
-            unsafe { abi::envoy_dynamic_module_callback_http_filter_scheduler_commit(scheduler.0, stream) };
+            unsafe {
+                abi::envoy_dynamic_module_callback_http_filter_scheduler_commit(scheduler.0, stream)
+            };
         }
     }
 }
@@ -119,22 +134,36 @@ impl Fetcher {
     /// Called on the main thread when the configuration loads.
     pub fn start(config: EnvoyConfigPtr, providers: Vec<(String, Provider)>) -> Fetcher {
         // SAFETY: the configuration pointer Envoy passed to the configuration hook.
-        let scheduler = Scheduler(unsafe { abi::envoy_dynamic_module_callback_http_filter_config_scheduler_new(config) });
+        let scheduler = Scheduler(unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_scheduler_new(config)
+        });
         let id = NEXT_FETCHER.fetch_add(1, Ordering::Relaxed);
         lock(&TICKED).insert(id, scheduler);
         TICKER.call_once(|| {
-            let spawned = std::thread::Builder::new().name("ai-gateway-credentials".into()).spawn(|| loop {
-                std::thread::sleep(TICK);
-                for scheduler in lock(&TICKED).values() {
-                    // SAFETY: live schedulers (they leave the map before they are deleted).
-                    unsafe { abi::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(scheduler.0, 0) };
-                }
-            });
+            let spawned = std::thread::Builder::new()
+                .name("ai-gateway-credentials".into())
+                .spawn(|| loop {
+                    std::thread::sleep(TICK);
+                    for scheduler in lock(&TICKED).values() {
+                        // SAFETY: live schedulers (they leave the map before they are deleted).
+                        unsafe {
+                            abi::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+                                scheduler.0,
+                                0,
+                            )
+                        };
+                    }
+                });
             if let Err(error) = spawned {
                 log::error!("ai gateway: cannot start the credential ticker: {error}");
             }
         });
-        Fetcher { id, config, scheduler, providers }
+        Fetcher {
+            id,
+            config,
+            scheduler,
+            providers,
+        }
     }
 
     /// The ticker's event, on the main thread: start due fetches, decide about waiting requests.
@@ -157,9 +186,15 @@ impl Fetcher {
         let headers: Vec<ModuleHttpHeader> = call
             .headers
             .iter()
-            .map(|(name, value)| ModuleHttpHeader { key: ModuleBuffer::of(name.as_bytes()), value: ModuleBuffer::of(value.as_bytes()) })
+            .map(|(name, value)| ModuleHttpHeader {
+                key: ModuleBuffer::of(name.as_bytes()),
+                value: ModuleBuffer::of(value.as_bytes()),
+            })
             .collect();
-        let body = call.body.as_deref().map_or(ModuleBuffer::NULL, ModuleBuffer::of);
+        let body = call
+            .body
+            .as_deref()
+            .map_or(ModuleBuffer::NULL, ModuleBuffer::of);
         let mut callout_id = 0u64;
         // SAFETY: the configuration pointer is alive while this fetcher is; every buffer outlives the call.
         let result = unsafe {
@@ -176,21 +211,40 @@ impl Fetcher {
         if result == abi::CALLOUT_INIT_SUCCESS {
             lock(&BROKER).dispatched(self.token(callout_id), fetch);
         } else {
-            let error = format!("cannot call the {} cluster {:?} ({result})", fetch.provider.name(), call.cluster);
+            let error = format!(
+                "cannot call the {} cluster {:?} ({result})",
+                fetch.provider.name(),
+                call.cluster
+            );
             broker::record_failure(&ProcessStore, &fetch.key, now_ms, error);
         }
     }
 
     /// A fetch's reply, on the main thread.
-    pub fn on_callout_done(&self, callout_id: u64, succeeded: bool, headers: &[EnvoyHttpHeader], body: &[u8]) {
+    pub fn on_callout_done(
+        &self,
+        callout_id: u64,
+        succeeded: bool,
+        headers: &[EnvoyHttpHeader],
+        body: &[u8],
+    ) {
         let now_ms = now_ms();
         let status = succeeded
             .then(|| {
                 // SAFETY: Envoy's header buffers, valid for the hook that handed them over.
-                headers.iter().find(|h| unsafe { h.key.as_slice() } == b":status").and_then(|h| std::str::from_utf8(unsafe { h.value.as_slice() }).ok()?.parse().ok())
+                headers
+                    .iter()
+                    .find(|h| unsafe { h.key.as_slice() } == b":status")
+                    .and_then(|h| {
+                        std::str::from_utf8(unsafe { h.value.as_slice() })
+                            .ok()?
+                            .parse()
+                            .ok()
+                    })
             })
             .flatten();
-        let reply = lock(&BROKER).on_reply(&ProcessStore, self.token(callout_id), status, body, now_ms);
+        let reply =
+            lock(&BROKER).on_reply(&ProcessStore, self.token(callout_id), status, body, now_ms);
         reply.log(now_ms);
         match reply {
             Reply::Unknown => return,
@@ -205,7 +259,11 @@ impl Drop for Fetcher {
     fn drop(&mut self) {
         if lock(&TICKED).remove(&self.id).is_some() {
             // SAFETY: out of the ticker's map under its lock, so never committed again; deleted once.
-            unsafe { abi::envoy_dynamic_module_callback_http_filter_config_scheduler_delete(self.scheduler.0) };
+            unsafe {
+                abi::envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
+                    self.scheduler.0,
+                )
+            };
         }
     }
 }

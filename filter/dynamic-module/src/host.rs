@@ -22,12 +22,17 @@ pub struct NativeHost<'a> {
 
 impl<'a> NativeHost<'a> {
     pub fn new(filter: EnvoyFilterPtr) -> Self {
-        NativeHost { filter, local_reply_details: None }
+        NativeHost {
+            filter,
+            local_reply_details: None,
+        }
     }
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn header_type(side: Side) -> u32 {
@@ -52,8 +57,16 @@ impl NativeHost<'_> {
         // SAFETY: the filter pointer is valid for the current hook.
         unsafe {
             match side {
-                Side::Request => abi::envoy_dynamic_module_callback_http_received_buffered_request_body(self.filter),
-                Side::Response => abi::envoy_dynamic_module_callback_http_received_buffered_response_body(self.filter),
+                Side::Request => {
+                    abi::envoy_dynamic_module_callback_http_received_buffered_request_body(
+                        self.filter,
+                    )
+                }
+                Side::Response => {
+                    abi::envoy_dynamic_module_callback_http_received_buffered_response_body(
+                        self.filter,
+                    )
+                }
             }
         }
     }
@@ -61,12 +74,19 @@ impl NativeHost<'_> {
     fn append_chunks(&self, body_type: u32, out: &mut Vec<u8>) {
         // SAFETY: the filter pointer is valid for the current hook; the vector is sized as Envoy asked.
         unsafe {
-            let count = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(self.filter, body_type);
+            let count = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(
+                self.filter,
+                body_type,
+            );
             if count == 0 {
                 return;
             }
             let mut chunks = vec![EnvoyBuffer::EMPTY; count];
-            if !abi::envoy_dynamic_module_callback_http_get_body_chunks(self.filter, body_type, chunks.as_mut_ptr()) {
+            if !abi::envoy_dynamic_module_callback_http_get_body_chunks(
+                self.filter,
+                body_type,
+                chunks.as_mut_ptr(),
+            ) {
                 return;
             }
             out.reserve(chunks.iter().map(|chunk| chunk.length).sum());
@@ -86,13 +106,29 @@ impl Host for NativeHost<'_> {
         // SAFETY: the filter pointer is valid for the current hook; the vector is sized as Envoy
         // asked, and the buffers it returns are read before this hook changes any header.
         unsafe {
-            let count = abi::envoy_dynamic_module_callback_http_get_headers_size(self.filter, header_type(side));
-            let empty = abi::EnvoyHttpHeader { key: EnvoyBuffer::EMPTY, value: EnvoyBuffer::EMPTY };
+            let count = abi::envoy_dynamic_module_callback_http_get_headers_size(
+                self.filter,
+                header_type(side),
+            );
+            let empty = abi::EnvoyHttpHeader {
+                key: EnvoyBuffer::EMPTY,
+                value: EnvoyBuffer::EMPTY,
+            };
             let mut headers = vec![empty; count];
-            if count == 0 || !abi::envoy_dynamic_module_callback_http_get_headers(self.filter, header_type(side), headers.as_mut_ptr()) {
+            if count == 0
+                || !abi::envoy_dynamic_module_callback_http_get_headers(
+                    self.filter,
+                    header_type(side),
+                    headers.as_mut_ptr(),
+                )
+            {
                 return HeaderSnapshot::default();
             }
-            HeaderSnapshot::from_pairs(headers.iter().map(|h| (h.key.as_slice(), h.value.as_slice())))
+            HeaderSnapshot::from_pairs(
+                headers
+                    .iter()
+                    .map(|h| (h.key.as_slice(), h.value.as_slice())),
+            )
         }
     }
 
@@ -118,7 +154,14 @@ impl Host for NativeHost<'_> {
     fn set_header(&mut self, side: Side, name: &str, value: Option<&str>) {
         let value = value.map_or(ModuleBuffer::NULL, |v| ModuleBuffer::of(v.as_bytes()));
         // SAFETY: the filter pointer is valid for the current hook; the buffers outlive the call.
-        let set = unsafe { abi::envoy_dynamic_module_callback_http_set_header(self.filter, header_type(side), ModuleBuffer::of(name.as_bytes()), value) };
+        let set = unsafe {
+            abi::envoy_dynamic_module_callback_http_set_header(
+                self.filter,
+                header_type(side),
+                ModuleBuffer::of(name.as_bytes()),
+                value,
+            )
+        };
         if !set {
             log::warn!("ai gateway: could not set {side:?} header {name}");
         }
@@ -139,19 +182,33 @@ impl Host for NativeHost<'_> {
         // SAFETY: the filter pointer is valid for the current hook; `value` outlives the call.
         unsafe {
             for body_type in [buffered, received] {
-                let size = abi::envoy_dynamic_module_callback_http_get_body_size(self.filter, body_type);
+                let size =
+                    abi::envoy_dynamic_module_callback_http_get_body_size(self.filter, body_type);
                 if size > 0 {
-                    abi::envoy_dynamic_module_callback_http_drain_body(self.filter, body_type, size);
+                    abi::envoy_dynamic_module_callback_http_drain_body(
+                        self.filter,
+                        body_type,
+                        size,
+                    );
                 }
             }
-            if !value.is_empty() && !abi::envoy_dynamic_module_callback_http_append_body(self.filter, received, ModuleBuffer::of(value)) {
+            if !value.is_empty()
+                && !abi::envoy_dynamic_module_callback_http_append_body(
+                    self.filter,
+                    received,
+                    ModuleBuffer::of(value),
+                )
+            {
                 log::warn!("ai gateway: could not replace the {side:?} body");
             }
         }
     }
 
     fn send_json(&mut self, status: u16, body: &[u8]) {
-        let headers = [ModuleHttpHeader { key: ModuleBuffer::of(b"content-type"), value: ModuleBuffer::of(b"application/json") }];
+        let headers = [ModuleHttpHeader {
+            key: ModuleBuffer::of(b"content-type"),
+            value: ModuleBuffer::of(b"application/json"),
+        }];
         // SAFETY: the filter pointer is valid for the current hook; every buffer outlives the call.
         unsafe {
             abi::envoy_dynamic_module_callback_http_send_response(
@@ -174,7 +231,11 @@ impl Host for NativeHost<'_> {
         let mut value = EnvoyBuffer::EMPTY;
         // SAFETY: the filter pointer is valid for the current hook; `value` is read at once.
         unsafe {
-            if !abi::envoy_dynamic_module_callback_http_filter_get_attribute_string(self.filter, abi::ATTRIBUTE_XDS_CLUSTER_NAME, &mut value) {
+            if !abi::envoy_dynamic_module_callback_http_filter_get_attribute_string(
+                self.filter,
+                abi::ATTRIBUTE_XDS_CLUSTER_NAME,
+                &mut value,
+            ) {
                 return None;
             }
             Some(String::from_utf8_lossy(value.as_slice()).into_owned())
@@ -191,9 +252,24 @@ impl Host for NativeHost<'_> {
         // Token counts up to 2^53 are exact as doubles.
         #[allow(clippy::cast_precision_loss)]
         unsafe {
-            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_number(self.filter, namespace, ModuleBuffer::of(b"total_tokens"), summary.total_tokens as f64);
-            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_number(self.filter, namespace, ModuleBuffer::of(b"cost"), summary.cost as f64);
-            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string(self.filter, namespace, ModuleBuffer::of(b"usage"), ModuleBuffer::of(summary.json.as_bytes()));
+            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_number(
+                self.filter,
+                namespace,
+                ModuleBuffer::of(b"total_tokens"),
+                summary.total_tokens as f64,
+            );
+            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_number(
+                self.filter,
+                namespace,
+                ModuleBuffer::of(b"cost"),
+                summary.cost as f64,
+            );
+            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+                self.filter,
+                namespace,
+                ModuleBuffer::of(b"usage"),
+                ModuleBuffer::of(summary.json.as_bytes()),
+            );
         }
     }
 
@@ -203,9 +279,18 @@ impl Host for NativeHost<'_> {
 
     /// Envoy answers through `on_http_filter_http_callout_done` of this stream's filter.
     fn dispatch_call(&mut self, call: &HttpCall, timeout_ms: u64) -> Option<u64> {
-        let headers: Vec<ModuleHttpHeader> =
-            call.headers.iter().map(|(name, value)| ModuleHttpHeader { key: ModuleBuffer::of(name.as_bytes()), value: ModuleBuffer::of(value.as_bytes()) }).collect();
-        let body = call.body.as_deref().map_or(ModuleBuffer::NULL, ModuleBuffer::of);
+        let headers: Vec<ModuleHttpHeader> = call
+            .headers
+            .iter()
+            .map(|(name, value)| ModuleHttpHeader {
+                key: ModuleBuffer::of(name.as_bytes()),
+                value: ModuleBuffer::of(value.as_bytes()),
+            })
+            .collect();
+        let body = call
+            .body
+            .as_deref()
+            .map_or(ModuleBuffer::NULL, ModuleBuffer::of);
         let mut callout_id = 0u64;
         // SAFETY: the filter pointer is valid for the current hook; every buffer outlives the call.
         let result = unsafe {
@@ -222,7 +307,10 @@ impl Host for NativeHost<'_> {
         if result == abi::CALLOUT_INIT_SUCCESS {
             Some(callout_id)
         } else {
-            log::warn!("ai gateway: cannot call the cluster {:?} ({result})", call.cluster);
+            log::warn!(
+                "ai gateway: cannot call the cluster {:?} ({result})",
+                call.cluster
+            );
             None
         }
     }

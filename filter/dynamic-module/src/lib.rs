@@ -8,7 +8,12 @@
 //! `catch_unwind` (the module is built with `panic = "unwind"`), and a stream whose hook panicked
 //! is answered with a 500 in its caller's format and left alone afterwards.
 
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod abi;
 mod credentials;
@@ -97,7 +102,12 @@ impl log::Log for EnvoyLogger {
         if self.enabled(record.metadata()) {
             let message = record.args().to_string();
             // SAFETY: the buffer outlives the call.
-            unsafe { abi::envoy_dynamic_module_callback_log(envoy_level(record.level()), abi::ModuleBuffer::of(message.as_bytes())) }
+            unsafe {
+                abi::envoy_dynamic_module_callback_log(
+                    envoy_level(record.level()),
+                    abi::ModuleBuffer::of(message.as_bytes()),
+                )
+            }
         }
     }
 
@@ -131,7 +141,11 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(config_envoy: EnvoyConfigPtr, name: EnvoyBuffer, config: EnvoyBuffer) -> *const c_void {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    config_envoy: EnvoyConfigPtr,
+    name: EnvoyBuffer,
+    config: EnvoyBuffer,
+) -> *const c_void {
     guarded(std::ptr::null(), || {
         // SAFETY: Envoy's buffers, valid for this hook.
         let (name, json) = unsafe { (name.as_slice(), config.as_slice()) };
@@ -140,7 +154,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(config_envoy: E
             b"ai_gateway_backend" => Stage::Backend,
             b"ai_gateway_sts" => Stage::Sts,
             other => {
-                log::error!("ai gateway: unknown filter_name {:?}", String::from_utf8_lossy(other));
+                log::error!(
+                    "ai gateway: unknown filter_name {:?}",
+                    String::from_utf8_lossy(other)
+                );
                 return std::ptr::null();
             }
         };
@@ -161,7 +178,14 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(config_envoy: E
             }
             Stage::Sts => {}
         }
-        Box::into_raw(Box::new(FilterConfig { id, stage, config, fetcher })).cast::<c_void>().cast_const()
+        Box::into_raw(Box::new(FilterConfig {
+            id,
+            stage,
+            config,
+            fetcher,
+        }))
+        .cast::<c_void>()
+        .cast_const()
     })
 }
 
@@ -176,10 +200,16 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *co
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(_config_envoy: EnvoyConfigPtr, config: *const c_void, _event_id: u64) {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    _config_envoy: EnvoyConfigPtr,
+    config: *const c_void,
+    _event_id: u64,
+) {
     guarded((), || {
         // SAFETY: our configuration, alive while Envoy calls its hooks.
-        if let Some(fetcher) = unsafe { config.cast::<FilterConfig>().as_ref() }.and_then(|c| c.fetcher.as_ref()) {
+        if let Some(fetcher) =
+            unsafe { config.cast::<FilterConfig>().as_ref() }.and_then(|c| c.fetcher.as_ref())
+        {
             fetcher.on_tick();
         }
     });
@@ -200,11 +230,23 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
 ) {
     guarded((), || {
         // SAFETY: our configuration, alive while Envoy calls its hooks.
-        let Some(fetcher) = unsafe { config.cast::<FilterConfig>().as_ref() }.and_then(|c| c.fetcher.as_ref()) else { return };
+        let Some(fetcher) =
+            unsafe { config.cast::<FilterConfig>().as_ref() }.and_then(|c| c.fetcher.as_ref())
+        else {
+            return;
+        };
         // SAFETY: Envoy's arrays of the given sizes (or null), valid for this hook.
-        let (headers, chunks) = unsafe { (slice_or_empty(headers, headers_size), slice_or_empty(body_chunks, body_chunks_size)) };
+        let (headers, chunks) = unsafe {
+            (
+                slice_or_empty(headers, headers_size),
+                slice_or_empty(body_chunks, body_chunks_size),
+            )
+        };
         // SAFETY: as above, for each chunk's bytes.
-        let body: Vec<u8> = chunks.iter().flat_map(|c| unsafe { c.as_slice() }.iter().copied()).collect();
+        let body: Vec<u8> = chunks
+            .iter()
+            .flat_map(|c| unsafe { c.as_slice() }.iter().copied())
+            .collect();
         fetcher.on_callout_done(callout_id, result == abi::CALLOUT_SUCCESS, headers, &body);
     });
 }
@@ -222,10 +264,15 @@ unsafe fn slice_or_empty<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
 // ---- Streams ----------------------------------------------------------------------------
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_new(config: *const c_void, _filter_envoy: EnvoyFilterPtr) -> *const c_void {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    config: *const c_void,
+    _filter_envoy: EnvoyFilterPtr,
+) -> *const c_void {
     guarded(std::ptr::null(), || {
         // SAFETY: our configuration, which outlives its filters.
-        let Some(filter_config) = (unsafe { config.cast::<FilterConfig>().as_ref() }) else { return std::ptr::null() };
+        let Some(filter_config) = (unsafe { config.cast::<FilterConfig>().as_ref() }) else {
+            return std::ptr::null();
+        };
         let id = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
         let shared = Some(Arc::clone(&filter_config.config));
         let stream = match filter_config.stage {
@@ -233,8 +280,16 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(config: *const c_void,
             Stage::Backend => StageStream::Backend(BackendStream::new(id, shared)),
             Stage::Sts => StageStream::Sts(StsStream::default()),
         };
-        let filter = Filter { id, stream, local_reply_details: None, parked: false, failed: false };
-        Box::into_raw(Box::new(filter)).cast::<c_void>().cast_const()
+        let filter = Filter {
+            id,
+            stream,
+            local_reply_details: None,
+            parked: false,
+            failed: false,
+        };
+        Box::into_raw(Box::new(filter))
+            .cast::<c_void>()
+            .cast_const()
     })
 }
 
@@ -247,7 +302,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_v
         // SAFETY: made by `filter_new` with Box::into_raw; Envoy destroys it once.
         let mut filter = unsafe { Box::from_raw(filter.cast::<Filter>().cast_mut()) };
         if let StageStream::Backend(stream) = &mut filter.stream {
-            let _ = WORKER.try_with(|worker| worker.try_borrow_mut().map(|mut worker| stream.on_destroy(&mut worker)));
+            let _ = WORKER.try_with(|worker| {
+                worker
+                    .try_borrow_mut()
+                    .map(|mut worker| stream.on_destroy(&mut worker))
+            });
         }
         if filter.parked {
             credentials::forget(filter.id);
@@ -257,15 +316,26 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_v
 
 /// Runs one stream hook: finds the filter, builds its host, and turns a panic into a 500 in the
 /// caller's format (then `stop`) instead of aborting Envoy.
-fn stream_hook(filter_envoy: EnvoyFilterPtr, filter: *const c_void, stop: u32, hook: impl FnOnce(&mut Filter, &mut NativeHost<'_>) -> Flow, continue_status: u32) -> u32 {
+fn stream_hook(
+    filter_envoy: EnvoyFilterPtr,
+    filter: *const c_void,
+    stop: u32,
+    hook: impl FnOnce(&mut Filter, &mut NativeHost<'_>) -> Flow,
+    continue_status: u32,
+) -> u32 {
     // SAFETY: our filter, alive until `destroy`; Envoy calls its hooks on one thread.
-    let Some(filter) = (unsafe { filter.cast::<Filter>().cast_mut().as_mut() }) else { return continue_status };
+    let Some(filter) = (unsafe { filter.cast::<Filter>().cast_mut().as_mut() }) else {
+        return continue_status;
+    };
     if filter.failed {
         return continue_status;
     }
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let details = filter.local_reply_details.take();
-        let mut host = NativeHost { filter: filter_envoy, local_reply_details: details.as_deref() };
+        let mut host = NativeHost {
+            filter: filter_envoy,
+            local_reply_details: details.as_deref(),
+        };
         hook(filter, &mut host)
     }));
     match outcome {
@@ -283,20 +353,38 @@ fn answer_after_panic(filter_envoy: EnvoyFilterPtr) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let mut host = NativeHost::new(filter_envoy);
         let path = host.header(Side::Request, ":path").unwrap_or_default();
-        log::error!("ai gateway: a filter hook panicked on {path}; the request is answered with a 500");
-        let error = GatewayError::new(500, ErrorKind::Upstream, "The gateway failed while handling this request.");
+        log::error!(
+            "ai gateway: a filter hook panicked on {path}; the request is answered with a 500"
+        );
+        let error = GatewayError::new(
+            500,
+            ErrorKind::Upstream,
+            "The gateway failed while handling this request.",
+        );
         host.send_json(error.status, &error.to_json(format_for_path(&path)));
     }));
 }
 
 /// The backend stage's hooks borrow this worker's signer.
-fn with_worker<'h>(host: &mut NativeHost<'h>, body: impl FnOnce(&mut NativeHost<'h>, &mut Worker) -> Flow) -> Flow {
-    let outcome = WORKER.try_with(|worker| worker.try_borrow_mut().ok().map(|mut worker| body(host, &mut worker)));
+fn with_worker<'h>(
+    host: &mut NativeHost<'h>,
+    body: impl FnOnce(&mut NativeHost<'h>, &mut Worker) -> Flow,
+) -> Flow {
+    let outcome = WORKER.try_with(|worker| {
+        worker
+            .try_borrow_mut()
+            .ok()
+            .map(|mut worker| body(host, &mut worker))
+    });
     match outcome {
         Ok(Some(flow)) => flow,
         // Hooks do not nest, so the worker is never borrowed twice; if it were, the caller is told.
         _ => {
-            let error = GatewayError::new(503, ErrorKind::Unavailable, "The gateway is busy; retry the request.");
+            let error = GatewayError::new(
+                503,
+                ErrorKind::Unavailable,
+                "The gateway is busy; retry the request.",
+            );
             let path = host.header(Side::Request, ":path").unwrap_or_default();
             host.send_json(error.status, &error.to_json(format_for_path(&path)));
             Flow::Pause
@@ -306,8 +394,14 @@ fn with_worker<'h>(host: &mut NativeHost<'h>, body: impl FnOnce(&mut NativeHost<
 
 /// The backend stage's request phase; a request that must wait for credentials moves to the
 /// process's broker, with a scheduler to resume it on this worker.
-fn backend_request(filter: &mut Filter, host: &mut NativeHost<'_>, phase: impl FnOnce(&mut BackendStream, &mut NativeHost<'_>, &mut Worker) -> Flow) -> Flow {
-    let StageStream::Backend(stream) = &mut filter.stream else { return Flow::Continue };
+fn backend_request(
+    filter: &mut Filter,
+    host: &mut NativeHost<'_>,
+    phase: impl FnOnce(&mut BackendStream, &mut NativeHost<'_>, &mut Worker) -> Flow,
+) -> Flow {
+    let StageStream::Backend(stream) = &mut filter.stream else {
+        return Flow::Continue;
+    };
     let id = filter.id;
     let mut parked = None;
     let flow = with_worker(host, |host, worker| {
@@ -323,7 +417,11 @@ fn backend_request(filter: &mut Filter, host: &mut NativeHost<'_>, phase: impl F
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(filter_envoy: EnvoyFilterPtr, filter: *const c_void, end_of_stream: bool) -> u32 {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    filter_envoy: EnvoyFilterPtr,
+    filter: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
     stream_hook(
         filter_envoy,
         filter,
@@ -337,9 +435,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(filter_env
             match &mut filter.stream {
                 StageStream::Routing(stream) => stream.on_request_headers(host, end_of_stream),
                 StageStream::Sts(stream) => stream.on_request_headers(host, end_of_stream),
-                StageStream::Backend(_) => {
-                    backend_request(filter, host, |stream, host, worker| stream.on_request_headers(host, worker, &ProcessStore, end_of_stream))
-                }
+                StageStream::Backend(_) => backend_request(filter, host, |stream, host, worker| {
+                    stream.on_request_headers(host, worker, &ProcessStore, end_of_stream)
+                }),
             }
         },
         abi::HEADERS_CONTINUE,
@@ -347,7 +445,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(filter_env
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(filter_envoy: EnvoyFilterPtr, filter: *const c_void, end_of_stream: bool) -> u32 {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    filter_envoy: EnvoyFilterPtr,
+    filter: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
     stream_hook(
         filter_envoy,
         filter,
@@ -355,16 +457,20 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(filter_envoy:
         |filter, host| match &mut filter.stream {
             StageStream::Routing(stream) => stream.on_request_body(host, end_of_stream),
             StageStream::Sts(stream) => stream.on_request_body(host, end_of_stream),
-            StageStream::Backend(_) => {
-                backend_request(filter, host, |stream, host, worker| stream.on_request_body(host, worker, &ProcessStore, end_of_stream))
-            }
+            StageStream::Backend(_) => backend_request(filter, host, |stream, host, worker| {
+                stream.on_request_body(host, worker, &ProcessStore, end_of_stream)
+            }),
         },
         abi::BODY_CONTINUE,
     )
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(filter_envoy: EnvoyFilterPtr, filter: *const c_void, end_of_stream: bool) -> u32 {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    filter_envoy: EnvoyFilterPtr,
+    filter: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
     stream_hook(
         filter_envoy,
         filter,
@@ -379,7 +485,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(filter_en
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(filter_envoy: EnvoyFilterPtr, filter: *const c_void, end_of_stream: bool) -> u32 {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    filter_envoy: EnvoyFilterPtr,
+    filter: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
     stream_hook(
         filter_envoy,
         filter,
@@ -398,22 +508,32 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(filter_envoy
 /// # Safety
 /// Envoy passes the stream's own filter pointer, on its worker, while it is alive.
 #[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(filter_envoy: EnvoyFilterPtr, filter: *const c_void, event_id: u64) {
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    filter_envoy: EnvoyFilterPtr,
+    filter: *const c_void,
+    event_id: u64,
+) {
     stream_hook(
         filter_envoy,
         filter,
         0,
         |filter, host| {
-            let Some((parked, verdict)) = credentials::take_decision(event_id) else { return Flow::Continue };
-            let settled = with_worker(host, |host, worker| match backend::settle(host, &parked, &verdict, &mut worker.signer) {
-                Settled::Resume => Flow::Continue,
-                Settled::Answered => Flow::Pause,
+            let Some((parked, verdict)) = credentials::take_decision(event_id) else {
+                return Flow::Continue;
+            };
+            let settled = with_worker(host, |host, worker| {
+                match backend::settle(host, &parked, &verdict, &mut worker.signer) {
+                    Settled::Resume => Flow::Continue,
+                    Settled::Answered => Flow::Pause,
+                }
             });
             filter.parked = false;
             credentials::forget(filter.id);
             if settled == Flow::Continue {
                 // SAFETY: the stream's own filter pointer, on its worker, while it is alive.
-                unsafe { abi::envoy_dynamic_module_callback_http_filter_continue_decoding(filter_envoy) };
+                unsafe {
+                    abi::envoy_dynamic_module_callback_http_filter_continue_decoding(filter_envoy)
+                };
             }
             Flow::Continue
         },
@@ -434,7 +554,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_local_reply(
     guarded(abi::LOCAL_REPLY_CONTINUE, || {
         // SAFETY: our filter, alive until `destroy`; Envoy's buffer, valid for this hook.
         if let Some(filter) = unsafe { filter.cast::<Filter>().cast_mut().as_mut() } {
-            filter.local_reply_details = Some(String::from_utf8_lossy(unsafe { details.as_slice() }).into_owned());
+            filter.local_reply_details =
+                Some(String::from_utf8_lossy(unsafe { details.as_slice() }).into_owned());
         }
         abi::LOCAL_REPLY_CONTINUE
     })
@@ -443,25 +564,41 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_local_reply(
 // ---- Hooks this module does not use, which Envoy requires --------------------------------
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(_filter_envoy: EnvoyFilterPtr, _filter: *const c_void) -> u32 {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    _filter_envoy: EnvoyFilterPtr,
+    _filter: *const c_void,
+) -> u32 {
     abi::TRAILERS_CONTINUE
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(_filter_envoy: EnvoyFilterPtr, _filter: *const c_void) -> u32 {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    _filter_envoy: EnvoyFilterPtr,
+    _filter: *const c_void,
+) -> u32 {
     abi::TRAILERS_CONTINUE
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(_filter_envoy: EnvoyFilterPtr, _filter: *const c_void) {}
+pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
+    _filter_envoy: EnvoyFilterPtr,
+    _filter: *const c_void,
+) {
+}
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(_name: EnvoyBuffer, _config: EnvoyBuffer) -> *const c_void {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
+    _name: EnvoyBuffer,
+    _config: EnvoyBuffer,
+) -> *const c_void {
     std::ptr::null()
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_config: *const c_void) {}
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(
+    _config: *const c_void,
+) {
+}
 
 /// One input of the stream's embeddings batch came back.
 ///
@@ -484,15 +621,36 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
         filter,
         0,
         |filter, host| {
-            let StageStream::Backend(stream) = &mut filter.stream else { return Flow::Continue };
+            let StageStream::Backend(stream) = &mut filter.stream else {
+                return Flow::Continue;
+            };
             // SAFETY: Envoy's arrays of the given sizes (or null), valid for this hook.
-            let (headers, chunks) = unsafe { (slice_or_empty(headers, headers_size), slice_or_empty(body_chunks, body_chunks_size)) };
+            let (headers, chunks) = unsafe {
+                (
+                    slice_or_empty(headers, headers_size),
+                    slice_or_empty(body_chunks, body_chunks_size),
+                )
+            };
             // SAFETY: as above, for each header's and chunk's bytes.
-            let header = |name: &[u8]| headers.iter().find(|h| unsafe { h.key.as_slice() } == name).map(|h| String::from_utf8_lossy(unsafe { h.value.as_slice() }));
-            let body: Vec<u8> = chunks.iter().flat_map(|c| unsafe { c.as_slice() }.iter().copied()).collect();
-            let status = (result == abi::CALLOUT_SUCCESS).then(|| header(b":status").and_then(|s| s.parse().ok())).flatten();
+            let header = |name: &[u8]| {
+                headers
+                    .iter()
+                    .find(|h| unsafe { h.key.as_slice() } == name)
+                    .map(|h| String::from_utf8_lossy(unsafe { h.value.as_slice() }))
+            };
+            let body: Vec<u8> = chunks
+                .iter()
+                .flat_map(|c| unsafe { c.as_slice() }.iter().copied())
+                .collect();
+            let status = (result == abi::CALLOUT_SUCCESS)
+                .then(|| header(b":status").and_then(|s| s.parse().ok()))
+                .flatten();
             let error_type = header(b"x-amzn-errortype");
-            let answer = PartAnswer { status, error_type: error_type.as_deref(), body: &body };
+            let answer = PartAnswer {
+                status,
+                error_type: error_type.as_deref(),
+                body: &body,
+            };
             stream.on_call_answer(host, callout_id, &answer)
         },
         0,
@@ -532,10 +690,21 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(_filter_envoy: EnvoyFilterPtr, _filter: *const c_void, _stream_id: u64) {}
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    _filter_envoy: EnvoyFilterPtr,
+    _filter: *const c_void,
+    _stream_id: u64,
+) {
+}
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(_filter_envoy: EnvoyFilterPtr, _filter: *const c_void, _stream_id: u64, _reason: u32) {}
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    _filter_envoy: EnvoyFilterPtr,
+    _filter: *const c_void,
+    _stream_id: u64,
+    _reason: u32,
+) {
+}
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_headers(
@@ -570,13 +739,32 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_trailer
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_complete(_config_envoy: EnvoyConfigPtr, _config: *const c_void, _stream_id: u64) {}
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_complete(
+    _config_envoy: EnvoyConfigPtr,
+    _config: *const c_void,
+    _stream_id: u64,
+) {
+}
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_reset(_config_envoy: EnvoyConfigPtr, _config: *const c_void, _stream_id: u64, _reason: u32) {}
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_reset(
+    _config_envoy: EnvoyConfigPtr,
+    _config: *const c_void,
+    _stream_id: u64,
+    _reason: u32,
+) {
+}
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(_filter_envoy: EnvoyFilterPtr, _filter: *const c_void) {}
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    _filter_envoy: EnvoyFilterPtr,
+    _filter: *const c_void,
+) {
+}
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(_filter_envoy: EnvoyFilterPtr, _filter: *const c_void) {}
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    _filter_envoy: EnvoyFilterPtr,
+    _filter: *const c_void,
+) {
+}

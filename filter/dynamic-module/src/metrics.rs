@@ -32,7 +32,11 @@ pub fn withdraw(owner: u64) {
 /// Records one sample through the published metrics; held under the read lock, so the defining
 /// configuration cannot be destroyed meanwhile.
 pub fn record(labels: &MetricLabels, sample: Sample) {
-    if let Some((_, metrics)) = PUBLISHED.read().unwrap_or_else(PoisonError::into_inner).as_ref() {
+    if let Some((_, metrics)) = PUBLISHED
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+    {
         metrics.record(labels, sample);
     }
 }
@@ -40,8 +44,18 @@ pub fn record(labels: &MetricLabels, sample: Sample) {
 const REQUESTS: &str = "requests";
 const CALLER_REQUESTS: &str = "caller_requests";
 const CALLER_TOTAL_TOKENS: &str = "caller_total_tokens";
-const TOKEN_COUNTERS: [&str; 5] = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "total_tokens"];
-const HISTOGRAMS: [&str; 3] = ["request_duration_ms", "time_to_first_token_ms", "time_per_output_token_us"];
+const TOKEN_COUNTERS: [&str; 5] = [
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "total_tokens",
+];
+const HISTOGRAMS: [&str; 3] = [
+    "request_duration_ms",
+    "time_to_first_token_ms",
+    "time_per_output_token_us",
+];
 
 /// Metric ids by name; a name that failed to define is left out and never recorded.
 pub struct Metrics {
@@ -54,7 +68,10 @@ pub struct Metrics {
 }
 
 fn define(config: EnvoyConfigPtr, histogram: bool, name: &str, labels: &[&str]) -> Option<usize> {
-    let label_names: Vec<ModuleBuffer> = labels.iter().map(|l| ModuleBuffer::of(l.as_bytes())).collect();
+    let label_names: Vec<ModuleBuffer> = labels
+        .iter()
+        .map(|l| ModuleBuffer::of(l.as_bytes()))
+        .collect();
     let mut id = 0usize;
     // SAFETY: called from the configuration hook with Envoy's configuration pointer; every buffer
     // outlives the call.
@@ -64,7 +81,13 @@ fn define(config: EnvoyConfigPtr, histogram: bool, name: &str, labels: &[&str]) 
         } else {
             abi::envoy_dynamic_module_callback_http_filter_config_define_counter
         };
-        define(config, ModuleBuffer::of(name.as_bytes()), label_names.as_ptr(), label_names.len(), &mut id)
+        define(
+            config,
+            ModuleBuffer::of(name.as_bytes()),
+            label_names.as_ptr(),
+            label_names.len(),
+            &mut id,
+        )
     };
     if result != abi::METRICS_SUCCESS {
         log::error!("ai gateway: cannot define the metric {name} ({result})");
@@ -78,11 +101,22 @@ impl Metrics {
         let labels = ["model", "backend"];
         Metrics {
             config,
-            requests: define(config, false, REQUESTS, &["model", "backend", "status_class"]),
+            requests: define(
+                config,
+                false,
+                REQUESTS,
+                &["model", "backend", "status_class"],
+            ),
             caller_requests: define(config, false, CALLER_REQUESTS, &["caller", "status_class"]),
             caller_total_tokens: define(config, false, CALLER_TOTAL_TOKENS, &["caller"]),
-            counters: TOKEN_COUNTERS.iter().filter_map(|name| Some((*name, define(config, false, name, &labels)?))).collect(),
-            histograms: HISTOGRAMS.iter().filter_map(|name| Some((*name, define(config, true, name, &labels)?))).collect(),
+            counters: TOKEN_COUNTERS
+                .iter()
+                .filter_map(|name| Some((*name, define(config, false, name, &labels)?)))
+                .collect(),
+            histograms: HISTOGRAMS
+                .iter()
+                .filter_map(|name| Some((*name, define(config, true, name, &labels)?)))
+                .collect(),
         }
     }
 
@@ -93,30 +127,93 @@ impl Metrics {
         // the call, and the label count matches the definition's.
         let caller = ModuleBuffer::of(labels.caller.as_bytes());
         match sample {
-            Sample::Counter { name, suffix, value } if name == CALLER_REQUESTS => {
-                let Some(id) = self.caller_requests else { return };
-                let values = [caller, ModuleBuffer::of(status_class_value(suffix).as_bytes())];
-                unsafe { abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(self.config, id, values.as_ptr(), values.len(), value) };
+            Sample::Counter {
+                name,
+                suffix,
+                value,
+            } if name == CALLER_REQUESTS => {
+                let Some(id) = self.caller_requests else {
+                    return;
+                };
+                let values = [
+                    caller,
+                    ModuleBuffer::of(status_class_value(suffix).as_bytes()),
+                ];
+                unsafe {
+                    abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                        self.config,
+                        id,
+                        values.as_ptr(),
+                        values.len(),
+                        value,
+                    )
+                };
             }
             Sample::Counter { name, value, .. } if name == CALLER_TOTAL_TOKENS => {
-                let Some(id) = self.caller_total_tokens else { return };
+                let Some(id) = self.caller_total_tokens else {
+                    return;
+                };
                 let values = [caller];
-                unsafe { abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(self.config, id, values.as_ptr(), values.len(), value) };
+                unsafe {
+                    abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                        self.config,
+                        id,
+                        values.as_ptr(),
+                        values.len(),
+                        value,
+                    )
+                };
             }
-            Sample::Counter { name, suffix, value } if name == REQUESTS => {
+            Sample::Counter {
+                name,
+                suffix,
+                value,
+            } if name == REQUESTS => {
                 let Some(id) = self.requests else { return };
-                let values = [model, backend, ModuleBuffer::of(status_class_value(suffix).as_bytes())];
-                unsafe { abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(self.config, id, values.as_ptr(), values.len(), value) };
+                let values = [
+                    model,
+                    backend,
+                    ModuleBuffer::of(status_class_value(suffix).as_bytes()),
+                ];
+                unsafe {
+                    abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                        self.config,
+                        id,
+                        values.as_ptr(),
+                        values.len(),
+                        value,
+                    )
+                };
             }
             Sample::Counter { name, value, .. } => {
-                let Some((_, id)) = self.counters.iter().find(|(n, _)| *n == name) else { return };
+                let Some((_, id)) = self.counters.iter().find(|(n, _)| *n == name) else {
+                    return;
+                };
                 let values = [model, backend];
-                unsafe { abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(self.config, *id, values.as_ptr(), values.len(), value) };
+                unsafe {
+                    abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                        self.config,
+                        *id,
+                        values.as_ptr(),
+                        values.len(),
+                        value,
+                    )
+                };
             }
             Sample::Histogram { name, value } => {
-                let Some((_, id)) = self.histograms.iter().find(|(n, _)| *n == name) else { return };
+                let Some((_, id)) = self.histograms.iter().find(|(n, _)| *n == name) else {
+                    return;
+                };
                 let values = [model, backend];
-                unsafe { abi::envoy_dynamic_module_callback_http_filter_config_record_histogram_value(self.config, *id, values.as_ptr(), values.len(), value) };
+                unsafe {
+                    abi::envoy_dynamic_module_callback_http_filter_config_record_histogram_value(
+                        self.config,
+                        *id,
+                        values.as_ptr(),
+                        values.len(),
+                        value,
+                    )
+                };
             }
         }
     }

@@ -10,7 +10,12 @@
 //! only; natively this crate is empty.
 
 #![cfg(target_arch = "wasm32")]
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use bedrock_gateway_core::broker::{self, Fetch, Reply, SharedStore};
 use bedrock_gateway_core::config::Config;
@@ -64,12 +69,26 @@ struct GatewayRoot {
 }
 
 impl Context for GatewayRoot {
-    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
-        let status = header_value(MapType::HttpCallResponseHeaders, ":status").and_then(|s| s.parse().ok());
-        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let status =
+            header_value(MapType::HttpCallResponseHeaders, ":status").and_then(|s| s.parse().ok());
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let now_ms = now_millis();
         let reply = match self.worker.try_borrow_mut() {
-            Ok(mut worker) => worker.broker.on_reply(&EnvoySharedData, u64::from(token_id), status, &body, now_ms),
+            Ok(mut worker) => {
+                worker
+                    .broker
+                    .on_reply(&EnvoySharedData, u64::from(token_id), status, &body, now_ms)
+            }
             Err(_) => return,
         };
         reply.log(now_ms);
@@ -84,13 +103,20 @@ impl Context for GatewayRoot {
 
 impl RootContext for GatewayRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let root_id = hostcalls::get_property(vec!["plugin_root_id"]).ok().flatten().unwrap_or_default();
+        let root_id = hostcalls::get_property(vec!["plugin_root_id"])
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         self.stage = match root_id.as_slice() {
             id if id == BACKEND_ROOT_ID.as_bytes() => Stage::Backend,
             id if id == STS_ROOT_ID.as_bytes() => Stage::Sts,
             _ => Stage::Routing,
         };
-        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, plugin_configuration_size) {
+        let bytes = match hostcalls::get_buffer(
+            BufferType::PluginConfiguration,
+            0,
+            plugin_configuration_size,
+        ) {
             Ok(Some(bytes)) => bytes,
             _ => {
                 log::error!("ai gateway: the plugin configuration is missing");
@@ -105,7 +131,9 @@ impl RootContext for GatewayRoot {
                         // Credentials are fetched before the first request needs them, and refreshed
                         // ahead of expiry; the tick also serves requests that wait for them.
                         if let Err(status) = hostcalls::set_tick_period(CREDENTIAL_TICK) {
-                            log::error!("ai gateway: cannot start the credential timer: {status:?}");
+                            log::error!(
+                                "ai gateway: cannot start the credential timer: {status:?}"
+                            );
                             return false;
                         }
                     }
@@ -123,7 +151,9 @@ impl RootContext for GatewayRoot {
     fn on_tick(&mut self) {
         let now_ms = now_millis();
         let due = match self.worker.try_borrow() {
-            Ok(worker) => worker.broker.due_fetches(&EnvoySharedData, &self.providers, now_ms),
+            Ok(worker) => worker
+                .broker
+                .due_fetches(&EnvoySharedData, &self.providers, now_ms),
             Err(_) => return,
         };
         for fetch in due {
@@ -178,7 +208,9 @@ impl MetricIds {
         if !self.0.contains_key(labels) {
             self.0.insert(labels.to_owned(), Vec::new());
         }
-        self.0.get_mut(labels).map(|ids| LabelledMetrics { labels, ids })
+        self.0
+            .get_mut(labels)
+            .map(|ids| LabelledMetrics { labels, ids })
     }
 }
 
@@ -187,7 +219,8 @@ impl LabelledMetrics<'_> {
         if let Some((_, id)) = self.ids.iter().find(|(key, _)| *key == (name, suffix)) {
             return Some(*id);
         }
-        let id = hostcalls::define_metric(kind, &report::stat_name(name, self.labels, suffix)).ok()?;
+        let id =
+            hostcalls::define_metric(kind, &report::stat_name(name, self.labels, suffix)).ok()?;
         self.ids.push(((name, suffix), id));
         Some(id)
     }
@@ -238,11 +271,21 @@ impl GatewayRoot {
     /// Makes the call the broker asked for; a call Envoy refuses counts as a failed fetch.
     fn dispatch_fetch(&mut self, fetch: Fetch, now_ms: u64) {
         let call = credentials::call_for(&fetch.provider, &fetch.step);
-        let headers: Vec<(&str, &str)> = call.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let headers: Vec<(&str, &str)> = call
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let timeout = Duration::from_millis(credentials::FETCH_TIMEOUT_MS);
         // Calls must be attributed to the root context, whichever stream was active last.
         let _ = hostcalls::set_effective_context(self.context_id);
-        match hostcalls::dispatch_http_call(&call.cluster, headers, call.body.as_deref(), vec![], timeout) {
+        match hostcalls::dispatch_http_call(
+            &call.cluster,
+            headers,
+            call.body.as_deref(),
+            vec![],
+            timeout,
+        ) {
             Ok(token) => {
                 // Untracked, the reply is ignored and the lock's timeout lets the next tick retry.
                 if let Ok(mut worker) = self.worker.try_borrow_mut() {
@@ -250,7 +293,11 @@ impl GatewayRoot {
                 }
             }
             Err(status) => {
-                let error = format!("cannot call the {} cluster {:?} ({status:?})", fetch.provider.name(), call.cluster);
+                let error = format!(
+                    "cannot call the {} cluster {:?} ({status:?})",
+                    fetch.provider.name(),
+                    call.cluster
+                );
                 broker::record_failure(&EnvoySharedData, &fetch.key, now_ms, error);
             }
         }
@@ -258,15 +305,20 @@ impl GatewayRoot {
 
     /// Signs and resumes waiting requests whose credentials arrived; fails those that cannot get any.
     fn serve_waiting_requests(&mut self, now_ms: u64) {
-        let Ok(mut worker) = self.worker.try_borrow_mut() else { return };
+        let Ok(mut worker) = self.worker.try_borrow_mut() else {
+            return;
+        };
         let decided = worker.broker.take_decided(&EnvoySharedData, now_ms);
         for (stream, parked, verdict) in decided {
             // The stream may be gone (client disconnected): then there is nothing to resume.
-            let Ok(context_id) = u32::try_from(stream) else { continue };
+            let Ok(context_id) = u32::try_from(stream) else {
+                continue;
+            };
             if hostcalls::set_effective_context(context_id).is_err() {
                 continue;
             }
-            let settled = backend::settle(&mut WasmHost::new(0), &parked, &verdict, &mut worker.signer);
+            let settled =
+                backend::settle(&mut WasmHost::new(0), &parked, &verdict, &mut worker.signer);
             if settled == Settled::Resume {
                 if let Err(status) = hostcalls::resume_http_request() {
                     log::warn!("ai gateway: cannot resume a request: {status:?}");
@@ -297,11 +349,17 @@ impl HttpContext for RoutingFilter {
         if request_header("x-ai-eg-test-panic").is_some() {
             panic!("fault injected by x-ai-eg-test-panic");
         }
-        action(self.0.on_request_headers(&mut WasmHost::new(0), end_of_stream))
+        action(
+            self.0
+                .on_request_headers(&mut WasmHost::new(0), end_of_stream),
+        )
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(self.0.on_request_body(&mut WasmHost::new(body_size), end_of_stream))
+        action(
+            self.0
+                .on_request_body(&mut WasmHost::new(body_size), end_of_stream),
+        )
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -309,7 +367,10 @@ impl HttpContext for RoutingFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(self.0.on_response_body(&mut WasmHost::new(body_size), end_of_stream))
+        action(
+            self.0
+                .on_response_body(&mut WasmHost::new(body_size), end_of_stream),
+        )
     }
 }
 
@@ -322,13 +383,31 @@ struct BackendFilter {
 impl Context for BackendFilter {
     /// One input of this stream's embeddings batch came back (a call that got no response
     /// arrives with no headers, so no status).
-    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
-        let status = header_value(MapType::HttpCallResponseHeaders, ":status").and_then(|s| s.parse().ok());
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let status =
+            header_value(MapType::HttpCallResponseHeaders, ":status").and_then(|s| s.parse().ok());
         let error_type = header_value(MapType::HttpCallResponseHeaders, "x-amzn-errortype");
-        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
-        let answer = PartAnswer { status, error_type: error_type.as_deref(), body: &body };
-        let mut host = WasmHost { body_size: 0, metrics: Some(&self.metrics) };
-        self.stream.on_call_answer(&mut host, u64::from(token_id), &answer);
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let answer = PartAnswer {
+            status,
+            error_type: error_type.as_deref(),
+            body: &body,
+        };
+        let mut host = WasmHost {
+            body_size: 0,
+            metrics: Some(&self.metrics),
+        };
+        self.stream
+            .on_call_answer(&mut host, u64::from(token_id), &answer);
     }
 }
 
@@ -342,28 +421,48 @@ impl Drop for BackendFilter {
 
 impl HttpContext for BackendFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let mut host = WasmHost { body_size: 0, metrics: Some(&self.metrics) };
+        let mut host = WasmHost {
+            body_size: 0,
+            metrics: Some(&self.metrics),
+        };
         let Ok(mut worker) = self.worker.try_borrow_mut() else {
             return reply_busy();
         };
-        action(self.stream.on_request_headers(&mut host, &mut worker, &EnvoySharedData, end_of_stream))
+        action(self.stream.on_request_headers(
+            &mut host,
+            &mut worker,
+            &EnvoySharedData,
+            end_of_stream,
+        ))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let mut host = WasmHost { body_size, metrics: Some(&self.metrics) };
+        let mut host = WasmHost {
+            body_size,
+            metrics: Some(&self.metrics),
+        };
         let Ok(mut worker) = self.worker.try_borrow_mut() else {
             return reply_busy();
         };
-        action(self.stream.on_request_body(&mut host, &mut worker, &EnvoySharedData, end_of_stream))
+        action(
+            self.stream
+                .on_request_body(&mut host, &mut worker, &EnvoySharedData, end_of_stream),
+        )
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let mut host = WasmHost { body_size: 0, metrics: Some(&self.metrics) };
+        let mut host = WasmHost {
+            body_size: 0,
+            metrics: Some(&self.metrics),
+        };
         action(self.stream.on_response_headers(&mut host, end_of_stream))
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let mut host = WasmHost { body_size, metrics: Some(&self.metrics) };
+        let mut host = WasmHost {
+            body_size,
+            metrics: Some(&self.metrics),
+        };
         action(self.stream.on_response_body(&mut host, end_of_stream))
     }
 }
@@ -371,8 +470,16 @@ impl HttpContext for BackendFilter {
 /// The worker state is borrowed only within one hook, and hooks do not nest: this cannot happen,
 /// but if it did, the caller is told rather than the VM panicking.
 fn reply_busy() -> Action {
-    let error = GatewayError::new(503, ErrorKind::Unavailable, "The gateway is busy; retry the request.");
-    let _ = hostcalls::send_http_response(503, vec![("content-type", "application/json")], Some(&error.to_json(ApiFormat::OpenAi)));
+    let error = GatewayError::new(
+        503,
+        ErrorKind::Unavailable,
+        "The gateway is busy; retry the request.",
+    );
+    let _ = hostcalls::send_http_response(
+        503,
+        vec![("content-type", "application/json")],
+        Some(&error.to_json(ApiFormat::OpenAi)),
+    );
     Action::Pause
 }
 
@@ -382,11 +489,17 @@ impl Context for StsFilter {}
 
 impl HttpContext for StsFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        action(self.0.on_request_headers(&mut WasmHost::new(0), end_of_stream))
+        action(
+            self.0
+                .on_request_headers(&mut WasmHost::new(0), end_of_stream),
+        )
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(self.0.on_request_body(&mut WasmHost::new(body_size), end_of_stream))
+        action(
+            self.0
+                .on_request_body(&mut WasmHost::new(body_size), end_of_stream),
+        )
     }
 }
 
@@ -400,7 +513,10 @@ struct WasmHost<'a> {
 
 impl WasmHost<'_> {
     fn new(body_size: usize) -> Self {
-        WasmHost { body_size, metrics: None }
+        WasmHost {
+            body_size,
+            metrics: None,
+        }
     }
 }
 
@@ -438,7 +554,10 @@ impl Host for WasmHost<'_> {
     }
 
     fn body(&mut self, side: Side) -> Vec<u8> {
-        hostcalls::get_buffer(buffer_type(side), 0, self.body_size).ok().flatten().unwrap_or_default()
+        hostcalls::get_buffer(buffer_type(side), 0, self.body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
     }
 
     fn replace_body(&mut self, side: Side, value: &[u8]) {
@@ -449,7 +568,11 @@ impl Host for WasmHost<'_> {
     }
 
     fn send_json(&mut self, status: u16, body: &[u8]) {
-        if let Err(status) = hostcalls::send_http_response(u32::from(status), vec![("content-type", "application/json")], Some(body)) {
+        if let Err(status) = hostcalls::send_http_response(
+            u32::from(status),
+            vec![("content-type", "application/json")],
+            Some(body),
+        ) {
             log::error!("ai gateway: could not send a local reply: {status:?}");
         }
     }
@@ -462,12 +585,16 @@ impl Host for WasmHost<'_> {
 
     fn cluster_name(&self) -> Option<String> {
         // In an upstream filter the cluster is known: Envoy exposes it as `xds.cluster_name`.
-        let cluster = hostcalls::get_property(vec!["xds", "cluster_name"]).ok().flatten()?;
+        let cluster = hostcalls::get_property(vec!["xds", "cluster_name"])
+            .ok()
+            .flatten()?;
         Some(String::from_utf8_lossy(&cluster).into_owned())
     }
 
     fn response_code_details(&self) -> Option<String> {
-        let details = hostcalls::get_property(vec!["response", "code_details"]).ok().flatten()?;
+        let details = hostcalls::get_property(vec!["response", "code_details"])
+            .ok()
+            .flatten()?;
         Some(String::from_utf8_lossy(&details).into_owned())
     }
 
@@ -478,7 +605,11 @@ impl Host for WasmHost<'_> {
         let total = summary.total_tokens.to_string();
         let cost = summary.cost.to_string();
         // One path segment: the SDK joins segments with NUL, and the key must read `wasm.ai_gateway.usage`.
-        for (name, value) in [("ai_gateway.usage", summary.json.as_str()), ("ai_gateway.total_tokens", total.as_str()), ("ai_gateway.cost", cost.as_str())] {
+        for (name, value) in [
+            ("ai_gateway.usage", summary.json.as_str()),
+            ("ai_gateway.total_tokens", total.as_str()),
+            ("ai_gateway.cost", cost.as_str()),
+        ] {
             if let Err(status) = hostcalls::set_property(vec![name], Some(value.as_bytes())) {
                 log::debug!("ai gateway: cannot record {name} in filter state: {status:?}");
             }
@@ -486,21 +617,42 @@ impl Host for WasmHost<'_> {
     }
 
     fn record_metric(&mut self, labels: &MetricLabels, sample: Sample) {
-        let Some(Ok(mut all_metrics)) = self.metrics.map(RefCell::try_borrow_mut) else { return };
-        let Some(mut metrics) = all_metrics.labelled(&labels.suffix) else { return };
+        let Some(Ok(mut all_metrics)) = self.metrics.map(RefCell::try_borrow_mut) else {
+            return;
+        };
+        let Some(mut metrics) = all_metrics.labelled(&labels.suffix) else {
+            return;
+        };
         match sample {
-            Sample::Counter { name, suffix, value } => metrics.add(name, suffix, value),
+            Sample::Counter {
+                name,
+                suffix,
+                value,
+            } => metrics.add(name, suffix, value),
             Sample::Histogram { name, value } => metrics.record(name, value),
         }
     }
 
     /// The SDK files the call under the context whose hook is running, which gets the answer.
     fn dispatch_call(&mut self, call: &HttpCall, timeout_ms: u64) -> Option<u64> {
-        let headers: Vec<(&str, &str)> = call.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        match hostcalls::dispatch_http_call(&call.cluster, headers, call.body.as_deref(), vec![], Duration::from_millis(timeout_ms)) {
+        let headers: Vec<(&str, &str)> = call
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        match hostcalls::dispatch_http_call(
+            &call.cluster,
+            headers,
+            call.body.as_deref(),
+            vec![],
+            Duration::from_millis(timeout_ms),
+        ) {
             Ok(token) => Some(u64::from(token)),
             Err(status) => {
-                log::warn!("ai gateway: cannot call the cluster {:?}: {status:?}", call.cluster);
+                log::warn!(
+                    "ai gateway: cannot call the cluster {:?}: {status:?}",
+                    call.cluster
+                );
                 None
             }
         }
@@ -511,7 +663,11 @@ impl Host for WasmHost<'_> {
 
 #[link(wasm_import_module = "env")]
 extern "C" {
-    fn proxy_get_header_map_pairs(map_type: MapType, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> Status;
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
     fn proxy_get_header_map_value(
         map_type: MapType,
         key_data: *const u8,
@@ -528,7 +684,8 @@ fn header_value(map: MapType, name: &str) -> Option<String> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
     // SAFETY: the host only writes the two out-parameters.
-    let status = unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
+    let status =
+        unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
     if status != Status::Ok {
         return None;
     }

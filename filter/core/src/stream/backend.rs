@@ -10,7 +10,10 @@ use crate::credentials::HttpCall;
 use crate::embeddings::TitanBatch;
 use crate::errors::{ApiFormat, ErrorKind, GatewayError};
 use crate::eventstream::DEFAULT_MAX_FRAME_LEN;
-use crate::gateway::{self, CallerHeaders, Endpoint, ResponsePlan, ResponseTranslation, Signature, UpstreamHead, MODEL_HEADER};
+use crate::gateway::{
+    self, CallerHeaders, Endpoint, ResponsePlan, ResponseTranslation, Signature, UpstreamHead,
+    MODEL_HEADER,
+};
 use crate::headers::HeaderSnapshot;
 use crate::report;
 use crate::sigv4::{Credentials, Signer};
@@ -94,11 +97,20 @@ impl BackendStream {
         }
     }
 
-    pub fn on_request_headers(&mut self, host: &mut impl Host, worker: &mut Worker, store: &dyn SharedStore, end_of_stream: bool) -> Flow {
+    pub fn on_request_headers(
+        &mut self,
+        host: &mut impl Host,
+        worker: &mut Worker,
+        store: &dyn SharedStore,
+        end_of_stream: bool,
+    ) -> Flow {
         let headers = host.headers(Side::Request);
         // Which try this is, when the route fails over through a composite cluster (Envoy's
         // router adds the header to each try); it is Envoy's business, not Bedrock's.
-        let attempt: usize = headers.get(ATTEMPT_HEADER).and_then(|n| n.trim().parse().ok()).unwrap_or(1);
+        let attempt: usize = headers
+            .get(ATTEMPT_HEADER)
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(1);
         if headers.contains(ATTEMPT_HEADER) {
             host.set_header(Side::Request, ATTEMPT_HEADER, None);
         }
@@ -108,17 +120,29 @@ impl BackendStream {
             self.first_try = request_id.as_deref().and_then(retry::get);
             if self.first_try.is_none() {
                 self.answered_locally = true;
-                let error = GatewayError::upstream("Bedrock failed, and the gateway kept nothing to try another backend with.");
+                let error = GatewayError::upstream(
+                    "Bedrock failed, and the gateway kept nothing to try another backend with.",
+                );
                 return reply_with_error(host, &error, ApiFormat::OpenAi);
             }
         }
         let first_try = self.first_try.clone();
-        let method = first_try.as_ref().map_or_else(|| headers.get(":method").unwrap_or_default(), |r| Cow::Borrowed(r.method.as_str()));
-        let path = first_try.as_ref().map_or_else(|| headers.get(":path").unwrap_or_default(), |r| Cow::Borrowed(r.path.as_str()));
+        let method = first_try.as_ref().map_or_else(
+            || headers.get(":method").unwrap_or_default(),
+            |r| Cow::Borrowed(r.method.as_str()),
+        );
+        let path = first_try.as_ref().map_or_else(
+            || headers.get(":path").unwrap_or_default(),
+            |r| Cow::Borrowed(r.path.as_str()),
+        );
         let Some(Ok(endpoint)) = Endpoint::classify(&method, &path) else {
             // The routing stage only sends its endpoints here; anything else is refused, never proxied unsigned.
             self.answered_locally = true;
-            let error = GatewayError::new(404, ErrorKind::NotFound, format!("{path} is not served by this gateway."));
+            let error = GatewayError::new(
+                404,
+                ErrorKind::NotFound,
+                format!("{path} is not served by this gateway."),
+            );
             return reply_with_error(host, &error, super::format_for_path(&path));
         };
         self.endpoint = Some(endpoint);
@@ -130,11 +154,21 @@ impl BackendStream {
             }
         }
         let cluster = host.cluster_name().unwrap_or_default();
-        let Some(backend) = self.config.as_ref().and_then(|c| c.backend_for_attempt(&cluster, attempt)) else {
-            log::error!("ai gateway: cluster {cluster:?} has no backend in the plugin configuration");
+        let Some(backend) = self
+            .config
+            .as_ref()
+            .and_then(|c| c.backend_for_attempt(&cluster, attempt))
+        else {
+            log::error!(
+                "ai gateway: cluster {cluster:?} has no backend in the plugin configuration"
+            );
             return self.reply_with_error(
                 host,
-                &GatewayError::new(500, ErrorKind::Upstream, "The gateway has no backend configured for the route this model took."),
+                &GatewayError::new(
+                    500,
+                    ErrorKind::Upstream,
+                    "The gateway has no backend configured for the route this model took.",
+                ),
             );
         };
         let backend = Arc::clone(backend);
@@ -151,9 +185,16 @@ impl BackendStream {
         }
         let model = match &first_try {
             Some(first_try) => first_try.model.clone(),
-            None => headers.get(MODEL_HEADER).map(Cow::into_owned).unwrap_or_default(),
+            None => headers
+                .get(MODEL_HEADER)
+                .map(Cow::into_owned)
+                .unwrap_or_default(),
         };
-        let failover = attempt == 1 && self.config.as_ref().is_some_and(|c| c.is_failover(&cluster));
+        let failover = attempt == 1
+            && self
+                .config
+                .as_ref()
+                .is_some_and(|c| c.is_failover(&cluster));
         if let Some(id) = request_id.clone().filter(|_| failover) {
             let caller = CallerRequest {
                 method: method.into_owned(),
@@ -168,11 +209,16 @@ impl BackendStream {
         // filters: whatever got this far never reaches AWS. (Otherwise the routing stage removed
         // them.) The header naming the caller stays: the first try's headers are the downstream
         // request's own, which the access log reads.
-        let caller_header = self.config.as_ref().and_then(|c| c.caller_header.as_deref());
+        let caller_header = self
+            .config
+            .as_ref()
+            .and_then(|c| c.caller_header.as_deref());
         if caller_header.is_some() {
             super::strip_caller_credentials(host, &headers);
         }
-        let caller = caller_header.and_then(|name| headers.get(name)).map(Cow::into_owned);
+        let caller = caller_header
+            .and_then(|name| headers.get(name))
+            .map(Cow::into_owned);
         self.measurement = Some(Measurement {
             caller,
             request_id,
@@ -191,20 +237,36 @@ impl BackendStream {
         Flow::Pause
     }
 
-    pub fn on_request_body(&mut self, host: &mut impl Host, worker: &mut Worker, store: &dyn SharedStore, end_of_stream: bool) -> Flow {
+    pub fn on_request_body(
+        &mut self,
+        host: &mut impl Host,
+        worker: &mut Worker,
+        store: &dyn SharedStore,
+        end_of_stream: bool,
+    ) -> Flow {
         if self.endpoint.is_none() || self.answered_locally {
             return Flow::Continue;
         }
         if !end_of_stream {
             return Flow::Pause;
         }
-        let body = if self.first_try.is_some() { Vec::new() } else { host.body(Side::Request) };
+        let body = if self.first_try.is_some() {
+            Vec::new()
+        } else {
+            host.body(Side::Request)
+        };
         self.handle_whole_body(host, worker, store, body)
     }
 
     /// The request's body is all in: a retry starts again from the first try's, a first try
     /// through a failover cluster keeps its own for the retries, then it is translated and signed.
-    fn handle_whole_body(&mut self, host: &mut impl Host, worker: &mut Worker, store: &dyn SharedStore, body: Vec<u8>) -> Flow {
+    fn handle_whole_body(
+        &mut self,
+        host: &mut impl Host,
+        worker: &mut Worker,
+        store: &dyn SharedStore,
+        body: Vec<u8>,
+    ) -> Flow {
         if let Some(first_try) = self.first_try.clone() {
             return self.handle_request_body(host, worker, store, &first_try.body);
         }
@@ -226,12 +288,30 @@ impl BackendStream {
         let error_type = headers.get("x-amzn-errortype");
         let request_id = headers
             .get("x-amzn-requestid")
-            .or_else(|| self.measurement.as_ref().and_then(|m| m.request_id.as_deref()).map(Cow::Borrowed))
+            .or_else(|| {
+                self.measurement
+                    .as_ref()
+                    .and_then(|m| m.request_id.as_deref())
+                    .map(Cow::Borrowed)
+            })
             .unwrap_or(Cow::Borrowed("gateway"));
-        let max_frame = self.config.as_ref().map_or(DEFAULT_MAX_FRAME_LEN, |c| c.max_stream_frame_bytes);
-        let input_tokens = headers.get("x-amzn-bedrock-input-token-count").and_then(|t| t.parse().ok());
-        let output_tokens = headers.get("x-amzn-bedrock-output-token-count").and_then(|t| t.parse().ok());
-        let head = UpstreamHead { status, error_type: error_type.as_deref(), request_id: &request_id, input_tokens, output_tokens };
+        let max_frame = self
+            .config
+            .as_ref()
+            .map_or(DEFAULT_MAX_FRAME_LEN, |c| c.max_stream_frame_bytes);
+        let input_tokens = headers
+            .get("x-amzn-bedrock-input-token-count")
+            .and_then(|t| t.parse().ok());
+        let output_tokens = headers
+            .get("x-amzn-bedrock-output-token-count")
+            .and_then(|t| t.parse().ok());
+        let head = UpstreamHead {
+            status,
+            error_type: error_type.as_deref(),
+            request_id: &request_id,
+            input_tokens,
+            output_tokens,
+        };
         let translation = ResponseTranslation::for_response(plan, head, max_frame);
         if let Some(dropped) = self.dropped_betas.as_deref() {
             host.set_header(Side::Response, gateway::DROPPED_BETAS_HEADER, Some(dropped));
@@ -243,7 +323,10 @@ impl BackendStream {
             self.answered_locally = true;
             return send_json(host, status, &translated.body);
         }
-        if let Some(content_type) = translation.content_type().filter(|c| headers.get("content-type").as_deref() != Some(*c)) {
+        if let Some(content_type) = translation
+            .content_type()
+            .filter(|c| headers.get("content-type").as_deref() != Some(*c))
+        {
             host.set_header(Side::Response, "content-type", Some(content_type));
         }
         let streaming = translation.is_streaming();
@@ -266,7 +349,11 @@ impl BackendStream {
             let chunk = host.body(Side::Response);
             let sse = translation.push_stream_chunk(&chunk, end_of_stream);
             host.replace_body(Side::Response, &sse);
-            if let Some(measurement) = self.measurement.as_mut().filter(|m| m.first_content_ms.is_none()) {
+            if let Some(measurement) = self
+                .measurement
+                .as_mut()
+                .filter(|m| m.first_content_ms.is_none())
+            {
                 if translation.first_content_emitted() {
                     measurement.first_content_ms = Some(host.now_ms());
                 }
@@ -286,7 +373,11 @@ impl BackendStream {
             host.set_header(Side::Response, ":status", Some(&status.to_string()));
         }
         // The headers were held for this: the caller gets a length rather than a chunked body.
-        host.set_header(Side::Response, "content-length", Some(&translated.body.len().to_string()));
+        host.set_header(
+            Side::Response,
+            "content-length",
+            Some(&translated.body.len().to_string()),
+        );
         host.replace_body(Side::Response, &translated.body);
         self.report(host, status, translated.usage);
         Flow::Continue
@@ -294,8 +385,15 @@ impl BackendStream {
 
     /// One call of this stream's embeddings batch came back: the next goes out, or the caller is
     /// answered with the whole list or the first failure.
-    pub fn on_call_answer(&mut self, host: &mut impl Host, token: u64, answer: &PartAnswer<'_>) -> Flow {
-        let Some(batch) = self.batch.as_mut() else { return Flow::Continue };
+    pub fn on_call_answer(
+        &mut self,
+        host: &mut impl Host,
+        token: u64,
+        answer: &PartAnswer<'_>,
+    ) -> Flow {
+        let Some(batch) = self.batch.as_mut() else {
+            return Flow::Continue;
+        };
         let outcome = match batch.on_answer(host, token, answer) {
             Progress::Waiting => return Flow::Pause,
             Progress::Done(outcome) => outcome,
@@ -322,33 +420,72 @@ impl BackendStream {
     /// Counts the request's tokens, status and timings, and leaves its usage summary for the
     /// routing stage, which puts it where access logs read it.
     fn report(&mut self, host: &mut impl Host, status: u16, usage: Option<TokenUsage>) {
-        let Some(measurement) = self.measurement.take() else { return };
+        let Some(measurement) = self.measurement.take() else {
+            return;
+        };
         let usage = usage.unwrap_or_default();
-        let timings =
-            report::Timings { started_ms: measurement.started_ms, first_content_ms: measurement.first_content_ms, ended_ms: host.now_ms() };
-        report::samples(status, &usage, &timings, |sample| host.record_metric(&measurement.labels, sample));
-        if let Some(caller) = measurement.caller.as_deref().filter(|_| self.config.as_ref().is_some_and(|c| c.caller_metrics)) {
+        let timings = report::Timings {
+            started_ms: measurement.started_ms,
+            first_content_ms: measurement.first_content_ms,
+            ended_ms: host.now_ms(),
+        };
+        report::samples(status, &usage, &timings, |sample| {
+            host.record_metric(&measurement.labels, sample)
+        });
+        if let Some(caller) = measurement
+            .caller
+            .as_deref()
+            .filter(|_| self.config.as_ref().is_some_and(|c| c.caller_metrics))
+        {
             let labels = report::MetricLabels::for_caller(caller);
             report::caller_samples(status, &usage, |sample| host.record_metric(&labels, sample));
         }
-        let (Some(request_id), Some(config)) = (measurement.request_id, self.config.as_ref()) else { return };
+        let (Some(request_id), Some(config)) = (measurement.request_id, self.config.as_ref())
+        else {
+            return;
+        };
         let backend = self.backend.as_ref().map_or("", |b| b.name.as_str());
-        let summary = report::usage_summary(&measurement.model, backend, measurement.caller.as_deref(), status, &usage, &config.cost);
+        let summary = report::usage_summary(
+            &measurement.model,
+            backend,
+            measurement.caller.as_deref(),
+            status,
+            &usage,
+            &config.cost,
+        );
         report::hand_over_summary(request_id, summary);
     }
 
-    fn handle_request_body(&mut self, host: &mut impl Host, worker: &mut Worker, store: &dyn SharedStore, body: &[u8]) -> Flow {
+    fn handle_request_body(
+        &mut self,
+        host: &mut impl Host,
+        worker: &mut Worker,
+        store: &dyn SharedStore,
+        body: &[u8],
+    ) -> Flow {
         let (Some(backend), Some(endpoint)) = (self.backend.clone(), self.endpoint) else {
             return Flow::Continue;
         };
         let now_ms = host.now_ms();
-        let headers = CallerHeaders { anthropic_beta: self.anthropic_beta.as_deref(), bedrock_model: self.bedrock_model.as_deref() };
-        let mut upstream = match gateway::prepare(endpoint, body, headers, &backend, now_ms / 1000) {
+        let headers = CallerHeaders {
+            anthropic_beta: self.anthropic_beta.as_deref(),
+            bedrock_model: self.bedrock_model.as_deref(),
+        };
+        let mut upstream = match gateway::prepare(endpoint, body, headers, &backend, now_ms / 1000)
+        {
             Ok(upstream) => upstream,
             Err(error) => return self.reply_with_error(host, &error),
         };
         if let Some(titan_batch) = upstream.titan_batch.take() {
-            return self.start_batch(host, worker, store, &backend, &upstream, titan_batch, now_ms);
+            return self.start_batch(
+                host,
+                worker,
+                store,
+                &backend,
+                &upstream,
+                titan_batch,
+                now_ms,
+            );
         }
         // Each header write is a host call: the ones that would change nothing are skipped.
         let caller = std::mem::take(&mut self.request_headers);
@@ -367,7 +504,11 @@ impl BackendStream {
                 host.set_header(Side::Request, header, None);
             }
         }
-        host.set_header(Side::Request, "content-length", Some(&upstream.body.len().to_string()));
+        host.set_header(
+            Side::Request,
+            "content-length",
+            Some(&upstream.body.len().to_string()),
+        );
         host.replace_body(Side::Request, &upstream.body);
         for (name, value) in &upstream.headers {
             host.set_header(Side::Request, name, Some(value));
@@ -393,7 +534,12 @@ impl BackendStream {
             signing => signing_credentials(signing, store, now_ms),
         };
         if let Some(credentials) = credentials {
-            let signature = upstream.sign(&credentials, &backend.region, &mut worker.signer, now_ms / 1000);
+            let signature = upstream.sign(
+                &credentials,
+                &backend.region,
+                &mut worker.signer,
+                now_ms / 1000,
+            );
             apply_signature(host, &signature);
             if self.first_try.is_some() && signature.security_token.is_none() {
                 // An earlier try's backend may have sent one.
@@ -413,7 +559,14 @@ impl BackendStream {
             worker.broker.park(self.id, parked);
             return Flow::Pause;
         }
-        self.reply_with_error(host, &GatewayError::new(503, ErrorKind::Unavailable, "AWS credentials are not available."))
+        self.reply_with_error(
+            host,
+            &GatewayError::new(
+                503,
+                ErrorKind::Unavailable,
+                "AWS credentials are not available.",
+            ),
+        )
     }
 
     /// A Titan list: this request is never sent. One call per input goes out instead, signed
@@ -438,7 +591,11 @@ impl BackendStream {
         let credentials = signing_credentials(&backend.credentials, store, now_ms);
         if credentials.is_none() && matches!(backend.credentials, BackendCredentials::Fetched(_)) {
             // A list cannot wait for them as one request does: it would have to be resumed as calls.
-            let error = GatewayError::new(503, ErrorKind::Unavailable, "AWS credentials are not available yet; retry the request.");
+            let error = GatewayError::new(
+                503,
+                ErrorKind::Unavailable,
+                "AWS credentials are not available yet; retry the request.",
+            );
             return self.reply_with_error(host, &error);
         }
         let calls = titan_batch
@@ -454,7 +611,15 @@ impl BackendStream {
                 ];
                 match (&credentials, &backend.credentials) {
                     (Some(credentials), _) => {
-                        let signature = gateway::sign_invoke(&upstream.path, &upstream.host, &body, credentials, &backend.region, &mut worker.signer, now_ms / 1000);
+                        let signature = gateway::sign_invoke(
+                            &upstream.path,
+                            &upstream.host,
+                            &body,
+                            credentials,
+                            &backend.region,
+                            &mut worker.signer,
+                            now_ms / 1000,
+                        );
                         headers.push(("authorization".to_owned(), signature.authorization));
                         headers.push(("x-amz-date".to_owned(), signature.amz_date));
                         if let Some(token) = signature.security_token {
@@ -462,10 +627,16 @@ impl BackendStream {
                         }
                     }
                     // Without a key here, the calls cluster's credential_injector adds it.
-                    (None, BackendCredentials::ApiKey(Some(key))) => headers.push(("authorization".to_owned(), key.authorization().to_owned())),
+                    (None, BackendCredentials::ApiKey(Some(key))) => {
+                        headers.push(("authorization".to_owned(), key.authorization().to_owned()))
+                    }
                     (None, _) => {}
                 }
-                HttpCall { cluster: calls_cluster.to_owned(), headers, body: Some(body) }
+                HttpCall {
+                    cluster: calls_cluster.to_owned(),
+                    headers,
+                    body: Some(body),
+                }
             })
             .collect();
         let mut batch = EmbeddingsBatch::new(calls, titan_batch.model, titan_batch.base64);
@@ -478,7 +649,11 @@ impl BackendStream {
 
     fn reply_with_error(&mut self, host: &mut impl Host, error: &GatewayError) -> Flow {
         self.answered_locally = true;
-        reply_with_error(host, error, self.endpoint.map_or(ApiFormat::OpenAi, Endpoint::format))
+        reply_with_error(
+            host,
+            error,
+            self.endpoint.map_or(ApiFormat::OpenAi, Endpoint::format),
+        )
     }
 }
 
@@ -493,15 +668,29 @@ pub enum Settled {
 
 /// Signs a parked request whose credentials arrived, or answers it with the reason they cannot
 /// come; `host` must act on the parked request's stream.
-pub fn settle(host: &mut impl Host, parked: &ParkedRequest, verdict: &Verdict, signer: &mut Signer) -> Settled {
+pub fn settle(
+    host: &mut impl Host,
+    parked: &ParkedRequest,
+    verdict: &Verdict,
+    signer: &mut Signer,
+) -> Settled {
     match verdict {
         Verdict::Sign(credentials) => {
-            let signature = parked.upstream.sign(&credentials.credentials(), &parked.region, signer, host.now_ms() / 1000);
+            let signature = parked.upstream.sign(
+                &credentials.credentials(),
+                &parked.region,
+                signer,
+                host.now_ms() / 1000,
+            );
             apply_signature(host, &signature);
             Settled::Resume
         }
         Verdict::Fail(reason) => {
-            let error = GatewayError::new(503, ErrorKind::Unavailable, format!("AWS credentials are not available: {reason}"));
+            let error = GatewayError::new(
+                503,
+                ErrorKind::Unavailable,
+                format!("AWS credentials are not available: {reason}"),
+            );
             reply_with_error(host, &error, parked.format);
             Settled::Answered
         }
@@ -509,18 +698,27 @@ pub fn settle(host: &mut impl Host, parked: &ParkedRequest, verdict: &Verdict, s
 }
 
 /// The keys to sign with now: static ones, or fetched ones still usable; none for an API key.
-fn signing_credentials<'a>(credentials: &'a BackendCredentials, store: &dyn SharedStore, now_ms: u64) -> Option<Cow<'a, Credentials>> {
+fn signing_credentials<'a>(
+    credentials: &'a BackendCredentials,
+    store: &dyn SharedStore,
+    now_ms: u64,
+) -> Option<Cow<'a, Credentials>> {
     match credentials {
         BackendCredentials::Static(keys) => Some(Cow::Borrowed(keys)),
         BackendCredentials::Fetched(provider) => {
-            broker::usable_credentials(store, &BackendCredentials::cache_key(provider), now_ms).map(|c| Cow::Owned(c.credentials()))
+            broker::usable_credentials(store, &BackendCredentials::cache_key(provider), now_ms)
+                .map(|c| Cow::Owned(c.credentials()))
         }
         BackendCredentials::ApiKey(_) => None,
     }
 }
 
 fn apply_signature(host: &mut impl Host, signature: &Signature) {
-    host.set_header(Side::Request, "authorization", Some(&signature.authorization));
+    host.set_header(
+        Side::Request,
+        "authorization",
+        Some(&signature.authorization),
+    );
     host.set_header(Side::Request, "x-amz-date", Some(&signature.amz_date));
     // Callers' x-amz-* headers were removed by the routing stage: only a token needs writing.
     if let Some(token) = signature.security_token.as_deref() {

@@ -50,19 +50,31 @@ impl EmbeddingsBatch {
     /// A batch of ready calls, one per input in input order, answered as `model`.
     pub fn new(calls: Vec<HttpCall>, model: String, base64: bool) -> Self {
         let answers = vec![None; calls.len()];
-        Self { calls: calls.into_iter().map(Some).collect(), next: 0, in_flight: Vec::new(), answers, model, base64 }
+        Self {
+            calls: calls.into_iter().map(Some).collect(),
+            next: 0,
+            in_flight: Vec::new(),
+            answers,
+            model,
+            base64,
+        }
     }
 
     /// Sends calls until [`CONCURRENCY`] are in flight or none are left to send.
     pub fn dispatch(&mut self, host: &mut impl Host) -> Result<(), GatewayError> {
         while self.in_flight.len() < CONCURRENCY {
             let index = self.next;
-            let Some(call) = self.calls.get_mut(index).and_then(Option::take) else { break };
+            let Some(call) = self.calls.get_mut(index).and_then(Option::take) else {
+                break;
+            };
             let Some(token) = host.dispatch_call(&call, PART_TIMEOUT_MS) else {
                 return Err(GatewayError::new(
                     503,
                     ErrorKind::Unavailable,
-                    format!("The gateway could not call Bedrock for input {index} of {}.", self.answers.len()),
+                    format!(
+                        "The gateway could not call Bedrock for input {index} of {}.",
+                        self.answers.len()
+                    ),
                 ));
             };
             self.in_flight.push((token, index));
@@ -72,7 +84,12 @@ impl EmbeddingsBatch {
     }
 
     /// Takes one call's answer; sends the next call, or says the batch is over.
-    pub fn on_answer(&mut self, host: &mut impl Host, token: u64, answer: &PartAnswer<'_>) -> Progress {
+    pub fn on_answer(
+        &mut self,
+        host: &mut impl Host,
+        token: u64,
+        answer: &PartAnswer<'_>,
+    ) -> Progress {
         let Some(position) = self.in_flight.iter().position(|(t, _)| *t == token) else {
             return Progress::Waiting;
         };
@@ -100,9 +117,15 @@ impl EmbeddingsBatch {
         }
         let parts: Vec<Vec<u8>> = self.answers.iter_mut().filter_map(Option::take).collect();
         if parts.len() != total {
-            return Progress::Done(Err(GatewayError::upstream("An input of the batch got no embedding.")));
+            return Progress::Done(Err(GatewayError::upstream(
+                "An input of the batch got no embedding.",
+            )));
         }
-        Progress::Done(embeddings::titan_batch_response(&parts, &self.model, self.base64))
+        Progress::Done(embeddings::titan_batch_response(
+            &parts,
+            &self.model,
+            self.base64,
+        ))
     }
 }
 
@@ -111,7 +134,11 @@ impl EmbeddingsBatch {
 fn part_error(status: u16, answer: &PartAnswer<'_>, index: usize, total: usize) -> GatewayError {
     let message = crate::bedrock::error_message(answer.body);
     let mut error = match answer.error_type {
-        Some(error_type) => GatewayError::from_bedrock(status, Some(crate::bedrock::error_type_name(error_type)), &message),
+        Some(error_type) => GatewayError::from_bedrock(
+            status,
+            Some(crate::bedrock::error_type_name(error_type)),
+            &message,
+        ),
         None => GatewayError::for_status(status, message),
     };
     error.message = format!("Input {index} of {total}: {}", error.message);

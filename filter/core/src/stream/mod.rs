@@ -96,7 +96,11 @@ pub fn format_for_path(path: &str) -> ApiFormat {
 pub(crate) fn strip_caller_credentials(host: &mut impl Host, headers: &HeaderSnapshot) {
     for (name, _) in headers.iter() {
         if gateway::is_caller_credential_header(name) {
-            host.set_header(Side::Request, &String::from_utf8_lossy(name).to_ascii_lowercase(), None);
+            host.set_header(
+                Side::Request,
+                &String::from_utf8_lossy(name).to_ascii_lowercase(),
+                None,
+            );
         }
     }
 }

@@ -44,7 +44,13 @@ pub fn keep(request_id: &str, request: CallerRequest) -> Rc<CallerRequest> {
 }
 
 pub fn get(request_id: &str) -> Option<Rc<CallerRequest>> {
-    FIRST_TRIES.with(|tries| tries.borrow().iter().find(|(id, _)| id == request_id).map(|(_, request)| Rc::clone(request)))
+    FIRST_TRIES.with(|tries| {
+        tries
+            .borrow()
+            .iter()
+            .find(|(id, _)| id == request_id)
+            .map(|(_, request)| Rc::clone(request))
+    })
 }
 
 pub fn forget(request_id: &str) {

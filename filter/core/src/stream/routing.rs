@@ -23,14 +23,23 @@ pub struct RoutingStream {
 
 impl RoutingStream {
     pub fn new(config: Option<Arc<Config>>) -> Self {
-        Self { config, endpoint: None, requested_model: None, request_id: None, replacement: None }
+        Self {
+            config,
+            endpoint: None,
+            requested_model: None,
+            request_id: None,
+            replacement: None,
+        }
     }
 
     pub fn on_request_headers(&mut self, host: &mut impl Host, end_of_stream: bool) -> Flow {
         let headers = host.headers(Side::Request);
         let method = headers.get(":method").unwrap_or_default();
         let path = headers.get(":path").unwrap_or_default();
-        let models = self.config.as_ref().map_or(&[][..], |c| c.models.as_slice());
+        let models = self
+            .config
+            .as_ref()
+            .map_or(&[][..], |c| c.models.as_slice());
         if let Some(answer) = gateway::answer_locally(&method, &path, models) {
             return send_json(host, answer.status, &answer.body);
         }
@@ -48,16 +57,28 @@ impl RoutingStream {
                 return Flow::Continue;
             }
             Some(Ok(endpoint)) => endpoint,
-            Some(Err(error)) => return reply_with_error(host, &error, super::format_for_path(&path)),
+            Some(Err(error)) => {
+                return reply_with_error(host, &error, super::format_for_path(&path))
+            }
         };
         self.endpoint = Some(endpoint);
-        if let Some(error) = headers.get("content-type").and_then(|c| gateway::check_content_type(&c).err()) {
+        if let Some(error) = headers
+            .get("content-type")
+            .and_then(|c| gateway::check_content_type(&c).err())
+        {
             return reply_with_error(host, &error, endpoint.format());
         }
-        if let Some(error) = headers.get("content-encoding").and_then(|e| gateway::check_content_encoding(&e).err()) {
+        if let Some(error) = headers
+            .get("content-encoding")
+            .and_then(|e| gateway::check_content_encoding(&e).err())
+        {
             return reply_with_error(host, &error, endpoint.format());
         }
-        match self.config.as_ref().and_then(|c| c.caller_header.as_deref()) {
+        match self
+            .config
+            .as_ref()
+            .and_then(|c| c.caller_header.as_deref())
+        {
             // Envoy's authentication filters run next and read the caller's key or token; the
             // header naming the caller is theirs to write, never the caller's.
             Some(caller_header) => {
@@ -82,7 +103,8 @@ impl RoutingStream {
             };
         }
         if end_of_stream {
-            let error = GatewayError::invalid_request("The request body is empty; expected a JSON object.");
+            let error =
+                GatewayError::invalid_request("The request body is empty; expected a JSON object.");
             return reply_with_error(host, &error, endpoint.format());
         }
         // Hold the headers until the body shows which model, and so which route, it is for.
@@ -113,14 +135,21 @@ impl RoutingStream {
         };
         // Replies Envoy makes itself (no route, body over the buffer limit, Bedrock unreachable)
         // are plain text; callers of the gateway's endpoints get their API's error format.
-        let status = host.header(Side::Response, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status = host
+            .header(Side::Response, ":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         if status < 400 {
             // Successes were translated by the backend stage; the lookup below costs a host call.
             return Flow::Continue;
         }
         let details = host.response_code_details().unwrap_or_default();
-        let is_json = host.header(Side::Response, "content-type").is_some_and(|c| c.starts_with("application/json"));
-        let Some(error) = gateway::local_reply_error(&details, status, is_json, self.requested_model.as_deref()) else {
+        let is_json = host
+            .header(Side::Response, "content-type")
+            .is_some_and(|c| c.starts_with("application/json"));
+        let Some(error) =
+            gateway::local_reply_error(&details, status, is_json, self.requested_model.as_deref())
+        else {
             return Flow::Continue;
         };
         host.set_header(Side::Response, ":status", Some(&error.status.to_string()));

@@ -31,7 +31,11 @@ impl StsStream {
         }
         let form = host.body(Side::Request);
         let body = credentials::with_web_identity_token(&form, token);
-        host.set_header(Side::Request, "content-length", Some(&body.len().to_string()));
+        host.set_header(
+            Side::Request,
+            "content-length",
+            Some(&body.len().to_string()),
+        );
         host.replace_body(Side::Request, &body);
         Flow::Continue
     }

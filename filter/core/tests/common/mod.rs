@@ -11,7 +11,11 @@ use std::collections::HashMap;
 /// Pushes `bytes` through `push` in pieces ending at each of `cuts` (ascending offsets into
 /// `bytes`), then the rest with the end-of-stream flag; returns everything `push` wrote.
 /// This is how Envoy hands a body to the filter: in chunks split anywhere.
-pub fn push_in_pieces(bytes: &[u8], cuts: &[usize], mut push: impl FnMut(&[u8], bool) -> Vec<u8>) -> Vec<u8> {
+pub fn push_in_pieces(
+    bytes: &[u8],
+    cuts: &[usize],
+    mut push: impl FnMut(&[u8], bool) -> Vec<u8>,
+) -> Vec<u8> {
     let mut out = Vec::new();
     let mut start = 0;
     for &cut in cuts {
@@ -28,13 +32,31 @@ pub fn frame_bytes(frame: &Value) -> Vec<u8> {
     let payload = frame["payload"].to_string();
     let message = match (frame.get("event"), frame.get("exception")) {
         (Some(event), _) => Message::new(payload.into_bytes())
-            .add_header(Header::new(":event-type", HeaderValue::String(event.as_str().unwrap().to_owned().into())))
-            .add_header(Header::new(":content-type", HeaderValue::String("application/json".into())))
-            .add_header(Header::new(":message-type", HeaderValue::String("event".into()))),
+            .add_header(Header::new(
+                ":event-type",
+                HeaderValue::String(event.as_str().unwrap().to_owned().into()),
+            ))
+            .add_header(Header::new(
+                ":content-type",
+                HeaderValue::String("application/json".into()),
+            ))
+            .add_header(Header::new(
+                ":message-type",
+                HeaderValue::String("event".into()),
+            )),
         (None, Some(exception)) => Message::new(payload.into_bytes())
-            .add_header(Header::new(":exception-type", HeaderValue::String(exception.as_str().unwrap().to_owned().into())))
-            .add_header(Header::new(":content-type", HeaderValue::String("application/json".into())))
-            .add_header(Header::new(":message-type", HeaderValue::String("exception".into()))),
+            .add_header(Header::new(
+                ":exception-type",
+                HeaderValue::String(exception.as_str().unwrap().to_owned().into()),
+            ))
+            .add_header(Header::new(
+                ":content-type",
+                HeaderValue::String("application/json".into()),
+            ))
+            .add_header(Header::new(
+                ":message-type",
+                HeaderValue::String("exception".into()),
+            )),
         _ => panic!("frame needs event or exception: {frame}"),
     };
     let mut out = Vec::new();
@@ -45,11 +67,16 @@ pub fn frame_bytes(frame: &Value) -> Vec<u8> {
 /// The JSON of each `data:` event of an SSE body (`[DONE]` as a string).
 pub fn parse_sse(bytes: &[u8]) -> Vec<Value> {
     let text = std::str::from_utf8(bytes).unwrap();
-    assert!(text.is_empty() || text.ends_with("\n\n"), "SSE must end with a blank line: {text:?}");
+    assert!(
+        text.is_empty() || text.ends_with("\n\n"),
+        "SSE must end with a blank line: {text:?}"
+    );
     text.split("\n\n")
         .filter(|event| !event.is_empty())
         .map(|event| {
-            let data = event.strip_prefix("data: ").unwrap_or_else(|| panic!("not an SSE data line: {event:?}"));
+            let data = event
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not an SSE data line: {event:?}"));
             if data == "[DONE]" {
                 Value::String("[DONE]".into())
             } else {
@@ -58,7 +85,6 @@ pub fn parse_sse(bytes: &[u8]) -> Vec<Value> {
         })
         .collect()
 }
-
 
 /// Envoy's shared data: values with a version bumped on every write.
 #[derive(Default)]
