@@ -72,6 +72,34 @@ pub struct RbacPlan {
 pub type RbacPolicy = (String, Vec<(String, Vec<String>)>);
 
 impl CallersPlan {
+    /// The headers Envoy's authentication writes besides the caller header: a JWT's claims
+    /// (`claimToHeaders`). A caller's own copies must go before it runs.
+    pub fn identity_headers(&self) -> Vec<&str> {
+        match &self.authentication {
+            Authentication::Jwt { providers } => {
+                let mut headers: Vec<&str> = providers
+                    .iter()
+                    .flat_map(|p| p.claim_to_headers.iter().map(|(header, _)| header.as_str()))
+                    .filter(|header| *header != self.caller_header)
+                    .collect();
+                headers.sort_unstable();
+                headers.dedup();
+                headers
+            }
+            Authentication::ApiKeys { .. } => Vec::new(),
+        }
+    }
+
+    /// The headers callers present their keys in (`extractFrom`): they must never reach AWS.
+    pub fn key_headers(&self) -> Vec<&str> {
+        match &self.authentication {
+            Authentication::ApiKeys { key_headers, .. } => {
+                key_headers.iter().map(String::as_str).collect()
+            }
+            Authentication::Jwt { .. } => Vec::new(),
+        }
+    }
+
     /// Whether metrics get a series per caller: only for the fixed set of API-key clients (a JWT's
     /// subject is open-ended, and each would be a series).
     pub fn counts_callers(&self) -> bool {
@@ -263,6 +291,14 @@ pub fn plan(
             (Authentication::Jwt { providers }, caller_header)
         }
     };
+    // Rules may read only what the caller cannot write: the model header (the routing stage's),
+    // the caller header and a JWT's claim headers (the authentication's, a caller's copies removed).
+    let mut trusted = vec![caller_header.clone(), "x-ai-eg-model".to_owned()];
+    if let Authentication::Jwt { providers } = &authentication {
+        for provider in providers {
+            trusted.extend(provider.claim_to_headers.iter().map(|(h, _)| h.clone()));
+        }
+    }
     let authorization = match &spec.authorization {
         None => None,
         Some(rules) => {
@@ -300,10 +336,14 @@ pub fn plan(
                             header.name
                         )));
                     }
-                    headers.push((
-                        header_name(&header.name, &format!("{at}.principal.headers"))?,
-                        header.values.clone(),
-                    ));
+                    let name = header_name(&header.name, &format!("{at}.principal.headers"))?;
+                    if !trusted.contains(&name) {
+                        return Err(RenderError(format!(
+                            "{at}.principal.headers: {name:?} is a header the caller could send itself; rules read only {}",
+                            trusted.join(", ")
+                        )));
+                    }
+                    headers.push((name, header.values.clone()));
                 }
                 policies.push((
                     rule.name.clone().unwrap_or_else(|| format!("rule-{i}")),

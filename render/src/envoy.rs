@@ -47,6 +47,10 @@ pub struct PluginConfiguration<'a> {
     failover: PluginBackends<'a, Vec<&'a str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     caller_header: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    identity_headers: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    key_headers: Vec<&'a str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     caller_metrics: bool,
 }
@@ -183,6 +187,14 @@ pub fn plugin_configuration<'a>(plan: &'a Plan, options: &Options) -> PluginConf
         backends: PluginBackends(backends),
         failover: PluginBackends(failover),
         caller_header,
+        identity_headers: plan
+            .callers
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.identity_headers()),
+        key_headers: plan
+            .callers
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.key_headers()),
         caller_metrics,
     }
 }

@@ -114,6 +114,9 @@ pub struct Rendered {
     /// `(file name, contents)`: the SDS files Envoy reads from [`Options::sds_dir`], and
     /// `ratelimit.yaml`, the limits for the rate-limit service.
     pub files: Vec<(String, String)>,
+    /// The names of the files above (and `envoy.yaml`) that hold secrets: keys from a credentials
+    /// file, a Bedrock API key, callers' keys. Kubernetes output puts them in a Secret.
+    pub secret_files: Vec<String>,
 }
 
 /// Renders the resources of one file.
@@ -153,8 +156,28 @@ fn render_resources(
     } else {
         Vec::new()
     };
-    files.extend(credentials::api_key_files(&plan, options));
-    files.extend(envoy::routes_file(&plan, options));
+    let mut secret_files = Vec::new();
+    if plan
+        .clusters
+        .iter()
+        .any(|c| matches!(c.backend.credentials, plan::CredentialsPlan::Static(_)))
+    {
+        secret_files.push("envoy.yaml".to_owned());
+    }
+    for (name, text) in credentials::api_key_files(&plan, options) {
+        secret_files.push(name.clone());
+        files.push((name, text));
+    }
+    if let Some((name, text)) = envoy::routes_file(&plan, options) {
+        if plan
+            .callers
+            .as_ref()
+            .is_some_and(|c| !c.key_headers().is_empty())
+        {
+            secret_files.push(name.clone());
+        }
+        files.push((name, text));
+    }
     if let Some(rate_limit) = &plan.rate_limit {
         files.push((
             "ratelimit.yaml".to_owned(),
@@ -164,6 +187,7 @@ fn render_resources(
     Ok(Rendered {
         envoy_yaml: envoy::write(&plan, options, &plugin_json),
         files,
+        secret_files,
     })
 }
 

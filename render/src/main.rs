@@ -14,7 +14,9 @@ Bedrock gateway. Several files are read as one set of resources.
 Options:
   --out-dir DIR                 write DIR/envoy.yaml and the SDS files beside it (default: envoy.yaml
                                 on standard output, for resources that need no SDS file)
-  --configmap NAME              instead, one Kubernetes ConfigMap NAME holding envoy.yaml and the SDS files
+  --configmap NAME              instead, a Kubernetes ConfigMap NAME holding envoy.yaml and the SDS files,
+                                and a Secret NAME holding the files with keys in them (mount both in
+                                one projected volume)
   --output FILE                 write what would go to standard output to FILE (left as it was on error)
   --namespace NS                the ConfigMap's namespace (default envoy-gateway-system)
   --wasm PATH                   the filter's .wasm as Envoy will find it
@@ -148,11 +150,32 @@ fn parse_arguments(arguments: Vec<String>) -> Result<Command, String> {
     })
 }
 
-/// A Kubernetes ConfigMap holding each file under its name.
-fn configmap(name: &str, namespace: &str, files: &[(String, String)]) -> String {
+/// The Kubernetes manifests for the rendered files: a ConfigMap `name` holding each file under its
+/// name, but those holding secrets, which go into a Secret `name` (none when there are none).
+fn kubernetes_manifests(
+    name: &str,
+    namespace: &str,
+    files: &[(String, String)],
+    secret_files: &[String],
+) -> String {
+    let (secrets, plain): (Vec<_>, Vec<_>) = files
+        .iter()
+        .partition(|(file, _)| secret_files.contains(file));
     let mut out = format!(
         "# Rendered by ai-gateway-render; do not edit.\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {namespace}\ndata:\n"
     );
+    block_entries(&mut out, &plain);
+    if !secrets.is_empty() {
+        out.push_str(&format!(
+            "---\n# The files holding keys, beside the ConfigMap's in the same projected volume.\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\ntype: Opaque\nstringData:\n"
+        ));
+        block_entries(&mut out, &secrets);
+    }
+    out
+}
+
+/// `  file: |` blocks, each file's lines indented under its name.
+fn block_entries(out: &mut String, files: &[&(String, String)]) {
     for (file, text) in files {
         out.push_str(&format!("  {file}: |\n"));
         for line in text.lines() {
@@ -165,11 +188,34 @@ fn configmap(name: &str, namespace: &str, files: &[(String, String)]) -> String 
             }
         }
     }
-    out
 }
 
+/// Writes a file readable by its owner only (some hold keys), and atomically: the contents go to a
+/// file beside it that then replaces it, so a reader never sees half a file, and Envoy, which
+/// watches directories for files moved into them, sees the change.
 fn write_file(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staging = path.with_file_name(format!(".{file_name}.rendering"));
+    let write = || -> std::io::Result<()> {
+        let _ = std::fs::remove_file(&staging);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&staging)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&staging, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&staging);
+        format!("cannot write {}: {e}", path.display())
+    })
 }
 
 /// To `--output` (replaced in one step, so a reader never sees half a file) or standard output.
@@ -179,12 +225,7 @@ fn emit(output: Option<&Path>, text: &str) -> Result<(), String> {
             print!("{text}");
             Ok(())
         }
-        Some(path) => {
-            let staging = path.with_extension("rendering");
-            write_file(&staging, text)?;
-            std::fs::rename(&staging, path)
-                .map_err(|e| format!("cannot replace {}: {e}", path.display()))
-        }
+        Some(path) => write_file(path, text),
     }
 }
 
@@ -195,8 +236,11 @@ fn run(command: Command) -> Result<(), String> {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         inputs.push((path.display().to_string(), text));
     }
-    let Rendered { envoy_yaml, files } =
-        render_files(&inputs, &command.options).map_err(|e| e.to_string())?;
+    let Rendered {
+        envoy_yaml,
+        files,
+        secret_files,
+    } = render_files(&inputs, &command.options).map_err(|e| e.to_string())?;
     match (&command.out_dir, &command.configmap) {
         (Some(dir), _) => {
             std::fs::create_dir_all(dir)
@@ -217,7 +261,7 @@ fn run(command: Command) -> Result<(), String> {
             files.extend(other_files);
             emit(
                 command.output.as_deref(),
-                &configmap(name, namespace, &files),
+                &kubernetes_manifests(name, namespace, &files, &secret_files),
             )?;
         }
         (None, None) => {

@@ -454,6 +454,12 @@ fn security_policies_the_gateway_cannot_honour_are_refused() {
             "  sanitize: true\n  jwt: { providers: [] }\n",
             "apiKeyAuth and jwt together are not supported",
         ),
+        // A rule over a header no filter writes: any caller could send it and pass.
+        (
+            "        - { name: x-ai-gateway-caller, values: [alice] }\n",
+            "        - { name: x-team, values: [admins] }\n",
+            "\"x-team\" is a header the caller could send itself",
+        ),
     ];
     for (from, to, expected) in cases {
         assert!(base.contains(from), "{from:?}");
@@ -594,4 +600,90 @@ fn ambiguous_files_are_refused_rather_than_guessed() {
             .contains("spec.listeners[0].protocol: \"HTTPS\" is not supported"),
         "{error}"
     );
+}
+
+/// A JWT's claim headers are the authentication's to write, so rules may read them, and the filter
+/// removes a caller's own copies (`identity_headers`); API keys' headers never reach AWS (`key_headers`).
+#[test]
+fn headers_authentication_reads_or_writes_are_named_to_the_filter() {
+    let jwt = read("examples/emulator.yaml")
+        + "---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: SecurityPolicy\nmetadata: { name: jwt }\nspec:\n"
+        + "  targetRefs: [ { group: gateway.networking.k8s.io, kind: Gateway, name: ai-gateway } ]\n"
+        + "  jwt:\n    providers:\n    - name: idp\n      localJWKS: { type: Inline, inline: '{\"keys\": []}' }\n"
+        + "      claimToHeaders: [ { claim: sub, header: x-caller }, { claim: team, header: x-team } ]\n"
+        + "  authorization:\n    defaultAction: Deny\n    rules:\n"
+        + "    - { name: admins, action: Allow, principal: { headers: [ { name: x-team, values: [admins] } ] } }\n";
+    let rendered = render(&jwt, &Options::default()).expect("a rule over a claim header renders");
+    assert!(rendered.envoy_yaml.contains("\"identity_headers\": [\n"));
+    assert!(rendered.envoy_yaml.contains("\"x-team\""));
+
+    let keys = format!(
+        "{}---\n{}",
+        read("examples/emulator.yaml"),
+        read("examples/callers.yaml").replace("headers: [x-api-key]", "headers: [x-gateway-key]")
+    );
+    let rendered = render(&keys, &Options::default()).expect("renders");
+    let plugin = rendered
+        .envoy_yaml
+        .split("\"key_headers\": [")
+        .nth(1)
+        .expect("key_headers");
+    let listed = plugin.split(']').next().unwrap_or_default();
+    assert!(
+        listed.contains("\"authorization\"") && listed.contains("\"x-gateway-key\""),
+        "{listed}"
+    );
+}
+
+/// What `ai-gateway-render` writes holds keys (a credentials file's, callers'): files its owner
+/// alone reads, each replaced by a rename (Envoy's watched directories see only moves), and for
+/// Kubernetes a Secret beside the ConfigMap.
+#[test]
+fn rendered_files_are_private_replaced_whole_and_secrets_go_to_a_secret() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let dir = std::env::temp_dir().join(format!("render-secrets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let binary = env!("CARGO_BIN_EXE_ai-gateway-render");
+    let callers = [
+        root().join("examples/emulator.yaml"),
+        root().join("examples/callers.yaml"),
+    ];
+    let run = |extra: &[&str]| {
+        let output = std::process::Command::new(binary)
+            .args(&callers)
+            .args(extra)
+            .output()
+            .expect("runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    };
+    let out_dir = dir.to_string_lossy().into_owned();
+    run(&["--out-dir", &out_dir]);
+    let routes = dir.join("routes.yaml");
+    let first_inode = std::fs::metadata(&routes).unwrap().ino();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{:?}", entry.file_name());
+        assert!(!entry.file_name().to_string_lossy().ends_with(".rendering"));
+    }
+    run(&["--out-dir", &out_dir]);
+    assert_ne!(
+        std::fs::metadata(&routes).unwrap().ino(),
+        first_inode,
+        "replaced by a new file moved in, not rewritten in place"
+    );
+
+    let manifests = String::from_utf8(run(&["--configmap", "gw"]).stdout).unwrap();
+    let (configmap, secret) = manifests
+        .split_once("\n---\n")
+        .expect("a ConfigMap and a Secret");
+    assert!(configmap.contains("kind: ConfigMap") && !configmap.contains("sk-demo-alice"));
+    assert!(secret.contains("kind: Secret") && secret.contains("  routes.yaml: |"));
+    assert!(secret.contains("sk-demo-alice"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

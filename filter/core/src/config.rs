@@ -178,6 +178,10 @@ struct RawConfig {
     #[serde(default)]
     caller_header: Option<String>,
     #[serde(default)]
+    identity_headers: Vec<String>,
+    #[serde(default)]
+    key_headers: Vec<String>,
+    #[serde(default)]
     caller_metrics: bool,
 }
 
@@ -330,6 +334,13 @@ pub struct Config {
     /// Envoy's filters to check (the backend stage removes them before AWS), a caller's own copy
     /// of this header is removed before they run, and usage summaries name the caller.
     pub caller_header: Option<String>,
+    /// Further headers Envoy's authentication writes (a JWT's claims, `claim_to_headers`), which
+    /// authorization rules read: like the caller header, a caller's own copies are removed before
+    /// authentication, so that a token without the claim cannot be paired with a forged header.
+    pub identity_headers: Vec<String>,
+    /// Headers in which callers present their keys to Envoy's authentication (`extractFrom`),
+    /// beyond the ones always removed (`authorization`, `x-api-key`, ...): removed before AWS.
+    pub key_headers: Vec<String>,
     /// Count requests and tokens per caller too (`caller_requests`, `caller_total_tokens`): for a
     /// fixed set of callers (API-key clients), never for open-ended ones such as JWT subjects.
     pub caller_metrics: bool,
@@ -342,6 +353,21 @@ pub struct ConfigError(pub String);
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A header name as the plugin configuration must state it: lower case, as Envoy stores them.
+fn header_name(field: &str, name: String) -> Result<String, ConfigError> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid {
+        Ok(name)
+    } else {
+        Err(ConfigError(format!(
+            "{field}: {name:?} must be a lower-case header name"
+        )))
     }
 }
 
@@ -403,19 +429,20 @@ impl Config {
             models,
             cost: raw.cost,
             caller_metrics: raw.caller_metrics,
-            caller_header: match raw.caller_header {
-                Some(name)
-                    if name.is_empty()
-                        || !name
-                            .bytes()
-                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
-                {
-                    return Err(ConfigError(format!(
-                        "caller_header: {name:?} must be a lower-case header name"
-                    )))
-                }
-                other => other,
-            },
+            caller_header: raw
+                .caller_header
+                .map(|name| header_name("caller_header", name))
+                .transpose()?,
+            identity_headers: raw
+                .identity_headers
+                .into_iter()
+                .map(|name| header_name("identity_headers", name))
+                .collect::<Result<_, _>>()?,
+            key_headers: raw
+                .key_headers
+                .into_iter()
+                .map(|name| header_name("key_headers", name))
+                .collect::<Result<_, _>>()?,
             max_stream_frame_bytes: raw
                 .max_stream_frame_bytes
                 .unwrap_or(crate::eventstream::DEFAULT_MAX_FRAME_LEN),

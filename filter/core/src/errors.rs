@@ -1,5 +1,6 @@
 //! Gateway errors and their rendering in the caller's API format.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// The API the caller speaks, and so the shape its errors must have.
@@ -109,9 +110,14 @@ impl GatewayError {
             (100..=399 | 0, _) => 502,
             (status, _) => status,
         };
+        let redacted = redact_aws_identifiers(message);
+        if let Cow::Owned(_) = redacted {
+            // The caller gets the text without them; the operator keeps the whole of it.
+            log::warn!("ai gateway: Bedrock answered {status}: {message}");
+        }
         let message = match error_type {
-            Some(t) => format!("Bedrock {t}: {message}"),
-            None => format!("Bedrock returned HTTP {status}: {message}"),
+            Some(t) => format!("Bedrock {t}: {redacted}"),
+            None => format!("Bedrock returned HTTP {status}: {redacted}"),
         };
         GatewayError {
             status,
@@ -209,5 +215,77 @@ pub(crate) fn openai_type(kind: ErrorKind) -> &'static str {
         ErrorKind::NotFound => "not_found_error",
         ErrorKind::RateLimited => "rate_limit_error",
         ErrorKind::Upstream | ErrorKind::Unavailable => "server_error",
+    }
+}
+
+/// AWS's error text with the account's identifiers taken out: ARNs (`arn:aws:iam::123456789012:
+/// role/...`, which name the account, the role and the resources) and bare 12-digit account ids.
+/// An `AccessDeniedException` names the gateway's role, which callers have no business knowing.
+pub fn redact_aws_identifiers(message: &str) -> Cow<'_, str> {
+    if !message.contains("arn:") && !has_account_id(message) {
+        return Cow::Borrowed(message);
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("arn:") {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        // An ARN runs to the next space or delimiter a sentence would put after it.
+        let end = from
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | ')' | ']'))
+            .unwrap_or(from.len());
+        out.push_str("<redacted ARN>");
+        rest = from.get(end..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    Cow::Owned(redact_account_ids(&out))
+}
+
+fn has_account_id(text: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_digit())
+        .any(|run| run.len() == 12)
+}
+
+/// Runs of exactly twelve digits, an AWS account id's form.
+fn redact_account_ids(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut digits = String::new();
+    for c in text.chars().chain(std::iter::once('\0')) {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        if digits.len() == 12 {
+            out.push_str("<account>");
+        } else {
+            out.push_str(&digits);
+        }
+        digits.clear();
+        if c != '\0' {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn account_ids_and_arns_are_taken_out_of_aws_messages() {
+        let message = "User: arn:aws:sts::123456789012:assumed-role/gateway/i-0abc is not authorized to perform: bedrock:InvokeModel on resource: arn:aws:bedrock:us-east-1::foundation-model/x because no identity-based policy allows it (account 210987654321, request 1234)";
+        let redacted = redact_aws_identifiers(message);
+        assert_eq!(
+            redacted,
+            "User: <redacted ARN> is not authorized to perform: bedrock:InvokeModel on resource: <redacted ARN> because no identity-based policy allows it (account <account>, request 1234)"
+        );
+        assert!(matches!(
+            redact_aws_identifiers("Too many requests, please wait."),
+            Cow::Borrowed(_)
+        ));
+        let error = GatewayError::from_bedrock(403, Some("AccessDeniedException"), message);
+        assert!(!error.message.contains("123456789012"));
+        assert!(!error.message.contains("arn:"));
     }
 }

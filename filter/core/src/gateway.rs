@@ -474,6 +474,8 @@ pub struct CallerHeaders<'a> {
     pub anthropic_beta: Option<&'a str>,
     /// The model a Bedrock Runtime path names, decoded.
     pub bedrock_model: Option<&'a str>,
+    /// A Bedrock caller's own InvokeModel service tier header.
+    pub bedrock_service_tier: Option<&'a str>,
 }
 
 /// The model of a Bedrock Runtime path (`/model/{id}/{operation}`), decoded and checked; `None`
@@ -642,8 +644,21 @@ pub fn prepare(
         }
         (Endpoint::Bedrock(operation), _) => {
             let model = headers.bedrock_model.unwrap_or_default().to_owned();
+            // The backend's options apply here too: a guardrail is the operator's, on every request.
+            let with_options = match operation {
+                Operation::Converse | Operation::ConverseStream => backend
+                    .options
+                    .apply_to_converse(body, operation == Operation::ConverseStream)?,
+                Operation::Invoke | Operation::InvokeWithResponseStream => {
+                    invoke_headers = backend
+                        .options
+                        .invoke_headers_for(headers.bedrock_service_tier);
+                    None
+                }
+                Operation::CountTokens => None,
+            };
             (
-                body.to_vec(),
+                with_options.unwrap_or_else(|| body.to_vec()),
                 model,
                 operation,
                 ResponseKind::Bedrock { operation },
@@ -1026,10 +1041,15 @@ impl ResponseTranslation {
                 status,
                 header_usage: (input, output),
             } => {
-                // Unchanged, status and all; an error reports no tokens.
-                let usage = (*status == 200)
-                    .then(|| crate::passthrough::reply_usage(body, *input, *output))
-                    .flatten();
+                // Unchanged, status and all, but for the account's identifiers in an error's
+                // message; an error reports no tokens.
+                if *status != 200 {
+                    return (
+                        *status,
+                        TranslatedBody::without_usage(crate::passthrough::redact_error_body(body)),
+                    );
+                }
+                let usage = crate::passthrough::reply_usage(body, *input, *output);
                 return (
                     *status,
                     TranslatedBody {

@@ -142,7 +142,7 @@ impl BedrockOptions {
             headers.push(("x-amzn-bedrock-performanceconfig-latency", latency.clone()));
         }
         if let Some(tier) = &self.service_tier {
-            headers.push(("x-amzn-bedrock-service-tier", tier.clone()));
+            headers.push((SERVICE_TIER_HEADER, tier.clone()));
         }
         if !self.request_metadata.is_empty() {
             if let Ok(json) = serde_json::to_string(&self.request_metadata) {
@@ -152,6 +152,54 @@ impl BedrockOptions {
         headers
     }
 }
+
+impl BedrockOptions {
+    pub fn is_empty(&self) -> bool {
+        *self == BedrockOptions::default()
+    }
+
+    /// A Converse body a caller of Bedrock's own API wrote, with this backend's options applied as
+    /// on every other endpoint: its guardrail, latency and request metadata replace the caller's
+    /// (a caller cannot swap or drop the operator's guardrail), and the caller's `serviceTier`
+    /// stays its own choice, as an OpenAI caller's `service_tier` does. `None`: nothing to change.
+    pub fn apply_to_converse(
+        &self,
+        body: &[u8],
+        stream: bool,
+    ) -> Result<Option<Vec<u8>>, GatewayError> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        let mut request: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+            .map_err(|_| GatewayError::invalid_request("The request body is not a JSON object."))?;
+        let caller_tier = request
+            .get("serviceTier")
+            .and_then(|tier| tier.get("type"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        let options = serde_json::to_value(self.for_converse(stream, caller_tier.as_deref()))
+            .map_err(|e| GatewayError::invalid_request(format!("cannot apply options: {e}")))?;
+        if let serde_json::Value::Object(members) = options {
+            request.extend(members);
+        }
+        serde_json::to_vec(&request)
+            .map(Some)
+            .map_err(|e| GatewayError::invalid_request(format!("cannot apply options: {e}")))
+    }
+
+    /// InvokeModel's option headers for a caller of Bedrock's own API: the caller's own service
+    /// tier header, if it sent one, is left as its choice.
+    pub fn invoke_headers_for(&self, caller_tier: Option<&str>) -> Vec<(&'static str, String)> {
+        let mut headers = self.invoke_headers();
+        if caller_tier.is_some() {
+            headers.retain(|(name, _)| *name != SERVICE_TIER_HEADER);
+        }
+        headers
+    }
+}
+
+/// InvokeModel's service tier header.
+pub const SERVICE_TIER_HEADER: &str = "x-amzn-bedrock-service-tier";
 
 /// OpenAI's `service_tier` as Bedrock's: `auto` leaves the backend's choice; `default`, `flex` and
 /// `priority` are Bedrock's tiers of the same names; anything else is refused rather than ignored.

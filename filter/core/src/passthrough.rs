@@ -13,7 +13,12 @@ use std::borrow::Cow;
 /// The operation a Bedrock Runtime path names: `/model/{percent-encoded id}/{operation}`, with the
 /// id still encoded. `None` for any other path.
 pub fn parse_path(path: &str) -> Option<(&str, Operation)> {
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    // A trailing slash names the same operation (as `Endpoint::classify` reads it), so it must
+    // not lose the model.
+    let path = path
+        .split_once('?')
+        .map_or(path, |(p, _)| p)
+        .trim_end_matches('/');
     let rest = path.strip_prefix("/model/")?;
     let (encoded_model, operation) = rest.split_once('/')?;
     let operation = match operation {
@@ -32,6 +37,29 @@ pub fn is_stream(operation: Operation) -> bool {
         operation,
         Operation::ConverseStream | Operation::InvokeWithResponseStream
     )
+}
+
+/// A Bedrock error body as AWS sent it, its `message` without the account's identifiers (see
+/// [`crate::errors::redact_aws_identifiers`]); every other member stays as it was.
+pub fn redact_error_body(body: &[u8]) -> Vec<u8> {
+    let Ok(mut error) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body)
+    else {
+        return body.to_vec();
+    };
+    let mut changed = false;
+    for key in ["message", "Message"] {
+        if let Some(serde_json::Value::String(message)) = error.get_mut(key) {
+            if let Cow::Owned(redacted) = crate::errors::redact_aws_identifiers(message) {
+                log::warn!("ai gateway: Bedrock answered: {message}");
+                *message = redacted;
+                changed = true;
+            }
+        }
+    }
+    match serde_json::to_vec(&error) {
+        Ok(redacted) if changed => redacted,
+        _ => body.to_vec(),
+    }
 }
 
 /// The two shapes of usage a whole reply carries: Converse's, or a Claude body's from InvokeModel.

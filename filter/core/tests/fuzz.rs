@@ -289,7 +289,7 @@ proptest! {
         let backend = backend();
         for endpoint in [gateway::Endpoint::ChatCompletions, gateway::Endpoint::Responses, gateway::Endpoint::AnthropicMessages, gateway::Endpoint::Embeddings,
                          gateway::Endpoint::Bedrock(bedrock_gateway_core::bedrock::Operation::ConverseStream)] {
-            if let Err(error) = gateway::prepare(endpoint, &body, gateway::CallerHeaders { anthropic_beta: Some("a,b"), bedrock_model: Some("m") }, &backend, 1_800_000_000) {
+            if let Err(error) = gateway::prepare(endpoint, &body, gateway::CallerHeaders { anthropic_beta: Some("a,b"), bedrock_model: Some("m"), bedrock_service_tier: None }, &backend, 1_800_000_000) {
                 prop_assert!((400..500).contains(&error.status), "{endpoint:?}: {error:?}");
             }
         }

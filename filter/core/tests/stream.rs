@@ -45,6 +45,13 @@ impl FakeHost {
             ("content-type", "application/json"),
             ("x-request-id", "req-1"),
         ];
+        // The routing stage's key for the request, as the backend stage finds it.
+        if path.starts_with("/v1/")
+            || path.starts_with("/model/")
+            || path.starts_with("/anthropic/")
+        {
+            headers.push(("x-ai-eg-stream-key", "key-1"));
+        }
         headers.extend_from_slice(extra);
         FakeHost {
             request_headers: headers
@@ -187,17 +194,34 @@ fn config_json() -> Value {
     })
 }
 
-/// The routing stage through a whole request and its response, on this thread, as the backend
-/// stage's request would have it.
-fn routing_stage_of_a_finished_request() -> FakeHost {
-    let mut downstream = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
-    let mut routing = RoutingStream::new(Some(config()));
-    routing.on_request_headers(&mut downstream, false);
-    routing.on_request_body(&mut downstream, true);
-    downstream.respond(200, "application/json", Vec::new());
-    routing.on_response_headers(&mut downstream);
-    routing.on_response_body(&mut downstream, true);
-    downstream
+/// The routing stage of a request whose backend stage a test runs: its request phase, then (once
+/// the backend stage is done) its response phase, on this thread.
+struct Downstream {
+    routing: RoutingStream,
+    host: FakeHost,
+}
+
+impl Downstream {
+    fn start() -> Self {
+        let mut host = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
+        let mut routing = RoutingStream::new(Some(config()));
+        routing.on_request_headers(&mut host, false);
+        routing.on_request_body(&mut host, true);
+        Downstream { routing, host }
+    }
+
+    /// Gives `upstream` the key the routing stage wrote for this request.
+    fn hand_key_to(&self, upstream: &mut FakeHost) {
+        let key = self.host.get(Side::Request, "x-ai-eg-stream-key").unwrap();
+        upstream.set_header(Side::Request, "x-ai-eg-stream-key", Some(key));
+    }
+
+    fn finish(mut self) -> FakeHost {
+        self.host.respond(200, "application/json", Vec::new());
+        self.routing.on_response_headers(&mut self.host);
+        self.routing.on_response_body(&mut self.host, true);
+        self.host
+    }
 }
 
 fn chat(stream: bool) -> Value {
@@ -437,12 +461,14 @@ fn envoys_own_replies_reach_callers_in_their_format() {
 #[test]
 fn the_backend_stage_translates_signs_and_translates_back() {
     let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let downstream = Downstream::start();
     let mut host = FakeHost::request(
         "POST",
         "/v1/chat/completions",
         &[("accept-encoding", "gzip")],
         chat(false),
     );
+    downstream.hand_key_to(&mut host);
     let (mut stream, flow) = backend_request(&mut host, "static", &mut worker, &store);
     assert_eq!(flow, Flow::Continue);
     assert_eq!(
@@ -511,7 +537,7 @@ fn the_backend_stage_translates_signs_and_translates_back() {
         .all(|(labels, _)| labels.contains("us.meta.llama3-2-1b") && labels.contains("static")));
 
     // The routing stage of the same request, on the same thread, puts the summary where access logs read it.
-    let downstream = routing_stage_of_a_finished_request();
+    let downstream = downstream.finish();
     let [summary] = downstream.usage.as_slice() else {
         panic!("one summary: {:?}", downstream.usage)
     };
@@ -579,12 +605,14 @@ fn streamed_responses_are_translated_chunk_by_chunk() {
 #[test]
 fn each_attempt_through_a_composite_cluster_is_translated_and_signed_for_its_backend() {
     let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let downstream = Downstream::start();
     let mut first = FakeHost::request(
         "POST",
         "/v1/chat/completions",
         &[("x-envoy-attempt-count", "1")],
         chat(false),
     );
+    downstream.hand_key_to(&mut first);
     let (_, flow) = backend_request(&mut first, "static>west", &mut worker, &store);
     assert_eq!(flow, Flow::Continue);
     assert_eq!(
@@ -643,7 +671,7 @@ fn each_attempt_through_a_composite_cluster_is_translated_and_signed_for_its_bac
     }
 
     // The routing stage forgets the first try when the response ends; a retry then has nothing to start from.
-    routing_stage_of_a_finished_request();
+    downstream.finish();
     let mut late = FakeHost {
         request_headers: first.request_headers.clone(),
         ..FakeHost::default()
@@ -1266,4 +1294,268 @@ fn the_sts_stage_moves_the_injected_token_into_the_form() {
         host.get(Side::Request, "content-length"),
         Some(form.len().to_string().as_str())
     );
+}
+
+// ---- Fail closed: each way a request could pass without the gateway's rules ----------------
+
+/// A config whose `static` backend carries options (a guardrail and metadata), with `extra`
+/// members merged into the plugin configuration.
+fn config_with(extra: Value) -> Arc<Config> {
+    let mut json = config_json();
+    json["backends"]["static"]["guardrail"] = json!({"identifier": "gr-operator", "version": "1"});
+    json["backends"]["static"]["request_metadata"] = json!({"team": "platform"});
+    for (key, value) in extra.as_object().unwrap() {
+        json[key] = value.clone();
+    }
+    Arc::new(Config::parse(json.to_string().as_bytes(), &|_| None).unwrap())
+}
+
+#[test]
+fn request_trailers_are_refused_by_both_stages_in_the_callers_format() {
+    // The routing stage holds an OpenAI body for its model; trailers arrive instead of its end.
+    let mut host = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
+    let mut routing = RoutingStream::new(Some(config()));
+    assert_eq!(routing.on_request_headers(&mut host, false), Flow::Pause);
+    assert_eq!(routing.on_request_body(&mut host, false), Flow::Pause);
+    assert_eq!(routing.on_request_trailers(&mut host), Flow::Pause);
+    let (status, error) = host.sent.take().unwrap();
+    assert_eq!(status, 400);
+    assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("trailers"));
+
+    // Bedrock's own API streams its body on at once: the trailers reach the backend stage too.
+    let mut host = FakeHost::request("POST", "/model/x/converse", &[], json!({}));
+    let mut routing = RoutingStream::new(Some(config()));
+    assert_eq!(routing.on_request_headers(&mut host, false), Flow::Continue);
+    assert_eq!(routing.on_request_trailers(&mut host), Flow::Pause);
+    assert_eq!(host.sent.take().unwrap().1["__type"], "ValidationException");
+
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let mut upstream = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
+    upstream.cluster = Some("static".into());
+    upstream
+        .request_headers
+        .push(("x-ai-eg-model".into(), LLAMA.into()));
+    let mut backend = BackendStream::new(20, Some(config()));
+    assert_eq!(
+        backend.on_request_headers(&mut upstream, &mut worker, &store, false),
+        Flow::Pause
+    );
+    assert_eq!(
+        backend.on_request_body(&mut upstream, &mut worker, &store, false),
+        Flow::Pause
+    );
+    assert_eq!(backend.on_request_trailers(&mut upstream), Flow::Pause);
+    assert_eq!(upstream.sent.as_ref().unwrap().0, 400);
+    assert_eq!(
+        upstream.get(Side::Request, "authorization"),
+        None,
+        "never signed"
+    );
+}
+
+#[test]
+fn a_callers_request_id_keys_no_state_and_its_own_stream_key_is_replaced() {
+    let forged = [("x-request-id", "same-id"), ("x-ai-eg-stream-key", "7")];
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let mut host = FakeHost::request("POST", "/v1/chat/completions", &forged, chat(false));
+        RoutingStream::new(Some(config())).on_request_headers(&mut host, false);
+        let written: Vec<_> = host
+            .request_headers
+            .iter()
+            .filter(|(k, _)| k == "x-ai-eg-stream-key")
+            .map(|(_, v)| v.clone())
+            .collect();
+        assert_eq!(written.len(), 1, "one key, the gateway's");
+        assert_ne!(written[0], "7");
+        keys.push(written[0].clone());
+    }
+    assert_ne!(
+        keys[0], keys[1],
+        "two requests with one x-request-id keep apart"
+    );
+
+    // The backend stage removes the key before AWS (but on a failover route, whose next try
+    // needs it to find the first try's request).
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let mut host = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
+    let (_, flow) = backend_request(&mut host, "static", &mut worker, &store);
+    assert_eq!(flow, Flow::Continue);
+    assert_eq!(host.get(Side::Request, "x-ai-eg-stream-key"), None);
+}
+
+#[test]
+fn claim_headers_cannot_be_forged_and_configured_key_headers_never_reach_aws() {
+    let config = config_with(json!({
+        "caller_header": "x-ai-gateway-caller",
+        "identity_headers": ["x-team"],
+        "key_headers": ["x-gateway-key"],
+    }));
+    let sent = [
+        ("x-team", "admins"),
+        ("x-ai-gateway-caller", "root"),
+        ("x-gateway-key", "sk-caller"),
+    ];
+    let mut downstream = FakeHost::request("POST", "/v1/chat/completions", &sent, chat(false));
+    let mut routing = RoutingStream::new(Some(Arc::clone(&config)));
+    routing.on_request_headers(&mut downstream, false);
+    assert_eq!(
+        downstream.get(Side::Request, "x-team"),
+        None,
+        "a claim header is jwt_authn's to write"
+    );
+    assert_eq!(downstream.get(Side::Request, "x-ai-gateway-caller"), None);
+    assert_eq!(
+        downstream.get(Side::Request, "x-gateway-key"),
+        Some("sk-caller"),
+        "left for Envoy's api_key_auth"
+    );
+    routing.on_request_body(&mut downstream, true);
+
+    let mut upstream = FakeHost {
+        request_headers: downstream.request_headers.clone(),
+        request_body: downstream.request_body.clone(),
+        cluster: Some("static".into()),
+        ..FakeHost::default()
+    };
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let mut backend = BackendStream::new(21, Some(config));
+    backend.on_request_headers(&mut upstream, &mut worker, &store, false);
+    assert_eq!(
+        backend.on_request_body(&mut upstream, &mut worker, &store, true),
+        Flow::Continue
+    );
+    assert_eq!(upstream.get(Side::Request, "x-gateway-key"), None);
+
+    // Without Envoy's authentication, the routing stage removes a configured key header itself.
+    let config = config_with(json!({"key_headers": ["x-gateway-key"]}));
+    let mut host = FakeHost::request("POST", "/v1/chat/completions", &sent, chat(false));
+    RoutingStream::new(Some(config)).on_request_headers(&mut host, false);
+    assert_eq!(host.get(Side::Request, "x-gateway-key"), None);
+}
+
+/// Bedrock's own API through the `static` backend (with options), as both stages handle it.
+fn bedrock_api_request(path: &str, extra: &[(&str, &str)], body: Value) -> (FakeHost, Flow) {
+    let config = config_with(json!({}));
+    let mut downstream = FakeHost::request("POST", path, extra, body);
+    let mut routing = RoutingStream::new(Some(Arc::clone(&config)));
+    if routing.on_request_headers(&mut downstream, false) == Flow::Pause {
+        return (downstream, Flow::Pause);
+    }
+    let mut upstream = FakeHost {
+        request_headers: downstream.request_headers.clone(),
+        request_body: downstream.request_body.clone(),
+        cluster: Some("static".into()),
+        ..FakeHost::default()
+    };
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let mut backend = BackendStream::new(22, Some(config));
+    backend.on_request_headers(&mut upstream, &mut worker, &store, false);
+    let flow = backend.on_request_body(&mut upstream, &mut worker, &store, true);
+    (upstream, flow)
+}
+
+#[test]
+fn the_backends_guardrail_and_options_apply_to_bedrocks_own_api() {
+    let own_guardrail = json!({
+        "messages": [{"role": "user", "content": [{"text": "Hi"}]}],
+        "guardrailConfig": {"guardrailIdentifier": "gr-callers-own", "guardrailVersion": "1"},
+        "serviceTier": {"type": "flex"},
+    });
+    let (host, flow) = bedrock_api_request("/model/x/converse", &[], own_guardrail);
+    assert_eq!(flow, Flow::Continue);
+    let sent: Value = serde_json::from_slice(&host.request_body).unwrap();
+    assert_eq!(
+        sent["guardrailConfig"],
+        json!({"guardrailIdentifier": "gr-operator", "guardrailVersion": "1"}),
+        "the operator's guardrail replaces the caller's"
+    );
+    assert_eq!(sent["requestMetadata"], json!({"team": "platform"}));
+    assert_eq!(
+        sent["serviceTier"],
+        json!({"type": "flex"}),
+        "the caller's own tier stays"
+    );
+    assert_eq!(sent["messages"][0]["content"][0]["text"], "Hi");
+
+    let (host, _) = bedrock_api_request("/model/x/converse-stream", &[], json!({"messages": []}));
+    let sent: Value = serde_json::from_slice(&host.request_body).unwrap();
+    assert_eq!(
+        sent["guardrailConfig"]["guardrailIdentifier"],
+        "gr-operator"
+    );
+
+    // InvokeModel takes them as headers, replacing a caller's own.
+    let caller = [("x-amzn-bedrock-guardrailidentifier", "gr-callers-own")];
+    let (host, flow) = bedrock_api_request("/model/x/invoke", &caller, json!({"prompt": "Hi"}));
+    assert_eq!(flow, Flow::Continue);
+    assert_eq!(
+        host.get(Side::Request, "x-amzn-bedrock-guardrailidentifier"),
+        Some("gr-operator")
+    );
+    assert_eq!(
+        host.get(Side::Request, "x-amzn-bedrock-request-metadata"),
+        Some(r#"{"team":"platform"}"#)
+    );
+
+    // A body that is not a JSON object cannot carry the guardrail: refused, not forwarded.
+    let (host, flow) = bedrock_api_request("/model/x/converse", &[], json!([1, 2]));
+    assert_eq!(flow, Flow::Pause);
+    assert_eq!(host.sent.unwrap().1["__type"], "ValidationException");
+}
+
+#[test]
+fn a_trailing_slash_on_a_bedrock_path_keeps_its_model() {
+    let (host, flow) = bedrock_api_request("/model/x/converse/", &[], json!({"messages": []}));
+    assert_eq!(flow, Flow::Continue);
+    assert_eq!(host.get(Side::Request, ":path"), Some("/model/x/converse"));
+}
+
+#[test]
+fn bedrocks_errors_reach_callers_without_the_accounts_identifiers() {
+    let denied = br#"{"message":"User: arn:aws:sts::123456789012:assumed-role/gateway/s is not authorized to perform: bedrock:InvokeModel"}"#;
+    for path in ["/v1/chat/completions", "/model/x/converse"] {
+        let (mut worker, store) = (Worker::default(), FakeStore::default());
+        let body = if path.starts_with("/v1") {
+            chat(false)
+        } else {
+            json!({"messages": []})
+        };
+        let mut host = FakeHost::request("POST", path, &[], body);
+        let (mut stream, _) = backend_request(&mut host, "static", &mut worker, &store);
+        host.respond(403, "application/json", denied.to_vec());
+        host.response_headers.push((
+            "x-amzn-errortype".into(),
+            "AccessDeniedException:http://internal".into(),
+        ));
+        stream.on_response_headers(&mut host, false);
+        stream.on_response_body(&mut host, true);
+        let body = String::from_utf8(host.response_body.clone()).unwrap();
+        assert!(
+            !body.contains("123456789012") && !body.contains("arn:aws"),
+            "{path}: {body}"
+        );
+        assert!(
+            body.contains("is not authorized to perform"),
+            "{path}: {body}"
+        );
+    }
+}
+
+#[test]
+fn a_backend_stage_without_a_translation_refuses_rather_than_forwards() {
+    // Its request headers never came (or were for nothing it serves): the body is not passed on.
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let mut host = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
+    let mut stream = BackendStream::new(23, Some(config()));
+    assert_eq!(
+        stream.on_request_body(&mut host, &mut worker, &store, true),
+        Flow::Pause
+    );
+    assert_eq!(host.sent.as_ref().unwrap().0, 500);
+    assert_eq!(host.get(Side::Request, "authorization"), None);
 }

@@ -350,6 +350,7 @@ fn anthropic_betas_on_converse_go_to_claude_only() {
     let beta = CallerHeaders {
         anthropic_beta: Some("interleaved-thinking-2025-05-14, claude-code-20250219"),
         bedrock_model: None,
+        bedrock_service_tier: None,
     };
     let claude = backend(Some("us.anthropic.claude-sonnet-4-5-20250929-v1:0"), None);
     let upstream = gateway::prepare(

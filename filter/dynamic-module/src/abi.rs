@@ -95,6 +95,7 @@ pub const BODY_CONTINUE: u32 = 0;
 pub const BODY_STOP_ITERATION_AND_BUFFER: u32 = 1;
 // ..._trailers_status, ..._local_reply_status
 pub const TRAILERS_CONTINUE: u32 = 0;
+pub const TRAILERS_STOP_ITERATION: u32 = 1;
 pub const LOCAL_REPLY_CONTINUE: u32 = 0;
 
 // envoy_dynamic_module_type_log_level

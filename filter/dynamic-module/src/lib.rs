@@ -31,7 +31,7 @@ use bedrock_gateway_core::stream::{format_for_path, Flow, Host, Side};
 use credentials::{Fetcher, ProcessStore};
 use host::NativeHost;
 use metrics::Metrics;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,15 +78,20 @@ enum StageStream {
     Sts(StsStream),
 }
 
+/// One stream's filter. Envoy calls some hooks from inside others of the same stream (a local
+/// reply passes through this filter's own response hooks and the local-reply hook before
+/// `send_json` returns), so the hooks only ever hold shared references to it, and each piece of
+/// state they change is a cell of its own: the stream is borrowed by one hook at a time, and a
+/// hook that finds it borrowed leaves it to the outer one.
 struct Filter {
     id: u64,
-    stream: StageStream,
+    stream: RefCell<StageStream>,
     /// Why Envoy answered this stream itself (the local-reply hook), for the routing stage.
-    local_reply_details: Option<String>,
+    local_reply_details: RefCell<Option<String>>,
     /// Parked for credentials at some point: the process's broker must forget it when it ends.
-    parked: bool,
+    parked: Cell<bool>,
     /// A hook panicked: the stream was answered and is not touched again.
-    failed: bool,
+    failed: Cell<bool>,
 }
 
 /// The `log` macros (here and in the core) write to Envoy's log, under its `dynamic_modules` logger.
@@ -282,10 +287,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
         };
         let filter = Filter {
             id,
-            stream,
-            local_reply_details: None,
-            parked: false,
-            failed: false,
+            stream: RefCell::new(stream),
+            local_reply_details: RefCell::new(None),
+            parked: Cell::new(false),
+            failed: Cell::new(false),
         };
         Box::into_raw(Box::new(filter))
             .cast::<c_void>()
@@ -300,49 +305,56 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_v
             return;
         }
         // SAFETY: made by `filter_new` with Box::into_raw; Envoy destroys it once.
-        let mut filter = unsafe { Box::from_raw(filter.cast::<Filter>().cast_mut()) };
-        if let StageStream::Backend(stream) = &mut filter.stream {
+        let filter = unsafe { Box::from_raw(filter.cast::<Filter>().cast_mut()) };
+        if let StageStream::Backend(mut stream) = filter.stream.into_inner() {
             let _ = WORKER.try_with(|worker| {
                 worker
                     .try_borrow_mut()
                     .map(|mut worker| stream.on_destroy(&mut worker))
             });
         }
-        if filter.parked {
+        if filter.parked.get() {
             credentials::forget(filter.id);
         }
     });
 }
 
-/// Runs one stream hook: finds the filter, builds its host, and turns a panic into a 500 in the
-/// caller's format (then `stop`) instead of aborting Envoy.
+/// Runs one stream hook: finds the filter, borrows its stream, builds its host, and turns a panic
+/// into a 500 in the caller's format (then `stop`) instead of aborting Envoy. A hook Envoy calls
+/// while another of the stream's hooks holds the stream (from inside a local reply the outer hook
+/// sent) continues: the outer hook is the one deciding about the stream.
 fn stream_hook(
     filter_envoy: EnvoyFilterPtr,
     filter: *const c_void,
     stop: u32,
-    hook: impl FnOnce(&mut Filter, &mut NativeHost<'_>) -> Flow,
+    hook: impl FnOnce(&Filter, &mut StageStream, &mut NativeHost<'_>) -> Flow,
     continue_status: u32,
 ) -> u32 {
-    // SAFETY: our filter, alive until `destroy`; Envoy calls its hooks on one thread.
-    let Some(filter) = (unsafe { filter.cast::<Filter>().cast_mut().as_mut() }) else {
+    // SAFETY: our filter, alive until `destroy`, which Envoy defers past any hook of the stream;
+    // only shared references to it are made (see `Filter`).
+    let Some(filter) = (unsafe { filter.cast::<Filter>().as_ref() }) else {
         return continue_status;
     };
-    if filter.failed {
+    if filter.failed.get() {
         return continue_status;
     }
+    let Ok(mut stream) = filter.stream.try_borrow_mut() else {
+        return continue_status;
+    };
+    let details = filter.local_reply_details.take();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let details = filter.local_reply_details.take();
         let mut host = NativeHost {
             filter: filter_envoy,
             local_reply_details: details.as_deref(),
         };
-        hook(filter, &mut host)
+        hook(filter, &mut stream, &mut host)
     }));
+    drop(stream);
     match outcome {
         Ok(Flow::Continue) => continue_status,
         Ok(Flow::Pause) => stop,
         Err(_) => {
-            filter.failed = true;
+            filter.failed.set(true);
             answer_after_panic(filter_envoy);
             stop
         }
@@ -395,23 +407,20 @@ fn with_worker<'h>(
 /// The backend stage's request phase; a request that must wait for credentials moves to the
 /// process's broker, with a scheduler to resume it on this worker.
 fn backend_request(
-    filter: &mut Filter,
+    filter: &Filter,
+    stream: &mut BackendStream,
     host: &mut NativeHost<'_>,
     phase: impl FnOnce(&mut BackendStream, &mut NativeHost<'_>, &mut Worker) -> Flow,
 ) -> Flow {
-    let StageStream::Backend(stream) = &mut filter.stream else {
-        return Flow::Continue;
-    };
-    let id = filter.id;
     let mut parked = None;
     let flow = with_worker(host, |host, worker| {
         let flow = phase(stream, host, worker);
-        parked = worker.broker.unpark(id);
+        parked = worker.broker.unpark(filter.id);
         flow
     });
     if let Some(parked) = parked {
-        filter.parked = true;
-        credentials::park(id, host.filter, parked);
+        filter.parked.set(true);
+        credentials::park(filter.id, host.filter, parked);
     }
     flow
 }
@@ -426,18 +435,20 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         filter_envoy,
         filter,
         abi::HEADERS_STOP_ITERATION,
-        |filter, host| {
+        |filter, stream, host| {
             #[cfg(feature = "fault-injection")]
             #[allow(clippy::panic)]
             if host.header(Side::Request, "x-ai-eg-test-panic").is_some() {
                 panic!("fault injected by x-ai-eg-test-panic");
             }
-            match &mut filter.stream {
+            match stream {
                 StageStream::Routing(stream) => stream.on_request_headers(host, end_of_stream),
                 StageStream::Sts(stream) => stream.on_request_headers(host, end_of_stream),
-                StageStream::Backend(_) => backend_request(filter, host, |stream, host, worker| {
-                    stream.on_request_headers(host, worker, &ProcessStore, end_of_stream)
-                }),
+                StageStream::Backend(stream) => {
+                    backend_request(filter, stream, host, |stream, host, worker| {
+                        stream.on_request_headers(host, worker, &ProcessStore, end_of_stream)
+                    })
+                }
             }
         },
         abi::HEADERS_CONTINUE,
@@ -454,12 +465,14 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
         filter_envoy,
         filter,
         abi::BODY_STOP_ITERATION_AND_BUFFER,
-        |filter, host| match &mut filter.stream {
+        |filter, stream, host| match stream {
             StageStream::Routing(stream) => stream.on_request_body(host, end_of_stream),
             StageStream::Sts(stream) => stream.on_request_body(host, end_of_stream),
-            StageStream::Backend(_) => backend_request(filter, host, |stream, host, worker| {
-                stream.on_request_body(host, worker, &ProcessStore, end_of_stream)
-            }),
+            StageStream::Backend(stream) => {
+                backend_request(filter, stream, host, |stream, host, worker| {
+                    stream.on_request_body(host, worker, &ProcessStore, end_of_stream)
+                })
+            }
         },
         abi::BODY_CONTINUE,
     )
@@ -475,7 +488,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
         filter_envoy,
         filter,
         abi::HEADERS_STOP_ITERATION,
-        |filter, host| match &mut filter.stream {
+        |_, stream, host| match stream {
             StageStream::Routing(stream) => stream.on_response_headers(host),
             StageStream::Backend(stream) => stream.on_response_headers(host, end_of_stream),
             StageStream::Sts(_) => Flow::Continue,
@@ -494,7 +507,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
         filter_envoy,
         filter,
         abi::BODY_STOP_ITERATION_AND_BUFFER,
-        |filter, host| match &mut filter.stream {
+        |_, stream, host| match stream {
             StageStream::Routing(stream) => stream.on_response_body(host, end_of_stream),
             StageStream::Backend(stream) => stream.on_response_body(host, end_of_stream),
             StageStream::Sts(_) => Flow::Continue,
@@ -517,7 +530,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
         filter_envoy,
         filter,
         0,
-        |filter, host| {
+        |filter, _, host| {
             let Some((parked, verdict)) = credentials::take_decision(event_id) else {
                 return Flow::Continue;
             };
@@ -527,7 +540,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
                     Settled::Answered => Flow::Pause,
                 }
             });
-            filter.parked = false;
+            filter.parked.set(false);
             credentials::forget(filter.id);
             if settled == Flow::Continue {
                 // SAFETY: the stream's own filter pointer, on its worker, while it is alive.
@@ -552,24 +565,38 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_local_reply(
     _reset_imminent: bool,
 ) -> u32 {
     guarded(abi::LOCAL_REPLY_CONTINUE, || {
-        // SAFETY: our filter, alive until `destroy`; Envoy's buffer, valid for this hook.
-        if let Some(filter) = unsafe { filter.cast::<Filter>().cast_mut().as_mut() } {
-            filter.local_reply_details =
-                Some(String::from_utf8_lossy(unsafe { details.as_slice() }).into_owned());
+        // SAFETY: our filter, alive until `destroy`; Envoy's buffer, valid for this hook. Called
+        // from inside another hook's `send_json` too: a shared reference, and a cell of its own.
+        if let Some(filter) = unsafe { filter.cast::<Filter>().as_ref() } {
+            if let Ok(mut slot) = filter.local_reply_details.try_borrow_mut() {
+                *slot = Some(String::from_utf8_lossy(unsafe { details.as_slice() }).into_owned());
+            }
         }
         abi::LOCAL_REPLY_CONTINUE
     })
 }
 
-// ---- Hooks this module does not use, which Envoy requires --------------------------------
-
+/// Trailers after a request body the stages have not seen end: each stage refuses the request
+/// (see `stream::trailers_refused`).
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
-    _filter_envoy: EnvoyFilterPtr,
-    _filter: *const c_void,
+    filter_envoy: EnvoyFilterPtr,
+    filter: *const c_void,
 ) -> u32 {
-    abi::TRAILERS_CONTINUE
+    stream_hook(
+        filter_envoy,
+        filter,
+        abi::TRAILERS_STOP_ITERATION,
+        |_, stream, host| match stream {
+            StageStream::Routing(stream) => stream.on_request_trailers(host),
+            StageStream::Backend(stream) => stream.on_request_trailers(host),
+            StageStream::Sts(_) => Flow::Continue,
+        },
+        abi::TRAILERS_CONTINUE,
+    )
 }
+
+// ---- Hooks this module does not use, which Envoy requires --------------------------------
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
@@ -620,8 +647,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
         filter_envoy,
         filter,
         0,
-        |filter, host| {
-            let StageStream::Backend(stream) = &mut filter.stream else {
+        |_, stream, host| {
+            let StageStream::Backend(stream) = stream else {
                 return Flow::Continue;
             };
             // SAFETY: Envoy's arrays of the given sizes (or null), valid for this hook.

@@ -362,6 +362,10 @@ impl HttpContext for RoutingFilter {
         )
     }
 
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        action(self.0.on_request_trailers(&mut WasmHost::new(0)))
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         action(self.0.on_response_headers(&mut WasmHost::new(0)))
     }
@@ -448,6 +452,10 @@ impl HttpContext for BackendFilter {
             self.stream
                 .on_request_body(&mut host, &mut worker, &EnvoySharedData, end_of_stream),
         )
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        action(self.stream.on_request_trailers(&mut WasmHost::new(0)))
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {

@@ -3,7 +3,7 @@
 
 use super::batch::{EmbeddingsBatch, PartAnswer, Progress};
 use super::retry::{self, CallerRequest};
-use super::{reply_with_error, send_json, Flow, Host, Side};
+use super::{reply_with_error, send_json, trailers_refused, Flow, Host, Side, STREAM_KEY_HEADER};
 use crate::broker::{self, Broker, ParkedRequest, SharedStore, Verdict};
 use crate::config::{Backend, BackendCredentials, Config};
 use crate::credentials::HttpCall;
@@ -39,9 +39,11 @@ pub struct Worker {
 struct Measurement {
     /// Who called, as Envoy's authentication named them (`caller_header`).
     caller: Option<String>,
-    /// Envoy's `x-request-id`, read with the request: an upstream filter cannot read request
-    /// headers while the response flows.
+    /// Envoy's `x-request-id`, read with the request (an upstream filter cannot read request
+    /// headers while the response flows): the id of answers Bedrock gave none.
     request_id: Option<String>,
+    /// The routing stage's key for this request, under which the usage summary is left.
+    stream_key: Option<String>,
     model: String,
     labels: Rc<report::MetricLabels>,
     started_ms: u64,
@@ -115,9 +117,11 @@ impl BackendStream {
             host.set_header(Side::Request, ATTEMPT_HEADER, None);
         }
         let request_id = headers.get("x-request-id").map(Cow::into_owned);
+        // Written by the routing stage, whatever the caller sent.
+        let stream_key = headers.get(STREAM_KEY_HEADER).map(Cow::into_owned);
         if attempt > 1 {
             // A retry arrives as the previous try left it: start again from what the caller sent.
-            self.first_try = request_id.as_deref().and_then(retry::get);
+            self.first_try = stream_key.as_deref().and_then(retry::get);
             if self.first_try.is_none() {
                 self.answered_locally = true;
                 let error = GatewayError::upstream(
@@ -150,7 +154,7 @@ impl BackendStream {
             match gateway::bedrock_path_model(&path) {
                 Some(Ok(model)) => self.bedrock_model = Some(model),
                 Some(Err(error)) => return self.reply_with_error(host, &error),
-                None => {}
+                None => return self.refuse_untranslated(host),
             }
         }
         let cluster = host.cluster_name().unwrap_or_default();
@@ -190,12 +194,17 @@ impl BackendStream {
                 .map(Cow::into_owned)
                 .unwrap_or_default(),
         };
-        let failover = attempt == 1
-            && self
-                .config
-                .as_ref()
-                .is_some_and(|c| c.is_failover(&cluster));
-        if let Some(id) = request_id.clone().filter(|_| failover) {
+        let failover_cluster = self
+            .config
+            .as_ref()
+            .is_some_and(|c| c.is_failover(&cluster));
+        let failover = attempt == 1 && failover_cluster;
+        // Bedrock has no use for the key, but Envoy hands the next try of a failover route the
+        // headers as this one leaves them, and the next try finds the first's request by it.
+        if stream_key.is_some() && !failover_cluster {
+            host.set_header(Side::Request, STREAM_KEY_HEADER, None);
+        }
+        if let Some(id) = stream_key.clone().filter(|_| failover) {
             let caller = CallerRequest {
                 method: method.into_owned(),
                 path: path.into_owned(),
@@ -213,8 +222,8 @@ impl BackendStream {
             .config
             .as_ref()
             .and_then(|c| c.caller_header.as_deref());
-        if caller_header.is_some() {
-            super::strip_caller_credentials(host, &headers);
+        if let Some(config) = self.config.as_deref().filter(|_| caller_header.is_some()) {
+            super::strip_caller_credentials(host, &headers, &config.key_headers);
         }
         let caller = caller_header
             .and_then(|name| headers.get(name))
@@ -222,6 +231,7 @@ impl BackendStream {
         self.measurement = Some(Measurement {
             caller,
             request_id,
+            stream_key,
             labels: worker.labels.get(&model, &backend.name),
             model,
             started_ms: host.now_ms(),
@@ -244,8 +254,11 @@ impl BackendStream {
         store: &dyn SharedStore,
         end_of_stream: bool,
     ) -> Flow {
-        if self.endpoint.is_none() || self.answered_locally {
+        if self.answered_locally {
             return Flow::Continue;
+        }
+        if self.endpoint.is_none() {
+            return self.refuse_untranslated(host);
         }
         if !end_of_stream {
             return Flow::Pause;
@@ -256,6 +269,30 @@ impl BackendStream {
             host.body(Side::Request)
         };
         self.handle_whole_body(host, worker, store, body)
+    }
+
+    /// Trailers follow a body this stage has not seen end: the request is refused, never sent on
+    /// as it stands (untranslated, unsigned).
+    pub fn on_request_trailers(&mut self, host: &mut impl Host) -> Flow {
+        if self.answered_locally {
+            return Flow::Pause;
+        }
+        self.reply_with_error(host, &trailers_refused())
+    }
+
+    /// Nothing reaches Bedrock that this stage did not translate and sign.
+    fn refuse_untranslated(&mut self, host: &mut impl Host) -> Flow {
+        log::error!(
+            "ai gateway: a request reached the backend stage in a state it cannot handle; refused"
+        );
+        self.reply_with_error(
+            host,
+            &GatewayError::new(
+                500,
+                ErrorKind::Upstream,
+                "The gateway could not handle this request.",
+            ),
+        )
     }
 
     /// The request's body is all in: a retry starts again from the first try's, a first try
@@ -440,7 +477,7 @@ impl BackendStream {
             let labels = report::MetricLabels::for_caller(caller);
             report::caller_samples(status, &usage, |sample| host.record_metric(&labels, sample));
         }
-        let (Some(request_id), Some(config)) = (measurement.request_id, self.config.as_ref())
+        let (Some(stream_key), Some(config)) = (measurement.stream_key, self.config.as_ref())
         else {
             return;
         };
@@ -453,7 +490,7 @@ impl BackendStream {
             &usage,
             &config.cost,
         );
-        report::hand_over_summary(request_id, summary);
+        report::hand_over_summary(stream_key, summary);
     }
 
     fn handle_request_body(
@@ -464,12 +501,17 @@ impl BackendStream {
         body: &[u8],
     ) -> Flow {
         let (Some(backend), Some(endpoint)) = (self.backend.clone(), self.endpoint) else {
-            return Flow::Continue;
+            return self.refuse_untranslated(host);
         };
         let now_ms = host.now_ms();
+        let service_tier = self
+            .request_headers
+            .get(crate::options::SERVICE_TIER_HEADER)
+            .map(Cow::into_owned);
         let headers = CallerHeaders {
             anthropic_beta: self.anthropic_beta.as_deref(),
             bedrock_model: self.bedrock_model.as_deref(),
+            bedrock_service_tier: service_tier.as_deref(),
         };
         let mut upstream = match gateway::prepare(endpoint, body, headers, &backend, now_ms / 1000)
         {

@@ -24,6 +24,7 @@ use crate::errors::{ApiFormat, GatewayError};
 use crate::gateway;
 use crate::headers::HeaderSnapshot;
 use crate::report::{MetricLabels, Sample, UsageSummary};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What the host does after a hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +84,29 @@ fn send_json(host: &mut impl Host, status: u16, body: &[u8]) -> Flow {
     Flow::Pause
 }
 
+/// The header in which the routing stage tells the backend stage which request it serves: the key of
+/// the per-worker state handed between them (the failover's first try, the usage summary). The
+/// routing stage always writes it, replacing any copy a caller sent, so a caller cannot point its
+/// request at another's state as it could with its own `x-request-id`; the backend stage removes it
+/// before AWS.
+pub const STREAM_KEY_HEADER: &str = "x-ai-eg-stream-key";
+
+/// A key no other request on this worker holds: a counter, never reused within the process (or
+/// the wasm VM), whose state is the only place the key is looked up.
+pub(crate) fn new_stream_key() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed).to_string()
+}
+
+/// Request trailers would reach a stage after the body it acts on has been passed on (neither
+/// stage sees an end of stream): a request carrying them is refused rather than forwarded as the
+/// caller sent it, untranslated and unsigned.
+pub fn trailers_refused() -> GatewayError {
+    GatewayError::invalid_request(
+        "Request trailers are not accepted: send the request without trailers.",
+    )
+}
+
 /// Errors for paths the gateway does not serve take the format their prefix suggests.
 pub fn format_for_path(path: &str) -> ApiFormat {
     if path.starts_with("/anthropic/") {
@@ -92,10 +116,18 @@ pub fn format_for_path(path: &str) -> ApiFormat {
     }
 }
 
-/// Callers' own credentials must never reach AWS.
-pub(crate) fn strip_caller_credentials(host: &mut impl Host, headers: &HeaderSnapshot) {
+/// Callers' own credentials must never reach AWS: the headers they always travel in, and the
+/// ones the configuration names as carrying callers' keys (`key_headers`).
+pub(crate) fn strip_caller_credentials(
+    host: &mut impl Host,
+    headers: &HeaderSnapshot,
+    key_headers: &[String],
+) {
     for (name, _) in headers.iter() {
-        if gateway::is_caller_credential_header(name) {
+        let configured = key_headers
+            .iter()
+            .any(|key| name.eq_ignore_ascii_case(key.as_bytes()));
+        if configured || gateway::is_caller_credential_header(name) {
             host.set_header(
                 Side::Request,
                 &String::from_utf8_lossy(name).to_ascii_lowercase(),

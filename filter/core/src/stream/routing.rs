@@ -4,7 +4,10 @@
 //! itself; it also turns Envoy's own replies ("no route for this model", "body too large") into
 //! errors in the caller's API format, and hands the backend stage's usage summary to access logs.
 
-use super::{reply_with_error, send_json, strip_caller_credentials, Flow, Host, Side};
+use super::{
+    new_stream_key, reply_with_error, send_json, strip_caller_credentials, trailers_refused, Flow,
+    Host, Side, STREAM_KEY_HEADER,
+};
 use crate::config::Config;
 use crate::errors::GatewayError;
 use crate::gateway::{self, Endpoint, MODEL_HEADER};
@@ -15,8 +18,9 @@ pub struct RoutingStream {
     config: Option<Arc<Config>>,
     endpoint: Option<Endpoint>,
     requested_model: Option<String>,
-    /// Envoy's `x-request-id`, under which the backend stage leaves the usage summary.
-    request_id: Option<String>,
+    /// This request's key ([`STREAM_KEY_HEADER`]), under which the backend stage leaves the usage
+    /// summary and the failover's first try.
+    stream_key: Option<String>,
     /// The caller-format body replacing an Envoy local reply (no route, body too large, ...).
     replacement: Option<Vec<u8>>,
 }
@@ -27,7 +31,7 @@ impl RoutingStream {
             config,
             endpoint: None,
             requested_model: None,
-            request_id: None,
+            stream_key: None,
             replacement: None,
         }
     }
@@ -74,21 +78,25 @@ impl RoutingStream {
         {
             return reply_with_error(host, &error, endpoint.format());
         }
-        match self
-            .config
-            .as_ref()
-            .and_then(|c| c.caller_header.as_deref())
-        {
+        match self.config.as_deref().filter(|c| c.caller_header.is_some()) {
             // Envoy's authentication filters run next and read the caller's key or token; the
-            // header naming the caller is theirs to write, never the caller's.
-            Some(caller_header) => {
-                if headers.contains(caller_header) {
-                    host.set_header(Side::Request, caller_header, None);
+            // headers naming the caller and its claims are theirs to write, never the caller's.
+            Some(config) => {
+                for name in config.caller_header.iter().chain(&config.identity_headers) {
+                    if headers.contains(name) {
+                        host.set_header(Side::Request, name, None);
+                    }
                 }
             }
-            None => strip_caller_credentials(host, &headers),
+            None => strip_caller_credentials(
+                host,
+                &headers,
+                self.config.as_ref().map_or(&[][..], |c| &c.key_headers),
+            ),
         }
-        self.request_id = headers.get("x-request-id").map(|id| id.into_owned());
+        let stream_key = new_stream_key();
+        host.set_header(Side::Request, STREAM_KEY_HEADER, Some(&stream_key));
+        self.stream_key = Some(stream_key);
         if let Endpoint::Bedrock(_) = endpoint {
             // Bedrock's own API names the model in the path: the route is known without the body.
             return match gateway::bedrock_path_model(&path) {
@@ -99,7 +107,12 @@ impl RoutingStream {
                     Flow::Continue
                 }
                 Some(Err(error)) => reply_with_error(host, &error, endpoint.format()),
-                None => Flow::Continue,
+                // Classified as Bedrock's API, so its path names a model; never route without one.
+                None => reply_with_error(
+                    host,
+                    &GatewayError::invalid_request("The path names no model."),
+                    endpoint.format(),
+                ),
             };
         }
         if end_of_stream {
@@ -127,6 +140,14 @@ impl RoutingStream {
         host.clear_route_cache();
         self.requested_model = Some(model.into_owned());
         Flow::Continue
+    }
+
+    /// Trailers end the request after its body went on: refused (see [`trailers_refused`]).
+    pub fn on_request_trailers(&mut self, host: &mut impl Host) -> Flow {
+        match self.endpoint {
+            Some(endpoint) => reply_with_error(host, &trailers_refused(), endpoint.format()),
+            None => Flow::Continue,
+        }
     }
 
     pub fn on_response_headers(&mut self, host: &mut impl Host) -> Flow {
@@ -161,8 +182,8 @@ impl RoutingStream {
 
     pub fn on_response_body(&mut self, host: &mut impl Host, end_of_stream: bool) -> Flow {
         if end_of_stream && self.endpoint.is_some() {
-            // The backend stage (an upstream filter, on this worker) left the summary under the request id.
-            if let Some(id) = self.request_id.take() {
+            // The backend stage (an upstream filter, on this worker) left the summary under the key.
+            if let Some(id) = self.stream_key.take() {
                 super::retry::forget(&id);
                 if let Some(summary) = report::take_summary(&id) {
                     host.record_usage(&summary);
