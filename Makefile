@@ -29,7 +29,8 @@ HOST ?= wasm
 CONFIG ?= examples/emulator.yaml
 EXAMPLE ?=
 
-.PHONY: all build wasm wasm-fault-injection dynamic-module dynamic-module-fault-injection emulator render render-examples venv run run-aws test test-unit test-core-wasm test-e2e bench bench-instructions fuzz lint clean
+
+.PHONY: all build wasm wasm-fault-injection dynamic-module dynamic-module-fault-injection emulator render render-examples venv run run-aws test test-unit test-core-wasm test-e2e bench bench-instructions fuzz memcheck lint clean
 
 all: build
 
@@ -137,6 +138,18 @@ bench-instructions: build venv
 	$(CARGO) build --release -p bedrock-emulator
 	command -v valgrind >/dev/null || apt-get install -y -q valgrind
 	$(VENV_PY) bench/instructions.py
+
+# The native module's memory safety: the end-to-end scenarios that exercise its unsafe code (local
+# replies and trailers, streams and aborted streams, failover, credential waits, panics, key
+# rotation) with every Envoy under valgrind's memcheck; fails on any error with a frame in the
+# module. About 15 minutes: not part of make test.
+MEMCHECK_TESTS ?= test_fail_closed.py test_dynamic_module.py test_failover.py test_credentials.py test_openai_chat.py
+memcheck: build dynamic-module-fault-injection venv
+	command -v valgrind >/dev/null || apt-get install -y -q valgrind
+	rm -rf target/memcheck && mkdir -p target/memcheck
+	MEMCHECK_DIR=$(CURDIR)/target/memcheck GATEWAY_HOST=dynamic-module $(VENV_PY) -m pytest -q -p no:cacheprovider \
+	  -m "not wasm_only" $(addprefix e2e/tests/,$(MEMCHECK_TESTS)); status=$$?; \
+	$(VENV_PY) e2e/memcheck_report.py target/memcheck && test $$status -eq 0
 
 # Long property-based fuzzing of the decoders, translators and config parser (CI runs 256 cases).
 FUZZ_CASES ?= 20000

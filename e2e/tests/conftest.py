@@ -42,6 +42,10 @@ ENVOY = Path(sys.executable).parent / "envoy"
 # AWS's own description of Bedrock Runtime, which the emulator checks request bodies against.
 SERVICE_MODEL = sorted((Path(botocore.__file__).parent / "data" / "bedrock-runtime").glob("*/service-2.json*"))[-1]
 
+# `make memcheck`: every Envoy runs under valgrind's memcheck, its reports in this directory.
+MEMCHECK_DIR = os.environ.get("MEMCHECK_DIR")
+ENVOY_BINARY = next((ENVOY.parent.parent / "lib").glob("python3*/site-packages/envoy/_bin/envoy"), ENVOY)
+
 DEMO_ACCESS_KEY = "AKIDEXAMPLE"
 DEMO_SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 
@@ -210,15 +214,21 @@ def launch_gateway(workdir: Path, emulator_url: str, name: str, environment: dic
     log_path = workdir / f"{name}.log"
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     env.update(environment)
+    envoy = [str(ENVOY)]
+    if MEMCHECK_DIR:
+        # The real binary (the venv's `envoy` is a Python script that execs it) under memcheck; each
+        # Envoy writes its report to a file of its own, which `make memcheck` reads afterwards.
+        envoy = ["valgrind", "--tool=memcheck", "--error-limit=no", "--num-callers=30",
+                 f"--log-file={MEMCHECK_DIR}/{name}.%p.memcheck", str(ENVOY_BINARY)]
     process = start_process(
-        [str(ENVOY), "-c", str(config_path), "--log-level", log_level, "--concurrency", "2",
+        [*envoy, "-c", str(config_path), "--log-level", log_level, "--concurrency", "2",
          "--base-id", str(gateway_port)],
         log_path,
         env=env,
     )
     gateway = Gateway(f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{admin_port}", emulator_url, log_path, process.pid)
     try:
-        wait_until(lambda: http_get(f"{gateway.admin_url}/ready") == b"LIVE\n", "Envoy")
+        wait_until(lambda: http_get(f"{gateway.admin_url}/ready") == b"LIVE\n", "Envoy", timeout=120 if MEMCHECK_DIR else 30)
     except Exception:
         stop_process(process)
         raise RuntimeError(f"Envoy failed to start:\n{log_path.read_text(errors='replace')[-4000:]}")

@@ -9,12 +9,11 @@ import anthropic
 import openai
 import pytest
 
-from conftest import DYNAMIC_MODULE, ENVOY, ROOT, http_get, launch_gateway, raw_post, stop_process
+from conftest import DYNAMIC_MODULE, ENVOY_BINARY, ROOT, http_get, launch_gateway, raw_post, stop_process
 
 pytestmark = pytest.mark.dynamic_module_only
 
 FAULT_MODULE = ROOT / "target/debug/libbedrock_gateway.so"  # make dynamic-module-fault-injection
-ENVOY_BINARY = next((ENVOY.parent.parent / "lib").glob("python3*/site-packages/envoy/_bin/envoy"))
 KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
 CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"

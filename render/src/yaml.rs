@@ -103,6 +103,8 @@ pub fn dynamic_module_stage(
         Some(json) => {
             line(o, c, "dynamic_module_config: &gateway_module");
             line(o, c + 1, "name: bedrock_gateway");
+            line(o, c + 1, "# Never unloaded: the module's credential ticker thread outlives any one configuration.");
+            line(o, c + 1, "do_not_close: true");
             line(o, c + 1, "# The module's metrics: ai_gateway.requests, ai_gateway.output_tokens, ... (labels model, backend).");
             line(o, c + 1, "metrics_namespace: ai_gateway");
             line(

@@ -90,6 +90,11 @@ struct State {
     failed_calls: AtomicU64,
     /// Bedrock calls whose signature (or API key) was accepted (`GET /_emulator/bedrock-calls`).
     accepted_calls: AtomicU64,
+    /// Every request that reached the Bedrock API (not the emulator's own or the credential
+    /// endpoints), and those refused for a missing or wrong signature or key: what the gateway let
+    /// through unsigned shows here.
+    received_calls: AtomicU64,
+    unauthenticated_calls: AtomicU64,
     /// The Bedrock API keys this emulator has issued and not revoked (`/_emulator/api-keys`),
     /// with `DEMO_API_KEY` from the start.
     api_keys: Mutex<HashSet<String>>,
@@ -247,6 +252,13 @@ fn upfront_fault(fault: &str, request_id: &str) -> Option<Response<ResponseBody>
             403,
             "AccessDeniedException",
             "You don't have access to the model with the specified model ID.",
+            request_id,
+        ),
+        // As AWS words a role without bedrock:InvokeModel: the account and the role in the text.
+        "access-denied-role" => bedrock_error(
+            403,
+            "AccessDeniedException",
+            "User: arn:aws:sts::123456789012:assumed-role/ai-gateway-dataplane/eks-pod is not authorized to perform: bedrock:InvokeModel on resource: arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.meta.llama3-2-1b-instruct-v1:0 because no identity-based policy allows the bedrock:InvokeModel action",
             request_id,
         ),
         "validation" => validation(
@@ -521,7 +533,11 @@ async fn handle(
         ));
     }
     if method == "GET" && path_and_query == "/_emulator/bedrock-calls" {
-        let calls = json!({ "accepted": state.accepted_calls.load(Ordering::Relaxed) });
+        let calls = json!({
+            "accepted": state.accepted_calls.load(Ordering::Relaxed),
+            "received": state.received_calls.load(Ordering::Relaxed),
+            "unauthenticated": state.unauthenticated_calls.load(Ordering::Relaxed),
+        });
         return Ok(full(
             StatusCode::OK,
             "application/json",
@@ -565,6 +581,7 @@ async fn handle(
         response.headers_mut().remove("x-amzn-requestid");
         return Ok(response);
     }
+    state.received_calls.fetch_add(1, Ordering::Relaxed);
     // Only what Bedrock would receive: a credential fetch (the gateway refreshes in the
     // background) landing between a test's request and its look must not replace it.
     if let Ok(mut last) = state.last_request.lock() {
@@ -596,6 +613,7 @@ async fn handle(
     } else if let Some(key) = bearer {
         // A Bedrock API key instead of SigV4: nothing is signed, so nothing else is checked.
         if let Err((status, error_type, message)) = check_api_key(&state, &key) {
+            state.unauthenticated_calls.fetch_add(1, Ordering::Relaxed);
             return Ok(bedrock_error(status, error_type, message, &request_id));
         }
     } else if let Err(error) = auth::verify(
@@ -607,6 +625,7 @@ async fn handle(
         "bedrock",
         state.region.as_deref(),
     ) {
+        state.unauthenticated_calls.fetch_add(1, Ordering::Relaxed);
         return Ok(bedrock_error(
             error.status,
             error.error_type,
@@ -920,6 +939,8 @@ async fn main() {
         fault: Mutex::new(None),
         failed_calls: AtomicU64::new(0),
         accepted_calls: AtomicU64::new(0),
+        received_calls: AtomicU64::new(0),
+        unauthenticated_calls: AtomicU64::new(0),
         api_keys: Mutex::new(HashSet::from([DEMO_API_KEY.to_owned()])),
         service_model,
     });

@@ -96,11 +96,13 @@ pub fn take_decision(stream: u64) -> Option<(ParkedRequest, Verdict)> {
 /// A stream that waited has ended or been decided: nothing may resume it any more.
 pub fn forget(stream: u64) {
     lock(&BROKER).forget(stream);
-    lock(&DECIDED).remove(&stream);
+    // Out of WAITING first: `serve_decided` files a decision only for a stream still waiting (under
+    // WAITING's lock), so none can be filed after the DECIDED entry goes.
     if let Some(scheduler) = lock(&WAITING).remove(&stream) {
         // SAFETY: created by `park` and removed from the map under its lock: deleted once, never committed after.
         unsafe { abi::envoy_dynamic_module_callback_http_filter_scheduler_delete(scheduler.0) };
     }
+    lock(&DECIDED).remove(&stream);
 }
 
 /// Hands the broker's decisions to the waiting requests' workers.
@@ -112,8 +114,9 @@ fn serve_decided(now_ms: u64) {
     let waiting = lock(&WAITING);
     let mut decisions = lock(&DECIDED);
     for (stream, parked, verdict) in decided {
-        decisions.insert(stream, (parked, verdict));
+        // A stream that ended meanwhile was forgotten: its decision would stay here for good.
         if let Some(scheduler) = waiting.get(&stream) {
+            decisions.insert(stream, (parked, verdict));
             // SAFETY: a live scheduler (it leaves the map before it is deleted); any thread may commit.
             unsafe {
                 abi::envoy_dynamic_module_callback_http_filter_scheduler_commit(scheduler.0, stream)
