@@ -121,8 +121,15 @@ impl Reply {
 #[derive(Debug, Default)]
 pub struct Broker {
     waiting: HashMap<u64, ParkedRequest>,
-    fetches: HashMap<u64, Fetch>,
+    /// Calls in flight, by token, with the order they went out in.
+    fetches: HashMap<u64, (u64, Fetch)>,
+    dispatched_count: u64,
 }
+
+/// Calls in flight at once: one per credential key at most (each holds its key's refresh lock);
+/// beyond this, calls whose answer never came (Envoy dropped them with their configuration) go,
+/// oldest first, rather than staying in the map for good.
+const MAX_FETCHES_IN_FLIGHT: usize = 64;
 
 impl Broker {
     /// The fetches this worker should start now: credentials that are missing or due for refresh,
@@ -161,7 +168,18 @@ impl Broker {
 
     /// The host dispatched `fetch`'s call; its reply will come back with `token`.
     pub fn dispatched(&mut self, token: u64, fetch: Fetch) {
-        self.fetches.insert(token, fetch);
+        if self.fetches.len() >= MAX_FETCHES_IN_FLIGHT {
+            if let Some(oldest) = self
+                .fetches
+                .iter()
+                .min_by_key(|(_, (order, _))| *order)
+                .map(|(token, _)| *token)
+            {
+                self.fetches.remove(&oldest);
+            }
+        }
+        self.dispatched_count += 1;
+        self.fetches.insert(token, (self.dispatched_count, fetch));
     }
 
     /// The reply to call `token` (status `None`: the call failed without a response).
@@ -173,7 +191,7 @@ impl Broker {
         body: &[u8],
         now_ms: u64,
     ) -> Reply {
-        let Some(fetch) = self.fetches.remove(&token) else {
+        let Some((_, fetch)) = self.fetches.remove(&token) else {
             return Reply::Unknown;
         };
         match credentials::on_response(&fetch.provider, &fetch.step, status, body) {

@@ -229,3 +229,26 @@ fn imds_goes_on_call_by_call() {
         }
     );
 }
+
+#[test]
+fn calls_whose_answer_never_comes_do_not_stay_for_good() {
+    // Envoy drops a configuration's callouts with it: their answers never come back.
+    let store = FakeStore::default();
+    let mut broker = Broker::default();
+    let fetch = broker.due_fetches(&store, &providers(), NOW_MS).remove(0);
+    for token in 0..1_000 {
+        broker.dispatched(token, fetch.clone());
+    }
+    assert_eq!(
+        broker.on_reply(&store, 0, Some(200), CREDENTIALS, NOW_MS),
+        Reply::Unknown,
+        "the oldest lost call was let go"
+    );
+    assert!(
+        matches!(
+            broker.on_reply(&store, 999, Some(200), CREDENTIALS, NOW_MS),
+            Reply::Stored { .. }
+        ),
+        "the newest is still known"
+    );
+}

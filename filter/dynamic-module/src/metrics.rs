@@ -13,29 +13,34 @@ use crate::abi::{self, EnvoyConfigPtr, ModuleBuffer};
 use bedrock_gateway_core::report::{status_class_value, MetricLabels, Sample};
 use std::sync::{LazyLock, PoisonError, RwLock};
 
-/// The routing stage's metrics, by the id of the configuration that defined them.
-static PUBLISHED: LazyLock<RwLock<Option<(u64, Metrics)>>> = LazyLock::new(RwLock::default);
+/// The routing stage's metrics, by the id of the configuration that defined them, oldest first.
+/// Several live at once (a listener per Gateway, or an old configuration draining while its
+/// replacement serves): the newest records, and when it goes the one before it takes over.
+static PUBLISHED: LazyLock<RwLock<Vec<(u64, Metrics)>>> = LazyLock::new(RwLock::default);
 
 /// Makes `metrics` the ones the backend stage records (the latest routing configuration's).
 pub fn publish(owner: u64, metrics: Metrics) {
-    *PUBLISHED.write().unwrap_or_else(PoisonError::into_inner) = Some((owner, metrics));
+    PUBLISHED
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push((owner, metrics));
 }
 
-/// The configuration that published the metrics is going away: nothing may record through it.
+/// The configuration that published these metrics is going away: nothing may record through them.
 pub fn withdraw(owner: u64) {
-    let mut published = PUBLISHED.write().unwrap_or_else(PoisonError::into_inner);
-    if published.as_ref().is_some_and(|(id, _)| *id == owner) {
-        *published = None;
-    }
+    PUBLISHED
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|(id, _)| *id != owner);
 }
 
-/// Records one sample through the published metrics; held under the read lock, so the defining
-/// configuration cannot be destroyed meanwhile.
+/// Records one sample through the newest published metrics; held under the read lock, so the
+/// defining configuration cannot be destroyed meanwhile.
 pub fn record(labels: &MetricLabels, sample: Sample) {
     if let Some((_, metrics)) = PUBLISHED
         .read()
         .unwrap_or_else(PoisonError::into_inner)
-        .as_ref()
+        .last()
     {
         metrics.record(labels, sample);
     }
