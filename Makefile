@@ -30,7 +30,7 @@ CONFIG ?= examples/emulator.yaml
 EXAMPLE ?=
 
 
-.PHONY: all build wasm wasm-fault-injection dynamic-module dynamic-module-fault-injection emulator render render-examples venv run run-aws test test-unit test-core-wasm test-e2e bench bench-instructions fuzz memcheck lint clean
+.PHONY: all build wasm wasm-fault-injection dynamic-module dynamic-module-fault-injection emulator render render-examples venv agents run run-aws test test-unit test-core-wasm test-e2e bench bench-instructions fuzz memcheck lint clean
 
 all: build
 
@@ -62,6 +62,15 @@ render-examples: render
 	  --output $(RENDERED)/examples/kubernetes/envoy-configmap-irsa.yaml
 
 venv: $(VENV)/.installed
+
+# The coding agents the end-to-end suite drives (Codex and Claude Code, versions pinned in
+# e2e/agents/package.json), installed from npm into e2e/agents/node_modules.
+AGENTS := e2e/agents/node_modules
+agents: $(AGENTS)/.installed
+
+$(AGENTS)/.installed: e2e/agents/package.json
+	cd e2e/agents && npm install --no-audit --no-fund --no-package-lock --loglevel=error
+	touch $@
 
 $(VENV)/.installed: e2e/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -110,7 +119,7 @@ dynamic-module-fault-injection:
 # minutes, mostly waiting) runs beside the .wasm pass (about 7, V8 compiling the module at every
 # Envoy start); its output follows the .wasm pass's.
 NATIVE_E2E_LOG := target/e2e-dynamic-module.log
-test-e2e: build wasm-fault-injection dynamic-module-fault-injection venv
+test-e2e: build wasm-fault-injection dynamic-module-fault-injection venv agents
 	@GATEWAY_HOST=dynamic-module $(VENV_PY) -m pytest e2e/tests -q -p no:cacheprovider \
 	  -m "not wasm_only and not host_independent" > $(NATIVE_E2E_LOG) 2>&1 & native=$$!; \
 	echo "e2e against the .wasm (the dynamic module's pass runs alongside, into $(NATIVE_E2E_LOG))"; \

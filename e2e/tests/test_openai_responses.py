@@ -199,7 +199,7 @@ def test_stateful_features_are_refused_by_name(client, gateway):
         (dict(conversation="conv_123"), "`conversation`"),
         (dict(background=True), "`background: true`"),
         (dict(input=[{"type": "item_reference", "id": "msg_1"}]), "refers to the stored item \"msg_1\""),
-        (dict(tools=[{"type": "web_search"}]), "the built-in tool `web_search`"),
+        (dict(tools=[{"type": "shell_magic"}]), "tools of type `shell_magic` are not available"),
     ]
     for extra, expected in refused:
         request = dict(model=LLAMA, input="hi") | extra

@@ -193,8 +193,8 @@ pub const ACCEPTED_BETA_FLAGS: &[&str] = &[
 ];
 
 /// Bedrock's answers to flags and flag-only fields: an unknown flag fails the request, and so do
-/// `cache_control.scope` (its flag is one Bedrock refuses), tools' `defer_loading` without the
-/// tool-search flag and `context_management` without its flag.
+/// `cache_control.scope` (its flag is one Bedrock refuses), a tool's `custom` member, tools'
+/// `defer_loading` without the tool-search flag and `context_management` without its flag.
 pub fn check_beta_flags(object: &serde_json::Map<String, Value>) -> Result<(), String> {
     let flags: Vec<&str> = match object.get("anthropic_beta") {
         None => Vec::new(),
@@ -217,6 +217,16 @@ pub fn check_beta_flags(object: &serde_json::Map<String, Value>) -> Result<(), S
         {
             return Err(format!("The model returned the following errors: {path}.cache_control.ephemeral.scope: Extra inputs are not permitted"));
         }
+    }
+    // A tool's `custom` member (Claude Code's wrapper of `defer_loading`) is refused whatever the flags.
+    if let Some(index) = object
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .position(|tool| tool.get("custom").is_some())
+    {
+        return Err(format!("The model returned the following errors: tools.{index}.custom: Extra inputs are not permitted"));
     }
     if !flags.contains(&"tool-search-tool-2025-10-19") {
         let tools = object

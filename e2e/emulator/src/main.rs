@@ -58,6 +58,14 @@ const MODELS: &[(&str, Family)] = &[
         "us.anthropic.claude-sonnet-4-20250514-v1:0",
         Family::Anthropic,
     ),
+    (
+        "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        Family::Anthropic,
+    ),
+    (
+        "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+        Family::Anthropic,
+    ),
     ("amazon.titan-embed-text-v2:0", Family::TitanEmbed),
     ("cohere.embed-english-v3", Family::CohereEmbed),
     ("cohere.embed-multilingual-v3", Family::CohereEmbed),

@@ -121,9 +121,16 @@ pub fn reply(conversation: &Conversation, tool_use_id: &str) -> Reply {
         && !conversation.tools.is_empty()
         && !conversation.tools_disabled
     {
+        // A tool the user names is the one called (the longest name it mentions, so that
+        // `ns__close_agent` wins over `close_agent`); else the first. Tests steer agents this way.
+        let mentioned = conversation
+            .tools
+            .iter()
+            .filter(|(n, _)| conversation.last_user_text.contains(n.as_str()))
+            .max_by_key(|(n, _)| n.len());
         let chosen = match &conversation.forced_tool {
             Some(Some(name)) => conversation.tools.iter().find(|(n, _)| n == name),
-            _ => conversation.tools.first(),
+            _ => mentioned.or(conversation.tools.first()),
         };
         if let Some((name, schema)) = chosen {
             blocks.push(Block::Text(format!("I will call {name}.")));

@@ -133,6 +133,7 @@ fn benches(c: &mut Criterion) {
         requested_model: "m".into(),
         created: 1,
         echo: String::new(),
+        tool_names: Default::default(),
     };
     let head = UpstreamHead {
         status: 200,

@@ -203,7 +203,10 @@ pub fn strip_unflagged_fields(
             && matches!(*name, "system" | "messages" | "tools")
             && raw.contains("\"scope\"");
         let deferred = strip_defer && *name == "tools" && raw.contains("\"defer_loading\"");
-        if !scoped && !deferred {
+        // Claude Code wraps tool search's flag as `custom: {"defer_loading": true}`, a member
+        // Bedrock's schema refuses on any tool.
+        let wrapped = *name == "tools" && raw.contains("\"custom\"");
+        if !scoped && !deferred && !wrapped {
             continue;
         }
         let Ok(mut value) = serde_json::from_str::<Value>(raw) else {
@@ -212,10 +215,13 @@ pub fn strip_unflagged_fields(
         if scoped {
             remove_cache_scope(&mut value);
         }
-        if deferred {
+        if deferred || wrapped {
             if let Value::Array(tools) = &mut value {
                 for tool in tools.iter_mut().filter_map(Value::as_object_mut) {
-                    tool.remove("defer_loading");
+                    unwrap_custom(tool, !strip_defer);
+                    if strip_defer {
+                        tool.remove("defer_loading");
+                    }
                 }
             }
         }
@@ -224,6 +230,19 @@ pub fn strip_unflagged_fields(
         }
     }
     rewritten
+}
+
+/// Takes a tool's `custom` member out; with tool search's flag forwarded, a boolean
+/// `custom.defer_loading` becomes the tool's own `defer_loading` (one the caller set itself wins).
+fn unwrap_custom(tool: &mut serde_json::Map<String, Value>, defer_allowed: bool) {
+    let Some(custom) = tool.remove("custom") else {
+        return;
+    };
+    if let Some(defer @ Value::Bool(_)) = custom.get("defer_loading") {
+        if defer_allowed && !tool.contains_key("defer_loading") {
+            tool.insert("defer_loading".to_owned(), defer.clone());
+        }
+    }
 }
 
 /// Whether the top-level `context_management` must go because its flag was not forwarded.
@@ -339,5 +358,41 @@ mod tests {
         };
         assert!(strip_unflagged_fields(&members, &flagged).is_empty());
         assert!(!strips_context_management(&flagged));
+    }
+
+    /// Claude Code's tool search: `custom.defer_loading` is hoisted when the flag is forwarded,
+    /// and `custom` never reaches Bedrock.
+    #[test]
+    fn claude_codes_wrapped_defer_loading_is_hoisted_or_dropped() {
+        let tools = r#"[{"name":"mcp__docs__search","input_schema":{"type":"object"},"custom":{"defer_loading":true}},{"name":"Read","input_schema":{"type":"object"},"custom":{"defer_loading":false},"defer_loading":true},{"type":"custom","name":"Edit","input_schema":{"type":"object"}}]"#;
+        let members = [("tools", tools)];
+        let flagged = SortedFlags {
+            forwarded: flags(&[TOOL_SEARCH_FLAG]),
+            dropped: vec![],
+        };
+        let rewritten = strip_unflagged_fields(&members, &flagged);
+        let tools: Value = serde_json::from_str(&rewritten[0].1).unwrap();
+        assert_eq!(tools[0]["defer_loading"], true);
+        assert_eq!(
+            tools[1]["defer_loading"], true,
+            "the caller's own flag wins"
+        );
+        assert!(tools
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.get("custom").is_none()));
+        assert_eq!(
+            tools[2]["type"], "custom",
+            "a tool's type is not the member"
+        );
+
+        let rewritten = strip_unflagged_fields(&members, &SortedFlags::default());
+        let tools: Value = serde_json::from_str(&rewritten[0].1).unwrap();
+        assert!(tools
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.get("custom").is_none() && t.get("defer_loading").is_none()));
     }
 }

@@ -26,6 +26,7 @@
 use crate::betas::{BetaPolicy, RawBetaPolicy};
 use crate::credentials::Provider;
 use crate::options::{BedrockOptions, Guardrail};
+use crate::responses::HostedTools;
 use crate::sigv4::Credentials;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -158,6 +159,8 @@ struct RawBackend {
     request_metadata: BTreeMap<String, String>,
     #[serde(default)]
     calls_cluster: Option<String>,
+    #[serde(default)]
+    hosted_tools: HostedTools,
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,6 +271,8 @@ pub struct Backend {
     /// The twin of the backend's cluster without the gateway's filter, through which the gateway
     /// makes its own calls to this backend (one per input of a Titan embeddings list).
     pub calls_cluster: Option<String>,
+    /// What becomes of OpenAI's hosted tools (web search, ...) in a Responses request.
+    pub hosted_tools: HostedTools,
 }
 
 /// Static keys, a provider of temporary credentials fetched at run time, or a Bedrock API key.
@@ -701,6 +706,7 @@ fn resolve_backend(
         anthropic_beta: Arc::new(anthropic_beta),
         options,
         calls_cluster: raw.calls_cluster.filter(|c| !c.is_empty()),
+        hosted_tools: raw.hosted_tools,
     })
 }
 

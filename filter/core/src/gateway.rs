@@ -16,6 +16,7 @@ use crate::options;
 use crate::responses::{self, ResponsesContext, ResponsesStreamTranslator};
 use crate::sigv4::{Credentials, RequestToSign, Signer};
 use crate::time::UtcDateTime;
+use crate::tool_names::ToolNames;
 use crate::translated::{TokenUsage, TranslatedBody};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -325,6 +326,9 @@ pub struct UpstreamRequest {
     /// The caller's Anthropic beta flags Bedrock would refuse, left out; the caller is told in
     /// the response header `x-ai-gateway-dropped-betas`.
     pub dropped_betas: Option<String>,
+    /// Hosted tools (OpenAI's web search, ...) left out of a Responses request; the caller is
+    /// told in the response header `x-ai-gateway-dropped-tools`.
+    pub dropped_tools: Option<String>,
     /// Headers that carry the backend's options on InvokeModel (guardrail, latency, tier, metadata).
     pub headers: Vec<(&'static str, String)>,
     /// Titan embeddings for a list of inputs: one InvokeModel per input to `path`, made by the
@@ -400,6 +404,8 @@ pub struct ResponsePlan {
     pub created: u64,
     /// What the reply repeats of the request (the Responses API's settings), rendered once.
     pub echo: String,
+    /// The Responses API's namespace members and custom tools, to name Bedrock's calls of them.
+    pub tool_names: ToolNames,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -506,6 +512,8 @@ pub fn prepare(
     let mut dropped_betas = None;
     let mut invoke_headers = Vec::new();
     let mut titan_batch = None;
+    let mut tool_names = ToolNames::default();
+    let mut dropped_tools = None;
     let (upstream_body, model, operation, kind) = match (endpoint, backend.schema) {
         (Endpoint::ChatCompletions, _) => {
             let request = openai::parse_request(body)?;
@@ -535,7 +543,10 @@ pub fn prepare(
             let request = responses::parse_request(body)?;
             bedrock::validate_model_id(&request.model)
                 .map_err(|why| GatewayError::invalid_request(format!("Invalid `model`: {why}")))?;
-            let mut converse = responses::to_converse(&request)?;
+            let translated = responses::translate(&request, backend.hosted_tools)?;
+            tool_names = translated.tool_names;
+            dropped_tools = translated.dropped_tools;
+            let mut converse = translated.converse;
             let stream = request.is_stream();
             converse.options = backend.options.for_converse(
                 stream,
@@ -699,8 +710,10 @@ pub fn prepare(
             requested_model: model,
             created: now_unix_seconds,
             echo,
+            tool_names,
         },
         dropped_betas,
+        dropped_tools,
         headers: invoke_headers,
         titan_batch,
     })
@@ -862,6 +875,7 @@ impl ResponseTranslation {
                     model: plan.requested_model.clone(),
                     created: plan.created,
                     echo: plan.echo.clone(),
+                    tools: plan.tool_names.clone(),
                     include_reasoning,
                 };
                 if stream {

@@ -38,4 +38,5 @@ pub mod responses;
 pub mod sigv4;
 pub mod stream;
 pub mod time;
+pub mod tool_names;
 pub mod translated;

@@ -15,6 +15,7 @@ use crate::eventstream::{Decoder, Frame, FrameTranslator};
 use crate::openai::{
     self, push_json_string, FilePart, JsonSchemaFormat, ResponseFormat, TextOrParts, ToolMode,
 };
+use crate::tool_names::{self, RenamedTool, ToolKind, ToolNames};
 use crate::translated::{TokenUsage, TranslatedBody};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -72,8 +73,8 @@ pub struct ResponsesRequest<'a> {
     pub prompt: Option<&'a RawValue>,
     #[serde(default)]
     pub top_logprobs: Option<u32>,
-    // `store`, `prompt_cache_key`, `safety_identifier`, `truncation` and `stream_options` are
-    // accepted and have no effect on Bedrock.
+    // `store`, `prompt_cache_key`, `safety_identifier`, `truncation`, `stream_options`,
+    // `client_metadata` (Codex) and `reasoning.summary` are accepted and have no effect on Bedrock.
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +93,61 @@ struct RequestTool<'a> {
     description: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     parameters: Option<&'a RawValue>,
+    /// A `namespace` tool's members.
+    #[serde(borrow, default)]
+    tools: Option<&'a RawValue>,
+    /// A `custom` tool's input format: `{"type": "text"}` or a grammar.
+    #[serde(borrow, default)]
+    format: Option<CustomFormat<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CustomFormat<'a> {
+    #[serde(borrow, default)]
+    syntax: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    definition: Option<Cow<'a, str>>,
+}
+
+/// OpenAI's hosted tools: OpenAI runs them, Bedrock cannot. Codex sends `web_search` on every
+/// turn, so by default they are left out (and named in [`DROPPED_TOOLS_HEADER`]); a backend may
+/// refuse them instead (`hosted_tools: refuse`).
+const HOSTED_TOOLS: &[&str] = &[
+    "web_search",
+    "web_search_preview",
+    "web_search_preview_2025_03_11",
+    "file_search",
+    "code_interpreter",
+    "image_generation",
+    "computer_use_preview",
+    "computer_use",
+    "mcp",
+    "local_shell",
+    "tool_search",
+];
+
+/// The response header naming the hosted tools left out of a request.
+pub const DROPPED_TOOLS_HEADER: &str = "x-ai-gateway-dropped-tools";
+
+/// What a backend does with hosted tools.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostedTools {
+    /// Left out of what reaches Bedrock, and named in the response.
+    #[default]
+    Drop,
+    /// The request is refused with a 400 naming the tool.
+    Refuse,
+}
+
+/// A request translated, with what its response needs to know of its tools.
+#[derive(Debug)]
+pub struct Translated<'r> {
+    pub converse: ConverseRequest<'r>,
+    /// Namespace members and custom tools, to map Bedrock's calls back.
+    pub tool_names: ToolNames,
+    /// The hosted tools left out, comma-separated, for [`DROPPED_TOOLS_HEADER`].
+    pub dropped_tools: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +159,8 @@ enum ToolChoiceParam<'a> {
         kind: Cow<'a, str>,
         #[serde(borrow, default)]
         name: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        namespace: Option<Cow<'a, str>>,
     },
 }
 
@@ -147,6 +205,12 @@ struct InputItem<'a> {
     output: Option<&'a RawValue>,
     #[serde(borrow, default)]
     encrypted_content: Option<Cow<'a, str>>,
+    /// The namespace of a `function_call` to a namespace's member.
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    /// A `custom_tool_call`'s freeform input.
+    #[serde(borrow, default)]
+    input: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,10 +291,19 @@ fn reject_unsupported(request: &ResponsesRequest<'_>) -> Result<(), GatewayError
     openai::check_sampling(request.temperature, request.top_p)
 }
 
-/// Translates a parsed request into a Converse body borrowing the request's text.
+/// Translates a parsed request into a Converse body borrowing the request's text, hosted tools
+/// left out.
 pub fn to_converse<'r>(
     request: &'r ResponsesRequest<'_>,
 ) -> Result<ConverseRequest<'r>, GatewayError> {
+    translate(request, HostedTools::Drop).map(|t| t.converse)
+}
+
+/// Translates a parsed request, with what its response needs to know of its tools.
+pub fn translate<'r>(
+    request: &'r ResponsesRequest<'_>,
+    hosted: HostedTools,
+) -> Result<Translated<'r>, GatewayError> {
     reject_unsupported(request)?;
     let mut system = Vec::new();
     if let Some(instructions) = request.instructions.as_deref().filter(|i| !i.is_empty()) {
@@ -288,20 +361,37 @@ pub fn to_converse<'r>(
             additional.remove("thinking");
         }
     }
-    Ok(ConverseRequest {
-        messages,
-        system,
-        inference_config: InferenceConfig {
-            max_tokens: request.max_output_tokens,
-            temperature: request.temperature,
-            top_p: request.top_p,
-            stop_sequences: Vec::new(),
+    let mut tools = ToolsSeen {
+        hosted,
+        ..ToolsSeen::default()
+    };
+    let tool_config = tool_config(request, uses_tools, &mut tools)?;
+    Ok(Translated {
+        converse: ConverseRequest {
+            messages,
+            system,
+            inference_config: InferenceConfig {
+                max_tokens: request.max_output_tokens,
+                temperature: request.temperature,
+                top_p: request.top_p,
+                stop_sequences: Vec::new(),
+            },
+            tool_config,
+            additional_model_request_fields: additional,
+            output_config: output_config(request.text)?,
+            options: Default::default(),
         },
-        tool_config: tool_config(request, uses_tools)?,
-        additional_model_request_fields: additional,
-        output_config: output_config(request.text)?,
-        options: Default::default(),
+        tool_names: tools.names,
+        dropped_tools: (!tools.dropped.is_empty()).then(|| tools.dropped.join(",")),
     })
+}
+
+/// What `tool_config` found besides the tools it sends.
+#[derive(Default)]
+struct ToolsSeen {
+    hosted: HostedTools,
+    names: ToolNames,
+    dropped: Vec<String>,
 }
 
 /// Adds one input item to the conversation; returns whether it is part of a tool exchange.
@@ -342,6 +432,11 @@ fn add_item<'r>(
         "function_call" => {
             let call_id = item.call_id.ok_or_else(|| invalid(at(": a function_call needs `call_id`.")))?;
             let name = item.name.ok_or_else(|| invalid(at(": a function_call needs `name`.")))?;
+            // A namespace's member reaches Bedrock under the name its tool was given there.
+            let name = match item.namespace.as_deref() {
+                Some(namespace) => Cow::Owned(tool_names::bedrock_name(Some(namespace), &name).into_owned()),
+                None => name,
+            };
             let arguments = item.arguments.as_deref().map(str::trim).filter(|a| !a.is_empty()).unwrap_or("{}");
             let input = RawValue::from_string(arguments.to_owned())
                 .map_err(|e| invalid(at(&format!(".arguments is not valid JSON: {e}"))))?;
@@ -349,8 +444,24 @@ fn add_item<'r>(
             bedrock::push_turn(messages, Role::Assistant, vec![ContentBlock::ToolUse(call)]);
             Ok(true)
         }
-        "function_call_output" => {
-            let call_id = item.call_id.ok_or_else(|| invalid(at(": a function_call_output needs `call_id`.")))?;
+        "custom_tool_call" => {
+            let call_id = item.call_id.ok_or_else(|| invalid(at(": a custom_tool_call needs `call_id`.")))?;
+            let name = item.name.ok_or_else(|| invalid(at(": a custom_tool_call needs `name`.")))?;
+            let name = Cow::Owned(tool_names::bedrock_name(item.namespace.as_deref(), &name).into_owned());
+            let mut arguments = String::with_capacity(16 + item.input.as_deref().map_or(0, str::len));
+            arguments.push_str("{\"input\":");
+            push_json_string(&mut arguments, item.input.as_deref().unwrap_or_default());
+            arguments.push('}');
+            let input = RawValue::from_string(arguments)
+                .map_err(|e| invalid(at(&format!(".input: {e}"))))?;
+            let call = bedrock::ToolUse { tool_use_id: call_id, name, input };
+            bedrock::push_turn(messages, Role::Assistant, vec![ContentBlock::ToolUse(call)]);
+            Ok(true)
+        }
+        // Calls of hosted tools OpenAI ran in earlier turns: nothing Bedrock can be shown.
+        "web_search_call" | "file_search_call" => Ok(false),
+        "function_call_output" | "custom_tool_call_output" => {
+            let call_id = item.call_id.ok_or_else(|| invalid(at(&format!(": a {kind} needs `call_id`."))))?;
             let mut content = Vec::new();
             for block in message_content(item.output, &at(".output"), Role::User)? {
                 match block {
@@ -380,7 +491,7 @@ fn add_item<'r>(
             Err(invalid(at(&format!(" refers to the stored item {id:?}, but {SEND_WHOLE_INPUT}"))))
         }
         other => Err(invalid(at(&format!(
-            ": input items of type `{other}` are not supported through Bedrock; only messages, function calls and their outputs, and reasoning are."
+            ": input items of type `{other}` are not supported through Bedrock; only messages, function and custom tool calls and their outputs, and reasoning are."
         )))),
     }
 }
@@ -464,6 +575,7 @@ fn thinking_can_continue(messages: &[Message<'_>]) -> bool {
 fn tool_config<'r>(
     request: &'r ResponsesRequest<'_>,
     history_uses_tools: bool,
+    seen: &mut ToolsSeen,
 ) -> Result<Option<ToolConfig<'r>>, GatewayError> {
     let tools: Vec<RequestTool<'r>> = match request.tools {
         Some(raw) => serde_json::from_str(raw.get())
@@ -482,9 +594,15 @@ fn tool_config<'r>(
             ToolMode::Send(choice) => choice,
             ToolMode::NoTools => return Ok(None),
         },
-        Some(ToolChoiceParam::Object { kind, name }) => match (kind.as_ref(), name) {
-            ("function", Some(name)) => Some(ToolChoice::Tool(NamedTool { name })),
-            ("function", None) => return Err(invalid("`tool_choice` of type function needs `name`.")),
+        Some(ToolChoiceParam::Object { kind, name, namespace }) => match (kind.as_ref(), name) {
+            ("function" | "custom", Some(name)) => {
+                let name = match namespace.as_deref() {
+                    Some(namespace) => Cow::Owned(tool_names::bedrock_name(Some(namespace), &name).into_owned()),
+                    None => name,
+                };
+                Some(ToolChoice::Tool(NamedTool { name }))
+            }
+            ("function" | "custom", None) => return Err(invalid(format!("`tool_choice` of type {kind} needs `name`."))),
             (other, _) => {
                 return Err(invalid(format!("`tool_choice` of type `{other}` is not supported through Bedrock; use auto, required, none or a function.")))
             }
@@ -500,31 +618,121 @@ fn tool_config<'r>(
     }
     let mut specs = Vec::with_capacity(tools.len());
     for (index, tool) in tools.into_iter().enumerate() {
-        if tool.kind != "function" {
-            return Err(invalid(format!(
-                "tools[{index}]: the built-in tool `{}` is not available through Bedrock; only `function` tools are supported.",
-                tool.kind
-            )));
-        }
-        let name = tool
-            .name
-            .ok_or_else(|| invalid(format!("tools[{index}]: a function tool needs `name`.")))?;
-        let schema = match tool.parameters {
-            Some(parameters) if parameters.get() != "null" => {
-                RawValue::from_string(parameters.get().to_owned())
+        let at = format!("tools[{index}]");
+        match tool.kind.as_ref() {
+            "function" | "custom" => specs.push(tool_spec(tool, None, &at, seen)?),
+            "namespace" => {
+                let namespace = tool
+                    .name
+                    .ok_or_else(|| invalid(format!("{at}: a namespace tool needs `name`.")))?;
+                let members: Vec<RequestTool<'r>> = match tool.tools {
+                    Some(raw) => serde_json::from_str(raw.get())
+                        .map_err(|e| invalid(format!("{at}.tools: {e}")))?,
+                    None => Vec::new(),
+                };
+                for (member_index, member) in members.into_iter().enumerate() {
+                    let at = format!("{at}.tools[{member_index}]");
+                    if !matches!(member.kind.as_ref(), "function" | "custom") {
+                        return Err(invalid(format!(
+                            "{at}: a namespace holds function and custom tools, not `{}`.",
+                            member.kind
+                        )));
+                    }
+                    specs.push(tool_spec(member, Some(&namespace), &at, seen)?);
+                }
             }
-            _ => RawValue::from_string(r#"{"type":"object","properties":{}}"#.to_owned()),
+            hosted if HOSTED_TOOLS.contains(&hosted) => match seen.hosted {
+                HostedTools::Drop => seen.dropped.push(hosted.to_owned()),
+                HostedTools::Refuse => {
+                    return Err(invalid(format!(
+                        "{at}: the hosted tool `{hosted}` is run by OpenAI and not available through Bedrock; leave it out of `tools`."
+                    )))
+                }
+            },
+            other => {
+                return Err(invalid(format!(
+                    "{at}: tools of type `{other}` are not available through Bedrock; function, custom and namespace tools are."
+                )))
+            }
         }
-        .map_err(|e| invalid(format!("tools[{index}].parameters: {e}")))?;
-        specs.push(Tool::ToolSpec(ToolSpec {
-            name,
-            description: tool.description,
-            input_schema: InputSchema { json: schema },
-        }));
+    }
+    if specs.is_empty() {
+        // Every tool was a hosted one, left out: the request goes on as one without tools.
+        return match choice {
+            Some(ToolChoice::Tool(_)) | Some(ToolChoice::Any(_)) => Err(invalid(
+                "`tool_choice` requires a tool, but every tool in `tools` is a hosted one Bedrock cannot run.",
+            )),
+            _ => Ok(None),
+        };
     }
     Ok(Some(ToolConfig {
         tools: specs,
         tool_choice: choice,
+    }))
+}
+
+/// One function or custom tool as Bedrock's tool spec, under the name Bedrock takes for it.
+fn tool_spec<'r>(
+    tool: RequestTool<'r>,
+    namespace: Option<&str>,
+    at: &str,
+    seen: &mut ToolsSeen,
+) -> Result<Tool<'r>, GatewayError> {
+    let custom = tool.kind == "custom";
+    let name = tool
+        .name
+        .ok_or_else(|| invalid(format!("{at}: a {} tool needs `name`.", tool.kind)))?;
+    let bedrock_name = tool_names::bedrock_name(namespace, &name);
+    if custom || namespace.is_some() || bedrock_name != name {
+        seen.names.add(RenamedTool {
+            bedrock: bedrock_name.clone().into_owned(),
+            namespace: namespace.map(str::to_owned),
+            name: name.clone().into_owned(),
+            kind: if custom {
+                ToolKind::Custom
+            } else {
+                ToolKind::Function
+            },
+        })?;
+    }
+    // Unchanged names stay borrowed from the request.
+    let bedrock_name: Cow<'r, str> = match bedrock_name {
+        Cow::Borrowed(_) => name.clone(),
+        Cow::Owned(renamed) => Cow::Owned(renamed),
+    };
+    if custom {
+        // Freeform input: one string member, with the grammar it must follow in the description.
+        let mut description = tool.description.map(Cow::into_owned).unwrap_or_default();
+        if let Some(CustomFormat {
+            syntax,
+            definition: Some(definition),
+        }) = tool.format
+        {
+            let syntax = syntax.as_deref().unwrap_or("grammar");
+            let _ = write!(
+                description,
+                "\n\nThe `input` string must follow this {syntax} grammar:\n{definition}"
+            );
+        }
+        let schema = RawValue::from_string(tool_names::CUSTOM_TOOL_SCHEMA.to_owned())
+            .map_err(|e| invalid(format!("{at}: {e}")))?;
+        return Ok(Tool::ToolSpec(ToolSpec {
+            name: bedrock_name,
+            description: (!description.is_empty()).then_some(Cow::Owned(description)),
+            input_schema: InputSchema { json: schema },
+        }));
+    }
+    let schema = match tool.parameters {
+        Some(parameters) if parameters.get() != "null" => {
+            RawValue::from_string(parameters.get().to_owned())
+        }
+        _ => RawValue::from_string(r#"{"type":"object","properties":{}}"#.to_owned()),
+    }
+    .map_err(|e| invalid(format!("{at}.parameters: {e}")))?;
+    Ok(Tool::ToolSpec(ToolSpec {
+        name: bedrock_name,
+        description: tool.description,
+        input_schema: InputSchema { json: schema },
     }))
 }
 
@@ -693,6 +901,8 @@ pub struct ResponsesContext {
     pub echo: String,
     /// Whether reasoning items carry `encrypted_content`.
     pub include_reasoning: bool,
+    /// The request's namespace members and custom tools, by the names Bedrock calls them.
+    pub tools: ToolNames,
 }
 
 /// One output item, as the model produced it.
@@ -701,10 +911,13 @@ enum Item {
     Message {
         text: String,
     },
+    /// A function call, or a custom tool's call (`custom`: its input is `arguments`' `input`).
     FunctionCall {
         call_id: String,
+        namespace: Option<String>,
         name: String,
         arguments: String,
+        custom: bool,
     },
     Reasoning {
         text: String,
@@ -715,6 +928,18 @@ enum Item {
 }
 
 impl ResponsesContext {
+    /// The item for a call of the tool Bedrock names `called`, under the caller's own names.
+    fn function_call(&self, call_id: String, called: &str, arguments: String) -> Item {
+        let tool = self.tools.caller_tool(called);
+        Item::FunctionCall {
+            call_id,
+            namespace: tool.namespace.map(str::to_owned),
+            name: tool.name.to_owned(),
+            arguments,
+            custom: tool.kind == ToolKind::Custom,
+        }
+    }
+
     fn item_id(&self, out: &mut String, item: &Item, output_index: usize) {
         match item {
             Item::FunctionCall { call_id, .. } => push_json_string(out, &format!("fc_{call_id}")),
@@ -748,18 +973,35 @@ impl ResponsesContext {
             }
             Item::FunctionCall {
                 call_id,
+                namespace,
                 name,
                 arguments,
+                custom,
             } => {
+                let kind = if *custom {
+                    "custom_tool_call"
+                } else {
+                    "function_call"
+                };
                 let _ = write!(
                     out,
-                    ",\"type\":\"function_call\",\"status\":\"{status}\",\"call_id\":"
+                    ",\"type\":\"{kind}\",\"status\":\"{status}\",\"call_id\":"
                 );
                 push_json_string(out, call_id);
+                if let Some(namespace) = namespace {
+                    out.push_str(",\"namespace\":");
+                    push_json_string(out, namespace);
+                }
                 out.push_str(",\"name\":");
                 push_json_string(out, name);
-                out.push_str(",\"arguments\":");
-                push_json_string(out, if whole { arguments } else { "" });
+                if *custom {
+                    out.push_str(",\"input\":");
+                    let input = tool_names::custom_input(arguments);
+                    push_json_string(out, if whole { &input } else { "" });
+                } else {
+                    out.push_str(",\"arguments\":");
+                    push_json_string(out, if whole { arguments } else { "" });
+                }
             }
             Item::Reasoning {
                 text,
@@ -948,11 +1190,11 @@ pub fn from_converse_response(
             }
         }
         if let Some(tool_use) = block.tool_use {
-            let item = Item::FunctionCall {
-                call_id: tool_use.tool_use_id.into_owned(),
-                name: tool_use.name.into_owned(),
-                arguments: tool_use.input.get().to_owned(),
-            };
+            let item = context.function_call(
+                tool_use.tool_use_id.into_owned(),
+                &tool_use.name,
+                tool_use.input.get().to_owned(),
+            );
             items.push(OutputItem { item, done: true });
         }
         if let Some(reasoning) = block.reasoning_content {
@@ -1117,11 +1359,11 @@ impl ResponsesStreamTranslator {
                     serde_json::from_slice(frame.payload)
                         .map_err(|e| openai::unreadable_event("contentBlockStart", &e))?;
                 if let Some(tool_use) = event.start.and_then(|s| s.tool_use) {
-                    let item = Item::FunctionCall {
-                        call_id: tool_use.tool_use_id.into_owned(),
-                        name: tool_use.name.into_owned(),
-                        arguments: String::new(),
-                    };
+                    let item = self.context.function_call(
+                        tool_use.tool_use_id.into_owned(),
+                        &tool_use.name,
+                        String::new(),
+                    );
                     self.open_item(out, event.content_block_index, item)?;
                     self.first_content_emitted = true;
                 }
@@ -1183,7 +1425,16 @@ impl ResponsesStreamTranslator {
                 .and_then(|i| self.items.get_mut(i))
                 .map(|o| &mut o.item)
             {
-                Some(Item::FunctionCall { arguments, .. }) => arguments.push_str(&tool_use.input),
+                Some(Item::FunctionCall {
+                    arguments, custom, ..
+                }) => {
+                    arguments.push_str(&tool_use.input);
+                    if *custom {
+                        // Its free text is sent whole when the call ends: the model writes it
+                        // as JSON, whose string is not readable in pieces.
+                        return Ok(());
+                    }
+                }
                 _ => {
                     return Err(GatewayError::upstream(
                         "Bedrock streamed tool input for a block that is not a tool call.",
@@ -1259,6 +1510,19 @@ impl ResponsesStreamTranslator {
                 let mut members = format!("{item_ref},\"content_index\":0,\"part\":");
                 render_text_part(&mut members, text);
                 events.push(("response.content_part.done", members));
+            }
+            Item::FunctionCall {
+                arguments,
+                custom: true,
+                ..
+            } => {
+                let input = tool_names::custom_input(arguments);
+                let mut members = format!("{item_ref},\"delta\":");
+                push_json_string(&mut members, &input);
+                events.push(("response.custom_tool_call_input.delta", members));
+                let mut members = format!("{item_ref},\"input\":");
+                push_json_string(&mut members, &input);
+                events.push(("response.custom_tool_call_input.done", members));
             }
             Item::FunctionCall {
                 name, arguments, ..

@@ -35,6 +35,7 @@ fn parked(since_ms: u64) -> ParkedRequest {
         requested_model: "m".into(),
         created: 0,
         echo: String::new(),
+        tool_names: Default::default(),
     };
     let upstream = UpstreamRequest {
         path: "/model/m/converse".into(),
@@ -43,6 +44,7 @@ fn parked(since_ms: u64) -> ParkedRequest {
         accept: "application/json",
         plan,
         dropped_betas: None,
+        dropped_tools: None,
         headers: Vec::new(),
         titan_batch: None,
     };

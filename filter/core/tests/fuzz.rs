@@ -250,6 +250,7 @@ fn responses_context() -> ResponsesContext {
         model: "m".into(),
         created: 0,
         echo: "\"store\":false".into(),
+        tools: Default::default(),
         include_reasoning: true,
     }
 }

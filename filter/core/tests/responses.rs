@@ -49,6 +49,7 @@ fn context(value: &Value) -> ResponsesContext {
         model: value["model"].as_str().unwrap().into(),
         created: value["created"].as_u64().unwrap(),
         echo: value["echo"].as_str().unwrap().into(),
+        tools: Default::default(),
         include_reasoning: value["include_reasoning"].as_bool().unwrap(),
     }
 }
@@ -244,9 +245,10 @@ fn stateful_and_unsupported_requests_are_refused_by_name() {
         (r#"{"model":"m","input":[{"type":"item_reference","id":"msg_1"}]}"#.into(), "input[0] refers to the stored item \"msg_1\""),
         (r#"{"model":"m","input":[{"id":"msg_2"}]}"#.into(), "refers to the stored item \"msg_2\""),
         (r#"{"model":"m","input":[{"content":"x"}]}"#.into(), "neither a `type` nor a `role`"),
-        (r#"{"model":"m","input":[{"type":"web_search_call","id":"ws_1"}]}"#.into(), "items of type `web_search_call` are not supported"),
-        (format!(r#"{{"model":"m","input":[{user}],"tools":[{{"type":"web_search"}}]}}"#), "tools[0]: the built-in tool `web_search` is not available"),
-        (format!(r#"{{"model":"m","input":[{user}],"tools":[{{"type":"code_interpreter","container":{{}}}}]}}"#), "built-in tool `code_interpreter`"),
+        (r#"{"model":"m","input":[{"type":"computer_call","id":"cu_1"}]}"#.into(), "items of type `computer_call` are not supported"),
+        (format!(r#"{{"model":"m","input":[{user}],"tools":[{{"type":"shell_magic"}}]}}"#), "tools[0]: tools of type `shell_magic` are not available"),
+        (format!(r#"{{"model":"m","input":[{user}],"tools":[{{"type":"namespace","name":"n","tools":[{{"type":"web_search"}}]}}]}}"#), "tools[0].tools[0]: a namespace holds function and custom tools"),
+        (format!(r#"{{"model":"m","input":[{user}],"tools":[{{"type":"web_search"}}],"tool_choice":"required"}}"#), "every tool in `tools` is a hosted one"),
         (format!(r#"{{"model":"m","input":[{user}],"tools":[{{"type":"function","name":"f"}}],"tool_choice":{{"type":"file_search"}}}}"#), "`tool_choice` of type `file_search`"),
         (format!(r#"{{"model":"m","input":[{user}],"tool_choice":"required"}}"#), "`tools` is empty"),
         (format!(r#"{{"model":"m","input":[{user}],"temperature":2.5}}"#), "`temperature` must be between"),
@@ -331,6 +333,7 @@ fn the_gateway_plans_and_answers_the_responses_endpoint() {
         anthropic_beta: Default::default(),
         options: Default::default(),
         calls_cluster: None,
+        hosted_tools: Default::default(),
     };
     let body = br#"{"model":"claude","input":"hi","stream":true,"include":["reasoning.encrypted_content"],"metadata":{"k":"v"}}"#;
     let upstream = gateway::prepare(
@@ -398,6 +401,7 @@ fn the_gateway_plans_and_answers_the_responses_endpoint() {
         requested_model: "m".into(),
         created: 1,
         echo: String::new(),
+        tool_names: Default::default(),
     };
     let head = UpstreamHead {
         status: 429,
@@ -415,4 +419,156 @@ fn the_gateway_plans_and_answers_the_responses_endpoint() {
         .as_str()
         .unwrap()
         .contains("slow down"));
+}
+
+/// Codex's first turn as captured through the gateway (../shared/notes/agent-clients.md): function
+/// tools, a `namespace` of five, a custom (freeform) tool and the hosted `web_search`.
+fn codex_turn(hosted: &str) -> String {
+    let member = |name: &str| {
+        format!(
+            r#"{{"type":"function","name":"{name}","description":"{name}","parameters":{{"type":"object","properties":{{}}}}}}"#
+        )
+    };
+    let members: Vec<String> = [
+        "close_agent",
+        "resume_agent",
+        "send_input",
+        "spawn_agent",
+        "wait_agent",
+    ]
+    .iter()
+    .map(|n| member(n))
+    .collect();
+    format!(
+        r#"{{"model":"m","stream":true,"store":false,"parallel_tool_calls":true,"prompt_cache_key":"k","client_metadata":{{"x":"y"}},
+        "reasoning":{{"summary":"auto"}},"include":["reasoning.encrypted_content"],"tool_choice":"auto",
+        "input":[{{"type":"message","role":"developer","content":[{{"type":"input_text","text":"be careful"}}]}},
+                 {{"type":"message","role":"user","content":[{{"type":"input_text","text":"spawn one"}}]}},
+                 {{"type":"function_call","call_id":"c1","namespace":"multi_agent_v1","name":"spawn_agent","arguments":"{{}}"}},
+                 {{"type":"function_call_output","call_id":"c1","output":"spawned"}},
+                 {{"type":"custom_tool_call","call_id":"c2","name":"apply_patch","input":"*** Begin Patch"}},
+                 {{"type":"custom_tool_call_output","call_id":"c2","output":"done"}},
+                 {{"type":"web_search_call","id":"ws_1","status":"completed"}}],
+        "tools":[{},{{"type":"namespace","name":"multi_agent_v1","description":"agents","tools":[{}]}},
+                 {{"type":"custom","name":"apply_patch","description":"Patch files.","format":{{"type":"grammar","syntax":"lark","definition":"start: begin"}}}},
+                 {{"type":"{hosted}","external_web_access":false}}]}}"#,
+        member("exec_command"),
+        members.join(",")
+    )
+}
+
+#[test]
+fn codex_namespaces_custom_tools_and_hosted_tools_reach_bedrock_as_it_takes_them() {
+    let body = codex_turn("web_search");
+    let request = responses::parse_request(body.as_bytes()).unwrap();
+    let translated = responses::translate(&request, responses::HostedTools::Drop).unwrap();
+    assert_eq!(translated.dropped_tools.as_deref(), Some("web_search"));
+    let converse = serde_json::to_value(&translated.converse).unwrap();
+    let names: Vec<&str> = converse["toolConfig"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["toolSpec"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 7, "{names:?}");
+    assert!(names.contains(&"exec_command") && names.contains(&"multi_agent_v1__spawn_agent"));
+    assert!(names.contains(&"apply_patch"));
+    let patch = converse["toolConfig"]["tools"][6]["toolSpec"].clone();
+    assert_eq!(patch["inputSchema"]["json"]["required"], json!(["input"]));
+    assert!(patch["description"]
+        .as_str()
+        .unwrap()
+        .contains("lark grammar:\nstart: begin"));
+    // History: the namespaced call and the custom call under the names their tools have here.
+    let messages = converse["messages"].as_array().unwrap();
+    let calls: Vec<&Value> = messages
+        .iter()
+        .flat_map(|m| m["content"].as_array().unwrap())
+        .filter(|b| b.get("toolUse").is_some())
+        .collect();
+    assert_eq!(calls[0]["toolUse"]["name"], "multi_agent_v1__spawn_agent");
+    assert_eq!(calls[1]["toolUse"]["name"], "apply_patch");
+    assert_eq!(
+        calls[1]["toolUse"]["input"],
+        json!({"input": "*** Begin Patch"})
+    );
+    assert_eq!(converse["system"][0]["text"], "be careful");
+
+    let refused = responses::translate(&request, responses::HostedTools::Refuse).unwrap_err();
+    assert!(
+        refused
+            .message
+            .contains("tools[3]: the hosted tool `web_search`"),
+        "{}",
+        refused.message
+    );
+}
+
+#[test]
+fn bedrocks_calls_come_back_under_the_callers_namespace_and_kinds() {
+    let body = codex_turn("web_search");
+    let request = responses::parse_request(body.as_bytes()).unwrap();
+    let translated = responses::translate(&request, responses::HostedTools::Drop).unwrap();
+    let context = ResponsesContext {
+        id: "r".into(),
+        model: "m".into(),
+        created: 0,
+        echo: String::new(),
+        tools: translated.tool_names.clone(),
+        include_reasoning: false,
+    };
+    let reply = json!({"output": {"message": {"role": "assistant", "content": [
+        {"toolUse": {"toolUseId": "t1", "name": "multi_agent_v1__spawn_agent", "input": {"task": "x"}}},
+        {"toolUse": {"toolUseId": "t2", "name": "wait_agent", "input": {}}},
+        {"toolUse": {"toolUseId": "t3", "name": "apply_patch", "input": {"input": "*** Begin Patch\n*** End Patch"}}},
+        {"toolUse": {"toolUseId": "t4", "name": "exec_command", "input": {"cmd": "ls"}}}]}},
+        "stopReason": "tool_use", "usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": 2}});
+    let answer = responses::from_converse_response(reply.to_string().as_bytes(), &context).unwrap();
+    let answer: Value = serde_json::from_slice(&answer.body).unwrap();
+    let output = answer["output"].as_array().unwrap();
+    assert_eq!(output[0]["type"], "function_call");
+    assert_eq!(
+        (output[0]["namespace"].as_str(), output[0]["name"].as_str()),
+        (Some("multi_agent_v1"), Some("spawn_agent"))
+    );
+    assert_eq!(
+        output[1]["namespace"], "multi_agent_v1",
+        "a bare member name maps to its only namespace"
+    );
+    assert_eq!(output[2]["type"], "custom_tool_call");
+    assert_eq!(output[2]["input"], "*** Begin Patch\n*** End Patch");
+    assert_eq!(output[3]["name"], "exec_command");
+    assert!(output[3].get("namespace").is_none());
+
+    // Streamed, the same items, and the custom call's input in its own events.
+    let mut frames = Vec::new();
+    for (index, (id, name, input)) in [
+        ("t1", "multi_agent_v1__spawn_agent", r#"{"task":"x"}"#),
+        ("t3", "apply_patch", r#"{"input":"*** Begin"}"#),
+    ]
+    .iter()
+    .enumerate()
+    {
+        frames.push(frame_bytes(&json!({"event": "contentBlockStart", "payload": {"contentBlockIndex": index, "start": {"toolUse": {"toolUseId": id, "name": name}}}})));
+        frames.push(frame_bytes(&json!({"event": "contentBlockDelta", "payload": {"contentBlockIndex": index, "delta": {"toolUse": {"input": input}}}})));
+        frames.push(frame_bytes(
+            &json!({"event": "contentBlockStop", "payload": {"contentBlockIndex": index}}),
+        ));
+    }
+    frames.push(frame_bytes(
+        &json!({"event": "messageStop", "payload": {"stopReason": "tool_use"}}),
+    ));
+    frames.push(frame_bytes(&json!({"event": "metadata", "payload": {"usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": 2}}})));
+    let mut translator = ResponsesStreamTranslator::new(context, 1 << 20);
+    let sse = String::from_utf8(translator.push(&frames.concat(), true)).unwrap();
+    assert!(sse.contains(r#""type":"function_call","status":"in_progress","call_id":"t1","namespace":"multi_agent_v1","name":"spawn_agent""#), "{sse}");
+    assert!(
+        sse.contains(r#"event: response.custom_tool_call_input.done"#),
+        "{sse}"
+    );
+    assert!(sse.contains(r#""input":"*** Begin""#), "{sse}");
+    assert!(
+        !sse.contains(r#""delta":"{\"input\""#),
+        "a custom call's JSON is not streamed as its input: {sse}"
+    );
 }

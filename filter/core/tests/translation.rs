@@ -250,6 +250,7 @@ fn backend(model_name_override: Option<&str>, session_token: Option<&str>) -> Ba
         anthropic_beta: Default::default(),
         options: Default::default(),
         calls_cluster: None,
+        hosted_tools: Default::default(),
     }
 }
 
@@ -417,6 +418,7 @@ fn plan(stream: bool) -> ResponsePlan {
         requested_model: "m".into(),
         created: 1,
         echo: String::new(),
+        tool_names: Default::default(),
     }
 }
 
@@ -537,6 +539,7 @@ fn bodiless_answers_are_errors_in_the_callers_format() {
         requested_model: "m".into(),
         created: 1,
         echo: String::new(),
+        tool_names: Default::default(),
     };
     let (status, out) =
         ResponseTranslation::for_response(&anthropic_stream, head(200, None), 1 << 20)
@@ -842,6 +845,7 @@ fn usage_is_read_from_every_kind_of_response_and_weighed() {
         requested_model: "m".into(),
         created: 1,
         echo: String::new(),
+        tool_names: Default::default(),
     };
     let message = br#"{"content":[],"usage":{"input_tokens":7,"output_tokens":2,"cache_read_input_tokens":4}}"#;
     let (_, translated) = ResponseTranslation::for_response(&anthropic_plan, head(200, None), 1)

@@ -16,6 +16,7 @@ use crate::gateway::{
 };
 use crate::headers::HeaderSnapshot;
 use crate::report;
+use crate::responses::DROPPED_TOOLS_HEADER;
 use crate::sigv4::{Credentials, Signer};
 use crate::translated::TokenUsage;
 use std::borrow::Cow;
@@ -73,6 +74,8 @@ pub struct BackendStream {
     bedrock_model: Option<String>,
     /// The caller's beta flags the translation left out, named in the response.
     dropped_betas: Option<String>,
+    /// The hosted tools the translation left out, named in the response.
+    dropped_tools: Option<String>,
     /// A Titan embeddings list, answered from one call per input instead of this request.
     batch: Option<EmbeddingsBatch>,
 }
@@ -95,6 +98,7 @@ impl BackendStream {
             first_try_to_keep: None,
             bedrock_model: None,
             dropped_betas: None,
+            dropped_tools: None,
             batch: None,
         }
     }
@@ -353,6 +357,9 @@ impl BackendStream {
         if let Some(dropped) = self.dropped_betas.as_deref() {
             host.set_header(Side::Response, gateway::DROPPED_BETAS_HEADER, Some(dropped));
         }
+        if let Some(dropped) = self.dropped_tools.as_deref() {
+            host.set_header(Side::Response, DROPPED_TOOLS_HEADER, Some(dropped));
+        }
         if end_of_stream {
             // No body follows, so no body hook would translate it: answer from here.
             let (status, translated) = translation.translate_bodiless();
@@ -557,6 +564,7 @@ impl BackendStream {
         }
         self.plan = Some(upstream.plan.clone());
         self.dropped_betas.clone_from(&upstream.dropped_betas);
+        self.dropped_tools.clone_from(&upstream.dropped_tools);
 
         let credentials = match &backend.credentials {
             BackendCredentials::ApiKey(key) => {
