@@ -13,28 +13,40 @@ import sys
 import pytest
 
 from conftest import ROOT, http_get, launch_gateway, raw_post, stop_process
+from test_metrics import metric, prometheus
 
 AGENTS = ROOT / "e2e/agents/node_modules/.bin"
 CODEX = AGENTS / "codex"
 CLAUDE = AGENTS / "claude"
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
 SONNET = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+HAIKU = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
 
 
 def with_current_claude(text: str) -> str:
-    """The emulator example, with Claude Sonnet 4.5 routed to the Anthropic backend: Claude Code
-    offers tool search only on the models that have it."""
-    anchor = "      - { type: Exact, name: x-ai-eg-model, value: us.anthropic.claude-3-5-sonnet-20241022-v2:0 }\n"
+    """The emulator example, with Claude Sonnet 4.5 routed to the Anthropic backend (Claude Code
+    offers tool search only on the models that have it) and Claude Haiku 4.5 to the Converse one."""
+    for anchor, model in (("      - { type: Exact, name: x-ai-eg-model, value: us.anthropic.claude-3-5-sonnet-20241022-v2:0 }\n", SONNET),
+                          ("      - { type: Exact, name: x-ai-eg-model, value: us.meta.llama3-2-1b-instruct-v1:0 }\n", HAIKU)):
+        assert anchor in text
+        text = text.replace(anchor, anchor + f"    - headers:\n      - {{ type: Exact, name: x-ai-eg-model, value: {model} }}\n", 1)
+    return text
+
+
+def prompt_caching_auto(text: str) -> str:
+    """The Converse backend places cache points agents do not ask for."""
+    anchor = '"bedrock-us-east-1": {\n'
     assert anchor in text
-    return text.replace(anchor, anchor + f"    - headers:\n      - {{ type: Exact, name: x-ai-eg-model, value: {SONNET} }}\n", 1)
+    return text.replace(anchor, anchor + " " * 26 + '"prompt_caching": "auto",\n', 1)
 
 
 @pytest.fixture(scope="module")
 def gateway(workdir, emulator_url):
     resources = workdir / "agents-emulator.yaml"
     resources.write_text(with_current_claude((ROOT / "examples/emulator.yaml").read_text()))
-    process, gateway = launch_gateway(workdir, emulator_url, "envoy-agents", KEYS, config=resources)
+    process, gateway = launch_gateway(workdir, emulator_url, "envoy-agents", KEYS, config=resources,
+                                      edit=prompt_caching_auto)
     yield gateway
     stop_process(process)
 
@@ -51,12 +63,12 @@ def last_bedrock_request(gateway) -> dict:
     return json.loads(http_get(f"{gateway.emulator_url}/_emulator/last-request"))
 
 
-def codex(gateway, tmp_path, prompt: str) -> subprocess.CompletedProcess:
+def codex(gateway, tmp_path, prompt: str, model: str = LLAMA) -> subprocess.CompletedProcess:
     """`codex exec` with a provider block pointing at the gateway, as the README shows it."""
     home = tmp_path / "codex-home"
     home.mkdir()
     (home / "config.toml").write_text(
-        f'model = "{LLAMA}"\nmodel_provider = "bedrock-gateway"\n\n'
+        f'model = "{model}"\nmodel_provider = "bedrock-gateway"\n\n'
         '[model_providers.bedrock-gateway]\nname = "Bedrock through the AI gateway"\n'
         f'base_url = "{gateway.url}/v1"\nwire_api = "responses"\n')
     work = tmp_path / "codex-work"
@@ -136,3 +148,34 @@ def test_hosted_tools_are_left_out_and_named_or_refused_where_configured(gateway
         assert "the hosted tool `web_search`" in reply.json()["error"]["message"]
     finally:
         stop_process(process)
+
+
+def test_an_agents_second_turn_reads_its_prompt_from_the_cache(gateway, tmp_path):
+    """Agents resend the whole conversation every turn; with the backend's `prompt_caching: auto`,
+    the gateway places the cache points Codex does not, and the turn after the tool call reads the
+    prefix the first wrote (the emulator caches prompts as Bedrock does, looking back from each
+    breakpoint), in Bedrock's usage, the caller's usage and the metrics."""
+    before = metric(prometheus(gateway), "ai_gateway_cache_read_tokens", HAIKU, "bedrock-us-east-1")
+    result = codex(gateway, tmp_path, "Please run exec_command", model=HAIKU)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    sent = last_bedrock_request(gateway)["body"]
+    assert sent["system"][-1] == {"cachePoint": {"type": "default"}}
+    assert sent["toolConfig"]["tools"][-1] == {"cachePoint": {"type": "default"}}
+    assert sent["messages"][-1]["content"][-1] == {"cachePoint": {"type": "default"}}
+    after = metric(prometheus(gateway), "ai_gateway_cache_read_tokens", HAIKU, "bedrock-us-east-1")
+    assert after > before, "the second turn read from the cache"
+
+    # The same through the OpenAI SDK, turn by turn: the caller sees the cached tokens.
+    import openai
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+    tools = [{"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}]
+    history = [{"role": "developer", "content": "You are a careful agent. " * 30},
+               {"role": "user", "content": "Please use lookup for the weather in Lisbon."}]
+    first = client.responses.create(model=HAIKU, input=history, tools=tools)
+    call = next(item for item in first.output if item.type == "function_call")
+    history += [call.model_dump(exclude_none=True),
+                {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}]
+    second = client.responses.create(model=HAIKU, input=history, tools=tools)
+    assert first.usage.input_tokens_details.cached_tokens == 0
+    assert second.usage.input_tokens_details.cached_tokens > 0, second.usage
+    assert second.usage.input_tokens > second.usage.input_tokens_details.cached_tokens

@@ -267,45 +267,34 @@ fn scoped_cache_control(value: &Value, at: &str) -> Option<String> {
     }
 }
 
-/// Words up to and including the last block marked `cache_control`, keyed by those blocks.
-fn cache_prefix(object: &serde_json::Map<String, Value>) -> Option<(u64, String)> {
-    let mut blocks: Vec<&Value> = Vec::new();
-    blocks.extend(
-        object
-            .get("tools")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten(),
-    );
-    if let Some(Value::Array(system)) = object.get("system") {
-        blocks.extend(system);
-    }
-    for message in object
+/// The prompt as the cache sees it: tools, system, then the messages' blocks, with a breakpoint
+/// after each block marked `cache_control`.
+fn cache_prefix(object: &serde_json::Map<String, Value>) -> Option<model::CachePrefix> {
+    let mut prefix = model::CachePrefix::default();
+    let system = match object.get("system") {
+        Some(Value::Array(system)) => system.as_slice(),
+        _ => &[],
+    };
+    let messages = object
         .get("messages")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-    {
-        if let Some(Value::Array(content)) = message.get("content") {
-            blocks.extend(content);
-        }
+        .flat_map(|m| match m.get("content") {
+            Some(Value::Array(content)) => content.as_slice(),
+            _ => &[],
+        });
+    let blocks = object
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .chain(system)
+        .chain(messages);
+    for block in blocks {
+        prefix.push(block, block.get("cache_control").is_some());
     }
-    let last = blocks
-        .iter()
-        .rposition(|b| b.get("cache_control").is_some())?;
-    let prefix = &blocks[..=last];
-    let words = prefix
-        .iter()
-        .map(|b| model::word_count(&b.to_string()))
-        .sum();
-    Some((
-        words,
-        prefix
-            .iter()
-            .map(|b| b.to_string())
-            .collect::<Vec<_>>()
-            .join("\n"),
-    ))
+    prefix.finish()
 }
 
 fn usage(reply: &Reply, cache: CacheUsage, output_tokens: u64) -> Value {

@@ -234,49 +234,41 @@ fn check_thinking_leads_tool_loop(messages: &[Value]) -> Result<(), String> {
     ))
 }
 
-/// Words before the last `cachePoint` block, keyed by the blocks before it.
-fn cache_prefix(body: &Value) -> Option<(u64, String)> {
-    let mut blocks: Vec<&Value> = Vec::new();
-    blocks.extend(
-        body.pointer("/toolConfig/tools")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten(),
-    );
-    blocks.extend(
-        body.get("system")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten(),
-    );
-    for message in body
+/// The prompt as the cache sees it: tools, system, then the messages' blocks, with a breakpoint
+/// wherever a `cachePoint` block stands.
+fn cache_prefix(body: &Value) -> Option<model::CachePrefix> {
+    let mut prefix = model::CachePrefix::default();
+    let messages = body
         .get("messages")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-    {
-        blocks.extend(
-            message
-                .get("content")
+        .flat_map(|m| {
+            m.get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        });
+    let blocks = body
+        .pointer("/toolConfig/tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .chain(
+            body.get("system")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten(),
-        );
+        )
+        .chain(messages);
+    for block in blocks {
+        if block.get("cachePoint").is_some() {
+            prefix.point();
+        } else {
+            prefix.push(block, false);
+        }
     }
-    let last = blocks.iter().rposition(|b| b.get("cachePoint").is_some())?;
-    let prefix = &blocks[..last];
-    let words = prefix
-        .iter()
-        .map(|b| model::word_count(&b.to_string()))
-        .sum();
-    Some((
-        words,
-        prefix
-            .iter()
-            .map(|b| b.to_string())
-            .collect::<Vec<_>>()
-            .join("\n"),
-    ))
+    prefix.finish()
 }
 
 /// The decoded size of a base64 blob, which must be valid base64.

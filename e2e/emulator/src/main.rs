@@ -89,7 +89,7 @@ struct State {
     request_counter: AtomicU64,
     last_request: Mutex<Value>,
     /// Prompt prefixes written to the emulated prompt cache.
-    prompt_cache: Mutex<HashSet<String>>,
+    prompt_cache: Mutex<HashSet<u64>>,
     /// `--region`: accept only signatures scoped to it, as a regional endpoint does.
     region: Option<String>,
     /// Set by `POST /_emulator/faults`: every Bedrock call fails this way until cleared.
@@ -142,26 +142,35 @@ fn check_api_key(state: &State, key: &str) -> Result<(), (u16, &'static str, &'s
 }
 
 impl State {
-    /// The first request with a cached prefix writes it; later ones read it.
+    /// A request reads the longest cached prefix found at one of its breakpoints or in the blocks
+    /// shortly before its last one, and writes the rest up to its last breakpoint; each of its
+    /// breakpoints is cached for later requests.
     fn cache_usage(&self, conversation: &model::Conversation) -> model::CacheUsage {
-        let Some((tokens, key)) = &conversation.cache_prefix else {
+        let Some(prefix) = &conversation.cache_prefix else {
             return model::CacheUsage::default();
         };
-        let newly_written = self
-            .prompt_cache
-            .lock()
-            .map(|mut cache| cache.insert(key.clone()))
-            .unwrap_or(false);
-        if newly_written {
-            model::CacheUsage {
-                read: 0,
-                written: *tokens,
+        let Ok(mut cache) = self.prompt_cache.lock() else {
+            return model::CacheUsage::default();
+        };
+        let last = prefix.points.iter().copied().max().unwrap_or_default();
+        let boundary = |blocks: usize| blocks.checked_sub(1).and_then(|i| prefix.boundaries.get(i));
+        let lookback = last.saturating_sub(model::CACHE_LOOKBACK_BLOCKS)..=last;
+        let read = lookback
+            .chain(prefix.points.iter().copied())
+            .filter_map(boundary)
+            .filter(|(_, digest)| cache.contains(digest))
+            .map(|(tokens, _)| *tokens)
+            .max()
+            .unwrap_or_default();
+        for point in &prefix.points {
+            if let Some((_, digest)) = boundary(*point) {
+                cache.insert(*digest);
             }
-        } else {
-            model::CacheUsage {
-                read: *tokens,
-                written: 0,
-            }
+        }
+        let total = boundary(last).map_or(0, |(tokens, _)| *tokens);
+        model::CacheUsage {
+            read,
+            written: total.saturating_sub(read),
         }
     }
 }

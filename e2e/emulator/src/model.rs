@@ -44,12 +44,54 @@ pub struct Conversation {
     pub stop_sequences: Vec<String>,
     /// Extended thinking was requested: the reply starts with a signed thinking block.
     pub thinking: bool,
-    /// Input tokens up to the last cache breakpoint, and the key of that prefix.
-    pub cache_prefix: Option<(u64, String)>,
+    /// The prompt's blocks as the cache sees them, and where the request put its breakpoints.
+    pub cache_prefix: Option<CachePrefix>,
     /// Attachments of the last user turn, described in the reply: `image/png, 8 bytes`.
     pub last_user_attachments: Vec<String>,
     /// The reply must be JSON following this schema (structured output).
     pub output_schema: Option<Value>,
+}
+
+/// A prompt as the prompt cache sees it: for each content block in order (tools, system, messages;
+/// cache points themselves left out), the input tokens up to and including it and a digest of every
+/// block up to it; and the breakpoints, as the number of blocks before each.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CachePrefix {
+    pub boundaries: Vec<(u64, u64)>,
+    pub points: Vec<usize>,
+}
+
+/// How far before a breakpoint Bedrock looks for an earlier cached prefix (about 20 blocks, as
+/// AWS describes Claude's simplified caching): a conversation that grew by a turn still reads
+/// what the turn before it wrote.
+pub const CACHE_LOOKBACK_BLOCKS: usize = 20;
+
+impl CachePrefix {
+    /// Adds one content block; `point_after`: the request puts a breakpoint right after it.
+    pub fn push(&mut self, block: &Value, point_after: bool) {
+        use std::hash::{Hash, Hasher};
+        let (tokens, previous) = self.boundaries.last().copied().unwrap_or_default();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        previous.hash(&mut hasher);
+        block.to_string().hash(&mut hasher);
+        self.boundaries
+            .push((tokens + word_count(&block.to_string()), hasher.finish()));
+        if point_after {
+            self.point();
+        }
+    }
+
+    /// A breakpoint after the blocks so far.
+    pub fn point(&mut self) {
+        if !self.boundaries.is_empty() {
+            self.points.push(self.boundaries.len());
+        }
+    }
+
+    /// `None` when the request has no breakpoint.
+    pub fn finish(self) -> Option<CachePrefix> {
+        (!self.points.is_empty()).then_some(self)
+    }
 }
 
 /// Usage of the prompt cache for one request.

@@ -37,6 +37,75 @@ pub fn is_anthropic_model(model: &str) -> bool {
     last.split('.').any(|part| part == "anthropic")
 }
 
+/// The model families Bedrock caches prompts for through Converse's `cachePoint` (AWS's list of
+/// explicit prompt caching): Claude 3.7 Sonnet, 3.5 Haiku and every Claude 4 model, and Amazon Nova.
+/// Anything else (Claude 3.5 Sonnet v2 had caching in preview only, Llama, application inference
+/// profiles whose model the id does not show) gets no cache points from the gateway: a model that
+/// cannot cache refuses them.
+const CACHING_MODELS: &[&str] = &[
+    "anthropic.claude-3-7-sonnet",
+    "anthropic.claude-3-5-haiku",
+    "anthropic.claude-sonnet-4",
+    "anthropic.claude-opus-4",
+    "anthropic.claude-haiku-4",
+    "amazon.nova-micro",
+    "amazon.nova-lite",
+    "amazon.nova-pro",
+    "amazon.nova-premier",
+    "amazon.nova-2-lite",
+];
+
+/// Whether `model` (an id, a cross-region profile such as `us.…`, or a foundation-model or
+/// system inference-profile ARN) is one Bedrock caches prompts for.
+pub fn caches_prompts(model: &str) -> bool {
+    let id = model.rsplit('/').next().unwrap_or(model);
+    let id = id
+        .split_once('.')
+        .filter(|(prefix, _)| {
+            matches!(
+                *prefix,
+                "us" | "eu" | "apac" | "global" | "jp" | "au" | "ca" | "us-gov"
+            )
+        })
+        .map_or(id, |(_, rest)| rest);
+    CACHING_MODELS.iter().any(|family| id.starts_with(family))
+}
+
+impl ConverseRequest<'_> {
+    /// Cache points where an agent's next turn can reuse its prompt: after the system prompt,
+    /// after the tools, and at the end of the conversation so far (three of Bedrock's four). A
+    /// request that places any itself is left as its caller wrote it.
+    pub fn insert_cache_points(&mut self) {
+        let placed = self
+            .system
+            .iter()
+            .any(|b| matches!(b, SystemBlock::CachePoint(_)))
+            || self.messages.iter().any(|m| {
+                m.content
+                    .iter()
+                    .any(|b| matches!(b, ContentBlock::CachePoint(_)))
+            })
+            || self
+                .tool_config
+                .as_ref()
+                .is_some_and(|c| c.tools.iter().any(|t| matches!(t, Tool::CachePoint(_))));
+        if placed {
+            return;
+        }
+        if !self.system.is_empty() {
+            self.system
+                .push(SystemBlock::CachePoint(CachePoint::default()));
+        }
+        if let Some(config) = self.tool_config.as_mut().filter(|c| !c.tools.is_empty()) {
+            config.tools.push(Tool::CachePoint(CachePoint::default()));
+        }
+        if let Some(last) = self.messages.last_mut().filter(|m| !m.content.is_empty()) {
+            last.content
+                .push(ContentBlock::CachePoint(CachePoint::default()));
+        }
+    }
+}
+
 /// Rejects model ids that could not be a Bedrock id or could change the upstream path.
 /// ARNs carry `/` and `:`, which are legal: they are percent-encoded inside one segment.
 pub fn validate_model_id(model: &str) -> Result<(), String> {

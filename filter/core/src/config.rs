@@ -161,6 +161,8 @@ struct RawBackend {
     calls_cluster: Option<String>,
     #[serde(default)]
     hosted_tools: HostedTools,
+    #[serde(default)]
+    prompt_caching: PromptCaching,
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,6 +275,21 @@ pub struct Backend {
     pub calls_cluster: Option<String>,
     /// What becomes of OpenAI's hosted tools (web search, ...) in a Responses request.
     pub hosted_tools: HostedTools,
+    /// Whether the gateway adds cache points to Converse requests that carry none.
+    pub prompt_caching: PromptCaching,
+}
+
+/// Who places Converse's cache points.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptCaching {
+    /// Only where callers ask (`cache_control`).
+    #[default]
+    Caller,
+    /// Also where agents need them and do not ask: after the system prompt, after the tools and
+    /// at the end of the conversation (see `ConverseRequest::insert_cache_points`), on models
+    /// that cache prompts (`bedrock::caches_prompts`), for requests that place none themselves.
+    Auto,
 }
 
 /// Static keys, a provider of temporary credentials fetched at run time, or a Bedrock API key.
@@ -707,6 +724,7 @@ fn resolve_backend(
         options,
         calls_cluster: raw.calls_cluster.filter(|c| !c.is_empty()),
         hosted_tools: raw.hosted_tools,
+        prompt_caching: raw.prompt_caching,
     })
 }
 

@@ -5,8 +5,8 @@
 
 use crate::anthropic::{self, AnthropicStreamTranslator};
 use crate::anthropic_converse::{self, ConverseToAnthropicStream};
-use crate::bedrock::{self, Operation};
-use crate::config::{Backend, ModelInfo, Schema};
+use crate::bedrock::{self, ConverseRequest, Operation};
+use crate::config::{Backend, ModelInfo, PromptCaching, Schema};
 use crate::embeddings;
 use crate::errors::{ApiFormat, ErrorKind, GatewayError};
 use crate::eventstream::FrameTranslator;
@@ -525,6 +525,7 @@ pub fn prepare(
                 stream,
                 options::caller_service_tier(request.service_tier.as_deref())?,
             );
+            apply_prompt_caching(&mut converse, backend, &request.model);
             let upstream_body = serde_json::to_vec(&converse).map_err(|e| {
                 GatewayError::invalid_request(format!("could not encode the Converse request: {e}"))
             })?;
@@ -552,6 +553,7 @@ pub fn prepare(
                 stream,
                 options::caller_service_tier(request.service_tier.as_deref())?,
             );
+            apply_prompt_caching(&mut converse, backend, &request.model);
             let upstream_body = serde_json::to_vec(&converse).map_err(|e| {
                 GatewayError::invalid_request(format!("could not encode the Converse request: {e}"))
             })?;
@@ -637,6 +639,7 @@ pub fn prepare(
             converse.options = backend
                 .options
                 .for_converse(request.stream.unwrap_or(false), None);
+            apply_prompt_caching(&mut converse, backend, &request.model);
             let upstream_body = serde_json::to_vec(&converse).map_err(|e| {
                 GatewayError::invalid_request(format!("could not encode the Converse request: {e}"))
             })?;
@@ -717,6 +720,15 @@ pub fn prepare(
         headers: invoke_headers,
         titan_batch,
     })
+}
+
+/// The backend's prompt-caching policy: with `auto`, cache points for a model that caches
+/// prompts (the one Bedrock is asked for: the backend's override, else the caller's).
+fn apply_prompt_caching(converse: &mut ConverseRequest<'_>, backend: &Backend, requested: &str) {
+    let model = backend.model_name_override.as_deref().unwrap_or(requested);
+    if backend.prompt_caching == PromptCaching::Auto && bedrock::caches_prompts(model) {
+        converse.insert_cache_points();
+    }
 }
 
 /// Beta flags on the Anthropic-to-Converse path: a Claude model takes the accepted ones in

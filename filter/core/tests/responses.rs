@@ -334,6 +334,7 @@ fn the_gateway_plans_and_answers_the_responses_endpoint() {
         options: Default::default(),
         calls_cluster: None,
         hosted_tools: Default::default(),
+        prompt_caching: Default::default(),
     };
     let body = br#"{"model":"claude","input":"hi","stream":true,"include":["reasoning.encrypted_content"],"metadata":{"k":"v"}}"#;
     let upstream = gateway::prepare(

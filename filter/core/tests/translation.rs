@@ -251,6 +251,7 @@ fn backend(model_name_override: Option<&str>, session_token: Option<&str>) -> Ba
         options: Default::default(),
         calls_cluster: None,
         hosted_tools: Default::default(),
+        prompt_caching: Default::default(),
     }
 }
 
@@ -967,4 +968,87 @@ fn envoys_local_replies_get_caller_format_errors() {
             assert!(error.message.contains("uncompressed"), "{}", error.message);
         }
     }
+}
+
+/// An agent's conversation gets cache points where its next turn can reuse the prompt, on models
+/// that cache prompts, when the backend's policy is `auto` and the caller placed none.
+#[test]
+fn prompt_caching_auto_places_cache_points_agents_do_not_ask_for() {
+    use bedrock_gateway_core::config::PromptCaching;
+    let agent_turn = json!({
+        "model": "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "messages": [
+            {"role": "system", "content": "You are a coding agent."},
+            {"role": "user", "content": "Fix the bug."},
+            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "read", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "fn main() {}"}
+        ],
+        "tools": [{"type": "function", "function": {"name": "read", "parameters": {"type": "object"}}}]
+    });
+    let prepared = |policy: PromptCaching, body: &Value| {
+        let mut backend = backend(None, None);
+        backend.prompt_caching = policy;
+        let upstream = gateway::prepare(
+            Endpoint::ChatCompletions,
+            body.to_string().as_bytes(),
+            CallerHeaders::default(),
+            &backend,
+            0,
+        )
+        .unwrap();
+        serde_json::from_slice::<Value>(&upstream.body).unwrap()
+    };
+    let sent = prepared(PromptCaching::Auto, &agent_turn);
+    assert_eq!(
+        sent["system"].as_array().unwrap().last().unwrap(),
+        &json!({"cachePoint": {"type": "default"}})
+    );
+    assert_eq!(
+        sent["toolConfig"]["tools"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap(),
+        &json!({"cachePoint": {"type": "default"}})
+    );
+    let last = sent["messages"].as_array().unwrap().last().unwrap()["content"].clone();
+    assert_eq!(
+        last.as_array().unwrap().last().unwrap(),
+        &json!({"cachePoint": {"type": "default"}})
+    );
+    assert!(
+        last[0].get("toolResult").is_some(),
+        "after the turn's own content"
+    );
+
+    let count = |v: &Value| v.to_string().matches("cachePoint").count();
+    assert_eq!(
+        count(&prepared(PromptCaching::Caller, &agent_turn)),
+        0,
+        "off by default"
+    );
+    let mut llama = agent_turn.clone();
+    llama["model"] = json!("us.meta.llama3-2-1b-instruct-v1:0");
+    assert_eq!(
+        count(&prepared(PromptCaching::Auto, &llama)),
+        0,
+        "never on a model that refuses them"
+    );
+    let mut own = agent_turn.clone();
+    own["messages"][1]["content"] =
+        json!([{"type": "text", "text": "Fix the bug.", "cache_control": {"type": "ephemeral"}}]);
+    assert_eq!(
+        count(&prepared(PromptCaching::Auto, &own)),
+        1,
+        "a caller's own cache points are left as they are"
+    );
+    assert!(bedrock_gateway_core::bedrock::caches_prompts(
+        "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-pro-v1:0"
+    ));
+    assert!(bedrock_gateway_core::bedrock::caches_prompts(
+        "global.anthropic.claude-haiku-4-5-20251001-v1:0"
+    ));
+    assert!(!bedrock_gateway_core::bedrock::caches_prompts(
+        "anthropic.claude-3-5-sonnet-20241022-v2:0"
+    ));
 }
