@@ -24,29 +24,11 @@ HAIKU = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
 
 
-def with_current_claude(text: str) -> str:
-    """The emulator example, with Claude Sonnet 4.5 routed to the Anthropic backend (Claude Code
-    offers tool search only on the models that have it) and Claude Haiku 4.5 to the Converse one."""
-    for anchor, model in (("      - { type: Exact, name: x-ai-eg-model, value: us.anthropic.claude-3-5-sonnet-20241022-v2:0 }\n", SONNET),
-                          ("      - { type: Exact, name: x-ai-eg-model, value: us.meta.llama3-2-1b-instruct-v1:0 }\n", HAIKU)):
-        assert anchor in text
-        text = text.replace(anchor, anchor + f"    - headers:\n      - {{ type: Exact, name: x-ai-eg-model, value: {model} }}\n", 1)
-    return text
-
-
-def prompt_caching_auto(text: str) -> str:
-    """The Converse backend places cache points agents do not ask for."""
-    anchor = '"bedrock-us-east-1": {\n'
-    assert anchor in text
-    return text.replace(anchor, anchor + " " * 26 + '"prompt_caching": "auto",\n', 1)
-
-
 @pytest.fixture(scope="module")
 def gateway(workdir, emulator_url):
-    resources = workdir / "agents-emulator.yaml"
-    resources.write_text(with_current_claude((ROOT / "examples/emulator.yaml").read_text()))
-    process, gateway = launch_gateway(workdir, emulator_url, "envoy-agents", KEYS, config=resources,
-                                      edit=prompt_caching_auto)
+    # make run's own configuration: Claude Sonnet 4.5 through Converse with prompt caching on,
+    # Claude Haiku 4.5 through InvokeModel.
+    process, gateway = launch_gateway(workdir, emulator_url, "envoy-agents", KEYS)
     yield gateway
     stop_process(process)
 
@@ -105,9 +87,9 @@ def test_codex_runs_a_shell_command_the_model_asked_for(gateway, tmp_path):
 
 
 def test_claude_code_completes_a_tool_loop_with_tool_search(gateway, tmp_path):
-    """Claude Code with an MCP server of 40 tools defers them behind tool search: its tools carry
-    `defer_loading` (wrapped as `custom.defer_loading` in some versions, which Bedrock refuses), with
-    the tool-search beta flag."""
+    """Claude Code (on Claude Haiku 4.5, which make run serves through InvokeModel) with an MCP
+    server of 40 tools defers them behind tool search: its tools carry `defer_loading` (wrapped as
+    `custom.defer_loading` in some versions, which Bedrock refuses), with the tool-search beta flag."""
     mcp = tmp_path / "mcp.json"
     mcp.write_text(json.dumps({"mcpServers": {"catalogue": {
         "command": sys.executable, "args": [str(ROOT / "e2e/agents/mcp_server.py")]}}}))
@@ -115,12 +97,12 @@ def test_claude_code_completes_a_tool_loop_with_tool_search(gateway, tmp_path):
     work.mkdir()
     env = {"HOME": str(tmp_path), "ANTHROPIC_BASE_URL": f"{gateway.url}/anthropic", "ANTHROPIC_API_KEY": "unused",
            "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "ENABLE_TOOL_SEARCH": "true"}
-    result = run_agent([CLAUDE, "-p", "Please use the tool Bash", "--model", SONNET, "--mcp-config", mcp,
+    result = run_agent([CLAUDE, "-p", "Please use the tool Bash", "--model", HAIKU, "--mcp-config", mcp,
                         "--allowedTools", "Bash"], work, env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "The tool returned:" in result.stdout, result.stdout[-2000:]
     sent = last_bedrock_request(gateway)
-    assert sent["path"] == "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke-with-response-stream"
+    assert sent["path"] == "/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/invoke-with-response-stream"
     body = sent["body"]
     assert "tool-search-tool-2025-10-19" in body["anthropic_beta"], body.get("anthropic_beta")
     assert all("custom" not in tool for tool in body["tools"]), "Bedrock refuses a tool's custom member"
@@ -155,14 +137,14 @@ def test_an_agents_second_turn_reads_its_prompt_from_the_cache(gateway, tmp_path
     the gateway places the cache points Codex does not, and the turn after the tool call reads the
     prefix the first wrote (the emulator caches prompts as Bedrock does, looking back from each
     breakpoint), in Bedrock's usage, the caller's usage and the metrics."""
-    before = metric(prometheus(gateway), "ai_gateway_cache_read_tokens", HAIKU, "bedrock-us-east-1")
-    result = codex(gateway, tmp_path, "Please run exec_command", model=HAIKU)
+    before = metric(prometheus(gateway), "ai_gateway_cache_read_tokens", SONNET, "bedrock-us-east-1")
+    result = codex(gateway, tmp_path, "Please run exec_command", model=SONNET)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     sent = last_bedrock_request(gateway)["body"]
     assert sent["system"][-1] == {"cachePoint": {"type": "default"}}
     assert sent["toolConfig"]["tools"][-1] == {"cachePoint": {"type": "default"}}
     assert sent["messages"][-1]["content"][-1] == {"cachePoint": {"type": "default"}}
-    after = metric(prometheus(gateway), "ai_gateway_cache_read_tokens", HAIKU, "bedrock-us-east-1")
+    after = metric(prometheus(gateway), "ai_gateway_cache_read_tokens", SONNET, "bedrock-us-east-1")
     assert after > before, "the second turn read from the cache"
 
     # The same through the OpenAI SDK, turn by turn: the caller sees the cached tokens.
@@ -171,11 +153,11 @@ def test_an_agents_second_turn_reads_its_prompt_from_the_cache(gateway, tmp_path
     tools = [{"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}]
     history = [{"role": "developer", "content": "You are a careful agent. " * 30},
                {"role": "user", "content": "Please use lookup for the weather in Lisbon."}]
-    first = client.responses.create(model=HAIKU, input=history, tools=tools)
+    first = client.responses.create(model=SONNET, input=history, tools=tools)
     call = next(item for item in first.output if item.type == "function_call")
     history += [call.model_dump(exclude_none=True),
                 {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}]
-    second = client.responses.create(model=HAIKU, input=history, tools=tools)
+    second = client.responses.create(model=SONNET, input=history, tools=tools)
     assert first.usage.input_tokens_details.cached_tokens == 0
     assert second.usage.input_tokens_details.cached_tokens > 0, second.usage
     assert second.usage.input_tokens > second.usage.input_tokens_details.cached_tokens

@@ -97,6 +97,10 @@ struct PluginBackend<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     model_name_override: Option<&'a str>,
     calls_cluster: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_caching: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hosted_tools: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -154,6 +158,8 @@ pub fn plugin_configuration<'a>(plan: &'a Plan, options: &Options) -> PluginConf
                 credentials,
                 model_name_override: backend.model_name_override.as_deref(),
                 calls_cluster: calls_cluster_name(&cluster.name),
+                prompt_caching: backend.prompt_caching,
+                hosted_tools: backend.hosted_tools,
             };
             (cluster.name.as_str(), entry)
         })

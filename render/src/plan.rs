@@ -115,6 +115,10 @@ pub struct BackendPlan {
     pub endpoint: Option<String>,
     pub credentials: CredentialsPlan,
     pub model_name_override: Option<String>,
+    /// `bedrock-gateway/prompt-caching`: `caller` or `auto`.
+    pub prompt_caching: Option<&'static str>,
+    /// `bedrock-gateway/hosted-tools`: `drop` or `refuse`.
+    pub hosted_tools: Option<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -603,6 +607,7 @@ fn cluster(
         (None, None) => default_host.clone(),
     };
     let endpoint = (host != default_host).then_some(host);
+    let options = backend_annotations(&label, &service_backend.metadata.annotations)?;
     Ok(ClusterPlan {
         name,
         endpoints,
@@ -614,8 +619,51 @@ fn cluster(
             endpoint,
             credentials,
             model_name_override,
+            prompt_caching: options.prompt_caching,
+            hosted_tools: options.hosted_tools,
         },
     })
+}
+
+/// The gateway's own settings of a backend, which AI Gateway's API has no field for, as
+/// annotations on its `AIServiceBackend` under [`ANNOTATION_PREFIX`]; a key it does not know there
+/// is refused rather than ignored.
+const ANNOTATION_PREFIX: &str = "bedrock-gateway/";
+
+#[derive(Default)]
+struct BackendAnnotations {
+    prompt_caching: Option<&'static str>,
+    hosted_tools: Option<&'static str>,
+}
+
+fn backend_annotations(
+    label: &str,
+    annotations: &BTreeMap<String, String>,
+) -> Result<BackendAnnotations, RenderError> {
+    let mut options = BackendAnnotations::default();
+    for (key, value) in annotations {
+        let Some(name) = key.strip_prefix(ANNOTATION_PREFIX) else {
+            continue;
+        };
+        let one_of = |allowed: &'static [&'static str]| {
+            allowed.iter().copied().find(|a| a == value).ok_or_else(|| {
+                RenderError(format!(
+                    "{label}: metadata.annotations[{key:?}]: {value:?} is not one of {}",
+                    allowed.join(", ")
+                ))
+            })
+        };
+        match name {
+            "prompt-caching" => options.prompt_caching = Some(one_of(&["caller", "auto"])?),
+            "hosted-tools" => options.hosted_tools = Some(one_of(&["drop", "refuse"])?),
+            _ => {
+                return Err(RenderError(format!(
+                    "{label}: metadata.annotations[{key:?}]: the gateway's annotations are {ANNOTATION_PREFIX}prompt-caching and {ANNOTATION_PREFIX}hosted-tools"
+                )))
+            }
+        }
+    }
+    Ok(options)
 }
 
 /// The region and credentials of the one `BackendSecurityPolicy` that applies to a backend.

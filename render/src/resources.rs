@@ -43,13 +43,16 @@ pub struct Object<S> {
     pub status: Option<IgnoredAny>,
 }
 
-/// Only `name` (and `namespace`, to refuse clashing names) matter here; labels, annotations and
+/// `name` (and `namespace`, to refuse clashing names) matter here, and the gateway's own
+/// annotations (`bedrock-gateway/...`, on an `AIServiceBackend`); labels, other annotations and
 /// the bookkeeping `kubectl` adds are Kubernetes' own.
 #[derive(Debug, Deserialize)]
 pub struct Metadata {
     pub name: String,
     #[serde(default)]
     pub namespace: Option<String>,
+    #[serde(default)]
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 // --- gateway.networking.k8s.io Gateway --------------------------------------------------------

@@ -687,3 +687,36 @@ fn rendered_files_are_private_replaced_whole_and_secrets_go_to_a_secret() {
     assert!(secret.contains("sk-demo-alice"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The gateway's own backend settings, which AI Gateway's API has no field for, are annotations on
+/// an AIServiceBackend; a misspelt one is refused rather than ignored.
+#[test]
+fn backend_annotations_reach_the_plugin_configuration_and_typos_are_refused() {
+    let base = read("examples/emulator.yaml");
+    let rendered = render(&base, &Options::default()).expect("renders");
+    assert!(rendered.envoy_yaml.contains("\"prompt_caching\": \"auto\""));
+    let anchor = "    bedrock-gateway/prompt-caching: auto\n";
+    assert!(base.contains(anchor));
+    let refusing = base.replace(
+        anchor,
+        "    bedrock-gateway/prompt-caching: auto\n    bedrock-gateway/hosted-tools: refuse\n",
+    );
+    let rendered = render(&refusing, &Options::default()).expect("renders");
+    assert!(rendered.envoy_yaml.contains("\"hosted_tools\": \"refuse\""));
+    for (annotation, expected) in [
+        (
+            "    bedrock-gateway/prompt-caching: always\n",
+            "\"always\" is not one of caller, auto",
+        ),
+        (
+            "    bedrock-gateway/prompt-cache: auto\n",
+            "the gateway's annotations are",
+        ),
+    ] {
+        let error =
+            render(&base.replace(anchor, annotation), &Options::default()).expect_err(expected);
+        assert!(error.0.contains(expected), "{error}");
+    }
+    let other = base.replace(anchor, "    example.com/owner: platform\n");
+    render(&other, &Options::default()).expect("other annotations are Kubernetes' own");
+}
