@@ -30,7 +30,7 @@ CONFIG ?= examples/emulator.yaml
 EXAMPLE ?=
 
 
-.PHONY: all build wasm wasm-fault-injection dynamic-module dynamic-module-fault-injection emulator render render-examples venv agents run run-aws test test-unit test-core-wasm test-e2e bench bench-instructions fuzz memcheck lint clean
+.PHONY: all build wasm wasm-fault-injection dynamic-module dynamic-module-fault-injection emulator render render-examples venv agents run run-aws test test-unit test-core-wasm test-e2e bench bench-instructions fuzz memcheck record-clients lint clean
 
 all: build
 
@@ -127,6 +127,15 @@ test-e2e: build wasm-fault-injection dynamic-module-fault-injection venv agents
 	wait $$native; native=$$?; \
 	echo "e2e against the dynamic module:"; cat $(NATIVE_E2E_LOG); \
 	test $$wasm -eq 0 && test $$native -eq 0
+
+# Records the requests real clients send (Codex, Claude Code, the Agents SDK, the openai and
+# anthropic SDKs, boto3, LangChain, the Vercel AI SDK) as the corpus every translation is checked
+# against (filter/core/tests/fixtures/corpus). Rerun when a client's version changes, then
+# refresh and review the snapshots: UPDATE_GOLDEN=1 cargo test -p bedrock-gateway-core --test corpus
+record-clients: build venv agents
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check -r e2e/recorders/requirements.txt
+	cd e2e/recorders && npm install --no-audit --no-fund --no-package-lock --loglevel=error
+	$(VENV_PY) e2e/record_clients.py
 
 # The benchmark (under 10 minutes): bench/results.json, bench/chart.svg and the README's table.
 # LiteLLM (configuration F) is installed into its own virtualenv, away from the project's.

@@ -80,6 +80,9 @@ pub struct AnthropicBlock<'a> {
     pub data: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub cache_control: Option<&'a RawValue>,
+    /// A `tool_reference` block's tool (tool search's result).
+    #[serde(borrow, default)]
+    pub tool_name: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +151,7 @@ fn blocks_of<'r>(raw: &'r RawValue, at: &str) -> Result<Vec<AnthropicBlock<'r>>,
             signature: None,
             data: None,
             cache_control: None,
+            tool_name: None,
         }]);
     }
     serde_json::from_str(raw.get()).map_err(|e| {
@@ -234,6 +238,13 @@ fn convert_blocks<'r>(
                         match part.kind.as_ref() {
                             "text" => content.push(ToolResultContent::Text(part.text.unwrap_or_default())),
                             "image" => content.push(ToolResultContent::Image(image(part.source, &format!("{at}.content.{part_index}"))?)),
+                            // Tool search's answer: a tool it loaded. Converse sends every tool
+                            // from the start (it has no deferred loading), so the reference is
+                            // only news to the model, told as text.
+                            "tool_reference" => {
+                                let name = part.tool_name.unwrap_or_default();
+                                content.push(ToolResultContent::Text(Cow::Owned(format!("Tool {name} is available."))));
+                            }
                             other => return Err(invalid(format!("{at}.content.{part_index}: {other:?} blocks are not supported in tool results here."))),
                         }
                     }
