@@ -10,7 +10,7 @@ import pytest
 
 from conftest import raw_post
 
-CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 WEATHER_TOOL = {
     "name": "get_weather",
     "description": "Current weather for a city",
@@ -40,7 +40,7 @@ def test_messages_create(client, gateway):
     assert message.usage.input_tokens > 0 and message.usage.output_tokens == 4
 
     upstream = gateway.last_upstream_request()
-    assert upstream["path"] == "/model/anthropic.claude-3-5-sonnet-20241022-v2%3A0/invoke"
+    assert upstream["path"] == "/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/invoke"
     body = upstream["body"]
     assert body["anthropic_version"] == "bedrock-2023-05-31"
     assert "model" not in body and "stream" not in body
@@ -187,7 +187,7 @@ def test_count_tokens(client, gateway):
     result = client.messages.count_tokens(model=CLAUDE, messages=[{"role": "user", "content": "one two three four"}])
     assert result.input_tokens == 4
     upstream = gateway.last_upstream_request()
-    assert upstream["path"] == "/model/anthropic.claude-3-5-sonnet-20241022-v2%3A0/count-tokens"
+    assert upstream["path"] == "/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/count-tokens"
     assert set(upstream["body"]["input"]) == {"invokeModel"}
 
 
@@ -238,9 +238,11 @@ def test_exception_mid_stream_becomes_an_error_event(client):
 
 def test_models_list(client):
     page = client.models.list()
-    assert [m.id for m in page.data][:2] == ["us.meta.llama3-2-1b-instruct-v1:0", CLAUDE]
+    ids = [m.id for m in page.data]
+    assert ids[:2] == ["us.meta.llama3-2-1b-instruct-v1:0", "anthropic.claude-3-5-sonnet-20241022-v2:0"]
     assert page.has_more is False
-    assert page.data[1].type == "model" and page.data[1].display_name == CLAUDE
+    listed = page.data[ids.index(CLAUDE)]
+    assert listed.type == "model" and listed.display_name == CLAUDE
     assert client.models.retrieve(CLAUDE).id == CLAUDE
     with pytest.raises(anthropic.NotFoundError):
         client.models.retrieve("claude-nope")

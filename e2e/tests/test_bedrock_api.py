@@ -14,7 +14,7 @@ from conftest import wait_until
 from test_metrics import metric, prometheus
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
-CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 
 
 @pytest.fixture(scope="module")

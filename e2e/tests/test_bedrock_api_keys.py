@@ -15,7 +15,7 @@ import pytest
 from conftest import RESOURCES, launch_gateway, stop_process, wait_until
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
-CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 CALLER_KEY = "sk-caller-own-key-must-not-reach-aws"
 
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import launch_gateway, raw_post, stop_process
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
-CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 BLOCKED = "Sorry, this request was blocked by a guardrail."
 
 

@@ -13,7 +13,7 @@ from conftest import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
 pytestmark = pytest.mark.host_independent
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
-CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 
 
 def bedrock(emulator_url, secret=DEMO_SECRET_KEY, token=None):

@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT, http_get, launch_emulator, launch_gateway, stop_process, wait_until
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
-CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 ROLE_ARN = "arn:aws:iam::123456789012:role/AIGatewayBedrockRole"
 
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.dynamic_module_only
 FAULT_MODULE = ROOT / "target/debug/libbedrock_gateway.so"  # make dynamic-module-fault-injection
 KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
-CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 
 
 def symbols(path, *flags) -> set:

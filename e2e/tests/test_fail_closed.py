@@ -221,7 +221,7 @@ def test_the_backends_guardrail_applies_to_bedrocks_own_api(workdir, emulator_ur
         events = bedrock.converse_stream(modelId=LLAMA, messages=[{"role": "user", "content": [{"text": "s"}]}])["stream"]
         assert any("messageStop" in event for event in events)
         assert gateway.last_upstream_request()["body"]["guardrailConfig"]["guardrailIdentifier"] == "gr-emulator"
-        bedrock.invoke_model(modelId="anthropic.claude-3-5-sonnet-20241022-v2:0", body=json.dumps({
+        bedrock.invoke_model(modelId="us.anthropic.claude-haiku-4-5-20251001-v1:0", body=json.dumps({
             "anthropic_version": "bedrock-2023-05-31", "max_tokens": 5, "messages": [{"role": "user", "content": "invoke"}]}))
         headers = gateway.last_upstream_request()["headers"]
         assert headers["x-amzn-bedrock-guardrailidentifier"] == "gr-emulator", headers

@@ -13,7 +13,7 @@ import pytest
 from conftest import free_port, launch_gateway, raw_post, stop_process
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
-CLAUDE_MODEL = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+CLAUDE_MODEL = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 OPENAI_PATH = "/v1/chat/completions"
 ANTHROPIC_PATH = "/anthropic/v1/messages"
 

@@ -60,7 +60,7 @@ def test_make_run_serves_each_auth_method(auth, host):
         assert reply.choices[0].message.content == f"You said: Hi from {auth}."
         claude = anthropic.Anthropic(base_url="http://127.0.0.1:1975/anthropic", api_key="unused", max_retries=2, timeout=30)
         message = claude.messages.create(
-            model="anthropic.claude-3-5-sonnet-20241022-v2:0", max_tokens=50, messages=[{"role": "user", "content": "Hi Claude."}]
+            model="us.anthropic.claude-haiku-4-5-20251001-v1:0", max_tokens=50, messages=[{"role": "user", "content": "Hi Claude."}]
         )
         assert message.content[0].text == "You said: Hi Claude."
         sent = json.loads(http_get("http://127.0.0.1:4566/_emulator/last-request"))["headers"]
@@ -153,12 +153,12 @@ def test_make_run_callers_example():
         assert reply["choices"][0]["message"]["content"] == "You said: Hi."
         bob = openai.OpenAI(base_url="http://127.0.0.1:1975/v1", api_key="sk-demo-bob", max_retries=0, timeout=30)
         with pytest.raises(openai.PermissionDeniedError):
-            bob.chat.completions.create(model="anthropic.claude-3-5-sonnet-20241022-v2:0", messages=[{"role": "user", "content": "Hi."}])
+            bob.chat.completions.create(model="us.anthropic.claude-haiku-4-5-20251001-v1:0", messages=[{"role": "user", "content": "Hi."}])
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url="http://127.0.0.1:1975/v1", api_key="sk-wrong", max_retries=0, timeout=30).chat.completions.create(
                 model="us.meta.llama3-2-1b-instruct-v1:0", messages=[{"role": "user", "content": "Hi."}])
         alice = anthropic.Anthropic(base_url="http://127.0.0.1:1975/anthropic", api_key="sk-demo-alice", max_retries=0, timeout=30)
-        message = alice.messages.create(model="anthropic.claude-3-5-sonnet-20241022-v2:0", max_tokens=20, messages=[{"role": "user", "content": "Hi Claude."}])
+        message = alice.messages.create(model="us.anthropic.claude-haiku-4-5-20251001-v1:0", max_tokens=20, messages=[{"role": "user", "content": "Hi Claude."}])
         assert message.content[0].text == "You said: Hi Claude."
     finally:
         output = stop(process)

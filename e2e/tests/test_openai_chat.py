@@ -11,7 +11,7 @@ import pytest
 from conftest import raw_post
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
-CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +285,7 @@ def test_readme_curl_examples(gateway):
 
 def test_models_list_and_retrieve(client):
     ids = [model.id for model in client.models.list()]
-    assert ids == [LLAMA, CLAUDE, "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+    assert ids == [LLAMA, "anthropic.claude-3-5-sonnet-20241022-v2:0", "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
                    "us.anthropic.claude-sonnet-4-5-20250929-v1:0", "us.anthropic.claude-haiku-4-5-20251001-v1:0", "llama-small",
                    "amazon.titan-embed-text-v2:0", "cohere.embed-english-v3"]
     model = client.models.retrieve("llama-small")

@@ -9,7 +9,7 @@ import openai
 import pytest
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
-CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 WEATHER = {
     "type": "function",
     "function": {

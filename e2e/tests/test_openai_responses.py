@@ -16,7 +16,7 @@ from test_metrics import metric, prometheus
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
 # Served by an Anthropic-schema backend: the Responses API goes through Converse whatever the schema.
-CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 WEATHER = {
     "type": "function",
     "name": "get_weather",

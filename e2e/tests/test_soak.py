@@ -9,7 +9,7 @@ import random
 from conftest import raw_post
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
-CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 REQUESTS = 3000
 WARM_UP = 600
 CONCURRENCY = 32
