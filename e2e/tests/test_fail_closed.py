@@ -41,34 +41,43 @@ def gateway(workdir, emulator_url):
     stop_process(process)
 
 
-def h2c_request(gateway, path: str, headers: list, body: bytes, trailers: list | None) -> tuple:
-    """One HTTP/2 request in clear text (prior knowledge), its body followed by `trailers`."""
+def h2c_requests(gateway, requests: list) -> list:
+    """Several HTTP/2 requests in clear text (prior knowledge) on one connection, so one Envoy
+    worker serves them all, each `(path, headers, body, trailers)` with its body followed by
+    `trailers` when given; their `(status, body)` in order."""
     host, port = gateway.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         connection.initiate_connection()
-        stream = connection.get_next_available_stream_id()
-        connection.send_headers(stream, [(":method", "POST"), (":path", path), (":scheme", "http"),
-                                         (":authority", f"{host}:{port}"), *headers])
-        connection.send_data(stream, body, end_stream=trailers is None)
-        if trailers is not None:
-            connection.send_headers(stream, trailers, end_stream=True)
+        streams = []
+        for path, headers, body, trailers in requests:
+            stream = connection.get_next_available_stream_id()
+            streams.append(stream)
+            connection.send_headers(stream, [(":method", "POST"), (":path", path), (":scheme", "http"),
+                                             (":authority", f"{host}:{port}"), *headers])
+            connection.send_data(stream, body, end_stream=trailers is None)
+            if trailers is not None:
+                connection.send_headers(stream, trailers, end_stream=True)
         sock.sendall(connection.data_to_send())
-        status, reply, done = None, b"", False
-        while not done:
+        statuses, replies, open_streams = {}, {s: b"" for s in streams}, set(streams)
+        while open_streams:
             data = sock.recv(65536)
             if not data:
                 break
             for event in connection.receive_data(data):
                 if isinstance(event, h2.events.ResponseReceived):
-                    status = int(dict(event.headers)[b":status"])
+                    statuses[event.stream_id] = int(dict(event.headers)[b":status"])
                 elif isinstance(event, h2.events.DataReceived):
-                    reply += event.data
+                    replies[event.stream_id] += event.data
                     connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
-                    done = True
+                    open_streams.discard(event.stream_id)
             sock.sendall(connection.data_to_send())
-        return status, reply
+        return [(statuses.get(s), replies[s]) for s in streams]
+
+
+def h2c_request(gateway, path: str, headers: list, body: bytes, trailers: list | None) -> tuple:
+    return h2c_requests(gateway, [(path, headers, body, trailers)])[0]
 
 
 def test_request_trailers_are_refused_not_forwarded_unsigned(gateway):

@@ -148,3 +148,18 @@ def test_metrics_count_each_backends_tries(clean):
         - metric(before, "ai_gateway_requests", "llama-ha", EAST, status_class="4xx")
     assert throttled == 1, "the primary's throttled try is counted against it"
     assert metric(after, "ai_gateway_total_tokens", "llama-ha", WEST) > metric(before, "ai_gateway_total_tokens", "llama-ha", WEST)
+
+
+def test_requests_sharing_a_callers_request_id_keep_their_own_bodies_on_retry(clean):
+    """Finding 7 of issue 29: the failover's first-try store was keyed by the caller's
+    `x-request-id`, so two requests with one id on one worker swapped bodies on retry. Here both
+    go on one HTTP/2 connection (one worker) with the same id while the primary throttles."""
+    from test_fail_closed import h2c_requests
+    clean.fault(clean.east, "throttle")
+    headers = [("content-type", "application/json"), ("x-request-id", "chosen-by-the-caller")]
+    requests = [("/v1/chat/completions", headers, json.dumps({"model": "llama-ha", "messages": [
+        {"role": "user", "content": word}]}).encode(), None) for word in ("alpha", "beta", "gamma", "delta")]
+    replies = h2c_requests(clean.gateway, requests)
+    for word, (status, body) in zip(("alpha", "beta", "gamma", "delta"), replies):
+        assert status == 200, body
+        assert json.loads(body)["choices"][0]["message"]["content"] == f"You said: {word}"

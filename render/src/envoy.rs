@@ -732,6 +732,10 @@ fn write_tls(o: &mut String, tls: &TlsPlan) {
     }
 }
 
+/// Failovers in flight at once through one composite cluster: as many as requests Envoy lets a
+/// cluster have in flight by default (`max_requests`), so that retries never run out first.
+const FAILOVER_RETRIES_IN_FLIGHT: u32 = 1024;
+
 /// Envoy's composite cluster: attempt N goes to its Nth cluster. Upstream filters are the
 /// composite's own, so the backend stage runs here, once per attempt, and picks that attempt's
 /// backend from the plugin configuration's `failover` list.
@@ -745,6 +749,17 @@ fn write_failover_cluster(o: &mut String, failover: &FailoverPlan) {
         &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"),
     );
     line(o, 2, "typed_extension_protocol_options: *backend_filters");
+    line(o, 2, "# Envoy lets 3 retries per cluster be in flight by default: under load, the fourth request");
+    line(
+        o,
+        2,
+        "# failing over at once would get the primary's error instead of the fallback's answer.",
+    );
+    line(
+        o,
+        2,
+        &format!("circuit_breakers: {{ thresholds: [ {{ max_retries: {FAILOVER_RETRIES_IN_FLIGHT} }} ] }}"),
+    );
     line(o, 2, "cluster_type:");
     line(o, 3, "name: envoy.clusters.composite");
     line(o, 3, "typed_config:");
