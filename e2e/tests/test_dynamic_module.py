@@ -50,11 +50,15 @@ def test_a_panic_is_answered_in_the_callers_format_and_envoy_keeps_serving(workd
             with pytest.raises(openai.InternalServerError) as failed:
                 client.chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "boom"}],
                                                extra_headers={"x-ai-eg-test-panic": "1"})
-            assert failed.value.body["type"] == "server_error" or failed.value.response.json()["error"]["message"], failed.value.body
+            error = failed.value.response.json()["error"]
+            assert error["type"] == "server_error", error
+            assert error["message"] == "The gateway failed while handling this request.", error
             with pytest.raises(anthropic.InternalServerError) as failed:
                 claude.messages.create(model=CLAUDE, max_tokens=10, messages=[{"role": "user", "content": "boom"}],
                                        extra_headers={"x-ai-eg-test-panic": "1"})
-            assert failed.value.response.json()["type"] == "error", failed.value.response.text
+            answer = failed.value.response.json()
+            assert answer["type"] == "error" and answer["error"]["type"] == "api_error", answer
+            assert answer["error"]["message"] == "The gateway failed while handling this request.", answer
         raw = raw_post(f"{gateway.url}/v1/chat/completions", b'{"model": "x"}', headers={"x-ai-eg-test-panic": "1"})
         assert raw.status == 500 and raw.headers.get("content-type") == "application/json", raw
         assert "fault injected by x-ai-eg-test-panic" in gateway.envoy_log(), "the hook really panicked"

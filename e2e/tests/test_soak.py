@@ -77,8 +77,11 @@ def one_request(gateway, i: int) -> str | None:
 
 
 def test_soak_mixed_traffic_all_correct_and_memory_flat(gateway):
-    order = list(range(REQUESTS))
-    random.Random(7).shuffle(order[WARM_UP:])
+    # The warm-up in its order, the rest shuffled in place (shuffling a slice would shuffle a copy).
+    rest = list(range(WARM_UP, REQUESTS))
+    random.Random(7).shuffle(rest)
+    order = list(range(WARM_UP)) + rest
+    assert order[WARM_UP:] != sorted(order[WARM_UP:]), "the kinds of request are mixed"
     with concurrent.futures.ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
         warm_up_errors = [e for e in pool.map(lambda i: one_request(gateway, i), order[:WARM_UP]) if e]
         rss_after_warm_up = rss_kib(gateway.pid)

@@ -8,16 +8,6 @@
 //! [`plan`] resolves what they mean, [`envoy`] writes it. The plugin configuration written is checked
 //! with the filter's own parser, so a file that renders is one the filter accepts.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 pub mod callers;
 pub mod credentials;
 pub mod credentials_file;

@@ -308,9 +308,12 @@ fn usage(reply: &Reply, cache: CacheUsage) -> Value {
         "outputTokens": reply.output_tokens,
         "totalTokens": uncached + cache.read + cache.written + reply.output_tokens,
     });
-    if cache != CacheUsage::default() {
-        usage["cacheReadInputTokens"] = json!(cache.read);
-        usage["cacheWriteInputTokens"] = json!(cache.written);
+    if let Some(usage) = usage
+        .as_object_mut()
+        .filter(|_| cache != CacheUsage::default())
+    {
+        usage.insert("cacheReadInputTokens".into(), json!(cache.read));
+        usage.insert("cacheWriteInputTokens".into(), json!(cache.written));
     }
     usage
 }

@@ -13,6 +13,7 @@ mod service_model;
 
 use base64::Engine as _;
 use bytes::Bytes;
+use http::HeaderValue;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::server::conn::http1;
@@ -204,15 +205,15 @@ fn full(
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        "content-type",
-        content_type.parse().expect("static content type"),
-    );
-    headers.insert(
-        "x-amzn-requestid",
-        request_id.parse().expect("request ids are ascii"),
-    );
+    headers.insert("content-type", header_value(content_type));
+    headers.insert("x-amzn-requestid", header_value(request_id));
     response
+}
+
+/// A header value from text the emulator made (ids, numbers, error types): visible ASCII, else
+/// left empty rather than panicking.
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 fn bedrock_error(
@@ -229,10 +230,9 @@ fn bedrock_error(
         request_id,
     );
     let header = format!("{error_type}:http://internal.amazon.com/coral/com.amazon.bedrock/");
-    response.headers_mut().insert(
-        "x-amzn-errortype",
-        header.parse().expect("error types are ascii"),
-    );
+    response
+        .headers_mut()
+        .insert("x-amzn-errortype", header_value(&header));
     response
 }
 
@@ -262,7 +262,7 @@ fn upfront_fault(fault: &str, request_id: &str) -> Option<Response<ResponseBody>
             );
             response
                 .headers_mut()
-                .insert("retry-after", "2".parse().expect("static"));
+                .insert("retry-after", HeaderValue::from_static("2"));
             response
         }
         "access-denied" => bedrock_error(
@@ -376,17 +376,12 @@ fn stream_response(
     let headers = response.headers_mut();
     headers.insert(
         "content-type",
-        "application/vnd.amazon.eventstream"
-            .parse()
-            .expect("static"),
+        HeaderValue::from_static("application/vnd.amazon.eventstream"),
     );
-    headers.insert(
-        "x-amzn-requestid",
-        request_id.parse().expect("request ids are ascii"),
-    );
+    headers.insert("x-amzn-requestid", header_value(request_id));
     headers.insert(
         "x-amzn-bedrock-content-type",
-        "application/json".parse().expect("static"),
+        HeaderValue::from_static("application/json"),
     );
     response
 }
@@ -395,13 +390,13 @@ fn percent_decode(segment: &str) -> Option<String> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
+    while let Some(&byte) = bytes.get(i) {
+        if byte == b'%' {
             let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
-            out.push(bytes[i]);
+            out.push(byte);
             i += 1;
         }
     }
@@ -786,10 +781,7 @@ async fn handle(
                         body.to_string(),
                         &request_id,
                     );
-                    let count = tokens
-                        .to_string()
-                        .parse()
-                        .expect("digits are a valid header value");
+                    let count = header_value(&tokens.to_string());
                     response
                         .headers_mut()
                         .insert("x-amzn-bedrock-input-token-count", count);

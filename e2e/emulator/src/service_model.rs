@@ -66,7 +66,7 @@ impl ServiceModel {
         self.check(input, body, "", true, &mut errors);
         match errors.len() {
             0 => Ok(()),
-            1 => Err(format!("1 validation error detected: {}", errors[0])),
+            1 => Err(format!("1 validation error detected: {}", errors.join(""))),
             n => Err(format!(
                 "{n} validation errors detected: {}",
                 errors.join("; ")

@@ -5,16 +5,6 @@
 //! proxy-wasm filter in `filter/wasm`) implements [`stream::Host`] over its calls and holds no logic
 //! of its own.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 pub mod anthropic;
 pub mod anthropic_converse;
 pub mod bedrock;

@@ -7,6 +7,13 @@
 //! rewrites them). The end-to-end suite sends the same requests through Envoy to the emulator,
 //! which checks each Converse body against botocore's service model (`test_corpus.py`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // a test stops where it fails
+
 use bedrock_gateway_core::config::Config;
 use bedrock_gateway_core::gateway::{self, CallerHeaders, Endpoint};
 use serde_json::{json, Map, Value};

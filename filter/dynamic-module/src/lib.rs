@@ -8,13 +8,6 @@
 //! `catch_unwind` (the module is built with `panic = "unwind"`), and a stream whose hook panicked
 //! is answered with a 500 in its caller's format and left alone afterwards.
 
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 mod abi;
 mod credentials;
 mod host;
