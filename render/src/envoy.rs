@@ -531,20 +531,109 @@ fn write_route_configuration(o: &mut String, b: usize, plan: &Plan, listener: &L
         );
         line(o, b + 1, "include_request_attempt_count: true");
     }
+    if let Some(by_model) = routes_by_model(&plan.routes) {
+        write_model_matcher(o, b + 1, &by_model);
+        return;
+    }
     line(o, b + 1, "routes:");
     for route in &plan.routes {
         write_route(o, b + 1, route);
     }
-    line(o, b + 1, "# No route for the request: for the gateway's endpoints the filter rewrites this into the caller's");
+    write_not_found(o, b + 1);
+}
+
+/// Envoy's answer when no route serves the request.
+fn write_not_found(o: &mut String, indent: usize) {
+    line(o, indent, "# No route for the request: for the gateway's endpoints the filter rewrites this into the caller's");
     line(
         o,
-        b + 1,
+        indent,
         "# API error format naming the model; other paths get this as it is.",
     );
-    line(o, b + 1, "- match: { prefix: \"/\" }");
-    line(o, b + 2, "direct_response:");
-    line(o, b + 3, "status: 404");
-    line(o, b + 3, "body: { inline_string: '{\"error\":{\"message\":\"No route serves this request.\",\"type\":\"not_found_error\",\"param\":null,\"code\":\"not_found\"}}' }");
+    line(o, indent, "- match: { prefix: \"/\" }");
+    line(o, indent + 1, "direct_response:");
+    line(o, indent + 2, "status: 404");
+    line(o, indent + 2, "body: { inline_string: '{\"error\":{\"message\":\"No route serves this request.\",\"type\":\"not_found_error\",\"param\":null,\"code\":\"not_found\"}}' }");
+}
+
+/// The routes keyed by the one model each matches exactly, when every route is of that kind (as
+/// AI Gateway's rules are): the first route for a model wins, as in Envoy's ordered list.
+fn routes_by_model(routes: &[RoutePlan]) -> Option<Vec<(&str, &RoutePlan)>> {
+    let mut by_model: Vec<(&str, &RoutePlan)> = Vec::with_capacity(routes.len());
+    for route in routes {
+        let [header] = route.headers.as_slice() else {
+            return None;
+        };
+        if header.regex || header.name != "x-ai-eg-model" {
+            return None;
+        }
+        if !by_model.iter().any(|(model, _)| *model == header.value) {
+            by_model.push((&header.value, route));
+        }
+    }
+    Some(by_model)
+}
+
+/// The routes as Envoy's matcher tree: one map lookup on the model header picks the route, so a
+/// request costs the same with ten models or ten thousand (an ordered route list is tried one
+/// route after another).
+fn write_model_matcher(o: &mut String, indent: usize, by_model: &[(&str, &RoutePlan)]) {
+    line(
+        o,
+        indent,
+        "# One lookup of the model header picks the route, however many models there are.",
+    );
+    line(o, indent, "matcher:");
+    line(o, indent + 1, "matcher_tree:");
+    line(o, indent + 2, "input:");
+    line(o, indent + 3, "name: model");
+    line(o, indent + 3, "typed_config:");
+    line(
+        o,
+        indent + 4,
+        "\"@type\": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+    );
+    line(o, indent + 4, "header_name: x-ai-eg-model");
+    line(o, indent + 2, "exact_match_map:");
+    line(o, indent + 3, "map:");
+    for (model, route) in by_model {
+        line(o, indent + 4, &format!("{}:", quoted(model)));
+        write_route_action(o, indent + 5, &format!("route {model}"), |o, at| {
+            write_route(o, at, route)
+        });
+    }
+    line(o, indent + 1, "on_no_match:");
+    write_route_action(o, indent + 2, "not-found", write_not_found);
+}
+
+/// A route as a matcher's action: the route list entry `write` makes, as a `Route` message.
+fn write_route_action(
+    o: &mut String,
+    indent: usize,
+    name: &str,
+    write: impl FnOnce(&mut String, usize),
+) {
+    line(o, indent, "action:");
+    line(o, indent + 1, &format!("name: {}", quoted(name)));
+    line(o, indent + 1, "typed_config:");
+    line(
+        o,
+        indent + 2,
+        "\"@type\": type.googleapis.com/envoy.config.route.v3.Route",
+    );
+    let mut entry = String::new();
+    write(&mut entry, indent + 1);
+    // The list entry's `- ` becomes two spaces: the same members, as the message's own.
+    let item = format!("{}- ", "  ".repeat(indent + 1));
+    let message = format!("{}  ", "  ".repeat(indent + 1));
+    let comment = format!("{}#", "  ".repeat(indent + 1));
+    for entry_line in entry.replacen(&item, &message, 1).lines() {
+        if entry_line.starts_with(&comment) {
+            o.push_str("  ");
+        }
+        o.push_str(entry_line);
+        o.push('\n');
+    }
 }
 
 /// `GET /ready` answered by Envoy's health_check filter from the server's own state, so probes need
