@@ -30,7 +30,7 @@ CONFIG ?= examples/emulator.yaml
 EXAMPLE ?=
 
 
-.PHONY: all build wasm wasm-fault-injection dynamic-module dynamic-module-fault-injection emulator render render-examples venv agents run run-aws test test-unit test-core-wasm test-e2e bench bench-instructions fuzz memcheck record-clients lint clean
+.PHONY: all build wasm wasm-fault-injection dynamic-module dynamic-module-fault-injection emulator render render-examples venv agents run run-aws test test-unit test-core-wasm test-e2e bench bench-instructions bench-scale fuzz memcheck record-clients lint clean
 
 all: build
 
@@ -147,6 +147,13 @@ bench: build venv
 	command -v wrk >/dev/null || apt-get install -y -q wrk
 	test -x $(LITELLM_VENV)/bin/litellm || { $(PYTHON) -m venv $(LITELLM_VENV) && $(LITELLM_VENV)/bin/pip install -q "litellm[proxy]==1.108.7"; }
 	LITELLM=$(LITELLM_VENV)/bin/litellm $(VENV_PY) bench/run.py
+
+# What one request costs as the models grow (10 and 1,000 aliases by default; BENCH_SCALE_MODELS,
+# BENCH_SCALE_RENDERERS=name=/path/to/renderer,... to compare renderings in one run).
+bench-scale: build venv
+	$(CARGO) build --release -p bedrock-emulator
+	command -v wrk >/dev/null || apt-get install -y -q wrk
+	$(VENV_PY) bench/scale.py
 
 # Instructions per request under valgrind: deterministic where CPU time drifts, for comparing
 # builds (BENCH_WASMS=/abs/old.wasm,/abs/new.wasm); about 2 minutes per gateway configuration.
