@@ -519,21 +519,15 @@ pub fn prepare(
             let request = openai::parse_request(body)?;
             bedrock::validate_model_id(&request.model)
                 .map_err(|why| GatewayError::invalid_request(format!("Invalid `model`: {why}")))?;
-            let mut converse = openai::to_converse(&request)?;
             let stream = request.is_stream();
-            converse.options = backend.options.for_converse(
+            let tier = options::caller_service_tier(request.service_tier.as_deref())?;
+            let (upstream_body, operation) = finish_converse(
+                openai::to_converse(&request)?,
+                backend,
+                &request.model,
                 stream,
-                options::caller_service_tier(request.service_tier.as_deref())?,
-            );
-            apply_prompt_caching(&mut converse, backend, &request.model);
-            let upstream_body = serde_json::to_vec(&converse).map_err(|e| {
-                GatewayError::invalid_request(format!("could not encode the Converse request: {e}"))
-            })?;
-            let operation = if stream {
-                Operation::ConverseStream
-            } else {
-                Operation::Converse
-            };
+                tier,
+            )?;
             let kind = ResponseKind::OpenAiChat {
                 stream,
                 include_usage: request.include_usage(),
@@ -547,21 +541,10 @@ pub fn prepare(
             let translated = responses::translate(&request, backend.hosted_tools)?;
             tool_names = translated.tool_names;
             dropped_tools = translated.dropped_tools;
-            let mut converse = translated.converse;
             let stream = request.is_stream();
-            converse.options = backend.options.for_converse(
-                stream,
-                options::caller_service_tier(request.service_tier.as_deref())?,
-            );
-            apply_prompt_caching(&mut converse, backend, &request.model);
-            let upstream_body = serde_json::to_vec(&converse).map_err(|e| {
-                GatewayError::invalid_request(format!("could not encode the Converse request: {e}"))
-            })?;
-            let operation = if stream {
-                Operation::ConverseStream
-            } else {
-                Operation::Converse
-            };
+            let tier = options::caller_service_tier(request.service_tier.as_deref())?;
+            let (upstream_body, operation) =
+                finish_converse(translated.converse, backend, &request.model, stream, tier)?;
             let kind = ResponseKind::OpenAiResponses {
                 stream,
                 include_reasoning: request.includes_reasoning(),
@@ -636,19 +619,9 @@ pub fn prepare(
                 backend,
                 &mut converse.additional_model_request_fields,
             );
-            converse.options = backend
-                .options
-                .for_converse(request.stream.unwrap_or(false), None);
-            apply_prompt_caching(&mut converse, backend, &request.model);
-            let upstream_body = serde_json::to_vec(&converse).map_err(|e| {
-                GatewayError::invalid_request(format!("could not encode the Converse request: {e}"))
-            })?;
             let stream = request.stream.unwrap_or(false);
-            let operation = if stream {
-                Operation::ConverseStream
-            } else {
-                Operation::Converse
-            };
+            let (upstream_body, operation) =
+                finish_converse(converse, backend, &request.model, stream, None)?;
             (
                 upstream_body,
                 request.model.into_owned(),
@@ -722,13 +695,31 @@ pub fn prepare(
     })
 }
 
-/// The backend's prompt-caching policy: with `auto`, cache points for a model that caches
-/// prompts (the one Bedrock is asked for: the backend's override, else the caller's).
-fn apply_prompt_caching(converse: &mut ConverseRequest<'_>, backend: &Backend, requested: &str) {
+/// A translated Converse request made the backend's: its options (with the caller's own service
+/// tier where it chose one) and its prompt-caching policy (with `auto`, cache points for a model
+/// that caches prompts: the one Bedrock is asked for, the backend's override, else the caller's);
+/// then encoded, with the operation that serves it.
+fn finish_converse<'a>(
+    mut converse: ConverseRequest<'a>,
+    backend: &'a Backend,
+    requested: &str,
+    stream: bool,
+    caller_tier: Option<&'a str>,
+) -> Result<(Vec<u8>, Operation), GatewayError> {
+    converse.options = backend.options.for_converse(stream, caller_tier);
     let model = backend.model_name_override.as_deref().unwrap_or(requested);
     if backend.prompt_caching == PromptCaching::Auto && bedrock::caches_prompts(model) {
         converse.insert_cache_points();
     }
+    let body = serde_json::to_vec(&converse).map_err(|e| {
+        GatewayError::invalid_request(format!("could not encode the Converse request: {e}"))
+    })?;
+    let operation = if stream {
+        Operation::ConverseStream
+    } else {
+        Operation::Converse
+    };
+    Ok((body, operation))
 }
 
 /// Beta flags on the Anthropic-to-Converse path: a Claude model takes the accepted ones in
