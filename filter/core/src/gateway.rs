@@ -72,7 +72,8 @@ pub const MODEL_HEADER: &str = "x-ai-eg-model";
 
 /// Headers through which callers present their own credentials (or steer the gateway), which
 /// must never reach AWS: `authorization`, `proxy-authorization`, `x-api-key`, any `x-amz-*`, and
-/// the gateway's own `x-ai-eg-*` but the routing header. Compared without copying the name.
+/// the gateway's own `x-ai-eg-*` but the routing header and the stream key (both written by the
+/// routing stage, whatever the caller sent). Compared without copying the name.
 pub fn is_caller_credential_header(name: &[u8]) -> bool {
     let starts_with = |prefix: &str| {
         name.get(..prefix.len())
@@ -82,7 +83,9 @@ pub fn is_caller_credential_header(name: &[u8]) -> bool {
         .iter()
         .any(|exact| name.eq_ignore_ascii_case(exact.as_bytes()))
         || starts_with("x-amz-")
-        || (starts_with("x-ai-eg-") && !name.eq_ignore_ascii_case(MODEL_HEADER.as_bytes()))
+        || (starts_with("x-ai-eg-")
+            && !name.eq_ignore_ascii_case(MODEL_HEADER.as_bytes())
+            && !name.eq_ignore_ascii_case(crate::stream::STREAM_KEY_HEADER.as_bytes()))
 }
 
 /// The gateway's endpoints take JSON; form posts and the like get a clear 415.

@@ -1566,3 +1566,52 @@ fn a_backend_stage_without_a_translation_refuses_rather_than_forwards() {
     assert_eq!(host.sent.as_ref().unwrap().0, 500);
     assert_eq!(host.get(Side::Request, "authorization"), None);
 }
+
+/// With callers authenticated by Envoy and a failover route, the first try removes callers'
+/// credentials from the headers the next try shares, but not the key it finds its request by.
+#[test]
+fn a_failover_retry_finds_its_request_when_callers_are_authenticated() {
+    let mut json = config_json();
+    json["caller_header"] = json!("x-ai-gateway-caller");
+    let config = Arc::new(Config::parse(json.to_string().as_bytes(), &|_| None).unwrap());
+    let mut downstream = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
+    let mut routing = RoutingStream::new(Some(Arc::clone(&config)));
+    routing.on_request_headers(&mut downstream, false);
+    routing.on_request_body(&mut downstream, true);
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let mut first = FakeHost {
+        request_headers: downstream.request_headers.clone(),
+        request_body: downstream.request_body.clone(),
+        cluster: Some("static>west".into()),
+        ..FakeHost::default()
+    };
+    first
+        .request_headers
+        .push(("x-envoy-attempt-count".into(), "1".into()));
+    let mut stream = BackendStream::new(30, Some(Arc::clone(&config)));
+    stream.on_request_headers(&mut first, &mut worker, &store, false);
+    assert_eq!(
+        stream.on_request_body(&mut first, &mut worker, &store, true),
+        Flow::Continue
+    );
+    let mut retry = FakeHost {
+        request_headers: first.request_headers.clone(),
+        request_body: first.request_body.clone(),
+        cluster: Some("static>west".into()),
+        ..FakeHost::default()
+    };
+    retry
+        .request_headers
+        .push(("x-envoy-attempt-count".into(), "2".into()));
+    let mut stream = BackendStream::new(31, Some(config));
+    stream.on_request_headers(&mut retry, &mut worker, &store, false);
+    assert_eq!(
+        stream.on_request_body(&mut retry, &mut worker, &store, true),
+        Flow::Continue
+    );
+    assert!(retry.sent.is_none(), "{:?}", retry.sent);
+    assert_eq!(
+        retry.get(Side::Request, ":path"),
+        Some("/model/us.anthropic.claude-x-v1%3A0/converse")
+    );
+}
