@@ -9,7 +9,7 @@
 use crate::resources::{ClientPolicySpec, Object, Secret};
 use crate::yaml::{line, quoted};
 use crate::RenderError;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallersPlan {
@@ -500,6 +500,10 @@ pub fn write_filters(o: &mut String, t: usize, plan: &CallersPlan) {
             t + 2,
             "\"@type\": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
         );
+        if let Some(by_caller) = rules_by_caller(plan, rbac) {
+            write_rbac_matcher(o, t + 2, plan, rbac, &by_caller);
+            return;
+        }
         line(o, t + 2, "rules:");
         line(
             o,
@@ -539,4 +543,109 @@ pub fn write_filters(o: &mut String, t: usize, plan: &CallersPlan) {
             );
         }
     }
+}
+
+/// What each caller may do, when every rule names callers and at most the model (as model rules
+/// do): by caller, `None` for every model, else the models named; the rules' union per caller.
+type RulesByCaller<'a> = BTreeMap<&'a str, Option<BTreeSet<&'a str>>>;
+
+fn rules_by_caller<'a>(plan: &'a CallersPlan, rbac: &'a RbacPlan) -> Option<RulesByCaller<'a>> {
+    let mut by_caller: RulesByCaller<'a> = BTreeMap::new();
+    for (_, headers) in &rbac.policies {
+        let mut callers = None;
+        let mut models = None;
+        for (header, values) in headers {
+            match header.as_str() {
+                h if h == plan.caller_header && callers.is_none() => callers = Some(values),
+                "x-ai-eg-model" if models.is_none() => models = Some(values),
+                _ => return None,
+            }
+        }
+        for caller in callers? {
+            let entry = by_caller
+                .entry(caller.as_str())
+                .or_insert_with(|| Some(BTreeSet::new()));
+            match (models, entry.as_mut()) {
+                (None, _) => *entry = None,
+                (Some(models), Some(allowed)) => allowed.extend(models.iter().map(String::as_str)),
+                (Some(_), None) => {}
+            }
+        }
+    }
+    Some(by_caller)
+}
+
+/// The rules as Envoy's matcher tree: one lookup of the caller, then of the model, whatever the
+/// number of callers and rules (a policy list is evaluated one policy after another).
+fn write_rbac_matcher(
+    o: &mut String,
+    t: usize,
+    plan: &CallersPlan,
+    rbac: &RbacPlan,
+    by_caller: &RulesByCaller<'_>,
+) {
+    let (matched, otherwise) = if rbac.allow_listed {
+        ("ALLOW", "DENY")
+    } else {
+        ("DENY", "ALLOW")
+    };
+    line(
+        o,
+        t,
+        "# One lookup of the caller, then of the model, however many callers and rules there are.",
+    );
+    line(o, t, "matcher:");
+    line(o, t + 1, "matcher_tree:");
+    header_input(o, t + 2, "caller", &plan.caller_header);
+    line(o, t + 2, "exact_match_map:");
+    line(o, t + 3, "map:");
+    for (caller, models) in by_caller {
+        line(o, t + 4, &format!("{}:", quoted(caller)));
+        match models {
+            None => rbac_action(o, t + 5, &format!("{caller}: every model"), matched),
+            Some(models) => {
+                line(o, t + 5, "matcher:");
+                line(o, t + 6, "matcher_tree:");
+                header_input(o, t + 7, "model", "x-ai-eg-model");
+                line(o, t + 7, "exact_match_map:");
+                line(o, t + 8, "map:");
+                for model in models {
+                    line(o, t + 9, &format!("{}:", quoted(model)));
+                    rbac_action(o, t + 10, &format!("{caller}: {model}"), matched);
+                }
+                line(o, t + 6, "on_no_match:");
+                rbac_action(
+                    o,
+                    t + 7,
+                    &format!("{caller}: no rule for the model"),
+                    otherwise,
+                );
+            }
+        }
+    }
+    line(o, t + 1, "on_no_match:");
+    rbac_action(o, t + 2, "no rule for the caller", otherwise);
+}
+
+fn header_input(o: &mut String, indent: usize, name: &str, header: &str) {
+    line(o, indent, "input:");
+    line(o, indent + 1, &format!("name: {name}"));
+    line(
+        o,
+        indent + 1,
+        &format!("typed_config: {{ \"@type\": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput, header_name: {} }}", quoted(header)),
+    );
+}
+
+fn rbac_action(o: &mut String, indent: usize, name: &str, action: &str) {
+    line(o, indent, "action:");
+    line(o, indent + 1, &format!("name: {}", quoted(name)));
+    line(
+        o,
+        indent + 1,
+        &format!(
+            "typed_config: {{ \"@type\": type.googleapis.com/envoy.config.rbac.v3.Action, name: {}, action: {action} }}",
+            quoted(name)
+        ),
+    );
 }

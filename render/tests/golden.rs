@@ -420,6 +420,11 @@ fn a_security_policy_renders_as_envoys_own_authentication_and_authorization() {
         "authentication after the routing stage, before the budgets: {positions:?}"
     );
     assert!(yaml.contains("\"caller_header\": \"x-ai-gateway-caller\""));
+    let rbac = yaml.split("envoy.filters.http.rbac").nth(1).expect("rbac");
+    assert!(
+        rbac.contains("header_name: \"x-ai-gateway-caller\"") && !rbac.contains("policies:"),
+        "rules over the caller and the model are one lookup of each"
+    );
     assert!(yaml.contains("caller=%REQ(x-ai-gateway-caller)%"));
 }
 
@@ -622,6 +627,10 @@ fn headers_authentication_reads_or_writes_are_named_to_the_filter() {
         + "    - { name: admins, action: Allow, principal: { headers: [ { name: x-team, values: [admins] } ] } }\n";
     let rendered = render(&jwt, &Options::default()).expect("a rule over a claim header renders");
     assert!(rendered.envoy_yaml.contains("\"identity_headers\": [\n"));
+    assert!(
+        rendered.envoy_yaml.contains("policies:"),
+        "a rule over another header than the caller's and the model's stays a policy"
+    );
     assert!(rendered.envoy_yaml.contains("\"x-team\""));
 
     let keys = format!(
