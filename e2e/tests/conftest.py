@@ -229,6 +229,9 @@ def launch_gateway(workdir: Path, emulator_url: str, name: str, environment: dic
     gateway = Gateway(f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{admin_port}", emulator_url, log_path, process.pid)
     try:
         wait_until(lambda: http_get(f"{gateway.admin_url}/ready") == b"LIVE\n", "Envoy", timeout=300 if MEMCHECK_DIR else 30)
+        # Under valgrind the admin interface can answer before the listener accepts connections.
+        wait_until(lambda: socket.create_connection(("127.0.0.1", gateway_port), timeout=1).close() is None,
+                   "Envoy's listener", timeout=300 if MEMCHECK_DIR else 30)
     except Exception:
         stop_process(process)
         raise RuntimeError(f"Envoy failed to start:\n{log_path.read_text(errors='replace')[-4000:]}")
