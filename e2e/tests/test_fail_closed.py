@@ -166,7 +166,7 @@ def test_smuggling_crlf_nul_and_oversized_headers_are_refused(gateway):
         assert reply.json()["error"]["message"], reply.body
     # Oversized and repeated headers.
     reply = raw_post(f"{gateway.url}/v1/chat/completions", CHAT, {"x-big": "a" * 70_000})
-    assert reply.status == 431 or reply.status == 400, reply.status
+    assert reply.status == 431, reply.status
     reply = raw_http1(gateway, (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                                 + "".join(f"x-ai-eg-model: m{i}\r\n" for i in range(50))
                                 + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}").encode())
