@@ -433,10 +433,7 @@ fn add_item<'r>(
             let call_id = item.call_id.ok_or_else(|| invalid(at(": a function_call needs `call_id`.")))?;
             let name = item.name.ok_or_else(|| invalid(at(": a function_call needs `name`.")))?;
             // A namespace's member reaches Bedrock under the name its tool was given there.
-            let name = match item.namespace.as_deref() {
-                Some(namespace) => Cow::Owned(tool_names::bedrock_name(Some(namespace), &name).into_owned()),
-                None => name,
-            };
+            let name = tool_names::bedrock_name_of(item.namespace.as_deref(), name);
             let arguments = item.arguments.as_deref().map(str::trim).filter(|a| !a.is_empty()).unwrap_or("{}");
             let input = RawValue::from_string(arguments.to_owned())
                 .map_err(|e| invalid(at(&format!(".arguments is not valid JSON: {e}"))))?;
@@ -447,7 +444,7 @@ fn add_item<'r>(
         "custom_tool_call" => {
             let call_id = item.call_id.ok_or_else(|| invalid(at(": a custom_tool_call needs `call_id`.")))?;
             let name = item.name.ok_or_else(|| invalid(at(": a custom_tool_call needs `name`.")))?;
-            let name = Cow::Owned(tool_names::bedrock_name(item.namespace.as_deref(), &name).into_owned());
+            let name = tool_names::bedrock_name_of(item.namespace.as_deref(), name);
             let mut arguments = String::with_capacity(16 + item.input.as_deref().map_or(0, str::len));
             arguments.push_str("{\"input\":");
             push_json_string(&mut arguments, item.input.as_deref().unwrap_or_default());
@@ -595,13 +592,9 @@ fn tool_config<'r>(
             ToolMode::NoTools => return Ok(None),
         },
         Some(ToolChoiceParam::Object { kind, name, namespace }) => match (kind.as_ref(), name) {
-            ("function" | "custom", Some(name)) => {
-                let name = match namespace.as_deref() {
-                    Some(namespace) => Cow::Owned(tool_names::bedrock_name(Some(namespace), &name).into_owned()),
-                    None => name,
-                };
-                Some(ToolChoice::Tool(NamedTool { name }))
-            }
+            ("function" | "custom", Some(name)) => Some(ToolChoice::Tool(NamedTool {
+                name: tool_names::bedrock_name_of(namespace.as_deref(), name),
+            })),
             ("function" | "custom", None) => return Err(invalid(format!("`tool_choice` of type {kind} needs `name`."))),
             (other, _) => {
                 return Err(invalid(format!("`tool_choice` of type `{other}` is not supported through Bedrock; use auto, required, none or a function.")))
@@ -618,9 +611,12 @@ fn tool_config<'r>(
     }
     let mut specs = Vec::with_capacity(tools.len());
     for (index, tool) in tools.into_iter().enumerate() {
-        let at = format!("tools[{index}]");
+        let at = ToolAt {
+            index,
+            member: None,
+        };
         match tool.kind.as_ref() {
-            "function" | "custom" => specs.push(tool_spec(tool, None, &at, seen)?),
+            "function" | "custom" => specs.push(tool_spec(tool, None, at, seen)?),
             "namespace" => {
                 let namespace = tool
                     .name
@@ -631,14 +627,17 @@ fn tool_config<'r>(
                     None => Vec::new(),
                 };
                 for (member_index, member) in members.into_iter().enumerate() {
-                    let at = format!("{at}.tools[{member_index}]");
+                    let at = ToolAt {
+                        index,
+                        member: Some(member_index),
+                    };
                     if !matches!(member.kind.as_ref(), "function" | "custom") {
                         return Err(invalid(format!(
                             "{at}: a namespace holds function and custom tools, not `{}`.",
                             member.kind
                         )));
                     }
-                    specs.push(tool_spec(member, Some(&namespace), &at, seen)?);
+                    specs.push(tool_spec(member, Some(&namespace), at, seen)?);
                 }
             }
             hosted if HOSTED_TOOLS.contains(&hosted) => match seen.hosted {
@@ -671,23 +670,41 @@ fn tool_config<'r>(
     }))
 }
 
+/// Where a tool stands in the request, for messages: `tools[2]`, or `tools[2].tools[0]` for a
+/// namespace's member. Written out only when a message needs it.
+#[derive(Clone, Copy)]
+struct ToolAt {
+    index: usize,
+    member: Option<usize>,
+}
+
+impl std::fmt::Display for ToolAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tools[{}]", self.index)?;
+        match self.member {
+            Some(member) => write!(f, ".tools[{member}]"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// One function or custom tool as Bedrock's tool spec, under the name Bedrock takes for it.
 fn tool_spec<'r>(
     tool: RequestTool<'r>,
     namespace: Option<&str>,
-    at: &str,
+    at: ToolAt,
     seen: &mut ToolsSeen,
 ) -> Result<Tool<'r>, GatewayError> {
     let custom = tool.kind == "custom";
     let name = tool
         .name
         .ok_or_else(|| invalid(format!("{at}: a {} tool needs `name`.", tool.kind)))?;
-    let bedrock_name = tool_names::bedrock_name(namespace, &name);
+    let bedrock_name = tool_names::bedrock_name_of(namespace, name.clone());
     if custom || namespace.is_some() || bedrock_name != name {
         seen.names.add(RenamedTool {
             bedrock: bedrock_name.clone().into_owned(),
             namespace: namespace.map(str::to_owned),
-            name: name.clone().into_owned(),
+            name: name.into_owned(),
             kind: if custom {
                 ToolKind::Custom
             } else {
@@ -695,11 +712,6 @@ fn tool_spec<'r>(
             },
         })?;
     }
-    // Unchanged names stay borrowed from the request.
-    let bedrock_name: Cow<'r, str> = match bedrock_name {
-        Cow::Borrowed(_) => name.clone(),
-        Cow::Owned(renamed) => Cow::Owned(renamed),
-    };
     if custom {
         // Freeform input: one string member, with the grammar it must follow in the description.
         let mut description = tool.description.map(Cow::into_owned).unwrap_or_default();

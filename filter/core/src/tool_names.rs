@@ -50,6 +50,15 @@ pub fn bedrock_name<'a>(namespace: Option<&str>, name: &'a str) -> Cow<'a, str> 
     Cow::Owned(format!("{readable}_{digest}"))
 }
 
+/// [`bedrock_name`] of a name a request holds, still borrowed from the request when unchanged.
+pub fn bedrock_name_of<'a>(namespace: Option<&str>, name: Cow<'a, str>) -> Cow<'a, str> {
+    let renamed = match bedrock_name(namespace, &name) {
+        Cow::Owned(renamed) => Some(renamed),
+        Cow::Borrowed(_) => None,
+    };
+    renamed.map_or(name, Cow::Owned)
+}
+
 /// What kind of tool a call is for, as the caller declared it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ToolKind {

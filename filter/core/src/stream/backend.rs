@@ -511,9 +511,13 @@ impl BackendStream {
             return self.refuse_untranslated(host);
         };
         let now_ms = host.now_ms();
-        let service_tier = self
-            .request_headers
-            .get(crate::options::SERVICE_TIER_HEADER)
+        // Only Bedrock's own API reads a caller's service tier from a header.
+        let service_tier = matches!(endpoint, Endpoint::Bedrock(_))
+            .then(|| {
+                self.request_headers
+                    .get(crate::options::SERVICE_TIER_HEADER)
+            })
+            .flatten()
             .map(Cow::into_owned);
         let headers = CallerHeaders {
             anthropic_beta: self.anthropic_beta.as_deref(),
