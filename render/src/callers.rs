@@ -7,7 +7,7 @@
 //! caller's API format.
 
 use crate::resources::{ClientPolicySpec, Object, Secret};
-use crate::yaml::{line, quoted};
+use crate::yaml::{header_match_input, line, quoted};
 use crate::RenderError;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -596,7 +596,7 @@ fn write_rbac_matcher(
     );
     line(o, t, "matcher:");
     line(o, t + 1, "matcher_tree:");
-    header_input(o, t + 2, "caller", &plan.caller_header);
+    header_match_input(o, t + 2, "caller", &plan.caller_header);
     line(o, t + 2, "exact_match_map:");
     line(o, t + 3, "map:");
     for (caller, models) in by_caller {
@@ -606,7 +606,7 @@ fn write_rbac_matcher(
             Some(models) => {
                 line(o, t + 5, "matcher:");
                 line(o, t + 6, "matcher_tree:");
-                header_input(o, t + 7, "model", "x-ai-eg-model");
+                header_match_input(o, t + 7, "model", "x-ai-eg-model");
                 line(o, t + 7, "exact_match_map:");
                 line(o, t + 8, "map:");
                 for model in models {
@@ -625,16 +625,6 @@ fn write_rbac_matcher(
     }
     line(o, t + 1, "on_no_match:");
     rbac_action(o, t + 2, "no rule for the caller", otherwise);
-}
-
-fn header_input(o: &mut String, indent: usize, name: &str, header: &str) {
-    line(o, indent, "input:");
-    line(o, indent + 1, &format!("name: {name}"));
-    line(
-        o,
-        indent + 1,
-        &format!("typed_config: {{ \"@type\": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput, header_name: {} }}", quoted(header)),
-    );
 }
 
 fn rbac_action(o: &mut String, indent: usize, name: &str, action: &str) {

@@ -6,8 +6,8 @@
 use crate::credentials::{write_credential_cluster, CredentialService};
 use crate::plan::*;
 use crate::yaml::{
-    dynamic_module_stage, line, quoted, socket_address, upstream_codec, upstream_protocol_options,
-    upstream_stage, wasm_stage,
+    dynamic_module_stage, header_match_input, line, quoted, socket_address, upstream_codec,
+    upstream_protocol_options, upstream_stage, wasm_stage,
 };
 use crate::Options;
 use serde::ser::SerializeMap;
@@ -585,15 +585,7 @@ fn write_model_matcher(o: &mut String, indent: usize, by_model: &[(&str, &RouteP
     );
     line(o, indent, "matcher:");
     line(o, indent + 1, "matcher_tree:");
-    line(o, indent + 2, "input:");
-    line(o, indent + 3, "name: model");
-    line(o, indent + 3, "typed_config:");
-    line(
-        o,
-        indent + 4,
-        "\"@type\": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
-    );
-    line(o, indent + 4, "header_name: x-ai-eg-model");
+    header_match_input(o, indent + 2, "model", "x-ai-eg-model");
     line(o, indent + 2, "exact_match_map:");
     line(o, indent + 3, "map:");
     for (model, route) in by_model {

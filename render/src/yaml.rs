@@ -10,6 +10,18 @@ pub fn quoted(text: &str) -> String {
     Value::String(text.to_owned()).to_string()
 }
 
+/// A matcher tree's input at `indent`: the request header `header` (Envoy's
+/// `HttpRequestHeaderMatchInput`), as routes and the RBAC filter read the model and the caller.
+pub fn header_match_input(o: &mut String, indent: usize, name: &str, header: &str) {
+    line(o, indent, "input:");
+    line(o, indent + 1, &format!("name: {name}"));
+    line(
+        o,
+        indent + 1,
+        &format!("typed_config: {{ \"@type\": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput, header_name: {} }}", quoted(header)),
+    );
+}
+
 /// One line at `indent` levels of two spaces (an empty `text` writes an empty line).
 pub fn line(out: &mut String, indent: usize, text: &str) {
     if !text.is_empty() {
