@@ -2,7 +2,7 @@
 # Renders an AI Gateway resource file and runs Envoy with it in front of the Bedrock emulator, in the
 # foreground; Ctrl-C or SIGTERM stops both.
 #   CONFIG=examples/emulator.yaml (default) | any resource files  what the gateway serves
-#   EXAMPLE=rate-limit | failover                                  adds examples/$EXAMPLE.yaml to CONFIG
+#   EXAMPLE=rate-limit | costs | failover | callers                adds examples/$EXAMPLE.yaml to CONFIG
 #   AUTH=static (default) | pod-identity | irsa | imds | api-key   how it gets AWS credentials
 #   HOST=wasm (default) | dynamic-module                           the .wasm in V8, or the native module
 # EXAMPLE=failover also runs a second emulator, us-west-2 on 127.0.0.1:4567, and each emulator then

@@ -33,7 +33,6 @@ DYNAMIC_MODULE = ROOT / "target/dynamic-module/libbedrock_gateway.so"
 HOST = os.environ.get("GATEWAY_HOST", "wasm")
 assert HOST in ("wasm", "dynamic-module"), f"GATEWAY_HOST must be wasm or dynamic-module, not {HOST!r}"
 # Prometheus names: Envoy 1.40 exports a dynamic module's metrics with its own `envoy_` prefix.
-METRIC_PREFIX = "ai_gateway_" if HOST == "wasm" else "envoy_ai_gateway_"
 EMULATOR = ROOT / "target/debug/bedrock-emulator"
 RENDER = ROOT / "target/debug/ai-gateway-render"
 RESOURCES = ROOT / "examples/emulator.yaml"
@@ -210,6 +209,9 @@ def launch_gateway(workdir: Path, emulator_url: str, name: str, environment: dic
         text = text.replace(str(WASM), str(wasm))
     if module is not None:
         text = text.replace(str(DYNAMIC_MODULE), str(module))
+    # Envoy merges histograms every stats flush (5 s by default); tests comparing before and after
+    # would otherwise read a snapshot missing the previous test's requests.
+    text = text.replace("\nstats_config:", "\nstats_flush_interval: 0.2s\nstats_config:", 1)
     config_path.write_text(text)
     log_path = workdir / f"{name}.log"
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from conftest import ROOT, http_get, launch_gateway, raw_post, stop_process
-from test_metrics import metric, prometheus
+from conftest import ROOT, http_get, launch_gateway, raw_post, stop_process, wait_until
+from test_metrics import prometheus, tokens
 
 AGENTS = ROOT / "e2e/agents/node_modules/.bin"
 CODEX = AGENTS / "codex"
@@ -137,15 +137,15 @@ def test_an_agents_second_turn_reads_its_prompt_from_the_cache(gateway, tmp_path
     the gateway places the cache points Codex does not, and the turn after the tool call reads the
     prefix the first wrote (the emulator caches prompts as Bedrock does, looking back from each
     breakpoint), in Bedrock's usage, the caller's usage and the metrics."""
-    before = metric(prometheus(gateway), "ai_gateway_cache_read_tokens", SONNET, "bedrock-us-east-1")
+    before = tokens(prometheus(gateway), SONNET, "bedrock-us-east-1", "cached_input")
     result = codex(gateway, tmp_path, "Please run exec_command", model=SONNET)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     sent = last_bedrock_request(gateway)["body"]
     assert sent["system"][-1] == {"cachePoint": {"type": "default"}}
     assert sent["toolConfig"]["tools"][-1] == {"cachePoint": {"type": "default"}}
     assert sent["messages"][-1]["content"][-1] == {"cachePoint": {"type": "default"}}
-    after = metric(prometheus(gateway), "ai_gateway_cache_read_tokens", SONNET, "bedrock-us-east-1")
-    assert after > before, "the second turn read from the cache"
+    wait_until(lambda: tokens(prometheus(gateway), SONNET, "bedrock-us-east-1", "cached_input") > before,
+               "the second turn's cache read to be counted", timeout=15)
 
     # The same through the OpenAI SDK, turn by turn: the caller sees the cached tokens.
     import openai

@@ -11,7 +11,7 @@ import botocore.exceptions
 import pytest
 
 from conftest import wait_until
-from test_metrics import metric, prometheus
+from test_metrics import prometheus, tokens
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
 CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
@@ -50,8 +50,8 @@ def test_converse_is_re_signed_with_the_gateways_credentials(bedrock, gateway):
     total = response["usage"]["totalTokens"]
 
     def counted():
-        return metric(prometheus(gateway), "ai_gateway_total_tokens", LLAMA, "bedrock-us-east-1") \
-            - metric(before, "ai_gateway_total_tokens", LLAMA, "bedrock-us-east-1") == total
+        return tokens(prometheus(gateway), LLAMA, "bedrock-us-east-1") \
+            - tokens(before, LLAMA, "bedrock-us-east-1") == total
 
     wait_until(counted, "the passed-through reply's tokens to be counted", timeout=15)
 

@@ -14,7 +14,7 @@ import botocore.exceptions
 import openai
 import pytest
 
-from conftest import (METRIC_PREFIX, ROOT, gateway_with_budget_service, http_get, launch_gateway, raw_post,
+from conftest import (ROOT, gateway_with_budget_service, http_get, launch_gateway, raw_post,
                       render_resources, stop_process, wait_until)
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
@@ -241,11 +241,12 @@ def test_requests_and_tokens_are_counted_per_caller(gateway):
     """One series per API-key client (a fixed set; JWT subjects get none), beside the per-model ones."""
     def counted(name: str, *labels: str) -> float:
         text = http_get(f"{gateway.admin_url}/stats/prometheus").decode()
-        lines = [line for line in text.splitlines() if line.startswith(f"{METRIC_PREFIX}{name}{{") and all(l in line for l in labels)]
+        lines = [line for line in text.splitlines() if line.startswith(f"ai_gateway_{name}{{") and all(l in line for l in labels)]
         return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
-    before = counted("caller_total_tokens", 'caller="alice"')
+    before = counted("caller_tokens", 'caller="alice"')
     reply = chat(gateway, "sk-demo-alice", text="count my tokens please")
-    wait_until(lambda: counted("caller_total_tokens", 'caller="alice"') == before + reply.usage.total_tokens, "alice's token counter")
+    wait_until(lambda: counted("caller_tokens", 'caller="alice"') == before + reply.usage.total_tokens, "alice's token counter")
+    assert counted("caller_tokens", 'caller="alice"', 'gen_ai_token_type="output"') >= reply.usage.completion_tokens
     assert counted("caller_requests", 'caller="alice"', 'status_class="2xx"') >= 1
     text = http_get(f"{gateway.admin_url}/stats/prometheus").decode()
     assert "sk-demo" not in text

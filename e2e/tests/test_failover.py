@@ -10,13 +10,13 @@ import openai
 import pytest
 
 from conftest import ROOT, RESOURCES, http_get, launch_emulator, launch_gateway, raw_post, stop_process, wait_until
-from test_metrics import metric, prometheus
+from test_metrics import prometheus, requests, tokens
 
 KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
 # The backends' cluster names, as metric labels write them ('@' is not a label character).
-EAST = f"bedrock-us-east-1_{LLAMA}"
-WEST = f"bedrock-us-west-2_{LLAMA}"
+EAST = f"bedrock-us-east-1@{LLAMA}"
+WEST = f"bedrock-us-west-2@{LLAMA}"
 
 
 class Regions:
@@ -139,15 +139,13 @@ def test_metrics_count_each_backends_tries(clean):
 
     def counted():
         values = prometheus(clean.gateway)
-        return metric(values, "ai_gateway_requests", "llama-ha", WEST, status_class="2xx") \
-            > metric(before, "ai_gateway_requests", "llama-ha", WEST, status_class="2xx")
+        return requests(values, "llama-ha", WEST) > requests(before, "llama-ha", WEST)
 
     wait_until(counted, "the fallback's success to be counted", timeout=15)
     after = prometheus(clean.gateway)
-    throttled = metric(after, "ai_gateway_requests", "llama-ha", EAST, status_class="4xx") \
-        - metric(before, "ai_gateway_requests", "llama-ha", EAST, status_class="4xx")
+    throttled = requests(after, "llama-ha", EAST, "429") - requests(before, "llama-ha", EAST, "429")
     assert throttled == 1, "the primary's throttled try is counted against it"
-    assert metric(after, "ai_gateway_total_tokens", "llama-ha", WEST) > metric(before, "ai_gateway_total_tokens", "llama-ha", WEST)
+    assert tokens(after, "llama-ha", WEST) > tokens(before, "llama-ha", WEST)
 
 
 def test_requests_sharing_a_callers_request_id_keep_their_own_bodies_on_retry(clean):

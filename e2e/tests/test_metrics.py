@@ -11,7 +11,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import METRIC_PREFIX, ROOT, gateway_with_budget_service, http_get, launch_gateway, stop_process, wait_until
+from conftest import ROOT, gateway_with_budget_service, http_get, launch_gateway, stop_process, wait_until
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
 CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
@@ -19,17 +19,46 @@ KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnF
 
 
 def prometheus(gateway) -> dict:
-    """`name{labels}` -> value, from Envoy's /stats/prometheus, for the gateway's metrics under the
-    host's prefix (`ai_gateway_`, or `envoy_ai_gateway_` for the dynamic module), named here as
-    `ai_gateway_...` either way."""
+    """`(name, labels)` -> value, from Envoy's /stats/prometheus, for the gateway's metrics: the GenAI
+    ones (`gen_ai_...`) and its own (`ai_gateway_...`), named alike by both hosts."""
     text = http_get(f"{gateway.admin_url}/stats/prometheus").decode()
-    return {"ai_gateway_" + line.rsplit(" ", 1)[0].removeprefix(METRIC_PREFIX): float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines() if line.startswith(METRIC_PREFIX)}
+    values = {}
+    for line in text.splitlines():
+        if not line.startswith(("gen_ai_", "ai_gateway_")):
+            continue
+        series, value = line.rsplit(" ", 1)
+        name, _, labels = series.partition("{")
+        pairs = frozenset(re.findall(r'([a-z_]+)="([^"]*)"', labels))
+        values[(name, pairs)] = float(value)
+    return values
 
 
-def metric(values: dict, name: str, model: str, backend: str, **extra) -> float:
-    labels = ",".join([f'model="{model}"', f'backend="{backend}"'] + [f'{k}="{v}"' for k, v in extra.items()])
-    return values.get(f"{name}{{{labels}}}", 0.0)
+def metric(values: dict, name: str, model: str | None = None, backend: str | None = None, **labels) -> float:
+    """The sum of `name` over the series of `model` (as the caller asked for it) on `backend` with
+    `labels`; a label given as None must be absent (`error_type=None`: the successes)."""
+    if model is not None:
+        labels["gen_ai_request_model"] = model
+    if backend is not None:
+        labels["backend"] = backend
+    total = 0.0
+    for (series, pairs), value in values.items():
+        found = dict(pairs)
+        if series == name and all(found.get(k) == v for k, v in labels.items()):
+            total += value
+    return total
+
+
+def tokens(values: dict, model: str, backend: str, kind: str | None = None) -> float:
+    """Tokens of one token type (`input`, `output`, `cached_input`, ...), or input and output, from
+    the exact counter (the histogram's sum is Envoy's approximation)."""
+    if kind is None:
+        return tokens(values, model, backend, "input") + tokens(values, model, backend, "output")
+    return metric(values, "ai_gateway_tokens_total", model, backend, gen_ai_token_type=kind)
+
+
+def requests(values: dict, model: str, backend: str, error_type: str | None = None) -> float:
+    """Requests counted by their duration: the successes, or those that failed with `error_type`."""
+    return metric(values, "gen_ai_server_request_duration_milliseconds_count", model, backend, error_type=error_type)
 
 
 @pytest.fixture(scope="module")
@@ -63,26 +92,38 @@ def test_token_counters_timings_and_access_log_are_exact(fresh_gateway):
 
     def all_counted():
         values = prometheus(gateway)
-        return metric(values, "ai_gateway_time_to_first_token_ms_count", CLAUDE, "bedrock-anthropic") == 1 \
-            and metric(values, "ai_gateway_request_duration_ms_count", LLAMA, "bedrock-us-east-1") == 3
+        return metric(values, "gen_ai_server_time_to_first_token_milliseconds_count", CLAUDE, "bedrock-anthropic") == 1 \
+            and requests(values, LLAMA, "bedrock-us-east-1") == 2 \
+            and requests(values, LLAMA, "bedrock-us-east-1", "429") == 1
 
     wait_until(all_counted, "histograms to be flushed", timeout=15)
     values = prometheus(gateway)
+    common = {"gen_ai_operation_name": "chat", "gen_ai_provider_name": "aws.bedrock"}
     expected = {
-        ("ai_gateway_input_tokens", LLAMA, "bedrock-us-east-1"): llama_in,
-        ("ai_gateway_output_tokens", LLAMA, "bedrock-us-east-1"): llama_out,
-        ("ai_gateway_total_tokens", LLAMA, "bedrock-us-east-1"): llama_in + llama_out,
-        ("ai_gateway_input_tokens", CLAUDE, "bedrock-anthropic"): claude_in,
-        ("ai_gateway_output_tokens", CLAUDE, "bedrock-anthropic"): claude_out,
-        ("ai_gateway_total_tokens", CLAUDE, "bedrock-anthropic"): claude_in + claude_out,
-        ("ai_gateway_time_to_first_token_ms_count", LLAMA, "bedrock-us-east-1"): 1,
-        ("ai_gateway_time_per_output_token_us_count", LLAMA, "bedrock-us-east-1"): 1,
+        ("input", LLAMA, "bedrock-us-east-1"): llama_in,
+        ("output", LLAMA, "bedrock-us-east-1"): llama_out,
+        ("input", CLAUDE, "bedrock-anthropic"): claude_in,
+        ("output", CLAUDE, "bedrock-anthropic"): claude_out,
+        ("cached_input", LLAMA, "bedrock-us-east-1"): 0,
     }
-    for (name, model, backend), value in expected.items():
-        assert metric(values, name, model, backend) == value, (name, model, backend)
-    assert metric(values, "ai_gateway_requests", LLAMA, "bedrock-us-east-1", status_class="2xx") == 2
-    assert metric(values, "ai_gateway_requests", LLAMA, "bedrock-us-east-1", status_class="4xx") == 1
-    assert metric(values, "ai_gateway_requests", CLAUDE, "bedrock-anthropic", status_class="2xx") == 2
+    for (kind, model, backend), value in expected.items():
+        assert tokens(values, model, backend, kind) == value, (kind, model, backend)
+        assert metric(values, "ai_gateway_tokens_total", model, backend, gen_ai_token_type=kind,
+                      gen_ai_response_model=model, **common) == value, "the conventions' attributes"
+        assert metric(values, "gen_ai_client_token_usage_sum", model, backend, gen_ai_token_type=kind) \
+            == pytest.approx(value, rel=0.05), "Envoy's histogram sums are approximations"
+    # One sample per successful request and token type: the histogram's count is the request count.
+    assert metric(values, "gen_ai_client_token_usage_count", LLAMA, "bedrock-us-east-1", gen_ai_token_type="input") == 2
+    assert metric(values, "gen_ai_server_time_to_first_token_milliseconds_count", LLAMA, "bedrock-us-east-1") == 1
+    assert metric(values, "gen_ai_server_time_per_output_token_milliseconds_count", LLAMA, "bedrock-us-east-1") == 1
+    assert requests(values, CLAUDE, "bedrock-anthropic") == 2
+    # The conventions' buckets, in milliseconds: 0.01 s is the first duration bound, 1 the first token one.
+    assert metric(values, "gen_ai_server_request_duration_milliseconds_bucket", LLAMA, "bedrock-us-east-1",
+                  le="81920", error_type=None) == 2
+    assert metric(values, "gen_ai_client_token_usage_bucket", LLAMA, "bedrock-us-east-1",
+                  gen_ai_token_type="output", le="16") == 2, "4 and 5 output tokens: both under the bound 16"
+    assert metric(values, "gen_ai_client_token_usage_bucket", LLAMA, "bedrock-us-east-1",
+                  gen_ai_token_type="output", le="4") == 1
 
     def logged():
         return gateway.envoy_log().count("usage={") >= 4
@@ -94,6 +135,7 @@ def test_token_counters_timings_and_access_log_are_exact(fresh_gateway):
     assert usage == {
         "model": LLAMA, "backend": "bedrock-us-east-1", "status": 200, "input_tokens": 3, "output_tokens": 5,
         "cache_read_tokens": 0, "cache_write_tokens": 0, "total_tokens": 8, "cost": 8,
+        "costs": {"llm_total_token": 8},
     }
 
 
@@ -145,3 +187,59 @@ def test_a_spent_token_budget_refills_when_its_window_ends(workdir, emulator_url
         assert refused, "the budget was never spent"
         time.sleep(1.1)  # the next one-second window
         assert ask("team-c", "again").choices[0].message.content == "You said: again"
+
+
+SONNET = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+
+
+def sonnet_price_micros(usage) -> int:
+    """examples/emulator.yaml's price of a Claude Sonnet 4.5 request: $3 and $15 per million input
+    and output tokens, $0.30 per million read from the cache, $3.75 per million written to it."""
+    cached = usage.prompt_tokens_details.cached_tokens or 0
+    written = getattr(usage.prompt_tokens_details, "cache_write_tokens", 0) or 0
+    return (usage.prompt_tokens - cached - written) * 3 + usage.completion_tokens * 15 + int(cached * 0.3 + written * 3.75)
+
+
+def test_a_cel_price_is_charged_to_a_dollar_budget_that_refuses_once_spent_and_refills(workdir, emulator_url):
+    """examples/costs.yaml: a per-caller budget in micro-dollars, charged with the CEL price list of
+    examples/emulator.yaml; the price is also counted per model and published for the access log."""
+    text = (ROOT / "examples/costs.yaml").read_text()
+    assert "limit: { requests: 5000000, unit: Hour }" in text
+    budget = 250
+    policy = workdir / "dollar-budget.yaml"
+    policy.write_text(text.replace("limit: { requests: 5000000, unit: Hour }", f"limit: {{ requests: {budget}, unit: Second }}"))
+    config = [ROOT / "examples/emulator.yaml", policy]
+    with gateway_with_budget_service(workdir, emulator_url, "envoy-dollar-budget", KEYS, config) as gateway:
+        def ask(client_id: str, text: str):
+            client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=30,
+                                   default_headers={"x-client-id": client_id})
+            return client.chat.completions.create(model=SONNET, messages=[{"role": "user", "content": text}])
+
+        prices, refused = [], None
+        for _ in range(60):
+            try:
+                prices.append(sonnet_price_micros(ask("team-d", "price this request please").usage))
+            except openai.RateLimitError as error:
+                refused = error
+                break
+            time.sleep(0.05)
+        assert refused is not None, f"a {budget} micro-dollar budget was never spent: {prices}"
+        assert refused.body["message"] == "Rate limit exceeded: this caller's token budget is spent."
+        assert sum(prices) >= budget, "refused only once the prices charged reach the budget"
+        assert all(price > 0 for price in prices), prices
+        other = ask("team-e", "another caller")
+        assert other.choices[0].message.content == "You said: another caller"
+        time.sleep(1.1)  # the next one-second window
+        again = ask("team-d", "again")
+        assert again.choices[0].message.content == "You said: again"
+
+        # Each request's price, counted per model and published for the access log under its key.
+        charged = prices + [sonnet_price_micros(other.usage), sonnet_price_micros(again.usage)]
+        wait_until(lambda: metric(prometheus(gateway), "ai_gateway_request_cost", SONNET, "bedrock-us-east-1",
+                                  cost="usd_micros") == sum(charged), "the prices to be counted", timeout=15)
+
+        def logged_prices():
+            # Read by key, not by line: Envoy's own warnings (stderr, the same file here) can cut a line.
+            return sorted(int(price) for price in re.findall(r'"usd_micros":(\d+)\}', gateway.envoy_log()))
+
+        wait_until(lambda: logged_prices() == sorted(charged), "each price in the access log", timeout=15)

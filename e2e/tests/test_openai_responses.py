@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from conftest import raw_post, wait_until
-from test_metrics import metric, prometheus
+from test_metrics import prometheus, tokens
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
 # Served by an Anthropic-schema backend: the Responses API goes through Converse whatever the schema.
@@ -50,8 +50,8 @@ def test_plain_text_with_instructions_and_token_metrics(client, gateway):
     assert upstream["body"]["messages"] == [{"role": "user", "content": [{"text": "hello gateway"}]}]
 
     def counted():
-        return metric(prometheus(gateway), "ai_gateway_total_tokens", LLAMA, "bedrock-us-east-1") \
-            - metric(before, "ai_gateway_total_tokens", LLAMA, "bedrock-us-east-1") == usage.total_tokens
+        return tokens(prometheus(gateway), LLAMA, "bedrock-us-east-1") \
+            - tokens(before, LLAMA, "bedrock-us-east-1") == usage.total_tokens
 
     wait_until(counted, "the Responses request's tokens to be counted", timeout=15)
 

@@ -100,6 +100,16 @@ impl CallersPlan {
         }
     }
 
+    /// The callers counted in metrics of their own (see [`Self::counts_callers`]).
+    pub fn counted_callers(&self) -> Vec<&str> {
+        match &self.authentication {
+            Authentication::ApiKeys { clients, .. } => {
+                clients.iter().map(|(id, _)| id.as_str()).collect()
+            }
+            Authentication::Jwt { .. } => Vec::new(),
+        }
+    }
+
     /// Whether metrics get a series per caller: only for the fixed set of API-key clients (a JWT's
     /// subject is open-ended, and each would be a series).
     pub fn counts_callers(&self) -> bool {

@@ -12,6 +12,7 @@ use crate::yaml::{
 use crate::Options;
 use serde::ser::SerializeMap;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// Request bodies are buffered to read `model`: prompts up to 32 MiB.
@@ -53,6 +54,14 @@ pub struct PluginConfiguration<'a> {
     key_headers: Vec<&'a str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     caller_metrics: bool,
+    /// Each routed model's clusters, and the counted callers: the series the dynamic module
+    /// defines up front (it can define metrics only while a configuration loads).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    metric_series: BTreeMap<&'a str, Vec<&'a str>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    metric_callers: Vec<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    request_costs: &'a [crate::rate_limits::CostPlan],
 }
 
 #[derive(Serialize)]
@@ -188,11 +197,36 @@ pub fn plugin_configuration<'a>(plan: &'a Plan, options: &Options) -> PluginConf
         .collect();
     let caller_header = plan.callers.as_ref().map(|c| c.caller_header.as_str());
     let caller_metrics = plan.callers.as_ref().is_some_and(|c| c.counts_callers());
+    let mut metric_series: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for route in &plan.routes {
+        for header in route
+            .headers
+            .iter()
+            .filter(|h| !h.regex && h.name == "x-ai-eg-model")
+        {
+            let clusters = metric_series.entry(header.value.as_str()).or_default();
+            for (cluster, _) in &route.target {
+                if !clusters.contains(&cluster.as_str()) {
+                    clusters.push(cluster);
+                }
+            }
+        }
+    }
+    let metric_callers = if caller_metrics {
+        plan.callers
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.counted_callers())
+    } else {
+        Vec::new()
+    };
     PluginConfiguration {
         models,
         backends: PluginBackends(backends),
         failover: PluginBackends(failover),
         caller_header,
+        metric_series,
+        metric_callers,
+        request_costs: &plan.request_costs,
         identity_headers: plan
             .callers
             .as_ref()
@@ -228,31 +262,21 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
         ),
     );
     line(o, 0, "");
-    line(o, 0, "# The filter's metrics carry their labels in the stat name (`;model=...;backend=...`, since model");
-    line(
-        o,
-        0,
-        "# ids contain dots); these tags turn them into Prometheus labels on /stats/prometheus.",
-    );
-    line(o, 0, "stats_config:");
-    line(o, 1, "stats_tags:");
-    line(o, 1, r#"- { tag_name: model, regex: "(;model=([^;]*))" }"#);
-    line(
-        o,
-        1,
-        r#"- { tag_name: backend, regex: "(;backend=([^;]*))" }"#,
-    );
-    line(
-        o,
-        1,
-        r#"- { tag_name: status_class, regex: "(;status=([^;]*))" }"#,
-    );
-    if plan.callers.as_ref().is_some_and(|c| c.counts_callers()) {
+    write_stats_config(o);
+    if options.dynamic_module_path.is_some() {
+        line(o, 0, "");
         line(
             o,
-            1,
-            r#"- { tag_name: caller, regex: "(;caller=([^;]*))" }"#,
+            0,
+            "# Module metrics are named as the .wasm's (gen_ai_client_token_usage, not",
         );
+        line(o, 0, "# envoy_dynamicmodulescustom_gen_ai_client_token_usage): Envoy strips the modules' stat prefix.");
+        line(o, 0, "layered_runtime:");
+        line(o, 1, "layers:");
+        line(o, 1, "- name: static");
+        line(o, 2, "static_layer: { envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix: true }");
+        line(o, 1, "- name: admin");
+        line(o, 2, "admin_layer: {}");
     }
     line(o, 0, "");
     line(o, 0, "static_resources:");
@@ -288,6 +312,65 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
     }
     out
 }
+
+/// The filter's metrics carry their labels in the stat name (`;request_model=...`, since model
+/// ids contain dots): the tags turn them into labels named as OpenTelemetry's GenAI conventions
+/// name the attributes, and the histograms get the conventions' buckets (in milliseconds where
+/// the conventions count seconds: Envoy's histograms hold integers).
+fn write_stats_config(o: &mut String) {
+    line(o, 0, "# The filter's metrics carry their labels in the stat name (`;request_model=...`, since model");
+    line(o, 0, "# ids contain dots); these tags turn them into labels named by OpenTelemetry's GenAI conventions.");
+    line(o, 0, "stats_config:");
+    line(o, 1, "stats_tags:");
+    for (key, tag) in bedrock_gateway_core::report::LABELS {
+        line(
+            o,
+            1,
+            &format!(r#"- {{ tag_name: {tag}, regex: "(;{key}=([^;]*))" }}"#),
+        );
+    }
+    line(o, 1, "histogram_bucket_settings:");
+    for (metric, buckets) in HISTOGRAM_BUCKETS {
+        let buckets: Vec<String> = buckets.iter().map(u64::to_string).collect();
+        line(
+            o,
+            1,
+            &format!(
+                "- {{ match: {{ contains: {metric} }}, buckets: [{}] }}",
+                buckets.join(", ")
+            ),
+        );
+    }
+}
+
+/// The GenAI conventions' bucket boundaries, by metric (seconds as milliseconds).
+const HISTOGRAM_BUCKETS: [(&str, &[u64]); 4] = [
+    (
+        bedrock_gateway_core::report::TOKEN_USAGE,
+        &[
+            1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262_144, 1_048_576, 4_194_304, 16_777_216,
+            67_108_864,
+        ],
+    ),
+    (
+        bedrock_gateway_core::report::REQUEST_DURATION,
+        &[
+            10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 10240, 20480, 40960, 81920,
+        ],
+    ),
+    (
+        bedrock_gateway_core::report::TIME_TO_FIRST_TOKEN,
+        &[
+            1, 5, 10, 20, 40, 60, 80, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000,
+        ],
+    ),
+    (
+        bedrock_gateway_core::report::TIME_PER_OUTPUT_TOKEN,
+        &[
+            10, 25, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1000, 2500,
+        ],
+    ),
+];
 
 fn header(out: &mut String, plan: &Plan, options: &Options) {
     let _ = writeln!(

@@ -27,6 +27,8 @@ pub struct Plan {
     pub failovers: Vec<FailoverPlan>,
     pub models: Vec<ModelPlan>,
     pub rate_limit: Option<crate::rate_limits::RateLimitPlan>,
+    /// Every route's `llmRequestCosts`, computed by the filter for each request.
+    pub request_costs: Vec<crate::rate_limits::CostPlan>,
     /// Who may call: Envoy's authentication and authorization filters after the routing stage.
     pub callers: Option<crate::callers::CallersPlan>,
     /// Where each resource of the plan came from, for the header of the rendered file.
@@ -326,7 +328,7 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
             }
         }
     }
-    crate::rate_limits::check_costs(&index.routes)?;
+    let request_costs = crate::rate_limits::plan_costs(&index.routes)?;
     let gateway_name = index.gateways.first().map(|g| g.metadata.name.as_str());
     let rate_limit =
         crate::rate_limits::plan(&index.traffic_policies, &index.routes, gateway_name)?;
@@ -354,6 +356,7 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
         failovers,
         models,
         rate_limit,
+        request_costs,
         callers,
         sources,
     })

@@ -15,8 +15,6 @@ use std::fmt::Write;
 
 /// The rate-limit domain of every descriptor the gateway sends.
 pub const DOMAIN: &str = "ai-gateway";
-/// The usage figure holding a request's total tokens, published when the response is complete.
-const TOTAL_TOKENS: &str = "total_tokens";
 
 #[derive(Debug)]
 pub struct RateLimitPlan {
@@ -31,8 +29,8 @@ pub struct RulePlan {
     pub unit: &'static str,
     /// Charged as a request arrives; 0 only checks the budget.
     pub request_cost: u64,
-    /// Charged when the stream is done: the usage figure holding the tokens.
-    pub response_cost: Option<&'static str>,
+    /// Charged when the stream is done: the `llmRequestCosts` metadata key holding the cost.
+    pub response_cost: Option<String>,
 }
 
 #[derive(Debug)]
@@ -170,36 +168,61 @@ pub fn plan(
     Ok(Some(RateLimitPlan { rules }))
 }
 
-/// The usage figure behind an `llmRequestCosts` metadata key.
-fn token_state(routes: &[&Object<RouteSpec>], key: &str) -> Result<&'static str, String> {
-    let declared = routes
+/// An `llmRequestCosts` metadata key some route declares: the filter publishes each under its key.
+fn token_state(routes: &[&Object<RouteSpec>], key: &str) -> Result<String, String> {
+    routes
         .iter()
         .flat_map(|route| route.spec.llm_request_costs.iter())
         .find(|cost| cost.metadata_key == key)
+        .map(|cost| cost.metadata_key.clone())
         .ok_or_else(|| {
             format!("{key:?} is not a metadataKey of any AIGatewayRoute's llmRequestCosts")
-        })?;
-    match declared.cost_type.as_str() {
-        "TotalToken" => Ok(TOTAL_TOKENS),
-        other => Err(format!(
-            "{key:?} is of type {other}; only TotalToken costs can be charged"
-        )),
-    }
+        })
 }
 
-/// Checks every route's `llmRequestCosts`, whether or not a policy charges them.
-pub fn check_costs(routes: &[&Object<RouteSpec>]) -> Result<(), RenderError> {
+/// One `llmRequestCosts` entry as the plugin configuration states it (`request_costs`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CostPlan {
+    pub metadata_key: String,
+    #[serde(rename = "type")]
+    pub cost_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cel: Option<String>,
+}
+
+/// Every route's `llmRequestCosts`, checked as the filter will check them (types, CEL). The filter
+/// computes them for every request, so a key two routes define must mean the same on both.
+pub fn plan_costs(routes: &[&Object<RouteSpec>]) -> Result<Vec<CostPlan>, RenderError> {
+    let mut costs: Vec<CostPlan> = Vec::new();
     for route in routes {
         for (i, cost) in route.spec.llm_request_costs.iter().enumerate() {
-            if cost.cost_type != "TotalToken" || cost.cel.is_some() {
-                return Err(RenderError(format!(
-                    "AIGatewayRoute {:?}: spec.llmRequestCosts[{i}].type: {:?} is not supported; the gateway publishes TotalToken",
-                    route.metadata.name, cost.cost_type
-                )));
+            let at = format!(
+                "AIGatewayRoute {:?}: spec.llmRequestCosts[{i}]",
+                route.metadata.name
+            );
+            let entry = CostPlan {
+                metadata_key: cost.metadata_key.clone(),
+                cost_type: cost.cost_type.clone(),
+                cel: cost.cel.clone(),
+            };
+            let raw = serde_json::to_value(&entry)
+                .and_then(serde_json::from_value::<bedrock_gateway_core::costs::RawRequestCost>)
+                .map_err(|e| RenderError(format!("{at}: {e}")))?;
+            bedrock_gateway_core::costs::RequestCost::parse(raw)
+                .map_err(|e| RenderError(format!("{at}: {e}")))?;
+            match costs.iter().find(|c| c.metadata_key == entry.metadata_key) {
+                Some(known) if *known != entry => {
+                    return Err(RenderError(format!(
+                        "{at}: metadataKey {:?} is defined differently by another route; the gateway computes every key for every request",
+                        entry.metadata_key
+                    )))
+                }
+                Some(_) => {}
+                None => costs.push(entry),
             }
         }
     }
-    Ok(())
+    Ok(costs)
 }
 
 /// The descriptor actions of rule `index`: which rule, then each selector's entry.
@@ -257,12 +280,12 @@ pub fn write_filter(o: &mut String, indent: usize, plan: &RateLimitPlan, options
             &format!("- hits_addend: {{ number: {} }}", rule.request_cost),
         );
         actions(o, t + 1, index, rule);
-        if let Some(figure) = rule.response_cost {
+        if let Some(figure) = &rule.response_cost {
             line(
                 o,
                 t,
                 &format!(
-                    "# rules[{index}]: charged with the request's tokens when its stream is done"
+                    "# rules[{index}]: charged with the request's cost ({figure}) when its stream is done"
                 ),
             );
             line(o, t, "- apply_on_stream_done: true");

@@ -117,8 +117,8 @@ pub fn dynamic_module_stage(
             line(o, c + 1, "name: bedrock_gateway");
             line(o, c + 1, "# Never unloaded: the module's credential ticker thread outlives any one configuration.");
             line(o, c + 1, "do_not_close: true");
-            line(o, c + 1, "# The module's metrics: ai_gateway.requests, ai_gateway.output_tokens, ... (labels model, backend).");
-            line(o, c + 1, "metrics_namespace: ai_gateway");
+            line(o, c + 1, "# The module's metrics (gen_ai.client.token.usage, ...) in Envoy's default namespace for module metrics,");
+            line(o, c + 1, "# which the runtime flag dynamic_modules_strip_custom_stat_prefix keeps out of their names, as for the .wasm's.");
             line(
                 o,
                 c + 1,

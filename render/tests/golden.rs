@@ -116,11 +116,11 @@ fn usage_is_read_where_each_host_publishes_it() {
         .envoy_yaml;
     assert!(wasm.contains("usage=%FILTER_STATE(wasm.ai_gateway.usage:PLAIN)%"));
     assert!(wasm.contains(
-        "hits_addend: { format: \"%FILTER_STATE(wasm.ai_gateway.total_tokens:PLAIN)%\" }"
+        "hits_addend: { format: \"%FILTER_STATE(wasm.ai_gateway.llm_total_token:PLAIN)%\" }"
     ));
     assert!(native.contains("usage=%DYNAMIC_METADATA(io.envoy.ai_gateway:usage)%"));
     assert!(native.contains(
-        "hits_addend: { format: \"%DYNAMIC_METADATA(io.envoy.ai_gateway:total_tokens)%\" }"
+        "hits_addend: { format: \"%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_total_token)%\" }"
     ));
     assert!(
         !native.contains("FILTER_STATE"),
@@ -547,8 +547,13 @@ fn other_providers_and_unsupported_features_are_refused() {
         "    region: us-east-1\n    oidcExchangeToken: { awsRoleArn: x }\n",
         "oidcExchangeToken is not supported",
     );
-    refused("spec:\n  parentRefs:", "spec:\n  llmRequestCosts: [ { metadataKey: t, type: InputToken } ]\n  parentRefs:",
-        "spec.llmRequestCosts[0].type: \"InputToken\" is not supported; the gateway publishes TotalToken");
+    refused(
+        "spec:\n  parentRefs:",
+        "spec:\n  llmRequestCosts: [ { metadataKey: t, type: Dollars } ]\n  parentRefs:",
+        "spec.llmRequestCosts[0]: type \"Dollars\" is not one of AI Gateway's cost types",
+    );
+    refused("spec:\n  parentRefs:", "spec:\n  llmRequestCosts: [ { metadataKey: t, type: CEL, cel: \"input_tokens * 2\" } ]\n  parentRefs:",
+        "spec.llmRequestCosts[0]: cel: no Mul of a uint and a int (CEL converts nothing implicitly");
     refused(
         "- type: Exact\n",
         "- type: PathPrefix\n",

@@ -188,6 +188,12 @@ struct RawConfig {
     key_headers: Vec<String>,
     #[serde(default)]
     caller_metrics: bool,
+    #[serde(default)]
+    metric_series: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    metric_callers: Vec<String>,
+    #[serde(default)]
+    request_costs: Vec<crate::costs::RawRequestCost>,
 }
 
 /// The weighted token cost recorded for each request, for token-based rate limiting and
@@ -363,9 +369,16 @@ pub struct Config {
     /// Headers in which callers present their keys to Envoy's authentication (`extractFrom`),
     /// beyond the ones always removed (`authorization`, `x-api-key`, ...): removed before AWS.
     pub key_headers: Vec<String>,
-    /// Count requests and tokens per caller too (`caller_requests`, `caller_total_tokens`): for a
+    /// Count requests, tokens and costs per caller too (`ai_gateway.caller_requests`, ...): for a
     /// fixed set of callers (API-key clients), never for open-ended ones such as JWT subjects.
     pub caller_metrics: bool,
+    /// The series a request can record, known when the configuration is rendered: each routed
+    /// model with the backends its route can pick, and the callers counted. A host that can only
+    /// define metrics while it loads a configuration (the dynamic module) defines them up front.
+    pub metric_series: Vec<(String, Vec<String>)>,
+    pub metric_callers: Vec<String>,
+    /// `llmRequestCosts`: what each request costs, under each metadata key.
+    pub request_costs: Vec<crate::costs::RequestCost>,
     pub max_stream_frame_bytes: usize,
 }
 
@@ -451,6 +464,17 @@ impl Config {
             models,
             cost: raw.cost,
             caller_metrics: raw.caller_metrics,
+            metric_series: raw.metric_series.into_iter().collect(),
+            metric_callers: raw.metric_callers,
+            request_costs: raw
+                .request_costs
+                .into_iter()
+                .enumerate()
+                .map(|(i, raw)| {
+                    crate::costs::RequestCost::parse(raw)
+                        .map_err(|e| ConfigError(format!("request_costs[{i}]: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
             caller_header: raw
                 .caller_header
                 .map(|name| header_name("caller_header", name))
@@ -489,6 +513,11 @@ impl Config {
     /// The backend for the cluster Envoy's route picked.
     pub fn backend(&self, cluster_name: &str) -> Option<&Arc<Backend>> {
         self.backends.get(cluster_name)
+    }
+
+    /// How many backends the cluster's tries can go to: its own, or each of a composite's.
+    pub fn attempts(&self, cluster_name: &str) -> usize {
+        self.failover.get(cluster_name).map_or(1, Vec::len)
     }
 
     /// Whether the cluster is a composite one whose tries go to several backends.

@@ -11,6 +11,7 @@ pub mod bedrock;
 pub mod betas;
 pub mod broker;
 pub mod config;
+pub mod costs;
 pub mod credentials;
 pub mod embeddings;
 pub mod errors;

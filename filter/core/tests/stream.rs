@@ -14,7 +14,7 @@ use bedrock_gateway_core::broker::{Reply, SharedStore};
 use bedrock_gateway_core::config::Config;
 use bedrock_gateway_core::credentials::HttpCall;
 use bedrock_gateway_core::headers::HeaderSnapshot;
-use bedrock_gateway_core::report::{MetricLabels, Sample, UsageSummary};
+use bedrock_gateway_core::report::{self, Extra, MetricLabels, Sample, UsageSummary};
 use bedrock_gateway_core::stream::backend::{self, BackendStream, Settled, Worker};
 use bedrock_gateway_core::stream::batch::{self, PartAnswer};
 use bedrock_gateway_core::stream::routing::RoutingStream;
@@ -92,17 +92,12 @@ impl FakeHost {
         self.response_body = body;
     }
 
-    fn counter(&self, name: &str, suffix: &str) -> u64 {
+    /// The sum of the samples of metric `name` whose extra labels read `extra`.
+    fn sum(&self, name: &str, extra: &str) -> u64 {
         self.metrics
             .iter()
-            .filter_map(|(_, s)| match s {
-                Sample::Counter {
-                    name: n,
-                    suffix: x,
-                    value,
-                } if *n == name && *x == suffix => Some(*value),
-                _ => None,
-            })
+            .filter(|(_, s)| s.name == name && s.extra.to_string() == extra)
+            .map(|(_, s)| s.value)
             .sum()
     }
 }
@@ -536,8 +531,15 @@ fn the_backend_stage_translates_signs_and_translates_back() {
         Some(host.response_body.len().to_string().as_str())
     );
 
-    assert_eq!(host.counter("requests", ";status=2xx"), 1);
-    assert_eq!(host.counter("total_tokens", ""), 5);
+    assert_eq!(
+        host.metrics
+            .iter()
+            .filter(|(_, s)| s.name == report::REQUEST_DURATION && s.extra == Extra::None)
+            .count(),
+        1
+    );
+    assert_eq!(host.sum(report::TOKEN_USAGE, ";token_type=input"), 3);
+    assert_eq!(host.sum(report::TOKEN_USAGE, ";token_type=output"), 2);
     assert!(host
         .metrics
         .iter()
@@ -599,14 +601,11 @@ fn streamed_responses_are_translated_chunk_by_chunk() {
     let rest = parse_sse(&host.response_body);
     assert_eq!(rest[0]["choices"][0]["delta"]["content"], "lo");
     assert_eq!(rest.last().unwrap(), "[DONE]");
-    assert_eq!(host.counter("output_tokens", ""), 2);
-    assert!(host.metrics.iter().any(|(_, s)| matches!(
-        s,
-        Sample::Histogram {
-            name: "time_to_first_token_ms",
-            ..
-        }
-    )));
+    assert_eq!(host.sum(report::TOKEN_USAGE, ";token_type=output"), 2);
+    assert!(host
+        .metrics
+        .iter()
+        .any(|(_, s)| s.name == report::TIME_TO_FIRST_TOKEN));
 }
 
 #[test]
@@ -796,7 +795,16 @@ fn bedrocks_own_api_passes_through_re_signed() {
     stream.on_response_headers(&mut host, false);
     stream.on_response_body(&mut host, true);
     assert_eq!(host.response_body, reply.to_vec());
-    assert_eq!(host.counter("total_tokens", ""), 5);
+    assert_eq!(
+        host.sum(report::TOKEN_USAGE, ";token_type=input")
+            + host.sum(report::TOKEN_USAGE, ";token_type=output"),
+        5
+    );
+    assert!(
+        host.metrics[0].0.contains(";operation=chat;"),
+        "Converse is a chat: {:?}",
+        host.metrics[0]
+    );
 
     // Its errors too, status and body.
     let mut host = FakeHost {
@@ -972,11 +980,18 @@ fn a_titan_list_becomes_one_call_per_input_answered_in_input_order() {
     }
     assert_eq!(body["usage"]["prompt_tokens"], (1..=20).sum::<u64>());
     assert_eq!(
-        host.counter("requests", ";status=2xx"),
+        host.metrics
+            .iter()
+            .filter(|(_, s)| s.name == report::REQUEST_DURATION && s.extra == Extra::None)
+            .count(),
         1,
         "the batch counts as one request"
     );
-    assert_eq!(host.counter("input_tokens", ""), (1..=20).sum::<u64>());
+    assert!(host.metrics[0].0.contains(";operation=embeddings;"));
+    assert_eq!(
+        host.sum(report::TOKEN_USAGE, ";token_type=input"),
+        (1..=20).sum::<u64>()
+    );
 }
 
 #[test]

@@ -270,6 +270,15 @@ impl Host for NativeHost<'_> {
                 ModuleBuffer::of(b"usage"),
                 ModuleBuffer::of(summary.json.as_bytes()),
             );
+            // Each `llmRequestCosts` key, where AI Gateway publishes it (a rate limit's cost).
+            for (key, value) in &summary.costs {
+                abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_number(
+                    self.filter,
+                    namespace,
+                    ModuleBuffer::of(key.as_bytes()),
+                    *value as f64,
+                );
+            }
         }
     }
 

@@ -23,7 +23,6 @@ use bedrock_gateway_core::stream::sts::StsStream;
 use bedrock_gateway_core::stream::{format_for_path, Flow, Host, Side};
 use credentials::{Fetcher, ProcessStore};
 use host::NativeHost;
-use metrics::Metrics;
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -169,7 +168,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         let id = NEXT_CONFIG.fetch_add(1, Ordering::Relaxed);
         let mut fetcher = None;
         match stage {
-            Stage::Routing => metrics::publish(id, Metrics::define(config_envoy)),
+            Stage::Routing => metrics::publish(id, config_envoy, &config),
             Stage::Backend => {
                 let providers = config.fetched_providers();
                 fetcher = (!providers.is_empty()).then(|| Fetcher::start(config_envoy, providers));
@@ -205,9 +204,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
 ) {
     guarded((), || {
         // SAFETY: our configuration, alive while Envoy calls its hooks.
-        if let Some(fetcher) =
-            unsafe { config.cast::<FilterConfig>().as_ref() }.and_then(|c| c.fetcher.as_ref())
-        {
+        let Some(config) = (unsafe { config.cast::<FilterConfig>().as_ref() }) else {
+            return;
+        };
+        if let Some(fetcher) = &config.fetcher {
             fetcher.on_tick();
         }
     });

@@ -16,7 +16,7 @@ use bedrock_gateway_core::config::Config;
 use bedrock_gateway_core::credentials::{self, HttpCall, Provider};
 use bedrock_gateway_core::errors::{ApiFormat, ErrorKind, GatewayError};
 use bedrock_gateway_core::headers::HeaderSnapshot;
-use bedrock_gateway_core::report::{self, MetricLabels, Sample, UsageSummary};
+use bedrock_gateway_core::report::{Kind, MetricLabels, Sample, UsageSummary};
 use bedrock_gateway_core::stream::backend::{self, BackendStream, Settled, Worker};
 use bedrock_gateway_core::stream::batch::PartAnswer;
 use bedrock_gateway_core::stream::routing::RoutingStream;
@@ -26,7 +26,6 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -57,7 +56,6 @@ struct GatewayRoot {
     config: Option<Arc<Config>>,
     stage: Stage,
     worker: Rc<RefCell<Worker>>,
-    metrics: Rc<RefCell<MetricIds>>,
     /// The fetched-credential providers of the configuration, with their shared-data keys.
     providers: Vec<(String, Provider)>,
 }
@@ -162,7 +160,6 @@ impl RootContext for GatewayRoot {
             Stage::Backend => Some(Box::new(BackendFilter {
                 stream: BackendStream::new(u64::from(context_id), config),
                 worker: Rc::clone(&self.worker),
-                metrics: Rc::clone(&self.metrics),
             })),
             Stage::Sts => Some(Box::new(StsFilter(StsStream::default()))),
             Stage::Routing => Some(Box::new(RoutingFilter(RoutingStream::new(config)))),
@@ -171,64 +168,6 @@ impl RootContext for GatewayRoot {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
-    }
-}
-
-// ---- Metrics ------------------------------------------------------------------------------
-
-/// Envoy metric ids by name, per worker VM. Names carry their labels as `;key=value` pairs,
-/// which the Envoy config's `stats_tags` turn into Prometheus labels (model ids hold dots, so
-/// the usual dot-separated tags cannot delimit them).
-///
-/// Ids are kept per label set, then per (metric, suffix), so a request's report looks its label
-/// set up once and builds no names. A label set has a dozen metrics at most: they are found by
-/// comparing names, which costs less than hashing them (`make bench-instructions`: 2,500
-/// instructions fewer per request than a HashMap).
-#[derive(Default)]
-struct MetricIds(HashMap<String, Vec<MetricId>>);
-
-/// A metric's id, by its name and the suffix its labels end with.
-type MetricId = ((&'static str, &'static str), u32);
-
-/// A label set's metric ids.
-struct LabelledMetrics<'a> {
-    labels: &'a str,
-    ids: &'a mut Vec<MetricId>,
-}
-
-impl MetricIds {
-    fn labelled<'a>(&'a mut self, labels: &'a str) -> Option<LabelledMetrics<'a>> {
-        // Not `entry(labels.to_owned())`: that would copy the labels on every request.
-        if !self.0.contains_key(labels) {
-            self.0.insert(labels.to_owned(), Vec::new());
-        }
-        self.0
-            .get_mut(labels)
-            .map(|ids| LabelledMetrics { labels, ids })
-    }
-}
-
-impl LabelledMetrics<'_> {
-    fn id(&mut self, kind: MetricType, name: &'static str, suffix: &'static str) -> Option<u32> {
-        if let Some((_, id)) = self.ids.iter().find(|(key, _)| *key == (name, suffix)) {
-            return Some(*id);
-        }
-        let id =
-            hostcalls::define_metric(kind, &report::stat_name(name, self.labels, suffix)).ok()?;
-        self.ids.push(((name, suffix), id));
-        Some(id)
-    }
-
-    fn add(&mut self, name: &'static str, suffix: &'static str, value: u64) {
-        if let Some(id) = self.id(MetricType::Counter, name, suffix) {
-            let _ = hostcalls::increment_metric(id, i64::try_from(value).unwrap_or(i64::MAX));
-        }
-    }
-
-    fn record(&mut self, name: &'static str, value: u64) {
-        if let Some(id) = self.id(MetricType::Histogram, name, "") {
-            let _ = hostcalls::record_metric(id, value);
-        }
     }
 }
 
@@ -375,7 +314,6 @@ impl HttpContext for RoutingFilter {
 struct BackendFilter {
     stream: BackendStream,
     worker: Rc<RefCell<Worker>>,
-    metrics: Rc<RefCell<MetricIds>>,
 }
 
 impl Context for BackendFilter {
@@ -400,10 +338,7 @@ impl Context for BackendFilter {
             error_type: error_type.as_deref(),
             body: &body,
         };
-        let mut host = WasmHost {
-            body_size: 0,
-            metrics: Some(&self.metrics),
-        };
+        let mut host = WasmHost::new(0);
         self.stream
             .on_call_answer(&mut host, u64::from(token_id), &answer);
     }
@@ -419,10 +354,7 @@ impl Drop for BackendFilter {
 
 impl HttpContext for BackendFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let mut host = WasmHost {
-            body_size: 0,
-            metrics: Some(&self.metrics),
-        };
+        let mut host = WasmHost::new(0);
         let Ok(mut worker) = self.worker.try_borrow_mut() else {
             return reply_busy();
         };
@@ -435,10 +367,7 @@ impl HttpContext for BackendFilter {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let mut host = WasmHost {
-            body_size,
-            metrics: Some(&self.metrics),
-        };
+        let mut host = WasmHost::new(body_size);
         let Ok(mut worker) = self.worker.try_borrow_mut() else {
             return reply_busy();
         };
@@ -453,18 +382,12 @@ impl HttpContext for BackendFilter {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let mut host = WasmHost {
-            body_size: 0,
-            metrics: Some(&self.metrics),
-        };
+        let mut host = WasmHost::new(0);
         action(self.stream.on_response_headers(&mut host, end_of_stream))
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let mut host = WasmHost {
-            body_size,
-            metrics: Some(&self.metrics),
-        };
+        let mut host = WasmHost::new(body_size);
         action(self.stream.on_response_body(&mut host, end_of_stream))
     }
 }
@@ -506,19 +429,14 @@ impl HttpContext for StsFilter {
 }
 
 /// The core's view of the stream a hook runs for: proxy-wasm acts on the current context.
-struct WasmHost<'a> {
+struct WasmHost {
     /// The size of the body the hook was called with.
     body_size: usize,
-    /// Where the backend stage's metric ids live; the other stages record none.
-    metrics: Option<&'a RefCell<MetricIds>>,
 }
 
-impl WasmHost<'_> {
+impl WasmHost {
     fn new(body_size: usize) -> Self {
-        WasmHost {
-            body_size,
-            metrics: None,
-        }
+        WasmHost { body_size }
     }
 }
 
@@ -536,7 +454,7 @@ fn buffer_type(side: Side) -> BufferType {
     }
 }
 
-impl Host for WasmHost<'_> {
+impl Host for WasmHost {
     fn now_ms(&self) -> u64 {
         now_millis()
     }
@@ -601,38 +519,51 @@ impl Host for WasmHost<'_> {
     }
 
     /// Filter state of the downstream stream: `wasm.ai_gateway.usage` (JSON),
-    /// `wasm.ai_gateway.total_tokens` and `wasm.ai_gateway.cost`, for access logs
+    /// `wasm.ai_gateway.total_tokens`, `wasm.ai_gateway.cost` and each `llmRequestCosts` key's
+    /// value (`wasm.ai_gateway.<metadataKey>`), for access logs
     /// (`%FILTER_STATE(wasm.ai_gateway.usage:PLAIN)%`) and rate-limit costs.
     fn record_usage(&mut self, summary: &UsageSummary) {
         let total = summary.total_tokens.to_string();
         let cost = summary.cost.to_string();
         // One path segment: the SDK joins segments with NUL, and the key must read `wasm.ai_gateway.usage`.
-        for (name, value) in [
+        let costs = summary
+            .costs
+            .iter()
+            .map(|(key, value)| (format!("ai_gateway.{key}"), value.to_string()));
+        let fixed = [
             ("ai_gateway.usage", summary.json.as_str()),
             ("ai_gateway.total_tokens", total.as_str()),
             ("ai_gateway.cost", cost.as_str()),
-        ] {
-            if let Err(status) = hostcalls::set_property(vec![name], Some(value.as_bytes())) {
+        ]
+        .map(|(name, value)| (name.to_owned(), value.to_owned()));
+        for (name, value) in fixed.into_iter().chain(costs) {
+            if let Err(status) = hostcalls::set_property(vec![&name], Some(value.as_bytes())) {
                 log::debug!("ai gateway: cannot record {name} in filter state: {status:?}");
             }
         }
     }
 
+    /// Metrics are defined once per VM and series (each series keeps its ids), on the worker:
+    /// proxy-wasm allows it at any time.
     fn record_metric(&mut self, labels: &MetricLabels, sample: Sample) {
-        let Some(Ok(mut all_metrics)) = self.metrics.map(RefCell::try_borrow_mut) else {
+        let kind = match sample.kind {
+            Kind::Counter => MetricType::Counter,
+            Kind::Histogram => MetricType::Histogram,
+        };
+        let Some(id) = labels
+            .id(0, &sample, |name| {
+                hostcalls::define_metric(kind, name).ok().map(u64::from)
+            })
+            .and_then(|id| u32::try_from(id).ok())
+        else {
             return;
         };
-        let Some(mut metrics) = all_metrics.labelled(&labels.suffix) else {
-            return;
+        let _ = match sample.kind {
+            Kind::Counter => {
+                hostcalls::increment_metric(id, i64::try_from(sample.value).unwrap_or(i64::MAX))
+            }
+            Kind::Histogram => hostcalls::record_metric(id, sample.value),
         };
-        match sample {
-            Sample::Counter {
-                name,
-                suffix,
-                value,
-            } => metrics.add(name, suffix, value),
-            Sample::Histogram { name, value } => metrics.record(name, value),
-        }
     }
 
     /// The SDK files the call under the context whose hook is running, which gets the answer.

@@ -23,6 +23,46 @@ use std::borrow::Cow;
 use std::rc::Rc;
 use std::sync::Arc;
 
+/// Each `llmRequestCosts` entry's value for one request; an entry that cannot be evaluated (an
+/// overflow, a negative result) is logged and left out, never published as a wrong number.
+fn request_costs(
+    config: &Config,
+    model: &str,
+    backend: &str,
+    usage: &TokenUsage,
+) -> Vec<(&'static str, u64)> {
+    let inputs = crate::costs::CostInputs {
+        model,
+        backend,
+        usage,
+    };
+    config
+        .request_costs
+        .iter()
+        .filter_map(|cost| match cost.evaluate(&inputs) {
+            Ok(value) => Some((cost.metadata_key, value)),
+            Err(error) => {
+                log::error!(
+                    "ai gateway: the cost {} of a request for {model} cannot be computed: {error}",
+                    cost.metadata_key
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+/// `gen_ai.operation.name` of the requests of `endpoint`.
+fn operation_of(endpoint: Endpoint) -> report::Operation {
+    match endpoint {
+        Endpoint::Embeddings => report::Operation::Embeddings,
+        Endpoint::Bedrock(
+            crate::bedrock::Operation::Invoke | crate::bedrock::Operation::InvokeWithResponseStream,
+        ) => report::Operation::GenerateContent,
+        _ => report::Operation::Chat,
+    }
+}
+
 /// Envoy's count of the tries of a request, on each try (`include_attempt_count_in_request`).
 const ATTEMPT_HEADER: &str = "x-envoy-attempt-count";
 
@@ -46,7 +86,11 @@ struct Measurement {
     /// The routing stage's key for this request, under which the usage summary is left.
     stream_key: Option<String>,
     model: String,
+    /// The Bedrock model that answers (the backend's `model_name_override`, or `model`).
+    response_model: String,
     labels: Rc<report::MetricLabels>,
+    /// The caller's series, where the configuration counts callers (`caller_metrics`).
+    caller_labels: Option<Rc<report::MetricLabels>>,
     started_ms: u64,
     first_content_ms: Option<u64>,
 }
@@ -232,11 +276,26 @@ impl BackendStream {
         let caller = caller_header
             .and_then(|name| headers.get(name))
             .map(Cow::into_owned);
+        let caller_labels = caller
+            .as_deref()
+            .filter(|_| self.config.as_ref().is_some_and(|c| c.caller_metrics))
+            .map(|caller| worker.labels.caller(caller));
+        let response_model = backend
+            .model_name_override
+            .clone()
+            .unwrap_or_else(|| model.clone());
         self.measurement = Some(Measurement {
             caller,
+            caller_labels,
+            labels: worker.labels.get(
+                operation_of(endpoint),
+                &model,
+                &response_model,
+                &backend.name,
+            ),
+            response_model,
             request_id,
             stream_key,
-            labels: worker.labels.get(&model, &backend.name),
             model,
             started_ms: host.now_ms(),
             first_content_ms: None,
@@ -476,19 +535,23 @@ impl BackendStream {
         report::samples(status, &usage, &timings, |sample| {
             host.record_metric(&measurement.labels, sample)
         });
-        if let Some(caller) = measurement
-            .caller
-            .as_deref()
-            .filter(|_| self.config.as_ref().is_some_and(|c| c.caller_metrics))
-        {
-            let labels = report::MetricLabels::for_caller(caller);
-            report::caller_samples(status, &usage, |sample| host.record_metric(&labels, sample));
+        if let Some(labels) = &measurement.caller_labels {
+            report::caller_samples(status, &usage, |sample| host.record_metric(labels, sample));
         }
-        let (Some(stream_key), Some(config)) = (measurement.stream_key, self.config.as_ref())
-        else {
+        let Some(config) = self.config.as_ref() else {
             return;
         };
         let backend = self.backend.as_ref().map_or("", |b| b.name.as_str());
+        let costs = request_costs(config, &measurement.response_model, backend, &usage);
+        report::cost_samples(costs.iter().copied(), |sample| {
+            host.record_metric(&measurement.labels, sample);
+            if let Some(labels) = &measurement.caller_labels {
+                host.record_metric(labels, sample);
+            }
+        });
+        let Some(stream_key) = measurement.stream_key else {
+            return;
+        };
         let summary = report::usage_summary(
             &measurement.model,
             backend,
@@ -496,6 +559,7 @@ impl BackendStream {
             status,
             &usage,
             &config.cost,
+            costs,
         );
         report::hand_over_summary(stream_key, summary);
     }
