@@ -2,7 +2,7 @@
 # Renders an AI Gateway resource file and runs Envoy with it in front of the Bedrock emulator, in the
 # foreground; Ctrl-C or SIGTERM stops both.
 #   CONFIG=examples/emulator.yaml (default) | any resource files  what the gateway serves
-#   EXAMPLE=rate-limit | costs | failover | callers                adds examples/$EXAMPLE.yaml to CONFIG
+#   EXAMPLE=rate-limit | costs | tracing | failover | callers      adds examples/$EXAMPLE.yaml to CONFIG
 #   AUTH=static (default) | pod-identity | irsa | imds | api-key   how it gets AWS credentials
 #   HOST=wasm (default) | dynamic-module                           the .wasm in V8, or the native module
 # EXAMPLE=failover also runs a second emulator, us-west-2 on 127.0.0.1:4567, and each emulator then
@@ -56,11 +56,12 @@ region_options=()
 [ "$EXAMPLE" = failover ] && region_options=(--region us-east-1)
 "$EMULATOR" --listen 127.0.0.1:4566 --token-file .run/auth/token --service-model "$service_model" "${region_options[@]}" &
 emulator_pid=$!
-envoy_pid= limits_pid= west_pid=
+envoy_pid= limits_pid= west_pid= receiver_pid=
 stop() {
   trap - INT TERM EXIT
   [ -n "$envoy_pid" ] && kill "$envoy_pid" 2>/dev/null || true
   [ -n "$limits_pid" ] && kill "$limits_pid" 2>/dev/null || true
+  [ -n "$receiver_pid" ] && kill "$receiver_pid" 2>/dev/null || true
   [ -n "$west_pid" ] && kill "$west_pid" 2>/dev/null || true
   kill "$emulator_pid" 2>/dev/null || true
   wait 2>/dev/null || true
@@ -71,6 +72,11 @@ if [ "$EXAMPLE" = failover ]; then
   "$EMULATOR" --listen 127.0.0.1:4567 --token-file .run/auth/token --service-model "$service_model" --region us-west-2 &
   west_pid=$!
   watched+=("$west_pid")
+fi
+if [ "$EXAMPLE" = tracing ]; then
+  "$PYTHON" e2e/otlp_receiver.py --listen 127.0.0.1:4317 &
+  receiver_pid=$!
+  watched+=("$receiver_pid")
 fi
 if [ -f .run/gateway/ratelimit.yaml ]; then
   "$PYTHON" e2e/token_budget_service.py --config .run/gateway/ratelimit.yaml --listen 127.0.0.1:8081 &

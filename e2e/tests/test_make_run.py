@@ -3,6 +3,7 @@ ports, OpenAI and Anthropic requests answered, and SIGTERM stopping both the emu
 
 import json
 import signal
+import time
 import socket
 import subprocess
 
@@ -14,7 +15,7 @@ from conftest import ENVOY, EMULATOR, ROOT, http_get, wait_until
 
 pytestmark = pytest.mark.host_independent
 
-PORTS = (1975, 4566, 4567, 9901, 8081)
+PORTS = (1975, 4566, 4567, 9901, 8081, 4317)
 
 
 def port_in_use(port: int) -> bool:
@@ -118,6 +119,37 @@ def test_make_run_example_rate_limit_starts_the_budget_service():
     finally:
         output = stop(process)
     assert "examples/rate-limit.yaml" in output
+
+
+def test_make_run_examples_costs_and_tracing():
+    """EXAMPLE=costs charges a dollar budget (the rate-limit service runs with its limits), and
+    EXAMPLE=tracing starts the OTLP receiver, which prints each request's span with its GenAI attributes."""
+    process = run_local("static", example="costs")
+    try:
+        wait_until(lambda: http_get("http://127.0.0.1:9901/ready") == b"LIVE\n", "make run EXAMPLE=costs")
+        client = openai.OpenAI(base_url="http://127.0.0.1:1975/v1", api_key="unused", max_retries=2, timeout=30,
+                               default_headers={"x-client-id": "demo"})
+        reply = client.chat.completions.create(
+            model="us.anthropic.claude-sonnet-4-5-20250929-v1:0", messages=[{"role": "user", "content": "Hi."}])
+        assert reply.choices[0].message.content == "You said: Hi."
+        stats = http_get("http://127.0.0.1:9901/stats?filter=ratelimit").decode()
+        assert "cluster.bedrock-us-east-1.ratelimit.ok: 1" in stats, stats
+    finally:
+        output = stop(process)
+    assert "examples/costs.yaml" in output
+
+    process = run_local("static", example="tracing")
+    try:
+        wait_until(lambda: http_get("http://127.0.0.1:9901/ready") == b"LIVE\n", "make run EXAMPLE=tracing")
+        client = openai.OpenAI(base_url="http://127.0.0.1:1975/v1", api_key="unused", max_retries=2, timeout=30)
+        client.chat.completions.create(
+            model="us.meta.llama3-2-1b-instruct-v1:0", messages=[{"role": "user", "content": "Hi."}])
+        time.sleep(6)  # Envoy's OpenTelemetry tracer sends its batch every 5 s
+    finally:
+        output = stop(process)
+    spans = [json.loads(line) for line in output.splitlines() if line.startswith('{"service"')]
+    assert [span["name"] for span in spans] == ["chat us.meta.llama3-2-1b-instruct-v1:0"], output[-3000:]
+    assert spans[0]["attributes"]["gen_ai.usage.output_tokens"] > 0
 
 
 def test_make_run_failover_example():

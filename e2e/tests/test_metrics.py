@@ -135,7 +135,7 @@ def test_token_counters_timings_and_access_log_are_exact(fresh_gateway):
     assert usage == {
         "model": LLAMA, "backend": "bedrock-us-east-1", "status": 200, "input_tokens": 3, "output_tokens": 5,
         "cache_read_tokens": 0, "cache_write_tokens": 0, "total_tokens": 8, "cost": 8,
-        "costs": {"llm_total_token": 8},
+        "costs": {"llm_total_token": 8, "usd_micros": 0},  # Llama: $0.10 a million tokens, 0.8 micro-dollars
     }
 
 

@@ -62,6 +62,8 @@ pub struct PluginConfiguration<'a> {
     metric_callers: Vec<&'a str>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     request_costs: &'a [crate::rate_limits::CostPlan],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    trace_attributes: bool,
 }
 
 #[derive(Serialize)]
@@ -227,6 +229,7 @@ pub fn plugin_configuration<'a>(plan: &'a Plan, options: &Options) -> PluginConf
         metric_series,
         metric_callers,
         request_costs: &plan.request_costs,
+        trace_attributes: plan.tracing.is_some(),
         identity_headers: plan
             .callers
             .as_ref()
@@ -309,6 +312,9 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
     }
     if plan.rate_limit.is_some() {
         crate::rate_limits::write_cluster(o, &options.rate_limit_service);
+    }
+    if let Some(tracing) = &plan.tracing {
+        crate::tracing::write_cluster(o, tracing);
     }
     out
 }
@@ -483,6 +489,9 @@ fn write_listener(
         format!(" caller=%REQ({})%", c.caller_header)
     });
     line(o, t + 4, &format!("inline_string: \"[%START_TIME%] %REQ(:METHOD)% %RESPONSE_CODE% %DURATION%ms request_id=%REQ(X-REQUEST-ID)%{caller} bedrock_request_id=%RESP(X-AMZN-REQUESTID)% usage={}\\n\"", options.usage_operator("usage")));
+    if let Some(tracing) = &plan.tracing {
+        crate::tracing::write_connection_manager_tracing(o, t, tracing, options);
+    }
     if plan.rate_limit.is_some() {
         crate::rate_limits::write_local_reply(o, t);
     }
@@ -776,6 +785,17 @@ fn write_route(o: &mut String, indent: usize, route: &RoutePlan) {
             &format!(
                 "- match: {{ prefix: \"/\", headers: [ {} ] }}",
                 headers.join(", ")
+            ),
+        );
+    }
+    if let Some(span_name) = &route.span_name {
+        line(
+            o,
+            indent + 1,
+            // Not propagated: Envoy would send it to Bedrock and back to callers as a header.
+            &format!(
+                "decorator: {{ operation: {}, propagate: false }}",
+                quoted(span_name)
             ),
         );
     }

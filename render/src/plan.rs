@@ -29,6 +29,8 @@ pub struct Plan {
     pub rate_limit: Option<crate::rate_limits::RateLimitPlan>,
     /// Every route's `llmRequestCosts`, computed by the filter for each request.
     pub request_costs: Vec<crate::rate_limits::CostPlan>,
+    /// Each request's span, to an OpenTelemetry collector (an `EnvoyProxy`'s tracing).
+    pub tracing: Option<crate::tracing::TracingPlan>,
     /// Who may call: Envoy's authentication and authorization filters after the routing stage.
     pub callers: Option<crate::callers::CallersPlan>,
     /// Where each resource of the plan came from, for the header of the rendered file.
@@ -53,6 +55,8 @@ pub struct RoutePlan {
     pub timeout_ms: u64,
     /// Set when the target is a failover (composite) cluster: how Envoy retries through it.
     pub retry: Option<RetryPlan>,
+    /// The name of its requests' spans (`chat <model>`), when requests are traced.
+    pub span_name: Option<String>,
 }
 
 /// A rule's backendRefs in priority order, as one Envoy composite cluster named after them.
@@ -166,6 +170,7 @@ struct Index<'a> {
     tls_policies: Vec<&'a Object<TlsPolicySpec>>,
     traffic_policies: Vec<&'a Object<TrafficPolicySpec>>,
     client_policies: Vec<&'a Object<ClientPolicySpec>>,
+    proxies: Vec<&'a Object<EnvoyProxySpec>>,
     secrets: BTreeMap<&'a str, &'a Secret>,
 }
 
@@ -200,11 +205,32 @@ fn index(resources: &[Resource]) -> Result<Index<'_>, RenderError> {
             Resource::BackendTLSPolicy(p) => index.tls_policies.push(p),
             Resource::BackendTrafficPolicy(p) => index.traffic_policies.push(p),
             Resource::SecurityPolicy(p) => index.client_policies.push(p),
+            Resource::EnvoyProxy(p) => index.proxies.push(p),
             Resource::Secret(s) => unique(&mut index.secrets, "Secret", &s.metadata.name, s)?,
             Resource::Ignored => {}
         }
     }
     Ok(index)
+}
+
+/// A route's span name as OpenTelemetry's GenAI conventions name it, `{operation} {model}`: the
+/// model a route matches, and `embeddings` for the embedding models (by their Bedrock ids).
+fn span_name(route: &RoutePlan) -> String {
+    let model = route
+        .headers
+        .iter()
+        .find(|h| h.name == "x-ai-eg-model" && !h.regex)
+        .map_or("", |h| h.value.as_str());
+    let operation = if bedrock_gateway_core::embeddings::Family::of(model).is_some() {
+        "embeddings"
+    } else {
+        "chat"
+    };
+    if model.is_empty() {
+        operation.to_owned()
+    } else {
+        format!("{operation} {model}")
+    }
 }
 
 /// Resolves the resources into the gateway they describe.
@@ -324,11 +350,29 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
                     target: target.clone(),
                     timeout_ms,
                     retry,
+                    span_name: None,
                 });
             }
         }
     }
     let request_costs = crate::rate_limits::plan_costs(&index.routes)?;
+    let collector_backend = |name: &str| {
+        let backend = index.backends.get(name)?;
+        match backend.spec.endpoints.as_slice() {
+            [endpoint] => match (&endpoint.fqdn, &endpoint.ip) {
+                (Some(fqdn), None) => Some((fqdn.hostname.clone(), fqdn.port)),
+                (None, Some(ip)) => Some((ip.address.clone(), ip.port)),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    let tracing = crate::tracing::plan(&index.proxies, &collector_backend)?;
+    if tracing.is_some() {
+        for route in &mut routes {
+            route.span_name = Some(span_name(route));
+        }
+    }
     let gateway_name = index.gateways.first().map(|g| g.metadata.name.as_str());
     let rate_limit =
         crate::rate_limits::plan(&index.traffic_policies, &index.routes, gateway_name)?;
@@ -344,6 +388,7 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
             Resource::BackendTLSPolicy(o) => (&o.kind, &o.metadata.name),
             Resource::BackendTrafficPolicy(o) => (&o.kind, &o.metadata.name),
             Resource::SecurityPolicy(o) => (&o.kind, &o.metadata.name),
+            Resource::EnvoyProxy(o) => (&o.kind, &o.metadata.name),
             Resource::Secret(o) => (&o.kind, &o.metadata.name),
             Resource::Ignored => continue,
         };
@@ -357,6 +402,7 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
         models,
         rate_limit,
         request_costs,
+        tracing,
         callers,
         sources,
     })

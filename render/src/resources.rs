@@ -26,6 +26,8 @@ pub enum Resource {
     BackendTrafficPolicy(Object<TrafficPolicySpec>),
     /// Envoy Gateway's policy for who may call (API keys, JWTs, authorization rules).
     SecurityPolicy(Object<ClientPolicySpec>),
+    /// Envoy Gateway's settings of the Envoy it runs: here, its tracing.
+    EnvoyProxy(Object<EnvoyProxySpec>),
     Secret(Secret),
     /// GatewayClass and Namespace: they only mean something to a Kubernetes cluster.
     Ignored,
@@ -308,6 +310,106 @@ pub struct HostPort {
 pub struct IpPort {
     pub address: String,
     pub port: u16,
+}
+
+// --- gateway.envoyproxy.io EnvoyProxy -----------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvoyProxySpec {
+    #[serde(default)]
+    pub telemetry: Option<Telemetry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Telemetry {
+    #[serde(default)]
+    pub tracing: Option<Tracing>,
+    /// Envoy's own metrics and access logs: this gateway writes its own.
+    #[serde(default)]
+    pub metrics: Option<IgnoredAny>,
+    #[serde(default)]
+    pub access_log: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Tracing {
+    /// Percent of requests traced (Envoy Gateway's default: 100).
+    #[serde(default)]
+    pub sampling_rate: Option<u32>,
+    #[serde(default)]
+    pub sampling_fraction: Option<SamplingFraction>,
+    pub provider: TracingProvider,
+    /// Further tags of every span, by tag name.
+    #[serde(default)]
+    pub custom_tags: BTreeMap<String, CustomTag>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SamplingFraction {
+    pub numerator: u32,
+    #[serde(default)]
+    pub denominator: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TracingProvider {
+    #[serde(rename = "type")]
+    pub provider_type: String,
+    /// The collector's address (Envoy Gateway's `host`/`port`), or a `Backend` naming it.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub backend_refs: Vec<TracingBackendRef>,
+    #[serde(default)]
+    pub service_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TracingBackendRef {
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CustomTag {
+    #[serde(rename = "type")]
+    pub tag_type: String,
+    #[serde(default)]
+    pub literal: Option<LiteralTag>,
+    #[serde(default)]
+    pub request_header: Option<HeaderTag>,
+    #[serde(default)]
+    pub environment: Option<HeaderTag>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LiteralTag {
+    pub value: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeaderTag {
+    pub name: String,
+    #[serde(default)]
+    pub default_value: Option<String>,
 }
 
 // --- gateway.networking.k8s.io BackendTLSPolicy ------------------------------------------------
@@ -628,6 +730,7 @@ const KINDS: &[(&str, &str)] = &[
     ("BackendTLSPolicy", "gateway.networking.k8s.io"),
     ("BackendTrafficPolicy", "gateway.envoyproxy.io"),
     ("SecurityPolicy", "gateway.envoyproxy.io"),
+    ("EnvoyProxy", "gateway.envoyproxy.io"),
     ("Secret", ""),
     ("GatewayClass", "gateway.networking.k8s.io"),
     ("Namespace", ""),
@@ -686,6 +789,7 @@ fn parse_resource(number: usize, value: Value) -> Result<Resource, RenderError> 
         "BackendTLSPolicy" => Resource::BackendTLSPolicy(typed(&label, value)?),
         "BackendTrafficPolicy" => Resource::BackendTrafficPolicy(typed(&label, value)?),
         "SecurityPolicy" => Resource::SecurityPolicy(typed(&label, value)?),
+        "EnvoyProxy" => Resource::EnvoyProxy(typed(&label, value)?),
         "Secret" => Resource::Secret(typed(&label, value)?),
         _ => Resource::Ignored,
     })

@@ -151,6 +151,79 @@ fn the_emulator_example_renders_as_make_run_serves_it() {
 }
 
 #[test]
+fn tracing_renders_as_envoys_opentelemetry_tracer_with_the_genai_tags() {
+    let resources = format!(
+        "{}---\n{}",
+        read("examples/emulator.yaml"),
+        read("examples/tracing.yaml")
+    );
+    let wasm = render(&resources, &make_run_options("examples/emulator.yaml"))
+        .expect("renders")
+        .envoy_yaml;
+    check_golden("tracing.envoy.yaml", &wasm);
+    assert!(wasm.contains(
+        "decorator: { operation: \"chat us.meta.llama3-2-1b-instruct-v1:0\", propagate: false }"
+    ));
+    assert!(wasm.contains(
+        "decorator: { operation: \"embeddings amazon.titan-embed-text-v2:0\", propagate: false }"
+    ));
+    assert!(wasm.contains("- { tag: gen_ai.usage.input_tokens, value: \"%FILTER_STATE(wasm.ai_gateway.span.input_tokens:PLAIN)%\", value_type: INT }"));
+    assert!(wasm.contains("\"trace_attributes\": true"));
+    let native = render(
+        &resources,
+        &Options {
+            dynamic_module_path: Some("/opt/libbedrock_gateway.so".into()),
+            ..make_run_options("examples/emulator.yaml")
+        },
+    )
+    .expect("renders")
+    .envoy_yaml;
+    assert!(native.contains("- { tag: gen_ai.usage.input_tokens, value: \"%DYNAMIC_METADATA(io.envoy.ai_gateway:span.input_tokens)%\", value_type: INT }"));
+    let untraced = render(
+        &read("examples/emulator.yaml"),
+        &make_run_options("examples/emulator.yaml"),
+    )
+    .expect("renders")
+    .envoy_yaml;
+    assert!(
+        !untraced.contains("tracing:")
+            && !untraced.contains("trace_attributes")
+            && !untraced.contains("decorator")
+    );
+    for (from, to, expected) in [
+        (
+            "type: OpenTelemetry",
+            "type: Zipkin",
+            "provider.type: \"Zipkin\" is not supported",
+        ),
+        (
+            "samplingRate: 100",
+            "samplingRate: 101",
+            "samplingRate: 101 is not a percentage",
+        ),
+        (
+            "        host: 127.0.0.1\n",
+            "",
+            "name the collector with host and port, or with one backendRef",
+        ),
+        (
+            "deployment.environment:",
+            "gen_ai.system:",
+            "the gateway sets the GenAI attributes itself",
+        ),
+    ] {
+        let broken = resources.replacen(from, to, 1);
+        assert_ne!(broken, resources, "{from}");
+        let error =
+            render(&broken, &make_run_options("examples/emulator.yaml")).expect_err(expected);
+        assert!(
+            error.0.contains(expected),
+            "expected {expected:?} in {error}"
+        );
+    }
+}
+
+#[test]
 fn the_seed_aws_example_renders_as_published_and_pointed_at_the_emulator() {
     let options = Options {
         source_name: "basic-aws.yaml".into(),

@@ -194,6 +194,8 @@ struct RawConfig {
     metric_callers: Vec<String>,
     #[serde(default)]
     request_costs: Vec<crate::costs::RawRequestCost>,
+    #[serde(default)]
+    trace_attributes: bool,
 }
 
 /// The weighted token cost recorded for each request, for token-based rate limiting and
@@ -379,6 +381,9 @@ pub struct Config {
     pub metric_callers: Vec<String>,
     /// `llmRequestCosts`: what each request costs, under each metadata key.
     pub request_costs: Vec<crate::costs::RequestCost>,
+    /// Publish each request's GenAI span attributes, for the tracer's custom tags (set by the
+    /// renderer when the resources ask for tracing).
+    pub trace_attributes: bool,
     pub max_stream_frame_bytes: usize,
 }
 
@@ -466,6 +471,7 @@ impl Config {
             caller_metrics: raw.caller_metrics,
             metric_series: raw.metric_series.into_iter().collect(),
             metric_callers: raw.metric_callers,
+            trace_attributes: raw.trace_attributes,
             request_costs: raw
                 .request_costs
                 .into_iter()

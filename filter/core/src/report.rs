@@ -564,6 +564,83 @@ pub struct UsageSummary {
     pub cost: u64,
     /// Each `llmRequestCosts` entry's value, under its metadata key.
     pub costs: Vec<(&'static str, u64)>,
+    /// Set when the configuration traces requests: what the span's GenAI attributes read.
+    pub span: Option<SpanAttributes>,
+}
+
+/// The GenAI attributes of a request's span: the custom tags of the rendered tracing configuration
+/// read them from where the host publishes them (`<key>` below, under `span.`, in the filter state
+/// or dynamic metadata the usage summary goes to). `(attribute, key, an integer)`.
+pub const SPAN_TAGS: [(&str, &str, bool); 8] = [
+    ("gen_ai.operation.name", "span.operation", false),
+    ("gen_ai.request.model", "span.request_model", false),
+    ("gen_ai.response.model", "span.response_model", false),
+    ("gen_ai.usage.input_tokens", "span.input_tokens", true),
+    ("gen_ai.usage.output_tokens", "span.output_tokens", true),
+    (
+        "gen_ai.usage.cache_read.input_tokens",
+        "span.cache_read_input_tokens",
+        true,
+    ),
+    (
+        "gen_ai.usage.cache_creation.input_tokens",
+        "span.cache_creation_input_tokens",
+        true,
+    ),
+    ("error.type", "span.error_type", false),
+];
+
+/// A span attribute's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpanValue {
+    Text(String),
+    Number(u64),
+}
+
+/// The values behind [`SPAN_TAGS`] for one request. Message content never goes into a span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanAttributes {
+    pub operation: Operation,
+    pub request_model: String,
+    pub response_model: String,
+    pub status: u16,
+    pub usage: TokenUsage,
+}
+
+impl SpanAttributes {
+    /// `(key, value)` for each attribute the request has (`error.type` only when it failed).
+    pub fn entries(&self) -> Vec<(&'static str, SpanValue)> {
+        let usage = &self.usage;
+        let input = usage.input + usage.cache_read + usage.cache_write;
+        let mut entries = vec![
+            (
+                "span.operation",
+                SpanValue::Text(self.operation.name().to_owned()),
+            ),
+            (
+                "span.request_model",
+                SpanValue::Text(self.request_model.clone()),
+            ),
+            (
+                "span.response_model",
+                SpanValue::Text(self.response_model.clone()),
+            ),
+            ("span.input_tokens", SpanValue::Number(input)),
+            ("span.output_tokens", SpanValue::Number(usage.output)),
+            (
+                "span.cache_read_input_tokens",
+                SpanValue::Number(usage.cache_read),
+            ),
+            (
+                "span.cache_creation_input_tokens",
+                SpanValue::Number(usage.cache_write),
+            ),
+        ];
+        if !(100..400).contains(&self.status) {
+            entries.push(("span.error_type", SpanValue::Text(self.status.to_string())));
+        }
+        entries
+    }
 }
 
 /// A struct rather than `json!`, which would build a map first.
@@ -627,6 +704,7 @@ pub fn usage_summary(
         total_tokens: usage.total(),
         cost,
         costs,
+        span: None,
     }
 }
 

@@ -4,7 +4,7 @@ use crate::abi::{self, EnvoyBuffer, EnvoyFilterPtr, ModuleBuffer, ModuleHttpHead
 use crate::metrics;
 use bedrock_gateway_core::credentials::HttpCall;
 use bedrock_gateway_core::headers::HeaderSnapshot;
-use bedrock_gateway_core::report::{MetricLabels, Sample, UsageSummary};
+use bedrock_gateway_core::report::{MetricLabels, Sample, SpanAttributes, SpanValue, UsageSummary};
 use bedrock_gateway_core::stream::{Host, Side};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -278,6 +278,28 @@ impl Host for NativeHost<'_> {
                     ModuleBuffer::of(key.as_bytes()),
                     *value as f64,
                 );
+            }
+            // The span's GenAI attributes, for the tracer's custom tags.
+            for (key, value) in summary.span.iter().flat_map(SpanAttributes::entries) {
+                let key = ModuleBuffer::of(key.as_bytes());
+                match value {
+                    SpanValue::Number(n) => {
+                        abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_number(
+                            self.filter,
+                            namespace,
+                            key,
+                            n as f64,
+                        );
+                    }
+                    SpanValue::Text(text) => {
+                        abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+                            self.filter,
+                            namespace,
+                            key,
+                            ModuleBuffer::of(text.as_bytes()),
+                        );
+                    }
+                }
             }
         }
     }

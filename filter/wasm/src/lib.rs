@@ -16,7 +16,9 @@ use bedrock_gateway_core::config::Config;
 use bedrock_gateway_core::credentials::{self, HttpCall, Provider};
 use bedrock_gateway_core::errors::{ApiFormat, ErrorKind, GatewayError};
 use bedrock_gateway_core::headers::HeaderSnapshot;
-use bedrock_gateway_core::report::{Kind, MetricLabels, Sample, UsageSummary};
+use bedrock_gateway_core::report::{
+    Kind, MetricLabels, Sample, SpanAttributes, SpanValue, UsageSummary,
+};
 use bedrock_gateway_core::stream::backend::{self, BackendStream, Settled, Worker};
 use bedrock_gateway_core::stream::batch::PartAnswer;
 use bedrock_gateway_core::stream::routing::RoutingStream;
@@ -530,13 +532,24 @@ impl Host for WasmHost {
             .costs
             .iter()
             .map(|(key, value)| (format!("ai_gateway.{key}"), value.to_string()));
+        let span = summary
+            .span
+            .iter()
+            .flat_map(SpanAttributes::entries)
+            .map(|(key, value)| {
+                let value = match value {
+                    SpanValue::Text(text) => text,
+                    SpanValue::Number(n) => n.to_string(),
+                };
+                (format!("ai_gateway.{key}"), value)
+            });
         let fixed = [
             ("ai_gateway.usage", summary.json.as_str()),
             ("ai_gateway.total_tokens", total.as_str()),
             ("ai_gateway.cost", cost.as_str()),
         ]
         .map(|(name, value)| (name.to_owned(), value.to_owned()));
-        for (name, value) in fixed.into_iter().chain(costs) {
+        for (name, value) in fixed.into_iter().chain(costs).chain(span) {
             if let Err(status) = hostcalls::set_property(vec![&name], Some(value.as_bytes())) {
                 log::debug!("ai gateway: cannot record {name} in filter state: {status:?}");
             }

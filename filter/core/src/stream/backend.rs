@@ -88,6 +88,7 @@ struct Measurement {
     model: String,
     /// The Bedrock model that answers (the backend's `model_name_override`, or `model`).
     response_model: String,
+    operation: report::Operation,
     labels: Rc<report::MetricLabels>,
     /// The caller's series, where the configuration counts callers (`caller_metrics`).
     caller_labels: Option<Rc<report::MetricLabels>>,
@@ -294,6 +295,7 @@ impl BackendStream {
                 &backend.name,
             ),
             response_model,
+            operation: operation_of(endpoint),
             request_id,
             stream_key,
             model,
@@ -561,6 +563,16 @@ impl BackendStream {
             &config.cost,
             costs,
         );
+        let summary = report::UsageSummary {
+            span: config.trace_attributes.then(|| report::SpanAttributes {
+                operation: measurement.operation,
+                request_model: measurement.model.clone(),
+                response_model: measurement.response_model.clone(),
+                status,
+                usage,
+            }),
+            ..summary
+        };
         report::hand_over_summary(stream_key, summary);
     }
 

@@ -1,0 +1,130 @@
+"""Traces with OpenTelemetry's GenAI attributes: the tracing example (an EnvoyProxy's telemetry)
+rendered with the emulator example, and an OTLP receiver in this process checking each span."""
+
+import sys
+
+import openai
+import pytest
+
+from conftest import ROOT, free_port, launch_gateway, stop_process, wait_until
+
+sys.path.insert(0, str(ROOT / "e2e"))
+from otlp_receiver import Receiver  # noqa: E402
+
+LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
+SONNET = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+TITAN = "amazon.titan-embed-text-v2:0"
+KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
+
+
+@pytest.fixture(scope="module")
+def traced(workdir, emulator_url):
+    receiver = Receiver(f"127.0.0.1:{free_port()}").start()
+    example = (ROOT / "examples/tracing.yaml").read_text()
+    assert "port: 4317" in example
+    resources = workdir / "tracing.yaml"
+    # One more custom tag, a request header, names each test request's span.
+    assert "      customTags:\n" in example
+    example = example.replace("      customTags:\n", "      customTags:\n        test.id:\n          type: RequestHeader\n"
+                              "          requestHeader: { name: x-test-id }\n")
+    resources.write_text(example.replace("port: 4317", f"port: {receiver.port}"))
+    process, gateway = launch_gateway(workdir, emulator_url, "envoy-tracing", KEYS,
+                                      config=[ROOT / "examples/emulator.yaml", resources])
+    try:
+        yield gateway, receiver
+    finally:
+        stop_process(process)
+        receiver.stop()
+
+
+IDS = iter(range(1, 1_000_000))
+
+
+def tagged() -> tuple[str, dict]:
+    """A fresh id, and the header that puts it on the request's span (the `test.id` custom tag)."""
+    test_id = f"t{next(IDS)}"
+    return test_id, {"x-test-id": test_id}
+
+
+def span_of(receiver, test_id: str) -> dict:
+    """The span of the request sent with `test_id`."""
+    found = []
+
+    def arrived():
+        found[:] = [s for s in receiver.received() if s["attributes"].get("test.id") == test_id]
+        return bool(found)
+
+    wait_until(arrived, f"the span of request {test_id}", timeout=20)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_a_chat_span_carries_the_genai_attributes_with_their_types(traced):
+    gateway, receiver = traced
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=30)
+    test_id, headers = tagged()
+    usage = client.chat.completions.create(
+        model=LLAMA, messages=[{"role": "user", "content": "a secret prompt"}], extra_headers=headers).usage
+    span = span_of(receiver, test_id)
+    assert span["service"] == "ai-gateway"
+    assert span["name"] == f"chat {LLAMA}"
+    attributes = span["attributes"]
+    expected = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "aws.bedrock",
+        "gen_ai.request.model": LLAMA,
+        "gen_ai.response.model": LLAMA,
+        "gen_ai.usage.input_tokens": usage.prompt_tokens,
+        "gen_ai.usage.output_tokens": usage.completion_tokens,
+        "gen_ai.usage.cache_read.input_tokens": 0,
+        "gen_ai.usage.cache_creation.input_tokens": 0,
+        "deployment.environment": "local",
+    }
+    assert {key: attributes.get(key) for key in expected} == expected
+    assert all(type(attributes[key]) is int for key in expected if key.startswith("gen_ai.usage.")), \
+        "token counts are integers, as the conventions type them"
+    assert "error.type" not in attributes
+    assert not [key for key, value in attributes.items() if "secret prompt" in str(value)], "no message content"
+
+
+def test_a_streamed_alias_and_a_cached_prompt_are_traced_as_the_model_that_answered(traced):
+    gateway, receiver = traced
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=30)
+    # llama-small is an alias the route maps to the Llama model (modelNameOverride).
+    test_id, headers = tagged()
+    chunks = list(client.chat.completions.create(
+        model="llama-small", messages=[{"role": "user", "content": "stream me"}], stream=True,
+        stream_options={"include_usage": True}, extra_headers=headers))
+    span = span_of(receiver, test_id)
+    assert span["name"] == "chat llama-small"
+    attributes = span["attributes"]
+    assert (attributes["gen_ai.request.model"], attributes["gen_ai.response.model"]) == ("llama-small", LLAMA)
+    assert attributes["gen_ai.usage.output_tokens"] == chunks[-1].usage.completion_tokens
+
+    # Sonnet's backend places cache points: the second turn reads what the first wrote.
+    prompt = [{"role": "user", "content": "remember this long context " * 20}]
+    client.chat.completions.create(model=SONNET, messages=prompt)
+    test_id, headers = tagged()
+    usage = client.chat.completions.create(model=SONNET, messages=prompt, extra_headers=headers).usage
+    attributes = span_of(receiver, test_id)["attributes"]
+    assert attributes["gen_ai.usage.cache_read.input_tokens"] == usage.prompt_tokens_details.cached_tokens > 0
+    assert attributes["gen_ai.usage.input_tokens"] == usage.prompt_tokens, "input counts cached tokens too"
+
+
+def test_embeddings_and_failures_are_traced_with_their_operation_and_error_type(traced):
+    gateway, receiver = traced
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=30)
+    test_id, headers = tagged()
+    embedded = client.embeddings.create(model=TITAN, input="one two three", extra_headers=headers)
+    span = span_of(receiver, test_id)
+    assert span["name"] == f"embeddings {TITAN}"
+    assert span["attributes"]["gen_ai.operation.name"] == "embeddings"
+    assert span["attributes"]["gen_ai.usage.input_tokens"] == embedded.usage.prompt_tokens
+
+    test_id, headers = tagged()
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "x"}],
+                                       extra_headers={"x-emulator-fault": "throttle", **headers})
+    span = span_of(receiver, test_id)
+    assert span["attributes"]["error.type"] == "429"
+    assert span["attributes"]["gen_ai.request.model"] == LLAMA
