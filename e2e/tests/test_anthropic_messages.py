@@ -382,10 +382,13 @@ def test_seed_thinking_example_with_budget_above_max_tokens_gets_a_clear_400(gat
 
 
 def test_readme_models_and_embeddings_examples(gateway):
-    openai_models, anthropic_models, embeddings = (run_readme_command(c, gateway) for c in docs_shell_block("### Models and embeddings"))
-    assert json.loads(openai_models)["object"] == "list"
+    openai_models, anthropic_models, *embeddings = (run_readme_command(c, gateway) for c in docs_shell_block("### Models and embeddings"))
+    listed = [m["id"] for m in json.loads(openai_models)["data"]]
+    assert {"cohere.embed-v4:0", "amazon.nova-2-multimodal-embeddings-v1:0"} <= set(listed), listed
     assert json.loads(anthropic_models)["data"][0]["type"] == "model"
-    assert [d["index"] for d in json.loads(embeddings)["data"]] == [0, 1]
+    assert len(embeddings) == 3
+    for answer, dimensions in zip(embeddings, [1024, 512, 384]):
+        assert [(d["index"], len(d["embedding"])) for d in json.loads(answer)["data"]] == [(0, dimensions), (1, dimensions)]
 
 
 def claude_code_request(stream: bool) -> dict:

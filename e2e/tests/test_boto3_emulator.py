@@ -212,3 +212,33 @@ def test_bodies_are_checked_against_botocores_service_model(emulator_url):
     accepted = client.converse(modelId=LLAMA, messages=hello, serviceTier={"type": "priority"},
                                performanceConfig={"latency": "optimized"}, requestMetadata={"team": "search"})
     assert accepted["output"]["message"]["content"] == [{"text": "You said: hi"}]
+
+
+@pytest.mark.parametrize("model,body,reason", [
+    ("cohere.embed-v4:0", {"texts": ["a"], "input_type": "search_document", "output_dimension": 300}, "output_dimension"),
+    ("cohere.embed-v4:0", {"texts": ["a"]}, "input_type"),
+    ("cohere.embed-v4:0", {"texts": ["a"], "input_type": "search_document", "truncate": "END"}, "truncate"),
+    ("cohere.embed-v4:0", {"texts": ["a"], "images": ["data:x"], "input_type": "search_document"}, "exactly one of"),
+    ("amazon.nova-2-multimodal-embeddings-v1:0", {"taskType": "SINGLE_EMBEDDING", "singleEmbeddingParams": {
+        "embeddingDimension": 384, "text": {"truncationMode": "END", "value": "a"}}}, "embeddingPurpose"),
+    ("amazon.nova-2-multimodal-embeddings-v1:0", {"taskType": "SINGLE_EMBEDDING", "singleEmbeddingParams": {
+        "embeddingPurpose": "GENERIC_INDEX", "embeddingDimension": 512, "text": {"truncationMode": "END", "value": "a"}}},
+     "embeddingDimension"),
+    ("amazon.nova-2-multimodal-embeddings-v1:0", {"taskType": "SEGMENTED_EMBEDDING", "singleEmbeddingParams": {}},
+     "StartAsyncInvoke"),
+])
+def test_new_embedding_models_refuse_malformed_bodies_as_bedrock_does(emulator_url, model, body, reason):
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        bedrock(emulator_url).invoke_model(modelId=model, body=json.dumps(body))
+    assert raised.value.response["Error"]["Code"] == "ValidationException"
+    assert reason in raised.value.response["Error"]["Message"]
+
+
+def test_nova_embeddings_count_tokens_in_a_header_only(emulator_url):
+    response = bedrock(emulator_url).invoke_model(modelId="amazon.nova-2-multimodal-embeddings-v1:0", body=json.dumps({
+        "taskType": "SINGLE_EMBEDDING", "singleEmbeddingParams": {
+            "embeddingPurpose": "GENERIC_INDEX", "embeddingDimension": 256, "text": {"truncationMode": "END", "value": "two words"}}}))
+    assert response["ResponseMetadata"]["HTTPHeaders"]["x-amzn-bedrock-input-token-count"] == "2"
+    answer = json.loads(response["body"].read())
+    assert [e["embeddingType"] for e in answer["embeddings"]] == ["TEXT"]
+    assert len(answer["embeddings"][0]["embedding"]) == 256

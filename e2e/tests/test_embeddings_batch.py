@@ -80,6 +80,38 @@ def test_titan_lists_keep_openais_limits(client):
     assert "at most 96 inputs" in raised.value.message
     with pytest.raises(openai.BadRequestError) as raised:
         client.embeddings.create(model=TITAN, input=["a", "b"], dimensions=300)
-    assert "256, 512 or 1024" in raised.value.message
+    assert "[256, 512, 1024]" in raised.value.message
     floats = client.embeddings.create(model=TITAN, input=["a b", "c"], encoding_format="float")
     assert [len(item.embedding) for item in floats.data] == [1024, 1024], "Titan's default size, as floats"
+
+
+COHERE_V4 = "cohere.embed-v4:0"
+NOVA = "amazon.nova-2-multimodal-embeddings-v1:0"
+
+
+@pytest.mark.parametrize("model,dimensions,calls_per_list", [(COHERE_V4, 512, 1), (NOVA, 384, 3)])
+def test_cohere_embed_v4_and_nova_multimodal_embeddings(client, gateway, model, dimensions, calls_per_list):
+    """Cohere Embed v4 takes the list in one call (`output_dimension`, vectors by type); Nova embeds
+    one input per call, so a list fans out as Titan's do, its token counts read from Bedrock's header."""
+    texts = ["alpha beta", "gamma", "delta epsilon zeta"]
+    calls = accepted_calls(gateway)
+    batch = client.embeddings.create(model=model, input=texts, dimensions=dimensions)
+    assert accepted_calls(gateway) - calls == calls_per_list
+    assert [item.index for item in batch.data] == [0, 1, 2]
+    assert [len(item.embedding) for item in batch.data] == [dimensions] * 3
+    assert batch.usage.prompt_tokens == batch.usage.total_tokens == 6, "2 + 1 + 3 words, as Bedrock counted them"
+    assert batch.model == model
+    sent = gateway.last_upstream_request()["body"]
+    if model == NOVA:
+        assert sent == {"taskType": "SINGLE_EMBEDDING", "singleEmbeddingParams": {
+            "embeddingPurpose": "GENERIC_INDEX", "embeddingDimension": 384,
+            "text": {"truncationMode": "END", "value": sent["singleEmbeddingParams"]["text"]["value"]}}}
+    else:
+        assert sent == {"texts": texts, "input_type": "search_document", "embedding_types": ["float"], "output_dimension": 512}
+    single = client.embeddings.create(model=model, input=texts[1], dimensions=dimensions)
+    assert single.data[0].embedding == pytest.approx(batch.data[1].embedding, abs=1e-6), "the same vector, alone or in a list"
+    assert single.usage.prompt_tokens == 1
+
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.embeddings.create(model=model, input="x", dimensions=100)
+    assert "`dimensions` must be one of" in raised.value.body["message"], raised.value.body

@@ -40,6 +40,17 @@ enum Family {
     ConverseOnly,
     TitanEmbed,
     CohereEmbed,
+    CohereEmbedV4,
+    NovaEmbed,
+}
+
+impl Family {
+    fn embeds(self) -> bool {
+        matches!(
+            self,
+            Family::TitanEmbed | Family::CohereEmbed | Family::CohereEmbedV4 | Family::NovaEmbed
+        )
+    }
 }
 
 const MODELS: &[(&str, Family)] = &[
@@ -70,6 +81,12 @@ const MODELS: &[(&str, Family)] = &[
     ("amazon.titan-embed-text-v2:0", Family::TitanEmbed),
     ("cohere.embed-english-v3", Family::CohereEmbed),
     ("cohere.embed-multilingual-v3", Family::CohereEmbed),
+    ("cohere.embed-v4:0", Family::CohereEmbedV4),
+    ("cohere.embed-v4", Family::CohereEmbedV4),
+    (
+        "amazon.nova-2-multimodal-embeddings-v1:0",
+        Family::NovaEmbed,
+    ),
 ];
 
 fn find_model(id: &str) -> Option<(&'static str, Family)> {
@@ -708,14 +725,10 @@ async fn handle(
     let tool_use_id = format!("tooluse_e2e{n:06}");
 
     match operation {
-        "converse" | "converse-stream"
-            if matches!(family, Family::TitanEmbed | Family::CohereEmbed) =>
-        {
-            Ok(validation(
-                "This model doesn't support the Converse API; it is an embedding model.",
-                &request_id,
-            ))
-        }
+        "converse" | "converse-stream" if family.embeds() => Ok(validation(
+            "This model doesn't support the Converse API; it is an embedding model.",
+            &request_id,
+        )),
         "converse" | "converse-stream" => {
             let operation_name = if operation == "converse" {
                 "Converse"
@@ -755,11 +768,12 @@ async fn handle(
                 &request_id,
             ))
         }
-        "invoke" if matches!(family, Family::TitanEmbed | Family::CohereEmbed) => {
+        "invoke" if family.embeds() => {
             // One input of a list the gateway splits into calls carries no caller headers: a text
             // `emulator-fault:<name>` fails its own call the way `x-emulator-fault` would.
             let input_fault = json_body
                 .get("inputText")
+                .or_else(|| json_body.pointer("/singleEmbeddingParams/text/value"))
                 .and_then(Value::as_str)
                 .and_then(|t| t.strip_prefix("emulator-fault:"));
             if input_fault == Some("reset") {
@@ -768,10 +782,11 @@ async fn handle(
             if let Some(response) = input_fault.and_then(|f| upfront_fault(f, &request_id)) {
                 return Ok(response);
             }
-            let result = if family == Family::TitanEmbed {
-                embeddings::titan(&json_body)
-            } else {
-                embeddings::cohere(&json_body, &request_id)
+            let result = match family {
+                Family::TitanEmbed => embeddings::titan(&json_body),
+                Family::NovaEmbed => embeddings::nova(&json_body),
+                Family::CohereEmbedV4 => embeddings::cohere_v4(&json_body, &request_id),
+                _ => embeddings::cohere(&json_body, &request_id),
             };
             match result {
                 Ok((body, tokens)) => {

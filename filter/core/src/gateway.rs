@@ -336,7 +336,7 @@ pub struct UpstreamRequest {
     pub headers: Vec<(&'static str, String)>,
     /// Titan embeddings for a list of inputs: one InvokeModel per input to `path`, made by the
     /// backend stage itself instead of sending this request (whose `body` is then empty).
-    pub titan_batch: Option<embeddings::TitanBatch>,
+    pub batch: Option<embeddings::InputBatch>,
 }
 
 /// The response header that lists the beta flags the gateway did not forward.
@@ -514,7 +514,7 @@ pub fn prepare(
     let mut echo = String::new();
     let mut dropped_betas = None;
     let mut invoke_headers = Vec::new();
-    let mut titan_batch = None;
+    let mut batch = None;
     let mut tool_names = ToolNames::default();
     let mut dropped_tools = None;
     let (upstream_body, model, operation, kind) = match (endpoint, backend.schema) {
@@ -598,7 +598,7 @@ pub fn prepare(
                 .as_deref()
                 .unwrap_or(&model_hint);
             let (invoke, family) = embeddings::prepare(body, model_id)?;
-            titan_batch = invoke.titan_batch;
+            batch = invoke.batch;
             (
                 invoke.body,
                 invoke.model,
@@ -694,7 +694,7 @@ pub fn prepare(
         dropped_betas,
         dropped_tools,
         headers: invoke_headers,
-        titan_batch,
+        batch,
     })
 }
 

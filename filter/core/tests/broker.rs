@@ -53,7 +53,7 @@ fn parked(since_ms: u64) -> ParkedRequest {
         dropped_betas: None,
         dropped_tools: None,
         headers: Vec::new(),
-        titan_batch: None,
+        batch: None,
     };
     ParkedRequest {
         key: KEY.into(),

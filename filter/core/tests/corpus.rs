@@ -64,7 +64,7 @@ fn translate(config: &Config, recorded: &Value, target: &str) -> Value {
             for (name, value) in &upstream.headers {
                 out["headers"][name] = json!(value);
             }
-            if let Some(batch) = &upstream.titan_batch {
+            if let Some(batch) = &upstream.batch {
                 let inputs: Vec<Value> = batch
                     .bodies
                     .iter()

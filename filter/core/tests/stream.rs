@@ -856,7 +856,7 @@ fn titan_list(
     (stream, host, flow)
 }
 
-fn titan_batch(inputs: usize, worker: &mut Worker, store: &FakeStore) -> (BackendStream, FakeHost) {
+fn batch(inputs: usize, worker: &mut Worker, store: &FakeStore) -> (BackendStream, FakeHost) {
     let (stream, host, flow) = titan_list("static", inputs, worker, store);
     assert_eq!(flow, Flow::Pause, "the request itself is never sent");
     (stream, host)
@@ -886,7 +886,7 @@ fn header<'a>(call: &'a HttpCall, name: &str) -> Option<&'a str> {
 #[test]
 fn a_titan_list_becomes_one_call_per_input_answered_in_input_order() {
     let (mut worker, store) = (Worker::default(), FakeStore::default());
-    let (mut stream, mut host) = titan_batch(20, &mut worker, &store);
+    let (mut stream, mut host) = batch(20, &mut worker, &store);
     assert_eq!(
         host.calls.len(),
         batch::CONCURRENCY,
@@ -955,6 +955,7 @@ fn a_titan_list_becomes_one_call_per_input_answered_in_input_order() {
             token,
             &PartAnswer {
                 status: Some(200),
+                input_tokens: None,
                 error_type: None,
                 body: body.as_bytes(),
             },
@@ -997,7 +998,7 @@ fn a_titan_list_becomes_one_call_per_input_answered_in_input_order() {
 #[test]
 fn one_failed_input_fails_the_batch_with_one_error_and_no_partial_list() {
     let (mut worker, store) = (Worker::default(), FakeStore::default());
-    let (mut stream, mut host) = titan_batch(5, &mut worker, &store);
+    let (mut stream, mut host) = batch(5, &mut worker, &store);
     let ok = br#"{"embedding":[0.1],"inputTextTokenCount":1}"#;
     assert_eq!(
         stream.on_call_answer(
@@ -1005,6 +1006,7 @@ fn one_failed_input_fails_the_batch_with_one_error_and_no_partial_list() {
             100,
             &PartAnswer {
                 status: Some(200),
+                input_tokens: None,
                 error_type: None,
                 body: ok
             }
@@ -1013,6 +1015,7 @@ fn one_failed_input_fails_the_batch_with_one_error_and_no_partial_list() {
     );
     let throttled = PartAnswer {
         status: Some(429),
+        input_tokens: None,
         error_type: Some("ThrottlingException:http://internal.amazon.com/"),
         body: br#"{"message":"Too many requests"}"#,
     };
@@ -1034,6 +1037,7 @@ fn one_failed_input_fails_the_batch_with_one_error_and_no_partial_list() {
             101,
             &PartAnswer {
                 status: Some(200),
+                input_tokens: None,
                 error_type: None,
                 body: ok
             }
@@ -1042,12 +1046,13 @@ fn one_failed_input_fails_the_batch_with_one_error_and_no_partial_list() {
     );
 
     // No answer at all (reset, timeout), and the gateway's own refusal of a call.
-    let (mut stream, mut host) = titan_batch(2, &mut worker, &store);
+    let (mut stream, mut host) = batch(2, &mut worker, &store);
     stream.on_call_answer(
         &mut host,
         101,
         &PartAnswer {
             status: None,
+            input_tokens: None,
             error_type: None,
             body: b"",
         },
@@ -1061,13 +1066,14 @@ fn one_failed_input_fails_the_batch_with_one_error_and_no_partial_list() {
             .contains("did not answer input 1 of 2"),
         "{error}"
     );
-    let (mut stream, mut host) = titan_batch(2, &mut worker, &store);
+    let (mut stream, mut host) = batch(2, &mut worker, &store);
     let refused = br#"{"__type":"ServiceUnavailableException","message":"AWS credentials are not available: the agent is down"}"#;
     stream.on_call_answer(
         &mut host,
         100,
         &PartAnswer {
             status: Some(503),
+            input_tokens: None,
             error_type: None,
             body: refused,
         },

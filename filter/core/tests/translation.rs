@@ -665,7 +665,7 @@ fn embeddings_requests_and_responses() {
     )
     .unwrap();
     let bodies: Vec<Value> = batch
-        .titan_batch
+        .batch
         .unwrap()
         .bodies
         .iter()
@@ -676,20 +676,20 @@ fn embeddings_requests_and_responses() {
         ["a", "b", "c"].map(|t| json!({"inputText": t, "normalize": true, "dimensions": 512}))
     );
     assert!(batch.body.is_empty(), "no request of its own");
-    let answers: Vec<Vec<u8>> = [
+    let answers: Vec<(Vec<u8>, Option<u64>)> = [
         r#"{"embedding":[0.5],"inputTextTokenCount":2}"#,
         r#"{"embedding":[1.0],"inputTextTokenCount":3}"#,
     ]
-    .map(|a| a.as_bytes().to_vec())
+    .map(|a| (a.as_bytes().to_vec(), Some(99)))
     .to_vec();
-    let joined = embeddings::titan_batch_response(&answers, "t", true).unwrap();
+    let joined = embeddings::batch_response(&answers, Family::Titan, "t", true).unwrap();
     assert_eq!(
         joined.usage,
         Some(TokenUsage {
             input: 5,
             ..TokenUsage::default()
         }),
-        "the inputs' counts summed"
+        "the inputs' counts summed (Titan's own, before the header's)"
     );
     let joined: Value = serde_json::from_slice(&joined.body).unwrap();
     assert_eq!(
@@ -705,11 +705,74 @@ fn embeddings_requests_and_responses() {
     );
     assert_eq!(joined["usage"]["total_tokens"], 5);
     assert_eq!(
-        embeddings::titan_batch_response(&[b"{}".to_vec()], "t", false)
+        embeddings::batch_response(&[(b"{}".to_vec(), None)], Family::Titan, "t", false)
             .unwrap_err()
             .status,
         502
     );
+
+    // Cohere Embed v4: one call, `output_dimension`, vectors by type.
+    let (cohere_v4, family) = embeddings::prepare(
+        br#"{"model":"c4","input":["a","b"],"dimensions":256}"#,
+        "cohere.embed-v4:0",
+    )
+    .unwrap();
+    assert_eq!(family, Family::CohereV4);
+    assert!(cohere_v4.batch.is_none());
+    assert_eq!(
+        serde_json::from_slice::<Value>(&cohere_v4.body).unwrap(),
+        json!({"texts": ["a", "b"], "input_type": "search_document", "embedding_types": ["float"], "output_dimension": 256})
+    );
+    let answered = embeddings::response(
+        br#"{"id":"x","response_type":"embeddings_by_type","embeddings":{"float":[[0.25],[0.5]]},"texts":["a","b"]}"#,
+        Family::CohereV4,
+        "c4",
+        false,
+        Some(2),
+    )
+    .unwrap();
+    let answered: Value = serde_json::from_slice(&answered.body).unwrap();
+    assert_eq!(answered["data"][1]["embedding"], json!([0.5]));
+
+    // Nova Multimodal Embeddings: one text per call, like Titan; its count only in the header.
+    let (nova, family) = embeddings::prepare(
+        br#"{"model":"n","input":["a","b"],"dimensions":384}"#,
+        "amazon.nova-2-multimodal-embeddings-v1:0",
+    )
+    .unwrap();
+    assert_eq!(family, Family::Nova);
+    let nova = nova.batch.unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&nova.bodies[1]).unwrap(),
+        json!({"taskType": "SINGLE_EMBEDDING", "singleEmbeddingParams": {"embeddingPurpose": "GENERIC_INDEX", "embeddingDimension": 384, "text": {"truncationMode": "END", "value": "b"}}})
+    );
+    let nova_answers = [
+        (
+            br#"{"embeddings":[{"embeddingType":"TEXT","embedding":[0.5]}]}"#.to_vec(),
+            Some(2),
+        ),
+        (
+            br#"{"embeddings":[{"embeddingType":"TEXT","embedding":[1.0]}]}"#.to_vec(),
+            Some(4),
+        ),
+    ];
+    let joined = embeddings::batch_response(&nova_answers, Family::Nova, "n", false).unwrap();
+    assert_eq!(
+        joined.usage.map(|u| u.input),
+        Some(6),
+        "the headers' counts summed"
+    );
+    let joined: Value = serde_json::from_slice(&joined.body).unwrap();
+    assert_eq!(joined["data"][1]["embedding"], json!([1.0]));
+    let one = embeddings::response(
+        br#"{"embeddings":[{"embeddingType":"TEXT","embedding":[0.5]}]}"#,
+        Family::Nova,
+        "n",
+        false,
+        Some(7),
+    )
+    .unwrap();
+    assert_eq!(one.usage.map(|u| u.input), Some(7));
 
     let ninety_seven: Vec<String> = (0..97).map(|i| format!("text {i}")).collect();
     let too_many = serde_json::to_vec(&json!({"model": "t", "input": ninety_seven})).unwrap();
@@ -727,7 +790,22 @@ fn embeddings_requests_and_responses() {
         (
             br#"{"model":"t","input":["a","b"],"dimensions":300}"#,
             "amazon.titan-embed-text-v2:0",
-            "256, 512 or 1024",
+            "[256, 512, 1024]",
+        ),
+        (
+            br#"{"model":"c4","input":"a","dimensions":300}"#,
+            "cohere.embed-v4:0",
+            "[256, 512, 1024, 1536]",
+        ),
+        (
+            br#"{"model":"n","input":"a","dimensions":512}"#,
+            "amazon.nova-2-multimodal-embeddings-v1:0",
+            "[256, 384, 1024, 3072]",
+        ),
+        (
+            &too_many[..],
+            "amazon.nova-2-multimodal-embeddings-v1:0",
+            "at most 96 inputs",
         ),
         (
             br#"{"model":"t","input":["a",""]}"#,
@@ -737,7 +815,7 @@ fn embeddings_requests_and_responses() {
         (
             br#"{"model":"t","input":"a","dimensions":300}"#,
             "amazon.titan-embed-text-v2:0",
-            "256, 512 or 1024",
+            "[256, 512, 1024]",
         ),
         (
             br#"{"model":"c","input":"a","dimensions":512}"#,

@@ -666,9 +666,12 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
                 .then(|| header(b":status").and_then(|s| s.parse().ok()))
                 .flatten();
             let error_type = header(b"x-amzn-errortype");
+            let input_tokens =
+                header(b"x-amzn-bedrock-input-token-count").and_then(|n| n.parse().ok());
             let answer = PartAnswer {
                 status,
                 error_type: error_type.as_deref(),
+                input_tokens,
                 body: &body,
             };
             stream.on_call_answer(host, callout_id, &answer)

@@ -335,9 +335,15 @@ impl Context for BackendFilter {
             .ok()
             .flatten()
             .unwrap_or_default();
+        let input_tokens = header_value(
+            MapType::HttpCallResponseHeaders,
+            "x-amzn-bedrock-input-token-count",
+        )
+        .and_then(|n| n.parse().ok());
         let answer = PartAnswer {
             status,
             error_type: error_type.as_deref(),
+            input_tokens,
             body: &body,
         };
         let mut host = WasmHost::new(0);

@@ -7,7 +7,7 @@ use super::{reply_with_error, send_json, trailers_refused, Flow, Host, Side, STR
 use crate::broker::{self, Broker, ParkedRequest, SharedStore, Verdict};
 use crate::config::{Backend, BackendCredentials, Config};
 use crate::credentials::HttpCall;
-use crate::embeddings::TitanBatch;
+use crate::embeddings::InputBatch;
 use crate::errors::{ApiFormat, ErrorKind, GatewayError};
 use crate::eventstream::DEFAULT_MAX_FRAME_LEN;
 use crate::gateway::{
@@ -121,7 +121,8 @@ pub struct BackendStream {
     dropped_betas: Option<String>,
     /// The hosted tools the translation left out, named in the response.
     dropped_tools: Option<String>,
-    /// A Titan embeddings list, answered from one call per input instead of this request.
+    /// An embeddings list for a model that embeds one input per call (Titan, Nova), answered from
+    /// one call per input instead of this request.
     batch: Option<EmbeddingsBatch>,
 }
 
@@ -605,16 +606,8 @@ impl BackendStream {
             Ok(upstream) => upstream,
             Err(error) => return self.reply_with_error(host, &error),
         };
-        if let Some(titan_batch) = upstream.titan_batch.take() {
-            return self.start_batch(
-                host,
-                worker,
-                store,
-                &backend,
-                &upstream,
-                titan_batch,
-                now_ms,
-            );
+        if let Some(batch) = upstream.batch.take() {
+            return self.start_batch(host, worker, store, &backend, &upstream, batch, now_ms);
         }
         // Each header write is a host call: the ones that would change nothing are skipped.
         let caller = std::mem::take(&mut self.request_headers);
@@ -699,7 +692,7 @@ impl BackendStream {
         )
     }
 
-    /// A Titan list: this request is never sent. One call per input goes out instead, signed
+    /// A list for a one-input model: this request is never sent. One call per input goes out instead, signed
     /// now for the backend, and the caller is answered when the last one is back.
     #[allow(clippy::too_many_arguments)]
     fn start_batch(
@@ -709,12 +702,12 @@ impl BackendStream {
         store: &dyn SharedStore,
         backend: &Backend,
         upstream: &gateway::UpstreamRequest,
-        titan_batch: TitanBatch,
+        batch: InputBatch,
         now_ms: u64,
     ) -> Flow {
         let Some(calls_cluster) = backend.calls_cluster.as_deref() else {
             let error = GatewayError::invalid_request(
-                "Titan Text Embeddings embeds one input per request, and this backend has no calls_cluster through which the gateway could split a list; send the inputs one by one.",
+                "This embedding model embeds one input per request, and this backend has no calls_cluster through which the gateway could split a list; send the inputs one by one.",
             );
             return self.reply_with_error(host, &error);
         };
@@ -728,7 +721,7 @@ impl BackendStream {
             );
             return self.reply_with_error(host, &error);
         }
-        let calls = titan_batch
+        let calls = batch
             .bodies
             .into_iter()
             .map(|body| {
@@ -769,7 +762,7 @@ impl BackendStream {
                 }
             })
             .collect();
-        let mut batch = EmbeddingsBatch::new(calls, titan_batch.model, titan_batch.base64);
+        let mut batch = EmbeddingsBatch::new(calls, batch.family, batch.model, batch.base64);
         if let Err(error) = batch.dispatch(host) {
             return self.reply_with_error(host, &error);
         }

@@ -1,4 +1,5 @@
-//! Titan Text Embeddings embeds one text per InvokeModel, while OpenAI's callers send lists.
+//! Titan Text Embeddings and Nova Multimodal Embeddings embed one text per InvokeModel, while
+//! OpenAI's callers send lists.
 //!
 //! For a list, the backend stage does not send its own request: it makes one call per input,
 //! each signed (or carrying the API key) for the backend like any request, through the backend's
@@ -25,6 +26,8 @@ pub struct PartAnswer<'a> {
     pub status: Option<u16>,
     /// `x-amzn-errortype`: only Bedrock's own errors carry it.
     pub error_type: Option<&'a str>,
+    /// `x-amzn-bedrock-input-token-count`: Nova's only token count.
+    pub input_tokens: Option<u64>,
     pub body: &'a [u8],
 }
 
@@ -41,20 +44,27 @@ pub struct EmbeddingsBatch {
     next: usize,
     /// (call token, input index)
     in_flight: Vec<(u64, usize)>,
-    answers: Vec<Option<Vec<u8>>>,
+    answers: Vec<Option<(Vec<u8>, Option<u64>)>>,
+    family: embeddings::Family,
     model: String,
     base64: bool,
 }
 
 impl EmbeddingsBatch {
     /// A batch of ready calls, one per input in input order, answered as `model`.
-    pub fn new(calls: Vec<HttpCall>, model: String, base64: bool) -> Self {
+    pub fn new(
+        calls: Vec<HttpCall>,
+        family: embeddings::Family,
+        model: String,
+        base64: bool,
+    ) -> Self {
         let answers = vec![None; calls.len()];
         Self {
             calls: calls.into_iter().map(Some).collect(),
             next: 0,
             in_flight: Vec::new(),
             answers,
+            family,
             model,
             base64,
         }
@@ -98,7 +108,7 @@ impl EmbeddingsBatch {
         match answer.status {
             Some(200) => {
                 if let Some(slot) = self.answers.get_mut(index) {
-                    *slot = Some(answer.body.to_vec());
+                    *slot = Some((answer.body.to_vec(), answer.input_tokens));
                 }
             }
             Some(status) => return Progress::Done(Err(part_error(status, answer, index, total))),
@@ -115,14 +125,16 @@ impl EmbeddingsBatch {
         if !self.in_flight.is_empty() || self.next < self.answers.len() {
             return Progress::Waiting;
         }
-        let parts: Vec<Vec<u8>> = self.answers.iter_mut().filter_map(Option::take).collect();
+        let parts: Vec<(Vec<u8>, Option<u64>)> =
+            self.answers.iter_mut().filter_map(Option::take).collect();
         if parts.len() != total {
             return Progress::Done(Err(GatewayError::upstream(
                 "An input of the batch got no embedding.",
             )));
         }
-        Progress::Done(embeddings::titan_batch_response(
+        Progress::Done(embeddings::batch_response(
             &parts,
+            self.family,
             &self.model,
             self.base64,
         ))
