@@ -117,6 +117,26 @@ def test_aws_errors_reach_callers_without_account_ids_or_arns(gateway):
     assert "123456789012" in gateway.envoy_log(), "the operator keeps the whole text"
 
 
+def test_a_mid_stream_exception_reaches_bedrock_api_callers_without_account_ids(gateway):
+    """The gap issue 29 left: a ConverseStream passed through to a caller of Bedrock's own API (boto3
+    reads the frames itself) had its exception frames passed byte for byte, ARNs and all."""
+    reply = raw_post(f"{gateway.url}/model/{LLAMA}/converse-stream",
+                     json.dumps({"messages": [{"role": "user", "content": [{"text": "one two three four"}]}]}).encode(),
+                     {"x-emulator-fault": "stream-exception-arn"})
+    assert reply.status == 200
+    frames = []
+    Decoder = __import__("botocore.eventstream", fromlist=["EventStreamBuffer"]).EventStreamBuffer
+    buffer = Decoder()
+    buffer.add_data(reply.body)
+    for message in buffer:  # botocore checks each frame's CRCs, as a caller's SDK does
+        frames.append((message.headers.get(":message-type"), message.headers.get(":exception-type"), message.payload))
+    assert [f[0] for f in frames][-1] == "exception" and frames[-1][1] == "validationException", frames
+    assert frames[0][0] == "event", "the frames before it go on as they came"
+    text = frames[-1][2].decode()
+    assert "failed mid-response" in text and "123456789012" not in text and "arn:aws" not in text, text
+    assert "123456789012" in gateway.envoy_log(), "the operator keeps the whole text"
+
+
 def test_path_tricks_reach_no_backend(gateway):
     """Double slashes, percent-encoded slashes and dots, case: each is refused or 404, and nothing
     reaches Bedrock unsigned or under a model the routing stage did not read."""

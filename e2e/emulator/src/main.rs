@@ -356,6 +356,16 @@ fn stream_response(
                             .await;
                         return;
                     }
+                    // As a guardrail or model error can word it mid-stream: an ARN with the account.
+                    Some("stream-exception-arn") => {
+                        let _ = sender
+                            .send(Ok(frames::exception(
+                                "validationException",
+                                "The model arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.meta.llama3-2-1b-instruct-v1:0 failed mid-response.",
+                            )))
+                            .await;
+                        return;
+                    }
                     Some("stream-throttle") => {
                         let _ = sender
                             .send(Ok(frames::exception(

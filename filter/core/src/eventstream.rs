@@ -320,8 +320,8 @@ pub fn translate_chunk<T: FrameTranslator>(
     out
 }
 
-/// Encodes one frame with string headers. The gateway only decodes; this exists
-/// for tests and benchmarks that need streams to feed the decoder.
+/// Encodes one frame with string headers: the exception frames the gateway rewrites (see
+/// `passthrough`), and the streams tests and benchmarks feed the decoder.
 pub fn encode_frame(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
     let mut header_bytes = Vec::new();
     for (name, value) in headers {

@@ -801,7 +801,8 @@ pub enum ResponseTranslation {
         status: u16,
         header_usage: (Option<u64>, Option<u64>),
     },
-    /// A streamed reply to a caller of Bedrock's API, unchanged, its tokens read on the way.
+    /// A streamed reply to a caller of Bedrock's API, unchanged but for exceptions naming an AWS
+    /// account or ARN, its tokens read on the way.
     BedrockStream(Box<crate::passthrough::StreamObserver>),
 }
 
@@ -963,10 +964,7 @@ impl ResponseTranslation {
             ResponseTranslation::AnthropicFromConverseStream(stream) => {
                 stream.push(chunk, end_of_stream)
             }
-            ResponseTranslation::BedrockStream(observer) => {
-                observer.observe(chunk);
-                chunk.to_vec()
-            }
+            ResponseTranslation::BedrockStream(observer) => observer.pass(chunk, end_of_stream),
             _ => Vec::new(),
         }
     }

@@ -138,6 +138,9 @@ pub struct StreamObserver {
     first_content: bool,
     /// A frame could not be decoded: the caller's SDK checks the frames itself; the gateway stops reading.
     stopped: bool,
+    /// The bytes of a frame not yet whole, held until it is: a frame goes on whole, or rewritten.
+    partial: Vec<u8>,
+    max_frame_len: usize,
 }
 
 impl StreamObserver {
@@ -147,7 +150,51 @@ impl StreamObserver {
             usage: None,
             first_content: false,
             stopped: false,
+            partial: Vec::new(),
+            max_frame_len,
         }
+    }
+
+    /// Reads one chunk of the reply and returns what goes on to the caller: the same frames, but
+    /// an exception frame whose message names an AWS account or ARN rewritten without them (as
+    /// whole error bodies are, see [`redact_error_body`]). A frame split across chunks goes on
+    /// once whole; at the end of the stream whatever is left goes on as it came.
+    pub fn pass(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
+        self.observe(chunk);
+        if self.partial.is_empty() && !chunk_may_hold_exception(chunk) && whole_frames(chunk) {
+            // The usual case: whole frames, none an exception; nothing to rewrite or hold.
+            return chunk.to_vec();
+        }
+        self.partial.extend_from_slice(chunk);
+        let mut out = Vec::with_capacity(self.partial.len());
+        let mut at = 0;
+        while let Some(length) = self
+            .partial
+            .get(at..at + 4)
+            .and_then(|prefix| <[u8; 4]>::try_from(prefix).ok())
+            .map(|prefix| u32::from_be_bytes(prefix) as usize)
+        {
+            if !(16..=self.max_frame_len).contains(&length) {
+                // Not a frame the gateway can read: the rest goes on unchanged.
+                at = self.partial.len();
+                out.clear();
+                out.extend_from_slice(&self.partial);
+                break;
+            }
+            let Some(frame) = self.partial.get(at..at + length) else {
+                break;
+            };
+            match redacted_exception(frame, self.max_frame_len) {
+                Some(rewritten) => out.extend_from_slice(&rewritten),
+                None => out.extend_from_slice(frame),
+            }
+            at += length;
+        }
+        self.partial.drain(..at.min(self.partial.len()));
+        if end_of_stream {
+            out.append(&mut self.partial);
+        }
+        out
     }
 
     /// Reads one chunk of the reply; the caller sends the chunk on as it is.
@@ -210,10 +257,123 @@ impl StreamObserver {
     }
 }
 
+/// Whether a chunk could hold an exception frame (its `:message-type` header's value): frames
+/// without one go on without being taken apart.
+fn chunk_may_hold_exception(chunk: &[u8]) -> bool {
+    chunk.windows(9).any(|w| w == b"exception")
+}
+
+/// Whether a chunk is a run of whole frames, by their length prefixes.
+fn whole_frames(chunk: &[u8]) -> bool {
+    let mut at = 0;
+    while at < chunk.len() {
+        let Some(prefix) = chunk
+            .get(at..at + 4)
+            .and_then(|p| <[u8; 4]>::try_from(p).ok())
+        else {
+            return false;
+        };
+        let length = u32::from_be_bytes(prefix) as usize;
+        if length < 16 {
+            return false;
+        }
+        at += length;
+    }
+    at == chunk.len()
+}
+
+/// An exception frame re-encoded with its message redacted, if it is one whose message names an
+/// account or an ARN.
+fn redacted_exception(frame: &[u8], max_frame_len: usize) -> Option<Vec<u8>> {
+    let mut rewritten = None;
+    let mut decoder = Decoder::new(max_frame_len);
+    let _ = decoder.decode(frame, &mut |decoded| {
+        if !decoded.is_exception() {
+            return;
+        }
+        let payload = redact_error_body(decoded.payload);
+        if payload == decoded.payload {
+            return;
+        }
+        let mut headers = vec![(
+            ":message-type",
+            decoded.headers.message_type.unwrap_or("exception"),
+        )];
+        if let Some(exception_type) = decoded.headers.exception_type {
+            headers.push((":exception-type", exception_type));
+        }
+        headers.push((
+            ":content-type",
+            decoded.headers.content_type.unwrap_or("application/json"),
+        ));
+        rewritten = Some(crate::eventstream::encode_frame(&headers, &payload));
+    });
+    rewritten
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::eventstream::encode_frame;
+
+    #[test]
+    fn a_streamed_exception_naming_an_account_is_redacted_and_every_other_frame_goes_on_as_it_came()
+    {
+        let delta = encode_frame(
+            &[
+                (":message-type", "event"),
+                (":event-type", "contentBlockDelta"),
+                (":content-type", "application/json"),
+            ],
+            br#"{"contentBlockIndex":0,"delta":{"text":"exception-free text"}}"#,
+        );
+        let exception = encode_frame(
+            &[
+                (":message-type", "exception"),
+                (":exception-type", "validationException"),
+                (":content-type", "application/json"),
+            ],
+            br#"{"message":"User: arn:aws:sts::123456789012:assumed-role/r/s is not authorized"}"#,
+        );
+        let plain_exception = encode_frame(
+            &[
+                (":message-type", "exception"),
+                (":exception-type", "throttlingException"),
+                (":content-type", "application/json"),
+            ],
+            br#"{"message":"Too many tokens"}"#,
+        );
+        let stream: Vec<u8> = [delta.clone(), plain_exception.clone(), exception.clone()].concat();
+        for cut in [1, 7, delta.len(), delta.len() + 3, stream.len() - 1] {
+            let mut observer = StreamObserver::new(1 << 20);
+            let mut out = observer.pass(&stream[..cut], false);
+            out.extend(observer.pass(&stream[cut..], true));
+            let mut frames = Vec::new();
+            Decoder::new(1 << 20)
+                .decode(&out, &mut |f| {
+                    frames.push((
+                        f.headers.exception_type.map(str::to_owned),
+                        f.payload.to_vec(),
+                    ))
+                })
+                .unwrap();
+            assert_eq!(frames.len(), 3, "cut at {cut}");
+            assert!(out.starts_with(&delta), "a delta goes on byte for byte");
+            assert_eq!(frames[1].1, br#"{"message":"Too many tokens"}"#);
+            let message = String::from_utf8(frames[2].1.clone()).unwrap();
+            assert_eq!(frames[2].0.as_deref(), Some("validationException"));
+            assert!(
+                !message.contains("123456789012") && !message.contains("arn:aws"),
+                "{message}"
+            );
+        }
+        let mut observer = StreamObserver::new(1 << 20);
+        assert_eq!(
+            observer.pass(&delta, false),
+            delta,
+            "whole frames without an exception pass at once"
+        );
+    }
 
     #[test]
     fn bedrock_paths_name_a_model_and_an_operation() {
