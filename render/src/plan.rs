@@ -887,11 +887,14 @@ fn api_key(
     })
 }
 
-/// The region in a Bedrock Runtime hostname (`bedrock-runtime[-fips].<region>.amazonaws.com`).
+/// The region in a Bedrock Runtime or Agent Runtime hostname
+/// (`bedrock-runtime[-fips].<region>.amazonaws.com`, `bedrock-agent-runtime.<region>...`).
 fn hostname_region(host: &str) -> Option<String> {
     let rest = host
         .strip_prefix("bedrock-runtime-fips.")
-        .or_else(|| host.strip_prefix("bedrock-runtime."))?;
+        .or_else(|| host.strip_prefix("bedrock-runtime."))
+        .or_else(|| host.strip_prefix("bedrock-agent-runtime-fips."))
+        .or_else(|| host.strip_prefix("bedrock-agent-runtime."))?;
     let (region, domain) = rest.split_once('.')?;
     (domain.starts_with("amazonaws.com") && !region.is_empty()).then(|| region.to_owned())
 }

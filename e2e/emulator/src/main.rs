@@ -9,6 +9,7 @@ mod embeddings;
 mod frames;
 mod identity;
 mod model;
+mod rerank;
 mod service_model;
 
 use base64::Engine as _;
@@ -127,6 +128,8 @@ struct State {
     /// `--service-model`: botocore's Bedrock Runtime model, which Converse, ConverseStream and
     /// CountTokens bodies must satisfy.
     service_model: Option<service_model::ServiceModel>,
+    /// The Bedrock Agent Runtime's model (for Rerank), found beside `--service-model`'s in botocore.
+    agent_service_model: Option<service_model::ServiceModel>,
 }
 
 /// The long-term Bedrock API key `make run AUTH=api-key` uses: `ABSK` + base64 of
@@ -691,6 +694,23 @@ async fn handle(
         .unwrap_or_default()
         .split('/')
         .collect();
+    let host = header("host").unwrap_or_default();
+    if segments.as_slice() == ["", "rerank"] && method == "POST" {
+        // The Agent Runtime's operation: Bedrock Runtime's host does not serve it.
+        if host.starts_with("bedrock-runtime.") {
+            return Ok(bedrock_error(
+                404,
+                "UnknownOperationException",
+                "Unknown operation.",
+                &request_id,
+            ));
+        }
+        let fault = header("x-emulator-fault");
+        if let Some(response) = fault.as_deref().and_then(|f| upfront_fault(f, &request_id)) {
+            return Ok(response);
+        }
+        return Ok(rerank::answer(&state, &body, &request_id));
+    }
     let (encoded_model, operation) = match segments.as_slice() {
         ["", "model", model, operation] if method == "POST" => (*model, *operation),
         _ => {
@@ -956,6 +976,24 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    // botocore keeps each service's model in data/<service>/<version>/: the Agent Runtime's newest.
+    let agent_service_model = flag("--service-model").and_then(|path| {
+        let data = std::path::Path::new(&path).parent()?.parent()?.parent()?;
+        let mut versions: Vec<_> = std::fs::read_dir(data.join("bedrock-agent-runtime"))
+            .ok()?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .collect();
+        versions.sort();
+        let file_name = std::path::Path::new(&path).file_name()?.to_owned();
+        let model = service_model::ServiceModel::load(&versions.last()?.join(file_name));
+        match model {
+            Ok(model) => Some(model),
+            Err(error) => {
+                eprintln!("bedrock emulator: the Agent Runtime's service model: {error}");
+                None
+            }
+        }
+    });
     let lifetime = flag("--credential-lifetime-secs")
         .and_then(|s| s.parse().ok())
         .unwrap_or(3600);
@@ -977,6 +1015,7 @@ async fn main() {
         unauthenticated_calls: AtomicU64::new(0),
         api_keys: Mutex::new(HashSet::from([DEMO_API_KEY.to_owned()])),
         service_model,
+        agent_service_model,
     });
     let listener = match TcpListener::bind(&listen).await {
         Ok(listener) => listener,

@@ -141,6 +141,7 @@ fn benches(c: &mut Criterion) {
         created: 1,
         echo: String::new(),
         tool_names: Default::default(),
+        rerank: None,
     };
     let head = UpstreamHead {
         status: 200,

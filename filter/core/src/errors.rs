@@ -10,6 +10,8 @@ pub enum ApiFormat {
     Anthropic,
     /// Bedrock Runtime's own, for callers of its API through the gateway.
     Bedrock,
+    /// Cohere's (`{"message": ...}`), for callers of the rerank API.
+    Cohere,
 }
 
 /// What went wrong, independent of the caller's API.
@@ -132,6 +134,9 @@ impl GatewayError {
             ApiFormat::OpenAi => self.to_openai_json(),
             ApiFormat::Anthropic => self.to_anthropic_json(),
             ApiFormat::Bedrock => self.to_bedrock_json(),
+            ApiFormat::Cohere => serde_json::json!({ "message": self.message })
+                .to_string()
+                .into_bytes(),
         }
     }
 

@@ -30,6 +30,8 @@ pub enum Endpoint {
     AnthropicMessages,
     AnthropicCountTokens,
     Embeddings,
+    /// Cohere's rerank API, version 1 or 2, on the Bedrock Agent Runtime's Rerank.
+    Rerank(u8),
     /// Bedrock Runtime's own API, passed through and re-signed.
     Bedrock(Operation),
 }
@@ -42,6 +44,8 @@ impl Endpoint {
             "/v1/chat/completions" => Endpoint::ChatCompletions,
             "/v1/responses" => Endpoint::Responses,
             "/v1/embeddings" => Endpoint::Embeddings,
+            "/v1/rerank" => Endpoint::Rerank(1),
+            "/v2/rerank" => Endpoint::Rerank(2),
             "/anthropic/v1/messages" => Endpoint::AnthropicMessages,
             "/anthropic/v1/messages/count_tokens" => Endpoint::AnthropicCountTokens,
             other => Endpoint::Bedrock(crate::passthrough::parse_path(other)?.1),
@@ -63,6 +67,7 @@ impl Endpoint {
             }
             Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens => ApiFormat::Anthropic,
             Endpoint::Bedrock(_) => ApiFormat::Bedrock,
+            Endpoint::Rerank(_) => ApiFormat::Cohere,
         }
     }
 }
@@ -409,6 +414,8 @@ pub struct ResponsePlan {
     pub echo: String,
     /// The Responses API's namespace members and custom tools, to name Bedrock's calls of them.
     pub tool_names: ToolNames,
+    /// A rerank's documents, to return with its results.
+    pub rerank: Option<crate::rerank::RerankPlan>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -438,6 +445,7 @@ pub enum ResponseKind {
     Bedrock {
         operation: Operation,
     },
+    Rerank,
 }
 
 impl ResponseKind {
@@ -515,6 +523,8 @@ pub fn prepare(
     let mut dropped_betas = None;
     let mut invoke_headers = Vec::new();
     let mut batch = None;
+    // The Agent Runtime's Rerank has a path of its own, not a model's.
+    let mut rerank = None;
     let mut tool_names = ToolNames::default();
     let mut dropped_tools = None;
     let (upstream_body, model, operation, kind) = match (endpoint, backend.schema) {
@@ -586,6 +596,21 @@ pub fn prepare(
                 count.model,
                 Operation::CountTokens,
                 ResponseKind::AnthropicCountTokens,
+            )
+        }
+        (Endpoint::Rerank(version), _) => {
+            let requested = requested_model(body)
+                .map(|m| m.into_owned())
+                .map_err(|_| GatewayError::invalid_request("`model` is required."))?;
+            let model_id = backend.model_name_override.as_deref().unwrap_or(&requested);
+            let (rerank_body, plan) =
+                crate::rerank::prepare(body, model_id, &backend.region, version)?;
+            rerank = Some(plan);
+            (
+                rerank_body,
+                requested,
+                Operation::Invoke,
+                ResponseKind::Rerank,
             )
         }
         (Endpoint::Embeddings, _) => {
@@ -672,15 +697,27 @@ pub fn prepare(
     };
 
     let model_id = backend.model_name_override.as_deref().unwrap_or(&model);
-    let path = bedrock::model_path(model_id, operation);
+    let path = if rerank.is_some() {
+        "/rerank".to_owned()
+    } else {
+        bedrock::model_path(model_id, operation)
+    };
     let accept = if kind.is_stream() {
         "application/vnd.amazon.eventstream"
     } else {
         "application/json"
     };
+    // Rerank is the Agent Runtime's: a backend on Bedrock Runtime's default host is asked on the
+    // Agent Runtime's host of its region (an explicit endpoint is taken as the operator's choice).
+    let default_host = format!("bedrock-runtime.{}.amazonaws.com", backend.region);
+    let host = if rerank.is_some() && backend.host == default_host {
+        format!("bedrock-agent-runtime.{}.amazonaws.com", backend.region)
+    } else {
+        backend.host.clone()
+    };
     Ok(UpstreamRequest {
         path,
-        host: backend.host.clone(),
+        host,
         body: upstream_body,
         accept,
         plan: ResponsePlan {
@@ -690,6 +727,7 @@ pub fn prepare(
             created: now_unix_seconds,
             echo,
             tool_names,
+            rerank,
         },
         dropped_betas,
         dropped_tools,
@@ -789,6 +827,10 @@ pub enum ResponseTranslation {
         model: String,
         base64: bool,
         header_tokens: Option<u64>,
+    },
+    Rerank {
+        plan: crate::rerank::RerankPlan,
+        request_id: String,
     },
     /// A Bedrock error body becomes an error in the caller's format.
     Error {
@@ -931,6 +973,13 @@ impl ResponseTranslation {
                 status,
                 header_usage: (input_tokens, output_tokens),
             },
+            ResponseKind::Rerank => ResponseTranslation::Rerank {
+                plan: plan.rerank.clone().unwrap_or(crate::rerank::RerankPlan {
+                    documents: None,
+                    api_version: 1,
+                }),
+                request_id: request_id.to_owned(),
+            },
         }
     }
 
@@ -1054,6 +1103,10 @@ impl ResponseTranslation {
             } => (
                 embeddings::response(body, *family, model, *base64, *header_tokens),
                 ApiFormat::OpenAi,
+            ),
+            ResponseTranslation::Rerank { plan, request_id } => (
+                crate::rerank::response(body, plan, request_id),
+                ApiFormat::Cohere,
             ),
             ResponseTranslation::Bedrock {
                 status,

@@ -25,6 +25,7 @@ pub mod options;
 pub mod passthrough;
 pub mod rawjson;
 pub mod report;
+pub mod rerank;
 pub mod responses;
 pub mod sigv4;
 pub mod stream;

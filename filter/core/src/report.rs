@@ -58,6 +58,8 @@ pub enum Operation {
     Embeddings,
     /// InvokeModel on Bedrock's own API: the body is the model's own, whatever it does.
     GenerateContent,
+    /// The Agent Runtime's Rerank (no GenAI convention names it; AI Gateway's peers say `rerank`).
+    Rerank,
 }
 
 impl Operation {
@@ -66,6 +68,7 @@ impl Operation {
             Operation::Chat => "chat",
             Operation::Embeddings => "embeddings",
             Operation::GenerateContent => "generate_content",
+            Operation::Rerank => "rerank",
         }
     }
 }
@@ -454,6 +457,8 @@ pub fn expected_stat_names(config: &crate::config::Config) -> Vec<(Kind, String)
                 let response_model = backend.model_name_override.as_deref().unwrap_or(model);
                 let operation = if crate::embeddings::Family::of(response_model).is_some() {
                     Operation::Embeddings
+                } else if crate::rerank::is_rerank_model(response_model) {
+                    Operation::Rerank
                 } else {
                     Operation::Chat
                 };

@@ -43,6 +43,7 @@ fn parked(since_ms: u64) -> ParkedRequest {
         created: 0,
         echo: String::new(),
         tool_names: Default::default(),
+        rerank: None,
     };
     let upstream = UpstreamRequest {
         path: "/model/m/converse".into(),

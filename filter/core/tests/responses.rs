@@ -410,6 +410,7 @@ fn the_gateway_plans_and_answers_the_responses_endpoint() {
         created: 1,
         echo: String::new(),
         tool_names: Default::default(),
+        rerank: None,
     };
     let head = UpstreamHead {
         status: 429,

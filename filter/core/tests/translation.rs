@@ -427,6 +427,7 @@ fn plan(stream: bool) -> ResponsePlan {
         created: 1,
         echo: String::new(),
         tool_names: Default::default(),
+        rerank: None,
     }
 }
 
@@ -548,6 +549,7 @@ fn bodiless_answers_are_errors_in_the_callers_format() {
         created: 1,
         echo: String::new(),
         tool_names: Default::default(),
+        rerank: None,
     };
     let (status, out) =
         ResponseTranslation::for_response(&anthropic_stream, head(200, None), 1 << 20)
@@ -932,6 +934,7 @@ fn usage_is_read_from_every_kind_of_response_and_weighed() {
         created: 1,
         echo: String::new(),
         tool_names: Default::default(),
+        rerank: None,
     };
     let message = br#"{"content":[],"usage":{"input_tokens":7,"output_tokens":2,"cache_read_input_tokens":4}}"#;
     let (_, translated) = ResponseTranslation::for_response(&anthropic_plan, head(200, None), 1)

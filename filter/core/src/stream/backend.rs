@@ -56,6 +56,7 @@ fn request_costs(
 fn operation_of(endpoint: Endpoint) -> report::Operation {
     match endpoint {
         Endpoint::Embeddings => report::Operation::Embeddings,
+        Endpoint::Rerank(_) => report::Operation::Rerank,
         Endpoint::Bedrock(
             crate::bedrock::Operation::Invoke | crate::bedrock::Operation::InvokeWithResponseStream,
         ) => report::Operation::GenerateContent,
