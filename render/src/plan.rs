@@ -608,9 +608,17 @@ fn cluster(
                 "{label}: spec.schema.version: {other:?} is not supported (Bedrock's Anthropic version is {ANTHROPIC_VERSION})"
             )))
         }
+        // OpenAI's own models on Bedrock Runtime's OpenAI API (`/openai/v1`), signed as any
+        // Bedrock call: the backend's BackendSecurityPolicy says how.
+        ("OpenAI", None | Some("openai/v1")) => "openai",
+        ("OpenAI", Some(other)) => {
+            return Err(RenderError(format!(
+                "{label}: spec.schema.version: {other:?} is not supported (Bedrock Runtime serves OpenAI's API under openai/v1)"
+            )))
+        }
         (other, _) => {
             return Err(RenderError(format!(
-                "{label}: spec.schema.name: {other:?} is another provider; this gateway serves AWS Bedrock (AWSBedrock, AWSAnthropic)"
+                "{label}: spec.schema.name: {other:?} is another provider; this gateway serves AWS Bedrock (AWSBedrock, AWSAnthropic, and OpenAI for OpenAI's models on Bedrock)"
             )))
         }
     };

@@ -576,8 +576,13 @@ fn security_policies_the_gateway_cannot_honour_are_refused() {
 fn other_providers_and_unsupported_features_are_refused() {
     refused(
         "    name: AWSBedrock\n",
-        "    name: OpenAI\n",
-        "spec.schema.name: \"OpenAI\" is another provider",
+        "    name: AzureOpenAI\n",
+        "spec.schema.name: \"AzureOpenAI\" is another provider",
+    );
+    refused(
+        "    name: AWSBedrock\n",
+        "    name: OpenAI\n    version: v1\n",
+        "Bedrock Runtime serves OpenAI's API under openai/v1",
     );
     refused(
         "  type: AWSCredentials\n",

@@ -9,6 +9,7 @@ mod embeddings;
 mod frames;
 mod identity;
 mod model;
+mod openai;
 mod rerank;
 mod service_model;
 
@@ -694,6 +695,28 @@ async fn handle(
         .unwrap_or_default()
         .split('/')
         .collect();
+    if let ["", "openai", "v1", operation @ ("chat" | "responses"), rest @ ..] = segments.as_slice()
+    {
+        if let Some(response) = header("x-emulator-fault")
+            .as_deref()
+            .and_then(|f| upfront_fault(f, &request_id))
+        {
+            return Ok(response);
+        }
+        let Ok(json_body) = serde_json::from_slice::<Value>(&body) else {
+            return Ok(validation("The body is not valid JSON.", &request_id));
+        };
+        return Ok(match (*operation, rest) {
+            ("chat", ["completions"]) if method == "POST" => openai::chat(&json_body, &request_id),
+            ("responses", []) if method == "POST" => openai::responses(&json_body, &request_id),
+            _ => bedrock_error(
+                404,
+                "UnknownOperationException",
+                "Unknown operation.",
+                &request_id,
+            ),
+        });
+    }
     let host = header("host").unwrap_or_default();
     if segments.as_slice() == ["", "rerank"] && method == "POST" {
         // The Agent Runtime's operation: Bedrock Runtime's host does not serve it.

@@ -43,6 +43,9 @@ pub enum Schema {
     /// Bedrock InvokeModel with Anthropic's native Messages body.
     #[serde(alias = "aws-anthropic")]
     Anthropic,
+    /// OpenAI's own API under Bedrock Runtime's `/openai/v1`, for OpenAI's models (gpt-oss).
+    #[serde(alias = "OpenAI")]
+    Openai,
 }
 
 #[derive(Clone, PartialEq, Eq, Deserialize)]

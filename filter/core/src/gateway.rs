@@ -446,6 +446,8 @@ pub enum ResponseKind {
         operation: Operation,
     },
     Rerank,
+    /// OpenAI's own API on Bedrock, passed back as it came, its usage read.
+    OpenAiOnBedrock(crate::openai_bedrock::OpenAiPlan),
 }
 
 impl ResponseKind {
@@ -457,6 +459,7 @@ impl ResponseKind {
                 | ResponseKind::AnthropicMessage { stream: true }
                 | ResponseKind::AnthropicViaConverse { stream: true }
         ) || matches!(self, ResponseKind::Bedrock { operation } if crate::passthrough::is_stream(operation))
+            || matches!(self, ResponseKind::OpenAiOnBedrock(plan) if plan.stream)
     }
 }
 
@@ -525,9 +528,39 @@ pub fn prepare(
     let mut batch = None;
     // The Agent Runtime's Rerank has a path of its own, not a model's.
     let mut rerank = None;
+    // OpenAI's own API on Bedrock has paths of its own, not a model's.
+    let mut openai_path = None;
     let mut tool_names = ToolNames::default();
     let mut dropped_tools = None;
     let (upstream_body, model, operation, kind) = match (endpoint, backend.schema) {
+        (Endpoint::ChatCompletions | Endpoint::Responses, Schema::Openai) => {
+            let requested = requested_model(body)
+                .map(|m| m.into_owned())
+                .map_err(|_| GatewayError::invalid_request("`model` is required."))?;
+            let model_id = backend
+                .model_name_override
+                .as_deref()
+                .unwrap_or(&requested)
+                .to_owned();
+            let responses = endpoint == Endpoint::Responses;
+            let (openai_body, plan) = crate::openai_bedrock::prepare(body, &model_id, responses)?;
+            openai_path = Some(if responses {
+                "/openai/v1/responses"
+            } else {
+                "/openai/v1/chat/completions"
+            });
+            (
+                openai_body,
+                requested,
+                Operation::Invoke,
+                ResponseKind::OpenAiOnBedrock(plan),
+            )
+        }
+        (_, Schema::Openai) => {
+            return Err(GatewayError::invalid_request(
+                "This model is served with OpenAI's API only: use /v1/chat/completions or /v1/responses.",
+            ))
+        }
         (Endpoint::ChatCompletions, _) => {
             let request = openai::parse_request(body)?;
             bedrock::validate_model_id(&request.model)
@@ -697,12 +730,16 @@ pub fn prepare(
     };
 
     let model_id = backend.model_name_override.as_deref().unwrap_or(&model);
-    let path = if rerank.is_some() {
+    let path = if let Some(path) = openai_path {
+        path.to_owned()
+    } else if rerank.is_some() {
         "/rerank".to_owned()
     } else {
         bedrock::model_path(model_id, operation)
     };
-    let accept = if kind.is_stream() {
+    let accept = if matches!(kind, ResponseKind::OpenAiOnBedrock(plan) if plan.stream) {
+        "text/event-stream"
+    } else if kind.is_stream() {
         "application/vnd.amazon.eventstream"
     } else {
         "application/json"
@@ -832,6 +869,9 @@ pub enum ResponseTranslation {
         plan: crate::rerank::RerankPlan,
         request_id: String,
     },
+    /// OpenAI's own reply from Bedrock, as it came, its usage read.
+    OpenAiOnBedrock,
+    OpenAiOnBedrockStream(Box<crate::openai_bedrock::StreamReader>),
     /// A Bedrock error body becomes an error in the caller's format.
     Error {
         status: u16,
@@ -973,6 +1013,12 @@ impl ResponseTranslation {
                 status,
                 header_usage: (input_tokens, output_tokens),
             },
+            ResponseKind::OpenAiOnBedrock(openai) if openai.stream => {
+                ResponseTranslation::OpenAiOnBedrockStream(Box::new(
+                    crate::openai_bedrock::StreamReader::new(openai),
+                ))
+            }
+            ResponseKind::OpenAiOnBedrock(_) => ResponseTranslation::OpenAiOnBedrock,
             ResponseKind::Rerank => ResponseTranslation::Rerank {
                 plan: plan.rerank.clone().unwrap_or(crate::rerank::RerankPlan {
                     documents: None,
@@ -992,13 +1038,17 @@ impl ResponseTranslation {
                 | ResponseTranslation::AnthropicStream(_)
                 | ResponseTranslation::AnthropicFromConverseStream(_)
                 | ResponseTranslation::BedrockStream(_)
+                | ResponseTranslation::OpenAiOnBedrockStream(_)
         )
     }
 
     /// The reply's content type; `None` keeps Bedrock's.
     pub fn content_type(&self) -> Option<&'static str> {
         match self {
-            ResponseTranslation::Bedrock { .. } | ResponseTranslation::BedrockStream(_) => None,
+            ResponseTranslation::Bedrock { .. }
+            | ResponseTranslation::BedrockStream(_)
+            | ResponseTranslation::OpenAiOnBedrock
+            | ResponseTranslation::OpenAiOnBedrockStream(_) => None,
             _ if self.is_streaming() => Some("text/event-stream"),
             _ => Some("application/json"),
         }
@@ -1014,6 +1064,7 @@ impl ResponseTranslation {
                 stream.push(chunk, end_of_stream)
             }
             ResponseTranslation::BedrockStream(observer) => observer.pass(chunk, end_of_stream),
+            ResponseTranslation::OpenAiOnBedrockStream(reader) => reader.push(chunk, end_of_stream),
             _ => Vec::new(),
         }
     }
@@ -1027,6 +1078,7 @@ impl ResponseTranslation {
             ResponseTranslation::AnthropicStream(stream) => stream.usage(),
             ResponseTranslation::AnthropicFromConverseStream(stream) => stream.usage(),
             ResponseTranslation::BedrockStream(observer) => observer.usage(),
+            ResponseTranslation::OpenAiOnBedrockStream(reader) => reader.usage(),
             _ => None,
         }
     }
@@ -1041,6 +1093,7 @@ impl ResponseTranslation {
                 stream.first_content_emitted()
             }
             ResponseTranslation::BedrockStream(observer) => observer.first_content_seen(),
+            ResponseTranslation::OpenAiOnBedrockStream(reader) => reader.first_content_emitted(),
             _ => false,
         }
     }
@@ -1051,7 +1104,8 @@ impl ResponseTranslation {
     pub fn translate_bodiless(&self) -> (u16, TranslatedBody) {
         let stream_format = match self {
             ResponseTranslation::ChatCompletionStream(_)
-            | ResponseTranslation::ResponseStream(_) => ApiFormat::OpenAi,
+            | ResponseTranslation::ResponseStream(_)
+            | ResponseTranslation::OpenAiOnBedrockStream(_) => ApiFormat::OpenAi,
             ResponseTranslation::AnthropicStream(_)
             | ResponseTranslation::AnthropicFromConverseStream(_) => ApiFormat::Anthropic,
             ResponseTranslation::BedrockStream(_) => ApiFormat::Bedrock,
@@ -1104,6 +1158,15 @@ impl ResponseTranslation {
                 embeddings::response(body, *family, model, *base64, *header_tokens),
                 ApiFormat::OpenAi,
             ),
+            ResponseTranslation::OpenAiOnBedrock => {
+                return (
+                    200,
+                    TranslatedBody {
+                        body: body.to_vec(),
+                        usage: crate::openai_bedrock::reply_usage(body),
+                    },
+                );
+            }
             ResponseTranslation::Rerank { plan, request_id } => (
                 crate::rerank::response(body, plan, request_id),
                 ApiFormat::Cohere,
@@ -1148,7 +1211,8 @@ impl ResponseTranslation {
             | ResponseTranslation::ResponseStream(_)
             | ResponseTranslation::AnthropicStream(_)
             | ResponseTranslation::AnthropicFromConverseStream(_)
-            | ResponseTranslation::BedrockStream(_) => {
+            | ResponseTranslation::BedrockStream(_)
+            | ResponseTranslation::OpenAiOnBedrockStream(_) => {
                 return (200, TranslatedBody::without_usage(Vec::new()))
             }
         };

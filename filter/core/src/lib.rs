@@ -21,6 +21,7 @@ pub mod headers;
 mod jsonpath;
 pub mod models;
 pub mod openai;
+pub mod openai_bedrock;
 pub mod options;
 pub mod passthrough;
 pub mod rawjson;

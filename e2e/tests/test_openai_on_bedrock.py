@@ -1,0 +1,65 @@
+"""OpenAI's own models on Bedrock (gpt-oss) through Bedrock Runtime's OpenAI API: the openai SDK's
+chat (plain and streamed) and Responses (plain and streamed) go through as they are, their model
+made Bedrock's and signed; the usage is read on the way, a stream's asked for whatever the caller
+asked (or it could be neither counted nor charged) and taken out again when it did not ask."""
+
+import openai
+import pytest
+
+from conftest import wait_until
+from test_metrics import prometheus, tokens
+
+GPT_OSS = "openai.gpt-oss-20b-1:0"
+
+
+@pytest.fixture
+def client(gateway):
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+def test_chat_plain_and_streamed(client, gateway):
+    reply = client.chat.completions.create(model=GPT_OSS, messages=[{"role": "user", "content": "hello gpt oss"}])
+    assert reply.choices[0].message.content == "You said: hello gpt oss"
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (3, 5)
+    sent = gateway.last_upstream_request()
+    assert sent["path"] == "/openai/v1/chat/completions"
+    assert sent["headers"]["authorization"].startswith("AWS4-HMAC-SHA256 ") and "/bedrock/aws4_request" in sent["headers"]["authorization"]
+    assert sent["body"]["model"] == GPT_OSS
+
+    before = tokens(prometheus(gateway), GPT_OSS, "bedrock-openai")
+    chunks = list(client.chat.completions.create(model=GPT_OSS, messages=[{"role": "user", "content": "stream it"}], stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "You said: stream it"
+    assert all(c.usage is None for c in chunks), "the caller did not ask for the usage chunk"
+    assert gateway.last_upstream_request()["body"]["stream_options"] == {"include_usage": True}, "the gateway did"
+    wait_until(lambda: tokens(prometheus(gateway), GPT_OSS, "bedrock-openai") == before + 2 + 4, "the stream's tokens counted")
+
+    asked = list(client.chat.completions.create(model=GPT_OSS, messages=[{"role": "user", "content": "with usage"}],
+                                                stream=True, stream_options={"include_usage": True}))
+    assert asked[-1].usage.completion_tokens == 4 and asked[-1].choices == []
+
+
+def test_responses_plain_and_streamed(client, gateway):
+    response = client.responses.create(model=GPT_OSS, input="hello responses")
+    assert response.output_text == "You said: hello responses"
+    assert gateway.last_upstream_request()["path"] == "/openai/v1/responses"
+    with client.responses.stream(model=GPT_OSS, input="stream responses") as stream:
+        final = stream.get_final_response()
+    assert final.output_text == "You said: stream responses"
+    assert final.usage.output_tokens == 4
+
+
+def test_errors_reach_the_caller_in_openais_format(client):
+    with pytest.raises(openai.RateLimitError) as raised:
+        client.chat.completions.create(model=GPT_OSS, messages=[{"role": "user", "content": "x"}],
+                                       extra_headers={"x-emulator-fault": "throttle"})
+    assert raised.value.status_code == 429
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.embeddings.create(model=GPT_OSS, input="x")
+    assert "OpenAI's API only" in raised.value.body["message"]
+
+
+def test_the_docs_command(gateway):
+    import json
+    from test_anthropic_messages import docs_shell_block, run_readme_command
+    (command,) = docs_shell_block("### OpenAI's models on Bedrock")
+    assert json.loads(run_readme_command(command, gateway))["choices"][0]["message"]["content"] == "You said: Hi."
