@@ -289,7 +289,7 @@ def test_models_list_and_retrieve(client):
                    "us.anthropic.claude-sonnet-4-5-20250929-v1:0", "us.anthropic.claude-haiku-4-5-20251001-v1:0", "llama-small",
                    "amazon.titan-embed-text-v2:0", "cohere.embed-english-v3", "cohere.embed-v4:0",
                    "amazon.nova-2-multimodal-embeddings-v1:0", "openai.gpt-oss-20b-1:0",
-                   "cohere.rerank-v3-5:0", "amazon.rerank-v1:0"]
+                   "stability.sd3-5-large-v1:0", "amazon.nova-canvas-v1:0", "cohere.rerank-v3-5:0", "amazon.rerank-v1:0"]
     model = client.models.retrieve("llama-small")
     assert model.id == "llama-small" and model.object == "model" and model.owned_by == "aws-bedrock"
     with pytest.raises(openai.NotFoundError):

@@ -8,6 +8,7 @@ mod converse;
 mod embeddings;
 mod frames;
 mod identity;
+mod images;
 mod model;
 mod openai;
 mod rerank;
@@ -44,6 +45,14 @@ enum Family {
     CohereEmbed,
     CohereEmbedV4,
     NovaEmbed,
+    /// Stability's image models: SD3.5 Large (`sd3`), Stable Image Ultra and Core.
+    StabilityImage {
+        sd3: bool,
+    },
+    /// Nova Canvas (`nova`) and Titan Image Generator v2.
+    CanvasImage {
+        nova: bool,
+    },
 }
 
 impl Family {
@@ -85,6 +94,26 @@ const MODELS: &[(&str, Family)] = &[
     ("cohere.embed-multilingual-v3", Family::CohereEmbed),
     ("cohere.embed-v4:0", Family::CohereEmbedV4),
     ("cohere.embed-v4", Family::CohereEmbedV4),
+    (
+        "stability.sd3-5-large-v1:0",
+        Family::StabilityImage { sd3: true },
+    ),
+    (
+        "stability.stable-image-ultra-v1:1",
+        Family::StabilityImage { sd3: false },
+    ),
+    (
+        "stability.stable-image-core-v1:1",
+        Family::StabilityImage { sd3: false },
+    ),
+    (
+        "amazon.nova-canvas-v1:0",
+        Family::CanvasImage { nova: true },
+    ),
+    (
+        "amazon.titan-image-generator-v2:0",
+        Family::CanvasImage { nova: false },
+    ),
     (
         "amazon.nova-2-multimodal-embeddings-v1:0",
         Family::NovaEmbed,
@@ -820,6 +849,27 @@ async fn handle(
                 delay,
                 &request_id,
             ))
+        }
+        "invoke"
+            if matches!(
+                family,
+                Family::StabilityImage { .. } | Family::CanvasImage { .. }
+            ) =>
+        {
+            let result = match family {
+                Family::StabilityImage { sd3 } => images::stability(&json_body, sd3),
+                Family::CanvasImage { nova } => images::canvas(&json_body, nova),
+                _ => Err("not an image model".into()),
+            };
+            Ok(match result {
+                Ok(answer) => full(
+                    StatusCode::OK,
+                    "application/json",
+                    answer.to_string(),
+                    &request_id,
+                ),
+                Err(message) => validation(&message, &request_id),
+            })
         }
         "invoke" if family.embeds() => {
             // One input of a list the gateway splits into calls carries no caller headers: a text

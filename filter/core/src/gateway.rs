@@ -30,6 +30,8 @@ pub enum Endpoint {
     AnthropicMessages,
     AnthropicCountTokens,
     Embeddings,
+    /// OpenAI's image generation, on InvokeModel of Stability's and the Canvas models.
+    Images,
     /// Cohere's rerank API, version 1 or 2, on the Bedrock Agent Runtime's Rerank.
     Rerank(u8),
     /// Bedrock Runtime's own API, passed through and re-signed.
@@ -44,6 +46,7 @@ impl Endpoint {
             "/v1/chat/completions" => Endpoint::ChatCompletions,
             "/v1/responses" => Endpoint::Responses,
             "/v1/embeddings" => Endpoint::Embeddings,
+            "/v1/images/generations" => Endpoint::Images,
             "/v1/rerank" => Endpoint::Rerank(1),
             "/v2/rerank" => Endpoint::Rerank(2),
             "/anthropic/v1/messages" => Endpoint::AnthropicMessages,
@@ -62,9 +65,10 @@ impl Endpoint {
 
     pub fn format(self) -> ApiFormat {
         match self {
-            Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Embeddings => {
-                ApiFormat::OpenAi
-            }
+            Endpoint::ChatCompletions
+            | Endpoint::Responses
+            | Endpoint::Embeddings
+            | Endpoint::Images => ApiFormat::OpenAi,
             Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens => ApiFormat::Anthropic,
             Endpoint::Bedrock(_) => ApiFormat::Bedrock,
             Endpoint::Rerank(_) => ApiFormat::Cohere,
@@ -446,6 +450,9 @@ pub enum ResponseKind {
         operation: Operation,
     },
     Rerank,
+    Images {
+        family: crate::images::ImageFamily,
+    },
     /// OpenAI's own API on Bedrock, passed back as it came, its usage read.
     OpenAiOnBedrock(crate::openai_bedrock::OpenAiPlan),
 }
@@ -629,6 +636,22 @@ pub fn prepare(
                 count.model,
                 Operation::CountTokens,
                 ResponseKind::AnthropicCountTokens,
+            )
+        }
+        (Endpoint::Images, _) => {
+            let requested = requested_model(body)
+                .map(|m| m.into_owned())
+                .map_err(|_| GatewayError::invalid_request("`model` is required."))?;
+            let model_id = backend
+                .model_name_override
+                .as_deref()
+                .unwrap_or(&requested);
+            let (image_body, family) = crate::images::prepare(body, model_id)?;
+            (
+                image_body,
+                requested,
+                Operation::Invoke,
+                ResponseKind::Images { family },
             )
         }
         (Endpoint::Rerank(version), _) => {
@@ -869,6 +892,10 @@ pub enum ResponseTranslation {
         plan: crate::rerank::RerankPlan,
         request_id: String,
     },
+    Images {
+        family: crate::images::ImageFamily,
+        created: u64,
+    },
     /// OpenAI's own reply from Bedrock, as it came, its usage read.
     OpenAiOnBedrock,
     OpenAiOnBedrockStream(Box<crate::openai_bedrock::StreamReader>),
@@ -1019,6 +1046,10 @@ impl ResponseTranslation {
                 ))
             }
             ResponseKind::OpenAiOnBedrock(_) => ResponseTranslation::OpenAiOnBedrock,
+            ResponseKind::Images { family } => ResponseTranslation::Images {
+                family,
+                created: plan.created,
+            },
             ResponseKind::Rerank => ResponseTranslation::Rerank {
                 plan: plan.rerank.clone().unwrap_or(crate::rerank::RerankPlan {
                     documents: None,
@@ -1167,6 +1198,10 @@ impl ResponseTranslation {
                     },
                 );
             }
+            ResponseTranslation::Images { family, created } => (
+                crate::images::response(body, *family, *created),
+                ApiFormat::OpenAi,
+            ),
             ResponseTranslation::Rerank { plan, request_id } => (
                 crate::rerank::response(body, plan, request_id),
                 ApiFormat::Cohere,

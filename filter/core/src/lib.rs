@@ -18,6 +18,7 @@ pub mod errors;
 pub mod eventstream;
 pub mod gateway;
 pub mod headers;
+pub mod images;
 mod jsonpath;
 pub mod models;
 pub mod openai;

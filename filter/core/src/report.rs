@@ -459,6 +459,8 @@ pub fn expected_stat_names(config: &crate::config::Config) -> Vec<(Kind, String)
                     Operation::Embeddings
                 } else if crate::rerank::is_rerank_model(response_model) {
                     Operation::Rerank
+                } else if crate::images::ImageFamily::of(response_model).is_some() {
+                    Operation::GenerateContent
                 } else {
                     Operation::Chat
                 };

@@ -57,6 +57,8 @@ fn operation_of(endpoint: Endpoint) -> report::Operation {
     match endpoint {
         Endpoint::Embeddings => report::Operation::Embeddings,
         Endpoint::Rerank(_) => report::Operation::Rerank,
+        // Image generation has no operation name of its own in the GenAI conventions.
+        Endpoint::Images => report::Operation::GenerateContent,
         Endpoint::Bedrock(
             crate::bedrock::Operation::Invoke | crate::bedrock::Operation::InvokeWithResponseStream,
         ) => report::Operation::GenerateContent,
