@@ -83,6 +83,9 @@ pub struct AnthropicBlock<'a> {
     /// A `tool_reference` block's tool (tool search's result).
     #[serde(borrow, default)]
     pub tool_name: Option<Cow<'a, str>>,
+    /// A document's `citations` setting: refused when enabled (see `convert_blocks`).
+    #[serde(borrow, default)]
+    pub citations: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +155,7 @@ fn blocks_of<'r>(raw: &'r RawValue, at: &str) -> Result<Vec<AnthropicBlock<'r>>,
             data: None,
             cache_control: None,
             tool_name: None,
+            citations: None,
         }]);
     }
     serde_json::from_str(raw.get()).map_err(|e| {
@@ -213,6 +217,18 @@ fn convert_blocks<'r>(
             }
             "image" => out.push(ContentBlock::Image(image(block.source, &at)?)),
             "document" => {
+                // Converse can cite documents, but this translation does not carry citations back
+                // yet: refused rather than answered without the citations the caller asked for.
+                let citations_on = block
+                    .citations
+                    .and_then(|c| serde_json::from_str::<serde_json::Value>(c.get()).ok())
+                    .and_then(|c| c.get("enabled").and_then(serde_json::Value::as_bool))
+                    == Some(true);
+                if citations_on {
+                    return Err(invalid(format!(
+                        "{at}.citations: citations are not supported for this model through Bedrock Converse by this gateway yet."
+                    )));
+                }
                 let (media_type, data) = base64_source(block.source, &at)?;
                 let format = bedrock::document_format(&media_type)
                     .ok_or_else(|| invalid(format!("{at}: document type {media_type:?} is not supported by Bedrock.")))?;

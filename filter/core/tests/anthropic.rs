@@ -564,3 +564,25 @@ fn claude_code_requests_become_bodies_bedrock_accepts() {
         assert_eq!(dropped, case["dropped"], "fixture {}", path.display());
     }
 }
+
+#[test]
+fn document_citations_are_refused_through_converse_rather_than_silently_dropped() {
+    let body = |citations: &str| {
+        format!(
+            r#"{{"model":"m","max_tokens":10,"messages":[{{"role":"user","content":[{{"type":"document","source":{{"type":"base64","media_type":"application/pdf","data":"JVBE"}}{citations}}},{{"type":"text","text":"cite it"}}]}}]}}"#
+        )
+    };
+    let on = body(r#","citations":{"enabled":true}"#);
+    let request = anthropic_converse::parse(on.as_bytes()).unwrap();
+    let error = anthropic_converse::to_converse(&request, true).unwrap_err();
+    assert_eq!(error.status, 400);
+    assert!(
+        error.message.contains("citations are not supported"),
+        "{}",
+        error.message
+    );
+    for allowed in [body(r#","citations":{"enabled":false}"#), body("")] {
+        let request = anthropic_converse::parse(allowed.as_bytes()).unwrap();
+        assert!(anthropic_converse::to_converse(&request, true).is_ok());
+    }
+}
