@@ -458,3 +458,29 @@ def test_betas_for_a_model_without_them_are_dropped_and_named(client, gateway):
     assert response.headers["x-ai-gateway-dropped-betas"] == "interleaved-thinking-2025-05-14"
     assert response.parse().content[0].text == "You said: hello llama"
     assert "anthropic_beta" not in json.dumps(gateway.last_upstream_request()["body"])
+
+
+CITED = [{"type": "document", "title": "Colours", "citations": {"enabled": True},
+          "source": {"type": "text", "media_type": "text/plain", "data": "The grass is green. The sky is blue."}},
+         {"type": "text", "text": "What colour is the grass?"}]
+
+
+def test_document_citations_through_converse_plain_and_streamed(gateway):
+    """A document with citations on, to a model behind Converse: Converse's citationsContent (and its
+    streamed `citation` deltas) come back as Anthropic's `citations` on the text (`citations_delta`)."""
+    claude = anthropic.Anthropic(base_url=f"{gateway.url}/anthropic", api_key="unused", max_retries=0, timeout=30)
+    sonnet = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    sent_document = None
+    for stream in (False, True):
+        if stream:
+            with claude.messages.stream(model=sonnet, max_tokens=200, messages=[{"role": "user", "content": CITED}]) as events:
+                message = events.get_final_message()
+        else:
+            message = claude.messages.create(model=sonnet, max_tokens=200, messages=[{"role": "user", "content": CITED}])
+            sent_document = gateway.last_upstream_request()["body"]["messages"][0]["content"][0]["document"]
+        block = message.content[0]
+        assert block.type == "text" and block.text.startswith("You said: What colour is the grass?"), block
+        citation = block.citations[0]
+        assert (citation.type, citation.cited_text, citation.document_index, citation.document_title,
+                citation.start_char_index, citation.end_char_index) == ("char_location", "The grass is green.", 0, "Colours", 0, 19), citation
+    assert sent_document["citations"] == {"enabled": True} and sent_document["format"] == "txt"

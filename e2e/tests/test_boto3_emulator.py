@@ -242,3 +242,15 @@ def test_nova_embeddings_count_tokens_in_a_header_only(emulator_url):
     answer = json.loads(response["body"].read())
     assert [e["embeddingType"] for e in answer["embeddings"]] == ["TEXT"]
     assert len(answer["embeddings"][0]["embedding"]) == 256
+
+
+def test_converse_cites_a_document_whose_citations_are_on(emulator_url):
+    document = {"format": "txt", "name": "Colours", "source": {"bytes": b"The grass is green. The sky is blue."},
+                "citations": {"enabled": True}}
+    response = bedrock(emulator_url).converse(
+        modelId="us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        messages=[{"role": "user", "content": [{"document": document}, {"text": "What colour is the grass?"}]}])
+    cited = response["output"]["message"]["content"][0]["citationsContent"]
+    assert cited["content"][0]["text"].startswith("You said: What colour is the grass?")
+    assert cited["citations"][0]["location"] == {"documentChar": {"documentIndex": 0, "start": 0, "end": 19}}
+    assert cited["citations"][0]["sourceContent"] == [{"text": "The grass is green."}]

@@ -2,6 +2,7 @@
 
 use crate::frames;
 use crate::model::{self, Block, CacheUsage, Conversation, Reply};
+use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
@@ -32,6 +33,7 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
         let is_last = index + 1 == messages.len();
         let mut user_text = String::new();
         let mut attachments = Vec::new();
+        let (mut cited, mut documents) = (None, 0usize);
         for block in content {
             if let Some(text) = block.get("text") {
                 let text = text
@@ -87,6 +89,24 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
                     .map_err(|e| format!("messages.{index}: document bytes: {e}"))?;
                 conversation.input_words += 50;
                 attachments.push(format!("document {format} \"{name}\", {size} bytes"));
+                let citations_on = document
+                    .pointer("/citations/enabled")
+                    .and_then(Value::as_bool)
+                    == Some(true);
+                if citations_on && cited.is_none() {
+                    let text = (format == "txt")
+                        .then(|| {
+                            let bytes = document.pointer("/source/bytes")?.as_str()?;
+                            let raw = base64::engine::general_purpose::STANDARD
+                                .decode(bytes)
+                                .ok()?;
+                            String::from_utf8(raw).ok()
+                        })
+                        .flatten()
+                        .unwrap_or_else(|| name.to_owned());
+                    cited = Some((documents, name.to_owned(), text));
+                }
+                documents += 1;
             } else if let Some(reasoning) = block.get("reasoningContent") {
                 // Claude verifies returned thinking against its signature.
                 if let Some(thinking) = reasoning.get("reasoningText") {
@@ -113,6 +133,7 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
         }
         if role == Some("user") {
             conversation.last_user_attachments = attachments;
+            conversation.cited_document = cited;
         }
         conversation.last_role_is_user = role == Some("user");
     }
@@ -318,13 +339,30 @@ fn usage(reply: &Reply, cache: CacheUsage) -> Value {
     usage
 }
 
+/// A citation as Converse writes it (`Citation`, located by `documentChar`).
+fn citation_json(citation: &model::Citation) -> Value {
+    json!({
+        "title": citation.title,
+        "sourceContent": [{ "text": citation.cited_text }],
+        "location": { "documentChar": {
+            "documentIndex": citation.document_index, "start": citation.start, "end": citation.end,
+        } },
+    })
+}
+
 pub fn response(reply: &Reply, cache: CacheUsage) -> Value {
+    let mut citation = reply.citation.as_ref();
     let content: Vec<Value> = reply
         .blocks
         .iter()
         .map(|block| match block {
             Block::Thinking { text, signature } => {
                 json!({ "reasoningContent": { "reasoningText": { "text": text, "signature": signature } } })
+            }
+            // The first text of a reply that cites is a citations block: its text and the citation.
+            Block::Text(text) if citation.is_some() => {
+                let cited = citation.take().map(citation_json);
+                json!({ "citationsContent": { "content": [{ "text": text }], "citations": [cited] } })
             }
             Block::Text(text) => json!({ "text": text }),
             Block::ToolUse { id, name, input } => json!({ "toolUse": { "toolUseId": id, "name": name, "input": input } }),
@@ -346,6 +384,7 @@ pub fn stream_frames(reply: &Reply, cache: CacheUsage) -> Vec<(Bytes, bool)> {
         false,
     )];
     let mut seed = 1;
+    let mut cited = false;
     for (index, block) in reply.blocks.iter().enumerate() {
         match block {
             Block::Thinking { text, signature } => {
@@ -362,6 +401,13 @@ pub fn stream_frames(reply: &Reply, cache: CacheUsage) -> Vec<(Bytes, bool)> {
                     seed += 1;
                     let payload = json!({ "contentBlockIndex": index, "delta": { "text": delta } });
                     frames.push((frames::event("contentBlockDelta", payload, seed), true));
+                }
+                // Bedrock streams a citation as a delta of the block it belongs to.
+                if let Some(citation) = reply.citation.as_ref().filter(|_| !cited) {
+                    cited = true;
+                    seed += 1;
+                    let payload = json!({ "contentBlockIndex": index, "delta": { "citation": citation_json(citation) } });
+                    frames.push((frames::event("contentBlockDelta", payload, seed), false));
                 }
             }
             Block::ToolUse { id, name, input } => {
@@ -436,5 +482,6 @@ pub fn guardrail_reply(conversation: &Conversation) -> Option<Reply> {
         stop_reason: "guardrail_intervened",
         input_tokens: conversation.input_words.max(1),
         output_tokens: 0,
+        citation: None,
     })
 }

@@ -28,6 +28,18 @@ pub struct Reply {
     pub stop_reason: &'static str,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// The reply's first text cites this document (its citations were enabled).
+    pub citation: Option<Citation>,
+}
+
+/// A passage of a document the reply cites, as Converse locates it (`documentChar`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Citation {
+    pub document_index: usize,
+    pub title: String,
+    pub cited_text: String,
+    pub start: usize,
+    pub end: usize,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +60,9 @@ pub struct Conversation {
     pub cache_prefix: Option<CachePrefix>,
     /// Attachments of the last user turn, described in the reply: `image/png, 8 bytes`.
     pub last_user_attachments: Vec<String>,
+    /// The last user turn's first document with citations enabled: its index among the turn's
+    /// documents, name and text (a `txt` document's; others cite their name).
+    pub cited_document: Option<(usize, String, String)>,
     /// The reply must be JSON following this schema (structured output).
     pub output_schema: Option<Value>,
 }
@@ -238,11 +253,33 @@ pub fn reply(conversation: &Conversation, tool_use_id: &str) -> Reply {
         }
     }
     let output_tokens = blocks.iter().map(block_tokens).sum::<u64>().max(1);
+    // The first sentence of a document whose citations are on is what the reply cites.
+    let citation = conversation
+        .cited_document
+        .as_ref()
+        .filter(|_| blocks.iter().any(|b| matches!(b, Block::Text(_))))
+        .map(|(index, name, text)| {
+            let cited: String = text
+                .split_inclusive('.')
+                .next()
+                .unwrap_or(text)
+                .chars()
+                .take(200)
+                .collect();
+            Citation {
+                document_index: *index,
+                title: name.clone(),
+                end: cited.chars().count(),
+                cited_text: cited,
+                start: 0,
+            }
+        });
     Reply {
         blocks,
         stop_reason,
         input_tokens: conversation.input_words.max(1),
         output_tokens,
+        citation,
     }
 }
 

@@ -12,6 +12,7 @@ use crate::errors::{ApiFormat, GatewayError};
 use crate::eventstream::{Decoder, Frame, FrameTranslator};
 use crate::openai::push_json_string;
 use crate::translated::{TokenUsage, TranslatedBody};
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -83,9 +84,11 @@ pub struct AnthropicBlock<'a> {
     /// A `tool_reference` block's tool (tool search's result).
     #[serde(borrow, default)]
     pub tool_name: Option<Cow<'a, str>>,
-    /// A document's `citations` setting: refused when enabled (see `convert_blocks`).
+    /// A document's `citations` setting (`{"enabled": true}`), and its title.
     #[serde(borrow, default)]
     pub citations: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub title: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +159,7 @@ fn blocks_of<'r>(raw: &'r RawValue, at: &str) -> Result<Vec<AnthropicBlock<'r>>,
             cache_control: None,
             tool_name: None,
             citations: None,
+            title: None,
         }]);
     }
     serde_json::from_str(raw.get()).map_err(|e| {
@@ -217,25 +221,29 @@ fn convert_blocks<'r>(
             }
             "image" => out.push(ContentBlock::Image(image(block.source, &at)?)),
             "document" => {
-                // Converse can cite documents, but this translation does not carry citations back
-                // yet: refused rather than answered without the citations the caller asked for.
                 let citations_on = block
                     .citations
                     .and_then(|c| serde_json::from_str::<serde_json::Value>(c.get()).ok())
                     .and_then(|c| c.get("enabled").and_then(serde_json::Value::as_bool))
                     == Some(true);
-                if citations_on {
-                    return Err(invalid(format!(
-                        "{at}.citations: citations are not supported for this model through Bedrock Converse by this gateway yet."
-                    )));
-                }
-                let (media_type, data) = base64_source(block.source, &at)?;
-                let format = bedrock::document_format(&media_type)
-                    .ok_or_else(|| invalid(format!("{at}: document type {media_type:?} is not supported by Bedrock.")))?;
+                // A plain-text source (`{"type": "text", "data": "..."}`) is a txt document.
+                let plain_text = block.source.as_ref().is_some_and(|s| s.kind == "text");
+                let (format, data) = if plain_text {
+                    let text = block.source.and_then(|s| s.data).unwrap_or_default();
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+                    ("txt", Cow::Owned(encoded))
+                } else {
+                    let (media_type, data) = base64_source(block.source, &at)?;
+                    let format = bedrock::document_format(&media_type)
+                        .ok_or_else(|| invalid(format!("{at}: document type {media_type:?} is not supported by Bedrock.")))?;
+                    (format, data)
+                };
+                let name = block.title.as_deref().or(block.name.as_deref()).unwrap_or("document");
                 out.push(ContentBlock::Document(Document {
                     format,
-                    name: bedrock::document_name(block.name.as_deref().unwrap_or("document")),
+                    name: bedrock::document_name(name),
                     source: DocumentSource { bytes: data },
+                    citations: citations_on.then_some(bedrock::CitationsConfig { enabled: true }),
                 }));
             }
             "tool_use" => {
@@ -450,6 +458,65 @@ fn usage_json(usage: Usage) -> String {
 }
 
 /// A Converse reply as an Anthropic `message`.
+/// A Converse citation as Anthropic's: `char_location`, `page_location` or
+/// `content_block_location` for documents (by Converse's `documentChar`, `documentPage`,
+/// `documentChunk`), `web_search_result_location` for the web (without Anthropic's
+/// `encrypted_index`, which Bedrock does not give). `None` for a citation that locates nothing.
+fn anthropic_citation(citation: &bedrock::Citation) -> Option<serde_json::Value> {
+    let cited_text: String = citation
+        .source_content
+        .iter()
+        .map(|c| c.text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let location = citation.location.as_ref()?;
+    let title = citation.title.as_deref();
+    let document = |kind: &str, span: &bedrock::DocumentSpan, start: &str, end: &str| {
+        let mut value = serde_json::json!({
+            "type": kind,
+            "cited_text": cited_text,
+            "document_index": span.document_index,
+            "document_title": title,
+        });
+        if let Some(object) = value.as_object_mut() {
+            object.insert(start.into(), span.start.into());
+            object.insert(end.into(), span.end.into());
+        }
+        value
+    };
+    if let Some(span) = &location.document_char {
+        Some(document(
+            "char_location",
+            span,
+            "start_char_index",
+            "end_char_index",
+        ))
+    } else if let Some(span) = &location.document_page {
+        Some(document(
+            "page_location",
+            span,
+            "start_page_number",
+            "end_page_number",
+        ))
+    } else if let Some(span) = &location.document_chunk {
+        Some(document(
+            "content_block_location",
+            span,
+            "start_block_index",
+            "end_block_index",
+        ))
+    } else {
+        location.web.as_ref().map(|web| {
+            serde_json::json!({
+                "type": "web_search_result_location",
+                "cited_text": cited_text,
+                "url": web.url,
+                "title": title,
+            })
+        })
+    }
+}
+
 pub fn from_converse_response(
     body: &[u8],
     message_id: &str,
@@ -472,6 +539,18 @@ pub fn from_converse_response(
         if let Some(text) = block.text {
             piece.push_str(r#"{"type":"text","text":"#);
             push_json_string(&mut piece, &text);
+            if let Some(cited) = &block.citations_content {
+                let citations: Vec<serde_json::Value> = cited
+                    .citations
+                    .iter()
+                    .filter_map(anthropic_citation)
+                    .collect();
+                let _ = write!(
+                    piece,
+                    r#","citations":{}"#,
+                    serde_json::Value::Array(citations)
+                );
+            }
             piece.push('}');
         } else if let Some(tool_use) = block.tool_use {
             piece.push_str(r#"{"type":"tool_use","id":"#);
@@ -691,6 +770,16 @@ impl ConverseToAnthropicStream {
             );
             push_json_string(&mut data, &tool_use.input);
             data.push_str("}}");
+        } else if let Some(citation) = delta.citation {
+            let Some(citation) = anthropic_citation(&citation) else {
+                return Ok(());
+            };
+            let index =
+                self.ensure_open(at, OpenBlock::Text, r#"{"type":"text","text":""}"#, out)?;
+            let _ = write!(
+                data,
+                r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":"citations_delta","citation":{citation}}}}}"#
+            );
         } else if let Some(reasoning) = delta.reasoning_content {
             if let Some(redacted) = reasoning.redacted_content {
                 let mut block = String::from(r#"{"type":"redacted_thinking","data":"#);

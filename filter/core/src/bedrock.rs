@@ -224,6 +224,14 @@ pub struct Document<'a> {
     pub format: &'static str,
     pub name: String,
     pub source: DocumentSource<'a>,
+    /// `{"enabled": true}`: the model cites the document in its reply (`citationsContent`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub citations: Option<CitationsConfig>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct CitationsConfig {
+    pub enabled: bool,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -483,9 +491,16 @@ impl<'a> ConverseReply<'a> {
                 "Bedrock returned an unreadable Converse response: {e}"
             ))
         })?;
-        let message = response.output.and_then(|o| o.message).ok_or_else(|| {
+        let mut message = response.output.and_then(|o| o.message).ok_or_else(|| {
             GatewayError::upstream("Bedrock's Converse response has no output message.")
         })?;
+        // A cited answer's text is in its citations block: every translation keeps the text.
+        for block in &mut message.content {
+            if let (None, Some(cited)) = (&block.text, &block.citations_content) {
+                let text: String = cited.content.iter().map(|c| c.text.as_str()).collect();
+                block.text = Some(Cow::Owned(text));
+            }
+        }
         Ok(ConverseReply {
             message,
             stop_reason: response.stop_reason,
@@ -510,8 +525,11 @@ pub struct OutputMessage<'a> {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OutputContentBlock<'a> {
+    /// The block's text; for a `citationsContent` block, its generated text (see `ConverseReply::parse`).
     #[serde(borrow, default)]
     pub text: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub citations_content: Option<CitationsContent>,
     #[serde(borrow, default)]
     pub tool_use: Option<OutputToolUse<'a>>,
     #[serde(borrow, default)]
@@ -597,6 +615,66 @@ pub struct ContentBlockDeltaEvent<'a> {
     pub delta: Option<Delta<'a>>,
 }
 
+/// A `citationsContent` block: the generated text, and the passages it cites.
+#[derive(Debug, Deserialize)]
+pub struct CitationsContent {
+    #[serde(default)]
+    pub content: Vec<CitationText>,
+    #[serde(default)]
+    pub citations: Vec<Citation>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CitationText {
+    #[serde(default)]
+    pub text: String,
+}
+
+/// One cited passage (and, streamed, the `citation` delta's shape too).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Citation {
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub source_content: Vec<CitationText>,
+    #[serde(default)]
+    pub location: Option<CitationLocation>,
+}
+
+/// Where a citation points (a union: one member is set).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CitationLocation {
+    #[serde(default)]
+    pub document_char: Option<DocumentSpan>,
+    #[serde(default)]
+    pub document_page: Option<DocumentSpan>,
+    #[serde(default)]
+    pub document_chunk: Option<DocumentSpan>,
+    #[serde(default)]
+    pub web: Option<WebLocation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentSpan {
+    #[serde(default)]
+    pub document_index: u64,
+    #[serde(default)]
+    pub start: u64,
+    #[serde(default)]
+    pub end: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WebLocation {
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Delta<'a> {
@@ -606,6 +684,8 @@ pub struct Delta<'a> {
     pub tool_use: Option<ToolUseDelta<'a>>,
     #[serde(borrow, default)]
     pub reasoning_content: Option<ReasoningDelta<'a>>,
+    #[serde(default)]
+    pub citation: Option<Citation>,
 }
 
 #[derive(Debug, Deserialize)]

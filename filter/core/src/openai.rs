@@ -783,6 +783,7 @@ pub(crate) fn document_from_file<'r>(
         source: DocumentSource {
             bytes: Cow::Owned(data.to_owned()),
         },
+        citations: None,
     })
 }
 

@@ -566,23 +566,31 @@ fn claude_code_requests_become_bodies_bedrock_accepts() {
 }
 
 #[test]
-fn document_citations_are_refused_through_converse_rather_than_silently_dropped() {
-    let body = |citations: &str| {
-        format!(
-            r#"{{"model":"m","max_tokens":10,"messages":[{{"role":"user","content":[{{"type":"document","source":{{"type":"base64","media_type":"application/pdf","data":"JVBE"}}{citations}}},{{"type":"text","text":"cite it"}}]}}]}}"#
-        )
-    };
-    let on = body(r#","citations":{"enabled":true}"#);
-    let request = anthropic_converse::parse(on.as_bytes()).unwrap();
-    let error = anthropic_converse::to_converse(&request, true).unwrap_err();
-    assert_eq!(error.status, 400);
-    assert!(
-        error.message.contains("citations are not supported"),
-        "{}",
-        error.message
+fn document_citations_go_to_converse_and_come_back_as_anthropic_citations() {
+    let body = r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":[
+        {"type":"document","source":{"type":"text","media_type":"text/plain","data":"The grass is green. The sky is blue."},"title":"Colours","citations":{"enabled":true}},
+        {"type":"text","text":"What colour is the grass?"}]}]}"#;
+    let request = anthropic_converse::parse(body.as_bytes()).unwrap();
+    let converse = anthropic_converse::to_converse(&request, true).unwrap();
+    let produced: Value = serde_json::from_slice(&serde_json::to_vec(&converse).unwrap()).unwrap();
+    assert_eq!(
+        produced["messages"][0]["content"][0],
+        json!({"document": {"format": "txt", "name": "Colours", "source": {"bytes": "VGhlIGdyYXNzIGlzIGdyZWVuLiBUaGUgc2t5IGlzIGJsdWUu"}, "citations": {"enabled": true}}})
     );
-    for allowed in [body(r#","citations":{"enabled":false}"#), body("")] {
-        let request = anthropic_converse::parse(allowed.as_bytes()).unwrap();
-        assert!(anthropic_converse::to_converse(&request, true).is_ok());
-    }
+
+    let reply = br#"{"output":{"message":{"role":"assistant","content":[{"citationsContent":{"content":[{"text":"The grass is green."}],"citations":[{"title":"Colours","sourceContent":[{"text":"The grass is green."}],"location":{"documentChar":{"documentIndex":0,"start":0,"end":20}}}]}}]}},"stopReason":"end_turn","usage":{"inputTokens":9,"outputTokens":4,"totalTokens":13}}"#;
+    let translated = anthropic_converse::from_converse_response(reply, "id", "m").unwrap();
+    let message: Value = serde_json::from_slice(&translated.body).unwrap();
+    assert_eq!(
+        message["content"],
+        json!([{"type": "text", "text": "The grass is green.", "citations": [{"type": "char_location",
+            "cited_text": "The grass is green.", "document_index": 0, "document_title": "Colours",
+            "start_char_index": 0, "end_char_index": 20}]}])
+    );
+    // The same answer for OpenAI's callers keeps its text (OpenAI has no document citations).
+    let openai = bedrock_gateway_core::bedrock::ConverseReply::parse(reply).unwrap();
+    assert_eq!(
+        openai.message.content[0].text.as_deref(),
+        Some("The grass is green.")
+    );
 }
