@@ -63,3 +63,33 @@ def test_the_docs_command(gateway):
     from test_anthropic_messages import docs_shell_block, run_readme_command
     (command,) = docs_shell_block("### OpenAI's models on Bedrock")
     assert json.loads(run_readme_command(command, gateway))["choices"][0]["message"]["content"] == "You said: Hi."
+
+
+def test_bedrock_mantle_signs_for_its_own_service(workdir, emulator_url):
+    """A backend on Bedrock Mantle (host bedrock-mantle.<region>.api.aws, OpenAI's API under /v1):
+    the request is signed for the service `bedrock-mantle`, which the emulator checks. The rendered
+    backend is pointed at Mantle's host as `ai-gateway-render` writes it for a Backend named
+    bedrock-mantle.us-east-1.api.aws with `schema: {name: OpenAI, version: v1}`."""
+    from conftest import launch_gateway, stop_process
+
+    def on_mantle(text: str) -> str:
+        anchor = '"bedrock-openai": {\n'
+        assert anchor in text
+        indent = " " * 26
+        return text.replace(anchor, anchor + indent + '"endpoint": "bedrock-mantle.us-east-1.api.aws",\n'
+                            + indent + '"api_prefix": "/v1",\n', 1)
+
+    keys = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
+    process, gateway = launch_gateway(workdir, emulator_url, "envoy-mantle", keys, edit=on_mantle)
+    try:
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=30)
+        reply = client.chat.completions.create(model=GPT_OSS, messages=[{"role": "user", "content": "hello mantle"}])
+        assert reply.choices[0].message.content == "You said: hello mantle"
+        sent = gateway.last_upstream_request()
+        assert sent["path"] == "/v1/chat/completions"
+        assert sent["headers"]["host"] == "bedrock-mantle.us-east-1.api.aws"
+        assert "/us-east-1/bedrock-mantle/aws4_request" in sent["headers"]["authorization"]
+        assert client.responses.create(model=GPT_OSS, input="hi").output_text == "You said: hi"
+        assert gateway.last_upstream_request()["path"] == "/v1/responses"
+    finally:
+        stop_process(process)

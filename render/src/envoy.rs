@@ -112,6 +112,8 @@ struct PluginBackend<'a> {
     prompt_caching: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hosted_tools: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_prefix: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -171,6 +173,7 @@ pub fn plugin_configuration<'a>(plan: &'a Plan, options: &Options) -> PluginConf
                 calls_cluster: calls_cluster_name(&cluster.name),
                 prompt_caching: backend.prompt_caching,
                 hosted_tools: backend.hosted_tools,
+                api_prefix: backend.api_prefix,
             };
             (cluster.name.as_str(), entry)
         })

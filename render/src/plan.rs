@@ -125,6 +125,8 @@ pub struct BackendPlan {
     pub prompt_caching: Option<&'static str>,
     /// `bedrock-gateway/hosted-tools`: `drop` or `refuse`.
     pub hosted_tools: Option<&'static str>,
+    /// Schema `openai` with `version: v1`: OpenAI's API under `/v1` (Bedrock Mantle) instead of `/openai/v1`.
+    pub api_prefix: Option<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -610,10 +612,10 @@ fn cluster(
         }
         // OpenAI's own models on Bedrock Runtime's OpenAI API (`/openai/v1`), signed as any
         // Bedrock call: the backend's BackendSecurityPolicy says how.
-        ("OpenAI", None | Some("openai/v1")) => "openai",
+        ("OpenAI", None | Some("openai/v1" | "v1")) => "openai",
         ("OpenAI", Some(other)) => {
             return Err(RenderError(format!(
-                "{label}: spec.schema.version: {other:?} is not supported (Bedrock Runtime serves OpenAI's API under openai/v1)"
+                "{label}: spec.schema.version: {other:?} is not supported (Bedrock serves OpenAI's API under openai/v1, and Bedrock Mantle also under v1)"
             )))
         }
         (other, _) => {
@@ -678,6 +680,9 @@ fn cluster(
             model_name_override,
             prompt_caching: options.prompt_caching,
             hosted_tools: options.hosted_tools,
+            api_prefix: (spec.schema.name == "OpenAI"
+                && spec.schema.version.as_deref() == Some("v1"))
+            .then_some("/v1"),
         },
     })
 }
@@ -902,9 +907,11 @@ fn hostname_region(host: &str) -> Option<String> {
         .strip_prefix("bedrock-runtime-fips.")
         .or_else(|| host.strip_prefix("bedrock-runtime."))
         .or_else(|| host.strip_prefix("bedrock-agent-runtime-fips."))
-        .or_else(|| host.strip_prefix("bedrock-agent-runtime."))?;
+        .or_else(|| host.strip_prefix("bedrock-agent-runtime."))
+        .or_else(|| host.strip_prefix("bedrock-mantle."))?;
     let (region, domain) = rest.split_once('.')?;
-    (domain.starts_with("amazonaws.com") && !region.is_empty()).then(|| region.to_owned())
+    let aws = domain.starts_with("amazonaws.com") || domain.starts_with("api.aws");
+    (aws && !region.is_empty()).then(|| region.to_owned())
 }
 
 type Endpoints = (Vec<(String, u16)>, Discovery, Option<(String, u16)>);

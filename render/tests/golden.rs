@@ -581,8 +581,8 @@ fn other_providers_and_unsupported_features_are_refused() {
     );
     refused(
         "    name: AWSBedrock\n",
-        "    name: OpenAI\n    version: v1\n",
-        "Bedrock Runtime serves OpenAI's API under openai/v1",
+        "    name: OpenAI\n    version: v2\n",
+        "Bedrock serves OpenAI's API under openai/v1",
     );
     refused(
         "  type: AWSCredentials\n",
@@ -818,4 +818,53 @@ fn backend_annotations_reach_the_plugin_configuration_and_typos_are_refused() {
     }
     let other = base.replace(anchor, "    example.com/owner: platform\n");
     render(&other, &Options::default()).expect("other annotations are Kubernetes' own");
+}
+
+#[test]
+fn an_openai_schema_backend_on_bedrock_mantle_gets_its_host_and_prefix() {
+    let mantle = r#"---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata:
+  name: mantle
+spec:
+  schema: { name: OpenAI, version: v1 }
+  backendRef: { name: mantle-endpoint, kind: Backend, group: gateway.envoyproxy.io }
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata:
+  name: mantle-endpoint
+spec:
+  endpoints:
+  - fqdn: { hostname: bedrock-mantle.us-west-2.api.aws, port: 443 }
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: BackendSecurityPolicy
+metadata:
+  name: mantle-credentials
+spec:
+  targetRefs:
+  - { group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: mantle }
+  type: AWSCredentials
+  awsCredentials: { region: us-west-2 }
+"#;
+    let emulator = read("examples/emulator.yaml").replace(
+        "    backendRefs:\n    - name: bedrock-openai\n",
+        "    backendRefs:\n    - name: mantle\n",
+    );
+    let rendered = render(
+        &format!("{emulator}{mantle}"),
+        &make_run_options("examples/emulator.yaml"),
+    );
+    let yaml = match rendered {
+        Ok(rendered) => rendered.envoy_yaml,
+        Err(error) => panic!("{error}"),
+    };
+    assert!(
+        yaml.contains(r#""endpoint": "bedrock-mantle.us-west-2.api.aws""#),
+        "the host to sign"
+    );
+    assert!(yaml.contains(r#""api_prefix": "/v1""#));
+    assert!(yaml.contains(r#""region": "us-west-2""#));
 }

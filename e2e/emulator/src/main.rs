@@ -694,7 +694,12 @@ async fn handle(
         &headers,
         &body,
         &lookup,
-        "bedrock",
+        // Bedrock Mantle (`/v1/...` on bedrock-mantle.<region>.api.aws) signs for a service of its own.
+        if path_and_query.starts_with("/v1/") {
+            "bedrock-mantle"
+        } else {
+            "bedrock"
+        },
         state.region.as_deref(),
     ) {
         state.unauthenticated_calls.fetch_add(1, Ordering::Relaxed);
@@ -724,8 +729,11 @@ async fn handle(
         .unwrap_or_default()
         .split('/')
         .collect();
-    if let ["", "openai", "v1", operation @ ("chat" | "responses"), rest @ ..] = segments.as_slice()
-    {
+    let openai_segments = match segments.as_slice() {
+        ["", "openai", "v1", rest @ ..] | ["", "v1", rest @ ..] => Some(rest),
+        _ => None,
+    };
+    if let Some([operation @ ("chat" | "responses"), rest @ ..]) = openai_segments {
         if let Some(response) = header("x-emulator-fault")
             .as_deref()
             .and_then(|f| upfront_fault(f, &request_id))

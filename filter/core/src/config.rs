@@ -166,6 +166,10 @@ struct RawBackend {
     hosted_tools: HostedTools,
     #[serde(default)]
     prompt_caching: PromptCaching,
+    /// Schema `openai`: where OpenAI's API lives on the backend's host (`/openai/v1` on Bedrock
+    /// Runtime; `/v1` or `/openai/v1` on Bedrock Mantle, by model).
+    #[serde(default)]
+    api_prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,6 +292,8 @@ pub struct Backend {
     pub hosted_tools: HostedTools,
     /// Whether the gateway adds cache points to Converse requests that carry none.
     pub prompt_caching: PromptCaching,
+    /// Schema `openai`: the path OpenAI's API is under (`/openai/v1` unless configured).
+    pub api_prefix: String,
 }
 
 /// Who places Converse's cache points.
@@ -763,6 +769,15 @@ fn resolve_backend(
         calls_cluster: raw.calls_cluster.filter(|c| !c.is_empty()),
         hosted_tools: raw.hosted_tools,
         prompt_caching: raw.prompt_caching,
+        api_prefix: match raw.api_prefix {
+            None => "/openai/v1".to_owned(),
+            Some(prefix) if matches!(prefix.as_str(), "/v1" | "/openai/v1") => prefix,
+            Some(other) => {
+                return Err(fail(&format!(
+                    "api_prefix {other:?} must be /v1 or /openai/v1"
+                )))
+            }
+        },
     })
 }
 

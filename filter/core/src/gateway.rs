@@ -380,6 +380,16 @@ impl UpstreamRequest {
     }
 }
 
+/// The SigV4 service of a Bedrock host: `bedrock-mantle` for Bedrock Mantle
+/// (`bedrock-mantle.<region>.api.aws`), `bedrock` for Bedrock Runtime and the Agent Runtime.
+pub fn signing_service(host: &str) -> &'static str {
+    if host.starts_with("bedrock-mantle.") {
+        "bedrock-mantle"
+    } else {
+        "bedrock"
+    }
+}
+
 /// Signs a `POST` of `body` to Bedrock's `path` on `host` (the path as it goes on the wire).
 pub fn sign_invoke(
     path: &str,
@@ -399,7 +409,7 @@ pub fn sign_invoke(
         payload: body,
     };
     let now = UtcDateTime::from_unix_seconds(now_unix_seconds);
-    let signed = signer.sign(&to_sign, credentials, region, "bedrock", now);
+    let signed = signer.sign(&to_sign, credentials, region, signing_service(host), now);
     Signature {
         authorization: signed.authorization,
         amz_date: signed.amz_date,
@@ -551,11 +561,12 @@ pub fn prepare(
                 .to_owned();
             let responses = endpoint == Endpoint::Responses;
             let (openai_body, plan) = crate::openai_bedrock::prepare(body, &model_id, responses)?;
-            openai_path = Some(if responses {
-                "/openai/v1/responses"
+            let operation_path = if responses {
+                "responses"
             } else {
-                "/openai/v1/chat/completions"
-            });
+                "chat/completions"
+            };
+            openai_path = Some(format!("{}/{operation_path}", backend.api_prefix));
             (
                 openai_body,
                 requested,
@@ -754,7 +765,7 @@ pub fn prepare(
 
     let model_id = backend.model_name_override.as_deref().unwrap_or(&model);
     let path = if let Some(path) = openai_path {
-        path.to_owned()
+        path
     } else if rerank.is_some() {
         "/rerank".to_owned()
     } else {
@@ -1264,6 +1275,26 @@ impl ResponseTranslation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bedrock_mantle_signs_for_a_service_of_its_own() {
+        assert_eq!(
+            signing_service("bedrock-mantle.us-east-1.api.aws"),
+            "bedrock-mantle"
+        );
+        assert_eq!(
+            signing_service("bedrock-runtime.us-east-1.amazonaws.com"),
+            "bedrock"
+        );
+        assert_eq!(
+            signing_service("bedrock-agent-runtime.us-east-1.amazonaws.com"),
+            "bedrock"
+        );
+        assert_eq!(
+            signing_service("vpce-1.bedrock-runtime.us-east-1.vpce.amazonaws.com"),
+            "bedrock"
+        );
+    }
 
     #[test]
     fn caller_credential_headers_are_recognised_in_any_case() {

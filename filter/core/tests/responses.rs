@@ -342,6 +342,7 @@ fn the_gateway_plans_and_answers_the_responses_endpoint() {
         calls_cluster: None,
         hosted_tools: Default::default(),
         prompt_caching: Default::default(),
+        api_prefix: "/openai/v1".into(),
     };
     let body = br#"{"model":"claude","input":"hi","stream":true,"include":["reasoning.encrypted_content"],"metadata":{"k":"v"}}"#;
     let upstream = gateway::prepare(

@@ -259,6 +259,7 @@ fn backend(model_name_override: Option<&str>, session_token: Option<&str>) -> Ba
         calls_cluster: None,
         hosted_tools: Default::default(),
         prompt_caching: Default::default(),
+        api_prefix: "/openai/v1".into(),
     }
 }
 
