@@ -56,6 +56,13 @@ def test_errors_reach_the_caller_in_openais_format(client):
     with pytest.raises(openai.BadRequestError) as raised:
         client.embeddings.create(model=GPT_OSS, input="x")
     assert "OpenAI's API only" in raised.value.body["message"]
+    # A malformed request goes through as sent, and Bedrock (the emulator) refuses it.
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model=GPT_OSS, messages=[])
+    assert "messages is required" in raised.value.body["message"], raised.value.body
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(model=GPT_OSS, input="x", background=True)
+    assert "background" in raised.value.body["message"], raised.value.body
 
 
 def test_the_docs_command(gateway):
@@ -91,5 +98,9 @@ def test_bedrock_mantle_signs_for_its_own_service(workdir, emulator_url):
         assert "/us-east-1/bedrock-mantle/aws4_request" in sent["headers"]["authorization"]
         assert client.responses.create(model=GPT_OSS, input="hi").output_text == "You said: hi"
         assert gateway.last_upstream_request()["path"] == "/v1/responses"
+        streamed = list(client.chat.completions.create(model=GPT_OSS, messages=[{"role": "user", "content": "stream mantle"}], stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == "You said: stream mantle"
+        with client.responses.stream(model=GPT_OSS, input="stream it") as events:
+            assert events.get_final_response().output_text == "You said: stream it"
     finally:
         stop_process(process)
