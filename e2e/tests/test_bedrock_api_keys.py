@@ -98,11 +98,12 @@ def api_key_resources(tmp_dir, key: str):
     text = RESOURCES.read_text()
     policy = text[text.index("apiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: BackendSecurityPolicy"):]
     policy = policy[: policy.index("---\n")]
+    # The same backends as the example's policy names.
+    targets = "".join(line + "\n" for line in policy.splitlines() if "kind: AIServiceBackend" in line)
+    assert "bedrock-us-east-1" in targets and "bedrock-openai" in targets, targets
     api_key_policy = (
         "apiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: BackendSecurityPolicy\nmetadata:\n  name: bedrock-credentials\n"
-        "spec:\n  targetRefs:\n"
-        "  - { group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: bedrock-us-east-1 }\n"
-        "  - { group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: bedrock-anthropic }\n"
+        "spec:\n  targetRefs:\n" + targets +
         "  type: APIKey\n  apiKey:\n    secretRef: { name: bedrock-api-key }\n"
         f"---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: bedrock-api-key\nstringData:\n  apiKey: {key}\n"
     )
