@@ -553,6 +553,11 @@ impl Config {
     }
 }
 
+/// Bedrock Runtime's host in `region`: a backend's `Host` unless its `endpoint` says otherwise.
+pub fn default_host(region: &str) -> String {
+    format!("bedrock-runtime.{region}.amazonaws.com")
+}
+
 /// Picks the first source of the AWS SDK default chain that the environment enables.
 fn default_chain_choice(
     web_identity_cluster: Option<String>,
@@ -754,9 +759,7 @@ fn resolve_backend(
         raw.request_metadata,
     )
     .map_err(|e| fail(&e))?;
-    let host = raw
-        .endpoint
-        .unwrap_or_else(|| format!("bedrock-runtime.{}.amazonaws.com", raw.region));
+    let host = raw.endpoint.unwrap_or_else(|| default_host(&raw.region));
     Ok(Backend {
         name: name.to_owned(),
         schema: raw.schema,

@@ -516,12 +516,6 @@ impl Parser {
 
     fn unary(&mut self) -> Result<Expr, String> {
         if self.eat("-") {
-            // `-9223372036854775808` is a literal of its own in CEL.
-            if let Some(Token::Int(n)) = self.tokens.get(self.at) {
-                let n = *n;
-                self.at += 1;
-                return self.member(Expr::Literal(Value::Int(-n)));
-            }
             return Ok(Expr::Negate(Box::new(self.unary()?)));
         }
         if self.eat("!") {

@@ -505,6 +505,17 @@ pub fn requested_model(body: &[u8]) -> Result<Cow<'_, str>, GatewayError> {
     Ok(model)
 }
 
+/// The model the caller named, and the Bedrock model the backend asks for it (its override, or
+/// the caller's), for the endpoints that send a request on with only its `model` looked at.
+fn requested_and_target(body: &[u8], backend: &Backend) -> Result<(String, String), GatewayError> {
+    let requested = requested_model(body)?.into_owned();
+    let target = backend
+        .model_name_override
+        .clone()
+        .unwrap_or_else(|| requested.clone());
+    Ok((requested, target))
+}
+
 /// Request headers the translation uses.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CallerHeaders<'a> {
@@ -551,14 +562,7 @@ pub fn prepare(
     let mut dropped_tools = None;
     let (upstream_body, model, operation, kind) = match (endpoint, backend.schema) {
         (Endpoint::ChatCompletions | Endpoint::Responses, Schema::Openai) => {
-            let requested = requested_model(body)
-                .map(|m| m.into_owned())
-                .map_err(|_| GatewayError::invalid_request("`model` is required."))?;
-            let model_id = backend
-                .model_name_override
-                .as_deref()
-                .unwrap_or(&requested)
-                .to_owned();
+            let (requested, model_id) = requested_and_target(body, backend)?;
             let responses = endpoint == Endpoint::Responses;
             let (openai_body, plan) = crate::openai_bedrock::prepare(body, &model_id, responses)?;
             let operation_path = if responses {
@@ -650,14 +654,8 @@ pub fn prepare(
             )
         }
         (Endpoint::Images, _) => {
-            let requested = requested_model(body)
-                .map(|m| m.into_owned())
-                .map_err(|_| GatewayError::invalid_request("`model` is required."))?;
-            let model_id = backend
-                .model_name_override
-                .as_deref()
-                .unwrap_or(&requested);
-            let (image_body, family) = crate::images::prepare(body, model_id)?;
+            let (requested, model_id) = requested_and_target(body, backend)?;
+            let (image_body, family) = crate::images::prepare(body, &model_id)?;
             (
                 image_body,
                 requested,
@@ -666,12 +664,9 @@ pub fn prepare(
             )
         }
         (Endpoint::Rerank(version), _) => {
-            let requested = requested_model(body)
-                .map(|m| m.into_owned())
-                .map_err(|_| GatewayError::invalid_request("`model` is required."))?;
-            let model_id = backend.model_name_override.as_deref().unwrap_or(&requested);
+            let (requested, model_id) = requested_and_target(body, backend)?;
             let (rerank_body, plan) =
-                crate::rerank::prepare(body, model_id, &backend.region, version)?;
+                crate::rerank::prepare(body, &model_id, &backend.region, version)?;
             rerank = Some(plan);
             (
                 rerank_body,
@@ -780,8 +775,7 @@ pub fn prepare(
     };
     // Rerank is the Agent Runtime's: a backend on Bedrock Runtime's default host is asked on the
     // Agent Runtime's host of its region (an explicit endpoint is taken as the operator's choice).
-    let default_host = format!("bedrock-runtime.{}.amazonaws.com", backend.region);
-    let host = if rerank.is_some() && backend.host == default_host {
+    let host = if rerank.is_some() && backend.host == crate::config::default_host(&backend.region) {
         format!("bedrock-agent-runtime.{}.amazonaws.com", backend.region)
     } else {
         backend.host.clone()

@@ -148,7 +148,10 @@ impl StreamReader {
         else {
             return true;
         };
-        if data.starts_with(b"[DONE]") {
+        // Once the first content was seen, only a usage event needs reading: the others go on
+        // without being parsed (a stream is mostly deltas).
+        let has_usage = data.windows(7).any(|w| w == b"\"usage\"");
+        if data.starts_with(b"[DONE]") || (self.first_content && !has_usage) {
             return true;
         }
         let Ok(value) = serde_json::from_slice::<Value>(data) else {

@@ -27,6 +27,7 @@ use bedrock_gateway_core::stream::{Flow, Host, Side};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -531,10 +532,12 @@ impl Host for WasmHost {
     /// (`%FILTER_STATE(wasm.ai_gateway.usage:PLAIN)%`) and rate-limit costs. Each is a host call.
     fn record_usage(&mut self, summary: &UsageSummary) {
         // One path segment: the SDK joins segments with NUL, and the key must read `wasm.ai_gateway.usage`.
-        let costs = summary
-            .costs
-            .iter()
-            .map(|(key, value)| (format!("ai_gateway.{key}"), value.to_string()));
+        let costs = summary.costs.iter().map(|(key, value)| {
+            (
+                Cow::Owned(format!("ai_gateway.{key}")),
+                Cow::Owned(value.to_string()),
+            )
+        });
         let span = summary
             .span
             .iter()
@@ -544,11 +547,17 @@ impl Host for WasmHost {
                     SpanValue::Text(text) => text,
                     SpanValue::Number(n) => n.to_string(),
                 };
-                (format!("ai_gateway.{key}"), value)
+                (Cow::Owned(format!("ai_gateway.{key}")), Cow::Owned(value))
             });
-        let usage = ("ai_gateway.usage".to_owned(), summary.json.clone());
+        // Borrowed: the summary is the request's biggest figure, and needs no copy to be written.
+        let usage = (
+            Cow::Borrowed("ai_gateway.usage"),
+            Cow::Borrowed(summary.json.as_str()),
+        );
         for (name, value) in std::iter::once(usage).chain(costs).chain(span) {
-            if let Err(status) = hostcalls::set_property(vec![&name], Some(value.as_bytes())) {
+            if let Err(status) =
+                hostcalls::set_property(vec![name.as_ref()], Some(value.as_bytes()))
+            {
                 log::debug!("ai gateway: cannot record {name} in filter state: {status:?}");
             }
         }

@@ -289,17 +289,15 @@ impl BackendStream {
             .model_name_override
             .clone()
             .unwrap_or_else(|| model.clone());
+        let operation = operation_of(endpoint);
         self.measurement = Some(Measurement {
             caller,
             caller_labels,
-            labels: worker.labels.get(
-                operation_of(endpoint),
-                &model,
-                &response_model,
-                &backend.name,
-            ),
+            labels: worker
+                .labels
+                .get(operation, &model, &response_model, &backend.name),
             response_model,
-            operation: operation_of(endpoint),
+            operation,
             request_id,
             stream_key,
             model,
