@@ -7,7 +7,7 @@
 use crate::credentials_file::{profile_keys, StaticKeys};
 use crate::resources::*;
 use crate::RenderError;
-use bedrock_gateway_core::credentials::parse_rfc3339;
+use bedrock_gateway_core::aws::credentials::parse_rfc3339;
 use std::collections::BTreeMap;
 
 /// The header the routing stage fills from the body's `model`.
@@ -223,7 +223,7 @@ fn span_name(route: &RoutePlan) -> String {
         .iter()
         .find(|h| h.name == "x-ai-eg-model" && !h.regex)
         .map_or("", |h| h.value.as_str());
-    let operation = if bedrock_gateway_core::embeddings::Family::of(model).is_some() {
+    let operation = if bedrock_gateway_core::api::embeddings::Family::of(model).is_some() {
         "embeddings"
     } else {
         "chat"

@@ -206,9 +206,11 @@ pub fn plan_costs(routes: &[&Object<RouteSpec>]) -> Result<Vec<CostPlan>, Render
                 cel: cost.cel.clone(),
             };
             let raw = serde_json::to_value(&entry)
-                .and_then(serde_json::from_value::<bedrock_gateway_core::costs::RawRequestCost>)
+                .and_then(
+                    serde_json::from_value::<bedrock_gateway_core::config::costs::RawRequestCost>,
+                )
                 .map_err(|e| RenderError(format!("{at}: {e}")))?;
-            bedrock_gateway_core::costs::RequestCost::parse(raw)
+            bedrock_gateway_core::config::costs::RequestCost::parse(raw)
                 .map_err(|e| RenderError(format!("{at}: {e}")))?;
             match costs.iter().find(|c| c.metadata_key == entry.metadata_key) {
                 Some(known) if *known != entry => {

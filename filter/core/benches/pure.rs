@@ -8,14 +8,14 @@
     clippy::indexing_slicing
 )] // a test stops where it fails
 
-use bedrock_gateway_core::anthropic;
+use bedrock_gateway_core::api::anthropic;
+use bedrock_gateway_core::aws::sigv4::Signer;
+use bedrock_gateway_core::bedrock::eventstream::encode_frame;
 use bedrock_gateway_core::config::{BackendCredentials, Config};
 use bedrock_gateway_core::errors::ApiFormat;
-use bedrock_gateway_core::eventstream::encode_frame;
 use bedrock_gateway_core::gateway::{
     self, CallerHeaders, Endpoint, ResponseKind, ResponsePlan, ResponseTranslation, UpstreamHead,
 };
-use bedrock_gateway_core::sigv4::Signer;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 
@@ -123,7 +123,7 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("anthropic -> invoke (rewrite)", |b| {
         b.iter(|| {
-            anthropic::prepare_invoke(
+            anthropic::invoke::prepare_invoke(
                 black_box(ANTHROPIC),
                 Some("interleaved-thinking-2025-05-14"),
                 &Default::default(),

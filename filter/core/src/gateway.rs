@@ -3,20 +3,21 @@
 //! The proxy-wasm glue feeds it headers and bodies and applies what it returns;
 //! everything here is plain Rust, tested natively.
 
-use crate::anthropic::{self, AnthropicStreamTranslator};
-use crate::anthropic_converse::{self, ConverseToAnthropicStream};
+use crate::api::anthropic::{
+    self, converse::ConverseToAnthropicStream, invoke::AnthropicStreamTranslator,
+};
+use crate::api::embeddings;
+use crate::api::models;
+use crate::api::openai::{self, ChatStreamTranslator, ResponseContext};
+use crate::api::responses::{self, ResponsesContext, ResponsesStreamTranslator};
+use crate::api::tool_names::ToolNames;
+use crate::aws::sigv4::{Credentials, RequestToSign, Signer};
+use crate::aws::time::UtcDateTime;
+use crate::bedrock::eventstream::FrameTranslator;
+use crate::bedrock::options;
 use crate::bedrock::{self, ConverseRequest, Operation};
 use crate::config::{Backend, ModelInfo, PromptCaching, Schema};
-use crate::embeddings;
 use crate::errors::{ApiFormat, ErrorKind, GatewayError};
-use crate::eventstream::FrameTranslator;
-use crate::models;
-use crate::openai::{self, ChatStreamTranslator, ResponseContext};
-use crate::options;
-use crate::responses::{self, ResponsesContext, ResponsesStreamTranslator};
-use crate::sigv4::{Credentials, RequestToSign, Signer};
-use crate::time::UtcDateTime;
-use crate::tool_names::ToolNames;
 use crate::translated::{TokenUsage, TranslatedBody};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -51,7 +52,7 @@ impl Endpoint {
             "/v2/rerank" => Endpoint::Rerank(2),
             "/anthropic/v1/messages" => Endpoint::AnthropicMessages,
             "/anthropic/v1/messages/count_tokens" => Endpoint::AnthropicCountTokens,
-            other => Endpoint::Bedrock(crate::passthrough::parse_path(other)?.1),
+            other => Endpoint::Bedrock(crate::api::bedrock_runtime::parse_path(other)?.1),
         };
         if method != "POST" {
             return Some(Err(GatewayError::new(
@@ -429,7 +430,7 @@ pub struct ResponsePlan {
     /// The Responses API's namespace members and custom tools, to name Bedrock's calls of them.
     pub tool_names: ToolNames,
     /// A rerank's documents, to return with its results.
-    pub rerank: Option<crate::rerank::RerankPlan>,
+    pub rerank: Option<crate::api::rerank::RerankPlan>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -461,10 +462,10 @@ pub enum ResponseKind {
     },
     Rerank,
     Images {
-        family: crate::images::ImageFamily,
+        family: crate::api::images::ImageFamily,
     },
     /// OpenAI's own API on Bedrock, passed back as it came, its usage read.
-    OpenAiOnBedrock(crate::openai_bedrock::OpenAiPlan),
+    OpenAiOnBedrock(crate::api::openai::on_bedrock::OpenAiPlan),
 }
 
 impl ResponseKind {
@@ -475,7 +476,7 @@ impl ResponseKind {
                 | ResponseKind::OpenAiResponses { stream: true, .. }
                 | ResponseKind::AnthropicMessage { stream: true }
                 | ResponseKind::AnthropicViaConverse { stream: true }
-        ) || matches!(self, ResponseKind::Bedrock { operation } if crate::passthrough::is_stream(operation))
+        ) || matches!(self, ResponseKind::Bedrock { operation } if crate::api::bedrock_runtime::is_stream(operation))
             || matches!(self, ResponseKind::OpenAiOnBedrock(plan) if plan.stream)
     }
 }
@@ -494,7 +495,7 @@ pub fn requested_model(body: &[u8]) -> Result<Cow<'_, str>, GatewayError> {
             "The request body is empty; expected a JSON object.",
         ));
     }
-    let parsed: ModelOnly<'_> = crate::jsonpath::from_slice(body).map_err(|e| {
+    let parsed: ModelOnly<'_> = crate::json::path::from_slice(body).map_err(|e| {
         GatewayError::invalid_request(format!("The request body is not a valid JSON object: {e}"))
     })?;
     let model = parsed
@@ -529,7 +530,7 @@ pub struct CallerHeaders<'a> {
 /// The model of a Bedrock Runtime path (`/model/{id}/{operation}`), decoded and checked; `None`
 /// for other paths.
 pub fn bedrock_path_model(path: &str) -> Option<Result<String, GatewayError>> {
-    let (encoded, _) = crate::passthrough::parse_path(path)?;
+    let (encoded, _) = crate::api::bedrock_runtime::parse_path(path)?;
     let decoded = models::decode_path_id(encoded).ok_or_else(|| {
         GatewayError::invalid_request(
             "The model id in the path is not valid percent-encoded UTF-8.",
@@ -564,7 +565,7 @@ pub fn prepare(
         (Endpoint::ChatCompletions | Endpoint::Responses, Schema::Openai) => {
             let (requested, model_id) = requested_and_target(body, backend)?;
             let responses = endpoint == Endpoint::Responses;
-            let (openai_body, plan) = crate::openai_bedrock::prepare(body, &model_id, responses)?;
+            let (openai_body, plan) = crate::api::openai::on_bedrock::prepare(body, &model_id, responses)?;
             let operation_path = if responses {
                 "responses"
             } else {
@@ -622,7 +623,7 @@ pub fn prepare(
         }
         (Endpoint::AnthropicMessages, Schema::Anthropic) => {
             let invoke =
-                anthropic::prepare_invoke(body, headers.anthropic_beta, &backend.anthropic_beta)?;
+                anthropic::invoke::prepare_invoke(body, headers.anthropic_beta, &backend.anthropic_beta)?;
             dropped_betas = invoke.dropped_betas;
             invoke_headers = backend.options.invoke_headers();
             let operation = if invoke.stream {
@@ -640,7 +641,7 @@ pub fn prepare(
             )
         }
         (Endpoint::AnthropicCountTokens, Schema::Anthropic) => {
-            let count = anthropic::prepare_count_tokens(
+            let count = anthropic::invoke::prepare_count_tokens(
                 body,
                 headers.anthropic_beta,
                 &backend.anthropic_beta,
@@ -655,7 +656,7 @@ pub fn prepare(
         }
         (Endpoint::Images, _) => {
             let (requested, model_id) = requested_and_target(body, backend)?;
-            let (image_body, family) = crate::images::prepare(body, &model_id)?;
+            let (image_body, family) = crate::api::images::prepare(body, &model_id)?;
             (
                 image_body,
                 requested,
@@ -666,7 +667,7 @@ pub fn prepare(
         (Endpoint::Rerank(version), _) => {
             let (requested, model_id) = requested_and_target(body, backend)?;
             let (rerank_body, plan) =
-                crate::rerank::prepare(body, &model_id, &backend.region, version)?;
+                crate::api::rerank::prepare(body, &model_id, &backend.region, version)?;
             rerank = Some(plan);
             (
                 rerank_body,
@@ -697,8 +698,8 @@ pub fn prepare(
             )
         }
         (Endpoint::AnthropicMessages, Schema::Converse) => {
-            let request = anthropic_converse::parse(body)?;
-            let mut converse = anthropic_converse::to_converse(&request, true)?;
+            let request = anthropic::converse::parse(body)?;
+            let mut converse = anthropic::converse::to_converse(&request, true)?;
             let target = backend
                 .model_name_override
                 .as_deref()
@@ -742,7 +743,7 @@ pub fn prepare(
             )
         }
         (Endpoint::AnthropicCountTokens, Schema::Converse) => {
-            let (count_body, model) = anthropic_converse::count_tokens_body(body)?;
+            let (count_body, model) = anthropic::converse::count_tokens_body(body)?;
             dropped_betas = converse_betas(
                 headers.anthropic_beta,
                 "",
@@ -837,7 +838,7 @@ fn converse_betas(
     backend: &Backend,
     additional: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Option<String> {
-    let requested: Vec<String> = crate::betas::header_flags(beta_header)
+    let requested: Vec<String> = crate::bedrock::betas::header_flags(beta_header)
         .map(str::to_owned)
         .collect();
     if requested.is_empty() {
@@ -846,7 +847,7 @@ fn converse_betas(
     let policy = if bedrock::is_anthropic_model(model_id) {
         &*backend.anthropic_beta
     } else {
-        &crate::betas::BetaPolicy::none()
+        &crate::bedrock::betas::BetaPolicy::none()
     };
     let flags = policy.sort(&requested);
     if !flags.forwarded.is_empty() {
@@ -894,16 +895,16 @@ pub enum ResponseTranslation {
         header_tokens: Option<u64>,
     },
     Rerank {
-        plan: crate::rerank::RerankPlan,
+        plan: crate::api::rerank::RerankPlan,
         request_id: String,
     },
     Images {
-        family: crate::images::ImageFamily,
+        family: crate::api::images::ImageFamily,
         created: u64,
     },
     /// OpenAI's own reply from Bedrock, as it came, its usage read.
     OpenAiOnBedrock,
-    OpenAiOnBedrockStream(Box<crate::openai_bedrock::StreamReader>),
+    OpenAiOnBedrockStream(Box<crate::api::openai::on_bedrock::StreamReader>),
     /// A Bedrock error body becomes an error in the caller's format.
     Error {
         status: u16,
@@ -917,7 +918,7 @@ pub enum ResponseTranslation {
     },
     /// A streamed reply to a caller of Bedrock's API, unchanged but for exceptions naming an AWS
     /// account or ARN, its tokens read on the way.
-    BedrockStream(Box<crate::passthrough::StreamObserver>),
+    BedrockStream(Box<crate::api::bedrock_runtime::StreamObserver>),
 }
 
 /// What the glue reads from Bedrock's response headers.
@@ -949,9 +950,9 @@ impl ResponseTranslation {
         } = head;
         if let ResponseKind::Bedrock { operation } = plan.kind {
             // Bedrock's callers get Bedrock's answer, errors included, as AWS sent it.
-            return if status == 200 && crate::passthrough::is_stream(operation) {
+            return if status == 200 && crate::api::bedrock_runtime::is_stream(operation) {
                 ResponseTranslation::BedrockStream(Box::new(
-                    crate::passthrough::StreamObserver::new(max_frame_len),
+                    crate::api::bedrock_runtime::StreamObserver::new(max_frame_len),
                 ))
             } else {
                 ResponseTranslation::Bedrock {
@@ -1047,7 +1048,7 @@ impl ResponseTranslation {
             },
             ResponseKind::OpenAiOnBedrock(openai) if openai.stream => {
                 ResponseTranslation::OpenAiOnBedrockStream(Box::new(
-                    crate::openai_bedrock::StreamReader::new(openai),
+                    crate::api::openai::on_bedrock::StreamReader::new(openai),
                 ))
             }
             ResponseKind::OpenAiOnBedrock(_) => ResponseTranslation::OpenAiOnBedrock,
@@ -1056,10 +1057,13 @@ impl ResponseTranslation {
                 created: plan.created,
             },
             ResponseKind::Rerank => ResponseTranslation::Rerank {
-                plan: plan.rerank.clone().unwrap_or(crate::rerank::RerankPlan {
-                    documents: None,
-                    api_version: 1,
-                }),
+                plan: plan
+                    .rerank
+                    .clone()
+                    .unwrap_or(crate::api::rerank::RerankPlan {
+                        documents: None,
+                        api_version: 1,
+                    }),
                 request_id: request_id.to_owned(),
             },
         }
@@ -1171,18 +1175,18 @@ impl ResponseTranslation {
                 ApiFormat::OpenAi,
             ),
             ResponseTranslation::AnthropicMessage { requested_model } => (
-                anthropic::rewrite_message_model(body, requested_model),
+                anthropic::invoke::rewrite_message_model(body, requested_model),
                 ApiFormat::Anthropic,
             ),
             ResponseTranslation::AnthropicCountTokens => (
-                anthropic::count_tokens_response(body).map(TranslatedBody::without_usage),
+                anthropic::invoke::count_tokens_response(body).map(TranslatedBody::without_usage),
                 ApiFormat::Anthropic,
             ),
             ResponseTranslation::AnthropicFromConverse {
                 message_id,
                 requested_model,
             } => (
-                anthropic_converse::from_converse_response(body, message_id, requested_model),
+                anthropic::converse::from_converse_response(body, message_id, requested_model),
                 ApiFormat::Anthropic,
             ),
             ResponseTranslation::Embeddings {
@@ -1199,16 +1203,16 @@ impl ResponseTranslation {
                     200,
                     TranslatedBody {
                         body: body.to_vec(),
-                        usage: crate::openai_bedrock::reply_usage(body),
+                        usage: crate::api::openai::on_bedrock::reply_usage(body),
                     },
                 );
             }
             ResponseTranslation::Images { family, created } => (
-                crate::images::response(body, *family, *created),
+                crate::api::images::response(body, *family, *created),
                 ApiFormat::OpenAi,
             ),
             ResponseTranslation::Rerank { plan, request_id } => (
-                crate::rerank::response(body, plan, request_id),
+                crate::api::rerank::response(body, plan, request_id),
                 ApiFormat::Cohere,
             ),
             ResponseTranslation::Bedrock {
@@ -1220,10 +1224,12 @@ impl ResponseTranslation {
                 if *status != 200 {
                     return (
                         *status,
-                        TranslatedBody::without_usage(crate::passthrough::redact_error_body(body)),
+                        TranslatedBody::without_usage(
+                            crate::api::bedrock_runtime::redact_error_body(body),
+                        ),
                     );
                 }
-                let usage = crate::passthrough::reply_usage(body, *input, *output);
+                let usage = crate::api::bedrock_runtime::reply_usage(body, *input, *output);
                 return (
                     *status,
                     TranslatedBody {

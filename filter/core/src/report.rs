@@ -455,11 +455,11 @@ pub fn expected_stat_names(config: &crate::config::Config) -> Vec<(Kind, String)
                     continue;
                 };
                 let response_model = backend.model_name_override.as_deref().unwrap_or(model);
-                let operation = if crate::embeddings::Family::of(response_model).is_some() {
+                let operation = if crate::api::embeddings::Family::of(response_model).is_some() {
                     Operation::Embeddings
-                } else if crate::rerank::is_rerank_model(response_model) {
+                } else if crate::api::rerank::is_rerank_model(response_model) {
                     Operation::Rerank
-                } else if crate::images::ImageFamily::of(response_model).is_some() {
+                } else if crate::api::images::ImageFamily::of(response_model).is_some() {
                     Operation::GenerateContent
                 } else {
                     Operation::Chat

@@ -1,8 +1,6 @@
 //! What a translation hands back: the body for the other side, and the tokens Bedrock reported in
 //! it, read in the same pass. Shared by every translator, the metrics and the cost weights.
 
-use crate::bedrock;
-
 /// Tokens one request consumed, as Bedrock counted them. Cached input is counted apart from `input`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TokenUsage {
@@ -15,17 +13,6 @@ pub struct TokenUsage {
 impl TokenUsage {
     pub fn total(&self) -> u64 {
         self.input + self.output + self.cache_read + self.cache_write
-    }
-}
-
-impl From<bedrock::Usage> for TokenUsage {
-    fn from(u: bedrock::Usage) -> Self {
-        TokenUsage {
-            input: u.input_tokens,
-            output: u.output_tokens,
-            cache_read: u.cache_read_input_tokens,
-            cache_write: u.cache_write_input_tokens,
-        }
     }
 }
 

@@ -13,9 +13,10 @@ mod common;
 use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use base64::Engine as _;
-use bedrock_gateway_core::anthropic::{self, AnthropicStreamTranslator};
-use bedrock_gateway_core::betas::BetaPolicy;
-use bedrock_gateway_core::eventstream::FrameTranslator;
+use bedrock_gateway_core::api::anthropic;
+use bedrock_gateway_core::api::anthropic::invoke::AnthropicStreamTranslator;
+use bedrock_gateway_core::bedrock::betas::BetaPolicy;
+use bedrock_gateway_core::bedrock::eventstream::FrameTranslator;
 use common::push_in_pieces;
 use serde_json::{json, Value};
 
@@ -23,7 +24,7 @@ use serde_json::{json, Value};
 fn invoke_body_keeps_every_other_member_byte_for_byte() {
     let body = br#"{"model":"anthropic.claude-3-5-sonnet-20241022-v2:0","max_tokens":1024,"stream":true,
   "messages":[{"role":"user","content":"h\u00e9llo"}],  "temperature" : 0.50,"tools":[{"name":"t","input_schema":{"type":"object"}}],"new_feature":{"x":[1,2.0e3]}}"#;
-    let invoke = anthropic::prepare_invoke(body, None, &BetaPolicy::default()).unwrap();
+    let invoke = anthropic::invoke::prepare_invoke(body, None, &BetaPolicy::default()).unwrap();
     assert_eq!(invoke.model, "anthropic.claude-3-5-sonnet-20241022-v2:0");
     assert!(invoke.stream);
     assert_eq!(
@@ -35,7 +36,7 @@ fn invoke_body_keeps_every_other_member_byte_for_byte() {
 #[test]
 fn beta_header_and_body_flags_merge_and_a_callers_version_is_kept() {
     let body = br#"{"model":"m","max_tokens":1,"messages":[],"anthropic_version":"bedrock-2023-05-31","anthropic_beta":["a"]}"#;
-    let invoke = anthropic::prepare_invoke(
+    let invoke = anthropic::invoke::prepare_invoke(
         body,
         Some(" b , a,,c ,x"),
         &BetaPolicy::new(&["a", "b", "c"], &[]),
@@ -90,7 +91,8 @@ fn invalid_messages_requests_are_explained() {
         (b"[]", "not a valid JSON object"),
         (b"  ", "empty"),
     ] {
-        let error = anthropic::prepare_invoke(body, None, &BetaPolicy::default()).unwrap_err();
+        let error =
+            anthropic::invoke::prepare_invoke(body, None, &BetaPolicy::default()).unwrap_err();
         assert_eq!(error.status, 400);
         assert!(
             error.message.contains(expected),
@@ -107,7 +109,7 @@ fn invalid_messages_requests_are_explained() {
 #[test]
 fn count_tokens_wraps_an_invoke_body_as_base64() {
     let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
-    let count = anthropic::prepare_count_tokens(
+    let count = anthropic::invoke::prepare_count_tokens(
         body,
         Some("beta-1,beta-2"),
         &BetaPolicy::new(&["beta-1"], &[]),
@@ -128,11 +130,13 @@ fn count_tokens_wraps_an_invoke_body_as_base64() {
         json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 1, "anthropic_beta": ["beta-1"], "messages": [{"role": "user", "content": "hi"}]})
     );
     assert_eq!(
-        anthropic::count_tokens_response(br#"{"inputTokens":42}"#).unwrap(),
+        anthropic::invoke::count_tokens_response(br#"{"inputTokens":42}"#).unwrap(),
         br#"{"input_tokens":42}"#
     );
     assert_eq!(
-        anthropic::count_tokens_response(b"{}").unwrap_err().status,
+        anthropic::invoke::count_tokens_response(b"{}")
+            .unwrap_err()
+            .status,
         502
     );
 }
@@ -141,7 +145,7 @@ fn count_tokens_wraps_an_invoke_body_as_base64() {
 fn plain_responses_report_the_requested_model() {
     let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-3-5-sonnet-20241022","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}"#;
     let rewritten: Value = serde_json::from_slice(
-        &anthropic::rewrite_message_model(body, "my-alias")
+        &anthropic::invoke::rewrite_message_model(body, "my-alias")
             .unwrap()
             .body,
     )
@@ -149,7 +153,7 @@ fn plain_responses_report_the_requested_model() {
     assert_eq!(rewritten["model"], "my-alias");
     assert_eq!(rewritten["content"][0]["text"], "hi");
     assert_eq!(
-        anthropic::rewrite_message_model(b"oops", "m")
+        anthropic::invoke::rewrite_message_model(b"oops", "m")
             .unwrap_err()
             .status,
         502
@@ -288,7 +292,7 @@ fn unreadable_chunks_end_the_stream_with_an_error_event() {
 
 // ---- Anthropic Messages on Converse -------------------------------------------------------
 
-use bedrock_gateway_core::anthropic_converse::{self, ConverseToAnthropicStream};
+use bedrock_gateway_core::api::anthropic::converse::ConverseToAnthropicStream;
 
 #[test]
 fn messages_translate_to_converse() {
@@ -316,8 +320,8 @@ fn messages_translate_to_converse() {
         {"role": "user", "content": "and now?"}
       ]
     }"#;
-    let request = anthropic_converse::parse(body).unwrap();
-    let converse = anthropic_converse::to_converse(&request, true).unwrap();
+    let request = anthropic::converse::parse(body).unwrap();
+    let converse = anthropic::converse::to_converse(&request, true).unwrap();
     let produced: Value = serde_json::from_slice(&serde_json::to_vec(&converse).unwrap()).unwrap();
     assert_eq!(
         produced,
@@ -356,7 +360,7 @@ fn converse_replies_become_anthropic_messages() {
         {"text":"Hi \"there\""},
         {"toolUse":{"toolUseId":"tu1","name":"f","input":{"x":1}}}]}},
       "stopReason":"tool_use","usage":{"inputTokens":7,"outputTokens":3,"totalTokens":20,"cacheReadInputTokens":10}}"#;
-    let translated = anthropic_converse::from_converse_response(body, "req-1", "llama").unwrap();
+    let translated = anthropic::converse::from_converse_response(body, "req-1", "llama").unwrap();
     let usage = bedrock_gateway_core::translated::TokenUsage {
         input: 7,
         output: 3,
@@ -537,16 +541,17 @@ fn claude_code_requests_become_bodies_bedrock_accepts() {
         let case: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let body = serde_json::to_vec(&case["request"]).unwrap();
         let policy = match case.get("policy") {
-            Some(raw) => {
-                serde_json::from_value::<bedrock_gateway_core::betas::RawBetaPolicy>(raw.clone())
-                    .unwrap()
-                    .resolve()
-                    .unwrap()
-            }
+            Some(raw) => serde_json::from_value::<
+                bedrock_gateway_core::bedrock::betas::RawBetaPolicy,
+            >(raw.clone())
+            .unwrap()
+            .resolve()
+            .unwrap(),
             None => BetaPolicy::default(),
         };
         let invoke =
-            anthropic::prepare_invoke(&body, case["anthropic-beta"].as_str(), &policy).unwrap();
+            anthropic::invoke::prepare_invoke(&body, case["anthropic-beta"].as_str(), &policy)
+                .unwrap();
         let produced: Value = serde_json::from_slice(&invoke.body).unwrap();
         let dropped = invoke.dropped_betas.map_or(Value::Null, Value::String);
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
@@ -570,8 +575,8 @@ fn document_citations_go_to_converse_and_come_back_as_anthropic_citations() {
     let body = r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":[
         {"type":"document","source":{"type":"text","media_type":"text/plain","data":"The grass is green. The sky is blue."},"title":"Colours","citations":{"enabled":true}},
         {"type":"text","text":"What colour is the grass?"}]}]}"#;
-    let request = anthropic_converse::parse(body.as_bytes()).unwrap();
-    let converse = anthropic_converse::to_converse(&request, true).unwrap();
+    let request = anthropic::converse::parse(body.as_bytes()).unwrap();
+    let converse = anthropic::converse::to_converse(&request, true).unwrap();
     let produced: Value = serde_json::from_slice(&serde_json::to_vec(&converse).unwrap()).unwrap();
     assert_eq!(
         produced["messages"][0]["content"][0],
@@ -579,7 +584,7 @@ fn document_citations_go_to_converse_and_come_back_as_anthropic_citations() {
     );
 
     let reply = br#"{"output":{"message":{"role":"assistant","content":[{"citationsContent":{"content":[{"text":"The grass is green."}],"citations":[{"title":"Colours","sourceContent":[{"text":"The grass is green."}],"location":{"documentChar":{"documentIndex":0,"start":0,"end":20}}}]}}]}},"stopReason":"end_turn","usage":{"inputTokens":9,"outputTokens":4,"totalTokens":13}}"#;
-    let translated = anthropic_converse::from_converse_response(reply, "id", "m").unwrap();
+    let translated = anthropic::converse::from_converse_response(reply, "id", "m").unwrap();
     let message: Value = serde_json::from_slice(&translated.body).unwrap();
     assert_eq!(
         message["content"],

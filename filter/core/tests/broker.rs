@@ -11,10 +11,11 @@
 
 mod common;
 
-use bedrock_gateway_core::broker::{Broker, Fetch, ParkedRequest, Reply, Verdict, MAX_WAIT_MS};
-use bedrock_gateway_core::credentials::{FetchStep, Provider};
+use bedrock_gateway_core::aws::broker::{
+    Broker, Fetch, ParkedRequest, Reply, Verdict, MAX_WAIT_MS,
+};
+use bedrock_gateway_core::aws::credentials::{FetchStep, Provider};
 use bedrock_gateway_core::errors::ApiFormat;
-use bedrock_gateway_core::gateway::{ResponseKind, ResponsePlan, UpstreamRequest};
 use common::FakeStore;
 
 const KEY: &str = "ai_gateway/credentials/pod_identity/agent/v1/credentials";
@@ -32,34 +33,12 @@ fn providers() -> Vec<(String, Provider)> {
     vec![(KEY.to_owned(), provider)]
 }
 
-fn parked(since_ms: u64) -> ParkedRequest {
-    let plan = ResponsePlan {
-        format: ApiFormat::OpenAi,
-        kind: ResponseKind::OpenAiChat {
-            stream: false,
-            include_usage: false,
-        },
-        requested_model: "m".into(),
-        created: 0,
-        echo: String::new(),
-        tool_names: Default::default(),
-        rerank: None,
-    };
-    let upstream = UpstreamRequest {
-        path: "/model/m/converse".into(),
-        host: "h".into(),
-        body: b"{}".to_vec(),
-        accept: "application/json",
-        plan,
-        dropped_betas: None,
-        dropped_tools: None,
-        headers: Vec::new(),
-        batch: None,
-    };
+/// The broker holds whatever the pipeline parks; a name stands for a translated request here.
+fn parked(since_ms: u64) -> ParkedRequest<&'static str> {
     ParkedRequest {
-        key: KEY.into(),
+        key: KEY.to_owned(),
         region: "us-east-1".into(),
-        upstream,
+        upstream: "the translated request",
         format: ApiFormat::OpenAi,
         since_ms,
     }
@@ -68,7 +47,7 @@ fn parked(since_ms: u64) -> ParkedRequest {
 #[test]
 fn one_worker_fetches_for_all_and_every_waiting_request_is_signed() {
     let store = FakeStore::default();
-    let (mut first, mut second) = (Broker::default(), Broker::default());
+    let (mut first, mut second) = (Broker::<&str>::default(), Broker::<&str>::default());
     first.park(1, parked(NOW_MS));
     second.park(2, parked(NOW_MS));
     let due = first.due_fetches(&store, &providers(), NOW_MS);
@@ -117,7 +96,7 @@ fn one_worker_fetches_for_all_and_every_waiting_request_is_signed() {
 #[test]
 fn failures_back_off_and_fail_waiting_requests_with_the_reason() {
     let store = FakeStore::default();
-    let mut broker = Broker::default();
+    let mut broker = Broker::<&str>::default();
     broker.park(1, parked(NOW_MS));
     let fetch = broker.due_fetches(&store, &providers(), NOW_MS).remove(0);
     broker.dispatched(1, fetch);
@@ -155,7 +134,7 @@ fn failures_back_off_and_fail_waiting_requests_with_the_reason() {
 #[test]
 fn a_request_that_ended_while_waiting_is_never_resumed() {
     let store = FakeStore::default();
-    let mut broker = Broker::default();
+    let mut broker = Broker::<&str>::default();
     broker.park(5, parked(NOW_MS));
     broker.park(6, parked(NOW_MS));
     broker.forget(5);
@@ -173,7 +152,7 @@ fn a_request_that_ended_while_waiting_is_never_resumed() {
 #[test]
 fn a_request_waits_no_longer_than_the_limit() {
     let store = FakeStore::default();
-    let mut broker = Broker::default();
+    let mut broker = Broker::<&str>::default();
     broker.park(9, parked(NOW_MS));
     assert!(broker
         .take_decided(&store, NOW_MS + MAX_WAIT_MS - 1)
@@ -188,7 +167,7 @@ fn a_request_waits_no_longer_than_the_limit() {
 #[test]
 fn credentials_are_refreshed_before_they_expire_and_still_sign_meanwhile() {
     let store = FakeStore::default();
-    let mut broker = Broker::default();
+    let mut broker = Broker::<&str>::default();
     let fetch = broker.due_fetches(&store, &providers(), NOW_MS).remove(0);
     broker.dispatched(1, fetch);
     broker.on_reply(&store, 1, Some(200), CREDENTIALS, NOW_MS);
@@ -219,7 +198,7 @@ fn credentials_are_refreshed_before_they_expire_and_still_sign_meanwhile() {
 #[test]
 fn imds_goes_on_call_by_call() {
     let store = FakeStore::default();
-    let mut broker = Broker::default();
+    let mut broker = Broker::<&str>::default();
     let imds = Provider::Imds {
         cluster: "imds".into(),
         authority: "169.254.169.254".into(),
@@ -244,7 +223,7 @@ fn imds_goes_on_call_by_call() {
 fn calls_whose_answer_never_comes_do_not_stay_for_good() {
     // Envoy drops a configuration's callouts with it: their answers never come back.
     let store = FakeStore::default();
-    let mut broker = Broker::default();
+    let mut broker = Broker::<&str>::default();
     let fetch = broker.due_fetches(&store, &providers(), NOW_MS).remove(0);
     for token in 0..1_000 {
         broker.dispatched(token, fetch.clone());

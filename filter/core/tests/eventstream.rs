@@ -10,7 +10,7 @@
 use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use aws_smithy_types::DateTime;
-use bedrock_gateway_core::eventstream::{DecodeError, Decoder};
+use bedrock_gateway_core::bedrock::eventstream::{DecodeError, Decoder};
 
 #[derive(Debug, PartialEq)]
 struct Decoded {
@@ -238,7 +238,7 @@ fn rejects_impossible_lengths() {
 #[test]
 fn own_encoder_round_trips_through_the_aws_decoder() {
     use aws_smithy_eventstream::frame::read_message_from;
-    let frame = bedrock_gateway_core::eventstream::encode_frame(
+    let frame = bedrock_gateway_core::bedrock::eventstream::encode_frame(
         &[(":event-type", "chunk"), (":message-type", "event")],
         br#"{"bytes":"e30="}"#,
     );

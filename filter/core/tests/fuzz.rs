@@ -12,15 +12,16 @@
 
 mod common;
 
-use bedrock_gateway_core::anthropic::{self, AnthropicStreamTranslator};
-use bedrock_gateway_core::anthropic_converse::{self, ConverseToAnthropicStream};
+use bedrock_gateway_core::api::anthropic;
+use bedrock_gateway_core::api::anthropic::converse::ConverseToAnthropicStream;
+use bedrock_gateway_core::api::anthropic::invoke::AnthropicStreamTranslator;
+use bedrock_gateway_core::api::embeddings;
+use bedrock_gateway_core::api::openai::{self, ChatStreamTranslator, ResponseContext};
+use bedrock_gateway_core::api::responses::{self, ResponsesContext, ResponsesStreamTranslator};
+use bedrock_gateway_core::bedrock::eventstream::FrameTranslator;
+use bedrock_gateway_core::bedrock::eventstream::{encode_frame, Decoder};
 use bedrock_gateway_core::config::Config;
-use bedrock_gateway_core::embeddings;
-use bedrock_gateway_core::eventstream::FrameTranslator;
-use bedrock_gateway_core::eventstream::{encode_frame, Decoder};
 use bedrock_gateway_core::gateway;
-use bedrock_gateway_core::openai::{self, ChatStreamTranslator, ResponseContext};
-use bedrock_gateway_core::responses::{self, ResponsesContext, ResponsesStreamTranslator};
 use common::push_in_pieces;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -302,9 +303,9 @@ proptest! {
             }
         }
         for result in [
-            anthropic::prepare_invoke(&body, Some("x"), &Default::default()).map(|_| ()),
-            anthropic::prepare_count_tokens(&body, None, &Default::default()).map(|_| ()),
-            anthropic_converse::count_tokens_body(&body).map(|_| ()),
+            anthropic::invoke::prepare_invoke(&body, Some("x"), &Default::default()).map(|_| ()),
+            anthropic::invoke::prepare_count_tokens(&body, None, &Default::default()).map(|_| ()),
+            anthropic::converse::count_tokens_body(&body).map(|_| ()),
             embeddings::prepare(&body, "cohere.embed-english-v3").map(|_| ()),
             gateway::requested_model(&body).map(|_| ()),
         ] {
@@ -320,9 +321,9 @@ proptest! {
         let context = ResponseContext { id: "r".into(), model: "m".into(), created: 0 };
         let _ = openai::from_converse_response(&body, &context);
         let _ = responses::from_converse_response(&body, &responses_context());
-        let _ = anthropic::rewrite_message_model(&body, "m");
-        let _ = anthropic::count_tokens_response(&body);
-        let _ = anthropic_converse::from_converse_response(&body, "r", "m");
+        let _ = anthropic::invoke::rewrite_message_model(&body, "m");
+        let _ = anthropic::invoke::count_tokens_response(&body);
+        let _ = anthropic::converse::from_converse_response(&body, "r", "m");
         let _ = embeddings::response(&body, embeddings::Family::Cohere, "m", true, Some(1));
         let _ = embeddings::response(&body, embeddings::Family::Titan, "m", false, None);
     }
@@ -339,7 +340,7 @@ proptest! {
         let mut responses = ResponsesStreamTranslator::new(responses_context(), 1 << 16);
         assert_valid_sse(&feed(&stream, &cuts, |c, end| responses.push(c, end)));
         // Bedrock's own stream passes through unchanged, whatever it holds.
-        let mut observer = bedrock_gateway_core::passthrough::StreamObserver::new(1 << 16);
+        let mut observer = bedrock_gateway_core::api::bedrock_runtime::StreamObserver::new(1 << 16);
         prop_assert_eq!(feed(&stream, &cuts, |c, _| { observer.observe(c); c.to_vec() }), stream.clone());
         prop_assert!(chat.is_finished() && invoke.is_finished() && converse.is_finished() && responses.is_finished(), "every stream ends");
     }

@@ -12,12 +12,12 @@
 
 mod common;
 
+use bedrock_gateway_core::api::responses::{self, ResponsesContext, ResponsesStreamTranslator};
+use bedrock_gateway_core::bedrock::eventstream::FrameTranslator;
 use bedrock_gateway_core::errors::ApiFormat;
-use bedrock_gateway_core::eventstream::FrameTranslator;
 use bedrock_gateway_core::gateway::{
     self, CallerHeaders, Endpoint, ResponseKind, ResponsePlan, ResponseTranslation, UpstreamHead,
 };
-use bedrock_gateway_core::responses::{self, ResponsesContext, ResponsesStreamTranslator};
 use common::{frame_bytes, push_in_pieces};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -330,7 +330,7 @@ fn the_gateway_plans_and_answers_the_responses_endpoint() {
         region: "us-east-1".into(),
         host: "bedrock-runtime.us-east-1.amazonaws.com".into(),
         credentials: bedrock_gateway_core::config::BackendCredentials::Static(
-            bedrock_gateway_core::sigv4::Credentials {
+            bedrock_gateway_core::aws::sigv4::Credentials {
                 access_key_id: "AKID".into(),
                 secret_access_key: "s".into(),
                 session_token: None,
@@ -471,7 +471,8 @@ fn codex_turn(hosted: &str) -> String {
 fn codex_namespaces_custom_tools_and_hosted_tools_reach_bedrock_as_it_takes_them() {
     let body = codex_turn("web_search");
     let request = responses::parse_request(body.as_bytes()).unwrap();
-    let translated = responses::translate(&request, responses::HostedTools::Drop).unwrap();
+    let translated =
+        responses::translate(&request, bedrock_gateway_core::config::HostedTools::Drop).unwrap();
     assert_eq!(translated.dropped_tools.as_deref(), Some("web_search"));
     let converse = serde_json::to_value(&translated.converse).unwrap();
     let names: Vec<&str> = converse["toolConfig"]["tools"]
@@ -504,7 +505,8 @@ fn codex_namespaces_custom_tools_and_hosted_tools_reach_bedrock_as_it_takes_them
     );
     assert_eq!(converse["system"][0]["text"], "be careful");
 
-    let refused = responses::translate(&request, responses::HostedTools::Refuse).unwrap_err();
+    let refused = responses::translate(&request, bedrock_gateway_core::config::HostedTools::Refuse)
+        .unwrap_err();
     assert!(
         refused
             .message
@@ -518,7 +520,8 @@ fn codex_namespaces_custom_tools_and_hosted_tools_reach_bedrock_as_it_takes_them
 fn bedrocks_calls_come_back_under_the_callers_namespace_and_kinds() {
     let body = codex_turn("web_search");
     let request = responses::parse_request(body.as_bytes()).unwrap();
-    let translated = responses::translate(&request, responses::HostedTools::Drop).unwrap();
+    let translated =
+        responses::translate(&request, bedrock_gateway_core::config::HostedTools::Drop).unwrap();
     let context = ResponsesContext {
         id: "r".into(),
         model: "m".into(),

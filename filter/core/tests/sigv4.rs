@@ -8,8 +8,8 @@
     clippy::indexing_slicing
 )] // a test stops where it fails
 
-use bedrock_gateway_core::sigv4::{Credentials, RequestToSign, Signer};
-use bedrock_gateway_core::time::UtcDateTime;
+use bedrock_gateway_core::aws::sigv4::{Credentials, RequestToSign, Signer};
+use bedrock_gateway_core::aws::time::UtcDateTime;
 use std::time::{Duration, UNIX_EPOCH};
 
 const SUITE_TIME: u64 = 1_440_938_160; // 2015-08-30T12:36:00Z

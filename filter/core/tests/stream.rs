@@ -10,9 +10,9 @@
 
 mod common;
 
-use bedrock_gateway_core::broker::{Reply, SharedStore};
+use bedrock_gateway_core::aws::broker::{Reply, SharedStore};
+use bedrock_gateway_core::aws::credentials::HttpCall;
 use bedrock_gateway_core::config::Config;
-use bedrock_gateway_core::credentials::HttpCall;
 use bedrock_gateway_core::headers::HeaderSnapshot;
 use bedrock_gateway_core::report::{self, Extra, MetricLabels, Sample, UsageSummary};
 use bedrock_gateway_core::stream::backend::{self, BackendStream, Settled, Worker};

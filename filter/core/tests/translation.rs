@@ -11,14 +11,14 @@
 
 mod common;
 
+use bedrock_gateway_core::api::openai::{self, ChatStreamTranslator, ResponseContext};
+use bedrock_gateway_core::aws::sigv4::{Credentials, Signer};
+use bedrock_gateway_core::bedrock::eventstream::FrameTranslator;
 use bedrock_gateway_core::config::{Backend, BackendCredentials, Schema};
 use bedrock_gateway_core::errors::ApiFormat;
-use bedrock_gateway_core::eventstream::FrameTranslator;
 use bedrock_gateway_core::gateway::{
     self, CallerHeaders, Endpoint, ResponseKind, ResponsePlan, ResponseTranslation, UpstreamHead,
 };
-use bedrock_gateway_core::openai::{self, ChatStreamTranslator, ResponseContext};
-use bedrock_gateway_core::sigv4::{Credentials, Signer};
 use bedrock_gateway_core::translated::TokenUsage;
 use common::{frame_bytes, parse_sse, push_in_pieces};
 use serde_json::{json, Value};
@@ -570,7 +570,7 @@ fn json_strings_are_escaped_like_serde_json() {
         "",
     ] {
         let mut ours = String::new();
-        openai::push_json_string(&mut ours, text);
+        bedrock_gateway_core::json::push_json_string(&mut ours, text);
         assert_eq!(serde_json::from_str::<String>(&ours).unwrap(), text);
     }
 }
@@ -637,7 +637,7 @@ fn model_listing_is_answered_locally_in_both_formats() {
 
 #[test]
 fn embeddings_requests_and_responses() {
-    use bedrock_gateway_core::embeddings::{self, Family};
+    use bedrock_gateway_core::api::embeddings::{self, Family};
     let (titan, family) = embeddings::prepare(
         br#"{"model":"alias","input":["only one"],"dimensions":256,"encoding_format":"base64"}"#,
         "amazon.titan-embed-text-v2:0",

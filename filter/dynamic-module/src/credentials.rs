@@ -14,10 +14,11 @@ use crate::abi::{
     SchedulerPtr,
 };
 use crate::host::now_ms;
-use bedrock_gateway_core::broker::{
+use bedrock_gateway_core::aws::broker::{
     self, Broker, Fetch, ParkedRequest, Reply, SharedStore, Verdict,
 };
-use bedrock_gateway_core::credentials::{self, Provider};
+use bedrock_gateway_core::aws::credentials::{self, Provider};
+use bedrock_gateway_core::gateway::UpstreamRequest;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard, Once, PoisonError};
@@ -37,12 +38,14 @@ unsafe impl Send for Scheduler {}
 type VersionedValues = HashMap<String, (Vec<u8>, u32)>;
 
 static VALUES: LazyLock<Mutex<VersionedValues>> = LazyLock::new(Mutex::default);
-static BROKER: LazyLock<Mutex<Broker>> = LazyLock::new(Mutex::default);
+static BROKER: LazyLock<Mutex<Broker<UpstreamRequest>>> = LazyLock::new(Mutex::default);
 /// Each waiting request's scheduler, by stream id.
 static WAITING: LazyLock<Mutex<HashMap<u64, Scheduler>>> = LazyLock::new(Mutex::default);
 /// Decisions made on the main thread, collected by each request on its worker.
-static DECIDED: LazyLock<Mutex<HashMap<u64, (ParkedRequest, Verdict)>>> =
-    LazyLock::new(Mutex::default);
+static DECIDED: LazyLock<Mutex<HashMap<u64, Decision>>> = LazyLock::new(Mutex::default);
+
+/// A waiting request and what the broker decided for it.
+type Decision = (ParkedRequest<UpstreamRequest>, Verdict);
 /// The configurations' schedulers the ticker wakes, by fetcher id.
 static TICKED: LazyLock<Mutex<HashMap<u64, Scheduler>>> = LazyLock::new(Mutex::default);
 static NEXT_FETCHER: AtomicU64 = AtomicU64::new(1);
@@ -81,7 +84,7 @@ impl SharedStore for ProcessStore {
 }
 
 /// Holds a request until its credentials arrive (or cannot); `filter` is its stream on this worker.
-pub fn park(stream: u64, filter: EnvoyFilterPtr, parked: ParkedRequest) {
+pub fn park(stream: u64, filter: EnvoyFilterPtr, parked: ParkedRequest<UpstreamRequest>) {
     // SAFETY: called from one of the stream's hooks, with its valid filter pointer.
     let scheduler = unsafe { abi::envoy_dynamic_module_callback_http_filter_scheduler_new(filter) };
     lock(&WAITING).insert(stream, Scheduler(scheduler));
@@ -89,7 +92,7 @@ pub fn park(stream: u64, filter: EnvoyFilterPtr, parked: ParkedRequest) {
 }
 
 /// The decision the main thread made for a waiting request, taken once.
-pub fn take_decision(stream: u64) -> Option<(ParkedRequest, Verdict)> {
+pub fn take_decision(stream: u64) -> Option<Decision> {
     lock(&DECIDED).remove(&stream)
 }
 

@@ -2,7 +2,7 @@
 
 use crate::abi::{self, EnvoyBuffer, EnvoyFilterPtr, ModuleBuffer, ModuleHttpHeader};
 use crate::metrics;
-use bedrock_gateway_core::credentials::HttpCall;
+use bedrock_gateway_core::aws::credentials::HttpCall;
 use bedrock_gateway_core::headers::HeaderSnapshot;
 use bedrock_gateway_core::report::{MetricLabels, Sample, SpanAttributes, SpanValue, UsageSummary};
 use bedrock_gateway_core::stream::{Host, Side};

@@ -11,9 +11,9 @@
 
 #![cfg(target_arch = "wasm32")]
 
-use bedrock_gateway_core::broker::{self, Fetch, Reply, SharedStore};
+use bedrock_gateway_core::aws::broker::{self, Fetch, Reply, SharedStore};
+use bedrock_gateway_core::aws::credentials::{self, HttpCall, Provider};
 use bedrock_gateway_core::config::Config;
-use bedrock_gateway_core::credentials::{self, HttpCall, Provider};
 use bedrock_gateway_core::errors::{ApiFormat, ErrorKind, GatewayError};
 use bedrock_gateway_core::headers::HeaderSnapshot;
 use bedrock_gateway_core::report::{

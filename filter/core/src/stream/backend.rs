@@ -4,20 +4,20 @@
 use super::batch::{EmbeddingsBatch, PartAnswer, Progress};
 use super::retry::{self, CallerRequest};
 use super::{reply_with_error, send_json, trailers_refused, Flow, Host, Side, STREAM_KEY_HEADER};
-use crate::broker::{self, Broker, ParkedRequest, SharedStore, Verdict};
+use crate::api::embeddings::InputBatch;
+use crate::api::responses::DROPPED_TOOLS_HEADER;
+use crate::aws::broker::{self, Broker, ParkedRequest, SharedStore, Verdict};
+use crate::aws::credentials::HttpCall;
+use crate::aws::sigv4::{Credentials, Signer};
+use crate::bedrock::eventstream::DEFAULT_MAX_FRAME_LEN;
 use crate::config::{Backend, BackendCredentials, Config};
-use crate::credentials::HttpCall;
-use crate::embeddings::InputBatch;
 use crate::errors::{ApiFormat, ErrorKind, GatewayError};
-use crate::eventstream::DEFAULT_MAX_FRAME_LEN;
 use crate::gateway::{
     self, CallerHeaders, Endpoint, ResponsePlan, ResponseTranslation, Signature, UpstreamHead,
     MODEL_HEADER,
 };
 use crate::headers::HeaderSnapshot;
 use crate::report;
-use crate::responses::DROPPED_TOOLS_HEADER;
-use crate::sigv4::{Credentials, Signer};
 use crate::translated::TokenUsage;
 use std::borrow::Cow;
 use std::rc::Rc;
@@ -31,7 +31,7 @@ fn request_costs(
     backend: &str,
     usage: &TokenUsage,
 ) -> Vec<(&'static str, u64)> {
-    let inputs = crate::costs::CostInputs {
+    let inputs = crate::config::costs::CostInputs {
         model,
         backend,
         usage,
@@ -75,7 +75,7 @@ const ATTEMPT_HEADER: &str = "x-envoy-attempt-count";
 #[derive(Default)]
 pub struct Worker {
     pub signer: Signer,
-    pub broker: Broker,
+    pub broker: Broker<gateway::UpstreamRequest>,
     pub labels: report::LabelCache,
 }
 
@@ -593,7 +593,7 @@ impl BackendStream {
         let service_tier = matches!(endpoint, Endpoint::Bedrock(_))
             .then(|| {
                 self.request_headers
-                    .get(crate::options::SERVICE_TIER_HEADER)
+                    .get(crate::bedrock::options::SERVICE_TIER_HEADER)
             })
             .flatten()
             .map(Cow::into_owned);
@@ -794,7 +794,7 @@ pub enum Settled {
 /// come; `host` must act on the parked request's stream.
 pub fn settle(
     host: &mut impl Host,
-    parked: &ParkedRequest,
+    parked: &ParkedRequest<gateway::UpstreamRequest>,
     verdict: &Verdict,
     signer: &mut Signer,
 ) -> Settled {

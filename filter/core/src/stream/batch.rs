@@ -9,8 +9,8 @@
 //! the first failure answers the caller on its own: never a partial list.
 
 use super::Host;
-use crate::credentials::HttpCall;
-use crate::embeddings;
+use crate::api::embeddings;
+use crate::aws::credentials::HttpCall;
 use crate::errors::{ErrorKind, GatewayError};
 use crate::translated::TranslatedBody;
 

@@ -19,7 +19,7 @@ pub mod retry;
 pub mod routing;
 pub mod sts;
 
-use crate::credentials::HttpCall;
+use crate::aws::credentials::HttpCall;
 use crate::errors::{ApiFormat, GatewayError};
 use crate::gateway;
 use crate::headers::HeaderSnapshot;

@@ -5,7 +5,7 @@
 //! into the AssumeRoleWithWebIdentity form, where STS expects it.
 
 use super::{Flow, Host, Side};
-use crate::credentials;
+use crate::aws::credentials;
 
 #[derive(Default)]
 pub struct StsStream {

@@ -3,7 +3,7 @@
 
 use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
-use bedrock_gateway_core::broker::SharedStore;
+use bedrock_gateway_core::aws::broker::SharedStore;
 use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -5,7 +5,7 @@
 //! as `a%253Ab`. We therefore sign exactly the bytes that go on the wire and never
 //! touch the path afterwards.
 
-use crate::time::UtcDateTime;
+use crate::aws::time::UtcDateTime;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;

@@ -23,15 +23,27 @@
 //! `failover` names Envoy's composite clusters, whose attempts go to their sub-clusters in order:
 //! attempt N (Envoy's `x-envoy-attempt-count`) is translated and signed for the Nth backend.
 
-use crate::betas::{BetaPolicy, RawBetaPolicy};
-use crate::credentials::Provider;
-use crate::options::{BedrockOptions, Guardrail};
-use crate::responses::HostedTools;
-use crate::sigv4::Credentials;
+pub mod costs;
+
+use crate::aws::credentials::Provider;
+use crate::aws::sigv4::Credentials;
+use crate::bedrock::betas::{BetaPolicy, RawBetaPolicy};
+use crate::bedrock::options::{BedrockOptions, Guardrail};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
+
+/// What a backend does with hosted tools.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostedTools {
+    /// Left out of what reaches Bedrock, and named in the response.
+    #[default]
+    Drop,
+    /// The request is refused with a 400 naming the tool.
+    Refuse,
+}
 
 /// How the gateway talks to a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -200,7 +212,7 @@ struct RawConfig {
     #[serde(default)]
     metric_callers: Vec<String>,
     #[serde(default)]
-    request_costs: Vec<crate::costs::RawRequestCost>,
+    request_costs: Vec<crate::config::costs::RawRequestCost>,
     #[serde(default)]
     trace_attributes: bool,
 }
@@ -389,7 +401,7 @@ pub struct Config {
     pub metric_series: Vec<(String, Vec<String>)>,
     pub metric_callers: Vec<String>,
     /// `llmRequestCosts`: what each request costs, under each metadata key.
-    pub request_costs: Vec<crate::costs::RequestCost>,
+    pub request_costs: Vec<crate::config::costs::RequestCost>,
     /// Publish each request's GenAI span attributes, for the tracer's custom tags (set by the
     /// renderer when the resources ask for tracing).
     pub trace_attributes: bool,
@@ -486,7 +498,7 @@ impl Config {
                 .into_iter()
                 .enumerate()
                 .map(|(i, raw)| {
-                    crate::costs::RequestCost::parse(raw)
+                    crate::config::costs::RequestCost::parse(raw)
                         .map_err(|e| ConfigError(format!("request_costs[{i}]: {e}")))
                 })
                 .collect::<Result<_, _>>()?,
@@ -506,7 +518,7 @@ impl Config {
                 .collect::<Result<_, _>>()?,
             max_stream_frame_bytes: raw
                 .max_stream_frame_bytes
-                .unwrap_or(crate::eventstream::DEFAULT_MAX_FRAME_LEN),
+                .unwrap_or(crate::bedrock::eventstream::DEFAULT_MAX_FRAME_LEN),
         })
     }
 

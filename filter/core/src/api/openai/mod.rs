@@ -1,5 +1,8 @@
 //! OpenAI Chat Completions <-> Bedrock Converse.
 
+pub mod on_bedrock;
+
+use crate::bedrock::eventstream::{Decoder, Frame, FrameTranslator};
 use crate::bedrock::{
     self, CachePoint, ContentBlock, ConverseReply, ConverseRequest, Document, DocumentSource,
     Empty, Image, ImageSource, InferenceConfig, InputSchema, JsonSchemaDefinition, Message,
@@ -8,7 +11,7 @@ use crate::bedrock::{
     Usage,
 };
 use crate::errors::GatewayError;
-use crate::eventstream::{Decoder, Frame, FrameTranslator};
+use crate::json::push_json_string;
 use crate::translated::{TokenUsage, TranslatedBody};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -248,7 +251,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatCompletionRequest<'_>, GatewayEr
             "The request body is empty; expected a JSON object.",
         ));
     }
-    crate::jsonpath::from_slice(body)
+    crate::json::path::from_slice(body)
         .map_err(|e| invalid(format!("Invalid chat completion request: {e}")))
 }
 
@@ -1252,35 +1255,4 @@ pub(crate) fn too_many_blocks() -> GatewayError {
 
 pub(crate) fn unreadable_event(event: &str, error: &serde_json::Error) -> GatewayError {
     GatewayError::upstream(format!("Bedrock sent an unreadable {event} event: {error}"))
-}
-
-/// Appends `text` as a JSON string literal.
-pub fn push_json_string(out: &mut String, text: &str) {
-    out.push('"');
-    let mut start = 0;
-    for (i, byte) in text.bytes().enumerate() {
-        let escape: Option<&str> = match byte {
-            b'"' => Some("\\\""),
-            b'\\' => Some("\\\\"),
-            b'\n' => Some("\\n"),
-            b'\r' => Some("\\r"),
-            b'\t' => Some("\\t"),
-            0x00..=0x1f => None,
-            _ => continue,
-        };
-        if let Some(piece) = text.get(start..i) {
-            out.push_str(piece);
-        }
-        match escape {
-            Some(escaped) => out.push_str(escaped),
-            None => {
-                let _ = write!(out, "\\u{byte:04x}");
-            }
-        }
-        start = i + 1;
-    }
-    if let Some(rest) = text.get(start..) {
-        out.push_str(rest);
-    }
-    out.push('"');
 }

@@ -62,7 +62,7 @@ pub fn prepare(
     region: &str,
     api_version: u8,
 ) -> Result<(Vec<u8>, RerankPlan), GatewayError> {
-    let request: RerankRequest = crate::jsonpath::from_slice(body)
+    let request: RerankRequest = crate::json::path::from_slice(body)
         .map_err(|e| invalid(format!("Invalid rerank request: {e}")))?;
     if !is_rerank_model(model_id) {
         return Err(invalid(format!(

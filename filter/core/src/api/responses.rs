@@ -5,17 +5,17 @@
 //! (Claude's signed thinking) travels to the caller and back in a reasoning item's
 //! `encrypted_content`. What would need stored responses is refused by name, never ignored.
 
+use crate::api::openai::{self, FilePart, JsonSchemaFormat, ResponseFormat, TextOrParts, ToolMode};
+use crate::api::tool_names::{self, RenamedTool, ToolKind, ToolNames};
+use crate::bedrock::eventstream::{Decoder, Frame, FrameTranslator};
 use crate::bedrock::{
     self, ContentBlock, ConverseReply, ConverseRequest, InferenceConfig, InputSchema, Message,
     NamedTool, ReasoningContent, ReasoningText, Role, SystemBlock, Tool, ToolChoice, ToolConfig,
     ToolResult, ToolResultContent, ToolSpec, Usage,
 };
+use crate::config::HostedTools;
 use crate::errors::{self, ErrorKind, GatewayError};
-use crate::eventstream::{Decoder, Frame, FrameTranslator};
-use crate::openai::{
-    self, push_json_string, FilePart, JsonSchemaFormat, ResponseFormat, TextOrParts, ToolMode,
-};
-use crate::tool_names::{self, RenamedTool, ToolKind, ToolNames};
+use crate::json::push_json_string;
 use crate::translated::{TokenUsage, TranslatedBody};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -128,17 +128,6 @@ const HOSTED_TOOLS: &[&str] = &[
 
 /// The response header naming the hosted tools left out of a request.
 pub const DROPPED_TOOLS_HEADER: &str = "x-ai-gateway-dropped-tools";
-
-/// What a backend does with hosted tools.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HostedTools {
-    /// Left out of what reaches Bedrock, and named in the response.
-    #[default]
-    Drop,
-    /// The request is refused with a 400 naming the tool.
-    Refuse,
-}
 
 /// A request translated, with what its response needs to know of its tools.
 #[derive(Debug)]
@@ -259,7 +248,7 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest<'_>, GatewayError> 
             "The request body is empty; expected a JSON object.",
         ));
     }
-    crate::jsonpath::from_slice(body)
+    crate::json::path::from_slice(body)
         .map_err(|e| invalid(format!("Invalid Responses request: {e}")))
 }
 

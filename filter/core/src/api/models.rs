@@ -1,8 +1,8 @@
 //! `GET /v1/models` and `GET /anthropic/v1/models`, answered by the gateway from its configuration.
 
+use crate::aws::time::UtcDateTime;
 use crate::config::ModelInfo;
 use crate::errors::GatewayError;
-use crate::time::UtcDateTime;
 use serde_json::{json, Value};
 
 fn openai_model(model: &ModelInfo) -> Value {

@@ -80,7 +80,7 @@ impl<'a> RawObject<'a> {
                 out.push(',');
             }
             first = false;
-            crate::openai::push_json_string(out, key);
+            crate::json::push_json_string(out, key);
             out.push(':');
             out.push_str(value);
         };

@@ -8,11 +8,10 @@
 //! requests to report. The host makes the HTTP calls the broker asks for, hands the replies back,
 //! and signs and resumes (or fails) the requests the broker decides about.
 
-use crate::credentials::{
+use crate::aws::credentials::{
     self, CachedCredentials, FetchOutcome, FetchStep, Freshness, Provider, RefreshLock,
 };
 use crate::errors::ApiFormat;
-use crate::gateway::UpstreamRequest;
 use std::collections::HashMap;
 
 /// Storage every worker sees, with versions for compare-and-swap.
@@ -64,12 +63,13 @@ pub struct Fetch {
     pub step: FetchStep,
 }
 
-/// A request translated for Bedrock, waiting for credentials to be signed.
+/// A request waiting for credentials to be signed (the pipeline's translated request: the broker
+/// only holds it).
 #[derive(Debug)]
-pub struct ParkedRequest {
+pub struct ParkedRequest<R> {
     pub key: String,
     pub region: String,
-    pub upstream: UpstreamRequest,
+    pub upstream: R,
     pub format: ApiFormat,
     pub since_ms: u64,
 }
@@ -118,9 +118,9 @@ impl Reply {
 }
 
 /// One worker's requests waiting for credentials, and its fetches in flight.
-#[derive(Debug, Default)]
-pub struct Broker {
-    waiting: HashMap<u64, ParkedRequest>,
+#[derive(Debug)]
+pub struct Broker<R> {
+    waiting: HashMap<u64, ParkedRequest<R>>,
     /// Calls in flight, by token, with the order they went out in.
     fetches: HashMap<u64, (u64, Fetch)>,
     dispatched_count: u64,
@@ -131,7 +131,17 @@ pub struct Broker {
 /// oldest first, rather than staying in the map for good.
 const MAX_FETCHES_IN_FLIGHT: usize = 64;
 
-impl Broker {
+impl<R> Default for Broker<R> {
+    fn default() -> Self {
+        Broker {
+            waiting: HashMap::new(),
+            fetches: HashMap::new(),
+            dispatched_count: 0,
+        }
+    }
+}
+
+impl<R> Broker<R> {
     /// The fetches this worker should start now: credentials that are missing or due for refresh,
     /// whose refresh lock this worker has just taken.
     pub fn due_fetches(
@@ -216,7 +226,7 @@ impl Broker {
     }
 
     /// Holds a request until [`Broker::take_decided`] decides about it.
-    pub fn park(&mut self, stream: u64, request: ParkedRequest) {
+    pub fn park(&mut self, stream: u64, request: ParkedRequest<R>) {
         self.waiting.insert(stream, request);
     }
 
@@ -225,7 +235,7 @@ impl Broker {
         &mut self,
         store: &dyn SharedStore,
         now_ms: u64,
-    ) -> Vec<(u64, ParkedRequest, Verdict)> {
+    ) -> Vec<(u64, ParkedRequest<R>, Verdict)> {
         let decided: Vec<(u64, Verdict)> = self
             .waiting
             .iter()
@@ -250,7 +260,7 @@ impl Broker {
     }
 
     /// Takes a request back out of this broker: a host whose workers share one broker moves it there.
-    pub fn unpark(&mut self, stream: u64) -> Option<ParkedRequest> {
+    pub fn unpark(&mut self, stream: u64) -> Option<ParkedRequest<R>> {
         self.waiting.remove(&stream)
     }
 
@@ -265,7 +275,7 @@ impl Broker {
 }
 
 /// A waiting request fails once fetching its credentials has failed repeatedly, or after the wait limit.
-fn has_failed(store: &dyn SharedStore, parked: &ParkedRequest, now_ms: u64) -> bool {
+fn has_failed<R>(store: &dyn SharedStore, parked: &ParkedRequest<R>, now_ms: u64) -> bool {
     now_ms.saturating_sub(parked.since_ms) >= MAX_WAIT_MS
         || read_lock(store, &parked.key)
             .is_some_and(|lock| lock.failures >= FAILURES_BEFORE_GIVING_UP)

@@ -6,7 +6,7 @@
 //! worker; a lock entry elects the one worker that refreshes, and doubles as the back-off
 //! gate after a failure.
 
-use crate::sigv4::Credentials;
+use crate::aws::sigv4::Credentials;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -181,7 +181,7 @@ pub fn call_for(provider: &Provider, step: &FetchStep) -> HttpCall {
                     ":path",
                     &format!(
                         "/latest/meta-data/iam/security-credentials/{}",
-                        crate::sigv4::uri_encode(role.as_bytes())
+                        crate::aws::sigv4::uri_encode(role.as_bytes())
                     ),
                 ),
                 (":authority", authority),
@@ -349,7 +349,7 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
 }
 
 fn form_encode(text: &str) -> String {
-    crate::sigv4::uri_encode(text.as_bytes())
+    crate::aws::sigv4::uri_encode(text.as_bytes())
 }
 
 /// Appends the web identity token to an AssumeRoleWithWebIdentity form body.

@@ -7,11 +7,11 @@
 //! copied byte for byte, so new Anthropic features work without a gateway release.
 
 use crate::bedrock;
-use crate::betas::{self, BetaPolicy, SortedFlags};
+use crate::bedrock::betas::{self, BetaPolicy, SortedFlags};
+use crate::bedrock::eventstream::{Decoder, Frame, FrameTranslator};
 use crate::errors::{ApiFormat, GatewayError};
-use crate::eventstream::{Decoder, Frame, FrameTranslator};
-use crate::openai::push_json_string;
-use crate::rawjson::RawObject;
+use crate::json::push_json_string;
+use crate::json::raw::RawObject;
 use crate::translated::{TokenUsage, TranslatedBody};
 use base64::Engine as _;
 use serde::Deserialize;

@@ -103,7 +103,7 @@ pub fn prepare(body: &[u8], model_id: &str) -> Result<(EmbeddingsInvoke, Family)
             "The request body is empty; expected a JSON object.",
         ));
     }
-    let request: EmbeddingsRequest<'_> = crate::jsonpath::from_slice(body)
+    let request: EmbeddingsRequest<'_> = crate::json::path::from_slice(body)
         .map_err(|e| invalid(format!("Invalid embeddings request: {e}")))?;
     let family = Family::of(model_id).ok_or_else(|| {
         invalid(format!("`{model_id}` is not an embedding model this gateway supports (Titan Text Embeddings v2, Cohere Embed v3 and v4, Nova Multimodal Embeddings)."))
@@ -378,7 +378,7 @@ fn render(
         out.push('}');
     }
     out.push_str("],\"model\":");
-    crate::openai::push_json_string(&mut out, model);
+    crate::json::push_json_string(&mut out, model);
     out.push_str(&format!(
         ",\"usage\":{{\"prompt_tokens\":{tokens},\"total_tokens\":{tokens}}}}}"
     ));

@@ -1,5 +1,9 @@
 //! Bedrock Runtime wire shapes: paths, Converse request/response, stream events, errors.
 
+pub mod betas;
+pub mod eventstream;
+pub mod options;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -137,7 +141,7 @@ pub fn model_path(model_id: &str, operation: Operation) -> String {
     // Sized for the worst case (every byte percent-encoded), so the path is built without regrowing.
     let mut path = String::with_capacity("/model//".len() + 3 * model_id.len() + suffix.len());
     path.push_str("/model/");
-    crate::sigv4::uri_encode_into(model_id.as_bytes(), &mut path);
+    crate::aws::sigv4::uri_encode_into(model_id.as_bytes(), &mut path);
     path.push('/');
     path.push_str(suffix);
     path
@@ -163,7 +167,7 @@ pub struct ConverseRequest<'a> {
     pub output_config: Option<OutputConfig>,
     /// The backend's guardrail, latency, service tier and request metadata.
     #[serde(flatten)]
-    pub options: crate::options::ConverseOptions<'a>,
+    pub options: crate::bedrock::options::ConverseOptions<'a>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -577,6 +581,17 @@ pub struct Usage {
     pub cache_read_input_tokens: u64,
     #[serde(default)]
     pub cache_write_input_tokens: u64,
+}
+
+impl From<Usage> for crate::translated::TokenUsage {
+    fn from(u: Usage) -> Self {
+        crate::translated::TokenUsage {
+            input: u.input_tokens,
+            output: u.output_tokens,
+            cache_read: u.cache_read_input_tokens,
+            cache_write: u.cache_write_input_tokens,
+        }
+    }
 }
 
 // ---- ConverseStream events --------------------------------------------------------------

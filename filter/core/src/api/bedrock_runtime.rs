@@ -3,8 +3,8 @@
 //! gateway's signature, and Bedrock's reply goes back byte for byte, so the SDKs decode it as
 //! they would from AWS. The tokens are read on the way for metrics and budgets.
 
+use crate::bedrock::eventstream::{Decoder, Frame};
 use crate::bedrock::{self, Operation, Usage};
-use crate::eventstream::{Decoder, Frame};
 use crate::translated::TokenUsage;
 use base64::Engine as _;
 use serde::Deserialize;
@@ -306,7 +306,9 @@ fn redacted_exception(frame: &[u8], max_frame_len: usize) -> Option<Vec<u8>> {
             ":content-type",
             decoded.headers.content_type.unwrap_or("application/json"),
         ));
-        rewritten = Some(crate::eventstream::encode_frame(&headers, &payload));
+        rewritten = Some(crate::bedrock::eventstream::encode_frame(
+            &headers, &payload,
+        ));
     });
     rewritten
 }
@@ -314,7 +316,7 @@ fn redacted_exception(frame: &[u8], max_frame_len: usize) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eventstream::encode_frame;
+    use crate::bedrock::eventstream::encode_frame;
 
     #[test]
     fn a_streamed_exception_naming_an_account_is_redacted_and_every_other_frame_goes_on_as_it_came()

@@ -2,6 +2,7 @@
 //! (Llama, Nova, Mistral, ...): requests become Converse, replies and streams come back as
 //! Anthropic messages and Anthropic's exact SSE event sequence.
 
+use crate::bedrock::eventstream::{Decoder, Frame, FrameTranslator};
 use crate::bedrock::{
     self, CachePoint, ContentBlock, ConverseReply, ConverseRequest, Document, DocumentSource,
     Empty, Image, ImageSource, InferenceConfig, InputSchema, Message, NamedTool, ReasoningContent,
@@ -9,8 +10,7 @@ use crate::bedrock::{
     ToolSpec, ToolUse, Usage,
 };
 use crate::errors::{ApiFormat, GatewayError};
-use crate::eventstream::{Decoder, Frame, FrameTranslator};
-use crate::openai::push_json_string;
+use crate::json::push_json_string;
 use crate::translated::{TokenUsage, TranslatedBody};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -133,7 +133,7 @@ pub fn parse(body: &[u8]) -> Result<MessagesRequest<'_>, GatewayError> {
             "The request body is empty; expected a JSON object.",
         ));
     }
-    let request: MessagesRequest<'_> = crate::jsonpath::from_slice(body)
+    let request: MessagesRequest<'_> = crate::json::path::from_slice(body)
         .map_err(|e| invalid(format!("Invalid Messages request: {e}")))?;
     bedrock::validate_model_id(&request.model).map_err(|why| invalid(format!("model: {why}")))?;
     Ok(request)
