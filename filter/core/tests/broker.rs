@@ -12,9 +12,9 @@
 mod common;
 
 use bedrock_gateway_core::aws::broker::{
-    Broker, Fetch, ParkedRequest, Reply, Verdict, MAX_WAIT_MS,
+    self, Broker, Decided, Dispatcher, Fetch, ParkedRequest, Reply, Verdict, MAX_WAIT_MS,
 };
-use bedrock_gateway_core::aws::credentials::{FetchStep, Provider};
+use bedrock_gateway_core::aws::credentials::{FetchStep, HttpCall, Provider};
 use bedrock_gateway_core::errors::ApiFormat;
 use common::FakeStore;
 
@@ -239,5 +239,113 @@ fn calls_whose_answer_never_comes_do_not_stay_for_good() {
             Reply::Stored { .. }
         ),
         "the newest is still known"
+    );
+}
+
+// ---- The loop a host drives, against a fake dispatcher -----------------------------------
+
+/// A host's calls for the broker's loop: calls it sent (or refused), requests it served.
+#[derive(Default)]
+struct FakeDispatcher {
+    broker: Broker<&'static str>,
+    /// The broker is in use (a re-entered hook): nothing may be done with it.
+    broker_in_use: bool,
+    refuse_calls: bool,
+    sent: Vec<(u64, String)>,
+    served: Vec<(u64, &'static str, Verdict)>,
+}
+
+impl Dispatcher<&'static str> for FakeDispatcher {
+    fn with_broker<T>(&mut self, step: impl FnOnce(&mut Broker<&'static str>) -> T) -> Option<T> {
+        (!self.broker_in_use).then(|| step(&mut self.broker))
+    }
+
+    fn send(&mut self, call: &HttpCall) -> Result<u64, String> {
+        if self.refuse_calls {
+            return Err("no such cluster".into());
+        }
+        let token = 100 + self.sent.len() as u64;
+        self.sent.push((token, call.cluster.clone()));
+        Ok(token)
+    }
+
+    fn serve(&mut self, decided: Vec<Decided<&'static str>>) {
+        self.served.extend(
+            decided
+                .into_iter()
+                .map(|(stream, parked, verdict)| (stream, parked.upstream, verdict)),
+        );
+    }
+}
+
+#[test]
+fn the_loop_fetches_on_the_tick_and_serves_waiting_requests_when_the_reply_comes() {
+    let store = FakeStore::default();
+    let mut host = FakeDispatcher::default();
+    host.broker.park(5, parked(NOW_MS));
+
+    broker::on_tick(&mut host, &store, &providers(), NOW_MS);
+    assert_eq!(
+        host.sent,
+        vec![(100, "agent".to_owned())],
+        "one call to the agent's cluster"
+    );
+    assert!(host.served.is_empty(), "nothing to sign with yet");
+    broker::on_tick(&mut host, &store, &providers(), NOW_MS + 100);
+    assert_eq!(host.sent.len(), 1, "the fetch in flight holds the lock");
+
+    broker::on_reply(&mut host, &store, 999, Some(200), CREDENTIALS, NOW_MS + 150);
+    assert!(
+        host.served.is_empty(),
+        "a reply to another call is not this fetch's"
+    );
+    broker::on_reply(&mut host, &store, 100, Some(200), CREDENTIALS, NOW_MS + 200);
+    assert_eq!(host.served.len(), 1);
+    let (stream, request, verdict) = &host.served[0];
+    assert_eq!((*stream, *request), (5, "the translated request"));
+    assert!(matches!(verdict, Verdict::Sign(c) if c.credentials().access_key_id == "ASIA1"));
+    assert_eq!(host.broker.waiting(), 0);
+}
+
+#[test]
+fn a_call_the_host_cannot_send_counts_as_a_failed_fetch() {
+    let store = FakeStore::default();
+    let mut host = FakeDispatcher {
+        refuse_calls: true,
+        ..FakeDispatcher::default()
+    };
+    host.broker.park(5, parked(NOW_MS));
+    broker::on_tick(&mut host, &store, &providers(), NOW_MS);
+    broker::on_tick(&mut host, &store, &providers(), NOW_MS + 2_000);
+    assert_eq!(
+        host.served.len(),
+        1,
+        "two refused calls give up on the waiting request"
+    );
+    let Verdict::Fail(reason) = &host.served[0].2 else {
+        panic!("a refused call fails the request")
+    };
+    assert!(
+        reason.contains("cannot call the EKS Pod Identity cluster \"agent\""),
+        "{reason}"
+    );
+    assert!(reason.contains("no such cluster"), "{reason}");
+}
+
+#[test]
+fn a_broker_in_use_is_left_alone() {
+    let store = FakeStore::default();
+    let mut host = FakeDispatcher {
+        broker_in_use: true,
+        ..FakeDispatcher::default()
+    };
+    host.broker.park(5, parked(NOW_MS));
+    broker::on_tick(&mut host, &store, &providers(), NOW_MS);
+    broker::on_reply(&mut host, &store, 100, Some(200), CREDENTIALS, NOW_MS);
+    assert!(host.sent.is_empty() && host.served.is_empty());
+    assert_eq!(
+        host.broker.waiting(),
+        1,
+        "the request still waits for a later tick"
     );
 }

@@ -15,9 +15,9 @@ use crate::abi::{
 };
 use crate::host::now_ms;
 use bedrock_gateway_core::aws::broker::{
-    self, Broker, Fetch, ParkedRequest, Reply, SharedStore, Verdict,
+    self, Broker, Decided, Dispatcher, ParkedRequest, SharedStore, Verdict,
 };
-use bedrock_gateway_core::aws::credentials::{self, Provider};
+use bedrock_gateway_core::aws::credentials::{self, HttpCall, Provider};
 use bedrock_gateway_core::gateway::UpstreamRequest;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,33 +99,13 @@ pub fn take_decision(stream: u64) -> Option<Decision> {
 /// A stream that waited has ended or been decided: nothing may resume it any more.
 pub fn forget(stream: u64) {
     lock(&BROKER).forget(stream);
-    // Out of WAITING first: `serve_decided` files a decision only for a stream still waiting (under
+    // Out of WAITING first: `MainThread::serve` files a decision only for a stream still waiting (under
     // WAITING's lock), so none can be filed after the DECIDED entry goes.
     if let Some(scheduler) = lock(&WAITING).remove(&stream) {
         // SAFETY: created by `park` and removed from the map under its lock: deleted once, never committed after.
         unsafe { abi::envoy_dynamic_module_callback_http_filter_scheduler_delete(scheduler.0) };
     }
     lock(&DECIDED).remove(&stream);
-}
-
-/// Hands the broker's decisions to the waiting requests' workers.
-fn serve_decided(now_ms: u64) {
-    let decided = lock(&BROKER).take_decided(&ProcessStore, now_ms);
-    if decided.is_empty() {
-        return;
-    }
-    let waiting = lock(&WAITING);
-    let mut decisions = lock(&DECIDED);
-    for (stream, parked, verdict) in decided {
-        // A stream that ended meanwhile was forgotten: its decision would stay here for good.
-        if let Some(scheduler) = waiting.get(&stream) {
-            decisions.insert(stream, (parked, verdict));
-            // SAFETY: a live scheduler (it leaves the map before it is deleted); any thread may commit.
-            unsafe {
-                abi::envoy_dynamic_module_callback_http_filter_scheduler_commit(scheduler.0, stream)
-            };
-        }
-    }
 }
 
 /// The main thread's side of one backend-stage configuration that uses fetched credentials.
@@ -174,56 +154,12 @@ impl Fetcher {
 
     /// The ticker's event, on the main thread: start due fetches, decide about waiting requests.
     pub fn on_tick(&self) {
-        let now_ms = now_ms();
-        let due = lock(&BROKER).due_fetches(&ProcessStore, &self.providers, now_ms);
-        for fetch in due {
-            self.dispatch(fetch, now_ms);
-        }
-        serve_decided(now_ms);
-    }
-
-    /// Callouts of different configurations may share ids: the broker sees them tagged with ours.
-    fn token(&self, callout_id: u64) -> u64 {
-        (self.id << 40) ^ callout_id
-    }
-
-    fn dispatch(&self, fetch: Fetch, now_ms: u64) {
-        let call = credentials::call_for(&fetch.provider, &fetch.step);
-        let headers: Vec<ModuleHttpHeader> = call
-            .headers
-            .iter()
-            .map(|(name, value)| ModuleHttpHeader {
-                key: ModuleBuffer::of(name.as_bytes()),
-                value: ModuleBuffer::of(value.as_bytes()),
-            })
-            .collect();
-        let body = call
-            .body
-            .as_deref()
-            .map_or(ModuleBuffer::NULL, ModuleBuffer::of);
-        let mut callout_id = 0u64;
-        // SAFETY: the configuration pointer is alive while this fetcher is; every buffer outlives the call.
-        let result = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_http_callout(
-                self.config,
-                &mut callout_id,
-                ModuleBuffer::of(call.cluster.as_bytes()),
-                headers.as_ptr(),
-                headers.len(),
-                body,
-                credentials::FETCH_TIMEOUT_MS,
-            )
-        };
-        if result == abi::CALLOUT_INIT_SUCCESS {
-            lock(&BROKER).dispatched(self.token(callout_id), fetch);
-        } else {
-            let error = format!(
-                "cannot call the {} cluster {:?} ({result})",
-                fetch.provider.name(),
-                call.cluster
-            );
-            broker::record_failure(&ProcessStore, &fetch.key, now_ms, error);
-        }
+        broker::on_tick(
+            &mut MainThread(self),
+            &ProcessStore,
+            &self.providers,
+            now_ms(),
+        );
     }
 
     /// A fetch's reply, on the main thread.
@@ -234,7 +170,6 @@ impl Fetcher {
         headers: &[EnvoyHttpHeader],
         body: &[u8],
     ) {
-        let now_ms = now_ms();
         let status = succeeded
             .then(|| {
                 // SAFETY: Envoy's header buffers, valid for the hook that handed them over.
@@ -249,15 +184,84 @@ impl Fetcher {
                     })
             })
             .flatten();
-        let reply =
-            lock(&BROKER).on_reply(&ProcessStore, self.token(callout_id), status, body, now_ms);
-        reply.log(now_ms);
-        match reply {
-            Reply::Unknown => return,
-            Reply::Next(fetch) => self.dispatch(fetch, now_ms),
-            Reply::Stored { .. } | Reply::Failed(_) => {}
+        let token = self.token(callout_id);
+        broker::on_reply(
+            &mut MainThread(self),
+            &ProcessStore,
+            token,
+            status,
+            body,
+            now_ms(),
+        );
+    }
+
+    /// Callouts of different configurations may share ids: the broker sees them tagged with ours.
+    fn token(&self, callout_id: u64) -> u64 {
+        (self.id << 40) ^ callout_id
+    }
+}
+
+/// The broker's host calls, made on the main thread for one configuration.
+struct MainThread<'a>(&'a Fetcher);
+
+impl Dispatcher<UpstreamRequest> for MainThread<'_> {
+    fn with_broker<T>(
+        &mut self,
+        step: impl FnOnce(&mut Broker<UpstreamRequest>) -> T,
+    ) -> Option<T> {
+        Some(step(&mut lock(&BROKER)))
+    }
+
+    fn send(&mut self, call: &HttpCall) -> Result<u64, String> {
+        let headers: Vec<ModuleHttpHeader> = call
+            .headers
+            .iter()
+            .map(|(name, value)| ModuleHttpHeader {
+                key: ModuleBuffer::of(name.as_bytes()),
+                value: ModuleBuffer::of(value.as_bytes()),
+            })
+            .collect();
+        let body = call
+            .body
+            .as_deref()
+            .map_or(ModuleBuffer::NULL, ModuleBuffer::of);
+        let mut callout_id = 0u64;
+        // SAFETY: the configuration pointer is alive while its fetcher is; every buffer outlives the call.
+        let result = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_http_callout(
+                self.0.config,
+                &mut callout_id,
+                ModuleBuffer::of(call.cluster.as_bytes()),
+                headers.as_ptr(),
+                headers.len(),
+                body,
+                credentials::FETCH_TIMEOUT_MS,
+            )
+        };
+        if result == abi::CALLOUT_INIT_SUCCESS {
+            Ok(self.0.token(callout_id))
+        } else {
+            Err(format!("callout result {result}"))
         }
-        serve_decided(now_ms);
+    }
+
+    /// Files each decision for its stream's worker and wakes the stream there.
+    fn serve(&mut self, decided: Vec<Decided<UpstreamRequest>>) {
+        let waiting = lock(&WAITING);
+        let mut decisions = lock(&DECIDED);
+        for (stream, parked, verdict) in decided {
+            // A stream that ended meanwhile was forgotten: its decision would stay here for good.
+            if let Some(scheduler) = waiting.get(&stream) {
+                decisions.insert(stream, (parked, verdict));
+                // SAFETY: a live scheduler (it leaves the map before it is deleted); any thread may commit.
+                unsafe {
+                    abi::envoy_dynamic_module_callback_http_filter_scheduler_commit(
+                        scheduler.0,
+                        stream,
+                    )
+                };
+            }
+        }
     }
 }
 

@@ -11,10 +11,11 @@
 
 #![cfg(target_arch = "wasm32")]
 
-use bedrock_gateway_core::aws::broker::{self, Fetch, Reply, SharedStore};
+use bedrock_gateway_core::aws::broker::{self, Broker, Decided, Dispatcher, SharedStore};
 use bedrock_gateway_core::aws::credentials::{self, HttpCall, Provider};
 use bedrock_gateway_core::config::Config;
 use bedrock_gateway_core::errors::{ApiFormat, ErrorKind, GatewayError};
+use bedrock_gateway_core::gateway::UpstreamRequest;
 use bedrock_gateway_core::headers::HeaderSnapshot;
 use bedrock_gateway_core::report::{
     Kind, MetricLabels, Sample, SpanAttributes, SpanValue, UsageSummary,
@@ -77,22 +78,14 @@ impl Context for GatewayRoot {
             .ok()
             .flatten()
             .unwrap_or_default();
-        let now_ms = now_millis();
-        let reply = match self.worker.try_borrow_mut() {
-            Ok(mut worker) => {
-                worker
-                    .broker
-                    .on_reply(&EnvoySharedData, u64::from(token_id), status, &body, now_ms)
-            }
-            Err(_) => return,
-        };
-        reply.log(now_ms);
-        match reply {
-            Reply::Unknown => return,
-            Reply::Next(fetch) => self.dispatch_fetch(fetch, now_ms),
-            Reply::Stored { .. } | Reply::Failed(_) => {}
-        }
-        self.serve_waiting_requests(now_ms);
+        broker::on_reply(
+            &mut self.dispatcher(),
+            &EnvoySharedData,
+            u64::from(token_id),
+            status,
+            &body,
+            now_millis(),
+        );
     }
 }
 
@@ -144,17 +137,12 @@ impl RootContext for GatewayRoot {
     }
 
     fn on_tick(&mut self) {
-        let now_ms = now_millis();
-        let due = match self.worker.try_borrow() {
-            Ok(worker) => worker
-                .broker
-                .due_fetches(&EnvoySharedData, &self.providers, now_ms),
-            Err(_) => return,
-        };
-        for fetch in due {
-            self.dispatch_fetch(fetch, now_ms);
-        }
-        self.serve_waiting_requests(now_ms);
+        broker::on_tick(
+            &mut self.dispatcher(),
+            &EnvoySharedData,
+            &self.providers,
+            now_millis(),
+        );
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -204,9 +192,30 @@ fn now_millis() -> u64 {
 }
 
 impl GatewayRoot {
-    /// Makes the call the broker asked for; a call Envoy refuses counts as a failed fetch.
-    fn dispatch_fetch(&mut self, fetch: Fetch, now_ms: u64) {
-        let call = credentials::call_for(&fetch.provider, &fetch.step);
+    fn dispatcher(&self) -> RootDispatcher<'_> {
+        RootDispatcher {
+            root_context_id: self.context_id,
+            worker: &self.worker,
+        }
+    }
+}
+
+/// The broker's host calls, made from the backend stage's root context on this worker.
+struct RootDispatcher<'a> {
+    root_context_id: u32,
+    worker: &'a RefCell<Worker>,
+}
+
+impl Dispatcher<UpstreamRequest> for RootDispatcher<'_> {
+    fn with_broker<T>(
+        &mut self,
+        step: impl FnOnce(&mut Broker<UpstreamRequest>) -> T,
+    ) -> Option<T> {
+        let mut worker = self.worker.try_borrow_mut().ok()?;
+        Some(step(&mut worker.broker))
+    }
+
+    fn send(&mut self, call: &HttpCall) -> Result<u64, String> {
         let headers: Vec<(&str, &str)> = call
             .headers
             .iter()
@@ -214,54 +223,46 @@ impl GatewayRoot {
             .collect();
         let timeout = Duration::from_millis(credentials::FETCH_TIMEOUT_MS);
         // Calls must be attributed to the root context, whichever stream was active last.
-        let _ = hostcalls::set_effective_context(self.context_id);
-        match hostcalls::dispatch_http_call(
+        let _ = hostcalls::set_effective_context(self.root_context_id);
+        hostcalls::dispatch_http_call(
             &call.cluster,
             headers,
             call.body.as_deref(),
             vec![],
             timeout,
-        ) {
-            Ok(token) => {
-                // Untracked, the reply is ignored and the lock's timeout lets the next tick retry.
-                if let Ok(mut worker) = self.worker.try_borrow_mut() {
-                    worker.broker.dispatched(u64::from(token), fetch);
-                }
-            }
-            Err(status) => {
-                let error = format!(
-                    "cannot call the {} cluster {:?} ({status:?})",
-                    fetch.provider.name(),
-                    call.cluster
-                );
-                broker::record_failure(&EnvoySharedData, &fetch.key, now_ms, error);
-            }
-        }
+        )
+        .map(u64::from)
+        .map_err(|status| format!("{status:?}"))
     }
 
-    /// Signs and resumes waiting requests whose credentials arrived; fails those that cannot get any.
-    fn serve_waiting_requests(&mut self, now_ms: u64) {
-        let Ok(mut worker) = self.worker.try_borrow_mut() else {
-            return;
-        };
-        let decided = worker.broker.take_decided(&EnvoySharedData, now_ms);
-        for (stream, parked, verdict) in decided {
-            // The stream may be gone (client disconnected): then there is nothing to resume.
-            let Ok(context_id) = u32::try_from(stream) else {
-                continue;
-            };
-            if hostcalls::set_effective_context(context_id).is_err() {
-                continue;
+    /// Signs (or answers) each decided request on its stream, then resumes those signed, with the
+    /// worker no longer borrowed: resuming runs Envoy's filter chain, which may call into this VM.
+    fn serve(&mut self, decided: Vec<Decided<UpstreamRequest>>) {
+        let mut resumable = Vec::new();
+        if let Ok(mut worker) = self.worker.try_borrow_mut() {
+            for (stream, parked, verdict) in decided {
+                // The stream may be gone (client disconnected): then there is nothing to resume.
+                let Ok(context_id) = u32::try_from(stream) else {
+                    continue;
+                };
+                if hostcalls::set_effective_context(context_id).is_err() {
+                    continue;
+                }
+                let settled =
+                    backend::settle(&mut WasmHost::new(0), &parked, &verdict, &mut worker.signer);
+                if settled == Settled::Resume {
+                    resumable.push(context_id);
+                }
             }
-            let settled =
-                backend::settle(&mut WasmHost::new(0), &parked, &verdict, &mut worker.signer);
-            if settled == Settled::Resume {
+        }
+        for context_id in resumable {
+            if hostcalls::set_effective_context(context_id).is_ok() {
                 if let Err(status) = hostcalls::resume_http_request() {
                     log::warn!("ai gateway: cannot resume a request: {status:?}");
                 }
             }
         }
-        let _ = hostcalls::set_effective_context(self.context_id);
+        let _ = hostcalls::set_effective_context(self.root_context_id);
     }
 }
 

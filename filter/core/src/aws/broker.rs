@@ -5,9 +5,13 @@
 //! wasm host). The credentials and a refresh lock live in the store, so one fetch serves every worker:
 //! a worker starts a fetch only when its compare-and-swap on the lock lands, nobody retries before
 //! the lock's back-off has passed, and a failure is recorded there for every worker's waiting
-//! requests to report. The host makes the HTTP calls the broker asks for, hands the replies back,
-//! and signs and resumes (or fails) the requests the broker decides about.
+//! requests to report.
+//!
+//! The whole loop is here ([`on_tick`], [`on_reply`]): a host only implements [`Dispatcher`] (make
+//! an HTTP call, reach its broker, hand decided requests to their streams) and calls the two on its
+//! timer and on each call's reply.
 
+use crate::aws::credentials::HttpCall;
 use crate::aws::credentials::{
     self, CachedCredentials, FetchOutcome, FetchStep, Freshness, Provider, RefreshLock,
 };
@@ -285,4 +289,93 @@ fn failure_reason(store: &dyn SharedStore, key: &str) -> String {
     read_lock(store, key)
         .and_then(|lock| lock.last_error)
         .unwrap_or_else(|| "the credential endpoint did not answer in time".to_owned())
+}
+
+/// A waiting request with what was decided for it: the stream it belongs to, the request, the verdict.
+pub type Decided<R> = (u64, ParkedRequest<R>, Verdict);
+
+/// What the broker's loop needs from a host: its calls, and no decision.
+///
+/// The broker is reached through [`Dispatcher::with_broker`] for one step at a time and never held
+/// while a host call runs, so a host whose calls can re-enter the module (a callout that fails
+/// inline) never finds it taken.
+pub trait Dispatcher<R> {
+    /// Runs `step` on this worker's broker; `None` if the host cannot lend it now (it is in use).
+    fn with_broker<T>(&mut self, step: impl FnOnce(&mut Broker<R>) -> T) -> Option<T>;
+    /// Sends `call` with the credential fetch's timeout: the token its reply will come back
+    /// with, or why it could not be sent.
+    fn send(&mut self, call: &HttpCall) -> Result<u64, String>;
+    /// Hands each decided request to its stream, to be signed and resumed or answered.
+    fn serve(&mut self, decided: Vec<Decided<R>>);
+}
+
+/// The timer's work: start the fetches that are due (first fetch, refresh ahead of expiry, retry
+/// after back-off), then serve the waiting requests that can be decided.
+pub fn on_tick<R>(
+    host: &mut impl Dispatcher<R>,
+    store: &dyn SharedStore,
+    providers: &[(String, Provider)],
+    now_ms: u64,
+) {
+    let Some(due) = host.with_broker(|broker| broker.due_fetches(store, providers, now_ms)) else {
+        return;
+    };
+    for fetch in due {
+        dispatch(host, store, fetch, now_ms);
+    }
+    serve_decided(host, store, now_ms);
+}
+
+/// The reply to call `token` (status `None`: the call failed without a response): credentials
+/// stored, the next call of a fetch made, or a failure recorded; then the waiting requests served.
+pub fn on_reply<R>(
+    host: &mut impl Dispatcher<R>,
+    store: &dyn SharedStore,
+    token: u64,
+    status: Option<u16>,
+    body: &[u8],
+    now_ms: u64,
+) {
+    let Some(reply) =
+        host.with_broker(|broker| broker.on_reply(store, token, status, body, now_ms))
+    else {
+        return;
+    };
+    reply.log(now_ms);
+    match reply {
+        Reply::Unknown => return,
+        Reply::Next(fetch) => dispatch(host, store, fetch, now_ms),
+        Reply::Stored { .. } | Reply::Failed(_) => {}
+    }
+    serve_decided(host, store, now_ms);
+}
+
+/// Makes one call of a fetch; a call the host cannot send counts as a failed fetch (the back-off
+/// applies, and waiting requests learn why once failures repeat).
+fn dispatch<R>(host: &mut impl Dispatcher<R>, store: &dyn SharedStore, fetch: Fetch, now_ms: u64) {
+    let call = credentials::call_for(&fetch.provider, &fetch.step);
+    match host.send(&call) {
+        Ok(token) => {
+            // A broker the host cannot lend leaves the call untracked: its reply is ignored and the
+            // lock's timeout lets a later tick retry.
+            let _ = host.with_broker(|broker| broker.dispatched(token, fetch));
+        }
+        Err(reason) => {
+            let error = format!(
+                "cannot call the {} cluster {:?} ({reason})",
+                fetch.provider.name(),
+                call.cluster
+            );
+            record_failure(store, &fetch.key, now_ms, error);
+        }
+    }
+}
+
+fn serve_decided<R>(host: &mut impl Dispatcher<R>, store: &dyn SharedStore, now_ms: u64) {
+    let decided = host
+        .with_broker(|broker| broker.take_decided(store, now_ms))
+        .unwrap_or_default();
+    if !decided.is_empty() {
+        host.serve(decided);
+    }
 }
