@@ -19,7 +19,7 @@ use bedrock_gateway_core::stream::backend::{self, BackendStream, Settled, Worker
 use bedrock_gateway_core::stream::batch::{self, PartAnswer};
 use bedrock_gateway_core::stream::routing::RoutingStream;
 use bedrock_gateway_core::stream::sts::StsStream;
-use bedrock_gateway_core::stream::{Flow, Host, Side};
+use bedrock_gateway_core::stream::{reply_busy, Flow, Host, Side, Stage};
 use common::{frame_bytes, parse_sse, FakeStore};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -1634,5 +1634,43 @@ fn a_failover_retry_finds_its_request_when_callers_are_authenticated() {
     assert_eq!(
         retry.get(Side::Request, ":path"),
         Some("/model/us.anthropic.claude-x-v1%3A0/converse")
+    );
+}
+
+#[test]
+fn a_configuration_names_one_of_three_stages_or_none() {
+    assert_eq!(Stage::from_name(b"ai_gateway"), Some(Stage::Routing));
+    assert_eq!(
+        Stage::from_name(b"ai_gateway_backend"),
+        Some(Stage::Backend)
+    );
+    assert_eq!(Stage::from_name(b"ai_gateway_sts"), Some(Stage::Sts));
+    for unknown in [&b""[..], b"ai_gateway_", b"AI_GATEWAY", b"noop_routing"] {
+        assert_eq!(Stage::from_name(unknown), None, "{unknown:?}");
+    }
+}
+
+#[test]
+fn a_busy_worker_answers_retry_in_the_callers_format() {
+    for (path, shape) in [
+        ("/v1/chat/completions", "/error/type"),
+        ("/anthropic/v1/messages", "/error/type"),
+    ] {
+        let mut host = FakeHost::request("POST", path, &[], chat(false));
+        assert_eq!(reply_busy(&mut host), Flow::Pause);
+        let (status, body) = host.sent.clone().unwrap();
+        assert_eq!(status, 503);
+        assert!(body.pointer(shape).is_some(), "{body}");
+        assert_eq!(
+            body.pointer("/error/message").and_then(Value::as_str),
+            Some("The gateway is busy; retry the request.")
+        );
+    }
+    let mut host = FakeHost::request("POST", "/anthropic/v1/messages", &[], chat(false));
+    reply_busy(&mut host);
+    assert_eq!(
+        host.sent.unwrap().1["type"],
+        "error",
+        "Anthropic's error envelope"
     );
 }

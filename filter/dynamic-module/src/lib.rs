@@ -20,7 +20,7 @@ use bedrock_gateway_core::stream::backend::{self, BackendStream, Settled, Worker
 use bedrock_gateway_core::stream::batch::PartAnswer;
 use bedrock_gateway_core::stream::routing::RoutingStream;
 use bedrock_gateway_core::stream::sts::StsStream;
-use bedrock_gateway_core::stream::{format_for_path, Flow, Host, Side};
+use bedrock_gateway_core::stream::{format_for_path, reply_busy, Flow, Host, Side, Stage};
 use credentials::{Fetcher, ProcessStore};
 use host::NativeHost;
 use std::cell::{Cell, RefCell};
@@ -39,13 +39,6 @@ thread_local! {
 
 static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
 static NEXT_CONFIG: AtomicU64 = AtomicU64::new(1);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Routing,
-    Backend,
-    Sts,
-}
 
 struct FilterConfig {
     id: u64,
@@ -146,17 +139,12 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     guarded(std::ptr::null(), || {
         // SAFETY: Envoy's buffers, valid for this hook.
         let (name, json) = unsafe { (name.as_slice(), config.as_slice()) };
-        let stage = match name {
-            b"ai_gateway" => Stage::Routing,
-            b"ai_gateway_backend" => Stage::Backend,
-            b"ai_gateway_sts" => Stage::Sts,
-            other => {
-                log::error!(
-                    "ai gateway: unknown filter_name {:?}",
-                    String::from_utf8_lossy(other)
-                );
-                return std::ptr::null();
-            }
+        let Some(stage) = Stage::from_name(name) else {
+            log::error!(
+                "ai gateway: unknown filter_name {:?}",
+                String::from_utf8_lossy(name)
+            );
+            return std::ptr::null();
         };
         let config = match Config::parse(json, &|key| std::env::var(key).ok()) {
             Ok(config) => Arc::new(config),
@@ -383,17 +371,7 @@ fn with_worker<'h>(
     });
     match outcome {
         Ok(Some(flow)) => flow,
-        // Hooks do not nest, so the worker is never borrowed twice; if it were, the caller is told.
-        _ => {
-            let error = GatewayError::new(
-                503,
-                ErrorKind::Unavailable,
-                "The gateway is busy; retry the request.",
-            );
-            let path = host.header(Side::Request, ":path").unwrap_or_default();
-            host.send_json(error.status, &error.to_json(format_for_path(&path)));
-            Flow::Pause
-        }
+        _ => reply_busy(host),
     }
 }
 

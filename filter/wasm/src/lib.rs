@@ -14,7 +14,6 @@
 use bedrock_gateway_core::aws::broker::{self, Broker, Decided, Dispatcher, SharedStore};
 use bedrock_gateway_core::aws::credentials::{self, HttpCall, Provider};
 use bedrock_gateway_core::config::Config;
-use bedrock_gateway_core::errors::{ApiFormat, ErrorKind, GatewayError};
 use bedrock_gateway_core::gateway::UpstreamRequest;
 use bedrock_gateway_core::headers::HeaderSnapshot;
 use bedrock_gateway_core::report::{
@@ -24,7 +23,7 @@ use bedrock_gateway_core::stream::backend::{self, BackendStream, Settled, Worker
 use bedrock_gateway_core::stream::batch::PartAnswer;
 use bedrock_gateway_core::stream::routing::RoutingStream;
 use bedrock_gateway_core::stream::sts::StsStream;
-use bedrock_gateway_core::stream::{Flow, Host, Side};
+use bedrock_gateway_core::stream::{reply_busy, Flow, Host, Side, Stage};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
@@ -34,8 +33,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-const BACKEND_ROOT_ID: &str = "ai_gateway_backend";
-const STS_ROOT_ID: &str = "ai_gateway_sts";
 /// How often each worker checks the shared credentials and its waiting requests.
 const CREDENTIAL_TICK: Duration = Duration::from_millis(100);
 
@@ -46,19 +43,12 @@ proxy_wasm::main! {{
     });
 }}
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    #[default]
-    Routing,
-    Backend,
-    Sts,
-}
-
 #[derive(Default)]
 struct GatewayRoot {
     context_id: u32,
     config: Option<Arc<Config>>,
-    stage: Stage,
+    /// `None` until a configuration names a known stage.
+    stage: Option<Stage>,
     worker: Rc<RefCell<Worker>>,
     /// The fetched-credential providers of the configuration, with their shared-data keys.
     providers: Vec<(String, Provider)>,
@@ -95,11 +85,14 @@ impl RootContext for GatewayRoot {
             .ok()
             .flatten()
             .unwrap_or_default();
-        self.stage = match root_id.as_slice() {
-            id if id == BACKEND_ROOT_ID.as_bytes() => Stage::Backend,
-            id if id == STS_ROOT_ID.as_bytes() => Stage::Sts,
-            _ => Stage::Routing,
+        let Some(stage) = Stage::from_name(&root_id) else {
+            log::error!(
+                "ai gateway: unknown root_id {:?}",
+                String::from_utf8_lossy(&root_id)
+            );
+            return false;
         };
+        self.stage = Some(stage);
         let bytes = match hostcalls::get_buffer(
             BufferType::PluginConfiguration,
             0,
@@ -113,7 +106,7 @@ impl RootContext for GatewayRoot {
         };
         match Config::parse(&bytes, &|key| std::env::var(key).ok()) {
             Ok(config) => {
-                if self.stage == Stage::Backend {
+                if stage == Stage::Backend {
                     self.providers = config.fetched_providers();
                     if !self.providers.is_empty() {
                         // Credentials are fetched before the first request needs them, and refreshed
@@ -147,7 +140,7 @@ impl RootContext for GatewayRoot {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let config = self.config.clone();
-        match self.stage {
+        match self.stage? {
             Stage::Backend => Some(Box::new(BackendFilter {
                 stream: BackendStream::new(u64::from(context_id), config),
                 worker: Rc::clone(&self.worker),
@@ -366,7 +359,7 @@ impl HttpContext for BackendFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let mut host = WasmHost::new(0);
         let Ok(mut worker) = self.worker.try_borrow_mut() else {
-            return reply_busy();
+            return action(reply_busy(&mut host));
         };
         action(self.stream.on_request_headers(
             &mut host,
@@ -379,7 +372,7 @@ impl HttpContext for BackendFilter {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let mut host = WasmHost::new(body_size);
         let Ok(mut worker) = self.worker.try_borrow_mut() else {
-            return reply_busy();
+            return action(reply_busy(&mut host));
         };
         action(
             self.stream
@@ -400,22 +393,6 @@ impl HttpContext for BackendFilter {
         let mut host = WasmHost::new(body_size);
         action(self.stream.on_response_body(&mut host, end_of_stream))
     }
-}
-
-/// The worker state is borrowed only within one hook, and hooks do not nest: this cannot happen,
-/// but if it did, the caller is told rather than the VM panicking.
-fn reply_busy() -> Action {
-    let error = GatewayError::new(
-        503,
-        ErrorKind::Unavailable,
-        "The gateway is busy; retry the request.",
-    );
-    let _ = hostcalls::send_http_response(
-        503,
-        vec![("content-type", "application/json")],
-        Some(&error.to_json(ApiFormat::OpenAi)),
-    );
-    Action::Pause
 }
 
 struct StsFilter(StsStream);

@@ -20,11 +20,39 @@ pub mod routing;
 pub mod sts;
 
 use crate::aws::credentials::HttpCall;
-use crate::errors::{ApiFormat, GatewayError};
+use crate::errors::{ApiFormat, ErrorKind, GatewayError};
 use crate::gateway;
 use crate::headers::HeaderSnapshot;
 use crate::report::{MetricLabels, Sample, UsageSummary};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The three stages one build serves; the host learns which from its configuration's name (the
+/// wasm `root_id`, the dynamic module's `filter_name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Routing,
+    Backend,
+    Sts,
+}
+
+impl Stage {
+    pub const ROUTING_NAME: &'static str = "ai_gateway";
+    pub const BACKEND_NAME: &'static str = "ai_gateway_backend";
+    pub const STS_NAME: &'static str = "ai_gateway_sts";
+
+    /// The stage a configuration names; `None` for any other name, which a host refuses to load
+    /// rather than guess.
+    pub fn from_name(name: &[u8]) -> Option<Stage> {
+        [
+            (Self::ROUTING_NAME, Stage::Routing),
+            (Self::BACKEND_NAME, Stage::Backend),
+            (Self::STS_NAME, Stage::Sts),
+        ]
+        .into_iter()
+        .find(|(known, _)| known.as_bytes() == name)
+        .map(|(_, stage)| stage)
+    }
+}
 
 /// What the host does after a hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +105,19 @@ pub trait Host {
 /// Answers the caller in its API's error format; the stream then holds.
 pub fn reply_with_error(host: &mut impl Host, error: &GatewayError, format: ApiFormat) -> Flow {
     send_json(host, error.status, &error.to_json(format))
+}
+
+/// The answer when a hook cannot have the worker's state (its signer, its broker) because another
+/// hook holds it. Hooks do not nest, so this should never be sent; if it is, the caller is told to
+/// retry rather than the host panicking or passing the request on unsigned.
+pub fn reply_busy(host: &mut impl Host) -> Flow {
+    let error = GatewayError::new(
+        503,
+        ErrorKind::Unavailable,
+        "The gateway is busy; retry the request.",
+    );
+    let path = host.header(Side::Request, ":path").unwrap_or_default();
+    reply_with_error(host, &error, format_for_path(&path))
 }
 
 fn send_json(host: &mut impl Host, status: u16, body: &[u8]) -> Flow {
