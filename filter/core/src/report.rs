@@ -929,30 +929,3 @@ mod tests {
         assert_eq!((summary.total_tokens, summary.cost), (8, 23));
     }
 }
-
-/// Usage summaries from the backend stage (an upstream filter) to the routing stage (downstream),
-/// by request id. Both stages of one request run on the same worker thread, but do not share their
-/// filter state, and access logs read the downstream one.
-const MAX_PENDING_SUMMARIES: usize = 4096;
-
-thread_local! {
-    static USAGE_SUMMARIES: RefCell<HashMap<String, UsageSummary>> = RefCell::new(HashMap::new());
-}
-
-/// Leaves `summary` for the routing stage of request `request_id` on this thread.
-pub fn hand_over_summary(request_id: String, summary: UsageSummary) {
-    USAGE_SUMMARIES.with(|summaries| {
-        if let Ok(mut summaries) = summaries.try_borrow_mut() {
-            // Streams cut before the routing stage sees their end never collect theirs.
-            if summaries.len() >= MAX_PENDING_SUMMARIES {
-                summaries.clear();
-            }
-            summaries.insert(request_id, summary);
-        }
-    });
-}
-
-/// The summary the backend stage left for `request_id`, taken once.
-pub fn take_summary(request_id: &str) -> Option<UsageSummary> {
-    USAGE_SUMMARIES.with(|summaries| summaries.try_borrow_mut().ok()?.remove(request_id))
-}

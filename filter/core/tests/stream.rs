@@ -17,11 +17,13 @@ use bedrock_gateway_core::headers::HeaderSnapshot;
 use bedrock_gateway_core::report::{self, Extra, MetricLabels, Sample, UsageSummary};
 use bedrock_gateway_core::stream::backend::{self, BackendStream, Settled, Worker};
 use bedrock_gateway_core::stream::batch::{self, PartAnswer};
+use bedrock_gateway_core::stream::hand_over::{CallerRequest, HandOver};
 use bedrock_gateway_core::stream::routing::RoutingStream;
 use bedrock_gateway_core::stream::sts::StsStream;
 use bedrock_gateway_core::stream::{reply_busy, Flow, Host, Side, Stage};
 use common::{frame_bytes, parse_sse, FakeStore};
 use serde_json::{json, Value};
+use std::rc::Rc;
 use std::sync::Arc;
 
 const LLAMA: &str = "us.meta.llama3-2-1b-instruct-v1:0";
@@ -102,6 +104,10 @@ impl FakeHost {
     }
 }
 
+thread_local! {
+    static HAND_OVER: Rc<HandOver> = Rc::default();
+}
+
 impl Host for FakeHost {
     fn now_ms(&self) -> u64 {
         NOW_MS
@@ -173,6 +179,12 @@ impl Host for FakeHost {
         let token = 100 + self.calls.len() as u64;
         self.calls.push((token, call.clone()));
         Some(token)
+    }
+
+    /// One per test thread, as the hosts keep one per worker thread: the stages of a test's
+    /// request find each other's state, other tests' requests never do.
+    fn hand_over(&self) -> Rc<HandOver> {
+        HAND_OVER.with(Rc::clone)
     }
 }
 
@@ -1673,4 +1685,44 @@ fn a_busy_worker_answers_retry_in_the_callers_format() {
         "error",
         "Anthropic's error envelope"
     );
+}
+
+#[test]
+fn the_hand_over_keeps_a_first_try_until_its_request_ends_and_a_summary_once() {
+    let hand_over = HandOver::default();
+    let request = |body: &[u8]| CallerRequest {
+        method: "POST".into(),
+        path: "/v1/chat/completions".into(),
+        model: "m".into(),
+        anthropic_beta: None,
+        body: body.to_vec(),
+    };
+    hand_over.keep_first_try("1", request(b"first"));
+    hand_over.keep_first_try("1", request(b"again"));
+    assert_eq!(
+        hand_over.first_try("1").unwrap().body,
+        b"again",
+        "one entry per key"
+    );
+    assert!(hand_over.first_try("2").is_none());
+    let summary = UsageSummary {
+        json: "{}".into(),
+        total_tokens: 3,
+        cost: 3,
+        costs: Vec::new(),
+        span: None,
+    };
+    hand_over.leave_summary("1".into(), summary.clone());
+    assert_eq!(hand_over.held(), (1, 1));
+    assert_eq!(hand_over.finish("1"), Some(summary));
+    assert_eq!(hand_over.finish("1"), None, "taken once");
+    assert!(
+        hand_over.first_try("1").is_none(),
+        "the first try goes with its request"
+    );
+    for key in 0..300 {
+        hand_over.keep_first_try(&key.to_string(), request(b""));
+    }
+    assert_eq!(hand_over.held().0, 256, "bounded, the oldest first out");
+    assert!(hand_over.first_try("0").is_none() && hand_over.first_try("299").is_some());
 }

@@ -5,7 +5,9 @@ use crate::metrics;
 use bedrock_gateway_core::aws::credentials::HttpCall;
 use bedrock_gateway_core::headers::HeaderSnapshot;
 use bedrock_gateway_core::report::{MetricLabels, Sample, SpanAttributes, SpanValue, UsageSummary};
+use bedrock_gateway_core::stream::hand_over::HandOver;
 use bedrock_gateway_core::stream::{Host, Side};
+use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where access logs and rate limits read a request's usage (`usage`, `total_tokens`, `cost`):
@@ -335,4 +337,14 @@ impl Host for NativeHost<'_> {
             None
         }
     }
+
+    fn hand_over(&self) -> Rc<HandOver> {
+        HAND_OVER.with(Rc::clone)
+    }
+}
+
+thread_local! {
+    /// Each worker thread's hand-over between the stages: Envoy runs a request's downstream and
+    /// upstream filters on the worker thread of the downstream connection.
+    static HAND_OVER: Rc<HandOver> = Rc::default();
 }

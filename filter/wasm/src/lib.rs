@@ -21,6 +21,7 @@ use bedrock_gateway_core::report::{
 };
 use bedrock_gateway_core::stream::backend::{self, BackendStream, Settled, Worker};
 use bedrock_gateway_core::stream::batch::PartAnswer;
+use bedrock_gateway_core::stream::hand_over::HandOver;
 use bedrock_gateway_core::stream::routing::RoutingStream;
 use bedrock_gateway_core::stream::sts::StsStream;
 use bedrock_gateway_core::stream::{reply_busy, Flow, Host, Side, Stage};
@@ -588,6 +589,16 @@ impl Host for WasmHost {
             }
         }
     }
+
+    fn hand_over(&self) -> Rc<HandOver> {
+        HAND_OVER.with(Rc::clone)
+    }
+}
+
+thread_local! {
+    /// The VM's hand-over between the stages: every stage's context of a worker lives in this one
+    /// VM (they share its `vm_id`), and a VM runs on one thread.
+    static HAND_OVER: Rc<HandOver> = Rc::default();
 }
 
 // ---- Host helpers ------------------------------------------------------------------------

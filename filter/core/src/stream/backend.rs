@@ -2,7 +2,7 @@
 //! settings (translation, model override, host, SigV4) and translates the response back.
 
 use super::batch::{EmbeddingsBatch, PartAnswer, Progress};
-use super::retry::{self, CallerRequest};
+use super::hand_over::CallerRequest;
 use super::{reply_with_error, send_json, trailers_refused, Flow, Host, Side, STREAM_KEY_HEADER};
 use crate::api::embeddings::InputBatch;
 use crate::api::responses::DROPPED_TOOLS_HEADER;
@@ -174,7 +174,9 @@ impl BackendStream {
         let stream_key = headers.get(STREAM_KEY_HEADER).map(Cow::into_owned);
         if attempt > 1 {
             // A retry arrives as the previous try left it: start again from what the caller sent.
-            self.first_try = stream_key.as_deref().and_then(retry::get);
+            self.first_try = stream_key
+                .as_deref()
+                .and_then(|key| host.hand_over().first_try(key));
             if self.first_try.is_none() {
                 self.answered_locally = true;
                 let error = GatewayError::upstream(
@@ -376,7 +378,7 @@ impl BackendStream {
         }
         if let Some((id, mut caller)) = self.first_try_to_keep.take() {
             caller.body = body;
-            let kept = retry::keep(&id, caller);
+            let kept = host.hand_over().keep_first_try(&id, caller);
             return self.handle_request_body(host, worker, store, &kept.body);
         }
         self.handle_request_body(host, worker, store, &body)
@@ -575,7 +577,7 @@ impl BackendStream {
             }),
             ..summary
         };
-        report::hand_over_summary(stream_key, summary);
+        host.hand_over().leave_summary(stream_key, summary);
     }
 
     fn handle_request_body(

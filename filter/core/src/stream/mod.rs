@@ -15,7 +15,7 @@
 
 pub mod backend;
 pub mod batch;
-pub mod retry;
+pub mod hand_over;
 pub mod routing;
 pub mod sts;
 
@@ -24,6 +24,8 @@ use crate::errors::{ApiFormat, ErrorKind, GatewayError};
 use crate::gateway;
 use crate::headers::HeaderSnapshot;
 use crate::report::{MetricLabels, Sample, UsageSummary};
+use hand_over::HandOver;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The three stages one build serves; the host learns which from its configuration's name (the
@@ -100,6 +102,9 @@ pub trait Host {
     /// Sends an HTTP request through an Envoy cluster for this stream; the answer comes back to
     /// the stream's `on_call_answer` with the returned token. `None`: Envoy refused to send it.
     fn dispatch_call(&mut self, call: &HttpCall, timeout_ms: u64) -> Option<u64>;
+    /// This worker's [`HandOver`]: one per thread that runs both stages of a request (Envoy runs
+    /// a request's downstream and upstream filters on its worker thread).
+    fn hand_over(&self) -> Rc<HandOver>;
 }
 
 /// Answers the caller in its API's error format; the stream then holds.

@@ -11,7 +11,6 @@ use super::{
 use crate::config::Config;
 use crate::errors::GatewayError;
 use crate::gateway::{self, Endpoint, MODEL_HEADER};
-use crate::report;
 use std::sync::Arc;
 
 pub struct RoutingStream {
@@ -184,8 +183,7 @@ impl RoutingStream {
         if end_of_stream && self.endpoint.is_some() {
             // The backend stage (an upstream filter, on this worker) left the summary under the key.
             if let Some(id) = self.stream_key.take() {
-                super::retry::forget(&id);
-                if let Some(summary) = report::take_summary(&id) {
+                if let Some(summary) = host.hand_over().finish(&id) {
                     host.record_usage(&summary);
                 }
             }
