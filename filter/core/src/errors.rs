@@ -25,6 +25,8 @@ pub enum ErrorKind {
     RateLimited,
     Upstream,
     Unavailable,
+    /// The gateway itself failed (a host call Envoy refused): the request was not sent.
+    Internal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +197,7 @@ fn anthropic_type(kind: ErrorKind) -> &'static str {
         ErrorKind::NotFound => "not_found_error",
         ErrorKind::RequestTooLarge => "request_too_large",
         ErrorKind::RateLimited => "rate_limit_error",
-        ErrorKind::Upstream => "api_error",
+        ErrorKind::Upstream | ErrorKind::Internal => "api_error",
         ErrorKind::Unavailable => "overloaded_error",
     }
 }
@@ -207,7 +209,7 @@ fn bedrock_exception(kind: ErrorKind) -> &'static str {
         ErrorKind::PermissionDenied => "AccessDeniedException",
         ErrorKind::NotFound => "ResourceNotFoundException",
         ErrorKind::RateLimited => "ThrottlingException",
-        ErrorKind::Upstream => "InternalServerException",
+        ErrorKind::Upstream | ErrorKind::Internal => "InternalServerException",
         ErrorKind::Unavailable => "ServiceUnavailableException",
     }
 }
@@ -219,7 +221,7 @@ pub(crate) fn openai_type(kind: ErrorKind) -> &'static str {
         ErrorKind::PermissionDenied => "permission_error",
         ErrorKind::NotFound => "not_found_error",
         ErrorKind::RateLimited => "rate_limit_error",
-        ErrorKind::Upstream | ErrorKind::Unavailable => "server_error",
+        ErrorKind::Upstream | ErrorKind::Unavailable | ErrorKind::Internal => "server_error",
     }
 }
 

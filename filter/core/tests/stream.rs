@@ -20,7 +20,7 @@ use bedrock_gateway_core::stream::batch::{self, PartAnswer};
 use bedrock_gateway_core::stream::hand_over::{CallerRequest, HandOver};
 use bedrock_gateway_core::stream::routing::RoutingStream;
 use bedrock_gateway_core::stream::sts::StsStream;
-use bedrock_gateway_core::stream::{reply_busy, Flow, Host, Side, Stage};
+use bedrock_gateway_core::stream::{reply_busy, Flow, Host, HostCallFailed, Side, Stage};
 use common::{frame_bytes, parse_sse, FakeStore};
 use serde_json::{json, Value};
 use std::rc::Rc;
@@ -44,9 +44,27 @@ struct FakeHost {
     metrics: Vec<(String, Sample)>,
     /// Calls the stream made through Envoy, with their tokens.
     calls: Vec<(u64, HttpCall)>,
+    /// Header writes (`"request authorization"`) and body replacements (`"request body"`) this
+    /// host refuses, as Envoy can.
+    refused_edits: Vec<&'static str>,
 }
 
 impl FakeHost {
+    fn refuse(&self, side: Side, what: &str) -> Result<(), HostCallFailed> {
+        let edit = format!(
+            "{} {what}",
+            if side == Side::Request {
+                "request"
+            } else {
+                "response"
+            }
+        );
+        match self.refused_edits.contains(&edit.as_str()) {
+            true => Err(HostCallFailed(format!("refused {edit}"))),
+            false => Ok(()),
+        }
+    }
+
     fn request(method: &str, path: &str, extra: &[(&str, &str)], body: Value) -> Self {
         let mut headers = vec![
             (":method", method),
@@ -125,7 +143,13 @@ impl Host for FakeHost {
         self.get(side, name).map(str::to_owned)
     }
 
-    fn set_header(&mut self, side: Side, name: &str, value: Option<&str>) {
+    fn set_header(
+        &mut self,
+        side: Side,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<(), HostCallFailed> {
+        self.refuse(side, name)?;
         let map = match side {
             Side::Request => &mut self.request_headers,
             Side::Response => &mut self.response_headers,
@@ -134,6 +158,7 @@ impl Host for FakeHost {
         if let Some(value) = value {
             map.push((name.to_owned(), value.to_owned()));
         }
+        Ok(())
     }
 
     fn body(&mut self, side: Side) -> Vec<u8> {
@@ -143,11 +168,13 @@ impl Host for FakeHost {
         }
     }
 
-    fn replace_body(&mut self, side: Side, value: &[u8]) {
+    fn replace_body(&mut self, side: Side, value: &[u8]) -> Result<(), HostCallFailed> {
+        self.refuse(side, "body")?;
         match side {
             Side::Request => self.request_body = value.to_vec(),
             Side::Response => self.response_body = value.to_vec(),
         }
+        Ok(())
     }
 
     fn send_json(&mut self, status: u16, body: &[u8]) {
@@ -227,7 +254,9 @@ impl Downstream {
     /// Gives `upstream` the key the routing stage wrote for this request.
     fn hand_key_to(&self, upstream: &mut FakeHost) {
         let key = self.host.get(Side::Request, "x-ai-eg-stream-key").unwrap();
-        upstream.set_header(Side::Request, "x-ai-eg-stream-key", Some(key));
+        upstream
+            .set_header(Side::Request, "x-ai-eg-stream-key", Some(key))
+            .unwrap();
     }
 
     fn finish(mut self) -> FakeHost {
@@ -1725,4 +1754,104 @@ fn the_hand_over_keeps_a_first_try_until_its_request_ends_and_a_summary_once() {
     }
     assert_eq!(hand_over.held().0, 256, "bounded, the oldest first out");
     assert!(hand_over.first_try("0").is_none() && hand_over.first_try("299").is_some());
+}
+
+/// Every request-side edit the stages make, each refused in turn: the request is answered 500 in
+/// the caller's format and never continues half-rewritten (unsigned, untranslated, or with the
+/// caller's credentials).
+#[test]
+fn a_request_edit_the_host_refuses_refuses_the_request() {
+    let edits = [
+        "request authorization",
+        "request x-amz-date",
+        "request :path",
+        "request :authority",
+        "request content-length",
+        "request body",
+        "request x-ai-eg-model",
+        "request accept-encoding",
+    ];
+    for edit in edits {
+        let (mut worker, store) = (Worker::default(), FakeStore::default());
+        let mut host = FakeHost::request(
+            "POST",
+            "/v1/chat/completions",
+            &[("accept-encoding", "gzip")],
+            chat(false),
+        );
+        host.refused_edits = vec![edit];
+        host.cluster = Some("static".into());
+        host.request_headers
+            .push(("x-ai-eg-model".into(), LLAMA.into()));
+        let mut stream = BackendStream::new(7, Some(config()));
+        let mut flow = stream.on_request_headers(&mut host, &mut worker, &store, false);
+        if flow == Flow::Pause && host.sent.is_none() {
+            flow = stream.on_request_body(&mut host, &mut worker, &store, true);
+        }
+        assert_eq!(flow, Flow::Pause, "{edit}: the request must not go on");
+        let (status, body) = host
+            .sent
+            .clone()
+            .unwrap_or_else(|| panic!("{edit}: no answer"));
+        assert_eq!(status, 500, "{edit}");
+        assert_eq!(body["error"]["type"], "server_error", "{edit}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("was not sent"),
+            "{edit}: {body}"
+        );
+    }
+
+    // The routing stage: a caller's credential it cannot remove, or a route it cannot set.
+    for edit in [
+        "request authorization",
+        "request x-ai-eg-model",
+        "request x-ai-eg-stream-key",
+    ] {
+        let mut host = FakeHost::request(
+            "POST",
+            "/v1/chat/completions",
+            &[("authorization", "Bearer sk-caller")],
+            chat(false),
+        );
+        host.refused_edits = vec![edit];
+        let mut routing = RoutingStream::new(Some(config()));
+        let mut flow = routing.on_request_headers(&mut host, false);
+        if host.sent.is_none() {
+            flow = routing.on_request_body(&mut host, true);
+        }
+        assert_eq!(flow, Flow::Pause, "{edit}");
+        assert_eq!(
+            host.sent.as_ref().map(|(status, _)| *status),
+            Some(500),
+            "{edit}"
+        );
+    }
+}
+
+#[test]
+fn a_response_edit_the_host_refuses_is_logged_and_the_response_goes_on() {
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let mut host = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
+    let (mut stream, flow) = backend_request(&mut host, "static", &mut worker, &store);
+    assert_eq!(flow, Flow::Continue);
+    host.refused_edits = vec!["response body"];
+    let converse = json!({
+        "output": {"message": {"role": "assistant", "content": [{"text": "Hello"}]}},
+        "stopReason": "end_turn",
+        "usage": {"inputTokens": 3, "outputTokens": 1, "totalTokens": 4}
+    });
+    host.respond(
+        200,
+        "application/json",
+        serde_json::to_vec(&converse).unwrap(),
+    );
+    assert_eq!(stream.on_response_headers(&mut host, false), Flow::Pause);
+    assert_eq!(stream.on_response_body(&mut host, true), Flow::Continue);
+    assert!(
+        host.sent.is_none(),
+        "nothing is answered twice once Bedrock answered"
+    );
 }

@@ -6,6 +6,7 @@ use bedrock_gateway_core::aws::credentials::HttpCall;
 use bedrock_gateway_core::headers::HeaderSnapshot;
 use bedrock_gateway_core::report::{MetricLabels, Sample, SpanAttributes, SpanValue, UsageSummary};
 use bedrock_gateway_core::stream::hand_over::HandOver;
+use bedrock_gateway_core::stream::HostCallFailed;
 use bedrock_gateway_core::stream::{Host, Side};
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -153,7 +154,12 @@ impl Host for NativeHost<'_> {
         }
     }
 
-    fn set_header(&mut self, side: Side, name: &str, value: Option<&str>) {
+    fn set_header(
+        &mut self,
+        side: Side,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<(), HostCallFailed> {
         let value = value.map_or(ModuleBuffer::NULL, |v| ModuleBuffer::of(v.as_bytes()));
         // SAFETY: the filter pointer is valid for the current hook; the buffers outlive the call.
         let set = unsafe {
@@ -164,8 +170,12 @@ impl Host for NativeHost<'_> {
                 value,
             )
         };
-        if !set {
-            log::warn!("ai gateway: could not set {side:?} header {name}");
+        if set {
+            Ok(())
+        } else {
+            Err(HostCallFailed(format!(
+                "Envoy refused to set the {side:?} header {name}"
+            )))
         }
     }
 
@@ -179,7 +189,7 @@ impl Host for NativeHost<'_> {
         body
     }
 
-    fn replace_body(&mut self, side: Side, value: &[u8]) {
+    fn replace_body(&mut self, side: Side, value: &[u8]) -> Result<(), HostCallFailed> {
         let (received, buffered) = body_types(side);
         // SAFETY: the filter pointer is valid for the current hook; `value` outlives the call.
         unsafe {
@@ -201,9 +211,12 @@ impl Host for NativeHost<'_> {
                     ModuleBuffer::of(value),
                 )
             {
-                log::warn!("ai gateway: could not replace the {side:?} body");
+                return Err(HostCallFailed(format!(
+                    "Envoy refused to replace the {side:?} body"
+                )));
             }
         }
+        Ok(())
     }
 
     fn send_json(&mut self, status: u16, body: &[u8]) {

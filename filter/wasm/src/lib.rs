@@ -24,7 +24,7 @@ use bedrock_gateway_core::stream::batch::PartAnswer;
 use bedrock_gateway_core::stream::hand_over::HandOver;
 use bedrock_gateway_core::stream::routing::RoutingStream;
 use bedrock_gateway_core::stream::sts::StsStream;
-use bedrock_gateway_core::stream::{reply_busy, Flow, Host, Side, Stage};
+use bedrock_gateway_core::stream::{reply_busy, Flow, Host, HostCallFailed, Side, Stage};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
@@ -455,10 +455,17 @@ impl Host for WasmHost {
         header_value(map_type(side), name)
     }
 
-    fn set_header(&mut self, side: Side, name: &str, value: Option<&str>) {
-        if let Err(status) = hostcalls::set_map_value(map_type(side), name, value) {
-            log::warn!("ai gateway: could not set {side:?} header {name}: {status:?}");
-        }
+    fn set_header(
+        &mut self,
+        side: Side,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<(), HostCallFailed> {
+        hostcalls::set_map_value(map_type(side), name, value).map_err(|status| {
+            HostCallFailed(format!(
+                "Envoy refused to set the {side:?} header {name}: {status:?}"
+            ))
+        })
     }
 
     fn body(&mut self, side: Side) -> Vec<u8> {
@@ -468,11 +475,13 @@ impl Host for WasmHost {
             .unwrap_or_default()
     }
 
-    fn replace_body(&mut self, side: Side, value: &[u8]) {
+    fn replace_body(&mut self, side: Side, value: &[u8]) -> Result<(), HostCallFailed> {
         let buffer = buffer_type(side);
-        if let Err(status) = hostcalls::set_buffer(buffer, 0, self.body_size, value) {
-            log::warn!("ai gateway: could not replace the {buffer:?} buffer: {status:?}");
-        }
+        hostcalls::set_buffer(buffer, 0, self.body_size, value).map_err(|status| {
+            HostCallFailed(format!(
+                "Envoy refused to replace the {buffer:?} buffer: {status:?}"
+            ))
+        })
     }
 
     fn send_json(&mut self, status: u16, body: &[u8]) {

@@ -3,14 +3,17 @@
 
 use super::batch::{EmbeddingsBatch, PartAnswer, Progress};
 use super::hand_over::CallerRequest;
-use super::{reply_with_error, send_json, trailers_refused, Flow, Host, Side, STREAM_KEY_HEADER};
+use super::{
+    log_response_edit, reply_with_error, request_not_rewritten, send_json, trailers_refused, Flow,
+    Host, HostCallFailed, Side, STREAM_KEY_HEADER,
+};
 use crate::api::embeddings::InputBatch;
 use crate::api::responses::DROPPED_TOOLS_HEADER;
 use crate::aws::broker::{self, Broker, ParkedRequest, SharedStore, Verdict};
 use crate::aws::credentials::HttpCall;
 use crate::aws::sigv4::{Credentials, Signer};
 use crate::bedrock::eventstream::DEFAULT_MAX_FRAME_LEN;
-use crate::config::{Backend, BackendCredentials, Config};
+use crate::config::{ApiKey, Backend, BackendCredentials, Config};
 use crate::errors::{ApiFormat, ErrorKind, GatewayError};
 use crate::gateway::{
     self, CallerHeaders, Endpoint, ResponsePlan, ResponseTranslation, Signature, UpstreamHead,
@@ -167,7 +170,9 @@ impl BackendStream {
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(1);
         if headers.contains(ATTEMPT_HEADER) {
-            host.set_header(Side::Request, ATTEMPT_HEADER, None);
+            if let Err(failed) = host.set_header(Side::Request, ATTEMPT_HEADER, None) {
+                return self.refuse_unrewritten(host, &failed);
+            }
         }
         let request_id = headers.get("x-request-id").map(Cow::into_owned);
         // Written by the routing stage, whatever the caller sent.
@@ -238,7 +243,9 @@ impl BackendStream {
             // Anthropic's own headers mean nothing to Bedrock: the beta flags travel in the body.
             for header in ["anthropic-beta", "anthropic-version"] {
                 if headers.contains(header) {
-                    host.set_header(Side::Request, header, None);
+                    if let Err(failed) = host.set_header(Side::Request, header, None) {
+                        return self.refuse_unrewritten(host, &failed);
+                    }
                 }
             }
         }
@@ -257,7 +264,9 @@ impl BackendStream {
         // Bedrock has no use for the key, but Envoy hands the next try of a failover route the
         // headers as this one leaves them, and the next try finds the first's request by it.
         if stream_key.is_some() && !failover_cluster {
-            host.set_header(Side::Request, STREAM_KEY_HEADER, None);
+            if let Err(failed) = host.set_header(Side::Request, STREAM_KEY_HEADER, None) {
+                return self.refuse_unrewritten(host, &failed);
+            }
         }
         if let Some(id) = stream_key.clone().filter(|_| failover) {
             let caller = CallerRequest {
@@ -278,7 +287,11 @@ impl BackendStream {
             .as_ref()
             .and_then(|c| c.caller_header.as_deref());
         if let Some(config) = self.config.as_deref().filter(|_| caller_header.is_some()) {
-            super::strip_caller_credentials(host, &headers, &config.key_headers);
+            if let Err(failed) =
+                super::strip_caller_credentials(host, &headers, &config.key_headers)
+            {
+                return self.refuse_unrewritten(host, &failed);
+            }
         }
         let caller = caller_header
             .and_then(|name| headers.get(name))
@@ -308,7 +321,9 @@ impl BackendStream {
         });
         self.backend = Some(backend);
         // The internal routing header never reaches AWS (the routing stage removed callers' credentials).
-        host.set_header(Side::Request, MODEL_HEADER, None);
+        if let Err(failed) = host.set_header(Side::Request, MODEL_HEADER, None) {
+            return self.refuse_unrewritten(host, &failed);
+        }
         self.request_headers = headers;
         if end_of_stream {
             return self.handle_whole_body(host, worker, store, Vec::new());
@@ -420,10 +435,14 @@ impl BackendStream {
         };
         let translation = ResponseTranslation::for_response(plan, head, max_frame);
         if let Some(dropped) = self.dropped_betas.as_deref() {
-            host.set_header(Side::Response, gateway::DROPPED_BETAS_HEADER, Some(dropped));
+            log_response_edit(host.set_header(
+                Side::Response,
+                gateway::DROPPED_BETAS_HEADER,
+                Some(dropped),
+            ));
         }
         if let Some(dropped) = self.dropped_tools.as_deref() {
-            host.set_header(Side::Response, DROPPED_TOOLS_HEADER, Some(dropped));
+            log_response_edit(host.set_header(Side::Response, DROPPED_TOOLS_HEADER, Some(dropped)));
         }
         if end_of_stream {
             // No body follows, so no body hook would translate it: answer from here.
@@ -436,13 +455,17 @@ impl BackendStream {
             .content_type()
             .filter(|c| headers.get("content-type").as_deref() != Some(*c))
         {
-            host.set_header(Side::Response, "content-type", Some(content_type));
+            log_response_edit(host.set_header(Side::Response, "content-type", Some(content_type)));
         }
         let streaming = translation.is_streaming();
         self.translation = Some(translation);
         if streaming {
-            host.set_header(Side::Response, "content-length", None);
-            host.set_header(Side::Response, "cache-control", Some("no-cache"));
+            log_response_edit(
+                host.set_header(Side::Response, "content-length", None)
+                    .and_then(|()| {
+                        host.set_header(Side::Response, "cache-control", Some("no-cache"))
+                    }),
+            );
             Flow::Continue
         } else {
             // Hold the headers: the status and the length change once the whole body is translated.
@@ -457,7 +480,7 @@ impl BackendStream {
         if translation.is_streaming() {
             let chunk = host.body(Side::Response);
             let sse = translation.push_stream_chunk(&chunk, end_of_stream);
-            host.replace_body(Side::Response, &sse);
+            log_response_edit(host.replace_body(Side::Response, &sse));
             if let Some(measurement) = self
                 .measurement
                 .as_mut()
@@ -479,15 +502,18 @@ impl BackendStream {
         let body = host.body(Side::Response);
         let (status, translated) = translation.translate_body(&body);
         if Some(status) != self.upstream_status {
-            host.set_header(Side::Response, ":status", Some(&status.to_string()));
+            log_response_edit(host.set_header(
+                Side::Response,
+                ":status",
+                Some(&status.to_string()),
+            ));
         }
         // The headers were held for this: the caller gets a length rather than a chunked body.
-        host.set_header(
-            Side::Response,
-            "content-length",
-            Some(&translated.body.len().to_string()),
+        let length = translated.body.len().to_string();
+        log_response_edit(
+            host.set_header(Side::Response, "content-length", Some(&length))
+                .and_then(|()| host.replace_body(Side::Response, &translated.body)),
         );
-        host.replace_body(Side::Response, &translated.body);
         self.report(host, status, translated.usage);
         Flow::Continue
     }
@@ -612,31 +638,9 @@ impl BackendStream {
         if let Some(batch) = upstream.batch.take() {
             return self.start_batch(host, worker, store, &backend, &upstream, batch, now_ms);
         }
-        // Each header write is a host call: the ones that would change nothing are skipped.
         let caller = std::mem::take(&mut self.request_headers);
-        host.set_header(Side::Request, ":path", Some(&upstream.path));
-        host.set_header(Side::Request, ":authority", Some(&upstream.host));
-        if caller.get("content-type").as_deref() != Some("application/json") {
-            host.set_header(Side::Request, "content-type", Some("application/json"));
-        }
-        if caller.get("accept").as_deref() != Some(upstream.accept) {
-            host.set_header(Side::Request, "accept", Some(upstream.accept));
-        }
-        // The response is translated, so it must come back uncompressed; the body written here
-        // has no encoding either (the routing stage let only `identity` through).
-        for header in ["accept-encoding", "content-encoding"] {
-            if caller.contains(header) {
-                host.set_header(Side::Request, header, None);
-            }
-        }
-        host.set_header(
-            Side::Request,
-            "content-length",
-            Some(&upstream.body.len().to_string()),
-        );
-        host.replace_body(Side::Request, &upstream.body);
-        for (name, value) in &upstream.headers {
-            host.set_header(Side::Request, name, Some(value));
+        if let Err(failed) = rewrite_for_bedrock(host, &caller, &upstream) {
+            return self.refuse_unrewritten(host, &failed);
         }
         self.plan = Some(upstream.plan.clone());
         self.dropped_betas.clone_from(&upstream.dropped_betas);
@@ -644,18 +648,11 @@ impl BackendStream {
 
         let credentials = match &backend.credentials {
             BackendCredentials::ApiKey(key) => {
-                // A Bedrock API key instead of SigV4: nothing to sign. Without a key here, Envoy's
-                // credential_injector on this cluster adds it next.
-                if let Some(key) = key {
-                    host.set_header(Side::Request, "authorization", Some(key.authorization()));
-                }
-                if self.first_try.is_some() {
-                    // An earlier try's backend may have signed with SigV4.
-                    for header in ["x-amz-date", "x-amz-security-token"] {
-                        host.set_header(Side::Request, header, None);
-                    }
-                }
-                return Flow::Continue;
+                let retried = self.first_try.is_some();
+                return match authorize_with_api_key(host, key.as_ref(), retried) {
+                    Ok(()) => Flow::Continue,
+                    Err(failed) => self.refuse_unrewritten(host, &failed),
+                };
             }
             signing => signing_credentials(signing, store, now_ms),
         };
@@ -666,12 +663,17 @@ impl BackendStream {
                 &mut worker.signer,
                 now_ms / 1000,
             );
-            apply_signature(host, &signature);
-            if self.first_try.is_some() && signature.security_token.is_none() {
-                // An earlier try's backend may have sent one.
-                host.set_header(Side::Request, "x-amz-security-token", None);
-            }
-            return Flow::Continue;
+            let signed = apply_signature(host, &signature).and_then(|()| {
+                if self.first_try.is_some() && signature.security_token.is_none() {
+                    // An earlier try's backend may have sent one.
+                    host.set_header(Side::Request, "x-amz-security-token", None)?;
+                }
+                Ok(())
+            });
+            return match signed {
+                Ok(()) => Flow::Continue,
+                Err(failed) => self.refuse_unrewritten(host, &failed),
+            };
         }
         // No usable credentials yet: the host signs and resumes the request when they arrive (`settle`).
         if let BackendCredentials::Fetched(provider) = &backend.credentials {
@@ -773,6 +775,11 @@ impl BackendStream {
         Flow::Pause
     }
 
+    /// The request could not be rewritten for Bedrock: refused, never sent as it stands.
+    fn refuse_unrewritten(&mut self, host: &mut impl Host, failed: &HostCallFailed) -> Flow {
+        self.reply_with_error(host, &request_not_rewritten(failed))
+    }
+
     fn reply_with_error(&mut self, host: &mut impl Host, error: &GatewayError) -> Flow {
         self.answered_locally = true;
         reply_with_error(
@@ -808,8 +815,13 @@ pub fn settle(
                 signer,
                 host.now_ms() / 1000,
             );
-            apply_signature(host, &signature);
-            Settled::Resume
+            match apply_signature(host, &signature) {
+                Ok(()) => Settled::Resume,
+                Err(failed) => {
+                    reply_with_error(host, &request_not_rewritten(&failed), parked.format);
+                    Settled::Answered
+                }
+            }
         }
         Verdict::Fail(reason) => {
             let error = GatewayError::new(
@@ -839,15 +851,66 @@ fn signing_credentials<'a>(
     }
 }
 
-fn apply_signature(host: &mut impl Host, signature: &Signature) {
+fn apply_signature(host: &mut impl Host, signature: &Signature) -> Result<(), HostCallFailed> {
     host.set_header(
         Side::Request,
         "authorization",
         Some(&signature.authorization),
-    );
-    host.set_header(Side::Request, "x-amz-date", Some(&signature.amz_date));
+    )?;
+    host.set_header(Side::Request, "x-amz-date", Some(&signature.amz_date))?;
     // Callers' x-amz-* headers were removed by the routing stage: only a token needs writing.
     if let Some(token) = signature.security_token.as_deref() {
-        host.set_header(Side::Request, "x-amz-security-token", Some(token));
+        host.set_header(Side::Request, "x-amz-security-token", Some(token))?;
     }
+    Ok(())
+}
+
+/// Writes what Bedrock is sent: path, host, body and their headers. Each header write is a host
+/// call, so the ones that would change nothing are skipped.
+fn rewrite_for_bedrock(
+    host: &mut impl Host,
+    caller: &HeaderSnapshot,
+    upstream: &gateway::UpstreamRequest,
+) -> Result<(), HostCallFailed> {
+    host.set_header(Side::Request, ":path", Some(&upstream.path))?;
+    host.set_header(Side::Request, ":authority", Some(&upstream.host))?;
+    if caller.get("content-type").as_deref() != Some("application/json") {
+        host.set_header(Side::Request, "content-type", Some("application/json"))?;
+    }
+    if caller.get("accept").as_deref() != Some(upstream.accept) {
+        host.set_header(Side::Request, "accept", Some(upstream.accept))?;
+    }
+    // The response is translated, so it must come back uncompressed; the body written here
+    // has no encoding either (the routing stage let only `identity` through).
+    for header in ["accept-encoding", "content-encoding"] {
+        if caller.contains(header) {
+            host.set_header(Side::Request, header, None)?;
+        }
+    }
+    let length = upstream.body.len().to_string();
+    host.set_header(Side::Request, "content-length", Some(&length))?;
+    host.replace_body(Side::Request, &upstream.body)?;
+    for (name, value) in &upstream.headers {
+        host.set_header(Side::Request, name, Some(value))?;
+    }
+    Ok(())
+}
+
+/// A Bedrock API key instead of SigV4: nothing to sign. Without a key here, Envoy's
+/// credential_injector on this cluster adds it next.
+fn authorize_with_api_key(
+    host: &mut impl Host,
+    key: Option<&ApiKey>,
+    retried: bool,
+) -> Result<(), HostCallFailed> {
+    if let Some(key) = key {
+        host.set_header(Side::Request, "authorization", Some(key.authorization()))?;
+    }
+    if retried {
+        // An earlier try's backend may have signed with SigV4.
+        for header in ["x-amz-date", "x-amz-security-token"] {
+            host.set_header(Side::Request, header, None)?;
+        }
+    }
+    Ok(())
 }

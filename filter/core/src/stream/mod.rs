@@ -81,12 +81,17 @@ pub trait Host {
     fn headers(&self, side: Side) -> HeaderSnapshot;
     /// One header; bytes that are not UTF-8 are decoded lossily.
     fn header(&self, side: Side, name: &str) -> Option<String>;
-    /// Sets a header, or removes it (`None`).
-    fn set_header(&mut self, side: Side, name: &str, value: Option<&str>);
+    /// Sets a header, or removes it (`None`); an error if the host did not.
+    fn set_header(
+        &mut self,
+        side: Side,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<(), HostCallFailed>;
     /// The body this hook was called for: all of it once a paused body has ended, else this chunk.
     fn body(&mut self, side: Side) -> Vec<u8>;
-    /// Replaces what [`Host::body`] returned.
-    fn replace_body(&mut self, side: Side, value: &[u8]);
+    /// Replaces what [`Host::body`] returned; an error if the host did not.
+    fn replace_body(&mut self, side: Side, value: &[u8]) -> Result<(), HostCallFailed>;
     /// Answers the caller with a JSON body instead of proxying.
     fn send_json(&mut self, status: u16, body: &[u8]);
     /// Makes Envoy pick the route again from the request headers as they are now.
@@ -105,6 +110,32 @@ pub trait Host {
     /// This worker's [`HandOver`]: one per thread that runs both stages of a request (Envoy runs
     /// a request's downstream and upstream filters on its worker thread).
     fn hand_over(&self) -> Rc<HandOver>;
+}
+
+/// A host call that did not take effect, with what it was (for the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCallFailed(pub String);
+
+/// The request could not be rewritten as the gateway means to send it (translated, signed,
+/// without the caller's credentials): it is refused, never sent as it stands.
+pub fn request_not_rewritten(failed: &HostCallFailed) -> GatewayError {
+    log::error!("ai gateway: {}; the request is refused", failed.0);
+    GatewayError::new(
+        500,
+        ErrorKind::Internal,
+        "The gateway could not rewrite the request for its backend; it was not sent.",
+    )
+}
+
+/// A response edit the host refused: the response has begun, so it goes on as the host holds it,
+/// and the failure is logged here, once for every kind of response edit.
+pub(crate) fn log_response_edit(result: Result<(), HostCallFailed>) {
+    if let Err(failed) = result {
+        log::error!(
+            "ai gateway: {}; the response goes on without this edit",
+            failed.0
+        );
+    }
 }
 
 /// Answers the caller in its API's error format; the stream then holds.
@@ -168,7 +199,7 @@ pub(crate) fn strip_caller_credentials(
     host: &mut impl Host,
     headers: &HeaderSnapshot,
     key_headers: &[String],
-) {
+) -> Result<(), HostCallFailed> {
     for (name, _) in headers.iter() {
         let configured = key_headers
             .iter()
@@ -178,7 +209,8 @@ pub(crate) fn strip_caller_credentials(
                 Side::Request,
                 &String::from_utf8_lossy(name).to_ascii_lowercase(),
                 None,
-            );
+            )?;
         }
     }
+    Ok(())
 }

@@ -5,12 +5,14 @@
 //! errors in the caller's API format, and hands the backend stage's usage summary to access logs.
 
 use super::{
-    new_stream_key, reply_with_error, send_json, strip_caller_credentials, trailers_refused, Flow,
-    Host, Side, STREAM_KEY_HEADER,
+    log_response_edit, new_stream_key, reply_with_error, request_not_rewritten, send_json,
+    strip_caller_credentials, trailers_refused, Flow, Host, HostCallFailed, Side,
+    STREAM_KEY_HEADER,
 };
 use crate::config::Config;
 use crate::errors::GatewayError;
 use crate::gateway::{self, Endpoint, MODEL_HEADER};
+use crate::headers::HeaderSnapshot;
 use std::sync::Arc;
 
 pub struct RoutingStream {
@@ -54,7 +56,10 @@ impl RoutingStream {
                 // Only the gateway's own endpoints may reach a Bedrock cluster: a caller's own
                 // routing header on any other path must not select one.
                 if headers.contains(MODEL_HEADER) {
-                    host.set_header(Side::Request, MODEL_HEADER, None);
+                    if let Err(failed) = host.set_header(Side::Request, MODEL_HEADER, None) {
+                        let error = request_not_rewritten(&failed);
+                        return reply_with_error(host, &error, super::format_for_path(&path));
+                    }
                     host.clear_route_cache();
                 }
                 return Flow::Continue;
@@ -77,30 +82,21 @@ impl RoutingStream {
         {
             return reply_with_error(host, &error, endpoint.format());
         }
-        match self.config.as_deref().filter(|c| c.caller_header.is_some()) {
-            // Envoy's authentication filters run next and read the caller's key or token; the
-            // headers naming the caller and its claims are theirs to write, never the caller's.
-            Some(config) => {
-                for name in config.caller_header.iter().chain(&config.identity_headers) {
-                    if headers.contains(name) {
-                        host.set_header(Side::Request, name, None);
-                    }
-                }
+        match self.keep_credentials_from_aws(host, &headers) {
+            Ok(stream_key) => self.stream_key = Some(stream_key),
+            Err(failed) => {
+                return reply_with_error(host, &request_not_rewritten(&failed), endpoint.format())
             }
-            None => strip_caller_credentials(
-                host,
-                &headers,
-                self.config.as_ref().map_or(&[][..], |c| &c.key_headers),
-            ),
         }
-        let stream_key = new_stream_key();
-        host.set_header(Side::Request, STREAM_KEY_HEADER, Some(&stream_key));
-        self.stream_key = Some(stream_key);
         if let Endpoint::Bedrock(_) = endpoint {
             // Bedrock's own API names the model in the path: the route is known without the body.
             return match gateway::bedrock_path_model(&path) {
                 Some(Ok(model)) => {
-                    host.set_header(Side::Request, MODEL_HEADER, Some(&model));
+                    if let Err(failed) = host.set_header(Side::Request, MODEL_HEADER, Some(&model))
+                    {
+                        let error = request_not_rewritten(&failed);
+                        return reply_with_error(host, &error, endpoint.format());
+                    }
                     host.clear_route_cache();
                     self.requested_model = Some(model);
                     Flow::Continue
@@ -135,10 +131,40 @@ impl RoutingStream {
             Ok(model) => model,
             Err(error) => return reply_with_error(host, &error, endpoint.format()),
         };
-        host.set_header(Side::Request, MODEL_HEADER, Some(&model));
+        if let Err(failed) = host.set_header(Side::Request, MODEL_HEADER, Some(&model)) {
+            return reply_with_error(host, &request_not_rewritten(&failed), endpoint.format());
+        }
         host.clear_route_cache();
         self.requested_model = Some(model.into_owned());
         Flow::Continue
+    }
+
+    /// Removes what a caller must not send on (its credentials, or with callers authenticated by
+    /// Envoy the headers that name them) and writes the stream key; the key, or the edit refused.
+    fn keep_credentials_from_aws(
+        &self,
+        host: &mut impl Host,
+        headers: &HeaderSnapshot,
+    ) -> Result<String, HostCallFailed> {
+        match self.config.as_deref().filter(|c| c.caller_header.is_some()) {
+            // Envoy's authentication filters run next and read the caller's key or token; the
+            // headers naming the caller and its claims are theirs to write, never the caller's.
+            Some(config) => {
+                for name in config.caller_header.iter().chain(&config.identity_headers) {
+                    if headers.contains(name) {
+                        host.set_header(Side::Request, name, None)?;
+                    }
+                }
+            }
+            None => strip_caller_credentials(
+                host,
+                headers,
+                self.config.as_ref().map_or(&[][..], |c| &c.key_headers),
+            )?,
+        }
+        let stream_key = new_stream_key();
+        host.set_header(Side::Request, STREAM_KEY_HEADER, Some(&stream_key))?;
+        Ok(stream_key)
     }
 
     /// Trailers end the request after its body went on: refused (see [`trailers_refused`]).
@@ -172,9 +198,14 @@ impl RoutingStream {
         else {
             return Flow::Continue;
         };
-        host.set_header(Side::Response, ":status", Some(&error.status.to_string()));
-        host.set_header(Side::Response, "content-type", Some("application/json"));
-        host.set_header(Side::Response, "content-length", None);
+        let status = error.status.to_string();
+        log_response_edit(
+            host.set_header(Side::Response, ":status", Some(&status))
+                .and_then(|()| {
+                    host.set_header(Side::Response, "content-type", Some("application/json"))
+                })
+                .and_then(|()| host.set_header(Side::Response, "content-length", None)),
+        );
         self.replacement = Some(error.to_json(endpoint.format()));
         Flow::Continue
     }
@@ -194,7 +225,7 @@ impl RoutingStream {
         if !end_of_stream {
             return Flow::Pause;
         }
-        host.replace_body(Side::Response, replacement);
+        log_response_edit(host.replace_body(Side::Response, replacement));
         Flow::Continue
     }
 }
