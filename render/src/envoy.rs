@@ -10,8 +10,9 @@ use crate::yaml::{
     upstream_protocol_options, upstream_stage, wasm_stage,
 };
 use crate::Options;
-use serde::ser::SerializeMap;
-use serde::Serialize;
+use bedrock_gateway_core::config::plugin::{
+    CredentialSource, ModelEntry, ModelInfo, PluginBackend, PluginConfig,
+};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -38,111 +39,15 @@ fn duration(ms: u64) -> String {
     }
 }
 
-/// The plugin configuration both stages read (the filter's `config.rs` documents it). Fields are
-/// written in the order the README documents them, backends in the order of their clusters.
-#[derive(Serialize)]
-pub struct PluginConfiguration<'a> {
-    models: Vec<PluginModel<'a>>,
-    backends: PluginBackends<'a>,
-    #[serde(skip_serializing_if = "PluginBackends::is_empty")]
-    failover: PluginBackends<'a, Vec<&'a str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    caller_header: Option<&'a str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    identity_headers: Vec<&'a str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    key_headers: Vec<&'a str>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    caller_metrics: bool,
-    /// Each routed model's clusters, and the counted callers: the series the dynamic module
-    /// defines up front (it can define metrics only while a configuration loads).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    metric_series: BTreeMap<&'a str, Vec<&'a str>>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    metric_callers: Vec<&'a str>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    request_costs: &'a [crate::rate_limits::CostPlan],
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    trace_attributes: bool,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum PluginModel<'a> {
-    Name(&'a str),
-    Detailed {
-        id: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        created: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        owned_by: Option<&'a str>,
-    },
-}
-
-/// A JSON object whose members keep the plan's order.
-struct PluginBackends<'a, T = PluginBackend<'a>>(Vec<(&'a str, T)>);
-
-impl<T> PluginBackends<'_, T> {
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl<T: Serialize> Serialize for PluginBackends<'_, T> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (name, backend) in &self.0 {
-            map.serialize_entry(name, backend)?;
-        }
-        map.end()
-    }
-}
-
-#[derive(Serialize)]
-struct PluginBackend<'a> {
-    schema: &'a str,
-    region: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    endpoint: Option<&'a str>,
-    credentials: PluginCredentials<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    model_name_override: Option<&'a str>,
-    calls_cluster: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prompt_caching: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    hosted_tools: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    api_prefix: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "source", rename_all = "snake_case")]
-enum PluginCredentials<'a> {
-    /// A Bedrock API key that Envoy's credential_injector adds on the backend's cluster.
-    ApiKey { injected_by_envoy: bool },
-    Inline {
-        access_key_id: &'a str,
-        secret_access_key: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        session_token: Option<&'a str>,
-    },
-    DefaultChain {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        web_identity_cluster: Option<&'static str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pod_identity_cluster: Option<&'static str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        imds_cluster: Option<&'static str>,
-    },
-}
-
-pub fn plugin_configuration<'a>(plan: &'a Plan, options: &Options) -> PluginConfiguration<'a> {
+/// The plugin configuration both stages read, in the filter's own type (`config::plugin`), so a
+/// field the renderer writes is a field the filter parses. Backends are written in the order of
+/// their clusters.
+pub fn plugin_configuration(plan: &Plan, options: &Options) -> PluginConfig {
     let chain_cluster = |service: CredentialService| {
         options
             .chain
             .contains(&service)
-            .then(|| service.cluster_name())
+            .then(|| service.cluster_name().to_owned())
     };
     let backends = plan
         .clusters
@@ -150,98 +55,86 @@ pub fn plugin_configuration<'a>(plan: &'a Plan, options: &Options) -> PluginConf
         .map(|cluster| {
             let backend = &cluster.backend;
             let credentials = match &backend.credentials {
-                CredentialsPlan::Static(keys) => PluginCredentials::Inline {
-                    access_key_id: &keys.access_key_id,
-                    secret_access_key: &keys.secret_access_key,
-                    session_token: keys.session_token.as_deref(),
+                CredentialsPlan::Static(keys) => CredentialSource::Inline {
+                    access_key_id: keys.access_key_id.clone(),
+                    secret_access_key: keys.secret_access_key.clone(),
+                    session_token: keys.session_token.clone(),
                 },
-                CredentialsPlan::ApiKey(_) => PluginCredentials::ApiKey {
+                // A Bedrock API key that Envoy's credential_injector adds on the backend's cluster.
+                CredentialsPlan::ApiKey(_) => CredentialSource::ApiKey {
+                    key: None,
                     injected_by_envoy: true,
                 },
-                CredentialsPlan::DefaultChain => PluginCredentials::DefaultChain {
+                CredentialsPlan::DefaultChain => CredentialSource::DefaultChain {
                     web_identity_cluster: chain_cluster(CredentialService::WebIdentity),
                     pod_identity_cluster: chain_cluster(CredentialService::PodIdentity),
                     imds_cluster: chain_cluster(CredentialService::Imds),
                 },
             };
             let entry = PluginBackend {
-                schema: backend.schema,
-                region: &backend.region,
-                endpoint: backend.endpoint.as_deref(),
-                credentials,
-                model_name_override: backend.model_name_override.as_deref(),
-                calls_cluster: calls_cluster_name(&cluster.name),
+                endpoint: backend.endpoint.clone(),
+                model_name_override: backend.model_name_override.clone(),
+                calls_cluster: Some(calls_cluster_name(&cluster.name)),
                 prompt_caching: backend.prompt_caching,
                 hosted_tools: backend.hosted_tools,
-                api_prefix: backend.api_prefix,
+                api_prefix: backend.api_prefix.map(str::to_owned),
+                ..PluginBackend::new(backend.schema, &backend.region, credentials)
             };
-            (cluster.name.as_str(), entry)
+            (cluster.name.clone(), entry)
         })
         .collect();
     let models = plan
         .models
         .iter()
         .map(|model| match (model.created, &model.owned_by) {
-            (None, None) => PluginModel::Name(&model.id),
-            (created, owned_by) => PluginModel::Detailed {
-                id: &model.id,
-                created,
-                owned_by: owned_by.as_deref(),
-            },
+            (None, None) => ModelEntry::Name(model.id.clone()),
+            (created, owned_by) => ModelEntry::Detailed(ModelInfo {
+                id: model.id.clone(),
+                created: created.unwrap_or_default(),
+                owned_by: owned_by.clone(),
+                display_name: None,
+            }),
         })
         .collect();
     let failover = plan
         .failovers
         .iter()
-        .map(|failover| {
-            (
-                failover.name.as_str(),
-                failover.clusters.iter().map(String::as_str).collect(),
-            )
-        })
+        .map(|failover| (failover.name.clone(), failover.clusters.clone()))
         .collect();
-    let caller_header = plan.callers.as_ref().map(|c| c.caller_header.as_str());
     let caller_metrics = plan.callers.as_ref().is_some_and(|c| c.counts_callers());
-    let mut metric_series: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut metric_series: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for route in &plan.routes {
         for header in route
             .headers
             .iter()
             .filter(|h| !h.regex && h.name == "x-ai-eg-model")
         {
-            let clusters = metric_series.entry(header.value.as_str()).or_default();
+            let clusters = metric_series.entry(header.value.clone()).or_default();
             for (cluster, _) in &route.target {
-                if !clusters.contains(&cluster.as_str()) {
-                    clusters.push(cluster);
+                if !clusters.contains(cluster) {
+                    clusters.push(cluster.clone());
                 }
             }
         }
     }
-    let metric_callers = if caller_metrics {
-        plan.callers
-            .as_ref()
-            .map_or_else(Vec::new, |c| c.counted_callers())
-    } else {
-        Vec::new()
-    };
-    PluginConfiguration {
+    let owned = |names: Vec<&str>| names.into_iter().map(str::to_owned).collect();
+    let callers = plan.callers.as_ref();
+    PluginConfig {
         models,
-        backends: PluginBackends(backends),
-        failover: PluginBackends(failover),
-        caller_header,
-        metric_series,
-        metric_callers,
-        request_costs: &plan.request_costs,
-        trace_attributes: plan.tracing.is_some(),
-        identity_headers: plan
-            .callers
-            .as_ref()
-            .map_or_else(Vec::new, |c| c.identity_headers()),
-        key_headers: plan
-            .callers
-            .as_ref()
-            .map_or_else(Vec::new, |c| c.key_headers()),
+        backends,
+        failover,
+        caller_header: callers.map(|c| c.caller_header.clone()),
+        identity_headers: callers.map_or_else(Vec::new, |c| owned(c.identity_headers())),
+        key_headers: callers.map_or_else(Vec::new, |c| owned(c.key_headers())),
         caller_metrics,
+        metric_series,
+        metric_callers: match callers.filter(|_| caller_metrics) {
+            Some(c) => owned(c.counted_callers()),
+            None => Vec::new(),
+        },
+        request_costs: plan.request_costs.clone(),
+        trace_attributes: plan.tracing.is_some(),
+        ..PluginConfig::default()
     }
 }
 

@@ -8,6 +8,7 @@ use crate::credentials_file::{profile_keys, StaticKeys};
 use crate::resources::*;
 use crate::RenderError;
 use bedrock_gateway_core::aws::credentials::parse_rfc3339;
+use bedrock_gateway_core::config::{HostedTools, PromptCaching, Schema};
 use std::collections::BTreeMap;
 
 /// The header the routing stage fills from the body's `model`.
@@ -115,16 +116,16 @@ pub enum SanPlan {
 /// One entry of the plugin configuration's `backends`.
 #[derive(Debug, Clone)]
 pub struct BackendPlan {
-    pub schema: &'static str,
+    pub schema: Schema,
     pub region: String,
     /// The `Host` sent and signed when it is not `bedrock-runtime.<region>.amazonaws.com`.
     pub endpoint: Option<String>,
     pub credentials: CredentialsPlan,
     pub model_name_override: Option<String>,
     /// `bedrock-gateway/prompt-caching`: `caller` or `auto`.
-    pub prompt_caching: Option<&'static str>,
+    pub prompt_caching: Option<PromptCaching>,
     /// `bedrock-gateway/hosted-tools`: `drop` or `refuse`.
-    pub hosted_tools: Option<&'static str>,
+    pub hosted_tools: Option<HostedTools>,
     /// Schema `openai` with `version: v1`: OpenAI's API under `/v1` (Bedrock Mantle) instead of `/openai/v1`.
     pub api_prefix: Option<&'static str>,
 }
@@ -603,8 +604,8 @@ fn cluster(
     let label = format!("AIServiceBackend {:?}", service_backend.metadata.name);
     let spec = &service_backend.spec;
     let schema = match (spec.schema.name.as_str(), spec.schema.version.as_deref()) {
-        ("AWSBedrock", _) => "converse",
-        ("AWSAnthropic", None | Some(ANTHROPIC_VERSION)) => "anthropic",
+        ("AWSBedrock", _) => Schema::Converse,
+        ("AWSAnthropic", None | Some(ANTHROPIC_VERSION)) => Schema::Anthropic,
         ("AWSAnthropic", Some(other)) => {
             return Err(RenderError(format!(
                 "{label}: spec.schema.version: {other:?} is not supported (Bedrock's Anthropic version is {ANTHROPIC_VERSION})"
@@ -612,7 +613,7 @@ fn cluster(
         }
         // OpenAI's own models on Bedrock Runtime's OpenAI API (`/openai/v1`), signed as any
         // Bedrock call: the backend's BackendSecurityPolicy says how.
-        ("OpenAI", None | Some("openai/v1" | "v1")) => "openai",
+        ("OpenAI", None | Some("openai/v1" | "v1")) => Schema::Openai,
         ("OpenAI", Some(other)) => {
             return Err(RenderError(format!(
                 "{label}: spec.schema.version: {other:?} is not supported (Bedrock serves OpenAI's API under openai/v1, and Bedrock Mantle also under v1)"
@@ -694,8 +695,8 @@ const ANNOTATION_PREFIX: &str = "bedrock-gateway/";
 
 #[derive(Default)]
 struct BackendAnnotations {
-    prompt_caching: Option<&'static str>,
-    hosted_tools: Option<&'static str>,
+    prompt_caching: Option<PromptCaching>,
+    hosted_tools: Option<HostedTools>,
 }
 
 fn backend_annotations(
@@ -707,17 +708,33 @@ fn backend_annotations(
         let Some(name) = key.strip_prefix(ANNOTATION_PREFIX) else {
             continue;
         };
-        let one_of = |allowed: &'static [&'static str]| {
-            allowed.iter().copied().find(|a| a == value).ok_or_else(|| {
-                RenderError(format!(
-                    "{label}: metadata.annotations[{key:?}]: {value:?} is not one of {}",
-                    allowed.join(", ")
-                ))
-            })
-        };
+        fn one_of<T: Copy>(
+            allowed: &[(&str, T)],
+            value: &str,
+            at: impl FnOnce() -> String,
+        ) -> Result<T, RenderError> {
+            match allowed.iter().find(|(name, _)| *name == value) {
+                Some((_, chosen)) => Ok(*chosen),
+                None => {
+                    let names: Vec<&str> = allowed.iter().map(|(name, _)| *name).collect();
+                    Err(RenderError(format!(
+                        "{}: {value:?} is not one of {}",
+                        at(),
+                        names.join(", ")
+                    )))
+                }
+            }
+        }
+        let at = || format!("{label}: metadata.annotations[{key:?}]");
         match name {
-            "prompt-caching" => options.prompt_caching = Some(one_of(&["caller", "auto"])?),
-            "hosted-tools" => options.hosted_tools = Some(one_of(&["drop", "refuse"])?),
+            "prompt-caching" => {
+                let choices = [("caller", PromptCaching::Caller), ("auto", PromptCaching::Auto)];
+                options.prompt_caching = Some(one_of(&choices, value, at)?);
+            }
+            "hosted-tools" => {
+                let choices = [("drop", HostedTools::Drop), ("refuse", HostedTools::Refuse)];
+                options.hosted_tools = Some(one_of(&choices, value, at)?);
+            }
             _ => {
                 return Err(RenderError(format!(
                     "{label}: metadata.annotations[{key:?}]: the gateway's annotations are {ANNOTATION_PREFIX}prompt-caching and {ANNOTATION_PREFIX}hosted-tools"

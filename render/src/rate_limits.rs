@@ -11,6 +11,7 @@
 use crate::resources::{Object, RouteSpec, TrafficPolicySpec};
 use crate::yaml::{line, quoted, single_endpoint, upstream_protocol_options};
 use crate::RenderError;
+use bedrock_gateway_core::config::costs::{RawRequestCost, RequestCost};
 use std::fmt::Write;
 
 /// The rate-limit domain of every descriptor the gateway sends.
@@ -180,15 +181,8 @@ fn token_state(routes: &[&Object<RouteSpec>], key: &str) -> Result<String, Strin
         })
 }
 
-/// One `llmRequestCosts` entry as the plugin configuration states it (`request_costs`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct CostPlan {
-    pub metadata_key: String,
-    #[serde(rename = "type")]
-    pub cost_type: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cel: Option<String>,
-}
+/// One `llmRequestCosts` entry, in the plugin configuration's own type.
+pub type CostPlan = RawRequestCost;
 
 /// Every route's `llmRequestCosts`, checked as the filter will check them (types, CEL). The filter
 /// computes them for every request, so a key two routes define must mean the same on both.
@@ -202,16 +196,10 @@ pub fn plan_costs(routes: &[&Object<RouteSpec>]) -> Result<Vec<CostPlan>, Render
             );
             let entry = CostPlan {
                 metadata_key: cost.metadata_key.clone(),
-                cost_type: cost.cost_type.clone(),
+                kind: cost.cost_type.clone(),
                 cel: cost.cel.clone(),
             };
-            let raw = serde_json::to_value(&entry)
-                .and_then(
-                    serde_json::from_value::<bedrock_gateway_core::config::costs::RawRequestCost>,
-                )
-                .map_err(|e| RenderError(format!("{at}: {e}")))?;
-            bedrock_gateway_core::config::costs::RequestCost::parse(raw)
-                .map_err(|e| RenderError(format!("{at}: {e}")))?;
+            RequestCost::parse(entry.clone()).map_err(|e| RenderError(format!("{at}: {e}")))?;
             match costs.iter().find(|c| c.metadata_key == entry.metadata_key) {
                 Some(known) if *known != entry => {
                     return Err(RenderError(format!(

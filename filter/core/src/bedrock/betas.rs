@@ -8,9 +8,9 @@
 //! dropped flags allow. The lists are the operator's to change in the plugin configuration
 //! (`anthropic_beta`), since Bedrock's acceptance changes over time and by model.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// Flags Bedrock has been seen to accept on InvokeModel for current Claude models.
 pub const DEFAULT_ACCEPTED: &[&str] = &[
@@ -68,16 +68,21 @@ impl Default for BetaPolicy {
 }
 
 /// `{"accepted": [...], "renamed": {"anthropic-name": "bedrock-name"}}`; a list left out keeps its default.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBetaPolicy {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     accepted: Option<Vec<String>>,
-    #[serde(default)]
-    renamed: Option<HashMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    renamed: Option<BTreeMap<String, String>>,
 }
 
 impl RawBetaPolicy {
+    /// Neither list stated: the defaults (or the top-level lists) apply.
+    pub fn is_default(&self) -> bool {
+        self.accepted.is_none() && self.renamed.is_none()
+    }
+
     /// A backend's lists, where it states them, over the top-level ones.
     pub fn over(self, top: &RawBetaPolicy) -> RawBetaPolicy {
         RawBetaPolicy {

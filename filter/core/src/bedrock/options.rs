@@ -20,16 +20,16 @@ pub struct BedrockOptions {
 }
 
 /// `{"identifier", "version", "trace"?, "stream_processing_mode"?}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Guardrail {
     pub identifier: String,
     pub version: String,
     /// `enabled`, `disabled` or `enabled_full`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
     /// Streams only: `sync` (each chunk checked before it is sent) or `async`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_processing_mode: Option<String>,
 }
 

@@ -14,20 +14,23 @@
 //! formula never silently means something else.
 
 use crate::translated::TokenUsage;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-#[derive(Debug, Clone, Deserialize)]
+/// One `llmRequestCosts` entry as the plugin configuration states it (`request_costs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRequestCost {
-    metadata_key: String,
+    pub metadata_key: String,
+    /// `InputToken`, `OutputToken`, `CachedInputToken`, `CacheCreationInputToken`, `TotalToken`
+    /// or `CEL`.
     #[serde(rename = "type", default = "output_token")]
-    kind: String,
-    #[serde(default)]
-    cel: Option<String>,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cel: Option<String>,
 }
 
 fn output_token() -> String {

@@ -1,4 +1,6 @@
-//! Plugin configuration: the backends Envoy's routes can pick, keyed by cluster name.
+//! Plugin configuration: the backends Envoy's routes can pick, keyed by cluster name. [`plugin`]
+//! holds its types as written (which the renderer serializes); [`Config`] is what the filter makes
+//! of them.
 //!
 //! ```json
 //! {
@@ -24,18 +26,21 @@
 //! attempt N (Envoy's `x-envoy-attempt-count`) is translated and signed for the Nth backend.
 
 pub mod costs;
+pub mod plugin;
 
 use crate::aws::credentials::Provider;
 use crate::aws::sigv4::Credentials;
 use crate::bedrock::betas::{BetaPolicy, RawBetaPolicy};
-use crate::bedrock::options::{BedrockOptions, Guardrail};
-use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use crate::bedrock::options::BedrockOptions;
+pub use plugin::ModelInfo;
+use plugin::{CredentialSource, ModelEntry, PluginBackend, PluginConfig};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 /// What a backend does with hosted tools.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HostedTools {
     /// Left out of what reaches Bedrock, and named in the response.
@@ -46,7 +51,7 @@ pub enum HostedTools {
 }
 
 /// How the gateway talks to a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Schema {
     /// Bedrock Converse / ConverseStream, for any model.
@@ -60,167 +65,10 @@ pub enum Schema {
     Openai,
 }
 
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
-pub enum CredentialSource {
-    /// Keys written in the plugin configuration.
-    Inline {
-        access_key_id: String,
-        secret_access_key: String,
-        #[serde(default)]
-        session_token: Option<String>,
-    },
-    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, handed to the VM
-    /// through `vm_config.environment_variables`.
-    Environment,
-    /// EKS Pod Identity agent, called through the Envoy cluster `cluster`, which injects the
-    /// rotating token as `Authorization` (`credential_injector` + file-based SDS).
-    PodIdentity {
-        cluster: String,
-        #[serde(default)]
-        authority: Option<String>,
-        #[serde(default)]
-        path: Option<String>,
-    },
-    /// IRSA: STS AssumeRoleWithWebIdentity through the Envoy cluster `cluster`, which injects
-    /// the rotating token (`credential_injector` + file-based SDS + the `ai_gateway_sts` stage).
-    WebIdentity {
-        cluster: String,
-        /// Defaults to `AWS_ROLE_ARN` from the VM's environment.
-        #[serde(default)]
-        role_arn: Option<String>,
-        #[serde(default)]
-        session_name: Option<String>,
-        #[serde(default)]
-        authority: Option<String>,
-    },
-    /// EC2 instance metadata (IMDSv2) through the Envoy cluster `cluster`.
-    Imds {
-        cluster: String,
-        #[serde(default)]
-        authority: Option<String>,
-    },
-    /// A Bedrock API key, sent as `Authorization: Bearer <key>` instead of a SigV4 signature:
-    /// `key` written here, or `AWS_BEARER_TOKEN_BEDROCK` from the VM's environment, or, with
-    /// `injected_by_envoy`, none at all here because Envoy's `credential_injector` on the
-    /// backend's cluster adds it from a file it watches (so keys rotate without a restart).
-    ApiKey {
-        #[serde(default)]
-        key: Option<String>,
-        #[serde(default)]
-        injected_by_envoy: bool,
-    },
-    /// The AWS SDKs' order, decided from the VM's environment at start-up: a Bedrock API key
-    /// (`AWS_BEARER_TOKEN_BEDROCK`, as boto3 prefers it for Bedrock), static keys
-    /// (`AWS_ACCESS_KEY_ID`), then IRSA (`AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE`), then
-    /// Pod Identity (`AWS_CONTAINER_CREDENTIALS_FULL_URI`), then IMDS. Each fetched method
-    /// needs its Envoy cluster named here to be eligible.
-    DefaultChain {
-        #[serde(default)]
-        web_identity_cluster: Option<String>,
-        #[serde(default)]
-        pod_identity_cluster: Option<String>,
-        #[serde(default)]
-        imds_cluster: Option<String>,
-    },
-}
-
-impl fmt::Debug for CredentialSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CredentialSource::Inline { access_key_id, .. } => {
-                write!(f, "Inline {{ access_key_id: {access_key_id:?}, .. }}")
-            }
-            CredentialSource::Environment => f.write_str("Environment"),
-            CredentialSource::PodIdentity { cluster, .. } => {
-                write!(f, "PodIdentity {{ cluster: {cluster:?} }}")
-            }
-            CredentialSource::WebIdentity {
-                cluster, role_arn, ..
-            } => {
-                write!(
-                    f,
-                    "WebIdentity {{ cluster: {cluster:?}, role_arn: {role_arn:?} }}"
-                )
-            }
-            CredentialSource::Imds { cluster, .. } => write!(f, "Imds {{ cluster: {cluster:?} }}"),
-            CredentialSource::ApiKey {
-                injected_by_envoy, ..
-            } => write!(f, "ApiKey {{ injected_by_envoy: {injected_by_envoy} }}"),
-            CredentialSource::DefaultChain { .. } => f.write_str("DefaultChain"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBackend {
-    schema: Schema,
-    region: String,
-    #[serde(default)]
-    endpoint: Option<String>,
-    credentials: CredentialSource,
-    #[serde(default)]
-    model_name_override: Option<String>,
-    #[serde(default)]
-    anthropic_beta: RawBetaPolicy,
-    #[serde(default)]
-    guardrail: Option<Guardrail>,
-    #[serde(default)]
-    latency: Option<String>,
-    #[serde(default)]
-    service_tier: Option<String>,
-    #[serde(default)]
-    request_metadata: BTreeMap<String, String>,
-    #[serde(default)]
-    calls_cluster: Option<String>,
-    #[serde(default)]
-    hosted_tools: HostedTools,
-    #[serde(default)]
-    prompt_caching: PromptCaching,
-    /// Schema `openai`: where OpenAI's API lives on the backend's host (`/openai/v1` on Bedrock
-    /// Runtime; `/v1` or `/openai/v1` on Bedrock Mantle, by model).
-    #[serde(default)]
-    api_prefix: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    backends: HashMap<String, RawBackend>,
-    #[serde(default)]
-    models: Vec<ModelEntry>,
-    #[serde(default)]
-    max_stream_frame_bytes: Option<usize>,
-    #[serde(default)]
-    cost: CostWeights,
-    #[serde(default)]
-    failover: HashMap<String, Vec<String>>,
-    /// Which Anthropic beta flags go to Bedrock (`betas`), for every backend that does not say.
-    #[serde(default)]
-    anthropic_beta: RawBetaPolicy,
-    #[serde(default)]
-    caller_header: Option<String>,
-    #[serde(default)]
-    identity_headers: Vec<String>,
-    #[serde(default)]
-    key_headers: Vec<String>,
-    #[serde(default)]
-    caller_metrics: bool,
-    #[serde(default)]
-    metric_series: BTreeMap<String, Vec<String>>,
-    #[serde(default)]
-    metric_callers: Vec<String>,
-    #[serde(default)]
-    request_costs: Vec<crate::config::costs::RawRequestCost>,
-    #[serde(default)]
-    trace_attributes: bool,
-}
-
 /// The weighted token cost recorded for each request, for token-based rate limiting and
 /// access logs: `input * input + output * output + cache_read * cache_read + cache_write * cache_write`.
 /// The default weighs every token 1, so the cost is the total token count.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CostWeights {
     #[serde(default = "one")]
@@ -249,6 +97,11 @@ impl Default for CostWeights {
 }
 
 impl CostWeights {
+    /// Every token weighed 1, as when the configuration says nothing.
+    pub fn is_default(&self) -> bool {
+        *self == CostWeights::default()
+    }
+
     pub fn of(&self, usage: &crate::translated::TokenUsage) -> u64 {
         let cost = usage.input as f64 * self.input
             + usage.output as f64 * self.output
@@ -260,27 +113,6 @@ impl CostWeights {
             0
         }
     }
-}
-
-/// A model listed by `GET /v1/models` and `GET /anthropic/v1/models`: the names the routes serve.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-enum ModelEntry {
-    Name(String),
-    Detailed(ModelInfo),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelInfo {
-    pub id: String,
-    /// Unix seconds; listed as OpenAI's `created` and Anthropic's `created_at`.
-    #[serde(default)]
-    pub created: u64,
-    #[serde(default)]
-    pub owned_by: Option<String>,
-    #[serde(default)]
-    pub display_name: Option<String>,
 }
 
 /// A backend ready to serve: credentials resolved, host computed.
@@ -309,7 +141,7 @@ pub struct Backend {
 }
 
 /// Who places Converse's cache points.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PromptCaching {
     /// Only where callers ask (`cache_control`).
@@ -436,7 +268,7 @@ impl Config {
     /// Parses the plugin configuration. `env` looks up environment variables, so the
     /// caller decides where they come from (the VM's environment, or a test's map).
     pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_json::from_slice(json)
+        let raw: PluginConfig = serde_json::from_slice(json)
             .map_err(|e| ConfigError(format!("invalid plugin configuration: {e}")))?;
         if raw.backends.is_empty() {
             return Err(ConfigError("plugin configuration lists no backends".into()));
@@ -632,7 +464,7 @@ fn non_empty_name(name: String, fail: &dyn Fn(&str) -> ConfigError) -> Result<St
 
 fn resolve_backend(
     name: &str,
-    raw: RawBackend,
+    raw: PluginBackend,
     top_betas: &RawBetaPolicy,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Backend, ConfigError> {
@@ -782,8 +614,8 @@ fn resolve_backend(
         anthropic_beta: Arc::new(anthropic_beta),
         options,
         calls_cluster: raw.calls_cluster.filter(|c| !c.is_empty()),
-        hosted_tools: raw.hosted_tools,
-        prompt_caching: raw.prompt_caching,
+        hosted_tools: raw.hosted_tools.unwrap_or_default(),
+        prompt_caching: raw.prompt_caching.unwrap_or_default(),
         api_prefix: match raw.api_prefix {
             None => "/openai/v1".to_owned(),
             Some(prefix) if matches!(prefix.as_str(), "/v1" | "/openai/v1") => prefix,
