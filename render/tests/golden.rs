@@ -12,6 +12,8 @@
 )] // a test stops where it fails
 
 use ai_gateway_render::{render, CredentialService, Options};
+use bedrock_gateway_core::config::plugin::PluginConfig;
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
@@ -26,6 +28,7 @@ fn read(relative: &str) -> String {
 }
 
 fn check_golden(name: &str, rendered: &str) {
+    check_structure(name, rendered);
     let path = root().join("render/tests/golden").join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, rendered).expect("write golden");
@@ -49,6 +52,215 @@ fn check_golden(name: &str, rendered: &str) {
             rendered.lines().nth(line),
             expected.lines().nth(line)
         );
+    }
+}
+
+// ---- Each rendering read back -----------------------------------------------------------
+
+/// Every rendering parses as YAML (anchors and aliases resolved), and an Envoy configuration holds
+/// together: clusters named once, every cluster a route, a filter or the plugin configuration
+/// names exists, every filter chain ends with the router, and the plugin configuration parses in
+/// the filter's own type and names only clusters there are.
+fn check_structure(name: &str, rendered: &str) {
+    let document: Value = serde_norway::from_str(rendered)
+        .unwrap_or_else(|e| panic!("{name} does not read back as YAML: {e}"));
+    if !name.ends_with(".envoy.yaml") {
+        return;
+    }
+    let clusters = document
+        .pointer("/static_resources/clusters")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("{name}: no static_resources.clusters"));
+    let mut names: Vec<&str> = Vec::new();
+    for cluster in clusters {
+        let cluster_name = cluster["name"].as_str().expect("every cluster is named");
+        assert!(
+            !names.contains(&cluster_name),
+            "{name}: cluster {cluster_name:?} twice"
+        );
+        names.push(cluster_name);
+        if let Some(own) = cluster.pointer("/load_assignment/cluster_name") {
+            assert_eq!(
+                own.as_str(),
+                Some(cluster_name),
+                "{name}: load_assignment of {cluster_name:?}"
+            );
+        }
+    }
+    let mut referenced = Vec::new();
+    cluster_references(&document, None, &mut referenced);
+    assert!(
+        !referenced.is_empty(),
+        "{name}: nothing refers to a cluster"
+    );
+    for cluster in &referenced {
+        assert!(
+            names.contains(&cluster.as_str()),
+            "{name}: {cluster:?} is named but not defined"
+        );
+    }
+    let mut chains = Vec::new();
+    filter_lists(&document, &mut chains);
+    assert!(!chains.is_empty(), "{name}: no HTTP connection manager");
+    for filters in chains {
+        let last = filters.last().and_then(|f| f["name"].as_str());
+        assert_eq!(
+            last,
+            Some("envoy.filters.http.router"),
+            "{name}: a filter chain ends elsewhere"
+        );
+    }
+    let mut plugins = Vec::new();
+    plugin_configurations(&document, &mut plugins);
+    assert!(!plugins.is_empty(), "{name}: no plugin configuration");
+    for json in plugins {
+        let plugin: PluginConfig = serde_json::from_str(&json)
+            .unwrap_or_else(|e| panic!("{name}: the plugin configuration does not parse: {e}"));
+        for (backend, entry) in &plugin.backends.0 {
+            assert!(
+                names.contains(&backend.as_str()),
+                "{name}: backend {backend:?} has no cluster"
+            );
+            let calls = entry
+                .calls_cluster
+                .as_deref()
+                .expect("every rendered backend has one");
+            assert!(names.contains(&calls), "{name}: {calls:?} is not a cluster");
+        }
+        for (failover, attempts) in &plugin.failover.0 {
+            assert!(
+                names.contains(&failover.as_str()),
+                "{name}: failover {failover:?}"
+            );
+            for attempt in attempts {
+                assert!(
+                    plugin.backends.0.iter().any(|(b, _)| b == attempt),
+                    "{name}: {attempt:?}"
+                );
+            }
+        }
+        for clusters in plugin.metric_series.values() {
+            for cluster in clusters {
+                assert!(
+                    names.contains(&cluster.as_str()),
+                    "{name}: metric series of {cluster:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_read_back_fails_on_a_configuration_that_does_not_hold_together() {
+    let rendered = render(
+        &read("examples/emulator.yaml"),
+        &make_run_options("examples/emulator.yaml"),
+    )
+    .expect("renders")
+    .envoy_yaml;
+    check_structure("emulator.envoy.yaml", &rendered);
+    let broken = [
+        (
+            "route to a missing cluster",
+            r#"route: { cluster: "bedrock-us-east-1","#,
+            r#"route: { cluster: "nowhere","#,
+        ),
+        (
+            "backend without its calls cluster",
+            r#""calls_cluster": "bedrock-us-east-1~calls""#,
+            r#""calls_cluster": "gone""#,
+        ),
+        (
+            "filter chain without its router",
+            "- name: envoy.filters.http.router",
+            "- name: envoy.filters.http.buffer",
+        ),
+        (
+            "unparsable plugin configuration",
+            r#""backends": {"#,
+            r#""backendz": {"#,
+        ),
+    ];
+    for (what, from, to) in broken {
+        assert!(rendered.contains(from), "{what}: {from}");
+        let text = rendered.replacen(from, to, 1);
+        let outcome = std::panic::catch_unwind(|| check_structure("broken.envoy.yaml", &text));
+        assert!(outcome.is_err(), "{what} passed the read-back");
+    }
+}
+
+/// Clusters named by routes (`cluster`, weighted clusters' names), composite clusters, gRPC and
+/// HTTP services (`cluster_name`, `cluster`), and the plugin's credential clusters.
+fn cluster_references(value: &Value, key: Option<&str>, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (member, inner) in map {
+                match (member.as_str(), inner) {
+                    ("cluster" | "cluster_name", Value::String(name))
+                        if !matches!(key, Some("load_assignment" | "node")) =>
+                    {
+                        out.push(name.clone())
+                    }
+                    ("clusters", Value::Array(items))
+                        if matches!(key, Some("weighted_clusters" | "typed_config")) =>
+                    {
+                        out.extend(
+                            items
+                                .iter()
+                                .filter_map(|c| c["name"].as_str())
+                                .map(str::to_owned),
+                        )
+                    }
+                    (
+                        "web_identity_cluster" | "pod_identity_cluster" | "imds_cluster",
+                        Value::String(name),
+                    ) => out.push(name.clone()),
+                    _ => cluster_references(inner, Some(member), out),
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| cluster_references(item, key, out)),
+        _ => {}
+    }
+}
+
+fn filter_lists<'a>(value: &'a Value, out: &mut Vec<&'a Vec<Value>>) {
+    match value {
+        Value::Object(map) => {
+            let is_manager = map
+                .get("@type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with("http_connection_manager.v3.HttpConnectionManager"));
+            if let (true, Some(Value::Array(filters))) = (is_manager, map.get("http_filters")) {
+                out.push(filters);
+            }
+            map.values().for_each(|inner| filter_lists(inner, out));
+        }
+        Value::Array(items) => items.iter().for_each(|item| filter_lists(item, out)),
+        _ => {}
+    }
+}
+
+/// The plugin JSON of every gateway filter (the .wasm's `configuration`, the module's
+/// `filter_config`): a `StringValue` with the JSON as its value.
+fn plugin_configurations(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (member, inner) in map {
+                let is_plugin = matches!(member.as_str(), "configuration" | "filter_config")
+                    && inner["@type"] == "type.googleapis.com/google.protobuf.StringValue";
+                match (is_plugin, inner["value"].as_str()) {
+                    (true, Some(json)) => out.push(json.to_owned()),
+                    _ => plugin_configurations(inner, out),
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| plugin_configurations(item, out)),
+        _ => {}
     }
 }
 
