@@ -10,8 +10,12 @@
 
 mod abi;
 mod credentials;
+#[cfg(test)]
+mod fake_envoy;
 mod host;
 mod metrics;
+#[cfg(test)]
+mod tests;
 
 use abi::{EnvoyBuffer, EnvoyConfigPtr, EnvoyFilterPtr, EnvoyHttpHeader};
 use bedrock_gateway_core::config::Config;
