@@ -6,8 +6,9 @@
 //! rules can name it), and the routing stage turns their plain-text refusals into errors in the
 //! caller's API format.
 
+use crate::blocks::header_match_input;
 use crate::resources::{ClientPolicySpec, Object, Secret};
-use crate::yaml::{header_match_input, line, quoted};
+use crate::yaml::{plain, quoted, string, Map, Node, Seq, SeqStyle};
 use crate::RenderError;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -376,183 +377,199 @@ pub fn plan(
 /// The callers' keys, on the virtual host of the routes file, where a change is read again.
 /// Envoy 1.40 takes the forwarding (the header naming the client) from the most specific
 /// configuration alone, so it is repeated here with the key sources.
-pub fn write_virtual_host_credentials(o: &mut String, indent: usize, plan: &CallersPlan) {
+pub fn virtual_host_credentials(plan: &CallersPlan) -> Option<Map> {
     let Authentication::ApiKeys {
         clients,
         key_headers,
         hide,
     } = &plan.authentication
     else {
-        return;
+        return None;
     };
-    line(o, indent, "typed_per_filter_config:");
-    line(o, indent + 1, "envoy.filters.http.api_key_auth:");
-    line(o, indent + 2, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuthPerRoute");
-    line(o, indent + 2, "credentials:");
-    for (client, key) in clients {
-        line(
-            o,
-            indent + 2,
-            &format!("- {{ key: {}, client: {} }}", quoted(key), quoted(client)),
-        );
-    }
-    write_key_sources(o, indent + 2, key_headers, &plan.caller_header, *hide);
+    let credentials: Seq = clients
+        .iter()
+        .map(|(client, key)| {
+            Map::flow()
+                .with("key", string(key))
+                .with("client", string(client))
+        })
+        .collect();
+    let per_route = Map::block()
+        .with(
+            "\"@type\"",
+            plain("type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuthPerRoute"),
+        )
+        .with("credentials", credentials)
+        .extend(key_sources(key_headers, &plan.caller_header, *hide));
+    Some(Map::block().with(
+        "typed_per_filter_config",
+        Map::block().with("envoy.filters.http.api_key_auth", per_route),
+    ))
 }
 
-fn write_key_sources(
-    o: &mut String,
-    indent: usize,
-    key_headers: &[String],
-    caller_header: &str,
-    hide: bool,
-) {
-    line(o, indent, "key_sources:");
-    for header in key_headers {
-        line(o, indent, &format!("- header: {}", quoted(header)));
-    }
-    line(
-        o,
-        indent,
-        &format!(
-            "forwarding: {{ header: {}, hide_credentials: {hide} }}",
-            quoted(caller_header)
-        ),
-    );
+fn key_sources(key_headers: &[String], caller_header: &str, hide: bool) -> Map {
+    let sources: Seq = key_headers
+        .iter()
+        .map(|header| Map::block().with("header", string(header)))
+        .collect();
+    Map::block().with("key_sources", sources).with(
+        "forwarding",
+        Map::flow()
+            .with("header", string(caller_header))
+            .with("hide_credentials", plain(hide)),
+    )
 }
 
 /// The filters, in order, between the routing stage and the rate limits.
-pub fn write_filters(o: &mut String, t: usize, plan: &CallersPlan) {
+pub fn push_filters(filters: &mut Seq, plan: &CallersPlan) {
     match &plan.authentication {
         Authentication::ApiKeys {
             key_headers, hide, ..
         } => {
-            line(o, t, "# Callers' API keys (Authorization: Bearer is read without its prefix), checked against the keys");
-            line(
-                o,
-                t,
-                "# of the routes file's virtual host; the client id goes on in",
-            );
-            line(
-                o,
-                t,
-                &format!(
-                    "# {}, which the routing stage removed from what the caller sent.",
+            filters
+                .note("Callers' API keys (Authorization: Bearer is read without its prefix), checked against the keys")
+                .note("of the routes file's virtual host; the client id goes on in")
+                .note(format!(
+                    "{}, which the routing stage removed from what the caller sent.",
                     plan.caller_header
-                ),
+                ));
+            let config = Map::block()
+                .with(
+                    "\"@type\"",
+                    plain("type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth"),
+                )
+                .extend(key_sources(key_headers, &plan.caller_header, *hide));
+            filters.push(
+                Map::block()
+                    .with("name", plain("envoy.filters.http.api_key_auth"))
+                    .with("typed_config", config),
             );
-            line(o, t, "- name: envoy.filters.http.api_key_auth");
-            line(o, t + 1, "typed_config:");
-            line(o, t + 2, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth");
-            write_key_sources(o, t + 2, key_headers, &plan.caller_header, *hide);
         }
         Authentication::Jwt { providers } => {
-            line(o, t, "# Callers' JWTs, from Authorization: Bearer or x-api-key (what OpenAI's and Anthropic's SDKs send).");
-            line(o, t, "- name: envoy.filters.http.jwt_authn");
-            line(o, t + 1, "typed_config:");
-            line(o, t + 2, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication");
-            line(o, t + 2, "providers:");
+            let mut by_name = Map::block();
             for provider in providers {
-                line(o, t + 3, &format!("{}:", quoted(&provider.name)));
+                let mut entry = Map::block();
                 if let Some(issuer) = &provider.issuer {
-                    line(o, t + 4, &format!("issuer: {}", quoted(issuer)));
+                    entry.push("issuer", string(issuer));
                 }
                 if !provider.audiences.is_empty() {
-                    let audiences: Vec<String> =
-                        provider.audiences.iter().map(|a| quoted(a)).collect();
-                    line(o, t + 4, &format!("audiences: [{}]", audiences.join(", ")));
+                    let audiences: Seq = provider.audiences.iter().map(|a| string(a)).collect();
+                    entry.push("audiences", audiences.styled(SeqStyle::Compact));
                 }
-                line(
-                    o,
-                    t + 4,
-                    &format!(
-                        "local_jwks: {{ inline_string: {} }}",
-                        quoted(&provider.jwks)
-                    ),
-                );
-                line(o, t + 4, "from_headers: [ { name: authorization, value_prefix: \"Bearer \" }, { name: x-api-key } ]");
-                line(o, t + 4, "forward: false");
-                line(o, t + 4, "claim_to_headers:");
-                for (header, claim) in &provider.claim_to_headers {
-                    line(
-                        o,
-                        t + 4,
-                        &format!(
-                            "- {{ header_name: {}, claim_name: {} }}",
-                            quoted(header),
-                            quoted(claim)
-                        ),
-                    );
-                }
+                let claims: Seq = provider
+                    .claim_to_headers
+                    .iter()
+                    .map(|(header, claim)| {
+                        Map::flow()
+                            .with("header_name", string(header))
+                            .with("claim_name", string(claim))
+                    })
+                    .collect();
+                let entry = entry
+                    .with("local_jwks", Map::flow().with("inline_string", string(&provider.jwks)))
+                    .with(
+                        "from_headers",
+                        plain("[ { name: authorization, value_prefix: \"Bearer \" }, { name: x-api-key } ]"),
+                    )
+                    .with("forward", plain(false))
+                    .with("claim_to_headers", claims);
+                by_name = by_name.with_quoted(&provider.name, entry);
             }
-            line(o, t + 2, "rules:");
-            let names: Vec<String> = providers
+            let names: Vec<Node> = providers
                 .iter()
-                .map(|p| format!("{{ provider_name: {} }}", quoted(&p.name)))
+                .map(|p| Map::flow().with("provider_name", string(&p.name)).into())
                 .collect();
-            let requirement = if names.len() == 1 {
-                names.concat()
-            } else {
-                format!(
-                    "{{ requires_any: {{ requirements: [ {} ] }} }}",
-                    names.join(", ")
-                )
+            let requirement: Node = match <[Node; 1]>::try_from(names) {
+                Ok([one]) => one,
+                Err(names) => Map::flow()
+                    .with(
+                        "requires_any",
+                        Map::flow().with(
+                            "requirements",
+                            names.into_iter().collect::<Seq>().styled(SeqStyle::Flow),
+                        ),
+                    )
+                    .into(),
             };
-            line(o, t + 2, "- match: { prefix: \"/\" }");
-            line(o, t + 3, &format!("requires: {requirement}"));
+            let rule = Map::block()
+                .with("match", plain("{ prefix: \"/\" }"))
+                .with("requires", requirement);
+            let config = Map::block()
+                .with(
+                    "\"@type\"",
+                    plain("type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"),
+                )
+                .with("providers", by_name)
+                .with("rules", Seq::block().item(rule));
+            filters
+                .note("Callers' JWTs, from Authorization: Bearer or x-api-key (what OpenAI's and Anthropic's SDKs send).")
+                .push(
+                    Map::block()
+                        .with("name", plain("envoy.filters.http.jwt_authn"))
+                        .with("typed_config", config),
+                );
         }
     }
     if let Some(rbac) = &plan.authorization {
-        line(o, t, "# The SecurityPolicy's authorization rules, over the caller's id and the model the routing stage set.");
-        line(o, t, "- name: envoy.filters.http.rbac");
-        line(o, t + 1, "typed_config:");
-        line(
-            o,
-            t + 2,
-            "\"@type\": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        let config = Map::block().with(
+            "\"@type\"",
+            plain("type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"),
         );
-        if let Some(by_caller) = rules_by_caller(plan, rbac) {
-            write_rbac_matcher(o, t + 2, plan, rbac, &by_caller);
-            return;
-        }
-        line(o, t + 2, "rules:");
-        line(
-            o,
-            t + 3,
-            &format!(
-                "action: {}",
-                if rbac.allow_listed { "ALLOW" } else { "DENY" }
-            ),
-        );
-        line(o, t + 3, "policies:");
-        for (name, headers) in &rbac.policies {
-            line(o, t + 4, &format!("{}:", quoted(name)));
-            line(o, t + 5, "permissions: [ { any: true } ]");
-            let ids: Vec<String> = headers
-                .iter()
-                .map(|(header, values)| {
-                    let alternatives: Vec<String> = values
-                        .iter()
-                        .map(|v| {
-                            format!(
-                                "{{ header: {{ name: {}, string_match: {{ exact: {} }} }} }}",
-                                quoted(header),
-                                quoted(v)
-                            )
-                        })
-                        .collect();
-                    format!("{{ or_ids: {{ ids: [ {} ] }} }}", alternatives.join(", "))
-                })
-                .collect();
-            line(
-                o,
-                t + 5,
-                &format!(
-                    "principals: [ {{ and_ids: {{ ids: [ {} ] }} }} ]",
-                    ids.join(", ")
-                ),
+        let config = match rules_by_caller(plan, rbac) {
+            Some(by_caller) => config.extend(rbac_matcher(plan, rbac, &by_caller)),
+            None => config.with("rules", rbac_policies(rbac)),
+        };
+        filters
+            .note("The SecurityPolicy's authorization rules, over the caller's id and the model the routing stage set.")
+            .push(
+                Map::block()
+                    .with("name", plain("envoy.filters.http.rbac"))
+                    .with("typed_config", config),
             );
-        }
     }
+}
+
+/// The rules as an RBAC policy list, for rules over other headers than the caller and the model.
+fn rbac_policies(rbac: &RbacPlan) -> Map {
+    let mut policies = Map::block();
+    for (name, headers) in &rbac.policies {
+        let ids: Seq = headers
+            .iter()
+            .map(|(header, values)| {
+                let alternatives: Seq = values
+                    .iter()
+                    .map(|v| {
+                        Map::flow().with(
+                            "header",
+                            Map::flow()
+                                .with("name", string(header))
+                                .with("string_match", Map::flow().with("exact", string(v))),
+                        )
+                    })
+                    .collect();
+                Map::flow().with(
+                    "or_ids",
+                    Map::flow().with("ids", alternatives.styled(SeqStyle::Flow)),
+                )
+            })
+            .collect();
+        let principal = Map::flow().with(
+            "and_ids",
+            Map::flow().with("ids", ids.styled(SeqStyle::Flow)),
+        );
+        policies = policies.with_quoted(
+            name,
+            Map::block()
+                .with("permissions", plain("[ { any: true } ]"))
+                .with("principals", Seq::flow().item(principal)),
+        );
+    }
+    Map::block()
+        .with(
+            "action",
+            plain(if rbac.allow_listed { "ALLOW" } else { "DENY" }),
+        )
+        .with("policies", policies)
 }
 
 /// What each caller may do, when every rule names callers and at most the model (as model rules
@@ -587,65 +604,57 @@ fn rules_by_caller<'a>(plan: &'a CallersPlan, rbac: &'a RbacPlan) -> Option<Rule
 
 /// The rules as Envoy's matcher tree: one lookup of the caller, then of the model, whatever the
 /// number of callers and rules (a policy list is evaluated one policy after another).
-fn write_rbac_matcher(
-    o: &mut String,
-    t: usize,
-    plan: &CallersPlan,
-    rbac: &RbacPlan,
-    by_caller: &RulesByCaller<'_>,
-) {
+fn rbac_matcher(plan: &CallersPlan, rbac: &RbacPlan, by_caller: &RulesByCaller<'_>) -> Map {
     let (matched, otherwise) = if rbac.allow_listed {
         ("ALLOW", "DENY")
     } else {
         ("DENY", "ALLOW")
     };
-    line(
-        o,
-        t,
-        "# One lookup of the caller, then of the model, however many callers and rules there are.",
-    );
-    line(o, t, "matcher:");
-    line(o, t + 1, "matcher_tree:");
-    header_match_input(o, t + 2, "caller", &plan.caller_header);
-    line(o, t + 2, "exact_match_map:");
-    line(o, t + 3, "map:");
+    let mut callers = Map::block();
     for (caller, models) in by_caller {
-        line(o, t + 4, &format!("{}:", quoted(caller)));
-        match models {
-            None => rbac_action(o, t + 5, &format!("{caller}: every model"), matched),
+        let on_caller = match models {
+            None => rbac_action(&format!("{caller}: every model"), matched),
             Some(models) => {
-                line(o, t + 5, "matcher:");
-                line(o, t + 6, "matcher_tree:");
-                header_match_input(o, t + 7, "model", "x-ai-eg-model");
-                line(o, t + 7, "exact_match_map:");
-                line(o, t + 8, "map:");
+                let mut by_model = Map::block();
                 for model in models {
-                    line(o, t + 9, &format!("{}:", quoted(model)));
-                    rbac_action(o, t + 10, &format!("{caller}: {model}"), matched);
+                    by_model = by_model
+                        .with_quoted(model, rbac_action(&format!("{caller}: {model}"), matched));
                 }
-                line(o, t + 6, "on_no_match:");
-                rbac_action(
-                    o,
-                    t + 7,
-                    &format!("{caller}: no rule for the model"),
-                    otherwise,
-                );
+                let tree = header_match_input("model", "x-ai-eg-model")
+                    .with("exact_match_map", Map::block().with("map", by_model));
+                Map::block().with(
+                    "matcher",
+                    Map::block().with("matcher_tree", tree).with(
+                        "on_no_match",
+                        rbac_action(&format!("{caller}: no rule for the model"), otherwise),
+                    ),
+                )
             }
-        }
+        };
+        callers = callers.with_quoted(caller, on_caller);
     }
-    line(o, t + 1, "on_no_match:");
-    rbac_action(o, t + 2, "no rule for the caller", otherwise);
+    let tree = header_match_input("caller", &plan.caller_header)
+        .with("exact_match_map", Map::block().with("map", callers));
+    Map::block()
+        .comment("One lookup of the caller, then of the model, however many callers and rules there are.")
+        .with(
+            "matcher",
+            Map::block().with("matcher_tree", tree).with(
+                "on_no_match",
+                rbac_action("no rule for the caller", otherwise),
+            ),
+        )
 }
 
-fn rbac_action(o: &mut String, indent: usize, name: &str, action: &str) {
-    line(o, indent, "action:");
-    line(o, indent + 1, &format!("name: {}", quoted(name)));
-    line(
-        o,
-        indent + 1,
-        &format!(
-            "typed_config: {{ \"@type\": type.googleapis.com/envoy.config.rbac.v3.Action, name: {}, action: {action} }}",
-            quoted(name)
+fn rbac_action(name: &str, action: &str) -> Map {
+    Map::block().with(
+        "action",
+        Map::block().with("name", string(name)).with(
+            "typed_config",
+            plain(format!(
+                "{{ \"@type\": type.googleapis.com/envoy.config.rbac.v3.Action, name: {}, action: {action} }}",
+                quoted(name)
+            )),
         ),
-    );
+    )
 }

@@ -6,10 +6,9 @@
 //! when a watched directory is missing. So the renderer is told (`--credential-chain`); static keys
 //! in the environment always come first, as in the AWS SDKs.
 
+use crate::blocks::{single_endpoint, upstream_codec, upstream_protocol_options, upstream_stage};
 use crate::plan::{ApiKeyPlan, CredentialsPlan, Plan};
-use crate::yaml::{
-    line, quoted, single_endpoint, upstream_codec, upstream_protocol_options, upstream_stage,
-};
+use crate::yaml::{document, plain, quoted, string, Map, Node, Seq};
 use crate::Options;
 use std::path::Path;
 
@@ -78,17 +77,25 @@ pub fn sds_files(options: &Options) -> Vec<(String, String)> {
 
 /// An SDS file holding one generic secret read from `file`, which Envoy reads again when it changes.
 fn generic_secret_file(what: &str, when: &str, name: &str, file: &str) -> String {
-    format!(
-        "# {what} as an SDS generic secret: Envoy reads the file it names and\n\
-         # reads it again {when} (the cluster's sds_config watches its directory).\n\
-         resources:\n\
-         - \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n\
-         \x20 name: {name}\n\
-         \x20 generic_secret:\n\
-         \x20   secret:\n\
-         \x20     filename: {}\n",
-        quoted(file)
-    )
+    let secret = Map::block()
+        .with(
+            "\"@type\"",
+            plain("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"),
+        )
+        .with("name", plain(name))
+        .with(
+            "generic_secret",
+            Map::block().with("secret", Map::block().with("filename", string(file))),
+        );
+    let root = Map::block()
+        .comment(format!(
+            "{what} as an SDS generic secret: Envoy reads the file it names and"
+        ))
+        .comment(format!(
+            "reads it again {when} (the cluster's sds_config watches its directory)."
+        ))
+        .with("resources", Seq::block().item(secret));
+    document(&[], &root)
 }
 
 fn parent_directory(file: &str) -> String {
@@ -145,70 +152,73 @@ fn api_key_sds_file(key: &ApiKeyPlan) -> String {
 
 /// Envoy's credential_injector adding `Authorization: Bearer <key>` after the backend stage,
 /// overwriting whatever is there (the stage removed the caller's credentials already).
-pub fn api_key_injector(o: &mut String, key: &ApiKeyPlan, options: &Options) {
+pub fn api_key_injector(key: &ApiKeyPlan, options: &Options) -> Map {
     let dir = options.sds_dir.trim_end_matches('/');
     let sds_path = format!("{dir}/{}", api_key_sds_file(key));
     injector(
-        o,
         "Authorization",
         Some("Bearer "),
         "bedrock-api-key",
         &sds_path,
         dir,
-    );
+    )
 }
 
 /// Injects the token read through SDS into `header` of every request on the cluster.
-fn token_injector(o: &mut String, header: &str, sds_path: &str, token_dir: &str) {
-    injector(
-        o,
-        header,
-        None,
-        "service-account-token",
-        sds_path,
-        token_dir,
-    );
+fn token_injector(header: &str, sds_path: &str, token_dir: &str) -> Map {
+    injector(header, None, "service-account-token", sds_path, token_dir)
 }
 
 fn injector(
-    o: &mut String,
     header: &str,
     prefix: Option<&str>,
     secret: &str,
     sds_path: &str,
     watched_dir: &str,
-) {
-    line(o, 4, "- name: envoy.filters.http.credential_injector");
-    line(o, 5, "typed_config:");
-    line(o, 6, "\"@type\": type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector");
-    line(o, 6, "overwrite: true");
-    line(o, 6, "credential:");
-    line(o, 7, "name: envoy.http.injected_credentials.generic");
-    line(o, 7, "typed_config:");
-    line(o, 8, "\"@type\": type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic");
-    line(o, 8, &format!("header: {header}"));
+) -> Map {
+    let mut generic = Map::block()
+        .with(
+            "\"@type\"",
+            plain(
+                "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
+            ),
+        )
+        .with("header", plain(header));
     if let Some(prefix) = prefix {
-        line(o, 8, &format!("header_value_prefix: {}", quoted(prefix)));
+        generic.push("header_value_prefix", string(prefix));
     }
-    line(o, 8, "credential:");
-    line(o, 9, &format!("name: {secret}"));
-    line(o, 9, "sds_config:");
-    line(o, 10, "path_config_source:");
-    line(o, 11, &format!("path: {}", quoted(sds_path)));
-    line(
-        o,
-        11,
-        &format!("watched_directory: {{ path: {} }}", quoted(watched_dir)),
+    let source = Map::block().with("path", string(sds_path)).with(
+        "watched_directory",
+        Map::flow().with("path", string(watched_dir)),
     );
+    let generic = generic.with(
+        "credential",
+        Map::block().with("name", plain(secret)).with(
+            "sds_config",
+            Map::block().with("path_config_source", source),
+        ),
+    );
+    Map::block()
+        .with("name", plain("envoy.filters.http.credential_injector"))
+        .with(
+            "typed_config",
+            Map::block()
+                .with(
+                    "\"@type\"",
+                    plain("type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector"),
+                )
+                .with("overwrite", plain(true))
+                .with(
+                    "credential",
+                    Map::block()
+                        .with("name", plain("envoy.http.injected_credentials.generic"))
+                        .with("typed_config", generic),
+                ),
+        )
 }
 
-/// Writes the cluster of one credential service.
-pub fn write_credential_cluster(
-    o: &mut String,
-    service: CredentialService,
-    options: &Options,
-    plan: &Plan,
-) {
+/// The cluster of one credential service.
+pub fn credential_cluster(service: CredentialService, options: &Options, plan: &Plan) -> Map {
     let name = service.cluster_name();
     let local = options.credential_endpoint.as_ref();
     let sds_path = |service: CredentialService| {
@@ -218,92 +228,115 @@ pub fn write_credential_cluster(
             service.sds_file_name().unwrap_or_default()
         )
     };
-    line(o, 1, &format!("- name: {name}"));
+    let cluster = Map::block().with("name", plain(name));
     match service {
         CredentialService::Imds => {
-            line(o, 2, "# IMDSv2 (the instance role); in containers the instance's metadata hop limit must be 2.");
-            line(o, 2, "type: STATIC");
-            line(o, 2, "connect_timeout: 1s");
             let (host, port) = local.map_or(("169.254.169.254", 80), |(h, p)| (h.as_str(), *p));
-            single_endpoint(o, name, host, port);
+            cluster
+                .comment("IMDSv2 (the instance role); in containers the instance's metadata hop limit must be 2.")
+                .with("type", plain("STATIC"))
+                .with("connect_timeout", plain("1s"))
+                .extend(single_endpoint(name, host, port))
         }
         CredentialService::PodIdentity => {
-            line(
-                o,
-                2,
-                "# The EKS Pod Identity agent; it wants the pod's token as Authorization.",
-            );
-            line(o, 2, "type: STATIC");
-            line(o, 2, "connect_timeout: 2s");
-            upstream_protocol_options(o, None, false, true);
-            token_injector(
-                o,
-                "Authorization",
-                &sds_path(service),
-                &parent_directory(&options.pod_identity_token_file),
-            );
-            upstream_codec(o);
+            let filters = Seq::block()
+                .item(token_injector(
+                    "Authorization",
+                    &sds_path(service),
+                    &parent_directory(&options.pod_identity_token_file),
+                ))
+                .item(upstream_codec());
             let (host, port) = local.map_or(("169.254.170.23", 80), |(h, p)| (h.as_str(), *p));
-            single_endpoint(o, name, host, port);
+            cluster
+                .comment("The EKS Pod Identity agent; it wants the pod's token as Authorization.")
+                .with("type", plain("STATIC"))
+                .with("connect_timeout", plain("2s"))
+                .extend(upstream_protocol_options(None, false, Some(filters)))
+                .extend(single_endpoint(name, host, port))
         }
         CredentialService::WebIdentity => {
-            line(o, 2, "# STS AssumeRoleWithWebIdentity (IRSA): the token goes into a header, and the ai_gateway_sts");
-            line(o, 2, "# stage moves it into the form STS reads.");
             let sts_host = format!("sts.{}.amazonaws.com", sts_region(plan));
+            let mut cluster = cluster
+                .comment("STS AssumeRoleWithWebIdentity (IRSA): the token goes into a header, and the ai_gateway_sts")
+                .comment("stage moves it into the form STS reads.");
             match local {
-                Some(_) => line(o, 2, "type: STATIC"),
-                None => {
-                    line(o, 2, "type: LOGICAL_DNS");
-                    line(o, 2, "dns_lookup_family: V4_PREFERRED");
-                }
-            }
-            line(o, 2, "connect_timeout: 5s");
-            upstream_protocol_options(o, None, false, true);
-            token_injector(
-                o,
-                "x-ai-eg-web-identity-token",
-                &sds_path(service),
-                &parent_directory(&options.web_identity_token_file),
-            );
-            upstream_stage(
-                o,
-                options.dynamic_module_path.as_deref(),
-                "ai_gateway_sts",
-                |o, c| {
-                    line(o, c, "# Its own VM: Envoy creates this stage while the gateway's VM is inside the credential fetch.");
-                    line(o, c, "vm_config:");
-                    line(o, c + 1, "vm_id: ai_gateway_sts");
-                    line(o, c + 1, "runtime: envoy.wasm.runtime.v8");
-                    line(
-                        o,
-                        c + 1,
-                        &format!(
-                            "code: {{ local: {{ filename: {} }} }}",
-                            quoted(&options.wasm_path)
+                Some(_) => cluster.push("type", plain("STATIC")),
+                None => cluster
+                    .push("type", plain("LOGICAL_DNS"))
+                    .push("dns_lookup_family", plain("V4_PREFERRED")),
+            };
+            let own_vm = Map::block()
+                .comment("Its own VM: Envoy creates this stage while the gateway's VM is inside the credential fetch.")
+                .with(
+                    "vm_config",
+                    Map::block()
+                        .with("vm_id", plain("ai_gateway_sts"))
+                        .with("runtime", plain("envoy.wasm.runtime.v8"))
+                        .with(
+                            "code",
+                            plain(format!(
+                                "{{ local: {{ filename: {} }} }}",
+                                quoted(&options.wasm_path)
+                            )),
+                        )
+                        .with(
+                            "environment_variables",
+                            plain("{ host_env_keys: [AWS_ROLE_ARN, AWS_ROLE_SESSION_NAME] }"),
                         ),
-                    );
-                    line(o, c + 1, "environment_variables: { host_env_keys: [AWS_ROLE_ARN, AWS_ROLE_SESSION_NAME] }");
-                    line(o, c, "configuration: *gateway_config");
-                },
-            );
-            upstream_codec(o);
+                )
+                .with("configuration", Node::Alias("gateway_config"));
+            let filters = Seq::block()
+                .item(token_injector(
+                    "x-ai-eg-web-identity-token",
+                    &sds_path(service),
+                    &parent_directory(&options.web_identity_token_file),
+                ))
+                .item(upstream_stage(
+                    options.dynamic_module_path.as_deref(),
+                    "ai_gateway_sts",
+                    own_vm,
+                ))
+                .item(upstream_codec());
+            let cluster = cluster
+                .with("connect_timeout", plain("5s"))
+                .extend(upstream_protocol_options(None, false, Some(filters)));
             match local {
-                Some((host, port)) => single_endpoint(o, name, host, *port),
+                Some((host, port)) => cluster.extend(single_endpoint(name, host, *port)),
                 None => {
-                    single_endpoint(o, name, &sts_host, 443);
-                    line(o, 2, "transport_socket:");
-                    line(o, 3, "name: envoy.transport_sockets.tls");
-                    line(o, 3, "typed_config:");
-                    line(o, 4, "\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext");
-                    line(o, 4, &format!("sni: {}", quoted(&sts_host)));
-                    line(o, 4, "common_tls_context:");
-                    line(o, 5, "validation_context:");
-                    line(
-                        o,
-                        6,
-                        "trusted_ca: { filename: /etc/ssl/certs/ca-certificates.crt }",
-                    );
-                    line(o, 6, &format!("match_typed_subject_alt_names: [ {{ san_type: DNS, matcher: {{ exact: {} }} }} ]", quoted(&sts_host)));
+                    let tls = Map::block()
+                        .with(
+                            "\"@type\"",
+                            plain("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"),
+                        )
+                        .with("sni", string(&sts_host))
+                        .with(
+                            "common_tls_context",
+                            Map::block().with(
+                                "validation_context",
+                                Map::block()
+                                    .with(
+                                        "trusted_ca",
+                                        plain("{ filename: /etc/ssl/certs/ca-certificates.crt }"),
+                                    )
+                                    .with(
+                                        "match_typed_subject_alt_names",
+                                        Seq::flow().item(
+                                            Map::flow()
+                                                .with("san_type", plain("DNS"))
+                                                .with(
+                                                    "matcher",
+                                                    Map::flow().with("exact", string(&sts_host)),
+                                                ),
+                                        ),
+                                    ),
+                            ),
+                        );
+                    cluster.extend(single_endpoint(name, &sts_host, 443)).with(
+                        "transport_socket",
+                        Map::block()
+                            .with("name", plain("envoy.transport_sockets.tls"))
+                            .with("typed_config", tls),
+                    )
                 }
             }
         }

@@ -1,20 +1,18 @@
-//! Writes a resolved [`Plan`] as Envoy's bootstrap configuration (YAML).
-//!
-//! The YAML is written line by line (see [`crate::yaml`]) rather than serialized from a tree, so that
-//! the output keeps the comments and anchors a person reading `envoy.yaml` needs.
+//! Writes a resolved [`Plan`] as Envoy's bootstrap configuration: a tree of typed YAML values
+//! ([`crate::yaml`]) with the comments and anchors a person reading `envoy.yaml` needs.
 
-use crate::credentials::{write_credential_cluster, CredentialService};
-use crate::plan::*;
-use crate::yaml::{
-    dynamic_module_stage, header_match_input, line, quoted, socket_address, upstream_codec,
-    upstream_protocol_options, upstream_stage, wasm_stage,
+use crate::blocks::{
+    dynamic_module_stage, header_match_input, shared_wasm_vm, socket_address, string_value,
+    upstream_codec, upstream_protocol_options, upstream_stage, wasm_stage,
 };
+use crate::credentials::{credential_cluster, CredentialService};
+use crate::plan::*;
+use crate::yaml::{document, plain, quoted, string, Map, Node, Seq, SeqStyle};
 use crate::Options;
 use bedrock_gateway_core::config::plugin::{
     CredentialSource, ModelEntry, ModelInfo, PluginBackend, PluginConfig,
 };
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
 /// Request bodies are buffered to read `model`: prompts up to 32 MiB.
 const BUFFER_LIMIT_BYTES: u64 = 32 * 1024 * 1024;
@@ -146,48 +144,49 @@ pub fn uses_default_chain(plan: &Plan) -> bool {
 }
 
 pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
-    let mut out = String::new();
-    header(&mut out, plan, options);
-    let o = &mut out;
-    line(o, 0, "node: { id: ai-gateway, cluster: ai-gateway }");
-    line(o, 0, "");
-    line(o, 0, "admin:");
-    line(
-        o,
-        1,
-        &format!(
-            "address: {}",
-            socket_address(&options.admin_address, options.admin_port)
-        ),
-    );
-    line(o, 0, "");
-    write_stats_config(o);
+    let mut root = Map::block()
+        .with("node", plain("{ id: ai-gateway, cluster: ai-gateway }"))
+        .blank()
+        .with(
+            "admin",
+            Map::block().with(
+                "address",
+                socket_address(&options.admin_address, options.admin_port),
+            ),
+        )
+        .blank()
+        .extend(stats_config());
     if options.dynamic_module_path.is_some() {
-        line(o, 0, "");
-        line(
-            o,
-            0,
-            "# Module metrics are named as the .wasm's (gen_ai_client_token_usage, not",
-        );
-        line(o, 0, "# envoy_dynamicmodulescustom_gen_ai_client_token_usage): Envoy strips the modules' stat prefix.");
-        line(o, 0, "layered_runtime:");
-        line(o, 1, "layers:");
-        line(o, 1, "- name: static");
-        line(o, 2, "static_layer: { envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix: true }");
-        line(o, 1, "- name: admin");
-        line(o, 2, "admin_layer: {}");
+        let layers = Seq::block()
+            .item(Map::block().with("name", plain("static")).with(
+                "static_layer",
+                plain(
+                    "{ envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix: true }",
+                ),
+            ))
+            .item(
+                Map::block()
+                    .with("name", plain("admin"))
+                    .with("admin_layer", Map::flow()),
+            );
+        root = root
+            .blank()
+            .comment("Module metrics are named as the .wasm's (gen_ai_client_token_usage, not")
+            .comment("envoy_dynamicmodulescustom_gen_ai_client_token_usage): Envoy strips the modules' stat prefix.")
+            .with("layered_runtime", Map::block().with("layers", layers));
     }
-    line(o, 0, "");
-    line(o, 0, "static_resources:");
-    line(o, 1, "listeners:");
-    for (i, listener) in plan.listeners.iter().enumerate() {
-        write_listener(o, plan, options, plugin_json, listener, i == 0);
-    }
+    let mut listeners: Seq = plan
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, listener)| listener_config(plan, options, plugin_json, listener, i == 0))
+        .collect();
     if let Some((address, port)) = &options.ready_listener {
-        write_ready_listener(o, address, *port);
+        listeners
+            .note("Readiness for Kubernetes probes: 200 while Envoy serves, 503 once it drains.")
+            .push(ready_listener(address, *port));
     }
-    line(o, 0, "");
-    line(o, 1, "clusters:");
+    let mut clusters = Seq::block();
     // The shared upstream filters are defined once, on the first cluster that uses them (an API
     // key's cluster has its own list).
     let anchor_at = plan
@@ -195,54 +194,70 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
         .iter()
         .position(|c| !matches!(c.backend.credentials, CredentialsPlan::ApiKey(_)));
     for (i, cluster) in plan.clusters.iter().enumerate() {
-        write_cluster(o, cluster, Some(i) == anchor_at, options);
-        write_calls_cluster(o, cluster, options);
+        clusters.push(backend_cluster(cluster, Some(i) == anchor_at, options));
+        clusters.push(calls_cluster(cluster, options));
     }
     for failover in &plan.failovers {
-        write_failover_cluster(o, failover);
+        clusters.push(failover_cluster(failover));
     }
     if uses_default_chain(plan) {
         for service in &options.chain {
-            write_credential_cluster(o, *service, options, plan);
+            clusters.push(credential_cluster(*service, options, plan));
         }
     }
     if plan.rate_limit.is_some() {
-        crate::rate_limits::write_cluster(o, &options.rate_limit_service);
+        clusters.push(crate::rate_limits::cluster(&options.rate_limit_service));
     }
     if let Some(tracing) = &plan.tracing {
-        crate::tracing::write_cluster(o, tracing);
+        clusters.push(crate::tracing::cluster(tracing));
     }
-    out
+    let root = root.blank().with(
+        "static_resources",
+        Map::block()
+            .with("listeners", listeners)
+            .blank()
+            .with("clusters", clusters),
+    );
+    document(&header(plan, options), &root)
 }
 
 /// The filter's metrics carry their labels in the stat name (`;request_model=...`, since model
 /// ids contain dots): the tags turn them into labels named as OpenTelemetry's GenAI conventions
 /// name the attributes, and the histograms get the conventions' buckets (in milliseconds where
 /// the conventions count seconds: Envoy's histograms hold integers).
-fn write_stats_config(o: &mut String) {
-    line(o, 0, "# The filter's metrics carry their labels in the stat name (`;request_model=...`, since model");
-    line(o, 0, "# ids contain dots); these tags turn them into labels named by OpenTelemetry's GenAI conventions.");
-    line(o, 0, "stats_config:");
-    line(o, 1, "stats_tags:");
-    for (key, tag) in bedrock_gateway_core::report::LABELS {
-        line(
-            o,
-            1,
-            &format!(r#"- {{ tag_name: {tag}, regex: "(;{key}=([^;]*))" }}"#),
-        );
-    }
-    line(o, 1, "histogram_bucket_settings:");
-    for (metric, buckets) in HISTOGRAM_BUCKETS {
-        let buckets: Vec<String> = buckets.iter().map(u64::to_string).collect();
-        line(
-            o,
-            1,
-            &format!(
-                "- {{ match: {{ contains: {metric} }}, buckets: [{}] }}",
-                buckets.join(", ")
-            ),
-        );
-    }
+fn stats_config() -> Map {
+    let tags: Seq = bedrock_gateway_core::report::LABELS
+        .iter()
+        .map(|(key, tag)| {
+            Map::flow()
+                .with("tag_name", plain(tag))
+                .with("regex", plain(format!(r#""(;{key}=([^;]*))""#)))
+        })
+        .collect();
+    let buckets: Seq = HISTOGRAM_BUCKETS
+        .iter()
+        .map(|(metric, bounds)| {
+            Map::flow()
+                .with("match", Map::flow().with("contains", plain(metric)))
+                .with(
+                    "buckets",
+                    bounds
+                        .iter()
+                        .map(plain)
+                        .collect::<Seq>()
+                        .styled(SeqStyle::Compact),
+                )
+        })
+        .collect();
+    Map::block()
+        .comment("The filter's metrics carry their labels in the stat name (`;request_model=...`, since model")
+        .comment("ids contain dots); these tags turn them into labels named by OpenTelemetry's GenAI conventions.")
+        .with(
+            "stats_config",
+            Map::block()
+                .with("stats_tags", tags)
+                .with("histogram_bucket_settings", buckets),
+        )
 }
 
 /// The GenAI conventions' bucket boundaries, by metric (seconds as milliseconds).
@@ -274,194 +289,214 @@ const HISTOGRAM_BUCKETS: [(&str, &[u64]); 4] = [
     ),
 ];
 
-fn header(out: &mut String, plan: &Plan, options: &Options) {
-    let _ = writeln!(
-        out,
-        "# Envoy configuration of the Bedrock AI gateway, rendered by ai-gateway-render from"
-    );
-    let _ = writeln!(
-        out,
-        "# {}. Do not edit: change the resources and render again.",
-        options.source_name
-    );
-    let _ = writeln!(out, "#");
-    let mut resources = String::from("# Resources:");
+/// The file's header: where it comes from, and how the filter's two stages fit together.
+fn header(plan: &Plan, options: &Options) -> Vec<String> {
+    let mut lines = vec![
+        "Envoy configuration of the Bedrock AI gateway, rendered by ai-gateway-render from"
+            .to_owned(),
+        format!(
+            "{}. Do not edit: change the resources and render again.",
+            options.source_name
+        ),
+        String::new(),
+    ];
+    // Wrapped at 100 columns, counting the `# ` each line gets.
+    let mut resources = String::from("Resources:");
     for (i, source) in plan.sources.iter().enumerate() {
         let item = if i + 1 == plan.sources.len() {
             format!(" {source}.")
         } else {
             format!(" {source},")
         };
-        if resources.len() + item.len() > 100 {
-            let _ = writeln!(out, "{resources}");
-            resources = String::from("#  ");
+        if resources.len() + 2 + item.len() > 100 {
+            lines.push(resources);
+            resources = String::from(" ");
         }
         resources.push_str(&item);
     }
-    let _ = writeln!(out, "{resources}");
+    lines.push(resources);
     if plan
         .clusters
         .iter()
         .any(|c| matches!(c.backend.credentials, CredentialsPlan::Static(_)))
     {
-        let _ = writeln!(out, "# It holds AWS secret keys (from a BackendSecurityPolicy's credentialsFile): keep it private.");
+        lines.push("It holds AWS secret keys (from a BackendSecurityPolicy's credentialsFile): keep it private.".to_owned());
     }
-    let _ = writeln!(out, "#");
-    let _ = writeln!(out, "# One filter runs in two places:");
-    let _ = writeln!(out, "#   - the routing stage (root_id ai_gateway), downstream: copies the body's `model` into the");
-    let _ = writeln!(out, "#     x-ai-eg-model header, so that the routes (one per AIGatewayRoute rule) pick a cluster;");
-    let _ = writeln!(out, "#   - the backend stage (root_id ai_gateway_backend), an upstream filter on each cluster (one per");
-    let _ = writeln!(
-        out,
-        "#     AIServiceBackend and model override): applies that backend's entry of the plugin"
+    lines.extend(
+        [
+            "",
+            "One filter runs in two places:",
+            "  - the routing stage (root_id ai_gateway), downstream: copies the body's `model` into the",
+            "    x-ai-eg-model header, so that the routes (one per AIGatewayRoute rule) pick a cluster;",
+            "  - the backend stage (root_id ai_gateway_backend), an upstream filter on each cluster (one per",
+            "    AIServiceBackend and model override): applies that backend's entry of the plugin",
+            "    configuration, translates, signs with SigV4, and translates the response back.",
+        ]
+        .map(str::to_owned),
     );
-    let _ = writeln!(
-        out,
-        "#     configuration, translates, signs with SigV4, and translates the response back."
-    );
-    let _ = writeln!(out);
+    lines
 }
 
-fn write_listener(
-    o: &mut String,
+fn listener_config(
     plan: &Plan,
     options: &Options,
     plugin_json: &str,
     listener: &ListenerPlan,
     first: bool,
-) {
-    line(o, 1, &format!("- name: {}", quoted(&listener.name)));
-    line(
-        o,
-        2,
-        &format!(
-            "address: {}",
-            socket_address(&listener.address, listener.port)
-        ),
+) -> Map {
+    let head = Map::block()
+        .with("name", string(&listener.name))
+        .with("address", socket_address(&listener.address, listener.port))
+        .with(
+            "per_connection_buffer_limit_bytes",
+            plain(BUFFER_LIMIT_BYTES),
+        );
+    let manager = Map::block().with(
+        "name",
+        plain("envoy.filters.network.http_connection_manager"),
     );
-    line(
-        o,
-        2,
-        &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"),
-    );
-    line(o, 2, "filter_chains:");
-    line(o, 2, "- filters:");
-    line(
-        o,
-        3,
-        "- name: envoy.filters.network.http_connection_manager",
-    );
-    if !first {
-        line(o, 4, "typed_config: *gateway_connection_manager");
-        return;
-    }
-    line(o, 4, "typed_config: &gateway_connection_manager");
-    let t = 5;
-    line(o, t, "\"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager");
-    line(o, t, "stat_prefix: ai_gateway");
-    line(
-        o,
-        t,
-        "# LLM responses can take minutes; streams must not be cut by the idle timer.",
-    );
-    line(o, t, "stream_idle_timeout: 600s");
-    line(
-        o,
-        t,
-        "# One line per request: Bedrock's request id and the filter's usage summary.",
-    );
-    line(o, t, "access_log:");
-    line(o, t, "- name: envoy.access_loggers.file");
-    line(o, t + 1, "typed_config:");
-    line(
-        o,
-        t + 2,
-        "\"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-    );
-    line(o, t + 2, "path: /dev/stdout");
-    line(o, t + 2, "log_format:");
-    line(o, t + 3, "text_format_source:");
+    let manager = if first {
+        manager.with(
+            "typed_config",
+            connection_manager(plan, options, plugin_json, listener)
+                .anchor("gateway_connection_manager"),
+        )
+    } else {
+        manager.with("typed_config", Node::Alias("gateway_connection_manager"))
+    };
+    head.with(
+        "filter_chains",
+        Seq::block().item(Map::block().with("filters", Seq::block().item(manager))),
+    )
+}
+
+fn connection_manager(
+    plan: &Plan,
+    options: &Options,
+    plugin_json: &str,
+    listener: &ListenerPlan,
+) -> Map {
     let caller = plan.callers.as_ref().map_or(String::new(), |c| {
         format!(" caller=%REQ({})%", c.caller_header)
     });
-    line(o, t + 4, &format!("inline_string: \"[%START_TIME%] %REQ(:METHOD)% %RESPONSE_CODE% %DURATION%ms request_id=%REQ(X-REQUEST-ID)%{caller} bedrock_request_id=%RESP(X-AMZN-REQUESTID)% usage={}\\n\"", options.usage_operator("usage")));
+    let access_log = Map::block()
+        .with("name", plain("envoy.access_loggers.file"))
+        .with(
+            "typed_config",
+            Map::block()
+                .with(
+                    "\"@type\"",
+                    plain("type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"),
+                )
+                .with("path", plain("/dev/stdout"))
+                .with(
+                    "log_format",
+                    Map::block().with(
+                        "text_format_source",
+                        Map::block().with(
+                            "inline_string",
+                            plain(format!(
+                                "\"[%START_TIME%] %REQ(:METHOD)% %RESPONSE_CODE% %DURATION%ms request_id=%REQ(X-REQUEST-ID)%{caller} bedrock_request_id=%RESP(X-AMZN-REQUESTID)% usage={}\\n\"",
+                                options.usage_operator("usage")
+                            )),
+                        ),
+                    ),
+                ),
+        );
+    let mut manager = Map::block()
+        .with(
+            "\"@type\"",
+            plain("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"),
+        )
+        .with("stat_prefix", plain("ai_gateway"))
+        .comment("LLM responses can take minutes; streams must not be cut by the idle timer.")
+        .with("stream_idle_timeout", plain("600s"))
+        .comment("One line per request: Bedrock's request id and the filter's usage summary.")
+        .with("access_log", Seq::block().item(access_log));
     if let Some(tracing) = &plan.tracing {
-        crate::tracing::write_connection_manager_tracing(o, t, tracing, options);
+        manager = manager.extend(crate::tracing::connection_manager_tracing(tracing, options));
     }
     if plan.rate_limit.is_some() {
-        crate::rate_limits::write_local_reply(o, t);
+        manager = manager.extend(crate::rate_limits::local_reply());
     }
-    if let Some(path) = routes_file_path(plan, options) {
-        line(o, t, "# The routes, and the callers' API keys with them, from a file Envoy watches: rewriting it");
-        line(o, t, "# (re-rendering) rotates keys without a restart.");
-        line(o, t, "rds:");
-        line(o, t + 1, "route_config_name: models");
-        line(o, t + 1, "config_source:");
-        line(o, t + 2, "resource_api_version: V3");
-        line(o, t + 2, "path_config_source:");
-        line(o, t + 3, &format!("path: {}", quoted(&path)));
-        line(
-            o,
-            t + 3,
-            &format!(
-                "watched_directory: {{ path: {} }}",
-                quoted(options.sds_dir.trim_end_matches('/'))
-            ),
-        );
-    } else {
-        line(o, t, "route_config:");
-        write_route_configuration(o, t + 1, plan, listener);
-    }
-    line(o, t, "http_filters:");
-    if let Some(module_path) = &options.dynamic_module_path {
-        // A native module reads Envoy's own environment: nothing to pass through.
-        dynamic_module_stage(o, t, "ai_gateway", module_path, Some(plugin_json));
-    } else {
-        let c = wasm_stage(o, t, "ai_gateway");
-        line(o, c, "vm_config: &gateway_vm");
-        line(o, c + 1, "vm_id: ai_gateway");
-        line(o, c + 1, "runtime: envoy.wasm.runtime.v8");
-        line(
-            o,
-            c + 1,
-            &format!(
-                "code: {{ local: {{ filename: {} }} }}",
-                quoted(&options.wasm_path)
-            ),
-        );
-        if uses_default_chain(plan) {
-            line(o, c + 1, "# The AWS default chain decides at start-up from these (static keys, IRSA, Pod Identity, else IMDS).");
-            line(o, c + 1, "environment_variables:");
-            line(
-                o,
-                c + 2,
-                &format!("host_env_keys: [{}]", CHAIN_ENV_KEYS.join(", ")),
+    manager = match routes_file_path(plan, options) {
+        Some(path) => {
+            let source = Map::block().with("resource_api_version", plain("V3")).with(
+                "path_config_source",
+                Map::block().with("path", string(&path)).with(
+                    "watched_directory",
+                    Map::flow().with("path", string(options.sds_dir.trim_end_matches('/'))),
+                ),
             );
+            manager
+                .comment("The routes, and the callers' API keys with them, from a file Envoy watches: rewriting it")
+                .comment("(re-rendering) rotates keys without a restart.")
+                .with(
+                    "rds",
+                    Map::block()
+                        .with("route_config_name", plain("models"))
+                        .with("config_source", source),
+                )
         }
-        line(o, c, "configuration: &gateway_config");
-        line(
-            o,
-            c + 1,
-            "\"@type\": type.googleapis.com/google.protobuf.StringValue",
-        );
-        line(o, c + 1, "value: |");
-        for json_line in plugin_json.lines() {
-            line(o, c + 2, json_line);
+        None => manager.with("route_config", route_configuration(plan, listener)),
+    };
+    let mut filters = Seq::block();
+    match &options.dynamic_module_path {
+        // A native module reads Envoy's own environment: nothing to pass through.
+        Some(module_path) => {
+            filters.push(dynamic_module_stage(
+                "ai_gateway",
+                module_path,
+                Some(plugin_json),
+            ));
+        }
+        None => {
+            let mut vm = Map::block()
+                .with("vm_id", plain("ai_gateway"))
+                .with("runtime", plain("envoy.wasm.runtime.v8"))
+                .with(
+                    "code",
+                    plain(format!(
+                        "{{ local: {{ filename: {} }} }}",
+                        quoted(&options.wasm_path)
+                    )),
+                );
+            if uses_default_chain(plan) {
+                let keys: Seq = CHAIN_ENV_KEYS.iter().map(plain).collect();
+                vm = vm
+                    .comment("The AWS default chain decides at start-up from these (static keys, IRSA, Pod Identity, else IMDS).")
+                    .with(
+                        "environment_variables",
+                        Map::block().with("host_env_keys", keys.styled(SeqStyle::Compact)),
+                    );
+            }
+            let stage_vm = Map::block()
+                .with("vm_config", vm.anchor("gateway_vm"))
+                .with(
+                    "configuration",
+                    string_value(plugin_json).anchor("gateway_config"),
+                );
+            filters.push(wasm_stage("ai_gateway", stage_vm));
         }
     }
     if let Some(callers) = &plan.callers {
-        crate::callers::write_filters(o, t, callers);
+        crate::callers::push_filters(&mut filters, callers);
     }
     if let Some(rate_limit) = &plan.rate_limit {
-        crate::rate_limits::write_filter(o, t, rate_limit, options);
+        filters.push(crate::rate_limits::filter(rate_limit, options));
     }
-    line(o, t, "- name: envoy.filters.http.router");
-    line(o, t + 1, "typed_config:");
-    line(
-        o,
-        t + 2,
-        "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+    filters.push(
+        Map::block()
+            .with("name", plain("envoy.filters.http.router"))
+            .with(
+                "typed_config",
+                Map::block().with(
+                    "\"@type\"",
+                    plain("type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"),
+                ),
+            ),
     );
+    manager.with("http_filters", filters)
 }
 
 /// Where the routes go when they carry callers' API keys (`rds.yaml` beside the SDS files).
@@ -481,67 +516,70 @@ pub const ROUTES_FILE: &str = "routes.yaml";
 pub fn routes_file(plan: &Plan, options: &Options) -> Option<(String, String)> {
     routes_file_path(plan, options)?;
     let listener = plan.listeners.first()?;
-    let mut o = String::new();
-    line(&mut o, 0, "# The gateway's routes (RDS), rendered by ai-gateway-render; Envoy reads this file again when it");
-    line(
-        &mut o,
-        0,
-        "# changes. It holds the callers' API keys: keep it private.",
-    );
-    line(&mut o, 0, "resources:");
-    line(
-        &mut o,
-        0,
-        "- \"@type\": type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-    );
-    write_route_configuration(&mut o, 1, plan, listener);
-    Some((ROUTES_FILE.to_owned(), o))
+    let configuration = Map::block()
+        .with(
+            "\"@type\"",
+            plain("type.googleapis.com/envoy.config.route.v3.RouteConfiguration"),
+        )
+        .extend(route_configuration(plan, listener));
+    let root = Map::block()
+        .comment("The gateway's routes (RDS), rendered by ai-gateway-render; Envoy reads this file again when it")
+        .comment("changes. It holds the callers' API keys: keep it private.")
+        .with("resources", Seq::block().item(configuration));
+    Some((ROUTES_FILE.to_owned(), document(&[], &root)))
 }
 
-/// The route configuration `models`, its members at indent `b`.
-fn write_route_configuration(o: &mut String, b: usize, plan: &Plan, listener: &ListenerPlan) {
-    line(o, b, "name: models");
-    line(o, b, "virtual_hosts:");
-    line(o, b, "- name: bedrock");
+/// The route configuration `models`.
+fn route_configuration(plan: &Plan, listener: &ListenerPlan) -> Map {
     let domains = match &listener.hostname {
-        Some(host) => format!("[{}, {}]", quoted(host), quoted(&format!("{host}:*"))),
-        None => "[\"*\"]".to_owned(),
+        Some(host) => Seq::compact()
+            .item(string(host))
+            .item(string(&format!("{host}:*"))),
+        None => Seq::compact().item(string("*")),
     };
-    line(o, b + 1, &format!("domains: {domains}"));
-    if let Some(callers) = &plan.callers {
-        crate::callers::write_virtual_host_credentials(o, b + 1, callers);
+    let mut host = Map::block()
+        .with("name", plain("bedrock"))
+        .with("domains", domains);
+    if let Some(credentials) = plan
+        .callers
+        .as_ref()
+        .and_then(crate::callers::virtual_host_credentials)
+    {
+        host = host.extend(credentials);
     }
     if !plan.failovers.is_empty() {
-        line(
-            o,
-            b + 1,
-            "# Tells the backend stage which try, and so which failover backend, a request is on.",
-        );
-        line(o, b + 1, "include_request_attempt_count: true");
+        host = host
+            .comment("Tells the backend stage which try, and so which failover backend, a request is on.")
+            .with("include_request_attempt_count", plain(true));
     }
-    if let Some(by_model) = routes_by_model(&plan.routes) {
-        write_model_matcher(o, b + 1, &by_model);
-        return;
-    }
-    line(o, b + 1, "routes:");
-    for route in &plan.routes {
-        write_route(o, b + 1, route);
-    }
-    write_not_found(o, b + 1);
+    host = match routes_by_model(&plan.routes) {
+        Some(by_model) => host.extend(model_matcher(&by_model)),
+        None => {
+            let mut routes: Seq = plan.routes.iter().map(route).collect();
+            routes.push(not_found());
+            host.with("routes", routes)
+        }
+    };
+    Map::block()
+        .with("name", plain("models"))
+        .with("virtual_hosts", Seq::block().item(host))
 }
 
 /// Envoy's answer when no route serves the request.
-fn write_not_found(o: &mut String, indent: usize) {
-    line(o, indent, "# No route for the request: for the gateway's endpoints the filter rewrites this into the caller's");
-    line(
-        o,
-        indent,
-        "# API error format naming the model; other paths get this as it is.",
-    );
-    line(o, indent, "- match: { prefix: \"/\" }");
-    line(o, indent + 1, "direct_response:");
-    line(o, indent + 2, "status: 404");
-    line(o, indent + 2, "body: { inline_string: '{\"error\":{\"message\":\"No route serves this request.\",\"type\":\"not_found_error\",\"param\":null,\"code\":\"not_found\"}}' }");
+fn not_found() -> Map {
+    Map::block()
+        .comment("No route for the request: for the gateway's endpoints the filter rewrites this into the caller's")
+        .comment("API error format naming the model; other paths get this as it is.")
+        .with("match", plain("{ prefix: \"/\" }"))
+        .with(
+            "direct_response",
+            Map::block()
+                .with("status", plain(404))
+                .with(
+                    "body",
+                    plain("{ inline_string: '{\"error\":{\"message\":\"No route serves this request.\",\"type\":\"not_found_error\",\"param\":null,\"code\":\"not_found\"}}' }"),
+                ),
+        )
 }
 
 /// The routes keyed by the one model each matches exactly, when every route is of that kind (as
@@ -565,251 +603,245 @@ fn routes_by_model(routes: &[RoutePlan]) -> Option<Vec<(&str, &RoutePlan)>> {
 /// The routes as Envoy's matcher tree: one map lookup on the model header picks the route, so a
 /// request costs the same with ten models or ten thousand (an ordered route list is tried one
 /// route after another).
-fn write_model_matcher(o: &mut String, indent: usize, by_model: &[(&str, &RoutePlan)]) {
-    line(
-        o,
-        indent,
-        "# One lookup of the model header picks the route, however many models there are.",
-    );
-    line(o, indent, "matcher:");
-    line(o, indent + 1, "matcher_tree:");
-    header_match_input(o, indent + 2, "model", "x-ai-eg-model");
-    line(o, indent + 2, "exact_match_map:");
-    line(o, indent + 3, "map:");
-    for (model, route) in by_model {
-        line(o, indent + 4, &format!("{}:", quoted(model)));
-        write_route_action(o, indent + 5, &format!("route {model}"), |o, at| {
-            write_route(o, at, route)
-        });
+fn model_matcher(by_model: &[(&str, &RoutePlan)]) -> Map {
+    let mut map = Map::block();
+    for (model, plan) in by_model {
+        map = map.with_quoted(model, route_action(&format!("route {model}"), route(plan)));
     }
-    line(o, indent + 1, "on_no_match:");
-    write_route_action(o, indent + 2, "not-found", write_not_found);
+    let tree = header_match_input("model", "x-ai-eg-model")
+        .with("exact_match_map", Map::block().with("map", map));
+    Map::block()
+        .comment("One lookup of the model header picks the route, however many models there are.")
+        .with(
+            "matcher",
+            Map::block()
+                .with("matcher_tree", tree)
+                .with("on_no_match", route_action("not-found", not_found())),
+        )
 }
 
-/// A route as a matcher's action: the route list entry `write` makes, as a `Route` message.
-fn write_route_action(
-    o: &mut String,
-    indent: usize,
-    name: &str,
-    write: impl FnOnce(&mut String, usize),
-) {
-    line(o, indent, "action:");
-    line(o, indent + 1, &format!("name: {}", quoted(name)));
-    line(o, indent + 1, "typed_config:");
-    line(
-        o,
-        indent + 2,
-        "\"@type\": type.googleapis.com/envoy.config.route.v3.Route",
-    );
-    let mut entry = String::new();
-    write(&mut entry, indent + 1);
-    // The list entry's `- ` becomes two spaces: the same members, as the message's own.
-    let item = format!("{}- ", "  ".repeat(indent + 1));
-    let message = format!("{}  ", "  ".repeat(indent + 1));
-    let comment = format!("{}#", "  ".repeat(indent + 1));
-    for entry_line in entry.replacen(&item, &message, 1).lines() {
-        if entry_line.starts_with(&comment) {
-            o.push_str("  ");
-        }
-        o.push_str(entry_line);
-        o.push('\n');
-    }
+/// A route as a matcher's action: the same members as the route list's entry, as a `Route` message.
+fn route_action(name: &str, route: Map) -> Map {
+    let message = Map::block()
+        .with(
+            "\"@type\"",
+            plain("type.googleapis.com/envoy.config.route.v3.Route"),
+        )
+        .extend(route);
+    Map::block().with(
+        "action",
+        Map::block()
+            .with("name", string(name))
+            .with("typed_config", message),
+    )
 }
 
 /// `GET /ready` answered by Envoy's health_check filter from the server's own state, so probes need
 /// neither the admin interface nor a backend.
-fn write_ready_listener(o: &mut String, address: &str, port: u16) {
-    line(
-        o,
-        1,
-        "# Readiness for Kubernetes probes: 200 while Envoy serves, 503 once it drains.",
-    );
-    line(o, 1, "- name: ready");
-    line(o, 2, &format!("address: {}", socket_address(address, port)));
-    line(o, 2, "filter_chains:");
-    line(o, 2, "- filters:");
-    line(
-        o,
-        3,
-        "- name: envoy.filters.network.http_connection_manager",
-    );
-    line(o, 4, "typed_config:");
-    line(o, 5, "\"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager");
-    line(o, 5, "stat_prefix: ready");
-    line(o, 5, "route_config: { virtual_hosts: [ { name: ready, domains: [\"*\"], routes: [ { match: { prefix: \"/\" }, direct_response: { status: 404 } } ] } ] }");
-    line(o, 5, "http_filters:");
-    line(o, 5, "- name: envoy.filters.http.health_check");
-    line(o, 6, "typed_config:");
-    line(
-        o,
-        7,
-        "\"@type\": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
-    );
-    line(o, 7, "pass_through_mode: false");
-    line(
-        o,
-        7,
-        "headers: [ { name: \":path\", string_match: { exact: /ready } } ]",
-    );
-    line(o, 5, "- name: envoy.filters.http.router");
-    line(o, 6, "typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }");
+fn ready_listener(address: &str, port: u16) -> Map {
+    let health_check = Map::block()
+        .with("name", plain("envoy.filters.http.health_check"))
+        .with(
+            "typed_config",
+            Map::block()
+                .with(
+                    "\"@type\"",
+                    plain("type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck"),
+                )
+                .with("pass_through_mode", plain(false))
+                .with(
+                    "headers",
+                    plain("[ { name: \":path\", string_match: { exact: /ready } } ]"),
+                ),
+        );
+    let router = Map::block()
+        .with("name", plain("envoy.filters.http.router"))
+        .with(
+            "typed_config",
+            plain(
+                "{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }",
+            ),
+        );
+    let manager = Map::block()
+        .with(
+            "\"@type\"",
+            plain("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"),
+        )
+        .with("stat_prefix", plain("ready"))
+        .with(
+            "route_config",
+            plain("{ virtual_hosts: [ { name: ready, domains: [\"*\"], routes: [ { match: { prefix: \"/\" }, direct_response: { status: 404 } } ] } ] }"),
+        )
+        .with("http_filters", Seq::block().item(health_check).item(router));
+    let filter = Map::block()
+        .with(
+            "name",
+            plain("envoy.filters.network.http_connection_manager"),
+        )
+        .with("typed_config", manager);
+    Map::block()
+        .with("name", plain("ready"))
+        .with("address", socket_address(address, port))
+        .with(
+            "filter_chains",
+            Seq::block().item(Map::block().with("filters", Seq::block().item(filter))),
+        )
 }
 
-fn write_route(o: &mut String, indent: usize, route: &RoutePlan) {
-    line(o, indent, &format!("# {}", route.origin));
-    let headers: Vec<String> = route
+/// One route: its match, its span's name, its cluster (or weighted clusters) and timeout, and
+/// for failover the retry policy that moves each try to the next backend.
+fn route(route: &RoutePlan) -> Map {
+    let headers: Vec<Map> = route
         .headers
         .iter()
         .map(|h| {
             let matcher = if h.regex {
-                format!("safe_regex: {{ regex: {} }}", quoted(&h.value))
+                Map::flow().with("safe_regex", Map::flow().with("regex", string(&h.value)))
             } else {
-                format!("exact: {}", quoted(&h.value))
+                Map::flow().with("exact", string(&h.value))
             };
-            format!(
-                "{{ name: {}, string_match: {{ {matcher} }} }}",
-                quoted(&h.name)
-            )
+            Map::flow()
+                .with("name", string(&h.name))
+                .with("string_match", matcher)
         })
         .collect();
-    if headers.is_empty() {
-        line(o, indent, "- match: { prefix: \"/\" }");
-    } else {
-        line(
-            o,
-            indent,
-            &format!(
-                "- match: {{ prefix: \"/\", headers: [ {} ] }}",
-                headers.join(", ")
-            ),
+    let mut matcher = Map::flow().with("prefix", string("/"));
+    if !headers.is_empty() {
+        matcher.push(
+            "headers",
+            headers.into_iter().collect::<Seq>().styled(SeqStyle::Flow),
         );
     }
+    let mut entry = Map::block().comment(&route.origin).with("match", matcher);
     if let Some(span_name) = &route.span_name {
-        line(
-            o,
-            indent + 1,
-            // Not propagated: Envoy would send it to Bedrock and back to callers as a header.
-            &format!(
-                "decorator: {{ operation: {}, propagate: false }}",
-                quoted(span_name)
-            ),
+        // Not propagated: Envoy would send it to Bedrock and back to callers as a header.
+        entry.push(
+            "decorator",
+            Map::flow()
+                .with("operation", string(span_name))
+                .with("propagate", plain(false)),
         );
     }
     let timeout = duration(route.timeout_ms);
     if let (Some(retry), [(cluster, _)]) = (route.retry, route.target.as_slice()) {
-        line(o, indent + 1, "route:");
-        line(o, indent + 2, &format!("cluster: {}", quoted(cluster)));
-        line(o, indent + 2, &format!("timeout: {timeout}"));
-        line(o, indent + 2, "# Failover: each retry goes to the next backend, translated and signed for it; a streamed");
-        line(o, indent + 2, "# reply is not retried once it has begun.");
-        line(o, indent + 2, "retry_policy:");
-        line(
-            o,
-            indent + 3,
-            "retry_on: \"5xx,reset,connect-failure,retriable-status-codes\"",
-        );
-        line(o, indent + 3, "retriable_status_codes: [429]");
-        line(o, indent + 3, &format!("num_retries: {}", retry.retries));
+        let mut policy = Map::block()
+            .with(
+                "retry_on",
+                plain("\"5xx,reset,connect-failure,retriable-status-codes\""),
+            )
+            .with("retriable_status_codes", Seq::compact().item(plain(429)))
+            .with("num_retries", plain(retry.retries));
         if let Some(per_try) = retry.per_try_timeout_ms {
-            line(
-                o,
-                indent + 3,
-                &format!("per_try_timeout: {}", duration(per_try)),
-            );
+            policy.push("per_try_timeout", plain(duration(per_try)));
         }
-        line(
-            o,
-            indent + 3,
-            "retry_back_off: { base_interval: 0.05s, max_interval: 0.5s }",
+        let policy = policy.with(
+            "retry_back_off",
+            plain("{ base_interval: 0.05s, max_interval: 0.5s }"),
         );
-        return;
+        return entry.with(
+            "route",
+            Map::block()
+                .with("cluster", string(cluster))
+                .with("timeout", plain(&timeout))
+                .comment("Failover: each retry goes to the next backend, translated and signed for it; a streamed")
+                .comment("reply is not retried once it has begun.")
+                .with("retry_policy", policy),
+        );
     }
     match route.target.as_slice() {
-        [(cluster, _)] => line(
-            o,
-            indent + 1,
-            &format!(
-                "route: {{ cluster: {}, timeout: {timeout} }}",
-                quoted(cluster)
-            ),
+        [(cluster, _)] => entry.with(
+            "route",
+            Map::flow()
+                .with("cluster", string(cluster))
+                .with("timeout", plain(&timeout)),
         ),
         weighted => {
-            line(o, indent + 1, "route:");
-            line(o, indent + 2, &format!("timeout: {timeout}"));
-            line(o, indent + 2, "weighted_clusters:");
-            line(o, indent + 3, "clusters:");
-            for (cluster, weight) in weighted {
-                line(
-                    o,
-                    indent + 3,
-                    &format!("- {{ name: {}, weight: {weight} }}", quoted(cluster)),
-                );
-            }
+            let clusters: Seq = weighted
+                .iter()
+                .map(|(cluster, weight)| {
+                    Map::flow()
+                        .with("name", string(cluster))
+                        .with("weight", plain(weight))
+                })
+                .collect();
+            entry.with(
+                "route",
+                Map::block()
+                    .with("timeout", plain(&timeout))
+                    .with("weighted_clusters", Map::block().with("clusters", clusters)),
+            )
         }
     }
 }
 
-fn write_endpoints(o: &mut String, name: &str, endpoints: &[(String, u16)]) {
-    line(o, 2, "load_assignment:");
-    line(o, 3, &format!("cluster_name: {}", quoted(name)));
-    line(o, 3, "endpoints:");
-    line(o, 3, "- lb_endpoints:");
-    for (host, port) in endpoints {
-        line(
-            o,
-            4,
-            &format!("- endpoint: {{ address: {} }}", socket_address(host, *port)),
-        );
-    }
+fn endpoints(name: &str, endpoints: &[(String, u16)]) -> Map {
+    let lb_endpoints: Seq = endpoints
+        .iter()
+        .map(|(host, port)| Map::flow().with("address", socket_address(host, *port)))
+        .map(|address| Map::block().with("endpoint", address))
+        .collect();
+    Map::block().with(
+        "load_assignment",
+        Map::block().with("cluster_name", string(name)).with(
+            "endpoints",
+            Seq::block().item(Map::block().with("lb_endpoints", lb_endpoints)),
+        ),
+    )
 }
 
-fn write_discovery(o: &mut String, discovery: Discovery, connect_timeout: &str) {
-    match discovery {
-        Discovery::Static => line(o, 2, "type: STATIC"),
-        Discovery::LogicalDns | Discovery::StrictDns => {
-            line(
-                o,
-                2,
-                if discovery == Discovery::LogicalDns {
-                    "type: LOGICAL_DNS"
-                } else {
-                    "type: STRICT_DNS"
-                },
-            );
-            line(o, 2, "dns_lookup_family: V4_PREFERRED");
-        }
-    }
-    line(o, 2, &format!("connect_timeout: {connect_timeout}"));
+fn discovery(discovery: Discovery, connect_timeout: &str) -> Map {
+    let map = match discovery {
+        Discovery::Static => Map::block().with("type", plain("STATIC")),
+        Discovery::LogicalDns => Map::block()
+            .with("type", plain("LOGICAL_DNS"))
+            .with("dns_lookup_family", plain("V4_PREFERRED")),
+        Discovery::StrictDns => Map::block()
+            .with("type", plain("STRICT_DNS"))
+            .with("dns_lookup_family", plain("V4_PREFERRED")),
+    };
+    map.with("connect_timeout", plain(connect_timeout))
 }
 
-fn write_tls(o: &mut String, tls: &TlsPlan) {
-    line(o, 2, "transport_socket:");
-    line(o, 3, "name: envoy.transport_sockets.tls");
-    line(o, 3, "typed_config:");
-    line(o, 4, "\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext");
-    line(o, 4, &format!("sni: {}", quoted(&tls.sni)));
-    line(o, 4, "common_tls_context:");
-    line(o, 5, "validation_context:");
-    line(
-        o,
-        6,
-        "trusted_ca: { filename: /etc/ssl/certs/ca-certificates.crt }",
-    );
-    line(o, 6, "match_typed_subject_alt_names:");
-    for san in &tls.subject_alt_names {
-        let (kind, value) = match san {
-            SanPlan::Dns(host) => ("DNS", host),
-            SanPlan::Uri(uri) => ("URI", uri),
-        };
-        line(
-            o,
-            6,
-            &format!(
-                "- {{ san_type: {kind}, matcher: {{ exact: {} }} }}",
-                quoted(value)
+fn tls(tls: &TlsPlan) -> Map {
+    let names: Seq = tls
+        .subject_alt_names
+        .iter()
+        .map(|san| {
+            let (kind, value) = match san {
+                SanPlan::Dns(host) => ("DNS", host),
+                SanPlan::Uri(uri) => ("URI", uri),
+            };
+            Map::flow()
+                .with("san_type", plain(kind))
+                .with("matcher", Map::flow().with("exact", string(value)))
+        })
+        .collect();
+    let context = Map::block()
+        .with(
+            "\"@type\"",
+            plain(
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            ),
+        )
+        .with("sni", string(&tls.sni))
+        .with(
+            "common_tls_context",
+            Map::block().with(
+                "validation_context",
+                Map::block()
+                    .with(
+                        "trusted_ca",
+                        plain("{ filename: /etc/ssl/certs/ca-certificates.crt }"),
+                    )
+                    .with("match_typed_subject_alt_names", names),
             ),
         );
-    }
+    Map::block().with(
+        "transport_socket",
+        Map::block()
+            .with("name", plain("envoy.transport_sockets.tls"))
+            .with("typed_config", context),
+    )
 }
 
 /// Failovers in flight at once through one composite cluster: as many as requests Envoy lets a
@@ -819,41 +851,43 @@ const FAILOVER_RETRIES_IN_FLIGHT: u32 = 1024;
 /// Envoy's composite cluster: attempt N goes to its Nth cluster. Upstream filters are the
 /// composite's own, so the backend stage runs here, once per attempt, and picks that attempt's
 /// backend from the plugin configuration's `failover` list.
-fn write_failover_cluster(o: &mut String, failover: &FailoverPlan) {
-    line(o, 1, &format!("- name: {}", quoted(&failover.name)));
-    line(o, 2, "connect_timeout: 10s");
-    line(o, 2, "lb_policy: CLUSTER_PROVIDED");
-    line(
-        o,
-        2,
-        &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"),
-    );
-    line(o, 2, "typed_extension_protocol_options: *backend_filters");
-    line(o, 2, "# Envoy lets 3 retries per cluster be in flight by default: under load, the fourth request");
-    line(
-        o,
-        2,
-        "# failing over at once would get the primary's error instead of the fallback's answer.",
-    );
-    line(
-        o,
-        2,
-        &format!("circuit_breakers: {{ thresholds: [ {{ max_retries: {FAILOVER_RETRIES_IN_FLIGHT} }} ] }}"),
-    );
-    line(o, 2, "cluster_type:");
-    line(o, 3, "name: envoy.clusters.composite");
-    line(o, 3, "typed_config:");
-    line(
-        o,
-        4,
-        "\"@type\": type.googleapis.com/envoy.extensions.clusters.composite.v3.ClusterConfig",
-    );
-    let clusters: Vec<String> = failover
+fn failover_cluster(failover: &FailoverPlan) -> Map {
+    let clusters: Seq = failover
         .clusters
         .iter()
-        .map(|c| format!("{{ name: {} }}", quoted(c)))
+        .map(|c| Map::flow().with("name", string(c)))
         .collect();
-    line(o, 4, &format!("clusters: [ {} ]", clusters.join(", ")));
+    Map::block()
+        .with("name", string(&failover.name))
+        .with("connect_timeout", plain("10s"))
+        .with("lb_policy", plain("CLUSTER_PROVIDED"))
+        .with(
+            "per_connection_buffer_limit_bytes",
+            plain(BUFFER_LIMIT_BYTES),
+        )
+        .with("typed_extension_protocol_options", Node::Alias("backend_filters"))
+        .comment("Envoy lets 3 retries per cluster be in flight by default: under load, the fourth request")
+        .comment("failing over at once would get the primary's error instead of the fallback's answer.")
+        .with(
+            "circuit_breakers",
+            plain(format!(
+                "{{ thresholds: [ {{ max_retries: {FAILOVER_RETRIES_IN_FLIGHT} }} ] }}"
+            )),
+        )
+        .with(
+            "cluster_type",
+            Map::block()
+                .with("name", plain("envoy.clusters.composite"))
+                .with(
+                    "typed_config",
+                    Map::block()
+                        .with(
+                            "\"@type\"",
+                            plain("type.googleapis.com/envoy.extensions.clusters.composite.v3.ClusterConfig"),
+                        )
+                        .with("clusters", clusters.styled(SeqStyle::Flow)),
+                ),
+        )
 }
 
 /// The cluster through which the gateway makes its own calls to a backend (one per input of a
@@ -863,64 +897,69 @@ pub fn calls_cluster_name(cluster: &str) -> String {
     format!("{cluster}~calls")
 }
 
-fn write_calls_cluster(o: &mut String, cluster: &ClusterPlan, options: &Options) {
+fn calls_cluster(cluster: &ClusterPlan, options: &Options) -> Map {
     let name = calls_cluster_name(&cluster.name);
-    line(o, 1, &format!("- name: {}", quoted(&name)));
-    write_discovery(o, cluster.discovery, "10s");
-    line(
-        o,
-        2,
-        &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"),
-    );
+    let mut map = Map::block()
+        .with("name", string(&name))
+        .extend(discovery(cluster.discovery, "10s"))
+        .with(
+            "per_connection_buffer_limit_bytes",
+            plain(BUFFER_LIMIT_BYTES),
+        );
     if let CredentialsPlan::ApiKey(key) = &cluster.backend.credentials {
-        line(o, 2, "# The gateway's own calls, signed already: only the Bedrock API key is added, as on the backend's cluster.");
-        upstream_protocol_options(o, None, false, true);
-        crate::credentials::api_key_injector(o, key, options);
-        upstream_codec(o);
+        let filters = Seq::block()
+            .item(crate::credentials::api_key_injector(key, options))
+            .item(upstream_codec());
+        map = map
+            .comment("The gateway's own calls, signed already: only the Bedrock API key is added, as on the backend's cluster.")
+            .extend(upstream_protocol_options(None, false, Some(filters)));
     } else {
-        line(o, 2, "# The gateway's own calls to this backend, signed already (one per input of a Titan embeddings list).");
+        map.note("The gateway's own calls to this backend, signed already (one per input of a Titan embeddings list).");
     }
-    write_endpoints(o, &name, &cluster.endpoints);
-    if let Some(tls) = &cluster.tls {
-        write_tls(o, tls);
+    let map = map.extend(endpoints(&name, &cluster.endpoints));
+    match &cluster.tls {
+        Some(settings) => map.extend(tls(settings)),
+        None => map,
     }
 }
 
-fn write_cluster(o: &mut String, cluster: &ClusterPlan, first: bool, options: &Options) {
-    line(o, 1, &format!("- name: {}", quoted(&cluster.name)));
-    write_discovery(o, cluster.discovery, "10s");
-    line(
-        o,
-        2,
-        &format!("per_connection_buffer_limit_bytes: {BUFFER_LIMIT_BYTES}"),
-    );
-    let backend_stage = |o: &mut String| {
+fn backend_cluster(cluster: &ClusterPlan, first: bool, options: &Options) -> Map {
+    let mut map = Map::block()
+        .with("name", string(&cluster.name))
+        .extend(discovery(cluster.discovery, "10s"))
+        .with(
+            "per_connection_buffer_limit_bytes",
+            plain(BUFFER_LIMIT_BYTES),
+        );
+    let backend_stage = || {
         upstream_stage(
-            o,
             options.dynamic_module_path.as_deref(),
             "ai_gateway_backend",
-            |o, c| {
-                line(o, c, "vm_config: *gateway_vm");
-                line(o, c, "configuration: *gateway_config");
-            },
-        );
+            shared_wasm_vm(),
+        )
     };
     if let CredentialsPlan::ApiKey(key) = &cluster.backend.credentials {
-        line(o, 2, "# The backend stage, then Envoy's credential_injector adding the Bedrock API key it reads through SDS.");
-        upstream_protocol_options(o, None, false, true);
-        backend_stage(o);
-        crate::credentials::api_key_injector(o, key, options);
-        upstream_codec(o);
+        let filters = Seq::block()
+            .item(backend_stage())
+            .item(crate::credentials::api_key_injector(key, options))
+            .item(upstream_codec());
+        map = map
+            .comment("The backend stage, then Envoy's credential_injector adding the Bedrock API key it reads through SDS.")
+            .extend(upstream_protocol_options(None, false, Some(filters)));
     } else if first {
-        line(o, 2, "# The backend stage: the same module and configuration as the routing stage, as an upstream filter.");
-        upstream_protocol_options(o, Some("backend_filters"), false, true);
-        backend_stage(o);
-        upstream_codec(o);
+        let filters = Seq::block().item(backend_stage()).item(upstream_codec());
+        map = map
+            .comment("The backend stage: the same module and configuration as the routing stage, as an upstream filter.")
+            .extend(upstream_protocol_options(Some("backend_filters"), false, Some(filters)));
     } else {
-        line(o, 2, "typed_extension_protocol_options: *backend_filters");
+        map.push(
+            "typed_extension_protocol_options",
+            Node::Alias("backend_filters"),
+        );
     }
-    write_endpoints(o, &cluster.name, &cluster.endpoints);
-    if let Some(tls) = &cluster.tls {
-        write_tls(o, tls);
+    let map = map.extend(endpoints(&cluster.name, &cluster.endpoints));
+    match &cluster.tls {
+        Some(settings) => map.extend(tls(settings)),
+        None => map,
     }
 }

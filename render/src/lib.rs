@@ -8,6 +8,7 @@
 //! [`plan`] resolves what they mean, [`envoy`] writes it. The plugin configuration written is checked
 //! with the filter's own parser, so a file that renders is one the filter accepts.
 
+pub mod blocks;
 pub mod callers;
 pub mod credentials;
 pub mod credentials_file;

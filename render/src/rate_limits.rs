@@ -8,11 +8,11 @@
 //! names is charged when the stream is done, read from where the filter publishes its token counts
 //! (`Options::usage_operator`: filter state for the `.wasm`, dynamic metadata for the native module).
 
+use crate::blocks::{single_endpoint, upstream_protocol_options};
 use crate::resources::{Object, RouteSpec, TrafficPolicySpec};
-use crate::yaml::{line, quoted, single_endpoint, upstream_protocol_options};
+use crate::yaml::{document, plain, string, Map, Seq};
 use crate::RenderError;
 use bedrock_gateway_core::config::costs::{RawRequestCost, RequestCost};
-use std::fmt::Write;
 
 /// The rate-limit domain of every descriptor the gateway sends.
 pub const DOMAIN: &str = "ai-gateway";
@@ -216,138 +216,169 @@ pub fn plan_costs(routes: &[&Object<RouteSpec>]) -> Result<Vec<CostPlan>, Render
 }
 
 /// The descriptor actions of rule `index`: which rule, then each selector's entry.
-fn actions(o: &mut String, indent: usize, index: usize, rule: &RulePlan) {
-    line(o, indent, "actions:");
-    line(
-        o,
-        indent,
-        &format!("- generic_key: {{ descriptor_key: rule, descriptor_value: \"{index}\" }}"),
-    );
+fn actions(index: usize, rule: &RulePlan) -> Seq {
+    let mut actions = Seq::block().item(Map::block().with(
+        "generic_key",
+        plain(format!(
+            "{{ descriptor_key: rule, descriptor_value: \"{index}\" }}"
+        )),
+    ));
     for selector in &rule.selectors {
-        match selector {
-            Selector::Distinct(name) => line(o, indent, &format!(
-                "- request_headers: {{ header_name: {}, descriptor_key: {} }}", quoted(name), quoted(name)
-            )),
-            Selector::Exact(name, value) => line(o, indent, &format!(
-                "- header_value_match: {{ descriptor_key: {}, descriptor_value: {}, headers: [ {{ name: {}, string_match: {{ exact: {} }} }} ] }}",
-                quoted(name), quoted(value), quoted(name), quoted(value)
-            )),
-            Selector::RegularExpression(name, value) => line(o, indent, &format!(
-                "- header_value_match: {{ descriptor_key: {}, descriptor_value: {}, headers: [ {{ name: {}, string_match: {{ safe_regex: {{ regex: {} }} }} }} ] }}",
-                quoted(name), quoted(value), quoted(name), quoted(value)
-            )),
-        }
+        let header = |name: &str, string_match: Map| {
+            Seq::flow().item(
+                Map::flow()
+                    .with("name", string(name))
+                    .with("string_match", string_match),
+            )
+        };
+        let action = match selector {
+            Selector::Distinct(name) => Map::block().with(
+                "request_headers",
+                Map::flow()
+                    .with("header_name", string(name))
+                    .with("descriptor_key", string(name)),
+            ),
+            Selector::Exact(name, value) => Map::block().with(
+                "header_value_match",
+                Map::flow()
+                    .with("descriptor_key", string(name))
+                    .with("descriptor_value", string(value))
+                    .with(
+                        "headers",
+                        header(name, Map::flow().with("exact", string(value))),
+                    ),
+            ),
+            Selector::RegularExpression(name, value) => {
+                let regex =
+                    Map::flow().with("safe_regex", Map::flow().with("regex", string(value)));
+                Map::block().with(
+                    "header_value_match",
+                    Map::flow()
+                        .with("descriptor_key", string(name))
+                        .with("descriptor_value", string(value))
+                        .with("headers", header(name, regex)),
+                )
+            }
+        };
+        actions.push(action);
     }
+    actions
 }
 
 /// Envoy's rate-limit filter, placed between the routing stage and the router.
-pub fn write_filter(o: &mut String, indent: usize, plan: &RateLimitPlan, options: &crate::Options) {
-    line(o, indent, "- name: envoy.filters.http.ratelimit");
-    line(o, indent + 1, "typed_config:");
-    let t = indent + 2;
-    line(
-        o,
-        t,
-        "\"@type\": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
-    );
-    line(o, t, &format!("domain: {DOMAIN}"));
-    line(o, t, "failure_mode_deny: false");
-    line(o, t, "timeout: 0.5s");
-    line(o, t, "# In the filter's own configuration: Envoy sends hits_addend from these, not from route policies.");
-    line(o, t, "rate_limits:");
+pub fn filter(plan: &RateLimitPlan, options: &crate::Options) -> Map {
+    let mut rate_limits = Seq::block();
     for (index, rule) in plan.rules.iter().enumerate() {
-        line(
-            o,
-            t,
-            &format!(
-                "# rules[{index}]: {} per {}, checked (cost {}) as a request arrives",
-                rule.requests, rule.unit, rule.request_cost
-            ),
+        rate_limits.note(format!(
+            "rules[{index}]: {} per {}, checked (cost {}) as a request arrives",
+            rule.requests, rule.unit, rule.request_cost
+        ));
+        rate_limits.push(
+            Map::block()
+                .with(
+                    "hits_addend",
+                    Map::flow().with("number", plain(rule.request_cost)),
+                )
+                .with("actions", actions(index, rule)),
         );
-        line(
-            o,
-            t,
-            &format!("- hits_addend: {{ number: {} }}", rule.request_cost),
-        );
-        actions(o, t + 1, index, rule);
         if let Some(figure) = &rule.response_cost {
-            line(
-                o,
-                t,
-                &format!(
-                    "# rules[{index}]: charged with the request's cost ({figure}) when its stream is done"
-                ),
+            rate_limits.note(format!(
+                "rules[{index}]: charged with the request's cost ({figure}) when its stream is done"
+            ));
+            rate_limits.push(
+                Map::block()
+                    .with("apply_on_stream_done", plain(true))
+                    .with(
+                        "hits_addend",
+                        Map::flow().with(
+                            "format",
+                            plain(format!("\"{}\"", options.usage_operator(figure))),
+                        ),
+                    )
+                    .with("actions", actions(index, rule)),
             );
-            line(o, t, "- apply_on_stream_done: true");
-            line(
-                o,
-                t + 1,
-                &format!(
-                    "hits_addend: {{ format: \"{}\" }}",
-                    options.usage_operator(figure)
-                ),
-            );
-            actions(o, t + 1, index, rule);
         }
     }
-    line(o, t, "rate_limit_service:");
-    line(o, t + 1, "transport_api_version: V3");
-    line(
-        o,
-        t + 1,
-        "grpc_service: { envoy_grpc: { cluster_name: rate-limit-service } }",
-    );
+    let config = Map::block()
+        .with(
+            "\"@type\"",
+            plain("type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit"),
+        )
+        .with("domain", plain(DOMAIN))
+        .with("failure_mode_deny", plain(false))
+        .with("timeout", plain("0.5s"))
+        .comment("In the filter's own configuration: Envoy sends hits_addend from these, not from route policies.")
+        .with("rate_limits", rate_limits)
+        .with(
+            "rate_limit_service",
+            Map::block()
+                .with("transport_api_version", plain("V3"))
+                .with(
+                    "grpc_service",
+                    plain("{ envoy_grpc: { cluster_name: rate-limit-service } }"),
+                ),
+        );
+    Map::block()
+        .with("name", plain("envoy.filters.http.ratelimit"))
+        .with("typed_config", config)
 }
 
 /// Envoy's 429 carries no body; give it one, which the filter words in the caller's API format.
-pub fn write_local_reply(o: &mut String, indent: usize) {
-    line(o, indent, "# Envoy's rate-limit reply has no body; give it one, which the filter rewrites in the caller's API format.");
-    line(o, indent, "local_reply_config:");
-    line(o, indent + 1, "mappers:");
-    line(o, indent + 1, "- filter: { status_code_filter: { comparison: { op: EQ, value: { default_value: 429, runtime_key: ai_gateway.rate_limited_status } } } }");
-    line(o, indent + 2, "body: { inline_string: \"rate limited\" }");
+pub fn local_reply() -> Map {
+    let mapper = Map::block()
+        .with("filter", plain("{ status_code_filter: { comparison: { op: EQ, value: { default_value: 429, runtime_key: ai_gateway.rate_limited_status } } } }"))
+        .with("body", plain("{ inline_string: \"rate limited\" }"));
+    Map::block()
+        .comment("Envoy's rate-limit reply has no body; give it one, which the filter rewrites in the caller's API format.")
+        .with(
+            "local_reply_config",
+            Map::block().with("mappers", Seq::block().item(mapper)),
+        )
 }
 
-pub fn write_cluster(o: &mut String, address: &(String, u16)) {
-    line(o, 1, "- name: rate-limit-service");
-    line(o, 2, "type: STATIC");
-    line(o, 2, "connect_timeout: 1s");
-    upstream_protocol_options(o, None, true, false);
-    single_endpoint(o, "rate-limit-service", &address.0, address.1);
+pub fn cluster(address: &(String, u16)) -> Map {
+    Map::block()
+        .with("name", plain("rate-limit-service"))
+        .with("type", plain("STATIC"))
+        .with("connect_timeout", plain("1s"))
+        .extend(upstream_protocol_options(None, true, None))
+        .extend(single_endpoint("rate-limit-service", &address.0, address.1))
 }
 
 /// The limits, for the rate-limit service (envoyproxy/ratelimit's configuration format).
 pub fn service_configuration(plan: &RateLimitPlan) -> String {
-    let mut o = String::new();
-    let _ = writeln!(o, "# The limits of the gateway's BackendTrafficPolicy, for its rate-limit service (envoyproxy/ratelimit's format).");
-    let _ = writeln!(o, "domain: {DOMAIN}");
-    let _ = writeln!(o, "descriptors:");
+    let mut descriptors = Seq::block();
     for (index, rule) in plan.rules.iter().enumerate() {
-        let _ = writeln!(o, "- key: rule");
-        let _ = writeln!(o, "  value: \"{index}\"");
-        let mut indent = 1;
-        for selector in &rule.selectors {
+        // Innermost first: each selector's descriptor holds the next, the last holds the limit.
+        let mut inner = Map::block().with(
+            "rate_limit",
+            Map::flow()
+                .with("unit", plain(rule.unit))
+                .with("requests_per_unit", plain(rule.requests)),
+        );
+        for selector in rule.selectors.iter().rev() {
             let (key, value) = match selector {
                 Selector::Distinct(name) => (name, None),
                 Selector::Exact(name, value) | Selector::RegularExpression(name, value) => {
                     (name, Some(value))
                 }
             };
-            line(&mut o, indent, "descriptors:");
-            line(&mut o, indent, &format!("- key: {}", quoted(key)));
+            let mut descriptor = Map::block().with("key", string(key));
             if let Some(value) = value {
-                line(&mut o, indent + 1, &format!("value: {}", quoted(value)));
+                descriptor.push("value", string(value));
             }
-            indent += 1;
+            inner = Map::block().with("descriptors", Seq::block().item(descriptor.extend(inner)));
         }
-        line(
-            &mut o,
-            indent,
-            &format!(
-                "rate_limit: {{ unit: {}, requests_per_unit: {} }}",
-                rule.unit, rule.requests
-            ),
+        descriptors.push(
+            Map::block()
+                .with("key", plain("rule"))
+                .with("value", plain(format!("\"{index}\"")))
+                .extend(inner),
         );
     }
-    o
+    let root = Map::block()
+        .comment("The limits of the gateway's BackendTrafficPolicy, for its rate-limit service (envoyproxy/ratelimit's format).")
+        .with("domain", plain(DOMAIN))
+        .with("descriptors", descriptors);
+    document(&[], &root)
 }

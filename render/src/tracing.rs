@@ -9,8 +9,9 @@
 //! the conventions type them (token counts as integers). Envoy sets custom tags as it finishes the
 //! span, after the stream, so they are there. No message content goes into a span.
 
+use crate::blocks::{single_endpoint, upstream_protocol_options};
 use crate::resources::{EnvoyProxySpec, Object};
-use crate::yaml::{line, quoted, single_endpoint, upstream_protocol_options};
+use crate::yaml::{plain, string, Map, Seq};
 use crate::{Options, RenderError};
 use bedrock_gateway_core::report::SPAN_TAGS;
 
@@ -148,97 +149,84 @@ pub fn plan(
     }))
 }
 
-/// The connection manager's `tracing`, its members at `indent`.
-pub fn write_connection_manager_tracing(
-    o: &mut String,
-    indent: usize,
-    plan: &TracingPlan,
-    options: &Options,
-) {
-    let t = indent;
-    line(
-        o,
-        t,
-        "# Each request's span, with OpenTelemetry's GenAI attributes (no message content).",
-    );
-    line(o, t, "tracing:");
-    line(
-        o,
-        t + 1,
-        &format!("random_sampling: {{ value: {} }}", plan.sampling_percent),
-    );
-    line(o, t + 1, "provider:");
-    line(o, t + 2, "name: envoy.tracers.opentelemetry");
-    line(o, t + 2, "typed_config:");
-    line(
-        o,
-        t + 3,
-        "\"@type\": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
-    );
-    line(
-        o,
-        t + 3,
-        &format!(
-            "grpc_service: {{ envoy_grpc: {{ cluster_name: {COLLECTOR_CLUSTER} }}, timeout: 1s }}"
-        ),
-    );
-    line(
-        o,
-        t + 3,
-        &format!("service_name: {}", quoted(&plan.service_name)),
-    );
-    line(o, t + 1, "custom_tags:");
-    line(
-        o,
-        t + 1,
-        "- { tag: gen_ai.provider.name, literal: { value: aws.bedrock } }",
-    );
+/// The connection manager's `tracing` entry.
+pub fn connection_manager_tracing(plan: &TracingPlan, options: &Options) -> Map {
+    let mut tags = Seq::block().item(plain(
+        "{ tag: gen_ai.provider.name, literal: { value: aws.bedrock } }",
+    ));
     for (attribute, key, integer) in SPAN_TAGS {
-        let value_type = if integer { ", value_type: INT" } else { "" };
-        line(
-            o,
-            t + 1,
-            &format!(
-                "- {{ tag: {attribute}, value: \"{}\"{value_type} }}",
-                options.usage_operator(key)
-            ),
+        let mut tag = Map::flow().with("tag", plain(attribute)).with(
+            "value",
+            plain(format!("\"{}\"", options.usage_operator(key))),
         );
+        if integer {
+            tag.push("value_type", plain("INT"));
+        }
+        tags.push(tag);
     }
     for (name, source) in &plan.custom_tags {
-        let default = |value: &Option<String>| {
-            value
-                .as_ref()
-                .map(|v| format!(", default_value: {}", quoted(v)))
-                .unwrap_or_default()
+        let with_default = |mut map: Map, fallback: &Option<String>| {
+            if let Some(value) = fallback {
+                map.push("default_value", string(value));
+            }
+            map
         };
-        let tag = match source {
-            TagSource::Literal(value) => format!("literal: {{ value: {} }}", quoted(value)),
-            TagSource::RequestHeader(header, fallback) => format!(
-                "request_header: {{ name: {}{} }}",
-                quoted(header),
-                default(fallback)
+        let (kind, value) = match source {
+            TagSource::Literal(value) => ("literal", Map::flow().with("value", string(value))),
+            TagSource::RequestHeader(header, fallback) => (
+                "request_header",
+                with_default(Map::flow().with("name", string(header)), fallback),
             ),
-            TagSource::Environment(variable, fallback) => format!(
-                "environment: {{ name: {}{} }}",
-                quoted(variable),
-                default(fallback)
+            TagSource::Environment(variable, fallback) => (
+                "environment",
+                with_default(Map::flow().with("name", string(variable)), fallback),
             ),
         };
-        line(o, t + 1, &format!("- {{ tag: {}, {tag} }}", quoted(name)));
+        tags.push(Map::flow().with("tag", string(name)).with(kind, value));
     }
+    let provider = Map::block()
+        .with("name", plain("envoy.tracers.opentelemetry"))
+        .with(
+            "typed_config",
+            Map::block()
+                .with(
+                    "\"@type\"",
+                    plain("type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig"),
+                )
+                .with(
+                    "grpc_service",
+                    plain(format!(
+                        "{{ envoy_grpc: {{ cluster_name: {COLLECTOR_CLUSTER} }}, timeout: 1s }}"
+                    )),
+                )
+                .with("service_name", string(&plan.service_name)),
+        );
+    Map::block()
+        .comment("Each request's span, with OpenTelemetry's GenAI attributes (no message content).")
+        .with(
+            "tracing",
+            Map::block()
+                .with(
+                    "random_sampling",
+                    Map::flow().with("value", plain(plan.sampling_percent)),
+                )
+                .with("provider", provider)
+                .with("custom_tags", tags),
+        )
 }
 
 /// The collector's cluster (OTLP over gRPC).
-pub fn write_cluster(o: &mut String, plan: &TracingPlan) {
+pub fn cluster(plan: &TracingPlan) -> Map {
     let (host, port) = &plan.collector;
-    line(o, 1, &format!("- name: {COLLECTOR_CLUSTER}"));
     let discovery = if host.parse::<std::net::IpAddr>().is_ok() {
         "STATIC"
     } else {
         "STRICT_DNS"
     };
-    line(o, 2, &format!("type: {discovery}"));
-    line(o, 2, "connect_timeout: 1s");
-    upstream_protocol_options(o, None, true, false);
-    single_endpoint(o, COLLECTOR_CLUSTER, host, *port);
+    Map::block()
+        .with("name", plain(COLLECTOR_CLUSTER))
+        .with("type", plain(discovery))
+        .with("connect_timeout", plain("1s"))
+        .extend(upstream_protocol_options(None, true, None))
+        .extend(single_endpoint(COLLECTOR_CLUSTER, host, *port))
 }
