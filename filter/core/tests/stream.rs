@@ -1057,7 +1057,7 @@ fn one_failed_input_fails_the_batch_with_one_error_and_no_partial_list() {
     let throttled = PartAnswer {
         status: Some(429),
         input_tokens: None,
-        error_type: Some("ThrottlingException:http://internal.amazon.com/"),
+        error_type: Some("ThrottlingException:http://internal.amazon.com/".into()),
         body: br#"{"message":"Too many requests"}"#,
     };
     assert_eq!(
@@ -1853,5 +1853,31 @@ fn a_response_edit_the_host_refuses_is_logged_and_the_response_goes_on() {
     assert!(
         host.sent.is_none(),
         "nothing is answered twice once Bedrock answered"
+    );
+}
+
+#[test]
+fn a_calls_answer_is_read_from_its_headers() {
+    let headers = HeaderSnapshot::from_pairs([
+        (&b":status"[..], &b"429"[..]),
+        (
+            b"x-amzn-errortype",
+            b"ThrottlingException:http://internal.amazon.com/",
+        ),
+        (b"x-amzn-bedrock-input-token-count", b"12"),
+    ]);
+    let answer = PartAnswer::read(&headers, b"{}");
+    assert_eq!(answer.status, Some(429));
+    assert_eq!(
+        answer.error_type.as_deref(),
+        Some("ThrottlingException:http://internal.amazon.com/")
+    );
+    assert_eq!(answer.input_tokens, Some(12));
+    let none = HeaderSnapshot::default();
+    let unanswered = PartAnswer::read(&none, b"");
+    assert_eq!(
+        (unanswered.status, unanswered.input_tokens),
+        (None, None),
+        "no response"
     );
 }

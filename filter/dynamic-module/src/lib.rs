@@ -20,6 +20,7 @@ mod tests;
 use abi::{EnvoyBuffer, EnvoyConfigPtr, EnvoyFilterPtr, EnvoyHttpHeader};
 use bedrock_gateway_core::config::Config;
 use bedrock_gateway_core::errors::{ErrorKind, GatewayError};
+use bedrock_gateway_core::headers::HeaderSnapshot;
 use bedrock_gateway_core::stream::backend::{self, BackendStream, Settled, Worker};
 use bedrock_gateway_core::stream::batch::PartAnswer;
 use bedrock_gateway_core::stream::routing::RoutingStream;
@@ -633,29 +634,23 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
                     slice_or_empty(body_chunks, body_chunks_size),
                 )
             };
-            // SAFETY: as above, for each header's and chunk's bytes.
-            let header = |name: &[u8]| {
-                headers
-                    .iter()
-                    .find(|h| unsafe { h.key.as_slice() } == name)
-                    .map(|h| String::from_utf8_lossy(unsafe { h.value.as_slice() }))
+            // A call that failed has no response, so no status: its headers are not read.
+            let headers = if result == abi::CALLOUT_SUCCESS {
+                // SAFETY: as above, for each header's bytes.
+                HeaderSnapshot::from_pairs(
+                    headers
+                        .iter()
+                        .map(|h| unsafe { (h.key.as_slice(), h.value.as_slice()) }),
+                )
+            } else {
+                HeaderSnapshot::default()
             };
+            // SAFETY: as above, for each chunk's bytes.
             let body: Vec<u8> = chunks
                 .iter()
                 .flat_map(|c| unsafe { c.as_slice() }.iter().copied())
                 .collect();
-            let status = (result == abi::CALLOUT_SUCCESS)
-                .then(|| header(b":status").and_then(|s| s.parse().ok()))
-                .flatten();
-            let error_type = header(b"x-amzn-errortype");
-            let input_tokens =
-                header(b"x-amzn-bedrock-input-token-count").and_then(|n| n.parse().ok());
-            let answer = PartAnswer {
-                status,
-                error_type: error_type.as_deref(),
-                input_tokens,
-                body: &body,
-            };
+            let answer = PartAnswer::read(&headers, &body);
             stream.on_call_answer(host, callout_id, &answer)
         },
         0,

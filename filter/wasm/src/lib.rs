@@ -315,8 +315,7 @@ struct BackendFilter {
 }
 
 impl Context for BackendFilter {
-    /// One input of this stream's embeddings batch came back (a call that got no response
-    /// arrives with no headers, so no status).
+    /// One input of this stream's embeddings batch came back.
     fn on_http_call_response(
         &mut self,
         token_id: u32,
@@ -324,24 +323,13 @@ impl Context for BackendFilter {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let status =
-            header_value(MapType::HttpCallResponseHeaders, ":status").and_then(|s| s.parse().ok());
-        let error_type = header_value(MapType::HttpCallResponseHeaders, "x-amzn-errortype");
+        // A call that got no response arrives with no headers: no status.
+        let headers = header_snapshot(MapType::HttpCallResponseHeaders);
         let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
             .ok()
             .flatten()
             .unwrap_or_default();
-        let input_tokens = header_value(
-            MapType::HttpCallResponseHeaders,
-            "x-amzn-bedrock-input-token-count",
-        )
-        .and_then(|n| n.parse().ok());
-        let answer = PartAnswer {
-            status,
-            error_type: error_type.as_deref(),
-            input_tokens,
-            body: &body,
-        };
+        let answer = PartAnswer::read(&headers, &body);
         let mut host = WasmHost::new(0);
         self.stream
             .on_call_answer(&mut host, u64::from(token_id), &answer);

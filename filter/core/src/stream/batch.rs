@@ -12,7 +12,9 @@ use super::Host;
 use crate::api::embeddings;
 use crate::aws::credentials::HttpCall;
 use crate::errors::{ErrorKind, GatewayError};
+use crate::headers::HeaderSnapshot;
 use crate::translated::TranslatedBody;
+use std::borrow::Cow;
 
 /// Calls in flight per batch: enough to hide Bedrock's latency, few enough not to meet its
 /// per-account request rate with one caller's list.
@@ -25,10 +27,25 @@ pub struct PartAnswer<'a> {
     /// `None` when the call got no response (reset, timeout, no healthy upstream).
     pub status: Option<u16>,
     /// `x-amzn-errortype`: only Bedrock's own errors carry it.
-    pub error_type: Option<&'a str>,
+    pub error_type: Option<Cow<'a, str>>,
     /// `x-amzn-bedrock-input-token-count`: Nova's only token count.
     pub input_tokens: Option<u64>,
     pub body: &'a [u8],
+}
+
+impl<'a> PartAnswer<'a> {
+    /// A call's answer as the host received it: its response headers (none when it got no
+    /// response) and body.
+    pub fn read(headers: &'a HeaderSnapshot, body: &'a [u8]) -> PartAnswer<'a> {
+        PartAnswer {
+            status: headers.get(":status").and_then(|s| s.parse().ok()),
+            error_type: headers.get("x-amzn-errortype"),
+            input_tokens: headers
+                .get("x-amzn-bedrock-input-token-count")
+                .and_then(|n| n.parse().ok()),
+            body,
+        }
+    }
 }
 
 pub enum Progress {
@@ -145,7 +162,7 @@ impl EmbeddingsBatch {
 /// mapped as for any request, or the gateway's refusal of that call (no credentials, say).
 fn part_error(status: u16, answer: &PartAnswer<'_>, index: usize, total: usize) -> GatewayError {
     let message = crate::bedrock::error_message(answer.body);
-    let mut error = match answer.error_type {
+    let mut error = match answer.error_type.as_deref() {
         Some(error_type) => GatewayError::from_bedrock(
             status,
             Some(crate::bedrock::error_type_name(error_type)),
