@@ -170,7 +170,9 @@ def test_make_run_failover_example():
         assert "/us-west-2/bedrock/aws4_request" in west["headers"]["authorization"]
     finally:
         output = stop(process)
-    assert "EXAMPLE=failover" in output or "failover.yaml" in output
+    # run-local.sh names the resources it rendered and the second emulator it started.
+    assert "CONFIG=examples/emulator.yaml examples/failover.yaml " in output, output[-2000:]
+    assert "us-west-2 emulator http://127.0.0.1:4567" in output, output[-2000:]
 
 
 def test_make_run_callers_example():
