@@ -5,11 +5,19 @@
 //! [`WasmHost`] for its stream; the root context keeps the worker's state (signer, credential broker,
 //! metric ids), makes the broker's HTTP calls on its timer and resumes the requests it decides about.
 //!
-//! Host calls go through `proxy_wasm::hostcalls` directly: the SDK's trait helpers
-//! `unwrap()` host errors, and a panic would kill this worker's VM. Built for `wasm32-wasip1`
-//! only; natively this crate is empty.
+//! Host calls go through `calls`, straight over the ABI: the SDK's trait helpers `unwrap()` host
+//! errors and its `hostcalls` panic on statuses they do not expect, and a panic would kill this
+//! worker's VM. Only the HTTP calls go through `hostcalls`, which files them with the SDK's
+//! dispatcher for their replies. Built for `wasm32-wasip1`;
+//! natively this crate is empty, except in its unit tests, which run it against a fake host.
 
-#![cfg(target_arch = "wasm32")]
+#![cfg(any(target_arch = "wasm32", test))]
+
+mod calls;
+#[cfg(test)]
+mod fake_host;
+#[cfg(test)]
+mod tests;
 
 use bedrock_gateway_core::aws::broker::{self, Broker, Decided, Dispatcher, SharedStore};
 use bedrock_gateway_core::aws::credentials::{self, HttpCall, Provider};
@@ -32,7 +40,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How often each worker checks the shared credentials and its waiting requests.
 const CREDENTIAL_TICK: Duration = Duration::from_millis(100);
@@ -65,10 +73,8 @@ impl Context for GatewayRoot {
     ) {
         let status =
             header_value(MapType::HttpCallResponseHeaders, ":status").and_then(|s| s.parse().ok());
-        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let body =
+            calls::buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default();
         broker::on_reply(
             &mut self.dispatcher(),
             &EnvoySharedData,
@@ -82,10 +88,7 @@ impl Context for GatewayRoot {
 
 impl RootContext for GatewayRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let root_id = hostcalls::get_property(vec!["plugin_root_id"])
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let root_id = calls::property(&["plugin_root_id"]).unwrap_or_default();
         let Some(stage) = Stage::from_name(&root_id) else {
             log::error!(
                 "ai gateway: unknown root_id {:?}",
@@ -94,13 +97,13 @@ impl RootContext for GatewayRoot {
             return false;
         };
         self.stage = Some(stage);
-        let bytes = match hostcalls::get_buffer(
+        let bytes = match calls::buffer(
             BufferType::PluginConfiguration,
             0,
             plugin_configuration_size,
         ) {
-            Ok(Some(bytes)) => bytes,
-            _ => {
+            Some(bytes) => bytes,
+            None => {
                 log::error!("ai gateway: the plugin configuration is missing");
                 return false;
             }
@@ -112,7 +115,7 @@ impl RootContext for GatewayRoot {
                     if !self.providers.is_empty() {
                         // Credentials are fetched before the first request needs them, and refreshed
                         // ahead of expiry; the tick also serves requests that wait for them.
-                        if let Err(status) = hostcalls::set_tick_period(CREDENTIAL_TICK) {
+                        if let Err(status) = calls::set_tick_period(CREDENTIAL_TICK) {
                             log::error!(
                                 "ai gateway: cannot start the credential timer: {status:?}"
                             );
@@ -163,11 +166,11 @@ struct EnvoySharedData;
 
 impl SharedStore for EnvoySharedData {
     fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        hostcalls::get_shared_data(key).unwrap_or((None, None))
+        calls::shared_data(key)
     }
 
     fn set(&self, key: &str, value: &[u8], version: Option<u32>) -> bool {
-        match hostcalls::set_shared_data(key, Some(value), version) {
+        match calls::set_shared_data(key, value, version) {
             Ok(()) => true,
             Err(Status::CasMismatch) => false,
             Err(status) => {
@@ -179,10 +182,7 @@ impl SharedStore for EnvoySharedData {
 }
 
 fn now_millis() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    calls::now_millis()
 }
 
 impl GatewayRoot {
@@ -217,7 +217,7 @@ impl Dispatcher<UpstreamRequest> for RootDispatcher<'_> {
             .collect();
         let timeout = Duration::from_millis(credentials::FETCH_TIMEOUT_MS);
         // Calls must be attributed to the root context, whichever stream was active last.
-        let _ = hostcalls::set_effective_context(self.root_context_id);
+        let _ = calls::set_effective_context(self.root_context_id);
         hostcalls::dispatch_http_call(
             &call.cluster,
             headers,
@@ -239,7 +239,7 @@ impl Dispatcher<UpstreamRequest> for RootDispatcher<'_> {
                 let Ok(context_id) = u32::try_from(stream) else {
                     continue;
                 };
-                if hostcalls::set_effective_context(context_id).is_err() {
+                if calls::set_effective_context(context_id).is_err() {
                     continue;
                 }
                 let settled =
@@ -250,13 +250,13 @@ impl Dispatcher<UpstreamRequest> for RootDispatcher<'_> {
             }
         }
         for context_id in resumable {
-            if hostcalls::set_effective_context(context_id).is_ok() {
-                if let Err(status) = hostcalls::resume_http_request() {
+            if calls::set_effective_context(context_id).is_ok() {
+                if let Err(status) = calls::resume_request() {
                     log::warn!("ai gateway: cannot resume a request: {status:?}");
                 }
             }
         }
-        let _ = hostcalls::set_effective_context(self.root_context_id);
+        let _ = calls::set_effective_context(self.root_context_id);
     }
 }
 
@@ -325,10 +325,8 @@ impl Context for BackendFilter {
     ) {
         // A call that got no response arrives with no headers: no status.
         let headers = header_snapshot(MapType::HttpCallResponseHeaders);
-        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let body =
+            calls::buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default();
         let answer = PartAnswer::read(&headers, &body);
         let mut host = WasmHost::new(0);
         self.stream
@@ -449,7 +447,7 @@ impl Host for WasmHost {
         name: &str,
         value: Option<&str>,
     ) -> Result<(), HostCallFailed> {
-        hostcalls::set_map_value(map_type(side), name, value).map_err(|status| {
+        calls::set_header(map_type(side), name, value).map_err(|status| {
             HostCallFailed(format!(
                 "Envoy refused to set the {side:?} header {name}: {status:?}"
             ))
@@ -457,15 +455,12 @@ impl Host for WasmHost {
     }
 
     fn body(&mut self, side: Side) -> Vec<u8> {
-        hostcalls::get_buffer(buffer_type(side), 0, self.body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default()
+        calls::buffer(buffer_type(side), 0, self.body_size).unwrap_or_default()
     }
 
     fn replace_body(&mut self, side: Side, value: &[u8]) -> Result<(), HostCallFailed> {
         let buffer = buffer_type(side);
-        hostcalls::set_buffer(buffer, 0, self.body_size, value).map_err(|status| {
+        calls::set_buffer(buffer, 0, self.body_size, value).map_err(|status| {
             HostCallFailed(format!(
                 "Envoy refused to replace the {buffer:?} buffer: {status:?}"
             ))
@@ -473,33 +468,27 @@ impl Host for WasmHost {
     }
 
     fn send_json(&mut self, status: u16, body: &[u8]) {
-        if let Err(status) = hostcalls::send_http_response(
-            u32::from(status),
-            vec![("content-type", "application/json")],
-            Some(body),
-        ) {
+        if let Err(status) =
+            calls::send_local_response(status, &[("content-type", "application/json")], body)
+        {
             log::error!("ai gateway: could not send a local reply: {status:?}");
         }
     }
 
     fn clear_route_cache(&mut self) {
-        if let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None) {
+        if let Err(status) = calls::call_foreign_function("clear_route_cache") {
             log::warn!("ai gateway: clear_route_cache failed: {status:?}");
         }
     }
 
     fn cluster_name(&self) -> Option<String> {
         // In an upstream filter the cluster is known: Envoy exposes it as `xds.cluster_name`.
-        let cluster = hostcalls::get_property(vec!["xds", "cluster_name"])
-            .ok()
-            .flatten()?;
+        let cluster = calls::property(&["xds", "cluster_name"])?;
         Some(String::from_utf8_lossy(&cluster).into_owned())
     }
 
     fn response_code_details(&self) -> Option<String> {
-        let details = hostcalls::get_property(vec!["response", "code_details"])
-            .ok()
-            .flatten()?;
+        let details = calls::property(&["response", "code_details"])?;
         Some(String::from_utf8_lossy(&details).into_owned())
     }
 
@@ -531,9 +520,7 @@ impl Host for WasmHost {
             Cow::Borrowed(summary.json.as_str()),
         );
         for (name, value) in std::iter::once(usage).chain(costs).chain(span) {
-            if let Err(status) =
-                hostcalls::set_property(vec![name.as_ref()], Some(value.as_bytes()))
-            {
+            if let Err(status) = calls::set_property(&[name.as_ref()], value.as_bytes()) {
                 log::debug!("ai gateway: cannot record {name} in filter state: {status:?}");
             }
         }
@@ -548,7 +535,7 @@ impl Host for WasmHost {
         };
         let Some(id) = labels
             .id(0, &sample, |name| {
-                hostcalls::define_metric(kind, name).ok().map(u64::from)
+                calls::define_metric(kind, name).ok().map(u64::from)
             })
             .and_then(|id| u32::try_from(id).ok())
         else {
@@ -556,9 +543,9 @@ impl Host for WasmHost {
         };
         let _ = match sample.kind {
             Kind::Counter => {
-                hostcalls::increment_metric(id, i64::try_from(sample.value).unwrap_or(i64::MAX))
+                calls::increment_metric(id, i64::try_from(sample.value).unwrap_or(i64::MAX))
             }
-            Kind::Histogram => hostcalls::record_metric(id, sample.value),
+            Kind::Histogram => calls::record_metric(id, sample.value),
         };
     }
 
@@ -600,65 +587,15 @@ thread_local! {
 
 // ---- Host helpers ------------------------------------------------------------------------
 
-#[link(wasm_import_module = "env")]
-extern "C" {
-    fn proxy_get_header_map_pairs(
-        map_type: MapType,
-        return_map_data: *mut *mut u8,
-        return_map_size: *mut usize,
-    ) -> Status;
-    fn proxy_get_header_map_value(
-        map_type: MapType,
-        key_data: *const u8,
-        key_size: usize,
-        return_value_data: *mut *mut u8,
-        return_value_size: *mut usize,
-    ) -> Status;
-}
-
-/// One header value. The SDK's `get_map_value` panics when the host answers anything but Ok or
-/// NotFound (an upstream filter's request headers during its response, say) and unwraps UTF-8,
-/// which a caller controls: here both simply mean "no usable value", and bytes are decoded lossily.
+/// One header value; bytes that are not UTF-8 (a caller controls them) are decoded lossily, and
+/// any status but Ok means "no usable value".
 fn header_value(map: MapType, name: &str) -> Option<String> {
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: the host only writes the two out-parameters.
-    let status =
-        unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
-    if status != Status::Ok {
-        return None;
-    }
-    // SAFETY: an Ok answer, taken once.
-    let bytes = unsafe { take_host_buffer(data, size) };
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+    calls::header_value(map, name).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// A whole header map in one host call (see `headers`). Like `header_value`, and unlike the
-/// SDK's `get_map_bytes`, any status but Ok means "no headers" rather than a panic.
+/// A whole header map in one host call (see `headers`); any status but Ok means "no headers".
 fn header_snapshot(map: MapType) -> HeaderSnapshot {
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: the host only writes the two out-parameters.
-    let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
-    if status != Status::Ok {
-        return HeaderSnapshot::default();
-    }
-    // SAFETY: an Ok answer, taken once.
-    HeaderSnapshot::parse(unsafe { take_host_buffer(data, size) })
-}
-
-/// Takes ownership of an answer the host wrote into memory it allocated through this module's
-/// `proxy_on_memory_allocate` (exported by the SDK); null means an empty answer.
-///
-/// # Safety
-/// `data`/`size` must be what a host call just returned with status Ok, taken only once.
-unsafe fn take_host_buffer(data: *mut u8, size: usize) -> Vec<u8> {
-    if data.is_null() {
-        return Vec::new();
-    }
-    // SAFETY: per this function's contract, `size` bytes at `data` were allocated by this
-    // module's allocator and handed over to us.
-    unsafe { Vec::from_raw_parts(data, size, size) }
+    calls::header_pairs(map).map_or_else(HeaderSnapshot::default, HeaderSnapshot::parse)
 }
 
 #[cfg(feature = "fault-injection")]
