@@ -1,5 +1,6 @@
-"""An OpenTelemetry trace receiver (OTLP over gRPC) that keeps the spans it gets, for the tracing
-tests and `make run EXAMPLE=tracing`, which prints each span as a line of JSON.
+"""An OpenTelemetry receiver (OTLP over gRPC, traces and metrics) that keeps what it gets, for the
+telemetry tests and `make run EXAMPLE=tracing`, which prints each span, and each gateway metric
+whose value changed, as a line of JSON.
 
     python e2e/otlp_receiver.py --listen 127.0.0.1:4317
 """
@@ -10,9 +11,11 @@ import threading
 from concurrent import futures
 
 import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 
 
 def attribute_value(value):
@@ -33,18 +36,43 @@ def span_record(resource, span) -> dict:
     }
 
 
-class Receiver:
-    """Serves OTLP's TraceService/Export on `listen` and keeps every span."""
+def metric_records(metric) -> list:
+    """One record per data point of an OTLP metric: its name, kind, attributes and value."""
+    kind = metric.WhichOneof("data")
+    records = []
+    for point in getattr(metric, kind).data_points if kind else []:
+        record = {"name": metric.name, "kind": kind,
+                  "attributes": {a.key: attribute_value(a.value) for a in point.attributes}}
+        if kind == "histogram":
+            record.update(count=point.count, sum=point.sum)
+        else:
+            record["value"] = point.as_int if point.WhichOneof("value") == "as_int" else point.as_double
+        records.append(record)
+    return records
 
-    def __init__(self, listen: str, on_span=None):
-        self.spans, self.lock, self.on_span = [], threading.Lock(), on_span
+
+class Receiver:
+    """Serves OTLP's TraceService/Export and MetricsService/Export on `listen`: keeps every span,
+    and the latest data point of each metric series."""
+
+    def __init__(self, listen: str, on_span=None, on_metric=None):
+        self.spans, self.lock, self.on_span, self.on_metric = [], threading.Lock(), on_span, on_metric
+        self.metrics = {}
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         handler = grpc.unary_unary_rpc_method_handler(
             self.export,
             request_deserializer=trace_service_pb2.ExportTraceServiceRequest.FromString,
             response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString,
         )
-        self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {"Export": handler})])
+        metrics_handler = grpc.unary_unary_rpc_method_handler(
+            self.export_metrics,
+            request_deserializer=metrics_service_pb2.ExportMetricsServiceRequest.FromString,
+            response_serializer=metrics_service_pb2.ExportMetricsServiceResponse.SerializeToString,
+        )
+        self.server.add_generic_rpc_handlers([
+            grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),
+            grpc.method_handlers_generic_handler(METRICS_SERVICE, {"Export": metrics_handler}),
+        ])
         self.port = self.server.add_insecure_port(listen)
 
     def export(self, request, context):
@@ -60,6 +88,25 @@ class Receiver:
                     if self.on_span:
                         self.on_span(record)
         return trace_service_pb2.ExportTraceServiceResponse()
+
+    def export_metrics(self, request, context):
+        for resource_metrics in request.resource_metrics:
+            scopes = getattr(resource_metrics, "scope_metrics", None) or resource_metrics.instrumentation_library_metrics
+            for scope_metrics in scopes:
+                for metric in scope_metrics.metrics:
+                    for record in metric_records(metric):
+                        key = (record["name"], tuple(sorted(record["attributes"].items())))
+                        with self.lock:
+                            changed = self.metrics.get(key) != record
+                            self.metrics[key] = record
+                        if changed and self.on_metric:
+                            self.on_metric(record)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+    def metric_points(self, name: str) -> list:
+        """The latest data point of each series of metric `name`."""
+        with self.lock:
+            return [record for (metric, _), record in self.metrics.items() if metric == name]
 
     def start(self):
         self.server.start()
@@ -77,7 +124,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", default="127.0.0.1:4317")
     args = parser.parse_args()
-    receiver = Receiver(args.listen, on_span=lambda span: print(json.dumps(span), flush=True)).start()
+    show = lambda record: print(json.dumps(record), flush=True)  # noqa: E731
+    # Envoy pushes every stat at each flush: only the gateway's own metrics are shown, as they change.
+    gateway_metric = lambda record: record["name"].startswith(("gen_ai.", "ai_gateway.")) and show(record)  # noqa: E731
+    receiver = Receiver(args.listen, on_span=show, on_metric=gateway_metric).start()
     print(f"otlp receiver: listening on {args.listen}", flush=True)
     receiver.server.wait_for_termination()
 

@@ -123,7 +123,8 @@ def test_make_run_example_rate_limit_starts_the_budget_service():
 
 def test_make_run_examples_costs_and_tracing():
     """EXAMPLE=costs charges a dollar budget (the rate-limit service runs with its limits), and
-    EXAMPLE=tracing starts the OTLP receiver, which prints each request's span with its GenAI attributes."""
+    EXAMPLE=tracing starts the OTLP receiver, which prints each request's span with its GenAI attributes,
+    and the gateway's metrics Envoy pushes to it."""
     process = run_local("static", example="costs")
     try:
         wait_until(lambda: http_get("http://127.0.0.1:9901/ready") == b"LIVE\n", "make run EXAMPLE=costs")
@@ -144,12 +145,17 @@ def test_make_run_examples_costs_and_tracing():
         client = openai.OpenAI(base_url="http://127.0.0.1:1975/v1", api_key="unused", max_retries=2, timeout=30)
         client.chat.completions.create(
             model="us.meta.llama3-2-1b-instruct-v1:0", messages=[{"role": "user", "content": "Hi."}])
-        time.sleep(6)  # Envoy's OpenTelemetry tracer sends its batch every 5 s
+        time.sleep(6)  # Envoy's OpenTelemetry tracer sends its batch, and flushes its stats, every 5 s
     finally:
         output = stop(process)
     spans = [json.loads(line) for line in output.splitlines() if line.startswith('{"service"')]
     assert [span["name"] for span in spans] == ["chat us.meta.llama3-2-1b-instruct-v1:0"], output[-3000:]
     assert spans[0]["attributes"]["gen_ai.usage.output_tokens"] > 0
+    metrics = [json.loads(line) for line in output.splitlines() if line.startswith('{"name"')]
+    usage = [m for m in metrics if m["name"] == "gen_ai.client.token.usage"
+             and m["attributes"].get("gen_ai.request.model") == "us.meta.llama3-2-1b-instruct-v1:0"]
+    assert usage and usage[-1]["count"] >= 1, output[-3000:]
+    assert not [m for m in metrics if not m["name"].startswith(("gen_ai.", "ai_gateway."))], "only the gateway's own"
 
 
 def test_make_run_failover_example():

@@ -1,7 +1,9 @@
-"""Traces with OpenTelemetry's GenAI attributes: the tracing example (an EnvoyProxy's telemetry)
-rendered with the emulator example, and an OTLP receiver in this process checking each span."""
+"""Traces with OpenTelemetry's GenAI attributes, and metrics pushed over OTLP: the tracing example
+(an EnvoyProxy's telemetry) rendered with the emulator example, and an OTLP receiver in this
+process checking each span and data point."""
 
 import sys
+import time
 
 import openai
 import pytest
@@ -128,3 +130,44 @@ def test_embeddings_and_failures_are_traced_with_their_operation_and_error_type(
     span = span_of(receiver, test_id)
     assert span["attributes"]["error.type"] == "429"
     assert span["attributes"]["gen_ai.request.model"] == LLAMA
+
+
+def metric_point(receiver, name: str, attributes: dict) -> dict | None:
+    """The latest data point of `name` whose attributes include `attributes` (one series)."""
+    points = [p for p in receiver.metric_points(name)
+              if all(p["attributes"].get(k) == v for k, v in attributes.items())]
+    assert len(points) <= 1, points
+    return points[0] if points else None
+
+
+def test_metrics_reach_the_collector_under_opentelemetrys_names_with_their_attributes(traced):
+    """Envoy's OpenTelemetry stats sink pushes the filter's metrics: the tag-extracted names are the
+    GenAI conventions' (`gen_ai.client.token.usage`), the labels are attributes, and the exact
+    token counter moves by this request's tokens."""
+    gateway, receiver = traced
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=30)
+    series = {"gen_ai.request.model": LLAMA, "gen_ai.token.type": "input"}
+    # Earlier tests' requests are flushed (every 0.2 s here) before the figures are read.
+    time.sleep(1.5)
+    before_tokens = metric_point(receiver, "ai_gateway.tokens_total", series)
+    before_usage = metric_point(receiver, "gen_ai.client.token.usage", series)
+    usage = client.chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "count me"}]).usage
+    expected_tokens = (before_tokens["value"] if before_tokens else 0) + usage.prompt_tokens
+    expected_count = (before_usage["count"] if before_usage else 0) + 1
+
+    def arrived():
+        tokens = metric_point(receiver, "ai_gateway.tokens_total", series)
+        histogram = metric_point(receiver, "gen_ai.client.token.usage", series)
+        return tokens and histogram and tokens["value"] == expected_tokens and histogram["count"] == expected_count
+
+    wait_until(arrived, "the request's tokens in the pushed metrics", timeout=20)
+    histogram = metric_point(receiver, "gen_ai.client.token.usage", series)
+    assert histogram["kind"] == "histogram"
+    assert {k: histogram["attributes"].get(k) for k in ("gen_ai.operation.name", "gen_ai.provider.name",
+                                                         "gen_ai.response.model", "backend")} == {
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "aws.bedrock",
+        "gen_ai.response.model": LLAMA, "backend": "bedrock-us-east-1"}
+    duration = [p for p in receiver.metric_points("gen_ai.server.request.duration_milliseconds")
+                if p["attributes"].get("gen_ai.request.model") == LLAMA]
+    assert duration and all(p["kind"] == "histogram" for p in duration), duration
+    assert not [name for (name, _) in receiver.metrics if ";" in name], "every name had its tags extracted"

@@ -156,6 +156,14 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
         )
         .blank()
         .extend(stats_config());
+    if plan.metrics.is_some() {
+        // Envoy's namespace for each host's own metrics.
+        let namespace = match options.dynamic_module_path {
+            Some(_) => "dynamicmodulescustom",
+            None => "wasmcustom",
+        };
+        root = root.blank().extend(crate::tracing::stats_sink(namespace));
+    }
     if options.dynamic_module_path.is_some() {
         let layers = Seq::block()
             .item(Map::block().with("name", plain("static")).with(
@@ -210,6 +218,9 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
     }
     if let Some(tracing) = &plan.tracing {
         clusters.push(crate::tracing::cluster(tracing));
+    }
+    if let Some(metrics) = &plan.metrics {
+        clusters.push(crate::tracing::metrics_cluster(metrics));
     }
     let root = root.blank().with(
         "static_resources",

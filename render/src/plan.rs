@@ -32,6 +32,8 @@ pub struct Plan {
     pub request_costs: Vec<crate::rate_limits::CostPlan>,
     /// Each request's span, to an OpenTelemetry collector (an `EnvoyProxy`'s tracing).
     pub tracing: Option<crate::tracing::TracingPlan>,
+    /// An OpenTelemetry collector the metrics are pushed to.
+    pub metrics: Option<crate::tracing::MetricsPlan>,
     /// Who may call: Envoy's authentication and authorization filters after the routing stage.
     pub callers: Option<crate::callers::CallersPlan>,
     /// Where each resource of the plan came from, for the header of the rendered file.
@@ -371,6 +373,7 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
         }
     };
     let tracing = crate::tracing::plan(&index.proxies, &collector_backend)?;
+    let metrics = crate::tracing::metrics_plan(&index.proxies, &collector_backend)?;
     if tracing.is_some() {
         for route in &mut routes {
             route.span_name = Some(span_name(route));
@@ -406,6 +409,7 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
         rate_limit,
         request_costs,
         tracing,
+        metrics,
         callers,
         sources,
     })

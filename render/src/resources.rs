@@ -326,11 +326,52 @@ pub struct EnvoyProxySpec {
 pub struct Telemetry {
     #[serde(default)]
     pub tracing: Option<Tracing>,
-    /// Envoy's own metrics and access logs: this gateway writes its own.
     #[serde(default)]
-    pub metrics: Option<IgnoredAny>,
+    pub metrics: Option<Metrics>,
+    /// Envoy's own access logs: this gateway writes its own.
     #[serde(default)]
     pub access_log: Option<IgnoredAny>,
+}
+
+/// An `EnvoyProxy`'s `telemetry.metrics`: the sinks metrics are pushed to. The rest is about
+/// which of Envoy's own stats exist or how Prometheus scrapes them; the admin endpoint always
+/// serves them (`/stats/prometheus`), so it is accepted and has no effect.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metrics {
+    #[serde(default)]
+    pub sinks: Vec<MetricSink>,
+    #[serde(default)]
+    pub prometheus: Option<IgnoredAny>,
+    #[serde(default)]
+    pub matches: Option<IgnoredAny>,
+    #[serde(default)]
+    pub enable_virtual_host_stats: Option<IgnoredAny>,
+    #[serde(default)]
+    pub enable_per_endpoint_stats: Option<IgnoredAny>,
+    #[serde(default)]
+    pub enable_request_response_sizes_stats: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetricSink {
+    #[serde(rename = "type")]
+    pub sink_type: String,
+    #[serde(default)]
+    pub open_telemetry: Option<OpenTelemetrySink>,
+}
+
+/// Where an OpenTelemetry collector listens: `host` and `port`, or a `Backend`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OpenTelemetrySink {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub backend_refs: Vec<TracingBackendRef>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,10 +10,10 @@
 //! span, after the stream, so they are there. No message content goes into a span.
 
 use crate::blocks::{single_endpoint, upstream_protocol_options};
-use crate::resources::{EnvoyProxySpec, Object};
+use crate::resources::{EnvoyProxySpec, Object, TracingBackendRef};
 use crate::yaml::{plain, string, Map, Seq};
 use crate::{Options, RenderError};
-use bedrock_gateway_core::report::SPAN_TAGS;
+use bedrock_gateway_core::report::{self, SPAN_TAGS};
 
 /// The collector's cluster.
 pub const COLLECTOR_CLUSTER: &str = "opentelemetry-collector";
@@ -64,32 +64,13 @@ pub fn plan(
             provider.provider_type
         )));
     }
-    let collector = match (
-        &provider.host,
+    let collector = collector(
+        &format!("{at}.provider"),
+        provider.host.as_deref(),
         provider.port,
-        provider.backend_refs.as_slice(),
-    ) {
-        (Some(host), port, []) => (host.clone(), port.unwrap_or(4317)),
-        (None, None, [reference]) => {
-            if reference.kind.as_deref().is_some_and(|k| k != "Backend") {
-                return Err(RenderError(format!(
-                    "{at}.provider.backendRefs[0]: only a Backend (gateway.envoyproxy.io) can name the collector here; a Service needs a cluster"
-                )));
-            }
-            let (host, port) = backends(&reference.name).ok_or_else(|| {
-                RenderError(format!(
-                    "{at}.provider.backendRefs[0]: no Backend {:?} with one endpoint in these files",
-                    reference.name
-                ))
-            })?;
-            (host, reference.port.unwrap_or(port))
-        }
-        _ => {
-            return Err(RenderError(format!(
-                "{at}.provider: name the collector with host and port, or with one backendRef"
-            )))
-        }
-    };
+        &provider.backend_refs,
+        backends,
+    )?;
     let sampling_percent = match (tracing.sampling_rate, &tracing.sampling_fraction) {
         (Some(_), Some(_)) => {
             return Err(RenderError(format!(
@@ -147,6 +128,185 @@ pub fn plan(
             .unwrap_or_else(|| "ai-gateway".into()),
         custom_tags,
     }))
+}
+
+/// A collector named by `host` and `port` (4317 by default), or by one `Backend`.
+fn collector(
+    at: &str,
+    host: Option<&str>,
+    port: Option<u16>,
+    backend_refs: &[TracingBackendRef],
+    backends: &dyn Fn(&str) -> Option<(String, u16)>,
+) -> Result<(String, u16), RenderError> {
+    match (host, port, backend_refs) {
+        (Some(host), port, []) => Ok((host.to_owned(), port.unwrap_or(4317))),
+        (None, None, [reference]) => {
+            if reference.kind.as_deref().is_some_and(|k| k != "Backend") {
+                return Err(RenderError(format!(
+                    "{at}.backendRefs[0]: only a Backend (gateway.envoyproxy.io) can name the collector here; a Service needs a cluster"
+                )));
+            }
+            let (host, port) = backends(&reference.name).ok_or_else(|| {
+                RenderError(format!(
+                    "{at}.backendRefs[0]: no Backend {:?} with one endpoint in these files",
+                    reference.name
+                ))
+            })?;
+            Ok((host, reference.port.unwrap_or(port)))
+        }
+        _ => Err(RenderError(format!(
+            "{at}: name the collector with host and port, or with one backendRef"
+        ))),
+    }
+}
+
+/// Where the metrics go: an OpenTelemetry collector, over OTLP/gRPC, through Envoy's own sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsPlan {
+    pub collector: (String, u16),
+}
+
+/// The collector's cluster for metrics (apart from the traces', which may be elsewhere).
+pub const METRICS_COLLECTOR_CLUSTER: &str = "opentelemetry-metrics-collector";
+
+/// The one `EnvoyProxy`'s metric sink, if any configures one.
+pub fn metrics_plan(
+    proxies: &[&Object<EnvoyProxySpec>],
+    backends: &dyn Fn(&str) -> Option<(String, u16)>,
+) -> Result<Option<MetricsPlan>, RenderError> {
+    let mut sinks = Vec::new();
+    for proxy in proxies {
+        let Some(metrics) = proxy
+            .spec
+            .telemetry
+            .as_ref()
+            .and_then(|t| t.metrics.as_ref())
+        else {
+            continue;
+        };
+        for (i, sink) in metrics.sinks.iter().enumerate() {
+            let at = format!(
+                "EnvoyProxy {:?}: spec.telemetry.metrics.sinks[{i}]",
+                proxy.metadata.name
+            );
+            match (sink.sink_type.as_str(), &sink.open_telemetry) {
+                ("OpenTelemetry", Some(otel)) => sinks.push((at, otel)),
+                ("OpenTelemetry", None) => {
+                    return Err(RenderError(format!("{at}.openTelemetry is required")))
+                }
+                (other, _) => {
+                    return Err(RenderError(format!(
+                        "{at}.type: {other:?} is not supported; metrics go to an OpenTelemetry collector"
+                    )))
+                }
+            }
+        }
+    }
+    let Some((at, sink)) = sinks.first() else {
+        return Ok(None);
+    };
+    if sinks.len() > 1 {
+        return Err(RenderError(format!(
+            "{at}: one metric sink at most (the gateway pushes to one OpenTelemetry collector)"
+        )));
+    }
+    let collector = collector(
+        &format!("{at}.openTelemetry"),
+        sink.host.as_deref(),
+        sink.port,
+        &sink.backend_refs,
+        backends,
+    )?;
+    Ok(Some(MetricsPlan { collector }))
+}
+
+/// Envoy's OpenTelemetry stats sink: every stat, named as its tags are extracted (the filter's
+/// `gen_ai.client.token.usage;operation=chat;...` becomes `gen_ai.client.token.usage` with the
+/// attribute `gen_ai.operation.name`), pushed at each stats flush. Envoy names a filter's own
+/// metrics `<namespace>.<name>` (`wasmcustom.` for the `.wasm`, `dynamicmodulescustom.` for the
+/// module; its Prometheus output drops the namespace, this sink does not), so each of the
+/// filter's metrics is renamed back to its own name.
+pub fn stats_sink(namespace: &str) -> Map {
+    let config = Map::block()
+        .with(
+            "\"@type\"",
+            plain("type.googleapis.com/envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig"),
+        )
+        .with(
+            "grpc_service",
+            plain(format!(
+                "{{ envoy_grpc: {{ cluster_name: {METRICS_COLLECTOR_CLUSTER} }}, timeout: 1s }}"
+            )),
+        )
+        .comment("OpenTelemetry's names: the stat's name with its tags taken out, and the tags as attributes.")
+        .with("use_tag_extracted_name", plain(true))
+        .with("emit_tags_as_attributes", plain(true))
+        .comment(format!(
+            "The filter's metrics under their own names, without Envoy's `{namespace}.` namespace."
+        ))
+        .with("custom_metric_conversions", own_metric_names(namespace));
+    Map::block()
+        .comment("Metrics pushed to an OpenTelemetry collector (the EnvoyProxy's telemetry.metrics.sinks).")
+        .with(
+            "stats_sinks",
+            Seq::block().item(
+                Map::block()
+                    .with("name", plain("envoy.stat_sinks.open_telemetry"))
+                    .with("typed_config", config),
+            ),
+        )
+}
+
+/// A matcher on each stat's full name: the filter's metrics (`wasmcustom.gen_ai...`) converted to
+/// their own names; anything else is left as it is.
+fn own_metric_names(namespace: &str) -> Map {
+    let mut renamed = Map::block();
+    for name in report::METRIC_NAMES {
+        let conversion = Map::flow()
+            .with(
+                "\"@type\"",
+                plain("type.googleapis.com/envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig.ConversionAction"),
+            )
+            .with("metric_name", plain(name));
+        renamed = renamed.with_quoted(
+            &format!("{namespace}.{name}"),
+            Map::block().with(
+                "action",
+                Map::block()
+                    .with("name", plain(name))
+                    .with("typed_config", conversion),
+            ),
+        );
+    }
+    let input = Map::block().with("name", plain("stat_full_name")).with(
+        "typed_config",
+        plain("{ \"@type\": type.googleapis.com/envoy.extensions.matching.common_inputs.stats.v3.StatFullNameMatchInput }"),
+    );
+    Map::block().with(
+        "matcher_tree",
+        Map::block()
+            .with("input", input)
+            .with("prefix_match_map", Map::block().with("map", renamed)),
+    )
+}
+
+/// The metrics collector's cluster (OTLP over gRPC).
+pub fn metrics_cluster(plan: &MetricsPlan) -> Map {
+    collector_cluster(METRICS_COLLECTOR_CLUSTER, &plan.collector)
+}
+
+fn collector_cluster(name: &str, (host, port): &(String, u16)) -> Map {
+    let discovery = if host.parse::<std::net::IpAddr>().is_ok() {
+        "STATIC"
+    } else {
+        "STRICT_DNS"
+    };
+    Map::block()
+        .with("name", plain(name))
+        .with("type", plain(discovery))
+        .with("connect_timeout", plain("1s"))
+        .extend(upstream_protocol_options(None, true, None))
+        .extend(single_endpoint(name, host, *port))
 }
 
 /// The connection manager's `tracing` entry.
@@ -215,18 +375,7 @@ pub fn connection_manager_tracing(plan: &TracingPlan, options: &Options) -> Map 
         )
 }
 
-/// The collector's cluster (OTLP over gRPC).
+/// The traces collector's cluster (OTLP over gRPC).
 pub fn cluster(plan: &TracingPlan) -> Map {
-    let (host, port) = &plan.collector;
-    let discovery = if host.parse::<std::net::IpAddr>().is_ok() {
-        "STATIC"
-    } else {
-        "STRICT_DNS"
-    };
-    Map::block()
-        .with("name", plain(COLLECTOR_CLUSTER))
-        .with("type", plain(discovery))
-        .with("connect_timeout", plain("1s"))
-        .extend(upstream_protocol_options(None, true, None))
-        .extend(single_endpoint(COLLECTOR_CLUSTER, host, *port))
+    collector_cluster(COLLECTOR_CLUSTER, &plan.collector)
 }

@@ -381,6 +381,8 @@ fn tracing_renders_as_envoys_opentelemetry_tracer_with_the_genai_tags() {
     ));
     assert!(wasm.contains("- { tag: gen_ai.usage.input_tokens, value: \"%FILTER_STATE(wasm.ai_gateway.span.input_tokens:PLAIN)%\", value_type: INT }"));
     assert!(wasm.contains("\"trace_attributes\": true"));
+    assert!(wasm.contains("- name: envoy.stat_sinks.open_telemetry"));
+    assert!(wasm.contains("cluster_name: opentelemetry-metrics-collector"));
     let native = render(
         &resources,
         &Options {
@@ -401,6 +403,7 @@ fn tracing_renders_as_envoys_opentelemetry_tracer_with_the_genai_tags() {
         !untraced.contains("tracing:")
             && !untraced.contains("trace_attributes")
             && !untraced.contains("decorator")
+            && !untraced.contains("stats_sinks")
     );
     for (from, to, expected) in [
         (
@@ -422,6 +425,21 @@ fn tracing_renders_as_envoys_opentelemetry_tracer_with_the_genai_tags() {
             "deployment.environment:",
             "gen_ai.system:",
             "the gateway sets the GenAI attributes itself",
+        ),
+        (
+            "      - type: OpenTelemetry\n",
+            "      - type: Prometheus\n",
+            "metrics.sinks[0].type: \"Prometheus\" is not supported",
+        ),
+        (
+            "        openTelemetry:\n          host: 127.0.0.1\n          port: 4317",
+            "        openTelemetry:\n          host: 127.0.0.1\n          port: 4317\n      - type: OpenTelemetry\n        openTelemetry: { host: collector, port: 4317 }",
+            "one metric sink at most",
+        ),
+        (
+            "        openTelemetry:\n          host: 127.0.0.1\n          port: 4317",
+            "        openTelemetry: {}",
+            "metrics.sinks[0].openTelemetry: name the collector with host and port, or with one backendRef",
         ),
     ] {
         let broken = resources.replacen(from, to, 1);
