@@ -191,6 +191,17 @@ pub fn read_conversation(body: &Value) -> Result<Conversation, String> {
             .into_iter()
             .flatten()
         {
+            if let Some(system) = tool.get("systemTool") {
+                match system.get("name").and_then(Value::as_str) {
+                    Some("nova_grounding") => conversation.web_grounding = true,
+                    other => {
+                        return Err(format!(
+                            "toolConfig.tools: the system tool {other:?} does not exist"
+                        ))
+                    }
+                }
+                continue;
+            }
             let Some(spec) = tool.get("toolSpec") else {
                 continue;
             };
@@ -339,14 +350,24 @@ fn usage(reply: &Reply, cache: CacheUsage) -> Value {
     usage
 }
 
-/// A citation as Converse writes it (`Citation`, located by `documentChar`).
+/// A citation as Converse writes it (`Citation`, located by `documentChar` or `web`).
 fn citation_json(citation: &model::Citation) -> Value {
+    let location = match &citation.location {
+        model::CitationLocation::DocumentChar {
+            document_index,
+            start,
+            end,
+        } => {
+            json!({ "documentChar": { "documentIndex": document_index, "start": start, "end": end } })
+        }
+        model::CitationLocation::Web { url, domain } => {
+            json!({ "web": { "url": url, "domain": domain } })
+        }
+    };
     json!({
         "title": citation.title,
         "sourceContent": [{ "text": citation.cited_text }],
-        "location": { "documentChar": {
-            "documentIndex": citation.document_index, "start": citation.start, "end": citation.end,
-        } },
+        "location": location,
     })
 }
 

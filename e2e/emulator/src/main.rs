@@ -68,6 +68,7 @@ const MODELS: &[(&str, Family)] = &[
     ("us.meta.llama3-2-1b-instruct-v1:0", Family::ConverseOnly),
     ("meta.llama3-2-1b-instruct-v1:0", Family::ConverseOnly),
     ("us.amazon.nova-micro-v1:0", Family::ConverseOnly),
+    ("us.amazon.nova-premier-v1:0", Family::ConverseOnly),
     (
         "anthropic.claude-3-5-sonnet-20241022-v2:0",
         Family::Anthropic,
@@ -836,6 +837,13 @@ async fn handle(
                 Ok(conversation) => conversation,
                 Err(message) => return Ok(validation(&message, &request_id)),
             };
+            // Web grounding is Amazon Nova's (nova/latest/userguide/grounding.html).
+            if conversation.web_grounding && !model_name.contains("amazon.nova-") {
+                return Ok(validation(
+                    "This model doesn't support the system tool nova_grounding.",
+                    &request_id,
+                ));
+            }
             let guardrail = json_body.get("guardrailConfig");
             if let Some(Err(message)) = guardrail.map(converse::check_guardrail) {
                 return Ok(validation(&message, &request_id));

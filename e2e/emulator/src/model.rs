@@ -32,14 +32,26 @@ pub struct Reply {
     pub citation: Option<Citation>,
 }
 
-/// A passage of a document the reply cites, as Converse locates it (`documentChar`).
+/// What the reply cites: a passage of a document (`documentChar`), or a web page Nova's web
+/// grounding found (`web`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Citation {
-    pub document_index: usize,
     pub title: String,
     pub cited_text: String,
-    pub start: usize,
-    pub end: usize,
+    pub location: CitationLocation,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CitationLocation {
+    DocumentChar {
+        document_index: usize,
+        start: usize,
+        end: usize,
+    },
+    Web {
+        url: String,
+        domain: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +77,8 @@ pub struct Conversation {
     pub cited_document: Option<(usize, String, String)>,
     /// The reply must be JSON following this schema (structured output).
     pub output_schema: Option<Value>,
+    /// Nova's web grounding (`systemTool` `nova_grounding`): the reply cites a web page.
+    pub web_grounding: bool,
 }
 
 /// A prompt as the prompt cache sees it: for each content block in order (tools, system, messages;
@@ -267,12 +281,29 @@ pub fn reply(conversation: &Conversation, tool_use_id: &str) -> Reply {
                 .take(200)
                 .collect();
             Citation {
-                document_index: *index,
                 title: name.clone(),
-                end: cited.chars().count(),
+                location: CitationLocation::DocumentChar {
+                    document_index: *index,
+                    start: 0,
+                    end: cited.chars().count(),
+                },
                 cited_text: cited,
-                start: 0,
             }
+        })
+        .or_else(|| {
+            // A grounded reply cites the page its answer came from.
+            let answer = blocks.iter().find_map(|b| match b {
+                Block::Text(text) => Some(text.clone()),
+                _ => None,
+            })?;
+            conversation.web_grounding.then(|| Citation {
+                title: "Emulator News".into(),
+                cited_text: answer,
+                location: CitationLocation::Web {
+                    url: "https://news.example.com/emulator".into(),
+                    domain: "news.example.com".into(),
+                },
+            })
         });
     Reply {
         blocks,

@@ -136,6 +136,7 @@ fn benches(c: &mut Criterion) {
         kind: ResponseKind::OpenAiChat {
             stream: false,
             include_usage: false,
+            web_search: false,
         },
         requested_model: "m".into(),
         created: 1,
@@ -161,6 +162,7 @@ fn benches(c: &mut Criterion) {
         kind: ResponseKind::OpenAiChat {
             stream: true,
             include_usage: true,
+            web_search: false,
         },
         ..plan.clone()
     };

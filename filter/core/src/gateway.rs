@@ -1,7 +1,6 @@
-//! The gateway's request and response handling, free of any host calls.
-//!
-//! The proxy-wasm glue feeds it headers and bodies and applies what it returns;
-//! everything here is plain Rust, tested natively.
+//! A request's plan, free of any host calls: which endpoint a path is, which API's translation it
+//! takes to which Bedrock operation, where it goes (path, host, headers) and how it is signed, and
+//! how the answer comes back (`ResponsePlan`). The stages in [`crate::stream`] apply it.
 
 use crate::api::anthropic::{
     self, converse::ConverseToAnthropicStream, invoke::AnthropicStreamTranslator,
@@ -438,6 +437,8 @@ pub enum ResponseKind {
     OpenAiChat {
         stream: bool,
         include_usage: bool,
+        /// The model searched the web: its citations become `url_citation` annotations.
+        web_search: bool,
     },
     /// `include_reasoning`: reasoning items carry `encrypted_content` for the next turn.
     OpenAiResponses {
@@ -590,16 +591,18 @@ pub fn prepare(
                 .map_err(|why| GatewayError::invalid_request(format!("Invalid `model`: {why}")))?;
             let stream = request.is_stream();
             let tier = options::caller_service_tier(request.service_tier.as_deref())?;
-            let (upstream_body, operation) = finish_converse(
-                openai::to_converse(&request)?,
-                backend,
-                &request.model,
-                stream,
-                tier,
-            )?;
+            let mut converse = openai::to_converse(&request)?;
+            let web_search = request.searches_the_web();
+            if web_search {
+                let model = backend.model_name_override.as_deref().unwrap_or(&request.model);
+                converse.add_web_grounding(model)?;
+            }
+            let (upstream_body, operation) =
+                finish_converse(converse, backend, &request.model, stream, tier)?;
             let kind = ResponseKind::OpenAiChat {
                 stream,
                 include_usage: request.include_usage(),
+                web_search,
             };
             (upstream_body, request.model.into_owned(), operation, kind)
         }
@@ -972,6 +975,7 @@ impl ResponseTranslation {
             ResponseKind::OpenAiChat {
                 stream,
                 include_usage,
+                web_search,
             } => {
                 let context = ResponseContext {
                     id: request_id.to_owned(),
@@ -979,11 +983,14 @@ impl ResponseTranslation {
                     created: plan.created,
                 };
                 if stream {
-                    ResponseTranslation::ChatCompletionStream(Box::new(ChatStreamTranslator::new(
-                        &context,
-                        include_usage,
-                        max_frame_len,
-                    )))
+                    ResponseTranslation::ChatCompletionStream(Box::new(
+                        ChatStreamTranslator::annotating(
+                            &context,
+                            include_usage,
+                            web_search,
+                            max_frame_len,
+                        ),
+                    ))
                 } else {
                     ResponseTranslation::ChatCompletion(context)
                 }

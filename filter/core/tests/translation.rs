@@ -295,7 +295,8 @@ fn prepared_requests_target_the_backend_and_its_override() {
         upstream.plan.kind,
         ResponseKind::OpenAiChat {
             stream: true,
-            include_usage: true
+            include_usage: true,
+            web_search: false,
         }
     );
     let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
@@ -423,6 +424,7 @@ fn plan(stream: bool) -> ResponsePlan {
         kind: ResponseKind::OpenAiChat {
             stream,
             include_usage: false,
+            web_search: false,
         },
         requested_model: "m".into(),
         created: 1,
@@ -1140,4 +1142,127 @@ fn prompt_caching_auto_places_cache_points_agents_do_not_ask_for() {
     assert!(!bedrock_gateway_core::bedrock::caches_prompts(
         "anthropic.claude-3-5-sonnet-20241022-v2:0"
     ));
+}
+
+/// OpenAI's `web_search_options` is Nova's web grounding; its web citations come back as
+/// `url_citation` annotations over the text they support, whole and streamed.
+#[test]
+fn web_search_is_nova_grounding_and_its_citations_are_url_annotations() {
+    let body = |model: &str| {
+        format!(
+            r#"{{"model":"{model}","messages":[{{"role":"user","content":"news?"}}],"web_search_options":{{}}}}"#
+        )
+    };
+    let nova = gateway::prepare(
+        Endpoint::ChatCompletions,
+        body("us.amazon.nova-premier-v1:0").as_bytes(),
+        CallerHeaders::default(),
+        &backend(None, None),
+        1_795_000_000,
+    )
+    .unwrap();
+    let sent: Value = serde_json::from_slice(&nova.body).unwrap();
+    assert_eq!(
+        sent["toolConfig"],
+        json!({"tools": [{"systemTool": {"name": "nova_grounding"}}]})
+    );
+    assert!(matches!(
+        nova.plan.kind,
+        ResponseKind::OpenAiChat {
+            web_search: true,
+            ..
+        }
+    ));
+    // Nova caches prompts, but a system tool alone defines nothing to cache after the tools.
+    let caching = Backend {
+        prompt_caching: bedrock_gateway_core::config::PromptCaching::Auto,
+        ..backend(None, None)
+    };
+    let cached = gateway::prepare(
+        Endpoint::ChatCompletions,
+        body("us.amazon.nova-premier-v1:0").as_bytes(),
+        CallerHeaders::default(),
+        &caching,
+        1_795_000_000,
+    )
+    .unwrap();
+    let sent: Value = serde_json::from_slice(&cached.body).unwrap();
+    assert_eq!(
+        sent["toolConfig"],
+        json!({"tools": [{"systemTool": {"name": "nova_grounding"}}]})
+    );
+    assert_eq!(
+        sent["messages"][0]["content"][1],
+        json!({"cachePoint": {"type": "default"}})
+    );
+    let llama = gateway::prepare(
+        Endpoint::ChatCompletions,
+        body("us.meta.llama3-2-1b-instruct-v1:0").as_bytes(),
+        CallerHeaders::default(),
+        &backend(None, None),
+        1_795_000_000,
+    )
+    .unwrap_err();
+    assert_eq!(llama.status, 400);
+    assert!(
+        llama
+            .message
+            .contains("only Amazon Nova models search the web"),
+        "{}",
+        llama.message
+    );
+
+    let web = json!({"title": "Example News", "location": {"web": {"url": "https://example.com/a", "domain": "example.com"}}});
+    let reply = json!({
+        "output": {"message": {"role": "assistant", "content": [
+            {"text": "Héllo. "},
+            {"citationsContent": {"content": [{"text": "It rained."}], "citations": [web]}}
+        ]}},
+        "stopReason": "end_turn",
+        "usage": {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7}
+    });
+    let context = ResponseContext {
+        id: "1".into(),
+        model: "nova".into(),
+        created: 1,
+    };
+    let translated =
+        openai::from_converse_response(&serde_json::to_vec(&reply).unwrap(), &context).unwrap();
+    let completion: Value = serde_json::from_slice(&translated.body).unwrap();
+    let message = &completion["choices"][0]["message"];
+    assert_eq!(message["content"], "Héllo. It rained.");
+    let expected = json!([{"type": "url_citation", "url_citation": {
+        "start_index": 7, "end_index": 17, "url": "https://example.com/a", "title": "Example News"}}]);
+    assert_eq!(
+        message["annotations"], expected,
+        "character offsets, not bytes"
+    );
+
+    let frames: Vec<u8> = [
+        json!({"event": "messageStart", "payload": {"role": "assistant"}}),
+        json!({"event": "contentBlockDelta", "payload": {"contentBlockIndex": 0, "delta": {"text": "Héllo. "}}}),
+        json!({"event": "contentBlockStop", "payload": {"contentBlockIndex": 0}}),
+        json!({"event": "contentBlockDelta", "payload": {"contentBlockIndex": 1, "delta": {"text": "It rained."}}}),
+        json!({"event": "contentBlockDelta", "payload": {"contentBlockIndex": 1, "delta": {"citation": web}}}),
+        json!({"event": "contentBlockStop", "payload": {"contentBlockIndex": 1}}),
+        json!({"event": "messageStop", "payload": {"stopReason": "end_turn"}}),
+    ]
+    .iter()
+    .flat_map(frame_bytes)
+    .collect();
+    let mut annotating = ChatStreamTranslator::annotating(&context, false, true, 1 << 20);
+    let chunks = parse_sse(&annotating.push(&frames, true));
+    let annotations: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"].get("annotations"))
+        .collect();
+    assert_eq!(annotations, vec![&expected]);
+    let mut plain = ChatStreamTranslator::new(&context, false, 1 << 20);
+    let unannotated = parse_sse(&plain.push(&frames, true));
+    assert!(
+        unannotated
+            .iter()
+            .all(|c| c["choices"][0]["delta"].get("annotations").is_none()),
+        "without web search nothing is counted or annotated"
+    );
 }

@@ -4,6 +4,7 @@ pub mod betas;
 pub mod eventstream;
 pub mod options;
 
+use crate::errors::GatewayError;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -76,6 +77,29 @@ pub fn caches_prompts(model: &str) -> bool {
 }
 
 impl ConverseRequest<'_> {
+    /// Lets `model` search the web (Nova's web grounding); other models cannot, and the caller is
+    /// told so rather than answered without a search.
+    pub fn add_web_grounding(&mut self, model: &str) -> Result<(), GatewayError> {
+        if !is_nova_model(model) {
+            return Err(GatewayError::invalid_request(format!(
+                "Web search is not available for {model}: on Bedrock only Amazon Nova models search the web (web grounding)."
+            )));
+        }
+        let grounding = Tool::SystemTool(SystemTool {
+            name: NOVA_GROUNDING,
+        });
+        match &mut self.tool_config {
+            Some(config) => config.tools.push(grounding),
+            None => {
+                self.tool_config = Some(ToolConfig {
+                    tools: vec![grounding],
+                    tool_choice: None,
+                })
+            }
+        }
+        Ok(())
+    }
+
     /// Cache points where an agent's next turn can reuse its prompt: after the system prompt,
     /// after the tools, and at the end of the conversation so far (three of Bedrock's four). A
     /// request that places any itself is left as its caller wrote it.
@@ -100,7 +124,13 @@ impl ConverseRequest<'_> {
             self.system
                 .push(SystemBlock::CachePoint(CachePoint::default()));
         }
-        if let Some(config) = self.tool_config.as_mut().filter(|c| !c.tools.is_empty()) {
+        // Tool definitions are what a cache point after the tools keeps; a system tool alone
+        // (web grounding) defines nothing to cache.
+        if let Some(config) = self
+            .tool_config
+            .as_mut()
+            .filter(|c| c.tools.iter().any(|t| matches!(t, Tool::ToolSpec(_))))
+        {
             config.tools.push(Tool::CachePoint(CachePoint::default()));
         }
         if let Some(last) = self.messages.last_mut().filter(|m| !m.content.is_empty()) {
@@ -382,7 +412,25 @@ pub struct ToolConfig<'a> {
 #[serde(rename_all = "camelCase")]
 pub enum Tool<'a> {
     ToolSpec(ToolSpec<'a>),
+    /// A tool the model's provider runs (Nova's web grounding, `nova_grounding`).
+    SystemTool(SystemTool),
     CachePoint(CachePoint),
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct SystemTool {
+    pub name: &'static str,
+}
+
+/// Nova's web grounding: the model searches the web and cites what it found (`citationsContent`
+/// with web locations).
+pub const NOVA_GROUNDING: &str = "nova_grounding";
+
+/// Amazon Nova's text models (by id or inference profile), the models with web grounding.
+pub fn is_nova_model(model: &str) -> bool {
+    let last = model.rsplit('/').next().unwrap_or(model);
+    last.split('.').any(|part| part.starts_with("nova-"))
+        && last.split('.').any(|part| part == "amazon")
 }
 
 #[derive(Debug, Serialize)]

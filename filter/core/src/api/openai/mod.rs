@@ -13,8 +13,8 @@ pub(crate) use request::{
     text_or_parts, tool_choice_mode, TextOrParts, ToolMode,
 };
 pub use request::{parse_data_url, parse_request, to_converse};
-use response::UsageOut;
 pub use response::{finish_reason, from_converse_response, ResponseContext};
+use response::{UrlCitation, UsageOut};
 pub use stream::ChatStreamTranslator;
 pub(crate) use stream::{too_many_blocks, unreadable_event};
 
@@ -72,6 +72,9 @@ pub struct ChatCompletionRequest<'a> {
     /// Extension: Anthropic-style `{"type": "enabled", "budget_tokens": N}`, passed to the model.
     #[serde(borrow, default)]
     pub thinking: Option<&'a RawValue>,
+    /// OpenAI's web search: on Bedrock, Nova's web grounding (other models are refused).
+    #[serde(borrow, default)]
+    pub web_search_options: Option<&'a RawValue>,
     // Parameters Bedrock cannot honour; rejected when they would change the result.
     #[serde(default)]
     pub n: Option<u32>,
@@ -254,5 +257,10 @@ impl ChatCompletionRequest<'_> {
         self.stream_options
             .as_ref()
             .is_some_and(|o| o.include_usage)
+    }
+
+    /// The caller asked the model to search the web (`web_search_options`, even empty).
+    pub fn searches_the_web(&self) -> bool {
+        self.web_search_options.is_some_and(|o| o.get() != "null")
     }
 }

@@ -40,6 +40,46 @@ struct AssistantMessage<'a> {
     thinking_blocks: Vec<ThinkingBlockOut<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<ToolCallOut<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    annotations: Vec<UrlCitation>,
+}
+
+/// A web citation as OpenAI's web search gives it: the span of the content it supports
+/// (characters), the page's URL and title.
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "url_citation")]
+pub(super) struct UrlCitation {
+    url_citation: UrlCitationSpan,
+}
+
+#[derive(Serialize)]
+struct UrlCitationSpan {
+    start_index: usize,
+    end_index: usize,
+    url: String,
+    title: String,
+}
+
+impl UrlCitation {
+    /// A citation of a web page, over characters `start..end` of the content; none for other
+    /// sources (a document's citations have no URL to give).
+    pub(super) fn of(citation: &bedrock::Citation, start: usize, end: usize) -> Option<Self> {
+        let web = citation.location.as_ref()?.web.as_ref()?;
+        let url = web.url.clone()?;
+        let title = citation
+            .title
+            .clone()
+            .or_else(|| web.domain.clone())
+            .unwrap_or_else(|| url.clone());
+        Some(UrlCitation {
+            url_citation: UrlCitationSpan {
+                start_index: start,
+                end_index: end,
+                url,
+                title,
+            },
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -125,8 +165,22 @@ pub fn from_converse_response(
     let mut reasoning = String::new();
     let mut thinking_blocks = Vec::new();
     let mut tool_calls = Vec::new();
+    let mut annotations = Vec::new();
+    // Characters of content so far, for citations' spans: counted only in a cited answer.
+    let cited = message
+        .content
+        .iter()
+        .any(|block| block.citations_content.is_some());
+    let mut content_chars = 0;
     for block in message.content {
         if let Some(text) = block.text {
+            if cited {
+                let start = content_chars;
+                content_chars += text.chars().count();
+                let citations = block.citations_content.iter().flat_map(|c| &c.citations);
+                annotations
+                    .extend(citations.filter_map(|c| UrlCitation::of(c, start, content_chars)));
+            }
             texts.push(text);
         }
         if let Some(tool_use) = block.tool_use {
@@ -170,6 +224,7 @@ pub fn from_converse_response(
                 reasoning_content: (!thinking_blocks.is_empty()).then_some(reasoning),
                 thinking_blocks,
                 tool_calls,
+                annotations,
             },
             finish_reason: finish_reason(stop_reason),
             logprobs: None,

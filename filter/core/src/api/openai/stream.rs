@@ -5,7 +5,9 @@ use super::*;
 /// What a Converse content block index streams as.
 #[derive(Debug, Clone)]
 enum StreamBlock {
-    Text,
+    /// Text, from this character of the message's content on (counted when the model searches
+    /// the web, for its citations' spans).
+    Text { start: usize },
     /// A tool call, with its dense OpenAI `index`.
     ToolCall(usize),
     /// Reasoning, accumulated so that the signed block can be returned whole at its end.
@@ -28,10 +30,23 @@ pub struct ChatStreamTranslator {
     finished: bool,
     usage: Option<Usage>,
     first_content_emitted: bool,
+    /// Characters of content sent so far, counted only when the model searches the web: its
+    /// citations become `url_citation` annotations over the text they support.
+    content_chars: Option<usize>,
 }
 
 impl ChatStreamTranslator {
     pub fn new(context: &ResponseContext, include_usage: bool, max_frame_len: usize) -> Self {
+        Self::annotating(context, include_usage, false, max_frame_len)
+    }
+
+    /// `web_search`: the model searches the web, and each web citation becomes an annotation.
+    pub fn annotating(
+        context: &ResponseContext,
+        include_usage: bool,
+        web_search: bool,
+        max_frame_len: usize,
+    ) -> Self {
         let mut chunk_prefix = String::with_capacity(128);
         chunk_prefix.push_str("{\"id\":");
         push_json_string(&mut chunk_prefix, &format!("chatcmpl-{}", context.id));
@@ -52,6 +67,7 @@ impl ChatStreamTranslator {
             finished: false,
             usage: None,
             first_content_emitted: false,
+            content_chars: web_search.then_some(0),
         }
     }
 
@@ -134,6 +150,7 @@ impl ChatStreamTranslator {
         let Some(delta) = event.delta else {
             return Ok(());
         };
+        let content_chars = self.content_chars;
         let slot = self
             .block(event.content_block_index)
             .ok_or_else(too_many_blocks)?;
@@ -141,10 +158,26 @@ impl ChatStreamTranslator {
         // of a delta's translation (callgrind).
         let mut json = String::with_capacity(64 + payload.len());
         if let Some(text) = delta.text {
-            slot.get_or_insert(StreamBlock::Text);
+            slot.get_or_insert(StreamBlock::Text {
+                start: content_chars.unwrap_or(0),
+            });
             json.push_str("{\"content\":");
             push_json_string(&mut json, &text);
             json.push('}');
+            if let Some(count) = self.content_chars.as_mut() {
+                *count += text.chars().count();
+            }
+        } else if let (Some(citation), Some(end)) = (delta.citation, content_chars) {
+            // The citation follows the text it supports: that block, up to here.
+            let start = match slot {
+                Some(StreamBlock::Text { start }) => *start,
+                _ => end,
+            };
+            if let Some(annotation) = UrlCitation::of(&citation, start, end) {
+                json.push_str("{\"annotations\":[");
+                json.push_str(&serde_json::to_string(&annotation).unwrap_or_default());
+                json.push_str("]}");
+            }
         } else if let Some(tool_use) = delta.tool_use {
             let Some(StreamBlock::ToolCall(call_index)) = slot else {
                 return Err(GatewayError::upstream(
