@@ -124,7 +124,8 @@ fn lend(bytes: &[u8]) -> EnvoyBuffer {
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_callback_log(_level: u32, message: ModuleBuffer) {
     let message = unsafe { text(message) };
-    LOGS.with(|logs| logs.borrow_mut().push(message));
+    // A thread's locals may be gone (a worker's state dropped at thread exit may still log).
+    let _ = LOGS.try_with(|logs| logs.borrow_mut().push(message));
 }
 
 #[no_mangle]

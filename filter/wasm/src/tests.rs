@@ -13,6 +13,7 @@
 use crate::fake_host::{self, FakeContext};
 use proxy_wasm::types::Action;
 use serde_json::{json, Value};
+use std::sync::{Mutex, PoisonError};
 
 extern "C" {
     fn proxy_on_context_create(context_id: u32, root_context_id: u32);
@@ -51,9 +52,18 @@ fn inline_keys() -> Value {
     json!({"source": "inline", "access_key_id": "AKIDEXAMPLE", "secret_access_key": SECRET})
 }
 
+/// The VM's start, on this test's thread (the SDK's dispatcher is per thread). Its first call also
+/// installs the SDK's process-wide logger, which two threads at once would both try to do (the
+/// second `unwrap` panics across the ABI and aborts): one thread at a time.
+fn start_vm() {
+    static STARTING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = STARTING.lock().unwrap_or_else(PoisonError::into_inner);
+    crate::_initialize();
+}
+
 /// A root context of stage `root_id`, configured; whether the filter accepted the configuration.
 fn configure(root: u32, root_id: &str, config: &str) -> bool {
-    crate::_initialize();
+    start_vm();
     fake_host::with(|proxy| {
         proxy.root_ids.insert(root, root_id.into());
         proxy
