@@ -162,7 +162,7 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
             Some(_) => "dynamicmodulescustom",
             None => "wasmcustom",
         };
-        root = root.blank().extend(crate::tracing::stats_sink(namespace));
+        root = root.blank().extend(crate::telemetry::stats_sink(namespace));
     }
     if options.dynamic_module_path.is_some() {
         let layers = Seq::block()
@@ -217,10 +217,10 @@ pub fn write(plan: &Plan, options: &Options, plugin_json: &str) -> String {
         clusters.push(crate::rate_limits::cluster(&options.rate_limit_service));
     }
     if let Some(tracing) = &plan.tracing {
-        clusters.push(crate::tracing::cluster(tracing));
+        clusters.push(crate::telemetry::cluster(tracing));
     }
     if let Some(metrics) = &plan.metrics {
-        clusters.push(crate::tracing::metrics_cluster(metrics));
+        clusters.push(crate::telemetry::metrics_cluster(metrics));
     }
     let root = root.blank().with(
         "static_resources",
@@ -425,7 +425,9 @@ fn connection_manager(
         .comment("One line per request: Bedrock's request id and the filter's usage summary.")
         .with("access_log", Seq::block().item(access_log));
     if let Some(tracing) = &plan.tracing {
-        manager = manager.extend(crate::tracing::connection_manager_tracing(tracing, options));
+        manager = manager.extend(crate::telemetry::connection_manager_tracing(
+            tracing, options,
+        ));
     }
     if plan.rate_limit.is_some() {
         manager = manager.extend(crate::rate_limits::local_reply());

@@ -16,7 +16,7 @@ pub mod envoy;
 pub mod plan;
 pub mod rate_limits;
 pub mod resources;
-pub mod tracing;
+pub mod telemetry;
 pub mod yaml;
 
 use std::fmt;

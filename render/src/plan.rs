@@ -31,9 +31,9 @@ pub struct Plan {
     /// Every route's `llmRequestCosts`, computed by the filter for each request.
     pub request_costs: Vec<crate::rate_limits::CostPlan>,
     /// Each request's span, to an OpenTelemetry collector (an `EnvoyProxy`'s tracing).
-    pub tracing: Option<crate::tracing::TracingPlan>,
+    pub tracing: Option<crate::telemetry::TracingPlan>,
     /// An OpenTelemetry collector the metrics are pushed to.
-    pub metrics: Option<crate::tracing::MetricsPlan>,
+    pub metrics: Option<crate::telemetry::MetricsPlan>,
     /// Who may call: Envoy's authentication and authorization filters after the routing stage.
     pub callers: Option<crate::callers::CallersPlan>,
     /// Where each resource of the plan came from, for the header of the rendered file.
@@ -372,8 +372,8 @@ pub fn plan(resources: &[Resource]) -> Result<Plan, RenderError> {
             _ => None,
         }
     };
-    let tracing = crate::tracing::plan(&index.proxies, &collector_backend)?;
-    let metrics = crate::tracing::metrics_plan(&index.proxies, &collector_backend)?;
+    let tracing = crate::telemetry::plan(&index.proxies, &collector_backend)?;
+    let metrics = crate::telemetry::metrics_plan(&index.proxies, &collector_backend)?;
     if tracing.is_some() {
         for route in &mut routes {
             route.span_name = Some(span_name(route));

@@ -1,6 +1,7 @@
-//! Tracing as Envoy Gateway users ask for it (an `EnvoyProxy`'s `spec.telemetry.tracing` with an
-//! OpenTelemetry provider), on Envoy's OpenTelemetry tracer, with OpenTelemetry's GenAI attributes
-//! on each request's span.
+//! An `EnvoyProxy`'s `spec.telemetry` as Envoy Gateway users write it: traces (`tracing` with an
+//! OpenTelemetry provider) on Envoy's OpenTelemetry tracer, with OpenTelemetry's GenAI attributes
+//! on each request's span; and metrics pushed to an OpenTelemetry collector (`metrics.sinks`)
+//! through Envoy's OpenTelemetry stats sink.
 //!
 //! The span is Envoy's own for the request, named `{operation} {model}` by its route's decorator.
 //! Its GenAI attributes are custom tags: `gen_ai.provider.name` a literal, and the rest (operation,
