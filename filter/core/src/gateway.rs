@@ -15,7 +15,7 @@ use crate::aws::time::UtcDateTime;
 use crate::bedrock::eventstream::FrameTranslator;
 use crate::bedrock::options;
 use crate::bedrock::{self, ConverseRequest, Operation};
-use crate::config::{Backend, ModelInfo, PromptCaching, Schema};
+use crate::config::{Backend, ModelInfo, PromptCaching, Schema, Service};
 use crate::errors::{ApiFormat, ErrorKind, GatewayError};
 use crate::translated::{TokenUsage, TranslatedBody};
 use serde::Deserialize;
@@ -777,13 +777,13 @@ pub fn prepare(
     } else {
         "application/json"
     };
-    // Rerank is the Agent Runtime's: a backend on Bedrock Runtime's default host is asked on the
-    // Agent Runtime's host of its region (an explicit endpoint is taken as the operator's choice).
-    let host = if rerank.is_some() && backend.host == crate::config::default_host(&backend.region) {
-        format!("bedrock-agent-runtime.{}.amazonaws.com", backend.region)
+    // Rerank is the Agent Runtime's; everything else Bedrock Runtime's.
+    let service = if rerank.is_some() {
+        Service::AgentRuntime
     } else {
-        backend.host.clone()
+        Service::Runtime
     };
+    let host = backend.host_for(service).into_owned();
     Ok(UpstreamRequest {
         path,
         host,

@@ -140,6 +140,28 @@ pub struct Backend {
     pub api_prefix: String,
 }
 
+/// The Bedrock services a backend's requests go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Bedrock Runtime: Converse, InvokeModel, OpenAI's API.
+    Runtime,
+    /// The Agent Runtime: Rerank.
+    AgentRuntime,
+}
+
+impl Backend {
+    /// Where a request to `service` goes: the backend's endpoint when the operator gave one (taken
+    /// as their choice for every service), else that service's host in the backend's region.
+    pub fn host_for(&self, service: Service) -> std::borrow::Cow<'_, str> {
+        match service {
+            Service::AgentRuntime if self.host == default_host(&self.region) => {
+                format!("bedrock-agent-runtime.{}.amazonaws.com", self.region).into()
+            }
+            _ => self.host.as_str().into(),
+        }
+    }
+}
+
 /// Who places Converse's cache points.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -634,6 +656,26 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn each_service_has_its_host_unless_the_operator_chose_one() {
+        let json = br#"{"backends":{
+            "default":{"schema":"converse","region":"eu-west-1","credentials":{"source":"environment"}},
+            "chosen":{"schema":"converse","region":"eu-west-1","endpoint":"vpce.example:443","credentials":{"source":"environment"}}
+        }}"#;
+        let config = Config::parse(json, &|_| Some("x".to_owned())).unwrap();
+        let default = config.backend("default").unwrap();
+        assert_eq!(
+            default.host_for(Service::Runtime),
+            "bedrock-runtime.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(
+            default.host_for(Service::AgentRuntime),
+            "bedrock-agent-runtime.eu-west-1.amazonaws.com"
+        );
+        let chosen = config.backend("chosen").unwrap();
+        assert_eq!(chosen.host_for(Service::AgentRuntime), "vpce.example:443");
     }
 
     #[test]
