@@ -88,3 +88,29 @@ def test_web_search_on_a_model_that_cannot_search_is_refused(gateway, client):
         client.chat.completions.create(
             model=LLAMA, messages=[{"role": "user", "content": "news?"}], web_search_options={})
     assert "only Amazon Nova models search the web" in refused.value.body["message"], refused.value.body
+
+
+def test_the_responses_apis_web_search_on_nova_is_grounding_with_annotations(gateway, client):
+    """Codex and the Agents SDK ask for OpenAI's hosted `web_search`: on Nova it is the model's own web
+    grounding (not left out), and the cited page comes back as the output text's annotation."""
+    response = client.responses.create(model=NOVA, input="what happened today?", tools=[{"type": "web_search"}])
+    sent = gateway.last_upstream_request()["body"]
+    assert {"systemTool": {"name": "nova_grounding"}} in sent["toolConfig"]["tools"], sent
+    text = response.output[0].content[0]
+    assert text.text == "You said: what happened today?"
+    assert [(a.type, a.url, a.title, a.start_index, a.end_index) for a in text.annotations] == [
+        ("url_citation", "https://news.example.com/emulator", "Emulator News", 0, len(text.text))]
+
+    with client.responses.stream(model=NOVA, input="and tomorrow?", tools=[{"type": "web_search"}]) as stream:
+        added = [event.annotation for event in stream if event.type == "response.output_text.annotation.added"]
+        final = stream.get_final_response()
+    streamed = final.output[0].content[0]
+    assert streamed.text == "You said: and tomorrow?"
+    assert [a["url"] if isinstance(a, dict) else a.url for a in added] == ["https://news.example.com/emulator"]
+    assert [(a.url, a.start_index, a.end_index) for a in streamed.annotations] == [
+        ("https://news.example.com/emulator", 0, len(streamed.text))]
+
+    # Elsewhere the hosted tool is left out as before, and named in the response header.
+    raw = client.responses.with_raw_response.create(model=LLAMA, input="hi", tools=[{"type": "web_search"}])
+    assert raw.headers.get("x-ai-gateway-dropped-tools") == "web_search"
+    assert "toolConfig" not in gateway.last_upstream_request()["body"]

@@ -610,7 +610,12 @@ pub fn prepare(
             let request = responses::parse_request(body)?;
             bedrock::validate_model_id(&request.model)
                 .map_err(|why| GatewayError::invalid_request(format!("Invalid `model`: {why}")))?;
-            let translated = responses::translate(&request, backend.hosted_tools)?;
+            let model = backend.model_name_override.as_deref().unwrap_or(&request.model);
+            let translated = responses::translate_for(
+                &request,
+                backend.hosted_tools,
+                bedrock::is_nova_model(model),
+            )?;
             tool_names = translated.tool_names;
             dropped_tools = translated.dropped_tools;
             let stream = request.is_stream();

@@ -585,3 +585,97 @@ fn bedrocks_calls_come_back_under_the_callers_namespace_and_kinds() {
         "a custom call's JSON is not streamed as its input: {sse}"
     );
 }
+
+/// OpenAI's hosted `web_search` on a model that grounds on the web (Nova) becomes Nova's web
+/// grounding instead of being left out; the pages the answer cites come back as `url_citation`
+/// annotations, whole and streamed (`response.output_text.annotation.added`).
+#[test]
+fn web_search_on_nova_is_grounding_and_its_citations_are_annotations() {
+    let body = codex_turn("web_search");
+    let request = responses::parse_request(body.as_bytes()).unwrap();
+    let grounded = responses::translate_for(
+        &request,
+        bedrock_gateway_core::config::HostedTools::Refuse,
+        true,
+    )
+    .unwrap();
+    assert_eq!(grounded.dropped_tools, None, "not dropped, and not refused");
+    let sent = serde_json::to_value(&grounded.converse).unwrap();
+    let tools = sent["toolConfig"]["tools"].as_array().unwrap();
+    assert_eq!(
+        tools
+            .iter()
+            .filter(|t| t.get("systemTool").is_some())
+            .collect::<Vec<_>>(),
+        vec![&json!({"systemTool": {"name": "nova_grounding"}})]
+    );
+    let dropped = responses::translate_for(
+        &request,
+        bedrock_gateway_core::config::HostedTools::Drop,
+        false,
+    )
+    .unwrap();
+    assert_eq!(dropped.dropped_tools.as_deref(), Some("web_search"));
+
+    let web =
+        json!({"title": "Example News", "location": {"web": {"url": "https://example.com/a"}}});
+    let expected = json!({"type": "url_citation", "start_index": 7, "end_index": 17,
+                          "url": "https://example.com/a", "title": "Example News"});
+    let reply = json!({
+        "output": {"message": {"role": "assistant", "content": [
+            {"text": "Héllo. "},
+            {"citationsContent": {"content": [{"text": "It rained."}], "citations": [web]}}
+        ]}},
+        "stopReason": "end_turn",
+        "usage": {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7}
+    });
+    let context = || ResponsesContext {
+        id: "r1".into(),
+        model: "nova".into(),
+        created: 1,
+        echo: String::new(),
+        tools: Default::default(),
+        include_reasoning: false,
+    };
+    let whole = responses::from_converse_response(&serde_json::to_vec(&reply).unwrap(), &context())
+        .unwrap();
+    let response: Value = serde_json::from_slice(&whole.body).unwrap();
+    let part = &response["output"][0]["content"][0];
+    assert_eq!(part["text"], "Héllo. It rained.");
+    assert_eq!(
+        part["annotations"],
+        json!([expected]),
+        "character offsets in the message"
+    );
+
+    let frames: Vec<u8> = [
+        json!({"event": "messageStart", "payload": {"role": "assistant"}}),
+        json!({"event": "contentBlockDelta", "payload": {"contentBlockIndex": 0, "delta": {"text": "It rained."}}}),
+        json!({"event": "contentBlockDelta", "payload": {"contentBlockIndex": 0, "delta": {"citation": web}}}),
+        json!({"event": "contentBlockStop", "payload": {"contentBlockIndex": 0}}),
+        json!({"event": "messageStop", "payload": {"stopReason": "end_turn"}}),
+        json!({"event": "metadata", "payload": {"usage": {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7}}}),
+    ]
+    .iter()
+    .flat_map(frame_bytes)
+    .collect();
+    let mut translator = ResponsesStreamTranslator::new(context(), 1 << 20);
+    let events = parse_events(&translator.push(&frames, true));
+    let streamed = json!({"type": "url_citation", "start_index": 0, "end_index": 10,
+                          "url": "https://example.com/a", "title": "Example News"});
+    let added: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "response.output_text.annotation.added")
+        .collect();
+    assert_eq!(added.len(), 1, "{events:?}");
+    assert_eq!(added[0]["data"]["annotation"], streamed);
+    assert_eq!(added[0]["data"]["annotation_index"], 0);
+    let completed = events
+        .iter()
+        .find(|e| e["event"] == "response.completed")
+        .unwrap();
+    assert_eq!(
+        completed["data"]["response"]["output"][0]["content"][0]["annotations"],
+        json!([streamed])
+    );
+}

@@ -12,13 +12,14 @@ mod request;
 mod response;
 mod stream;
 
-pub use request::{echo, parse_request, to_converse, translate};
+pub use request::{echo, parse_request, to_converse, translate, translate_for};
 pub use response::{from_converse_response, ResponsesContext};
 pub use stream::ResponsesStreamTranslator;
 
 use request::carry_reasoning;
 use response::{
     failure_code, render_summary_part, render_text_part, Item, OutputItem, ResponseState,
+    WebCitation,
 };
 
 use crate::api::openai::{self, FilePart, JsonSchemaFormat, ResponseFormat, TextOrParts, ToolMode};
@@ -26,8 +27,8 @@ use crate::api::tool_names::{self, RenamedTool, ToolKind, ToolNames};
 use crate::bedrock::eventstream::{Decoder, Frame, FrameTranslator};
 use crate::bedrock::{
     self, ContentBlock, ConverseReply, ConverseRequest, InferenceConfig, InputSchema, Message,
-    NamedTool, ReasoningContent, ReasoningText, Role, SystemBlock, Tool, ToolChoice, ToolConfig,
-    ToolResult, ToolResultContent, ToolSpec, Usage,
+    NamedTool, ReasoningContent, ReasoningText, Role, SystemBlock, SystemTool, Tool, ToolChoice,
+    ToolConfig, ToolResult, ToolResultContent, ToolSpec, Usage,
 };
 use crate::config::HostedTools;
 use crate::errors::{self, ErrorKind, GatewayError};
@@ -125,9 +126,17 @@ struct CustomFormat<'a> {
     definition: Option<Cow<'a, str>>,
 }
 
-/// OpenAI's hosted tools: OpenAI runs them, Bedrock cannot. Codex sends `web_search` on every
-/// turn, so by default they are left out (and named in [`DROPPED_TOOLS_HEADER`]); a backend may
-/// refuse them instead (`hosted_tools: refuse`).
+/// OpenAI's web search, which a model that grounds on the web (Nova) runs itself.
+const WEB_SEARCH_TOOLS: &[&str] = &[
+    "web_search",
+    "web_search_preview",
+    "web_search_preview_2025_03_11",
+];
+
+/// OpenAI's hosted tools: OpenAI runs them, Bedrock cannot (except web search on a model that
+/// grounds on the web, [`WEB_SEARCH_TOOLS`]). Codex sends `web_search` on every turn, so by default
+/// they are left out (and named in [`DROPPED_TOOLS_HEADER`]); a backend may refuse them instead
+/// (`hosted_tools: refuse`).
 const HOSTED_TOOLS: &[&str] = &[
     "web_search",
     "web_search_preview",

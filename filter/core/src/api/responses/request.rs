@@ -62,6 +62,16 @@ pub fn translate<'r>(
     request: &'r ResponsesRequest<'_>,
     hosted: HostedTools,
 ) -> Result<Translated<'r>, GatewayError> {
+    translate_for(request, hosted, false)
+}
+
+/// As [`translate`], for a model that can search the web (`grounds`: Amazon Nova): OpenAI's
+/// hosted `web_search` becomes Nova's web grounding instead of being left out or refused.
+pub fn translate_for<'r>(
+    request: &'r ResponsesRequest<'_>,
+    hosted: HostedTools,
+    grounds: bool,
+) -> Result<Translated<'r>, GatewayError> {
     reject_unsupported(request)?;
     let mut system = Vec::new();
     if let Some(instructions) = request.instructions.as_deref().filter(|i| !i.is_empty()) {
@@ -121,6 +131,7 @@ pub fn translate<'r>(
     }
     let mut tools = ToolsSeen {
         hosted,
+        grounds,
         ..ToolsSeen::default()
     };
     let tool_config = tool_config(request, uses_tools, &mut tools)?;
@@ -148,6 +159,8 @@ pub fn translate<'r>(
 #[derive(Default)]
 struct ToolsSeen {
     hosted: HostedTools,
+    /// The model searches the web itself (Nova's web grounding).
+    grounds: bool,
     names: ToolNames,
     dropped: Vec<String>,
 }
@@ -396,6 +409,13 @@ fn tool_config<'r>(
                         )));
                     }
                     specs.push(tool_spec(member, Some(&namespace), at, seen)?);
+                }
+            }
+            web if seen.grounds && WEB_SEARCH_TOOLS.contains(&web) => {
+                if !specs.iter().any(|t| matches!(t, Tool::SystemTool(_))) {
+                    specs.push(Tool::SystemTool(SystemTool {
+                        name: bedrock::NOVA_GROUNDING,
+                    }));
                 }
             }
             hosted if HOSTED_TOOLS.contains(&hosted) => match seen.hosted {

@@ -23,6 +23,8 @@ pub struct ResponsesContext {
 pub(super) enum Item {
     Message {
         text: String,
+        /// The web pages the text cites (Nova's web grounding).
+        citations: Vec<WebCitation>,
     },
     /// A function call, or a custom tool's call (`custom`: its input is `arguments`' `input`).
     FunctionCall {
@@ -77,10 +79,10 @@ impl ResponsesContext {
         out.push_str("{\"id\":");
         self.item_id(out, item, output_index);
         match item {
-            Item::Message { text } => {
+            Item::Message { text, citations } => {
                 let _ = write!(out, ",\"type\":\"message\",\"status\":\"{status}\",\"role\":\"assistant\",\"content\":[");
                 if whole {
-                    render_text_part(out, text);
+                    render_text_part(out, text, citations);
                 }
                 out.push(']');
             }
@@ -244,10 +246,58 @@ pub(super) struct OutputItem {
     pub(super) done: bool,
 }
 
-pub(super) fn render_text_part(out: &mut String, text: &str) {
+pub(super) fn render_text_part(out: &mut String, text: &str, citations: &[WebCitation]) {
     out.push_str("{\"type\":\"output_text\",\"text\":");
     push_json_string(out, text);
-    out.push_str(",\"annotations\":[],\"logprobs\":[]}");
+    out.push_str(",\"annotations\":[");
+    for (i, citation) in citations.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        citation.render(out);
+    }
+    out.push_str("],\"logprobs\":[]}");
+}
+
+/// A web page the text cites, as the Responses API's `url_citation` annotation: characters
+/// `start..end` of the text, the page's URL and title.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct WebCitation {
+    start: usize,
+    end: usize,
+    url: String,
+    title: String,
+}
+
+impl WebCitation {
+    /// A citation of a web page over characters `start..end`; none for other sources.
+    pub(super) fn of(citation: &bedrock::Citation, start: usize, end: usize) -> Option<Self> {
+        let web = citation.location.as_ref()?.web.as_ref()?;
+        let url = web.url.clone()?;
+        let title = citation
+            .title
+            .clone()
+            .or_else(|| web.domain.clone())
+            .unwrap_or_else(|| url.clone());
+        Some(WebCitation {
+            start,
+            end,
+            url,
+            title,
+        })
+    }
+
+    pub(super) fn render(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            "{{\"type\":\"url_citation\",\"start_index\":{},\"end_index\":{},\"url\":",
+            self.start, self.end
+        );
+        push_json_string(out, &self.url);
+        out.push_str(",\"title\":");
+        push_json_string(out, &self.title);
+        out.push('}');
+    }
 }
 
 pub(super) fn render_summary_part(out: &mut String, text: &str) {
@@ -294,17 +344,42 @@ pub fn from_converse_response(
     for block in message.content {
         if let Some(text) = block.text {
             // Consecutive text blocks are one message.
-            match items.last_mut() {
+            if !matches!(
+                items.last(),
                 Some(OutputItem {
-                    item: Item::Message { text: previous },
+                    item: Item::Message { .. },
                     ..
-                }) => previous.push_str(&text),
-                _ => items.push(OutputItem {
+                })
+            ) {
+                items.push(OutputItem {
                     item: Item::Message {
-                        text: text.into_owned(),
+                        text: String::new(),
+                        citations: Vec::new(),
                     },
                     done: true,
-                }),
+                });
+            }
+            if let Some(OutputItem {
+                item:
+                    Item::Message {
+                        text: previous,
+                        citations,
+                    },
+                ..
+            }) = items.last_mut()
+            {
+                // Characters are counted only for a cited block's span.
+                if let Some(cited) = &block.citations_content {
+                    let start = previous.chars().count();
+                    let end = start + text.chars().count();
+                    citations.extend(
+                        cited
+                            .citations
+                            .iter()
+                            .filter_map(|c| WebCitation::of(c, start, end)),
+                    );
+                }
+                previous.push_str(&text);
             }
         }
         if let Some(tool_use) = block.tool_use {

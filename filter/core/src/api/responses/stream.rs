@@ -178,9 +178,10 @@ impl ResponsesStreamTranslator {
         if let Some(text) = delta.text {
             let index = self.item_for_block(out, block, || Item::Message {
                 text: String::new(),
+                citations: Vec::new(),
             })?;
             match self.items.get_mut(index).map(|o| &mut o.item) {
-                Some(Item::Message { text: whole }) => whole.push_str(&text),
+                Some(Item::Message { text: whole, .. }) => whole.push_str(&text),
                 _ => {
                     return Err(GatewayError::upstream(
                         "Bedrock streamed text into a block that is not text.",
@@ -193,6 +194,28 @@ impl ResponsesStreamTranslator {
             members.push_str(",\"logprobs\":[]");
             self.emit(out, "response.output_text.delta", &members);
             self.first_content_emitted = true;
+        } else if let Some(citation) = delta.citation {
+            // A citation follows the text it supports: its block, which is its own message item.
+            let Some(index) = self.open_blocks.get(block).copied().flatten() else {
+                return Ok(());
+            };
+            let mut members = self.item_ref(index);
+            let Some(Item::Message { text, citations }) =
+                self.items.get_mut(index).map(|o| &mut o.item)
+            else {
+                return Ok(());
+            };
+            let Some(cited) = WebCitation::of(&citation, 0, text.chars().count()) else {
+                return Ok(());
+            };
+            let _ = write!(
+                members,
+                ",\"content_index\":0,\"annotation_index\":{},\"annotation\":",
+                citations.len()
+            );
+            cited.render(&mut members);
+            citations.push(cited);
+            self.emit(out, "response.output_text.annotation.added", &members);
         } else if let Some(tool_use) = delta.tool_use {
             let index = self.open_blocks.get(block).copied().flatten();
             match index
@@ -276,13 +299,13 @@ impl ResponsesStreamTranslator {
         output.done = true;
         let mut events: Vec<(&'static str, String)> = Vec::with_capacity(3);
         match &output.item {
-            Item::Message { text } => {
+            Item::Message { text, citations } => {
                 let mut members = format!("{item_ref},\"content_index\":0,\"text\":");
                 push_json_string(&mut members, text);
                 members.push_str(",\"logprobs\":[]");
                 events.push(("response.output_text.done", members));
                 let mut members = format!("{item_ref},\"content_index\":0,\"part\":");
-                render_text_part(&mut members, text);
+                render_text_part(&mut members, text, citations);
                 events.push(("response.content_part.done", members));
             }
             Item::FunctionCall {
