@@ -591,7 +591,21 @@ fn bedrocks_calls_come_back_under_the_callers_namespace_and_kinds() {
 /// annotations, whole and streamed (`response.output_text.annotation.added`).
 #[test]
 fn web_search_on_nova_is_grounding_and_its_citations_are_annotations() {
-    let body = codex_turn("web_search");
+    // Codex's cached search (`external_web_access: false`) asks for no live web: not grounded.
+    let cached = codex_turn("web_search");
+    assert!(cached.contains(r#""external_web_access":false"#));
+    let cached = responses::parse_request(cached.as_bytes()).unwrap();
+    let not_live = responses::translate_for(
+        &cached,
+        bedrock_gateway_core::config::HostedTools::Drop,
+        true,
+    )
+    .unwrap();
+    assert_eq!(not_live.dropped_tools.as_deref(), Some("web_search"));
+    let body = codex_turn("web_search").replace(
+        r#""external_web_access":false"#,
+        r#""external_web_access":true"#,
+    );
     let request = responses::parse_request(body.as_bytes()).unwrap();
     let grounded = responses::translate_for(
         &request,

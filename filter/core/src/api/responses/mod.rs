@@ -116,6 +116,9 @@ struct RequestTool<'a> {
     /// A `custom` tool's input format: `{"type": "text"}` or a grammar.
     #[serde(borrow, default)]
     format: Option<CustomFormat<'a>>,
+    /// `web_search`: `false` asks for no live access to the web (Codex's cached search).
+    #[serde(default)]
+    external_web_access: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

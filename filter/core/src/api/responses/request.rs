@@ -411,7 +411,11 @@ fn tool_config<'r>(
                     specs.push(tool_spec(member, Some(&namespace), at, seen)?);
                 }
             }
-            web if seen.grounds && WEB_SEARCH_TOOLS.contains(&web) => {
+            // Nova's grounding searches the live web: not for a caller that asked for no live access.
+            web if seen.grounds
+                && WEB_SEARCH_TOOLS.contains(&web)
+                && tool.external_web_access != Some(false) =>
+            {
                 if !specs.iter().any(|t| matches!(t, Tool::SystemTool(_))) {
                     specs.push(Tool::SystemTool(SystemTool {
                         name: bedrock::NOVA_GROUNDING,
