@@ -65,8 +65,9 @@ def test_a_chat_span_carries_the_genai_attributes_with_their_types(traced):
     gateway, receiver = traced
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=30)
     test_id, headers = tagged()
-    usage = client.chat.completions.create(
-        model=LLAMA, messages=[{"role": "user", "content": "a secret prompt"}], extra_headers=headers).usage
+    completion = client.chat.completions.create(
+        model=LLAMA, messages=[{"role": "user", "content": "a secret prompt"}], extra_headers=headers)
+    usage = completion.usage
     span = span_of(receiver, test_id)
     assert span["service"] == "ai-gateway"
     assert span["name"] == f"chat {LLAMA}"
@@ -76,6 +77,8 @@ def test_a_chat_span_carries_the_genai_attributes_with_their_types(traced):
         "gen_ai.provider.name": "aws.bedrock",
         "gen_ai.request.model": LLAMA,
         "gen_ai.response.model": LLAMA,
+        # Bedrock's id for the answer, which the caller's completion id carries.
+        "gen_ai.response.id": completion.id.removeprefix("chatcmpl-"),
         "gen_ai.usage.input_tokens": usage.prompt_tokens,
         "gen_ai.usage.output_tokens": usage.completion_tokens,
         "gen_ai.usage.cache_read.input_tokens": 0,

@@ -590,10 +590,11 @@ pub struct UsageSummary {
 /// The GenAI attributes of a request's span: the custom tags of the rendered tracing configuration
 /// read them from where the host publishes them (`<key>` below, under `span.`, in the filter state
 /// or dynamic metadata the usage summary goes to). `(attribute, key, an integer)`.
-pub const SPAN_TAGS: [(&str, &str, bool); 8] = [
+pub const SPAN_TAGS: [(&str, &str, bool); 9] = [
     ("gen_ai.operation.name", "span.operation", false),
     ("gen_ai.request.model", "span.request_model", false),
     ("gen_ai.response.model", "span.response_model", false),
+    ("gen_ai.response.id", "span.response_id", false),
     ("gen_ai.usage.input_tokens", "span.input_tokens", true),
     ("gen_ai.usage.output_tokens", "span.output_tokens", true),
     (
@@ -622,6 +623,8 @@ pub struct SpanAttributes {
     pub operation: Operation,
     pub request_model: String,
     pub response_model: String,
+    /// Bedrock's id for the answer (`x-amzn-requestid`), the one the caller's response carries.
+    pub response_id: Option<String>,
     pub status: u16,
     pub usage: TokenUsage,
 }
@@ -655,6 +658,9 @@ impl SpanAttributes {
                 SpanValue::Number(usage.cache_write),
             ),
         ];
+        if let Some(id) = &self.response_id {
+            entries.push(("span.response_id", SpanValue::Text(id.clone())));
+        }
         if !(100..400).contains(&self.status) {
             entries.push(("span.error_type", SpanValue::Text(self.status.to_string())));
         }

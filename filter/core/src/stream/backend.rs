@@ -100,6 +100,8 @@ struct Measurement {
     caller_labels: Option<Rc<report::MetricLabels>>,
     started_ms: u64,
     first_content_ms: Option<u64>,
+    /// Bedrock's id for the answer, kept for the span when requests are traced.
+    response_id: Option<String>,
 }
 
 pub struct BackendStream {
@@ -318,6 +320,7 @@ impl BackendStream {
             model,
             started_ms: host.now_ms(),
             first_content_ms: None,
+            response_id: None,
         });
         self.backend = Some(backend);
         // The internal routing header never reaches AWS (the routing stage removed callers' credentials).
@@ -416,6 +419,11 @@ impl BackendStream {
                     .map(Cow::Borrowed)
             })
             .unwrap_or(Cow::Borrowed("gateway"));
+        let traced_id = self
+            .config
+            .as_ref()
+            .filter(|c| c.trace_attributes)
+            .map(|_| request_id.clone().into_owned());
         let max_frame = self
             .config
             .as_ref()
@@ -434,6 +442,9 @@ impl BackendStream {
             output_tokens,
         };
         let translation = ResponseTranslation::for_response(plan, head, max_frame);
+        if let (Some(id), Some(measurement)) = (traced_id, self.measurement.as_mut()) {
+            measurement.response_id = Some(id);
+        }
         if let Some(dropped) = self.dropped_betas.as_deref() {
             log_response_edit(host.set_header(
                 Side::Response,
@@ -598,6 +609,7 @@ impl BackendStream {
                 operation: measurement.operation,
                 request_model: measurement.model.clone(),
                 response_model: measurement.response_model.clone(),
+                response_id: measurement.response_id.clone(),
                 status,
                 usage,
             }),
