@@ -1,6 +1,6 @@
 //! The blocks several parts of Envoy's configuration share, as trees (see [`crate::yaml`]).
 
-use crate::yaml::{plain, quoted, string, Map, Node, Seq};
+use crate::yaml::{plain, string, Map, Node, Seq};
 
 /// A matcher tree's `input`: the request header `header` (Envoy's
 /// `HttpRequestHeaderMatchInput`), as routes and the RBAC filter read the model and the caller.
@@ -9,12 +9,21 @@ pub fn header_match_input(name: &str, header: &str) -> Map {
         "input",
         Map::block().with("name", plain(name)).with(
             "typed_config",
-            plain(format!(
-                "{{ \"@type\": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput, header_name: {} }}",
-                quoted(header)
-            )),
+            Map::flow()
+                .with(
+                    "\"@type\"",
+                    plain("type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput"),
+                )
+                .with("header_name", string(header)),
         ),
     )
+}
+
+/// `{ local: { filename: "..." } }`: a file Envoy loads (the `.wasm`, the module).
+pub fn local_file(path: &str) -> Node {
+    Map::flow()
+        .with("local", Map::flow().with("filename", string(path)))
+        .into()
 }
 
 /// `{ socket_address: { address: "...", port_value: N } }`.
@@ -113,10 +122,7 @@ pub fn dynamic_module_stage(
                     .with("do_not_close", plain(true))
                     .comment("The module's metrics (gen_ai.client.token.usage, ...) in Envoy's default namespace for module metrics,")
                     .comment("which the runtime flag dynamic_modules_strip_custom_stat_prefix keeps out of their names, as for the .wasm's.")
-                    .with(
-                        "module",
-                        plain(format!("{{ local: {{ filename: {} }} }}", quoted(module_path))),
-                    ),
+                    .with("module", local_file(module_path)),
             )
             .with("filter_name", plain(filter_name))
             .with("filter_config", string_value(json).anchor("gateway_config")),

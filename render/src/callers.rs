@@ -8,7 +8,7 @@
 
 use crate::blocks::header_match_input;
 use crate::resources::{ClientPolicySpec, Object, Secret};
-use crate::yaml::{plain, quoted, string, Map, Node, Seq, SeqStyle};
+use crate::yaml::{plain, string, Map, Node, Seq, SeqStyle};
 use crate::RenderError;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -651,10 +651,13 @@ fn rbac_action(name: &str, action: &str) -> Map {
         "action",
         Map::block().with("name", string(name)).with(
             "typed_config",
-            plain(format!(
-                "{{ \"@type\": type.googleapis.com/envoy.config.rbac.v3.Action, name: {}, action: {action} }}",
-                quoted(name)
-            )),
+            Map::flow()
+                .with(
+                    "\"@type\"",
+                    plain("type.googleapis.com/envoy.config.rbac.v3.Action"),
+                )
+                .with("name", string(name))
+                .with("action", plain(action)),
         ),
     )
 }

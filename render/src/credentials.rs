@@ -6,9 +6,11 @@
 //! when a watched directory is missing. So the renderer is told (`--credential-chain`); static keys
 //! in the environment always come first, as in the AWS SDKs.
 
-use crate::blocks::{single_endpoint, upstream_codec, upstream_protocol_options, upstream_stage};
+use crate::blocks::{
+    local_file, single_endpoint, upstream_codec, upstream_protocol_options, upstream_stage,
+};
 use crate::plan::{ApiKeyPlan, CredentialsPlan, Plan};
-use crate::yaml::{document, plain, quoted, string, Map, Node, Seq};
+use crate::yaml::{document, plain, string, Map, Node, Seq};
 use crate::Options;
 use std::path::Path;
 
@@ -272,13 +274,7 @@ pub fn credential_cluster(service: CredentialService, options: &Options, plan: &
                     Map::block()
                         .with("vm_id", plain("ai_gateway_sts"))
                         .with("runtime", plain("envoy.wasm.runtime.v8"))
-                        .with(
-                            "code",
-                            plain(format!(
-                                "{{ local: {{ filename: {} }} }}",
-                                quoted(&options.wasm_path)
-                            )),
-                        )
+                        .with("code", local_file(&options.wasm_path))
                         .with(
                             "environment_variables",
                             plain("{ host_env_keys: [AWS_ROLE_ARN, AWS_ROLE_SESSION_NAME] }"),

@@ -2,12 +2,12 @@
 //! ([`crate::yaml`]) with the comments and anchors a person reading `envoy.yaml` needs.
 
 use crate::blocks::{
-    dynamic_module_stage, header_match_input, shared_wasm_vm, socket_address, string_value,
-    upstream_codec, upstream_protocol_options, upstream_stage, wasm_stage,
+    dynamic_module_stage, header_match_input, local_file, shared_wasm_vm, socket_address,
+    string_value, upstream_codec, upstream_protocol_options, upstream_stage, wasm_stage,
 };
 use crate::credentials::{credential_cluster, CredentialService};
 use crate::plan::*;
-use crate::yaml::{document, plain, quoted, string, Map, Node, Seq, SeqStyle};
+use crate::yaml::{document, plain, string, Map, Node, Seq, SeqStyle};
 use crate::Options;
 use bedrock_gateway_core::config::plugin::{
     CredentialSource, ModelEntry, ModelInfo, PluginBackend, PluginConfig,
@@ -467,13 +467,7 @@ fn connection_manager(
             let mut vm = Map::block()
                 .with("vm_id", plain("ai_gateway"))
                 .with("runtime", plain("envoy.wasm.runtime.v8"))
-                .with(
-                    "code",
-                    plain(format!(
-                        "{{ local: {{ filename: {} }} }}",
-                        quoted(&options.wasm_path)
-                    )),
-                );
+                .with("code", local_file(&options.wasm_path));
             if uses_default_chain(plan) {
                 let keys: Seq = CHAIN_ENV_KEYS.iter().map(plain).collect();
                 vm = vm

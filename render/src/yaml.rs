@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::fmt::Display;
 
 /// A YAML scalar that reads back as exactly `text`.
-pub fn quoted(text: &str) -> String {
+fn quoted(text: &str) -> String {
     Value::String(text.to_owned()).to_string()
 }
 
