@@ -724,6 +724,10 @@ async fn handle(
         }
     }
 
+    // `x-emulator-fault` fails this one call before any reply starts (a served operation's only:
+    // an unknown path is still a 404); stream faults come later, from the same header.
+    let fault = header("x-emulator-fault");
+    let upfront = || fault.as_deref().and_then(|f| upfront_fault(f, &request_id));
     let segments: Vec<&str> = path_and_query
         .split('?')
         .next()
@@ -735,10 +739,7 @@ async fn handle(
         _ => None,
     };
     if let Some([operation @ ("chat" | "responses"), rest @ ..]) = openai_segments {
-        if let Some(response) = header("x-emulator-fault")
-            .as_deref()
-            .and_then(|f| upfront_fault(f, &request_id))
-        {
+        if let Some(response) = upfront() {
             return Ok(response);
         }
         let Ok(json_body) = serde_json::from_slice::<Value>(&body) else {
@@ -766,8 +767,7 @@ async fn handle(
                 &request_id,
             ));
         }
-        let fault = header("x-emulator-fault");
-        if let Some(response) = fault.as_deref().and_then(|f| upfront_fault(f, &request_id)) {
+        if let Some(response) = upfront() {
             return Ok(response);
         }
         return Ok(rerank::answer(&state, &body, &request_id));
@@ -783,8 +783,7 @@ async fn handle(
             ))
         }
     };
-    let fault = header("x-emulator-fault");
-    if let Some(response) = fault.as_deref().and_then(|f| upfront_fault(f, &request_id)) {
+    if let Some(response) = upfront() {
         return Ok(response);
     }
     let Some(model_id) = percent_decode(encoded_model) else {
