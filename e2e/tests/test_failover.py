@@ -4,6 +4,7 @@ resetting primary is retried on the fallback, translated and signed for it, plai
 both fail the caller gets one error naming the last cause; metrics count each backend's tries."""
 
 import json
+import time
 
 import anthropic
 import openai
@@ -132,8 +133,21 @@ def test_claude_falls_back_to_another_model_through_converse(clean):
     assert west["body"]["inferenceConfig"]["maxTokens"] == 100
 
 
+def settled(gateway) -> dict:
+    """The metrics once the earlier tests' requests are in them: histograms reach /stats/prometheus at
+    Envoy's stats flush, so a read right after a request can miss it (and a later read count it here)."""
+    last = prometheus(gateway)
+    for _ in range(20):
+        time.sleep(0.5)
+        current = prometheus(gateway)
+        if current == last:
+            return current
+        last = current
+    return last
+
+
 def test_metrics_count_each_backends_tries(clean):
-    before = prometheus(clean.gateway)
+    before = settled(clean.gateway)
     clean.fault(clean.east, "throttle")
     ask(clean.gateway, "counted once per try")
 
