@@ -3,8 +3,8 @@
 //! how the answer comes back (`ResponsePlan`). The stages in [`crate::stream`] apply it.
 //!
 //! Here: which endpoint a path is, what Envoy's own replies and local answers (model lists) say,
-//! and which headers a caller may not send on; [`upstream`] prepares the request for Bedrock;
-//! [`response`] translates Bedrock's answer back.
+//! and which headers a caller may not send on; `upstream.rs` prepares the request for Bedrock;
+//! `response.rs` translates Bedrock's answer back.
 
 use crate::api::anthropic::{
     self, converse::ConverseToAnthropicStream, invoke::AnthropicStreamTranslator,

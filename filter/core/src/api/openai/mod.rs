@@ -1,6 +1,6 @@
 //! OpenAI Chat Completions <-> Bedrock Converse: the request's wire types here, and one file per
-//! direction: [`request`] (checked and translated into Converse), [`response`] (a whole answer)
-//! and [`stream`] (ConverseStream events as server-sent chunks). [`on_bedrock`] is the other way
+//! direction: `request.rs` (checked and translated into Converse), `response.rs` (a whole answer)
+//! and `stream.rs` (ConverseStream events as server-sent chunks). [`on_bedrock`] is the other way
 //! to serve this API: OpenAI's own API on Bedrock, for OpenAI's models.
 
 pub mod on_bedrock;

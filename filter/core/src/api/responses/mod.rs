@@ -5,8 +5,8 @@
 //! (Claude's signed thinking) travels to the caller and back in a reasoning item's
 //! `encrypted_content`. What would need stored responses is refused by name, never ignored.
 //!
-//! The request's wire types are here; [`request`] translates a request, [`response`] a whole
-//! answer and [`stream`] a streamed one.
+//! The request's wire types are here; `request.rs` translates a request, `response.rs` a whole
+//! answer and `stream.rs` a streamed one.
 
 mod request;
 mod response;
