@@ -705,6 +705,21 @@ pub struct Citation {
     pub location: Option<CitationLocation>,
 }
 
+impl Citation {
+    /// The web page cited, as `(url, title)`: the citation's title, else the page's domain, else
+    /// its URL. `None` for a citation of anything but a web page with a URL.
+    pub fn web_page(&self) -> Option<(&str, &str)> {
+        let web = self.location.as_ref()?.web.as_ref()?;
+        let url = web.url.as_deref()?;
+        let title = self
+            .title
+            .as_deref()
+            .or(web.domain.as_deref())
+            .unwrap_or(url);
+        Some((url, title))
+    }
+}
+
 /// Where a citation points (a union: one member is set).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -457,7 +457,6 @@ fn usage_json(usage: Usage) -> String {
     )
 }
 
-/// A Converse reply as an Anthropic `message`.
 /// A Converse citation as Anthropic's: `char_location`, `page_location` or
 /// `content_block_location` for documents (by Converse's `documentChar`, `documentPage`,
 /// `documentChunk`), `web_search_result_location` for the web (without Anthropic's
@@ -517,6 +516,7 @@ fn anthropic_citation(citation: &bedrock::Citation) -> Option<serde_json::Value>
     }
 }
 
+/// A Converse reply as an Anthropic `message`.
 pub fn from_converse_response(
     body: &[u8],
     message_id: &str,

@@ -64,13 +64,8 @@ impl UrlCitation {
     /// A citation of a web page, over characters `start..end` of the content; none for other
     /// sources (a document's citations have no URL to give).
     pub(super) fn of(citation: &bedrock::Citation, start: usize, end: usize) -> Option<Self> {
-        let web = citation.location.as_ref()?.web.as_ref()?;
-        let url = web.url.clone()?;
-        let title = citation
-            .title
-            .clone()
-            .or_else(|| web.domain.clone())
-            .unwrap_or_else(|| url.clone());
+        let (url, title) = citation.web_page()?;
+        let (url, title) = (url.to_owned(), title.to_owned());
         Some(UrlCitation {
             url_citation: UrlCitationSpan {
                 start_index: start,

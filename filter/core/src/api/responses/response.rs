@@ -272,13 +272,8 @@ pub(super) struct WebCitation {
 impl WebCitation {
     /// A citation of a web page over characters `start..end`; none for other sources.
     pub(super) fn of(citation: &bedrock::Citation, start: usize, end: usize) -> Option<Self> {
-        let web = citation.location.as_ref()?.web.as_ref()?;
-        let url = web.url.clone()?;
-        let title = citation
-            .title
-            .clone()
-            .or_else(|| web.domain.clone())
-            .unwrap_or_else(|| url.clone());
+        let (url, title) = citation.web_page()?;
+        let (url, title) = (url.to_owned(), title.to_owned());
         Some(WebCitation {
             start,
             end,
