@@ -262,7 +262,13 @@ pub fn stats_sink(namespace: &str) -> Map {
 /// their own names; anything else is left as it is.
 fn own_metric_names(namespace: &str) -> Map {
     let mut renamed = Map::block();
-    for name in report::METRIC_NAMES {
+    let mut names: Vec<&str> = Vec::new();
+    for (_, name, _) in report::labelled_forms() {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    for name in names {
         let conversion = Map::flow()
             .with(
                 "\"@type\"",

@@ -36,18 +36,6 @@ pub const CALLER_TOKENS: &str = "ai_gateway.caller_tokens";
 /// A request's cost (`llmRequestCosts`), per model, and per caller where callers are counted.
 pub const REQUEST_COST: &str = "ai_gateway.request_cost";
 
-/// Every metric the filter records, by name.
-pub const METRIC_NAMES: [&str; 8] = [
-    TOKEN_USAGE,
-    REQUEST_DURATION,
-    TIME_TO_FIRST_TOKEN,
-    TIME_PER_OUTPUT_TOKEN,
-    TOKENS_TOTAL,
-    CALLER_REQUESTS,
-    CALLER_TOKENS,
-    REQUEST_COST,
-];
-
 /// Every label a stat name can carry, with the tag (attribute) name the rendered `stats_tags`
 /// give it: `(key in the stat name, tag name)`.
 pub const LABELS: [(&str, &str); 10] = [
