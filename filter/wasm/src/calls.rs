@@ -126,15 +126,18 @@ unsafe fn take_host_buffer(data: *mut u8, size: usize) -> Vec<u8> {
     unsafe { Vec::from_raw_parts(data, size, size) }
 }
 
-/// Runs a host call that answers with bytes; `None` for any status but Ok.
-fn answered(call: impl FnOnce(*mut *mut u8, *mut usize) -> Status) -> Option<Vec<u8>> {
+/// Runs a host call that answers with bytes; the status for any but Ok.
+fn answer(call: impl FnOnce(*mut *mut u8, *mut usize) -> Status) -> Result<Vec<u8>, Status> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
-    if call(&mut data, &mut size) != Status::Ok {
-        return None;
-    }
+    checked(call(&mut data, &mut size))?;
     // SAFETY: an Ok answer, taken once.
-    Some(unsafe { take_host_buffer(data, size) })
+    Ok(unsafe { take_host_buffer(data, size) })
+}
+
+/// As [`answer`], where any status but Ok means "no value".
+fn answered(call: impl FnOnce(*mut *mut u8, *mut usize) -> Status) -> Option<Vec<u8>> {
+    answer(call).ok()
 }
 
 /// A whole header map, serialized as the host writes it (see `HeaderSnapshot::parse`).
@@ -276,11 +279,10 @@ pub fn resume_request() -> Result<(), Status> {
 /// Calls one of Envoy's foreign functions (`clear_route_cache`) without arguments.
 pub fn call_foreign_function(name: &str) -> Result<(), Status> {
     // SAFETY: the name outlives the call; an answer, if any, is taken and dropped.
-    answered(|data, size| unsafe {
+    answer(|data, size| unsafe {
         proxy_call_foreign_function(name.as_ptr(), name.len(), std::ptr::null(), 0, data, size)
     })
     .map(drop)
-    .ok_or(Status::InternalFailure)
 }
 
 pub fn define_metric(kind: MetricType, name: &str) -> Result<u32, Status> {
