@@ -1,5 +1,6 @@
 //! The blocks several parts of Envoy's configuration share, as trees (see [`crate::yaml`]).
 
+use crate::plan::{SanPlan, TlsPlan};
 use crate::yaml::{plain, string, Map, Node, Seq};
 
 /// A matcher tree's `input`: the request header `header` (Envoy's
@@ -184,4 +185,47 @@ pub fn wasm_stage(root_id: &str, vm: Map) -> Map {
                 )
                 .with("config", config),
         )
+}
+
+/// TLS to an upstream: `sni`, checked against the system CA bundle and the names it must carry.
+pub fn upstream_tls(tls: &TlsPlan) -> Map {
+    let names: Seq = tls
+        .subject_alt_names
+        .iter()
+        .map(|san| {
+            let (kind, value) = match san {
+                SanPlan::Dns(host) => ("DNS", host),
+                SanPlan::Uri(uri) => ("URI", uri),
+            };
+            Map::flow()
+                .with("san_type", plain(kind))
+                .with("matcher", Map::flow().with("exact", string(value)))
+        })
+        .collect();
+    let context = Map::block()
+        .with(
+            "\"@type\"",
+            plain(
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            ),
+        )
+        .with("sni", string(&tls.sni))
+        .with(
+            "common_tls_context",
+            Map::block().with(
+                "validation_context",
+                Map::block()
+                    .with(
+                        "trusted_ca",
+                        plain("{ filename: /etc/ssl/certs/ca-certificates.crt }"),
+                    )
+                    .with("match_typed_subject_alt_names", names),
+            ),
+        );
+    Map::block().with(
+        "transport_socket",
+        Map::block()
+            .with("name", plain("envoy.transport_sockets.tls"))
+            .with("typed_config", context),
+    )
 }

@@ -8,8 +8,9 @@
 
 use crate::blocks::{
     local_file, single_endpoint, upstream_codec, upstream_protocol_options, upstream_stage,
+    upstream_tls,
 };
-use crate::plan::{ApiKeyPlan, CredentialsPlan, Plan};
+use crate::plan::{ApiKeyPlan, CredentialsPlan, Plan, SanPlan, TlsPlan};
 use crate::yaml::{document, plain, string, Map, Node, Seq};
 use crate::Options;
 use std::path::Path;
@@ -299,40 +300,13 @@ pub fn credential_cluster(service: CredentialService, options: &Options, plan: &
             match local {
                 Some((host, port)) => cluster.extend(single_endpoint(name, host, *port)),
                 None => {
-                    let tls = Map::block()
-                        .with(
-                            "\"@type\"",
-                            plain("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"),
-                        )
-                        .with("sni", string(&sts_host))
-                        .with(
-                            "common_tls_context",
-                            Map::block().with(
-                                "validation_context",
-                                Map::block()
-                                    .with(
-                                        "trusted_ca",
-                                        plain("{ filename: /etc/ssl/certs/ca-certificates.crt }"),
-                                    )
-                                    .with(
-                                        "match_typed_subject_alt_names",
-                                        Seq::flow().item(
-                                            Map::flow()
-                                                .with("san_type", plain("DNS"))
-                                                .with(
-                                                    "matcher",
-                                                    Map::flow().with("exact", string(&sts_host)),
-                                                ),
-                                        ),
-                                    ),
-                            ),
-                        );
-                    cluster.extend(single_endpoint(name, &sts_host, 443)).with(
-                        "transport_socket",
-                        Map::block()
-                            .with("name", plain("envoy.transport_sockets.tls"))
-                            .with("typed_config", tls),
-                    )
+                    let tls = TlsPlan {
+                        sni: sts_host.clone(),
+                        subject_alt_names: vec![SanPlan::Dns(sts_host.clone())],
+                    };
+                    cluster
+                        .extend(single_endpoint(name, &sts_host, 443))
+                        .extend(upstream_tls(&tls))
                 }
             }
         }

@@ -3,7 +3,8 @@
 
 use crate::blocks::{
     dynamic_module_stage, header_match_input, local_file, shared_wasm_vm, socket_address,
-    string_value, upstream_codec, upstream_protocol_options, upstream_stage, wasm_stage,
+    string_value, upstream_codec, upstream_protocol_options, upstream_stage, upstream_tls,
+    wasm_stage,
 };
 use crate::credentials::{credential_cluster, CredentialService};
 use crate::plan::*;
@@ -809,48 +810,6 @@ fn discovery(discovery: Discovery, connect_timeout: &str) -> Map {
     map.with("connect_timeout", plain(connect_timeout))
 }
 
-fn tls(tls: &TlsPlan) -> Map {
-    let names: Seq = tls
-        .subject_alt_names
-        .iter()
-        .map(|san| {
-            let (kind, value) = match san {
-                SanPlan::Dns(host) => ("DNS", host),
-                SanPlan::Uri(uri) => ("URI", uri),
-            };
-            Map::flow()
-                .with("san_type", plain(kind))
-                .with("matcher", Map::flow().with("exact", string(value)))
-        })
-        .collect();
-    let context = Map::block()
-        .with(
-            "\"@type\"",
-            plain(
-                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-            ),
-        )
-        .with("sni", string(&tls.sni))
-        .with(
-            "common_tls_context",
-            Map::block().with(
-                "validation_context",
-                Map::block()
-                    .with(
-                        "trusted_ca",
-                        plain("{ filename: /etc/ssl/certs/ca-certificates.crt }"),
-                    )
-                    .with("match_typed_subject_alt_names", names),
-            ),
-        );
-    Map::block().with(
-        "transport_socket",
-        Map::block()
-            .with("name", plain("envoy.transport_sockets.tls"))
-            .with("typed_config", context),
-    )
-}
-
 /// Failovers in flight at once through one composite cluster: as many as requests Envoy lets a
 /// cluster have in flight by default (`max_requests`), so that retries never run out first.
 const FAILOVER_RETRIES_IN_FLIGHT: u32 = 1024;
@@ -925,7 +884,7 @@ fn calls_cluster(cluster: &ClusterPlan, options: &Options) -> Map {
     }
     let map = map.extend(endpoints(&name, &cluster.endpoints));
     match &cluster.tls {
-        Some(settings) => map.extend(tls(settings)),
+        Some(settings) => map.extend(upstream_tls(settings)),
         None => map,
     }
 }
@@ -966,7 +925,7 @@ fn backend_cluster(cluster: &ClusterPlan, first: bool, options: &Options) -> Map
     }
     let map = map.extend(endpoints(&cluster.name, &cluster.endpoints));
     match &cluster.tls {
-        Some(settings) => map.extend(tls(settings)),
+        Some(settings) => map.extend(upstream_tls(settings)),
         None => map,
     }
 }
