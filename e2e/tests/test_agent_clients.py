@@ -147,14 +147,10 @@ def test_an_agents_second_turn_reads_its_prompt_from_the_cache(gateway, tmp_path
     assert sent["system"][-1] == {"cachePoint": {"type": "default"}}
     assert sent["toolConfig"]["tools"][-1] == {"cachePoint": {"type": "default"}}
     assert sent["messages"][-1]["content"][-1] == {"cachePoint": {"type": "default"}}
-    counted = lambda: tokens(prometheus(gateway), SONNET, "bedrock-us-east-1", "cached_input")  # noqa: E731
-    try:
-        wait_until(lambda: counted() > before, "the second turn's cache read to be counted", timeout=15)
-    except RuntimeError:
-        # Seen twice under a full run and not reproduced alone: say what the gateway counted.
-        print("cached_input before", before, "now", counted(), "input", tokens(prometheus(gateway), SONNET,
-              "bedrock-us-east-1", "input"), "codex:", result.stdout[-1500:])
-        raise
+    # Codex hangs up at `response.completed`, which can be before the gateway sees the body's end:
+    # the turn is counted at that event (test_metrics.py holds the end back to show it).
+    wait_until(lambda: tokens(prometheus(gateway), SONNET, "bedrock-us-east-1", "cached_input") > before,
+               "the second turn's cache read to be counted", timeout=15)
 
     # The same through the OpenAI SDK, turn by turn: the caller sees the cached tokens.
     import openai

@@ -364,6 +364,9 @@ fn upfront_fault(fault: &str, request_id: &str) -> Option<Response<ResponseBody>
     })
 }
 
+/// How long the `hold-open` fault keeps a finished stream's body open.
+const HOLD_OPEN: Duration = Duration::from_secs(5);
+
 fn stream_response(
     frames: Vec<(Bytes, bool)>,
     fault: Option<String>,
@@ -430,6 +433,11 @@ fn stream_response(
             if is_delta {
                 deltas_sent += 1;
             }
+        }
+        if fault.as_deref() == Some("hold-open") {
+            // The last frame is out, the body's end is not: what a caller that hangs up at the
+            // last event ends before the gateway sees the end.
+            tokio::time::sleep(HOLD_OPEN).await;
         }
     });
     let body: ResponseBody = Box::pin(ChannelBody(receiver));

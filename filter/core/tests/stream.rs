@@ -649,6 +649,68 @@ fn streamed_responses_are_translated_chunk_by_chunk() {
         .any(|(_, s)| s.name == report::TIME_TO_FIRST_TOKEN));
 }
 
+/// Codex hangs up as soon as `response.completed` arrives, before Bedrock's body ends: the
+/// request is counted, and its usage published for access logs and the budgets' charge, when the
+/// caller's stream has its last event, not when a body end that never comes would be seen.
+#[test]
+fn a_stream_is_counted_and_charged_at_its_last_event_though_the_caller_hangs_up_there() {
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let responses = json!({"model": LLAMA, "stream": true, "input": "Hi"});
+    let mut downstream_host = FakeHost::request("POST", "/v1/responses", &[], responses.clone());
+    let mut routing = RoutingStream::new(Some(config()));
+    routing.on_request_headers(&mut downstream_host, false);
+    routing.on_request_body(&mut downstream_host, true);
+    let mut host = FakeHost::request("POST", "/v1/responses", &[], responses);
+    let key = downstream_host
+        .get(Side::Request, "x-ai-eg-stream-key")
+        .unwrap();
+    host.set_header(Side::Request, "x-ai-eg-stream-key", Some(key))
+        .unwrap();
+    let (mut stream, flow) = backend_request(&mut host, "static", &mut worker, &store);
+    assert_eq!(flow, Flow::Continue);
+    host.respond(200, "application/vnd.amazon.eventstream", Vec::new());
+    stream.on_response_headers(&mut host, false);
+    let frames = [
+        json!({"event": "messageStart", "payload": {"role": "assistant"}}),
+        json!({"event": "contentBlockDelta", "payload": {"contentBlockIndex": 0, "delta": {"text": "Hello"}}}),
+        json!({"event": "messageStop", "payload": {"stopReason": "end_turn"}}),
+    ];
+    host.response_body = frames.iter().flat_map(frame_bytes).collect();
+    stream.on_response_body(&mut host, false);
+    assert_eq!(
+        host.sum(report::TOKEN_USAGE, ";token_type=output"),
+        0,
+        "not before the usage event"
+    );
+    downstream_host.respond(200, "text/event-stream", host.response_body.clone());
+    routing.on_response_headers(&mut downstream_host);
+    routing.on_response_body(&mut downstream_host, false);
+    assert!(downstream_host.usage.is_empty());
+
+    let usage = json!({"event": "metadata", "payload": {"usage": {"inputTokens": 3, "outputTokens": 2, "totalTokens": 5}, "metrics": {"latencyMs": 1}}});
+    host.response_body = frame_bytes(&usage);
+    stream.on_response_body(&mut host, false);
+    let events = String::from_utf8(host.response_body.clone()).unwrap();
+    assert!(events.contains("event: response.completed"), "{events}");
+    assert_eq!(host.sum(report::TOKEN_USAGE, ";token_type=output"), 2);
+    downstream_host.response_body = host.response_body.clone();
+    routing.on_response_body(&mut downstream_host, false);
+    assert_eq!(
+        downstream_host.usage.len(),
+        1,
+        "published before the body's end"
+    );
+    assert_eq!(downstream_host.usage[0].total_tokens, 5);
+
+    // Had the body ended after all, nothing is counted or published twice.
+    host.response_body.clear();
+    stream.on_response_body(&mut host, true);
+    assert_eq!(host.sum(report::TOKEN_USAGE, ";token_type=output"), 2);
+    downstream_host.response_body.clear();
+    routing.on_response_body(&mut downstream_host, true);
+    assert_eq!(downstream_host.usage.len(), 1);
+}
+
 #[test]
 fn each_attempt_through_a_composite_cluster_is_translated_and_signed_for_its_backend() {
     let (mut worker, store) = (Worker::default(), FakeStore::default());

@@ -501,7 +501,7 @@ impl BackendStream {
                     measurement.first_content_ms = Some(host.now_ms());
                 }
             }
-            if end_of_stream {
+            if end_of_stream || translation.stream_finished() {
                 let usage = translation.stream_usage();
                 self.report(host, 200, usage);
             }

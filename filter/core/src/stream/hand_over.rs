@@ -78,12 +78,17 @@ impl HandOver {
         }
     }
 
+    /// The summary left under `key`, taken (once).
+    pub fn take_summary(&self, key: &str) -> Option<UsageSummary> {
+        self.summaries.try_borrow_mut().ok()?.remove(key)
+    }
+
     /// The request under `key` has ended: its first try is dropped, its summary taken (once).
     pub fn finish(&self, key: &str) -> Option<UsageSummary> {
         if let Ok(mut tries) = self.first_tries.try_borrow_mut() {
             tries.retain(|(id, _)| id != key);
         }
-        self.summaries.try_borrow_mut().ok()?.remove(key)
+        self.take_summary(key)
     }
 
     /// Entries held, for tests of the bounds.

@@ -210,14 +210,29 @@ impl RoutingStream {
         Flow::Continue
     }
 
+    /// Publishes the backend stage's usage summary where access logs and the budgets' charge read
+    /// it, as soon as the backend stage (an upstream filter, on this worker) has left it under the
+    /// key: it does when the caller's stream has its last event, and a caller that hangs up there
+    /// ends the request before Bedrock's body ends.
+    fn publish_usage(&mut self, host: &mut impl Host, end_of_stream: bool) {
+        let Some(key) = self.stream_key.as_deref() else {
+            return;
+        };
+        let hand_over = host.hand_over();
+        let summary = hand_over.take_summary(key);
+        if summary.is_none() && !end_of_stream {
+            return;
+        }
+        hand_over.finish(key);
+        self.stream_key = None;
+        if let Some(summary) = summary {
+            host.record_usage(&summary);
+        }
+    }
+
     pub fn on_response_body(&mut self, host: &mut impl Host, end_of_stream: bool) -> Flow {
-        if end_of_stream && self.endpoint.is_some() {
-            // The backend stage (an upstream filter, on this worker) left the summary under the key.
-            if let Some(id) = self.stream_key.take() {
-                if let Some(summary) = host.hand_over().finish(&id) {
-                    host.record_usage(&summary);
-                }
-            }
+        if self.endpoint.is_some() {
+            self.publish_usage(host, end_of_stream);
         }
         let Some(replacement) = self.replacement.as_ref() else {
             return Flow::Continue;
