@@ -189,24 +189,33 @@ def test_a_spent_token_budget_refills_when_its_window_ends(workdir, emulator_url
         assert ask("team-c", "again").choices[0].message.content == "You said: again"
 
 
-def test_a_caller_that_hangs_up_at_the_last_event_is_counted_and_charged(workdir, emulator_url):
-    """Codex stops reading at `response.completed` and closes the connection; the emulator holds the
-    body's end back, so the gateway never sees it. The request is counted and charged to the
-    caller's budget all the same (it was neither, when both waited for the body's end)."""
+@pytest.mark.parametrize("api", ["responses", "chat"])
+def test_a_caller_that_hangs_up_at_the_last_event_is_counted_and_charged(workdir, emulator_url, api):
+    """Codex stops reading at `response.completed` and closes the connection (a Chat caller may at
+    its usage chunk); the emulator holds the body's end back, so the gateway never sees it. The
+    request is counted and charged to the caller's budget all the same (it was neither, when both
+    waited for the body's end)."""
     config = [ROOT / "examples/emulator.yaml", token_budget_policy(workdir, 20, "Hour")]
-    with gateway_with_budget_service(workdir, emulator_url, "envoy-hang-up", KEYS, config) as gateway:
+    with gateway_with_budget_service(workdir, emulator_url, f"envoy-hang-up-{api}", KEYS, config) as gateway:
         client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=30,
                                default_headers={"x-client-id": "team-h", "x-emulator-fault": "hold-open"})
+
+        def ask_and_hang_up() -> int:
+            if api == "responses":
+                with client.responses.create(model=LLAMA, input="one two three", stream=True) as stream:
+                    completed = next(event for event in stream if event.type == "response.completed")
+                return completed.response.usage.total_tokens
+            with client.chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "one two three"}],
+                                                stream=True, stream_options={"include_usage": True}) as stream:
+                return next(chunk for chunk in stream if chunk.usage).usage.total_tokens
+
         spent = []
         for _ in range(6):  # 8 tokens a request: refused on the fourth
             try:
-                stream = client.responses.create(model=LLAMA, input="one two three", stream=True)
+                spent.append(ask_and_hang_up())
             except openai.RateLimitError as refused:
                 assert refused.body["message"] == "Rate limit exceeded: this caller's token budget is spent."
                 break
-            with stream:
-                completed = next(event for event in stream if event.type == "response.completed")
-            spent.append(completed.response.usage.total_tokens)
             time.sleep(0.3)  # charging happens when the stream is done
         assert spent == [8, 8, 8], f"never refused: the hung-up requests were not charged ({spent})"
         wait_until(lambda: tokens(prometheus(gateway), LLAMA, "bedrock-us-east-1") == 24,

@@ -102,16 +102,21 @@ impl ChatStreamTranslator {
             Some("metadata") => serde_json::from_slice::<bedrock::MetadataEvent>(frame.payload)
                 .map(|event| {
                     self.usage = event.usage;
-                    if !self.include_usage {
-                        return;
+                    if self.include_usage {
+                        let usage = UsageOut::from(event.usage.unwrap_or_default());
+                        if let Ok(usage) = serde_json::to_string(&usage) {
+                            out.extend_from_slice(b"data: ");
+                            out.extend_from_slice(self.chunk_prefix.as_bytes());
+                            out.extend_from_slice(b"[],\"usage\":");
+                            out.extend_from_slice(usage.as_bytes());
+                            out.extend_from_slice(b"}\n\n");
+                        }
                     }
-                    let usage = UsageOut::from(event.usage.unwrap_or_default());
-                    if let Ok(usage) = serde_json::to_string(&usage) {
-                        out.extend_from_slice(b"data: ");
-                        out.extend_from_slice(self.chunk_prefix.as_bytes());
-                        out.extend_from_slice(b"[],\"usage\":");
-                        out.extend_from_slice(usage.as_bytes());
-                        out.extend_from_slice(b"}\n\n");
+                    // Bedrock's last event: the caller's stream ends here, and is counted here,
+                    // whether or not the caller waits for the body's end.
+                    if self.saw_message_stop {
+                        out.extend_from_slice(b"data: [DONE]\n\n");
+                        self.finished = true;
                     }
                 })
                 .map_err(|e| unreadable_event("metadata", &e)),
