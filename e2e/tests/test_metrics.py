@@ -4,6 +4,7 @@ rate-limit filter, checked against the emulator's usage figures after real traff
 import contextlib
 import json
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -137,6 +138,54 @@ def test_token_counters_timings_and_access_log_are_exact(fresh_gateway):
         "cache_read_tokens": 0, "cache_write_tokens": 0, "total_tokens": 8, "cost": 8,
         "costs": {"llm_total_token": 8, "usd_micros": 0},  # Llama: $0.10 a million tokens, 0.8 micro-dollars
     }
+
+
+def send_and_hang_up(gateway, path: str, body: dict, until: bytes) -> bytes:
+    """Sends a streamed request (its deltas paced 300 ms apart) and hangs up once the answer
+    holds `until`, long before the stream's end."""
+    port = int(gateway.url.rsplit(":", 1)[1])
+    payload = json.dumps(body).encode()
+    head = (f"POST {path} HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n"
+            f"x-emulator-delay-ms: 300\r\ncontent-length: {len(payload)}\r\n\r\n").encode()
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(head + payload)
+        while until not in received:
+            chunk = connection.recv(65536)
+            assert chunk, f"the gateway closed first: {received!r}"
+            received += chunk
+    return received
+
+
+def test_a_stream_cut_before_its_end_is_counted_as_failed_with_the_tokens_it_reported(workdir, emulator_url):
+    """A caller hanging up mid-stream (or Bedrock's connection breaking) ends the request without
+    its last event: it is counted, failed with 499, with the tokens its events had reported (an
+    Anthropic stream reports its input at its start); it was not counted at all."""
+    process, gateway = launch_gateway(workdir, emulator_url, "envoy-cut", KEYS)
+    try:
+        send_and_hang_up(gateway, "/v1/chat/completions", {
+            "model": LLAMA, "stream": True, "messages": [{"role": "user", "content": "one two three four five"}]},
+            until=b"You said")
+        received = send_and_hang_up(gateway, "/anthropic/v1/messages", {
+            "model": CLAUDE, "stream": True, "max_tokens": 50, "messages": [{"role": "user", "content": "one two three"}]},
+            until=b"event: content_block_delta")
+        start = next(json.loads(line[len("data: "):]) for line in received.decode().splitlines()
+                     if line.startswith("data: ") and '"message_start"' in line)
+        input_tokens = start["message"]["usage"]["input_tokens"]
+        assert input_tokens > 0
+
+        def counted():
+            values = prometheus(gateway)
+            return requests(values, LLAMA, "bedrock-us-east-1", "499") == 1 \
+                and requests(values, CLAUDE, "bedrock-anthropic", "499") == 1
+        wait_until(counted, "the cut streams to be counted", timeout=15)
+        values = prometheus(gateway)
+        assert requests(values, LLAMA, "bedrock-us-east-1") == 0, "neither counted as a success"
+        assert requests(values, CLAUDE, "bedrock-anthropic") == 0
+        assert tokens(values, CLAUDE, "bedrock-anthropic", "input") == input_tokens
+        assert tokens(values, LLAMA, "bedrock-us-east-1", "input") == 0, "Converse reports usage at its end only"
+    finally:
+        stop_process(process)
 
 
 def token_budget_policy(directory: Path, tokens: int, unit: str) -> Path:

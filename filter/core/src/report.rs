@@ -342,6 +342,10 @@ pub struct Timings {
     pub ended_ms: u64,
 }
 
+/// The status a request is counted with when its answer was cut before its end: nginx's "client
+/// closed request", the usual reading; the connection to Bedrock breaking ends it the same way.
+pub const CUT_STATUS: u16 = 499;
+
 /// Hands each sample of one request to `record`: its duration (with `error.type` when it
 /// failed), its tokens by type (input and output whenever it succeeded, the others when there
 /// were any), and for streams the time to the first token and per output token after it.

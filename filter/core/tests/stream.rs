@@ -20,7 +20,7 @@ use bedrock_gateway_core::stream::batch::{self, PartAnswer};
 use bedrock_gateway_core::stream::hand_over::{CallerRequest, HandOver};
 use bedrock_gateway_core::stream::routing::RoutingStream;
 use bedrock_gateway_core::stream::sts::StsStream;
-use bedrock_gateway_core::stream::{reply_busy, Flow, Host, HostCallFailed, Side, Stage};
+use bedrock_gateway_core::stream::{reply_busy, Flow, Host, HostCallFailed, Recorder, Side, Stage};
 use common::{frame_bytes, parse_sse, FakeStore};
 use serde_json::{json, Value};
 use std::rc::Rc;
@@ -126,11 +126,23 @@ thread_local! {
     static HAND_OVER: Rc<HandOver> = Rc::default();
 }
 
-impl Host for FakeHost {
+impl Recorder for FakeHost {
     fn now_ms(&self) -> u64 {
         NOW_MS
     }
 
+    fn record_metric(&mut self, labels: &MetricLabels, sample: Sample) {
+        self.metrics.push((labels.suffix.clone(), sample));
+    }
+
+    /// One per test thread, as the hosts keep one per worker thread: the stages of a test's
+    /// request find each other's state, other tests' requests never do.
+    fn hand_over(&self) -> Rc<HandOver> {
+        HAND_OVER.with(Rc::clone)
+    }
+}
+
+impl Host for FakeHost {
     fn headers(&self, side: Side) -> HeaderSnapshot {
         HeaderSnapshot::from_pairs(
             self.map(side)
@@ -198,20 +210,10 @@ impl Host for FakeHost {
         self.usage.push(summary.clone());
     }
 
-    fn record_metric(&mut self, labels: &MetricLabels, sample: Sample) {
-        self.metrics.push((labels.suffix.clone(), sample));
-    }
-
     fn dispatch_call(&mut self, call: &HttpCall, _timeout_ms: u64) -> Option<u64> {
         let token = 100 + self.calls.len() as u64;
         self.calls.push((token, call.clone()));
         Some(token)
-    }
-
-    /// One per test thread, as the hosts keep one per worker thread: the stages of a test's
-    /// request find each other's state, other tests' requests never do.
-    fn hand_over(&self) -> Rc<HandOver> {
-        HAND_OVER.with(Rc::clone)
     }
 }
 
@@ -709,6 +711,62 @@ fn a_stream_is_counted_and_charged_at_its_last_event_though_the_caller_hangs_up_
     downstream_host.response_body.clear();
     routing.on_response_body(&mut downstream_host, true);
     assert_eq!(downstream_host.usage.len(), 1);
+}
+
+/// A stream cut before its last event (the caller hung up, or Bedrock's connection broke) gets
+/// no further hook but the stream's end: it is counted there, failed, with the tokens its events
+/// had reported, and leaves no summary the routing stage, already done, would never take.
+#[test]
+fn a_stream_cut_before_its_end_is_counted_as_failed_when_the_stream_ends() {
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let mut host = FakeHost::request("POST", "/v1/chat/completions", &[], chat(true));
+    let (mut stream, _) = backend_request(&mut host, "static", &mut worker, &store);
+    host.respond(200, "application/vnd.amazon.eventstream", Vec::new());
+    stream.on_response_headers(&mut host, false);
+    let frames = [
+        json!({"event": "messageStart", "payload": {"role": "assistant"}}),
+        json!({"event": "contentBlockDelta", "payload": {"contentBlockIndex": 0, "delta": {"text": "Hel"}}}),
+    ];
+    host.response_body = frames.iter().flat_map(frame_bytes).collect();
+    stream.on_response_body(&mut host, false);
+    assert!(host.metrics.is_empty(), "not counted while it runs");
+    let held = host.hand_over().held().1;
+
+    stream.on_stream_complete(&mut host);
+    let durations: Vec<_> = host
+        .metrics
+        .iter()
+        .filter(|(_, s)| s.name == report::REQUEST_DURATION)
+        .map(|(_, s)| s.extra.to_string())
+        .collect();
+    assert_eq!(durations, [";error_type=499"]);
+    assert_eq!(host.hand_over().held().1, held, "no summary left behind");
+    stream.on_stream_complete(&mut host);
+    assert_eq!(
+        host.metrics
+            .iter()
+            .filter(|(_, s)| s.name == report::REQUEST_DURATION)
+            .count(),
+        1,
+        "counted once"
+    );
+
+    // A stream that reached its end is not counted again when it ends.
+    let mut host = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
+    let (mut stream, _) = backend_request(&mut host, "static", &mut worker, &store);
+    let answer = json!({"output": {"message": {"role": "assistant", "content": [{"text": "Hi"}]}},
+                        "stopReason": "end_turn", "usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": 2}});
+    host.respond(
+        200,
+        "application/json",
+        serde_json::to_vec(&answer).unwrap(),
+    );
+    stream.on_response_headers(&mut host, false);
+    stream.on_response_body(&mut host, true);
+    let counted = host.metrics.len();
+    assert!(counted > 0);
+    stream.on_stream_complete(&mut host);
+    assert_eq!(host.metrics.len(), counted);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use bedrock_gateway_core::headers::HeaderSnapshot;
 use bedrock_gateway_core::report::{MetricLabels, Sample, SpanAttributes, SpanValue, UsageSummary};
 use bedrock_gateway_core::stream::hand_over::HandOver;
 use bedrock_gateway_core::stream::HostCallFailed;
-use bedrock_gateway_core::stream::{Host, Side};
+use bedrock_gateway_core::stream::{Host, Recorder, Side};
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -100,11 +100,39 @@ impl NativeHost<'_> {
     }
 }
 
-impl Host for NativeHost<'_> {
+/// A stream Envoy is done with (its `destroy` hook gets no filter pointer): metrics and the
+/// hand-over, which need none.
+pub struct DoneStream;
+
+impl Recorder for DoneStream {
     fn now_ms(&self) -> u64 {
         now_ms()
     }
 
+    fn record_metric(&mut self, labels: &MetricLabels, sample: Sample) {
+        metrics::record(labels, sample);
+    }
+
+    fn hand_over(&self) -> Rc<HandOver> {
+        HAND_OVER.with(Rc::clone)
+    }
+}
+
+impl Recorder for NativeHost<'_> {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    fn record_metric(&mut self, labels: &MetricLabels, sample: Sample) {
+        metrics::record(labels, sample);
+    }
+
+    fn hand_over(&self) -> Rc<HandOver> {
+        HAND_OVER.with(Rc::clone)
+    }
+}
+
+impl Host for NativeHost<'_> {
     fn headers(&self, side: Side) -> HeaderSnapshot {
         // SAFETY: the filter pointer is valid for the current hook; the vector is sized as Envoy
         // asked, and the buffers it returns are read before this hook changes any header.
@@ -309,10 +337,6 @@ impl Host for NativeHost<'_> {
         }
     }
 
-    fn record_metric(&mut self, labels: &MetricLabels, sample: Sample) {
-        metrics::record(labels, sample);
-    }
-
     /// Envoy answers through `on_http_filter_http_callout_done` of this stream's filter.
     fn dispatch_call(&mut self, call: &HttpCall, timeout_ms: u64) -> Option<u64> {
         let headers: Vec<ModuleHttpHeader> = call
@@ -349,10 +373,6 @@ impl Host for NativeHost<'_> {
             );
             None
         }
-    }
-
-    fn hand_over(&self) -> Rc<HandOver> {
-        HAND_OVER.with(Rc::clone)
     }
 }
 

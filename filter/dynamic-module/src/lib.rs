@@ -293,6 +293,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_v
         // SAFETY: made by `filter_new` with Box::into_raw; Envoy destroys it once.
         let filter = unsafe { Box::from_raw(filter.cast::<Filter>().cast_mut()) };
         if let StageStream::Backend(mut stream) = filter.stream.into_inner() {
+            // Envoy calls no other hook of an upstream filter whose stream was cut.
+            stream.on_stream_complete(&mut host::DoneStream);
             let _ = WORKER.try_with(|worker| {
                 worker
                     .try_borrow_mut()

@@ -32,7 +32,7 @@ use bedrock_gateway_core::stream::batch::PartAnswer;
 use bedrock_gateway_core::stream::hand_over::HandOver;
 use bedrock_gateway_core::stream::routing::RoutingStream;
 use bedrock_gateway_core::stream::sts::StsStream;
-use bedrock_gateway_core::stream::{reply_busy, Flow, Host, HostCallFailed, Side, Stage};
+use bedrock_gateway_core::stream::{reply_busy, Flow, Host, HostCallFailed, Recorder, Side, Stage};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
@@ -315,6 +315,13 @@ struct BackendFilter {
 }
 
 impl Context for BackendFilter {
+    /// Envoy is done with the stream (proxy-wasm's `on_done`, as the filter is destroyed; an
+    /// upstream filter whose stream was cut gets no other hook).
+    fn on_done(&mut self) -> bool {
+        self.stream.on_stream_complete(&mut WasmHost::new(0));
+        true
+    }
+
     /// One input of this stream's embeddings batch came back.
     fn on_http_call_response(
         &mut self,
@@ -428,11 +435,40 @@ fn buffer_type(side: Side) -> BufferType {
     }
 }
 
-impl Host for WasmHost {
+impl Recorder for WasmHost {
     fn now_ms(&self) -> u64 {
         now_millis()
     }
 
+    /// Metrics are defined once per VM and series (each series keeps its ids), on the worker:
+    /// proxy-wasm allows it at any time.
+    fn record_metric(&mut self, labels: &MetricLabels, sample: Sample) {
+        let kind = match sample.kind {
+            Kind::Counter => MetricType::Counter,
+            Kind::Histogram => MetricType::Histogram,
+        };
+        let Some(id) = labels
+            .id(0, &sample, |name| {
+                calls::define_metric(kind, name).ok().map(u64::from)
+            })
+            .and_then(|id| u32::try_from(id).ok())
+        else {
+            return;
+        };
+        let _ = match sample.kind {
+            Kind::Counter => {
+                calls::increment_metric(id, i64::try_from(sample.value).unwrap_or(i64::MAX))
+            }
+            Kind::Histogram => calls::record_metric(id, sample.value),
+        };
+    }
+
+    fn hand_over(&self) -> Rc<HandOver> {
+        HAND_OVER.with(Rc::clone)
+    }
+}
+
+impl Host for WasmHost {
     fn headers(&self, side: Side) -> HeaderSnapshot {
         header_snapshot(map_type(side))
     }
@@ -526,29 +562,6 @@ impl Host for WasmHost {
         }
     }
 
-    /// Metrics are defined once per VM and series (each series keeps its ids), on the worker:
-    /// proxy-wasm allows it at any time.
-    fn record_metric(&mut self, labels: &MetricLabels, sample: Sample) {
-        let kind = match sample.kind {
-            Kind::Counter => MetricType::Counter,
-            Kind::Histogram => MetricType::Histogram,
-        };
-        let Some(id) = labels
-            .id(0, &sample, |name| {
-                calls::define_metric(kind, name).ok().map(u64::from)
-            })
-            .and_then(|id| u32::try_from(id).ok())
-        else {
-            return;
-        };
-        let _ = match sample.kind {
-            Kind::Counter => {
-                calls::increment_metric(id, i64::try_from(sample.value).unwrap_or(i64::MAX))
-            }
-            Kind::Histogram => calls::record_metric(id, sample.value),
-        };
-    }
-
     /// The SDK files the call under the context whose hook is running, which gets the answer.
     fn dispatch_call(&mut self, call: &HttpCall, timeout_ms: u64) -> Option<u64> {
         let headers: Vec<(&str, &str)> = call
@@ -572,10 +585,6 @@ impl Host for WasmHost {
                 None
             }
         }
-    }
-
-    fn hand_over(&self) -> Rc<HandOver> {
-        HAND_OVER.with(Rc::clone)
     }
 }
 

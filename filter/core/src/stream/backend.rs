@@ -5,7 +5,7 @@ use super::batch::{EmbeddingsBatch, PartAnswer, Progress};
 use super::hand_over::CallerRequest;
 use super::{
     log_response_edit, reply_with_error, request_not_rewritten, send_json, trailers_refused, Flow,
-    Host, HostCallFailed, Side, STREAM_KEY_HEADER,
+    Host, HostCallFailed, Recorder, Side, STREAM_KEY_HEADER,
 };
 use crate::api::embeddings::InputBatch;
 use crate::api::responses::DROPPED_TOOLS_HEADER;
@@ -558,6 +558,22 @@ impl BackendStream {
         }
     }
 
+    /// Envoy is done with the stream. An answer that began but never reached its end was cut (the
+    /// caller hung up, or the connection to Bedrock broke; Envoy's response flags say which): it
+    /// is still counted, failed with [`report::CUT_STATUS`], with the tokens its events reported
+    /// before the cut, and that usage is left for the routing stage to publish and charge.
+    pub fn on_stream_complete(&mut self, recorder: &mut impl Recorder) {
+        let Some(translation) = self.translation.as_ref() else {
+            return;
+        };
+        if let Some(measurement) = self.measurement.as_mut() {
+            // The routing stage is done before this stage hears of the cut: no summary for it.
+            measurement.stream_key = None;
+            let usage = translation.stream_usage();
+            self.report(recorder, report::CUT_STATUS, usage);
+        }
+    }
+
     /// The stream ended: if it was waiting for credentials, it must never be resumed.
     pub fn on_destroy(&mut self, worker: &mut Worker) {
         worker.broker.forget(self.id);
@@ -565,7 +581,7 @@ impl BackendStream {
 
     /// Counts the request's tokens, status and timings, and leaves its usage summary for the
     /// routing stage, which puts it where access logs read it.
-    fn report(&mut self, host: &mut impl Host, status: u16, usage: Option<TokenUsage>) {
+    fn report(&mut self, host: &mut impl Recorder, status: u16, usage: Option<TokenUsage>) {
         let Some(measurement) = self.measurement.take() else {
             return;
         };

@@ -73,10 +73,20 @@ pub enum Side {
     Response,
 }
 
-/// What the stages need from the proxy, for the stream a hook was called for.
-pub trait Host {
+/// What counting a request needs from the proxy: a clock, metrics and the stages' hand-over. None
+/// of it touches the stream, so it serves after Envoy is done with the stream too.
+pub trait Recorder {
     /// Unix time in milliseconds.
     fn now_ms(&self) -> u64;
+    /// Adds to a counter or records a histogram value for a request's labels.
+    fn record_metric(&mut self, labels: &MetricLabels, sample: Sample);
+    /// This worker's [`HandOver`]: one per thread that runs both stages of a request (Envoy runs
+    /// a request's downstream and upstream filters on its worker thread).
+    fn hand_over(&self) -> Rc<HandOver>;
+}
+
+/// What the stages need from the proxy, for the stream a hook was called for.
+pub trait Host: Recorder {
     /// All headers of one side, read at once.
     fn headers(&self, side: Side) -> HeaderSnapshot;
     /// One header; bytes that are not UTF-8 are decoded lossily.
@@ -102,14 +112,9 @@ pub trait Host {
     fn response_code_details(&self) -> Option<String>;
     /// Leaves a request's usage where access logs and rate limits read it.
     fn record_usage(&mut self, summary: &UsageSummary);
-    /// Adds to a counter or records a histogram value for a request's labels.
-    fn record_metric(&mut self, labels: &MetricLabels, sample: Sample);
     /// Sends an HTTP request through an Envoy cluster for this stream; the answer comes back to
     /// the stream's `on_call_answer` with the returned token. `None`: Envoy refused to send it.
     fn dispatch_call(&mut self, call: &HttpCall, timeout_ms: u64) -> Option<u64>;
-    /// This worker's [`HandOver`]: one per thread that runs both stages of a request (Envoy runs
-    /// a request's downstream and upstream filters on its worker thread).
-    fn hand_over(&self) -> Rc<HandOver>;
 }
 
 /// A host call that did not take effect, with what it was (for the log).
