@@ -140,17 +140,20 @@ def test_token_counters_timings_and_access_log_are_exact(fresh_gateway):
     }
 
 
-def send_and_hang_up(gateway, path: str, body: dict, until: bytes) -> bytes:
+def send_and_hang_up(gateway, path: str, body: dict, until: bytes, headers: dict | None = None) -> bytes:
     """Sends a streamed request (its deltas paced 300 ms apart) and hangs up once the answer
-    holds `until`, long before the stream's end."""
+    holds `until`, long before the stream's end (or once the head of an answer other than a 200 is in)."""
     port = int(gateway.url.rsplit(":", 1)[1])
     payload = json.dumps(body).encode()
     head = (f"POST {path} HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n"
-            f"x-emulator-delay-ms: 300\r\ncontent-length: {len(payload)}\r\n\r\n").encode()
+            f"x-emulator-delay-ms: 300\r\ncontent-length: {len(payload)}\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items()) + "\r\n").encode()
     received = b""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
         connection.sendall(head + payload)
         while until not in received:
+            if b"\r\n\r\n" in received and not received.startswith(b"HTTP/1.1 200"):
+                break
             chunk = connection.recv(65536)
             assert chunk, f"the gateway closed first: {received!r}"
             received += chunk
@@ -269,6 +272,28 @@ def test_a_caller_that_hangs_up_at_the_last_event_is_counted_and_charged(workdir
         assert spent == [8, 8, 8], f"never refused: the hung-up requests were not charged ({spent})"
         wait_until(lambda: tokens(prometheus(gateway), LLAMA, "bedrock-us-east-1") == 24,
                    "the hung-up requests' tokens to be counted", timeout=4)
+
+
+def test_an_anthropic_stream_cut_mid_way_is_charged_the_input_it_reported(workdir, emulator_url):
+    """Claude Code's Esc interrupts an answer: Bedrock charges its input all the same, which the
+    stream reported at its start (with its first output token), and so does the caller's budget (the routing stage is done before
+    the backend stage hears of a cut, so the usage so far is published as the stream runs)."""
+    config = [ROOT / "examples/emulator.yaml", token_budget_policy(workdir, 20, "Hour")]
+    with gateway_with_budget_service(workdir, emulator_url, "envoy-interrupted", KEYS, config) as gateway:
+        body = {"model": CLAUDE, "stream": True, "max_tokens": 50,
+                "messages": [{"role": "user", "content": "one two three four five six"}]}
+        charged = []
+        for _ in range(10):
+            received = send_and_hang_up(gateway, "/anthropic/v1/messages", body,
+                                        until=b"event: content_block_delta", headers={"x-client-id": "team-i"})
+            if received.startswith(b"HTTP/1.1 429"):
+                break
+            start = next(json.loads(line[len("data: "):]) for line in received.decode().splitlines()
+                         if line.startswith("data: ") and '"message_start"' in line)
+            usage = start["message"]["usage"]
+            charged.append(usage["input_tokens"] + usage["output_tokens"])
+            time.sleep(0.3)  # charging happens when the stream is done
+        assert charged and sum(charged[:-1]) < 20 <= sum(charged), f"refused once the tokens charged reached 20: {charged}"
 
 
 SONNET = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"

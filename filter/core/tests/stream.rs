@@ -713,6 +713,75 @@ fn a_stream_is_counted_and_charged_at_its_last_event_though_the_caller_hangs_up_
     assert_eq!(downstream_host.usage.len(), 1);
 }
 
+/// An Anthropic stream reports its input at its start: that usage so far is published as the
+/// stream runs, reading as cut (499), so an answer interrupted before its end (the routing stage is
+/// done before the backend stage hears of a cut) is still charged it; its end's summary replaces it.
+#[test]
+fn a_running_streams_usage_so_far_is_published_for_the_budgets() {
+    use base64::Engine as _;
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let messages = json!({"model": LLAMA, "stream": true, "max_tokens": 10,
+                          "messages": [{"role": "user", "content": "Hi"}]});
+    let mut downstream = FakeHost::request("POST", "/anthropic/v1/messages", &[], messages.clone());
+    let mut routing = RoutingStream::new(Some(config()));
+    routing.on_request_headers(&mut downstream, false);
+    routing.on_request_body(&mut downstream, true);
+    let mut host = FakeHost::request("POST", "/anthropic/v1/messages", &[], messages);
+    let key = downstream.get(Side::Request, "x-ai-eg-stream-key").unwrap();
+    host.set_header(Side::Request, "x-ai-eg-stream-key", Some(key))
+        .unwrap();
+    let (mut stream, flow) = backend_request(&mut host, "west", &mut worker, &store);
+    assert_eq!(flow, Flow::Continue);
+    host.respond(200, "application/vnd.amazon.eventstream", Vec::new());
+    stream.on_response_headers(&mut host, false);
+    downstream.respond(200, "text/event-stream", Vec::new());
+    routing.on_response_headers(&mut downstream);
+    let chunk = |event: Value| {
+        let bytes = base64::engine::general_purpose::STANDARD.encode(event.to_string());
+        frame_bytes(&json!({"event": "chunk", "payload": {"bytes": bytes}}))
+    };
+    let mut relay = |events: &[Value], end: bool| {
+        host.response_body = events.iter().cloned().flat_map(chunk).collect();
+        stream.on_response_body(&mut host, end);
+        downstream.response_body = host.response_body.clone();
+        routing.on_response_body(&mut downstream, end);
+        downstream
+            .usage
+            .last()
+            .map(|u| (u.json.clone(), u.total_tokens, downstream.usage.len()))
+    };
+    let start = json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+        "model": "claude", "content": [], "stop_reason": null,
+        "usage": {"input_tokens": 12, "output_tokens": 1}}});
+    let delta = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}});
+    let (json, total, _) = relay(
+        &[
+            start,
+            json!({"type": "content_block_start", "index": 0,
+        "content_block": {"type": "text", "text": ""}}),
+        ],
+        false,
+    )
+    .expect("published as it runs");
+    assert_eq!(total, 13);
+    assert!(json.contains("\"status\":499"), "{json}");
+    assert_eq!(
+        relay(&[delta], false).map(|(_, total, published)| (total, published)),
+        Some((13, 1)),
+        "nothing new: not published again"
+    );
+    let (json, total, _) = relay(&[json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 4}}),
+        json!({"type": "message_stop"})], true).unwrap();
+    assert_eq!(total, 16);
+    assert!(json.contains("\"status\":200"), "{json}");
+    assert_eq!(
+        host.sum(report::TOKEN_USAGE, ";token_type=input"),
+        12,
+        "counted once, at the end"
+    );
+}
+
 /// A stream cut before its last event (the caller hung up, or Bedrock's connection broke) gets
 /// no further hook but the stream's end: it is counted there, failed, with the tokens its events
 /// had reported, and leaves no summary the routing stage, already done, would never take.

@@ -55,6 +55,37 @@ fn request_costs(
         .collect()
 }
 
+/// The usage summary of a request (the access log's, the budgets', the span's attributes).
+fn summarize(
+    config: &Config,
+    backend: &str,
+    measurement: &Measurement,
+    status: u16,
+    usage: TokenUsage,
+    costs: Vec<(&'static str, u64)>,
+) -> report::UsageSummary {
+    let summary = report::usage_summary(
+        &measurement.model,
+        backend,
+        measurement.caller.as_deref(),
+        status,
+        &usage,
+        &config.cost,
+        costs,
+    );
+    report::UsageSummary {
+        span: config.trace_attributes.then(|| report::SpanAttributes {
+            operation: measurement.operation,
+            request_model: measurement.model.clone(),
+            response_model: measurement.response_model.clone(),
+            response_id: measurement.response_id.clone(),
+            status,
+            usage,
+        }),
+        ..summary
+    }
+}
+
 /// `gen_ai.operation.name` of the requests of `endpoint`.
 fn operation_of(endpoint: Endpoint) -> report::Operation {
     match endpoint {
@@ -118,6 +149,8 @@ pub struct BackendStream {
     /// Bedrock's status, which the translated response keeps unless the translation fails.
     upstream_status: Option<u16>,
     translation: Option<ResponseTranslation>,
+    /// A running stream's usage as last left for the routing stage (see `leave_usage_so_far`).
+    usage_left: Option<TokenUsage>,
     answered_locally: bool,
     /// Through a failover cluster: the caller's request as its first try saw it (on a retry), or,
     /// on the first try, that request and its id, kept for the retries once the body is in.
@@ -147,6 +180,7 @@ impl BackendStream {
             plan: None,
             upstream_status: None,
             translation: None,
+            usage_left: None,
             answered_locally: false,
             first_try: None,
             first_try_to_keep: None,
@@ -501,9 +535,12 @@ impl BackendStream {
                     measurement.first_content_ms = Some(host.now_ms());
                 }
             }
+            let usage = translation.stream_usage();
             if end_of_stream || translation.stream_finished() {
-                let usage = translation.stream_usage();
                 self.report(host, 200, usage);
+            } else if let Some(so_far) = usage.filter(|u| Some(*u) != self.usage_left) {
+                self.usage_left = Some(so_far);
+                self.leave_usage_so_far(host, so_far);
             }
             return Flow::Continue;
         }
@@ -608,30 +645,36 @@ impl BackendStream {
                 host.record_metric(labels, sample);
             }
         });
-        let Some(stream_key) = measurement.stream_key else {
+        if let Some(key) = measurement.stream_key.clone() {
+            let summary = summarize(config, backend, &measurement, status, usage, costs);
+            host.hand_over().leave_summary(key, summary);
+        }
+    }
+
+    /// Leaves a running stream's usage so far as its summary, which the routing stage publishes
+    /// for access logs and the budgets' charge, in case the answer is cut before its end: the
+    /// routing stage is done before this stage hears of a cut, and a caller interrupting an answer
+    /// (Claude Code's Esc) must still be charged the input Bedrock charges. It reads as cut (499);
+    /// the summary of the stream's end replaces it.
+    fn leave_usage_so_far(&mut self, host: &mut impl Host, usage: TokenUsage) {
+        let (Some(measurement), Some(config)) = (self.measurement.as_ref(), self.config.as_ref())
+        else {
             return;
         };
-        let summary = report::usage_summary(
-            &measurement.model,
+        let Some(key) = measurement.stream_key.clone() else {
+            return;
+        };
+        let backend = self.backend.as_ref().map_or("", |b| b.name.as_str());
+        let costs = request_costs(config, &measurement.response_model, backend, &usage);
+        let summary = summarize(
+            config,
             backend,
-            measurement.caller.as_deref(),
-            status,
-            &usage,
-            &config.cost,
+            measurement,
+            report::CUT_STATUS,
+            usage,
             costs,
         );
-        let summary = report::UsageSummary {
-            span: config.trace_attributes.then(|| report::SpanAttributes {
-                operation: measurement.operation,
-                request_model: measurement.model.clone(),
-                response_model: measurement.response_model.clone(),
-                response_id: measurement.response_id.clone(),
-                status,
-                usage,
-            }),
-            ..summary
-        };
-        host.hand_over().leave_summary(stream_key, summary);
+        host.hand_over().leave_summary(key, summary);
     }
 
     fn handle_request_body(

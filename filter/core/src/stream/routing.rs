@@ -210,23 +210,21 @@ impl RoutingStream {
         Flow::Continue
     }
 
-    /// Publishes the backend stage's usage summary where access logs and the budgets' charge read
-    /// it, as soon as the backend stage (an upstream filter, on this worker) has left it under the
-    /// key: it does when the caller's stream has its last event, and a caller that hangs up there
-    /// ends the request before Bedrock's body ends.
+    /// Publishes the usage summary the backend stage (an upstream filter, on this worker) left
+    /// under the key, where access logs and the budgets' charge read it, as soon as it is left: a
+    /// running stream's usage so far, then its end's, which a caller hanging up at the last event
+    /// may leave before Bedrock's body ends.
     fn publish_usage(&mut self, host: &mut impl Host, end_of_stream: bool) {
         let Some(key) = self.stream_key.as_deref() else {
             return;
         };
         let hand_over = host.hand_over();
-        let summary = hand_over.take_summary(key);
-        if summary.is_none() && !end_of_stream {
-            return;
-        }
-        hand_over.finish(key);
-        self.stream_key = None;
-        if let Some(summary) = summary {
+        if let Some(summary) = hand_over.take_summary(key) {
             host.record_usage(&summary);
+        }
+        if end_of_stream {
+            hand_over.finish(key);
+            self.stream_key = None;
         }
     }
 
