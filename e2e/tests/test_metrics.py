@@ -274,6 +274,36 @@ def test_a_caller_that_hangs_up_at_the_last_event_is_counted_and_charged(workdir
                    "the hung-up requests' tokens to be counted", timeout=4)
 
 
+def test_a_stream_bedrock_fails_mid_way_is_counted_as_failed_with_its_errors_status(workdir, emulator_url):
+    """A 200 whose stream Bedrock breaks off with an exception (throttling, a model error) reaches the
+    caller as an error event; the metrics count it as failed with that error's status, as they would
+    a refusal before the stream (it was counted as a success)."""
+    process, gateway = launch_gateway(workdir, emulator_url, "envoy-stream-faults", KEYS)
+    try:
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=30)
+        claude = anthropic.Anthropic(base_url=f"{gateway.url}/anthropic", api_key="unused", max_retries=0, timeout=30)
+        for fault in ("stream-throttle", "stream-exception"):
+            with pytest.raises(openai.APIError) as raised:
+                list(client.chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "one two three"}],
+                                                    stream=True, extra_headers={"x-emulator-fault": fault}))
+            assert "Bedrock" in raised.value.message
+        with pytest.raises(anthropic.APIStatusError):
+            with claude.messages.stream(model=CLAUDE, max_tokens=50, messages=[{"role": "user", "content": "four five"}],
+                                        extra_headers={"x-emulator-fault": "stream-throttle"}) as stream:
+                stream.get_final_message()
+
+        def counted():
+            values = prometheus(gateway)
+            return requests(values, LLAMA, "bedrock-us-east-1", "429") == 1 \
+                and requests(values, LLAMA, "bedrock-us-east-1", "502") == 1 \
+                and requests(values, CLAUDE, "bedrock-anthropic", "429") == 1
+        wait_until(counted, "the failed streams to be counted as failures", timeout=15)
+        values = prometheus(gateway)
+        assert requests(values, LLAMA, "bedrock-us-east-1") == 0 and requests(values, CLAUDE, "bedrock-anthropic") == 0
+    finally:
+        stop_process(process)
+
+
 def test_an_anthropic_stream_cut_mid_way_is_charged_the_input_it_reported(workdir, emulator_url):
     """Claude Code's Esc interrupts an answer: Bedrock charges its input all the same, which the
     stream reported at its start (with its first output token), and so does the caller's budget (the routing stage is done before

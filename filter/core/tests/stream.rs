@@ -713,6 +713,40 @@ fn a_stream_is_counted_and_charged_at_its_last_event_though_the_caller_hangs_up_
     assert_eq!(downstream_host.usage.len(), 1);
 }
 
+/// A stream Bedrock fails mid-way (an exception frame after a 200) ends with an error event; the
+/// request counts as failed with that error's status, not as the 200 its response began with.
+#[test]
+fn a_stream_failing_mid_way_is_counted_with_its_errors_status() {
+    let (mut worker, store) = (Worker::default(), FakeStore::default());
+    let mut host = FakeHost::request("POST", "/v1/chat/completions", &[], chat(true));
+    let (mut stream, _) = backend_request(&mut host, "static", &mut worker, &store);
+    host.respond(200, "application/vnd.amazon.eventstream", Vec::new());
+    stream.on_response_headers(&mut host, false);
+    let frames = [
+        json!({"event": "messageStart", "payload": {"role": "assistant"}}),
+        json!({"event": "contentBlockDelta", "payload": {"contentBlockIndex": 0, "delta": {"text": "Hel"}}}),
+        json!({"exception": "throttlingException", "payload": {"message": "Too many tokens"}}),
+    ];
+    host.response_body = frames.iter().flat_map(frame_bytes).collect();
+    stream.on_response_body(&mut host, false);
+    let events = parse_sse(&host.response_body);
+    assert!(events.last().unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("throttlingException"));
+    let durations: Vec<_> = host
+        .metrics
+        .iter()
+        .filter(|(_, s)| s.name == report::REQUEST_DURATION)
+        .map(|(_, s)| s.extra.to_string())
+        .collect();
+    assert_eq!(
+        durations,
+        [";error_type=429"],
+        "counted at the error event, as failed"
+    );
+}
+
 /// An Anthropic stream reports its input at its start: that usage so far is published as the
 /// stream runs, reading as cut (499), so an answer interrupted before its end (the routing stage is
 /// done before the backend stage hears of a cut) is still charged it; its end's summary replaces it.

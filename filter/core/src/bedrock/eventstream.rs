@@ -265,6 +265,8 @@ pub trait FrameTranslator {
     /// The upstream body ended (complete or not).
     fn on_end_of_stream(&mut self, out: &mut Vec<u8>);
     fn is_finished(&self) -> bool;
+    /// The status of the error the stream ended with (see `fail`), if it failed.
+    fn failure(&self) -> Option<u16>;
     /// Token usage reported by the stream so far.
     fn usage(&self) -> Option<crate::translated::TokenUsage>;
     /// Whether generated content has been sent to the caller yet (for time to first token).

@@ -280,6 +280,19 @@ impl ResponseTranslation {
         }
     }
 
+    /// The status of the error a translated stream ended with, if it failed mid-way (a Bedrock
+    /// exception frame, a corrupt or cut stream): the request counts as failed with it, though
+    /// its response began as a 200. Streams passed on as Bedrock sent them report none.
+    pub fn stream_failure(&self) -> Option<u16> {
+        match self {
+            ResponseTranslation::ChatCompletionStream(stream) => stream.failure(),
+            ResponseTranslation::ResponseStream(stream) => stream.failure(),
+            ResponseTranslation::AnthropicStream(stream) => stream.failure(),
+            ResponseTranslation::AnthropicFromConverseStream(stream) => stream.failure(),
+            _ => None,
+        }
+    }
+
     /// Whether a stream has sent the caller its first generated content (for time to first token).
     pub fn first_content_emitted(&self) -> bool {
         match self {

@@ -537,7 +537,8 @@ impl BackendStream {
             }
             let usage = translation.stream_usage();
             if end_of_stream || translation.stream_finished() {
-                self.report(host, 200, usage);
+                let status = translation.stream_failure().unwrap_or(200);
+                self.report(host, status, usage);
             } else if let Some(so_far) = usage.filter(|u| Some(*u) != self.usage_left) {
                 self.usage_left = Some(so_far);
                 self.leave_usage_so_far(host, so_far);

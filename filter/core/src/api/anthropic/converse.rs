@@ -611,6 +611,8 @@ pub struct ConverseToAnthropicStream {
     next_index: usize,
     stop_reason: Option<&'static str>,
     finished: bool,
+    /// The status of the error the stream ended with, if it failed.
+    failure: Option<u16>,
     usage: Option<Usage>,
     first_content_emitted: bool,
 }
@@ -625,6 +627,7 @@ impl ConverseToAnthropicStream {
             next_index: 0,
             stop_reason: None,
             finished: false,
+            failure: None,
             usage: None,
             first_content_emitted: false,
         }
@@ -863,6 +866,7 @@ impl FrameTranslator for ConverseToAnthropicStream {
     }
 
     fn fail(&mut self, out: &mut Vec<u8>, error: &GatewayError) {
+        self.failure = Some(error.status);
         let body = String::from_utf8_lossy(&error.to_json(ApiFormat::Anthropic)).into_owned();
         write_event(out, "error", &body);
         self.finished = true;
@@ -878,6 +882,10 @@ impl FrameTranslator for ConverseToAnthropicStream {
 
     fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    fn failure(&self) -> Option<u16> {
+        self.failure
     }
 }
 

@@ -259,6 +259,8 @@ pub struct AnthropicStreamTranslator {
     model_json: String,
     saw_message_stop: bool,
     finished: bool,
+    /// The status of the error the stream ended with, if it failed.
+    failure: Option<u16>,
     usage: Option<TokenUsage>,
     first_content_emitted: bool,
 }
@@ -281,6 +283,7 @@ impl AnthropicStreamTranslator {
             model_json: json_string(requested_model),
             saw_message_stop: false,
             finished: false,
+            failure: None,
             usage: None,
             first_content_emitted: false,
         }
@@ -388,6 +391,7 @@ impl FrameTranslator for AnthropicStreamTranslator {
     }
 
     fn fail(&mut self, out: &mut Vec<u8>, error: &GatewayError) {
+        self.failure = Some(error.status);
         write_event(out, "error", &error.to_json(ApiFormat::Anthropic));
         self.finished = true;
     }
@@ -402,6 +406,10 @@ impl FrameTranslator for AnthropicStreamTranslator {
 
     fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    fn failure(&self) -> Option<u16> {
+        self.failure
     }
 }
 

@@ -28,6 +28,8 @@ pub struct ChatStreamTranslator {
     tool_calls_seen: usize,
     saw_message_stop: bool,
     finished: bool,
+    /// The status of the error the stream ended with, if it failed.
+    failure: Option<u16>,
     usage: Option<Usage>,
     first_content_emitted: bool,
     /// Characters of content sent so far, counted only when the model searches the web: its
@@ -65,6 +67,7 @@ impl ChatStreamTranslator {
             tool_calls_seen: 0,
             saw_message_stop: false,
             finished: false,
+            failure: None,
             usage: None,
             first_content_emitted: false,
             content_chars: web_search.then_some(0),
@@ -292,6 +295,7 @@ impl FrameTranslator for ChatStreamTranslator {
 
     /// Ends the client's stream with an OpenAI error event; the SDK raises `APIError` on it.
     fn fail(&mut self, out: &mut Vec<u8>, error: &GatewayError) {
+        self.failure = Some(error.status);
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(&error.to_openai_json());
         out.extend_from_slice(b"\n\n");
@@ -309,6 +313,10 @@ impl FrameTranslator for ChatStreamTranslator {
 
     fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    fn failure(&self) -> Option<u16> {
+        self.failure
     }
 }
 

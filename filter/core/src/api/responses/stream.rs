@@ -16,6 +16,8 @@ pub struct ResponsesStreamTranslator {
     stop_reason: Option<String>,
     usage: Option<Usage>,
     finished: bool,
+    /// The status of the error the stream ended with, if it failed.
+    failure: Option<u16>,
     first_content_emitted: bool,
 }
 
@@ -31,6 +33,7 @@ impl ResponsesStreamTranslator {
             stop_reason: None,
             usage: None,
             finished: false,
+            failure: None,
             first_content_emitted: false,
         }
     }
@@ -402,6 +405,7 @@ impl FrameTranslator for ResponsesStreamTranslator {
 
     /// `response.failed` with the error, then an `error` event, on which the SDKs raise.
     fn fail(&mut self, out: &mut Vec<u8>, error: &GatewayError) {
+        self.failure = Some(error.status);
         self.start(out);
         self.emit_response(out, "response.failed", ResponseState::Failed(error));
         let mut members = String::with_capacity(128 + 2 * error.message.len());
@@ -435,5 +439,9 @@ impl FrameTranslator for ResponsesStreamTranslator {
 
     fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    fn failure(&self) -> Option<u16> {
+        self.failure
     }
 }
