@@ -11,7 +11,7 @@ import botocore.exceptions
 import pytest
 
 from conftest import wait_until
-from test_metrics import prometheus, tokens
+from test_metrics import prometheus, requests, settled, tokens
 
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
 CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
@@ -104,3 +104,19 @@ def test_errors_arrive_as_botocores_exceptions(bedrock):
     with pytest.raises(bedrock.exceptions.ValidationException) as raised:
         bedrock.converse(modelId=LLAMA, messages=[])
     assert "at least one message" in raised.value.response["Error"]["Message"]
+
+
+def test_a_stream_throttled_mid_way_raises_in_boto3_and_counts_as_failed(bedrock, gateway):
+    """The exception frame goes on to botocore as Bedrock sent it, and the request, though its
+    response began as a 200, counts as failed with the exception's status."""
+    before = requests(settled(gateway), LLAMA, "bedrock-us-east-1", "429")
+    undo = with_fault(bedrock, "stream-throttle")
+    try:
+        response = bedrock.converse_stream(modelId=LLAMA, messages=[{"role": "user", "content": [{"text": "a b c d"}]}])
+        with pytest.raises(botocore.exceptions.EventStreamError) as raised:
+            list(response["stream"])
+        assert raised.value.response["Error"]["Code"] == "throttlingException"
+    finally:
+        undo()
+    wait_until(lambda: requests(prometheus(gateway), LLAMA, "bedrock-us-east-1", "429") == before + 1,
+               "the throttled stream to be counted as failed", timeout=15)

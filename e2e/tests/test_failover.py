@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from conftest import ROOT, RESOURCES, http_get, launch_emulator, launch_gateway, raw_post, stop_process, wait_until
-from test_metrics import prometheus, requests, tokens
+from test_metrics import prometheus, requests, settled, tokens
 
 KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
 LLAMA = "us.meta.llama3-2-1b-instruct-v1:0"
@@ -131,19 +131,6 @@ def test_claude_falls_back_to_another_model_through_converse(clean):
     west = clean.last(clean.west)
     assert west["path"] == f"/model/{LLAMA.replace(':', '%3A')}/converse", "the fallback model, through Converse"
     assert west["body"]["inferenceConfig"]["maxTokens"] == 100
-
-
-def settled(gateway) -> dict:
-    """The metrics once the earlier tests' requests are in them: histograms reach /stats/prometheus at
-    Envoy's stats flush, so a read right after a request can miss it (and a later read count it here)."""
-    last = prometheus(gateway)
-    for _ in range(20):
-        time.sleep(0.5)
-        current = prometheus(gateway)
-        if current == last:
-            return current
-        last = current
-    return last
 
 
 def test_metrics_count_each_backends_tries(clean):

@@ -34,6 +34,19 @@ def prometheus(gateway) -> dict:
     return values
 
 
+def settled(gateway) -> dict:
+    """The metrics once the earlier tests' requests are in them: histograms reach /stats/prometheus at
+    Envoy's stats flush, so a read right after a request can miss it (and a later read count it here)."""
+    last = prometheus(gateway)
+    for _ in range(20):
+        time.sleep(0.5)
+        current = prometheus(gateway)
+        if current == last:
+            return current
+        last = current
+    return last
+
+
 def metric(values: dict, name: str, model: str | None = None, backend: str | None = None, **labels) -> float:
     """The sum of `name` over the series of `model` (as the caller asked for it) on `backend` with
     `labels`; a label given as None must be absent (`error_type=None`: the successes)."""

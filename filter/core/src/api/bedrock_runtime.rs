@@ -5,6 +5,7 @@
 
 use crate::bedrock::eventstream::{Decoder, Frame};
 use crate::bedrock::{self, Operation, Usage};
+use crate::errors::GatewayError;
 use crate::translated::TokenUsage;
 use base64::Engine as _;
 use serde::Deserialize;
@@ -141,6 +142,8 @@ pub struct StreamObserver {
     /// The bytes of a frame not yet whole, held until it is: a frame goes on whole, or rewritten.
     partial: Vec<u8>,
     max_frame_len: usize,
+    /// The status of the first exception frame Bedrock ended the stream with (see `failure`).
+    failure: Option<u16>,
 }
 
 impl StreamObserver {
@@ -152,6 +155,7 @@ impl StreamObserver {
             stopped: false,
             partial: Vec::new(),
             max_frame_len,
+            failure: None,
         }
     }
 
@@ -212,6 +216,11 @@ impl StreamObserver {
     }
 
     fn on_frame(&mut self, frame: Frame<'_>) {
+        if frame.is_exception() {
+            let status = GatewayError::from_bedrock(0, frame.headers.exception_type, "").status;
+            self.failure.get_or_insert(status);
+            return;
+        }
         match frame.headers.event_type {
             Some("contentBlockDelta") => self.first_content = true,
             Some("metadata") => {
@@ -254,6 +263,12 @@ impl StreamObserver {
 
     pub fn first_content_seen(&self) -> bool {
         self.first_content
+    }
+
+    /// The status of the exception Bedrock ended the stream with, if it did: the caller's SDK
+    /// raises it, and the request counts as failed with it.
+    pub fn failure(&self) -> Option<u16> {
+        self.failure
     }
 }
 
@@ -360,6 +375,11 @@ mod tests {
                 })
                 .unwrap();
             assert_eq!(frames.len(), 3, "cut at {cut}");
+            assert_eq!(
+                observer.failure(),
+                Some(429),
+                "the first exception, throttling"
+            );
             assert!(out.starts_with(&delta), "a delta goes on byte for byte");
             assert_eq!(frames[1].1, br#"{"message":"Too many tokens"}"#);
             let message = String::from_utf8(frames[2].1.clone()).unwrap();
@@ -375,6 +395,7 @@ mod tests {
             delta,
             "whole frames without an exception pass at once"
         );
+        assert_eq!(observer.failure(), None);
     }
 
     #[test]

@@ -282,13 +282,15 @@ impl ResponseTranslation {
 
     /// The status of the error a translated stream ended with, if it failed mid-way (a Bedrock
     /// exception frame, a corrupt or cut stream): the request counts as failed with it, though
-    /// its response began as a 200. Streams passed on as Bedrock sent them report none.
+    /// its response began as a 200. Bedrock's own streams, passed on, fail with their exception
+    /// frames; OpenAI streams passed on report none.
     pub fn stream_failure(&self) -> Option<u16> {
         match self {
             ResponseTranslation::ChatCompletionStream(stream) => stream.failure(),
             ResponseTranslation::ResponseStream(stream) => stream.failure(),
             ResponseTranslation::AnthropicStream(stream) => stream.failure(),
             ResponseTranslation::AnthropicFromConverseStream(stream) => stream.failure(),
+            ResponseTranslation::BedrockStream(observer) => observer.failure(),
             _ => None,
         }
     }
