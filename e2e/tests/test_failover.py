@@ -4,7 +4,6 @@ resetting primary is retried on the fallback, translated and signed for it, plai
 both fail the caller gets one error naming the last cause; metrics count each backend's tries."""
 
 import json
-import time
 
 import anthropic
 import openai
