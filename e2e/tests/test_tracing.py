@@ -116,6 +116,23 @@ def test_a_streamed_alias_and_a_cached_prompt_are_traced_as_the_model_that_answe
     assert attributes["gen_ai.usage.input_tokens"] == usage.prompt_tokens, "input counts cached tokens too"
 
 
+def test_an_anthropic_stream_is_traced_once_whole_though_its_usage_was_published_as_it_ran(traced):
+    """An Anthropic stream's usage so far is published when its first event arrives (for budgets,
+    should it be cut); the span's attributes come from its end alone: no error type, the final
+    output tokens."""
+    import anthropic
+    gateway, receiver = traced
+    claude = anthropic.Anthropic(base_url=f"{gateway.url}/anthropic", api_key="unused", max_retries=0, timeout=30)
+    test_id, headers = tagged()
+    with claude.messages.stream(model="us.anthropic.claude-haiku-4-5-20251001-v1:0", max_tokens=50,
+                                messages=[{"role": "user", "content": "one two three four"}],
+                                extra_headers=headers) as stream:
+        final = stream.get_final_message()
+    attributes = span_of(receiver, test_id)["attributes"]
+    assert "error.type" not in attributes, attributes
+    assert attributes["gen_ai.usage.output_tokens"] == final.usage.output_tokens > 1
+
+
 def test_embeddings_and_failures_are_traced_with_their_operation_and_error_type(traced):
     gateway, receiver = traced
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=30)

@@ -779,16 +779,20 @@ fn a_running_streams_usage_so_far_is_published_for_the_budgets() {
         stream.on_response_body(&mut host, end);
         downstream.response_body = host.response_body.clone();
         routing.on_response_body(&mut downstream, end);
-        downstream
-            .usage
-            .last()
-            .map(|u| (u.json.clone(), u.total_tokens, downstream.usage.len()))
+        downstream.usage.last().map(|u| {
+            (
+                u.json.clone(),
+                u.total_tokens,
+                downstream.usage.len(),
+                u.span.is_some(),
+            )
+        })
     };
     let start = json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
         "model": "claude", "content": [], "stop_reason": null,
         "usage": {"input_tokens": 12, "output_tokens": 1}}});
     let delta = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}});
-    let (json, total, _) = relay(
+    let (json, total, _, traced) = relay(
         &[
             start,
             json!({"type": "content_block_start", "index": 0,
@@ -799,12 +803,16 @@ fn a_running_streams_usage_so_far_is_published_for_the_budgets() {
     .expect("published as it runs");
     assert_eq!(total, 13);
     assert!(json.contains("\"status\":499"), "{json}");
+    assert!(
+        !traced,
+        "no span attributes until the end: an error type would outlive a success"
+    );
     assert_eq!(
-        relay(&[delta], false).map(|(_, total, published)| (total, published)),
+        relay(&[delta], false).map(|(_, total, published, _)| (total, published)),
         Some((13, 1)),
         "nothing new: not published again"
     );
-    let (json, total, _) = relay(&[json!({"type": "content_block_stop", "index": 0}),
+    let (json, total, _, _) = relay(&[json!({"type": "content_block_stop", "index": 0}),
         json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 4}}),
         json!({"type": "message_stop"})], true).unwrap();
     assert_eq!(total, 16);

@@ -667,14 +667,19 @@ impl BackendStream {
         };
         let backend = self.backend.as_ref().map_or("", |b| b.name.as_str());
         let costs = request_costs(config, &measurement.response_model, backend, &usage);
-        let summary = summarize(
-            config,
-            backend,
-            measurement,
-            report::CUT_STATUS,
-            usage,
-            costs,
-        );
+        let summary = report::UsageSummary {
+            // The span's attributes are written once, at the end: an error type written here
+            // would stay on the span of a stream that then succeeds (a success writes none).
+            span: None,
+            ..summarize(
+                config,
+                backend,
+                measurement,
+                report::CUT_STATUS,
+                usage,
+                costs,
+            )
+        };
         host.hand_over().leave_summary(key, summary);
     }
 
