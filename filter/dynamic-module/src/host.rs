@@ -209,8 +209,15 @@ impl Host for NativeHost<'_> {
 
     fn body(&mut self, side: Side) -> Vec<u8> {
         let (received, buffered) = body_types(side);
-        let mut body = Vec::new();
-        if !self.received_is_buffered(side) {
+        let both = !self.received_is_buffered(side);
+        // SAFETY: the filter pointer is valid for the current hook.
+        let size_of = |body_type| unsafe {
+            abi::envoy_dynamic_module_callback_http_get_body_size(self.filter, body_type)
+        };
+        // Sized once for both parts: a large buffered body is not copied again to fit the rest.
+        let size = size_of(received) + if both { size_of(buffered) } else { 0 };
+        let mut body = Vec::with_capacity(size);
+        if both {
             self.append_chunks(buffered, &mut body);
         }
         self.append_chunks(received, &mut body);

@@ -274,7 +274,7 @@ pub fn prepare(
                 converse.add_web_grounding(model)?;
             }
             let (upstream_body, operation) =
-                finish_converse(converse, backend, &request.model, stream, tier)?;
+                finish_converse(converse, backend, &request.model, stream, tier, body.len())?;
             let kind = ResponseKind::OpenAiChat {
                 stream,
                 include_usage: request.include_usage(),
@@ -297,7 +297,7 @@ pub fn prepare(
             let stream = request.is_stream();
             let tier = options::caller_service_tier(request.service_tier.as_deref())?;
             let (upstream_body, operation) =
-                finish_converse(translated.converse, backend, &request.model, stream, tier)?;
+                finish_converse(translated.converse, backend, &request.model, stream, tier, body.len())?;
             let kind = ResponseKind::OpenAiResponses {
                 stream,
                 include_reasoning: request.includes_reasoning(),
@@ -396,7 +396,7 @@ pub fn prepare(
             );
             let stream = request.stream.unwrap_or(false);
             let (upstream_body, operation) =
-                finish_converse(converse, backend, &request.model, stream, None)?;
+                finish_converse(converse, backend, &request.model, stream, None, body.len())?;
             (
                 upstream_body,
                 request.model.into_owned(),
@@ -489,20 +489,24 @@ pub fn prepare(
 /// A translated Converse request made the backend's: its options (with the caller's own service
 /// tier where it chose one) and its prompt-caching policy (with `auto`, cache points for a model
 /// that caches prompts: the one Bedrock is asked for, the backend's override, else the caller's);
-/// then encoded, with the operation that serves it.
+/// then encoded, with the operation that serves it. `caller_body_len` sizes the encoding's buffer:
+/// a Converse body is about as long as the caller's, and a buffer grown from empty would copy a
+/// large one over and over.
 fn finish_converse<'a>(
     mut converse: ConverseRequest<'a>,
     backend: &'a Backend,
     requested: &str,
     stream: bool,
     caller_tier: Option<&'a str>,
+    caller_body_len: usize,
 ) -> Result<(Vec<u8>, Operation), GatewayError> {
     converse.options = backend.options.for_converse(stream, caller_tier);
     let model = backend.model_name_override.as_deref().unwrap_or(requested);
     if backend.prompt_caching == PromptCaching::Auto && bedrock::caches_prompts(model) {
         converse.insert_cache_points();
     }
-    let body = serde_json::to_vec(&converse).map_err(|e| {
+    let mut body = Vec::with_capacity(caller_body_len + caller_body_len / 8 + 256);
+    serde_json::to_writer(&mut body, &converse).map_err(|e| {
         GatewayError::invalid_request(format!("could not encode the Converse request: {e}"))
     })?;
     let operation = if stream {

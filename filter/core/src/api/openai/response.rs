@@ -226,7 +226,9 @@ pub fn from_converse_response(
         }],
         usage: usage.unwrap_or_default().into(),
     };
-    let body = serde_json::to_vec(&completion).map_err(|e| {
+    // About as long as Bedrock's answer: sized once, a large one is not copied as it grows.
+    let mut body = Vec::with_capacity(body.len() + 256);
+    serde_json::to_writer(&mut body, &completion).map_err(|e| {
         GatewayError::upstream(format!("could not render the chat completion: {e}"))
     })?;
     Ok(TranslatedBody {
