@@ -7,7 +7,7 @@ import openai
 import pytest
 
 from conftest import wait_until
-from test_metrics import prometheus, tokens
+from test_metrics import prometheus, requests, settled, tokens
 
 GPT_OSS = "openai.gpt-oss-20b-1:0"
 
@@ -46,6 +46,29 @@ def test_responses_plain_and_streamed(client, gateway):
         final = stream.get_final_response()
     assert final.output_text == "You said: stream responses"
     assert final.usage.output_tokens == 4
+
+
+def test_a_caller_hanging_up_at_the_last_event_is_counted(client, gateway):
+    """Codex on gpt-oss stops at `response.completed` and closes the connection; the emulator holds
+    the body's end back. The request is counted at that event, a success, as for the translated
+    APIs (not as a stream cut before its end)."""
+    values = settled(gateway)
+    before = (tokens(values, GPT_OSS, "bedrock-openai"), requests(values, GPT_OSS, "bedrock-openai"))
+    with client.responses.create(model=GPT_OSS, input="hang up", stream=True,
+                                 extra_headers={"x-emulator-fault": "hold-open"}) as stream:
+        completed = next(event for event in stream if event.type == "response.completed")
+    spent = completed.response.usage.input_tokens + completed.response.usage.output_tokens
+    with client.chat.completions.create(model=GPT_OSS, messages=[{"role": "user", "content": "hang up"}], stream=True,
+                                        stream_options={"include_usage": True},
+                                        extra_headers={"x-emulator-fault": "hold-open"}) as chat:
+        usage = next(chunk for chunk in chat if chunk.usage).usage
+    spent += usage.prompt_tokens + usage.completion_tokens
+    # Within the 5 s the emulator holds each body's end back.
+    wait_until(lambda: tokens(prometheus(gateway), GPT_OSS, "bedrock-openai") == before[0] + spent,
+               "the hung-up streams' tokens to be counted", timeout=4)
+    wait_until(lambda: requests(prometheus(gateway), GPT_OSS, "bedrock-openai") == before[1] + 2,
+               "both counted as successes", timeout=4)
+    assert requests(prometheus(gateway), GPT_OSS, "bedrock-openai", "499") == 0
 
 
 def test_errors_reach_the_caller_in_openais_format(client):

@@ -455,6 +455,20 @@ fn stream_response(
     response
 }
 
+/// `response` with the end of its body withheld for [`HOLD_OPEN`] after the body (the
+/// `hold-open` fault for the answers the emulator writes whole, OpenAI's streams).
+fn held_open(response: Response<ResponseBody>) -> Response<ResponseBody> {
+    let (parts, body) = response.into_parts();
+    let (sender, receiver) = mpsc::channel(1);
+    tokio::spawn(async move {
+        if let Ok(collected) = body.collect().await {
+            let _ = sender.send(Ok(collected.to_bytes())).await;
+        }
+        tokio::time::sleep(HOLD_OPEN).await;
+    });
+    Response::from_parts(parts, Box::pin(ChannelBody(receiver)))
+}
+
 fn percent_decode(segment: &str) -> Option<String> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -753,7 +767,7 @@ async fn handle(
         let Ok(json_body) = serde_json::from_slice::<Value>(&body) else {
             return Ok(validation("The body is not valid JSON.", &request_id));
         };
-        return Ok(match (*operation, rest) {
+        let reply = match (*operation, rest) {
             ("chat", ["completions"]) if method == "POST" => openai::chat(&json_body, &request_id),
             ("responses", []) if method == "POST" => openai::responses(&json_body, &request_id),
             _ => bedrock_error(
@@ -762,6 +776,10 @@ async fn handle(
                 "Unknown operation.",
                 &request_id,
             ),
+        };
+        return Ok(match fault.as_deref() {
+            Some("hold-open") => held_open(reply),
+            _ => reply,
         });
     }
     let host = header("host").unwrap_or_default();

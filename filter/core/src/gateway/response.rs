@@ -269,13 +269,14 @@ impl ResponseTranslation {
     /// Whether a translated stream has sent the caller its last event, so its usage is final.
     /// Callers may hang up there, before Bedrock's body ends (Codex does on `response.completed`):
     /// the request is reported then rather than at the end of the body, which would never come.
-    /// Streams passed on as Bedrock or OpenAI sent them end with the body.
+    /// OpenAI streams passed on finish at their last event too; Bedrock's own end with the body.
     pub fn stream_finished(&self) -> bool {
         match self {
             ResponseTranslation::ChatCompletionStream(stream) => stream.is_finished(),
             ResponseTranslation::ResponseStream(stream) => stream.is_finished(),
             ResponseTranslation::AnthropicStream(stream) => stream.is_finished(),
             ResponseTranslation::AnthropicFromConverseStream(stream) => stream.is_finished(),
+            ResponseTranslation::OpenAiOnBedrockStream(reader) => reader.is_finished(),
             _ => false,
         }
     }

@@ -105,6 +105,10 @@ pub struct StreamReader {
     partial: Vec<u8>,
     usage: Option<TokenUsage>,
     first_content: bool,
+    /// The stream's last event has gone by: a Responses stream's `response.completed` (or
+    /// `incomplete`, `failed`), a chat stream's usage chunk (which the gateway always asks for,
+    /// and Bedrock sends last) or `[DONE]`.
+    finished: bool,
 }
 
 impl StreamReader {
@@ -114,6 +118,7 @@ impl StreamReader {
             partial: Vec::new(),
             usage: None,
             first_content: false,
+            finished: false,
         }
     }
 
@@ -151,7 +156,11 @@ impl StreamReader {
         // Once the first content was seen, only a usage event needs reading: the others go on
         // without being parsed (a stream is mostly deltas).
         let has_usage = data.windows(7).any(|w| w == b"\"usage\"");
-        if data.starts_with(b"[DONE]") || (self.first_content && !has_usage) {
+        if data.starts_with(b"[DONE]") {
+            self.finished = true;
+            return true;
+        }
+        if self.first_content && !has_usage {
             return true;
         }
         let Ok(value) = serde_json::from_slice::<Value>(data) else {
@@ -173,6 +182,13 @@ impl StreamReader {
             .get("usage")
             .filter(|u| !u.is_null())
             .or_else(|| value.pointer("/response/usage").filter(|u| !u.is_null()));
+        let kind = value.get("type").and_then(Value::as_str);
+        if matches!(
+            kind,
+            Some("response.completed" | "response.incomplete" | "response.failed")
+        ) {
+            self.finished = true;
+        }
         if let Some(usage) = usage {
             if let Ok(usage) = Usage::deserialize(usage) {
                 self.usage = Some(TokenUsage::from(usage));
@@ -181,6 +197,9 @@ impl StreamReader {
                 .get("choices")
                 .and_then(Value::as_array)
                 .is_some_and(Vec::is_empty);
+            if only_usage && !self.plan.responses {
+                self.finished = true;
+            }
             if self.plan.strip_usage_chunk && only_usage {
                 return false;
             }
@@ -194,6 +213,11 @@ impl StreamReader {
 
     pub fn first_content_emitted(&self) -> bool {
         self.first_content
+    }
+
+    /// Whether the stream's last event has gone by (see `finished`).
+    pub fn is_finished(&self) -> bool {
+        self.finished
     }
 }
 
@@ -257,15 +281,35 @@ mod tests {
                 })
             );
             assert!(reader.first_content_emitted());
+            assert!(reader.is_finished());
         }
+        let mut reader = StreamReader::new(OpenAiPlan {
+            responses: false,
+            stream: true,
+            strip_usage_chunk: false,
+        });
+        let usage_chunk = b"data: {\"choices\":[],";
+        let usage_at = stream
+            .windows(usage_chunk.len())
+            .position(|w| w == usage_chunk)
+            .unwrap();
+        reader.push(&stream[..usage_at], false);
+        assert!(!reader.is_finished(), "not before the usage chunk");
+        let usage_end = usage_at + find_event_end(&stream[usage_at..]).unwrap();
+        reader.push(&stream[usage_at..usage_end], false);
+        assert!(reader.is_finished(), "at the usage chunk, Bedrock's last");
         let responses = b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":4}}}\n\n";
         let mut reader = StreamReader::new(OpenAiPlan {
             responses: true,
             stream: true,
             strip_usage_chunk: false,
         });
-        assert_eq!(reader.push(responses, true), responses.to_vec());
+        assert_eq!(reader.push(responses, false), responses.to_vec());
         assert_eq!(reader.usage().map(|u| (u.input, u.output)), Some((5, 4)));
+        assert!(
+            reader.is_finished(),
+            "at response.completed, before the body's end"
+        );
         assert_eq!(
             reply_usage(br#"{"usage":{"input_tokens":9,"output_tokens":1}}"#).map(|u| u.input),
             Some(9)
