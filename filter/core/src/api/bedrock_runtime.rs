@@ -144,6 +144,8 @@ pub struct StreamObserver {
     max_frame_len: usize,
     /// The status of the first exception frame Bedrock ended the stream with (see `failure`).
     failure: Option<u16>,
+    /// The stream's last event has gone by (see `is_finished`).
+    finished: bool,
 }
 
 impl StreamObserver {
@@ -156,6 +158,7 @@ impl StreamObserver {
             partial: Vec::new(),
             max_frame_len,
             failure: None,
+            finished: false,
         }
     }
 
@@ -229,6 +232,7 @@ impl StreamObserver {
                 {
                     self.usage = Some(TokenUsage::from(usage));
                 }
+                self.finished = true;
             }
             Some("chunk") => {
                 self.first_content = true;
@@ -251,6 +255,7 @@ impl StreamObserver {
                         ..Usage::default()
                     };
                     self.usage = Some(TokenUsage::from(usage));
+                    self.finished = true;
                 }
             }
             _ => {}
@@ -263,6 +268,12 @@ impl StreamObserver {
 
     pub fn first_content_seen(&self) -> bool {
         self.first_content
+    }
+
+    /// Whether the stream's last event has gone by: ConverseStream's `metadata`, or the
+    /// InvokeModel chunk that carries Bedrock's invocation metrics.
+    pub fn is_finished(&self) -> bool {
+        self.finished
     }
 
     /// The status of the exception Bedrock ended the stream with, if it did: the caller's SDK
@@ -476,9 +487,14 @@ mod tests {
         let (head, tail) = metadata.split_at(10);
         converse.observe(head);
         assert_eq!(converse.usage(), None);
+        assert!(!converse.is_finished());
         converse.observe(tail);
         assert!(converse.first_content_seen());
         assert_eq!(converse.usage().map(|u| u.total()), Some(5));
+        assert!(
+            converse.is_finished(),
+            "metadata is ConverseStream's last event"
+        );
 
         let last_chunk = base64::engine::general_purpose::STANDARD
             .encode(r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":7,"outputTokenCount":4}}"#);
@@ -492,6 +508,10 @@ mod tests {
                 cache_read: 0,
                 cache_write: 0
             })
+        );
+        assert!(
+            invoke.is_finished(),
+            "the chunk with the invocation metrics is the last"
         );
 
         let mut corrupt = StreamObserver::new(1 << 20);

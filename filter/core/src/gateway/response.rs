@@ -269,7 +269,7 @@ impl ResponseTranslation {
     /// Whether a translated stream has sent the caller its last event, so its usage is final.
     /// Callers may hang up there, before Bedrock's body ends (Codex does on `response.completed`):
     /// the request is reported then rather than at the end of the body, which would never come.
-    /// OpenAI streams passed on finish at their last event too; Bedrock's own end with the body.
+    /// Streams passed on as Bedrock or OpenAI sent them finish at their last event too.
     pub fn stream_finished(&self) -> bool {
         match self {
             ResponseTranslation::ChatCompletionStream(stream) => stream.is_finished(),
@@ -277,6 +277,7 @@ impl ResponseTranslation {
             ResponseTranslation::AnthropicStream(stream) => stream.is_finished(),
             ResponseTranslation::AnthropicFromConverseStream(stream) => stream.is_finished(),
             ResponseTranslation::OpenAiOnBedrockStream(reader) => reader.is_finished(),
+            ResponseTranslation::BedrockStream(observer) => observer.is_finished(),
             _ => false,
         }
     }
