@@ -16,7 +16,7 @@
 //! ends without that.
 
 use crate::report::UsageSummary;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
@@ -42,6 +42,9 @@ const MAX_PENDING_SUMMARIES: usize = 4096;
 pub struct HandOver {
     first_tries: RefCell<VecDeque<(String, Rc<CallerRequest>)>>,
     summaries: RefCell<HashMap<String, UsageSummary>>,
+    /// How many summaries have been left on this worker: a stage watching for its own looks it up
+    /// only when this moved, not on every chunk of a stream.
+    summaries_left: Cell<u64>,
 }
 
 impl HandOver {
@@ -75,7 +78,14 @@ impl HandOver {
                 summaries.clear();
             }
             summaries.insert(key, summary);
+            self.summaries_left
+                .set(self.summaries_left.get().wrapping_add(1));
         }
+    }
+
+    /// How many summaries have been left on this worker so far (see `summaries_left`).
+    pub fn summaries_left(&self) -> u64 {
+        self.summaries_left.get()
     }
 
     /// The summary left under `key`, taken (once).

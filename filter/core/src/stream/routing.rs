@@ -24,6 +24,8 @@ pub struct RoutingStream {
     stream_key: Option<String>,
     /// The caller-format body replacing an Envoy local reply (no route, body too large, ...).
     replacement: Option<Vec<u8>>,
+    /// The worker's count of summaries left when this stage last looked for its own.
+    summaries_seen: u64,
 }
 
 impl RoutingStream {
@@ -34,6 +36,7 @@ impl RoutingStream {
             requested_model: None,
             stream_key: None,
             replacement: None,
+            summaries_seen: u64::MAX,
         }
     }
 
@@ -219,8 +222,12 @@ impl RoutingStream {
             return;
         };
         let hand_over = host.hand_over();
-        if let Some(summary) = hand_over.take_summary(key) {
-            host.record_usage(&summary);
+        let left = hand_over.summaries_left();
+        if left != self.summaries_seen || end_of_stream {
+            self.summaries_seen = left;
+            if let Some(summary) = hand_over.take_summary(key) {
+                host.record_usage(&summary);
+            }
         }
         if end_of_stream {
             hand_over.finish(key);
