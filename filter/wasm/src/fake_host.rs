@@ -55,6 +55,8 @@ pub struct FakeProxy {
     /// Header names whose writes the host refuses.
     pub refused_headers: Vec<String>,
     pub metrics: Vec<(MetricType, String)>,
+    /// Each counter increment and histogram value, by metric id (its place in `metrics`, from 1).
+    pub recorded: Vec<(u32, u64)>,
     pub logs: Vec<String>,
     pub now_ms: u64,
 }
@@ -495,12 +497,18 @@ pub unsafe extern "C" fn proxy_define_metric(
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_increment_metric(_id: u32, _offset: i64) -> Status {
+pub extern "C" fn proxy_increment_metric(id: u32, offset: i64) -> Status {
+    with(|proxy| {
+        proxy
+            .recorded
+            .push((id, u64::try_from(offset).unwrap_or_default()))
+    });
     Status::Ok
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_record_metric(_id: u32, _value: u64) -> Status {
+pub extern "C" fn proxy_record_metric(id: u32, value: u64) -> Status {
+    with(|proxy| proxy.recorded.push((id, value)));
     Status::Ok
 }
 

@@ -22,6 +22,13 @@ extern "C" {
     fn proxy_on_request_headers(context_id: u32, num_headers: usize, end_of_stream: bool)
         -> Action;
     fn proxy_on_request_body(context_id: u32, body_size: usize, end_of_stream: bool) -> Action;
+    fn proxy_on_response_headers(
+        context_id: u32,
+        num_headers: usize,
+        end_of_stream: bool,
+    ) -> Action;
+    fn proxy_on_response_body(context_id: u32, body_size: usize, end_of_stream: bool) -> Action;
+    fn proxy_on_done(context_id: u32) -> bool;
     fn proxy_on_http_call_response(
         context_id: u32,
         token_id: u32,
@@ -272,4 +279,76 @@ fn fetched_credentials_are_fetched_on_the_timer_and_the_waiting_request_is_signe
         fake_host::with(|proxy| proxy.shared.keys().any(|k| k.contains("pod_identity"))),
         "stored where every worker reads it"
     );
+}
+
+/// An upstream filter whose stream is cut mid-way (the caller hung up, or Bedrock's connection
+/// broke) gets no hook but proxy-wasm's `on_done`: the request is counted there, failed with 499.
+#[test]
+fn a_stream_cut_mid_way_is_counted_when_the_host_is_done_with_it() {
+    use bedrock_gateway_core::bedrock::eventstream::encode_frame;
+    assert!(configure(
+        40,
+        "ai_gateway_backend",
+        &plugin_json(inline_keys())
+    ));
+    let routed = chat_request(&[("x-ai-eg-model", "llama")], Some("bedrock"));
+    let body =
+        json!({"model": "llama", "stream": true, "messages": [{"role": "user", "content": "Hi"}]});
+    assert_eq!(
+        request(40, 41, routed, body.to_string().as_bytes()),
+        (Action::Pause, Some(Action::Continue))
+    );
+    let event = |kind: &str, payload: &str| {
+        encode_frame(
+            &[(":event-type", kind), (":message-type", "event")],
+            payload.as_bytes(),
+        )
+    };
+    let frames = [
+        event("messageStart", r#"{"role":"assistant"}"#),
+        event(
+            "contentBlockDelta",
+            r#"{"contentBlockIndex":0,"delta":{"text":"Hel"}}"#,
+        ),
+    ]
+    .concat();
+    let size = frames.len();
+    fake_host::with(|proxy| {
+        proxy.current = 41;
+        let context = proxy.contexts.get_mut(&41).unwrap();
+        context.response_headers = vec![
+            (":status".into(), "200".into()),
+            (
+                "content-type".into(),
+                "application/vnd.amazon.eventstream".into(),
+            ),
+        ];
+        context.response_body = frames;
+    });
+    // SAFETY: the SDK's entry points, called on this thread as the host calls them.
+    unsafe {
+        assert_eq!(proxy_on_response_headers(41, 2, false), Action::Continue);
+        assert_eq!(proxy_on_response_body(41, size, false), Action::Continue);
+    }
+    let cut = |proxy: &fake_host::FakeProxy| {
+        proxy
+            .metrics
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, name))| {
+                name.starts_with("gen_ai.server.request.duration")
+                    && name.contains("error_type=499")
+            })
+            .map(|(at, _)| u32::try_from(at + 1).unwrap())
+            .filter(|id| proxy.recorded.iter().any(|(recorded, _)| recorded == id))
+            .count()
+    };
+    assert_eq!(fake_host::with(|proxy| cut(proxy)), 0, "not while it runs");
+    // SAFETY: as above.
+    assert!(unsafe { proxy_on_done(41) });
+    let (counted, names) = fake_host::with(|proxy| {
+        let names: Vec<String> = proxy.metrics.iter().map(|(_, n)| n.clone()).collect();
+        (cut(proxy), names)
+    });
+    assert_eq!(counted, 1, "{names:?}");
 }
