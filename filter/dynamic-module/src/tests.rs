@@ -17,6 +17,15 @@ use std::ffi::c_void;
 
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
+/// The module records through the newest configuration that published metrics, a process-wide
+/// choice: tests run one at a time, so that one reading what was recorded finds its own.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn plugin_json() -> String {
     json!({
         "models": ["llama"],
@@ -135,6 +144,7 @@ fn chat_body() -> Vec<u8> {
 
 #[test]
 fn a_configuration_names_a_known_stage_and_parses_or_is_refused() {
+    let _serial = serial();
     assert!(Loaded::stage("ai_gateway", &plugin_json()).is_some());
     assert!(Loaded::stage("ai_gateway_backend", &plugin_json()).is_some());
     assert!(Loaded::stage("ai_gateway_sts", &plugin_json()).is_some());
@@ -151,6 +161,7 @@ fn a_configuration_names_a_known_stage_and_parses_or_is_refused() {
 
 #[test]
 fn the_routing_stage_defines_its_metrics_while_loading() {
+    let _serial = serial();
     let routing = Loaded::stage("ai_gateway", &plugin_json()).unwrap();
     let defined = routing.envoy.defined.lock().unwrap().clone();
     let names: Vec<&str> = defined.iter().map(|(name, _)| name.as_str()).collect();
@@ -170,6 +181,7 @@ fn the_routing_stage_defines_its_metrics_while_loading() {
 
 #[test]
 fn the_routing_stage_holds_the_headers_routes_by_the_body_and_drops_the_callers_key() {
+    let _serial = serial();
     let routing = Loaded::stage("ai_gateway", &plugin_json()).unwrap();
     let mut stream = routing.stream(&chat_request());
     assert_eq!(stream.request_headers(false), abi::HEADERS_STOP_ITERATION);
@@ -190,6 +202,7 @@ fn the_routing_stage_holds_the_headers_routes_by_the_body_and_drops_the_callers_
 
 #[test]
 fn a_local_reply_re_enters_the_streams_hooks_without_harm() {
+    let _serial = serial();
     let routing = Loaded::stage("ai_gateway", &plugin_json()).unwrap();
     let mut stream = routing.stream(&chat_request());
     // A bodiless chat request is refused from the headers hook; Envoy runs the stream's
@@ -202,6 +215,7 @@ fn a_local_reply_re_enters_the_streams_hooks_without_harm() {
 
 #[test]
 fn the_backend_stage_translates_signs_and_never_logs_the_secret() {
+    let _serial = serial();
     let backend = Loaded::stage("ai_gateway_backend", &plugin_json()).unwrap();
     let mut headers = chat_request();
     headers.retain(|(name, _)| *name != "authorization");
@@ -233,6 +247,7 @@ fn the_backend_stage_translates_signs_and_never_logs_the_secret() {
 
 #[test]
 fn a_header_envoy_refuses_to_write_refuses_the_request() {
+    let _serial = serial();
     let backend = Loaded::stage("ai_gateway_backend", &plugin_json()).unwrap();
     let mut headers = chat_request();
     headers.retain(|(name, _)| *name != "authorization");
@@ -253,10 +268,79 @@ fn a_header_envoy_refuses_to_write_refuses_the_request() {
 
 #[test]
 fn a_backend_without_a_configured_cluster_is_answered_not_proxied() {
+    let _serial = serial();
     let backend = Loaded::stage("ai_gateway_backend", &plugin_json()).unwrap();
     let mut stream = backend.stream(&chat_request());
     stream.envoy.cluster = Some("some-other-cluster".into());
     assert_eq!(stream.request_headers(false), abi::HEADERS_STOP_ITERATION);
     let (status, _) = stream.sent_json();
     assert_eq!(status, 500);
+}
+
+/// An upstream filter whose stream is cut mid-way gets no hook but `destroy` (no filter pointer):
+/// the request is counted there, failed with 499, through the configuration's metrics.
+#[test]
+fn a_stream_cut_mid_way_is_counted_when_envoy_destroys_the_filter() {
+    use bedrock_gateway_core::bedrock::eventstream::encode_frame;
+    let _serial = serial();
+    let routing = Loaded::stage("ai_gateway", &plugin_json()).unwrap();
+    let backend = Loaded::stage("ai_gateway_backend", &plugin_json()).unwrap();
+    let mut headers = chat_request();
+    headers.retain(|(name, _)| *name != "authorization");
+    headers.push(("x-ai-eg-model", "llama"));
+    let mut stream = backend.stream(&headers);
+    stream.envoy.cluster = Some("bedrock".into());
+    assert_eq!(stream.request_headers(false), abi::HEADERS_STOP_ITERATION);
+    let body =
+        json!({"model": "llama", "stream": true, "messages": [{"role": "user", "content": "Hi"}]});
+    assert_eq!(
+        stream.request_body(body.to_string().as_bytes()),
+        abi::BODY_CONTINUE
+    );
+    let event = |kind: &str, payload: &str| {
+        encode_frame(
+            &[(":event-type", kind), (":message-type", "event")],
+            payload.as_bytes(),
+        )
+    };
+    stream.envoy.response_headers = vec![
+        (":status".into(), "200".into()),
+        (
+            "content-type".into(),
+            "application/vnd.amazon.eventstream".into(),
+        ),
+    ];
+    stream.envoy.response_body[0] = [
+        event("messageStart", r#"{"role":"assistant"}"#),
+        event(
+            "contentBlockDelta",
+            r#"{"contentBlockIndex":0,"delta":{"text":"Hel"}}"#,
+        ),
+    ]
+    .concat();
+    let envoy = stream.envoy.ptr();
+    assert_eq!(
+        crate::envoy_dynamic_module_on_http_filter_response_headers(envoy, stream.module, false),
+        abi::HEADERS_CONTINUE
+    );
+    assert_eq!(
+        crate::envoy_dynamic_module_on_http_filter_response_body(envoy, stream.module, false),
+        abi::BODY_CONTINUE
+    );
+    let cut = || {
+        let defined = routing.envoy.defined.lock().unwrap().clone();
+        let recorded = routing.envoy.recorded.lock().unwrap().clone();
+        recorded
+            .iter()
+            .filter(|(id, values, _)| {
+                defined.get(id - 1).is_some_and(|(name, _)| {
+                    name.starts_with("gen_ai.server.request.duration")
+                        && (name.contains("error_type=499") || values.iter().any(|v| v == "499"))
+                })
+            })
+            .count()
+    };
+    assert_eq!(cut(), 0, "not while it runs");
+    drop(stream);
+    assert_eq!(cut(), 1, "counted once, as cut");
 }
