@@ -77,15 +77,18 @@ impl GatewayError {
         Self::new(502, ErrorKind::Upstream, message)
     }
 
-    /// Maps a Bedrock error (HTTP status, `x-amzn-errortype` name, message).
     /// Bedrock's stream ended before the message did.
     pub fn stream_ended_early() -> Self {
         Self::upstream("Bedrock's stream ended before the message was complete.")
     }
 
-    pub fn from_bedrock(status: u16, error_type: Option<&str>, message: &str) -> Self {
-        let error_type = error_type.filter(|t| !t.is_empty());
-        let kind = match error_type.map(|t| t.to_ascii_lowercase()) {
+    /// The status and kind of a Bedrock error from its HTTP status and `x-amzn-errortype` name
+    /// (or a stream exception's `:exception-type`), without a message to build.
+    pub fn bedrock_status_and_kind(status: u16, error_type: Option<&str>) -> (u16, ErrorKind) {
+        let kind = match error_type
+            .filter(|t| !t.is_empty())
+            .map(str::to_ascii_lowercase)
+        {
             Some(t) if t.starts_with("throttling") || t.starts_with("servicequotaexceeded") => {
                 ErrorKind::RateLimited
             }
@@ -114,6 +117,13 @@ impl GatewayError {
             (100..=399 | 0, _) => 502,
             (status, _) => status,
         };
+        (status, kind)
+    }
+
+    /// Maps a Bedrock error (HTTP status, `x-amzn-errortype` name, message).
+    pub fn from_bedrock(status: u16, error_type: Option<&str>, message: &str) -> Self {
+        let error_type = error_type.filter(|t| !t.is_empty());
+        let (status, kind) = Self::bedrock_status_and_kind(status, error_type);
         let redacted = redact_aws_identifiers(message);
         if let Cow::Owned(_) = redacted {
             // The caller gets the text without them; the operator keeps the whole of it.

@@ -220,7 +220,8 @@ impl StreamObserver {
 
     fn on_frame(&mut self, frame: Frame<'_>) {
         if frame.is_exception() {
-            let status = GatewayError::from_bedrock(0, frame.headers.exception_type, "").status;
+            let (status, _) =
+                GatewayError::bedrock_status_and_kind(0, frame.headers.exception_type);
             self.failure.get_or_insert(status);
             return;
         }
