@@ -620,7 +620,7 @@ impl BackendStream {
     /// Counts the request's tokens, status and timings, and leaves its usage summary for the
     /// routing stage, which puts it where access logs read it.
     fn report(&mut self, host: &mut impl Recorder, status: u16, usage: Option<TokenUsage>) {
-        let Some(measurement) = self.measurement.take() else {
+        let Some(mut measurement) = self.measurement.take() else {
             return;
         };
         let usage = usage.unwrap_or_default();
@@ -646,7 +646,7 @@ impl BackendStream {
                 host.record_metric(labels, sample);
             }
         });
-        if let Some(key) = measurement.stream_key.clone() {
+        if let Some(key) = measurement.stream_key.take() {
             let summary = summarize(config, backend, &measurement, status, usage, costs);
             host.hand_over().leave_summary(key, summary);
         }

@@ -223,15 +223,19 @@ impl RoutingStream {
         };
         let hand_over = host.hand_over();
         let left = hand_over.summaries_left();
-        if left != self.summaries_seen || end_of_stream {
-            self.summaries_seen = left;
-            if let Some(summary) = hand_over.take_summary(key) {
-                host.record_usage(&summary);
-            }
-        }
+        let summary = if end_of_stream {
+            hand_over.finish(key)
+        } else if left != self.summaries_seen {
+            hand_over.take_summary(key)
+        } else {
+            None
+        };
+        self.summaries_seen = left;
         if end_of_stream {
-            hand_over.finish(key);
             self.stream_key = None;
+        }
+        if let Some(summary) = summary {
+            host.record_usage(&summary);
         }
     }
 
