@@ -246,7 +246,12 @@ struct Downstream {
 
 impl Downstream {
     fn start() -> Self {
-        let mut host = FakeHost::request("POST", "/v1/chat/completions", &[], chat(false));
+        Self::of("/v1/chat/completions", chat(false))
+    }
+
+    /// The routing stage of a request of `body` to `path`.
+    fn of(path: &str, body: Value) -> Self {
+        let mut host = FakeHost::request("POST", path, &[], body);
         let mut routing = RoutingStream::new(Some(config()));
         routing.on_request_headers(&mut host, false);
         routing.on_request_body(&mut host, true);
@@ -267,6 +272,21 @@ impl Downstream {
         self.routing.on_response_body(&mut self.host, true);
         self.host
     }
+}
+
+/// The backend stage of `host`'s request through `cluster`, sent on, with Bedrock's 200 and an
+/// event stream's headers in.
+fn streaming(
+    host: &mut FakeHost,
+    cluster: &str,
+    worker: &mut Worker,
+    store: &FakeStore,
+) -> BackendStream {
+    let (mut stream, flow) = backend_request(host, cluster, worker, store);
+    assert_eq!(flow, Flow::Continue);
+    host.respond(200, "application/vnd.amazon.eventstream", Vec::new());
+    stream.on_response_headers(host, false);
+    stream
 }
 
 fn chat(stream: bool) -> Value {
@@ -658,20 +678,14 @@ fn streamed_responses_are_translated_chunk_by_chunk() {
 fn a_stream_is_counted_and_charged_at_its_last_event_though_the_caller_hangs_up_there() {
     let (mut worker, store) = (Worker::default(), FakeStore::default());
     let responses = json!({"model": LLAMA, "stream": true, "input": "Hi"});
-    let mut downstream_host = FakeHost::request("POST", "/v1/responses", &[], responses.clone());
-    let mut routing = RoutingStream::new(Some(config()));
-    routing.on_request_headers(&mut downstream_host, false);
-    routing.on_request_body(&mut downstream_host, true);
+    let downstream = Downstream::of("/v1/responses", responses.clone());
     let mut host = FakeHost::request("POST", "/v1/responses", &[], responses);
-    let key = downstream_host
-        .get(Side::Request, "x-ai-eg-stream-key")
-        .unwrap();
-    host.set_header(Side::Request, "x-ai-eg-stream-key", Some(key))
-        .unwrap();
-    let (mut stream, flow) = backend_request(&mut host, "static", &mut worker, &store);
-    assert_eq!(flow, Flow::Continue);
-    host.respond(200, "application/vnd.amazon.eventstream", Vec::new());
-    stream.on_response_headers(&mut host, false);
+    downstream.hand_key_to(&mut host);
+    let Downstream {
+        mut routing,
+        host: mut downstream_host,
+    } = downstream;
+    let mut stream = streaming(&mut host, "static", &mut worker, &store);
     let frames = [
         json!({"event": "messageStart", "payload": {"role": "assistant"}}),
         json!({"event": "contentBlockDelta", "payload": {"contentBlockIndex": 0, "delta": {"text": "Hello"}}}),
@@ -719,9 +733,7 @@ fn a_stream_is_counted_and_charged_at_its_last_event_though_the_caller_hangs_up_
 fn a_stream_failing_mid_way_is_counted_with_its_errors_status() {
     let (mut worker, store) = (Worker::default(), FakeStore::default());
     let mut host = FakeHost::request("POST", "/v1/chat/completions", &[], chat(true));
-    let (mut stream, _) = backend_request(&mut host, "static", &mut worker, &store);
-    host.respond(200, "application/vnd.amazon.eventstream", Vec::new());
-    stream.on_response_headers(&mut host, false);
+    let mut stream = streaming(&mut host, "static", &mut worker, &store);
     let frames = [
         json!({"event": "messageStart", "payload": {"role": "assistant"}}),
         json!({"event": "contentBlockDelta", "payload": {"contentBlockIndex": 0, "delta": {"text": "Hel"}}}),
@@ -756,18 +768,14 @@ fn a_running_streams_usage_so_far_is_published_for_the_budgets() {
     let (mut worker, store) = (Worker::default(), FakeStore::default());
     let messages = json!({"model": LLAMA, "stream": true, "max_tokens": 10,
                           "messages": [{"role": "user", "content": "Hi"}]});
-    let mut downstream = FakeHost::request("POST", "/anthropic/v1/messages", &[], messages.clone());
-    let mut routing = RoutingStream::new(Some(config()));
-    routing.on_request_headers(&mut downstream, false);
-    routing.on_request_body(&mut downstream, true);
+    let routed = Downstream::of("/anthropic/v1/messages", messages.clone());
     let mut host = FakeHost::request("POST", "/anthropic/v1/messages", &[], messages);
-    let key = downstream.get(Side::Request, "x-ai-eg-stream-key").unwrap();
-    host.set_header(Side::Request, "x-ai-eg-stream-key", Some(key))
-        .unwrap();
-    let (mut stream, flow) = backend_request(&mut host, "west", &mut worker, &store);
-    assert_eq!(flow, Flow::Continue);
-    host.respond(200, "application/vnd.amazon.eventstream", Vec::new());
-    stream.on_response_headers(&mut host, false);
+    routed.hand_key_to(&mut host);
+    let Downstream {
+        mut routing,
+        host: mut downstream,
+    } = routed;
+    let mut stream = streaming(&mut host, "west", &mut worker, &store);
     downstream.respond(200, "text/event-stream", Vec::new());
     routing.on_response_headers(&mut downstream);
     let chunk = |event: Value| {
@@ -831,9 +839,7 @@ fn a_running_streams_usage_so_far_is_published_for_the_budgets() {
 fn a_stream_cut_before_its_end_is_counted_as_failed_when_the_stream_ends() {
     let (mut worker, store) = (Worker::default(), FakeStore::default());
     let mut host = FakeHost::request("POST", "/v1/chat/completions", &[], chat(true));
-    let (mut stream, _) = backend_request(&mut host, "static", &mut worker, &store);
-    host.respond(200, "application/vnd.amazon.eventstream", Vec::new());
-    stream.on_response_headers(&mut host, false);
+    let mut stream = streaming(&mut host, "static", &mut worker, &store);
     let frames = [
         json!({"event": "messageStart", "payload": {"role": "assistant"}}),
         json!({"event": "contentBlockDelta", "payload": {"contentBlockIndex": 0, "delta": {"text": "Hel"}}}),

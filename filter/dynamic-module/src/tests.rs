@@ -63,6 +63,17 @@ impl Loaded {
         (!module.is_null()).then_some(Loaded { envoy, module })
     }
 
+    /// A backend-stage stream of the chat request as the routing stage leaves it (the caller's key
+    /// gone, the model header set), through the cluster `bedrock`.
+    fn routed_stream(&self) -> Stream {
+        let mut headers = chat_request();
+        headers.retain(|(name, _)| *name != "authorization");
+        headers.push(("x-ai-eg-model", "llama"));
+        let mut stream = self.stream(&headers);
+        stream.envoy.cluster = Some("bedrock".into());
+        stream
+    }
+
     /// A stream of this configuration, with the request's headers.
     fn stream(&self, headers: &[(&str, &str)]) -> Stream {
         let mut envoy = Box::new(FakeStream {
@@ -217,11 +228,7 @@ fn a_local_reply_re_enters_the_streams_hooks_without_harm() {
 fn the_backend_stage_translates_signs_and_never_logs_the_secret() {
     let _serial = serial();
     let backend = Loaded::stage("ai_gateway_backend", &plugin_json()).unwrap();
-    let mut headers = chat_request();
-    headers.retain(|(name, _)| *name != "authorization");
-    headers.push(("x-ai-eg-model", "llama"));
-    let mut stream = backend.stream(&headers);
-    stream.envoy.cluster = Some("bedrock".into());
+    let mut stream = backend.routed_stream();
     assert_eq!(stream.request_headers(false), abi::HEADERS_STOP_ITERATION);
     assert_eq!(stream.request_body(&chat_body()), abi::BODY_CONTINUE);
     let envoy = &stream.envoy;
@@ -249,11 +256,7 @@ fn the_backend_stage_translates_signs_and_never_logs_the_secret() {
 fn a_header_envoy_refuses_to_write_refuses_the_request() {
     let _serial = serial();
     let backend = Loaded::stage("ai_gateway_backend", &plugin_json()).unwrap();
-    let mut headers = chat_request();
-    headers.retain(|(name, _)| *name != "authorization");
-    headers.push(("x-ai-eg-model", "llama"));
-    let mut stream = backend.stream(&headers);
-    stream.envoy.cluster = Some("bedrock".into());
+    let mut stream = backend.routed_stream();
     stream.envoy.refused_headers = vec!["authorization".into()];
     stream.request_headers(false);
     assert_eq!(
@@ -285,11 +288,7 @@ fn a_stream_cut_mid_way_is_counted_when_envoy_destroys_the_filter() {
     let _serial = serial();
     let routing = Loaded::stage("ai_gateway", &plugin_json()).unwrap();
     let backend = Loaded::stage("ai_gateway_backend", &plugin_json()).unwrap();
-    let mut headers = chat_request();
-    headers.retain(|(name, _)| *name != "authorization");
-    headers.push(("x-ai-eg-model", "llama"));
-    let mut stream = backend.stream(&headers);
-    stream.envoy.cluster = Some("bedrock".into());
+    let mut stream = backend.routed_stream();
     assert_eq!(stream.request_headers(false), abi::HEADERS_STOP_ITERATION);
     let body =
         json!({"model": "llama", "stream": true, "messages": [{"role": "user", "content": "Hi"}]});
